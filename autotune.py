@@ -1,0 +1,3348 @@
+#!/usr/bin/env python3
+"""autotune: autonomous optimization loops for Claude Code.
+
+An agent edits code, runs a benchmark, keeps what improves a metric (a git commit),
+reverts what does not, watches the health of its own loop, recovers from failures
+with bounded playbooks, and pauses with a reason instead of thrashing.
+
+The loop, as the agent drives it:
+
+    autotune init --name "faster tests" --metric time_s --direction lower
+    autotune run                      # ./autotune.sh -> METRIC lines -> checks -> verdict
+    autotune log --status auto --description "cache the fixtures"   # commit or revert
+    autotune explain                  # what state the loop is in, and what to do next
+
+Files in the working directory (the "protected files": never committed, never reverted):
+    autotune.jsonl        append-only log; one config line per segment, one result per
+                          experiment. It is the truth: everything else derives from it.
+    .autotune.state       a cache of the fold of the log (rebuilt when missing or stale)
+    autotune.md, autotune.ideas.md   the agent's living notes and idea backlog
+    autotune.sh           the benchmark; prints `METRIC name=value` lines
+    autotune.checks.sh    optional correctness checks, run after a passing benchmark
+    autotune.holdout.sh   optional holdout workload, run before a keep is accepted
+    autotune.config.json  optional configuration
+Private caches live in <git dir>/autotune/<key>/: the snapshot index that lets a revert
+restore exactly the state before the experiment, the last run's measurement (which
+`log` consumes), and the sorted metric values behind the confidence score.
+
+Design. A functional core and an imperative shell: parsing, statistics, the fold of the
+log into state, and the health machine are pure functions of plain data; files, git
+and processes are touched only at the edges. Records are small __slots__ classes
+(importing dataclasses costs more than the whole interpreter start-up, and every call
+is one process in the agent's inner loop); heavy modules are imported where used.
+
+Sections: constants, errors, data model, configuration, storage, metrics, statistics,
+health, git, running, commands, hooks, rendering, CLI.
+
+Tests: `make test` drives this file as a black box in scratch git repositories.
+"""
+
+import json
+import os
+import sys
+import time
+
+# ---------------------------------------------------------------- constants ----
+
+VERSION = "1.0.0"
+
+LOG_FILE = "autotune.jsonl"
+STATE_FILE = ".autotune.state"
+NOTES_FILE = "autotune.md"
+IDEAS_FILE = "autotune.ideas.md"
+BENCH_FILE = "autotune.sh"
+CHECKS_FILE = "autotune.checks.sh"
+HOLDOUT_FILE = "autotune.holdout.sh"
+CONFIG_FILE = "autotune.config.json"
+PROTECTED_FILES = (LOG_FILE, STATE_FILE, NOTES_FILE, IDEAS_FILE, BENCH_FILE,
+                   CHECKS_FILE, HOLDOUT_FILE, CONFIG_FILE)
+# Our own temporary and backup files, excluded from snapshots by glob.
+PROTECTED_GLOBS = (".autotune.state.*", "autotune.jsonl.*")
+INTEGRITY_FILES = (BENCH_FILE, CHECKS_FILE, HOLDOUT_FILE)
+
+STATUSES = ("keep", "discard", "crash", "checks_failed")
+CRASH_STATUSES = ("crash", "checks_failed")
+DIRECTIONS = ("lower", "higher")
+MODES = ("optimize", "repair")
+AUTO_RESUME_MODES = ("prompt", "headless", "off", "continue")
+HEALTH_STATES = ("running", "improving", "plateaued", "crashing", "healing",
+                 "paused", "completed")
+VERDICTS = ("baseline", "improved", "within_noise", "worse", "crash",
+            "checks_failed", "guardrail_failed", "holdout_failed")
+# Verdicts after which a keep needs --force and --reason.
+BLOCKING_VERDICTS = ("crash", "checks_failed", "guardrail_failed", "holdout_failed")
+
+PLAYBOOKS = ("reset_worktree", "rebaseline", "shrink_scope", "diagnose", "pause")
+FAILURE_PLAYBOOK_ORDER = {
+    "benchmark_crash": ("reset_worktree", "rebaseline", "diagnose", "pause"),
+    "checks_failed": ("diagnose", "rebaseline", "pause"),
+    "plateau": ("rebaseline", "shrink_scope", "diagnose", "pause"),
+}
+RESERVED_METRIC_NAMES = ("__proto__", "constructor", "prototype")
+
+DEFAULT_MAX_NO_IMPROVE = 5
+DEFAULT_MAX_CRASH_STREAK = 2
+DEFAULT_PLAYBOOKS = ("rebaseline", "shrink_scope", "diagnose", "pause")
+DEFAULT_MAX_HEALS = 3
+DEFAULT_TIMEOUT = 600.0
+DEFAULT_CHECKS_TIMEOUT = 300.0
+DEFAULT_ALPHA = 0.05
+DEFAULT_MAX_SAMPLES = 15
+DEFAULT_BATCH = 5          # samples per look for a noisy benchmark
+DEFAULT_PROBE = 3          # baseline samples that decide "deterministic or noisy"
+DEFAULT_REBASELINE = 5
+DEFAULT_HOLDOUT_TOLERANCE_PCT = 5.0
+DEFAULT_MAX_RESUMES = 20
+DEFAULT_RESUME_INTERVAL_MIN = 5.0
+DEFAULT_MAX_CONSECUTIVE_BLOCKS = 6
+DEFAULT_MAX_BLOCKS = 200
+
+OUTPUT_TAIL_LINES, OUTPUT_TAIL_BYTES = 50, 4096
+CHECKS_TAIL_LINES, CHECKS_TAIL_BYTES = 20, 2048
+MAX_LINE_BYTES = 65536        # a longer output line is cut (METRIC lines are short)
+MAX_TEXT_CHARS = 20000        # descriptions and reasons
+MAX_JSON_ARG_CHARS = 200000   # --metrics / --asi
+STATE_FORMAT = 2              # bump when the state cache changes shape
+
+AGENT_COMMANDS = ("init", "run", "log", "rebaseline", "hook")
+
+# -------------------------------------------------------------------- errors ----
+
+
+class AutotuneError(Exception):
+    """An expected failure: one clear sentence, a stable code, nothing written."""
+
+    def __init__(self, code, message, exit_code=1):
+        Exception.__init__(self, message)
+        self.code = code
+        self.message = message
+        self.exit_code = exit_code
+
+
+def fail(code, message, exit_code=1):
+    raise AutotuneError(code, message, exit_code)
+
+
+# ---------------------------------------------------------------- data model ----
+
+
+class Record(object):
+    """A named bag of fields with defaults that reads and writes plain dicts.
+
+    Subclasses list FIELDS as (name, default) pairs; a callable default (list, dict)
+    is called per instance. from_dict ignores unknown keys, so old and future log
+    lines load without error.
+    """
+
+    __slots__ = ()
+    FIELDS = ()
+
+    def __init__(self, **values):
+        for name, default in self.FIELDS:
+            if name in values:
+                value = values.pop(name)
+            else:
+                value = default() if callable(default) else default
+            setattr(self, name, value)
+        if values:
+            raise TypeError("%s has no field %s" % (type(self).__name__, ", ".join(sorted(values))))
+
+    @classmethod
+    def from_dict(cls, data):
+        if not isinstance(data, dict):
+            data = {}
+        return cls(**{name: data[name] for name, _ in cls.FIELDS if name in data})
+
+    def to_dict(self):
+        return {name: getattr(self, name) for name, _ in self.FIELDS}
+
+    def copy(self):
+        return type(self).from_dict(json.loads(json.dumps(self.to_dict())))
+
+    def __repr__(self):
+        return "%s(%s)" % (type(self).__name__, ", ".join(
+            "%s=%r" % (name, getattr(self, name)) for name, _ in self.FIELDS))
+
+
+class Settings(Record):
+    """autotune.config.json, validated, with defaults filled in."""
+
+    FIELDS = (
+        ("path", None), ("raw", dict), ("working_dir", None),
+        ("max_iterations", None), ("auto_resume", "prompt"), ("mode", "optimize"),
+        ("max_no_improve", DEFAULT_MAX_NO_IMPROVE), ("max_crash_streak", DEFAULT_MAX_CRASH_STREAK),
+        ("playbooks", lambda: list(DEFAULT_PLAYBOOKS)), ("max_heals", DEFAULT_MAX_HEALS),
+        ("pause_on_exhausted", True),
+        ("target", None), ("max_minutes", None),
+        ("repeat", "auto"), ("max_samples", DEFAULT_MAX_SAMPLES), ("alpha", DEFAULT_ALPHA),
+        ("min_improvement_pct", 0.0),
+        ("guardrails", dict),
+        ("holdout_tolerance_pct", DEFAULT_HOLDOUT_TOLERANCE_PCT),
+        ("timeout", DEFAULT_TIMEOUT), ("checks_timeout", DEFAULT_CHECKS_TIMEOUT),
+        ("max_resumes", DEFAULT_MAX_RESUMES), ("resume_interval_min", DEFAULT_RESUME_INTERVAL_MIN),
+        ("max_consecutive_blocks", DEFAULT_MAX_CONSECUTIVE_BLOCKS), ("max_blocks", DEFAULT_MAX_BLOCKS),
+    )
+    __slots__ = tuple(name for name, _ in FIELDS)
+
+
+class Result(Record):
+    """One `result` line of the log (the first implementation's fields, then ours)."""
+
+    FIELDS = (
+        ("type", "result"), ("index", 0), ("commit", None), ("metric", None),
+        ("status", None), ("description", ""), ("timestamp", None), ("segment", 1),
+        ("metrics", dict), ("asi", dict), ("failure", None), ("health", None),
+        ("recovery", None), ("reason", None), ("files", list), ("mode", "optimize"),
+        # ours
+        ("samples", None), ("verdict", None), ("improved", None), ("measured", None),
+        ("evidence", None), ("confidence", None), ("holdout", None), ("env", None),
+        ("git", None), ("forced", None), ("override_reason", None), ("snapshot", None),
+        ("active", None), ("run_dur", None),
+    )
+    __slots__ = tuple(name for name, _ in FIELDS)
+
+
+class State(Record):
+    """The fold of the log: the SPEC's state fields first, then the segment summary.
+
+    Written to .autotune.state as a cache keyed by the log's size, so a call reads
+    only what was appended since (history-independent cost).
+    """
+
+    FIELDS = (
+        ("active", False), ("mode", "optimize"), ("health", "running"), ("failure", None),
+        ("reason", None), ("recovery", None), ("heals", 0), ("no_improve", 0),
+        ("failures", 0), ("crash_streak", 0), ("keep_streak", 0), ("n_exp", 0),
+        ("resume_count", 0), ("resume_at", 0), ("exp_at", None), ("progress_at", None),
+        # segment summary
+        ("segment", 0), ("segments", 0), ("config", None), ("config_offset", None),
+        ("started_at", None), ("session_id", None),
+        ("kept", 0), ("discarded", 0), ("crashed", 0), ("checks_failed", 0),
+        ("metric_points", 0), ("total_results", 0),
+        ("baseline", None), ("best", None), ("reference", None), ("last", None),
+        ("confidence", None), ("snapshot", None), ("metric_names", None),
+        ("stop_streak", 0), ("stop_blocks", 0), ("stopped_by", None),
+        # cache bookkeeping
+        ("format", STATE_FORMAT), ("log_size", 0), ("log_tail", ""), ("lines", 0),
+        ("bad_lines", 0), ("bad_line_numbers", list),
+    )
+    __slots__ = tuple(name for name, _ in FIELDS)
+
+
+class Outcome(Record):
+    """One execution of a benchmark, checks or holdout script."""
+
+    FIELDS = (("exit", None), ("dur", 0.0), ("timeout", False), ("metrics", dict),
+              ("output", ""), ("lines", 0), ("bytes", 0), ("error", None))
+    __slots__ = tuple(name for name, _ in FIELDS)
+
+
+class Measurement(Record):
+    """What `run` measured; stored for `log`, which must not be fed invented numbers."""
+
+    FIELDS = (
+        ("segment", None), ("timestamp", None), ("command", None), ("exit", None),
+        ("dur", 0.0), ("passed", False), ("crashed", False), ("timeout", False),
+        ("metrics", dict), ("primary", None), ("pname", None), ("samples", list),
+        ("sample_metrics", list), ("output", ""), ("checks", None), ("chk_out", ""),
+        ("verdict", None), ("suggested_status", None), ("evidence", None),
+        ("sampling", None), ("guardrails", None), ("holdout", None), ("env", None),
+        ("tree", None), ("head", None), ("reason", None), ("warnings", list),
+    )
+    __slots__ = tuple(name for name, _ in FIELDS)
+
+
+# ------------------------------------------------------------- configuration ----
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    import math
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+class _ConfigReader(object):
+    """Validates one JSON object of the config file, naming the field on error."""
+
+    def __init__(self, path, data, prefix=""):
+        self.path, self.data, self.prefix = path, data, prefix
+
+    def error(self, key, expected):
+        shown = json.dumps(self.data.get(key), ensure_ascii=False)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        fail("bad_config", "%s: %s%s must be %s, got %s." % (
+            self.path, self.prefix, key, expected, shown))
+
+    def check_keys(self, known):
+        for key in self.data:
+            if key not in known and not key.startswith(("_", "$")):
+                fail("bad_config", "%s: unknown field %s%s (known: %s)." % (
+                    self.path, self.prefix, key, ", ".join(known)))
+
+    def get(self, key, kind, default=None, low=None, high=None, choices=None, allow_null=True):
+        if key not in self.data or (self.data[key] is None and allow_null):
+            return default
+        value = self.data[key]
+        if kind == "int":
+            if not _is_int(value) or (low is not None and value < low) or (high is not None and value > high):
+                self.error(key, "a whole number" + _range_text(low, high))
+        elif kind == "number":
+            if not _is_number(value) or (low is not None and value < low) or (high is not None and value > high):
+                self.error(key, "a number" + _range_text(low, high))
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                self.error(key, "true or false")
+        elif kind == "str":
+            if not isinstance(value, str) or not value.strip():
+                self.error(key, "a non-empty string")
+        elif kind == "choice":
+            if value not in choices:
+                self.error(key, "one of " + ", ".join(json.dumps(c) for c in choices))
+        elif kind == "object":
+            if not isinstance(value, dict):
+                self.error(key, "an object")
+            return _ConfigReader(self.path, value, self.prefix + key + ".")
+        return value
+
+
+def _range_text(low, high):
+    if low is not None and high is not None:
+        return " from %s to %s" % (low, high)
+    if low is not None:
+        return " of at least %s" % low
+    return ""
+
+
+def _repeat_value(reader, key):
+    value = reader.data.get(key)
+    if value is None or value == "auto":
+        return "auto" if value == "auto" else None
+    if not _is_int(value) or not 1 <= value <= 1000:
+        reader.error(key, '"auto" or a whole number from 1 to 1000')
+    return value
+
+
+def load_settings(path):
+    """Reads autotune.config.json; a missing file means defaults, a bad one an error."""
+    settings = Settings(path=path)
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return settings
+    except OSError as exc:
+        fail("bad_config", "%s: cannot be read (%s)." % (path, exc.strerror or exc))
+    try:
+        data = json.loads(text.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        fail("bad_config", "%s: is not UTF-8 text." % path)
+    except ValueError as exc:
+        fail("bad_config", "%s: invalid JSON (%s)." % (path, exc))
+    if not isinstance(data, dict):
+        fail("bad_config", "%s: must hold a JSON object, not %s." % (path, type(data).__name__))
+    top = _ConfigReader(path, data)
+    top.check_keys(("workingDir", "maxIterations", "autoResume", "mode", "repeat", "health",
+                    "recovery", "budget", "evaluator", "guardrails", "holdout", "timeouts",
+                    "resume"))
+    settings.raw = data
+    settings.working_dir = top.get("workingDir", "str")
+    settings.max_iterations = top.get("maxIterations", "int", low=1)
+    settings.auto_resume = top.get("autoResume", "choice", "prompt", choices=AUTO_RESUME_MODES)
+    settings.mode = top.get("mode", "choice", "optimize", choices=MODES)
+    settings.repeat = _repeat_value(top, "repeat") or "auto"
+
+    health = top.get("health", "object")
+    if health:
+        health.check_keys(("maxNoImprovementRuns", "maxCrashStreak"))
+        settings.max_no_improve = health.get("maxNoImprovementRuns", "int", DEFAULT_MAX_NO_IMPROVE, low=1)
+        settings.max_crash_streak = health.get("maxCrashStreak", "int", DEFAULT_MAX_CRASH_STREAK, low=1)
+    recovery = top.get("recovery", "object")
+    if recovery:
+        recovery.check_keys(("playbooks", "maxHealingAttempts", "pauseOnExhaustedRecovery"))
+        books = recovery.data.get("playbooks")
+        if books is not None:
+            if not isinstance(books, list) or any(b not in PLAYBOOKS for b in books):
+                recovery.error("playbooks", "a list of playbook names (%s)" % ", ".join(PLAYBOOKS))
+            settings.playbooks = list(books)
+        settings.max_heals = recovery.get("maxHealingAttempts", "int", DEFAULT_MAX_HEALS, low=0)
+        settings.pause_on_exhausted = recovery.get("pauseOnExhaustedRecovery", "bool", True)
+    budget = top.get("budget", "object")
+    if budget:
+        budget.check_keys(("maxIterations", "target", "maxMinutes"))
+        settings.max_iterations = budget.get("maxIterations", "int", settings.max_iterations, low=1)
+        settings.target = budget.get("target", "number")
+        settings.max_minutes = budget.get("maxMinutes", "number", low=0.001)
+    evaluator = top.get("evaluator", "object")
+    if evaluator:
+        evaluator.check_keys(("repeat", "maxSamples", "alpha", "minImprovementPct"))
+        settings.repeat = _repeat_value(evaluator, "repeat") or settings.repeat
+        settings.max_samples = evaluator.get("maxSamples", "int", DEFAULT_MAX_SAMPLES, low=1, high=1000)
+        settings.alpha = evaluator.get("alpha", "number", DEFAULT_ALPHA, low=0.0001, high=0.5)
+        settings.min_improvement_pct = evaluator.get("minImprovementPct", "number", 0.0, low=0)
+    guardrails = top.get("guardrails", "object")
+    if guardrails:
+        rules = {}
+        for name in guardrails.data:
+            rule = guardrails.get(name, "object")
+            if rule is None:
+                guardrails.error(name, "an object")
+            rule.check_keys(("maxRegressionPct", "max", "min", "direction"))
+            parsed = {
+                "maxRegressionPct": rule.get("maxRegressionPct", "number", low=0),
+                "max": rule.get("max", "number"),
+                "min": rule.get("min", "number"),
+                "direction": rule.get("direction", "choice", "lower", choices=DIRECTIONS),
+            }
+            if parsed["maxRegressionPct"] is None and parsed["max"] is None and parsed["min"] is None:
+                guardrails.error(name, "an object with maxRegressionPct, max or min")
+            rules[name] = parsed
+        settings.guardrails = rules
+    holdout = top.get("holdout", "object")
+    if holdout:
+        holdout.check_keys(("maxRegressionPct",))
+        settings.holdout_tolerance_pct = holdout.get(
+            "maxRegressionPct", "number", DEFAULT_HOLDOUT_TOLERANCE_PCT, low=0)
+    timeouts = top.get("timeouts", "object")
+    if timeouts:
+        timeouts.check_keys(("benchmark", "checks"))
+        settings.timeout = timeouts.get("benchmark", "number", DEFAULT_TIMEOUT, low=0.001)
+        settings.checks_timeout = timeouts.get("checks", "number", DEFAULT_CHECKS_TIMEOUT, low=0.001)
+    resume = top.get("resume", "object")
+    if resume:
+        resume.check_keys(("maxResumes", "minMinutesBetween", "maxConsecutiveBlocks", "maxBlocks"))
+        settings.max_resumes = resume.get("maxResumes", "int", DEFAULT_MAX_RESUMES, low=0)
+        settings.resume_interval_min = resume.get("minMinutesBetween", "number",
+                                                  DEFAULT_RESUME_INTERVAL_MIN, low=0)
+        settings.max_consecutive_blocks = resume.get("maxConsecutiveBlocks", "int",
+                                                     DEFAULT_MAX_CONSECUTIVE_BLOCKS, low=1)
+        settings.max_blocks = resume.get("maxBlocks", "int", DEFAULT_MAX_BLOCKS, low=0)
+    return settings
+
+
+def _reject_constant(name):
+    raise ValueError("%s is not a number JSON allows" % name)
+
+
+# ------------------------------------------------------------------ storage ----
+
+
+def utc_now():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def iso_to_epoch(text):
+    """Parses our own 'YYYY-MM-DDTHH:MM:SS[.f]Z' (and +00:00) timestamps; None if not one."""
+    if not isinstance(text, str) or len(text) < 19:
+        return None
+    try:
+        year, month, day = int(text[0:4]), int(text[5:7]), int(text[8:10])
+        hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    except ValueError:
+        return None
+    # days from civil (Howard Hinnant), so no calendar/datetime import is needed
+    year -= month <= 2
+    era = year // 400
+    yoe = year - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = era * 146097 + doe - 719468
+    return days * 86400 + hour * 3600 + minute * 60 + second
+
+
+class Session(object):
+    """Where a loop lives: its working directory, repository, settings and files."""
+
+    __slots__ = ("workdir", "repo", "settings", "log_path", "state_path", "_cache_dir")
+
+    def __init__(self, workdir, repo, settings):
+        self.workdir = workdir
+        self.repo = repo
+        self.settings = settings
+        self.log_path = os.path.join(workdir, LOG_FILE)
+        self.state_path = os.path.join(workdir, STATE_FILE)
+        self._cache_dir = None
+
+    def path(self, name):
+        return os.path.join(self.workdir, name)
+
+    def exists(self):
+        return os.path.isfile(self.log_path)
+
+    @property
+    def cache_dir(self):
+        """<git dir>/autotune/<key>: private caches, invisible to `git status`."""
+        if self._cache_dir is None:
+            import zlib
+            base = self.repo.git_dir if self.repo else os.path.join(self.workdir, ".autotune-cache")
+            key = "%08x" % zlib.crc32(os.path.realpath(self.workdir).encode("utf-8", "surrogateescape"))
+            self._cache_dir = os.path.join(base, "autotune", key)
+        return self._cache_dir
+
+    def cache(self, name, create=False):
+        if create and not os.path.isdir(self.cache_dir):
+            os.makedirs(self.cache_dir, exist_ok=True)
+        return os.path.join(self.cache_dir, name)
+
+
+def find_session(cwd=None):
+    """Resolves the working directory as SPEC section 3 says; never creates anything.
+
+    `workingDir` in ./autotune.config.json wins; else the nearest directory from here
+    up to the git root that holds autotune.jsonl; else the current directory.
+    """
+    cwd = os.path.abspath(cwd or os.getcwd())
+    local_config = os.path.join(cwd, CONFIG_FILE)
+    local = load_settings(local_config) if os.path.isfile(local_config) else None
+    if local is not None and local.working_dir:
+        workdir = os.path.normpath(os.path.join(cwd, local.working_dir))
+        if not os.path.isdir(workdir):
+            fail("bad_config", "%s: workingDir %s is not a directory." % (
+                local_config, json.dumps(local.working_dir)))
+        return Session(workdir, find_repo(workdir), local)
+    repo = find_repo(cwd)
+    workdir = cwd
+    if repo is not None:
+        probe = cwd
+        while True:
+            if os.path.isfile(os.path.join(probe, LOG_FILE)):
+                workdir = probe
+                break
+            parent = os.path.dirname(probe)
+            if _same_path(probe, repo.root) or parent == probe:
+                break
+            probe = parent
+    if workdir == cwd and local is not None:
+        return Session(workdir, repo, local)
+    return Session(workdir, repo, load_settings(os.path.join(workdir, CONFIG_FILE)))
+
+
+def _same_path(a, b):
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _is_inside(path, root):
+    path, root = os.path.realpath(path), os.path.realpath(root)
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def require_session(session):
+    if not session.exists():
+        fail("no_session", "No autotune session in %s (no %s there or in a parent up to the "
+             "git root); start one with `autotune init --name NAME --metric METRIC "
+             "--direction lower|higher`." % (session.workdir, LOG_FILE))
+    return session
+
+
+def write_atomic(path, data):
+    """Write-then-rename, so a reader sees the old file or the new one, never half."""
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def dumps_line(entry):
+    """One log line: compact JSON, no NaN/Infinity, non-ASCII kept as written."""
+    return (json.dumps(entry, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+            + "\n").encode("utf-8")
+
+
+def parse_line(raw):
+    """A log line as a dict, or None when it is not one (junk lines are skipped)."""
+    try:
+        entry = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+class LogLock(object):
+    """Exclusive lock on the log for read-modify-append; the log file is the lock."""
+
+    def __init__(self, session, create=False):
+        self.session = session
+        self.create = create
+        self.fd = None
+
+    def __enter__(self):
+        if self.fd is not None:  # already locked by try_lock
+            return self
+        flags = os.O_RDWR | os.O_APPEND
+        if self.create:
+            flags |= os.O_CREAT
+        try:
+            self.fd = os.open(self.session.log_path, flags, 0o644)
+        except FileNotFoundError:
+            require_session(self.session)
+            raise
+        except OSError as exc:
+            fail("io_error", "Cannot open %s (%s)." % (self.session.log_path, exc.strerror))
+        try:
+            import fcntl
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except ImportError:  # no advisory locks on this platform: single writer assumed
+            pass
+        return self
+
+    def append(self, entries):
+        data = b"".join(dumps_line(entry) for entry in entries)
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # closing releases the flock
+        self.fd = None
+        return False
+
+
+def try_lock(session):
+    """A non-blocking LogLock, or None when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(session.log_path, os.O_RDWR | os.O_APPEND)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    lock = LogLock(session)
+    lock.fd = fd
+    return lock
+
+
+# The fold: the log, read top to bottom, becomes the state. Pure over parsed lines.
+
+_SEGMENT_KEEP = ("segments", "total_results", "format", "log_size", "log_tail", "lines",
+                 "bad_lines", "bad_line_numbers")
+
+
+def is_better(value, other, direction):
+    return value < other if direction == "lower" else value > other
+
+
+def _finite(value):
+    import math
+    return _is_number(value) and math.isfinite(value)
+
+
+def _samples_of(entry, metric):
+    samples = entry.get("samples")
+    if isinstance(samples, list) and samples and all(_finite(s) for s in samples):
+        return [float(s) for s in samples]
+    return [float(metric)] if metric is not None else []
+
+
+def fold_entry(state, entry, offset=None):
+    """Folds one log line into `state` (in place); returns its metric point or None."""
+    kind = entry.get("type")
+    if kind == "config":
+        _fold_config(state, entry, offset)
+    elif kind == "result":
+        return _fold_result(state, entry)
+    elif kind == "control":
+        _fold_control(state, entry)
+    elif kind == "rebaseline":
+        samples = _samples_of(entry, entry.get("metric") if _finite(entry.get("metric")) else None)
+        if samples and state.config is not None:
+            state.reference = {"metric": median(samples), "samples": samples, "source": "rebaseline",
+                               "timestamp": entry.get("timestamp"),
+                               "deterministic": is_deterministic(samples)}
+    elif kind == "resume":
+        state.resume_count += 1
+        state.resume_at = iso_to_epoch(entry.get("timestamp")) or state.resume_at
+    elif kind == "hook" and entry.get("action") == "block":
+        state.stop_blocks += 1
+        streak = entry.get("streak")
+        state.stop_streak = streak if _is_int(streak) else state.stop_streak + 1
+    return None
+
+
+def _fold_config(state, entry, offset):
+    fresh = State()
+    for name, _ in State.FIELDS:
+        if name not in _SEGMENT_KEEP:
+            setattr(state, name, getattr(fresh, name))
+    segment = entry.get("segment")
+    if not _is_int(segment) or segment < 1:
+        segment = state.segments + 1
+    state.segment = segment
+    state.segments = max(state.segments, segment)
+    state.config = entry
+    state.config_offset = offset
+    state.active = True
+    state.mode = entry.get("mode") if entry.get("mode") in MODES else "optimize"
+    state.health = "running"
+    state.reason = "initialized"
+    state.started_at = entry.get("timestamp")
+    state.session_id = entry.get("session_id")
+    state.snapshot = entry.get("snapshot") if isinstance(entry.get("snapshot"), dict) else None
+
+
+def _fold_result(state, entry):
+    status = entry.get("status")
+    if status not in STATUSES or state.config is None:
+        return None
+    direction = state.config.get("direction", "lower")
+    state.n_exp += 1
+    state.total_results += 1
+    index = entry.get("index") if _is_int(entry.get("index")) else state.n_exp
+    metric = float(entry["metric"]) if _finite(entry.get("metric")) else None
+    point = metric if status != "crash" else None
+    timestamp = entry.get("timestamp")
+    if point is not None:
+        state.metric_points += 1
+    if status == "keep":
+        state.kept += 1
+        state.no_improve, state.crash_streak, state.heals = 0, 0, 0
+        state.keep_streak += 1
+    elif status == "discard":
+        state.discarded += 1
+        state.no_improve += 1
+        state.crash_streak, state.keep_streak = 0, 0
+    else:
+        if status == "crash":
+            state.crashed += 1
+        else:
+            state.checks_failed += 1
+        state.no_improve += 1
+        state.crash_streak += 1
+        state.keep_streak = 0
+    reason = entry.get("reason")
+    if isinstance(reason, str) and reason.startswith("heal:"):
+        state.heals += 1
+    state.failures = state.crash_streak
+    for name in ("health", "failure", "recovery", "reason"):
+        value = entry.get(name)
+        setattr(state, name, value if value is None or isinstance(value, str) else str(value))
+    if entry.get("mode") in MODES:
+        state.mode = entry["mode"]
+    active = entry.get("active")
+    state.active = active if isinstance(active, bool) else state.health not in ("paused", "completed")
+    metrics = entry.get("metrics") if isinstance(entry.get("metrics"), dict) else {}
+    if state.baseline is None and point is not None and status in ("keep", "discard"):
+        state.baseline = {"index": index, "metric": point, "commit": entry.get("commit"),
+                          "samples": _samples_of(entry, point), "metrics": metrics,
+                          "holdout": entry.get("holdout") if _finite(entry.get("holdout")) else None}
+    improved = entry.get("improved")
+    if not isinstance(improved, bool):
+        improved = (status == "keep" and point is not None and
+                    (state.best is None or is_better(point, state.best["metric"], direction)))
+    if improved and point is not None:
+        samples = _samples_of(entry, point)
+        state.best = {"index": index, "metric": point, "commit": entry.get("commit"),
+                      "samples": samples, "metrics": metrics, "timestamp": timestamp,
+                      "description": entry.get("description"),
+                      "holdout": entry.get("holdout") if _finite(entry.get("holdout")) else None}
+        inherited = len(samples) == 1 and bool((state.reference or {}).get("deterministic"))
+        state.reference = {"metric": median(samples), "samples": samples, "source": "#%d" % index,
+                           "timestamp": timestamp,
+                           "deterministic": is_deterministic(samples) or inherited}
+        state.progress_at = timestamp
+    if state.metric_names is None and status != "crash" and entry.get("metrics") is not None:
+        state.metric_names = sorted(metrics)
+    state.last = {"index": index, "status": status, "metric": metric, "commit": entry.get("commit"),
+                  "description": entry.get("description"), "timestamp": timestamp,
+                  "verdict": entry.get("verdict")}
+    state.exp_at = timestamp
+    conf = entry.get("confidence")
+    state.confidence = conf if isinstance(conf, dict) else None
+    snap = entry.get("snapshot")
+    state.snapshot = snap if isinstance(snap, dict) else None
+    state.stop_streak = 0
+    return point
+
+
+def _fold_control(state, entry):
+    action = entry.get("action")
+    if action == "stop":
+        state.active = False
+        state.health = "paused"
+        state.reason = entry.get("reason") or "stopped by a person"
+        state.stopped_by = entry.get("by")
+    elif action == "resume":
+        state.active = True
+        state.health = "running"
+        state.mode = "optimize"
+        state.failure = state.recovery = None
+        state.reason = "resumed"
+        state.heals = state.no_improve = state.crash_streak = state.failures = 0
+        state.stop_streak = 0
+    elif action == "snapshot" and isinstance(entry.get("snapshot"), dict):
+        state.snapshot = entry["snapshot"]
+    elif action == "repair":
+        state.active = True
+        state.mode = "repair"
+        state.health = "healing"
+        state.recovery = "manual_repair"
+        state.reason = "manual repair requested"
+        state.stop_streak = 0
+
+
+class Loaded(object):
+    """What load_state found: the state, the metric points it folded, and the tail."""
+
+    __slots__ = ("state", "points", "complete", "torn", "rebuilt", "changed")
+
+    def __init__(self, state):
+        self.state = state
+        self.points = []        # metric points folded by this call
+        self.complete = False   # True when `points` holds the whole current segment
+        self.torn = b""         # bytes after the last newline: a truncated last line
+        self.rebuilt = False
+        self.changed = False    # the state differs from the file on disk
+
+
+def load_state(session):
+    """The cached fold, brought up to the end of the log (or rebuilt from it)."""
+    try:
+        size = os.path.getsize(session.log_path)
+    except OSError:
+        require_session(session)
+        raise
+    cached, legacy = None, None
+    try:
+        with open(session.state_path, "rb") as handle:
+            data = json.loads(handle.read().decode("utf-8"), parse_constant=_reject_constant)
+        if isinstance(data, dict) and data.get("format") == STATE_FORMAT and _is_int(data.get("log_size")):
+            cached = State.from_dict(data)
+        elif isinstance(data, dict):
+            legacy = data
+    except (OSError, ValueError, UnicodeDecodeError, TypeError):
+        pass
+    with open(session.log_path, "rb") as handle:
+        if cached is not None and cached.log_size <= size and _tail_matches(handle, cached):
+            loaded = Loaded(cached)
+            _fold_from(handle, loaded, cached.log_size)
+            return loaded
+        loaded = Loaded(State())
+        loaded.rebuilt = loaded.changed = True
+        loaded.complete = True
+        _fold_from(handle, loaded, 0)
+    state = loaded.state
+    if legacy is not None and _is_int(legacy.get("n_exp")) and legacy.get("n_exp") == state.n_exp:
+        # a state file of the first implementation: keep what the log cannot tell
+        if isinstance(legacy.get("active"), bool):
+            state.active = legacy["active"]
+        for name in ("resume_count", "resume_at"):
+            if _is_int(legacy.get(name)):
+                setattr(state, name, legacy[name])
+    if state.confidence is None and state.config is not None:
+        state.confidence = confidence(sorted(loaded.points), state)
+    return loaded
+
+
+def _tail_matches(handle, cached):
+    start = max(0, cached.log_size - 32)
+    handle.seek(start)
+    return handle.read(cached.log_size - start).hex() == cached.log_tail
+
+
+def _fold_from(handle, loaded, offset):
+    state = loaded.state
+    handle.seek(offset)
+    for raw in handle:
+        if not raw.endswith(b"\n"):
+            loaded.torn = raw
+            break
+        state.lines += 1
+        entry = parse_line(raw)
+        if entry is None:
+            if raw.strip():
+                state.bad_lines += 1
+                if len(state.bad_line_numbers) < 10:
+                    state.bad_line_numbers.append(state.lines)
+        else:
+            if entry.get("type") == "config":
+                loaded.points = []
+                loaded.complete = True
+            point = fold_entry(state, entry, offset)
+            if point is not None:
+                loaded.points.append(point)
+        offset += len(raw)
+        loaded.changed = True
+    if offset != state.log_size or loaded.changed:
+        state.log_size = offset
+        start = max(0, offset - 32)
+        handle.seek(start)
+        state.log_tail = handle.read(offset - start).hex()
+
+
+def save_state(session, state):
+    write_atomic(session.state_path, (json.dumps(state.to_dict(), indent=2, ensure_ascii=False,
+                                                 allow_nan=False) + "\n").encode("utf-8"))
+
+
+def persist_if_stale(session, loaded):
+    """Read-only commands write back a rebuilt or caught-up state when nobody writes."""
+    if not loaded.changed:
+        return
+    lock = try_lock(session)
+    if lock is None:
+        return
+    with lock:
+        try:
+            if os.path.getsize(session.log_path) >= loaded.state.log_size:
+                save_state(session, loaded.state)
+        except OSError:
+            pass
+
+
+def torn_tail_error(session, loaded):
+    if loaded.torn:
+        fail("torn_log", "%s ends with a truncated line (%d bytes, a write that was cut "
+             "short); nothing was written. Run `autotune doctor --fix` to move it aside "
+             "into a backup file." % (session.log_path, len(loaded.torn)))
+
+
+_VALUES_MAGIC = b"ATV1"
+
+
+def segment_values(session, loaded):
+    """The current segment's metric points, sorted (cached in values.bin)."""
+    from array import array
+    import bisect
+    state = loaded.state
+    if loaded.complete:
+        return array("d", sorted(loaded.points))
+    expected = state.metric_points - len(loaded.points)
+    try:
+        with open(session.cache("values.bin"), "rb") as handle:
+            data = handle.read()
+        if (data[:4] == _VALUES_MAGIC and int.from_bytes(data[4:8], "little") == state.segment
+                and int.from_bytes(data[8:16], "little") == expected
+                and len(data) == 16 + 8 * expected):
+            values = array("d")
+            values.frombytes(data[16:])
+            for point in loaded.points:
+                bisect.insort(values, point)
+            return values
+    except OSError:
+        pass
+    return array("d", sorted(scan_segment_points(session, state)))
+
+
+def scan_segment_points(session, state):
+    points = []
+    with open(session.log_path, "rb") as handle:
+        handle.seek(state.config_offset or 0)
+        scratch = State()
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                break
+            entry = parse_line(raw)
+            if entry is None:
+                continue
+            if entry.get("type") == "config":
+                points = []
+            point = fold_entry(scratch, entry)
+            if point is not None:
+                points.append(point)
+    return points
+
+
+def save_values(session, state, values):
+    header = (_VALUES_MAGIC + state.segment.to_bytes(4, "little")
+              + len(values).to_bytes(8, "little"))
+    write_atomic(session.cache("values.bin", create=True), header + values.tobytes())
+
+
+def load_measurement(session):
+    try:
+        with open(session.cache("run.json"), "rb") as handle:
+            return Measurement.from_dict(json.loads(handle.read().decode("utf-8")))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def save_measurement(session, measurement):
+    write_atomic(session.cache("run.json", create=True),
+                 json.dumps(measurement.to_dict(), ensure_ascii=False, allow_nan=False).encode("utf-8"))
+
+
+def drop_measurement(session):
+    try:
+        os.unlink(session.cache("run.json"))
+    except OSError:
+        pass
+
+
+# ------------------------------------------------------------------ metrics ----
+
+
+def parse_metric_line(line):
+    """('name', value) for a `METRIC name=value` line, else None."""
+    text = line.strip()
+    if not text.startswith("METRIC"):
+        return None
+    rest = text[6:]
+    if not rest or not rest[0].isspace():
+        return None
+    name, sep, value = rest.strip().partition("=")
+    name, value = name.strip(), value.strip()
+    if not sep or not valid_metric_name(name):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return (name, number) if _finite(number) else None
+
+
+def valid_metric_name(name):
+    return (isinstance(name, str) and 0 < len(name) <= 200 and name not in RESERVED_METRIC_NAMES
+            and "=" not in name and not any(ch.isspace() for ch in name)
+            and all(ch.isprintable() for ch in name))
+
+
+class OutputScanner(object):
+    """Consumes a process's output in chunks: keeps METRIC values and a bounded tail."""
+
+    def __init__(self, tail_bytes=16384):
+        self.metrics = {}
+        self.partial = b""
+        self.tail = []
+        self.tail_size = 0
+        self.tail_limit = tail_bytes
+        self.lines = 0
+        self.bytes = 0
+        self.cut = False
+
+    def feed(self, chunk):
+        self.bytes += len(chunk)
+        data = self.partial + chunk
+        pieces = data.split(b"\n")
+        self.partial = pieces.pop()
+        if len(self.partial) > MAX_LINE_BYTES:  # a line without end: keep its head only
+            self.partial = self.partial[:MAX_LINE_BYTES]
+            self.cut = True
+        for piece in pieces:
+            self._line(piece)
+
+    def close(self):
+        if self.partial:
+            self._line(self.partial)
+            self.partial = b""
+
+    def _line(self, raw):
+        self.lines += 1
+        if len(raw) > MAX_LINE_BYTES:
+            raw = raw[:MAX_LINE_BYTES]
+        if b"METRIC" in raw:
+            parsed = parse_metric_line(raw.decode("utf-8", "replace"))
+            if parsed:
+                self.metrics[parsed[0]] = parsed[1]
+        self.tail.append(raw)
+        self.tail_size += len(raw) + 1
+        while self.tail_size > self.tail_limit and len(self.tail) > 1:
+            self.tail_size -= len(self.tail.pop(0)) + 1
+
+    def text(self, max_lines, max_bytes):
+        lines = self.tail[-max_lines:]
+        text = b"\n".join(lines).decode("utf-8", "replace")
+        if len(text.encode("utf-8")) > max_bytes:
+            text = text.encode("utf-8")[-max_bytes:].decode("utf-8", "ignore")
+        return text
+
+
+# --------------------------------------------------------------- statistics ----
+
+
+def median(values):
+    ordered = sorted(values)
+    count = len(ordered)
+    if not count:
+        return None
+    mid = count // 2
+    return ordered[mid] if count % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+
+
+def mad(values):
+    """Median absolute deviation from the median (a robust noise scale)."""
+    center = median(values)
+    return None if center is None else median([abs(v - center) for v in values])
+
+
+def kth_of_two(first, first_len, second, second_len, k):
+    """The k-th smallest (0-based) of two ascending sequences given as accessors."""
+    low, high = max(0, k + 1 - second_len), min(k + 1, first_len)
+    while low < high:
+        taken = (low + high) // 2
+        rest = k + 1 - taken
+        if rest > 0 and first(taken) < second(rest - 1):
+            low = taken + 1
+        else:
+            high = taken
+    rest = k + 1 - low
+    best = []
+    if low > 0:
+        best.append(first(low - 1))
+    if rest > 0:
+        best.append(second(rest - 1))
+    return max(best)
+
+
+def sorted_mad(ordered):
+    """MAD of an ascending sequence in O(log n): deviations form two sorted runs."""
+    import bisect
+    count = len(ordered)
+    if not count:
+        return None
+    mid = count // 2
+    center = ordered[mid] if count % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+    split = bisect.bisect_left(ordered, center)
+
+    def below(i):
+        return center - ordered[split - 1 - i]
+
+    def above(j):
+        return ordered[split + j] - center
+
+    below_len, above_len = split, count - split
+    if count % 2:
+        return kth_of_two(below, below_len, above, above_len, mid)
+    return (kth_of_two(below, below_len, above, above_len, mid - 1)
+            + kth_of_two(below, below_len, above, above_len, mid)) / 2.0
+
+
+def confidence(ordered_values, state):
+    """SPEC 7: |best - baseline| / MAD of the segment's metric points."""
+    baseline = state.baseline["metric"] if state.baseline else None
+    best = state.best["metric"] if state.best else None
+    count = len(ordered_values)
+    result = {"score": None, "label": "insufficient_data", "best_delta": None,
+              "noise_mad": None, "n": count, "infinite": False}
+    if count < 3 or baseline is None or best is None:
+        return result
+    direction = (state.config or {}).get("direction", "lower")
+    noise = sorted_mad(ordered_values)
+    improvement = (baseline - best) if direction == "lower" else (best - baseline)
+    result["best_delta"] = _round(best - baseline)
+    result["noise_mad"] = _round(noise)
+    if noise == 0:
+        if improvement > 0:
+            result.update(label="high", infinite=True)
+        else:
+            result.update(label="no_signal")
+        return result
+    score = abs(improvement) / noise
+    result["score"] = round(score, 3)
+    result["label"] = "high" if score >= 2.0 else "marginal" if score >= 1.0 else "within_noise"
+    return result
+
+
+def _round(value, digits=6):
+    if value is None:
+        return None
+    rounded = round(value, digits)
+    return int(rounded) if rounded == int(rounded) and abs(rounded) < 1e15 else rounded
+
+
+def u_distribution(n, m):
+    """Counts of the Mann-Whitney U statistic over all C(n+m, n) orderings (no ties).
+
+    They are the coefficients of the Gaussian binomial [n+m choose n]_q, built as
+    prod_{i=1..n} (1 - q^(m+i)) / (1 - q^i).
+    """
+    poly = [1]
+    for i in range(1, n + 1):
+        grown = poly + [0] * (m + i)
+        for k, coef in enumerate(poly):
+            grown[k + m + i] -= coef
+        for k in range(i, len(grown)):
+            grown[k] += grown[k - i]
+        poly = grown
+    return poly[:n * m + 1]
+
+
+def mann_whitney(candidate, reference, direction):
+    """One-sided p-values (candidate better, candidate worse) and the U statistic.
+
+    Exact when there are no ties, else the normal approximation with tie and
+    continuity corrections.
+    """
+    import math
+    n, m = len(candidate), len(reference)
+    better = (lambda c, r: c < r) if direction == "lower" else (lambda c, r: c > r)
+    u = 0.0
+    for c in candidate:
+        for r in reference:
+            u += 1.0 if better(c, r) else 0.5 if c == r else 0.0
+    pooled = list(candidate) + list(reference)
+    if len(set(pooled)) == len(pooled) and n <= 60 and m <= 60:
+        counts = u_distribution(n, m)
+        total = float(sum(counts))
+        k = int(round(u))
+        return sum(counts[k:]) / total, sum(counts[:k + 1]) / total, u
+    total_n = n + m
+    ties = {}
+    for value in pooled:
+        ties[value] = ties.get(value, 0) + 1
+    tie_term = sum(t ** 3 - t for t in ties.values()) / float(total_n * (total_n - 1))
+    variance = n * m / 12.0 * ((total_n + 1) - tie_term)
+    if variance <= 0:
+        return 1.0, 1.0, u
+    sd = math.sqrt(variance)
+    mean = n * m / 2.0
+    z_better = (u - mean - 0.5) / sd
+    z_worse = (u - mean + 0.5) / sd
+    return (0.5 * math.erfc(z_better / math.sqrt(2)), 0.5 * math.erfc(-z_worse / math.sqrt(2)), u)
+
+
+def min_p_value(n, m):
+    """The smallest one-sided p-value an exact U test can reach with these sizes."""
+    import math
+    return 1.0 / math.comb(n + m, n)
+
+
+def is_deterministic(samples):
+    return len(samples) >= 2 and max(samples) == min(samples)
+
+
+def robust_sigma(values):
+    spread = mad(values) if len(values) >= 3 else None
+    return None if spread is None else 1.4826 * spread
+
+
+def assess(candidate, reference, direction, alpha, min_pct=0.0, noise_mad=None, final=True,
+           deterministic=False):
+    """Compares candidate samples with the reference (the best's samples).
+
+    Returns (verdict, evidence); verdict None means "ambiguous, more samples may
+    decide" (only when final is False). Three methods, chosen by what the data allow:
+    exact comparison for a deterministic benchmark, a one-sided Mann-Whitney U test
+    when both sides have enough samples to reach alpha, and otherwise a threshold of
+    two robust sigmas (from the reference or the segment's MAD).
+    """
+    cand_med, ref_med = median(candidate), median(reference)
+    delta = cand_med - ref_med
+    gain = -delta if direction == "lower" else delta
+    delta_pct = (delta / abs(ref_med) * 100.0) if ref_med else None
+    gain_pct = (gain / abs(ref_med) * 100.0) if ref_med else None
+    big_enough = min_pct <= 0 or (gain_pct is not None and gain_pct >= min_pct)
+    evidence = {"method": None, "reference": {"median": _round(ref_med), "n": len(reference)},
+                "candidate": {"median": _round(cand_med), "n": len(candidate)},
+                "delta": _round(delta), "delta_pct": _round(delta_pct, 3) if delta_pct is not None else None,
+                "noise": None, "p_value": None, "alpha": _round(alpha)}
+    if (deterministic or is_deterministic(reference)) and max(candidate) == min(candidate):
+        evidence["method"] = "exact"
+        evidence["noise"] = {"sigma": 0, "deterministic": True}
+        if gain > 0 and big_enough:
+            return "improved", evidence
+        return ("worse" if gain < 0 else "within_noise"), evidence
+    if min_p_value(len(candidate), len(reference)) > alpha:
+        sigma = robust_sigma(reference)
+        if not sigma and noise_mad:
+            sigma = 1.4826 * noise_mad
+        evidence["method"] = "threshold"
+        evidence["noise"] = {"sigma": _round(sigma), "deterministic": False,
+                             "threshold": _round(2 * sigma) if sigma else 0}
+        limit = 2 * sigma if sigma else 0.0
+        if gain > limit and big_enough:
+            return "improved", evidence
+        if gain < -limit:
+            return "worse", evidence
+        return "within_noise", evidence
+    p_better, p_worse, u = mann_whitney(candidate, reference, direction)
+    sigma = robust_sigma(reference)
+    evidence["method"] = "mann-whitney"
+    evidence["noise"] = {"sigma": _round(sigma), "deterministic": False,
+                         "sigma_pct": _round(sigma / abs(ref_med) * 100, 3) if sigma and ref_med else None}
+    evidence["p_value"] = _round(p_better, 6)
+    evidence["p_worse"] = _round(p_worse, 6)
+    evidence["u"] = u
+    if p_better <= alpha and gain > 0:
+        if big_enough:
+            return "improved", evidence
+        return "within_noise", evidence
+    if p_worse <= alpha and gain < 0:
+        return "worse", evidence
+    return ("within_noise" if final else None), evidence
+
+
+class SamplingPlan(object):
+    """How many times to run the benchmark, and when to stop adding samples."""
+
+    __slots__ = ("first", "step", "limit", "alpha", "why", "adaptive", "probe")
+
+    def __init__(self, first, step, limit, alpha, why, adaptive=False, probe=False):
+        self.first, self.step, self.limit = first, step, limit
+        self.alpha, self.why, self.adaptive, self.probe = alpha, why, adaptive, probe
+
+
+def sampling_plan(reference, repeat, settings, deterministic=False):
+    """Deterministic benchmarks cost one execution after the baseline; noisy ones get
+    batches of samples until the test decides, up to a cap (alpha split over looks)."""
+    if repeat != "auto":
+        return SamplingPlan(repeat, 0, repeat, settings.alpha, "repeat=%d" % repeat)
+    limit = max(1, settings.max_samples)
+    if not reference:
+        return SamplingPlan(min(DEFAULT_PROBE, limit), 0, min(DEFAULT_BATCH, limit), settings.alpha,
+                            "baseline: measuring the noise", probe=True)
+    if deterministic or is_deterministic(reference):
+        return SamplingPlan(1, 0, 1, settings.alpha,
+                            "the reference samples are identical (a deterministic benchmark)")
+    batch = min(DEFAULT_BATCH, limit)
+    looks = 1 + max(0, -(-(limit - batch) // batch))
+    return SamplingPlan(batch, batch, limit, settings.alpha / looks,
+                        "noisy benchmark", adaptive=True)
+
+
+def check_guardrails(rules, metrics, baseline_metrics):
+    """Breaches of the configured guardrails, each with a sentence naming the metric."""
+    breaches = []
+    for name in sorted(rules):
+        rule = rules[name]
+        value = metrics.get(name)
+        if not _finite(value):
+            breaches.append({"metric": name, "value": None,
+                             "message": "guardrail metric %s was not reported" % name})
+            continue
+        if rule.get("max") is not None and value > rule["max"]:
+            breaches.append({"metric": name, "value": value, "limit": rule["max"],
+                             "message": "%s=%s is above its max %s" % (name, _fmt(value), _fmt(rule["max"]))})
+        if rule.get("min") is not None and value < rule["min"]:
+            breaches.append({"metric": name, "value": value, "limit": rule["min"],
+                             "message": "%s=%s is below its min %s" % (name, _fmt(value), _fmt(rule["min"]))})
+        base = (baseline_metrics or {}).get(name)
+        pct = rule.get("maxRegressionPct")
+        if pct is not None and _finite(base):
+            worse = value - base if rule.get("direction", "lower") == "lower" else base - value
+            regression = worse / abs(base) * 100.0 if base else (float("inf") if worse > 0 else 0.0)
+            if regression > pct:
+                breaches.append({"metric": name, "value": value, "baseline": base,
+                                 "regression_pct": _round(regression, 3) if regression != float("inf") else None,
+                                 "message": "%s=%s regressed %s against the baseline %s (allowed %s%%)" % (
+                                     name, _fmt(value),
+                                     ("%.2f%%" % regression) if regression != float("inf") else "from 0",
+                                     _fmt(base), _fmt(pct))})
+    return breaches
+
+
+def _fmt(value):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value == int(value) and abs(value) < 1e15:
+            return str(int(value))
+        return ("%.6g" % value)
+    return str(value)
+
+
+# ------------------------------------------------------------------- health ----
+
+PLAYBOOK_TEXT = {
+    "rebaseline": (
+        "Re-measure the current best without any change (`autotune rebaseline`), so the "
+        "next verdicts compare against fresh numbers rather than a lucky or drifted best; "
+        "then try an idea of a different kind than the last ones."),
+    "shrink_scope": (
+        "Make smaller changes: one function, one parameter or one file at a time. Re-read "
+        "the dead ends in autotune.md, pick the most promising untried idea from "
+        "autotune.ideas.md, and cut it down to its smallest testable step."),
+    "diagnose": (
+        "Stop changing the code under test and find the cause first: read the output tail "
+        "of the last run (and chk_out for checks), run ./autotune.sh by hand, and fix the "
+        "environment, the benchmark or the checks before the next experiment."),
+    "reset_worktree": (
+        "Start the next experiment from a clean tree: autotune already reverted the failed "
+        "change; check that `git status` shows nothing of it, delete leftovers such as "
+        "build artefacts, and start again from the last kept commit."),
+    "pause": (
+        "The recovery playbooks are used up: stop experimenting and hand the loop to a "
+        "person (`autotune explain` tells them why)."),
+    "manual_repair": (
+        "A person put the loop in repair mode: fix what is broken (benchmark, checks, "
+        "environment), run the benchmark, and log a keep to return to optimize mode."),
+}
+
+
+def health_fields(state):
+    return {name: getattr(state, name) for name in (
+        "active", "mode", "health", "failure", "recovery", "reason", "heals",
+        "no_improve", "crash_streak", "keep_streak")}
+
+
+def choose_playbook(failure, attempt, settings):
+    """The attempt-th healing action (1-based) for this failure: escalation through
+    the failure's preferred order, keeping only configured playbooks."""
+    allowed = [p for p in settings.playbooks if settings.pause_on_exhausted or p != "pause"]
+    order = [p for p in FAILURE_PLAYBOOK_ORDER[failure] if p in allowed] or allowed or ["diagnose"]
+    return order[min(attempt, len(order)) - 1]
+
+
+def advance(prev, status, improved, settings):
+    """The health machine (SPEC 6): the health fields after one logged result.
+
+    `prev` holds the fields of health_fields(); the answer is a new dict. A `pause`
+    playbook pauses the loop; `pauseOnExhaustedRecovery: false` removes it, so the
+    loop keeps healing with its last action instead of ever pausing itself.
+    """
+    nxt = dict(prev)
+    nxt.update(active=True, recovery=None)
+    if status == "keep":
+        nxt.update(no_improve=0, crash_streak=0, keep_streak=prev["keep_streak"] + 1, heals=0,
+                   mode="optimize", failure=None,
+                   health="improving" if improved else "running",
+                   reason="improved" if improved else "kept_no_degrade")
+        return nxt
+    nxt["no_improve"] = prev["no_improve"] + 1
+    nxt["keep_streak"] = 0
+    if status == "discard":
+        nxt["crash_streak"] = 0
+        nxt["reason"] = "no_improve"
+        if nxt["no_improve"] >= settings.max_no_improve:
+            nxt.update(failure="plateau", health="plateaued")
+        else:
+            nxt.update(failure=None, health="running")
+    else:
+        nxt["crash_streak"] = prev["crash_streak"] + 1
+        crash = status == "crash"
+        nxt.update(failure="benchmark_crash" if crash else "checks_failed", health="crashing",
+                   reason="crash" if crash else "checks_failed")
+    heal = (nxt["failure"] == "plateau" or
+            (nxt["failure"] in ("benchmark_crash", "checks_failed")
+             and nxt["crash_streak"] >= settings.max_crash_streak))
+    if not heal:
+        return nxt
+    if prev["heals"] >= settings.max_heals and settings.pause_on_exhausted:
+        nxt.update(health="paused", recovery="pause", mode="repair",
+                   reason="recovery_exhausted", active=False)
+        return nxt
+    action = choose_playbook(nxt["failure"], prev["heals"] + 1, settings)
+    nxt.update(heals=prev["heals"] + 1, recovery=action, mode="repair", reason="heal:" + action,
+               health="healing")
+    if action == "pause":
+        nxt.update(health="paused", active=False)
+    return nxt
+
+
+def budget_reason(runs, best_metric, direction, settings, started_epoch, now_epoch):
+    """Why the loop is complete (iteration count, target value, wall clock), or None."""
+    if settings.max_iterations and runs >= settings.max_iterations:
+        return "iteration budget reached"
+    if settings.target is not None and best_metric is not None:
+        reached = (best_metric <= settings.target if direction == "lower"
+                   else best_metric >= settings.target)
+        if reached:
+            return "target reached: best %s %s target %s" % (
+                _fmt(best_metric), "<=" if direction == "lower" else ">=", _fmt(settings.target))
+    if settings.max_minutes and started_epoch is not None:
+        minutes = (now_epoch - started_epoch) / 60.0
+        if minutes >= settings.max_minutes:
+            return "time budget reached: %.1f of %s minutes used" % (minutes, _fmt(settings.max_minutes))
+    return None
+
+
+def next_action(state):
+    """The suggested next step for this state, as (code, what it means in practice)."""
+    if state.config is None:
+        return "init", "Start a session with `autotune init`."
+    if state.health == "completed":
+        return "report", ("The loop is complete (%s). Summarize the wins in autotune.md, read "
+                          "`autotune report`, and start a new segment with `autotune init` if "
+                          "there is more to gain." % (state.reason or "budget reached"))
+    if state.health == "paused" or not state.active:
+        if state.reason == "recovery_exhausted" or state.recovery == "pause":
+            return "manual_repair", (
+                "The loop paused itself: its recovery playbooks did not get it moving again. "
+                "A person should read the recent results, fix the cause (benchmark, checks, "
+                "scope or the idea backlog), then `autotune resume` (or `autotune repair` to "
+                "resume in repair mode).")
+        return "manual_repair", ("The loop is stopped (%s). Run `autotune resume` to continue "
+                                 "it, or `autotune repair` to continue in repair mode."
+                                 % (state.reason or "paused"))
+    if state.health == "healing" and state.recovery:
+        return state.recovery, PLAYBOOK_TEXT.get(state.recovery, "Apply the %s playbook." % state.recovery)
+    if state.health == "plateaued":
+        return "rebaseline", PLAYBOOK_TEXT["rebaseline"]
+    if state.health == "crashing":
+        return "diagnose", PLAYBOOK_TEXT["diagnose"]
+    if state.n_exp == 0:
+        return "baseline", ("Measure the baseline: `autotune run` on the unchanged code, then "
+                            "`autotune log --status keep --description baseline`.")
+    return "continue", ("Pick the next idea, make one focused change, `autotune run`, then "
+                        "`autotune log --status auto --description ...`.")
+
+
+# ---------------------------------------------------------------------- git ----
+
+
+class GitError(AutotuneError):
+    def __init__(self, args, returncode, stderr):
+        text = stderr.decode("utf-8", "replace").strip().splitlines()
+        detail = text[-1] if text else "exit %s" % returncode
+        AutotuneError.__init__(self, "git_error", "git %s failed: %s" % (args[0], detail))
+
+
+_BLOB_MODES = (b"100644", b"100755", b"120000")
+
+
+class Repo(object):
+    """The few git facts and operations autotune needs; HEAD is read without a process."""
+
+    __slots__ = ("root", "git_dir", "common_dir")
+
+    def __init__(self, root, git_dir):
+        self.root = root
+        self.git_dir = git_dir
+        common = git_dir
+        try:
+            with open(os.path.join(git_dir, "commondir")) as handle:
+                common = os.path.normpath(os.path.join(git_dir, handle.read().strip()))
+        except OSError:
+            pass
+        self.common_dir = common
+
+    def run(self, args, input=None, env=None, cwd=None, check=True):
+        import subprocess
+        proc = subprocess.run(["git"] + list(args), input=input, cwd=cwd or self.root,
+                              env=env or git_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if check and proc.returncode != 0:
+            raise GitError(args, proc.returncode, proc.stderr)
+        return proc
+
+    def head(self):
+        """The full hash of HEAD, or None on an unborn branch."""
+        try:
+            with open(os.path.join(self.git_dir, "HEAD"), "rb") as handle:
+                text = handle.read().decode("utf-8", "replace").strip()
+        except OSError:
+            text = ""
+        if _is_hash(text):
+            return text
+        if text.startswith("ref: ") and not os.path.exists(os.path.join(self.common_dir, "reftable")):
+            ref = text[5:].strip()
+            for base in (self.git_dir, self.common_dir):
+                try:
+                    with open(os.path.join(base, ref), "rb") as handle:
+                        value = handle.read().decode("ascii", "replace").strip()
+                    if _is_hash(value):
+                        return value
+                except OSError:
+                    pass
+            try:
+                with open(os.path.join(self.common_dir, "packed-refs"), "rb") as handle:
+                    for line in handle:
+                        parts = line.decode("utf-8", "replace").split()
+                        if len(parts) == 2 and parts[1] == ref and _is_hash(parts[0]):
+                            return parts[0]
+            except OSError:
+                pass
+        proc = self.run(["rev-parse", "-q", "--verify", "HEAD^{commit}"], check=False)
+        value = proc.stdout.decode("ascii", "replace").strip()
+        return value if proc.returncode == 0 and _is_hash(value) else None
+
+    def branch(self):
+        try:
+            with open(os.path.join(self.git_dir, "HEAD"), "rb") as handle:
+                text = handle.read().decode("utf-8", "replace").strip()
+        except OSError:
+            return None
+        if text.startswith("ref: refs/heads/"):
+            return text[len("ref: refs/heads/"):]
+        return None
+
+    def relpath(self, path):
+        rel = os.path.relpath(os.path.realpath(path), os.path.realpath(self.root))
+        return "" if rel == "." else rel.replace(os.sep, "/")
+
+
+def _is_hash(text):
+    return len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text)
+
+
+def git_env(**extra):
+    env = dict(os.environ)
+    for name in ("GIT_INDEX_FILE", "GIT_LITERAL_PATHSPECS", "GIT_GLOB_PATHSPECS",
+                 "GIT_NOGLOB_PATHSPECS", "GIT_ICASE_PATHSPECS"):
+        env.pop(name, None)
+    env.update(LC_ALL="C", LANGUAGE="C", GIT_TERMINAL_PROMPT="0", GIT_OPTIONAL_LOCKS="0")
+    env.update(extra)
+    return env
+
+
+def find_repo(path):
+    """The repository around `path` (walking up to a .git), or None."""
+    if os.environ.get("GIT_DIR") or os.environ.get("GIT_WORK_TREE"):
+        import subprocess
+        proc = subprocess.run(["git", "rev-parse", "--show-toplevel", "--absolute-git-dir"],
+                              cwd=path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        lines = proc.stdout.decode("utf-8", "surrogateescape").splitlines()
+        return Repo(lines[0], lines[1]) if proc.returncode == 0 and len(lines) == 2 else None
+    probe = os.path.abspath(path)
+    while True:
+        dotgit = os.path.join(probe, ".git")
+        if os.path.isdir(dotgit) and os.path.isfile(os.path.join(dotgit, "HEAD")):
+            return Repo(probe, dotgit)
+        if os.path.isfile(dotgit):
+            try:
+                with open(dotgit, "rb") as handle:
+                    text = handle.read().decode("utf-8", "surrogateescape").strip()
+            except OSError:
+                text = ""
+            if text.startswith("gitdir:"):
+                return Repo(probe, os.path.normpath(os.path.join(probe, text[7:].strip())))
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return None
+        probe = parent
+
+
+def require_repo(session):
+    if session.repo is None:
+        fail("not_git_repo", "%s is not inside a git repository; autotune commits kept "
+             "experiments and reverts the others, so it needs one (run `git init` and make "
+             "a first commit)." % session.workdir)
+    return session.repo
+
+
+class Change(object):
+    """One path that differs between two snapshot trees (from git diff-tree)."""
+
+    __slots__ = ("old_mode", "new_mode", "old_sha", "new_sha", "status", "path")
+
+    def __init__(self, old_mode, new_mode, old_sha, new_sha, status, path):
+        self.old_mode, self.new_mode = old_mode, new_mode
+        self.old_sha, self.new_sha = old_sha, new_sha
+        self.status, self.path = status, path
+
+    @property
+    def name(self):
+        return self.path.decode("utf-8", "replace")
+
+
+def _excluded_paths(session):
+    """Pathspecs that keep the protected files (and this script) out of snapshots."""
+    specs = [":(exclude,literal)" + name for name in PROTECTED_FILES]
+    specs += [":(exclude,glob)" + pattern for pattern in PROTECTED_GLOBS]
+    me = os.path.realpath(os.path.abspath(__file__))
+    if _is_inside(me, session.workdir):
+        specs.append(":(exclude,literal)" + os.path.relpath(me, os.path.realpath(session.workdir)))
+    return specs
+
+
+def snapshot_tree(session):
+    """The tree of the working directory as it is now (untracked files included,
+    ignored and protected files not), written through autotune's own index so the
+    user's index is never touched. The index persists, so git re-hashes only what
+    changed since the last snapshot."""
+    repo = require_repo(session)
+    index = session.cache("snapshot.index", create=True)
+    for stale in (index + ".lock",):
+        try:  # we hold the session lock: a leftover lock file is from a killed process
+            os.unlink(stale)
+        except OSError:
+            pass
+    env = git_env(GIT_INDEX_FILE=index)
+    if not os.path.exists(index):
+        _seed_index(repo, index)
+    for attempt in (1, 2):
+        proc = repo.run(["add", "-A", "--ignore-errors", "--", "."] + _excluded_paths(session),
+                        env=env, cwd=session.workdir, check=False)
+        if proc.returncode != 0 and b"fatal:" in proc.stderr:
+            if attempt == 2:
+                raise GitError(["add"], proc.returncode, proc.stderr)
+            _reset_index(repo, index)
+            continue
+        tree = repo.run(["write-tree"], env=env, check=False)
+        if tree.returncode == 0:
+            return tree.stdout.decode("ascii").strip()
+        if attempt == 2:
+            raise GitError(["write-tree"], tree.returncode, tree.stderr)
+        _reset_index(repo, index)
+    return None
+
+
+def _seed_index(repo, index):
+    import shutil
+    source = os.path.join(repo.git_dir, "index")
+    if os.path.isfile(source):
+        shutil.copyfile(source, index)
+
+
+def _reset_index(repo, index):
+    try:
+        os.unlink(index)
+    except OSError:
+        pass
+    if repo.head():
+        repo.run(["read-tree", "HEAD"], env=git_env(GIT_INDEX_FILE=index))
+
+
+def diff_trees(session, base, current, tracked_only=False):
+    """The paths inside the working directory that differ between two trees
+    (with tracked_only, not the ones `current` adds)."""
+    if base == current:
+        return []
+    proc = session.repo.run(["diff-tree", "-r", "-z", "--no-renames", base, current])
+    fields = proc.stdout.split(b"\0")
+    prefix = session.repo.relpath(session.workdir).encode("utf-8", "surrogateescape")
+    changes = []
+    i = 0
+    while i + 1 < len(fields):
+        meta = fields[i]
+        if not meta.startswith(b":"):
+            i += 1
+            continue
+        old_mode, new_mode, old_sha, new_sha, status = meta[1:].split(b" ")
+        path = fields[i + 1]
+        i += 2
+        if prefix and not path.startswith(prefix + b"/"):
+            continue
+        if tracked_only and old_mode == b"000000":
+            continue
+        changes.append(Change(old_mode, new_mode, old_sha, new_sha, status.decode("ascii"), path))
+    return changes
+
+
+def _identity_retry(repo, args, **kwargs):
+    """Runs a committing git command; with no user identity configured, uses autotune's."""
+    proc = repo.run(args, check=False, **kwargs)
+    if proc.returncode != 0 and (b"identity" in proc.stderr or b"tell me who you are" in proc.stderr
+                                 or b"empty ident" in proc.stderr):
+        env = dict(kwargs.pop("env", None) or git_env())
+        env.update(GIT_AUTHOR_NAME="autotune", GIT_AUTHOR_EMAIL="autotune@localhost",
+                   GIT_COMMITTER_NAME="autotune", GIT_COMMITTER_EMAIL="autotune@localhost")
+        proc = repo.run(args, check=False, env=env, **kwargs)
+    if proc.returncode != 0:
+        raise GitError(args, proc.returncode, proc.stderr)
+    return proc
+
+
+def commit_changes(session, changes, message):
+    """Commits exactly the experiment's paths (the user's other staged or unstaged
+    work stays as it was); returns the new HEAD."""
+    repo = session.repo
+    paths = b"".join(change.path + b"\0" for change in changes)
+    env = git_env(GIT_LITERAL_PATHSPECS="1")
+    repo.run(["add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul"], input=paths, env=env)
+    message_file = session.cache("commit-message", create=True)
+    with open(message_file, "wb") as handle:
+        handle.write(message.encode("utf-8", "surrogateescape"))
+    _identity_retry(repo, ["commit", "-q", "--no-verify", "--only", "-F", message_file,
+                           "--pathspec-from-file=-", "--pathspec-file-nul"], input=paths, env=env)
+    return repo.head()
+
+
+def save_discarded(session, base_tree, current_tree, label, description):
+    """Keeps a discarded experiment reachable: a commit of the worktree before it and a
+    child commit of the worktree with it, so `git show REF` is exactly the change."""
+    repo = session.repo
+    head = repo.head()
+    parents = ["-p", head] if head else []
+    before = _identity_retry(repo, ["commit-tree", base_tree] + parents + [
+        "-m", "autotune: working tree before experiment %s" % label]).stdout.decode().strip()
+    after = _identity_retry(repo, ["commit-tree", current_tree, "-p", before, "-m",
+                                   "autotune discarded %s: %s" % (label, _one_line(description, 200))]
+                            ).stdout.decode().strip()
+    ref = "refs/autotune/discarded/%s" % label
+    repo.run(["update-ref", "-m", "autotune discard", ref, after])
+    return ref
+
+
+def restore_changes(session, changes):
+    """Returns the changed paths to their snapshot state: modified and deleted files
+    get their old content back, files the experiment created are removed, submodules
+    are left alone."""
+    repo = session.repo
+    index = session.cache("snapshot.index", create=True)
+    env = git_env(GIT_INDEX_FILE=index)
+    records, checkout, created = [], [], []
+    for change in changes:
+        if b"160000" in (change.old_mode, change.new_mode):
+            continue
+        if change.old_mode == b"000000":
+            records.append(b"0 " + b"0" * len(change.old_sha) + b"\t" + change.path)
+            created.append(change.path)
+        else:
+            records.append(change.old_mode + b" " + change.old_sha + b"\t" + change.path)
+            checkout.append(change.path)
+    if records:
+        repo.run(["update-index", "-z", "--index-info"], input=b"\0".join(records) + b"\0", env=env)
+    if checkout:
+        repo.run(["checkout-index", "-f", "-u", "-z", "--stdin"],
+                 input=b"\0".join(checkout) + b"\0", env=env)
+    workdir = os.path.realpath(session.workdir)
+    for path in created:
+        full = os.path.join(repo.root, os.fsdecode(path))
+        try:
+            if os.path.islink(full) or os.path.isfile(full):
+                os.unlink(full)
+        except OSError:
+            continue
+        parent = os.path.dirname(full)
+        while _is_inside(parent, workdir) and not _same_path(parent, workdir):
+            try:
+                os.rmdir(parent)
+            except OSError:
+                break
+            parent = os.path.dirname(parent)
+
+
+def _one_line(text, limit):
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+# ------------------------------------------------------------------ running ----
+
+
+def _kill_group(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _reap_group(pgid, grace):
+    """Ends what is left of a process group: TERM, a grace period, then KILL."""
+    import signal
+    if not _kill_group(pgid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        if not _kill_group(pgid, 0):
+            return
+    _kill_group(pgid, signal.SIGKILL)
+
+
+def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_TAIL_LINES,
+                tail_bytes=OUTPUT_TAIL_BYTES):
+    """Runs a benchmark-like command in its own process group, streaming its output
+    (only METRIC lines and a bounded tail are kept), killing the whole group on a
+    timeout, and leaving no background process behind."""
+    import select
+    import signal
+    import subprocess
+    started = time.monotonic()
+    outcome = Outcome()
+    try:
+        proc = subprocess.Popen(command, shell=shell, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+    except OSError as exc:
+        outcome.error = "could not start %s: %s" % (command if shell else command[0], exc.strerror or exc)
+        outcome.exit = 127
+        return outcome
+    scanner = OutputScanner(tail_bytes=max(tail_bytes * 4, 16384))
+    fd = proc.stdout.fileno()
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    deadline = started + timeout
+    exited_at = None
+    try:
+        while True:
+            now = time.monotonic()
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+                _reap_group(proc.pid, 1.0)
+            if exited_at is None and now >= deadline:
+                outcome.timeout = True
+                _kill_group(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=2.0)
+                except subprocess.TimeoutExpired:
+                    pass
+                _kill_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+                exited_at = time.monotonic()
+            if exited_at is not None and time.monotonic() > exited_at + 1.0:
+                break  # the pipe is held by a process outside the group
+            budget = (deadline - now) if exited_at is None else 0.2
+            if not poller.poll(max(0.0, min(budget, 0.5)) * 1000):
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                if exited_at is None:
+                    proc.wait()
+                    exited_at = time.monotonic()
+                    _reap_group(proc.pid, 1.0)
+                break
+            scanner.feed(chunk)
+    finally:
+        proc.stdout.close()
+        if proc.returncode is None:
+            _kill_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+    scanner.close()
+    outcome.exit = proc.returncode
+    outcome.dur = round(time.monotonic() - started, 3)
+    outcome.metrics = scanner.metrics
+    outcome.output = scanner.text(tail_lines, tail_bytes)
+    outcome.lines, outcome.bytes = scanner.lines, scanner.bytes
+    return outcome
+
+
+def script_argv(path):
+    return [path] if os.access(path, os.X_OK) else ["bash", path]
+
+
+_SHELLS = ("bash", "sh", "/bin/bash", "/bin/sh", "/usr/bin/bash", "/usr/bin/sh")
+
+
+def is_benchmark_command(command, workdir):
+    """True only when `command` runs exactly ./autotune.sh: anchored, so
+    `evil; ./autotune.sh` or `./autotune.sh && x` are not the benchmark."""
+    import shlex
+    if not isinstance(command, str) or any(ch in command for ch in "\n\r`$;&|<>(){}*?!#~\\"):
+        return False
+    try:
+        tokens = shlex.split(command)
+    except ValueError:
+        return False
+    if len(tokens) == 2 and tokens[0] in _SHELLS:
+        path = tokens[1]
+    elif len(tokens) == 3 and tokens[0] == "/usr/bin/env" and tokens[1] in ("bash", "sh"):
+        path = tokens[2]
+    elif len(tokens) == 1:
+        path = tokens[0]
+    else:
+        return False
+    return _same_path(os.path.join(workdir, path), os.path.join(workdir, BENCH_FILE))
+
+
+# ----------------------------------------------------------------- commands ----
+
+
+def text_arg(value, flag, allow_empty=False):
+    """A text argument as data: any Unicode, quotes and newlines kept verbatim; only
+    what cannot be stored (invalid UTF-8, NUL) or is absurdly long is refused."""
+    if value is None:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        fail("bad_text", "%s is not valid UTF-8 text." % flag)
+    if "\0" in value:
+        fail("bad_text", "%s contains a NUL character." % flag)
+    if not allow_empty and not value.strip():
+        fail("bad_text", "%s must not be empty." % flag)
+    if len(value) > MAX_TEXT_CHARS:
+        fail("bad_text", "%s is %d characters long; the limit is %d." % (flag, len(value), MAX_TEXT_CHARS))
+    return value
+
+
+def number_arg(text, flag):
+    import math
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        fail("bad_number", "%s must be a number, got %s." % (flag, json.dumps(text)))
+    if not math.isfinite(value):
+        fail("bad_number", "%s must be a finite number, got %s." % (flag, json.dumps(text)))
+    return value
+
+
+def json_arg(text, flag):
+    if text is None:
+        return None
+    text_arg(text, flag, allow_empty=True)
+    if len(text) > MAX_JSON_ARG_CHARS:
+        fail("bad_json", "%s is too long (%d characters; the limit is %d)." % (flag, len(text), MAX_JSON_ARG_CHARS))
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        fail("bad_json", "%s is not valid JSON (%s)." % (flag, exc))
+    except RecursionError:
+        fail("bad_json", "%s is nested too deeply." % flag)
+    if not isinstance(value, dict):
+        fail("bad_json", "%s must be a JSON object, got %s." % (flag, type(value).__name__))
+    return value
+
+
+def metrics_arg(text, flag="--metrics"):
+    value = json_arg(text, flag)
+    if value is None:
+        return None
+    for name, number in value.items():
+        if not valid_metric_name(name):
+            fail("bad_metrics", "%s: %s is not a valid metric name." % (flag, json.dumps(name)))
+        if not _finite(number):
+            fail("bad_metrics", "%s: %s must be a finite number, got %s." % (
+                flag, name, json.dumps(number)))
+    return {name: float(number) if isinstance(number, float) else number for name, number in value.items()}
+
+
+def same_number(a, b):
+    return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+
+
+def output(obj):
+    """One JSON object on stdout (agent-facing commands)."""
+    data = json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n"
+    sys.stdout.buffer.write(data.encode("utf-8", "replace"))
+    sys.stdout.flush()
+
+
+def say(text, stream=None):
+    stream = stream or sys.stdout
+    data = text if text.endswith("\n") else text + "\n"
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    stream.buffer.write(data.encode(encoding, "replace"))
+    stream.flush()
+
+
+def append_entries(lock, session, loaded, entries):
+    """Appends lines under the lock and folds them into the loaded state, then
+    writes the state, so the cache always matches the log it was built from."""
+    state = loaded.state
+    lines = [dumps_line(entry) for entry in entries]
+    lock.append(entries)
+    offset = state.log_size
+    for entry, data in zip(entries, lines):
+        point = fold_entry(state, json.loads(data.decode("utf-8")), offset)
+        if point is not None:
+            loaded.points.append(point)
+        offset += len(data)
+        state.lines += 1
+    state.log_tail = (bytes.fromhex(state.log_tail) + b"".join(lines))[-32:].hex()
+    state.log_size = offset
+    save_state(session, state)
+
+
+def file_hashes(session):
+    import hashlib
+    hashes = {}
+    for name in INTEGRITY_FILES:
+        try:
+            with open(session.path(name), "rb") as handle:
+                hashes[name] = hashlib.sha256(handle.read()).hexdigest()
+        except OSError:
+            pass
+    return hashes
+
+
+def check_integrity(session, state):
+    """A benchmark changed within a segment would move the goalposts: refuse."""
+    recorded = (state.config or {}).get("hashes")
+    if not isinstance(recorded, dict):
+        return
+    current = file_hashes(session)
+    for name in INTEGRITY_FILES:
+        if recorded.get(name) != current.get(name):
+            what = ("was added" if name not in recorded else "was removed" if name not in current
+                    else "changed")
+            fail("benchmark_changed", "%s %s since `autotune init` started segment %d; a segment "
+                 "must measure with one benchmark. Re-run `autotune init` (same --name/--metric) "
+                 "to start a new segment with it." % (name, what, state.segment))
+
+
+def environment(head):
+    """Facts that let a later reader tell machine drift from progress."""
+    env = {"python": "%d.%d.%d" % sys.version_info[:3], "implementation": sys.implementation.name,
+           "cpus": os.cpu_count(), "commit": head[:7] if head else None}
+    try:
+        uname = os.uname()
+        env["os"] = "%s %s %s" % (uname.sysname, uname.release, uname.machine)
+        env["host"] = uname.nodename
+    except AttributeError:
+        env["os"] = sys.platform
+    try:
+        env["load"] = [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        env["load"] = None
+    env["cpu"] = None
+    try:
+        with open("/proc/cpuinfo", "rb") as handle:
+            for raw in handle:
+                if raw.startswith((b"model name", b"Model", b"cpu model", b"Hardware")):
+                    env["cpu"] = raw.split(b":", 1)[1].strip().decode("utf-8", "replace")
+                    break
+    except OSError:
+        pass
+    return env
+
+
+def benchmark_command(session, command):
+    """(argv-or-string, shell, shown) for the benchmark; refuses what is not it."""
+    bench = session.path(BENCH_FILE)
+    if os.path.isfile(bench):
+        if command is not None and not is_benchmark_command(command, session.workdir):
+            fail("refused_command", "%s is not the benchmark: while %s exists, `run` runs only "
+                 "./%s (anchored; no extra commands, arguments or wrappers)." % (
+                     json.dumps(command), BENCH_FILE, BENCH_FILE))
+        return script_argv(bench), False, command or "./" + BENCH_FILE
+    if command is None:
+        fail("no_benchmark", "No benchmark: %s does not exist in %s. Write it (it prints lines "
+             "like `METRIC %s=<number>`) or pass --command." % (
+                 BENCH_FILE, session.workdir, "metric"))
+    text_arg(command, "--command")
+    return command, True, command
+
+
+def check_runnable(session, state):
+    if state.config is None:
+        fail("no_session", "%s has no config line; run `autotune init` first." % session.log_path)
+    if not state.active:
+        _, advice = next_action(state)
+        fail("inactive", "The loop is not active (health %s, reason %s). %s" % (
+            state.health, state.reason or "-", advice))
+    reason = spent_budget(session, state)
+    if reason:
+        fail("budget_spent", "The budget of segment %d is spent (%s); raise it in %s or start a "
+             "new segment with `autotune init`." % (state.segment, reason, CONFIG_FILE))
+
+
+def spent_budget(session, state):
+    direction = state.config.get("direction", "lower")
+    best = state.best["metric"] if state.best else None
+    return budget_reason(state.n_exp, best, direction, session.settings,
+                         iso_to_epoch(state.started_at), time.time())
+
+
+def cmd_init(args):
+    session = find_session()
+    name = text_arg(args.name, "--name")
+    unit = text_arg(args.unit or "", "--unit", allow_empty=True)
+    if not valid_metric_name(args.metric):
+        fail("bad_metric_name", "--metric %s is not a valid metric name (no spaces or '=', not "
+             "__proto__/constructor/prototype)." % json.dumps(args.metric))
+    if args.benchmark is not None:
+        text_arg(args.benchmark, "--benchmark")
+    if args.checks is not None:
+        text_arg(args.checks, "--checks")
+    repo = require_repo(session)
+    created_log = not os.path.exists(session.log_path)
+    scaffolded = scaffold(session, name, args.metric, unit, args.direction, args.benchmark,
+                          args.checks) if args.scaffold else []
+    try:
+        with LogLock(session, create=True) as lock:
+            loaded = load_state(session)
+            torn_tail_error(session, loaded)
+            state = loaded.state
+            reinit = state.config is not None
+            segment = state.segment if (reinit and state.n_exp == 0) else state.segment + 1
+            snapshot = {"tree": snapshot_tree(session), "head": repo.head()}
+            entry = {"type": "config", "name": name, "metric_name": args.metric, "metric_unit": unit,
+                     "direction": args.direction, "segment": segment, "mode": session.settings.mode,
+                     "objective": {"primaryMetric": args.metric, "direction": args.direction}}
+            for section in ("health", "recovery", "budget", "evaluator", "guardrails", "holdout"):
+                if section in session.settings.raw:
+                    entry[section] = session.settings.raw[section]
+            if session.settings.max_iterations:
+                entry["maxIterations"] = session.settings.max_iterations
+            entry.update(timestamp=utc_now(), session_id=os.environ.get("CLAUDE_CODE_SESSION_ID"),
+                         hashes=file_hashes(session), snapshot=snapshot, version=VERSION)
+            append_entries(lock, session, loaded, [entry])
+            from array import array
+            save_values(session, state, array("d"))
+            drop_measurement(session)
+    except BaseException:
+        if created_log and os.path.exists(session.log_path) and os.path.getsize(session.log_path) == 0:
+            os.unlink(session.log_path)
+        raise
+    result = {"status": "initialized", "name": name, "metric": args.metric, "unit": unit,
+              "direction": args.direction, "segment": segment, "reinit": reinit,
+              "path": session.workdir, "max_exp": session.settings.max_iterations,
+              "mode": state.mode, "branch": repo.branch(), "commit": (snapshot["head"] or "")[:7] or None}
+    if args.scaffold:
+        result["scaffolded"] = scaffolded
+    if not os.path.isfile(session.path(BENCH_FILE)):
+        result["warning"] = "%s does not exist yet; `run` needs it (or --command)." % BENCH_FILE
+    output(result)
+
+
+_TIME_UNITS = {"s": 1.0, "sec": 1.0, "seconds": 1.0, "ms": 1e3, "us": 1e6, "µs": 1e6, "ns": 1e9}
+
+
+def scaffold(session, name, metric, unit, direction, workload, checks):
+    """Writes the session templates that do not exist yet; never overwrites a file."""
+    import shlex
+    written = []
+
+    def write(filename, text, executable=False):
+        path = session.path(filename)
+        if os.path.exists(path):
+            return
+        with open(path, "x", encoding="utf-8") as handle:
+            handle.write(text)
+        if executable:
+            os.chmod(path, 0o755)
+        written.append(filename)
+
+    scale = _TIME_UNITS.get(unit or ("ms" if metric.endswith("_ms") else "s" if metric.endswith("_s") else ""))
+    header = ("#!/usr/bin/env bash\n"
+              "# autotune benchmark for %s.\n"
+              "# Prints `METRIC %s=<number>` (%s is better); other METRIC lines are secondary\n"
+              "# metrics. Keep the workload fixed: autotune refuses to run after this file\n"
+              "# changed within a segment (re-run `autotune init` to start a new one).\n"
+              "set -euo pipefail\ncd \"$(dirname \"$0\")\"\n\n") % (json.dumps(name, ensure_ascii=False),
+                                                                     metric, direction)
+    if workload and scale:
+        body = ("WORKLOAD=%s\n"
+                "python3 - \"$WORKLOAD\" <<'PY'\n"
+                "import subprocess, sys, time\n"
+                "start = time.perf_counter()\n"
+                "code = subprocess.call(sys.argv[1], shell=True, stdout=subprocess.DEVNULL)\n"
+                "elapsed = time.perf_counter() - start\n"
+                "if code != 0:\n"
+                "    sys.exit(\"workload failed with exit code %%d\" %% code)\n"
+                "print(\"METRIC %s=%%.6g\" %% (elapsed * %r))\n"
+                "PY\n") % (shlex.quote(workload), metric, scale)
+    elif workload:
+        body = ("# The workload; make it print the METRIC line.\n%s\n" % workload)
+    else:
+        body = ("echo \"autotune.sh is still the template: replace it with the workload and a "
+                "'METRIC %s=<number>' line\" >&2\nexit 1\n\n"
+                "# Example (bundle size):\n#   size=$(wc -c < dist/bundle.js)\n"
+                "#   echo \"METRIC %s=$size\"\n") % (metric, metric)
+    write(BENCH_FILE, header + body, executable=True)
+    if checks:
+        write(CHECKS_FILE, "#!/usr/bin/env bash\n# Correctness checks: a non-zero exit makes the "
+              "experiment checks_failed (reverted).\nset -euo pipefail\ncd \"$(dirname \"$0\")\"\n\n"
+              "%s\n" % checks, executable=True)
+    write(NOTES_FILE, (
+        "# autotune: {name}\n\n"
+        "## Objective\n{metric}{unit} — {direction} is better, measured by `./autotune.sh`.\n\n"
+        "## Scope\n- In scope: (files and directories the loop may change)\n"
+        "- Off limits: autotune.sh, autotune.checks.sh, the tests that define correctness\n\n"
+        "## Constraints\n- (correctness, API, dependencies, memory, ...)\n\n"
+        "## Current best\n(not measured yet: run the baseline)\n\n"
+        "## Wins\n\n## Dead ends\n\n## Notes\n").format(
+            name=name, metric=metric, unit=(" (%s)" % unit) if unit else "", direction=direction))
+    write(IDEAS_FILE, "# Ideas backlog\n\nOne idea per line; strike out what was tried.\n\n- \n")
+    return written
+
+
+def cmd_run(args):
+    session = require_session(find_session())
+    settings = session.settings
+    loaded = load_state(session)
+    state = loaded.state
+    check_runnable(session, state)
+    argv, shell, shown = benchmark_command(session, args.command)
+    check_integrity(session, state)
+    repeat = args.repeat if args.repeat is not None else settings.repeat
+    timeout = args.timeout if args.timeout is not None else settings.timeout
+    checks_timeout = args.checks_timeout if args.checks_timeout is not None else settings.checks_timeout
+    config = state.config
+    pname, direction = config.get("metric_name"), config.get("direction", "lower")
+    repo = session.repo
+    head = repo.head() if repo else None
+    warnings = []
+    if state.snapshot and state.snapshot.get("head") and head != state.snapshot.get("head"):
+        warnings.append("HEAD moved outside autotune since the last logged result; `log` will "
+                        "refuse to commit or revert until you check it (see `autotune doctor`).")
+    tree_before = None
+    if repo:
+        with LogLock(session):
+            tree_before = snapshot_tree(session)
+    env = dict(os.environ, AUTOTUNE="1", AUTOTUNE_SEGMENT=str(state.segment),
+               AUTOTUNE_RUN=str(state.n_exp + 1))
+    reference = (state.reference or {}).get("samples") or None
+    deterministic = bool((state.reference or {}).get("deterministic"))
+    plan = sampling_plan(reference, repeat, settings, deterministic)
+    noise_mad = (state.confidence or {}).get("noise_mad")
+    samples, sample_metrics, outcome, reason = [], [], None, None
+    target, notes, verdict, evidence, total_dur = plan.first, [], None, None, 0.0
+    while len(samples) < target:
+        env["AUTOTUNE_SAMPLE"] = str(len(samples) + 1)
+        outcome = run_process(argv, session.workdir, timeout, shell=shell, env=env)
+        total_dur += outcome.dur
+        reason = crash_reason(outcome, pname)
+        if reason:
+            break
+        samples.append(outcome.metrics[pname])
+        sample_metrics.append(outcome.metrics)
+        if len(samples) < target:
+            continue
+        if plan.probe and not is_deterministic(samples) and target < plan.limit:
+            notes.append("the first %d samples differ, so %d more" % (len(samples), plan.limit - len(samples)))
+            target = plan.limit
+        elif plan.adaptive and reference:
+            verdict, evidence = assess(samples, reference, direction, plan.alpha,
+                                       settings.min_improvement_pct, noise_mad, final=False,
+                                       deterministic=deterministic)
+            if verdict is None and target < plan.limit:
+                step = min(plan.step, plan.limit - target)
+                notes.append("p=%s after %d samples was ambiguous, so %d more" % (
+                    _fmt(evidence.get("p_value")), len(samples), step))
+                target += step
+    m = Measurement(segment=state.segment, timestamp=utc_now(), command=shown, pname=pname,
+                    samples=samples, sample_metrics=sample_metrics, warnings=warnings, head=head)
+    m.exit, m.timeout, m.reason = outcome.exit, outcome.timeout, reason
+    m.dur = round(total_dur, 3)
+    m.output = outcome.output if not outcome.error else outcome.error
+    m.passed = reason is None
+    m.crashed = not m.passed
+    if m.passed:
+        m.primary = median(samples)
+        names = set()
+        for metrics in sample_metrics:
+            names.update(metrics)
+        m.metrics = {name: _round(median([x[name] for x in sample_metrics if name in x]))
+                     for name in sorted(names) if name != pname}
+        if os.path.isfile(session.path(CHECKS_FILE)):
+            checks = run_process(script_argv(session.path(CHECKS_FILE)), session.workdir,
+                                 checks_timeout, env=env, tail_lines=CHECKS_TAIL_LINES,
+                                 tail_bytes=CHECKS_TAIL_BYTES)
+            m.checks = checks.exit == 0 and not checks.timeout and not checks.error
+            m.chk_out = checks.error or checks.output
+            if checks.timeout:
+                m.chk_out = (m.chk_out + "\n[checks timed out after %ss]" % _fmt(checks_timeout)).strip()
+    m.verdict, m.evidence = judge(session, state, m, reference, plan, settings, noise_mad, env, timeout)
+    m.suggested_status = {"baseline": "keep", "improved": "keep", "crash": "crash",
+                          "checks_failed": "checks_failed"}.get(m.verdict, "discard")
+    m.sampling = describe_sampling(plan, samples, notes, m, reference)
+    m.env = environment(head)
+    if repo:
+        with LogLock(session):
+            m.tree = snapshot_tree(session)
+        if tree_before and m.tree != tree_before:
+            created = [c.name for c in diff_trees(session, tree_before, m.tree)]
+            m.warnings.append("the benchmark changed files that git does not ignore (%s); a keep "
+                              "would commit them and a discard removes them: add them to "
+                              ".gitignore" % ", ".join(created[:10]))
+    save_measurement(session, m)
+    result = {"exit": m.exit, "dur": m.dur, "passed": m.passed, "crashed": m.crashed,
+              "timeout": m.timeout, "metrics": m.metrics, "primary": _round(m.primary),
+              "pname": pname, "output": m.output, "checks": m.checks, "chk_out": m.chk_out,
+              "samples": [_round(s) for s in samples], "n": len(samples), "sampling": m.sampling,
+              "verdict": m.verdict, "suggested_status": m.suggested_status, "evidence": m.evidence,
+              "guardrails": m.guardrails, "holdout": m.holdout, "reason": m.reason,
+              "command": shown, "env": m.env}
+    if m.warnings:
+        result["warnings"] = m.warnings
+    output(result)
+
+
+def crash_reason(outcome, pname):
+    if outcome.error:
+        return outcome.error
+    if outcome.timeout:
+        return "timed out after %ss; the benchmark's process group was killed" % _fmt(outcome.dur)
+    if outcome.exit != 0:
+        if outcome.exit is not None and outcome.exit < 0:
+            return "killed by signal %d" % -outcome.exit
+        return "exited with code %s" % outcome.exit
+    if pname not in outcome.metrics:
+        return "exited 0 but printed no `METRIC %s=<number>` line" % pname
+    return None
+
+
+def judge(session, state, m, reference, plan, settings, noise_mad, env, timeout):
+    """The verdict on one measurement, and its evidence in numbers."""
+    if m.crashed:
+        return "crash", None
+    if m.checks is False:
+        return "checks_failed", None
+    direction = state.config.get("direction", "lower")
+    if reference:
+        verdict, evidence = assess(m.samples, reference, direction, plan.alpha,
+                                   settings.min_improvement_pct, noise_mad, final=True,
+                                   deterministic=bool((state.reference or {}).get("deterministic")))
+        evidence["reference"]["source"] = (state.reference or {}).get("source")
+    else:
+        verdict, evidence = "baseline", None
+    if settings.guardrails:
+        baseline_metrics = (state.baseline or {}).get("metrics") if reference else None
+        breaches = check_guardrails(settings.guardrails, m.metrics, baseline_metrics)
+        m.guardrails = {"ok": not breaches, "breaches": breaches}
+        if breaches:
+            return "guardrail_failed", evidence
+    holdout_path = session.path(HOLDOUT_FILE)
+    if verdict in ("baseline", "improved") and os.path.isfile(holdout_path):
+        run = run_process(script_argv(holdout_path), session.workdir, timeout, env=env,
+                          tail_lines=CHECKS_TAIL_LINES, tail_bytes=CHECKS_TAIL_BYTES)
+        pname = state.config.get("metric_name")
+        problem = crash_reason(run, pname)
+        ref = (state.baseline or {}).get("holdout")
+        m.holdout = {"value": run.metrics.get(pname), "reference": ref, "ok": problem is None,
+                     "tolerance_pct": settings.holdout_tolerance_pct, "output": run.output}
+        if problem:
+            m.holdout["reason"] = "holdout " + problem
+            return "holdout_failed", evidence
+        if verdict == "improved" and ref is not None:
+            value = run.metrics[pname]
+            worse = value - ref if direction == "lower" else ref - value
+            regression = worse / abs(ref) * 100.0 if ref else (0.0 if worse <= 0 else float("inf"))
+            m.holdout["regression_pct"] = _round(regression, 3) if regression != float("inf") else None
+            if regression > settings.holdout_tolerance_pct:
+                m.holdout["ok"] = False
+                m.holdout["reason"] = "the holdout regressed %.2f%% (allowed %s%%)" % (
+                    regression, _fmt(settings.holdout_tolerance_pct))
+                return "holdout_failed", evidence
+    return verdict, evidence
+
+
+def describe_sampling(plan, samples, notes, m, reference):
+    count = len(samples)
+    text = "%d sample%s" % (count, "" if count == 1 else "s")
+    if m.crashed:
+        return text + " before the crash"
+    if plan.probe:
+        if is_deterministic(samples):
+            text += ": baseline; identical, so the benchmark is treated as deterministic and later runs take 1 sample"
+        else:
+            sigma = robust_sigma(samples)
+            mid = median(samples)
+            text += ": baseline; they differ (noise ±%s%%), so later runs take %d-%d samples" % (
+                _fmt(round(sigma / abs(mid) * 100, 2)) if sigma and mid else "?", DEFAULT_BATCH,
+                DEFAULT_MAX_SAMPLES)
+    elif not plan.adaptive:
+        text += ": " + plan.why
+    else:
+        text += ": noisy benchmark"
+        if notes:
+            text += "; " + "; ".join(notes)
+        if m.evidence and m.evidence.get("p_value") is not None:
+            text += "; decided at p=%s (alpha per look %s)" % (_fmt(m.evidence["p_value"]), _fmt(round(plan.alpha, 4)))
+        if count >= plan.limit and m.verdict == "within_noise":
+            text += "; the cap of %d samples was reached without a significant difference" % plan.limit
+    if reference and len(reference) < 3 and not is_deterministic(reference):
+        text += "; the reference has only %d sample%s, run `autotune rebaseline` for a sharper verdict" % (
+            len(reference), "" if len(reference) == 1 else "s")
+    return text
+
+
+def cmd_log(args):
+    session = require_session(find_session())
+    settings = session.settings
+    description = text_arg(args.description, "--description")
+    metric_flag = number_arg(args.metric, "--metric") if args.metric is not None else None
+    metrics_flag = metrics_arg(args.metrics)
+    asi = json_arg(args.asi, "--asi") or {}
+    override = text_arg(args.reason, "--reason") if args.reason is not None else None
+    if args.commit is not None and not (4 <= len(args.commit) <= 64 and
+                                        all(c in "0123456789abcdefABCDEF" for c in args.commit)):
+        fail("bad_commit", "--commit %s is not a commit hash." % json.dumps(args.commit))
+    repo = require_repo(session)
+    with LogLock(session) as lock:
+        loaded = load_state(session)
+        torn_tail_error(session, loaded)
+        state = loaded.state
+        check_runnable(session, state)
+        config = state.config
+        pname, direction = config.get("metric_name"), config.get("direction", "lower")
+        m = load_measurement(session)
+        if m is not None and m.segment != state.segment:
+            m = None
+        status = args.status
+        if status == "auto":
+            if m is None:
+                fail("no_measurement", "--status auto needs a measurement: run `autotune run` first.")
+            status = m.suggested_status
+        metric, measured = metric_for_log(status, metric_flag, m, args.force)
+        metrics = metrics_flag if metrics_flag is not None else (dict(m.metrics) if m and m.passed else {})
+        if metrics_flag is not None and m is not None and m.passed and not args.force:
+            differing = sorted(k for k in set(metrics_flag) | set(m.metrics)
+                               if k in metrics_flag and k in m.metrics
+                               and not same_number(metrics_flag[k], m.metrics[k]))
+            if differing:
+                fail("metric_mismatch", "--metrics differs from what `run` measured for %s; omit "
+                     "--metrics to log the measured values (or --force)." % ", ".join(differing))
+        if status != "crash" and state.metric_names is not None and not args.force:
+            missing = sorted(set(state.metric_names) - set(metrics))
+            extra = sorted(set(metrics) - set(state.metric_names))
+            if missing or extra:
+                fail("metrics_mismatch", "Secondary metrics must match the segment's first result "
+                     "(%s): %s%s. Use --force to log anyway." % (
+                         ", ".join(state.metric_names) or "none",
+                         ("missing " + ", ".join(missing)) if missing else "",
+                         ("; " if missing and extra else "") + (("new " + ", ".join(extra)) if extra else "")))
+        verdict = m.verdict if (m is not None and measured) else None
+        forced = False
+        if status == "keep" and verdict in BLOCKING_VERDICTS:
+            if not (args.force and override):
+                fail("keep_refused", "The measurement's verdict is %s, so a keep is refused; log "
+                     "--status %s, or override with --force --reason \"why\"." % (
+                         verdict, m.suggested_status))
+            forced = True
+        head = repo.head()
+        snap = state.snapshot or {}
+        skip_git = False
+        if snap.get("head") is not None and snap.get("head") != head:
+            if not args.force:
+                fail("head_moved", "HEAD moved from %s to %s outside autotune since the last logged "
+                     "result, so autotune will not guess what to commit or revert. Check `git log` "
+                     "and `git status`; `autotune log ... --force` records the result without "
+                     "touching git." % (snap["head"][:7], (head or "nothing")[:7]))
+            skip_git = forced = True
+        if status == "keep":
+            improved = (verdict in ("baseline", "improved") if verdict is not None else
+                        state.best is None or is_better(metric, state.best["metric"], direction))
+            improved = improved or state.best is None
+        else:
+            improved = False
+        index = state.n_exp + 1
+        label = "%d.%d" % (state.segment, index)
+        current = snapshot_tree(session)
+        if status == "keep" and m is not None and m.tree and current != m.tree and not args.force \
+                and measured and not skip_git and args.commit is None:
+            fail("stale_run", "The working tree changed after `autotune run` measured it; run the "
+                 "benchmark again so the keep commits what was measured (or --force).")
+        git_info, commit, next_tree = apply_git(session, state, status, description, pname,
+                                                metric, config.get("metric_unit"), label, index,
+                                                current, head, skip_git, args.commit)
+        health = advance(health_fields(state), status, improved, settings)
+        best_metric = metric if improved else (state.best or {}).get("metric")
+        finished = budget_reason(index, best_metric, direction, settings,
+                                 iso_to_epoch(state.started_at), time.time())
+        if finished:
+            health.update(health="completed", active=False, reason=finished)
+        entry = {"type": "result", "index": index, "commit": commit, "metric": _round(metric),
+                 "status": status, "description": description, "timestamp": utc_now(),
+                 "segment": state.segment, "metrics": metrics if status != "crash" or metrics_flag
+                 else {}, "asi": asi, "failure": health["failure"], "health": health["health"],
+                 "recovery": health["recovery"], "reason": health["reason"],
+                 "files": git_info.get("files", []), "mode": health["mode"],
+                 "active": health["active"], "improved": improved, "measured": measured,
+                 "git": git_info, "snapshot": {"tree": next_tree, "head": repo.head()}}
+        if m is not None and measured:
+            entry.update(samples=[_round(s) for s in m.samples] or None, verdict=m.verdict,
+                         evidence=m.evidence, env=m.env, run_dur=m.dur)
+            if m.holdout and m.holdout.get("value") is not None:
+                entry["holdout"] = m.holdout["value"]
+        else:
+            entry["env"] = environment(head)
+        if forced:
+            entry["forced"] = True
+            entry["override_reason"] = override
+        values = segment_values(session, loaded)
+        preview = state.copy()
+        point = fold_entry(preview, json.loads(dumps_line(entry).decode("utf-8")))
+        if point is not None:
+            import bisect
+            bisect.insort(values, point)
+        entry["confidence"] = confidence(values, preview)
+        append_entries(lock, session, loaded, [entry])
+        save_values(session, loaded.state, values)
+        drop_measurement(session)
+    state = loaded.state
+    baseline = (state.baseline or {}).get("metric")
+    delta = (metric - baseline) if (metric is not None and baseline is not None) else None
+    action, _ = next_action(state)
+    output({"status": status, "index": index, "commit": commit, "metric": _round(metric),
+            "name": pname, "baseline": _round(baseline), "delta": _round(delta),
+            "d_pct": _round(delta / abs(baseline) * 100, 2) if delta is not None and baseline else None,
+            "desc": description, "confidence": entry["confidence"], "git": git_info,
+            "limit": {"max_iterations": settings.max_iterations, "runs": state.n_exp,
+                      "remaining": (settings.max_iterations - state.n_exp) if settings.max_iterations else None},
+            "health": state.health, "failure": state.failure, "recovery": state.recovery,
+            "reason": state.reason, "mode": state.mode, "active": state.active,
+            "improved": improved, "best": _round((state.best or {}).get("metric")),
+            "verdict": entry.get("verdict"), "measured": measured, "next": action})
+
+
+def metric_for_log(status, metric_flag, m, force):
+    """The primary metric of a result: what `run` measured, never a transcription.
+    Returns (metric, measured)."""
+    if metric_flag is not None:
+        if m is not None and m.primary is not None:
+            if same_number(metric_flag, m.primary):
+                return m.primary, True
+            if not force:
+                fail("metric_mismatch", "--metric %s differs from what `run` measured (%s); omit "
+                     "--metric to log the measured value, or pass --force to override it." % (
+                         _fmt(metric_flag), _fmt(m.primary)))
+            return metric_flag, False
+        if m is not None and m.crashed and status not in CRASH_STATUSES and not force:
+            fail("metric_mismatch", "The last run crashed and measured nothing (%s); log it with "
+                 "--status crash, or pass --force to log an invented --metric." % (m.reason or "crash"))
+        return metric_flag, m is not None and status in CRASH_STATUSES
+    if m is not None:
+        if m.primary is None and status in ("keep", "discard"):
+            fail("missing_metric", "The last run crashed (%s), so there is no metric to %s; log "
+                 "it with --status crash." % (m.reason or "no metric", status))
+        return m.primary, True
+    if status in ("keep", "discard"):
+        fail("missing_metric", "No measurement to log: run `autotune run` first (or pass --metric).")
+    return None, False
+
+
+def _num(value):
+    """Shortest exact text of a number (for commit trailers)."""
+    if isinstance(value, float) and value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def head_tree(repo, head):
+    if head is None:
+        return repo.run(["hash-object", "-t", "tree", "--stdin"], input=b"").stdout.decode().strip()
+    return repo.run(["rev-parse", head + "^{tree}"]).stdout.decode().strip()
+
+
+def apply_git(session, state, status, description, pname, metric, unit, label, index, current,
+              head, skip_git, given_commit):
+    """Commits a keep, reverts anything else; returns (git info, commit, next snapshot)."""
+    repo = session.repo
+    base = (state.snapshot or {}).get("tree")
+    short = head[:7] if head else None
+    if skip_git:
+        return {"action": "none", "message": "skipped: HEAD moved outside autotune (--force)"}, short, current
+    if status == "keep":
+        if given_commit:
+            proc = repo.run(["rev-parse", "-q", "--verify", given_commit + "^{commit}"], check=False)
+            if proc.returncode != 0:
+                fail("bad_commit", "--commit %s is not a commit in this repository." % given_commit)
+            full = proc.stdout.decode().strip()
+            return {"action": "none", "message": "recorded the given commit"}, full[:7], current
+        # without a snapshot (a session of the first implementation) untracked files are
+        # not known to be the experiment's: they are neither committed nor deleted
+        changes = diff_trees(session, base or head_tree(repo, head), current, tracked_only=base is None)
+        if not changes:
+            return {"action": "none", "message": "nothing to commit"}, short, current
+        message = "autotune: %s\n\nAutotune-Metric: %s=%s%s\n" % (
+            description.rstrip(), pname, _num(metric), (" " + unit) if unit else "")
+        new_head = commit_changes(session, changes, message)
+        return ({"action": "commit", "commit": new_head[:7], "files": [c.name for c in changes]},
+                new_head[:7], current)
+    keep_created = base is None
+    base = base or head_tree(repo, head)
+    changes = diff_trees(session, base, current, tracked_only=keep_created)
+    if not changes:
+        return {"action": "none", "message": "nothing to revert"}, short, current
+    ref = save_discarded(session, base, current, label, description)
+    restore_changes(session, changes)
+    next_tree = snapshot_tree(session) if keep_created else base
+    return ({"action": "revert", "files": [c.name for c in changes], "saved": ref,
+             "restore": "autotune restore %d" % index}, short, next_tree)
+
+
+def control(action, **fields):
+    """Appends a control line (stop, resume, repair, snapshot) and returns the state."""
+    session = require_session(find_session())
+    with LogLock(session) as lock:
+        loaded = load_state(session)
+        torn_tail_error(session, loaded)
+        state = loaded.state
+        if state.config is None:
+            fail("no_session", "%s has no config line; run `autotune init` first." % session.log_path)
+        check = fields.pop("check", None)
+        if check is not None:
+            message = check(session, state)
+            if message:
+                return session, state, message
+        entry = {"type": "control", "action": action, "timestamp": utc_now()}
+        entry.update(fields)
+        append_entries(lock, session, loaded, [entry])
+    return session, loaded.state, None
+
+
+def cmd_stop(args):
+    by = os.environ.get("CLAUDE_CODE_SESSION_ID") and "agent" or "person"
+    session, state, note = control("stop", by=by, reason=text_arg(args.reason, "--reason")
+                                   if args.reason else None,
+                                   check=lambda s, st: "already stopped" if not st.active else None)
+    report_control(args, state, note or "stopped: the loop is paused and its data kept; "
+                   "`autotune resume` continues it")
+
+
+def cmd_resume(args):
+    def check(session, state):
+        if state.active and state.health not in ("paused", "completed"):
+            return "already active"
+        reason = spent_budget(session, state)
+        if reason:
+            fail("budget_spent", "The budget is still spent (%s); raise it in %s or start a new "
+                 "segment with `autotune init`." % (reason, CONFIG_FILE))
+        return None
+    session, state, note = control("resume", check=check)
+    report_control(args, state, note or "resumed: active, optimize mode, streaks and heals reset")
+
+
+def cmd_repair(args):
+    session, state, note = control("repair")
+    report_control(args, state, "repair mode: active, health healing, recovery manual_repair")
+
+
+def report_control(args, state, message):
+    if args.json:
+        output({"status": message.split(":")[0], "active": state.active, "health": state.health,
+                "mode": state.mode, "reason": state.reason, "recovery": state.recovery})
+    else:
+        say("autotune: " + message)
+
+
+def cmd_clear(args):
+    import shutil
+    session = find_session()
+    targets = [p for p in (session.log_path, session.state_path) if os.path.exists(p)]
+    cache = session.cache_dir if session.repo else None
+    if not targets and not (cache and os.path.isdir(cache)):
+        say("autotune: nothing to clear in %s" % session.workdir)
+        return 0
+    if not args.yes:
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            fail("needs_confirmation", "clear deletes %s; without a terminal to confirm on, pass "
+                 "--yes." % ", ".join(os.path.basename(p) for p in targets) or "the caches")
+        say("This deletes %s in %s (autotune.md, the benchmark and git history stay)." % (
+            ", ".join(os.path.basename(p) for p in targets), session.workdir))
+        sys.stdout.write("Type 'yes' to confirm: ")
+        sys.stdout.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            say("autotune: nothing deleted")
+            return 1
+    for path in targets:
+        os.unlink(path)
+    if cache and os.path.isdir(cache):
+        shutil.rmtree(cache, ignore_errors=True)
+    say("autotune: cleared %s (discarded experiments stay under refs/autotune/)" % (
+        ", ".join(os.path.basename(p) for p in targets) or "caches"))
+    return 0
+
+
+def cmd_version(args):
+    if args.json:
+        output({"version": VERSION, "python": "%d.%d.%d" % sys.version_info[:3],
+                "path": os.path.abspath(__file__)})
+    else:
+        say("autotune %s" % VERSION)
+
+
+def cmd_rebaseline(args):
+    session = require_session(find_session())
+    loaded = load_state(session)
+    state = loaded.state
+    if state.config is None:
+        fail("no_session", "%s has no config line; run `autotune init` first." % session.log_path)
+    argv, shell, shown = benchmark_command(session, None)
+    check_integrity(session, state)
+    pname = state.config.get("metric_name")
+    if session.repo and state.snapshot:
+        with LogLock(session):
+            tree = snapshot_tree(session)
+        if tree != state.snapshot.get("tree"):
+            changed = [c.name for c in diff_trees(session, state.snapshot["tree"], tree)]
+            fail("dirty_worktree", "The working tree has changes since the last logged result (%s); "
+                 "log or discard that experiment first, so rebaseline measures the kept code." %
+                 ", ".join(changed[:10]))
+    count = args.repeat or DEFAULT_REBASELINE
+    timeout = args.timeout if args.timeout is not None else session.settings.timeout
+    env = dict(os.environ, AUTOTUNE="1", AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_REBASELINE="1")
+    samples, sample_metrics = [], []
+    for i in range(count):
+        env["AUTOTUNE_SAMPLE"] = str(i + 1)
+        outcome = run_process(argv, session.workdir, timeout, shell=shell, env=env)
+        reason = crash_reason(outcome, pname)
+        if reason:
+            fail("benchmark_crashed", "The benchmark failed on the unchanged code (sample %d: %s); "
+                 "nothing was recorded. Output tail: %s" % (i + 1, reason, _one_line(outcome.output, 300)))
+        samples.append(outcome.metrics[pname])
+        sample_metrics.append(outcome.metrics)
+    previous = state.reference or {}
+    value = median(samples)
+    names = sorted(set(k for metrics in sample_metrics for k in metrics if k != pname))
+    head = session.repo.head() if session.repo else None
+    entry = {"type": "rebaseline", "timestamp": utc_now(), "segment": state.segment,
+             "commit": head[:7] if head else None, "metric": _round(value),
+             "samples": [_round(s) for s in samples],
+             "metrics": {k: _round(median([x[k] for x in sample_metrics if k in x])) for k in names},
+             "previous": {"metric": _round(previous.get("metric")), "n": len(previous.get("samples") or []),
+                          "source": previous.get("source")},
+             "env": environment(head)}
+    with LogLock(session) as lock:
+        loaded = load_state(session)
+        torn_tail_error(session, loaded)
+        append_entries(lock, session, loaded, [entry])
+    sigma = robust_sigma(samples)
+    before = previous.get("metric")
+    output({"status": "rebaselined", "metric": _round(value), "samples": entry["samples"],
+            "n": len(samples), "previous": entry["previous"],
+            "drift_pct": _round((value - before) / abs(before) * 100, 3) if before else None,
+            "deterministic": is_deterministic(samples),
+            "noise": {"sigma": _round(sigma), "sigma_pct": _round(sigma / abs(value) * 100, 3)
+                      if sigma and value else None}})
+
+
+def cmd_restore(args):
+    session = find_session()
+    repo = require_repo(session)
+    if args.list or args.index is None:
+        proc = repo.run(["for-each-ref", "--sort=-creatordate",
+                         "--format=%(refname)%00%(creatordate:iso-strict)%00%(subject)",
+                         "refs/autotune/discarded/"])
+        rows = []
+        for line in proc.stdout.decode("utf-8", "replace").splitlines():
+            ref, date, subject = line.split("\0", 2)
+            rows.append({"ref": ref, "label": ref.rsplit("/", 1)[-1], "date": date, "subject": subject})
+        if args.json:
+            output({"discarded": rows})
+        elif not rows:
+            say("autotune: no discarded experiments saved in this repository")
+        else:
+            for row in rows:
+                say("%-8s %s  %s" % (row["label"], row["date"][:19], row["subject"]))
+        return 0
+    segment = args.segment
+    if segment is None:
+        state = load_state(require_session(session)).state
+        segment = state.segment
+    ref = "refs/autotune/discarded/%d.%d" % (segment, args.index)
+    if repo.run(["rev-parse", "-q", "--verify", ref], check=False).returncode != 0:
+        fail("no_such_experiment", "No discarded experiment %d in segment %d (no %s); "
+             "`autotune restore --list` shows what is saved." % (args.index, segment, ref))
+    diff = repo.run(["diff", "--binary", "--full-index", ref + "^", ref]).stdout
+    proc = repo.run(["apply", "--whitespace=nowarn"], input=diff, check=False)
+    if proc.returncode != 0:
+        fail("restore_conflict", "Experiment %d.%d does not apply to the working tree as it is now "
+             "(%s); nothing was changed. Inspect it with `git show %s`." % (
+                 segment, args.index, proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:],
+                 ref))
+    files = repo.run(["diff", "--name-only", ref + "^", ref]).stdout.decode("utf-8", "replace").split()
+    if args.json:
+        output({"status": "restored", "ref": ref, "files": files})
+    else:
+        say("autotune: restored experiment %d.%d into the working tree (%s)" % (
+            segment, args.index, ", ".join(files)))
+    return 0
+
+
+def reason_text(state, settings):
+    """The last decision of the loop, in a sentence."""
+    reason = state.reason or ""
+    cause = {
+        "plateau": "%d experiments in a row did not beat the best (%d make a plateau)" % (
+            state.no_improve, settings.max_no_improve),
+        "benchmark_crash": "the benchmark failed %d times in a row (%d start recovery)" % (
+            state.crash_streak, settings.max_crash_streak),
+        "checks_failed": "experiments failed %d times in a row, the last on the correctness checks "
+                         "(%d start recovery)" % (state.crash_streak, settings.max_crash_streak),
+    }.get(state.failure, state.failure or "")
+    if reason == "initialized":
+        return "a new segment started; nothing has been logged in it yet"
+    if reason == "improved":
+        return "the last experiment beat the best, so it was kept (committed)"
+    if reason == "kept_no_degrade":
+        return "the last experiment was kept without beating the best"
+    if reason == "no_improve":
+        return "the last experiment did not beat the best and was reverted (%d in a row; %d make a plateau)" % (
+            state.no_improve, settings.max_no_improve)
+    if reason == "crash":
+        return "the benchmark crashed on the last experiment (%d failure%s in a row; %d start recovery)" % (
+            state.crash_streak, "" if state.crash_streak == 1 else "s", settings.max_crash_streak)
+    if reason == "checks_failed":
+        return "the correctness checks failed on the last experiment (%d failure%s in a row; %d start recovery)" % (
+            state.crash_streak, "" if state.crash_streak == 1 else "s", settings.max_crash_streak)
+    if reason == "heal:pause":
+        return "%s, and the next recovery playbook is to pause, so the loop paused itself" % cause
+    if reason.startswith("heal:"):
+        return "%s, so recovery attempt %d of %d is %s" % (cause, state.heals, settings.max_heals, reason[5:])
+    if reason == "recovery_exhausted":
+        return "%s even after %d recovery attempts (the most allowed), so the loop paused itself" % (
+            cause or "the loop kept failing", state.heals)
+    return reason or "-"
+
+
+def explain_data(session, loaded):
+    state = loaded.state
+    settings = session.settings
+    config = state.config or {}
+    action, advice = next_action(state)
+    base = (state.baseline or {}).get("metric")
+    best = (state.best or {}).get("metric")
+    warnings = []
+    if loaded.torn:
+        warnings.append("%s ends with a truncated line (%d bytes); run `autotune doctor --fix`." % (
+            LOG_FILE, len(loaded.torn)))
+    if state.bad_lines:
+        warnings.append("%d line%s of %s could not be read and were skipped (line %s)." % (
+            state.bad_lines, "" if state.bad_lines == 1 else "s", LOG_FILE,
+            ", ".join(str(n) for n in state.bad_line_numbers)))
+    return {
+        "name": config.get("name"), "metric": config.get("metric_name"), "unit": config.get("metric_unit"),
+        "direction": config.get("direction"), "segment": state.segment, "segments": state.segments,
+        "active": state.active, "mode": state.mode, "health": state.health, "failure": state.failure,
+        "recovery": state.recovery, "reason": state.reason, "why": reason_text(state, settings),
+        "baseline": _round(base), "best": _round(best),
+        "best_pct": _round((best - base) / abs(base) * 100, 2) if base and best is not None else None,
+        "best_commit": (state.best or {}).get("commit"), "best_description": (state.best or {}).get("description"),
+        "last_metric": _round((state.last or {}).get("metric")), "last_status": (state.last or {}).get("status"),
+        "last_index": (state.last or {}).get("index"), "last_description": (state.last or {}).get("description"),
+        "no_improve": state.no_improve, "crash_streak": state.crash_streak, "keep_streak": state.keep_streak,
+        "heals": state.heals, "max_heals": settings.max_heals, "max_no_improve": settings.max_no_improve,
+        "max_crash_streak": settings.max_crash_streak,
+        "runs": state.n_exp, "kept": state.kept, "discarded": state.discarded, "crashed": state.crashed,
+        "checks_failed": state.checks_failed, "max_iterations": settings.max_iterations,
+        "confidence": state.confidence, "next": action, "next_text": advice, "warnings": warnings,
+        "path": session.workdir,
+    }
+
+
+def cmd_explain(args):
+    session = require_session(find_session())
+    loaded = load_state(session)
+    persist_if_stale(session, loaded)
+    data = explain_data(session, loaded)
+    if args.json:
+        output(data)
+    else:
+        say(render_explain(data, Colors(sys.stdout)))
+
+
+def cmd_status(args):
+    session = require_session(find_session())
+    loaded = load_state(session)
+    persist_if_stale(session, loaded)
+    data = explain_data(session, loaded)
+    state = loaded.state
+    data.update(total_runs=state.total_results, resume_count=state.resume_count,
+                session_id=state.session_id, exp_at=state.exp_at, progress_at=state.progress_at)
+    if args.json:
+        output(data)
+    else:
+        say(render_status(data, Colors(sys.stdout)))
+
+
+def cmd_start(args):
+    import shutil
+    claude = shutil.which("claude")
+    if not claude:
+        fail("no_claude", "The `claude` command is not on PATH; install Claude Code, then run "
+             "`claude --agent autotune` in this directory.")
+    argv = [claude, "--agent", "autotune"]
+    if args.goal:
+        argv.append(" ".join(args.goal))
+    os.execv(claude, argv)
+
+
+# Doctor: every check returns problems as (code, message, fix or None).
+
+def cmd_doctor(args):
+    session = find_session()
+    problems = []  # dicts: code, message, fixable, fixed
+    fixes = []
+
+    def problem(code, message, fix=None):
+        problems.append({"code": code, "message": message, "fixable": fix is not None, "fixed": False})
+        if fix is not None:
+            fixes.append((problems[-1], fix))
+
+    if session.repo is None:
+        problem("not_git_repo", "%s is not inside a git repository." % session.workdir)
+    if not session.exists():
+        problem("no_session", "No %s in %s: there is no session to check." % (LOG_FILE, session.workdir))
+        return doctor_report(args, session, problems)
+    loaded = load_state(session)
+    state = loaded.state
+    if loaded.torn:
+        problem("torn_tail", "%s ends with a truncated line of %d bytes (a write that was cut short). "
+                "Readers skip it; `log` refuses to append after it." % (LOG_FILE, len(loaded.torn)),
+                fix=lambda lock: _fix_torn_tail(session, lock))
+    if state.bad_lines:
+        problem("bad_lines", "%d line%s of %s are not valid JSON objects (line %s); every command "
+                "skips them." % (state.bad_lines, "" if state.bad_lines == 1 else "s", LOG_FILE,
+                                 ", ".join(str(n) for n in state.bad_line_numbers)))
+    if state.config is None:
+        problem("no_config", "%s has no config line; run `autotune init`." % LOG_FILE)
+    cached = _read_state_file(session)
+    if cached is None:
+        problem("state_missing", "%s is missing or unreadable; it will be rebuilt from the log." % STATE_FILE,
+                fix=lambda lock: _fix_state(session))
+    elif not loaded.rebuilt:
+        fresh = Loaded(State())
+        with open(session.log_path, "rb") as handle:
+            _fold_from(handle, fresh, 0)
+        a, b = fresh.state.to_dict(), loaded.state.to_dict()
+        differing = sorted(k for k in a if k not in ("confidence",) and a[k] != b.get(k))
+        if differing:
+            problem("state_stale", "%s disagrees with the log (%s); it will be rebuilt." % (
+                STATE_FILE, ", ".join(differing[:8])), fix=lambda lock: _fix_state(session))
+    elif cached.get("format") != STATE_FORMAT:
+        problem("state_legacy", "%s was written by another version; it will be rebuilt from the log." %
+                STATE_FILE, fix=lambda lock: _fix_state(session))
+    config_path = session.path(CONFIG_FILE)
+    if os.path.exists(config_path):
+        try:
+            load_settings(config_path)
+        except AutotuneError as exc:
+            problem("bad_config", exc.message)
+    bench = session.path(BENCH_FILE)
+    if not os.path.isfile(bench):
+        problem("no_benchmark", "%s does not exist; `run` needs it." % BENCH_FILE)
+    else:
+        if not os.access(bench, os.X_OK):
+            problem("benchmark_not_executable", "%s is not executable (autotune runs it with bash)." % BENCH_FILE)
+        if state.config is not None:
+            try:
+                check_integrity(session, state)
+            except AutotuneError as exc:
+                problem("benchmark_changed", exc.message)
+    if session.repo is not None and state.config is not None:
+        head = session.repo.head()
+        snap = state.snapshot or {}
+        if snap.get("head") and head != snap.get("head"):
+            problem("head_moved", "HEAD moved from %s to %s outside autotune since the last logged "
+                    "result; `log` will refuse to commit or revert. The fix takes a new snapshot of "
+                    "the working tree as the start of the next experiment." % (
+                        snap["head"][:7], (head or "none")[:7]),
+                    fix=lambda lock: _fix_snapshot(session, lock))
+        if os.path.exists(os.path.join(session.repo.git_dir, "index.lock")):
+            problem("git_locked", "%s exists: a git command is running or was killed. Delete it if "
+                    "no git process is running." % os.path.join(session.repo.git_dir, "index.lock"))
+        m = load_measurement(session)
+        if m is not None and m.segment != state.segment:
+            problem("stale_measurement", "The saved measurement is from segment %s; it will be dropped." %
+                    m.segment, fix=lambda lock: drop_measurement(session))
+    leftovers = [name for name in os.listdir(session.workdir)
+                 if name.startswith((STATE_FILE + ".", LOG_FILE + ".")) and name.endswith(".tmp")]
+    if leftovers:
+        problem("temp_files", "Temporary files from an interrupted write: %s." % ", ".join(leftovers),
+                fix=lambda lock: [os.unlink(session.path(n)) for n in leftovers])
+    if args.fix and fixes:
+        with LogLock(session) as lock:
+            for entry, fix in fixes:
+                fix(lock)
+                entry["fixed"] = True
+    return doctor_report(args, session, problems)
+
+
+def _read_state_file(session):
+    try:
+        with open(session.state_path, "rb") as handle:
+            data = json.loads(handle.read().decode("utf-8"))
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _fix_torn_tail(session, lock):
+    size = os.path.getsize(session.log_path)
+    with open(session.log_path, "rb") as handle:
+        data = handle.read()
+    keep = data.rfind(b"\n") + 1
+    if keep == len(data):
+        return
+    backup = "%s.torn-%s" % (session.log_path, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+    with open(backup, "wb") as handle:
+        handle.write(data[keep:])
+    os.truncate(session.log_path, keep)
+    assert size >= keep
+    _fix_state(session)
+
+
+def _fix_state(session):
+    try:
+        os.unlink(session.state_path)
+    except OSError:
+        pass
+    loaded = load_state(session)
+    save_state(session, loaded.state)
+
+
+def _fix_snapshot(session, lock):
+    loaded = load_state(session)
+    entry = {"type": "control", "action": "snapshot", "timestamp": utc_now(),
+             "snapshot": {"tree": snapshot_tree(session), "head": session.repo.head()}}
+    append_entries(lock, session, loaded, [entry])
+
+
+def doctor_report(args, session, problems):
+    healthy = not [p for p in problems if not p["fixed"]]
+    if args.json:
+        output({"ok": healthy, "path": session.workdir, "problems": problems})
+    else:
+        colors = Colors(sys.stdout)
+        if not problems:
+            say("autotune doctor: %s is healthy" % session.workdir)
+        for p in problems:
+            mark = colors.green("fixed") if p["fixed"] else colors.yellow("fixable") if p["fixable"] else colors.red("problem")
+            say("%s  %s: %s" % (mark, p["code"], p["message"]))
+        if problems and not args.fix and any(p["fixable"] for p in problems):
+            say("Run `autotune doctor --fix` to repair what is marked fixable.")
+    return 0 if healthy else 1
+
+
+# ---------------------------------------------------------------- rendering ----
+
+
+class Colors(object):
+    """ANSI colors only on a terminal, never with NO_COLOR set or TERM=dumb."""
+
+    CODES = {"red": "31", "green": "32", "yellow": "33", "blue": "34", "magenta": "35",
+             "cyan": "36", "dim": "2", "bold": "1"}
+
+    def __init__(self, stream, force=None):
+        if force is not None:
+            self.enabled = force
+        else:
+            self.enabled = (hasattr(stream, "isatty") and stream.isatty()
+                            and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb")
+
+    def paint(self, name, text):
+        return "\033[%sm%s\033[0m" % (self.CODES[name], text) if self.enabled else text
+
+    def __getattr__(self, name):
+        if name in Colors.CODES:
+            return lambda text: self.paint(name, text)
+        raise AttributeError(name)
+
+
+HEALTH_COLOR = {"improving": "green", "running": "blue", "plateaued": "yellow", "crashing": "red",
+                "healing": "magenta", "paused": "red", "completed": "cyan"}
+HEALTH_ICON = {"improving": "▲", "running": "●", "plateaued": "■", "crashing": "✖", "healing": "✚",
+               "paused": "⏸", "completed": "✔"}
+CONF_COLOR = {"high": "green", "marginal": "yellow", "within_noise": "red", "no_signal": "red"}
+
+
+def fmt_metric(value, unit):
+    if value is None:
+        return "-"
+    return "%s %s" % (_fmt(value), unit) if unit else _fmt(value)
+
+
+def fmt_pct(value):
+    return "-" if value is None else "%+.1f%%" % value
+
+
+def _wrap(label, text, width=80):
+    import textwrap
+    return textwrap.fill(text, width=width, initial_indent=label.ljust(9),
+                         subsequent_indent=" " * 9, break_on_hyphens=False)
+
+
+def render_explain(data, colors):
+    unit = data.get("unit") or ""
+    health = data["health"] or "running"
+    lines = ['autotune · %s · segment %s of %s' % (
+        json.dumps(data.get("name"), ensure_ascii=False), data["segment"], data["segments"])]
+    lines.append("Metric:  %s%s, %s is better · %d run%s: %d kept, %d discarded, %d crashed, %d failed checks" % (
+        data.get("metric"), (" (%s)" % unit) if unit else "", data.get("direction"), data["runs"],
+        "" if data["runs"] == 1 else "s", data["kept"], data["discarded"], data["crashed"],
+        data["checks_failed"]))
+    lines.append("")
+    state_text = "%s — %s mode, %s" % (health.upper(), data["mode"], "active" if data["active"] else "not active")
+    lines.append("State:   " + colors.paint(HEALTH_COLOR.get(health, "bold"), state_text))
+    lines.append(_wrap("Why:", data["why"][:1].upper() + data["why"][1:] + "."))
+    if data["best"] is not None:
+        conf = data.get("confidence") or {}
+        conf_text = ""
+        if conf.get("label") and conf.get("label") != "insufficient_data":
+            score = "∞" if conf.get("infinite") else _fmt(conf.get("score"))
+            conf_text = "; confidence %s (%s)" % (score, colors.paint(CONF_COLOR.get(conf["label"], "bold"), conf["label"]))
+        best = "%s (%s vs baseline %s) at %s" % (
+            fmt_metric(data["best"], unit), fmt_pct(data.get("best_pct")), _fmt(data["baseline"]),
+            data.get("best_commit") or "-")
+        if data.get("best_description"):
+            best += ", %s" % json.dumps(data["best_description"], ensure_ascii=False)
+        lines.append(_wrap("Best:", best + conf_text))
+    if data.get("last_status"):
+        lines.append(_wrap("Last:", "#%s %s %s, %s" % (
+            data.get("last_index"), data["last_status"], fmt_metric(data.get("last_metric"), unit),
+            json.dumps(data.get("last_description"), ensure_ascii=False))))
+    lines.append("Streaks: keep %d · no-improvement %d/%d · crash %d/%d · heals %d/%d%s" % (
+        data["keep_streak"], data["no_improve"], data["max_no_improve"], data["crash_streak"],
+        data["max_crash_streak"], data["heals"], data["max_heals"],
+        (" · budget %d/%d runs" % (data["runs"], data["max_iterations"])) if data.get("max_iterations") else ""))
+    lines.append("")
+    lines.append(_wrap("Next:", "%s — %s" % (colors.bold(data["next"]), data["next_text"])))
+    for warning in data.get("warnings") or []:
+        lines.append(_wrap("Warning:", warning))
+    return "\n".join(lines)
+
+
+def render_status(data, colors):
+    health = data["health"] or "running"
+    unit = data.get("unit") or ""
+    rows = [
+        ("Session", "%s (%s)" % (json.dumps(data.get("name"), ensure_ascii=False), data["path"])),
+        ("Mode", colors.bold("ACTIVE") if data["active"] else colors.red("PAUSED")),
+        ("Strategy", data["mode"]),
+        ("Health", colors.paint(HEALTH_COLOR.get(health, "bold"), "%s %s" % (HEALTH_ICON.get(health, ""), health))),
+        ("Reason", data.get("reason") or "-"),
+        ("Failures", "%d crash streak / %d no-improvement" % (data["crash_streak"], data["no_improve"])),
+        ("Recovery", "%s (heals %d/%d)" % (data.get("recovery") or "-", data["heals"], data["max_heals"])),
+        ("Segment", "%s of %s" % (data["segment"], data["segments"])),
+        ("Total runs", "%d in this segment, %d in all" % (data["runs"], data["total_runs"])),
+        ("Baseline", fmt_metric(data.get("baseline"), unit)),
+        ("Best", "%s (%s) at %s" % (fmt_metric(data.get("best"), unit), fmt_pct(data.get("best_pct")),
+                                    data.get("best_commit") or "-")),
+        ("Next", data["next"]),
+    ]
+    lines = ["autotune status"] + ["  %-11s %s" % (label + ":", value) for label, value in rows]
+    for warning in data.get("warnings") or []:
+        lines.append("  " + colors.yellow("warning: ") + warning)
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- CLI ----
+
+import argparse  # noqa: E402  (every command needs it; kept near its only user)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are AutotuneErrors (JSON for agent-facing commands)."""
+
+    def error(self, message):
+        fail("usage", "%s: %s (see `%s --help`)." % (self.prog, message, self.prog), exit_code=2)
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a whole number, got %r" % text)
+    if not 1 <= value <= 10000:
+        raise argparse.ArgumentTypeError("must be from 1 to 10000, got %d" % value)
+    return value
+
+
+def _seconds(text):
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a number of seconds, got %r" % text)
+    if not math.isfinite(value) or value <= 0 or value > 7 * 86400:
+        raise argparse.ArgumentTypeError("must be more than 0 and at most a week, got %r" % text)
+    return value
+
+
+def _repeat(text):
+    return "auto" if text == "auto" else _positive_int(text)
+
+
+def build_init(p):
+    p.add_argument("--name", required=True, help="what this loop optimizes, in a few words")
+    p.add_argument("--metric", required=True, help="the primary metric name printed by autotune.sh")
+    p.add_argument("--unit", default="", help="unit of the metric, e.g. ms, KB, ops/s")
+    p.add_argument("--direction", required=True, choices=DIRECTIONS, help="which way is better")
+    p.add_argument("--scaffold", action="store_true",
+                   help="write templates for autotune.sh, autotune.md, autotune.ideas.md (never overwrites)")
+    p.add_argument("--benchmark", metavar="CMD",
+                   help="with --scaffold and a time unit: autotune.sh times CMD and prints the metric")
+    p.add_argument("--checks", metavar="CMD", help="with --scaffold: write autotune.checks.sh running CMD")
+
+
+def build_run(p):
+    p.add_argument("--command", help="the benchmark command (default ./autotune.sh; only it while it exists)")
+    p.add_argument("--timeout", type=_seconds, help="seconds per benchmark execution (default 600)")
+    p.add_argument("--checks-timeout", type=_seconds, help="seconds for autotune.checks.sh (default 300)")
+    p.add_argument("--repeat", type=_repeat, help="samples per run: N or auto (default: config or auto)")
+
+
+def build_log(p):
+    p.add_argument("--status", required=True, choices=STATUSES + ("auto",),
+                   help="keep commits, the others revert; auto applies run's suggested status")
+    p.add_argument("--description", required=True, help="what this experiment changed")
+    p.add_argument("--metric", help="the primary metric (default: what `run` measured)")
+    p.add_argument("--metrics", help="secondary metrics as a JSON object (default: measured)")
+    p.add_argument("--asi", help="annotations as a JSON object: hypothesis, observation, next...")
+    p.add_argument("--commit", help="record this commit instead of committing (keep)")
+    p.add_argument("--force", action="store_true", help="override a refusal (recorded in the log)")
+    p.add_argument("--reason", help="why a refusal is overridden (needed to keep a failed run)")
+
+
+def build_json_only(p):
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def build_stop(p):
+    build_json_only(p)
+    p.add_argument("--reason", help="why the loop is stopped (shown by explain)")
+
+
+def build_clear(p):
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+
+def build_rebaseline(p):
+    p.add_argument("--repeat", type=_positive_int, help="samples (default %d)" % DEFAULT_REBASELINE)
+    p.add_argument("--timeout", type=_seconds, help="seconds per execution (default 600)")
+
+
+def build_restore(p):
+    build_json_only(p)
+    p.add_argument("index", nargs="?", type=_positive_int, help="the discarded experiment's index")
+    p.add_argument("--segment", type=_positive_int, help="its segment (default: the current one)")
+    p.add_argument("--list", action="store_true", help="list the saved discarded experiments")
+
+
+def build_doctor(p):
+    build_json_only(p)
+    p.add_argument("--fix", action="store_true", help="repair what is safe to repair")
+
+
+def build_start(p):
+    p.add_argument("goal", nargs="*", help="an optional goal for the agent")
+
+
+COMMANDS = {
+    # name: (function, parser builder, one-line help)
+    "init": (cmd_init, build_init, "start a session (a new segment): name, metric, direction"),
+    "run": (cmd_run, build_run, "run the benchmark (and checks): metrics, verdict, suggested status"),
+    "log": (cmd_log, build_log, "record a result: keep commits, discard/crash/checks_failed revert"),
+    "explain": (cmd_explain, build_json_only, "what state the loop is in, why, and what to do next"),
+    "status": (cmd_status, build_json_only, "a short status of the session"),
+    "stop": (cmd_stop, build_stop, "pause the loop (data kept)"),
+    "resume": (cmd_resume, build_json_only, "make a stopped or paused loop active again"),
+    "repair": (cmd_repair, build_json_only, "put the loop in repair mode (manual_repair)"),
+    "rebaseline": (cmd_rebaseline, build_rebaseline, "re-measure the kept code to refresh the noise estimate"),
+    "restore": (cmd_restore, build_restore, "bring a discarded experiment back into the working tree"),
+    "doctor": (cmd_doctor, build_doctor, "check the session files and git state; --fix repairs"),
+    "clear": (cmd_clear, build_clear, "delete the log and state (asks first)"),
+    "start": (cmd_start, build_start, "launch `claude --agent autotune` here"),
+    "version": (cmd_version, build_json_only, "print the version"),
+}
+
+
+def build_parser(only=None):
+    parser = Parser(prog="autotune", description="Autonomous optimization loops: edit, "
+                    "benchmark, keep what improves the metric, revert the rest.")
+    parser.add_argument("--version", action="version", version="autotune %s" % VERSION)
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=Parser)
+    for name, (_, builder, summary) in COMMANDS.items():
+        if only is not None and name != only:
+            continue
+        builder(sub.add_parser(name, help=summary, description=summary))
+    return parser
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    wants_json = command in AGENT_COMMANDS or "--json" in argv
+    try:
+        parser = build_parser(command)
+        if not argv:
+            parser.print_help()
+            return 2
+        args = parser.parse_args(argv)
+        return COMMANDS[args.subcommand][0](args) or 0
+    except AutotuneError as exc:
+        if wants_json:
+            output({"error": exc.code, "message": exc.message})
+        else:
+            say("autotune: %s" % exc.message, sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        say("autotune: interrupted", sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug: say so in one line, the traceback on request
+        if os.environ.get("AUTOTUNE_DEBUG"):
+            raise
+        message = "internal error: %s: %s (set AUTOTUNE_DEBUG=1 for the traceback)" % (
+            type(exc).__name__, exc)
+        if wants_json:
+            output({"error": "internal", "message": message})
+        else:
+            say("autotune: " + message, sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Runs the test suite with pytest, installing pytest first if this machine lacks it.
+
+`make test` calls this. Order of preference: an installed pytest; one already
+unpacked into .tools/pytest; `pip install --target .tools/pytest`; and, on a machine
+with python3 but no pip at all, the pinned wheels fetched from PyPI's simple index,
+checked against the sha256 below and unpacked into .tools/pytest. pytest is the only
+test dependency; autotune.py itself needs nothing but the standard library.
+"""
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+import zipfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.path.join(ROOT, ".tools", "pytest")
+WHEELS = [  # (file, sha256, needed on this Python)
+    ("pytest-8.3.5-py3-none-any.whl", "c69214aa47deac29fad6c2a4f590b9c4a9fdb16a403176fe154b79c0b4d4d820", True),
+    ("pluggy-1.5.0-py3-none-any.whl", "44e1ad92c8ca002de6377e165f3e0f1be63266ab4d554740532335b9d75ea669", True),
+    ("iniconfig-2.0.0-py3-none-any.whl", "b6a85871a79d2e3b22d2d1b94ac2824226a63c6b741c88f7ae975f18b6778374", True),
+    ("packaging-24.2-py3-none-any.whl", "09abb1bccd265c01f4a3aa3f7a7db064b36514d2cba19a2f694fe6150451a759", True),
+    ("exceptiongroup-1.2.2-py3-none-any.whl", "3111b9d131c238bec2f8f516e123e14ba243563fb135d3fe885990585aa7795b",
+     sys.version_info < (3, 11)),
+    ("tomli-2.2.1-py3-none-any.whl", "cb55c73c5f4408779d0cf3eef9f762b9c9f147a77de7b258bef0a5628adc85cc",
+     sys.version_info < (3, 11)),
+]
+
+
+def have_pytest():
+    try:
+        import pytest  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def pip_install():
+    specs = [name.split("-")[0] + "==" + name.split("-")[1] for name, _, needed in WHEELS if needed]
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                           "--no-warn-script-location", "--target", TARGET] + specs,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc.returncode == 0
+
+
+def fetch_wheels():
+    os.makedirs(TARGET, exist_ok=True)
+    for name, digest, needed in WHEELS:
+        if not needed:
+            continue
+        project = name.split("-")[0]
+        page = urllib.request.urlopen("https://pypi.org/simple/%s/" % project, timeout=60).read().decode()
+        match = re.search(r'href="([^"#]*/%s)#sha256=%s"' % (re.escape(name), digest), page)
+        if not match:
+            raise SystemExit("bootstrap: %s with the pinned sha256 is not on PyPI's index" % name)
+        data = urllib.request.urlopen(match.group(1), timeout=120).read()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise SystemExit("bootstrap: %s does not match its pinned sha256" % name)
+        path = os.path.join(TARGET, name)
+        with open(path, "wb") as handle:
+            handle.write(data)
+        with zipfile.ZipFile(path) as wheel:
+            wheel.extractall(TARGET)
+        os.unlink(path)
+
+
+def main():
+    if not have_pytest():
+        sys.path.insert(0, TARGET)
+        if not have_pytest():
+            print("bootstrap: pytest is missing; installing it into .tools/pytest", file=sys.stderr)
+            if not pip_install():
+                print("bootstrap: pip is not available; fetching pinned wheels from PyPI", file=sys.stderr)
+                fetch_wheels()
+            if not have_pytest():
+                raise SystemExit("bootstrap: could not install pytest")
+        os.environ["PYTHONPATH"] = TARGET + os.pathsep + os.environ.get("PYTHONPATH", "")
+    import pytest
+    return pytest.main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
