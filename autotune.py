@@ -669,6 +669,8 @@ def fold_entry(state, entry, offset=None):
     elif kind == "resume":
         state.resume_count += 1
         state.resume_at = iso_to_epoch(entry.get("timestamp")) or state.resume_at
+        if isinstance(entry.get("session_id"), str):
+            state.session_id = entry["session_id"]
     elif kind == "hook" and entry.get("action") == "block":
         state.stop_blocks += 1
         streak = entry.get("streak")
@@ -768,6 +770,8 @@ def _fold_result(state, entry):
     snap = entry.get("snapshot")
     state.snapshot = snap if isinstance(snap, dict) else None
     state.stop_streak = 0
+    if isinstance(entry.get("session_id"), str):
+        state.session_id = entry["session_id"]
     return point
 
 
@@ -2509,6 +2513,8 @@ def cmd_log(args):
                  "files": git_info.get("files", []), "mode": health["mode"],
                  "active": health["active"], "improved": improved, "measured": measured,
                  "git": git_info, "snapshot": {"tree": next_tree, "head": repo.head()}}
+        if os.environ.get("CLAUDE_CODE_SESSION_ID"):
+            entry["session_id"] = os.environ["CLAUDE_CODE_SESSION_ID"]
         if m is not None and measured:
             entry.update(samples=[_round(s) for s in m.samples] or None, verdict=m.verdict,
                          evidence=m.evidence, env=m.env, run_dur=m.dur)
@@ -3065,6 +3071,514 @@ def doctor_report(args, session, problems):
     return 0 if healthy else 1
 
 
+# -------------------------------------------------------------------- hooks ----
+# Claude Code calls these with a JSON payload on stdin. A hook never fails loudly:
+# with no session, a malformed payload or any error it exits 0 and stays silent.
+
+
+def read_payload(stream=None):
+    stream = stream or sys.stdin
+    try:
+        data = stream.buffer.read(4 << 20) if hasattr(stream, "buffer") else stream.read()
+        payload = json.loads(data.decode("utf-8", "replace") if isinstance(data, bytes) else data)
+    except (ValueError, OSError, RecursionError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def payload_session(payload):
+    """The active session of the payload's directory, or None."""
+    cwd = payload.get("cwd")
+    if not isinstance(cwd, str) or not os.path.isdir(cwd):
+        cwd = os.getcwd()
+    try:
+        session = find_session(cwd)
+        if not session.exists():
+            return None, None
+        loaded = load_state(session)
+    except (AutotuneError, OSError):
+        return None, None
+    if loaded.state.config is None:
+        return None, None
+    return session, loaded
+
+
+def tail_entries(session, start, count, kinds=("result",)):
+    """The last `count` log entries of the given kinds after byte offset `start`,
+    read from the end of the file (cost independent of the log's length)."""
+    found = []
+    with open(session.log_path, "rb") as handle:
+        end = handle.seek(0, 2)
+        position, carry = end, b""
+        while position > start and len(found) < count:
+            step = min(1 << 16, position - start)
+            position -= step
+            handle.seek(position)
+            block = handle.read(step) + carry
+            lines = block.split(b"\n")
+            carry = lines.pop(0) if position > start else b""
+            for raw in reversed(lines):
+                entry = parse_line(raw) if raw.strip() else None
+                if entry is not None and entry.get("type") in kinds:
+                    found.append(entry)
+                    if len(found) >= count:
+                        break
+        if carry and len(found) < count:
+            entry = parse_line(carry)
+            if entry is not None and entry.get("type") in kinds:
+                found.append(entry)
+    return list(reversed(found))
+
+
+def resume_prompt(session, state):
+    action, advice = next_action(state)
+    best = (state.best or {}).get("metric")
+    unit = (state.config or {}).get("metric_unit") or ""
+    return ("Continue the autotune loop in %s: it is active (%s, %d runs in segment %d, best %s). "
+            "Re-read autotune.md and `autotune explain`, then keep going: one focused change, "
+            "`autotune run`, `autotune log --status auto --description ... --asi '{...}'`. "
+            "Next action: %s — %s Stop only when `autotune explain` says the loop is paused or "
+            "complete." % (session.workdir, state.health, state.n_exp, state.segment,
+                            fmt_metric(best, unit), action, advice))
+
+
+def hook_stop(payload):
+    session, loaded = payload_session(payload)
+    if session is None:
+        return None
+    state = loaded.state
+    mode = session.settings.auto_resume
+    if (mode == "off" or not state.active or state.health in ("paused", "completed")
+            or state.n_exp == 0):
+        return None
+    session_id = payload.get("session_id")
+    owner = state.session_id
+    if mode == "prompt":
+        if owner and session_id != owner:
+            return None
+        return {"systemMessage": "autotune: the loop in %s is still active (%d runs, %s). Resume "
+                "it with `claude --agent autotune` or `autotune start`; stop it with `autotune "
+                "stop`." % (session.workdir, state.n_exp, state.health)}
+    if not owner or session_id != owner:
+        return None  # never hijack a session that does not run the loop
+    settings = session.settings
+    if mode == "continue":
+        streak = state.stop_streak + 1 if payload.get("stop_hook_active") is True else 1
+        if streak > settings.max_consecutive_blocks or state.stop_blocks >= settings.max_blocks:
+            return None
+        entry = {"type": "hook", "event": "stop", "action": "block", "streak": streak,
+                 "session_id": session_id, "timestamp": utc_now()}
+        if not _append_quietly(session, entry):
+            return None
+        return {"decision": "block", "reason": resume_prompt(session, state)}
+    if mode == "headless":
+        return headless_resume(session, state)
+    return None
+
+
+def _append_quietly(session, entry):
+    try:
+        with LogLock(session) as lock:
+            loaded = load_state(session)
+            if loaded.torn:
+                return False
+            append_entries(lock, session, loaded, [entry])
+        return True
+    except (AutotuneError, OSError):
+        return False
+
+
+def headless_resume(session, state):
+    """Starts `claude -p ... --agent autotune` detached: at most maxResumes, spaced by
+    minMinutesBetween, never while the last one it started is still running."""
+    import shutil
+    import subprocess
+    import uuid
+    settings = session.settings
+    if state.resume_count >= settings.max_resumes:
+        return {"systemMessage": "autotune: not resuming: %d headless resumes used (the limit)." % state.resume_count}
+    if state.resume_at and time.time() - state.resume_at < settings.resume_interval_min * 60:
+        return None
+    pid_file = session.cache("headless.pid", create=True)
+    try:
+        with open(pid_file) as handle:
+            pid = int(handle.read().strip() or 0)
+        if pid > 0:
+            os.kill(pid, 0)
+            return None  # the last headless session is still live
+    except (OSError, ValueError):
+        pass
+    claude = shutil.which("claude")
+    if not claude:
+        return {"systemMessage": "autotune: cannot resume headless: `claude` is not on PATH."}
+    new_id = str(uuid.uuid4())
+    log_path = session.cache("headless.log", create=True)
+    with open(log_path, "ab") as log_handle:
+        proc = subprocess.Popen([claude, "-p", resume_prompt(session, state), "--agent", "autotune",
+                                 "--session-id", new_id], cwd=session.workdir,
+                                stdin=subprocess.DEVNULL, stdout=log_handle, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+    write_atomic(pid_file, str(proc.pid).encode())
+    _append_quietly(session, {"type": "resume", "via": "headless", "pid": proc.pid,
+                              "session_id": new_id, "timestamp": utc_now()})
+    return {"systemMessage": "autotune: resumed the loop in a headless session (resume %d of %d, "
+            "pid %d, output in %s)." % (state.resume_count + 1, settings.max_resumes, proc.pid, log_path)}
+
+
+_LAUNCHERS = ("autotune", "autotune.py", "run-experiment.sh", "run-experiment")
+_OPERATORS = (";", "&&", "||", "|", "&", "(", ")", "<", ">", ">>", "<<", "|&", ";;", "\n")
+
+
+def classify_run_command(command):
+    """Whether a Bash command runs `autotune run`, and whether it does so plainly.
+
+    Returns (invokes_run, plain, run_args): plain means a single simple command
+    whose program is autotune (bin/autotune, autotune.py via python, or
+    run-experiment.sh), with no operators, substitutions or wrappers around it."""
+    import re
+    import shlex
+    if not isinstance(command, str):
+        return False, False, []
+    if not re.search(r"(autotune|run-experiment)", command):
+        return False, True, []
+    mentions = re.search(r"(?:autotune(?:\.py)?['\"]?\s+(?:\S+\s+)*?run\b|run-experiment)", command)
+    if not mentions:
+        return False, True, []
+    try:
+        lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|()<>")
+        lexer.whitespace_split = True
+        lexer.commenters = ""
+        tokens = list(lexer)
+    except ValueError:
+        return True, False, []
+    substitution = "$(" in command or "`" in command or "\n" in command
+    words = list(tokens)
+    while words and "=" in words[0] and not words[0].startswith("=") and \
+            words[0].split("=", 1)[0].replace("_", "").isalnum():
+        words.pop(0)  # leading VAR=value assignments
+    if words and os.path.basename(words[0]).startswith("python") and len(words) > 1:
+        words.pop(0)
+    elif words and words[0] in ("bash", "sh") and len(words) > 1 and not words[1].startswith("-"):
+        words.pop(0)
+    program = os.path.basename(words[0]) if words else ""
+    if program in ("run-experiment.sh", "run-experiment"):
+        args = words[1:]
+    elif program in ("autotune", "autotune.py") and len(words) > 1 and words[1] == "run":
+        args = words[2:]
+    else:
+        return True, False, []  # `run` reached through a wrapper, or not at its start
+    plain = not substitution and not any(t in _OPERATORS for t in tokens)
+    return True, plain, args
+
+
+def _run_command_value(args):
+    for i, arg in enumerate(args):
+        if arg == "--command":
+            return args[i + 1] if i + 1 < len(args) else ""
+        if arg.startswith("--command="):
+            return arg[len("--command="):]
+    return None
+
+
+_BENCH_WRITE = ("tee", "cp", "mv", "rm", "truncate", "dd", "install", "ln", "chmod", "perl", "python",
+                "python3")
+
+
+def hook_pre_tool_use(payload):
+    tool = payload.get("tool_name")
+    tool_input = payload.get("tool_input") if isinstance(payload.get("tool_input"), dict) else {}
+    if tool == "Bash":
+        command = tool_input.get("command")
+        if not isinstance(command, str) or ("autotune" not in command and "run-experiment" not in command):
+            return None
+    elif tool in ("Edit", "Write", "MultiEdit", "NotebookEdit"):
+        path = tool_input.get("file_path") or tool_input.get("notebook_path")
+        if not isinstance(path, str) or os.path.basename(path) not in INTEGRITY_FILES:
+            return None
+    else:
+        return None
+    session, loaded = payload_session(payload)
+    if session is None or not loaded.state.active:
+        return None
+    if tool == "Bash":
+        reason = bash_denial(command, session)
+    else:
+        full = os.path.join(payload.get("cwd") or session.workdir, path)
+        reason = None
+        if any(_same_path(full, session.path(name)) for name in INTEGRITY_FILES):
+            reason = ("%s is part of the benchmark of the active autotune segment %d; changing it "
+                      "mid-segment would move the goalposts. To change it: `autotune stop`, edit "
+                      "it, then `autotune init` again to start a new segment." % (
+                          os.path.basename(path), loaded.state.segment))
+    if not reason:
+        return None
+    return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
+                                   "permissionDecisionReason": reason}}
+
+
+def bash_denial(command, session):
+    """Why a Bash command must not run during an active segment, or None."""
+    import re
+    invokes, plain, args = classify_run_command(command)
+    if invokes and not plain:
+        return ("autotune: `autotune run` must be called on its own, as `autotune run` (optionally "
+                "--command ./autotune.sh, --timeout, --repeat): no other commands, pipes, "
+                "substitutions or wrappers around it.")
+    if invokes:
+        value = _run_command_value(args)
+        if value is not None and os.path.isfile(session.path(BENCH_FILE)) and \
+                not is_benchmark_command(value, session.workdir):
+            return ("autotune: %s is not the benchmark. While autotune.sh exists the loop measures "
+                    "only ./autotune.sh; run `autotune run` without --command." % json.dumps(value))
+        return None
+    for name in (BENCH_FILE, CHECKS_FILE):
+        if name not in command:
+            continue
+        pattern = re.escape(name)
+        if (re.search(r">\s*[\"']?(?:\S*/)?%s" % pattern, command)
+                or re.search(r"\bsed\b[^|;&]*\s-(?:[a-zA-Z]*i|-in-place)\b[^|;&]*%s" % pattern, command)
+                or re.search(r"\b(?:%s)\b[^|;&]*%s" % ("|".join(_BENCH_WRITE), pattern), command)):
+            return ("autotune: this command would change %s, the benchmark of the active segment. "
+                    "To change it: `autotune stop`, edit it, then `autotune init` again." % name)
+    return None
+
+
+def hook_session_start(payload):
+    session, loaded = payload_session(payload)
+    if session is None or not loaded.state.active:
+        return None
+    context = session_summary(session, loaded)
+    return {"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": context}}
+
+
+def session_summary(session, loaded, recent=6):
+    """A compact picture of the loop from the files on disk, for a fresh agent."""
+    state = loaded.state
+    data = explain_data(session, loaded)
+    unit = data.get("unit") or ""
+    lines = ["autotune: an optimization loop is active in %s (segment %d of %d)." % (
+        session.workdir, state.segment, state.segments)]
+    lines.append("Objective: %s — %s%s, %s is better." % (
+        data.get("name"), data.get("metric"), (" (%s)" % unit) if unit else "", data.get("direction")))
+    objective = _markdown_section(session.path(NOTES_FILE), "objective")
+    if objective:
+        lines.append("From autotune.md: " + _one_line(objective, 300))
+    lines.append("State: %s, %s mode; %s." % (state.health, state.mode, data["why"]))
+    lines.append("Next action: %s — %s" % (data["next"], data["next_text"]))
+    if data["best"] is not None:
+        conf = data.get("confidence") or {}
+        lines.append("Best: %s (%s vs baseline %s) at %s, %s; confidence %s." % (
+            fmt_metric(data["best"], unit), fmt_pct(data.get("best_pct")), _fmt(data["baseline"]),
+            data.get("best_commit"), json.dumps(data.get("best_description"), ensure_ascii=False),
+            conf.get("label", "-")))
+    rows = tail_entries(session, state.config_offset or 0, recent)
+    if rows:
+        lines.append("Recent runs (newest last):")
+        for row in rows:
+            asi = row.get("asi") if isinstance(row.get("asi"), dict) else {}
+            notes = "; ".join("%s: %s" % (k, _one_line(v, 120)) for k, v in list(asi.items())[:3])
+            lines.append("  #%s %s %s %s%s" % (row.get("index"), row.get("status"),
+                                                fmt_metric(row.get("metric"), unit),
+                                                json.dumps(_one_line(row.get("description") or "", 100),
+                                                           ensure_ascii=False),
+                                                (" — " + notes) if notes else ""))
+    ideas = open_ideas(session.path(IDEAS_FILE))
+    if ideas:
+        lines.append("Open ideas (autotune.ideas.md): " + " | ".join(ideas[:8]))
+    lines.append("Resume: read autotune.md, run `autotune explain`, then continue the loop.")
+    return "\n".join(lines)
+
+
+def _markdown_section(path, title):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read(65536)
+    except OSError:
+        return None
+    body, inside = [], False
+    for line in text.splitlines():
+        if line.startswith("#"):
+            if inside:
+                break
+            inside = line.lstrip("#").strip().lower().startswith(title)
+            continue
+        if inside and line.strip():
+            body.append(line.strip())
+    return " ".join(body) or None
+
+
+def open_ideas(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read(65536).splitlines()
+    except OSError:
+        return []
+    ideas = []
+    for line in lines:
+        text = line.strip()
+        if not text.startswith(("- ", "* ")) or "~~" in text or text[2:].startswith(("[x]", "[X]")):
+            continue
+        text = text[2:].replace("[ ]", "").strip()
+        if text:
+            ideas.append(_one_line(text, 120))
+    return ideas
+
+
+def cmd_hook(args):
+    """Hook entry point: always exits 0; prints a JSON answer or nothing."""
+    handler = {"stop": hook_stop, "pre-tool-use": hook_pre_tool_use,
+               "session-start": hook_session_start}[args.event]
+    try:
+        payload = read_payload()
+        answer = handler(payload) if payload else None
+    except Exception as exc:  # a hook must never break the user's session
+        if os.environ.get("AUTOTUNE_DEBUG"):
+            raise
+        say("autotune hook %s: %s: %s" % (args.event, type(exc).__name__, exc), sys.stderr)
+        answer = None
+    if answer:
+        output(answer)
+    return 0
+
+
+def statusline_text(payload, colors):
+    """The status line: the loop's health and counters, then Claude's session facts."""
+    parts = []
+    workspace = payload.get("workspace") if isinstance(payload.get("workspace"), dict) else {}
+    cwd = workspace.get("current_dir") or payload.get("cwd")
+    session, loaded = payload_session({"cwd": cwd}) if isinstance(cwd, str) else (None, None)
+    if session is not None:
+        state = loaded.state
+        health = state.health or "running"
+        text = "%s %s" % (HEALTH_ICON.get(health, "●"), health)
+        parts.append("autotune " + colors.paint(HEALTH_COLOR.get(health, "bold"), text))
+        parts.append("#%d" % state.n_exp)
+        parts.append("keep %d · no-imp %d · crash %d" % (state.keep_streak, state.no_improve,
+                                                        state.crash_streak))
+        parts.append("heals %d/%d" % (state.heals, session.settings.max_heals))
+        best = (state.best or {}).get("metric")
+        if best is not None:
+            base = (state.baseline or {}).get("metric")
+            pct = (best - base) / abs(base) * 100 if base else None
+            parts.append("best %s%s" % (fmt_metric(best, (state.config or {}).get("metric_unit")),
+                                        (" (%s)" % fmt_pct(pct)) if pct is not None else ""))
+    else:
+        parts.append("autotune: no loop here")
+    cost = payload.get("cost") if isinstance(payload.get("cost"), dict) else {}
+    claude = []
+    if _is_number(cost.get("total_duration_ms")):
+        claude.append("%dm" % int(cost["total_duration_ms"] // 60000))
+    if _is_number(cost.get("total_cost_usd")):
+        claude.append("$%.2f" % cost["total_cost_usd"])
+    window = payload.get("context_window") if isinstance(payload.get("context_window"), dict) else {}
+    if _is_number(window.get("used_percentage")):
+        claude.append("ctx %d%%" % round(window["used_percentage"]))
+    line = " · ".join(parts)
+    if claude:
+        line += " │ " + " · ".join(claude)
+    return line
+
+
+def cmd_statusline(args):
+    raw = b""
+    try:
+        raw = sys.stdin.buffer.read(4 << 20)
+        payload = json.loads(raw.decode("utf-8", "replace")) if raw.strip() else {}
+        if not isinstance(payload, dict):
+            payload = {}
+    except (ValueError, OSError, RecursionError):
+        payload = {}
+    colors = Colors(sys.stdout, force=(args.color and "NO_COLOR" not in os.environ) or None)
+    try:
+        line = statusline_text(payload, colors)
+    except Exception as exc:
+        if os.environ.get("AUTOTUNE_DEBUG"):
+            raise
+        line = "autotune: status unavailable (%s)" % type(exc).__name__
+    say(line)
+    if args.chain:
+        say(chained_statusline(args.chain, raw))
+    return 0
+
+
+def chained_statusline(command, payload):
+    """Runs another status-line command as an argv (never through a shell or eval)."""
+    import shlex
+    import subprocess
+    try:
+        argv = shlex.split(command)
+        proc = subprocess.run(argv, input=payload, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              timeout=5)
+        return proc.stdout.decode("utf-8", "replace").rstrip("\n")
+    except (ValueError, OSError, subprocess.SubprocessError) as exc:
+        return "(status-line command failed: %s)" % type(exc).__name__
+
+
+def permission_rules(root):
+    """The scoped allow rules autotune's agent needs, for every way it may call it."""
+    here = os.path.abspath(root)
+    return [
+        "Bash(autotune *)", "Bash(%s/bin/autotune *)" % here, "Bash(bin/autotune *)",
+        "Bash(python3 %s/autotune.py *)" % here, "Bash(python3 autotune.py *)",
+        "Bash(init-experiment.sh *)", "Bash(run-experiment.sh *)", "Bash(log-experiment.sh *)",
+        "Bash(./autotune.sh)", "Bash(bash autotune.sh)", "Bash(./autotune.checks.sh)",
+        "Bash(git status*)", "Bash(git diff*)", "Bash(git log*)", "Bash(git show*)",
+    ]
+
+
+def cmd_setup_permissions(args):
+    target = os.path.abspath(args.dir or os.getcwd())
+    if not os.path.isdir(target):
+        fail("bad_dir", "%s is not a directory." % target)
+    path = os.path.join(target, ".claude", "settings.local.json")
+    settings = {}
+    if os.path.exists(path):
+        try:
+            with open(path, "rb") as handle:
+                settings = json.loads(handle.read().decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, OSError) as exc:
+            fail("bad_settings", "%s is not valid JSON (%s); fix it first, nothing was changed." % (path, exc))
+        if not isinstance(settings, dict):
+            fail("bad_settings", "%s does not hold a JSON object; nothing was changed." % path)
+    permissions = settings.setdefault("permissions", {})
+    if not isinstance(permissions, dict):
+        fail("bad_settings", "%s: permissions is not an object; nothing was changed." % path)
+    allow = permissions.setdefault("allow", [])
+    if not isinstance(allow, list):
+        fail("bad_settings", "%s: permissions.allow is not a list; nothing was changed." % path)
+    root = os.path.dirname(os.path.realpath(os.path.abspath(__file__)))
+    added = [rule for rule in permission_rules(root) if rule not in allow]
+    allow.extend(added)
+    statusline = None
+    if args.statusline:
+        statusline = {"type": "command", "padding": 0,
+                      "command": "python3 %s statusline --color" % _shell_quote(os.path.join(root, "autotune.py"))}
+        if settings.get("statusLine") != statusline:
+            if settings.get("statusLine") and not args.force:
+                fail("statusline_exists", "%s already has a statusLine; pass --force to replace it, or "
+                     "chain it: `autotune statusline --chain '<its command>'`." % path)
+            settings["statusLine"] = statusline
+        else:
+            statusline = None
+    if added or statusline:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_atomic(path, (json.dumps(settings, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    result = {"path": path, "added": added, "statusline": bool(statusline),
+              "note": "project rules apply only once the folder is trusted in Claude Code"}
+    if args.json:
+        output(result)
+    else:
+        say("autotune: %s %s" % (path, ("added %d rule%s" % (len(added), "" if len(added) == 1 else "s"))
+                                  if added else "already had every rule")
+            + ("; status line set" if statusline else ""))
+    return 0
+
+
+def _shell_quote(text):
+    import shlex
+    return shlex.quote(text)
+
+
 # ---------------------------------------------------------------- rendering ----
 
 
@@ -3177,6 +3691,451 @@ def render_status(data, colors):
     return "\n".join(lines)
 
 
+def read_entries(session, start=0):
+    """Every parseable entry of the log from byte offset `start` (skipping junk)."""
+    entries = []
+    with open(session.log_path, "rb") as handle:
+        handle.seek(start)
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                break
+            entry = parse_line(raw)
+            if entry is not None:
+                entries.append(entry)
+    return entries
+
+
+def segment_rows(entries):
+    """Groups log entries into segments: [{"config": {...}, "results": [...]}, ...]."""
+    segments = []
+    for entry in entries:
+        kind = entry.get("type")
+        if kind == "config":
+            number = entry.get("segment") if _is_int(entry.get("segment")) else len(segments) + 1
+            if segments and segments[-1]["number"] == number and not segments[-1]["results"]:
+                segments[-1]["config"] = entry  # a re-init before any result
+            else:
+                segments.append({"number": number, "config": entry, "results": []})
+        elif kind == "result" and segments and entry.get("status") in STATUSES:
+            segments[-1]["results"].append(entry)
+    return segments
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values, width):
+    """Values squeezed into `width` cells (bucket means), drawn with block characters."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return ""
+    if len(values) > width:
+        buckets = []
+        for i in range(width):
+            chunk = values[i * len(values) // width:(i + 1) * len(values) // width] or [values[-1]]
+            buckets.append(sum(chunk) / len(chunk))
+        values = buckets
+    low, high = min(values), max(values)
+    if high == low:
+        return SPARKS[3] * len(values)
+    return "".join(SPARKS[int((v - low) / (high - low) * (len(SPARKS) - 1) + 0.5)] for v in values)
+
+
+def best_so_far(results, direction):
+    best, series = None, []
+    for row in results:
+        metric = row.get("metric") if _finite(row.get("metric")) else None
+        if row.get("status") == "keep" and metric is not None and row.get("improved", True) is not False:
+            if best is None or is_better(metric, best, direction):
+                best = metric
+        series.append(best)
+    return series
+
+
+def dashboard_data(session, loaded, full=False, limit=20):
+    state = loaded.state
+    data = explain_data(session, loaded)
+    results = segment_rows(read_entries(session, state.config_offset or 0))
+    results = results[-1]["results"] if results else []
+    direction = data.get("direction") or "lower"
+    base = data.get("baseline")
+    rows = []
+    for row in results if full else results[-limit:]:
+        metric = row.get("metric") if _finite(row.get("metric")) and row.get("status") != "crash" else None
+        rows.append({"index": row.get("index"), "status": row.get("status"), "metric": _round(metric),
+                     "vs_baseline_pct": _round((metric - base) / abs(base) * 100, 2)
+                     if metric is not None and base else None,
+                     "commit": row.get("commit"), "description": row.get("description"),
+                     "verdict": row.get("verdict"), "timestamp": row.get("timestamp")})
+    series = [row.get("metric") if _finite(row.get("metric")) and row.get("status") != "crash" else None
+              for row in results]
+    data.update(rows=rows, shown=len(rows), total=len(results),
+                trend=sparkline(series, 60), best_trend=sparkline(best_so_far(results, direction), 60),
+                generated=utc_now())
+    return data
+
+
+STATUS_COLOR = {"keep": "green", "discard": "dim", "crash": "red", "checks_failed": "yellow"}
+
+
+def render_dashboard(data, colors, width=80):
+    unit = data.get("unit") or ""
+    health = data.get("health") or "running"
+    conf = data.get("confidence") or {}
+    out = []
+    title = "autotune · %s · segment %s of %s" % (_one_line(data.get("name") or "", 40), data["segment"], data["segments"])
+    out.append(colors.bold(title) + " " * max(1, width - len(title) - 20) + data["generated"])
+    out.append("metric %s%s · %s is better · mode %s · %s · %s" % (
+        data.get("metric"), (" (%s)" % unit) if unit else "", data.get("direction"), data["mode"],
+        colors.paint(HEALTH_COLOR.get(health, "bold"), "%s %s" % (HEALTH_ICON.get(health, "●"), health)),
+        "active" if data["active"] else colors.red("not active")))
+    out.append("failure %s · recovery %s · heals %d/%d · reason %s" % (
+        data.get("failure") or "-", data.get("recovery") or "-", data["heals"], data["max_heals"],
+        _one_line(data.get("reason") or "-", 40)))
+    out.append("runs %d · kept %s · discarded %s · crashed %s · checks failed %s" % (
+        data["runs"], colors.green(str(data["kept"])), data["discarded"], colors.red(str(data["crashed"])),
+        colors.yellow(str(data["checks_failed"]))))
+    out.append("streaks: keep %d · no-improvement %d/%d · crash %d/%d%s" % (
+        data["keep_streak"], data["no_improve"], data["max_no_improve"], data["crash_streak"],
+        data["max_crash_streak"], (" · budget %d/%d" % (data["runs"], data["max_iterations"]))
+        if data.get("max_iterations") else ""))
+    conf_text = "-"
+    if conf.get("label"):
+        score = "∞" if conf.get("infinite") else _fmt(conf.get("score")) if conf.get("score") is not None else ""
+        conf_text = (score + " " if score else "") + colors.paint(CONF_COLOR.get(conf["label"], "dim"), conf["label"])
+    out.append("baseline %s · best %s (%s) at %s · confidence %s" % (
+        fmt_metric(data.get("baseline"), unit), fmt_metric(data.get("best"), unit),
+        fmt_pct(data.get("best_pct")), data.get("best_commit") or "-", conf_text))
+    if data.get("trend"):
+        out.append("trend  %s" % colors.cyan(data["trend"]))
+        out.append("best   %s" % colors.green(data["best_trend"]))
+    out.append(_one_line("next   %s — %s" % (data["next"], data["next_text"]), width))
+    out.append("")
+    if data["rows"]:
+        header = "%5s  %-13s %12s %8s  %-7s  %s" % ("#", "status", "metric", "vs base", "commit", "description")
+        out.append(colors.bold(header))
+        room = max(10, width - 54)
+        for row in data["rows"]:
+            line = "%5s  %-13s %12s %8s  %-7s  %s" % (
+                row["index"], row["status"], _fmt(row["metric"]) if row["metric"] is not None else "-",
+                fmt_pct(row["vs_baseline_pct"]), (row["commit"] or "-")[:7],
+                _one_line(row["description"] or "", room))
+            out.append(colors.paint(STATUS_COLOR.get(row["status"], "bold"), line))
+        if data["shown"] < data["total"]:
+            out.append(colors.dim("(%d of %d experiments shown; --full shows all)" % (data["shown"], data["total"])))
+    else:
+        out.append("no experiments logged in this segment yet")
+    for warning in data.get("warnings") or []:
+        out.append(colors.yellow("warning: ") + warning)
+    return "\n".join(out)
+
+
+def cmd_dashboard(args):
+    session = require_session(find_session())
+    colors = Colors(sys.stdout)
+    if not args.watch:
+        loaded = load_state(session)
+        data = dashboard_data(session, loaded, full=args.full)
+        if args.json:
+            output(data)
+        else:
+            say(render_dashboard(data, colors))
+        return 0
+    tty = sys.stdout.isatty()
+    try:
+        while True:
+            loaded = load_state(session)
+            text = render_dashboard(dashboard_data(session, loaded, full=args.full), colors)
+            say(("\033[H\033[2J" if tty else "") + text + ("" if tty else "\n"))
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        say("")
+    return 0
+
+
+def nice_ticks(low, high, count=5):
+    """Round tick values (steps of 1, 2 or 5 times a power of ten) covering [low, high]."""
+    import math
+    span = high - low if high > low else 1.0
+    raw = span / max(1, count - 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    start = math.floor(low / step) * step
+    ticks, value = [], start
+    while value <= high + step * 0.5 and len(ticks) < 50:
+        ticks.append(round(value, 12))
+        value += step
+    return ticks
+
+
+def _svg_chart(group, width=960, height=340):
+    """One inline SVG chart of the experiments of consecutive segments sharing a metric."""
+    import html
+    pad_left, pad_right, pad_top, pad_bottom = 64, 16, 38, 40
+    points = []
+    for segment in group:
+        for row in segment["results"]:
+            points.append((segment, row))
+    values = [row.get("metric") for _, row in points
+              if _finite(row.get("metric")) and row.get("status") != "crash"]
+    if not points:
+        return ""
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    if high == low:
+        low, high = low - 1, high + 1
+    margin = (high - low) * 0.08
+    ticks = nice_ticks(low - margin, high + margin)
+    low, high = min(ticks[0], low - margin), max(ticks[-1], high + margin)
+    plot_w, plot_h = width - pad_left - pad_right, height - pad_top - pad_bottom
+    count = len(points)
+
+    def x_at(i):
+        return pad_left + (plot_w * (i + 0.5) / count)
+
+    def y_at(value):
+        return pad_top + plot_h * (1 - (value - low) / (high - low))
+
+    config = group[0]["config"]
+    direction = config.get("direction", "lower")
+    unit = config.get("metric_unit") or ""
+    parts = ['<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" role="img" '
+             'aria-label="%s by experiment">' % (width, height, html.escape(config.get("metric_name") or ""))]
+    parts.append('<rect x="%d" y="%d" width="%d" height="%d" class="plot"/>' % (pad_left, pad_top, plot_w, plot_h))
+    for value in ticks:
+        y = y_at(value)
+        parts.append('<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>' % (pad_left, width - pad_right, y, y))
+        parts.append('<text class="tick" x="%d" y="%.1f" text-anchor="end">%s</text>' % (
+            pad_left - 6, y + 4, html.escape(_fmt(round(value, 9)))))
+    every = max(1, nice_ticks(0, count, 8)[1] - nice_ticks(0, count, 8)[0])
+    for i in range(0, count, int(every)):
+        parts.append('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%d</text>' % (
+            x_at(i), height - pad_bottom + 16, i + 1))
+    parts.append('<text class="axis" x="%d" y="%d">%s%s (%s is better)</text>' % (
+        pad_left, 13, html.escape(config.get("metric_name") or ""), html.escape(" [%s]" % unit) if unit else "",
+        direction))
+    parts.append('<text class="axis" x="%d" y="%d" text-anchor="end">experiment</text>' % (width - pad_right, height - 6))
+    position = 0
+    for segment in group:
+        first = position
+        results = segment["results"]
+        seg_conf = segment["config"]
+        if first > 0:
+            x = pad_left + plot_w * first / count
+            parts.append('<line class="segment" x1="%.1f" x2="%.1f" y1="%d" y2="%d"/>' % (x, x, pad_top, pad_top + plot_h))
+        parts.append('<text class="segment-label" x="%.1f" y="%d">segment %s: %s</text>' % (
+            pad_left + plot_w * first / count + 4, pad_top - 5, segment["number"],
+            html.escape(_one_line(seg_conf.get("name") or "", 40))))
+        base = next((r.get("metric") for r in results if _finite(r.get("metric"))
+                     and r.get("status") in ("keep", "discard")), None)
+        x0, x1 = pad_left + plot_w * first / count, pad_left + plot_w * (first + len(results)) / count
+        if base is not None:
+            parts.append('<line class="baseline" x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f"><title>baseline %s</title></line>' % (
+                x0, x1, y_at(base), y_at(base), html.escape(fmt_metric(base, unit))))
+        bests = best_so_far(results, seg_conf.get("direction", direction))
+        path = []
+        for i, value in enumerate(bests):
+            if value is None:
+                continue
+            x = x_at(first + i)
+            if path:
+                path.append("H%.1f" % x)
+            path.append(("M" if not path else "V") + ("%.1f,%.1f" % (x, y_at(value)) if not path
+                                                       else "%.1f" % y_at(value)))
+        if path:
+            path.append("H%.1f" % x1)
+        if path:
+            parts.append('<path class="best" d="%s"><title>best so far</title></path>' % " ".join(path))
+        for i, row in enumerate(results):
+            status = row.get("status")
+            metric = row.get("metric") if _finite(row.get("metric")) and status != "crash" else None
+            y = y_at(metric) if metric is not None else pad_top + plot_h - 6
+            label = "#%s.%s %s %s — %s" % (segment["number"], row.get("index"), status,
+                                           fmt_metric(metric, unit), _one_line(row.get("description") or "", 120))
+            parts.append('<circle class="point %s" cx="%.1f" cy="%.1f" r="%s" data-index="%s" data-segment="%s">'
+                         '<title>%s</title></circle>' % (
+                             html.escape(status or ""), x_at(first + i), y, "5" if status == "keep" else "4",
+                             row.get("index"), segment["number"], html.escape(label)))
+        position += len(results)
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+REPORT_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1000px;color:#1d2330;padding:0 16px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px} .muted{color:#667}
+table{border-collapse:collapse;width:100%;font-size:13px} th,td{padding:4px 6px;border-bottom:1px solid #e3e6ec;text-align:left;vertical-align:top}
+th{background:#f5f6f9} td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.badge{display:inline-block;padding:0 6px;border-radius:8px;font-size:12px;color:#fff}
+.badge.keep{background:#1a8f4c}.badge.discard{background:#8a94a6}.badge.crash{background:#c9302c}.badge.checks_failed{background:#d98b0a}
+.cards{display:flex;flex-wrap:wrap;gap:10px;margin:10px 0} .card{border:1px solid #e3e6ec;border-radius:8px;padding:8px 12px;min-width:120px}
+.card b{display:block;font-size:18px} svg.chart{width:100%;height:auto;margin:8px 0 0}
+svg .plot{fill:#fbfcfd;stroke:#e3e6ec} svg .grid{stroke:#eef0f4} svg .tick,svg .axis,svg .segment-label{font-size:11px;fill:#667}
+svg .segment{stroke:#9aa3b5;stroke-dasharray:4 3} svg .baseline{stroke:#5b6b8c;stroke-dasharray:6 4}
+svg .best{fill:none;stroke:#1a8f4c;stroke-width:2} svg .point.keep{fill:#1a8f4c}
+svg .point.discard{fill:#fff;stroke:#8a94a6;stroke-width:1.5} svg .point.crash{fill:#c9302c}
+svg .point.checks_failed{fill:#d98b0a} .asi{color:#445;font-size:12px} .legend span{margin-right:14px}
+"""
+
+
+def render_report(session, loaded, entries):
+    import html
+    state = loaded.state
+    segments = segment_rows(entries)
+    esc = html.escape
+    data = explain_data(session, loaded)
+    out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           '<title>autotune report: %s</title><style>%s</style></head><body>' % (
+               esc(data.get("name") or ""), REPORT_CSS)]
+    out.append('<h1>autotune report: %s</h1>' % esc(data.get("name") or "-"))
+    out.append('<p class="muted">%s · generated %s · %d experiment%s in %d segment%s</p>' % (
+        esc(session.workdir), utc_now(), sum(len(s["results"]) for s in segments),
+        "" if sum(len(s["results"]) for s in segments) == 1 else "s", len(segments),
+        "" if len(segments) == 1 else "s"))
+    conf = data.get("confidence") or {}
+    cards = [("health", "%s" % data["health"]), ("mode", data["mode"]),
+             ("best", fmt_metric(data.get("best"), data.get("unit"))),
+             ("vs baseline", fmt_pct(data.get("best_pct"))),
+             ("confidence", conf.get("label") or "-"), ("runs", str(data["runs"])),
+             ("kept", str(data["kept"])), ("next", data["next"])]
+    out.append('<div class="cards">%s</div>' % "".join(
+        '<div class="card"><span class="muted">%s</span><b>%s</b></div>' % (esc(k), esc(v)) for k, v in cards))
+    out.append('<p>%s. <b>Next:</b> %s</p>' % (esc(data["why"][:1].upper() + data["why"][1:]), esc(data["next_text"])))
+    groups = []
+    for segment in segments:
+        key = (segment["config"].get("metric_name"), segment["config"].get("metric_unit"),
+               segment["config"].get("direction"))
+        if groups and groups[-1][0] == key:
+            groups[-1][1].append(segment)
+        else:
+            groups.append((key, [segment]))
+    out.append('<h2>Experiments by index</h2><p class="legend muted"><span>● kept</span><span>○ discarded</span>'
+               '<span style="color:#c9302c">● crashed</span><span style="color:#d98b0a">● checks failed</span>'
+               '<span style="color:#1a8f4c">— best so far</span><span>- - baseline</span></p>')
+    for _, group in groups:
+        out.append(_svg_chart(group))
+    out.append('<h2>Segments</h2><table><tr><th>#</th><th>name</th><th>metric</th><th class="num">runs</th>'
+               '<th class="num">kept</th><th class="num">discarded</th><th class="num">crashed</th>'
+               '<th class="num">baseline</th><th class="num">best</th><th class="num">change</th></tr>')
+    for segment in segments:
+        config = segment["config"]
+        direction = config.get("direction", "lower")
+        results = segment["results"]
+        base = next((r.get("metric") for r in results if _finite(r.get("metric"))
+                     and r.get("status") in ("keep", "discard")), None)
+        best = ([b for b in best_so_far(results, direction) if b is not None] or [None])[-1]
+        counts = {s: sum(1 for r in results if r.get("status") == s) for s in STATUSES}
+        out.append('<tr><td>%s</td><td>%s</td><td>%s (%s, %s is better)</td><td class="num">%d</td>'
+                   '<td class="num">%d</td><td class="num">%d</td><td class="num">%d</td><td class="num">%s</td>'
+                   '<td class="num">%s</td><td class="num">%s</td></tr>' % (
+                       segment["number"], esc(config.get("name") or ""), esc(config.get("metric_name") or ""),
+                       esc(config.get("metric_unit") or "-"), direction, len(results), counts["keep"],
+                       counts["discard"], counts["crash"] + counts["checks_failed"], esc(_fmt(base)), esc(_fmt(best)),
+                       fmt_pct((best - base) / abs(base) * 100) if base and best is not None else "-"))
+    out.append('</table><h2>All experiments</h2><table><tr><th>#</th><th>status</th><th class="num">metric</th>'
+               '<th>verdict</th><th>commit</th><th>description and notes</th></tr>')
+    for segment in segments:
+        unit = segment["config"].get("metric_unit") or ""
+        for row in segment["results"]:
+            asi = row.get("asi") if isinstance(row.get("asi"), dict) else {}
+            notes = "".join('<div class="asi"><b>%s</b>: %s</div>' % (
+                esc(str(k)), esc(_one_line(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False), 400)))
+                for k, v in asi.items())
+            metric = row.get("metric") if _finite(row.get("metric")) and row.get("status") != "crash" else None
+            out.append('<tr><td>%s.%s</td><td><span class="badge %s">%s</span></td><td class="num">%s</td>'
+                       '<td>%s</td><td><code>%s</code></td><td>%s%s</td></tr>' % (
+                           segment["number"], esc(str(row.get("index"))), esc(row.get("status") or ""),
+                           esc(row.get("status") or ""), esc(fmt_metric(metric, unit)),
+                           esc(row.get("verdict") or "-"), esc(row.get("commit") or "-"),
+                           esc(row.get("description") or ""), notes))
+    out.append('</table><p class="muted">Made by autotune %s from %s.</p></body></html>' % (VERSION, LOG_FILE))
+    return "\n".join(out) + "\n"
+
+
+def cmd_report(args):
+    session = require_session(find_session())
+    loaded = load_state(session)
+    entries = read_entries(session)
+    if args.html:
+        path = os.path.abspath(args.html)
+        if os.path.isdir(path):
+            fail("bad_path", "%s is a directory; give a file name for the report." % path)
+        if not os.path.isdir(os.path.dirname(path)):
+            fail("bad_path", "The directory of %s does not exist." % path)
+        write_atomic(path, render_report(session, loaded, entries).encode("utf-8"))
+        count = sum(len(s["results"]) for s in segment_rows(entries))
+        if args.json:
+            output({"path": path, "experiments": count})
+        else:
+            say("autotune: wrote %s (%d experiments)" % (path, count))
+        return 0
+    data = explain_data(session, loaded)
+    segments = segment_rows(entries)
+    if args.json:
+        output({"summary": data, "segments": [{"number": s["number"], "config": s["config"],
+                                                "results": len(s["results"])} for s in segments]})
+        return 0
+    lines = ["# autotune report: %s" % (data.get("name") or "-"), ""]
+    lines.append("%s. Next: %s" % (data["why"][:1].upper() + data["why"][1:], data["next_text"]))
+    for segment in segments:
+        config = segment["config"]
+        unit = config.get("metric_unit") or ""
+        lines += ["", "## Segment %s: %s (%s, %s is better)" % (segment["number"], config.get("name"),
+                                                                  config.get("metric_name"), config.get("direction")),
+                  "", "| # | status | metric | description |", "|---|---|---|---|"]
+        for row in segment["results"]:
+            if row.get("status") == "keep":
+                lines.append("| %s | keep | %s | %s |" % (row.get("index"), fmt_metric(row.get("metric"), unit),
+                                                         _one_line(row.get("description") or "", 100).replace("|", "\\|")))
+        lines.append("")
+        lines.append("%d experiments: %d kept, %d discarded, %d crashed or failed checks." % (
+            len(segment["results"]), sum(1 for r in segment["results"] if r.get("status") == "keep"),
+            sum(1 for r in segment["results"] if r.get("status") == "discard"),
+            sum(1 for r in segment["results"] if r.get("status") in CRASH_STATUSES)))
+    say("\n".join(lines))
+    return 0
+
+
+def cmd_export(args):
+    import csv
+    import io
+    session = require_session(find_session())
+    segments = segment_rows(read_entries(session))
+    if args.segment is not None:
+        segments = [s for s in segments if s["number"] == args.segment]
+        if not segments:
+            fail("no_such_segment", "There is no segment %d in %s." % (args.segment, LOG_FILE))
+    rows = [(s, r) for s in segments for r in s["results"]]
+    if args.format == "jsonl":
+        text = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for _, r in rows)
+    else:
+        names = sorted({k for _, r in rows for k in (r.get("metrics") or {}) if isinstance(r.get("metrics"), dict)})
+        metric_names = {s["config"].get("metric_name") for s in segments}
+        metric_column = metric_names.pop() if len(metric_names) == 1 else "metric"
+        header = ["commit", metric_column, "status", "description", "segment", "index", "timestamp",
+                  "verdict", "health", "reason"] + names
+        table = [header]
+        for segment, row in rows:
+            metrics = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
+            metric = row.get("metric") if _finite(row.get("metric")) and row.get("status") != "crash" else None
+            table.append([row.get("commit") or "", "" if metric is None else _fmt(metric), row.get("status") or "",
+                          row.get("description") or "", segment["number"], row.get("index"),
+                          row.get("timestamp") or "", row.get("verdict") or "", row.get("health") or "",
+                          row.get("reason") or ""] + [_fmt(metrics.get(n)) if n in metrics else "" for n in names])
+        if args.format == "tsv":
+            text = "".join("\t".join(" ".join(str(cell).split()) for cell in line) + "\n" for line in table)
+        else:
+            buffer = io.StringIO()
+            csv.writer(buffer, lineterminator="\n").writerows(table)
+            text = buffer.getvalue()
+    if args.output:
+        write_atomic(os.path.abspath(args.output), text.encode("utf-8"))
+        say("autotune: wrote %d rows to %s" % (len(rows), args.output), sys.stderr)
+    else:
+        sys.stdout.buffer.write(text.encode("utf-8", "replace"))
+    return 0
+
+
 # ---------------------------------------------------------------------- CLI ----
 
 import argparse  # noqa: E402  (every command needs it; kept near its only user)
@@ -3279,6 +4238,41 @@ def build_start(p):
     p.add_argument("goal", nargs="*", help="an optional goal for the agent")
 
 
+def build_dashboard(p):
+    build_json_only(p)
+    p.add_argument("--watch", action="store_true", help="redraw every 2 s until Ctrl-C")
+    p.add_argument("--full", action="store_true", help="all experiments, not the last 20")
+    p.add_argument("--interval", type=_seconds, default=2.0, help=argparse.SUPPRESS)
+
+
+def build_report(p):
+    build_json_only(p)
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report with charts")
+
+
+def build_export(p):
+    p.add_argument("--format", choices=("tsv", "csv", "jsonl"), default="tsv", help="default tsv")
+    p.add_argument("--segment", type=_positive_int, help="only this segment (default: all)")
+    p.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+
+
+def build_hook(p):
+    p.add_argument("event", choices=("stop", "pre-tool-use", "session-start"),
+                   help="the Claude Code hook event; the payload is read from stdin")
+
+
+def build_statusline(p):
+    p.add_argument("--chain", metavar="CMD", help="another status-line command to run after this one")
+    p.add_argument("--color", action="store_true", help="ANSI colors (Claude Code renders them)")
+
+
+def build_setup_permissions(p):
+    build_json_only(p)
+    p.add_argument("dir", nargs="?", help="the project directory (default: here)")
+    p.add_argument("--statusline", action="store_true", help="also set autotune's status line there")
+    p.add_argument("--force", action="store_true", help="replace an existing statusLine")
+
+
 COMMANDS = {
     # name: (function, parser builder, one-line help)
     "init": (cmd_init, build_init, "start a session (a new segment): name, metric, direction"),
@@ -3293,8 +4287,15 @@ COMMANDS = {
     "restore": (cmd_restore, build_restore, "bring a discarded experiment back into the working tree"),
     "doctor": (cmd_doctor, build_doctor, "check the session files and git state; --fix repairs"),
     "clear": (cmd_clear, build_clear, "delete the log and state (asks first)"),
+    "dashboard": (cmd_dashboard, build_dashboard, "the loop at a glance (--watch to follow it)"),
+    "report": (cmd_report, build_report, "a summary; --html FILE writes a report with charts"),
+    "export": (cmd_export, build_export, "the results as tsv, csv or jsonl"),
     "start": (cmd_start, build_start, "launch `claude --agent autotune` here"),
     "version": (cmd_version, build_json_only, "print the version"),
+    "hook": (cmd_hook, build_hook, "Claude Code hook entry point (stop, pre-tool-use, session-start)"),
+    "statusline": (cmd_statusline, build_statusline, "the Claude Code status line (payload on stdin)"),
+    "setup-permissions": (cmd_setup_permissions, build_setup_permissions,
+                          "merge autotune's allow rules into DIR/.claude/settings.local.json"),
 }
 
 
