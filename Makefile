@@ -19,7 +19,8 @@ decisions:
 	$(PYTHON) bench/decisions.py
 
 plugin-check:
-	$(PYTHON) tests/bootstrap.py $(PYTEST_ARGS) tests/plugin -p no:cacheprovider
+	$(PYTHON) tests/support/ensure_claude.py
+	AUTOTUNE_REQUIRE_CLAUDE=1 $(PYTHON) tests/bootstrap.py $(PYTEST_ARGS) tests/plugin -p no:cacheprovider
 
 report-check:
 	$(PYTHON) tests/support/report_check_demo.py

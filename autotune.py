@@ -89,7 +89,7 @@ DEFAULT_CHECKS_TIMEOUT = 300.0
 DEFAULT_ALPHA = 0.05
 DEFAULT_MAX_SAMPLES = 15
 DEFAULT_BATCH = 5          # samples per look for a noisy benchmark
-DEFAULT_PROBE = 3          # baseline samples that decide "deterministic or noisy"
+DEFAULT_PROBE = 4          # baseline samples that decide "deterministic or noisy"
 DEFAULT_REBASELINE = 5
 DEFAULT_HOLDOUT_TOLERANCE_PCT = 5.0
 DEFAULT_MAX_RESUMES = 20
@@ -102,7 +102,7 @@ CHECKS_TAIL_LINES, CHECKS_TAIL_BYTES = 20, 2048
 MAX_LINE_BYTES = 65536        # a longer output line is cut (METRIC lines are short)
 MAX_TEXT_CHARS = 20000        # descriptions and reasons
 MAX_JSON_ARG_CHARS = 200000   # --metrics / --asi
-STATE_FORMAT = 2              # bump when the state cache changes shape
+STATE_FORMAT = 4              # bump when the state cache changes shape
 
 AGENT_COMMANDS = ("init", "run", "log", "rebaseline", "hook")
 
@@ -221,7 +221,7 @@ class State(Record):
         ("metric_points", 0), ("total_results", 0),
         ("baseline", None), ("best", None), ("reference", None), ("last", None),
         ("confidence", None), ("snapshot", None), ("metric_names", None),
-        ("stop_streak", 0), ("stop_blocks", 0), ("stopped_by", None),
+        ("stop_streak", 0), ("stop_blocks", 0), ("stopped_by", None), ("rebaselined_at", None),
         # cache bookkeeping
         ("format", STATE_FORMAT), ("log_size", 0), ("log_tail", ""), ("lines", 0),
         ("bad_lines", 0), ("bad_line_numbers", list),
@@ -343,6 +343,8 @@ def load_settings(path):
         fail("bad_config", "%s: is not UTF-8 text." % path)
     except ValueError as exc:
         fail("bad_config", "%s: invalid JSON (%s)." % (path, exc))
+    except RecursionError:
+        fail("bad_config", "%s: the JSON is nested too deeply." % path)
     if not isinstance(data, dict):
         fail("bad_config", "%s: must hold a JSON object, not %s." % (path, type(data).__name__))
     top = _ConfigReader(path, data)
@@ -563,7 +565,7 @@ def parse_line(raw):
     """A log line as a dict, or None when it is not one (junk lines are skipped)."""
     try:
         entry = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     return entry if isinstance(entry, dict) else None
 
@@ -663,6 +665,7 @@ def fold_entry(state, entry, offset=None):
     elif kind == "rebaseline":
         samples = _samples_of(entry, entry.get("metric") if _finite(entry.get("metric")) else None)
         if samples and state.config is not None:
+            state.rebaselined_at = state.n_exp
             state.reference = {"metric": median(samples), "samples": samples, "source": "rebaseline",
                                "timestamp": entry.get("timestamp"),
                                "deterministic": is_deterministic(samples)}
@@ -827,10 +830,13 @@ def load_state(session):
         with open(session.state_path, "rb") as handle:
             data = json.loads(handle.read().decode("utf-8"), parse_constant=_reject_constant)
         if isinstance(data, dict) and data.get("format") == STATE_FORMAT and _is_int(data.get("log_size")):
-            cached = State.from_dict(data)
-        elif isinstance(data, dict):
+            import zlib
+            checksum = data.pop("checksum", None)
+            if checksum == "%08x" % zlib.crc32(_state_text(data).encode("utf-8")):
+                cached = State.from_dict(data)
+        elif isinstance(data, dict) and "format" not in data:
             legacy = data
-    except (OSError, ValueError, UnicodeDecodeError, TypeError):
+    except (OSError, ValueError, UnicodeDecodeError, TypeError, RecursionError):
         pass
     with open(session.log_path, "rb") as handle:
         if cached is not None and cached.log_size <= size and _tail_matches(handle, cached):
@@ -890,9 +896,22 @@ def _fold_from(handle, loaded, offset):
         state.log_tail = handle.read(offset - start).hex()
 
 
+def _state_text(data):
+    return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False, sort_keys=True)
+
+
 def save_state(session, state):
-    write_atomic(session.state_path, (json.dumps(state.to_dict(), indent=2, ensure_ascii=False,
-                                                 allow_nan=False) + "\n").encode("utf-8"))
+    """Writes the cache with a checksum, so a hand-edited or damaged file is rebuilt
+    instead of trusted. A cache that cannot be written is left stale: the log already
+    holds the truth, and the next call catches up."""
+    import zlib
+    data = state.to_dict()
+    data["checksum"] = "%08x" % zlib.crc32(_state_text(data).encode("utf-8"))
+    try:
+        write_atomic(session.state_path, (_state_text(data) + "\n").encode("utf-8"))
+    except OSError:
+        return False
+    return True
 
 
 def persist_if_stale(session, loaded):
@@ -904,8 +923,8 @@ def persist_if_stale(session, loaded):
         return
     with lock:
         try:
-            if os.path.getsize(session.log_path) >= loaded.state.log_size:
-                save_state(session, loaded.state)
+            if os.path.getsize(session.log_path) == loaded.state.log_size + len(loaded.torn):
+                save_state(session, loaded.state)  # only if nobody appended since our fold
         except OSError:
             pass
 
@@ -973,7 +992,7 @@ def load_measurement(session):
     try:
         with open(session.cache("run.json"), "rb") as handle:
             return Measurement.from_dict(json.loads(handle.read().decode("utf-8")))
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError, TypeError):
         return None
 
 
@@ -1018,49 +1037,65 @@ def valid_metric_name(name):
 
 
 class OutputScanner(object):
-    """Consumes a process's output in chunks: keeps METRIC values and a bounded tail."""
+    """Consumes a process's output in chunks: keeps METRIC values and a bounded tail.
+    Works per chunk (bytes.find/rfind), not per line, so a flood of short lines costs
+    nothing and memory stays bounded whatever the benchmark prints."""
 
     def __init__(self, tail_bytes=16384):
         self.metrics = {}
-        self.partial = b""
-        self.tail = []
-        self.tail_size = 0
+        self.partial = b""      # the unterminated last line (at most MAX_LINE_BYTES)
+        self.tailbuf = b""      # the last tail_bytes of complete lines
         self.tail_limit = tail_bytes
         self.lines = 0
         self.bytes = 0
         self.cut = False
+        self.skip = False       # inside a line longer than MAX_LINE_BYTES
 
     def feed(self, chunk):
         self.bytes += len(chunk)
+        self.lines += chunk.count(b"\n")
+        if self.skip:  # drop the rest of an overlong line, up to its end
+            end = chunk.find(b"\n")
+            if end < 0:
+                return
+            self.skip = False
+            chunk = chunk[end:]
         data = self.partial + chunk
-        pieces = data.split(b"\n")
-        self.partial = pieces.pop()
-        if len(self.partial) > MAX_LINE_BYTES:  # a line without end: keep its head only
+        end = data.rfind(b"\n")
+        if end < 0:
+            complete, self.partial = b"", data
+        else:
+            complete, self.partial = data[:end + 1], data[end + 1:]
+        if len(self.partial) > MAX_LINE_BYTES:  # keep the head of an endless line
             self.partial = self.partial[:MAX_LINE_BYTES]
-            self.cut = True
-        for piece in pieces:
-            self._line(piece)
+            self.skip = self.cut = True
+        if complete:
+            self._scan(complete)
+            self.tailbuf = (self.tailbuf + complete)[-self.tail_limit:]
+
+    def _scan(self, data):
+        pos = data.find(b"METRIC")
+        while pos >= 0:
+            start = data.rfind(b"\n", 0, pos) + 1
+            stop = data.find(b"\n", pos)
+            stop = len(data) if stop < 0 else stop
+            parsed = parse_metric_line(data[start:stop][:MAX_LINE_BYTES].decode("utf-8", "replace"))
+            if parsed:
+                self.metrics[parsed[0]] = parsed[1]
+            pos = data.find(b"METRIC", stop)
 
     def close(self):
         if self.partial:
-            self._line(self.partial)
+            self.lines += 1
+            self._scan(self.partial)
+            self.tailbuf = (self.tailbuf + self.partial + b"\n")[-self.tail_limit:]
             self.partial = b""
 
-    def _line(self, raw):
-        self.lines += 1
-        if len(raw) > MAX_LINE_BYTES:
-            raw = raw[:MAX_LINE_BYTES]
-        if b"METRIC" in raw:
-            parsed = parse_metric_line(raw.decode("utf-8", "replace"))
-            if parsed:
-                self.metrics[parsed[0]] = parsed[1]
-        self.tail.append(raw)
-        self.tail_size += len(raw) + 1
-        while self.tail_size > self.tail_limit and len(self.tail) > 1:
-            self.tail_size -= len(self.tail.pop(0)) + 1
-
     def text(self, max_lines, max_bytes):
-        lines = self.tail[-max_lines:]
+        lines = self.tailbuf.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        lines = [line[:MAX_LINE_BYTES] for line in lines[-max_lines:]]
         text = b"\n".join(lines).decode("utf-8", "replace")
         if len(text.encode("utf-8")) > max_bytes:
             text = text.encode("utf-8")[-max_bytes:].decode("utf-8", "ignore")
@@ -1191,6 +1226,8 @@ def mann_whitney(candidate, reference, direction):
         for r in reference:
             u += 1.0 if better(c, r) else 0.5 if c == r else 0.0
     pooled = list(candidate) + list(reference)
+    if len(set(pooled)) < len(pooled) and n + m <= 40:
+        return _tied_p_values(candidate, reference, direction, u)
     if len(set(pooled)) == len(pooled) and n <= 60 and m <= 60:
         counts = u_distribution(n, m)
         total = float(sum(counts))
@@ -1209,6 +1246,33 @@ def mann_whitney(candidate, reference, direction):
     z_better = (u - mean - 0.5) / sd
     z_worse = (u - mean + 0.5) / sd
     return (0.5 * math.erfc(z_better / math.sqrt(2)), 0.5 * math.erfc(-z_worse / math.sqrt(2)), u)
+
+
+def _tied_p_values(candidate, reference, direction, u):
+    """Exact permutation p-values of U with ties (mid-ranks), counting the subsets of
+    each tie group: the normal approximation is up to 2x too small for small samples."""
+    import math
+    n = len(candidate)
+    counts = {}
+    for value in list(candidate) + list(reference):
+        counts[value] = counts.get(value, 0) + 1
+    ways, below = {0: {0: 1}}, 0      # chosen candidates -> doubled rank sum -> count
+    for value in sorted(counts, reverse=(direction == "lower")):   # worst to best
+        size = counts[value]
+        rank2 = 2 * below + size + 1                                # doubled mid-rank
+        grown = {}
+        for have, sums in ways.items():
+            for k in range(0, min(size, n - have) + 1):
+                weight = math.comb(size, k)
+                row = grown.setdefault(have + k, {})
+                for total, count in sums.items():
+                    row[total + k * rank2] = row.get(total + k * rank2, 0) + count * weight
+        ways, below = grown, below + size
+    dist = ways.get(n, {})
+    target = 2 * u + n * (n + 1)
+    total = float(sum(dist.values()))
+    return (sum(c for s, c in dist.items() if s >= target - 1e-9) / total,
+            sum(c for s, c in dist.items() if s <= target + 1e-9) / total, u)
 
 
 def min_p_value(n, m):
@@ -1253,6 +1317,8 @@ def assess(candidate, reference, direction, alpha, min_pct=0.0, noise_mad=None, 
             return "improved", evidence
         return ("worse" if gain < 0 else "within_noise"), evidence
     if min_p_value(len(candidate), len(reference)) > alpha:
+        if not final:
+            return None, evidence  # the exact test cannot reach alpha yet: sample more
         sigma = robust_sigma(reference)
         if not sigma and noise_mad:
             sigma = 1.4826 * noise_mad
@@ -1279,6 +1345,8 @@ def assess(candidate, reference, direction, alpha, min_pct=0.0, noise_mad=None, 
         return "within_noise", evidence
     if p_worse <= alpha and gain < 0:
         return "worse", evidence
+    if not final and gain <= 0:
+        return "within_noise", evidence  # not even ahead: more samples would not make it a keep
     return ("within_noise" if final else None), evidence
 
 
@@ -1474,6 +1542,9 @@ def next_action(state):
         return "manual_repair", ("The loop is stopped (%s). Run `autotune resume` to continue "
                                  "it, or `autotune repair` to continue in repair mode."
                                  % (state.reason or "paused"))
+    if state.health == "healing" and state.recovery == "rebaseline" and state.rebaselined_at == state.n_exp:
+        return "continue", ("The rebaseline is done: the best was re-measured after the last result. Now "
+                            "try an idea of a different kind than the last ones.")
     if state.health == "healing" and state.recovery:
         return state.recovery, PLAYBOOK_TEXT.get(state.recovery, "Apply the %s playbook." % state.recovery)
     if state.health == "plateaued":
@@ -1680,7 +1751,7 @@ def _seed_index(repo, index):
     import shutil
     source = os.path.join(repo.git_dir, "index")
     if os.path.isfile(source):
-        shutil.copyfile(source, index)
+        shutil.copy2(source, index)  # keep the mtime: git's racy-entry check depends on it
 
 
 def _reset_index(repo, index):
@@ -1758,9 +1829,12 @@ def save_discarded(session, base_tree, current_tree, label, description):
     after = _identity_retry(repo, ["commit-tree", current_tree, "-p", before, "-m",
                                    "autotune discarded %s: %s" % (label, _one_line(description, 200))]
                             ).stdout.decode().strip()
-    ref = "refs/autotune/discarded/%s" % label
-    repo.run(["update-ref", "-m", "autotune discard", ref, after])
-    return ref
+    zero = "0" * len(after)
+    for attempt in range(1, 100):  # create-only: a ref left by a killed `log` is never replaced
+        ref = "refs/autotune/discarded/%s%s" % (label, "" if attempt == 1 else "-%d" % attempt)
+        if repo.run(["update-ref", "-m", "autotune discard", ref, after, zero], check=False).returncode == 0:
+            return ref
+    raise GitError(["update-ref"], 1, b"cannot create a discard ref for " + label.encode())
 
 
 def restore_changes(session, changes):
@@ -1831,6 +1905,37 @@ def _reap_group(pgid, grace):
     _kill_group(pgid, signal.SIGKILL)
 
 
+def _kill_tagged(token):
+    """SIGKILLs the processes whose environment carries this run's token: descendants
+    that left the process group (setsid, daemonizing servers). Linux /proc only."""
+    import signal
+    needle = b"AUTOTUNE_RUN_TOKEN=" + token.encode()
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/environ" % name, "rb") as handle:
+                if needle in handle.read().split(b"\0"):
+                    os.kill(int(name), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
+def _drain(poller, fd, scanner, limit=1 << 20):
+    """Reads what is already buffered in the pipe (no waiting), up to `limit` bytes."""
+    taken = 0
+    while taken < limit and poller.poll(0):
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return
+        taken += len(chunk)
+        scanner.feed(chunk)
+
+
 def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_TAIL_LINES,
                 tail_bytes=OUTPUT_TAIL_BYTES):
     """Runs a benchmark-like command in its own process group, streaming its output
@@ -1841,6 +1946,8 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
     import subprocess
     started = time.monotonic()
     outcome = Outcome()
+    token = "%d-%d" % (os.getpid(), time.monotonic_ns())
+    env = dict(os.environ if env is None else env, AUTOTUNE_RUN_TOKEN=token)
     try:
         proc = subprocess.Popen(command, shell=shell, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -1859,8 +1966,8 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
         while True:
             now = time.monotonic()
             if exited_at is None and proc.poll() is not None:
-                exited_at = now
                 _reap_group(proc.pid, 1.0)
+                exited_at = time.monotonic()
             if exited_at is None and now >= deadline:
                 outcome.timeout = True
                 _kill_group(proc.pid, signal.SIGTERM)
@@ -1872,6 +1979,7 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
                 proc.wait()
                 exited_at = time.monotonic()
             if exited_at is not None and time.monotonic() > exited_at + 1.0:
+                _drain(poller, fd, scanner)
                 break  # the pipe is held by a process outside the group
             budget = (deadline - now) if exited_at is None else 0.2
             if not poller.poll(max(0.0, min(budget, 0.5)) * 1000):
@@ -1889,6 +1997,7 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
         if proc.returncode is None:
             _kill_group(proc.pid, signal.SIGKILL)
             proc.wait()
+        _kill_tagged(token)
     scanner.close()
     outcome.exit = proc.returncode
     outcome.dur = round(time.monotonic() - started, 3)
@@ -1929,7 +2038,7 @@ def is_benchmark_command(command, workdir):
 # ----------------------------------------------------------------- commands ----
 
 
-def text_arg(value, flag, allow_empty=False):
+def text_arg(value, flag, allow_empty=False, limit=MAX_TEXT_CHARS):
     """A text argument as data: any Unicode, quotes and newlines kept verbatim; only
     what cannot be stored (invalid UTF-8, NUL) or is absurdly long is refused."""
     if value is None:
@@ -1942,8 +2051,8 @@ def text_arg(value, flag, allow_empty=False):
         fail("bad_text", "%s contains a NUL character." % flag)
     if not allow_empty and not value.strip():
         fail("bad_text", "%s must not be empty." % flag)
-    if len(value) > MAX_TEXT_CHARS:
-        fail("bad_text", "%s is %d characters long; the limit is %d." % (flag, len(value), MAX_TEXT_CHARS))
+    if len(value) > limit:
+        fail("bad_text", "%s is %d characters long; the limit is %d." % (flag, len(value), limit))
     return value
 
 
@@ -1961,9 +2070,7 @@ def number_arg(text, flag):
 def json_arg(text, flag):
     if text is None:
         return None
-    text_arg(text, flag, allow_empty=True)
-    if len(text) > MAX_JSON_ARG_CHARS:
-        fail("bad_json", "%s is too long (%d characters; the limit is %d)." % (flag, len(text), MAX_JSON_ARG_CHARS))
+    text_arg(text, flag, allow_empty=True, limit=MAX_JSON_ARG_CHARS)
     try:
         value = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
@@ -1972,7 +2079,25 @@ def json_arg(text, flag):
         fail("bad_json", "%s is nested too deeply." % flag)
     if not isinstance(value, dict):
         fail("bad_json", "%s must be a JSON object, got %s." % (flag, type(value).__name__))
+    if _json_depth(value) > 64:
+        fail("bad_json", "%s is nested more than 64 levels deep." % flag)
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        fail("bad_json", "%s contains an escaped lone surrogate (\\ud800-\\udfff), which is not text." % flag)
     return value
+
+
+def _json_depth(value):
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
 
 
 def metrics_arg(text, flag="--metrics"):
@@ -2106,6 +2231,22 @@ def check_runnable(session, state):
     if reason:
         fail("budget_spent", "The budget of segment %d is spent (%s); raise it in %s or start a "
              "new segment with `autotune init`." % (state.segment, reason, CONFIG_FILE))
+
+
+def check_loggable(session, state):
+    """`log` records what `run` measured: it needs an active session with iterations
+    left; the time and target budgets end the loop after the result is recorded."""
+    if state.config is None:
+        fail("no_session", "%s has no config line; run `autotune init` first." % session.log_path)
+    if not state.active:
+        _, advice = next_action(state)
+        fail("inactive", "The loop is not active (health %s, reason %s); nothing was logged. %s" % (
+            state.health, state.reason or "-", advice))
+    limit = session.settings.max_iterations
+    if limit and state.n_exp >= limit:
+        fail("budget_spent", "Segment %d already has %d results, its iteration budget; raise "
+             "maxIterations in %s or start a new segment with `autotune init`." % (
+                 state.segment, state.n_exp, CONFIG_FILE))
 
 
 def spent_budget(session, state):
@@ -2252,12 +2393,17 @@ def cmd_run(args):
     if repo:
         with LogLock(session):
             tree_before = snapshot_tree(session)
+        if state.snapshot and tree_before == state.snapshot.get("tree") and state.n_exp:
+            warnings.append("the working tree has no change since the last logged result, so "
+                            "this run measures the kept code")
     env = dict(os.environ, AUTOTUNE="1", AUTOTUNE_SEGMENT=str(state.segment),
                AUTOTUNE_RUN=str(state.n_exp + 1))
     reference = (state.reference or {}).get("samples") or None
     deterministic = bool((state.reference or {}).get("deterministic"))
     plan = sampling_plan(reference, repeat, settings, deterministic)
-    noise_mad = (state.confidence or {}).get("noise_mad")
+    # the segment's MAD is the spread of its results (progress included): a fallback
+    # for the adaptive default's small references only, never for a fixed repeat
+    noise_mad = (state.confidence or {}).get("noise_mad") if repeat == "auto" else None
     samples, sample_metrics, outcome, reason = [], [], None, None
     target, notes, verdict, evidence, total_dur = plan.first, [], None, None, 0.0
     while len(samples) < target:
@@ -2308,7 +2454,7 @@ def cmd_run(args):
     m.verdict, m.evidence = judge(session, state, m, reference, plan, settings, noise_mad, env, timeout)
     m.suggested_status = {"baseline": "keep", "improved": "keep", "crash": "crash",
                           "checks_failed": "checks_failed"}.get(m.verdict, "discard")
-    m.sampling = describe_sampling(plan, samples, notes, m, reference)
+    m.sampling = describe_sampling(plan, samples, notes, m, reference, settings.max_samples)
     m.env = environment(head)
     if repo:
         with LogLock(session):
@@ -2349,8 +2495,6 @@ def judge(session, state, m, reference, plan, settings, noise_mad, env, timeout)
     """The verdict on one measurement, and its evidence in numbers."""
     if m.crashed:
         return "crash", None
-    if m.checks is False:
-        return "checks_failed", None
     direction = state.config.get("direction", "lower")
     if reference:
         verdict, evidence = assess(m.samples, reference, direction, plan.alpha,
@@ -2359,6 +2503,8 @@ def judge(session, state, m, reference, plan, settings, noise_mad, env, timeout)
         evidence["reference"]["source"] = (state.reference or {}).get("source")
     else:
         verdict, evidence = "baseline", None
+    if m.checks is False:
+        return "checks_failed", evidence
     if settings.guardrails:
         baseline_metrics = (state.baseline or {}).get("metrics") if reference else None
         breaches = check_guardrails(settings.guardrails, m.metrics, baseline_metrics)
@@ -2390,7 +2536,7 @@ def judge(session, state, m, reference, plan, settings, noise_mad, env, timeout)
     return verdict, evidence
 
 
-def describe_sampling(plan, samples, notes, m, reference):
+def describe_sampling(plan, samples, notes, m, reference, max_samples=DEFAULT_MAX_SAMPLES):
     count = len(samples)
     text = "%d sample%s" % (count, "" if count == 1 else "s")
     if m.crashed:
@@ -2402,8 +2548,8 @@ def describe_sampling(plan, samples, notes, m, reference):
             sigma = robust_sigma(samples)
             mid = median(samples)
             text += ": baseline; they differ (noise ±%s%%), so later runs take %d-%d samples" % (
-                _fmt(round(sigma / abs(mid) * 100, 2)) if sigma and mid else "?", DEFAULT_BATCH,
-                DEFAULT_MAX_SAMPLES)
+                _fmt(round(sigma / abs(mid) * 100, 2)) if sigma and mid else "?",
+                min(DEFAULT_BATCH, max_samples), max(1, max_samples))
     elif not plan.adaptive:
         text += ": " + plan.why
     else:
@@ -2436,7 +2582,7 @@ def cmd_log(args):
         loaded = load_state(session)
         torn_tail_error(session, loaded)
         state = loaded.state
-        check_runnable(session, state)
+        check_loggable(session, state)
         config = state.config
         pname, direction = config.get("metric_name"), config.get("direction", "lower")
         m = load_measurement(session)
@@ -2465,7 +2611,7 @@ def cmd_log(args):
                          ", ".join(state.metric_names) or "none",
                          ("missing " + ", ".join(missing)) if missing else "",
                          ("; " if missing and extra else "") + (("new " + ", ".join(extra)) if extra else "")))
-        verdict = m.verdict if (m is not None and measured) else None
+        verdict = m.verdict if (m is not None and (measured or m.crashed)) else None
         forced = False
         if status == "keep" and verdict in BLOCKING_VERDICTS:
             if not (args.force and override):
@@ -2477,12 +2623,12 @@ def cmd_log(args):
         snap = state.snapshot or {}
         skip_git = False
         if snap.get("head") is not None and snap.get("head") != head:
-            if not args.force:
-                fail("head_moved", "HEAD moved from %s to %s outside autotune since the last logged "
-                     "result, so autotune will not guess what to commit or revert. Check `git log` "
-                     "and `git status`; `autotune log ... --force` records the result without "
-                     "touching git." % (snap["head"][:7], (head or "nothing")[:7]))
-            skip_git = forced = True
+            own = own_unlogged_commit(repo, head, snap["head"])
+            adopting = (own is not None and status == "keep" and args.commit is not None
+                        and head.startswith(args.commit.lower()))
+            if not adopting and not args.force:
+                fail("head_moved", head_moved_message(snap["head"], head, own))
+            skip_git = forced = not adopting
         if status == "keep":
             improved = (verdict in ("baseline", "improved") if verdict is not None else
                         state.best is None or is_better(metric, state.best["metric"], direction))
@@ -2525,6 +2671,7 @@ def cmd_log(args):
         if forced:
             entry["forced"] = True
             entry["override_reason"] = override
+            entry.setdefault("verdict", verdict)
         values = segment_values(session, loaded)
         preview = state.copy()
         point = fold_entry(preview, json.loads(dumps_line(entry).decode("utf-8")))
@@ -2533,7 +2680,10 @@ def cmd_log(args):
             bisect.insort(values, point)
         entry["confidence"] = confidence(values, preview)
         append_entries(lock, session, loaded, [entry])
-        save_values(session, loaded.state, values)
+        try:
+            save_values(session, loaded.state, values)
+        except OSError:
+            pass  # values.bin is keyed by the point count: a stale one is rescanned
         drop_measurement(session)
     state = loaded.state
     baseline = (state.baseline or {}).get("metric")
@@ -2549,6 +2699,35 @@ def cmd_log(args):
             "reason": state.reason, "mode": state.mode, "active": state.active,
             "improved": improved, "best": _round((state.best or {}).get("metric")),
             "verdict": entry.get("verdict"), "measured": measured, "next": action})
+
+
+def own_unlogged_commit(repo, head, snapshot_head):
+    """(subject, trailer metric) when HEAD is autotune's own keep on top of the snapshot's
+    HEAD (a `log` killed between its commit and its log line), else None."""
+    if not head:
+        return None
+    proc = repo.run(["log", "-1", "--format=%P%x00%B", head], check=False)
+    if proc.returncode != 0:
+        return None
+    parents, _, message = proc.stdout.decode("utf-8", "replace").partition("\0")
+    first = (parents.split() or [""])[0]
+    if first != snapshot_head or not message.startswith("autotune: ") or "Autotune-Metric:" not in message:
+        return None
+    subject = message.split("\n", 1)[0][len("autotune: "):]
+    value = message.split("Autotune-Metric:", 1)[1].strip().split("\n")[0].split("=", 1)[-1].split()[0]
+    return subject, value
+
+
+def head_moved_message(snapshot_head, head, own):
+    if own is not None:
+        return ("HEAD (%s) is autotune's own keep of \"%s\", whose log line was lost (the process was "
+                "killed after committing). Record it with: autotune log --status keep --commit %s "
+                "--metric %s --description %s" % (head[:7], own[0], head[:7], _shell_quote(own[1]),
+                                                  _shell_quote(own[0])))
+    return ("HEAD moved from %s to %s outside autotune since the last logged result, so autotune "
+            "will not guess what to commit or revert. Check `git log` and `git status`; `autotune "
+            "doctor --fix` takes a new snapshot, and `autotune log ... --force` records the result "
+            "without touching git." % (snapshot_head[:7], (head or "nothing")[:7]))
 
 
 def metric_for_log(status, metric_flag, m, force):
@@ -2847,13 +3026,26 @@ def reason_text(state, settings):
     if reason.startswith("heal:"):
         return "%s, so recovery attempt %d of %d is %s" % (cause, state.heals, settings.max_heals, reason[5:])
     if reason == "recovery_exhausted":
-        return "%s even after %d recovery attempts (the most allowed), so the loop paused itself" % (
-            cause or "the loop kept failing", state.heals)
+        return "%s even after %d recovery attempt%s (the most allowed), so the loop paused itself" % (
+            cause or "the loop kept failing", state.heals, "" if state.heals == 1 else "s")
     return reason or "-"
 
 
+def clock_state(session, state):
+    """A copy of the state in which a spent budget (the wall clock runs out between two
+    results) reads as `completed`, as the next `log` would record it."""
+    if state.config is None or not state.active or state.health == "completed":
+        return state
+    reason = spent_budget(session, state)
+    if not reason:
+        return state
+    state = state.copy()
+    state.health, state.active, state.reason = "completed", False, reason
+    return state
+
+
 def explain_data(session, loaded):
-    state = loaded.state
+    state = clock_state(session, loaded.state)
     settings = session.settings
     config = state.config or {}
     action, advice = next_action(state)
@@ -2990,11 +3182,15 @@ def cmd_doctor(args):
         head = session.repo.head()
         snap = state.snapshot or {}
         if snap.get("head") and head != snap.get("head"):
-            problem("head_moved", "HEAD moved from %s to %s outside autotune since the last logged "
-                    "result; `log` will refuse to commit or revert. The fix takes a new snapshot of "
-                    "the working tree as the start of the next experiment." % (
-                        snap["head"][:7], (head or "none")[:7]),
-                    fix=lambda lock: _fix_snapshot(session, lock))
+            own = own_unlogged_commit(session.repo, head, snap["head"])
+            if own is not None:
+                problem("unlogged_keep", head_moved_message(snap["head"], head, own))
+            else:
+                problem("head_moved", "HEAD moved from %s to %s outside autotune since the last "
+                        "logged result; `log` will refuse to commit or revert. The fix takes a new "
+                        "snapshot of the working tree as the start of the next experiment." % (
+                            snap["head"][:7], (head or "none")[:7]),
+                        fix=lambda lock: _fix_snapshot(session, lock))
         if os.path.exists(os.path.join(session.repo.git_dir, "index.lock")):
             problem("git_locked", "%s exists: a git command is running or was killed. Delete it if "
                     "no git process is running." % os.path.join(session.repo.git_dir, "index.lock"))
@@ -3020,7 +3216,7 @@ def _read_state_file(session):
         with open(session.state_path, "rb") as handle:
             data = json.loads(handle.read().decode("utf-8"))
         return data if isinstance(data, dict) else None
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return None
 
 
@@ -3045,7 +3241,8 @@ def _fix_state(session):
     except OSError:
         pass
     loaded = load_state(session)
-    save_state(session, loaded.state)
+    if not save_state(session, loaded.state):
+        fail("io_error", "Cannot write %s; check its directory's permissions and free space." % STATE_FILE)
 
 
 def _fix_snapshot(session, lock):
@@ -3146,7 +3343,7 @@ def hook_stop(payload):
     session, loaded = payload_session(payload)
     if session is None:
         return None
-    state = loaded.state
+    state = clock_state(session, loaded.state)
     mode = session.settings.auto_resume
     if (mode == "off" or not state.active or state.health in ("paused", "completed")
             or state.n_exp == 0):
@@ -3621,10 +3818,18 @@ def fmt_pct(value):
     return "-" if value is None else "%+.1f%%" % value
 
 
-def _wrap(label, text, width=80):
-    import textwrap
-    return textwrap.fill(text, width=width, initial_indent=label.ljust(9),
-                         subsequent_indent=" " * 9, break_on_hyphens=False)
+def _wrap(label, text, width=80, indent=9):
+    """Greedy word wrap with a hanging label (textwrap would cost a regex compile)."""
+    lines, line, empty = [], label.ljust(indent), True
+    for word in text.split():
+        if not empty and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = " " * indent + word
+        else:
+            line += word if empty else " " + word
+        empty = False
+    lines.append(line)
+    return "\n".join(lines)
 
 
 def render_explain(data, colors):
@@ -3726,19 +3931,19 @@ SPARKS = "▁▂▃▄▅▆▇█"
 
 def sparkline(values, width):
     """Values squeezed into `width` cells (bucket means), drawn with block characters."""
-    values = [v for v in values if v is not None]
-    if not values:
+    present = [v for v in values if v is not None]
+    if not present:
         return ""
     if len(values) > width:
         buckets = []
         for i in range(width):
-            chunk = values[i * len(values) // width:(i + 1) * len(values) // width] or [values[-1]]
-            buckets.append(sum(chunk) / len(chunk))
+            chunk = [v for v in values[i * len(values) // width:(i + 1) * len(values) // width]
+                     if v is not None]
+            buckets.append(sum(chunk) / len(chunk) if chunk else None)
         values = buckets
-    low, high = min(values), max(values)
-    if high == low:
-        return SPARKS[3] * len(values)
-    return "".join(SPARKS[int((v - low) / (high - low) * (len(SPARKS) - 1) + 0.5)] for v in values)
+    low, high = min(present), max(present)
+    return "".join(" " if v is None else SPARKS[3] if high == low else
+                   SPARKS[int((v - low) / (high - low) * (len(SPARKS) - 1) + 0.5)] for v in values)
 
 
 def best_so_far(results, direction):
@@ -3783,8 +3988,10 @@ def render_dashboard(data, colors, width=80):
     health = data.get("health") or "running"
     conf = data.get("confidence") or {}
     out = []
-    title = "autotune · %s · segment %s of %s" % (_one_line(data.get("name") or "", 40), data["segment"], data["segments"])
-    out.append(colors.bold(title) + " " * max(1, width - len(title) - 20) + data["generated"])
+    stamp, seg = data["generated"], " · segment %s of %s" % (data["segment"], data["segments"])
+    name = _one_line(data.get("name") or "", max(10, width - len("autotune · ") - len(seg) - len(stamp) - 1))
+    title = "autotune · %s%s" % (name, seg)
+    out.append(colors.bold(title) + " " * max(1, width - len(title) - len(stamp)) + stamp)
     out.append("metric %s%s · %s is better · mode %s · %s · %s" % (
         data.get("metric"), (" (%s)" % unit) if unit else "", data.get("direction"), data["mode"],
         colors.paint(HEALTH_COLOR.get(health, "bold"), "%s %s" % (HEALTH_ICON.get(health, "●"), health)),
@@ -3948,7 +4155,7 @@ def _svg_chart(group, width=960, height=340):
         for i, row in enumerate(results):
             status = row.get("status")
             metric = row.get("metric") if _finite(row.get("metric")) and status != "crash" else None
-            y = y_at(metric) if metric is not None else pad_top + plot_h - 6
+            y = y_at(metric) if metric is not None else pad_top + plot_h  # no metric: on the axis
             label = "#%s.%s %s %s — %s" % (segment["number"], row.get("index"), status,
                                            fmt_metric(metric, unit), _one_line(row.get("description") or "", 120))
             parts.append('<circle class="point %s" cx="%.1f" cy="%.1f" r="%s" data-index="%s" data-segment="%s">'
@@ -3972,7 +4179,7 @@ th{background:#f5f6f9} td.num{text-align:right;font-variant-numeric:tabular-nums
 svg .plot{fill:#fbfcfd;stroke:#e3e6ec} svg .grid{stroke:#eef0f4} svg .tick,svg .axis,svg .segment-label{font-size:11px;fill:#667}
 svg .segment{stroke:#9aa3b5;stroke-dasharray:4 3} svg .baseline{stroke:#5b6b8c;stroke-dasharray:6 4}
 svg .best{fill:none;stroke:#1a8f4c;stroke-width:2} svg .point.keep{fill:#1a8f4c}
-svg .point.discard{fill:#fff;stroke:#8a94a6;stroke-width:1.5} svg .point.crash{fill:#c9302c}
+svg .point.discard{fill:#fff;stroke:#8a94a6;stroke-width:1.5} svg .point.crash{fill:#fff;stroke:#c9302c;stroke-width:2.5}
 svg .point.checks_failed{fill:#d98b0a} .asi{color:#445;font-size:12px} .legend span{margin-right:14px}
 """
 
@@ -4009,14 +4216,14 @@ def render_report(session, loaded, entries):
             groups[-1][1].append(segment)
         else:
             groups.append((key, [segment]))
-    out.append('<h2>Experiments by index</h2><p class="legend muted"><span>● kept</span><span>○ discarded</span>'
-               '<span style="color:#c9302c">● crashed</span><span style="color:#d98b0a">● checks failed</span>'
+    out.append('<h2>Experiments by index</h2><p class="legend muted"><span style="color:#1a8f4c">● kept</span>'
+               '<span>○ discarded</span><span style="color:#c9302c">○ crashed (no metric: on the axis)</span><span style="color:#d98b0a">● checks failed</span>'
                '<span style="color:#1a8f4c">— best so far</span><span>- - baseline</span></p>')
     for _, group in groups:
         out.append(_svg_chart(group))
     out.append('<h2>Segments</h2><table><tr><th>#</th><th>name</th><th>metric</th><th class="num">runs</th>'
                '<th class="num">kept</th><th class="num">discarded</th><th class="num">crashed</th>'
-               '<th class="num">baseline</th><th class="num">best</th><th class="num">change</th></tr>')
+               '<th class="num">failed checks</th><th class="num">baseline</th><th class="num">best</th><th class="num">change</th></tr>')
     for segment in segments:
         config = segment["config"]
         direction = config.get("direction", "lower")
@@ -4025,15 +4232,16 @@ def render_report(session, loaded, entries):
                      and r.get("status") in ("keep", "discard")), None)
         best = ([b for b in best_so_far(results, direction) if b is not None] or [None])[-1]
         counts = {s: sum(1 for r in results if r.get("status") == s) for s in STATUSES}
-        out.append('<tr><td>%s</td><td>%s</td><td>%s (%s, %s is better)</td><td class="num">%d</td>'
-                   '<td class="num">%d</td><td class="num">%d</td><td class="num">%d</td><td class="num">%s</td>'
-                   '<td class="num">%s</td><td class="num">%s</td></tr>' % (
+        unit_text = esc(config.get("metric_unit") or "")
+        out.append('<tr><td>%s</td><td>%s</td><td>%s (%s%s is better)</td><td class="num">%d</td>'
+                   '<td class="num">%d</td><td class="num">%d</td><td class="num">%d</td><td class="num">%d</td>'
+                   '<td class="num">%s</td><td class="num">%s</td><td class="num">%s</td></tr>' % (
                        segment["number"], esc(config.get("name") or ""), esc(config.get("metric_name") or ""),
-                       esc(config.get("metric_unit") or "-"), direction, len(results), counts["keep"],
-                       counts["discard"], counts["crash"] + counts["checks_failed"], esc(_fmt(base)), esc(_fmt(best)),
+                       unit_text + ", " if unit_text else "", direction, len(results), counts["keep"],
+                       counts["discard"], counts["crash"], counts["checks_failed"], esc(_fmt(base)), esc(_fmt(best)),
                        fmt_pct((best - base) / abs(base) * 100) if base and best is not None else "-"))
     out.append('</table><h2>All experiments</h2><table><tr><th>#</th><th>status</th><th class="num">metric</th>'
-               '<th>verdict</th><th>commit</th><th>description and notes</th></tr>')
+               '<th>verdict</th><th>health</th><th>commit</th><th>description and notes</th></tr>')
     for segment in segments:
         unit = segment["config"].get("metric_unit") or ""
         for row in segment["results"]:
@@ -4042,14 +4250,45 @@ def render_report(session, loaded, entries):
                 esc(str(k)), esc(_one_line(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False), 400)))
                 for k, v in asi.items())
             metric = row.get("metric") if _finite(row.get("metric")) and row.get("status") != "crash" else None
+            reason = row.get("reason") if isinstance(row.get("reason"), str) else ""
+            health = esc(str(row.get("health") or "-"))
+            if reason.startswith("heal:") or reason == "recovery_exhausted":
+                health += '<div class="asi">%s → %s</div>' % (esc(str(row.get("failure") or "-")), esc(
+                    reason[5:] if reason.startswith("heal:") else "pause"))
             out.append('<tr><td>%s.%s</td><td><span class="badge %s">%s</span></td><td class="num">%s</td>'
-                       '<td>%s</td><td><code>%s</code></td><td>%s%s</td></tr>' % (
+                       '<td>%s</td><td>%s</td><td><code>%s</code></td><td>%s%s</td></tr>' % (
                            segment["number"], esc(str(row.get("index"))), esc(row.get("status") or ""),
                            esc(row.get("status") or ""), esc(fmt_metric(metric, unit)),
-                           esc(row.get("verdict") or "-"), esc(row.get("commit") or "-"),
+                           esc(row.get("verdict") or "-"), health, esc(row.get("commit") or "-"),
                            esc(row.get("description") or ""), notes))
     out.append('</table><p class="muted">Made by autotune %s from %s.</p></body></html>' % (VERSION, LOG_FILE))
     return "\n".join(out) + "\n"
+
+
+def write_output_file(session, name, data, flag):
+    """Writes a file the user named: never a session file, never renamed over a device
+    or a symlink (written through them instead); errors are one line."""
+    import fnmatch
+    path = os.path.abspath(name)
+    real = os.path.realpath(path)
+    workdir = os.path.realpath(session.workdir)
+    if any(real == os.path.join(workdir, p) for p in PROTECTED_FILES) or (
+            os.path.dirname(real) == workdir and
+            any(fnmatch.fnmatch(os.path.basename(real), g) for g in PROTECTED_GLOBS)):
+        fail("bad_path", "%s %s is one of autotune's session files; choose another name." % (flag, name))
+    if os.path.isdir(path):
+        fail("bad_path", "%s %s is a directory; give a file name." % (flag, name))
+    if not os.path.isdir(os.path.dirname(path)):
+        fail("bad_path", "%s: the directory of %s does not exist." % (flag, name))
+    try:
+        if os.path.islink(path) or (os.path.exists(path) and not os.path.isfile(path)):
+            with open(path, "wb") as handle:
+                handle.write(data)
+        else:
+            write_atomic(path, data)
+    except OSError as exc:
+        fail("io_error", "Cannot write %s (%s)." % (name, exc.strerror or exc))
+    return path
 
 
 def cmd_report(args):
@@ -4057,12 +4296,8 @@ def cmd_report(args):
     loaded = load_state(session)
     entries = read_entries(session)
     if args.html:
-        path = os.path.abspath(args.html)
-        if os.path.isdir(path):
-            fail("bad_path", "%s is a directory; give a file name for the report." % path)
-        if not os.path.isdir(os.path.dirname(path)):
-            fail("bad_path", "The directory of %s does not exist." % path)
-        write_atomic(path, render_report(session, loaded, entries).encode("utf-8"))
+        path = write_output_file(session, args.html, render_report(session, loaded, entries).encode("utf-8"),
+                                 "--html")
         count = sum(len(s["results"]) for s in segment_rows(entries))
         if args.json:
             output({"path": path, "experiments": count})
@@ -4109,8 +4344,9 @@ def cmd_export(args):
     if args.format == "jsonl":
         text = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for _, r in rows)
     else:
-        names = sorted({k for _, r in rows for k in (r.get("metrics") or {}) if isinstance(r.get("metrics"), dict)})
-        metric_names = {s["config"].get("metric_name") for s in segments}
+        names = sorted({k for _, r in rows if isinstance(r.get("metrics"), dict) for k in r["metrics"]})
+        metric_names = {s["config"].get("metric_name") for s in segments
+                        if isinstance(s["config"].get("metric_name"), str)}
         metric_column = metric_names.pop() if len(metric_names) == 1 else "metric"
         header = ["commit", metric_column, "status", "description", "segment", "index", "timestamp",
                   "verdict", "health", "reason"] + names
@@ -4129,7 +4365,7 @@ def cmd_export(args):
             csv.writer(buffer, lineterminator="\n").writerows(table)
             text = buffer.getvalue()
     if args.output:
-        write_atomic(os.path.abspath(args.output), text.encode("utf-8"))
+        write_output_file(session, args.output, text.encode("utf-8"), "--output")
         say("autotune: wrote %d rows to %s" % (len(rows), args.output), sys.stderr)
     else:
         sys.stdout.buffer.write(text.encode("utf-8", "replace"))
@@ -4145,7 +4381,9 @@ class Parser(argparse.ArgumentParser):
     """argparse whose errors are AutotuneErrors (JSON for agent-facing commands)."""
 
     def error(self, message):
-        fail("usage", "%s: %s (see `%s --help`)." % (self.prog, message, self.prog), exit_code=2)
+        shown = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                        for ch in message)
+        fail("usage", "%s: %s (see `%s --help`)." % (self.prog, shown, self.prog), exit_code=2)
 
 
 def _positive_int(text):
@@ -4326,7 +4564,8 @@ def main(argv=None):
         if wants_json:
             output({"error": exc.code, "message": exc.message})
         else:
-            say("autotune: %s" % exc.message, sys.stderr)
+            text = exc.message if exc.message.startswith("autotune") else "autotune: " + exc.message
+            say(text, sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         say("autotune: interrupted", sys.stderr)

@@ -1,2 +1,3 @@
 #!/usr/bin/env bash
-exec python3 "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../autotune.py" log "$@"
+# Runs autotune.py log as a module: cached bytecode, no site-packages, no cwd on sys.path.
+exec python3 -I -S -c 'import sys; sys.path.insert(0, sys.argv.pop(1)); import autotune; sys.exit(autotune.main())' "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." log "$@"

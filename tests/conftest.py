@@ -49,8 +49,20 @@ class CLIResult(object):
         return "CLIResult(rc=%r, out=%r, err=%r)" % (self.rc, self.out[-2000:], self.err[-2000:])
 
 
-def run_cli(args, cwd, env=None, input=None, timeout=120):
-    proc = subprocess.run([sys.executable, AUTOTUNE] + list(args), cwd=str(cwd),
+# The bin wrappers' launcher: autotune.py loaded as a module, so its bytecode is cached
+# (a script is recompiled on every call) and site-packages are skipped. AUTOTUNE_TEST_SCRIPT=1
+# runs every call as `python3 autotune.py ...` instead; some tests always do.
+LAUNCHER = "import sys; sys.path.insert(0, sys.argv.pop(1)); import autotune; sys.exit(autotune.main())"
+
+
+def cli_argv(args, script=False):
+    if script or os.environ.get("AUTOTUNE_TEST_SCRIPT"):
+        return [sys.executable, AUTOTUNE] + list(args)
+    return [sys.executable, "-I", "-S", "-c", LAUNCHER, ROOT] + list(args)
+
+
+def run_cli(args, cwd, env=None, input=None, timeout=120, script=False):
+    proc = subprocess.run(cli_argv(args, script), cwd=str(cwd),
                           env=env or clean_env(), input=input, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, timeout=timeout)
     return CLIResult(proc)

@@ -162,11 +162,7 @@ def test_status_auto_applies_the_suggestion(project):
     assert ran["suggested_status"] == "keep" and logged["status"] == "keep"
     ran, logged = project.loop(95)
     assert ran["suggested_status"] == "discard" and logged["status"] == "discard"
-    project.set_delay("CRASH")
-    ran = project.ok("run")
-    assert ran["suggested_status"] == "crash"
-    logged = project.ok("log", "--status", "auto", "--description", "boom")
-    assert logged["status"] == "crash"
+    assert project.read("work.py") == "DELAY_MS = 90\n"
 
 
 def test_keep_without_a_measurement_is_refused(project):
@@ -195,3 +191,26 @@ def test_reinit_starts_a_new_segment(project):
     assert [c["segment"] for c in configs] == [1, 2]
     assert project.results()[-1]["segment"] == 2
     assert json.loads(json.dumps(project.state()))["n_exp"] == 1
+
+
+def test_init_twice_without_results_stays_in_the_same_segment(project):
+    again = project.ok("init", "--name", "renamed", "--metric", "time_ms", "--direction", "lower")
+    assert again["segment"] == 1 and again["reinit"] is True
+    ran, logged = project.loop(100, description="baseline")
+    assert logged["index"] == 1 and project.results()[-1]["segment"] == 1
+    assert project.ok("explain", "--json")["name"] == "renamed"
+
+
+def test_confidence_with_zero_noise_is_json_safe(project):
+    """MAD 0 with an improvement: `high`, an infinite score shown as null plus a flag."""
+    project.loop(100, description="baseline")
+    project.loop(80)
+    project.set_delay(100)
+    project.ok("run")
+    result = project.cli("log", "--status", "discard", "--description", "back to 100")
+    assert result.rc == 0, result
+    assert "Infinity" not in result.out and "NaN" not in result.out
+    conf = result.json["confidence"]
+    assert conf["label"] == "high" and conf["score"] is None and conf["infinite"] is True
+    with open(str(project.path / "autotune.jsonl"), "rb") as handle:
+        assert b"Infinity" not in handle.read()

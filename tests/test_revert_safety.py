@@ -9,7 +9,8 @@ import json
 import os
 
 from conftest import BENCHMARK, Project, make_project, run_cli
-from support.core_helpers import commit_files, git_init, make_nested_project, write_config
+from support.core_helpers import (commit_files, git_init, make_nested_project, racy_edit,
+                                  write_config)
 
 GITIGNORE = "build/\n*.log\n"
 
@@ -51,12 +52,6 @@ def user_work_is_intact(p):
     assert "scratch.txt" in p.git("ls-files", "--others", "--exclude-standard").split()
 
 
-def test_baseline_keep_commits_nothing_of_the_users_work(tmp_path):
-    p = prepared(tmp_path)
-    assert p.git("log", "--format=%s").splitlines()[0] == "readme"
-    user_work_is_intact(p)
-
-
 def experiment(p):
     """An experiment that touches a bit of everything."""
     p.set_delay(150)
@@ -72,9 +67,13 @@ def experiment(p):
     p.write("autotune.ideas.md", "- idea v2\n")
 
 
-def test_discard_restores_exactly_the_state_before_the_experiment(tmp_path):
+def test_discard_restores_exactly_the_state_before_the_experiment_and_restore_undoes_it(tmp_path):
     p = prepared(tmp_path)
+    # the baseline keep committed nothing of the user's work in progress
+    assert p.git("log", "--format=%s").splitlines()[0] == "readme"
+    user_work_is_intact(p)
     head = p.head()
+    staged_before = p.git("diff", "--cached")
     experiment(p)
     ran = p.ok("run")
     assert ran["verdict"] == "worse"
@@ -84,22 +83,17 @@ def test_discard_restores_exactly_the_state_before_the_experiment(tmp_path):
     # the experiment is gone
     assert p.read("work.py") == "DELAY_MS = 100\n"
     assert not p.exists("helper.py") and not p.exists("pkg")
-    # what the user had before it is back, exactly
+    # what the user had before it is back, exactly, and the user's index is untouched
     user_work_is_intact(p)
+    assert p.git("diff", "--cached") == staged_before
     # ignored and protected files are left as the experiment left them
     assert p.read("build/cache.bin") == "ignored v2\n" and p.read("build/new.o") == "object\n"
     assert p.read("debug.log") == "log v2\n"
     assert p.read("autotune.md") == "# notes v2\n" and p.read("autotune.ideas.md") == "- idea v2\n"
-    # the discarded state was saved
+    # the discarded state was saved, and the command to get it back is reported
     assert logged["git"].get("restore") == "autotune restore 2"
     assert p.git("rev-parse", "-q", "--verify", "refs/autotune/discarded/1.2").strip()
 
-
-def test_restore_brings_the_discarded_change_back(tmp_path):
-    p = prepared(tmp_path)
-    experiment(p)
-    p.ok("run")
-    p.ok("log", "--status", "discard", "--description", "touch everything")
     restored = p.cli("restore", "2", "--json")
     assert restored.rc == 0, restored
     assert restored.json["status"] == "restored"
@@ -243,17 +237,6 @@ def test_nothing_to_revert_is_reported_not_an_error(project):
     assert logged["git"]["action"] == "none"
 
 
-def test_discard_does_not_touch_the_users_index(tmp_path):
-    p = prepared(tmp_path)
-    index = os.path.join(str(p.path), ".git", "index")
-    staged_before = p.git("diff", "--cached")
-    p.set_delay(150)
-    p.ok("run")
-    p.ok("log", "--status", "discard", "--description", "worse")
-    assert p.git("diff", "--cached") == staged_before
-    assert os.path.exists(index)
-
-
 def test_nested_session_is_found_from_its_directory_not_from_above(tmp_path):
     top, s = make_nested_project(tmp_path)
     from_root = run_cli(["explain", "--json"], top.path)
@@ -286,3 +269,27 @@ def test_type_changes_and_unusual_names_are_restored(tmp_path):
     assert restored.rc == 0, restored
     assert p.read("data/x") == "a directory now\n" and p.read("dir") == "a file now\n"
     assert p.read("new ✓ file.txt") == "new\n"
+
+
+def test_racy_uncommitted_edit_before_init_survives_a_discard(tmp_path):
+    p = make_project(tmp_path / "repo", init=False)
+    racy_edit(p, "work.py", "DELAY_MS = 200\n")
+    p.ok("init", "--name", "racy", "--metric", "time_ms", "--direction", "lower")
+    assert p.ok("run")["primary"] == 200
+    p.ok("log", "--status", "keep", "--description", "baseline")
+    assert p.git("show", "HEAD:work.py") == "DELAY_MS = 100\n", "the user's edit was committed"
+    p.set_delay(250)                                 # the experiment
+    p.ok("run")
+    p.ok("log", "--status", "discard", "--description", "worse")
+    assert p.read("work.py") == "DELAY_MS = 200\n", "the user's uncommitted edit was lost"
+
+
+
+def test_restore_that_does_not_apply_changes_nothing(project):
+    project.loop(100, description="baseline")
+    project.loop(150, status="discard")            # experiment 2: work.py -> 150, saved
+    project.set_delay(130)                           # the tree moved on: work.py differs now
+    result = project.cli("restore", "2", "--json")
+    assert result.rc != 0 and result.json["error"], result
+    assert "\n" not in result.json["message"]
+    assert project.read("work.py") == "DELAY_MS = 130\n"

@@ -165,3 +165,24 @@ def commit_files(project, rev="HEAD"):
     """Paths changed by one commit (relative to the repository root)."""
     out = project.git("show", "--name-only", "--format=", rev)
     return [line for line in out.splitlines() if line.strip()]
+
+
+def racy_edit(p, name, text):
+    """Edits a tracked file within "the same clock tick" as the last index write.
+
+    The index records the file's stat; the edit keeps its size and mtime (and
+    core.trustctime=false makes git ignore ctime), so only git's racy-git rule (an
+    entry whose mtime is not older than the index file's must be re-read) tells the
+    edit apart. That is the everyday situation of an edit made in the same second as
+    a commit on a git without sub-second timestamps; here it is made deterministic."""
+    full = os.path.join(str(p.path), name)
+    index = os.path.join(str(p.path), ".git", "index")
+    past = int((time.time() - 100) * 1e9)
+    p.git("config", "core.trustctime", "false")
+    os.utime(full, ns=(past, past))
+    p.git("update-index", "--refresh")              # the index records mtime = past
+    assert len(text.encode()) == os.path.getsize(full)
+    p.write(name, text)                              # the user's uncommitted edit
+    os.utime(full, ns=(past, past))
+    os.utime(index, ns=(past, past))                 # index written in the same tick
+    assert name in p.git("diff-files", "--name-only").split(), "git itself must see the edit"

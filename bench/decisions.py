@@ -1,0 +1,442 @@
+#!/usr/bin/env python3
+"""Measured decision quality of autotune's keep/discard verdicts (issue 4, point 10).
+
+Simulates optimization loops on synthetic benchmarks whose noise and true effects are
+known, and applies autotune's real decision code -- `sampling_plan` and `assess`, in
+the same sequence as `cmd_run` (see `measure` below) and the same bookkeeping as
+`cmd_log` and the fold of the log (see `Ledger`) -- with a fake benchmark function in
+place of a process. Side by side: the naive rule "keep if a single sample is better
+than the best so far".
+
+It reports, per noise model:
+  * the false-keep rate when nothing changed (a `keep` verdict for a null change),
+  * the detection rate for true improvements of 1, 2 and 3 noise standard deviations,
+  * the mean number of benchmark executions per decision,
+and, for a long loop of 50 null experiments, how often the loop keeps at least one
+("lucky best" ratchet). Targets at the default settings: false keeps <= 5% with no
+true change, detection >= 90% at 3 sigma.
+
+Noise models (a lower metric is better, true value 100, noise SD sigma = 1):
+  gaussian     100 - effect + N(0, 1)
+  lognormal    a heavy right tail: (LogNormal(0, 1) - its mean) / its SD, so SD 1
+  quantized    a coarse timer: Gaussian noise rounded to a tick of 1 or 2 sigma, the true
+               value at a random phase of the tick
+  determ.      no noise at all (bundle size); effects are 1, 2, 3 units
+
+Usage:
+  python3 bench/decisions.py              # Markdown tables (for the README)
+  python3 bench/decisions.py --json       # the same numbers as JSON
+  python3 bench/decisions.py --probe 4    # what-if: module constants and settings
+Seeded (deterministic output); stdlib only; runs in well under a minute.
+"""
+
+import argparse
+import bisect
+import functools
+import json
+import math
+import os
+import random
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import autotune  # noqa: E402
+
+DIRECTION = "lower"
+TRUE_VALUE = 100.0
+EFFECTS = (0, 1, 2, 3)            # true improvements, in noise standard deviations
+AFTER_EFFECT = 2                  # the real improvement that follows a ratchet of null changes
+TARGET_FALSE_KEEPS = 0.05
+TARGET_DETECTION_3SD = 0.90
+_LN_MEAN = math.exp(0.5)
+_LN_SD = math.sqrt((math.e - 1.0) * math.e)
+
+
+# ------------------------------------------------------------- noise models ----
+
+
+class Noise(object):
+    """A synthetic benchmark: draw(rng, true_value, phase) -> one measured value."""
+
+    def __init__(self, key, label, draw, tick=None):
+        self.key, self.label, self._draw, self.tick = key, label, draw, tick
+
+    def phase(self, rng):
+        """Where the true value sits within a timer tick (drawn once per loop)."""
+        return rng.random() * self.tick if self.tick else 0.0
+
+    def bench(self, rng, true_value, phase):
+        draw = self._draw
+        return lambda: draw(rng, true_value + phase)
+
+
+def _gaussian(rng, mu):
+    return mu + rng.gauss(0.0, 1.0)
+
+
+def _lognormal(rng, mu):
+    return mu + (rng.lognormvariate(0.0, 1.0) - _LN_MEAN) / _LN_SD
+
+
+def _quantized(tick):
+    def draw(rng, mu):
+        return round((mu + rng.gauss(0.0, 1.0)) / tick) * tick
+    return draw
+
+
+def _exact(rng, mu):
+    return mu
+
+
+NOISES = (
+    Noise("gaussian", "Gaussian", _gaussian),
+    Noise("lognormal", "lognormal (heavy tail)", _lognormal),
+    Noise("quantized1", "quantized, tick = 1σ", _quantized(1.0), tick=1.0),
+    Noise("quantized2", "quantized, tick = 2σ", _quantized(2.0), tick=2.0),
+    Noise("deterministic", "deterministic (σ = 0; effects in units)", _exact),
+)
+
+
+# -------------------------------------------------- autotune's decision code ----
+
+
+def measure(bench, reference, settings, deterministic=False, noise_mad=None,
+            direction=DIRECTION, repeat=None):
+    """`cmd_run` + `judge` without a process: the same plan, loop and assessments.
+
+    bench() returns one sample; reference is the current best's samples (None before
+    the baseline); deterministic and noise_mad are what `cmd_run` reads from the state.
+    Returns (samples, verdict, suggested_status, evidence).
+    """
+    repeat = settings.repeat if repeat is None else repeat
+    plan = autotune.sampling_plan(reference, repeat, settings, deterministic)
+    samples, target = [], plan.first
+    while len(samples) < target:
+        samples.append(bench())
+        if len(samples) < target:
+            continue
+        if plan.probe and not autotune.is_deterministic(samples) and target < plan.limit:
+            target = plan.limit
+        elif plan.adaptive and reference:
+            verdict, evidence = autotune.assess(samples, reference, direction, plan.alpha,
+                                                settings.min_improvement_pct, noise_mad,
+                                                final=False, deterministic=deterministic)
+            if verdict is None and target < plan.limit:
+                target += min(plan.step, plan.limit - target)
+    if reference:
+        verdict, evidence = autotune.assess(samples, reference, direction, plan.alpha,
+                                            settings.min_improvement_pct, noise_mad,
+                                            final=True, deterministic=deterministic)
+    else:
+        verdict, evidence = "baseline", None
+    suggested = {"baseline": "keep", "improved": "keep"}.get(verdict, "discard")
+    return samples, verdict, suggested, evidence
+
+
+class Ledger(object):
+    """What `cmd_log` writes and the fold of the log keeps: the reference (the best's
+    samples and whether they look deterministic), the metric points and the noise MAD
+    of the confidence score (which `run` passes to `assess`)."""
+
+    def __init__(self, direction=DIRECTION):
+        self.direction = direction
+        self.reference, self.deterministic, self.noise_mad = None, False, None
+        self.points, self.baseline, self.best = [], None, None
+
+    def log(self, samples, verdict, status):
+        """`log --status <status>` after `run` measured samples with this verdict."""
+        rounded = [autotune._round(s) for s in samples]
+        metric = autotune._round(autotune.median(samples))
+        improved = status == "keep" and (verdict in ("baseline", "improved") or self.best is None)
+        bisect.insort(self.points, float(metric))
+        if self.baseline is None:
+            self.baseline = float(metric)
+        if improved:
+            self.best = float(metric)
+            kept = [float(s) for s in rounded]
+            inherited = len(kept) == 1 and self.deterministic
+            self.reference = kept
+            self.deterministic = autotune.is_deterministic(kept) or inherited
+        state = autotune.State(config={"direction": self.direction},
+                               baseline={"metric": self.baseline}, best={"metric": self.best})
+        self.noise_mad = autotune.confidence(self.points, state)["noise_mad"]
+        return improved
+
+    def rebaseline(self, samples):
+        """A `rebaseline` line: the reference becomes these samples."""
+        kept = [float(autotune._round(s)) for s in samples]
+        self.reference, self.deterministic = kept, autotune.is_deterministic(kept)
+
+    def step(self, bench, settings):
+        """One experiment, `run` then `log --status auto`: (verdict, executions)."""
+        samples, verdict, status, _ = measure(bench, self.reference, settings,
+                                              self.deterministic, self.noise_mad, self.direction)
+        self.log(samples, verdict, status)
+        return verdict, len(samples)
+
+
+# --------------------------------------------------------------- scenarios ----
+
+
+def _rng(seed, *parts):
+    # str seeds hash with SHA-512: stable across runs and Python versions, and each
+    # cell of the tables gets its own stream (independent of which cells run)
+    return random.Random(":".join(str(p) for p in (seed,) + parts))
+
+
+def single_decisions(noise, effect, trials, settings, seed):
+    """A fresh loop per trial: baseline, then one candidate `effect` sigma better."""
+    rng = _rng(seed, "single", noise.key, effect)
+    kept = executions = baseline_runs = deterministic = naive_kept = 0
+    for _ in range(trials):
+        phase = noise.phase(rng)
+        ledger = Ledger()
+        verdict, runs = ledger.step(noise.bench(rng, TRUE_VALUE, phase), settings)
+        baseline_runs += runs
+        deterministic += ledger.deterministic
+        verdict, runs = ledger.step(noise.bench(rng, TRUE_VALUE - effect, phase), settings)
+        kept += verdict == "improved"
+        executions += runs
+        # the naive rule: one sample each, keep if strictly better than the best so far
+        best = noise.bench(rng, TRUE_VALUE, phase)()
+        naive_kept += noise.bench(rng, TRUE_VALUE - effect, phase)() < best
+    return {"autotune": {"keep_rate": kept / float(trials), "runs": executions / float(trials),
+                         "baseline_runs": baseline_runs / float(trials),
+                         "deterministic_baselines": deterministic / float(trials)},
+            "naive": {"keep_rate": naive_kept / float(trials), "runs": 1.0}}
+
+
+def ratchet(noise, loops, experiments, settings, seed, rebaseline_every=None):
+    """Loops of `experiments` null changes after a baseline: how often is one kept?
+
+    rebaseline_every=k re-measures the best (`rebaseline`, 5 samples) after every k
+    consecutive non-keeps, as the plateau playbook does."""
+    rng = _rng(seed, "ratchet", noise.key, rebaseline_every)
+    any_kept = total_kept = naive_any = naive_total = runs = after = naive_after = 0
+    for _ in range(loops):
+        phase = noise.phase(rng)
+        bench = noise.bench(rng, TRUE_VALUE, phase)
+        ledger = Ledger()
+        ledger.step(bench, settings)
+        kept, streak = 0, 0
+        for _ in range(experiments):
+            verdict, n = ledger.step(bench, settings)
+            runs += n
+            if verdict == "improved":
+                kept, streak = kept + 1, 0
+            else:
+                streak += 1
+                if rebaseline_every and streak >= rebaseline_every:
+                    ledger.rebaseline([bench() for _ in range(autotune.DEFAULT_REBASELINE)])
+                    runs += autotune.DEFAULT_REBASELINE
+                    streak = 0
+        any_kept += kept > 0
+        total_kept += kept
+        # the cost of a lucky best: then a real improvement of AFTER_EFFECT sigma comes
+        better = noise.bench(rng, TRUE_VALUE - AFTER_EFFECT, phase)
+        after += ledger.step(better, settings)[0] == "improved"
+        best, naive_kept = bench(), 0
+        for _ in range(experiments):
+            value = bench()
+            if value < best:
+                best, naive_kept = value, naive_kept + 1
+        naive_any += naive_kept > 0
+        naive_total += naive_kept
+        naive_after += better() < best
+    return {"autotune": {"any_kept": any_kept / float(loops), "mean_kept": total_kept / float(loops),
+                         "runs": runs / float(loops * experiments), "detect_after": after / float(loops)},
+            "naive": {"any_kept": naive_any / float(loops), "mean_kept": naive_total / float(loops),
+                      "runs": 1.0, "detect_after": naive_after / float(loops)}}
+
+
+# ---------------------------------------------------------------- settings ----
+
+
+def make_settings(args):
+    settings = autotune.Settings()
+    if args.alpha is not None:
+        settings.alpha = args.alpha
+    if args.max_samples is not None:
+        settings.max_samples = args.max_samples
+    if args.min_pct is not None:
+        settings.min_improvement_pct = args.min_pct
+    if args.repeat is not None:
+        settings.repeat = args.repeat
+    return settings
+
+
+class Constants(object):
+    """Temporarily sets autotune's module constants (what-if runs)."""
+
+    def __init__(self, **values):
+        self.values = {k: v for k, v in values.items() if v is not None}
+        self.saved = {}
+
+    def __enter__(self):
+        for name, value in self.values.items():
+            self.saved[name] = getattr(autotune, name)
+            setattr(autotune, name, value)
+        return self
+
+    def __exit__(self, *exc):
+        for name, value in self.saved.items():
+            setattr(autotune, name, value)
+
+
+def describe(settings):
+    return {"repeat": settings.repeat, "alpha": settings.alpha, "maxSamples": settings.max_samples,
+            "minImprovementPct": settings.min_improvement_pct, "probe": autotune.DEFAULT_PROBE,
+            "batch": autotune.DEFAULT_BATCH, "rebaseline": autotune.DEFAULT_REBASELINE}
+
+
+def decision_table(settings, trials, seed, noises):
+    rows = []
+    for noise in noises:
+        cells = {effect: single_decisions(noise, effect, trials, settings, seed) for effect in EFFECTS}
+        for rule in ("autotune", "naive"):
+            row = {"noise": noise.key, "label": noise.label, "rule": rule,
+                   "false_keeps": cells[0][rule]["keep_rate"],
+                   "detect": {str(e): cells[e][rule]["keep_rate"] for e in EFFECTS if e},
+                   "runs": {str(e): cells[e][rule]["runs"] for e in EFFECTS}}
+            if rule == "autotune":
+                row["baseline_runs"] = cells[0][rule]["baseline_runs"]
+                row["deterministic_baselines"] = cells[0][rule]["deterministic_baselines"]
+            row["meets_targets"] = (row["false_keeps"] <= TARGET_FALSE_KEEPS
+                                    and row["detect"]["3"] >= TARGET_DETECTION_3SD)
+            rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------- rendering ----
+
+
+def pct(value):
+    if value >= 0.9995 or value == 0:
+        return "%d%%" % round(value * 100)
+    return "%.1f%%" % (value * 100)
+
+
+def render_decisions(rows):
+    lines = ["| benchmark noise | rule | false keeps (no change) | detects 1σ | 2σ | 3σ "
+             "| runs per decision (0σ · 1σ · 2σ · 3σ) | targets |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    for row in rows:
+        runs = " · ".join("%.1f" % row["runs"][str(e)] for e in EFFECTS)
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            row["label"], "autotune" if row["rule"] == "autotune" else "naive (1 sample, better than best)",
+            pct(row["false_keeps"]), pct(row["detect"]["1"]), pct(row["detect"]["2"]),
+            pct(row["detect"]["3"]), runs, "met" if row["meets_targets"] else "**missed**"))
+    return "\n".join(lines)
+
+
+def render_ratchet(rows, experiments):
+    lines = ["| benchmark noise | rule | loops of %d null changes keeping ≥ 1 | false keeps per loop "
+             "| runs per experiment | then detects a real %dσ gain |" % (experiments, AFTER_EFFECT),
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        lines.append("| %s | %s | %s | %.2f | %.1f | %s |" % (
+            row["label"], row["rule_label"], pct(row["any_kept"]), row["mean_kept"], row["runs"],
+            pct(row["detect_after"])))
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------- main ----
+
+
+def run(args):
+    started = time.time()
+    noises = [n for n in NOISES if not args.noise or n.key in args.noise]
+    with Constants(DEFAULT_PROBE=args.probe, DEFAULT_BATCH=args.batch):
+        settings = make_settings(args)
+        report = {"settings": describe(settings), "seed": args.seed, "trials": args.trials,
+                  "targets": {"false_keeps_max": TARGET_FALSE_KEEPS,
+                              "detection_3sd_min": TARGET_DETECTION_3SD},
+                  "decisions": decision_table(settings, args.trials, args.seed, noises)}
+        ratchet_rows = []
+        for noise in noises:
+            if noise.key == "deterministic":
+                continue
+            plain = ratchet(noise, args.loops, args.experiments, settings, args.seed)
+            for rule, label in (("autotune", "autotune"), ("naive", "naive")):
+                ratchet_rows.append(dict(plain[rule], noise=noise.key, label=noise.label,
+                                         rule=rule, rule_label=label))
+            if not args.no_rebaseline:
+                again = ratchet(noise, args.loops, args.experiments, settings, args.seed,
+                                rebaseline_every=settings.max_no_improve)
+                ratchet_rows.append(dict(again["autotune"], noise=noise.key, label=noise.label,
+                                         rule="autotune+rebaseline",
+                                         rule_label="autotune, `rebaseline` after %d discards"
+                                         % settings.max_no_improve))
+        report["ratchet"] = {"loops": args.loops, "experiments": args.experiments,
+                             "rows": ratchet_rows}
+    report["_seconds"] = round(time.time() - started, 1)
+    return report
+
+
+def render(report):
+    s = report["settings"]
+    head = ("Settings: repeat %s, alpha %s, maxSamples %s, minImprovementPct %s, probe %s, batch %s; "
+            "%d trials per cell, seed %s." % (s["repeat"], s["alpha"], s["maxSamples"],
+                                              s["minImprovementPct"], s["probe"], s["batch"],
+                                              report["trials"], report["seed"]))
+    parts = ["### Keep/discard decisions: one candidate against the baseline", "", head, "",
+             render_decisions(report["decisions"]), ""]
+    gauss = [r for r in report["decisions"] if r["noise"] == "gaussian" and r["rule"] == "autotune"]
+    if gauss:
+        g = gauss[0]
+        parts += ["Targets (Gaussian noise): false keeps %s ≤ 5%%: %s; detection at 3σ %s ≥ 90%%: %s." % (
+            pct(g["false_keeps"]), "yes" if g["false_keeps"] <= TARGET_FALSE_KEEPS else "NO",
+            pct(g["detect"]["3"]), "yes" if g["detect"]["3"] >= TARGET_DETECTION_3SD else "NO"), ""]
+    missed = [r["label"] for r in report["decisions"] if r["rule"] == "autotune" and not r["meets_targets"]]
+    if missed:
+        parts += ["Targets missed by autotune for: %s." % ", ".join(missed), ""]
+    r = report["ratchet"]
+    parts += ["### Lucky-best ratchet: %d null experiments after the baseline (%d loops)" % (
+        r["experiments"], r["loops"]), "", render_ratchet(r["rows"], r["experiments"])]
+    return "\n".join(parts)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    p.add_argument("--seed", type=int, default=4)
+    p.add_argument("--trials", type=int, default=3000, help="trials per table cell")
+    p.add_argument("--loops", type=int, default=200, help="loops in the ratchet scenario")
+    p.add_argument("--experiments", type=int, default=50, help="null experiments per loop")
+    p.add_argument("--noise", action="append", choices=[n.key for n in NOISES],
+                   help="only these noise models (repeatable)")
+    p.add_argument("--no-rebaseline", action="store_true", help="skip the rebaseline ratchet rows")
+    what_if = p.add_argument_group("what-if (autotune.py is not changed)")
+    what_if.add_argument("--alpha", type=float, help="evaluator.alpha")
+    what_if.add_argument("--max-samples", type=int, help="evaluator.maxSamples")
+    what_if.add_argument("--min-pct", type=float, help="evaluator.minImprovementPct")
+    what_if.add_argument("--repeat", type=int, help="a fixed repeat instead of auto")
+    what_if.add_argument("--probe", type=int, help="DEFAULT_PROBE (baseline samples before deciding)")
+    what_if.add_argument("--batch", type=int, help="DEFAULT_BATCH (samples per look)")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    # u_distribution is a pure function of (n, m); memoizing it changes no decision,
+    # only the running time of the exact Mann-Whitney p-values
+    original = autotune.u_distribution
+    autotune.u_distribution = functools.lru_cache(maxsize=None)(original)
+    try:
+        report = run(args)
+    finally:
+        autotune.u_distribution = original
+    # the running time goes to stderr, so the output itself is deterministic
+    sys.stderr.write("bench/decisions.py: %.1f s\n" % report.pop("_seconds"))
+    if args.json:
+        print(json.dumps(report, indent=1, sort_keys=True))
+    else:
+        print(render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
