@@ -2,15 +2,16 @@
 PYTHON ?= python3
 PYTEST_ARGS ?= -q
 
-.PHONY: test demo bench latency decisions plugin-check report-check check clean
+.PHONY: test demo bench latency decisions bigoutput plugin-check report-check clean
 
+# Everything but the real-Claude-CLI checks (those are `make plugin-check`).
 test:
-	$(PYTHON) tests/bootstrap.py $(PYTEST_ARGS) tests
+	$(PYTHON) tests/bootstrap.py $(PYTEST_ARGS) -p no:cacheprovider --ignore=tests/plugin tests
 
 demo:
 	$(PYTHON) examples/demo.py
 
-bench: latency decisions
+bench: latency decisions bigoutput
 
 latency:
 	$(PYTHON) bench/latency.py
@@ -18,12 +19,18 @@ latency:
 decisions:
 	$(PYTHON) bench/decisions.py
 
+bigoutput:
+	$(PYTHON) bench/bigoutput.py
+
+# Installs the pinned @anthropic-ai/claude-code into .tools/claude when missing, validates the
+# plugin with it and drives real `claude -p` sessions against a stand-in API on loopback.
 plugin-check:
 	$(PYTHON) tests/support/ensure_claude.py
-	AUTOTUNE_REQUIRE_CLAUDE=1 $(PYTHON) tests/bootstrap.py $(PYTEST_ARGS) tests/plugin -p no:cacheprovider
+	AUTOTUNE_REQUIRE_CLAUDE=1 $(PYTHON) tests/bootstrap.py $(PYTEST_ARGS) -p no:cacheprovider tests/plugin
 
+# Renders the demo's HTML report in headless Chromium: no console errors, one point per experiment.
 report-check:
 	$(PYTHON) tests/support/report_check_demo.py
 
 clean:
-	rm -rf .pytest_cache tests/__pycache__ tests/*/__pycache__ bench/__pycache__
+	rm -rf .pytest_cache __pycache__ tests/__pycache__ tests/*/__pycache__ bench/__pycache__ examples/__pycache__

@@ -3276,7 +3276,7 @@ def doctor_report(args, session, problems):
 def read_payload(stream=None):
     stream = stream or sys.stdin
     try:
-        data = stream.buffer.read(4 << 20) if hasattr(stream, "buffer") else stream.read()
+        data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
         payload = json.loads(data.decode("utf-8", "replace") if isinstance(data, bytes) else data)
     except (ValueError, OSError, RecursionError):
         return {}
@@ -3369,7 +3369,7 @@ def hook_stop(payload):
             return None
         return {"decision": "block", "reason": resume_prompt(session, state)}
     if mode == "headless":
-        return headless_resume(session, state)
+        return headless_resume(session, state, session_id)
     return None
 
 
@@ -3385,7 +3385,23 @@ def _append_quietly(session, entry):
         return False
 
 
-def headless_resume(session, state):
+def _pid_alive(pid):
+    """A live process (a zombie, left by an init that does not reap, is not live)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # EPERM: it exists
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            stat = handle.read()
+        return stat[stat.rindex(")") + 2:].split()[0] not in ("Z", "X")
+    except (OSError, ValueError, IndexError):
+        return True
+
+
+def headless_resume(session, state, caller=None):
     """Starts `claude -p ... --agent autotune` detached: at most maxResumes, spaced by
     minMinutesBetween, never while the last one it started is still running."""
     import shutil
@@ -3399,10 +3415,10 @@ def headless_resume(session, state):
     pid_file = session.cache("headless.pid", create=True)
     try:
         with open(pid_file) as handle:
-            pid = int(handle.read().strip() or 0)
-        if pid > 0:
-            os.kill(pid, 0)
-            return None  # the last headless session is still live
+            pid_text, _, started_id = handle.read().strip().partition(" ")
+        pid = int(pid_text or 0)
+        if pid > 0 and started_id != caller and _pid_alive(pid):
+            return None  # the last headless session is still live (and is not the caller)
     except (OSError, ValueError):
         pass
     claude = shutil.which("claude")
@@ -3415,7 +3431,7 @@ def headless_resume(session, state):
                                  "--session-id", new_id], cwd=session.workdir,
                                 stdin=subprocess.DEVNULL, stdout=log_handle, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
-    write_atomic(pid_file, str(proc.pid).encode())
+    write_atomic(pid_file, ("%d %s" % (proc.pid, new_id)).encode())
     _append_quietly(session, {"type": "resume", "via": "headless", "pid": proc.pid,
                               "session_id": new_id, "timestamp": utc_now()})
     return {"systemMessage": "autotune: resumed the loop in a headless session (resume %d of %d, "
@@ -3436,6 +3452,7 @@ def classify_run_command(command):
     import shlex
     if not isinstance(command, str):
         return False, False, []
+    command = command.strip()
     if not re.search(r"(autotune|run-experiment)", command):
         return False, True, []
     mentions = re.search(r"(?:autotune(?:\.py)?['\"]?\s+(?:\S+\s+)*?run\b|run-experiment)", command)
@@ -3462,19 +3479,24 @@ def classify_run_command(command):
         args = words[1:]
     elif program in ("autotune", "autotune.py") and len(words) > 1 and words[1] == "run":
         args = words[2:]
+    elif program in ("autotune", "autotune.py", "grep", "egrep", "fgrep", "rg", "cat", "head", "tail",
+                     "less", "wc", "echo", "printf") and not substitution and \
+            not any(set(t) <= set(";&|()<>") for t in tokens):
+        return False, True, []  # on its own, a command whose arguments are data
     else:
         return True, False, []  # `run` reached through a wrapper, or not at its start
     plain = not substitution and not any(t in _OPERATORS for t in tokens)
     return True, plain, args
 
 
-def _run_command_value(args):
+def _run_command_values(args):
+    values = []
     for i, arg in enumerate(args):
         if arg == "--command":
-            return args[i + 1] if i + 1 < len(args) else ""
-        if arg.startswith("--command="):
-            return arg[len("--command="):]
-    return None
+            values.append(args[i + 1] if i + 1 < len(args) else "")
+        elif arg.startswith("--command="):
+            values.append(arg[len("--command="):])
+    return values
 
 
 _BENCH_WRITE = ("tee", "cp", "mv", "rm", "truncate", "dd", "install", "ln", "chmod", "perl", "python",
@@ -3490,7 +3512,10 @@ def hook_pre_tool_use(payload):
             return None
     elif tool in ("Edit", "Write", "MultiEdit", "NotebookEdit"):
         path = tool_input.get("file_path") or tool_input.get("notebook_path")
-        if not isinstance(path, str) or os.path.basename(path) not in INTEGRITY_FILES:
+        if not isinstance(path, str):
+            return None
+        cwd = payload.get("cwd") if isinstance(payload.get("cwd"), str) else os.getcwd()
+        if os.path.basename(os.path.realpath(os.path.join(cwd, path))) not in INTEGRITY_FILES:
             return None
     else:
         return None
@@ -3513,6 +3538,25 @@ def hook_pre_tool_use(payload):
                                    "permissionDecisionReason": reason}}
 
 
+def _plain_autotune_call(command):
+    """An autotune command on its own (no operators, substitutions or wrappers)."""
+    import shlex
+    command = command.strip()
+    if "$(" in command or "`" in command or "\n" in command:
+        return False
+    try:
+        lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|()<>")
+        lexer.whitespace_split = True
+        lexer.commenters = ""
+        tokens = list(lexer)
+    except ValueError:
+        return False
+    if any(set(t) <= set(";&|()<>") for t in tokens):
+        return False
+    words = tokens[1:] if tokens and os.path.basename(tokens[0]).startswith("python") else tokens
+    return bool(words) and os.path.basename(words[0]) in ("autotune", "autotune.py")
+
+
 def bash_denial(command, session):
     """Why a Bash command must not run during an active segment, or None."""
     import re
@@ -3522,19 +3566,22 @@ def bash_denial(command, session):
                 "--command ./autotune.sh, --timeout, --repeat): no other commands, pipes, "
                 "substitutions or wrappers around it.")
     if invokes:
-        value = _run_command_value(args)
-        if value is not None and os.path.isfile(session.path(BENCH_FILE)) and \
-                not is_benchmark_command(value, session.workdir):
-            return ("autotune: %s is not the benchmark. While autotune.sh exists the loop measures "
-                    "only ./autotune.sh; run `autotune run` without --command." % json.dumps(value))
+        for value in _run_command_values(args):
+            if os.path.isfile(session.path(BENCH_FILE)) and not is_benchmark_command(value, session.workdir):
+                return ("autotune: %s is not the benchmark. While autotune.sh exists the loop measures "
+                        "only ./autotune.sh; run `autotune run` without --command." % json.dumps(value))
         return None
-    for name in (BENCH_FILE, CHECKS_FILE):
+    if _plain_autotune_call(command):
+        return None  # `autotune log --description "..."` alone: its arguments are data
+    for name in INTEGRITY_FILES:
         if name not in command:
             continue
         pattern = re.escape(name)
         if (re.search(r">\s*[\"']?(?:\S*/)?%s" % pattern, command)
                 or re.search(r"\bsed\b[^|;&]*\s-(?:[a-zA-Z]*i|-in-place)\b[^|;&]*%s" % pattern, command)
-                or re.search(r"\b(?:%s)\b[^|;&]*%s" % ("|".join(_BENCH_WRITE), pattern), command)):
+                or re.search(r"\b(?:%s)\b[^|;&]*%s" % ("|".join(_BENCH_WRITE), pattern), command)
+                and not re.search(r"^\s*(?:cp|install|ln)\s[^|;&<>]*%s[^|;&<>]*\s\S+\s*$" % pattern, command)
+                or re.search(r"\bgit\s+(?:checkout|restore|rm|mv|apply|stash)\b[^|;&]*%s" % pattern, command)):
             return ("autotune: this command would change %s, the benchmark of the active segment. "
                     "To change it: `autotune stop`, edit it, then `autotune init` again." % name)
     return None
@@ -3566,7 +3613,8 @@ def session_summary(session, loaded, recent=6):
         conf = data.get("confidence") or {}
         lines.append("Best: %s (%s vs baseline %s) at %s, %s; confidence %s." % (
             fmt_metric(data["best"], unit), fmt_pct(data.get("best_pct")), _fmt(data["baseline"]),
-            data.get("best_commit"), json.dumps(data.get("best_description"), ensure_ascii=False),
+            data.get("best_commit"), json.dumps(_one_line(data.get("best_description") or "", 100),
+                                                ensure_ascii=False),
             conf.get("label", "-")))
     rows = tail_entries(session, state.config_offset or 0, recent)
     if rows:
@@ -3760,6 +3808,7 @@ def cmd_setup_permissions(args):
     if added or statusline:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_atomic(path, (json.dumps(settings, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+        _ignore_locally(target, path)
     result = {"path": path, "added": added, "statusline": bool(statusline),
               "note": "project rules apply only once the folder is trusted in Claude Code"}
     if args.json:
@@ -3769,6 +3818,19 @@ def cmd_setup_permissions(args):
                                   if added else "already had every rule")
             + ("; status line set" if statusline else ""))
     return 0
+
+
+def _ignore_locally(target, path):
+    """Personal settings stay out of git (as Claude Code does for the file it creates):
+    a line in .git/info/exclude unless git already ignores the file."""
+    repo = find_repo(target)
+    if repo is None or repo.run(["check-ignore", "-q", path], check=False).returncode == 0:
+        return
+    rel = os.path.relpath(os.path.realpath(path), os.path.realpath(repo.root)).replace(os.sep, "/")
+    exclude = os.path.join(repo.common_dir, "info", "exclude")
+    os.makedirs(os.path.dirname(exclude), exist_ok=True)
+    with open(exclude, "a", encoding="utf-8") as handle:
+        handle.write("\n/%s\n" % rel)
 
 
 def _shell_quote(text):

@@ -31,6 +31,8 @@ WHEELS = [  # (file, sha256, needed on this Python)
 
 
 def have_pytest():
+    import importlib
+    importlib.invalidate_caches()  # see what an install just put on sys.path
     try:
         import pytest  # noqa: F401
         return True

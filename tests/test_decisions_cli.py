@@ -56,8 +56,9 @@ echo "METRIC time_ms=$h"
 BASELINE = [100.0, 101.0, 99.0, 100.5, 99.5]          # noisy: 3 differ, so 5 samples
 BETTER = [90.0, 89.0, 91.0, 90.5, 89.5]               # all below the baseline: p = 1/252
 WORSE = [110.0, 111.0, 109.0, 110.5, 109.5]
-AMBIGUOUS = [100.2, 99.8, 100.1, 99.9, 100.4, 99.6, 100.3, 99.7, 100.0, 100.6,
-             99.4, 100.7, 99.3, 100.05, 99.95]        # interleaved with the baseline
+AMBIGUOUS = [99.9, 99.8, 100.1, 99.7, 100.2, 99.6, 100.3, 99.8, 100.0, 100.1,
+             99.4, 100.5, 99.3, 99.95, 99.85]         # a hair ahead of the baseline, never significant
+NOT_AHEAD = [100.2, 99.8, 100.1, 99.9, 100.4]         # median above the baseline's: no point sampling on
 
 
 def init(project):
@@ -266,6 +267,15 @@ def test_ambiguous_noisy_result_samples_up_to_the_cap(tmp_path):
     assert "ambiguous" in ran["sampling"] and "cap of 15" in ran["sampling"]
     logged = project.ok("log", "--status", "auto", "--description", "same")
     assert logged["status"] == "discard" and len(project.results()[-1]["samples"]) == 15
+
+
+def test_a_candidate_that_is_not_even_ahead_stops_after_one_batch(tmp_path):
+    project = noisy_baseline(tmp_path)
+    feed(project, NOT_AHEAD + [50.0] * 10)
+    project.set_delay(99)
+    ran = project.ok("run")
+    assert ran["n"] == 5 and ran["verdict"] == "within_noise"
+    assert consumed(project) == len(BASELINE) + 5
 
 
 def test_noisy_worse_result(tmp_path):

@@ -27,8 +27,6 @@ all its descendants when it overruns.
 import json
 import os
 
-import pytest
-
 from conftest import BENCHMARK, ROOT, make_project, run_cli
 from support.plugin_helpers import require_claude
 
