@@ -1710,8 +1710,10 @@ def _excluded_paths(session):
     specs = [":(exclude,literal)" + name for name in PROTECTED_FILES]
     specs += [":(exclude,glob)" + pattern for pattern in PROTECTED_GLOBS]
     me = os.path.realpath(os.path.abspath(__file__))
-    if _is_inside(me, session.workdir):
-        specs.append(":(exclude,literal)" + os.path.relpath(me, os.path.realpath(session.workdir)))
+    if _is_inside(me, session.workdir):  # a copied autotune.py, and its cached bytecode
+        rel = os.path.relpath(me, os.path.realpath(session.workdir))
+        specs.append(":(exclude,literal)" + rel)
+        specs.append(":(exclude,glob)" + os.path.join(os.path.dirname(rel), "__pycache__", "autotune.*.pyc"))
     return specs
 
 
