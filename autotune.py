@@ -37,6 +37,7 @@ health, git, running, commands, hooks, rendering, CLI.
 Tests: `make test` drives this file as a black box in scratch git repositories.
 """
 
+import argparse
 import json
 import os
 import sys
@@ -2222,33 +2223,26 @@ def benchmark_command(session, command):
     return command, True, command
 
 
-def check_runnable(session, state):
+def require_config(session, state):
     if state.config is None:
         fail("no_session", "%s has no config line; run `autotune init` first." % session.log_path)
+
+
+def check_active(session, state, logging=False):
+    """`run` needs an active loop with budget left. `log` records what `run` measured, so
+    only the iteration count stops it: time and target budgets end the loop once the
+    result is recorded."""
+    require_config(session, state)
     if not state.active:
         _, advice = next_action(state)
-        fail("inactive", "The loop is not active (health %s, reason %s). %s" % (
-            state.health, state.reason or "-", advice))
-    reason = spent_budget(session, state)
+        fail("inactive", "The loop is not active (health %s, reason %s)%s. %s" % (
+            state.health, state.reason or "-", "; nothing was logged" if logging else "", advice))
+    limit = session.settings.max_iterations
+    reason = (("%d results, its iteration budget" % state.n_exp) if limit and state.n_exp >= limit
+              else None) if logging else spent_budget(session, state)
     if reason:
         fail("budget_spent", "The budget of segment %d is spent (%s); raise it in %s or start a "
              "new segment with `autotune init`." % (state.segment, reason, CONFIG_FILE))
-
-
-def check_loggable(session, state):
-    """`log` records what `run` measured: it needs an active session with iterations
-    left; the time and target budgets end the loop after the result is recorded."""
-    if state.config is None:
-        fail("no_session", "%s has no config line; run `autotune init` first." % session.log_path)
-    if not state.active:
-        _, advice = next_action(state)
-        fail("inactive", "The loop is not active (health %s, reason %s); nothing was logged. %s" % (
-            state.health, state.reason or "-", advice))
-    limit = session.settings.max_iterations
-    if limit and state.n_exp >= limit:
-        fail("budget_spent", "Segment %d already has %d results, its iteration budget; raise "
-             "maxIterations in %s or start a new segment with `autotune init`." % (
-                 state.segment, state.n_exp, CONFIG_FILE))
 
 
 def spent_budget(session, state):
@@ -2377,7 +2371,7 @@ def cmd_run(args):
     settings = session.settings
     loaded = load_state(session)
     state = loaded.state
-    check_runnable(session, state)
+    check_active(session, state)
     argv, shell, shown = benchmark_command(session, args.command)
     check_integrity(session, state)
     repeat = args.repeat if args.repeat is not None else settings.repeat
@@ -2584,7 +2578,7 @@ def cmd_log(args):
         loaded = load_state(session)
         torn_tail_error(session, loaded)
         state = loaded.state
-        check_loggable(session, state)
+        check_active(session, state, logging=True)
         config = state.config
         pname, direction = config.get("metric_name"), config.get("direction", "lower")
         m = load_measurement(session)
@@ -2815,8 +2809,7 @@ def control(action, **fields):
         loaded = load_state(session)
         torn_tail_error(session, loaded)
         state = loaded.state
-        if state.config is None:
-            fail("no_session", "%s has no config line; run `autotune init` first." % session.log_path)
+        require_config(session, state)
         check = fields.pop("check", None)
         if check is not None:
             message = check(session, state)
@@ -2903,8 +2896,7 @@ def cmd_rebaseline(args):
     session = require_session(find_session())
     loaded = load_state(session)
     state = loaded.state
-    if state.config is None:
-        fail("no_session", "%s has no config line; run `autotune init` first." % session.log_path)
+    require_config(session, state)
     argv, shell, shown = benchmark_command(session, None)
     check_integrity(session, state)
     pname = state.config.get("metric_name")
@@ -4047,6 +4039,26 @@ def dashboard_data(session, loaded, full=False, limit=20):
 STATUS_COLOR = {"keep": "green", "discard": "dim", "crash": "red", "checks_failed": "yellow"}
 
 
+def _plain(text):
+    """The text without ANSI color sequences (what a terminal shows)."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\033" and text[i + 1:i + 2] == "[":
+            end = text.find("m", i)
+            if end > 0:
+                i = end + 1
+                continue
+        out.append(text[i])
+        i += 1
+    return "".join(out)
+
+
+def _fit(line, width):
+    """A line cut to `width` visible columns (its colors dropped only when it is cut)."""
+    plain = _plain(line)
+    return line if len(plain) <= width else plain[:width - 1] + "…"
+
+
 def render_dashboard(data, colors, width=80):
     unit = data.get("unit") or ""
     health = data.get("health") or "running"
@@ -4072,9 +4084,10 @@ def render_dashboard(data, colors, width=80):
         if data.get("max_iterations") else ""))
     conf_text = "-"
     if conf.get("label"):
-        score = "∞" if conf.get("infinite") else _fmt(conf.get("score")) if conf.get("score") is not None else ""
+        score = ("∞" if conf.get("infinite") else "%.2f" % conf["score"] if conf.get("score") is not None
+                 else "")
         conf_text = (score + " " if score else "") + colors.paint(CONF_COLOR.get(conf["label"], "dim"), conf["label"])
-    out.append("baseline %s · best %s (%s) at %s · confidence %s" % (
+    out.append("baseline %s · best %s (%s) at %s · conf %s" % (
         fmt_metric(data.get("baseline"), unit), fmt_metric(data.get("best"), unit),
         fmt_pct(data.get("best_pct")), data.get("best_commit") or "-", conf_text))
     if data.get("trend"):
@@ -4098,7 +4111,7 @@ def render_dashboard(data, colors, width=80):
         out.append("no experiments logged in this segment yet")
     for warning in data.get("warnings") or []:
         out.append(colors.yellow("warning: ") + warning)
-    return "\n".join(out)
+    return "\n".join(_fit(line, width) for line in out)
 
 
 def cmd_dashboard(args):
@@ -4437,9 +4450,6 @@ def cmd_export(args):
 
 
 # ---------------------------------------------------------------------- CLI ----
-
-import argparse  # noqa: E402  (every command needs it; kept near its only user)
-
 
 class Parser(argparse.ArgumentParser):
     """argparse whose errors are AutotuneErrors (JSON for agent-facing commands)."""
