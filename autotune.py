@@ -187,7 +187,8 @@ class Settings(Record):
 
 
 class Result(Record):
-    """One `result` line of the log (the first implementation's fields, then ours)."""
+    """One `result` line of the log: the first implementation's fields (always
+    written, in its order), then ours (written when set)."""
 
     FIELDS = (
         ("type", "result"), ("index", 0), ("commit", None), ("metric", None),
@@ -195,12 +196,17 @@ class Result(Record):
         ("metrics", dict), ("asi", dict), ("failure", None), ("health", None),
         ("recovery", None), ("reason", None), ("files", list), ("mode", "optimize"),
         # ours
-        ("samples", None), ("verdict", None), ("improved", None), ("measured", None),
-        ("evidence", None), ("confidence", None), ("holdout", None), ("env", None),
-        ("git", None), ("forced", None), ("override_reason", None), ("snapshot", None),
-        ("active", None), ("run_dur", None),
+        ("active", None), ("improved", None), ("measured", None), ("verdict", None),
+        ("samples", None), ("evidence", None), ("holdout", None), ("confidence", None),
+        ("git", None), ("snapshot", None), ("env", None), ("run_dur", None),
+        ("session_id", None), ("forced", None), ("override_reason", None),
     )
     __slots__ = tuple(name for name, _ in FIELDS)
+    LEGACY_FIELDS = 16
+
+    def to_entry(self):
+        return {name: value for i, (name, value) in enumerate(self.to_dict().items())
+                if i < self.LEGACY_FIELDS or value is not None}
 
 
 class State(Record):
@@ -2647,34 +2653,33 @@ def cmd_log(args):
                                  iso_to_epoch(state.started_at), time.time())
         if finished:
             health.update(health="completed", active=False, reason=finished)
-        entry = {"type": "result", "index": index, "commit": commit, "metric": _round(metric),
-                 "status": status, "description": description, "timestamp": utc_now(),
-                 "segment": state.segment, "metrics": metrics if status != "crash" or metrics_flag
-                 else {}, "asi": asi, "failure": health["failure"], "health": health["health"],
-                 "recovery": health["recovery"], "reason": health["reason"],
-                 "files": git_info.get("files", []), "mode": health["mode"],
-                 "active": health["active"], "improved": improved, "measured": measured,
-                 "git": git_info, "snapshot": {"tree": next_tree, "head": repo.head()}}
-        if os.environ.get("CLAUDE_CODE_SESSION_ID"):
-            entry["session_id"] = os.environ["CLAUDE_CODE_SESSION_ID"]
+        result = Result(
+            index=index, commit=commit, metric=_round(metric), status=status,
+            description=description, timestamp=utc_now(), segment=state.segment,
+            metrics=metrics if status != "crash" or metrics_flag else {}, asi=asi,
+            failure=health["failure"], health=health["health"], recovery=health["recovery"],
+            reason=health["reason"], files=git_info.get("files", []), mode=health["mode"],
+            active=health["active"], improved=improved, measured=measured, git=git_info,
+            snapshot={"tree": next_tree, "head": repo.head()},
+            session_id=os.environ.get("CLAUDE_CODE_SESSION_ID") or None)
         if m is not None and measured:
-            entry.update(samples=[_round(s) for s in m.samples] or None, verdict=m.verdict,
-                         evidence=m.evidence, env=m.env, run_dur=m.dur)
+            result.samples = [_round(s) for s in m.samples] or None
+            result.verdict, result.evidence, result.env, result.run_dur = m.verdict, m.evidence, m.env, m.dur
             if m.holdout and m.holdout.get("value") is not None:
-                entry["holdout"] = m.holdout["value"]
+                result.holdout = m.holdout["value"]
         else:
-            entry["env"] = environment(head)
+            result.env = environment(head)
         if forced:
-            entry["forced"] = True
-            entry["override_reason"] = override
-            entry.setdefault("verdict", verdict)
+            result.forced, result.override_reason = True, override
+            result.verdict = result.verdict or verdict
         values = segment_values(session, loaded)
         preview = state.copy()
-        point = fold_entry(preview, json.loads(dumps_line(entry).decode("utf-8")))
+        point = fold_entry(preview, json.loads(dumps_line(result.to_entry()).decode("utf-8")))
         if point is not None:
             import bisect
             bisect.insort(values, point)
-        entry["confidence"] = confidence(values, preview)
+        result.confidence = confidence(values, preview)
+        entry = result.to_entry()
         append_entries(lock, session, loaded, [entry])
         try:
             save_values(session, loaded.state, values)
@@ -4263,7 +4268,6 @@ svg .point.checks_failed{fill:#d98b0a} .asi{color:#445;font-size:12px} .legend s
 
 def render_report(session, loaded, entries):
     import html
-    state = loaded.state
     segments = segment_rows(entries)
     esc = html.escape
     data = explain_data(session, loaded)

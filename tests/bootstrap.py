@@ -34,7 +34,7 @@ def have_pytest():
     import importlib
     importlib.invalidate_caches()  # see what an install just put on sys.path
     try:
-        import pytest  # noqa: F401
+        import pytest  # noqa: F401  (only whether it imports)
         return True
     except ImportError:
         return False
