@@ -71,7 +71,7 @@ HEALTH_STATES = ("running", "improving", "plateaued", "crashing", "healing",
 VERDICTS = ("baseline", "improved", "within_noise", "worse", "crash",
             "checks_failed", "guardrail_failed", "holdout_failed")
 # Verdicts after which a keep needs --force and --reason.
-BLOCKING_VERDICTS = ("crash", "checks_failed", "guardrail_failed", "holdout_failed")
+BLOCKING_VERDICTS = ("crash", "checks_failed", "guardrail_failed", "holdout_failed", "worse")
 
 PLAYBOOKS = ("reset_worktree", "rebaseline", "shrink_scope", "diagnose", "pause")
 FAILURE_PLAYBOOK_ORDER = {
@@ -199,7 +199,7 @@ class Result(Record):
         ("active", None), ("improved", None), ("measured", None), ("verdict", None),
         ("samples", None), ("evidence", None), ("holdout", None), ("confidence", None),
         ("git", None), ("snapshot", None), ("env", None), ("run_dur", None),
-        ("session_id", None), ("forced", None), ("override_reason", None),
+        ("session_id", None), ("forced", None), ("override_reason", None), ("hashes", None),
     )
     __slots__ = tuple(name for name, _ in FIELDS)
     LEGACY_FIELDS = 16
@@ -225,7 +225,7 @@ class State(Record):
         ("segment", 0), ("segments", 0), ("config", None), ("config_offset", None),
         ("started_at", None), ("session_id", None),
         ("kept", 0), ("discarded", 0), ("crashed", 0), ("checks_failed", 0),
-        ("metric_points", 0), ("total_results", 0),
+        ("metric_points", 0), ("total_results", 0), ("measured_results", 0), ("hashes", None),
         ("baseline", None), ("best", None), ("reference", None), ("last", None),
         ("confidence", None), ("snapshot", None), ("metric_names", None),
         ("stop_streak", 0), ("stop_blocks", 0), ("stopped_by", None), ("rebaselined_at", None),
@@ -254,7 +254,7 @@ class Measurement(Record):
         ("sample_metrics", list), ("output", ""), ("checks", None), ("chk_out", ""),
         ("verdict", None), ("suggested_status", None), ("evidence", None),
         ("sampling", None), ("guardrails", None), ("holdout", None), ("env", None),
-        ("tree", None), ("head", None), ("reason", None), ("warnings", list),
+        ("tree", None), ("head", None), ("reason", None), ("warnings", list), ("hashes", None),
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -267,9 +267,14 @@ def _is_int(value):
 
 
 def _is_number(value):
+    """A finite int or float (not a bool; not an int too big for a float)."""
     import math
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 class _ConfigReader(object):
@@ -466,12 +471,13 @@ def iso_to_epoch(text):
 class Session(object):
     """Where a loop lives: its working directory, repository, settings and files."""
 
-    __slots__ = ("workdir", "repo", "settings", "log_path", "state_path", "_cache_dir")
+    __slots__ = ("workdir", "repo", "settings", "log_path", "state_path", "_cache_dir", "config_error")
 
-    def __init__(self, workdir, repo, settings):
+    def __init__(self, workdir, repo, settings, config_error=None):
         self.workdir = workdir
         self.repo = repo
         self.settings = settings
+        self.config_error = config_error  # set only by find_session(lenient=True)
         self.log_path = os.path.join(workdir, LOG_FILE)
         self.state_path = os.path.join(workdir, STATE_FILE)
         self._cache_dir = None
@@ -498,21 +504,34 @@ class Session(object):
         return os.path.join(self.cache_dir, name)
 
 
-def find_session(cwd=None):
+def find_session(cwd=None, lenient=False):
     """Resolves the working directory as SPEC section 3 says; never creates anything.
 
     `workingDir` in ./autotune.config.json wins; else the nearest directory from here
-    up to the git root that holds autotune.jsonl; else the current directory.
+    up to the git root that holds autotune.jsonl; else the current directory. A broken
+    config is an error, except with `lenient` (stop, clear, doctor must work with a typo
+    in it): then the defaults apply and `config_error` says what is wrong.
     """
     cwd = os.path.abspath(cwd or os.getcwd())
+    errors = []
+
+    def settings_of(path):
+        try:
+            return load_settings(path)
+        except AutotuneError as exc:
+            if not lenient:
+                raise
+            errors.append(exc.message)
+            return Settings(path=path)
+
     local_config = os.path.join(cwd, CONFIG_FILE)
-    local = load_settings(local_config) if os.path.isfile(local_config) else None
+    local = settings_of(local_config) if os.path.isfile(local_config) else None
     if local is not None and local.working_dir:
         workdir = os.path.normpath(os.path.join(cwd, local.working_dir))
         if not os.path.isdir(workdir):
             fail("bad_config", "%s: workingDir %s is not a directory." % (
                 local_config, json.dumps(local.working_dir)))
-        return Session(workdir, find_repo(workdir), local)
+        return Session(workdir, find_repo(workdir), local, (errors or [None])[0])
     repo = find_repo(cwd)
     workdir = cwd
     if repo is not None:
@@ -525,9 +544,8 @@ def find_session(cwd=None):
             if _same_path(probe, repo.root) or parent == probe:
                 break
             probe = parent
-    if workdir == cwd and local is not None:
-        return Session(workdir, repo, local)
-    return Session(workdir, repo, load_settings(os.path.join(workdir, CONFIG_FILE)))
+    settings = local if (workdir == cwd and local is not None) else settings_of(os.path.join(workdir, CONFIG_FILE))
+    return Session(workdir, repo, settings, (errors or [None])[0])
 
 
 def _same_path(a, b):
@@ -641,21 +659,17 @@ def try_lock(session):
 # The fold: the log, read top to bottom, becomes the state. Pure over parsed lines.
 
 _SEGMENT_KEEP = ("segments", "total_results", "format", "log_size", "log_tail", "lines",
-                 "bad_lines", "bad_line_numbers")
+                 "bad_lines", "bad_line_numbers",
+                 "resume_count", "resume_at", "stop_blocks")  # the resume caps are per session
 
 
 def is_better(value, other, direction):
     return value < other if direction == "lower" else value > other
 
 
-def _finite(value):
-    import math
-    return _is_number(value) and math.isfinite(value)
-
-
 def _samples_of(entry, metric):
     samples = entry.get("samples")
-    if isinstance(samples, list) and samples and all(_finite(s) for s in samples):
+    if isinstance(samples, list) and samples and all(_is_number(s) for s in samples):
         return [float(s) for s in samples]
     return [float(metric)] if metric is not None else []
 
@@ -670,7 +684,7 @@ def fold_entry(state, entry, offset=None):
     elif kind == "control":
         _fold_control(state, entry)
     elif kind == "rebaseline":
-        samples = _samples_of(entry, entry.get("metric") if _finite(entry.get("metric")) else None)
+        samples = _samples_of(entry, entry.get("metric") if _is_number(entry.get("metric")) else None)
         if samples and state.config is not None:
             state.rebaselined_at = state.n_exp
             state.reference = {"metric": median(samples), "samples": samples, "source": "rebaseline",
@@ -694,11 +708,16 @@ def _fold_config(state, entry, offset):
         if name not in _SEGMENT_KEEP:
             setattr(state, name, getattr(fresh, name))
     segment = entry.get("segment")
-    if not _is_int(segment) or segment < 1:
+    if not _is_int(segment) or not 1 <= segment < 2 ** 31:
         segment = state.segments + 1
     state.segment = segment
     state.segments = max(state.segments, segment)
-    state.config = entry
+    state.config = dict(entry)
+    for name in ("name", "metric_name", "metric_unit"):  # junk types would break every reader
+        if not isinstance(state.config.get(name), str):
+            state.config[name] = "" if state.config.get(name) is None else json.dumps(state.config[name])
+    if state.config.get("direction") not in DIRECTIONS:
+        state.config["direction"] = "lower"
     state.config_offset = offset
     state.active = True
     state.mode = entry.get("mode") if entry.get("mode") in MODES else "optimize"
@@ -706,6 +725,7 @@ def _fold_config(state, entry, offset):
     state.reason = "initialized"
     state.started_at = entry.get("timestamp")
     state.session_id = entry.get("session_id")
+    state.hashes = entry.get("hashes") if isinstance(entry.get("hashes"), dict) else None
     state.snapshot = entry.get("snapshot") if isinstance(entry.get("snapshot"), dict) else None
 
 
@@ -717,11 +737,15 @@ def _fold_result(state, entry):
     state.n_exp += 1
     state.total_results += 1
     index = entry.get("index") if _is_int(entry.get("index")) else state.n_exp
-    metric = float(entry["metric"]) if _finite(entry.get("metric")) else None
+    metric = float(entry["metric"]) if _is_number(entry.get("metric")) else None
     point = metric if status != "crash" else None
     timestamp = entry.get("timestamp")
     if point is not None:
         state.metric_points += 1
+    if entry.get("measured") is True:
+        state.measured_results += 1
+    if state.n_exp == 1 and isinstance(entry.get("hashes"), dict):
+        state.hashes = entry["hashes"]  # the benchmark as it was at the baseline
     if status == "keep":
         state.kept += 1
         state.no_improve, state.crash_streak, state.heals = 0, 0, 0
@@ -753,7 +777,7 @@ def _fold_result(state, entry):
     if state.baseline is None and point is not None and status in ("keep", "discard"):
         state.baseline = {"index": index, "metric": point, "commit": entry.get("commit"),
                           "samples": _samples_of(entry, point), "metrics": metrics,
-                          "holdout": entry.get("holdout") if _finite(entry.get("holdout")) else None}
+                          "holdout": entry.get("holdout") if _is_number(entry.get("holdout")) else None}
     improved = entry.get("improved")
     if not isinstance(improved, bool):
         improved = (status == "keep" and point is not None and
@@ -763,7 +787,7 @@ def _fold_result(state, entry):
         state.best = {"index": index, "metric": point, "commit": entry.get("commit"),
                       "samples": samples, "metrics": metrics, "timestamp": timestamp,
                       "description": entry.get("description"),
-                      "holdout": entry.get("holdout") if _finite(entry.get("holdout")) else None}
+                      "holdout": entry.get("holdout") if _is_number(entry.get("holdout")) else None}
         inherited = len(samples) == 1 and bool((state.reference or {}).get("deterministic"))
         state.reference = {"metric": median(samples), "samples": samples, "source": "#%d" % index,
                            "timestamp": timestamp,
@@ -1034,7 +1058,7 @@ def parse_metric_line(line):
         number = float(value)
     except ValueError:
         return None
-    return (name, number) if _finite(number) else None
+    return (name, number) if _is_number(number) else None
 
 
 def valid_metric_name(name):
@@ -1391,7 +1415,7 @@ def check_guardrails(rules, metrics, baseline_metrics):
     for name in sorted(rules):
         rule = rules[name]
         value = metrics.get(name)
-        if not _finite(value):
+        if not _is_number(value):
             breaches.append({"metric": name, "value": None,
                              "message": "guardrail metric %s was not reported" % name})
             continue
@@ -1403,7 +1427,7 @@ def check_guardrails(rules, metrics, baseline_metrics):
                              "message": "%s=%s is below its min %s" % (name, _fmt(value), _fmt(rule["min"]))})
         base = (baseline_metrics or {}).get(name)
         pct = rule.get("maxRegressionPct")
-        if pct is not None and _finite(base):
+        if pct is not None and _is_number(base):
             worse = value - base if rule.get("direction", "lower") == "lower" else base - value
             regression = worse / abs(base) * 100.0 if base else (float("inf") if worse > 0 else 0.0)
             if regression > pct:
@@ -1730,13 +1754,7 @@ def snapshot_tree(session):
     user's index is never touched. The index persists, so git re-hashes only what
     changed since the last snapshot."""
     repo = require_repo(session)
-    index = session.cache("snapshot.index", create=True)
-    for stale in (index + ".lock",):
-        try:  # we hold the session lock: a leftover lock file is from a killed process
-            os.unlink(stale)
-        except OSError:
-            pass
-    env = git_env(GIT_INDEX_FILE=index)
+    index, env = private_index(session, "snapshot.index")
     if not os.path.exists(index):
         _seed_index(repo, index)
     for attempt in (1, 2):
@@ -1753,7 +1771,6 @@ def snapshot_tree(session):
         if attempt == 2:
             raise GitError(["write-tree"], tree.returncode, tree.stderr)
         _reset_index(repo, index)
-    return None
 
 
 def _seed_index(repo, index):
@@ -1777,9 +1794,12 @@ def diff_trees(session, base, current, tracked_only=False):
     (with tracked_only, not the ones `current` adds)."""
     if base == current:
         return []
+    import fnmatch
     proc = session.repo.run(["diff-tree", "-r", "-z", "--no-renames", base, current])
     fields = proc.stdout.split(b"\0")
     prefix = session.repo.relpath(session.workdir).encode("utf-8", "surrogateescape")
+    top = prefix + b"/" if prefix else b""
+    protected = {top + name.encode() for name in PROTECTED_FILES}
     changes = []
     i = 0
     while i + 1 < len(fields):
@@ -1790,8 +1810,12 @@ def diff_trees(session, base, current, tracked_only=False):
         old_mode, new_mode, old_sha, new_sha, status = meta[1:].split(b" ")
         path = fields[i + 1]
         i += 2
-        if prefix and not path.startswith(prefix + b"/"):
+        if prefix and not path.startswith(top):
             continue
+        rest = path[len(top):]
+        if path in protected or (b"/" not in rest and any(
+                fnmatch.fnmatch(os.fsdecode(rest), glob) for glob in PROTECTED_GLOBS)):
+            continue  # whatever an index holds, session files are never the experiment's
         if tracked_only and old_mode == b"000000":
             continue
         changes.append(Change(old_mode, new_mode, old_sha, new_sha, status.decode("ascii"), path))
@@ -1812,19 +1836,78 @@ def _identity_retry(repo, args, **kwargs):
     return proc
 
 
+def private_index(session, name):
+    """The environment for git to use one of autotune's own index files (a lock file
+    left by a killed process is removed: callers hold the session lock)."""
+    index = session.cache(name, create=True)
+    try:
+        os.unlink(index + ".lock")
+    except OSError:
+        pass
+    return index, git_env(GIT_INDEX_FILE=index)
+
+
+def _index_records(entries):
+    """`git update-index -z --index-info` input for (mode, sha, path) entries; a 000000
+    mode removes the path."""
+    return b"".join((b"0 " + b"0" * len(sha) if mode == b"000000" else mode + b" " + sha)
+                    + b"\t" + path + b"\0" for mode, sha, path in entries)
+
+
 def commit_changes(session, changes, message):
-    """Commits exactly the experiment's paths (the user's other staged or unstaged
-    work stays as it was); returns the new HEAD."""
+    """Commits the measured contents of the experiment's paths on top of HEAD through a
+    private index: no pathspecs, hooks or --only semantics, and what is committed is what
+    the snapshot measured. The user's index then agrees with the new HEAD for those paths;
+    their other staged work stays staged. Returns the new HEAD, or None when HEAD already
+    holds exactly this tree."""
     repo = session.repo
-    paths = b"".join(change.path + b"\0" for change in changes)
-    env = git_env(GIT_LITERAL_PATHSPECS="1")
-    repo.run(["add", "-A", "--pathspec-from-file=-", "--pathspec-file-nul"], input=paths, env=env)
-    message_file = session.cache("commit-message", create=True)
-    with open(message_file, "wb") as handle:
-        handle.write(message.encode("utf-8", "surrogateescape"))
-    _identity_retry(repo, ["commit", "-q", "--no-verify", "--only", "-F", message_file,
-                           "--pathspec-from-file=-", "--pathspec-file-nul"], input=paths, env=env)
-    return repo.head()
+    head = repo.head()
+    _, env = private_index(session, "commit.index")
+    repo.run(["read-tree"] + ([head] if head else ["--empty"]), env=env)
+    records = _index_records((c.new_mode, c.new_sha, c.path) for c in changes)
+    repo.run(["update-index", "-z", "--index-info"], input=records, env=env)
+    tree = repo.run(["write-tree"], env=env).stdout.decode().strip()
+    if head and tree == head_tree(repo, head):
+        return None
+    commit = _identity_retry(repo, ["commit-tree", tree, "-F", "-"] + (["-p", head] if head else []),
+                             input=message.encode("utf-8", "surrogateescape")).stdout.decode().strip()
+    repo.run(["update-ref", "-m", "autotune: keep", "HEAD", commit, head or "0" * len(commit)])
+    repo.run(["update-index", "-z", "--index-info"], input=records, check=False)
+    return commit
+
+
+def anchor_snapshot(session, tree):
+    """Keeps the snapshot safe from `git gc`: for untracked files it is the only copy."""
+    session.repo.run(["update-ref", "--no-deref", "refs/autotune/snapshot/" +
+                      os.path.basename(session.cache_dir), tree])
+
+
+def ignored_by_base(session, base, paths):
+    """The paths that the .gitignore files of tree `base` ignore (with the repository's
+    own excludes): a file the user had ignored stays the user's, whatever an experiment
+    did to .gitignore."""
+    import tempfile
+    repo = session.repo
+    names = [n for n in repo.run(["ls-tree", "-r", "-z", "--name-only", base]).stdout.split(b"\0")
+             if n == b".gitignore" or n.endswith(b"/.gitignore")]
+    with tempfile.TemporaryDirectory(prefix="autotune-ignore-") as rules:
+        for name in names:
+            target = os.path.join(rules, os.fsdecode(name))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as handle:
+                handle.write(repo.run(["cat-file", "blob", "%s:%s" % (base, os.fsdecode(name))]).stdout)
+        proc = repo.run(["--work-tree=" + rules, "check-ignore", "--no-index", "-z", "--stdin"],
+                        input=b"".join(p + b"\0" for p in paths), check=False)
+    return set(proc.stdout.split(b"\0")) - {b""}
+
+
+def without_users_ignored(session, base, changes):
+    """Drops the files an experiment seems to create only because it edited .gitignore."""
+    if not any(c.path.rsplit(b"/", 1)[-1] == b".gitignore" for c in changes):
+        return changes
+    created = [c.path for c in changes if c.old_mode == b"000000"]
+    users = ignored_by_base(session, base, created) if created else set()
+    return [c for c in changes if c.path not in users]
 
 
 def save_discarded(session, base_tree, current_tree, label, description):
@@ -1847,42 +1930,28 @@ def save_discarded(session, base_tree, current_tree, label, description):
 
 
 def restore_changes(session, changes):
-    """Returns the changed paths to their snapshot state: modified and deleted files
-    get their old content back, files the experiment created are removed, submodules
-    are left alone."""
+    """Returns the changed paths to their snapshot state: modified and deleted files get
+    their old content back, files the experiment created are removed, submodules are left
+    alone (reported by the caller). Directories are never removed: an empty one is
+    invisible to git, and it may be the user's."""
     repo = session.repo
-    index = session.cache("snapshot.index", create=True)
-    env = git_env(GIT_INDEX_FILE=index)
-    records, checkout, created = [], [], []
-    for change in changes:
-        if b"160000" in (change.old_mode, change.new_mode):
-            continue
-        if change.old_mode == b"000000":
-            records.append(b"0 " + b"0" * len(change.old_sha) + b"\t" + change.path)
-            created.append(change.path)
-        else:
-            records.append(change.old_mode + b" " + change.old_sha + b"\t" + change.path)
-            checkout.append(change.path)
-    if records:
-        repo.run(["update-index", "-z", "--index-info"], input=b"\0".join(records) + b"\0", env=env)
+    _, env = private_index(session, "snapshot.index")
+    files = [c for c in changes if b"160000" not in (c.old_mode, c.new_mode)]
+    if files:
+        repo.run(["update-index", "-z", "--index-info"], env=env,
+                 input=_index_records((c.old_mode, c.old_sha, c.path) for c in files))
+    checkout = [c.path for c in files if c.old_mode != b"000000"]
     if checkout:
         repo.run(["checkout-index", "-f", "-u", "-z", "--stdin"],
                  input=b"\0".join(checkout) + b"\0", env=env)
-    workdir = os.path.realpath(session.workdir)
-    for path in created:
-        full = os.path.join(repo.root, os.fsdecode(path))
-        try:
-            if os.path.islink(full) or os.path.isfile(full):
-                os.unlink(full)
-        except OSError:
-            continue
-        parent = os.path.dirname(full)
-        while _is_inside(parent, workdir) and not _same_path(parent, workdir):
+    for change in files:
+        if change.old_mode == b"000000":
+            full = os.path.join(repo.root, os.fsdecode(change.path))
             try:
-                os.rmdir(parent)
+                if os.path.islink(full) or os.path.isfile(full):
+                    os.unlink(full)
             except OSError:
-                break
-            parent = os.path.dirname(parent)
+                pass
 
 
 def _one_line(text, limit):
@@ -2016,6 +2085,16 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
     return outcome
 
 
+def benchmark_env(**extra):
+    """The caller's environment without the variables that make a shell run other code
+    first (BASH_ENV, ENV, exported functions): a way to fake any benchmark's output."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("BASH_ENV", "ENV") and not k.startswith("BASH_FUNC_")}
+    env["AUTOTUNE"] = "1"
+    env.update(extra)
+    return env
+
+
 def script_argv(path):
     return [path] if os.access(path, os.X_OK) else ["bash", path]
 
@@ -2116,7 +2195,7 @@ def metrics_arg(text, flag="--metrics"):
     for name, number in value.items():
         if not valid_metric_name(name):
             fail("bad_metrics", "%s: %s is not a valid metric name." % (flag, json.dumps(name)))
-        if not _finite(number):
+        if not _is_number(number):
             fail("bad_metrics", "%s: %s must be a finite number, got %s." % (
                 flag, name, json.dumps(number)))
     return {name: float(number) if isinstance(number, float) else number for name, number in value.items()}
@@ -2172,18 +2251,23 @@ def file_hashes(session):
 
 
 def check_integrity(session, state):
-    """A benchmark changed within a segment would move the goalposts: refuse."""
-    recorded = (state.config or {}).get("hashes")
-    if not isinstance(recorded, dict):
+    """A benchmark changed within a segment would move the goalposts: refuse. It may be
+    edited freely until the baseline is logged; from then on it is fixed."""
+    recorded = state.hashes
+    if not isinstance(recorded, dict) or state.n_exp == 0:
         return
     current = file_hashes(session)
     for name in INTEGRITY_FILES:
         if recorded.get(name) != current.get(name):
             what = ("was added" if name not in recorded else "was removed" if name not in current
                     else "changed")
-            fail("benchmark_changed", "%s %s since `autotune init` started segment %d; a segment "
-                 "must measure with one benchmark. Re-run `autotune init` (same --name/--metric) "
-                 "to start a new segment with it." % (name, what, state.segment))
+            config = state.config or {}
+            fail("benchmark_changed", "%s %s since the baseline of segment %d; a segment measures "
+                 "with one benchmark. Start a new segment with it: autotune init --name %s "
+                 "--metric %s%s --direction %s" % (
+                     name, what, state.segment, _shell_quote(config.get("name") or "loop"),
+                     config.get("metric_name"), (" --unit %s" % _shell_quote(config["metric_unit"]))
+                     if config.get("metric_unit") else "", config.get("direction")))
 
 
 def environment(head):
@@ -2281,6 +2365,7 @@ def cmd_init(args):
             reinit = state.config is not None
             segment = state.segment if (reinit and state.n_exp == 0) else state.segment + 1
             snapshot = {"tree": snapshot_tree(session), "head": repo.head()}
+            anchor_snapshot(session, snapshot["tree"])
             entry = {"type": "config", "name": name, "metric_name": args.metric, "metric_unit": unit,
                      "direction": args.direction, "segment": segment, "mode": session.settings.mode,
                      "objective": {"primaryMetric": args.metric, "direction": args.direction}}
@@ -2398,8 +2483,7 @@ def cmd_run(args):
         if state.snapshot and tree_before == state.snapshot.get("tree") and state.n_exp:
             warnings.append("the working tree has no change since the last logged result, so "
                             "this run measures the kept code")
-    env = dict(os.environ, AUTOTUNE="1", AUTOTUNE_SEGMENT=str(state.segment),
-               AUTOTUNE_RUN=str(state.n_exp + 1))
+    env = benchmark_env(AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_RUN=str(state.n_exp + 1))
     reference = (state.reference or {}).get("samples") or None
     deterministic = bool((state.reference or {}).get("deterministic"))
     plan = sampling_plan(reference, repeat, settings, deterministic)
@@ -2432,7 +2516,8 @@ def cmd_run(args):
                     _fmt(evidence.get("p_value")), len(samples), step))
                 target += step
     m = Measurement(segment=state.segment, timestamp=utc_now(), command=shown, pname=pname,
-                    samples=samples, sample_metrics=sample_metrics, warnings=warnings, head=head)
+                    samples=samples, sample_metrics=sample_metrics, warnings=warnings, head=head,
+                    hashes=file_hashes(session))
     m.exit, m.timeout, m.reason = outcome.exit, outcome.timeout, reason
     m.dur = round(total_dur, 3)
     m.output = outcome.output if not outcome.error else outcome.error
@@ -2595,7 +2680,15 @@ def cmd_log(args):
             if m is None:
                 fail("no_measurement", "--status auto needs a measurement: run `autotune run` first.")
             status = m.suggested_status
+        # a keep sets the best the next runs are judged against: in a segment driven by
+        # `run`, a typed-in number there is an invention unless a person says otherwise
+        typed_keep = m is None and metric_flag is not None and status == "keep" and state.measured_results
+        if typed_keep and not (args.force and override):
+            fail("unmeasured_metric", "This segment's results come from `autotune run`, and there "
+                 "is no measurement to keep: run the benchmark (`autotune run`), then log without "
+                 "--metric. A typed-in number needs --force --reason \"why\" (recorded).")
         metric, measured = metric_for_log(status, metric_flag, m, args.force)
+        forced = bool(typed_keep)
         metrics = metrics_flag if metrics_flag is not None else (dict(m.metrics) if m and m.passed else {})
         if metrics_flag is not None and m is not None and m.passed and not args.force:
             differing = sorted(k for k in set(metrics_flag) | set(m.metrics)
@@ -2614,12 +2707,12 @@ def cmd_log(args):
                          ("missing " + ", ".join(missing)) if missing else "",
                          ("; " if missing and extra else "") + (("new " + ", ".join(extra)) if extra else "")))
         verdict = m.verdict if (m is not None and (measured or m.crashed)) else None
-        forced = False
         if status == "keep" and verdict in BLOCKING_VERDICTS:
             if not (args.force and override):
-                fail("keep_refused", "The measurement's verdict is %s, so a keep is refused; log "
-                     "--status %s, or override with --force --reason \"why\"." % (
-                         verdict, m.suggested_status))
+                fail("keep_refused", "The measurement's verdict is %s%s, so a keep is refused; log "
+                     "--status %s, or a person overrides it with --force --reason \"why\"." % (
+                         verdict, " (significantly worse than the best)" if verdict == "worse" else "",
+                         m.suggested_status))
             forced = True
         head = repo.head()
         snap = state.snapshot or {}
@@ -2630,7 +2723,8 @@ def cmd_log(args):
                         and head.startswith(args.commit.lower()))
             if not adopting and not args.force:
                 fail("head_moved", head_moved_message(snap["head"], head, own))
-            skip_git = forced = not adopting
+            skip_git = not adopting
+            forced = forced or skip_git
         if status == "keep":
             improved = (verdict in ("baseline", "improved") if verdict is not None else
                         state.best is None or is_better(metric, state.best["metric"], direction))
@@ -2647,6 +2741,8 @@ def cmd_log(args):
         git_info, commit, next_tree = apply_git(session, state, status, description, pname,
                                                 metric, config.get("metric_unit"), label, index,
                                                 current, head, skip_git, args.commit)
+        if next_tree != snap.get("tree"):
+            anchor_snapshot(session, next_tree)
         health = advance(health_fields(state), status, improved, settings)
         best_metric = metric if improved else (state.best or {}).get("metric")
         finished = budget_reason(index, best_metric, direction, settings,
@@ -2661,7 +2757,9 @@ def cmd_log(args):
             reason=health["reason"], files=git_info.get("files", []), mode=health["mode"],
             active=health["active"], improved=improved, measured=measured, git=git_info,
             snapshot={"tree": next_tree, "head": repo.head()},
-            session_id=os.environ.get("CLAUDE_CODE_SESSION_ID") or None)
+            session_id=os.environ.get("CLAUDE_CODE_SESSION_ID") or None,
+            hashes=((m.hashes if m is not None and m.hashes else file_hashes(session))
+                    if state.n_exp == 0 else None))
         if m is not None and measured:
             result.samples = [_round(s) for s in m.samples] or None
             result.verdict, result.evidence, result.env, result.run_dur = m.verdict, m.evidence, m.env, m.dur
@@ -2707,11 +2805,11 @@ def own_unlogged_commit(repo, head, snapshot_head):
     HEAD (a `log` killed between its commit and its log line), else None."""
     if not head:
         return None
-    proc = repo.run(["log", "-1", "--format=%P%x00%B", head], check=False)
+    proc = repo.run(["cat-file", "commit", head], check=False)
     if proc.returncode != 0:
         return None
-    parents, _, message = proc.stdout.decode("utf-8", "replace").partition("\0")
-    first = (parents.split() or [""])[0]
+    headers, _, message = proc.stdout.decode("utf-8", "replace").partition("\n\n")
+    first = next((line[7:] for line in headers.splitlines() if line.startswith("parent ")), "")
     if first != snapshot_head or not message.startswith("autotune: ") or "Autotune-Metric:" not in message:
         return None
     subject = message.split("\n", 1)[0][len("autotune: "):]
@@ -2753,12 +2851,12 @@ def metric_for_log(status, metric_flag, m, force):
                  "it with --status crash." % (m.reason or "no metric", status))
         return m.primary, True
     if status in ("keep", "discard"):
-        fail("missing_metric", "No measurement to log: run `autotune run` first (or pass --metric).")
+        fail("missing_metric", "No measurement to log: run the benchmark first (`autotune run`).")
     return None, False
 
 
-def _num(value):
-    """Shortest exact text of a number (for commit trailers)."""
+def trailer_number(value):
+    """The shortest exact text of a number, for the Autotune-Metric trailer."""
     if isinstance(value, float) and value == int(value) and abs(value) < 1e15:
         return str(int(value))
     return repr(value)
@@ -2787,35 +2885,43 @@ def apply_git(session, state, status, description, pname, metric, unit, label, i
             return {"action": "none", "message": "recorded the given commit"}, full[:7], current
         # without a snapshot (a session of the first implementation) untracked files are
         # not known to be the experiment's: they are neither committed nor deleted
-        changes = diff_trees(session, base or head_tree(repo, head), current, tracked_only=base is None)
-        if not changes:
+        base_tree = base or head_tree(repo, head)
+        changes = without_users_ignored(session, base_tree, diff_trees(
+            session, base_tree, current, tracked_only=base is None))
+        new_head = commit_changes(session, changes, "autotune: %s\n\nAutotune-Metric: %s=%s%s\n" % (
+            description.rstrip(), pname, trailer_number(metric), (" " + unit) if unit else "")) \
+            if changes else None
+        if new_head is None:
             return {"action": "none", "message": "nothing to commit"}, short, current
-        message = "autotune: %s\n\nAutotune-Metric: %s=%s%s\n" % (
-            description.rstrip(), pname, _num(metric), (" " + unit) if unit else "")
-        new_head = commit_changes(session, changes, message)
         return ({"action": "commit", "commit": new_head[:7], "files": [c.name for c in changes]},
                 new_head[:7], current)
     keep_created = base is None
     base = base or head_tree(repo, head)
-    changes = diff_trees(session, base, current, tracked_only=keep_created)
+    every = diff_trees(session, base, current, tracked_only=keep_created)
+    changes = without_users_ignored(session, base, every)
     if not changes:
         return {"action": "none", "message": "nothing to revert"}, short, current
     ref = save_discarded(session, base, current, label, description)
     restore_changes(session, changes)
-    next_tree = snapshot_tree(session) if keep_created else base
-    return ({"action": "revert", "files": [c.name for c in changes], "saved": ref,
-             "restore": "autotune restore %d" % index}, short, next_tree)
+    left = [c.name for c in changes if b"160000" in (c.old_mode, c.new_mode)]
+    info = {"action": "revert", "files": [c.name for c in changes if c.name not in left], "saved": ref,
+            "restore": "autotune restore %s" % (index if ref.endswith("/" + label) else ref.rsplit("/", 1)[-1])}
+    if left:
+        info["left"] = left
+        info["message"] = ("submodules are not reverted (%s): check them out by hand" % ", ".join(left))
+    exact = not (keep_created or left or len(changes) != len(every))
+    return info, short, (base if exact else snapshot_tree(session))
 
 
-def control(action, **fields):
-    """Appends a control line (stop, resume, repair, snapshot) and returns the state."""
-    session = require_session(find_session())
+def control(action, check=None, **fields):
+    """Appends a control line (stop, resume, repair) unless `check` returns a note saying
+    why not; returns (session, state, note)."""
+    session = require_session(find_session(lenient=action == "stop"))
     with LogLock(session) as lock:
         loaded = load_state(session)
         torn_tail_error(session, loaded)
         state = loaded.state
         require_config(session, state)
-        check = fields.pop("check", None)
         if check is not None:
             message = check(session, state)
             if message:
@@ -2863,7 +2969,7 @@ def report_control(args, state, message):
 
 def cmd_clear(args):
     import shutil
-    session = find_session()
+    session = find_session(lenient=True)
     targets = [p for p in (session.log_path, session.state_path) if os.path.exists(p)]
     cache = session.cache_dir if session.repo else None
     if not targets and not (cache and os.path.isdir(cache)):
@@ -2872,7 +2978,7 @@ def cmd_clear(args):
     if not args.yes:
         if not (sys.stdin.isatty() and sys.stdout.isatty()):
             fail("needs_confirmation", "clear deletes %s; without a terminal to confirm on, pass "
-                 "--yes." % ", ".join(os.path.basename(p) for p in targets) or "the caches")
+                 "--yes." % (", ".join(os.path.basename(p) for p in targets) or "the caches"))
         say("This deletes %s in %s (autotune.md, the benchmark and git history stay)." % (
             ", ".join(os.path.basename(p) for p in targets), session.workdir))
         sys.stdout.write("Type 'yes' to confirm: ")
@@ -2880,10 +2986,20 @@ def cmd_clear(args):
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             say("autotune: nothing deleted")
             return 1
-    for path in targets:
-        os.unlink(path)
-    if cache and os.path.isdir(cache):
-        shutil.rmtree(cache, ignore_errors=True)
+    lock = LogLock(session) if session.exists() else None
+    if lock is not None:
+        lock.__enter__()  # a concurrent `log` must not append to a file being deleted
+    try:
+        for path in targets:
+            os.unlink(path)
+        if cache and os.path.isdir(cache):
+            shutil.rmtree(cache, ignore_errors=True)
+        if session.repo is not None and cache:
+            session.repo.run(["update-ref", "-d", "refs/autotune/snapshot/" + os.path.basename(cache)],
+                             check=False)
+    finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)
     say("autotune: cleared %s (discarded experiments stay under refs/autotune/)" % (
         ", ".join(os.path.basename(p) for p in targets) or "caches"))
     return 0
@@ -2915,7 +3031,7 @@ def cmd_rebaseline(args):
                  ", ".join(changed[:10]))
     count = args.repeat or DEFAULT_REBASELINE
     timeout = args.timeout if args.timeout is not None else session.settings.timeout
-    env = dict(os.environ, AUTOTUNE="1", AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_REBASELINE="1")
+    env = benchmark_env(AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_REBASELINE="1")
     samples, sample_metrics = [], []
     for i in range(count):
         env["AUTOTUNE_SAMPLE"] = str(i + 1)
@@ -2970,28 +3086,51 @@ def cmd_restore(args):
             for row in rows:
                 say("%-8s %s  %s" % (row["label"], row["date"][:19], row["subject"]))
         return 0
-    segment = args.segment
-    if segment is None:
-        state = load_state(require_session(session)).state
-        segment = state.segment
-    ref = "refs/autotune/discarded/%d.%d" % (segment, args.index)
-    if repo.run(["rev-parse", "-q", "--verify", ref], check=False).returncode != 0:
-        fail("no_such_experiment", "No discarded experiment %d in segment %d (no %s); "
-             "`autotune restore --list` shows what is saved." % (args.index, segment, ref))
-    diff = repo.run(["diff", "--binary", "--full-index", ref + "^", ref]).stdout
+    ref, label = discarded_ref(session, args.index, args.segment)
+    if repo.run(["rev-parse", "-q", "--verify", ref + "^{commit}"], check=False).returncode != 0:
+        fail("no_such_experiment", "No discarded experiment %s is saved (no %s); `autotune restore "
+             "--list` shows what is." % (label, ref))
+    diff = repo.run(["diff-tree", "-p", "--binary", "--full-index", ref + "^", ref]).stdout
     proc = repo.run(["apply", "--whitespace=nowarn"], input=diff, check=False)
     if proc.returncode != 0:
-        fail("restore_conflict", "Experiment %d.%d does not apply to the working tree as it is now "
+        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        fail("restore_conflict", "Experiment %s does not apply to the working tree as it is now "
              "(%s); nothing was changed. Inspect it with `git show %s`." % (
-                 segment, args.index, proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:],
-                 ref))
-    files = repo.run(["diff", "--name-only", ref + "^", ref]).stdout.decode("utf-8", "replace").split()
+                 label, lines[-1] if lines else "git apply failed", ref))
+    files = [p.decode("utf-8", "replace") for p in repo.run(
+        ["diff-tree", "-r", "-z", "--name-only", ref + "^", ref]).stdout.split(b"\0") if p]
     if args.json:
         output({"status": "restored", "ref": ref, "files": files})
     else:
-        say("autotune: restored experiment %d.%d into the working tree (%s)" % (
-            segment, args.index, ", ".join(files)))
+        say("autotune: restored experiment %s into the working tree (%s)" % (label, ", ".join(files)))
     return 0
+
+
+def discarded_ref(session, which, segment=None):
+    """(ref, label) of a discarded experiment: a label such as 1.7 or 1.7-2, or an index
+    of the current (or given) segment, looked up in the log, which records the ref."""
+    if "." in which:
+        return "refs/autotune/discarded/" + which, which
+    index = int(which)
+    if session.exists():
+        state = load_state(session).state
+        segment = segment or state.segment
+        for entry in reversed(read_entries(session, state.config_offset if segment == state.segment else 0)):
+            if (entry.get("type") == "result" and entry.get("index") == index
+                    and entry.get("segment", segment) == segment and isinstance(entry.get("git"), dict)):
+                saved = entry["git"].get("saved")
+                if isinstance(saved, str) and saved.startswith("refs/autotune/discarded/"):
+                    return saved, saved.rsplit("/", 1)[-1]
+    label = "%d.%d" % (segment or 1, index)
+    return "refs/autotune/discarded/" + label, label
+
+
+def _discard_label(text):
+    """argparse type: 7, or a saved label such as 1.7 or 1.7-2."""
+    import re
+    if not re.match(r"^[0-9]{1,9}(\.[0-9]{1,9}(-[0-9]{1,4})?)?$", text or ""):
+        raise argparse.ArgumentTypeError("must be an experiment index (7) or a label (1.7, 1.7-2), got %r" % text)
+    return text
 
 
 def reason_text(state, settings):
@@ -3118,7 +3257,7 @@ def cmd_start(args):
 # Doctor: every check returns problems as (code, message, fix or None).
 
 def cmd_doctor(args):
-    session = find_session()
+    session = find_session(lenient=True)
     problems = []  # dicts: code, message, fixable, fixed
     fixes = []
 
@@ -3160,12 +3299,8 @@ def cmd_doctor(args):
     elif cached.get("format") != STATE_FORMAT:
         problem("state_legacy", "%s was written by another version; it will be rebuilt from the log." %
                 STATE_FILE, fix=lambda lock: _fix_state(session))
-    config_path = session.path(CONFIG_FILE)
-    if os.path.exists(config_path):
-        try:
-            load_settings(config_path)
-        except AutotuneError as exc:
-            problem("bad_config", exc.message)
+    if session.config_error:
+        problem("bad_config", session.config_error)
     bench = session.path(BENCH_FILE)
     if not os.path.isfile(bench):
         problem("no_benchmark", "%s does not exist; `run` needs it." % BENCH_FILE)
@@ -3248,6 +3383,7 @@ def _fix_snapshot(session, lock):
     loaded = load_state(session)
     entry = {"type": "control", "action": "snapshot", "timestamp": utc_now(),
              "snapshot": {"tree": snapshot_tree(session), "head": session.repo.head()}}
+    anchor_snapshot(session, entry["snapshot"]["tree"])
     append_entries(lock, session, loaded, [entry])
 
 
@@ -3283,12 +3419,13 @@ def read_payload(stream=None):
 
 
 def payload_session(payload):
-    """The active session of the payload's directory, or None."""
+    """The session of the payload's directory (a broken config means defaults, and
+    session.config_error says so: a typo must not switch the guard off), or None."""
     cwd = payload.get("cwd")
     if not isinstance(cwd, str) or not os.path.isdir(cwd):
         cwd = os.getcwd()
     try:
-        session = find_session(cwd)
+        session = find_session(cwd, lenient=True)
         if not session.exists():
             return None, None
         loaded = load_state(session)
@@ -3354,7 +3491,9 @@ def hook_stop(payload):
             return None
         return {"systemMessage": "autotune: the loop in %s is still active (%d runs, %s). Resume "
                 "it with `claude --agent autotune` or `autotune start`; stop it with `autotune "
-                "stop`." % (session.workdir, state.n_exp, state.health)}
+                "stop`.%s" % (session.workdir, state.n_exp, state.health, (
+                    " Its config is broken, so defaults apply: %s Run `autotune doctor`." %
+                    session.config_error) if session.config_error else "")}
     if not owner or session_id != owner:
         return None  # never hijack a session that does not run the loop
     settings = session.settings
@@ -3466,9 +3605,11 @@ def classify_run_command(command):
         return True, False, []
     substitution = "$(" in command or "`" in command or "\n" in command
     words = list(tokens)
+    assigned = False
     while words and "=" in words[0] and not words[0].startswith("=") and \
             words[0].split("=", 1)[0].replace("_", "").isalnum():
-        words.pop(0)  # leading VAR=value assignments
+        words.pop(0)  # leading VAR=value assignments (BASH_ENV=... would fake the benchmark)
+        assigned = True
     if words and os.path.basename(words[0]).startswith("python") and len(words) > 1:
         words.pop(0)
     elif words and words[0] in ("bash", "sh") and len(words) > 1 and not words[1].startswith("-"):
@@ -3484,7 +3625,7 @@ def classify_run_command(command):
         return False, True, []  # on its own, a command whose arguments are data
     else:
         return True, False, []  # `run` reached through a wrapper, or not at its start
-    plain = not substitution and not any(t in _OPERATORS for t in tokens)
+    plain = not (substitution or assigned or any(t in _OPERATORS for t in tokens))
     return True, plain, args
 
 
@@ -3498,8 +3639,9 @@ def _run_command_values(args):
     return values
 
 
-_BENCH_WRITE = ("tee", "cp", "mv", "rm", "truncate", "dd", "install", "ln", "chmod", "perl", "python",
-                "python3")
+_BENCH_WRITE = ("tee", "cp", "mv", "rm", "truncate", "dd", "install", "ln", "chmod")
+_INTERPRETERS = r"\b(?:perl|python3?|ruby|node)\b"
+_WRITES_IN_CODE = r"\s-[a-zA-Z]*i\b|open\(|\.write|write_text|unlink|rename|replace\("
 
 
 def hook_pre_tool_use(payload):
@@ -3514,23 +3656,20 @@ def hook_pre_tool_use(payload):
         if not isinstance(path, str):
             return None
         cwd = payload.get("cwd") if isinstance(payload.get("cwd"), str) else os.getcwd()
-        if os.path.basename(os.path.realpath(os.path.join(cwd, path))) not in INTEGRITY_FILES:
+        full = os.path.realpath(os.path.join(cwd, path))
+        if os.path.basename(full) not in GUARDED_ALWAYS + GUARDED_UNTIL_BASELINE + ("autotune.py",):
             return None
     else:
         return None
     session, loaded = payload_session(payload)
     if session is None or not loaded.state.active:
         return None
+    state = loaded.state
     if tool == "Bash":
-        reason = bash_denial(command, session)
+        reason = bash_denial(command, session, state)
     else:
-        full = os.path.join(payload.get("cwd") or session.workdir, path)
-        reason = None
-        if any(_same_path(full, session.path(name)) for name in INTEGRITY_FILES):
-            reason = ("%s is part of the benchmark of the active autotune segment %d; changing it "
-                      "mid-segment would move the goalposts. To change it: `autotune stop`, edit "
-                      "it, then `autotune init` again to start a new segment." % (
-                          os.path.basename(path), loaded.state.segment))
+        reason = next((guard_reason(name, state) for name in guarded_files(session, state)
+                       if _same_path(full, session.path(name))), None)
     if not reason:
         return None
     return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
@@ -3556,14 +3695,15 @@ def _plain_autotune_call(command):
     return bool(words) and os.path.basename(words[0]) in ("autotune", "autotune.py")
 
 
-def bash_denial(command, session):
+def bash_denial(command, session, state):
     """Why a Bash command must not run during an active segment, or None."""
     import re
     invokes, plain, args = classify_run_command(command)
     if invokes and not plain:
         return ("autotune: `autotune run` must be called on its own, as `autotune run` (optionally "
                 "--command ./autotune.sh, --timeout, --repeat): no other commands, pipes, "
-                "substitutions or wrappers around it.")
+                "substitutions, variable assignments or wrappers around it (to change directory, "
+                "run `cd DIR` as a command of its own first).")
     if invokes:
         for value in _run_command_values(args):
             if os.path.isfile(session.path(BENCH_FILE)) and not is_benchmark_command(value, session.workdir):
@@ -3572,7 +3712,7 @@ def bash_denial(command, session):
         return None
     if _plain_autotune_call(command):
         return None  # `autotune log --description "..."` alone: its arguments are data
-    for name in INTEGRITY_FILES:
+    for name in guarded_files(session, state):
         if name not in command:
             continue
         pattern = re.escape(name)
@@ -3580,10 +3720,39 @@ def bash_denial(command, session):
                 or re.search(r"\bsed\b[^|;&]*\s-(?:[a-zA-Z]*i|-in-place)\b[^|;&]*%s" % pattern, command)
                 or re.search(r"\b(?:%s)\b[^|;&]*%s" % ("|".join(_BENCH_WRITE), pattern), command)
                 and not re.search(r"^\s*(?:cp|install|ln)\s[^|;&<>]*%s[^|;&<>]*\s\S+\s*$" % pattern, command)
-                or re.search(r"\bgit\s+(?:checkout|restore|rm|mv|apply|stash)\b[^|;&]*%s" % pattern, command)):
-            return ("autotune: this command would change %s, the benchmark of the active segment. "
-                    "To change it: `autotune stop`, edit it, then `autotune init` again." % name)
+                or re.search(r"\bgit\s+(?:checkout|restore|rm|mv|apply|stash)\b[^|;&]*%s" % pattern, command)
+                or re.search(_INTERPRETERS, command) and re.search(_WRITES_IN_CODE, command)):
+            return guard_reason(name, state)
     return None
+
+
+GUARDED_UNTIL_BASELINE = INTEGRITY_FILES + (CONFIG_FILE,)
+GUARDED_ALWAYS = (LOG_FILE, STATE_FILE)
+
+
+def guarded_files(session, state):
+    """What the agent may not change during an active segment: autotune's own records, a
+    copy of autotune.py inside the working directory, and, once the baseline is logged,
+    the benchmark, checks, holdout and config (changing them would move the goalposts)."""
+    names = list(GUARDED_ALWAYS)
+    if state.n_exp:
+        names += GUARDED_UNTIL_BASELINE
+    me = os.path.realpath(os.path.abspath(__file__))
+    if os.path.dirname(me) == os.path.realpath(session.workdir):
+        names.append(os.path.basename(me))
+    return names
+
+
+def guard_reason(name, state):
+    if name in GUARDED_ALWAYS:
+        return ("autotune: %s is autotune's own record of the loop; only autotune writes it "
+                "(autotune log, stop, doctor --fix)." % name)
+    if name in GUARDED_UNTIL_BASELINE:
+        return ("autotune: %s is part of the benchmark of the active segment %d, fixed by its "
+                "baseline; changing it mid-segment would move the goalposts. To change it: "
+                "`autotune stop`, edit it, then `autotune init` again to start a new segment." % (
+                    name, state.segment))
+    return "autotune: %s is the loop's own decision engine, not part of the experiment." % name
 
 
 def hook_session_start(payload):
@@ -3630,6 +3799,8 @@ def session_summary(session, loaded, recent=6):
     if ideas:
         lines.append("Open ideas (autotune.ideas.md): " + " | ".join(ideas[:8]))
     lines.append("Resume: read autotune.md, run `autotune explain`, then continue the loop.")
+    if session.config_error:
+        lines.append("Warning: %s (defaults apply until a person fixes it)." % session.config_error)
     return "\n".join(lines)
 
 
@@ -3695,7 +3866,8 @@ def statusline_text(payload, colors):
         state = loaded.state
         health = state.health or "running"
         text = "%s %s" % (HEALTH_ICON.get(health, "●"), health)
-        parts.append("autotune " + colors.paint(HEALTH_COLOR.get(health, "bold"), text))
+        parts.append("autotune " + colors.paint(HEALTH_COLOR.get(health, "bold"), text)
+                     + (colors.yellow(" ⚠ config") if session.config_error else ""))
         parts.append("#%d" % state.n_exp)
         parts.append("keep %d · no-imp %d · crash %d" % (state.keep_streak, state.no_improve,
                                                         state.crash_streak))
@@ -3983,7 +4155,12 @@ def segment_rows(entries):
             else:
                 segments.append({"number": number, "config": entry, "results": []})
         elif kind == "result" and segments and entry.get("status") in STATUSES:
-            segments[-1]["results"].append(entry)
+            row = dict(entry)
+            for name in ("commit", "description", "verdict", "health", "reason", "failure", "timestamp"):
+                value = row.get(name)
+                if value is not None and not isinstance(value, str):
+                    row[name] = json.dumps(value, ensure_ascii=False)
+            segments[-1]["results"].append(row)
     return segments
 
 
@@ -4010,7 +4187,7 @@ def sparkline(values, width):
 def best_so_far(results, direction):
     best, series = None, []
     for row in results:
-        metric = row.get("metric") if _finite(row.get("metric")) else None
+        metric = row.get("metric") if _is_number(row.get("metric")) else None
         if row.get("status") == "keep" and metric is not None and row.get("improved", True) is not False:
             if best is None or is_better(metric, best, direction):
                 best = metric
@@ -4027,13 +4204,13 @@ def dashboard_data(session, loaded, full=False, limit=20):
     base = data.get("baseline")
     rows = []
     for row in results if full else results[-limit:]:
-        metric = row.get("metric") if _finite(row.get("metric")) and row.get("status") != "crash" else None
+        metric = row.get("metric") if _is_number(row.get("metric")) and row.get("status") != "crash" else None
         rows.append({"index": row.get("index"), "status": row.get("status"), "metric": _round(metric),
                      "vs_baseline_pct": _round((metric - base) / abs(base) * 100, 2)
                      if metric is not None and base else None,
                      "commit": row.get("commit"), "description": row.get("description"),
                      "verdict": row.get("verdict"), "timestamp": row.get("timestamp")})
-    series = [row.get("metric") if _finite(row.get("metric")) and row.get("status") != "crash" else None
+    series = [row.get("metric") if _is_number(row.get("metric")) and row.get("status") != "crash" else None
               for row in results]
     data.update(rows=rows, shown=len(rows), total=len(results),
                 trend=sparkline(series, 60), best_trend=sparkline(best_so_far(results, direction), 60),
@@ -4166,7 +4343,7 @@ def _svg_chart(group, width=960, height=340):
         for row in segment["results"]:
             points.append((segment, row))
     values = [row.get("metric") for _, row in points
-              if _finite(row.get("metric")) and row.get("status") != "crash"]
+              if _is_number(row.get("metric")) and row.get("status") != "crash"]
     if not points:
         return ""
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
@@ -4214,7 +4391,7 @@ def _svg_chart(group, width=960, height=340):
         parts.append('<text class="segment-label" x="%.1f" y="%d">segment %s: %s</text>' % (
             pad_left + plot_w * first / count + 4, pad_top - 5, segment["number"],
             html.escape(_one_line(seg_conf.get("name") or "", 40))))
-        base = next((r.get("metric") for r in results if _finite(r.get("metric"))
+        base = next((r.get("metric") for r in results if _is_number(r.get("metric"))
                      and r.get("status") in ("keep", "discard")), None)
         x0, x1 = pad_left + plot_w * first / count, pad_left + plot_w * (first + len(results)) / count
         if base is not None:
@@ -4236,7 +4413,7 @@ def _svg_chart(group, width=960, height=340):
             parts.append('<path class="best" d="%s"><title>best so far</title></path>' % " ".join(path))
         for i, row in enumerate(results):
             status = row.get("status")
-            metric = row.get("metric") if _finite(row.get("metric")) and status != "crash" else None
+            metric = row.get("metric") if _is_number(row.get("metric")) and status != "crash" else None
             y = y_at(metric) if metric is not None else pad_top + plot_h  # no metric: on the axis
             label = "#%s.%s %s %s — %s" % (segment["number"], row.get("index"), status,
                                            fmt_metric(metric, unit), _one_line(row.get("description") or "", 120))
@@ -4309,7 +4486,7 @@ def render_report(session, loaded, entries):
         config = segment["config"]
         direction = config.get("direction", "lower")
         results = segment["results"]
-        base = next((r.get("metric") for r in results if _finite(r.get("metric"))
+        base = next((r.get("metric") for r in results if _is_number(r.get("metric"))
                      and r.get("status") in ("keep", "discard")), None)
         best = ([b for b in best_so_far(results, direction) if b is not None] or [None])[-1]
         counts = {s: sum(1 for r in results if r.get("status") == s) for s in STATUSES}
@@ -4330,7 +4507,7 @@ def render_report(session, loaded, entries):
             notes = "".join('<div class="asi"><b>%s</b>: %s</div>' % (
                 esc(str(k)), esc(_one_line(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False), 400)))
                 for k, v in asi.items())
-            metric = row.get("metric") if _finite(row.get("metric")) and row.get("status") != "crash" else None
+            metric = row.get("metric") if _is_number(row.get("metric")) and row.get("status") != "crash" else None
             reason = row.get("reason") if isinstance(row.get("reason"), str) else ""
             health = esc(str(row.get("health") or "-"))
             if reason.startswith("heal:") or reason == "recovery_exhausted":
@@ -4434,7 +4611,7 @@ def cmd_export(args):
         table = [header]
         for segment, row in rows:
             metrics = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
-            metric = row.get("metric") if _finite(row.get("metric")) and row.get("status") != "crash" else None
+            metric = row.get("metric") if _is_number(row.get("metric")) and row.get("status") != "crash" else None
             table.append([row.get("commit") or "", "" if metric is None else _fmt(metric), row.get("status") or "",
                           row.get("description") or "", segment["number"], row.get("index"),
                           row.get("timestamp") or "", row.get("verdict") or "", row.get("health") or "",
@@ -4540,7 +4717,8 @@ def build_rebaseline(p):
 
 def build_restore(p):
     build_json_only(p)
-    p.add_argument("index", nargs="?", type=_positive_int, help="the discarded experiment's index")
+    p.add_argument("index", nargs="?", type=_discard_label,
+                   help="the discarded experiment: its index (7) or its label (1.7, 1.7-2)")
     p.add_argument("--segment", type=_positive_int, help="its segment (default: the current one)")
     p.add_argument("--list", action="store_true", help="list the saved discarded experiments")
 
