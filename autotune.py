@@ -1409,6 +1409,82 @@ def sampling_plan(reference, repeat, settings, deterministic=False):
                         "noisy benchmark", adaptive=True)
 
 
+def collect_samples(take, plan, reference, direction, settings, noise_mad=None, deterministic=False):
+    """The adaptive sampling loop of `run`, over a `take(n)` that measures sample n and
+    returns (value, metrics), or None when the benchmark failed (which ends the loop).
+    Returns (samples, per-sample metrics, notes on why more samples were taken)."""
+    samples, sample_metrics, notes = [], [], []
+    target = plan.first
+    while len(samples) < target:
+        taken = take(len(samples) + 1)
+        if taken is None:
+            break
+        samples.append(taken[0])
+        sample_metrics.append(taken[1])
+        if len(samples) < target:
+            continue
+        if plan.probe and not is_deterministic(samples) and target < plan.limit:
+            notes.append("the first %d samples differ, so %d more" % (len(samples), plan.limit - len(samples)))
+            target = plan.limit
+        elif plan.adaptive and reference:
+            verdict, evidence = assess(samples, reference, direction, plan.alpha,
+                                       settings.min_improvement_pct, noise_mad, final=False,
+                                       deterministic=deterministic)
+            if verdict is None and target < plan.limit:
+                step = min(plan.step, plan.limit - target)
+                notes.append("p=%s after %d samples was ambiguous, so %d more" % (
+                    _fmt(evidence.get("p_value")), len(samples), step))
+                target += step
+    return samples, sample_metrics, notes
+
+
+def median_metrics(sample_metrics, exclude=None):
+    """Each secondary metric's median over the samples that reported it."""
+    names = sorted({name for metrics in sample_metrics for name in metrics if name != exclude})
+    return {name: _round(median([m[name] for m in sample_metrics if name in m])) for name in names}
+
+
+def regression_pct(value, reference, direction):
+    """How much worse `value` is than `reference`, in percent (inf from a zero reference)."""
+    worse = value - reference if direction == "lower" else reference - value
+    if reference:
+        return worse / abs(reference) * 100.0
+    return float("inf") if worse > 0 else 0.0
+
+
+def verdict_of(m, reference, reference_info, direction, settings, noise_mad, alpha,
+               baseline_metrics, holdout_reference):
+    """The verdict on a measurement and its evidence (pure: the holdout, if any, has
+    already run and is in m.holdout). Sets m.guardrails and the holdout's judgement."""
+    if m.crashed:
+        return "crash", None
+    if reference:
+        verdict, evidence = assess(m.samples, reference, direction, alpha, settings.min_improvement_pct,
+                                   noise_mad, final=True, deterministic=bool(reference_info.get("deterministic")))
+        evidence["reference"]["source"] = reference_info.get("source")
+    else:
+        verdict, evidence = "baseline", None
+    if m.checks is False:
+        return "checks_failed", evidence
+    if settings.guardrails:
+        breaches = check_guardrails(settings.guardrails, m.metrics, baseline_metrics if reference else None)
+        m.guardrails = {"ok": not breaches, "breaches": breaches}
+        if breaches:
+            return "guardrail_failed", evidence
+    if m.holdout is not None:
+        if m.holdout.get("reason"):
+            return "holdout_failed", evidence
+        if verdict == "improved" and holdout_reference is not None:
+            regression = regression_pct(m.holdout["value"], holdout_reference, direction)
+            m.holdout["reference"] = holdout_reference
+            m.holdout["regression_pct"] = _round(regression, 3) if regression != float("inf") else None
+            if regression > settings.holdout_tolerance_pct:
+                m.holdout.update(ok=False, reason="the holdout regressed %.2f%% (allowed %s%%)" % (
+                    regression, _fmt(settings.holdout_tolerance_pct)))
+                return "holdout_failed", evidence
+    return verdict, evidence
+
+
 def check_guardrails(rules, metrics, baseline_metrics):
     """Breaches of the configured guardrails, each with a sentence naming the metric."""
     breaches = []
@@ -1428,8 +1504,7 @@ def check_guardrails(rules, metrics, baseline_metrics):
         base = (baseline_metrics or {}).get(name)
         pct = rule.get("maxRegressionPct")
         if pct is not None and _is_number(base):
-            worse = value - base if rule.get("direction", "lower") == "lower" else base - value
-            regression = worse / abs(base) * 100.0 if base else (float("inf") if worse > 0 else 0.0)
+            regression = regression_pct(value, base, rule.get("direction", "lower"))
             if regression > pct:
                 breaches.append({"metric": name, "value": value, "baseline": base,
                                  "regression_pct": _round(regression, 3) if regression != float("inf") else None,
@@ -2014,17 +2089,49 @@ def _drain(poller, fd, scanner, limit=1 << 20):
         scanner.feed(chunk)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP while benchmarks run: unwind like Ctrl-C, so they are killed."""
+
+    def __init__(self, signum):
+        KeyboardInterrupt.__init__(self, signum)
+        self.exit_code = 128 + signum
+
+
+class ProcessSweep(object):
+    """Context for a command that runs benchmarks: every process it starts carries a
+    token in its environment, and on the way out (normal, error, Ctrl-C, SIGTERM,
+    SIGHUP) whatever still carries it is killed, including descendants that left their
+    process group (setsid, daemonizing servers)."""
+
+    def __init__(self):
+        self.token = "%d-%d" % (os.getpid(), time.monotonic_ns())
+
+    def __enter__(self):
+        import signal
+
+        def terminate(signum, frame):
+            raise Terminated(signum)
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, terminate)
+        return self
+
+    def __exit__(self, *exc):
+        _kill_tagged(self.token)
+        return False
+
+
 def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_TAIL_LINES,
-                tail_bytes=OUTPUT_TAIL_BYTES):
+                tail_bytes=OUTPUT_TAIL_BYTES, sweep=None):
     """Runs a benchmark-like command in its own process group, streaming its output
     (only METRIC lines and a bounded tail are kept), killing the whole group on a
-    timeout, and leaving no background process behind."""
+    timeout, and leaving no background process behind (with `sweep`, the escaped ones
+    are killed when the sweep ends; without it, right away)."""
     import select
     import signal
     import subprocess
     started = time.monotonic()
     outcome = Outcome()
-    token = "%d-%d" % (os.getpid(), time.monotonic_ns())
+    token = sweep.token if sweep is not None else "%d-%d" % (os.getpid(), time.monotonic_ns())
     env = dict(os.environ if env is None else env, AUTOTUNE_RUN_TOKEN=token)
     try:
         proc = subprocess.Popen(command, shell=shell, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
@@ -2075,7 +2182,8 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
         if proc.returncode is None:
             _kill_group(proc.pid, signal.SIGKILL)
             proc.wait()
-        _kill_tagged(token)
+        if sweep is None:
+            _kill_tagged(token)
     scanner.close()
     outcome.exit = proc.returncode
     outcome.dur = round(time.monotonic() - started, 3)
@@ -2490,57 +2598,38 @@ def cmd_run(args):
     # the segment's MAD is the spread of its results (progress included): a fallback
     # for the adaptive default's small references only, never for a fixed repeat
     noise_mad = (state.confidence or {}).get("noise_mad") if repeat == "auto" else None
-    samples, sample_metrics, outcome, reason = [], [], None, None
-    target, notes, verdict, evidence, total_dur = plan.first, [], None, None, 0.0
-    while len(samples) < target:
-        env["AUTOTUNE_SAMPLE"] = str(len(samples) + 1)
-        outcome = run_process(argv, session.workdir, timeout, shell=shell, env=env)
-        total_dur += outcome.dur
-        reason = crash_reason(outcome, pname)
-        if reason:
-            break
-        samples.append(outcome.metrics[pname])
-        sample_metrics.append(outcome.metrics)
-        if len(samples) < target:
-            continue
-        if plan.probe and not is_deterministic(samples) and target < plan.limit:
-            notes.append("the first %d samples differ, so %d more" % (len(samples), plan.limit - len(samples)))
-            target = plan.limit
-        elif plan.adaptive and reference:
-            verdict, evidence = assess(samples, reference, direction, plan.alpha,
-                                       settings.min_improvement_pct, noise_mad, final=False,
-                                       deterministic=deterministic)
-            if verdict is None and target < plan.limit:
-                step = min(plan.step, plan.limit - target)
-                notes.append("p=%s after %d samples was ambiguous, so %d more" % (
-                    _fmt(evidence.get("p_value")), len(samples), step))
-                target += step
     m = Measurement(segment=state.segment, timestamp=utc_now(), command=shown, pname=pname,
-                    samples=samples, sample_metrics=sample_metrics, warnings=warnings, head=head,
-                    hashes=file_hashes(session))
-    m.exit, m.timeout, m.reason = outcome.exit, outcome.timeout, reason
-    m.dur = round(total_dur, 3)
-    m.output = outcome.output if not outcome.error else outcome.error
-    m.passed = reason is None
-    m.crashed = not m.passed
-    if m.passed:
-        m.primary = median(samples)
-        names = set()
-        for metrics in sample_metrics:
-            names.update(metrics)
-        m.metrics = {name: _round(median([x[name] for x in sample_metrics if name in x]))
-                     for name in sorted(names) if name != pname}
-        if os.path.isfile(session.path(CHECKS_FILE)):
-            checks = run_process(script_argv(session.path(CHECKS_FILE)), session.workdir,
-                                 checks_timeout, env=env, tail_lines=CHECKS_TAIL_LINES,
-                                 tail_bytes=CHECKS_TAIL_BYTES)
-            m.checks = checks.exit == 0 and not checks.timeout and not checks.error
-            m.chk_out = checks.error or checks.output
-            if checks.timeout:
-                m.chk_out = (m.chk_out + "\n[checks timed out after %ss]" % _fmt(checks_timeout)).strip()
-    m.verdict, m.evidence = judge(session, state, m, reference, plan, settings, noise_mad, env, timeout)
+                    warnings=warnings, head=head, hashes=file_hashes(session))
+    with ProcessSweep() as sweep:
+        runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep)
+        m.samples, m.sample_metrics, notes = collect_samples(
+            runner.take, plan, reference, direction, settings, noise_mad, deterministic)
+        outcome = runner.last
+        m.exit, m.timeout, m.reason, m.dur = outcome.exit, outcome.timeout, runner.problem, round(runner.dur, 3)
+        m.output = outcome.error or outcome.output
+        m.passed = runner.problem is None
+        m.crashed = not m.passed
+        if m.passed:
+            m.primary = median(m.samples)
+            m.metrics = median_metrics(m.sample_metrics, exclude=pname)
+            if os.path.isfile(session.path(CHECKS_FILE)):
+                checks = run_process(script_argv(session.path(CHECKS_FILE)), session.workdir,
+                                     checks_timeout, env=env, tail_lines=CHECKS_TAIL_LINES,
+                                     tail_bytes=CHECKS_TAIL_BYTES, sweep=sweep)
+                m.checks = checks.exit == 0 and not checks.timeout and not checks.error
+                m.chk_out = checks.error or checks.output
+                if checks.timeout:
+                    m.chk_out = (m.chk_out + "\n[checks timed out after %ss]" % _fmt(checks_timeout)).strip()
+        verdict, _ = verdict_of(m, reference, state.reference or {}, direction, settings, noise_mad,
+                                plan.alpha, (state.baseline or {}).get("metrics"), None)
+        if verdict in ("baseline", "improved") and os.path.isfile(session.path(HOLDOUT_FILE)):
+            m.holdout = run_holdout(session, pname, timeout, env, sweep)
+    m.verdict, m.evidence = verdict_of(m, reference, state.reference or {}, direction, settings,
+                                       noise_mad, plan.alpha, (state.baseline or {}).get("metrics"),
+                                       (state.baseline or {}).get("holdout"))
     m.suggested_status = {"baseline": "keep", "improved": "keep", "crash": "crash",
                           "checks_failed": "checks_failed"}.get(m.verdict, "discard")
+    samples = m.samples
     m.sampling = describe_sampling(plan, samples, notes, m, reference, settings.max_samples)
     m.env = environment(head)
     if repo:
@@ -2578,49 +2667,36 @@ def crash_reason(outcome, pname):
     return None
 
 
-def judge(session, state, m, reference, plan, settings, noise_mad, env, timeout):
-    """The verdict on one measurement, and its evidence in numbers."""
-    if m.crashed:
-        return "crash", None
-    direction = state.config.get("direction", "lower")
-    if reference:
-        verdict, evidence = assess(m.samples, reference, direction, plan.alpha,
-                                   settings.min_improvement_pct, noise_mad, final=True,
-                                   deterministic=bool((state.reference or {}).get("deterministic")))
-        evidence["reference"]["source"] = (state.reference or {}).get("source")
-    else:
-        verdict, evidence = "baseline", None
-    if m.checks is False:
-        return "checks_failed", evidence
-    if settings.guardrails:
-        baseline_metrics = (state.baseline or {}).get("metrics") if reference else None
-        breaches = check_guardrails(settings.guardrails, m.metrics, baseline_metrics)
-        m.guardrails = {"ok": not breaches, "breaches": breaches}
-        if breaches:
-            return "guardrail_failed", evidence
-    holdout_path = session.path(HOLDOUT_FILE)
-    if verdict in ("baseline", "improved") and os.path.isfile(holdout_path):
-        run = run_process(script_argv(holdout_path), session.workdir, timeout, env=env,
-                          tail_lines=CHECKS_TAIL_LINES, tail_bytes=CHECKS_TAIL_BYTES)
-        pname = state.config.get("metric_name")
-        problem = crash_reason(run, pname)
-        ref = (state.baseline or {}).get("holdout")
-        m.holdout = {"value": run.metrics.get(pname), "reference": ref, "ok": problem is None,
-                     "tolerance_pct": settings.holdout_tolerance_pct, "output": run.output}
-        if problem:
-            m.holdout["reason"] = "holdout " + problem
-            return "holdout_failed", evidence
-        if verdict == "improved" and ref is not None:
-            value = run.metrics[pname]
-            worse = value - ref if direction == "lower" else ref - value
-            regression = worse / abs(ref) * 100.0 if ref else (0.0 if worse <= 0 else float("inf"))
-            m.holdout["regression_pct"] = _round(regression, 3) if regression != float("inf") else None
-            if regression > settings.holdout_tolerance_pct:
-                m.holdout["ok"] = False
-                m.holdout["reason"] = "the holdout regressed %.2f%% (allowed %s%%)" % (
-                    regression, _fmt(settings.holdout_tolerance_pct))
-                return "holdout_failed", evidence
-    return verdict, evidence
+class SampleRunner(object):
+    """`take` for collect_samples: one execution of the benchmark per sample; remembers
+    the last outcome, the total time, and why it failed."""
+
+    def __init__(self, argv, shell, cwd, timeout, env, pname, sweep):
+        self.argv, self.shell, self.cwd, self.timeout = argv, shell, cwd, timeout
+        self.env, self.pname, self.sweep = env, pname, sweep
+        self.last, self.problem, self.dur = None, None, 0.0
+
+    def take(self, number):
+        self.env["AUTOTUNE_SAMPLE"] = str(number)
+        self.last = run_process(self.argv, self.cwd, self.timeout, shell=self.shell, env=self.env,
+                                sweep=self.sweep)
+        self.dur += self.last.dur
+        self.problem = crash_reason(self.last, self.pname)
+        if self.problem:
+            return None
+        return self.last.metrics[self.pname], self.last.metrics
+
+
+def run_holdout(session, pname, timeout, env, sweep):
+    """Runs autotune.holdout.sh once; its judgement is verdict_of's."""
+    run = run_process(script_argv(session.path(HOLDOUT_FILE)), session.workdir, timeout, env=env,
+                      tail_lines=CHECKS_TAIL_LINES, tail_bytes=CHECKS_TAIL_BYTES, sweep=sweep)
+    problem = crash_reason(run, pname)
+    holdout = {"value": run.metrics.get(pname), "reference": None, "ok": problem is None,
+               "tolerance_pct": session.settings.holdout_tolerance_pct, "output": run.output}
+    if problem:
+        holdout["reason"] = "holdout " + problem
+    return holdout
 
 
 def describe_sampling(plan, samples, notes, m, reference, max_samples=DEFAULT_MAX_SAMPLES):
@@ -3026,30 +3102,30 @@ def cmd_rebaseline(args):
             tree = snapshot_tree(session)
         if tree != state.snapshot.get("tree"):
             changed = [c.name for c in diff_trees(session, state.snapshot["tree"], tree)]
-            fail("dirty_worktree", "The working tree has changes since the last logged result (%s); "
-                 "log or discard that experiment first, so rebaseline measures the kept code." %
-                 ", ".join(changed[:10]))
+            fail("dirty_worktree", "The working tree has changes since the last logged result (%s): "
+                 "an experiment in progress. Finish it first (`autotune run`, then `autotune log`), "
+                 "so rebaseline measures the kept code." % ", ".join(changed[:10]))
     count = args.repeat or DEFAULT_REBASELINE
     timeout = args.timeout if args.timeout is not None else session.settings.timeout
     env = benchmark_env(AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_REBASELINE="1")
     samples, sample_metrics = [], []
-    for i in range(count):
-        env["AUTOTUNE_SAMPLE"] = str(i + 1)
-        outcome = run_process(argv, session.workdir, timeout, shell=shell, env=env)
-        reason = crash_reason(outcome, pname)
-        if reason:
-            fail("benchmark_crashed", "The benchmark failed on the unchanged code (sample %d: %s); "
-                 "nothing was recorded. Output tail: %s" % (i + 1, reason, _one_line(outcome.output, 300)))
-        samples.append(outcome.metrics[pname])
-        sample_metrics.append(outcome.metrics)
+    with ProcessSweep() as sweep:
+        runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep)
+        for number in range(1, count + 1):
+            taken = runner.take(number)
+            if taken is None:
+                fail("benchmark_crashed", "The benchmark failed on the unchanged code (sample %d: %s); "
+                     "nothing was recorded. Output tail: %s" % (
+                         number, runner.problem, _one_line(runner.last.output, 300)))
+            samples.append(taken[0])
+            sample_metrics.append(taken[1])
     previous = state.reference or {}
     value = median(samples)
-    names = sorted(set(k for metrics in sample_metrics for k in metrics if k != pname))
     head = session.repo.head() if session.repo else None
     entry = {"type": "rebaseline", "timestamp": utc_now(), "segment": state.segment,
              "commit": head[:7] if head else None, "metric": _round(value),
              "samples": [_round(s) for s in samples],
-             "metrics": {k: _round(median([x[k] for x in sample_metrics if k in x])) for k in names},
+             "metrics": median_metrics(sample_metrics, exclude=pname),
              "previous": {"metric": _round(previous.get("metric")), "n": len(previous.get("samples") or []),
                           "source": previous.get("source")},
              "env": environment(head)}
@@ -4823,9 +4899,9 @@ def main(argv=None):
             text = exc.message if exc.message.startswith("autotune") else "autotune: " + exc.message
             say(text, sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         say("autotune: interrupted", sys.stderr)
-        return 130
+        return getattr(exc, "exit_code", 130)
     except BrokenPipeError:
         return 0
     except Exception as exc:  # a bug: say so in one line, the traceback on request

@@ -105,7 +105,8 @@ NOISES = (
 
 def measure(bench, reference, settings, deterministic=False, noise_mad=None,
             direction=DIRECTION, repeat=None):
-    """`cmd_run` + `judge` without a process: the same plan, loop and assessments.
+    """`cmd_run` without a process: the same plan, sampling loop (autotune.collect_samples)
+    and final assessment.
 
     bench() returns one sample; reference is the current best's samples (None before
     the baseline); deterministic and noise_mad are what `cmd_run` reads from the state.
@@ -113,19 +114,8 @@ def measure(bench, reference, settings, deterministic=False, noise_mad=None,
     """
     repeat = settings.repeat if repeat is None else repeat
     plan = autotune.sampling_plan(reference, repeat, settings, deterministic)
-    samples, target = [], plan.first
-    while len(samples) < target:
-        samples.append(bench())
-        if len(samples) < target:
-            continue
-        if plan.probe and not autotune.is_deterministic(samples) and target < plan.limit:
-            target = plan.limit
-        elif plan.adaptive and reference:
-            verdict, evidence = autotune.assess(samples, reference, direction, plan.alpha,
-                                                settings.min_improvement_pct, noise_mad,
-                                                final=False, deterministic=deterministic)
-            if verdict is None and target < plan.limit:
-                target += min(plan.step, plan.limit - target)
+    samples, _, _ = autotune.collect_samples(lambda n: (bench(), {}), plan, reference, direction,
+                                             settings, noise_mad, deterministic)
     if reference:
         verdict, evidence = autotune.assess(samples, reference, direction, plan.alpha,
                                             settings.min_improvement_pct, noise_mad,
