@@ -1548,8 +1548,9 @@ PLAYBOOK_TEXT = {
         "The recovery playbooks are used up: stop experimenting and hand the loop to a "
         "person (`autotune explain` tells them why)."),
     "manual_repair": (
-        "A person put the loop in repair mode: fix what is broken (benchmark, checks, "
-        "environment), run the benchmark, and log a keep to return to optimize mode."),
+        "A person put the loop in repair mode: fix what is broken (the code, the environment; "
+        "not the benchmark), `autotune run`, and log a keep to return to optimize mode (or the "
+        "person runs `autotune resume`)."),
 }
 
 
@@ -1651,6 +1652,8 @@ def next_action(state):
     if state.health == "healing" and state.recovery == "rebaseline" and state.rebaselined_at == state.n_exp:
         return "continue", ("The rebaseline is done: the best was re-measured after the last result. Now "
                             "try an idea of a different kind than the last ones.")
+    if state.recovery == "manual_repair":
+        return "repair", PLAYBOOK_TEXT["manual_repair"]
     if state.health == "healing" and state.recovery:
         return state.recovery, PLAYBOOK_TEXT.get(state.recovery, "Apply the %s playbook." % state.recovery)
     if state.health == "plateaued":
@@ -1786,6 +1789,23 @@ def find_repo(path):
         if parent == probe:
             return None
         probe = parent
+
+
+def exclude_locally(repo, path):
+    """Keeps a file out of experiments and commits with a line in .git/info/exclude (a
+    personal list git reads like .gitignore), unless git already ignores it or tracks it."""
+    if repo is None or not _is_inside(path, repo.root):
+        return False
+    rel = os.path.relpath(os.path.realpath(path), os.path.realpath(repo.root)).replace(os.sep, "/")
+    if repo.run(["ls-files", "--error-unmatch", "--", rel], check=False).returncode == 0:
+        return False  # tracked: the user's decision
+    if repo.run(["check-ignore", "-q", "--", rel], check=False).returncode == 0:
+        return False
+    exclude = os.path.join(repo.common_dir, "info", "exclude")
+    os.makedirs(os.path.dirname(exclude), exist_ok=True)
+    with open(exclude, "a", encoding="utf-8") as handle:
+        handle.write("\n/%s\n" % "".join("\\" + c if c in "*?[]!#\\ " else c for c in rel))
+    return True
 
 
 def require_repo(session):
@@ -2472,6 +2492,8 @@ def cmd_init(args):
             state = loaded.state
             reinit = state.config is not None
             segment = state.segment if (reinit and state.n_exp == 0) else state.segment + 1
+            if not reinit:
+                exclude_locally(repo, session.state_path)  # a cache, never anybody's work
             snapshot = {"tree": snapshot_tree(session), "head": repo.head()}
             anchor_snapshot(session, snapshot["tree"])
             entry = {"type": "config", "name": name, "metric_name": args.metric, "metric_unit": unit,
@@ -2525,8 +2547,8 @@ def scaffold(session, name, metric, unit, direction, workload, checks):
     header = ("#!/usr/bin/env bash\n"
               "# autotune benchmark for %s.\n"
               "# Prints `METRIC %s=<number>` (%s is better); other METRIC lines are secondary\n"
-              "# metrics. Keep the workload fixed: autotune refuses to run after this file\n"
-              "# changed within a segment (re-run `autotune init` to start a new one).\n"
+              "# metrics. Edit it until the baseline is logged; from then on it is fixed for the\n"
+              "# segment (`autotune init` again starts a new segment with a changed benchmark).\n"
               "set -euo pipefail\ncd \"$(dirname \"$0\")\"\n\n") % (json.dumps(name, ensure_ascii=False),
                                                                      metric, direction)
     if workload and scale:
@@ -2534,10 +2556,12 @@ def scaffold(session, name, metric, unit, direction, workload, checks):
                 "python3 - \"$WORKLOAD\" <<'PY'\n"
                 "import subprocess, sys, time\n"
                 "start = time.perf_counter()\n"
-                "code = subprocess.call(sys.argv[1], shell=True, stdout=subprocess.DEVNULL)\n"
+                "done = subprocess.run(sys.argv[1], shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)\n"
                 "elapsed = time.perf_counter() - start\n"
-                "if code != 0:\n"
-                "    sys.exit(\"workload failed with exit code %%d\" %% code)\n"
+                "if done.returncode != 0:  # show why: the tail of the workload's output\n"
+                "    tail = done.stdout.decode(\"utf-8\", \"replace\").splitlines()[-40:]\n"
+                "    print(\"\\n\".join(tail))\n"
+                "    sys.exit(\"workload failed with exit code %%d\" %% done.returncode)\n"
                 "print(\"METRIC %s=%%.6g\" %% (elapsed * %r))\n"
                 "PY\n") % (shlex.quote(workload), metric, scale)
     elif workload:
@@ -2545,8 +2569,10 @@ def scaffold(session, name, metric, unit, direction, workload, checks):
     else:
         body = ("echo \"autotune.sh is still the template: replace it with the workload and a "
                 "'METRIC %s=<number>' line\" >&2\nexit 1\n\n"
-                "# Example (bundle size):\n#   size=$(wc -c < dist/bundle.js)\n"
-                "#   echo \"METRIC %s=$size\"\n") % (metric, metric)
+                "# Example (bundle size in KB, two decimals):\n"
+                "#   npm run build >/dev/null\n"
+                "#   echo \"METRIC %s=$(wc -c < dist/bundle.js | awk '{printf \"%%.2f\", $1 / 1024}')\"\n") % (
+                    metric, metric)
     write(BENCH_FILE, header + body, executable=True)
     if checks:
         write(CHECKS_FILE, "#!/usr/bin/env bash\n# Correctness checks: a non-zero exit makes the "
@@ -2719,9 +2745,11 @@ def describe_sampling(plan, samples, notes, m, reference, max_samples=DEFAULT_MA
         text += ": noisy benchmark"
         if notes:
             text += "; " + "; ".join(notes)
+        capped = count >= plan.limit and m.verdict == "within_noise"
         if m.evidence and m.evidence.get("p_value") is not None:
-            text += "; decided at p=%s (alpha per look %s)" % (_fmt(m.evidence["p_value"]), _fmt(round(plan.alpha, 4)))
-        if count >= plan.limit and m.verdict == "within_noise":
+            text += "; %s p=%s (alpha per look %s)" % ("stopped at" if capped else "decided at",
+                                                       _fmt(m.evidence["p_value"]), _fmt(round(plan.alpha, 4)))
+        if capped:
             text += "; the cap of %d samples was reached without a significant difference" % plan.limit
     if reference and len(reference) < 3 and not is_deterministic(reference):
         text += "; the reference has only %d sample%s, run `autotune rebaseline` for a sharper verdict" % (
@@ -3019,7 +3047,7 @@ def cmd_stop(args):
 
 def cmd_resume(args):
     def check(session, state):
-        if state.active and state.health not in ("paused", "completed"):
+        if state.active and state.health not in ("paused", "completed") and state.mode != "repair":
             return "already active"
         reason = spent_budget(session, state)
         if reason:
@@ -3222,8 +3250,10 @@ def reason_text(state, settings):
     }.get(state.failure, state.failure or "")
     if reason == "initialized":
         return "a new segment started; nothing has been logged in it yet"
+    if reason == "improved" and state.n_exp == 1:
+        return "the baseline was measured and kept; every later experiment is judged against it"
     if reason == "improved":
-        return "the last experiment beat the best, so it was kept (committed)"
+        return "the last experiment beat the best, so it was kept"
     if reason == "kept_no_degrade":
         return "the last experiment was kept without beating the best"
     if reason == "no_improve":
@@ -3325,9 +3355,24 @@ def cmd_start(args):
         fail("no_claude", "The `claude` command is not on PATH; install Claude Code, then run "
              "`claude --agent autotune` in this directory.")
     argv = [claude, "--agent", "autotune"]
+    root = os.path.dirname(os.path.realpath(os.path.abspath(__file__)))
+    if os.path.isfile(os.path.join(root, ".claude-plugin", "plugin.json")) and not plugin_installed(claude):
+        argv += ["--plugin-dir", root]  # a checkout or --plugin-dir user: load this plugin
     if args.goal:
         argv.append(" ".join(args.goal))
     os.execv(claude, argv)
+
+
+def plugin_installed(claude):
+    import subprocess
+    try:
+        proc = subprocess.run([claude, "plugin", "list", "--json"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, timeout=30)
+        plugins = json.loads(proc.stdout.decode("utf-8", "replace") or "[]")
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return True  # unknown: do not risk loading the plugin twice
+    return any(isinstance(p, dict) and str(p.get("id", "")).startswith("autotune@")
+               and p.get("enabled", True) for p in plugins if isinstance(plugins, list))
 
 
 # Doctor: every check returns problems as (code, message, fix or None).
@@ -3954,8 +3999,6 @@ def statusline_text(payload, colors):
             pct = (best - base) / abs(base) * 100 if base else None
             parts.append("best %s%s" % (fmt_metric(best, (state.config or {}).get("metric_unit")),
                                         (" (%s)" % fmt_pct(pct)) if pct is not None else ""))
-    else:
-        parts.append("autotune: no loop here")
     cost = payload.get("cost") if isinstance(payload.get("cost"), dict) else {}
     claude = []
     if _is_number(cost.get("total_duration_ms")):
@@ -3965,10 +4008,9 @@ def statusline_text(payload, colors):
     window = payload.get("context_window") if isinstance(payload.get("context_window"), dict) else {}
     if _is_number(window.get("used_percentage")):
         claude.append("ctx %d%%" % round(window["used_percentage"]))
-    line = " · ".join(parts)
-    if claude:
-        line += " │ " + " · ".join(claude)
-    return line
+    if parts and claude:  # without a loop here, only Claude's facts (a user-wide status line)
+        return " · ".join(parts) + " │ " + " · ".join(claude)
+    return " · ".join(parts or claude)
 
 
 def cmd_statusline(args):
@@ -4006,16 +4048,37 @@ def chained_statusline(command, payload):
         return "(status-line command failed: %s)" % type(exc).__name__
 
 
+AGENT_SUBCOMMANDS = ("init", "run", "log", "explain", "status", "dashboard", "report", "export",
+                     "rebaseline", "restore", "doctor", "stop", "version", "setup-permissions")
+
+
+def launchers(root):
+    """The ways to call autotune from a shell: the plugin's bin/ (bare on the Bash tool's
+    PATH, or absolute), or a copied autotune.py."""
+    if os.path.isfile(os.path.join(root, "bin", "autotune")):
+        return ["autotune", os.path.join(root, "bin", "autotune")]
+    return ["python3 autotune.py", "python3 " + os.path.join(root, "autotune.py")]
+
+
 def permission_rules(root):
-    """The scoped allow rules autotune's agent needs, for every way it may call it."""
-    here = os.path.abspath(root)
-    return [
-        "Bash(autotune *)", "Bash(%s/bin/autotune *)" % here, "Bash(bin/autotune *)",
-        "Bash(python3 %s/autotune.py *)" % here, "Bash(python3 autotune.py *)",
-        "Bash(init-experiment.sh *)", "Bash(run-experiment.sh *)", "Bash(log-experiment.sh *)",
-        "Bash(./autotune.sh)", "Bash(bash autotune.sh)", "Bash(./autotune.checks.sh)",
-        "Bash(git status*)", "Bash(git diff*)", "Bash(git log*)", "Bash(git show*)",
-    ]
+    """Allow rules for what the agent runs: the loop's subcommands (not clear, resume or
+    repair, which are the person's), the benchmark, and read-only git."""
+    rules = ["Bash(%s %s*)" % (launcher, command) for launcher in launchers(root)
+             for command in AGENT_SUBCOMMANDS]
+    if os.path.isdir(os.path.join(root, "bin")):
+        rules += ["Bash(%s*)" % name for name in ("init-experiment.sh", "run-experiment.sh",
+                                                 "log-experiment.sh")]
+    return rules + ["Bash(./autotune.sh)", "Bash(bash autotune.sh)", "Bash(./autotune.checks.sh)",
+                    "Bash(git status*)", "Bash(git diff*)", "Bash(git log*)", "Bash(git show*)"]
+
+
+def statusline_command(root):
+    script = os.path.join(root, "bin", "statusline.sh")
+    if os.path.isfile(script):
+        return "%s --color" % _shell_quote(script)
+    return ("python3 -I -S -c %s %s statusline --color" % (_shell_quote(
+        "import sys; sys.path.insert(0, sys.argv.pop(1)); import autotune; sys.exit(autotune.main())"),
+        _shell_quote(root)))
 
 
 def cmd_setup_permissions(args):
@@ -4043,8 +4106,7 @@ def cmd_setup_permissions(args):
     allow.extend(added)
     statusline = None
     if args.statusline:
-        statusline = {"type": "command", "padding": 0,
-                      "command": "python3 %s statusline --color" % _shell_quote(os.path.join(root, "autotune.py"))}
+        statusline = {"type": "command", "padding": 0, "command": statusline_command(root)}
         if settings.get("statusLine") != statusline:
             if settings.get("statusLine") and not args.force:
                 fail("statusline_exists", "%s already has a statusLine; pass --force to replace it, or "
@@ -4055,7 +4117,7 @@ def cmd_setup_permissions(args):
     if added or statusline:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         write_atomic(path, (json.dumps(settings, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-        _ignore_locally(target, path)
+        exclude_locally(find_repo(target), path)
     result = {"path": path, "added": added, "statusline": bool(statusline),
               "note": "project rules apply only once the folder is trusted in Claude Code"}
     if args.json:
@@ -4065,19 +4127,6 @@ def cmd_setup_permissions(args):
                                   if added else "already had every rule")
             + ("; status line set" if statusline else ""))
     return 0
-
-
-def _ignore_locally(target, path):
-    """Personal settings stay out of git (as Claude Code does for the file it creates):
-    a line in .git/info/exclude unless git already ignores the file."""
-    repo = find_repo(target)
-    if repo is None or repo.run(["check-ignore", "-q", path], check=False).returncode == 0:
-        return
-    rel = os.path.relpath(os.path.realpath(path), os.path.realpath(repo.root)).replace(os.sep, "/")
-    exclude = os.path.join(repo.common_dir, "info", "exclude")
-    os.makedirs(os.path.dirname(exclude), exist_ok=True)
-    with open(exclude, "a", encoding="utf-8") as handle:
-        handle.write("\n/%s\n" % rel)
 
 
 def _shell_quote(text):
@@ -4622,6 +4671,8 @@ def write_output_file(session, name, data, flag):
             write_atomic(path, data)
     except OSError as exc:
         fail("io_error", "Cannot write %s (%s)." % (name, exc.strerror or exc))
+    if session.repo is not None and _is_inside(real, workdir) and os.path.isfile(real):
+        exclude_locally(session.repo, real)  # a report is not part of the next experiment
     return path
 
 

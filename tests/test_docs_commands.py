@@ -111,10 +111,15 @@ PLACEHOLDER = re.compile(r"^(<.*>|\.\.\.|[A-Z][A-Z_]*|N)$")
 
 
 def _tokens(command):
+    """The words of the first simple command (a pipe or `&&` ends what autotune reads)."""
     try:
-        return shlex.split(command)
+        words = shlex.split(command)
     except ValueError:
-        return command.split()
+        words = command.split()
+    for i, word in enumerate(words):
+        if word in ("|", "||", "&&", ";", ">", ">>"):
+            return words[:i]
+    return words
 
 
 def mentions(text):

@@ -64,8 +64,9 @@ def test_statusline_without_a_session(tmp_path):
     empty.mkdir()
     proc = statusline(empty, sample("statusLine", empty))
     assert proc.returncode == 0 and proc.text.count("\n") == 1, proc
-    assert "autotune" in proc.text and "#" not in proc.text
-    assert proc.text.rstrip("\n").endswith("0m · $0.00 · ctx 0%")
+    # a status line set user-wide says nothing about autotune where there is no loop
+    assert "autotune" not in proc.text and "#" not in proc.text
+    assert proc.text == "0m · $0.00 · ctx 0%\n"
 
 
 def test_statusline_finds_the_loop_from_the_workspace_dir(loop, tmp_path):
@@ -160,7 +161,10 @@ def test_setup_permissions_creates_the_rules_and_is_idempotent(tmp_path):
     path = settings_path(target)
     data = json.loads(read_bytes(path))
     allow = data["permissions"]["allow"]
-    assert "Bash(autotune *)" in allow, allow
+    for command in ("run", "log", "explain", "rebaseline", "stop"):  # what the agent runs
+        assert "Bash(autotune %s*)" % command in allow, allow
+    for command in ("clear", "resume", "repair"):  # the person's commands are not pre-allowed
+        assert not any(rule.startswith("Bash(autotune %s" % command) for rule in allow), allow
     assert any(rule.startswith("Bash(") and "%s/bin/autotune" % ROOT in rule for rule in allow), allow
     assert all(re.match(r"^Bash\(.+\)$", rule) for rule in allow), allow
     assert len(allow) == len(set(allow))
