@@ -32,5 +32,7 @@ plugin-check:
 report-check:
 	$(PYTHON) tests/support/report_check_demo.py
 
+# Also removes .tools/ (pytest, and the 470 MB Claude Code CLI of plugin-check): do it before
+# adding a checkout as a plugin marketplace, which copies the whole directory.
 clean:
-	rm -rf .pytest_cache __pycache__ tests/__pycache__ tests/*/__pycache__ bench/__pycache__ examples/__pycache__
+	rm -rf .tools .pytest_cache __pycache__ tests/__pycache__ tests/*/__pycache__ bench/__pycache__ examples/__pycache__

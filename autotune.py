@@ -37,7 +37,6 @@ health, git, running, commands, hooks, rendering, CLI.
 Tests: `make test` drives this file as a black box in scratch git repositories.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -66,10 +65,6 @@ CRASH_STATUSES = ("crash", "checks_failed")
 DIRECTIONS = ("lower", "higher")
 MODES = ("optimize", "repair")
 AUTO_RESUME_MODES = ("prompt", "headless", "off", "continue")
-HEALTH_STATES = ("running", "improving", "plateaued", "crashing", "healing",
-                 "paused", "completed")
-VERDICTS = ("baseline", "improved", "within_noise", "worse", "crash",
-            "checks_failed", "guardrail_failed", "holdout_failed")
 # Verdicts after which a keep needs --force and --reason.
 BLOCKING_VERDICTS = ("crash", "checks_failed", "guardrail_failed", "holdout_failed", "worse")
 
@@ -122,6 +117,46 @@ class AutotuneError(Exception):
 
 def fail(code, message, exit_code=1):
     raise AutotuneError(code, message, exit_code)
+
+
+# ---------------------------------------------------------- text and numbers ----
+
+
+def _round(value, digits=6):
+    if value is None:
+        return None
+    rounded = round(value, digits)
+    return int(rounded) if rounded == int(rounded) and abs(rounded) < 1e15 else rounded
+
+
+def _fmt(value):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value == int(value) and abs(value) < 1e15:
+            return str(int(value))
+        return ("%.6g" % value)
+    return str(value)
+
+
+def fmt_metric(value, unit):
+    if value is None:
+        return "-"
+    return "%s %s" % (_fmt(value), unit) if unit else _fmt(value)
+
+
+def fmt_pct(value):
+    return "-" if value is None else "%+.1f%%" % value
+
+
+def _one_line(text, limit):
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _shell_quote(text):
+    import shlex
+    return shlex.quote(text)
 
 
 # ---------------------------------------------------------------- data model ----
@@ -219,6 +254,7 @@ class State(Record):
     FIELDS = (
         ("active", False), ("mode", "optimize"), ("health", "running"), ("failure", None),
         ("reason", None), ("recovery", None), ("heals", 0), ("no_improve", 0),
+        # `failures` is the crash streak under the first implementation's name
         ("failures", 0), ("crash_streak", 0), ("keep_streak", 0), ("n_exp", 0),
         ("resume_count", 0), ("resume_at", 0), ("exp_at", None), ("progress_at", None),
         # segment summary
@@ -240,7 +276,7 @@ class Outcome(Record):
     """One execution of a benchmark, checks or holdout script."""
 
     FIELDS = (("exit", None), ("dur", 0.0), ("timeout", False), ("metrics", dict),
-              ("output", ""), ("lines", 0), ("bytes", 0), ("error", None))
+              ("output", ""), ("error", None))
     __slots__ = tuple(name for name, _ in FIELDS)
 
 
@@ -663,10 +699,6 @@ _SEGMENT_KEEP = ("segments", "total_results", "format", "log_size", "log_tail", 
                  "resume_count", "resume_at", "stop_blocks")  # the resume caps are per session
 
 
-def is_better(value, other, direction):
-    return value < other if direction == "lower" else value > other
-
-
 def _samples_of(entry, metric):
     samples = entry.get("samples")
     if isinstance(samples, list) and samples and all(_is_number(s) for s in samples):
@@ -945,6 +977,24 @@ def save_state(session, state):
     return True
 
 
+def append_entries(lock, session, loaded, entries):
+    """Appends lines under the lock and folds them into the loaded state, then
+    writes the state, so the cache always matches the log it was built from."""
+    state = loaded.state
+    lines = [dumps_line(entry) for entry in entries]
+    lock.append(entries)
+    offset = state.log_size
+    for entry, data in zip(entries, lines):
+        point = fold_entry(state, json.loads(data.decode("utf-8")), offset)
+        if point is not None:
+            loaded.points.append(point)
+        offset += len(data)
+        state.lines += 1
+    state.log_tail = (bytes.fromhex(state.log_tail) + b"".join(lines))[-32:].hex()
+    state.log_size = offset
+    save_state(session, state)
+
+
 def persist_if_stale(session, loaded):
     """Read-only commands write back a rebuilt or caught-up state when nobody writes."""
     if not loaded.changed:
@@ -1136,6 +1186,10 @@ class OutputScanner(object):
 # --------------------------------------------------------------- statistics ----
 
 
+def is_better(value, other, direction):
+    return value < other if direction == "lower" else value > other
+
+
 def median(values):
     ordered = sorted(values)
     count = len(ordered)
@@ -1217,13 +1271,6 @@ def confidence(ordered_values, state):
     result["score"] = round(score, 3)
     result["label"] = "high" if score >= 2.0 else "marginal" if score >= 1.0 else "within_noise"
     return result
-
-
-def _round(value, digits=6):
-    if value is None:
-        return None
-    rounded = round(value, digits)
-    return int(rounded) if rounded == int(rounded) and abs(rounded) < 1e15 else rounded
 
 
 def u_distribution(n, m):
@@ -1513,16 +1560,6 @@ def check_guardrails(rules, metrics, baseline_metrics):
                                      ("%.2f%%" % regression) if regression != float("inf") else "from 0",
                                      _fmt(base), _fmt(pct))})
     return breaches
-
-
-def _fmt(value):
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if value == int(value) and abs(value) < 1e15:
-            return str(int(value))
-        return ("%.6g" % value)
-    return str(value)
 
 
 # ------------------------------------------------------------------- health ----
@@ -2049,11 +2086,6 @@ def restore_changes(session, changes):
                 pass
 
 
-def _one_line(text, limit):
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
 # ------------------------------------------------------------------ running ----
 
 
@@ -2209,7 +2241,6 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
     outcome.dur = round(time.monotonic() - started, 3)
     outcome.metrics = scanner.metrics
     outcome.output = scanner.text(tail_lines, tail_bytes)
-    outcome.lines, outcome.bytes = scanner.lines, scanner.bytes
     return outcome
 
 
@@ -2251,7 +2282,7 @@ def is_benchmark_command(command, workdir):
     return _same_path(os.path.join(workdir, path), os.path.join(workdir, BENCH_FILE))
 
 
-# ----------------------------------------------------------------- commands ----
+# ------------------------------------------------------ arguments and output ----
 
 
 def text_arg(value, flag, allow_empty=False, limit=MAX_TEXT_CHARS):
@@ -2348,22 +2379,7 @@ def say(text, stream=None):
     stream.flush()
 
 
-def append_entries(lock, session, loaded, entries):
-    """Appends lines under the lock and folds them into the loaded state, then
-    writes the state, so the cache always matches the log it was built from."""
-    state = loaded.state
-    lines = [dumps_line(entry) for entry in entries]
-    lock.append(entries)
-    offset = state.log_size
-    for entry, data in zip(entries, lines):
-        point = fold_entry(state, json.loads(data.decode("utf-8")), offset)
-        if point is not None:
-            loaded.points.append(point)
-        offset += len(data)
-        state.lines += 1
-    state.log_tail = (bytes.fromhex(state.log_tail) + b"".join(lines))[-32:].hex()
-    state.log_size = offset
-    save_state(session, state)
+# ----------------------------------------------------------------- commands ----
 
 
 def file_hashes(session):
@@ -3037,11 +3053,11 @@ def control(action, check=None, **fields):
 
 
 def cmd_stop(args):
-    by = os.environ.get("CLAUDE_CODE_SESSION_ID") and "agent" or "person"
-    session, state, note = control("stop", by=by, reason=text_arg(args.reason, "--reason")
-                                   if args.reason else None,
+    by = "agent" if os.environ.get("CLAUDE_CODE_SESSION_ID") else "person"
+    reason = text_arg(args.reason, "--reason") if args.reason else None
+    session, state, note = control("stop", by=by, reason=reason,
                                    check=lambda s, st: "already stopped" if not st.active else None)
-    report_control(args, state, note or "stopped: the loop is paused and its data kept; "
+    report_control(args, state, note or "stopped", "the loop is paused and its data kept; "
                    "`autotune resume` continues it")
 
 
@@ -3055,20 +3071,20 @@ def cmd_resume(args):
                  "segment with `autotune init`." % (reason, CONFIG_FILE))
         return None
     session, state, note = control("resume", check=check)
-    report_control(args, state, note or "resumed: active, optimize mode, streaks and heals reset")
+    report_control(args, state, note or "resumed", "active, optimize mode, streaks and heals reset")
 
 
 def cmd_repair(args):
-    session, state, note = control("repair")
-    report_control(args, state, "repair mode: active, health healing, recovery manual_repair")
+    session, state, _ = control("repair")
+    report_control(args, state, "repair mode", "active, health healing, recovery manual_repair")
 
 
-def report_control(args, state, message):
+def report_control(args, state, status, detail):
     if args.json:
-        output({"status": message.split(":")[0], "active": state.active, "health": state.health,
+        output({"status": status, "active": state.active, "health": state.health,
                 "mode": state.mode, "reason": state.reason, "recovery": state.recovery})
     else:
-        say("autotune: " + message)
+        say("autotune: %s%s" % (status, (": " + detail) if not status.startswith("already") else ""))
 
 
 def cmd_clear(args):
@@ -3233,7 +3249,7 @@ def _discard_label(text):
     """argparse type: 7, or a saved label such as 1.7 or 1.7-2."""
     import re
     if not re.match(r"^[0-9]{1,9}(\.[0-9]{1,9}(-[0-9]{1,4})?)?$", text or ""):
-        raise argparse.ArgumentTypeError("must be an experiment index (7) or a label (1.7, 1.7-2), got %r" % text)
+        raise _type_error("must be an experiment index (7) or a label (1.7, 1.7-2), got %r" % text)
     return text
 
 
@@ -3476,17 +3492,22 @@ def _read_state_file(session):
 
 
 def _fix_torn_tail(session, lock):
-    size = os.path.getsize(session.log_path)
+    """Moves the bytes after the last newline into a backup file, then cuts them off."""
     with open(session.log_path, "rb") as handle:
-        data = handle.read()
-    keep = data.rfind(b"\n") + 1
-    if keep == len(data):
+        end = handle.seek(0, 2)
+        position, tail = end, b""
+        while position > 0 and b"\n" not in tail:
+            step = min(1 << 16, position)
+            position -= step
+            handle.seek(position)
+            tail = handle.read(step) + tail
+    cut = end - len(tail) + tail.rfind(b"\n") + 1
+    if cut == end:
         return
     backup = "%s.torn-%s" % (session.log_path, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     with open(backup, "wb") as handle:
-        handle.write(data[keep:])
-    os.truncate(session.log_path, keep)
-    assert size >= keep
+        handle.write(tail[tail.rfind(b"\n") + 1:])
+    os.truncate(session.log_path, cut)
     _fix_state(session)
 
 
@@ -3960,17 +3981,24 @@ def open_ideas(path):
     return ideas
 
 
+HOOKS = ("stop", "pre-tool-use", "session-start")
+
+
 def cmd_hook(args):
+    return run_hook(args.event)
+
+
+def run_hook(event):
     """Hook entry point: always exits 0; prints a JSON answer or nothing."""
     handler = {"stop": hook_stop, "pre-tool-use": hook_pre_tool_use,
-               "session-start": hook_session_start}[args.event]
+               "session-start": hook_session_start}[event]
     try:
         payload = read_payload()
         answer = handler(payload) if payload else None
     except Exception as exc:  # a hook must never break the user's session
         if os.environ.get("AUTOTUNE_DEBUG"):
             raise
-        say("autotune hook %s: %s: %s" % (args.event, type(exc).__name__, exc), sys.stderr)
+        say("autotune hook %s: %s: %s" % (event, type(exc).__name__, exc), sys.stderr)
         answer = None
     if answer:
         output(answer)
@@ -4129,11 +4157,6 @@ def cmd_setup_permissions(args):
     return 0
 
 
-def _shell_quote(text):
-    import shlex
-    return shlex.quote(text)
-
-
 # ---------------------------------------------------------------- rendering ----
 
 
@@ -4164,16 +4187,6 @@ HEALTH_COLOR = {"improving": "green", "running": "blue", "plateaued": "yellow", 
 HEALTH_ICON = {"improving": "▲", "running": "●", "plateaued": "■", "crashing": "✖", "healing": "✚",
                "paused": "⏸", "completed": "✔"}
 CONF_COLOR = {"high": "green", "marginal": "yellow", "within_noise": "red", "no_signal": "red"}
-
-
-def fmt_metric(value, unit):
-    if value is None:
-        return "-"
-    return "%s %s" % (_fmt(value), unit) if unit else _fmt(value)
-
-
-def fmt_pct(value):
-    return "-" if value is None else "%+.1f%%" % value
 
 
 def _wrap(label, text, width=80, indent=9):
@@ -4759,22 +4772,32 @@ def cmd_export(args):
 
 # ---------------------------------------------------------------------- CLI ----
 
-class Parser(argparse.ArgumentParser):
-    """argparse whose errors are AutotuneErrors (JSON for agent-facing commands)."""
+def _type_error(message):
+    import argparse
+    return argparse.ArgumentTypeError(message)
 
-    def error(self, message):
-        shown = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
-                        for ch in message)
-        fail("usage", "%s: %s (see `%s --help`)." % (self.prog, shown, self.prog), exit_code=2)
+
+def make_parser_class():
+    """argparse, imported only when a command line needs parsing (the hooks, called on
+    every tool use, skip it), with errors that are AutotuneErrors (JSON for the agent)."""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):
+            shown = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                            for ch in message)
+            fail("usage", "%s: %s (see `%s --help`)." % (self.prog, shown, self.prog), exit_code=2)
+
+    return Parser
 
 
 def _positive_int(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("must be a whole number, got %r" % text)
+        raise _type_error("must be a whole number, got %r" % text)
     if not 1 <= value <= 10000:
-        raise argparse.ArgumentTypeError("must be from 1 to 10000, got %d" % value)
+        raise _type_error("must be from 1 to 10000, got %d" % value)
     return value
 
 
@@ -4783,9 +4806,9 @@ def _seconds(text):
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError("must be a number of seconds, got %r" % text)
+        raise _type_error("must be a number of seconds, got %r" % text)
     if not math.isfinite(value) or value <= 0 or value > 7 * 86400:
-        raise argparse.ArgumentTypeError("must be more than 0 and at most a week, got %r" % text)
+        raise _type_error("must be more than 0 and at most a week, got %r" % text)
     return value
 
 
@@ -4863,6 +4886,7 @@ def build_dashboard(p):
     build_json_only(p)
     p.add_argument("--watch", action="store_true", help="redraw every 2 s until Ctrl-C")
     p.add_argument("--full", action="store_true", help="all experiments, not the last 20")
+    import argparse
     p.add_argument("--interval", type=_seconds, default=2.0, help=argparse.SUPPRESS)
 
 
@@ -4878,7 +4902,7 @@ def build_export(p):
 
 
 def build_hook(p):
-    p.add_argument("event", choices=("stop", "pre-tool-use", "session-start"),
+    p.add_argument("event", choices=HOOKS,
                    help="the Claude Code hook event; the payload is read from stdin")
 
 
@@ -4921,6 +4945,7 @@ COMMANDS = {
 
 
 def build_parser(only=None):
+    Parser = make_parser_class()
     parser = Parser(prog="autotune", description="Autonomous optimization loops: edit, "
                     "benchmark, keep what improves the metric, revert the rest.")
     parser.add_argument("--version", action="version", version="autotune %s" % VERSION)
@@ -4936,6 +4961,8 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in COMMANDS else None
     wants_json = command in AGENT_COMMANDS or "--json" in argv
+    if command == "hook" and len(argv) == 2 and argv[1] in HOOKS:
+        return run_hook(argv[1])  # the hot path: no command-line parser needed
     try:
         parser = build_parser(command)
         if not argv:
