@@ -2538,6 +2538,8 @@ def cmd_init(args):
         result["scaffolded"] = scaffolded
     if not os.path.isfile(session.path(BENCH_FILE)):
         result["warning"] = "%s does not exist yet; `run` needs it (or --command)." % BENCH_FILE
+    elif not snapshot["head"]:
+        result["warning"] = "the repository has no commit yet: the first keep becomes its first commit"
     output(result)
 
 
@@ -3722,6 +3724,19 @@ _LAUNCHERS = ("autotune", "autotune.py", "run-experiment.sh", "run-experiment")
 _OPERATORS = (";", "&&", "||", "|", "&", "(", ")", "<", ">", ">>", "<<", "|&", ";;", "\n")
 
 
+def shell_tokens(command):
+    """A Bash command's words, with operators (; && | ( ) < >) as words of their own;
+    None when it does not parse (unbalanced quotes)."""
+    import shlex
+    try:
+        lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|()<>")
+        lexer.whitespace_split = True
+        lexer.commenters = ""
+        return list(lexer)
+    except ValueError:
+        return None
+
+
 def classify_run_command(command):
     """Whether a Bash command runs `autotune run`, and whether it does so plainly.
 
@@ -3729,7 +3744,6 @@ def classify_run_command(command):
     whose program is autotune (bin/autotune, autotune.py via python, or
     run-experiment.sh), with no operators, substitutions or wrappers around it."""
     import re
-    import shlex
     if not isinstance(command, str):
         return False, False, []
     command = command.strip()
@@ -3738,12 +3752,8 @@ def classify_run_command(command):
     mentions = re.search(r"(?:autotune(?:\.py)?['\"]?\s+(?:\S+\s+)*?run\b|run-experiment)", command)
     if not mentions:
         return False, True, []
-    try:
-        lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|()<>")
-        lexer.whitespace_split = True
-        lexer.commenters = ""
-        tokens = list(lexer)
-    except ValueError:
+    tokens = shell_tokens(command)
+    if tokens is None:
         return True, False, []
     substitution = "$(" in command or "`" in command or "\n" in command
     words = list(tokens)
@@ -3820,18 +3830,11 @@ def hook_pre_tool_use(payload):
 
 def _plain_autotune_call(command):
     """An autotune command on its own (no operators, substitutions or wrappers)."""
-    import shlex
     command = command.strip()
     if "$(" in command or "`" in command or "\n" in command:
         return False
-    try:
-        lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|()<>")
-        lexer.whitespace_split = True
-        lexer.commenters = ""
-        tokens = list(lexer)
-    except ValueError:
-        return False
-    if any(set(t) <= set(";&|()<>") for t in tokens):
+    tokens = shell_tokens(command)
+    if tokens is None or any(set(t) <= set(";&|()<>") for t in tokens):
         return False
     words = tokens[1:] if tokens and os.path.basename(tokens[0]).startswith("python") else tokens
     return bool(words) and os.path.basename(words[0]) in ("autotune", "autotune.py")
@@ -4281,6 +4284,11 @@ def read_entries(session, start=0):
     return entries
 
 
+def row_metric(row):
+    """The metric a result line contributes: none for a crash, whatever it says."""
+    return row.get("metric") if _is_number(row.get("metric")) and row.get("status") != "crash" else None
+
+
 def segment_rows(entries):
     """Groups log entries into segments: [{"config": {...}, "results": [...]}, ...]."""
     segments = []
@@ -4342,13 +4350,13 @@ def dashboard_data(session, loaded, full=False, limit=20):
     base = data.get("baseline")
     rows = []
     for row in results if full else results[-limit:]:
-        metric = row.get("metric") if _is_number(row.get("metric")) and row.get("status") != "crash" else None
+        metric = row_metric(row)
         rows.append({"index": row.get("index"), "status": row.get("status"), "metric": _round(metric),
                      "vs_baseline_pct": _round((metric - base) / abs(base) * 100, 2)
                      if metric is not None and base else None,
                      "commit": row.get("commit"), "description": row.get("description"),
                      "verdict": row.get("verdict"), "timestamp": row.get("timestamp")})
-    series = [row.get("metric") if _is_number(row.get("metric")) and row.get("status") != "crash" else None
+    series = [row_metric(row)
               for row in results]
     data.update(rows=rows, shown=len(rows), total=len(results),
                 trend=sparkline(series, 60), best_trend=sparkline(best_so_far(results, direction), 60),
@@ -4581,6 +4589,14 @@ svg .point.checks_failed{fill:#d98b0a} .asi{color:#445;font-size:12px} .legend s
 """
 
 
+def _code_spans(escaped):
+    """`x` in already escaped text as <code>x</code>."""
+    parts = escaped.split("`")
+    if len(parts) % 2 == 0:
+        return escaped
+    return "".join(part if i % 2 == 0 else "<code>%s</code>" % part for i, part in enumerate(parts))
+
+
 def render_report(session, loaded, entries):
     import html
     segments = segment_rows(entries)
@@ -4603,7 +4619,8 @@ def render_report(session, loaded, entries):
              ("kept", str(data["kept"])), ("next", data["next"])]
     out.append('<div class="cards">%s</div>' % "".join(
         '<div class="card"><span class="muted">%s</span><b>%s</b></div>' % (esc(k), esc(v)) for k, v in cards))
-    out.append('<p>%s. <b>Next:</b> %s</p>' % (esc(data["why"][:1].upper() + data["why"][1:]), esc(data["next_text"])))
+    out.append('<p>%s. <b>Next:</b> %s</p>' % (esc(data["why"][:1].upper() + data["why"][1:]),
+                                               _code_spans(esc(data["next_text"]))))
     groups = []
     for segment in segments:
         key = (segment["config"].get("metric_name"), segment["config"].get("metric_unit"),
@@ -4645,7 +4662,11 @@ def render_report(session, loaded, entries):
             notes = "".join('<div class="asi"><b>%s</b>: %s</div>' % (
                 esc(str(k)), esc(_one_line(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False), 400)))
                 for k, v in asi.items())
-            metric = row.get("metric") if _is_number(row.get("metric")) and row.get("status") != "crash" else None
+            metric = row_metric(row)
+            secondary = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
+            if secondary and row.get("status") != "crash":
+                notes = '<div class="asi">%s</div>' % esc(" · ".join(
+                    "%s %s" % (k, _fmt(v)) for k, v in sorted(secondary.items()) if _is_number(v))) + notes
             reason = row.get("reason") if isinstance(row.get("reason"), str) else ""
             health = esc(str(row.get("health") or "-"))
             if reason.startswith("heal:") or reason == "recovery_exhausted":
@@ -4751,7 +4772,7 @@ def cmd_export(args):
         table = [header]
         for segment, row in rows:
             metrics = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
-            metric = row.get("metric") if _is_number(row.get("metric")) and row.get("status") != "crash" else None
+            metric = row_metric(row)
             table.append([row.get("commit") or "", "" if metric is None else _fmt(metric), row.get("status") or "",
                           row.get("description") or "", segment["number"], row.get("index"),
                           row.get("timestamp") or "", row.get("verdict") or "", row.get("health") or "",
