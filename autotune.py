@@ -2775,14 +2775,73 @@ def describe_sampling(plan, samples, notes, m, reference, max_samples=DEFAULT_MA
     return text
 
 
+class LogDecision(Record):
+    """What a `log` call records, settled before anything is written."""
+
+    FIELDS = (("status", None), ("metric", None), ("measured", False), ("metrics", dict),
+              ("verdict", None), ("forced", False), ("improved", False))
+    __slots__ = tuple(name for name, _ in FIELDS)
+
+
+def decide_log(args, flags, state, m):
+    """The status, numbers and verdict a `log` records, from its flags and the pending
+    measurement; every refusal about them happens here, before git is touched."""
+    metric_flag, metrics_flag, override = flags
+    status = args.status
+    if status == "auto":
+        if m is None:
+            fail("no_measurement", "--status auto needs a measurement: run `autotune run` first.")
+        status = m.suggested_status
+    # a keep sets the best the next runs are judged against: in a segment driven by `run`,
+    # a typed-in number there is an invention unless a person says otherwise
+    typed_keep = m is None and metric_flag is not None and status == "keep" and state.measured_results
+    if typed_keep and not (args.force and override):
+        fail("unmeasured_metric", "This segment's results come from `autotune run`, and there "
+             "is no measurement to keep: run the benchmark (`autotune run`), then log without "
+             "--metric. A typed-in number needs --force --reason \"why\" (recorded).")
+    decision = LogDecision(status=status, forced=bool(typed_keep))
+    decision.metric, decision.measured = metric_for_log(status, metric_flag, m, args.force)
+    decision.metrics = (metrics_flag if metrics_flag is not None
+                        else dict(m.metrics) if m is not None and m.passed else {})
+    if metrics_flag is not None and m is not None and m.passed and not args.force:
+        differing = sorted(k for k in metrics_flag if k in m.metrics
+                           and not same_number(metrics_flag[k], m.metrics[k]))
+        if differing:
+            fail("metric_mismatch", "--metrics differs from what `run` measured for %s; omit "
+                 "--metrics to log the measured values (or --force)." % ", ".join(differing))
+    if status != "crash" and state.metric_names is not None and not args.force:
+        missing = sorted(set(state.metric_names) - set(decision.metrics))
+        extra = sorted(set(decision.metrics) - set(state.metric_names))
+        if missing or extra:
+            fail("metrics_mismatch", "Secondary metrics must match the segment's first result "
+                 "(%s): %s%s. Use --force to log anyway." % (
+                     ", ".join(state.metric_names) or "none",
+                     ("missing " + ", ".join(missing)) if missing else "",
+                     ("; " if missing and extra else "") + (("new " + ", ".join(extra)) if extra else "")))
+    decision.verdict = m.verdict if (m is not None and (decision.measured or m.crashed)) else None
+    if status == "keep" and decision.verdict in BLOCKING_VERDICTS:
+        if not (args.force and override):
+            fail("keep_refused", "The measurement's verdict is %s%s, so a keep is refused; log "
+                 "--status %s, or a person overrides it with --force --reason \"why\"." % (
+                     decision.verdict, " (significantly worse than the best)"
+                     if decision.verdict == "worse" else "", m.suggested_status))
+        decision.forced = True
+    if status == "keep":  # "improved" is the verdict's when there is one, else strictly better
+        direction = state.config.get("direction", "lower")
+        decision.improved = state.best is None or (
+            decision.verdict in ("baseline", "improved") if decision.verdict is not None
+            else is_better(decision.metric, state.best["metric"], direction))
+    return decision
+
+
 def cmd_log(args):
     session = require_session(find_session())
     settings = session.settings
     description = text_arg(args.description, "--description")
-    metric_flag = number_arg(args.metric, "--metric") if args.metric is not None else None
-    metrics_flag = metrics_arg(args.metrics)
+    flags = (number_arg(args.metric, "--metric") if args.metric is not None else None,
+             metrics_arg(args.metrics),
+             text_arg(args.reason, "--reason") if args.reason is not None else None)
     asi = json_arg(args.asi, "--asi") or {}
-    override = text_arg(args.reason, "--reason") if args.reason is not None else None
     if args.commit is not None and not (4 <= len(args.commit) <= 64 and
                                         all(c in "0123456789abcdefABCDEF" for c in args.commit)):
         fail("bad_commit", "--commit %s is not a commit hash." % json.dumps(args.commit))
@@ -2797,101 +2856,56 @@ def cmd_log(args):
         m = load_measurement(session)
         if m is not None and m.segment != state.segment:
             m = None
-        status = args.status
-        if status == "auto":
-            if m is None:
-                fail("no_measurement", "--status auto needs a measurement: run `autotune run` first.")
-            status = m.suggested_status
-        # a keep sets the best the next runs are judged against: in a segment driven by
-        # `run`, a typed-in number there is an invention unless a person says otherwise
-        typed_keep = m is None and metric_flag is not None and status == "keep" and state.measured_results
-        if typed_keep and not (args.force and override):
-            fail("unmeasured_metric", "This segment's results come from `autotune run`, and there "
-                 "is no measurement to keep: run the benchmark (`autotune run`), then log without "
-                 "--metric. A typed-in number needs --force --reason \"why\" (recorded).")
-        metric, measured = metric_for_log(status, metric_flag, m, args.force)
-        forced = bool(typed_keep)
-        metrics = metrics_flag if metrics_flag is not None else (dict(m.metrics) if m and m.passed else {})
-        if metrics_flag is not None and m is not None and m.passed and not args.force:
-            differing = sorted(k for k in set(metrics_flag) | set(m.metrics)
-                               if k in metrics_flag and k in m.metrics
-                               and not same_number(metrics_flag[k], m.metrics[k]))
-            if differing:
-                fail("metric_mismatch", "--metrics differs from what `run` measured for %s; omit "
-                     "--metrics to log the measured values (or --force)." % ", ".join(differing))
-        if status != "crash" and state.metric_names is not None and not args.force:
-            missing = sorted(set(state.metric_names) - set(metrics))
-            extra = sorted(set(metrics) - set(state.metric_names))
-            if missing or extra:
-                fail("metrics_mismatch", "Secondary metrics must match the segment's first result "
-                     "(%s): %s%s. Use --force to log anyway." % (
-                         ", ".join(state.metric_names) or "none",
-                         ("missing " + ", ".join(missing)) if missing else "",
-                         ("; " if missing and extra else "") + (("new " + ", ".join(extra)) if extra else "")))
-        verdict = m.verdict if (m is not None and (measured or m.crashed)) else None
-        if status == "keep" and verdict in BLOCKING_VERDICTS:
-            if not (args.force and override):
-                fail("keep_refused", "The measurement's verdict is %s%s, so a keep is refused; log "
-                     "--status %s, or a person overrides it with --force --reason \"why\"." % (
-                         verdict, " (significantly worse than the best)" if verdict == "worse" else "",
-                         m.suggested_status))
-            forced = True
+        d = decide_log(args, flags, state, m)
         head = repo.head()
         snap = state.snapshot or {}
         skip_git = False
         if snap.get("head") is not None and snap.get("head") != head:
             own = own_unlogged_commit(repo, head, snap["head"])
-            adopting = (own is not None and status == "keep" and args.commit is not None
+            adopting = (own is not None and d.status == "keep" and args.commit is not None
                         and head.startswith(args.commit.lower()))
             if not adopting and not args.force:
                 fail("head_moved", head_moved_message(snap["head"], head, own))
             skip_git = not adopting
-            forced = forced or skip_git
-        if status == "keep":
-            improved = (verdict in ("baseline", "improved") if verdict is not None else
-                        state.best is None or is_better(metric, state.best["metric"], direction))
-            improved = improved or state.best is None
-        else:
-            improved = False
+            d.forced = d.forced or skip_git
         index = state.n_exp + 1
-        label = "%d.%d" % (state.segment, index)
         current = snapshot_tree(session)
-        if status == "keep" and m is not None and m.tree and current != m.tree and not args.force \
-                and measured and not skip_git and args.commit is None:
+        if (d.status == "keep" and d.measured and m.tree and current != m.tree and not args.force
+                and not skip_git and args.commit is None):
             fail("stale_run", "The working tree changed after `autotune run` measured it; run the "
                  "benchmark again so the keep commits what was measured (or --force).")
-        git_info, commit, next_tree = apply_git(session, state, status, description, pname,
-                                                metric, config.get("metric_unit"), label, index,
-                                                current, head, skip_git, args.commit)
+        git_info, commit, next_tree = apply_git(session, state, d.status, description, pname, d.metric,
+                                                config.get("metric_unit"), "%d.%d" % (state.segment, index),
+                                                index, current, head, skip_git, args.commit)
         if next_tree != snap.get("tree"):
             anchor_snapshot(session, next_tree)
-        health = advance(health_fields(state), status, improved, settings)
-        best_metric = metric if improved else (state.best or {}).get("metric")
+        health = advance(health_fields(state), d.status, d.improved, settings)
+        best_metric = d.metric if d.improved else (state.best or {}).get("metric")
         finished = budget_reason(index, best_metric, direction, settings,
                                  iso_to_epoch(state.started_at), time.time())
         if finished:
             health.update(health="completed", active=False, reason=finished)
         result = Result(
-            index=index, commit=commit, metric=_round(metric), status=status,
+            index=index, commit=commit, metric=_round(d.metric), status=d.status,
             description=description, timestamp=utc_now(), segment=state.segment,
-            metrics=metrics if status != "crash" or metrics_flag else {}, asi=asi,
+            metrics=d.metrics if d.status != "crash" or flags[1] else {}, asi=asi,
             failure=health["failure"], health=health["health"], recovery=health["recovery"],
             reason=health["reason"], files=git_info.get("files", []), mode=health["mode"],
-            active=health["active"], improved=improved, measured=measured, git=git_info,
+            active=health["active"], improved=d.improved, measured=d.measured, git=git_info,
             snapshot={"tree": next_tree, "head": repo.head()},
             session_id=os.environ.get("CLAUDE_CODE_SESSION_ID") or None,
             hashes=((m.hashes if m is not None and m.hashes else file_hashes(session))
                     if state.n_exp == 0 else None))
-        if m is not None and measured:
+        if m is not None and d.measured:
             result.samples = [_round(s) for s in m.samples] or None
             result.verdict, result.evidence, result.env, result.run_dur = m.verdict, m.evidence, m.env, m.dur
             if m.holdout and m.holdout.get("value") is not None:
                 result.holdout = m.holdout["value"]
         else:
             result.env = environment(head)
-        if forced:
-            result.forced, result.override_reason = True, override
-            result.verdict = result.verdict or verdict
+        if d.forced:
+            result.forced, result.override_reason = True, flags[2]
+            result.verdict = result.verdict or d.verdict
         values = segment_values(session, loaded)
         preview = state.copy()
         point = fold_entry(preview, json.loads(dumps_line(result.to_entry()).decode("utf-8")))
@@ -2899,27 +2913,31 @@ def cmd_log(args):
             import bisect
             bisect.insort(values, point)
         result.confidence = confidence(values, preview)
-        entry = result.to_entry()
-        append_entries(lock, session, loaded, [entry])
+        append_entries(lock, session, loaded, [result.to_entry()])
         try:
             save_values(session, loaded.state, values)
         except OSError:
             pass  # values.bin is keyed by the point count: a stale one is rescanned
         drop_measurement(session)
-    state = loaded.state
+    output(log_answer(loaded.state, settings, result, pname, git_info))
+
+
+def log_answer(state, settings, result, pname, git_info):
+    """The JSON `log` prints: the result, what git did, and where the loop now stands."""
     baseline = (state.baseline or {}).get("metric")
+    metric = result.metric
     delta = (metric - baseline) if (metric is not None and baseline is not None) else None
     action, _ = next_action(state)
-    output({"status": status, "index": index, "commit": commit, "metric": _round(metric),
-            "name": pname, "baseline": _round(baseline), "delta": _round(delta),
+    return {"status": result.status, "index": result.index, "commit": result.commit,
+            "metric": metric, "name": pname, "baseline": _round(baseline), "delta": _round(delta),
             "d_pct": _round(delta / abs(baseline) * 100, 2) if delta is not None and baseline else None,
-            "desc": description, "confidence": entry["confidence"], "git": git_info,
+            "desc": result.description, "confidence": result.confidence, "git": git_info,
             "limit": {"max_iterations": settings.max_iterations, "runs": state.n_exp,
                       "remaining": (settings.max_iterations - state.n_exp) if settings.max_iterations else None},
             "health": state.health, "failure": state.failure, "recovery": state.recovery,
             "reason": state.reason, "mode": state.mode, "active": state.active,
-            "improved": improved, "best": _round((state.best or {}).get("metric")),
-            "verdict": entry.get("verdict"), "measured": measured, "next": action})
+            "improved": result.improved, "best": _round((state.best or {}).get("metric")),
+            "verdict": result.verdict, "measured": result.measured, "next": action}
 
 
 def own_unlogged_commit(repo, head, snapshot_head):
