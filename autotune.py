@@ -4366,18 +4366,22 @@ def dashboard_data(session, loaded, full=False, limit=20):
     results = results[-1]["results"] if results else []
     direction = data.get("direction") or "lower"
     base = data.get("baseline")
+    bests = best_so_far(results, direction)
+    first = 0 if full else max(0, len(results) - limit)
     rows = []
-    for row in results if full else results[-limit:]:
-        metric = row_metric(row)
+    for i in range(first, len(results)):
+        row, metric = results[i], row_metric(results[i])
+        before = bests[i - 1] if i else None  # the best this experiment was judged against
         rows.append({"index": row.get("index"), "status": row.get("status"), "metric": _round(metric),
+                     "vs_best_pct": _round((metric - before) / abs(before) * 100, 2)
+                     if metric is not None and before else None,
                      "vs_baseline_pct": _round((metric - base) / abs(base) * 100, 2)
                      if metric is not None and base else None,
                      "commit": row.get("commit"), "description": row.get("description"),
                      "verdict": row.get("verdict"), "timestamp": row.get("timestamp")})
-    series = [row_metric(row)
-              for row in results]
+    series = [row_metric(row) for row in results]
     data.update(rows=rows, shown=len(rows), total=len(results),
-                trend=sparkline(series, 60), best_trend=sparkline(best_so_far(results, direction), 60),
+                trend=sparkline(series, 60), best_trend=sparkline(bests, 60),
                 generated=utc_now())
     return data
 
@@ -4442,13 +4446,13 @@ def render_dashboard(data, colors, width=80):
     out.append(_one_line("next   %s — %s" % (data["next"], data["next_text"]), width))
     out.append("")
     if data["rows"]:
-        header = "%5s  %-13s %12s %8s  %-7s  %s" % ("#", "status", "metric", "vs base", "commit", "description")
+        header = "%5s  %-13s %12s %8s  %-7s  %s" % ("#", "status", "metric", "vs best", "commit", "description")
         out.append(colors.bold(header))
         room = max(10, width - 54)
         for row in data["rows"]:
             line = "%5s  %-13s %12s %8s  %-7s  %s" % (
                 row["index"], row["status"], _fmt(row["metric"]) if row["metric"] is not None else "-",
-                fmt_pct(row["vs_baseline_pct"]), (row["commit"] or "-")[:7],
+                fmt_pct(row["vs_best_pct"]), (row["commit"] or "-")[:7],
                 _one_line(row["description"] or "", room))
             out.append(colors.paint(STATUS_COLOR.get(row["status"], "bold"), line))
         if data["shown"] < data["total"]:
