@@ -1499,10 +1499,9 @@ def regression_pct(value, reference, direction):
     return float("inf") if worse > 0 else 0.0
 
 
-def verdict_of(m, reference, reference_info, direction, settings, noise_mad, alpha,
-               baseline_metrics, holdout_reference):
-    """The verdict on a measurement and its evidence (pure: the holdout, if any, has
-    already run and is in m.holdout). Sets m.guardrails and the holdout's judgement."""
+def verdict_of(m, reference, reference_info, direction, settings, noise_mad, alpha, baseline_metrics):
+    """The verdict on a measurement and its evidence, before any holdout (pure; sets
+    m.guardrails). A `baseline` or `improved` verdict then goes to holdout_verdict."""
     if m.crashed:
         return "crash", None
     if reference:
@@ -1518,18 +1517,24 @@ def verdict_of(m, reference, reference_info, direction, settings, noise_mad, alp
         m.guardrails = {"ok": not breaches, "breaches": breaches}
         if breaches:
             return "guardrail_failed", evidence
-    if m.holdout is not None:
-        if m.holdout.get("reason"):
-            return "holdout_failed", evidence
-        if verdict == "improved" and holdout_reference is not None:
-            regression = regression_pct(m.holdout["value"], holdout_reference, direction)
-            m.holdout["reference"] = holdout_reference
-            m.holdout["regression_pct"] = _round(regression, 3) if regression != float("inf") else None
-            if regression > settings.holdout_tolerance_pct:
-                m.holdout.update(ok=False, reason="the holdout regressed %.2f%% (allowed %s%%)" % (
-                    regression, _fmt(settings.holdout_tolerance_pct)))
-                return "holdout_failed", evidence
     return verdict, evidence
+
+
+def holdout_verdict(verdict, holdout, reference, direction, tolerance_pct):
+    """The verdict once the holdout ran (pure; records its judgement in `holdout`): a
+    crashed holdout, or one that regressed beyond tolerance against the baseline's,
+    fails the candidate."""
+    if holdout.get("reason"):
+        return "holdout_failed"
+    if verdict == "improved" and reference is not None:
+        regression = regression_pct(holdout["value"], reference, direction)
+        holdout["reference"] = reference
+        holdout["regression_pct"] = _round(regression, 3) if regression != float("inf") else None
+        if regression > tolerance_pct:
+            holdout.update(ok=False, reason="the holdout regressed %.2f%% (allowed %s%%)" % (
+                regression, _fmt(tolerance_pct)))
+            return "holdout_failed"
+    return verdict
 
 
 def check_guardrails(rules, metrics, baseline_metrics):
@@ -1714,13 +1719,12 @@ class GitError(AutotuneError):
         AutotuneError.__init__(self, "git_error", "git %s failed: %s" % (args[0], detail))
 
 
-_BLOB_MODES = (b"100644", b"100755", b"120000")
 
 
 class Repo(object):
     """The few git facts and operations autotune needs; HEAD is read without a process."""
 
-    __slots__ = ("root", "git_dir", "common_dir")
+    __slots__ = ("root", "git_dir", "common_dir")  # no cache of HEAD: every call reads it fresh
 
     def __init__(self, root, git_dir):
         self.root = root
@@ -1741,13 +1745,16 @@ class Repo(object):
             raise GitError(args, proc.returncode, proc.stderr)
         return proc
 
-    def head(self):
-        """The full hash of HEAD, or None on an unborn branch."""
+    def _head_text(self):
         try:
             with open(os.path.join(self.git_dir, "HEAD"), "rb") as handle:
-                text = handle.read().decode("utf-8", "replace").strip()
+                return handle.read().decode("utf-8", "replace").strip()
         except OSError:
-            text = ""
+            return ""
+
+    def head(self):
+        """The full hash of HEAD, or None on an unborn branch."""
+        text = self._head_text()
         if _is_hash(text):
             return text
         if text.startswith("ref: ") and not os.path.exists(os.path.join(self.common_dir, "reftable")):
@@ -1773,11 +1780,7 @@ class Repo(object):
         return value if proc.returncode == 0 and _is_hash(value) else None
 
     def branch(self):
-        try:
-            with open(os.path.join(self.git_dir, "HEAD"), "rb") as handle:
-                text = handle.read().decode("utf-8", "replace").strip()
-        except OSError:
-            return None
+        text = self._head_text()
         if text.startswith("ref: refs/heads/"):
             return text[len("ref: refs/heads/"):]
         return None
@@ -2394,13 +2397,13 @@ def file_hashes(session):
     return hashes
 
 
-def check_integrity(session, state):
+def check_integrity(session, state, current=None):
     """A benchmark changed within a segment would move the goalposts: refuse. It may be
     edited freely until the baseline is logged; from then on it is fixed."""
     recorded = state.hashes
     if not isinstance(recorded, dict) or state.n_exp == 0:
         return
-    current = file_hashes(session)
+    current = current if current is not None else file_hashes(session)
     for name in INTEGRITY_FILES:
         if recorded.get(name) != current.get(name):
             what = ("was added" if name not in recorded else "was removed" if name not in current
@@ -2616,7 +2619,8 @@ def cmd_run(args):
     state = loaded.state
     check_active(session, state)
     argv, shell, shown = benchmark_command(session, args.command)
-    check_integrity(session, state)
+    hashes = file_hashes(session)  # read once: checked now, recorded with the measurement
+    check_integrity(session, state, hashes)
     repeat = args.repeat if args.repeat is not None else settings.repeat
     timeout = args.timeout if args.timeout is not None else settings.timeout
     checks_timeout = args.checks_timeout if args.checks_timeout is not None else settings.checks_timeout
@@ -2643,7 +2647,7 @@ def cmd_run(args):
     # for the adaptive default's small references only, never for a fixed repeat
     noise_mad = (state.confidence or {}).get("noise_mad") if repeat == "auto" else None
     m = Measurement(segment=state.segment, timestamp=utc_now(), command=shown, pname=pname,
-                    warnings=warnings, head=head, hashes=file_hashes(session))
+                    warnings=warnings, head=head, hashes=hashes)
     with ProcessSweep() as sweep:
         runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep)
         m.samples, m.sample_metrics, notes = collect_samples(
@@ -2664,13 +2668,12 @@ def cmd_run(args):
                 m.chk_out = checks.error or checks.output
                 if checks.timeout:
                     m.chk_out = (m.chk_out + "\n[checks timed out after %ss]" % _fmt(checks_timeout)).strip()
-        verdict, _ = verdict_of(m, reference, state.reference or {}, direction, settings, noise_mad,
-                                plan.alpha, (state.baseline or {}).get("metrics"), None)
-        if verdict in ("baseline", "improved") and os.path.isfile(session.path(HOLDOUT_FILE)):
+        m.verdict, m.evidence = verdict_of(m, reference, state.reference or {}, direction, settings,
+                                           noise_mad, plan.alpha, (state.baseline or {}).get("metrics"))
+        if m.verdict in ("baseline", "improved") and os.path.isfile(session.path(HOLDOUT_FILE)):
             m.holdout = run_holdout(session, pname, timeout, env, sweep)
-    m.verdict, m.evidence = verdict_of(m, reference, state.reference or {}, direction, settings,
-                                       noise_mad, plan.alpha, (state.baseline or {}).get("metrics"),
-                                       (state.baseline or {}).get("holdout"))
+            m.verdict = holdout_verdict(m.verdict, m.holdout, (state.baseline or {}).get("holdout"),
+                                        direction, settings.holdout_tolerance_pct)
     m.suggested_status = {"baseline": "keep", "improved": "keep", "crash": "crash",
                           "checks_failed": "checks_failed"}.get(m.verdict, "discard")
     samples = m.samples
@@ -3738,7 +3741,6 @@ def headless_resume(session, state, caller=None):
             "pid %d, output in %s)." % (state.resume_count + 1, settings.max_resumes, proc.pid, log_path)}
 
 
-_LAUNCHERS = ("autotune", "autotune.py", "run-experiment.sh", "run-experiment")
 _OPERATORS = (";", "&&", "||", "|", "&", "(", ")", "<", ">", ">>", "<<", "|&", ";;", "\n")
 
 
