@@ -64,6 +64,9 @@ STATUSES = ("keep", "discard", "crash", "checks_failed")
 CRASH_STATUSES = ("crash", "checks_failed")
 DIRECTIONS = ("lower", "higher")
 MODES = ("optimize", "repair")
+# how `run` judges a noisy benchmark: the best and the candidate measured alternately in
+# the same time window, or (the first implementation) against the best's earlier samples
+EVAL_MODES = ("interleaved", "reference")
 AUTO_RESUME_MODES = ("prompt", "headless", "off", "continue")
 # Verdicts after which a keep needs --force and --reason.
 BLOCKING_VERDICTS = ("crash", "checks_failed", "guardrail_failed", "holdout_failed", "worse")
@@ -86,8 +89,11 @@ DEFAULT_ALPHA = 0.05
 DEFAULT_MAX_SAMPLES = 15
 DEFAULT_BATCH = 5          # samples per look for a noisy benchmark
 DEFAULT_PROBE = 4          # baseline samples that decide "deterministic or noisy"
+OUTLIER_FACTOR = 5.0       # a pair this many median magnitudes off was disturbed (load)
+FIRST_PAIRS = 5            # interleaved: the first look (2^-5 is the smallest p of 5 pairs)
 DEFAULT_REBASELINE = 5
 DEFAULT_HOLDOUT_TOLERANCE_PCT = 5.0
+HOLDOUT_PAIRS = 3          # interleaved holdout: pairs of (kept code, candidate) executions
 DEFAULT_MAX_RESUMES = 20
 DEFAULT_RESUME_INTERVAL_MIN = 5.0
 DEFAULT_MAX_CONSECUTIVE_BLOCKS = 6
@@ -211,7 +217,7 @@ class Settings(Record):
         ("pause_on_exhausted", True),
         ("target", None), ("max_minutes", None),
         ("repeat", "auto"), ("max_samples", DEFAULT_MAX_SAMPLES), ("alpha", DEFAULT_ALPHA),
-        ("min_improvement_pct", 0.0),
+        ("min_improvement_pct", 0.0), ("eval_mode", "interleaved"),
         ("guardrails", dict),
         ("holdout_tolerance_pct", DEFAULT_HOLDOUT_TOLERANCE_PCT),
         ("timeout", DEFAULT_TIMEOUT), ("checks_timeout", DEFAULT_CHECKS_TIMEOUT),
@@ -291,6 +297,7 @@ class Measurement(Record):
         ("verdict", None), ("suggested_status", None), ("evidence", None),
         ("sampling", None), ("guardrails", None), ("holdout", None), ("env", None),
         ("tree", None), ("head", None), ("reason", None), ("warnings", list), ("hashes", None),
+        ("paired", None), ("load", None),
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -429,11 +436,12 @@ def load_settings(path):
         settings.max_minutes = budget.get("maxMinutes", "number", low=0.001)
     evaluator = top.get("evaluator", "object")
     if evaluator:
-        evaluator.check_keys(("repeat", "maxSamples", "alpha", "minImprovementPct"))
+        evaluator.check_keys(("repeat", "maxSamples", "alpha", "minImprovementPct", "mode"))
         settings.repeat = _repeat_value(evaluator, "repeat") or settings.repeat
         settings.max_samples = evaluator.get("maxSamples", "int", DEFAULT_MAX_SAMPLES, low=1, high=1000)
         settings.alpha = evaluator.get("alpha", "number", DEFAULT_ALPHA, low=0.0001, high=0.5)
         settings.min_improvement_pct = evaluator.get("minImprovementPct", "number", 0.0, low=0)
+        settings.eval_mode = evaluator.get("mode", "choice", "interleaved", choices=EVAL_MODES)
     guardrails = top.get("guardrails", "object")
     if guardrails:
         rules = {}
@@ -1428,6 +1436,208 @@ def assess(candidate, reference, direction, alpha, min_pct=0.0, noise_mad=None, 
     return ("within_noise" if final else None), evidence
 
 
+# Interleaved measurement (randomized multiple interleaved trials): the best and the
+# candidate run alternately, the order of each pair drawn at random, so whatever the
+# machine does (a step change, drift, load that comes and goes) hits both sides alike.
+# The judgement is the exact Wilcoxon signed-rank test on the pairs' log-ratios: the
+# random order makes each pair's ratio symmetric about 1 under "no change" whatever the
+# drift, which is exactly the test's assumption; ranks make one pair hit by a burst of
+# load count as one pair, not as a huge mean; log-ratios cancel a slowdown that hits
+# both sides of a pair. Sequential: looks at 5, 7, 10, ... pairs (up to maxSamples);
+# the first look spends 2/3 of alpha, the later ones share the rest (a Bonferroni
+# bound, so false keeps stay <= alpha), and a candidate not even ahead stops early.
+
+
+def paired_ratios(candidate, best):
+    """Per pair, log(candidate / best), or the difference in units of the best's median
+    when a value is not positive (a score that can be 0 or negative). Returns
+    (ratios, relative) where relative says they are log-ratios."""
+    import math
+    if all(v > 0 for v in candidate) and all(v > 0 for v in best):
+        return [math.log(c / b) for c, b in zip(candidate, best)], True
+    scale = abs(median(best)) or 1.0
+    return [(c - b) / scale for c, b in zip(candidate, best)], False
+
+
+def hodges_lehmann(values):
+    """The median of the pairwise (Walsh) averages: the estimate that goes with the
+    signed-rank test (robust, and exact for a constant shift)."""
+    if len(values) > 200:
+        return median(values)
+    walsh = [(values[i] + values[j]) / 2.0 for i in range(len(values)) for j in range(i, len(values))]
+    return median(walsh)
+
+
+def signed_rank_p(gains):
+    """One-sided p-values (gains > 0, gains < 0) of the Wilcoxon signed-rank statistic:
+    zeros dropped, tied magnitudes get mid-ranks, and the null distribution is counted
+    exactly over the 2^n sign flips (a normal approximation above 60 pairs)."""
+    import math
+    gains = [g for g in gains if g != 0]
+    n = len(gains)
+    if not n:
+        return 1.0, 1.0
+    order = sorted(range(n), key=lambda i: abs(gains[i]))
+    ranks2 = [0] * n           # doubled mid-ranks: integers
+    i = 0
+    while i < n:
+        j = i
+        while j + 1 < n and abs(gains[order[j + 1]]) == abs(gains[order[i]]):
+            j += 1
+        for k in range(i, j + 1):
+            ranks2[order[k]] = i + j + 2
+        i = j + 1
+    observed = sum(r for r, g in zip(ranks2, gains) if g > 0)
+    total = sum(ranks2)
+    if n > 60:
+        mean = total / 2.0
+        sd = math.sqrt(sum(r * r for r in ranks2) / 4.0)
+        return (0.5 * math.erfc((observed - mean - 1) / sd / math.sqrt(2)),
+                0.5 * math.erfc((mean - observed - 1) / sd / math.sqrt(2)))
+    counts = [0] * (total + 1)
+    counts[0] = 1
+    top = 0
+    for r in ranks2:
+        for s in range(top, -1, -1):
+            if counts[s]:
+                counts[s + r] += counts[s]
+        top += r
+    flips = float(2 ** n)
+    return sum(counts[observed:]) / flips, sum(counts[:observed + 1]) / flips
+
+
+def pair_looks(limit, alpha):
+    """The sequential plan: (pairs, alpha) at each look, up to `limit` pairs."""
+    limit = max(1, limit)
+    sizes = [min(FIRST_PAIRS, limit)]
+    while sizes[-1] < limit:
+        grown = sizes[-1] + -(-sizes[-1] * 2 // 5)
+        sizes.append(limit if grown >= limit - 2 else grown)
+    if len(sizes) == 1:
+        return [(sizes[0], alpha)]
+    rest = alpha / 3.0 / (len(sizes) - 1)
+    return [(sizes[0], alpha * 2.0 / 3.0)] + [(size, rest) for size in sizes[1:]]
+
+
+def disturbed_pairs(gains):
+    """Which pairs to judge (True) and which a burst of load hit on one side only (False):
+    a ratio beyond OUTLIER_FACTOR times the median magnitude. The rule reads magnitudes,
+    never signs, so under "no change" the kept signs are still fair coins and the test
+    stays exact."""
+    magnitudes = [abs(g) for g in gains]
+    center = median(magnitudes) if len(magnitudes) >= 4 else None
+    if not center:
+        return [True] * len(gains)
+    return [m <= OUTLIER_FACTOR * center for m in magnitudes]
+
+
+def assess_paired(candidate, best, direction, alpha, min_pct=0.0, final=True):
+    """Judges interleaved samples (candidate[i] and best[i] measured side by side).
+    Returns (verdict, evidence) like `assess`; None means "look again with more pairs"."""
+    import math
+    ratios, relative = paired_ratios(candidate, best)
+    gains = [-r for r in ratios] if direction == "lower" else list(ratios)
+    kept = disturbed_pairs(gains)
+    p_better, p_worse = signed_rank_p([g for g, ok in zip(gains, kept) if ok])
+    shift = hodges_lehmann(ratios)
+    delta_pct = (math.expm1(shift) if relative else shift) * 100.0
+    gain_pct = -delta_pct if direction == "lower" else delta_pct
+    spread = robust_sigma(ratios)
+    best_med = median(best)
+    evidence = {"method": "interleaved-signed-rank",
+                "reference": {"median": _round(best_med), "n": len(best), "source": "interleaved"},
+                "candidate": {"median": _round(median(candidate)), "n": len(candidate)},
+                "delta": _round(median(candidate) - best_med), "delta_pct": _round(delta_pct, 3),
+                "noise": {"sigma_pct": _round(spread * 100.0, 3) if spread is not None else None,
+                          "deterministic": False, "per": "pair"},
+                "p_value": _round(p_better, 6), "p_worse": _round(p_worse, 6), "alpha": _round(alpha),
+                "pairs": len(gains), "wins": sum(1 for g in gains if g > 0)}
+    if not all(kept):
+        evidence["disturbed_pairs"] = len(kept) - sum(kept)
+    if p_better <= alpha and gain_pct > 0:
+        return ("improved" if min_pct <= 0 or gain_pct >= min_pct else "within_noise"), evidence
+    if p_worse <= alpha and gain_pct < 0:
+        return "worse", evidence
+    if final or gain_pct <= 0:
+        return "within_noise", evidence   # not ahead: more pairs would not make it a keep
+    return None, evidence
+
+
+def resolvable_pct(evidence, alpha):
+    """The smallest change (percent) that this many pairs with this spread resolve
+    about 80% of the time: (z_alpha + z_0.8) * sigma / sqrt(n)."""
+    import math
+    sigma = (evidence.get("noise") or {}).get("sigma_pct")
+    pairs = evidence.get("pairs") or 0
+    if not sigma or not pairs:
+        return None
+    z_alpha = -_normal_quantile(max(1e-9, alpha))
+    return (z_alpha + 0.8416) * sigma / math.sqrt(pairs)
+
+
+def _normal_quantile(p):
+    """The standard normal quantile, by bisection of erfc (it only sizes a warning)."""
+    import math
+    lo, hi = -10.0, 10.0
+    for _ in range(80):
+        mid = (lo + hi) / 2.0
+        if 0.5 * math.erfc(-mid / math.sqrt(2)) < p:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2.0
+
+
+def collect_pairs(take, looks, direction, settings, rng):
+    """The interleaved sampling loop: `take(side, n)` measures side "best" or "candidate"
+    (returning (value, metrics), or None when it failed, which ends the loop). The order
+    within each pair is drawn from `rng`. A look happens once it has its number of
+    undisturbed pairs (see disturbed_pairs), taking at most twice the last look's pairs.
+    Returns (candidate samples, candidate metrics, best samples, best metrics, the order
+    of each pair, the verdict and evidence of the last look, notes, its alpha)."""
+    cand, cand_m, best, best_m, orders, notes = [], [], [], [], [], []
+    verdict = evidence = None
+    alpha = looks[0][1]
+    ceiling = 2 * looks[-1][0]
+    for number, (size, alpha) in enumerate(looks):
+        while len(cand) < ceiling and (len(cand) < size or _judged(cand, best) < size):
+            order = ("best", "candidate") if rng.random() < 0.5 else ("candidate", "best")
+            got = {}
+            for side in order:
+                taken = take(side, len(cand) + 1)
+                if taken is None:
+                    return cand, cand_m, best, best_m, orders, None, None, notes, alpha
+                got[side] = taken
+            orders.append("BC" if order[0] == "best" else "CB")
+            cand.append(got["candidate"][0])
+            cand_m.append(got["candidate"][1])
+            best.append(got["best"][0])
+            best_m.append(got["best"][1])
+        final = number == len(looks) - 1 or len(cand) >= ceiling
+        verdict, evidence = assess_paired(cand, best, direction, alpha, settings.min_improvement_pct, final)
+        if verdict is not None:
+            break
+        notes.append("p=%s after %d pairs was ambiguous, so more" % (_fmt(evidence.get("p_value")), len(cand)))
+    return cand, cand_m, best, best_m, orders, verdict, evidence, notes, alpha
+
+
+def _judged(cand, best):
+    """How many of the pairs so far the test would judge (not disturbed by load)."""
+    ratios, _ = paired_ratios(cand, best)
+    return sum(disturbed_pairs(ratios))
+
+
+def interleaved_looks(reference, repeat, settings, deterministic=False):
+    """The interleaved plan of `run` ([(pairs, alpha), ...]), or None when the present
+    rule applies: before the baseline, for a deterministic benchmark (one execution
+    decides), or with evaluator.mode "reference"."""
+    if settings.eval_mode != "interleaved" or not reference or deterministic or is_deterministic(reference):
+        return None
+    if repeat != "auto":
+        return [(max(1, repeat), settings.alpha)]
+    return pair_looks(settings.max_samples, settings.alpha)
+
+
 class SamplingPlan(object):
     """How many times to run the benchmark, and when to stop adding samples."""
 
@@ -1499,12 +1709,17 @@ def regression_pct(value, reference, direction):
     return float("inf") if worse > 0 else 0.0
 
 
-def verdict_of(m, reference, reference_info, direction, settings, noise_mad, alpha, baseline_metrics):
+def verdict_of(m, reference, reference_info, direction, settings, noise_mad, alpha, baseline_metrics,
+               judged=None):
     """The verdict on a measurement and its evidence, before any holdout (pure; sets
-    m.guardrails). A `baseline` or `improved` verdict then goes to holdout_verdict."""
+    m.guardrails). A `baseline` or `improved` verdict then goes to holdout_verdict.
+    `judged` is the interleaved verdict and evidence (collect_pairs), and then
+    baseline_metrics are the kept code's, measured in the same window."""
     if m.crashed:
         return "crash", None
-    if reference:
+    if judged is not None:
+        verdict, evidence = judged
+    elif reference:
         verdict, evidence = assess(m.samples, reference, direction, alpha, settings.min_improvement_pct,
                                    noise_mad, final=True, deterministic=bool(reference_info.get("deterministic")))
         evidence["reference"]["source"] = reference_info.get("source")
@@ -1513,7 +1728,8 @@ def verdict_of(m, reference, reference_info, direction, settings, noise_mad, alp
     if m.checks is False:
         return "checks_failed", evidence
     if settings.guardrails:
-        breaches = check_guardrails(settings.guardrails, m.metrics, baseline_metrics if reference else None)
+        breaches = check_guardrails(settings.guardrails, m.metrics, baseline_metrics if reference else None,
+                                    "the kept code measured beside it" if judged else "the baseline")
         m.guardrails = {"ok": not breaches, "breaches": breaches}
         if breaches:
             return "guardrail_failed", evidence
@@ -1537,7 +1753,7 @@ def holdout_verdict(verdict, holdout, reference, direction, tolerance_pct):
     return verdict
 
 
-def check_guardrails(rules, metrics, baseline_metrics):
+def check_guardrails(rules, metrics, baseline_metrics, against="the baseline"):
     """Breaches of the configured guardrails, each with a sentence naming the metric."""
     breaches = []
     for name in sorted(rules):
@@ -1560,10 +1776,10 @@ def check_guardrails(rules, metrics, baseline_metrics):
             if regression > pct:
                 breaches.append({"metric": name, "value": value, "baseline": base,
                                  "regression_pct": _round(regression, 3) if regression != float("inf") else None,
-                                 "message": "%s=%s regressed %s against the baseline %s (allowed %s%%)" % (
+                                 "message": "%s=%s regressed %s against %s (%s; allowed %s%%)" % (
                                      name, _fmt(value),
                                      ("%.2f%%" % regression) if regression != float("inf") else "from 0",
-                                     _fmt(base), _fmt(pct))})
+                                     against, _fmt(base), _fmt(pct))})
     return breaches
 
 
@@ -2088,6 +2304,182 @@ def restore_changes(session, changes):
             except OSError:
                 pass
 
+
+
+SWAP_JOURNAL = "swap.json"
+
+
+def _fsync_write(path, data):
+    """write_atomic, made durable: the journal of a swap must survive a power cut or a
+    kill -9 before the first file of the best's code is put in place."""
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        fd = os.open(os.path.dirname(path), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _flipped(changes):
+    """The same changes seen from the other side: restore_changes of these writes the
+    `new` side (the candidate's files)."""
+    return [Change(c.new_mode, c.old_mode, c.new_sha, c.old_sha, c.status, c.path) for c in changes]
+
+
+class Swap(object):
+    """Materializes the best's code for interleaved measurement by swapping exactly the
+    experiment's files in place (the paths where the best's tree and the candidate's
+    differ; untracked and ignored files, a venv, node_modules, build directories, stay as
+    they are, so both sides see the same environment at the same paths).
+
+    Before the first swap a journal (which tree is the candidate, which is the best) is
+    written and fsynced in autotune's private directory, and the candidate's tree is
+    anchored by a ref; `close` (called in `finally`, so on Ctrl-C, SIGTERM and SIGHUP too)
+    puts the candidate back and removes both. After a kill -9 the journal stays:
+    `autotune doctor --fix` (restore_swap) puts the candidate back, and every command
+    that reads or changes the tree refuses until then."""
+
+    def __init__(self, session, best_tree, candidate_tree, purpose="run"):
+        self.session, self.best_tree, self.candidate_tree = session, best_tree, candidate_tree
+        self.purpose = purpose
+        self.changes = diff_trees(session, best_tree, candidate_tree)
+        self.side, self.journal, self.stamp = "candidate", None, 0
+
+    @property
+    def paths(self):
+        return [c.name for c in self.changes]
+
+    def to(self, side):
+        """Puts `side` ("best" or "candidate") in place; a no-op when it is already."""
+        if side == self.side or not self.changes:
+            self.side = side
+            return
+        if self.journal is None:
+            self._open()
+        with LogLock(self.session):
+            restore_changes(self.session, self.changes if side == "best" else _flipped(self.changes))
+        self.side = side
+        self._stamp(side)
+
+    def _open(self):
+        session = self.session
+        self.journal = session.cache(SWAP_JOURNAL, create=True)
+        anchor = "refs/autotune/swap/" + os.path.basename(session.cache_dir)
+        session.repo.run(["update-ref", "--no-deref", anchor, self.candidate_tree])
+        _fsync_write(self.journal, json.dumps({
+            "purpose": self.purpose, "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
+            "started": utc_now(),
+            "candidate_tree": self.candidate_tree, "best_tree": self.best_tree,
+            "paths": self.paths[:200]}).encode("utf-8"))
+
+    def _stamp(self, side):
+        """Gives the swapped files a modification time in a later whole second than the
+        last swap: caches keyed on (mtime in seconds, size), like Python's .pyc files,
+        would otherwise run one side's stale code for the other."""
+        now = int(time.time())
+        self.stamp = max(now, self.stamp + 1)
+        root = self.session.repo.root
+        for change in (self.changes if side == "best" else _flipped(self.changes)):
+            if change.old_mode in (b"000000", b"120000", b"160000"):
+                continue
+            full = os.path.join(root, os.fsdecode(change.path))
+            try:
+                if not os.path.islink(full):
+                    os.utime(full, (self.stamp, self.stamp))
+            except OSError:
+                pass
+
+    def close(self):
+        """Puts the candidate back (idempotent) and drops the journal."""
+        if self.journal is None:
+            return
+        self.to("candidate")
+        _drop_swap(self.session)
+        self.journal = None
+
+
+def _drop_swap(session):
+    try:
+        os.unlink(session.cache(SWAP_JOURNAL))
+    except OSError:
+        pass
+    session.repo.run(["update-ref", "-d", "refs/autotune/swap/" + os.path.basename(session.cache_dir)],
+                     check=False)
+
+
+def pending_swap(session):
+    """The journal of a swap that did not finish (a measurement killed while the best's
+    files were in place), or None."""
+    if session.repo is None:
+        return None
+    try:
+        with open(session.cache(SWAP_JOURNAL), "rb") as handle:
+            data = json.loads(handle.read().decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else {}
+
+
+def refuse_pending_swap(session):
+    """Every command that reads or changes the experiment's files refuses while the
+    best's version may be in their place."""
+    journal = pending_swap(session)
+    if journal is None:
+        return
+    if swap_owner_alive(journal):
+        fail("measuring", "`autotune %s` (pid %s) is measuring the kept code beside the candidate "
+             "and has the kept version of the experiment's files in place; wait for it to finish." % (
+                 journal.get("purpose", "run"), journal.get("pid")))
+    fail("interrupted_swap", "An interrupted `autotune %s` left the kept version of the experiment's "
+         "files in place of yours (%s). Run `autotune doctor --fix` to put your version back; nothing "
+         "else is changed." % (journal.get("purpose", "run"), ", ".join(
+             str(p) for p in (journal.get("paths") or [])[:10]) or "no files recorded"))
+
+
+def _process_start(pid):
+    """The start time of a process (clock ticks since boot, /proc), so a pid that was
+    reused is not taken for the process that wrote a journal."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            stat = handle.read()
+        return stat[stat.rindex(")") + 2:].split()[19]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def swap_owner_alive(journal):
+    pid = journal.get("pid")
+    if not _is_int(pid) or pid <= 0 or not _pid_alive(pid):
+        return False
+    start = journal.get("pid_start")
+    return start is None or _process_start(pid) in (None, start)
+
+
+def restore_swap(session, journal):
+    """Puts the candidate's files back after an interrupted swap (idempotent: every path
+    of the swap is written from the candidate's tree, whatever step was reached)."""
+    best, candidate = journal.get("best_tree"), journal.get("candidate_tree")
+    if not (isinstance(best, str) and _is_hash(best) and isinstance(candidate, str) and _is_hash(candidate)):
+        fail("bad_journal", "The swap journal %s is damaged; restore the experiment's files by hand "
+             "(`git status`), then delete it." % session.cache(SWAP_JOURNAL))
+    restore_changes(session, _flipped(diff_trees(session, best, candidate)))
+    _drop_swap(session)
+    return diff_trees(session, best, candidate)
 
 # ------------------------------------------------------------------ running ----
 
@@ -2618,6 +3010,7 @@ def cmd_run(args):
     loaded = load_state(session)
     state = loaded.state
     check_active(session, state)
+    refuse_pending_swap(session)
     argv, shell, shown = benchmark_command(session, args.command)
     hashes = file_hashes(session)  # read once: checked now, recorded with the measurement
     check_integrity(session, state, hashes)
@@ -2642,16 +3035,55 @@ def cmd_run(args):
     env = benchmark_env(AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_RUN=str(state.n_exp + 1))
     reference = (state.reference or {}).get("samples") or None
     deterministic = bool((state.reference or {}).get("deterministic"))
+    looks = interleaved_looks(reference, repeat, settings, deterministic)
+    if looks is not None:
+        why_not = interleave_obstacle(session, state, head)
+        if why_not:
+            warnings.append("judged against the kept code's earlier samples, not measured beside it: "
+                            "%s; a change of the machine's speed since then decides the verdict" % why_not)
+            looks = None
     plan = sampling_plan(reference, repeat, settings, deterministic)
     # the segment's MAD is the spread of its results (progress included): a fallback
     # for the adaptive default's small references only, never for a fixed repeat
     noise_mad = (state.confidence or {}).get("noise_mad") if repeat == "auto" else None
     m = Measurement(segment=state.segment, timestamp=utc_now(), command=shown, pname=pname,
                     warnings=warnings, head=head, hashes=hashes)
+    load_before = load_average()
+    judged = paired = None
+    progress = Progress("run")
     with ProcessSweep() as sweep:
-        runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep)
-        m.samples, m.sample_metrics, notes = collect_samples(
-            runner.take, plan, reference, direction, settings, noise_mad, deterministic)
+        runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep, progress)
+        if looks is None:
+            m.samples, m.sample_metrics, notes = collect_samples(
+                runner.take, plan, reference, direction, settings, noise_mad, deterministic)
+        else:
+            swap = Swap(session, state.snapshot["tree"], tree_before)
+            kept = SampleRunner(argv, shell, session.workdir, timeout, dict(env), pname, sweep, progress,
+                                side="best")
+            runner.side = "candidate"
+            sides = {"best": kept, "candidate": runner}
+
+            def take(side, number):
+                swap.to(side)
+                return sides[side].take(number)
+            try:
+                (m.samples, m.sample_metrics, best_samples, best_metrics, orders, verdict, evidence, notes,
+                 alpha) = collect_pairs(take, looks, direction, settings, pair_order_rng())
+            finally:
+                swap.close()
+            progress.done()
+            if kept.problem:
+                fail("kept_code_failed", "The kept code failed while it was measured beside your change "
+                     "(%s), so the change cannot be judged; nothing was recorded and your files are as "
+                     "they were. Output tail: %s. Check the environment with `autotune rebaseline`, or "
+                     "set evaluator.mode to \"reference\" in %s to judge against earlier samples." % (
+                         kept.problem, _one_line(kept.last.output, 300), CONFIG_FILE))
+            if verdict is not None:
+                judged = (verdict, evidence)
+                plan.alpha = alpha
+            paired = {"best": [_round(v) for v in best_samples], "order": "".join(o[0] for o in orders),
+                      "orders": orders, "swapped": swap.paths[:50], "alpha": alpha,
+                      "best_metrics": median_metrics(best_metrics, exclude=pname)}
         outcome = runner.last
         m.exit, m.timeout, m.reason, m.dur = outcome.exit, outcome.timeout, runner.problem, round(runner.dur, 3)
         m.output = outcome.error or outcome.output
@@ -2668,16 +3100,35 @@ def cmd_run(args):
                 m.chk_out = checks.error or checks.output
                 if checks.timeout:
                     m.chk_out = (m.chk_out + "\n[checks timed out after %ss]" % _fmt(checks_timeout)).strip()
+        baseline_metrics = paired["best_metrics"] if paired else (state.reference or {}).get("metrics") or \
+            (state.baseline or {}).get("metrics")
         m.verdict, m.evidence = verdict_of(m, reference, state.reference or {}, direction, settings,
-                                           noise_mad, plan.alpha, (state.baseline or {}).get("metrics"))
+                                           noise_mad, plan.alpha, baseline_metrics, judged)
         if m.verdict in ("baseline", "improved") and os.path.isfile(session.path(HOLDOUT_FILE)):
-            m.holdout = run_holdout(session, pname, timeout, env, sweep)
-            m.verdict = holdout_verdict(m.verdict, m.holdout, (state.baseline or {}).get("holdout"),
-                                        direction, settings.holdout_tolerance_pct)
+            if paired:
+                m.holdout, holdout_ref = holdout_pairs(session, pname, timeout, env, sweep, swap)
+            else:
+                m.holdout = run_holdout(session, pname, timeout, env, sweep)
+                holdout_ref = (state.reference or {}).get("holdout")
+                if not _is_number(holdout_ref):
+                    holdout_ref = (state.baseline or {}).get("holdout")
+            m.verdict = holdout_verdict(m.verdict, m.holdout, holdout_ref, direction,
+                                        settings.holdout_tolerance_pct)
+    m.load = {"before": load_before, "after": load_average()}
+    if paired:
+        paired["load"] = m.load
+        m.paired = paired
+        if m.evidence is not None:
+            too_noisy = noise_verdict(m.evidence, plan.alpha, looks, settings, m.load)
+            if too_noisy:
+                m.evidence["too_noisy"] = too_noisy
+                m.warnings.append(too_noisy["message"])
+            m.evidence["interleaved"] = {"best": paired["best"], "order": paired["order"], "load": m.load}
     m.suggested_status = {"baseline": "keep", "improved": "keep", "crash": "crash",
                           "checks_failed": "checks_failed"}.get(m.verdict, "discard")
     samples = m.samples
-    m.sampling = describe_sampling(plan, samples, notes, m, reference, settings.max_samples)
+    m.sampling = describe_pairs(paired, m, notes) if paired else describe_sampling(
+        plan, samples, notes, m, reference, settings.max_samples)
     m.env = environment(head)
     if repo:
         with LogLock(session):
@@ -2694,10 +3145,109 @@ def cmd_run(args):
               "samples": [_round(s) for s in samples], "n": len(samples), "sampling": m.sampling,
               "verdict": m.verdict, "suggested_status": m.suggested_status, "evidence": m.evidence,
               "guardrails": m.guardrails, "holdout": m.holdout, "reason": m.reason,
-              "command": shown, "env": m.env}
+              "command": shown, "env": m.env, "load": m.load}
+    if paired:
+        result["interleaved"] = {k: v for k, v in paired.items() if k != "orders"}
+        result["executions"] = len(samples) + len(paired["best"])
     if m.warnings:
         result["warnings"] = m.warnings
     output(result)
+
+
+def interleave_obstacle(session, state, head):
+    """Why the kept code cannot be measured beside the candidate, or None."""
+    if session.repo is None:
+        return "the directory is not in a git repository"
+    snap = state.snapshot or {}
+    if not snap.get("tree"):
+        return "the log has no snapshot of the kept code (a session of an older autotune)"
+    if snap.get("head") and head != snap.get("head"):
+        return "HEAD moved outside autotune"
+    return None
+
+
+def pair_order_rng():
+    """The coin that orders each pair: seeded from the OS (AUTOTUNE_PAIR_SEED makes it
+    repeatable for tests)."""
+    import random
+    seed = os.environ.get("AUTOTUNE_PAIR_SEED")
+    return random.Random(seed if seed else os.urandom(16))
+
+
+def load_average():
+    """The 1-minute load average and the number of CPUs, or None where unknown."""
+    try:
+        return {"1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
+    except (OSError, AttributeError):
+        return None
+
+
+def noise_verdict(evidence, alpha, looks, settings, load):
+    """`within_noise` at the cap because the same-window samples spread too widely for
+    the cap to resolve the change asked for: the cause and what to do, or None."""
+    if evidence.get("method") != "interleaved-signed-rank" or (evidence.get("p_value") or 0) <= alpha:
+        return None
+    if (evidence.get("pairs") or 0) < looks[-1][0]:
+        return None
+    resolvable = resolvable_pct(evidence, alpha)
+    if resolvable is None or resolvable <= settings.min_improvement_pct:
+        return None
+    before, after = (load or {}).get("before") or {}, (load or {}).get("after") or {}
+    cpus = before.get("cpus") or after.get("cpus")
+    busiest = max(before.get("1m") or 0, after.get("1m") or 0)
+    cause = ("the machine was busy (load average %s -> %s on %s CPUs)" % (
+        _fmt(before.get("1m")), _fmt(after.get("1m")), cpus)
+        if cpus and busiest >= 0.75 * cpus else "the benchmark's own run-to-run spread")
+    asked = ("evaluator.minImprovementPct asks for %s%%" % _fmt(settings.min_improvement_pct)
+             if settings.min_improvement_pct else "no evaluator.minImprovementPct is set")
+    message = ("too noisy to decide: measured side by side, the kept code and the candidate differ by "
+               "±%s%% from pair to pair, so %d pairs resolve only changes above ~%s%% (%s). Cause: %s. "
+               "What to do: run on a quieter machine, raise evaluator.maxSamples, or make the "
+               "workload longer so each sample averages more noise away." % (
+                   _fmt(evidence["noise"]["sigma_pct"]), evidence["pairs"], _fmt(round(resolvable, 2)),
+                   asked, cause))
+    return {"resolvable_pct": _round(resolvable, 3), "cause": cause, "message": message}
+
+
+def describe_pairs(paired, m, notes):
+    count = len(m.samples)
+    if m.crashed:
+        return "%d pair%s before the crash" % (count, "" if count == 1 else "s")
+    text = ("%d pairs, interleaved: the kept code and the candidate measured alternately, the order "
+            "of each pair at random (%s)" % (count, paired["order"]))
+    if notes:
+        text += "; " + "; ".join(notes)
+    evidence = m.evidence or {}
+    if evidence.get("p_value") is not None:
+        text += "; signed-rank p=%s (alpha at this look %s)" % (_fmt(evidence["p_value"]),
+                                                              _fmt(round(paired["alpha"], 4)))
+    if evidence.get("disturbed_pairs"):
+        text += "; %d pair%s set aside as disturbed by load on one side" % (
+            evidence["disturbed_pairs"], "" if evidence["disturbed_pairs"] == 1 else "s")
+    return text
+
+
+class Progress(object):
+    """Sample k of n on stderr, only when stderr is a terminal (never in JSON, never
+    when piped)."""
+
+    def __init__(self, what):
+        self.what = what
+        self.live = False
+        try:
+            self.live = sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            pass
+
+    def show(self, text):
+        if self.live:
+            sys.stderr.write("\r\033[Kautotune %s: %s" % (self.what, text))
+            sys.stderr.flush()
+
+    def done(self):
+        if self.live:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
 
 
 def crash_reason(outcome, pname):
@@ -2718,13 +3268,19 @@ class SampleRunner(object):
     """`take` for collect_samples: one execution of the benchmark per sample; remembers
     the last outcome, the total time, and why it failed."""
 
-    def __init__(self, argv, shell, cwd, timeout, env, pname, sweep):
+    def __init__(self, argv, shell, cwd, timeout, env, pname, sweep, progress=None, side=None):
         self.argv, self.shell, self.cwd, self.timeout = argv, shell, cwd, timeout
         self.env, self.pname, self.sweep = env, pname, sweep
         self.last, self.problem, self.dur = None, None, 0.0
+        self.progress, self.side = progress, side
 
     def take(self, number):
         self.env["AUTOTUNE_SAMPLE"] = str(number)
+        if self.side:
+            self.env["AUTOTUNE_SIDE"] = self.side
+        if self.progress:
+            self.progress.show("sample %d%s" % (number, " (%s)" % ("kept code" if self.side == "best" else
+                                                                    "candidate") if self.side else ""))
         self.last = run_process(self.argv, self.cwd, self.timeout, shell=self.shell, env=self.env,
                                 sweep=self.sweep)
         self.dur += self.last.dur
@@ -2744,6 +3300,33 @@ def run_holdout(session, pname, timeout, env, sweep):
     if problem:
         holdout["reason"] = "holdout " + problem
     return holdout
+
+
+def holdout_pairs(session, pname, timeout, env, sweep, swap, pairs=HOLDOUT_PAIRS):
+    """The holdout judged like the primary metric: the kept code's holdout and the
+    candidate's, alternately in the same window (order at random). Returns (holdout,
+    the kept code's median) for holdout_verdict."""
+    rng = pair_order_rng()
+    values = {"best": [], "candidate": []}
+    holdout = None
+    try:
+        for _ in range(pairs):
+            for side in (("best", "candidate") if rng.random() < 0.5 else ("candidate", "best")):
+                swap.to(side)
+                one = run_holdout(session, pname, timeout, env, sweep)
+                if one.get("reason"):
+                    if side == "best":
+                        one["reason"] = "the kept code's " + one["reason"]
+                    return one, None
+                values[side].append(one["value"])
+                holdout = one if side == "candidate" else holdout
+    finally:
+        swap.close()
+    holdout["value"] = _round(median(values["candidate"]))
+    holdout["samples"] = [_round(v) for v in values["candidate"]]
+    holdout["best_samples"] = [_round(v) for v in values["best"]]
+    holdout["against"] = "the kept code measured beside it"
+    return holdout, median(values["best"])
 
 
 def describe_sampling(plan, samples, notes, m, reference, max_samples=DEFAULT_MAX_SAMPLES):

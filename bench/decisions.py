@@ -5,7 +5,10 @@ Simulates optimization loops on synthetic benchmarks whose noise and true effect
 known, and applies autotune's real decision code -- `sampling_plan` and `assess`, in
 the same sequence as `cmd_run` (see `measure` below) and the same bookkeeping as
 `cmd_log` and the fold of the log (see `Ledger`) -- with a fake benchmark function in
-place of a process. Side by side: the naive rule "keep if a single sample is better
+place of a process. Side by side, three rules: the interleaved default (the best and
+the candidate measured alternately in the same window, `autotune.collect_pairs`), the
+present rule (the candidate against the best's samples taken at an earlier run,
+`evaluator.mode: "reference"`), and the naive rule "keep if a single sample is better
 than the best so far".
 
 It reports, per noise model:
@@ -22,6 +25,13 @@ Noise models (a lower metric is better, true value 100, noise SD sigma = 1):
   quantized    a coarse timer: Gaussian noise rounded to a tick of 1 or 2 sigma, the true
                value at a random phase of the tick
   determ.      no noise at all (bundle size); effects are 1, 2, 3 units
+Machine models (Gaussian noise on a machine whose speed changes; the factor multiplies
+every measured value):
+  step-25%     the machine gets 25% faster (or slower) between the baseline run and the
+               candidate's run
+  drift        0.5% slower per execution, gradually, within and across runs
+  bursty       load that comes and goes: each execution starts a stretch of load with
+               probability 0.1, lasting 4 executions on average, at 1.5-2x
 
 Usage:
   python3 bench/decisions.py              # Markdown tables (for the README)
@@ -51,6 +61,8 @@ EFFECTS = (0, 1, 2, 3)            # true improvements, in noise standard deviati
 AFTER_EFFECT = 2                  # the real improvement that follows a ratchet of null changes
 TARGET_FALSE_KEEPS = 0.05
 TARGET_DETECTION_3SD = 0.90
+TARGET_NOOP_RUNS = 20             # executions per no-op decision, both sides counted
+TARGET_WIN_RUNS = 12              # executions per decision on a 3-sigma win
 _LN_MEAN = math.exp(0.5)
 _LN_SD = math.sqrt((math.e - 1.0) * math.e)
 
@@ -58,19 +70,51 @@ _LN_SD = math.sqrt((math.e - 1.0) * math.e)
 # ------------------------------------------------------------- noise models ----
 
 
-class Noise(object):
-    """A synthetic benchmark: draw(rng, true_value, phase) -> one measured value."""
+class Machine(object):
+    """The speed of the machine, as a factor on each execution's value: a step between
+    the baseline run and later runs, a gradual drift, and stretches of load."""
 
-    def __init__(self, key, label, draw, tick=None):
+    def __init__(self, rng, step=1.0, drift=0.0, bursts=False):
+        self.rng, self.step, self.drift, self.bursts = rng, step, drift, bursts
+        self.clock, self.runs, self.left, self.load = 0, 0, 0, 1.0
+
+    def next_run(self):
+        self.runs += 1
+
+    def factor(self):
+        self.clock += 1
+        value = (self.step if self.runs > 1 else 1.0) * (1.0 + self.drift * self.clock)
+        if self.bursts:
+            if not self.left and self.rng.random() < 0.1:
+                self.left = 1 + int(self.rng.expovariate(1.0 / 3.0))
+                self.load = self.rng.uniform(1.5, 2.0)
+            if self.left:
+                self.left -= 1
+                value *= self.load
+        return value
+
+
+class Noise(object):
+    """A synthetic benchmark on a machine: draw(rng, true_value, phase) -> one value,
+    times the machine's factor."""
+
+    def __init__(self, key, label, draw, tick=None, machine=None):
         self.key, self.label, self._draw, self.tick = key, label, draw, tick
+        self.machine_args = machine or {}
+        self.stationary = not machine
 
     def phase(self, rng):
         """Where the true value sits within a timer tick (drawn once per loop)."""
         return rng.random() * self.tick if self.tick else 0.0
 
-    def bench(self, rng, true_value, phase):
+    def new_machine(self, rng):
+        return Machine(rng, **self.machine_args)
+
+    def bench(self, rng, true_value, phase, machine=None):
         draw = self._draw
-        return lambda: draw(rng, true_value + phase)
+        if machine is None:
+            return lambda: draw(rng, true_value + phase)
+        return lambda: draw(rng, true_value + phase) * machine.factor()
 
 
 def _gaussian(rng, mu):
@@ -97,7 +141,14 @@ NOISES = (
     Noise("quantized1", "quantized, tick = 1σ", _quantized(1.0), tick=1.0),
     Noise("quantized2", "quantized, tick = 2σ", _quantized(2.0), tick=2.0),
     Noise("deterministic", "deterministic (σ = 0; effects in units)", _exact),
+    Noise("faster", "Gaussian, 25% faster after the baseline", _gaussian, machine={"step": 0.75}),
+    Noise("slower", "Gaussian, 25% slower after the baseline", _gaussian, machine={"step": 1.25}),
+    Noise("drift", "Gaussian, drifting 0.5% per execution", _gaussian, machine={"drift": 0.005}),
+    Noise("bursty", "Gaussian, bursts of load at 1.5-2×", _gaussian, machine={"bursts": True}),
 )
+RULES = ("interleaved", "present", "naive")
+RULE_LABELS = {"interleaved": "interleaved (default)", "present": "present (earlier reference)",
+               "naive": "naive (1 sample, better than best)"}
 
 
 # -------------------------------------------------- autotune's decision code ----
@@ -124,6 +175,23 @@ def measure(bench, reference, settings, deterministic=False, noise_mad=None,
         verdict, evidence = "baseline", None
     suggested = {"baseline": "keep", "improved": "keep"}.get(verdict, "discard")
     return samples, verdict, suggested, evidence
+
+
+def measure_interleaved(best_bench, bench, reference, settings, rng, deterministic=False,
+                        noise_mad=None, direction=DIRECTION):
+    """`cmd_run` in the default mode: the interleaved plan when autotune.interleaved_looks
+    gives one (the best and the candidate alternately, order drawn from rng), else the
+    present path. Returns (candidate samples, verdict, suggested_status, executions)."""
+    looks = autotune.interleaved_looks(reference, settings.repeat, settings, deterministic)
+    if looks is None:
+        samples, verdict, suggested, _ = measure(bench, reference, settings, deterministic, noise_mad,
+                                                 direction)
+        return samples, verdict, suggested, len(samples)
+    benches = {"best": best_bench, "candidate": bench}
+    cand, _, best, _, _, verdict, _, _, _ = autotune.collect_pairs(
+        lambda side, n: (benches[side](), {}), looks, direction, settings, rng)
+    suggested = {"improved": "keep"}.get(verdict, "discard")
+    return cand, verdict, suggested, len(cand) + len(best)
 
 
 class Ledger(object):
@@ -160,12 +228,19 @@ class Ledger(object):
         kept = [float(autotune._round(s)) for s in samples]
         self.reference, self.deterministic = kept, autotune.is_deterministic(kept)
 
-    def step(self, bench, settings):
-        """One experiment, `run` then `log --status auto`: (verdict, executions)."""
-        samples, verdict, status, _ = measure(bench, self.reference, settings,
-                                              self.deterministic, self.noise_mad, self.direction)
+    def step(self, bench, settings, best_bench=None, rng=None):
+        """One experiment, `run` then `log --status auto`: (verdict, executions). With
+        best_bench (the kept code on the same machine), the interleaved default."""
+        if best_bench is not None:
+            samples, verdict, status, runs = measure_interleaved(
+                best_bench, bench, self.reference, settings, rng, self.deterministic, self.noise_mad,
+                self.direction)
+        else:
+            samples, verdict, status, _ = measure(bench, self.reference, settings,
+                                                  self.deterministic, self.noise_mad, self.direction)
+            runs = len(samples)
         self.log(samples, verdict, status)
-        return verdict, len(samples)
+        return verdict, runs
 
 
 # --------------------------------------------------------------- scenarios ----
@@ -177,43 +252,70 @@ def _rng(seed, *parts):
     return random.Random(":".join(str(p) for p in (seed,) + parts))
 
 
-def single_decisions(noise, effect, trials, settings, seed):
-    """A fresh loop per trial: baseline, then one candidate `effect` sigma better."""
-    rng = _rng(seed, "single", noise.key, effect)
-    kept = executions = baseline_runs = deterministic = naive_kept = 0
-    for _ in range(trials):
-        phase = noise.phase(rng)
-        ledger = Ledger()
-        verdict, runs = ledger.step(noise.bench(rng, TRUE_VALUE, phase), settings)
-        baseline_runs += runs
-        deterministic += ledger.deterministic
-        verdict, runs = ledger.step(noise.bench(rng, TRUE_VALUE - effect, phase), settings)
-        kept += verdict == "improved"
-        executions += runs
-        # the naive rule: one sample each, keep if strictly better than the best so far
-        best = noise.bench(rng, TRUE_VALUE, phase)()
-        naive_kept += noise.bench(rng, TRUE_VALUE - effect, phase)() < best
-    return {"autotune": {"keep_rate": kept / float(trials), "runs": executions / float(trials),
-                         "baseline_runs": baseline_runs / float(trials),
-                         "deterministic_baselines": deterministic / float(trials)},
-            "naive": {"keep_rate": naive_kept / float(trials), "runs": 1.0}}
+def single_decisions(noise, effect, trials, settings, seed, rules=RULES):
+    """A fresh loop per trial: baseline, then one candidate `effect` sigma better, on a
+    fresh machine per rule (the same machine model)."""
+    out = {}
+    for rule in rules:
+        rng = _rng(seed, "single", noise.key, effect, rule)
+        kept = executions = baseline_runs = deterministic = 0
+        for _ in range(trials):
+            phase = noise.phase(rng)
+            machine = None if noise.stationary else noise.new_machine(rng)
+            best = noise.bench(rng, TRUE_VALUE, phase, machine)
+            better = noise.bench(rng, TRUE_VALUE - effect, phase, machine)
+            if rule == "naive":  # one sample each, keep if strictly better than the best
+                if machine:
+                    machine.next_run()
+                first = best()
+                if machine:
+                    machine.next_run()
+                kept += better() < first
+                executions += 1
+                continue
+            ledger = Ledger()
+            if machine:
+                machine.next_run()
+            verdict, runs = ledger.step(best, settings)
+            baseline_runs += runs
+            deterministic += ledger.deterministic
+            if machine:
+                machine.next_run()
+            if rule == "interleaved":
+                verdict, runs = ledger.step(better, settings, best_bench=best, rng=rng)
+            else:
+                verdict, runs = ledger.step(better, settings)
+            kept += verdict == "improved"
+            executions += runs
+        out[rule] = {"keep_rate": kept / float(trials), "runs": executions / float(trials)}
+        if rule != "naive":
+            out[rule].update(baseline_runs=baseline_runs / float(trials),
+                             deterministic_baselines=deterministic / float(trials))
+    return out
 
 
-def ratchet(noise, loops, experiments, settings, seed, rebaseline_every=None):
+def ratchet(noise, loops, experiments, settings, seed, rebaseline_every=None, rule="present"):
     """Loops of `experiments` null changes after a baseline: how often is one kept?
 
     rebaseline_every=k re-measures the best (`rebaseline`, 5 samples) after every k
-    consecutive non-keeps, as the plateau playbook does."""
-    rng = _rng(seed, "ratchet", noise.key, rebaseline_every)
+    consecutive non-keeps, as the plateau playbook does. rule "interleaved" measures
+    the kept code beside each candidate (the default), "present" uses earlier samples."""
+    rng = _rng(seed, "ratchet", noise.key, rebaseline_every, rule)
     any_kept = total_kept = naive_any = naive_total = runs = after = naive_after = 0
     for _ in range(loops):
         phase = noise.phase(rng)
-        bench = noise.bench(rng, TRUE_VALUE, phase)
+        machine = None if noise.stationary else noise.new_machine(rng)
+        bench = noise.bench(rng, TRUE_VALUE, phase, machine)
+        pair = {"best_bench": bench, "rng": rng} if rule == "interleaved" else {}
         ledger = Ledger()
+        if machine:
+            machine.next_run()
         ledger.step(bench, settings)
         kept, streak = 0, 0
         for _ in range(experiments):
-            verdict, n = ledger.step(bench, settings)
+            if machine:
+                machine.next_run()
+            verdict, n = ledger.step(bench, settings, **pair)
             runs += n
             if verdict == "improved":
                 kept, streak = kept + 1, 0
@@ -226,8 +328,8 @@ def ratchet(noise, loops, experiments, settings, seed, rebaseline_every=None):
         any_kept += kept > 0
         total_kept += kept
         # the cost of a lucky best: then a real improvement of AFTER_EFFECT sigma comes
-        better = noise.bench(rng, TRUE_VALUE - AFTER_EFFECT, phase)
-        after += ledger.step(better, settings)[0] == "improved"
+        better = noise.bench(rng, TRUE_VALUE - AFTER_EFFECT, phase, machine)
+        after += ledger.step(better, settings, **pair)[0] == "improved"
         best, naive_kept = bench(), 0
         for _ in range(experiments):
             value = bench()
@@ -286,16 +388,19 @@ def decision_table(settings, trials, seed, noises):
     rows = []
     for noise in noises:
         cells = {effect: single_decisions(noise, effect, trials, settings, seed) for effect in EFFECTS}
-        for rule in ("autotune", "naive"):
+        for rule in RULES:
             row = {"noise": noise.key, "label": noise.label, "rule": rule,
                    "false_keeps": cells[0][rule]["keep_rate"],
                    "detect": {str(e): cells[e][rule]["keep_rate"] for e in EFFECTS if e},
                    "runs": {str(e): cells[e][rule]["runs"] for e in EFFECTS}}
-            if rule == "autotune":
+            if rule != "naive":
                 row["baseline_runs"] = cells[0][rule]["baseline_runs"]
                 row["deterministic_baselines"] = cells[0][rule]["deterministic_baselines"]
             row["meets_targets"] = (row["false_keeps"] <= TARGET_FALSE_KEEPS
                                     and row["detect"]["3"] >= TARGET_DETECTION_3SD)
+            if rule == "interleaved" and noise.key != "deterministic":
+                row["meets_cost"] = (row["runs"]["0"] <= TARGET_NOOP_RUNS
+                                     and row["runs"]["3"] <= TARGET_WIN_RUNS)
             rows.append(row)
     return rows
 
@@ -316,9 +421,10 @@ def render_decisions(rows):
     for row in rows:
         runs = " · ".join("%.1f" % row["runs"][str(e)] for e in EFFECTS)
         lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            row["label"], "autotune" if row["rule"] == "autotune" else "naive (1 sample, better than best)",
+            row["label"], RULE_LABELS[row["rule"]],
             pct(row["false_keeps"]), pct(row["detect"]["1"]), pct(row["detect"]["2"]),
-            pct(row["detect"]["3"]), runs, "met" if row["meets_targets"] else "**missed**"))
+            pct(row["detect"]["3"]), runs, ("met" if row["meets_targets"] and row.get("meets_cost", True)
+                                            else "**missed**")))
     return "\n".join(lines)
 
 
@@ -349,16 +455,18 @@ def run(args):
         for noise in noises:
             if noise.key == "deterministic":
                 continue
-            plain = ratchet(noise, args.loops, args.experiments, settings, args.seed)
-            for rule, label in (("autotune", "autotune"), ("naive", "naive")):
-                ratchet_rows.append(dict(plain[rule], noise=noise.key, label=noise.label,
-                                         rule=rule, rule_label=label))
+            for rule in ("interleaved", "present"):
+                plain = ratchet(noise, args.loops, args.experiments, settings, args.seed, rule=rule)
+                ratchet_rows.append(dict(plain["autotune"], noise=noise.key, label=noise.label,
+                                         rule=rule, rule_label=RULE_LABELS[rule]))
+            ratchet_rows.append(dict(plain["naive"], noise=noise.key, label=noise.label,
+                                     rule="naive", rule_label="naive"))
             if not args.no_rebaseline:
                 again = ratchet(noise, args.loops, args.experiments, settings, args.seed,
                                 rebaseline_every=settings.max_no_improve)
                 ratchet_rows.append(dict(again["autotune"], noise=noise.key, label=noise.label,
-                                         rule="autotune+rebaseline",
-                                         rule_label="autotune, `rebaseline` after %d discards"
+                                         rule="present+rebaseline",
+                                         rule_label="present, `rebaseline` after %d discards"
                                          % settings.max_no_improve))
         report["ratchet"] = {"loops": args.loops, "experiments": args.experiments,
                              "rows": ratchet_rows}
@@ -374,15 +482,16 @@ def render(report):
                                               report["trials"], report["seed"]))
     parts = ["### Keep/discard decisions: one candidate against the baseline", "", head, "",
              render_decisions(report["decisions"]), ""]
-    gauss = [r for r in report["decisions"] if r["noise"] == "gaussian" and r["rule"] == "autotune"]
-    if gauss:
-        g = gauss[0]
-        parts += ["Targets (Gaussian noise): false keeps %s ≤ 5%%: %s; detection at 3σ %s ≥ 90%%: %s." % (
-            pct(g["false_keeps"]), "yes" if g["false_keeps"] <= TARGET_FALSE_KEEPS else "NO",
-            pct(g["detect"]["3"]), "yes" if g["detect"]["3"] >= TARGET_DETECTION_3SD else "NO"), ""]
-    missed = [r["label"] for r in report["decisions"] if r["rule"] == "autotune" and not r["meets_targets"]]
-    if missed:
-        parts += ["Targets missed by autotune for: %s." % ", ".join(missed), ""]
+    ours = [r for r in report["decisions"] if r["rule"] == "interleaved"]
+    missed = [r["label"] for r in ours if not (r["meets_targets"] and r.get("meets_cost", True))]
+    noisy = [r for r in ours if r["noise"] != "deterministic"]
+    if noisy:
+        parts += ["Targets for the default (every model): false keeps ≤ 5%%, detection at 3σ ≥ 90%%, "
+                  "≤ %d executions per no-op decision and ≤ %d per 3σ win (both sides counted): %s. "
+                  "Worst cases: false keeps %s, detection %s, executions %.1f (no-op) and %.1f (3σ win)." % (
+                      TARGET_NOOP_RUNS, TARGET_WIN_RUNS, "met" if not missed else "missed for " + ", ".join(missed),
+                      pct(max(r["false_keeps"] for r in ours)), pct(min(r["detect"]["3"] for r in ours)),
+                      max(r["runs"]["0"] for r in noisy), max(r["runs"]["3"] for r in noisy)), ""]
     r = report["ratchet"]
     parts += ["### Lucky-best ratchet: %d null experiments after the baseline (%d loops)" % (
         r["experiments"], r["loops"]), "", render_ratchet(r["rows"], r["experiments"])]
@@ -393,7 +502,7 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     p.add_argument("--seed", type=int, default=4)
-    p.add_argument("--trials", type=int, default=3000, help="trials per table cell")
+    p.add_argument("--trials", type=int, default=2000, help="trials per table cell")
     p.add_argument("--loops", type=int, default=200, help="loops in the ratchet scenario")
     p.add_argument("--experiments", type=int, default=50, help="null experiments per loop")
     p.add_argument("--noise", action="append", choices=[n.key for n in NOISES],

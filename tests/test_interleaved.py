@@ -1,0 +1,199 @@
+"""Issue 9: drift-proof decisions through the CLI. `run` measures the kept code beside
+the candidate (interleaved, the order of each pair at random) by swapping exactly the
+experiment's files in place, and judges the pairs.
+
+The benchmark is real (a bash script run by autotune) but its numbers are the test's:
+value = DELAY_MS (the code under test, work.py) x the machine's speed factor x (1 + a
+seeded noise of +-0.2%), where the factor lives in a directory OUTSIDE the repository
+that the test changes between runs (a step change) or that the benchmark derives from
+its execution count (gradual drift, load that comes and goes). AUTOTUNE_PAIR_SEED fixes
+the order of the pairs, so every run of these tests sees the same numbers."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import AUTOTUNE, ROOT, clean_env, make_project, run_cli
+
+MACHINE_BENCH = r"""#!/usr/bin/env bash
+# the code under test is work.py; the machine is %(machine)s (outside the repository)
+d=$(sed -n 's/^DELAY_MS = //p' work.py)
+if [ "$d" = CRASH ]; then echo "benchmark exploded"; exit 3; fi
+M=%(machine)s
+n=$(( $(cat "$M/count" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$M/count"
+echo "$AUTOTUNE_SIDE" >> "$M/sides"
+extra=$( [ -f new_module.py ] && echo 1 || echo 0 )
+awk -v d="$d" -v n="$n" -v f="$(cat "$M/factor")" -v drift="$(cat "$M/drift" 2>/dev/null || echo 0)" \
+    -v bursts="$(cat "$M/bursts" 2>/dev/null || echo 0)" -v extra="$extra" 'BEGIN {
+  srand(n * 7919 + 13); rand(); rand(); noise = (rand() - 0.5) * 0.004
+  load = (bursts == 1 && int(n / 3) %% 3 == 0) ? 1.8 : 1
+  printf "METRIC time_ms=%%.6f\n", d * f * (1 + drift * n) * load * (1 + noise)
+  printf "METRIC has_new_module=%%d\n", extra
+}'
+"""
+
+
+class Machine(object):
+    def __init__(self, path):
+        self.path = str(path)
+        os.makedirs(self.path, exist_ok=True)
+        self.set(factor=1.0)
+
+    def set(self, **values):
+        for name, value in values.items():
+            with open(os.path.join(self.path, name), "w") as handle:
+                handle.write("%r\n" % value)
+
+    def executions(self):
+        try:
+            with open(os.path.join(self.path, "count")) as handle:
+                return int(handle.read())
+        except OSError:
+            return 0
+
+    def sides(self):
+        try:
+            with open(os.path.join(self.path, "sides")) as handle:
+                return [line.strip() for line in handle]
+        finally:
+            try:
+                os.unlink(os.path.join(self.path, "sides"))
+            except OSError:
+                pass
+
+
+ENV = clean_env(AUTOTUNE_PAIR_SEED="3")
+
+
+def noisy_project(tmp_path, config=None, checks=None):
+    machine = Machine(tmp_path / "machine")
+    project = make_project(tmp_path / "repo", benchmark=MACHINE_BENCH % {"machine": machine.path},
+                           init=False, config=config)
+    if checks:
+        project.write("autotune.checks.sh", checks, mode=0o755)
+    project.write(".gitignore", "venv/\n")
+    project.write("venv/lib.txt", "the user's environment\n")
+    project.write("notes.txt", "the user's own untracked file\n")
+    project.write("old_module.py", "x = 1\n")
+    project.git("add", ".gitignore", "old_module.py")
+    project.git("commit", "-q", "-m", "setup")
+    project.ok("init", "--name", "speed", "--metric", "time_ms", "--unit", "ms", "--direction", "lower")
+    base = project.ok("run", env=ENV)
+    assert base["verdict"] == "baseline" and base["n"] == 5, base
+    project.ok("log", "--status", "keep", "--description", "baseline")
+    return project, machine
+
+
+def run(project):
+    return project.ok("run", env=ENV)
+
+
+def noop_edit(project, marker="1"):
+    project.write("work.py", "DELAY_MS = 100\n# a comment only (%s)\n" % marker)
+
+
+def test_noop_not_kept_when_the_machine_gets_25_percent_faster(tmp_path):
+    project, machine = noisy_project(tmp_path)
+    machine.set(factor=0.75)
+    noop_edit(project)
+    before = machine.executions()
+    ran = run(project)
+    assert ran["verdict"] != "improved" and ran["suggested_status"] == "discard", ran
+    assert ran["evidence"]["method"] == "interleaved-signed-rank"
+    assert ran["executions"] == machine.executions() - before == 2 * ran["n"]
+    assert ran["interleaved"]["best"] and abs(ran["evidence"]["delta_pct"]) < 1, ran
+    assert set(ran["interleaved"]["order"]) <= {"B", "C"}
+    assert project.read("work.py").endswith("(1)\n")           # the candidate is back
+
+
+def test_the_present_rule_would_have_kept_it(tmp_path):
+    """The contrast that motivates the default (evaluator.mode "reference")."""
+    project, machine = noisy_project(tmp_path, config={"evaluator": {"mode": "reference"}})
+    machine.set(factor=0.75)
+    noop_edit(project)
+    ran = run(project)
+    assert ran["verdict"] == "improved" and "interleaved" not in ran, ran
+
+
+def test_real_10_percent_win_found_when_the_machine_gets_30_percent_slower(tmp_path):
+    project, machine = noisy_project(tmp_path)
+    machine.set(factor=1.3)
+    project.write("work.py", "DELAY_MS = 90\n")
+    ran = run(project)
+    assert ran["verdict"] == "improved" and ran["suggested_status"] == "keep", ran
+    assert abs(ran["evidence"]["delta_pct"] + 10) < 0.5, ran["evidence"]
+    assert ran["n"] == 5                                     # decided at the first look
+    logged = project.ok("log", "--status", "auto", "--description", "10% faster")
+    assert logged["status"] == "keep"
+    assert project.git("show", "HEAD:work.py") == "DELAY_MS = 90\n"
+
+
+def test_noop_not_kept_under_gradual_drift(tmp_path):
+    project, machine = noisy_project(tmp_path)
+    machine.set(drift=0.005)
+    for marker in "123":
+        noop_edit(project, marker)
+        ran = run(project)
+        assert ran["verdict"] != "improved", ran
+        project.ok("log", "--status", "auto", "--description", "no-op %s" % marker)
+
+
+def test_noop_not_kept_under_load_that_comes_and_goes(tmp_path):
+    project, machine = noisy_project(tmp_path)
+    machine.set(bursts=1)
+    for marker in "123":
+        noop_edit(project, marker)
+        ran = run(project)
+        assert ran["verdict"] != "improved", json.dumps([ran["samples"], ran["interleaved"], ran["evidence"]])
+        project.ok("log", "--status", "auto", "--description", "no-op %s" % marker)
+    project.write("work.py", "DELAY_MS = 90\n")
+    ran = run(project)
+    assert ran["verdict"] == "improved", json.dumps(ran)  # and a real win still is
+
+
+def test_deterministic_benchmark_still_one_execution_per_run(project):
+    project.loop(100)
+    ran, _ = project.loop(90)
+    assert ran["n"] == 1 and ran["verdict"] == "improved" and "interleaved" not in ran
+    ran, _ = project.loop(95)
+    assert ran["n"] == 1 and ran["verdict"] == "worse"
+
+
+def test_the_swap_touches_only_the_experiments_files(tmp_path):
+    """Both sides see the same ignored environment (venv/) and the user's untracked
+    file; the best's side does not see the module the experiment creates."""
+    project, machine = noisy_project(tmp_path)
+    venv_stat = os.stat(str(tmp_path / "repo" / "venv" / "lib.txt"))
+    notes_stat = os.stat(str(tmp_path / "repo" / "notes.txt"))
+    project.write("new_module.py", "y = 2\n")
+    os.unlink(str(tmp_path / "repo" / "old_module.py"))
+    project.write("work.py", "DELAY_MS = 100\n# candidate\n")
+    machine.sides()
+    ran = run(project)
+    sides = machine.sides()
+    assert set(sides) == {"best", "candidate"} and len(sides) == 2 * ran["n"]
+    assert ran["metrics"]["has_new_module"] == 1
+    assert ran["interleaved"]["best_metrics"]["has_new_module"] == 0
+    assert sorted(ran["interleaved"]["swapped"]) == ["new_module.py", "old_module.py", "work.py"]
+    assert project.read("new_module.py") == "y = 2\n" and not project.exists("old_module.py")
+    assert project.read("work.py") == "DELAY_MS = 100\n# candidate\n"
+    for path, before in ((tmp_path / "repo" / "venv" / "lib.txt", venv_stat),
+                         (tmp_path / "repo" / "notes.txt", notes_stat)):
+        after = os.stat(str(path))
+        assert (after.st_mtime_ns, after.st_ino, after.st_size) == (
+            before.st_mtime_ns, before.st_ino, before.st_size)
+
+
+def test_checks_see_only_the_candidates_code(tmp_path):
+    seen = tmp_path / "checks-saw"
+    project, machine = noisy_project(tmp_path, checks="#!/usr/bin/env bash\ncat work.py >> %s\n" % seen)
+    seen.write_text("")
+    project.write("work.py", "DELAY_MS = 100\n# candidate\n")
+    run(project)
+    text = seen.read_text()
+    assert text and set(text.split("DELAY_MS = 100\n")[1:]) == {"# candidate\n"}, text
