@@ -2369,12 +2369,18 @@ class Swap(object):
         if side == self.side or not self.changes:
             self.side = side
             return
-        if self.journal is None:
-            self._open()
-        with LogLock(self.session):
-            restore_changes(self.session, self.changes if side == "best" else _flipped(self.changes))
-        self.side = side
-        self._stamp(side)
+        import signal
+        blocked = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)   # a swap is never left half done by
+        try:                                                # Ctrl-C: it is delivered after it
+            if self.journal is None:
+                self._open()
+            with LogLock(self.session):
+                restore_changes(self.session, self.changes if side == "best" else _flipped(self.changes))
+            self.side = side
+            self._stamp(side)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
 
     def _open(self):
         session = self.session
@@ -2893,6 +2899,7 @@ def cmd_init(args):
     if args.checks is not None:
         text_arg(args.checks, "--checks")
     repo = require_repo(session)
+    refuse_pending_swap(session)
     created_log = not os.path.exists(session.log_path)
     scaffolded = scaffold(session, name, args.metric, unit, args.direction, args.benchmark,
                           args.checks) if args.scaffold else []
@@ -3422,6 +3429,7 @@ def decide_log(args, flags, state, m):
 
 def cmd_log(args):
     session = require_session(find_session())
+    refuse_pending_swap(session)
     settings = session.settings
     description = text_arg(args.description, "--description")
     flags = (number_arg(args.metric, "--metric") if args.metric is not None else None,
@@ -3439,6 +3447,19 @@ def cmd_log(args):
         check_active(session, state, logging=True)
         config = state.config
         pname, direction = config.get("metric_name"), config.get("direction", "lower")
+        journal = pending_swap(session)
+        if journal is not None:
+            if swap_owner_alive(journal):
+                problem("measuring", "`autotune %s` (pid %s) has the kept version of the experiment's "
+                        "files in place while it measures them beside yours; it puts yours back when "
+                        "it ends." % (journal.get("purpose", "run"), journal.get("pid")))
+            else:
+                problem("interrupted_swap", "An interrupted `autotune %s` (started %s) left the kept "
+                        "version of the experiment's files in place of yours (%s); the fix puts yours "
+                        "back, exactly as they were when it started." % (
+                            journal.get("purpose", "run"), journal.get("started", "?"),
+                            ", ".join(str(p) for p in (journal.get("paths") or [])[:10]) or "?"),
+                        fix=lambda lock: restore_swap(session, journal))
         m = load_measurement(session)
         if m is not None and m.segment != state.segment:
             m = None
@@ -3744,6 +3765,7 @@ def cmd_rebaseline(args):
     loaded = load_state(session)
     state = loaded.state
     require_config(session, state)
+    refuse_pending_swap(session)
     argv, shell, shown = benchmark_command(session, None)
     check_integrity(session, state)
     pname = state.config.get("metric_name")
@@ -3796,6 +3818,7 @@ def cmd_rebaseline(args):
 def cmd_restore(args):
     session = find_session()
     repo = require_repo(session)
+    refuse_pending_swap(session)
     if args.list or args.index is None:
         proc = repo.run(["for-each-ref", "--sort=-creatordate",
                          "--format=%(refname)%00%(creatordate:iso-strict)%00%(subject)",
@@ -4071,6 +4094,19 @@ def cmd_doctor(args):
         if os.path.exists(os.path.join(session.repo.git_dir, "index.lock")):
             problem("git_locked", "%s exists: a git command is running or was killed. Delete it if "
                     "no git process is running." % os.path.join(session.repo.git_dir, "index.lock"))
+        journal = pending_swap(session)
+        if journal is not None:
+            if swap_owner_alive(journal):
+                problem("measuring", "`autotune %s` (pid %s) has the kept version of the experiment's "
+                        "files in place while it measures them beside yours; it puts yours back when "
+                        "it ends." % (journal.get("purpose", "run"), journal.get("pid")))
+            else:
+                problem("interrupted_swap", "An interrupted `autotune %s` (started %s) left the kept "
+                        "version of the experiment's files in place of yours (%s); the fix puts yours "
+                        "back, exactly as they were when it started." % (
+                            journal.get("purpose", "run"), journal.get("started", "?"),
+                            ", ".join(str(p) for p in (journal.get("paths") or [])[:10]) or "?"),
+                        fix=lambda lock: restore_swap(session, journal))
         m = load_measurement(session)
         if m is not None and m.segment != state.segment:
             problem("stale_measurement", "The saved measurement is from segment %s; it will be dropped." %
