@@ -1630,12 +1630,15 @@ def _judged(cand, best):
 def interleaved_looks(reference, repeat, settings, deterministic=False):
     """The interleaved plan of `run` ([(pairs, alpha), ...]), or None when the present
     rule applies: before the baseline, for a deterministic benchmark (one execution
-    decides), or with evaluator.mode "reference"."""
+    decides), with evaluator.mode "reference", or when a fixed repeat or maxSamples
+    allows too few pairs for the exact test to reach alpha."""
     if settings.eval_mode != "interleaved" or not reference or deterministic or is_deterministic(reference):
         return None
-    if repeat != "auto":
-        return [(max(1, repeat), settings.alpha)]
-    return pair_looks(settings.max_samples, settings.alpha)
+    looks = [(max(1, repeat), settings.alpha)] if repeat != "auto" else pair_looks(settings.max_samples,
+                                                                                   settings.alpha)
+    if 0.5 ** looks[-1][0] > looks[-1][1]:
+        return None   # too few pairs to ever reach alpha (repeat or maxSamples below 5)
+    return looks
 
 
 class SamplingPlan(object):

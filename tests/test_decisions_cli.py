@@ -72,6 +72,11 @@ def commit_setup(project, files):
 
 
 def seq_project(tmp_path, config=None):
+    """A sequence benchmark judged by the present rule (evaluator.mode "reference"): a
+    sequence of numbers cannot tell the kept code from the candidate, so the interleaved
+    default is driven by tests/test_interleaved.py instead."""
+    config = dict(config or {})
+    config["evaluator"] = dict(config.get("evaluator") or {}, mode="reference")
     project = make_project(tmp_path / "repo", benchmark=SEQ_BENCH, init=False, config=config)
     project.write(".gitignore", "state/\n")
     commit_setup(project, [".gitignore"])

@@ -259,7 +259,7 @@ def _swap_window(trace_file):
 
 def test_kill_9_at_every_step_of_a_swap_is_restored_by_doctor_fix(tmp_path):
     import shutil
-    project, machine = noisy_project(tmp_path, config={"evaluator": {"maxSamples": 1}})
+    project, machine = noisy_project(tmp_path, config={"repeat": 1, "evaluator": {"alpha": 0.5}})
     make_candidate(project)
     expected = candidate_files(project)
     pristine = tmp_path / "pristine"
