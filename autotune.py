@@ -730,6 +730,10 @@ def fold_entry(state, entry, offset=None):
             state.reference = {"metric": median(samples), "samples": samples, "source": "rebaseline",
                                "timestamp": entry.get("timestamp"),
                                "deterministic": is_deterministic(samples)}
+            if isinstance(entry.get("metrics"), dict):
+                state.reference["metrics"] = entry["metrics"]   # guardrails compare with these
+            if _is_number(entry.get("holdout")):
+                state.reference["holdout"] = entry["holdout"]   # and the holdout with this
     elif kind == "resume":
         state.resume_count += 1
         state.resume_at = iso_to_epoch(entry.get("timestamp")) or state.resume_at
@@ -3794,6 +3798,16 @@ def cmd_rebaseline(args):
                          number, runner.problem, _one_line(runner.last.output, 300)))
             samples.append(taken[0])
             sample_metrics.append(taken[1])
+        holdout = None
+        if os.path.isfile(session.path(HOLDOUT_FILE)):
+            values = []
+            for _ in range(HOLDOUT_PAIRS):
+                one = run_holdout(session, pname, timeout, env, sweep)
+                if one.get("reason"):
+                    fail("holdout_crashed", "The holdout failed on the unchanged code (%s); nothing was "
+                         "recorded. Output tail: %s" % (one["reason"], _one_line(one.get("output"), 300)))
+                values.append(one["value"])
+            holdout = median(values)
     previous = state.reference or {}
     value = median(samples)
     head = session.repo.head() if session.repo else None
@@ -3804,18 +3818,53 @@ def cmd_rebaseline(args):
              "previous": {"metric": _round(previous.get("metric")), "n": len(previous.get("samples") or []),
                           "source": previous.get("source")},
              "env": environment(head)}
+    if holdout is not None:
+        entry["holdout"] = _round(holdout)
+    drift = rebaseline_drift(samples, previous, state.config.get("direction", "lower"), session.settings)
+    if drift:
+        entry["drift"] = drift
     with LogLock(session) as lock:
         loaded = load_state(session)
         torn_tail_error(session, loaded)
         append_entries(lock, session, loaded, [entry])
     sigma = robust_sigma(samples)
     before = previous.get("metric")
-    output({"status": "rebaselined", "metric": _round(value), "samples": entry["samples"],
-            "n": len(samples), "previous": entry["previous"],
-            "drift_pct": _round((value - before) / abs(before) * 100, 3) if before else None,
-            "deterministic": is_deterministic(samples),
-            "noise": {"sigma": _round(sigma), "sigma_pct": _round(sigma / abs(value) * 100, 3)
-                      if sigma and value else None}})
+    result = {"status": "rebaselined", "metric": _round(value), "samples": entry["samples"],
+              "n": len(samples), "previous": entry["previous"],
+              "drift_pct": _round((value - before) / abs(before) * 100, 3) if before else None,
+              "deterministic": is_deterministic(samples), "metrics": entry["metrics"],
+              "holdout": entry.get("holdout"),
+              "noise": {"sigma": _round(sigma), "sigma_pct": _round(sigma / abs(value) * 100, 3)
+                        if sigma and value else None}}
+    if drift:
+        result["warnings"] = [drift["message"]]
+    output(result)
+
+
+def rebaseline_drift(samples, previous, direction, settings):
+    """A warning when the kept code now measures beyond the noise of its previous
+    reference (the same code: only the machine can have changed), or None."""
+    before = previous.get("samples") or []
+    if not before:
+        return None
+    deterministic = is_deterministic(before) and is_deterministic(samples)
+    verdict, evidence = assess(samples, before, direction, settings.alpha, deterministic=deterministic)
+    if verdict not in ("improved", "worse"):
+        return None
+    pct = evidence.get("delta_pct")
+    load = load_average() or {}
+    return {"delta_pct": pct, "p_value": evidence.get("p_value") if verdict == "improved" else evidence.get("p_worse"),
+            "message": "the kept code now measures %s%% %s its previous reference (%s, %d sample%s), beyond "
+                       "the noise (%s): the same code, so the machine changed (load average now %s on %s CPUs). "
+                       "Earlier samples are no fair yardstick now; the interleaved default measures the kept "
+                       "code beside each candidate, so its verdicts do not depend on them." % (
+                           _fmt(abs(pct)) if pct is not None else "?",
+                           "off" if pct is None else ("below" if pct < 0 else "above"),
+                           previous.get("source") or "?", len(before), "" if len(before) == 1 else "s",
+                           "exact comparison" if deterministic else "%s, p=%s" % (
+                               evidence.get("method"), _fmt(evidence.get("p_value") if verdict == "improved"
+                                                            else evidence.get("p_worse"))),
+                           _fmt(load.get("1m")), load.get("cpus") or "?")}
 
 
 def cmd_restore(args):

@@ -29,12 +29,20 @@ n=$(( $(cat "$M/count" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$M/count"
 echo "$AUTOTUNE_SIDE" >> "$M/sides"
 extra=$( [ -f new_module.py ] && echo 1 || echo 0 )
 awk -v d="$d" -v n="$n" -v f="$(cat "$M/factor")" -v drift="$(cat "$M/drift" 2>/dev/null || echo 0)" \
-    -v bursts="$(cat "$M/bursts" 2>/dev/null || echo 0)" -v extra="$extra" 'BEGIN {
-  srand(n * 7919 + 13); rand(); rand(); noise = (rand() - 0.5) * 0.004
+    -v bursts="$(cat "$M/bursts" 2>/dev/null || echo 0)" -v extra="$extra" \
+    -v spread="$(cat "$M/noise" 2>/dev/null || echo 0.004)" 'BEGIN {
+  srand(n * 7919 + 13); rand(); rand(); noise = (rand() - 0.5) * spread
   load = (bursts == 1 && int(n / 3) %% 3 == 0) ? 1.8 : 1
   printf "METRIC time_ms=%%.6f\n", d * f * (1 + drift * n) * load * (1 + noise)
   printf "METRIC has_new_module=%%d\n", extra
+  printf "METRIC mem_mb=%%.3f\n", 50 * f * load
 }'
+"""
+HOLDOUT = r"""#!/usr/bin/env bash
+# the holdout: another workload of the same code, on the same machine
+d=$(sed -n 's/^DELAY_MS = //p' work.py)
+h=$(sed -n 's/^HOLDOUT_FACTOR = //p' work.py)
+awk -v d="$d" -v h="${h:-2}" -v f="$(cat %(machine)s/factor)" 'BEGIN { printf "METRIC time_ms=%%.6f\n", h * d * f }'
 """
 
 
@@ -296,3 +304,60 @@ def test_kill_9_at_every_step_of_a_swap_is_restored_by_doctor_fix(tmp_path):
     assert seen == {"intact", "restored"}
     ran = project.ok("run", env=ENV)
     assert ran["interleaved"]["swapped"] and candidate_files(project) == expected
+
+
+# ------------------------------------------ holdout, guardrails, rebaseline ----
+
+
+def test_holdout_and_guardrails_are_judged_beside_the_kept_code(tmp_path):
+    """A real win on a machine that got 30% slower: against the baseline's holdout
+    (one number from a faster machine) it would fail; beside the kept code it passes.
+    The guardrail on mem_mb (+30% on the slower machine) likewise."""
+    machine = Machine(tmp_path / "machine")
+    project, machine = noisy_project(tmp_path, config={
+        "guardrails": {"mem_mb": {"maxRegressionPct": 5}}})
+    project.write("autotune.holdout.sh", HOLDOUT % {"machine": machine.path}, mode=0o755)
+    project.ok("init", "--name", "speed", "--metric", "time_ms", "--direction", "lower")
+    project.ok("run", env=ENV)
+    project.ok("log", "--status", "keep", "--description", "baseline")
+    machine.set(factor=1.3)
+    project.write("work.py", "DELAY_MS = 90\n")
+    ran = run(project)
+    assert ran["verdict"] == "improved", ran
+    assert ran["holdout"]["ok"] is True and ran["holdout"]["against"] == "the kept code measured beside it"
+    assert ran["holdout"]["best_samples"] == [260.0] * 3 and ran["holdout"]["value"] == 234
+    assert ran["guardrails"]["ok"] is True
+    project.ok("log", "--status", "auto", "--description", "10% faster")
+    project.write("work.py", "DELAY_MS = 80\nHOLDOUT_FACTOR = 3\n")   # faster, but not on the holdout
+    ran = run(project)
+    assert ran["verdict"] == "holdout_failed" and ran["holdout"]["best_samples"] == [234.0] * 3, ran
+    assert project.read("work.py") == "DELAY_MS = 80\nHOLDOUT_FACTOR = 3\n"
+
+
+def test_rebaseline_refreshes_every_compared_metric_and_warns_on_drift(tmp_path):
+    machine = Machine(tmp_path / "machine")
+    project, machine = noisy_project(tmp_path)
+    project.write("autotune.holdout.sh", HOLDOUT % {"machine": machine.path}, mode=0o755)
+    project.ok("init", "--name", "speed", "--metric", "time_ms", "--direction", "lower")
+    project.ok("run", env=ENV)
+    project.ok("log", "--status", "keep", "--description", "baseline")
+    quiet = project.ok("rebaseline")
+    assert "warnings" not in quiet and quiet["holdout"] == 200 and quiet["metrics"]["mem_mb"] == 50
+    machine.set(factor=1.5)
+    loaded = project.ok("rebaseline")
+    assert loaded["holdout"] == 300 and loaded["metrics"]["mem_mb"] == 75
+    assert len(loaded["warnings"]) == 1 and "machine changed" in loaded["warnings"][0], loaded
+    assert project.log_lines()[-1]["drift"]["delta_pct"] > 40
+
+
+def test_too_noisy_to_decide_is_within_noise_with_the_cause_and_remedies(tmp_path):
+    project, machine = noisy_project(tmp_path, config={"evaluator": {"maxSamples": 5}})
+    machine.set(noise=0.6)
+    project.write("work.py", "DELAY_MS = 99\n")
+    ran = run(project)
+    assert ran["verdict"] == "within_noise" and ran["n"] == 5, ran
+    noisy = ran["evidence"]["too_noisy"]
+    assert noisy["resolvable_pct"] > 1
+    text = " ".join(ran["warnings"])
+    assert "too noisy to decide" in text and "evaluator.maxSamples" in text and "quieter machine" in text
+    assert "longer" in text and ran["load"]["before"]["cpus"] >= 1
