@@ -93,6 +93,7 @@ OUTLIER_FACTOR = 5.0       # a pair this many median magnitudes off was disturbe
 FIRST_PAIRS = 5            # interleaved: the first look (2^-5 is the smallest p of 5 pairs)
 DEFAULT_REBASELINE = 5
 DEFAULT_HOLDOUT_TOLERANCE_PCT = 5.0
+VERIFY_PAIRS = 10          # `verify`: pairs of (baseline commit, best commit) executions
 HOLDOUT_PAIRS = 3          # interleaved holdout: pairs of (kept code, candidate) executions
 DEFAULT_MAX_RESUMES = 20
 DEFAULT_RESUME_INTERVAL_MIN = 5.0
@@ -106,7 +107,7 @@ MAX_TEXT_CHARS = 20000        # descriptions and reasons
 MAX_JSON_ARG_CHARS = 200000   # --metrics / --asi
 STATE_FORMAT = 4              # bump when the state cache changes shape
 
-AGENT_COMMANDS = ("init", "run", "log", "rebaseline", "hook")
+AGENT_COMMANDS = ("init", "run", "log", "rebaseline", "verify", "hook")
 
 # -------------------------------------------------------------------- errors ----
 
@@ -271,6 +272,7 @@ class State(Record):
         ("baseline", None), ("best", None), ("reference", None), ("last", None),
         ("confidence", None), ("snapshot", None), ("metric_names", None),
         ("stop_streak", 0), ("stop_blocks", 0), ("stopped_by", None), ("rebaselined_at", None),
+        ("verified", None),
         # cache bookkeeping
         ("format", STATE_FORMAT), ("log_size", 0), ("log_tail", ""), ("lines", 0),
         ("bad_lines", 0), ("bad_line_numbers", list),
@@ -734,6 +736,10 @@ def fold_entry(state, entry, offset=None):
                 state.reference["metrics"] = entry["metrics"]   # guardrails compare with these
             if _is_number(entry.get("holdout")):
                 state.reference["holdout"] = entry["holdout"]   # and the holdout with this
+    elif kind == "verify" and state.config is not None and _is_number(entry.get("delta_pct")):
+        state.verified = {name: entry.get(name) for name in (
+            "delta_pct", "low_pct", "high_pct", "pairs", "logged_pct", "timestamp")}
+        state.verified["best_index"] = (entry.get("best") or {}).get("index")
     elif kind == "resume":
         state.resume_count += 1
         state.resume_at = iso_to_epoch(entry.get("timestamp")) or state.resume_at
@@ -1510,6 +1516,35 @@ def signed_rank_p(gains):
     return sum(counts[observed:]) / flips, sum(counts[:observed + 1]) / flips
 
 
+def hl_interval(values, level=0.95):
+    """The distribution-free confidence interval of the Hodges-Lehmann shift (the one the
+    signed-rank test inverts): the k-th smallest and largest Walsh averages, k from the
+    exact null distribution of the statistic. None when n is too small for the level."""
+    import math
+    n = len(values)
+    tail = (1.0 - level) / 2.0
+    total = n * (n + 1) // 2
+    if n > 60:
+        k = int(math.floor(total / 2.0 - 1.959964 * math.sqrt(n * (n + 1) * (2 * n + 1) / 24.0)))
+    else:
+        counts = [0] * (total + 1)
+        counts[0] = 1
+        for r in range(1, n + 1):
+            for t in range(total - r, -1, -1):
+                if counts[t]:
+                    counts[t + r] += counts[t]
+        flips, cumulative, k = float(2 ** n), 0, 0
+        for t in range(total + 1):
+            cumulative += counts[t]
+            if cumulative / flips > tail:
+                break
+            k = t + 1
+    if k < 1:
+        return None
+    walsh = sorted((values[i] + values[j]) / 2.0 for i in range(n) for j in range(i, n))
+    return walsh[k - 1], walsh[len(walsh) - k]
+
+
 def pair_looks(limit, alpha):
     """The sequential plan: (pairs, alpha) at each look, up to `limit` pairs."""
     limit = max(1, limit)
@@ -1900,6 +1935,11 @@ def next_action(state):
     """The suggested next step for this state, as (code, what it means in practice)."""
     if state.config is None:
         return "init", "Start a session with `autotune init`."
+    if state.health == "completed" and needs_verify(state):
+        return "verify", ("The loop is complete (%s). Before reporting, check the headline: `autotune "
+                          "verify` measures the baseline commit beside the best one in the same window "
+                          "(the logged figure compares numbers taken at different times); then summarize "
+                          "the wins in autotune.md and read `autotune report`." % (state.reason or "budget reached"))
     if state.health == "completed":
         return "report", ("The loop is complete (%s). Summarize the wins in autotune.md, read "
                           "`autotune report`, and start a new segment with `autotune init` if "
@@ -3867,6 +3907,157 @@ def rebaseline_drift(samples, previous, direction, settings):
                            _fmt(load.get("1m")), load.get("cpus") or "?")}
 
 
+def resolve_commit(repo, short, what, index):
+    """The full hash of a commit the log recorded, or a clear error when history was
+    rewritten since (nothing is written)."""
+    if not isinstance(short, str) or not short:
+        fail("commit_missing", "The log records no commit for the %s (#%s), so it cannot be "
+             "measured; `verify` needs a segment whose results were logged by autotune in git." % (what, index))
+    proc = repo.run(["rev-parse", "-q", "--verify", "--end-of-options", short + "^{commit}"], check=False)
+    if proc.returncode != 0:
+        fail("commit_missing", "The %s commit %s (result #%s) is no longer in this repository: its history "
+             "was rewritten (rebase, reset, amend or gc). Nothing was measured or written. To recover, find "
+             "it with `git reflog` or a branch that still has it and restore it (e.g. `git branch "
+             "autotune-%s %s`), or start a new segment with `autotune init` so the baseline is code that "
+             "exists." % (what, short, index, what, short))
+    return proc.stdout.decode().strip()
+
+
+def cmd_verify(args):
+    """The honest headline: the segment's baseline commit against the best commit,
+    measured interleaved in one window, with a 95% interval; recorded as a log line."""
+    session = require_session(find_session())
+    loaded = load_state(session)
+    state = loaded.state
+    require_config(session, state)
+    refuse_pending_swap(session)
+    repo = require_repo(session)
+    argv, shell, shown = benchmark_command(session, None)
+    check_integrity(session, state)
+    base, best = state.baseline or {}, state.best or {}
+    if not base or not best:
+        fail("nothing_to_verify", "`verify` compares the baseline with the best kept result; this "
+             "segment has %s yet." % ("no baseline" if not base else "no kept result"))
+    base_commit = resolve_commit(repo, base.get("commit"), "baseline", base.get("index"))
+    best_commit = resolve_commit(repo, best.get("commit"), "best", best.get("index"))
+    if base_commit == best_commit:
+        fail("nothing_to_verify", "The best is the baseline commit %s: no kept change to verify yet." %
+             base_commit[:7])
+    head = repo.head()
+    if head != best_commit:
+        fail("head_not_best", "HEAD is %s but the best result is commit %s: `verify` measures the working "
+             "tree as the best, so check out the best first (or log the experiment in progress)." % (
+                 (head or "none")[:7], best_commit[:7]))
+    with LogLock(session):
+        current = snapshot_tree(session)
+        if state.snapshot and current != state.snapshot.get("tree"):
+            changed = [c.name for c in diff_trees(session, state.snapshot["tree"], current)]
+            fail("dirty_worktree", "The working tree has changes since the last logged result (%s): an "
+                 "experiment in progress. Finish it first (`autotune run`, then `autotune log`), so verify "
+                 "measures the kept code." % ", ".join(changed[:10]))
+        baseline_tree = tree_with_paths_of(session, current, head_tree(repo, base_commit),
+                                           head_tree(repo, best_commit))
+    pairs = args.pairs or VERIFY_PAIRS
+    timeout = args.timeout if args.timeout is not None else session.settings.timeout
+    pname, direction = state.config.get("metric_name"), state.config.get("direction", "lower")
+    env = benchmark_env(AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_VERIFY="1")
+    swap = Swap(session, baseline_tree, current, purpose="verify")
+    progress = Progress("verify")
+    values = {"best": [], "candidate": []}
+    orders = []
+    rng = pair_order_rng()
+    with ProcessSweep() as sweep:
+        runners = {side: SampleRunner(argv, shell, session.workdir, timeout, dict(env), pname, sweep, progress,
+                                      side=side) for side in ("best", "candidate")}
+        try:
+            while len(values["candidate"]) < pairs:
+                order = ("best", "candidate") if rng.random() < 0.5 else ("candidate", "best")
+                for side in order:
+                    swap.to(side)
+                    taken = runners[side].take(len(values["candidate"]) + 1)
+                    if taken is None:
+                        runner = runners[side]
+                        fail("benchmark_crashed", "The benchmark failed on the %s commit (%s); nothing was "
+                             "recorded and the working tree is as it was. Output tail: %s" % (
+                                 "baseline" if side == "best" else "best", runner.problem,
+                                 _one_line(runner.last.output, 300)))
+                    values[side].append(taken[0])
+                orders.append("A" if order[0] == "best" else "B")   # A: the baseline ran first
+                if len(orders) == 2 and is_deterministic(values["best"]) and is_deterministic(values["candidate"]):
+                    break   # a deterministic benchmark: two identical pairs say all there is
+        finally:
+            swap.close()
+            progress.done()
+    import math
+    old, new = values["best"], values["candidate"]
+    ratios, relative = paired_ratios(new, old)
+    shift = hodges_lehmann(ratios)
+    interval = (shift, shift) if is_deterministic(old) and is_deterministic(new) else hl_interval(ratios)
+
+    def pct(x):
+        return _round((math.expm1(x) if relative else x) * 100.0, 3)
+    logged = (_round((best["metric"] - base["metric"]) / abs(base["metric"]) * 100, 3)
+              if base.get("metric") else None)
+    entry = {"type": "verify", "timestamp": utc_now(), "segment": state.segment,
+             "baseline": {"index": base.get("index"), "commit": base_commit[:7]},
+             "best": {"index": best.get("index"), "commit": best_commit[:7]},
+             "pairs": len(new), "delta_pct": pct(shift),
+             "low_pct": pct(interval[0]) if interval else None, "high_pct": pct(interval[1]) if interval else None,
+             "logged_pct": logged, "samples": {"baseline": [_round(v) for v in old], "best": [_round(v) for v in new]},
+             "order": "".join(orders),
+             "swapped": swap.paths[:50], "env": environment(head), "load": load_average()}
+    with LogLock(session) as lock:
+        loaded = load_state(session)
+        torn_tail_error(session, loaded)
+        append_entries(lock, session, loaded, [entry])
+    result = dict(entry, status="verified", headline=headline_text(logged, entry), command=shown)
+    if not interval:
+        result["warnings"] = ["%d pairs are too few for a 95%% interval; run `autotune verify --pairs 10`." % len(new)]
+    output(result)
+
+
+def tree_with_paths_of(session, tree, old_tree, new_tree):
+    """`tree` (the working tree's snapshot) with the paths that differ between old_tree
+    and new_tree (two commits) set to old_tree's version: the working tree as it would
+    be with the baseline's code, every other file (untracked ones included) unchanged."""
+    changes = diff_trees(session, old_tree, new_tree)
+    index, env = private_index(session, "verify.index")
+    repo = session.repo
+    repo.run(["read-tree", tree], env=env)
+    if changes:
+        repo.run(["update-index", "-z", "--index-info"], env=env,
+                 input=_index_records((c.old_mode, c.old_sha, c.path) for c in changes
+                                      if b"160000" not in (c.old_mode, c.new_mode)))
+    return repo.run(["write-tree"], env=env).stdout.decode("ascii").strip()
+
+
+def needs_verify(state):
+    """A kept change since the baseline that no `verify` has measured yet."""
+    best, base = state.best or {}, state.baseline or {}
+    return bool(best and base and best.get("index") != base.get("index")
+                and best.get("commit") and best.get("commit") != base.get("commit")
+                and current_verification(state) is None)
+
+
+def current_verification(state):
+    """The last `verify` of this segment if it measured the current best, else None."""
+    verified = state.verified
+    if not verified or not state.best or verified.get("best_index") != state.best.get("index"):
+        return None
+    return verified
+
+
+def headline_text(logged_pct, verified, against=""):
+    """"logged -61.3%; verified -10.2% ± 1.1%" (the verified part when there is one)."""
+    text = ("logged %s" % fmt_pct(logged_pct) if logged_pct is not None else "logged -") + against
+    if verified and verified.get("delta_pct") is not None:
+        low, high = verified.get("low_pct"), verified.get("high_pct")
+        text += "; verified %s" % fmt_pct(verified["delta_pct"])
+        if low is not None and high is not None:
+            text += " ± %s%%" % _fmt(round((high - low) / 2.0, 1))
+    return text
+
+
 def cmd_restore(args):
     session = find_session()
     repo = require_repo(session)
@@ -4008,6 +4199,7 @@ def explain_data(session, loaded):
         "baseline": _round(base), "best": _round(best),
         "best_pct": _round((best - base) / abs(base) * 100, 2) if base and best is not None else None,
         "best_commit": (state.best or {}).get("commit"), "best_description": (state.best or {}).get("description"),
+        "verified": current_verification(state),
         "last_metric": _round((state.last or {}).get("metric")), "last_status": (state.last or {}).get("status"),
         "last_index": (state.last or {}).get("index"), "last_description": (state.last or {}).get("description"),
         "no_improve": state.no_improve, "crash_streak": state.crash_streak, "keep_streak": state.keep_streak,
@@ -4615,8 +4807,9 @@ def session_summary(session, loaded, recent=6):
     lines.append("Next action: %s — %s" % (data["next"], data["next_text"]))
     if data["best"] is not None:
         conf = data.get("confidence") or {}
-        lines.append("Best: %s (%s vs baseline %s) at %s, %s; confidence %s." % (
-            fmt_metric(data["best"], unit), fmt_pct(data.get("best_pct")), _fmt(data["baseline"]),
+        lines.append("Best: %s (%s) at %s, %s; confidence %s." % (
+            fmt_metric(data["best"], unit), headline_text(data.get("best_pct"), data.get("verified"),
+                                                          " vs baseline %s" % _fmt(data["baseline"])),
             data.get("best_commit"), json.dumps(_one_line(data.get("best_description") or "", 100),
                                                 ensure_ascii=False),
             conf.get("label", "-")))
@@ -4771,7 +4964,7 @@ def chained_statusline(command, payload):
 
 
 AGENT_SUBCOMMANDS = ("init", "run", "log", "explain", "status", "dashboard", "report", "export",
-                     "rebaseline", "restore", "doctor", "stop", "version", "setup-permissions")
+                     "rebaseline", "verify", "restore", "doctor", "stop", "version", "setup-permissions")
 
 
 def launchers(root):
@@ -4916,8 +5109,9 @@ def render_explain(data, colors):
         if conf.get("label") and conf.get("label") != "insufficient_data":
             score = "∞" if conf.get("infinite") else _fmt(conf.get("score"))
             conf_text = "; confidence %s (%s)" % (score, colors.paint(CONF_COLOR.get(conf["label"], "bold"), conf["label"]))
-        best = "%s (%s vs baseline %s) at %s" % (
-            fmt_metric(data["best"], unit), fmt_pct(data.get("best_pct")), _fmt(data["baseline"]),
+        best = "%s (%s) at %s" % (
+            fmt_metric(data["best"], unit), headline_text(data.get("best_pct"), data.get("verified"),
+                                                          " vs baseline %s" % _fmt(data["baseline"])),
             data.get("best_commit") or "-")
         if data.get("best_description"):
             best += ", %s" % json.dumps(data["best_description"], ensure_ascii=False)
@@ -4951,7 +5145,8 @@ def render_status(data, colors):
         ("Segment", "%s of %s" % (data["segment"], data["segments"])),
         ("Total runs", "%d in this segment, %d in all" % (data["runs"], data["total_runs"])),
         ("Baseline", fmt_metric(data.get("baseline"), unit)),
-        ("Best", "%s (%s) at %s" % (fmt_metric(data.get("best"), unit), fmt_pct(data.get("best_pct")),
+        ("Best", "%s (%s) at %s" % (fmt_metric(data.get("best"), unit),
+                                    headline_text(data.get("best_pct"), data.get("verified")),
                                     data.get("best_commit") or "-")),
         ("Next", data["next"]),
     ]
@@ -5112,7 +5307,7 @@ def render_dashboard(data, colors, width=80):
         conf_text = (score + " " if score else "") + colors.paint(CONF_COLOR.get(conf["label"], "dim"), conf["label"])
     out.append("baseline %s · best %s (%s) at %s · conf %s" % (
         fmt_metric(data.get("baseline"), unit), fmt_metric(data.get("best"), unit),
-        fmt_pct(data.get("best_pct")), data.get("best_commit") or "-", conf_text))
+        headline_text(data.get("best_pct"), data.get("verified")), data.get("best_commit") or "-", conf_text))
     if data.get("trend"):
         out.append("trend  %s" % colors.cyan(data["trend"]))
         out.append("best   %s" % colors.green(data["best_trend"]))
@@ -5309,7 +5504,7 @@ def render_report(session, loaded, entries):
     conf = data.get("confidence") or {}
     cards = [("health", "%s" % data["health"]), ("mode", data["mode"]),
              ("best", fmt_metric(data.get("best"), data.get("unit"))),
-             ("vs baseline", fmt_pct(data.get("best_pct"))),
+             ("vs baseline", headline_text(data.get("best_pct"), data.get("verified"))),
              ("confidence", conf.get("label") or "-"), ("runs", str(data["runs"])),
              ("kept", str(data["kept"])), ("next", data["next"])]
     out.append('<div class="cards">%s</div>' % "".join(
@@ -5426,6 +5621,11 @@ def cmd_report(args):
         return 0
     lines = ["# autotune report: %s" % (data.get("name") or "-"), ""]
     lines.append("%s. Next: %s" % (data["why"][:1].upper() + data["why"][1:], data["next_text"]))
+    if data.get("best") is not None:
+        lines += ["", "Best: %s (%s)%s" % (
+            fmt_metric(data["best"], data.get("unit") or ""), headline_text(data.get("best_pct"), data.get("verified")),
+            "" if data.get("verified") else "; not verified: `autotune verify` measures the baseline commit "
+            "beside the best one")]
     for segment in segments:
         config = segment["config"]
         unit = config.get("metric_unit") or ""
@@ -5436,6 +5636,13 @@ def cmd_report(args):
             if row.get("status") == "keep":
                 lines.append("| %s | keep | %s | %s |" % (row.get("index"), fmt_metric(row.get("metric"), unit),
                                                          _one_line(row.get("description") or "", 100).replace("|", "\\|")))
+        checks = [e for e in entries if e.get("type") == "verify" and e.get("segment") == segment["number"]]
+        if checks:
+            v = checks[-1]
+            lines += ["", "Verified %s: baseline #%s (%s) beside best #%s (%s), %s pairs: %s." % (
+                v.get("timestamp"), (v.get("baseline") or {}).get("index"), (v.get("baseline") or {}).get("commit"),
+                (v.get("best") or {}).get("index"), (v.get("best") or {}).get("commit"), v.get("pairs"),
+                headline_text(v.get("logged_pct"), v))]
         lines.append("")
         lines.append("%d experiments: %d kept, %d discarded, %d crashed or failed checks." % (
             len(segment["results"]), sum(1 for r in segment["results"] if r.get("status") == "keep"),
@@ -5581,6 +5788,11 @@ def build_rebaseline(p):
     p.add_argument("--timeout", type=_seconds, help="seconds per execution (default 600)")
 
 
+def build_verify(p):
+    p.add_argument("--pairs", type=_positive_int, help="pairs of executions (default %d)" % VERIFY_PAIRS)
+    p.add_argument("--timeout", type=_seconds, help="seconds per execution (default 600)")
+
+
 def build_restore(p):
     build_json_only(p)
     p.add_argument("index", nargs="?", type=_discard_label,
@@ -5645,6 +5857,7 @@ COMMANDS = {
     "resume": (cmd_resume, build_json_only, "make a stopped or paused loop active again"),
     "repair": (cmd_repair, build_json_only, "put the loop in repair mode (manual_repair)"),
     "rebaseline": (cmd_rebaseline, build_rebaseline, "re-measure the kept code to refresh the noise estimate"),
+    "verify": (cmd_verify, build_verify, "measure the baseline commit beside the best one: the honest headline"),
     "restore": (cmd_restore, build_restore, "bring a discarded experiment back into the working tree"),
     "doctor": (cmd_doctor, build_doctor, "check the session files and git state; --fix repairs"),
     "clear": (cmd_clear, build_clear, "delete the log and state (asks first)"),
