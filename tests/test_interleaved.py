@@ -361,3 +361,59 @@ def test_too_noisy_to_decide_is_within_noise_with_the_cause_and_remedies(tmp_pat
     text = " ".join(ran["warnings"])
     assert "too noisy to decide" in text and "evaluator.maxSamples" in text and "quieter machine" in text
     assert "longer" in text and ran["load"]["before"]["cpus"] >= 1
+
+
+# ------------------------------------------------------------------ verify ----
+
+
+def test_verify_measures_the_baseline_commit_beside_the_best(tmp_path):
+    project, machine = noisy_project(tmp_path)
+    project.write("work.py", "DELAY_MS = 90\n")
+    project.write("new_module.py", "y = 2\n")
+    assert run(project)["verdict"] == "improved"
+    project.ok("log", "--status", "keep", "--description", "10% faster")
+    machine.set(factor=1.3)                 # the machine changed since: the logged -10% says nothing
+    before = project.git("status", "--porcelain", "--ignored")
+    lines = len(project.log_lines())
+    verified = project.ok("verify", env=ENV)
+    assert verified["pairs"] == 10 and verified["low_pct"] <= -10 <= verified["high_pct"] + 0.5, verified
+    assert abs(verified["delta_pct"] + 10) < 0.3 and verified["baseline"]["index"] == 1
+    assert sorted(verified["swapped"]) == ["new_module.py", "work.py"]
+    assert project.git("status", "--porcelain", "--ignored") == before
+    assert project.read("work.py") == "DELAY_MS = 90\n" and project.read("venv/lib.txt")
+    entry = project.log_lines()[-1]
+    assert len(project.log_lines()) == lines + 1 and entry["type"] == "verify"
+    headline = "logged %+.1f%%; verified %+.1f%% ±" % (verified["logged_pct"], verified["delta_pct"])
+    assert verified["headline"].startswith(headline)
+    for command in (("explain",), ("status",), ("report",), ("dashboard",)):
+        assert "verified %+.1f%%" % verified["delta_pct"] in project.cli(*command).out, command
+    assert project.ok("explain", "--json")["verified"]["delta_pct"] == verified["delta_pct"]
+
+
+def test_verify_refuses_a_best_commit_that_history_no_longer_has(tmp_path):
+    project, machine = noisy_project(tmp_path)
+    project.write("work.py", "DELAY_MS = 90\n")
+    run(project)
+    project.ok("log", "--status", "keep", "--description", "10% faster")
+    project.git("commit", "-q", "--amend", "-m", "rewritten")
+    project.git("reflog", "expire", "--expire=now", "--all")
+    project.git("gc", "-q", "--prune=now")
+    before = project.snapshot_bytes()
+    files = project.git("status", "--porcelain", "--ignored")
+    result = project.cli("verify", env=ENV)
+    assert result.rc != 0 and result.json["error"] == "commit_missing", result
+    message = result.json["message"]
+    assert "no longer in this repository" in message and "git reflog" in message and "autotune init" in message
+    assert project.snapshot_bytes() == before and project.git("status", "--porcelain", "--ignored") == files
+
+
+def test_verify_of_a_deterministic_benchmark_takes_two_pairs_and_next_suggests_it(tmp_path):
+    project = make_project(tmp_path / "repo", config={"maxIterations": 2})
+    project.loop(100)
+    ran, logged = project.loop(80)
+    explained = project.ok("explain", "--json")
+    assert explained["health"] == "completed" and explained["next"] == "verify", explained
+    verified = project.ok("verify")
+    assert verified["pairs"] == 2 and verified["delta_pct"] == -20
+    assert verified["low_pct"] == verified["high_pct"] == -20
+    assert project.ok("explain", "--json")["next"] == "report"
