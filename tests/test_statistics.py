@@ -484,8 +484,10 @@ def test_present_rule_still_meets_the_targets_on_a_stationary_machine():
 def test_interleaved_default_meets_the_targets_on_a_drifting_machine(machine):
     """Issue 9: a step change between runs, gradual drift and bursts of load decide
     nothing once the best is measured beside the candidate."""
-    rates = _rates(machine, autotune.Settings(), trials=800)
-    assert rates[0] <= 0.05 and rates[3] >= 0.90, rates
+    trials = 800
+    rates = _rates(machine, autotune.Settings(), trials=trials)
+    # the bound is alpha = 5%; 800 trials measure a rate to about +-0.8% (1 standard error)
+    assert rates[0] <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / trials) and rates[3] >= 0.90, rates
 
 
 def test_present_rule_is_fooled_by_a_faster_machine():
