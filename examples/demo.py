@@ -232,6 +232,11 @@ class Demo(object):
 
     def finish(self):
         self.say()
+        self.command("autotune verify   # the baseline commit beside the best one, interleaved")
+        verified = self.autotune("verify")
+        self.say("%s (%d pairs; 95%% interval %s%% to %s%%)" % (
+            verified["headline"], verified["pairs"], fmt(verified["low_pct"]), fmt(verified["high_pct"])))
+        self.say()
         self.command("autotune explain")
         self.say(self.autotune_text("explain"))
         self.say()
