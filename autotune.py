@@ -100,7 +100,7 @@ MAX_TEXT_CHARS = 20000        # descriptions and reasons
 MAX_JSON_ARG_CHARS = 200000   # --metrics / --asi
 STATE_FORMAT = 5              # bump when the state cache changes shape
 
-AGENT_COMMANDS = ("init", "run", "log", "rebaseline", "hook")
+AGENT_COMMANDS = ("init", "run", "log", "rebaseline", "hook", "detect")
 
 # Ecosystems. Lockfiles pin what is installed: their SHA-256 is part of every result's
 # environment record, and a keep or discard that changes one (or a manifest) names the
@@ -2636,10 +2636,10 @@ def lockfile_hashes(files, limit=20):
 
 
 # Which command brings the installed dependencies back in line, per ecosystem: the first
-# rule whose lockfile is present in the directory of the changed file wins.
+# rule whose files are all present in the directory of the changed file wins.
 SYNC_RULES = {
     "node": ((("pnpm-lock.yaml",), "pnpm install --frozen-lockfile"),
-             (("bun.lockb", "bun.lock"), "bun install"),
+             (("bun.lockb",), "bun install"), (("bun.lock",), "bun install"),
              (("yarn.lock", ".yarnrc.yml"), "yarn install --immutable"),
              (("yarn.lock",), "yarn install --frozen-lockfile"),
              (("package-lock.json",), "npm ci"), (("npm-shrinkwrap.json",), "npm ci"),
@@ -3240,6 +3240,24 @@ def scaffold(session, name, metric, unit, direction, workload, checks, sizes=Non
             name=name, metric=metric, unit=(" (%s)" % unit) if unit else "", direction=direction))
     write(IDEAS_FILE, "# Ideas backlog\n\nOne idea per line; strike out what was tried.\n\n- \n")
     return written
+
+
+def cmd_detect(args):
+    """What autotune reads from the project, before any session: its toolchains (with
+    versions), lockfiles, the command that syncs its dependencies, and its own build, test
+    and benchmark commands to propose in the setup questions. Writes nothing but the
+    private version cache (inside .git)."""
+    session = find_session(lenient=True)
+    report = project_report(session)
+    tools = report["tools"]
+    versions = (tool_versions(session, tools, benchmark_env(session.settings.env), project_files(session))
+                if tools and session.repo else {tool: None for tool in tools})
+    deps = [name for name in report["lockfiles"] + sorted(project_files(session).names() & set(MANIFESTS))
+            if "/" not in name]
+    output({"path": session.workdir, "tools": versions, "lockfiles": report["lockfiles"],
+            "sync": sync_commands(session.workdir, deps), "proposed": report["proposed"],
+            "note": "proposals read from the project's files (each with its `from`); nothing was run "
+                    "but the tools' --version"})
 
 
 def cmd_run(args):
@@ -4824,7 +4842,7 @@ def chained_statusline(command, payload):
 
 
 AGENT_SUBCOMMANDS = ("init", "run", "log", "explain", "status", "dashboard", "report", "export",
-                     "rebaseline", "restore", "doctor", "stop", "version", "setup-permissions")
+                     "rebaseline", "restore", "doctor", "stop", "version", "setup-permissions", "detect")
 
 
 def launchers(root):
@@ -5649,6 +5667,10 @@ def build_log(p):
     p.add_argument("--reason", help="why a refusal is overridden (needed to keep a failed run)")
 
 
+def build_nothing(p):
+    pass
+
+
 def build_json_only(p):
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -5726,6 +5748,7 @@ def build_setup_permissions(p):
 COMMANDS = {
     # name: (function, parser builder, one-line help)
     "init": (cmd_init, build_init, "start a session (a new segment): name, metric, direction"),
+    "detect": (cmd_detect, build_nothing, "the project's toolchains, lockfiles and own build/test/benchmark commands"),
     "run": (cmd_run, build_run, "run the benchmark (and checks): metrics, verdict, suggested status"),
     "log": (cmd_log, build_log, "record a result: keep commits, discard/crash/checks_failed revert"),
     "explain": (cmd_explain, build_json_only, "what state the loop is in, why, and what to do next"),
