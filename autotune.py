@@ -109,6 +109,7 @@ LOCKFILES = ("package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock
              "bun.lock", "uv.lock", "poetry.lock", "Pipfile.lock", "pdm.lock", "Cargo.lock",
              "go.sum", "Gemfile.lock", "composer.lock")
 LOCKFILE_GLOBS = ("requirements*.txt",)
+LOCK_SUFFIXES = (".json", ".lock", ".yaml", ".lockb", ".sum", ".txt")  # tells a lockfile from a tool
 MANIFESTS = ("package.json", "pyproject.toml", "setup.py", "setup.cfg", "Pipfile", "Cargo.toml",
              "go.mod", "Gemfile", "composer.json")
 # (marker files, tools): a project with any marker uses these toolchains
@@ -807,8 +808,18 @@ def toolchain_changes(reference, current, locks=True):
 
 
 def toolchain_warning(changes):
-    return ("the toolchain changed since the baseline: %s; numbers measured with different tools "
-            "or dependencies are not comparable" % "; ".join(changes)) if changes else None
+    """One sentence for run and explain; what it implies depends on what changed: other tool
+    versions make numbers incomparable, a lockfile change is usually the experiment's own."""
+    if not changes:
+        return None
+    tools = [c for c in changes if not c.split(" ", 1)[0].endswith(LOCK_SUFFIXES)]
+    text = "the toolchain changed since the baseline: %s" % "; ".join(changes)
+    if tools:
+        text += " (numbers measured with other tool versions are not comparable)"
+    if len(tools) < len(changes):
+        text += (" (a lockfile changed: the run measures the dependencies installed now; after a "
+                 "keep or discard, `log` names the command that brings them back in line)")
+    return text
 
 
 def _samples_of(entry, metric):
@@ -1812,9 +1823,11 @@ def next_action(state):
                           "`autotune report`, and start a new segment with `autotune init` if "
                           "there is more to gain." % (state.reason or "budget reached"))
     if state.health == "stopped":
-        return "resume", ("The loop is stopped (%s%s). `autotune resume` continues it where it "
+        reason = state.reason if state.reason not in (None, "stopped by a person") else None
+        return "resume", ("The loop is stopped (by %s%s). `autotune resume` continues it where it "
                           "left off; `autotune repair` continues it in repair mode." % (
-                              "by %s: " % state.stopped_by if state.stopped_by else "", state.reason or "stopped"))
+                              "the agent" if state.stopped_by == "agent" else "a person",
+                              (": %s" % reason) if reason else ""))
     if state.health == "paused" or not state.active:
         if state.reason == "recovery_exhausted" or state.recovery == "pause":
             return "manual_repair", (
@@ -3601,20 +3614,23 @@ def dependency_change(session, git_info):
 
 
 def sync_message(git_info, deps):
-    verb = "kept" if git_info.get("action") == "commit" else "reverted"
-    text = "the %s change touched %s: the installed dependencies may no longer match the code" % (
-        "keep" if verb == "kept" else "discard", ", ".join(deps["changed"][:6]))
+    kept = git_info.get("action") == "commit"
+    text = "the %s %s %s" % ("keep" if kept else "discard", "committed" if kept else "reverted",
+                             ", ".join(deps["changed"][:6]))
+    suggested = " and ".join("`%s`" % c for c in deps["sync"]) or "the install"
     ran = deps.get("ran")
     if ran is None:
-        return "%s; run %s before the next `autotune run` (or set \"syncCommand\" in %s to run it " \
-               "automatically)" % (text, " and ".join("`%s`" % c for c in deps["sync"]) or "the install", CONFIG_FILE)
+        return ("%s: the installed dependencies %s; run %s before the next `autotune run` (set "
+                "\"syncCommand\" in %s to run it automatically)" % (
+                    text, "may not match them (unless the experiment installed them)" if kept
+                    else "no longer match the code", suggested, CONFIG_FILE))
     if ran.get("exit") == 0 and not ran.get("timeout"):
-        return "%s, so syncCommand ran (`%s`, exit 0, %ss)" % (text, ran["command"], _fmt(ran.get("dur")))
-    return "%s, and syncCommand `%s` failed (%s): fix the installed dependencies before the next " \
-           "`autotune run`%s" % (text, ran["command"], "timed out" if ran.get("timeout") else
-                                 "exit %s" % ran.get("exit"),
-                                 (" (suggested: %s)" % " and ".join("`%s`" % c for c in deps["sync"]))
-                                 if deps["sync"] else "")
+        return "%s; syncCommand `%s` brought the installed dependencies in line (exit 0, %ss)" % (
+            text, ran["command"], _fmt(ran.get("dur")))
+    return ("%s, and syncCommand `%s` failed (%s): the installed dependencies may not match the "
+            "code; fix them before the next `autotune run` (suggested: %s)" % (
+                text, ran["command"], "timed out" if ran.get("timeout") else "exit %s" % ran.get("exit"),
+                suggested))
 
 
 def run_sync(session):
@@ -3626,7 +3642,7 @@ def run_sync(session):
         outcome = run_process(settings.sync_command, session.workdir, settings.timeout, shell=True,
                               env=env, tail_lines=SYNC_TAIL_LINES, tail_bytes=SYNC_TAIL_BYTES, sweep=sweep)
     return {"command": settings.sync_command, "exit": outcome.exit, "dur": outcome.dur,
-            "timeout": outcome.timeout, "output": outcome.error or outcome.output}
+            "timeout": outcome.timeout, "output": (outcome.error or outcome.output).strip("\n")}
 
 
 def log_answer(state, settings, result, pname, git_info):
