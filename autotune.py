@@ -2553,9 +2553,9 @@ def tool_versions(session, tools, env, files, now=None):
     same path): `run` spawns the probes (concurrently) only when that key changes."""
     now = time.time() if now is None else now
     path = env.get("PATH")
-    cache_path = session.cache("toolchain.json")
+    cache_path = session.cache("toolchain.json") if session.repo else None  # never litter a non-repo
     try:
-        with open(cache_path, "rb") as handle:
+        with open(cache_path or os.devnull, "rb") as handle:
             cache = json.loads(handle.read().decode("utf-8"))
         if not isinstance(cache, dict):
             cache = {}
@@ -2590,10 +2590,12 @@ def tool_versions(session, tools, env, files, now=None):
                  and _is_number(v[1]) and 0 <= now - v[1] < TOOLCHAIN_CACHE_SECONDS}
         for tool, _, key in todo:
             found[tool] = probed.get(tool)
-            fresh[key] = [found[tool], now]
+            if found[tool] is not None:  # a failed or slow probe is tried again next time
+                fresh[key] = [found[tool], now]
         try:
-            session.cache("toolchain.json", create=True)
-            write_atomic(cache_path, json.dumps(fresh, sort_keys=True).encode("utf-8"))
+            if cache_path:
+                session.cache("toolchain.json", create=True)
+                write_atomic(cache_path, json.dumps(fresh, sort_keys=True).encode("utf-8"))
         except OSError:
             pass  # a cache that cannot be written costs a probe next time, nothing else
     return {tool: found[tool] for tool in tools}
@@ -3263,8 +3265,7 @@ def cmd_detect(args):
     session = find_session(lenient=True)
     report = project_report(session)
     tools = report["tools"]
-    versions = (tool_versions(session, tools, benchmark_env(session.settings.env), project_files(session))
-                if tools and session.repo else {tool: None for tool in tools})
+    versions = tool_versions(session, tools, benchmark_env(session.settings.env), project_files(session))
     deps = [name for name in report["lockfiles"] + sorted(project_files(session).names() & set(MANIFESTS))
             if "/" not in name]
     output({"path": session.workdir, "tools": versions, "lockfiles": report["lockfiles"],
@@ -3966,10 +3967,20 @@ def cmd_restore(args):
                  label, lines[-1] if lines else "git apply failed", ref))
     files = [p.decode("utf-8", "replace") for p in repo.run(
         ["diff-tree", "-r", "-z", "--name-only", ref + "^", ref]).stdout.split(b"\0") if p]
+    changed = dependency_files([os.path.relpath(os.path.join(repo.root, f), session.workdir) for f in files])
+    deps = {"changed": changed, "sync": sync_commands(session.workdir, changed),
+            "message": "the restore brought back %s: bring the installed dependencies in line with "
+                       "%s before `autotune run`" % (", ".join(changed[:6]), " and ".join(
+                           "`%s`" % c for c in sync_commands(session.workdir, changed)))} if changed else None
     if args.json:
-        output({"status": "restored", "ref": ref, "files": files})
+        answer = {"status": "restored", "ref": ref, "files": files}
+        if deps:
+            answer["dependencies"] = deps
+        output(answer)
     else:
         say("autotune: restored experiment %s into the working tree (%s)" % (label, ", ".join(files)))
+        if deps:
+            say("autotune: %s" % deps["message"])
     return 0
 
 

@@ -153,6 +153,10 @@ def test_a_discard_that_reverts_a_dependency_change_names_npm_ci(tmp_path):
     assert deps["sync"] == ["npm ci"] and "`npm ci`" in deps["message"] and "ran" not in deps
     assert "syncCommand" in deps["message"]
     assert len(calls_of(calls)) == before, "without syncCommand nothing is run"
+    # bringing the experiment back says the same
+    restored = project.ok("restore", "2", "--json")
+    assert restored["dependencies"]["sync"] == ["npm ci"], restored
+    project.git("checkout", "--", "package.json", "package-lock.json", "work.py")
     # an experiment that touches no manifest says nothing about dependencies
     project.set_delay(160)
     project.ok("run", env=env)
