@@ -2639,12 +2639,15 @@ def lockfile_hashes(files, limit=20):
         for name in sorted(names):
             if len(hashes) >= limit or not is_lockfile(name):
                 continue
+            path = os.path.join(root, name)
+            if not os.path.isfile(path):  # a directory, a FIFO or a device is no lockfile
+                continue
             digest = hashlib.sha256()
             try:
-                with open(os.path.join(root, name), "rb") as handle:
+                with open(path, "rb") as handle:
                     for block in iter(lambda: handle.read(1 << 20), b""):
                         digest.update(block)
-            except OSError:  # a directory, unreadable: not a lockfile we can pin
+            except OSError:  # unreadable: not a lockfile we can pin
                 continue
             hashes[prefix + name] = digest.hexdigest()
     return hashes
@@ -2725,6 +2728,8 @@ def _kind_of(name):
 
 
 def _read_text(path, limit=1 << 20):
+    if not os.path.isfile(path):
+        return None
     try:
         with open(path, "rb") as handle:
             return handle.read(limit).decode("utf-8", "replace")

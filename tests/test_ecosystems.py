@@ -407,3 +407,17 @@ def test_a_voluntary_stop_is_stopped_everywhere_with_how_to_resume(tmp_path):
     refused = project.cli("run")
     assert refused.rc != 0 and "autotune resume" in refused.json["message"]
     assert project.ok("resume", "--json")["health"] == "running"
+
+
+def test_detect_survives_odd_project_files(tmp_path):
+    project = make_project(tmp_path / "repo", init=False)
+    os.makedirs(str(project.path / "package.json"))          # a directory, not a file
+    project.write("Makefile", "\x00\xff binary junk \x1b[31m\n")
+    project.write("Cargo.toml", "not toml at all [[[")
+    os.mkfifo(str(project.path / "yarn.lock"))                # would block a reader
+    project.write("requirements.txt", "")
+    detected = project.ok("detect")
+    assert detected["lockfiles"] == ["requirements.txt", "yarn.lock"]
+    assert [i["command"] for i in detected["proposed"]["test"]] == ["cargo test"]
+    files = autotune.ProjectFiles(str(project.path))
+    assert autotune.lockfile_hashes(files) == {"requirements.txt": hashlib.sha256(b"").hexdigest()}
