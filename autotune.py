@@ -3304,6 +3304,8 @@ def json_arg(text, flag):
         json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError:
         fail("bad_json", "%s contains an escaped lone surrogate (\\ud800-\\udfff), which is not text." % flag)
+    except ValueError:
+        fail("bad_json", "%s contains a number too large for a finite value (like 1e400)." % flag)
     return value
 
 
@@ -3850,6 +3852,7 @@ def cmd_run(args):
     m.sampling = describe_pairs(paired, m, notes) if paired else describe_sampling(
         plan, samples, notes, m, reference, settings.max_samples)
     m.env = environment(head, session, env)
+    m.env["load_run"] = m.load    # the load average before and after this run's executions
     drift = toolchain_warning(toolchain_changes(state.toolchain, toolchain_of(m.env)))
     if drift:
         m.warnings.append(drift)
@@ -3869,9 +3872,8 @@ def cmd_run(args):
               "verdict": m.verdict, "suggested_status": m.suggested_status, "evidence": m.evidence,
               "guardrails": m.guardrails, "holdout": m.holdout, "reason": m.reason,
               "command": shown, "env": m.env, "load": m.load}
-    if paired:
-        result["interleaved"] = {k: v for k, v in paired.items() if k != "orders"}
-        result["executions"] = len(samples) + len(paired["best"])
+    result["interleaved"] = {k: v for k, v in paired.items() if k != "orders"} if paired else None
+    result["executions"] = len(samples) + (len(paired["best"]) if paired else 0)
     if m.warnings:
         result["warnings"] = m.warnings
     output(result)
@@ -4063,7 +4065,7 @@ def describe_sampling(plan, samples, notes, m, reference, max_samples=DEFAULT_MA
         else:
             sigma = robust_sigma(samples)
             mid = median(samples)
-            text += ": baseline; they differ (noise ±%s%%), so later runs take %d-%d samples" % (
+            text += ": baseline; they differ (noise ±%s%%), so later runs take %d-%d samples (pairs of the kept code and the candidate, unless evaluator.mode is reference)" % (
                 _fmt(round(sigma / abs(mid) * 100, 2)) if sigma and mid else "?",
                 min(DEFAULT_BATCH, max_samples), max(1, max_samples))
     elif not plan.adaptive:

@@ -139,7 +139,12 @@ def test_completed_says_report(tmp_path):
     p = session(tmp_path, config={"maxIterations": 2})
     p.loop(90)
     text, data = explain(p)
+    assert data["health"] == "completed" and data["next"] == "verify"   # issue 9: verify first
+    has_all(section(text, "Next:"), "autotune verify", "autotune report")
+    p.ok("verify")
+    text, data = explain(p)
     assert data["health"] == "completed" and data["next"] == "report"
+    has_all(text, "verified -10.0% ± 0%")
     has_all(text, "COMPLETED")
     has_all(section(text, "Next:"), "iteration budget reached", "autotune init")
     has_all(text, "budget 2/2")

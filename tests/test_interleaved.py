@@ -117,6 +117,10 @@ def test_noop_not_kept_when_the_machine_gets_25_percent_faster(tmp_path):
     assert ran["interleaved"]["best"] and abs(ran["evidence"]["delta_pct"]) < 1, ran
     assert set(ran["interleaved"]["order"]) <= {"B", "C"}
     assert project.read("work.py").endswith("(1)\n")           # the candidate is back
+    piped = project.cli("run", env=ENV)
+    assert piped.rc == 0 and piped.err == "" and piped.out.count("\n") == 1   # no progress when piped
+    logged = project.ok("log", "--status", "auto", "--description", "no-op")
+    assert project.log_lines()[-1]["env"]["load_run"]["before"]["cpus"] >= 1
 
 
 def test_the_present_rule_would_have_kept_it(tmp_path):
@@ -125,7 +129,7 @@ def test_the_present_rule_would_have_kept_it(tmp_path):
     machine.set(factor=0.75)
     noop_edit(project)
     ran = run(project)
-    assert ran["verdict"] == "improved" and "interleaved" not in ran, ran
+    assert ran["verdict"] == "improved" and ran["interleaved"] is None, ran
 
 
 def test_real_10_percent_win_found_when_the_machine_gets_30_percent_slower(tmp_path):
@@ -167,7 +171,8 @@ def test_noop_not_kept_under_load_that_comes_and_goes(tmp_path):
 def test_deterministic_benchmark_still_one_execution_per_run(project):
     project.loop(100)
     ran, _ = project.loop(90)
-    assert ran["n"] == 1 and ran["verdict"] == "improved" and "interleaved" not in ran
+    assert ran["n"] == 1 and ran["verdict"] == "improved" and ran["interleaved"] is None
+    assert ran["executions"] == 1
     ran, _ = project.loop(95)
     assert ran["n"] == 1 and ran["verdict"] == "worse"
 
