@@ -3361,13 +3361,15 @@ def metric_for_log(status, metric_flag, m, force):
                          _fmt(metric_flag), _fmt(m.primary)))
             return metric_flag, False
         if m is not None and m.crashed and status not in CRASH_STATUSES and not force:
-            fail("metric_mismatch", "The last run crashed and measured nothing (%s); log it with "
-                 "--status crash, or pass --force to log an invented --metric." % (m.reason or "crash"))
+            fail("metric_mismatch", "The last run %s and measured nothing (%s); log it with "
+                 "--status crash, or pass --force to log an invented --metric." % (
+                     "timed out" if m.timeout else "crashed", m.reason or "crash"))
         return metric_flag, m is not None and status in CRASH_STATUSES
     if m is not None:
         if m.primary is None and status in ("keep", "discard"):
-            fail("missing_metric", "The last run crashed (%s), so there is no metric to %s; log "
-                 "it with --status crash." % (m.reason or "no metric", status))
+            fail("missing_metric", "The last run %s (%s), so there is no metric to %s; log "
+                 "it with --status crash." % ("timed out" if m.timeout else "crashed",
+                                              m.reason or "no metric", status))
         return m.primary, True
     if status in ("keep", "discard"):
         fail("missing_metric", "No measurement to log: run the benchmark first (`autotune run`).")
