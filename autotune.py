@@ -1848,14 +1848,15 @@ def choose_playbook(failure, attempt, settings, deterministic=False):
     return order[min(attempt, len(order)) - 1]
 
 
-def advance(prev, status, improved, settings, deterministic=False):
+def advance(prev, status, improved, settings, deterministic=False, timeout=False):
     """The health machine (SPEC 6): the health fields after one logged result.
 
     `prev` holds the fields of health_fields(); the answer is a new dict. A `pause`
     playbook pauses the loop; `pauseOnExhaustedRecovery: false` removes it, so the
     loop keeps healing with its last action instead of ever pausing itself.
     `deterministic` (the benchmark's values are identical on re-measurement) takes
-    `rebaseline` out of a plateau's recovery.
+    `rebaseline` out of a plateau's recovery; `timeout` (a crash whose verdict is a
+    timeout) makes the reason `timeout`, not `crash`.
     """
     nxt = dict(prev)
     nxt.update(active=True, recovery=None)
@@ -1878,7 +1879,7 @@ def advance(prev, status, improved, settings, deterministic=False):
         nxt["crash_streak"] = prev["crash_streak"] + 1
         crash = status == "crash"
         nxt.update(failure="benchmark_crash" if crash else "checks_failed", health="crashing",
-                   reason="crash" if crash else "checks_failed")
+                   reason=("timeout" if timeout else "crash") if crash else "checks_failed")
     heal = (nxt["failure"] == "plateau" or
             (nxt["failure"] in ("benchmark_crash", "checks_failed")
              and nxt["crash_streak"] >= settings.max_crash_streak))
@@ -3248,7 +3249,8 @@ def cmd_log(args):
         if next_tree != snap.get("tree"):
             anchor_snapshot(session, next_tree)
         health = advance(health_fields(state), d.status, d.improved, settings,
-                         deterministic=bool((state.reference or {}).get("deterministic")))
+                         deterministic=bool((state.reference or {}).get("deterministic")),
+                         timeout=d.verdict == "timeout")
         best_metric = d.metric if d.improved else (state.best or {}).get("metric")
         finished = budget_reason(index, best_metric, direction, settings,
                                  iso_to_epoch(state.started_at), time.time())
@@ -3723,8 +3725,8 @@ def reason_text(state, settings):
     if reason == "no_improve":
         return "the last experiment did not beat the best and was reverted (%d in a row; %d make a plateau)" % (
             state.no_improve, settings.max_no_improve)
-    if reason in ("crash", "checks_failed"):
-        what = ("the benchmark timed out" if last.get("verdict") == "timeout"
+    if reason in ("crash", "timeout", "checks_failed"):
+        what = ("the benchmark timed out" if reason == "timeout" or last.get("verdict") == "timeout"
                 else "the benchmark crashed" if reason == "crash" else "the correctness checks failed")
         mixed = streak and "(" in streak
         return "%s on the last experiment (%s; %d start recovery)" % (

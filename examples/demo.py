@@ -191,10 +191,9 @@ class Demo(object):
         if action == "diagnose" and log.get("diagnosis"):
             # autotune's own diagnosis: the last error line, and the edit or the environment
             self.aside("autotune", log["diagnosis"]["text"])
-            self.aside("diagnose", "%s: the agent %s" % (
-                "looks like the edit" if log["diagnosis"]["origin"] == "edit" else "not the edit",
-                "notes the idea as a dead end for now" if run.get("checks") is False
-                else "notes the idea for a fixed retry"))
+            self.aside("diagnose", "the agent notes the idea %s" % (
+                "as a dead end: it changes the results" if run.get("checks") is False
+                else "for a retry with the bug fixed"))
         elif action == "diagnose":
             note = ("Diagnosis (plateau): the calls metric says normalize() runs once per token, two "
                     "lines each time: the next idea targets that call.")

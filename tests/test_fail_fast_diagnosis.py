@@ -92,7 +92,7 @@ def test_a_timeout_is_reported_as_a_timeout_everywhere(tmp_path):
     assert "timed out" in refused.json["message"] and "crashed" not in refused.json["message"]
     logged = p.ok("log", "--status", "auto", "--description", "sleeps")
     assert logged["status"] == "crash" and logged["verdict"] == "timeout"   # the log's status vocabulary
-    assert logged["next"] == "diagnose" and "timeout" in logged["next_text"]
+    assert logged["next"] == "diagnose" and "timeout" in logged["next_text"] and logged["reason"] == "timeout"
     assert logged["diagnosis"]["kind"] == "timeout"
     data = p.cli("explain", "--json").json
     assert "timed out" in data["why"] and "crashed" not in data["why"]
