@@ -1672,99 +1672,127 @@ def _changed_match(ref, changed, roots):
     return None
 
 
+def _changed_file_named(lines, changed, roots):
+    """The changed file the output points at (the innermost mention wins), or None: a
+    traceback frame or `path:line`, or a module that cannot be found or imported whose
+    name is a changed file's."""
+    import re
+    hit = None
+    for ref in _file_refs(lines):
+        hit = _changed_match(ref, changed, roots) or hit
+    if hit:
+        return hit
+    for line in reversed(lines[-40:]):
+        missing = re.search(r"no module named '?([\w.]+)|cannot find module '([^']+)'|"
+                            r"cannot import name '?\w+'? from '([\w.]+)'", line, re.I)
+        name = missing and [g for g in missing.groups() if g][0].replace("/", ".").split(".")[-1]
+        if name:
+            return next((c for c in changed if c.rsplit("/", 1)[-1].rsplit(".", 1)[0] == name
+                         or ("/%s/" % name) in "/" + c), None)
+    return None
+
+
+def _environment_sign(line, lines, changed_files):
+    """Why the failure reads like the environment (the last error line is asked first,
+    then the output's tail), or None."""
+    import re
+    sign = None
+    for text in (line or "", "\n".join(lines[-40:])):
+        sign = next((label for pattern, label in _ENVIRONMENT_SIGNS if re.search(pattern, text, re.I)), None)
+        if sign:
+            break
+    if changed_files is not None and not changed_files:   # nothing differs from the kept code
+        sign = "the experiment changes no file, so the edit cannot be the cause" + (
+            "; the output says %s" % sign if sign else "")
+    return sign
+
+
+def _timeout_advice(kind, line, sign, limit, load):
+    """(origin, why, text) for a benchmark or checks timeout: the environment when the
+    machine was overloaded (load above CPUs + 1) or nothing changed, else the edit."""
+    what, stays = (("the benchmark", "benchmark") if kind == "timeout"
+                   else ("the correctness checks", "checks"))
+    head = "%s ran past %s timeout%s and %s killed." % (
+        what[0].upper() + what[1:], "its" if kind == "timeout" else "their",
+        (" (%ss)" % _fmt(limit)) if limit else "", "was" if kind == "timeout" else "were")
+    if line:
+        head += ' Its output ends with "%s".' % line
+    known = load is not None and load[0] is not None and bool(load[1])
+    if (known and load[0] > load[1] + 1) or (sign and sign.startswith("the experiment changes no file")):
+        why = "the machine was overloaded (load %s on %d CPUs)" % (_fmt(load[0]), load[1]) \
+            if known and load[0] > load[1] + 1 else sign
+        return "environment", why, ("%s It may be the environment: %s. Run again on a quieter machine; "
+                                    "the %s stays as it is." % (head, why, stays))
+    why = "the kept code finished within the limit%s" % (
+        (" and the machine was not overloaded (load %s on %d CPUs)" % (_fmt(load[0]), load[1])) if known else "")
+    return "edit", why, ("%s It looks like the edit made %s much slower or made it hang (an infinite "
+                         "loop, a deadlock, a wait for input): %s. Look for that in the change, or drop "
+                         "the idea; the timeout and the %s stay as they are." % (head, what, why, stays))
+
+
+def _checks_advice(line, hit, sign):
+    """(origin, why, text) for failed correctness checks: the edit unless the output
+    reads like the environment (the kept code passed the same checks)."""
+    head = "The benchmark ran, but the correctness checks failed%s." % ((': "%s"' % line) if line else "")
+    if sign:
+        why = "the checks' output says %s" % sign
+        return "environment", why, ("%s It looks like the environment (%s), not the edit: run ./%s by "
+                                    "hand on the kept code; if it fails the same way, fix the "
+                                    "environment, not the checks." % (head, sign, CHECKS_FILE))
+    why = ("the failure points at %s, which the experiment changed" % hit if hit
+           else "the kept code passed the same checks")
+    return "edit", why, ("%s It looks like the edit: %s, so the change alters what the code computes. "
+                         "Fix the behaviour or drop the idea; never edit the checks or the tests that "
+                         "define correctness." % (head, why))
+
+
+def _crash_advice(line, hit, sign, changed):
+    """(origin, why, text) for a benchmark crash."""
+    head = "The benchmark crashed%s." % ((': its output ends with "%s"' % line) if line else " without any output")
+    if hit:
+        why = "the error points at %s, which the experiment changed" % hit
+        return "edit", why, ("%s It looks like the edit: %s. Fix the bug and retry the idea (after the "
+                             "log, `autotune restore --list` finds the reverted change), or drop it; the "
+                             "benchmark stays as it is." % (head, why))
+    if sign:
+        return "environment", "the output says %s" % sign, (
+            "%s It looks like the environment (%s), not the edit: run ./%s by hand on the kept code; if it "
+            "fails the same way, fix the environment (install, free or restart what is missing), not the "
+            "benchmark, then retry the idea." % (head, sign, BENCH_FILE))
+    why = "the error names no file the experiment changed%s" % (
+        (" (%s)" % ", ".join(changed[:5])) if changed else "")
+    return "unclear", why, ("%s The cause is not certain: %s. The kept code passed this benchmark, so the "
+                            "edit is still the likely cause (through code that calls it or data it "
+                            "changes); run ./%s by hand on the kept code to rule out the environment. The "
+                            "benchmark stays as it is." % (head, why, BENCH_FILE))
+
+
 def diagnose_crash(output, changed_files, kind="crash", roots=(), limit=None, load=None):
     """What a failed run says about its cause, for `run`, `log` and `explain` (pure).
 
     kind is `crash`, `timeout`, `checks_failed` or `checks_timeout`; output is the tail
     of the benchmark's (or the checks') output; changed_files the experiment's paths
-    relative to the repository root `roots` (as given and as resolved). Returns
+    relative to the repository root `roots` (as given and as resolved), None when
+    unknown; limit the timeout in seconds; load (load average, CPU count). Returns
     {"kind", "line", "origin", "file", "why", "text"}: origin `edit` when the error
     points at a file the experiment changed (or the checks reject its result),
     `environment` when it reads like a missing tool, a full disk, memory or the network
-    (or the machine was overloaded at a timeout), else `unclear`. `text` is the advice:
-    it never suggests editing the benchmark or the checks, which the rules forbid."""
-    import re
+    (or nothing changed, or the machine was overloaded at a timeout), else `unclear`.
+    `text` is the advice: it never suggests editing the benchmark or the checks, which
+    the agent's rules forbid."""
     lines = clean_output_lines(output)
     line = last_error_line(lines)
     changed = list(changed_files or [])
-    refs = _file_refs(lines)
-    hit = None
-    for ref in refs:
-        hit = _changed_match(ref, changed, roots) or hit
-    tail = "\n".join(lines[-40:]).lower()
-    if not hit:
-        missing = re.search(r"no module named '?([\w.]+)|cannot find module '([^']+)'", tail)
-        name = missing and (missing.group(1) or missing.group(2) or "").split(".")[-1].split("/")[-1]
-        if name:
-            hit = next((c for c in changed if c.rsplit("/", 1)[-1].rsplit(".", 1)[0] == name
-                        or ("/%s/" % name) in "/" + c), None)
-    sign = None if hit else next((label for pattern, label in _ENVIRONMENT_SIGNS if re.search(pattern, tail)), None)
-    if changed_files is not None and not changed:   # nothing differs from the kept code
-        sign = "the experiment changes no file, so the edit cannot be the cause" + (
-            "; the output says %s" % sign if sign else "")
-    quoted = (' "%s"' % line) if line else ""
+    hit = _changed_file_named(lines, changed, roots)
+    sign = None if hit else _environment_sign(line, lines, changed_files)
     if kind in ("timeout", "checks_timeout"):
-        what = "the benchmark" if kind == "timeout" else "the correctness checks"
-        head = "%s ran past %s timeout%s and %s killed" % (
-            what[0].upper() + what[1:], "its" if kind == "timeout" else "their",
-            (" (%ss)" % _fmt(limit)) if limit else "", "was" if kind == "timeout" else "were")
-        busy = load is not None and load[0] is not None and load[1] and load[0] > load[1] + 1
-        if busy or (changed_files is not None and not changed):
-            origin = "environment"
-            why = ("the machine was overloaded (load %s on %d CPUs)" % (_fmt(load[0]), load[1]) if busy
-                   else sign)
-            advice = ("It may be the environment: %s. Run again on a quieter machine; the %s stays "
-                      "as it is." % (why, "benchmark" if kind == "timeout" else "checks"))
-        else:
-            origin = "edit"
-            why = "the kept code finished within the limit%s" % (
-                (" and the machine was not overloaded (load %s on %d CPUs)" % (_fmt(load[0]), load[1]))
-                if load and load[0] is not None and load[1] else "")
-            advice = ("It looks like the edit made %s much slower or made it hang (an infinite loop, a "
-                      "deadlock, a wait for input): %s. Look for that in the change, or drop the idea; "
-                      "the timeout and the %s stay as they are." % (
-                          what, why, "benchmark" if kind == "timeout" else "checks"))
-        if line:
-            advice = "Its output ends with%s. %s" % (quoted, advice)
-        return {"kind": kind, "line": line, "origin": origin, "file": None, "why": why,
-                "text": "%s. %s" % (head, advice)}
-    if kind == "checks_failed":
-        head = "The benchmark ran, but the correctness checks failed%s." % ((":" + quoted) if line else "")
-        if sign:
-            origin, why = "environment", "the checks' output says %s" % sign
-            advice = ("It looks like the environment (%s), not the edit: run ./%s by hand on the kept "
-                      "code; if it fails the same way, fix the environment, not the checks." % (sign, CHECKS_FILE))
-        else:
-            origin = "edit"
-            why = ("the failure points at %s, which the experiment changed" % hit if hit
-                   else "the kept code passed the same checks")
-            advice = ("It looks like the edit: %s, so the change alters what the code computes. Fix the "
-                      "behaviour or drop the idea; never edit the checks or the tests that define "
-                      "correctness." % why)
-        return {"kind": kind, "line": line, "origin": origin, "file": hit, "why": why,
-                "text": "%s %s" % (head, advice)}
-    head = ("The benchmark crashed%s." % ((": its output ends with" + quoted) if line
-                                          else " without any output"))
-    if hit:
-        origin, why = "edit", "the error points at %s, which the experiment changed" % hit
-        advice = ("It looks like the edit: %s. Fix the bug and retry the idea (after the log, "
-                  "`autotune restore --list` finds the reverted change), or drop it; the benchmark "
-                  "stays as it is." % why)
-    elif sign:
-        origin, why = "environment", "the output says %s" % sign
-        advice = ("It looks like the environment (%s), not the edit: run ./%s by hand on the kept code; "
-                  "if it fails the same way, fix the environment (install, free, restart what is "
-                  "missing), not the benchmark, then retry the idea." % (sign, BENCH_FILE))
+        origin, why, text = _timeout_advice(kind, line, sign, limit, load)
+        hit = None
+    elif kind == "checks_failed":
+        origin, why, text = _checks_advice(line, hit, sign)
     else:
-        origin = "unclear"
-        why = ("the error names no file the experiment changed%s" % (
-            (" (%s)" % ", ".join(changed[:5])) if changed else ""))
-        advice = ("The cause is not certain: %s. The kept code passed this benchmark, so the edit is "
-                  "still the likely cause (through code that calls it or data it changes); run ./%s by "
-                  "hand on the kept code to rule out the environment. The benchmark stays as it is."
-                  % (why, BENCH_FILE))
-    return {"kind": kind, "line": line, "origin": origin, "file": hit, "why": why,
-            "text": "%s %s" % (head, advice)}
+        origin, why, text = _crash_advice(line, hit, sign, changed)
+    return {"kind": kind, "line": line, "origin": origin, "file": hit, "why": why, "text": text}
 
 
 def check_guardrails(rules, metrics, baseline_metrics):

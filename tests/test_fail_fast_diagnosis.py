@@ -220,6 +220,8 @@ def test_diagnose_a_python_traceback_in_a_changed_file():
      ["fast.c"], "fast.c"),
     ("Traceback (most recent call last):\n  File \"b.py\", line 1\nModuleNotFoundError: No module named 'helpers'\n",
      ["pkg/helpers.py"], "pkg/helpers.py"),
+    ("Traceback (most recent call last):\nImportError: cannot import name 'fast_sum' from 'calc' (/opt/x/calc.py)\n",
+     ["calc.py"], "calc.py"),
 ])
 def test_diagnose_points_at_the_changed_file_in_many_languages(out, changed, file):
     d = autotune.diagnose_crash(out, changed, "crash", (ROOT,))
