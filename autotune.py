@@ -3691,8 +3691,8 @@ FAILURE_WORDS = {"crash": ("benchmark crash", "benchmark crashes"),
 
 def streak_text(state):
     """The current failure streak in words, its kinds in order (a crash and a checks
-    failure that follows it are different failures): "2 failures in a row (a benchmark
-    crash, then a checks failure)"; None without a streak."""
+    failure that follows it are different failures): "2 failures in a row: a benchmark
+    crash, then a checks failure"; None without a streak."""
     streak = state.crash_streak or 0
     kinds = [k for k in (state.streak_kinds or []) if k in FAILURE_WORDS][-streak:] if streak else []
     if not kinds:
@@ -3708,8 +3708,8 @@ def streak_text(state):
                 "checks_failed": "the correctness checks failed"}[kinds[0]]
         return "%s %s in a row" % (what, "once" if streak == 1 else "%d times" % streak)
     parts = ["%s %s" % ("a" if n == 1 else n, FAILURE_WORDS[k][n != 1]) for k, n in groups]
-    return "%d failure%s in a row (%s%s)" % (streak, "" if streak == 1 else "s",
-                                             "..., " if len(kinds) < streak else "", ", then ".join(parts))
+    return "%d failure%s in a row: %s%s" % (streak, "" if streak == 1 else "s",
+                                            "..., " if len(kinds) < streak else "", ", then ".join(parts))
 
 
 def recovery_subject(state):
@@ -3756,7 +3756,7 @@ def reason_text(state, settings):
     if reason in ("crash", "timeout", "checks_failed"):
         what = ("the benchmark timed out" if reason == "timeout" or last.get("verdict") == "timeout"
                 else "the benchmark crashed" if reason == "crash" else "the correctness checks failed")
-        mixed = streak and "(" in streak
+        mixed = streak and ": " in streak
         return "%s on the last experiment (%s; %d start recovery)" % (
             what, streak if mixed else "%d failure%s in a row" % (
                 state.crash_streak, "" if state.crash_streak == 1 else "s"), settings.max_crash_streak)
@@ -3809,6 +3809,7 @@ def explain_data(session, loaded):
         "best_commit": (state.best or {}).get("commit"), "best_description": (state.best or {}).get("description"),
         "last_metric": _round((state.last or {}).get("metric")), "last_status": (state.last or {}).get("status"),
         "last_index": (state.last or {}).get("index"), "last_description": (state.last or {}).get("description"),
+        "last_verdict": (state.last or {}).get("verdict"),
         "no_improve": state.no_improve, "crash_streak": state.crash_streak, "keep_streak": state.keep_streak,
         "heals": state.heals, "max_heals": settings.max_heals, "max_no_improve": settings.max_no_improve,
         "max_crash_streak": settings.max_crash_streak,
@@ -4711,8 +4712,9 @@ def render_explain(data, colors):
             best += ", %s" % json.dumps(data["best_description"], ensure_ascii=False)
         lines.append(_wrap("Best:", best + conf_text))
     if data.get("last_status"):
-        lines.append(_wrap("Last:", "#%s %s %s, %s" % (
-            data.get("last_index"), data["last_status"], fmt_metric(data.get("last_metric"), unit),
+        lines.append(_wrap("Last:", "#%s %s%s %s, %s" % (
+            data.get("last_index"), data["last_status"],
+            " (timed out)" if data.get("last_verdict") == "timeout" else "", fmt_metric(data.get("last_metric"), unit),
             json.dumps(data.get("last_description"), ensure_ascii=False))))
     lines.append("Streaks: keep %d · no-improvement %d/%d · crash %d/%d · heals %d/%d%s" % (
         data["keep_streak"], data["no_improve"], data["max_no_improve"], data["crash_streak"],

@@ -99,6 +99,7 @@ def test_a_timeout_is_reported_as_a_timeout_everywhere(tmp_path):
     assert data["timed_out"] == 1 and data["diagnosis"]["kind"] == "timeout"
     text = p.cli("explain").out
     assert "0 crashed, 1 timed out" in text and "timed out on the last experiment" in " ".join(text.split())
+    assert "#2 crash (timed out)" in text
     assert p.results()[-1]["verdict"] == "timeout"
 
 
@@ -116,7 +117,7 @@ def test_a_crash_then_a_checks_failure_are_two_kinds_and_recovery_is_about_the_c
     assert second["health"] == "healing" and second["recovery"] == "diagnose"
     data = p.cli("explain", "--json").json
     why = data["why"]
-    assert "a benchmark crash, then a checks failure" in why, why
+    assert "2 failures in a row: a benchmark crash, then a checks failure (2 start recovery)" in why, why
     assert "about the last failure, the correctness checks, not the earlier benchmark crash" in why, why
     assert data["diagnosis"]["kind"] == "checks_failed"
     assert "correctness checks failed" in data["next_text"]
