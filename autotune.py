@@ -825,8 +825,12 @@ def _fold_result(state, entry):
                            "timestamp": timestamp,
                            "deterministic": is_deterministic(samples) or inherited}
         state.progress_at = timestamp
-    if state.metric_names is None and status != "crash" and entry.get("metrics") is not None:
-        state.metric_names = sorted(metrics)
+    if status != "crash" and entry.get("metrics") is not None:
+        # every secondary name the segment has seen (a new one is noted once, when it
+        # appears); the primary is not a secondary metric even when a result listed it
+        names = set(state.metric_names or ()) | set(metrics)
+        names.discard(state.config.get("metric_name"))
+        state.metric_names = sorted(names)
     state.last = {"index": index, "status": status, "metric": metric, "commit": entry.get("commit"),
                   "description": entry.get("description"), "timestamp": timestamp,
                   "verdict": entry.get("verdict")}
@@ -1489,6 +1493,16 @@ def median_metrics(sample_metrics, exclude=None):
     """Each secondary metric's median over the samples that reported it."""
     names = sorted({name for metrics in sample_metrics for name in metrics if name != exclude})
     return {name: _round(median([m[name] for m in sample_metrics if name in m])) for name in names}
+
+
+def metric_name_changes(known, metrics, pname):
+    """(new, missing) secondary metric names of a result against the segment's earlier
+    ones. Neither refuses a result: `run` records what the benchmark printed, and the
+    first implementation's agent typed --metrics by hand, often a subset, sometimes with
+    the primary among them (never a secondary metric, so it is left out)."""
+    known = set(known or ()) - {pname}
+    names = set(metrics) - {pname}
+    return sorted(names - known), sorted(known - names)
 
 
 def regression_pct(value, reference, direction):
@@ -2782,7 +2796,8 @@ class LogDecision(Record):
     """What a `log` call records, settled before anything is written."""
 
     FIELDS = (("status", None), ("metric", None), ("measured", False), ("metrics", dict),
-              ("verdict", None), ("forced", False), ("improved", False))
+              ("verdict", None), ("forced", False), ("improved", False), ("notes", list),
+              ("warnings", list))
     __slots__ = tuple(name for name, _ in FIELDS)
 
 
@@ -2804,23 +2819,31 @@ def decide_log(args, flags, state, m):
              "--metric. A typed-in number needs --force --reason \"why\" (recorded).")
     decision = LogDecision(status=status, forced=bool(typed_keep))
     decision.metric, decision.measured = metric_for_log(status, metric_flag, m, args.force)
-    decision.metrics = (metrics_flag if metrics_flag is not None
-                        else dict(m.metrics) if m is not None and m.passed else {})
-    if metrics_flag is not None and m is not None and m.passed and not args.force:
+    measured_metrics = m is not None and m.passed
+    if metrics_flag is not None and measured_metrics and not args.force:
+        unmeasured = sorted(k for k in metrics_flag if k not in m.metrics and k != m.pname)
         differing = sorted(k for k in metrics_flag if k in m.metrics
                            and not same_number(metrics_flag[k], m.metrics[k]))
+        if unmeasured:
+            fail("metric_mismatch", "--metrics names %s, which `run` did not measure (it measured "
+                 "%s); log without --metrics to record what was measured." % (
+                     ", ".join(unmeasured), ", ".join(sorted(m.metrics)) or "no secondary metric"))
         if differing:
-            fail("metric_mismatch", "--metrics differs from what `run` measured for %s; omit "
-                 "--metrics to log the measured values (or --force)." % ", ".join(differing))
-    if status != "crash" and state.metric_names is not None and not args.force:
-        missing = sorted(set(state.metric_names) - set(decision.metrics))
-        extra = sorted(set(decision.metrics) - set(state.metric_names))
-        if missing or extra:
-            fail("metrics_mismatch", "Secondary metrics must match the segment's first result "
-                 "(%s): %s%s. Use --force to log anyway." % (
-                     ", ".join(state.metric_names) or "none",
-                     ("missing " + ", ".join(missing)) if missing else "",
-                     ("; " if missing and extra else "") + (("new " + ", ".join(extra)) if extra else "")))
+            fail("metric_mismatch", "--metrics differs from what `run` measured for %s; log "
+                 "without --metrics to record the measured values." % ", ".join(differing))
+    decision.metrics = (dict(m.metrics) if measured_metrics and not (args.force and metrics_flag is not None)
+                        else metrics_flag if metrics_flag is not None else {})
+    if status != "crash" and state.metric_names is not None:
+        new, missing = metric_name_changes(state.metric_names, decision.metrics,
+                                           state.config.get("metric_name"))
+        if new:
+            decision.notes.append("new secondary metric%s %s recorded (the segment's earlier results "
+                                  "did not have %s)" % ("s" if len(new) > 1 else "", ", ".join(new),
+                                                         "them" if len(new) > 1 else "it"))
+        if missing:
+            decision.warnings.append("secondary metric%s %s of earlier results %s not reported by this "
+                                     "one" % ("s" if len(missing) > 1 else "", ", ".join(missing),
+                                              "were" if len(missing) > 1 else "was"))
     decision.verdict = m.verdict if (m is not None and (decision.measured or m.crashed)) else None
     if status == "keep" and decision.verdict in BLOCKING_VERDICTS:
         if not (args.force and override):
@@ -2922,16 +2945,16 @@ def cmd_log(args):
         except OSError:
             pass  # values.bin is keyed by the point count: a stale one is rescanned
         drop_measurement(session)
-    output(log_answer(loaded.state, settings, result, pname, git_info))
+    output(log_answer(loaded.state, settings, result, pname, git_info, d.notes, d.warnings))
 
 
-def log_answer(state, settings, result, pname, git_info):
+def log_answer(state, settings, result, pname, git_info, notes=(), warnings=()):
     """The JSON `log` prints: the result, what git did, and where the loop now stands."""
     baseline = (state.baseline or {}).get("metric")
     metric = result.metric
     delta = (metric - baseline) if (metric is not None and baseline is not None) else None
     action, _ = next_action(state)
-    return {"status": result.status, "index": result.index, "commit": result.commit,
+    answer = {"status": result.status, "index": result.index, "commit": result.commit,
             "metric": metric, "name": pname, "baseline": _round(baseline), "delta": _round(delta),
             "d_pct": _round(delta / abs(baseline) * 100, 2) if delta is not None and baseline else None,
             "desc": result.description, "confidence": result.confidence, "git": git_info,
@@ -2941,6 +2964,11 @@ def log_answer(state, settings, result, pname, git_info):
             "reason": state.reason, "mode": state.mode, "active": state.active,
             "improved": result.improved, "best": _round((state.best or {}).get("metric")),
             "verdict": result.verdict, "measured": result.measured, "next": action}
+    if notes:
+        answer["notes"] = list(notes)
+    if warnings:
+        answer["warnings"] = list(warnings)
+    return answer
 
 
 def own_unlogged_commit(repo, head, snapshot_head):
