@@ -64,6 +64,7 @@ STATUSES = ("keep", "discard", "crash", "checks_failed")
 CRASH_STATUSES = ("crash", "checks_failed")
 DIRECTIONS = ("lower", "higher")
 MODES = ("optimize", "repair")
+HEALTHS = ("running", "improving", "plateaued", "crashing", "healing", "paused", "completed")
 AUTO_RESUME_MODES = ("prompt", "headless", "off", "continue")
 # Verdicts after which a keep needs --force and --reason.
 BLOCKING_VERDICTS = ("crash", "checks_failed", "guardrail_failed", "holdout_failed", "worse")
@@ -265,6 +266,7 @@ class State(Record):
         ("baseline", None), ("best", None), ("reference", None), ("last", None),
         ("confidence", None), ("snapshot", None), ("metric_names", None),
         ("stop_streak", 0), ("stop_blocks", 0), ("stopped_by", None), ("rebaselined_at", None),
+        ("set_at", None),  # when a line last set `active` (control, config, our result)
         # cache bookkeeping
         ("format", STATE_FORMAT), ("log_size", 0), ("log_tail", ""), ("lines", 0),
         ("bad_lines", 0), ("bad_line_numbers", list),
@@ -755,7 +757,7 @@ def _fold_config(state, entry, offset):
     state.mode = entry.get("mode") if entry.get("mode") in MODES else "optimize"
     state.health = "running"
     state.reason = "initialized"
-    state.started_at = entry.get("timestamp")
+    state.started_at = state.set_at = entry.get("timestamp")
     state.session_id = entry.get("session_id")
     state.hashes = entry.get("hashes") if isinstance(entry.get("hashes"), dict) else None
     state.snapshot = entry.get("snapshot") if isinstance(entry.get("snapshot"), dict) else None
@@ -805,6 +807,8 @@ def _fold_result(state, entry):
         state.mode = entry["mode"]
     active = entry.get("active")
     state.active = active if isinstance(active, bool) else state.health not in ("paused", "completed")
+    if isinstance(active, bool):
+        state.set_at = timestamp
     metrics = entry.get("metrics") if isinstance(entry.get("metrics"), dict) else {}
     if state.baseline is None and point is not None and status in ("keep", "discard"):
         state.baseline = {"index": index, "metric": point, "commit": entry.get("commit"),
@@ -847,6 +851,8 @@ def _fold_result(state, entry):
 
 def _fold_control(state, entry):
     action = entry.get("action")
+    if action in ("stop", "resume", "repair"):
+        state.set_at = entry.get("timestamp")
     if action == "stop":
         state.active = False
         state.health = "paused"
@@ -892,39 +898,115 @@ def load_state(session):
     except OSError:
         require_session(session)
         raise
-    cached, legacy = None, None
+    cached, foreign = None, None
     try:
         with open(session.state_path, "rb") as handle:
             data = json.loads(handle.read().decode("utf-8"), parse_constant=_reject_constant)
+            written_at = os.fstat(handle.fileno()).st_mtime
         if isinstance(data, dict) and data.get("format") == STATE_FORMAT and _is_int(data.get("log_size")):
             import zlib
             checksum = data.pop("checksum", None)
             if checksum == "%08x" % zlib.crc32(_state_text(data).encode("utf-8")):
                 cached = State.from_dict(data)
+            else:  # ours, edited since by someone else (the first implementation's stop/repair)
+                foreign = OldState.from_file(data, written_at, data.get("log_size"))
         elif isinstance(data, dict) and "format" not in data:
-            legacy = data
+            foreign = OldState.from_file(data, written_at)  # the first implementation's
     except (OSError, ValueError, UnicodeDecodeError, TypeError, RecursionError):
         pass
+    if cached is not None:
+        with open(session.log_path, "rb") as handle:
+            if cached.log_size <= size and _tail_matches(handle, cached):
+                loaded = Loaded(cached)
+                _fold_from(handle, loaded, cached.log_size)
+                return loaded
+    return fold_log(session, foreign)
+
+
+def fold_log(session, foreign=None):
+    """The state rebuilt from the whole log. A loop controlled by the first implementation
+    (its `stop` and `repair` wrote only .autotune.state) keeps what that file said when
+    no line of the log set the loop's activity after it; the file is remembered in the
+    cache directory, so a later rebuild keeps honouring it."""
+    loaded = Loaded(State())
+    loaded.rebuilt = loaded.changed = True
+    loaded.complete = True
     with open(session.log_path, "rb") as handle:
-        if cached is not None and cached.log_size <= size and _tail_matches(handle, cached):
-            loaded = Loaded(cached)
-            _fold_from(handle, loaded, cached.log_size)
-            return loaded
-        loaded = Loaded(State())
-        loaded.rebuilt = loaded.changed = True
-        loaded.complete = True
         _fold_from(handle, loaded, 0)
     state = loaded.state
-    if legacy is not None and _is_int(legacy.get("n_exp")) and legacy.get("n_exp") == state.n_exp:
-        # a state file of the first implementation: keep what the log cannot tell
-        if isinstance(legacy.get("active"), bool):
-            state.active = legacy["active"]
-        for name in ("resume_count", "resume_at"):
-            if _is_int(legacy.get(name)):
-                setattr(state, name, legacy[name])
+    old = foreign if foreign is not None else OldState.load(session)
+    if old is not None and old.applies_to(state):
+        old.apply(state)
+        if foreign is not None and session.repo is not None:
+            old.save(session)
     if state.confidence is None and state.config is not None:
         state.confidence = confidence(sorted(loaded.points), state)
     return loaded
+
+
+class OldState(object):
+    """The controls of a .autotune.state written by someone else: the first
+    implementation (no `format`), or its `stop`/`repair`/Stop hook editing ours."""
+
+    __slots__ = ("fields", "written_at", "log_size")
+    NAMES = ("active", "mode", "recovery", "health", "reason", "resume_count", "resume_at")
+
+    def __init__(self, fields, written_at, log_size=None):
+        self.fields, self.written_at, self.log_size = fields, written_at, log_size
+
+    @classmethod
+    def from_file(cls, data, written_at, log_size=None):
+        return cls({k: data[k] for k in cls.NAMES if k in data}, written_at,
+                   log_size if _is_int(log_size) else None)
+
+    @classmethod
+    def load(cls, session):
+        if session.repo is None:
+            return None
+        try:
+            with open(session.cache("old-state.json"), "rb") as handle:
+                data = json.loads(handle.read().decode("utf-8"))
+            return cls(data["fields"], float(data["written_at"]))
+        except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
+            return None
+
+    def save(self, session):
+        try:
+            write_atomic(session.cache("old-state.json", create=True), json.dumps(
+                {"fields": self.fields, "written_at": self.written_at}).encode("utf-8"))
+        except OSError:
+            pass  # only a later rebuild would forget it
+
+    def applies_to(self, state):
+        """True when no line of the log set the loop's activity after the file was
+        written: our own state saw the whole log, or every such line is older."""
+        if state.config is None:
+            return False
+        if self.log_size is not None and self.log_size == state.log_size:
+            return True
+        set_at = iso_to_epoch(state.set_at)
+        return set_at is None or set_at < self.written_at
+
+    def apply(self, state):
+        old = self.fields
+        was_active, fold_reason = state.active, state.reason
+        if isinstance(old.get("active"), bool):
+            state.active = old["active"]
+        if old.get("mode") in MODES:
+            state.mode = old["mode"]
+        if "recovery" in old and (old["recovery"] is None or isinstance(old["recovery"], str)):
+            state.recovery = old["recovery"]
+        if old.get("health") in HEALTHS:
+            state.health = old["health"]
+        if isinstance(old.get("reason"), str):
+            state.reason = old["reason"]
+        if was_active and not state.active and state.health != "completed":
+            state.health = "paused"  # the old `stop` changed only active and health
+            if state.reason == fold_reason:
+                state.reason = "stopped by `autotune stop` of the first implementation"
+        for name in ("resume_count", "resume_at"):
+            if _is_int(old.get(name)):
+                setattr(state, name, max(getattr(state, name), old[name]))
 
 
 def _tail_matches(handle, cached):
@@ -3476,9 +3558,7 @@ def cmd_doctor(args):
         problem("state_missing", "%s is missing or unreadable; it will be rebuilt from the log." % STATE_FILE,
                 fix=lambda lock: _fix_state(session))
     elif not loaded.rebuilt:
-        fresh = Loaded(State())
-        with open(session.log_path, "rb") as handle:
-            _fold_from(handle, fresh, 0)
+        fresh = fold_log(session)
         a, b = fresh.state.to_dict(), loaded.state.to_dict()
         differing = sorted(k for k in a if k not in ("confidence",) and a[k] != b.get(k))
         if differing:

@@ -100,3 +100,82 @@ def test_an_old_agents_subset_of_metrics_logs_what_run_measured(seed):
                      "--metrics", json.dumps({"time_ms": 50}))
     assert logged["status"] == "keep"
     assert seed.results()[-1]["metrics"] == {"time_ms": 50, "mem_mb": 45}
+
+
+# ----------------------------------------- point 3: the old stop and repair ----
+
+def stop_hook(p):
+    payload = {"session_id": "s1", "cwd": str(p.path), "hook_event_name": "Stop",
+               "stop_hook_active": False, "transcript_path": "/dev/null"}
+    return p.cli("hook", "stop", input=json.dumps(payload).encode())
+
+
+def old_stop(p):
+    """`autotune stop` of the first implementation, then its Stop hook (n_exp reset to 0)."""
+    patch_state(p, active=False, health="paused", n_exp=0, resume_count=1)
+
+
+def test_an_old_stop_is_honoured_whatever_n_exp(seed):
+    before_hook = stop_hook(seed)
+    assert before_hook.rc == 0 and "still active" in before_hook.out  # the loop as it was
+    old_stop(seed)
+    status = seed.ok("status", "--json")
+    assert status["active"] is False and status["health"] == "paused"
+    assert "first implementation" in status["reason"]
+    explain = seed.ok("explain", "--json")
+    assert explain["active"] is False and explain["next"] == "manual_repair"
+    log_before = seed.snapshot_bytes()["autotune.jsonl"]
+    seed.set_delay(50)
+    ran = seed.cli("run")
+    assert ran.rc != 0 and ran.json["error"] == "inactive"
+    hook = stop_hook(seed)
+    assert hook.rc == 0 and hook.out.strip() == "", hook  # no resume of a stopped loop
+    assert seed.snapshot_bytes()["autotune.jsonl"] == log_before
+
+
+def test_an_old_stop_survives_a_rebuilt_state_until_resumed(seed):
+    old_stop(seed)
+    assert seed.ok("status", "--json")["active"] is False  # adopted, and written in our format
+    assert "format" in seed.state()
+    os.unlink(os.path.join(str(seed.path), ".autotune.state"))  # a lost cache is rebuilt ...
+    assert seed.ok("status", "--json")["active"] is False    # ... and still stopped
+    doctor = seed.cli("doctor", "--json")
+    assert "state_stale" not in [p["code"] for p in doctor.json["problems"]], doctor
+    resumed = seed.ok("resume", "--json")
+    assert resumed["active"] is True
+    os.unlink(os.path.join(str(seed.path), ".autotune.state"))
+    status = seed.ok("status", "--json")   # the resume line is later than the old stop
+    assert status["active"] is True and status["mode"] == "optimize"
+    seed.set_delay(50)
+    assert seed.ok("run")["passed"] is True
+
+
+def test_an_old_repair_is_honoured(seed):
+    patch_state(seed, active=True, mode="repair", health="healing", recovery="manual_repair",
+                reason="operator requested repair mode", n_exp=0)
+    explain = seed.ok("explain", "--json")
+    assert explain["mode"] == "repair" and explain["recovery"] == "manual_repair"
+    assert explain["next"] == "repair" and explain["active"] is True
+    seed.set_delay(50)
+    seed.ok("run")
+    logged = seed.ok("log", "--status", "auto", "--description", "fixed it")
+    assert logged["status"] == "keep" and logged["mode"] == "optimize" and logged["recovery"] is None
+
+
+def test_an_old_stop_after_our_own_state_was_written_is_honoured(seed):
+    """Side by side: our state file exists, then the old `autotune stop` edits it."""
+    seed.ok("status", "--json")
+    ours = seed.state()
+    ours.update(active=False, health="paused")
+    seed.write(".autotune.state", json.dumps(ours, indent=2))
+    assert seed.ok("status", "--json")["active"] is False
+
+
+def test_a_control_line_after_the_old_state_wins(seed):
+    old_stop(seed)
+    state_path = os.path.join(str(seed.path), ".autotune.state")
+    os.utime(state_path, (1000000000, 1000000000))  # written long before the line below
+    with open(os.path.join(str(seed.path), "autotune.jsonl"), "a") as handle:
+        handle.write(json.dumps({"type": "control", "action": "resume",
+                                 "timestamp": "2026-11-26T10:00:00Z"}) + "\n")
+    assert seed.ok("status", "--json")["active"] is True
