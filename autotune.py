@@ -266,7 +266,8 @@ class State(Record):
         ("baseline", None), ("best", None), ("reference", None), ("last", None),
         ("confidence", None), ("snapshot", None), ("metric_names", None),
         ("stop_streak", 0), ("stop_blocks", 0), ("stopped_by", None), ("rebaselined_at", None),
-        ("set_at", None),  # when a line last set `active` (control, config, our result)
+        # when and where (byte offset) a line last set `active`: control, config, our result
+        ("set_at", None), ("set_offset", None),
         # cache bookkeeping
         ("format", STATE_FORMAT), ("log_size", 0), ("log_tail", ""), ("lines", 0),
         ("bad_lines", 0), ("bad_line_numbers", list),
@@ -293,6 +294,7 @@ class Measurement(Record):
         ("verdict", None), ("suggested_status", None), ("evidence", None),
         ("sampling", None), ("guardrails", None), ("holdout", None), ("env", None),
         ("tree", None), ("head", None), ("reason", None), ("warnings", list), ("hashes", None),
+        ("reference", None),  # the kept code's samples, when `run` measured it first
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -714,9 +716,14 @@ def fold_entry(state, entry, offset=None):
     if kind == "config":
         _fold_config(state, entry, offset)
     elif kind == "result":
-        return _fold_result(state, entry)
+        point = _fold_result(state, entry)
+        if isinstance(entry.get("active"), bool):
+            state.set_at, state.set_offset = entry.get("timestamp"), offset
+        return point
     elif kind == "control":
         _fold_control(state, entry)
+        if entry.get("action") in ("stop", "resume", "repair"):
+            state.set_at, state.set_offset = entry.get("timestamp"), offset
     elif kind == "rebaseline":
         samples = _samples_of(entry, entry.get("metric") if _is_number(entry.get("metric")) else None)
         if samples and state.config is not None:
@@ -758,6 +765,7 @@ def _fold_config(state, entry, offset):
     state.health = "running"
     state.reason = "initialized"
     state.started_at = state.set_at = entry.get("timestamp")
+    state.set_offset = offset
     state.session_id = entry.get("session_id")
     state.hashes = entry.get("hashes") if isinstance(entry.get("hashes"), dict) else None
     state.snapshot = entry.get("snapshot") if isinstance(entry.get("snapshot"), dict) else None
@@ -807,8 +815,6 @@ def _fold_result(state, entry):
         state.mode = entry["mode"]
     active = entry.get("active")
     state.active = active if isinstance(active, bool) else state.health not in ("paused", "completed")
-    if isinstance(active, bool):
-        state.set_at = timestamp
     metrics = entry.get("metrics") if isinstance(entry.get("metrics"), dict) else {}
     if state.baseline is None and point is not None and status in ("keep", "discard"):
         state.baseline = {"index": index, "metric": point, "commit": entry.get("commit"),
@@ -851,8 +857,6 @@ def _fold_result(state, entry):
 
 def _fold_control(state, entry):
     action = entry.get("action")
-    if action in ("stop", "resume", "repair"):
-        state.set_at = entry.get("timestamp")
     if action == "stop":
         state.active = False
         state.health = "paused"
@@ -938,6 +942,7 @@ def fold_log(session, foreign=None):
     if old is not None and old.applies_to(state):
         old.apply(state)
         if foreign is not None and session.repo is not None:
+            old.log_size = state.log_size  # every line so far was judged against it
             old.save(session)
     if state.confidence is None and state.config is not None:
         state.confidence = confidence(sorted(loaded.points), state)
@@ -966,14 +971,15 @@ class OldState(object):
         try:
             with open(session.cache("old-state.json"), "rb") as handle:
                 data = json.loads(handle.read().decode("utf-8"))
-            return cls(data["fields"], float(data["written_at"]))
+            return cls(data["fields"], float(data["written_at"]), data["log_size"])
         except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
             return None
 
     def save(self, session):
         try:
             write_atomic(session.cache("old-state.json", create=True), json.dumps(
-                {"fields": self.fields, "written_at": self.written_at}).encode("utf-8"))
+                {"fields": self.fields, "written_at": self.written_at,
+                 "log_size": self.log_size}).encode("utf-8"))
         except OSError:
             pass  # only a later rebuild would forget it
 
@@ -982,8 +988,8 @@ class OldState(object):
         written: our own state saw the whole log, or every such line is older."""
         if state.config is None:
             return False
-        if self.log_size is not None and self.log_size == state.log_size:
-            return True
+        if _is_int(self.log_size):  # lines from this offset on came after the file
+            return state.set_offset is None or state.set_offset < self.log_size
         set_at = iso_to_epoch(state.set_at)
         return set_at is None or set_at < self.written_at
 
@@ -1542,6 +1548,17 @@ def sampling_plan(reference, repeat, settings, deterministic=False):
                         "noisy benchmark", adaptive=True)
 
 
+def reference_to_measure(reference, repeat):
+    """True when the best the next verdict is judged against is one recorded number and no
+    samples (a session of the first implementation logged one value per experiment), so
+    `run` measures the kept code first rather than taking the spread of *other
+    experiments'* values for noise. (When `run` measures the best beside every candidate,
+    this is the case where that reference is missing.)"""
+    if repeat != "auto" or not reference:
+        return False
+    return len(reference.get("samples") or ()) < 2 and not reference.get("deterministic")
+
+
 def collect_samples(take, plan, reference, direction, settings, noise_mad=None, deterministic=False):
     """The adaptive sampling loop of `run`, over a `take(n)` that measures sample n and
     returns (value, metrics), or None when the benchmark failed (which ends the loop).
@@ -1966,6 +1983,10 @@ class Change(object):
     def name(self):
         return self.path.decode("utf-8", "replace")
 
+    def inverse(self):
+        """The same path changed the other way (restore_changes of it re-applies this)."""
+        return Change(self.new_mode, self.old_mode, self.new_sha, self.old_sha, self.status, self.path)
+
 
 def _excluded_paths(session):
     """Pathspecs that keep the protected files (and this script) out of snapshots."""
@@ -2183,6 +2204,60 @@ def restore_changes(session, changes):
                     os.unlink(full)
             except OSError:
                 pass
+
+
+def swap_out(session, base, current, tracked_only):
+    """Puts the kept code (tree `base`) in place of the experiment's files, so `run` can
+    measure it beside the candidate; returns the changes swap_back re-applies. The
+    candidate's tree is anchored by a ref and named in a marker file first, so a process
+    killed in between leaves a way back (recover_swap)."""
+    changes = diff_trees(session, base, current, tracked_only=tracked_only)
+    if not changes:
+        return []
+    session.repo.run(["update-ref", "--no-deref", _swap_ref(session), current])
+    write_atomic(session.cache("swap.json", create=True),
+                 json.dumps({"tree": current, "pid": os.getpid()}).encode("utf-8"))
+    restore_changes(session, changes)
+    return changes
+
+
+def swap_back(session, changes):
+    """Returns the experiment's files after swap_out."""
+    if not changes:
+        return
+    restore_changes(session, [c.inverse() for c in changes])
+    _drop_swap(session)
+
+
+def recover_swap(session):
+    """After a `run` killed while the kept code was swapped in: brings the experiment's
+    files back (only tracked changes are undone: what the benchmark created is kept).
+    Returns True when it restored something."""
+    try:
+        with open(session.cache("swap.json"), "rb") as handle:
+            marker = json.loads(handle.read().decode("utf-8"))
+        tree, pid = marker["tree"], marker["pid"]
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError):
+        return False
+    if _is_int(pid) and pid != os.getpid() and _pid_alive(pid):
+        return False  # that run is still measuring
+    if isinstance(tree, str) and _is_hash(tree):
+        changes = diff_trees(session, tree, snapshot_tree(session), tracked_only=True)
+        restore_changes(session, changes)
+    _drop_swap(session)
+    return True
+
+
+def _swap_ref(session):
+    return "refs/autotune/candidate/" + os.path.basename(session.cache_dir)
+
+
+def _drop_swap(session):
+    try:
+        os.unlink(session.cache("swap.json"))
+    except OSError:
+        pass
+    session.repo.run(["update-ref", "-d", _swap_ref(session)], check=False)
 
 
 # ------------------------------------------------------------------ running ----
@@ -2731,20 +2806,34 @@ def cmd_run(args):
     tree_before = None
     if repo:
         with LogLock(session):
+            if recover_swap(session):
+                warnings.append("a killed `run` had left the kept code in place of the experiment; "
+                                "the experiment's files were restored first")
             tree_before = snapshot_tree(session)
         if state.snapshot and tree_before == state.snapshot.get("tree") and state.n_exp:
             warnings.append("the working tree has no change since the last logged result, so "
                             "this run measures the kept code")
     env = benchmark_env(AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_RUN=str(state.n_exp + 1))
-    reference = (state.reference or {}).get("samples") or None
-    deterministic = bool((state.reference or {}).get("deterministic"))
-    plan = sampling_plan(reference, repeat, settings, deterministic)
+    reference_info = state.reference or {}
+    reference = reference_info.get("samples") or None
+    deterministic = bool(reference_info.get("deterministic"))
     # the segment's MAD is the spread of its results (progress included): a fallback
     # for the adaptive default's small references only, never for a fixed repeat
     noise_mad = (state.confidence or {}).get("noise_mad") if repeat == "auto" else None
     m = Measurement(segment=state.segment, timestamp=utc_now(), command=shown, pname=pname,
                     warnings=warnings, head=head, hashes=hashes)
     with ProcessSweep() as sweep:
+        if tree_before and reference_to_measure(state.reference, repeat):
+            kept, problem = measure_kept_code(session, state, tree_before, head, argv, shell, timeout,
+                                              env, pname, direction, settings, sweep)
+            if kept is not None:
+                m.reference = kept
+                reference, deterministic, noise_mad = kept["samples"], kept["deterministic"], None
+                reference_info = {"source": kept["source"], "deterministic": deterministic}
+            else:
+                warnings.append("the kept code could not be measured (%s), so the verdict compares "
+                                "with the best's one recorded value" % problem)
+        plan = sampling_plan(reference, repeat, settings, deterministic)
         runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep)
         m.samples, m.sample_metrics, notes = collect_samples(
             runner.take, plan, reference, direction, settings, noise_mad, deterministic)
@@ -2764,7 +2853,7 @@ def cmd_run(args):
                 m.chk_out = checks.error or checks.output
                 if checks.timeout:
                     m.chk_out = (m.chk_out + "\n[checks timed out after %ss]" % _fmt(checks_timeout)).strip()
-        m.verdict, m.evidence = verdict_of(m, reference, state.reference or {}, direction, settings,
+        m.verdict, m.evidence = verdict_of(m, reference, reference_info, direction, settings,
                                            noise_mad, plan.alpha, (state.baseline or {}).get("metrics"))
         if m.verdict in ("baseline", "improved") and os.path.isfile(session.path(HOLDOUT_FILE)):
             m.holdout = run_holdout(session, pname, timeout, env, sweep)
@@ -2774,6 +2863,8 @@ def cmd_run(args):
                           "checks_failed": "checks_failed"}.get(m.verdict, "discard")
     samples = m.samples
     m.sampling = describe_sampling(plan, samples, notes, m, reference, settings.max_samples)
+    if m.reference:
+        m.sampling = "%s; first the kept code: %s" % (m.sampling, m.reference["why"])
     m.env = environment(head)
     if repo:
         with LogLock(session):
@@ -2791,6 +2882,8 @@ def cmd_run(args):
               "verdict": m.verdict, "suggested_status": m.suggested_status, "evidence": m.evidence,
               "guardrails": m.guardrails, "holdout": m.holdout, "reason": m.reason,
               "command": shown, "env": m.env}
+    if m.reference:
+        result["reference"] = {k: m.reference[k] for k in ("source", "commit", "samples", "n", "deterministic")}
     if m.warnings:
         result["warnings"] = m.warnings
     output(result)
@@ -2828,6 +2921,35 @@ class SampleRunner(object):
         if self.problem:
             return None
         return self.last.metrics[self.pname], self.last.metrics
+
+
+def measure_kept_code(session, state, current, head, argv, shell, timeout, env, pname, direction,
+                      settings, sweep):
+    """Samples of the kept code, measured now with the experiment's files swapped out, for
+    a best that has no samples (reference_to_measure). Returns (reference, None), or
+    (None, why) when the kept code did not run."""
+    snap = (state.snapshot or {}).get("tree")
+    base = snap or head_tree(session.repo, head)
+    runner = SampleRunner(argv, shell, session.workdir, timeout, dict(env, AUTOTUNE_REFERENCE="1"),
+                          pname, sweep)
+    with LogLock(session):
+        changes = swap_out(session, base, current, tracked_only=snap is None)
+    try:
+        samples, sample_metrics, _ = collect_samples(runner.take, sampling_plan(None, "auto", settings),
+                                                     None, direction, settings)
+    finally:
+        with LogLock(session):
+            swap_back(session, changes)
+    if runner.problem:
+        return None, runner.problem
+    commit = head[:7] if head else None
+    same = is_deterministic(samples)
+    return {"source": "kept code (%s) measured by run" % (commit or "no commit"), "commit": commit,
+            "metric": _round(median(samples)), "samples": [_round(x) for x in samples], "n": len(samples),
+            "metrics": median_metrics(sample_metrics, exclude=pname), "deterministic": same,
+            "why": "the best was one recorded number without samples, so the kept code%s was measured "
+                   "%d times (%s)" % (" (%s)" % commit if commit else "", len(samples),
+                                      "identical: deterministic" if same else "they differ: noisy")}, None
 
 
 def run_holdout(session, pname, timeout, env, sweep):
@@ -3014,6 +3136,9 @@ def cmd_log(args):
         if d.forced:
             result.forced, result.override_reason = True, flags[2]
             result.verdict = result.verdict or d.verdict
+        entries = [result.to_entry()]
+        if m is not None and d.measured and m.reference:
+            entries.insert(0, kept_code_entry(m, state))
         values = segment_values(session, loaded)
         preview = state.copy()
         point = fold_entry(preview, json.loads(dumps_line(result.to_entry()).decode("utf-8")))
@@ -3021,13 +3146,25 @@ def cmd_log(args):
             import bisect
             bisect.insort(values, point)
         result.confidence = confidence(values, preview)
-        append_entries(lock, session, loaded, [result.to_entry()])
+        entries[-1] = result.to_entry()
+        append_entries(lock, session, loaded, entries)
         try:
             save_values(session, loaded.state, values)
         except OSError:
             pass  # values.bin is keyed by the point count: a stale one is rescanned
         drop_measurement(session)
     output(log_answer(loaded.state, settings, result, pname, git_info, d.notes, d.warnings))
+
+
+def kept_code_entry(m, state):
+    """The kept code's samples that `run` measured (a best without samples), recorded as a
+    rebaseline line before the result: later verdicts compare with them."""
+    ref, previous = m.reference, state.reference or {}
+    return {"type": "rebaseline", "timestamp": m.timestamp, "segment": state.segment,
+            "commit": ref.get("commit"), "metric": ref.get("metric"), "samples": ref.get("samples"),
+            "metrics": ref.get("metrics") or {}, "source": "run",
+            "previous": {"metric": _round(previous.get("metric")),
+                         "n": len(previous.get("samples") or []), "source": previous.get("source")}}
 
 
 def log_answer(state, settings, result, pname, git_info, notes=(), warnings=()):

@@ -179,3 +179,78 @@ def test_a_control_line_after_the_old_state_wins(seed):
         handle.write(json.dumps({"type": "control", "action": "resume",
                                  "timestamp": "2026-11-26T10:00:00Z"}) + "\n")
     assert seed.ok("status", "--json")["active"] is True
+
+
+# ------------------------------------ point 2: the first verdict after taking over ----
+
+COUNTING_BENCHMARK = """#!/usr/bin/env bash
+echo x >> %s
+d=$(sed -n 's/^DELAY_MS = //p' work.py)
+echo "METRIC time_ms=$d"
+echo "METRIC mem_mb=$((40 + d / 10))"
+echo "METRIC ops=$((100000 / d))"
+"""
+
+
+def counted(p, tmp_path):
+    """The seed project with a benchmark that counts its executions (outside the repo)."""
+    counter = tmp_path / "executions"
+    p.write("autotune.sh", COUNTING_BENCHMARK % counter, mode=0o755)
+    p.git("commit", "-q", "-am", "count executions")
+
+    def executions():
+        return len(counter.read_text().splitlines()) if counter.exists() else 0
+    return executions
+
+
+@pytest.mark.parametrize("delay, verdict", [(55, "improved"),   # +27%
+                                            (65, "improved"),   # +7.7%
+                                            (75, "worse")])     # -6.7%
+def test_the_first_verdict_measures_the_kept_code_in_at_most_5_executions(seed, tmp_path, delay, verdict):
+    executions = counted(seed, tmp_path)
+    seed.set_delay(delay)
+    ran = seed.ok("run")
+    assert ran["verdict"] == verdict, ran["sampling"]
+    assert executions() <= 5 and executions() == ran["n"] + ran["reference"]["n"]
+    assert ran["reference"]["samples"] == [1428] * ran["reference"]["n"]  # HEAD: DELAY_MS = 70
+    assert ran["evidence"]["reference"]["source"].startswith("kept code")
+    assert ran["evidence"]["method"] == "exact"
+    assert seed.read("work.py") == "DELAY_MS = %d\n" % delay  # the experiment is back in place
+    assert seed.git("status", "--porcelain", "--", "work.py").startswith(" M")
+
+
+def test_the_kept_code_samples_are_recorded_and_reused(seed, tmp_path):
+    executions = counted(seed, tmp_path)
+    seed.set_delay(75)
+    seed.ok("run")
+    logged = seed.ok("log", "--status", "auto", "--description", "worse")
+    assert logged["status"] == "discard"
+    lines = seed.log_lines()[-2:]
+    assert lines[0]["type"] == "rebaseline" and lines[0]["source"] == "run"
+    assert lines[0]["samples"] == [1428] * len(lines[0]["samples"]) and lines[1]["index"] == 8
+    start = executions()
+    seed.set_delay(65)
+    ran = seed.ok("run")
+    assert "reference" not in ran and executions() - start == 1  # judged against the recorded samples
+    assert ran["verdict"] == "improved"
+
+
+def test_a_run_killed_with_the_kept_code_swapped_in_is_recovered(seed):
+    """The marker a killed `run` leaves: the experiment's tree, the kept code in place."""
+    import subprocess
+    seed.set_delay(55)
+    seed.git("add", "-A", "--", "work.py")
+    tree = seed.git("write-tree").strip()
+    seed.git("reset", "-q")
+    seed.set_delay(70)   # what swap_out leaves: HEAD's content
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    import autotune
+    session = autotune.find_session(str(seed.path))
+    os.makedirs(session.cache_dir, exist_ok=True)
+    with open(session.cache("swap.json"), "w") as handle:
+        json.dump({"tree": tree, "pid": dead.pid}, handle)
+    ran = seed.ok("run")
+    assert seed.read("work.py") == "DELAY_MS = 55\n"
+    assert ran["primary"] == 1818 and any("restored" in w for w in ran["warnings"])
+    assert not os.path.exists(session.cache("swap.json"))
