@@ -218,6 +218,8 @@ class Settings(Record):
         ("timeout", DEFAULT_TIMEOUT), ("checks_timeout", DEFAULT_CHECKS_TIMEOUT),
         ("max_resumes", DEFAULT_MAX_RESUMES), ("resume_interval_min", DEFAULT_RESUME_INTERVAL_MIN),
         ("max_consecutive_blocks", DEFAULT_MAX_CONSECUTIVE_BLOCKS), ("max_blocks", DEFAULT_MAX_BLOCKS),
+        # one line each, naming the file and the key: accepted with a note / broken
+        ("warnings", list), ("errors", list),
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -317,49 +319,181 @@ def _is_number(value):
         return False
 
 
+# The configuration file, one row per key: (dotted path, kind, Settings field, options).
+# A row applies when its key is present and not null; a later row overrides an earlier
+# one (budget.maxIterations beats maxIterations). The first part of a dotted path is a
+# section, which must be an object. Keys of the first implementation that mean nothing
+# here any more are "retired": accepted, with a warning saying what does that job now.
+CONFIG_SCHEMA = (
+    ("workingDir", "str", "working_dir", {}),
+    ("maxIterations", "iterations", "max_iterations", {}),
+    ("autoResume", "choice", "auto_resume", {"choices": AUTO_RESUME_MODES}),
+    ("mode", "choice", "mode", {"choices": MODES}),
+    ("repeat", "repeat", "repeat", {}),
+    ("health.maxNoImprovementRuns", "int", "max_no_improve", {"low": 1}),
+    ("health.maxCrashStreak", "int", "max_crash_streak", {"low": 1}),
+    ("health.maxFlakyRetries", "retired", None, {"now": (
+        "a noisy benchmark is sampled until the verdict is clear, up to evaluator.maxSamples")}),
+    ("health.stuckTimeoutSeconds", "retired", None, {"now": (
+        "a benchmark execution is killed after timeouts.benchmark seconds (default 600)")}),
+    ("recovery.playbooks", "playbooks", "playbooks", {}),
+    ("recovery.maxHealingAttempts", "int", "max_heals", {"low": 0}),
+    ("recovery.pauseOnExhaustedRecovery", "bool", "pause_on_exhausted", {}),
+    ("budget.maxIterations", "iterations", "max_iterations", {}),
+    ("budget.target", "number", "target", {}),
+    ("budget.maxMinutes", "number", "max_minutes", {"low": 0.001}),
+    ("evaluator.repeat", "repeat", "repeat", {}),
+    ("evaluator.maxSamples", "int", "max_samples", {"low": 1, "high": 1000}),
+    ("evaluator.alpha", "number", "alpha", {"low": 0.0001, "high": 0.5}),
+    ("evaluator.minImprovementPct", "number", "min_improvement_pct", {"low": 0}),
+    ("guardrails", "guardrails", "guardrails", {}),
+    ("holdout.maxRegressionPct", "number", "holdout_tolerance_pct", {"low": 0}),
+    ("timeouts.benchmark", "number", "timeout", {"low": 0.001}),
+    ("timeouts.checks", "number", "checks_timeout", {"low": 0.001}),
+    ("resume.maxResumes", "int", "max_resumes", {"low": 0}),
+    ("resume.minMinutesBetween", "number", "resume_interval_min", {"low": 0}),
+    ("resume.maxConsecutiveBlocks", "int", "max_consecutive_blocks", {"low": 1}),
+    ("resume.maxBlocks", "int", "max_blocks", {"low": 0}),
+)
+
+
+class _ConfigProblem(Exception):
+    """A wrong value for one key: that key keeps its default (what a lenient reader needs)."""
+
+
 class _ConfigReader(object):
-    """Validates one JSON object of the config file, naming the field on error."""
+    """Reads the config file's keys through CONFIG_SCHEMA; collects warnings and errors,
+    each one line naming the file and the key."""
 
-    def __init__(self, path, data, prefix=""):
-        self.path, self.data, self.prefix = path, data, prefix
+    def __init__(self, path):
+        self.path, self.warnings, self.errors = path, [], []
 
-    def error(self, key, expected):
-        shown = json.dumps(self.data.get(key), ensure_ascii=False)
+    def warn(self, key, text):
+        self.warnings.append("%s: %s %s" % (os.path.basename(self.path), key, text))
+
+    def error(self, key, value, expected):
+        shown = json.dumps(value, ensure_ascii=False)
         if len(shown) > 60:
             shown = shown[:57] + "..."
-        fail("bad_config", "%s: %s%s must be %s, got %s." % (
-            self.path, self.prefix, key, expected, shown))
+        raise _ConfigProblem("%s: %s must be %s, got %s." % (self.path, key, expected, shown))
 
-    def check_keys(self, known):
-        for key in self.data:
-            if key not in known and not key.startswith(("_", "$")):
-                fail("bad_config", "%s: unknown field %s%s (known: %s)." % (
-                    self.path, self.prefix, key, ", ".join(known)))
+    def unknown_keys(self, data, known, prefix=""):
+        import difflib
+        for key in data:
+            if key in known or key.startswith(("_", "$")):
+                continue
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6) or [
+                k for k in known if k.lower() == key.lower()]
+            self.warn(prefix + key, "is not a key autotune reads; it is ignored%s." % (
+                " (did you mean %s%s?)" % (prefix, close[0]) if close else " (known: %s)" % ", ".join(known)))
 
-    def get(self, key, kind, default=None, low=None, high=None, choices=None, allow_null=True):
-        if key not in self.data or (self.data[key] is None and allow_null):
-            return default
-        value = self.data[key]
-        if kind == "int":
-            if not _is_int(value) or (low is not None and value < low) or (high is not None and value > high):
-                self.error(key, "a whole number" + _range_text(low, high))
-        elif kind == "number":
-            if not _is_number(value) or (low is not None and value < low) or (high is not None and value > high):
-                self.error(key, "a number" + _range_text(low, high))
-        elif kind == "bool":
-            if not isinstance(value, bool):
-                self.error(key, "true or false")
-        elif kind == "str":
-            if not isinstance(value, str) or not value.strip():
-                self.error(key, "a non-empty string")
-        elif kind == "choice":
-            if value not in choices:
-                self.error(key, "one of " + ", ".join(json.dumps(c) for c in choices))
-        elif kind == "object":
-            if not isinstance(value, dict):
-                self.error(key, "an object")
-            return _ConfigReader(self.path, value, self.prefix + key + ".")
+    def number(self, key, value, opts, whole):
+        """An int or a finite number in range; "3" (the first implementation read numbers
+        given as strings) is read as 3, with a warning."""
+        expected = ("a whole number" if whole else "a number") + _range_text(opts.get("low"), opts.get("high"))
+        parsed = value
+        if isinstance(value, str):
+            try:
+                parsed = int(value.strip()) if whole else float(value.strip())
+            except ValueError:
+                self.error(key, value, expected)
+        ok = _is_int(parsed) if whole else _is_number(parsed)
+        if not ok or (opts.get("low") is not None and parsed < opts["low"]) or (
+                opts.get("high") is not None and parsed > opts["high"]):
+            self.error(key, value, expected)
+        if isinstance(value, str):
+            parsed = _round(parsed) if not whole else parsed
+            self.warn(key, "is the string %s; read as the number %s (write it without quotes)." % (
+                json.dumps(value), _fmt(parsed)))
+        return parsed
+
+
+def _cfg_int(reader, key, value, opts):
+    return reader.number(key, value, opts, whole=True)
+
+
+def _cfg_number(reader, key, value, opts):
+    return reader.number(key, value, opts, whole=False)
+
+
+def _cfg_iterations(reader, key, value, opts):
+    """maxIterations: 0 meant "no limit" to the first implementation, and still does."""
+    count = reader.number(key, value, {"low": 0}, whole=True)
+    if count == 0:
+        reader.warn(key, "is 0, which means no iteration limit (as before); leave it out instead.")
+        return None
+    return count
+
+
+def _cfg_bool(reader, key, value, opts):
+    if not isinstance(value, bool):
+        reader.error(key, value, "true or false")
+    return value
+
+
+def _cfg_str(reader, key, value, opts):
+    if not isinstance(value, str) or not value.strip():
+        reader.error(key, value, "a non-empty string")
+    return value
+
+
+def _cfg_choice(reader, key, value, opts):
+    if value not in opts["choices"]:
+        reader.error(key, value, "one of " + ", ".join(json.dumps(c) for c in opts["choices"]))
+    return value
+
+
+def _cfg_repeat(reader, key, value, opts):
+    if value == "auto":
         return value
+    try:
+        return reader.number(key, value, {"low": 1, "high": 1000}, whole=True)
+    except _ConfigProblem:
+        reader.error(key, value, '"auto" or a whole number from 1 to 1000')
+
+
+def _cfg_playbooks(reader, key, value, opts):
+    """A list of playbook names; a name autotune does not know (the first implementation
+    accepted any) is skipped with a warning."""
+    if not isinstance(value, list) or not all(isinstance(b, str) for b in value):
+        reader.error(key, value, "a list of playbook names (%s)" % ", ".join(PLAYBOOKS))
+    unknown = [b for b in value if b not in PLAYBOOKS]
+    if unknown:
+        reader.warn(key, "names %s, which autotune does not have; skipped (it has %s)." % (
+            ", ".join(json.dumps(b, ensure_ascii=False) for b in unknown), ", ".join(PLAYBOOKS)))
+    return [b for b in value if b in PLAYBOOKS]
+
+
+def _cfg_retired(reader, key, value, opts):
+    reader.warn(key, "is no longer used: %s." % opts["now"])
+    return None
+
+
+def _cfg_guardrails(reader, key, value, opts):
+    if not isinstance(value, dict):
+        reader.error(key, value, "an object")
+    rules = {}
+    for name, rule in value.items():
+        where = "%s.%s" % (key, name)
+        if not isinstance(rule, dict):
+            reader.error(where, rule, "an object")
+        reader.unknown_keys(rule, ("maxRegressionPct", "max", "min", "direction"), where + ".")
+        parsed = {}
+        for field, kind, field_opts in (("maxRegressionPct", _cfg_number, {"low": 0}),
+                                        ("max", _cfg_number, {}), ("min", _cfg_number, {}),
+                                        ("direction", _cfg_choice, {"choices": DIRECTIONS})):
+            raw = rule.get(field)
+            parsed[field] = None if raw is None else kind(reader, "%s.%s" % (where, field), raw, field_opts)
+        parsed["direction"] = parsed["direction"] or "lower"
+        if parsed["maxRegressionPct"] is None and parsed["max"] is None and parsed["min"] is None:
+            reader.error(where, rule, "an object with maxRegressionPct, max or min")
+        rules[name] = parsed
+    return rules
+
+
+CONFIG_KINDS = {"int": _cfg_int, "number": _cfg_number, "iterations": _cfg_iterations,
+                "bool": _cfg_bool, "str": _cfg_str, "choice": _cfg_choice, "repeat": _cfg_repeat,
+                "playbooks": _cfg_playbooks, "retired": _cfg_retired, "guardrails": _cfg_guardrails}
 
 
 def _range_text(low, high):
@@ -370,112 +504,77 @@ def _range_text(low, high):
     return ""
 
 
-def _repeat_value(reader, key):
-    value = reader.data.get(key)
-    if value is None or value == "auto":
-        return "auto" if value == "auto" else None
-    if not _is_int(value) or not 1 <= value <= 1000:
-        reader.error(key, '"auto" or a whole number from 1 to 1000')
-    return value
+def read_config(path, data):
+    """Settings from the parsed config object, by CONFIG_SCHEMA (pure). A wrong value is
+    an error in `settings.errors` and leaves its key at the default."""
+    settings = Settings(path=path, raw=data)
+    reader = _ConfigReader(path)
+    sections = {}
+    for row in CONFIG_SCHEMA:
+        head, _, tail = row[0].partition(".")
+        if tail:
+            sections.setdefault(head, []).append(tail)
+    reader.unknown_keys(data, tuple(dict.fromkeys(row[0].partition(".")[0] for row in CONFIG_SCHEMA)))
+    for name, keys in sections.items():
+        section = data.get(name)
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            reader.errors.append("%s: %s must be an object, got %s." % (
+                path, name, json.dumps(section, ensure_ascii=False)[:60]))
+            continue
+        reader.unknown_keys(section, tuple(keys), name + ".")
+    for key, kind, field, opts in CONFIG_SCHEMA:
+        head, _, tail = key.partition(".")
+        holder = data.get(head) if tail else data
+        value = holder.get(tail or head) if isinstance(holder, dict) else None
+        if value is None:
+            continue
+        try:
+            parsed = CONFIG_KINDS[kind](reader, key, value, opts)
+        except _ConfigProblem as exc:
+            reader.errors.append(str(exc))
+            continue
+        if field is not None:
+            setattr(settings, field, parsed)
+    settings.warnings, settings.errors = reader.warnings, reader.errors
+    return settings
 
 
-def load_settings(path):
-    """Reads autotune.config.json; a missing file means defaults, a bad one an error."""
-    settings = Settings(path=path)
+def load_settings(path, lenient=False):
+    """Reads autotune.config.json; a missing file means defaults. A broken one is an
+    error, or with `lenient` (the commands that only show the loop) the defaults for what
+    is broken, with the problem in `settings.errors`."""
     try:
         with open(path, "rb") as handle:
             text = handle.read()
     except FileNotFoundError:
-        return settings
+        return Settings(path=path)
     except OSError as exc:
-        fail("bad_config", "%s: cannot be read (%s)." % (path, exc.strerror or exc))
+        return _config_failure(path, "%s: cannot be read (%s)." % (path, exc.strerror or exc), lenient)
     try:
         data = json.loads(text.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError:
-        fail("bad_config", "%s: is not UTF-8 text." % path)
+        return _config_failure(path, "%s: is not UTF-8 text." % path, lenient)
     except ValueError as exc:
-        fail("bad_config", "%s: invalid JSON (%s)." % (path, exc))
+        return _config_failure(path, "%s: invalid JSON (%s)." % (path, exc), lenient)
     except RecursionError:
-        fail("bad_config", "%s: the JSON is nested too deeply." % path)
+        return _config_failure(path, "%s: the JSON is nested too deeply." % path, lenient)
     if not isinstance(data, dict):
-        fail("bad_config", "%s: must hold a JSON object, not %s." % (path, type(data).__name__))
-    top = _ConfigReader(path, data)
-    top.check_keys(("workingDir", "maxIterations", "autoResume", "mode", "repeat", "health",
-                    "recovery", "budget", "evaluator", "guardrails", "holdout", "timeouts",
-                    "resume"))
-    settings.raw = data
-    settings.working_dir = top.get("workingDir", "str")
-    settings.max_iterations = top.get("maxIterations", "int", low=1)
-    settings.auto_resume = top.get("autoResume", "choice", "prompt", choices=AUTO_RESUME_MODES)
-    settings.mode = top.get("mode", "choice", "optimize", choices=MODES)
-    settings.repeat = _repeat_value(top, "repeat") or "auto"
-
-    health = top.get("health", "object")
-    if health:
-        health.check_keys(("maxNoImprovementRuns", "maxCrashStreak"))
-        settings.max_no_improve = health.get("maxNoImprovementRuns", "int", DEFAULT_MAX_NO_IMPROVE, low=1)
-        settings.max_crash_streak = health.get("maxCrashStreak", "int", DEFAULT_MAX_CRASH_STREAK, low=1)
-    recovery = top.get("recovery", "object")
-    if recovery:
-        recovery.check_keys(("playbooks", "maxHealingAttempts", "pauseOnExhaustedRecovery"))
-        books = recovery.data.get("playbooks")
-        if books is not None:
-            if not isinstance(books, list) or any(b not in PLAYBOOKS for b in books):
-                recovery.error("playbooks", "a list of playbook names (%s)" % ", ".join(PLAYBOOKS))
-            settings.playbooks = list(books)
-        settings.max_heals = recovery.get("maxHealingAttempts", "int", DEFAULT_MAX_HEALS, low=0)
-        settings.pause_on_exhausted = recovery.get("pauseOnExhaustedRecovery", "bool", True)
-    budget = top.get("budget", "object")
-    if budget:
-        budget.check_keys(("maxIterations", "target", "maxMinutes"))
-        settings.max_iterations = budget.get("maxIterations", "int", settings.max_iterations, low=1)
-        settings.target = budget.get("target", "number")
-        settings.max_minutes = budget.get("maxMinutes", "number", low=0.001)
-    evaluator = top.get("evaluator", "object")
-    if evaluator:
-        evaluator.check_keys(("repeat", "maxSamples", "alpha", "minImprovementPct"))
-        settings.repeat = _repeat_value(evaluator, "repeat") or settings.repeat
-        settings.max_samples = evaluator.get("maxSamples", "int", DEFAULT_MAX_SAMPLES, low=1, high=1000)
-        settings.alpha = evaluator.get("alpha", "number", DEFAULT_ALPHA, low=0.0001, high=0.5)
-        settings.min_improvement_pct = evaluator.get("minImprovementPct", "number", 0.0, low=0)
-    guardrails = top.get("guardrails", "object")
-    if guardrails:
-        rules = {}
-        for name in guardrails.data:
-            rule = guardrails.get(name, "object")
-            if rule is None:
-                guardrails.error(name, "an object")
-            rule.check_keys(("maxRegressionPct", "max", "min", "direction"))
-            parsed = {
-                "maxRegressionPct": rule.get("maxRegressionPct", "number", low=0),
-                "max": rule.get("max", "number"),
-                "min": rule.get("min", "number"),
-                "direction": rule.get("direction", "choice", "lower", choices=DIRECTIONS),
-            }
-            if parsed["maxRegressionPct"] is None and parsed["max"] is None and parsed["min"] is None:
-                guardrails.error(name, "an object with maxRegressionPct, max or min")
-            rules[name] = parsed
-        settings.guardrails = rules
-    holdout = top.get("holdout", "object")
-    if holdout:
-        holdout.check_keys(("maxRegressionPct",))
-        settings.holdout_tolerance_pct = holdout.get(
-            "maxRegressionPct", "number", DEFAULT_HOLDOUT_TOLERANCE_PCT, low=0)
-    timeouts = top.get("timeouts", "object")
-    if timeouts:
-        timeouts.check_keys(("benchmark", "checks"))
-        settings.timeout = timeouts.get("benchmark", "number", DEFAULT_TIMEOUT, low=0.001)
-        settings.checks_timeout = timeouts.get("checks", "number", DEFAULT_CHECKS_TIMEOUT, low=0.001)
-    resume = top.get("resume", "object")
-    if resume:
-        resume.check_keys(("maxResumes", "minMinutesBetween", "maxConsecutiveBlocks", "maxBlocks"))
-        settings.max_resumes = resume.get("maxResumes", "int", DEFAULT_MAX_RESUMES, low=0)
-        settings.resume_interval_min = resume.get("minMinutesBetween", "number",
-                                                  DEFAULT_RESUME_INTERVAL_MIN, low=0)
-        settings.max_consecutive_blocks = resume.get("maxConsecutiveBlocks", "int",
-                                                     DEFAULT_MAX_CONSECUTIVE_BLOCKS, low=1)
-        settings.max_blocks = resume.get("maxBlocks", "int", DEFAULT_MAX_BLOCKS, low=0)
+        return _config_failure(path, "%s: must hold a JSON object, not %s." % (path, type(data).__name__),
+                               lenient)
+    settings = read_config(path, data)
+    if settings.errors and not lenient:
+        more = len(settings.errors) - 1
+        fail("bad_config", settings.errors[0] + (" (and %d more problem%s: `autotune doctor` lists them)" % (
+            more, "" if more == 1 else "s") if more else ""))
     return settings
+
+
+def _config_failure(path, message, lenient):
+    if not lenient:
+        fail("bad_config", message)
+    return Settings(path=path, errors=[message])
 
 
 def _reject_constant(name):
@@ -511,13 +610,15 @@ def iso_to_epoch(text):
 class Session(object):
     """Where a loop lives: its working directory, repository, settings and files."""
 
-    __slots__ = ("workdir", "repo", "settings", "log_path", "state_path", "_cache_dir", "config_error")
+    __slots__ = ("workdir", "repo", "settings", "log_path", "state_path", "_cache_dir", "config_error",
+                 "config_errors")
 
-    def __init__(self, workdir, repo, settings, config_error=None):
+    def __init__(self, workdir, repo, settings, config_errors=()):
         self.workdir = workdir
         self.repo = repo
         self.settings = settings
-        self.config_error = config_error  # set only by find_session(lenient=True)
+        self.config_errors = list(config_errors)  # set only by find_session(lenient=True)
+        self.config_error = " ".join(config_errors) or None
         self.log_path = os.path.join(workdir, LOG_FILE)
         self.state_path = os.path.join(workdir, STATE_FILE)
         self._cache_dir = None
@@ -549,29 +650,29 @@ def find_session(cwd=None, lenient=False):
 
     `workingDir` in ./autotune.config.json wins; else the nearest directory from here
     up to the git root that holds autotune.jsonl; else the current directory. A broken
-    config is an error, except with `lenient` (stop, clear, doctor must work with a typo
-    in it): then the defaults apply and `config_error` says what is wrong.
+    config is an error, except with `lenient` (the commands that stop, clear or only show
+    the loop must work with a typo in it): then the defaults apply to what is broken and
+    `config_error` says what is wrong.
     """
     cwd = os.path.abspath(cwd or os.getcwd())
     errors = []
 
     def settings_of(path):
-        try:
-            return load_settings(path)
-        except AutotuneError as exc:
-            if not lenient:
-                raise
-            errors.append(exc.message)
-            return Settings(path=path)
+        settings = load_settings(path, lenient)
+        errors.extend(settings.errors)
+        return settings
 
     local_config = os.path.join(cwd, CONFIG_FILE)
     local = settings_of(local_config) if os.path.isfile(local_config) else None
-    if local is not None and local.working_dir:
-        workdir = os.path.normpath(os.path.join(cwd, local.working_dir))
-        if not os.path.isdir(workdir):
-            fail("bad_config", "%s: workingDir %s is not a directory." % (
-                local_config, json.dumps(local.working_dir)))
-        return Session(workdir, find_repo(workdir), local, (errors or [None])[0])
+    workdir = os.path.normpath(os.path.join(cwd, local.working_dir)) if local and local.working_dir else None
+    if workdir is not None and not os.path.isdir(workdir):
+        message = "%s: workingDir %s is not a directory." % (local_config, json.dumps(local.working_dir))
+        if not lenient:
+            fail("bad_config", message)
+        errors.append(message)
+        workdir = local.working_dir = None
+    if workdir is not None:
+        return Session(workdir, find_repo(workdir), local, errors)
     repo = find_repo(cwd)
     workdir = cwd
     if repo is not None:
@@ -585,7 +686,7 @@ def find_session(cwd=None, lenient=False):
                 break
             probe = parent
     settings = local if (workdir == cwd and local is not None) else settings_of(os.path.join(workdir, CONFIG_FILE))
-    return Session(workdir, repo, settings, (errors or [None])[0])
+    return Session(workdir, repo, settings, errors)
 
 
 def _same_path(a, b):
@@ -2631,6 +2732,15 @@ def benchmark_command(session, command):
     return command, True, command
 
 
+def config_notes(session):
+    """The config file's warnings (keys read differently than written) and, for the
+    commands that read it leniently, its errors: one line each, shown wherever the
+    loop is shown."""
+    return list(session.settings.warnings) + [
+        "%s Its default applies here; the commands that run the loop refuse until it is fixed." % error
+        for error in session.config_errors]
+
+
 def require_config(session, state):
     if state.config is None:
         fail("no_session", "%s has no config line; run `autotune init` first." % session.log_path)
@@ -2714,6 +2824,8 @@ def cmd_init(args):
         result["warning"] = "%s does not exist yet; `run` needs it (or --command)." % BENCH_FILE
     elif not snapshot["head"]:
         result["warning"] = "the repository has no commit yet: the first keep becomes its first commit"
+    if config_notes(session):
+        result["warnings"] = config_notes(session)
     output(result)
 
 
@@ -2799,7 +2911,7 @@ def cmd_run(args):
     pname, direction = config.get("metric_name"), config.get("direction", "lower")
     repo = session.repo
     head = repo.head() if repo else None
-    warnings = []
+    warnings = config_notes(session)
     if state.snapshot and state.snapshot.get("head") and head != state.snapshot.get("head"):
         warnings.append("HEAD moved outside autotune since the last logged result; `log` will "
                         "refuse to commit or revert until you check it (see `autotune doctor`).")
@@ -3589,6 +3701,7 @@ def explain_data(session, loaded):
         warnings.append("%d line%s of %s could not be read and were skipped (line %s)." % (
             state.bad_lines, "" if state.bad_lines == 1 else "s", LOG_FILE,
             ", ".join(str(n) for n in state.bad_line_numbers)))
+    warnings.extend(config_notes(session))
     return {
         "name": config.get("name"), "metric": config.get("metric_name"), "unit": config.get("metric_unit"),
         "direction": config.get("direction"), "segment": state.segment, "segments": state.segments,
@@ -3610,7 +3723,7 @@ def explain_data(session, loaded):
 
 
 def cmd_explain(args):
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     loaded = load_state(session)
     persist_if_stale(session, loaded)
     data = explain_data(session, loaded)
@@ -3621,7 +3734,7 @@ def cmd_explain(args):
 
 
 def cmd_status(args):
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     loaded = load_state(session)
     persist_if_stale(session, loaded)
     data = explain_data(session, loaded)
@@ -3704,8 +3817,11 @@ def cmd_doctor(args):
     elif cached.get("format") != STATE_FORMAT:
         problem("state_legacy", "%s was written by another version; it will be rebuilt from the log." %
                 STATE_FILE, fix=lambda lock: _fix_state(session))
-    if session.config_error:
-        problem("bad_config", session.config_error)
+    for error in session.config_errors:
+        problem("bad_config", error)
+    for note in session.settings.warnings:
+        problem("config_warning", note)
+        problems[-1]["warning"] = True
     bench = session.path(BENCH_FILE)
     if not os.path.isfile(bench):
         problem("no_benchmark", "%s does not exist; `run` needs it." % BENCH_FILE)
@@ -3798,15 +3914,16 @@ def _fix_snapshot(session, lock):
 
 
 def doctor_report(args, session, problems):
-    healthy = not [p for p in problems if not p["fixed"]]
+    healthy = not [p for p in problems if not p["fixed"] and not p.get("warning")]
     if args.json:
         output({"ok": healthy, "path": session.workdir, "problems": problems})
     else:
         colors = Colors(sys.stdout)
-        if not problems:
+        if healthy and not [p for p in problems if not p.get("warning")]:
             say("autotune doctor: %s is healthy" % session.workdir)
         for p in problems:
-            mark = colors.green("fixed") if p["fixed"] else colors.yellow("fixable") if p["fixable"] else colors.red("problem")
+            mark = (colors.green("fixed") if p["fixed"] else colors.yellow("fixable") if p["fixable"]
+                    else colors.yellow("warning") if p.get("warning") else colors.red("problem"))
             say("%s  %s: %s" % (mark, p["code"], p["message"]))
         if problems and not args.fix and any(p["fixable"] for p in problems):
             say("Run `autotune doctor --fix` to repair what is marked fixable.")
@@ -4706,13 +4823,14 @@ def render_dashboard(data, colors, width=80):
             out.append(colors.dim("(%d of %d experiments shown; --full shows all)" % (data["shown"], data["total"])))
     else:
         out.append("no experiments logged in this segment yet")
-    for warning in data.get("warnings") or []:
-        out.append(colors.yellow("warning: ") + warning)
+    for warning in data.get("warnings") or []:  # wrapped, not cut: it says what to fix
+        wrapped = _wrap("warning:", warning, width, indent=9).split("\n")
+        out += [colors.yellow(wrapped[0][:8]) + wrapped[0][8:]] + wrapped[1:]
     return "\n".join(_fit(line, width) for line in out)
 
 
 def cmd_dashboard(args):
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     colors = Colors(sys.stdout)
     if not args.watch:
         loaded = load_state(session)
@@ -4980,7 +5098,7 @@ def write_output_file(session, name, data, flag):
 
 
 def cmd_report(args):
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     loaded = load_state(session)
     entries = read_entries(session)
     if args.html:
@@ -5000,6 +5118,8 @@ def cmd_report(args):
         return 0
     lines = ["# autotune report: %s" % (data.get("name") or "-"), ""]
     lines.append("%s. Next: %s" % (data["why"][:1].upper() + data["why"][1:], data["next_text"]))
+    if data["warnings"]:
+        lines += [""] + ["Warning: " + w for w in data["warnings"]]
     for segment in segments:
         config = segment["config"]
         unit = config.get("metric_unit") or ""
@@ -5022,7 +5142,7 @@ def cmd_report(args):
 def cmd_export(args):
     import csv
     import io
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     segments = segment_rows(read_entries(session))
     if args.segment is not None:
         segments = [s for s in segments if s["number"] == args.segment]
@@ -5052,6 +5172,8 @@ def cmd_export(args):
             buffer = io.StringIO()
             csv.writer(buffer, lineterminator="\n").writerows(table)
             text = buffer.getvalue()
+    for note in config_notes(session):
+        say("autotune: warning: " + note, sys.stderr)  # the data stays clean on stdout
     if args.output:
         write_output_file(session, args.output, text.encode("utf-8"), "--output")
         say("autotune: wrote %d rows to %s" % (len(rows), args.output), sys.stderr)
