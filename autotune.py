@@ -2512,7 +2512,7 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
         if sweep is None:
             _kill_tagged(token)
     scanner.close()
-    outcome.exit = proc.returncode
+    outcome.exit = 124 if outcome.timeout else proc.returncode  # as timeout(1) reports it
     outcome.dur = round(time.monotonic() - started, 3)
     outcome.metrics = scanner.metrics
     outcome.output = scanner.text(tail_lines, tail_bytes)
@@ -4435,7 +4435,8 @@ def cmd_statusline(args):
             payload = {}
     except (ValueError, OSError, RecursionError):
         payload = {}
-    colors = Colors(sys.stdout, force=(args.color and "NO_COLOR" not in os.environ) or None)
+    # colour by default, as before (Claude Code renders it); NO_COLOR or --no-color turn it off
+    colors = Colors(sys.stdout, force="NO_COLOR" not in os.environ and not args.no_color)
     try:
         line = statusline_text(payload, colors)
     except Exception as exc:
@@ -4449,16 +4450,26 @@ def cmd_statusline(args):
 
 
 def chained_statusline(command, payload):
-    """Runs another status-line command as an argv (never through a shell or eval)."""
-    import shlex
+    """Runs the user's other status-line command (their own settings, like the benchmark
+    the one other command autotune hands to a shell) through the shell, as the first
+    implementation did: `~`, pipes and variables work. It gets the same payload on stdin,
+    and is killed with its process group after 5 s."""
+    import signal
     import subprocess
     try:
-        argv = shlex.split(command)
-        proc = subprocess.run(argv, input=payload, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              timeout=5)
-        return proc.stdout.decode("utf-8", "replace").rstrip("\n")
-    except (ValueError, OSError, subprocess.SubprocessError) as exc:
+        proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    except (OSError, ValueError) as exc:
         return "(status-line command failed: %s)" % type(exc).__name__
+    try:
+        out, _ = proc.communicate(payload, timeout=5)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid, signal.SIGKILL)
+        try:
+            out, _ = proc.communicate(timeout=1)
+        except subprocess.TimeoutExpired:  # a child that left the group holds the pipe
+            out = b""
+    return out.decode("utf-8", "replace").rstrip("\n")
 
 
 AGENT_SUBCOMMANDS = ("init", "run", "log", "explain", "status", "dashboard", "report", "export",
@@ -4476,12 +4487,17 @@ def launchers(root):
 def permission_rules(root):
     """Allow rules for what the agent runs: the loop's subcommands (not clear, resume or
     repair, which are the person's), the benchmark, and read-only git."""
-    rules = ["Bash(%s %s*)" % (launcher, command) for launcher in launchers(root)
-             for command in AGENT_SUBCOMMANDS]
+    every = launchers(root)
+    every += [l for l in ("python3 autotune.py", "python3 " + os.path.join(root, "autotune.py"))
+              if l not in every]  # a copied autotune.py, and the plugin's own as the agent runs it
+    rules = ["Bash(%s %s*)" % (launcher, command) for launcher in every for command in AGENT_SUBCOMMANDS]
     if os.path.isdir(os.path.join(root, "bin")):
-        rules += ["Bash(%s*)" % name for name in ("init-experiment.sh", "run-experiment.sh",
-                                                 "log-experiment.sh")]
+        scripts = ("init-experiment.sh", "run-experiment.sh", "log-experiment.sh", "dashboard.sh")
+        rules += ["Bash(%s*)" % name for name in scripts[:3]]
+        # the first implementation's skill ran them as `bash <plugin>/bin/NAME.sh ...`
+        rules += ["Bash(bash %s*)" % os.path.join(root, "bin", name) for name in scripts]
     return rules + ["Bash(./autotune.sh)", "Bash(bash autotune.sh)", "Bash(./autotune.checks.sh)",
+                    "Bash(./autotune.holdout.sh)", "Bash(git checkout -b autotune/*)",
                     "Bash(git status*)", "Bash(git diff*)", "Bash(git log*)", "Bash(git show*)"]
 
 
@@ -4830,26 +4846,46 @@ def render_dashboard(data, colors, width=80):
 
 
 def cmd_dashboard(args):
-    session = require_session(find_session(lenient=True))
+    if args.dir is not None and not os.path.isdir(args.dir):
+        fail("bad_dir", "--dir %s is not a directory." % json.dumps(args.dir, ensure_ascii=False))
     colors = Colors(sys.stdout)
+    width = terminal_columns()
     if not args.watch:
-        loaded = load_state(session)
-        data = dashboard_data(session, loaded, full=args.full)
+        session = require_session(find_session(args.dir, lenient=True))
+        data = dashboard_data(session, load_state(session), full=args.full)
         if args.json:
             output(data)
         else:
-            say(render_dashboard(data, colors))
+            say(render_dashboard(data, colors, width))
         return 0
     tty = sys.stdout.isatty()
     try:
-        while True:
-            loaded = load_state(session)
-            text = render_dashboard(dashboard_data(session, loaded, full=args.full), colors)
+        while True:  # started before the loop (or across a `clear`): wait for a session
+            session = find_session(args.dir, lenient=True)
+            if session.exists():
+                try:
+                    text = render_dashboard(dashboard_data(session, load_state(session), full=args.full),
+                                            colors, width)
+                except FileNotFoundError:  # cleared between the check and the read
+                    continue
+            else:
+                text = _fit("autotune: waiting for a session in %s (`autotune init` starts one; Ctrl-C "
+                            "quits)" % session.workdir, width)
             say(("\033[H\033[2J" if tty else "") + text + ("" if tty else "\n"))
             time.sleep(args.interval)
     except KeyboardInterrupt:
         say("")
     return 0
+
+
+def terminal_columns():
+    """The width to draw in: $COLUMNS when it is a sane number (the first implementation
+    honoured it too), else 80, whatever the terminal's size."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        return 80
+    return columns if 20 <= columns <= 1000 else 80
 
 
 def nice_ticks(low, high, count=5):
@@ -5298,6 +5334,7 @@ def build_dashboard(p):
     build_json_only(p)
     p.add_argument("--watch", action="store_true", help="redraw every 2 s until Ctrl-C")
     p.add_argument("--full", action="store_true", help="all experiments, not the last 20")
+    p.add_argument("--dir", metavar="DIR", help="the project directory (default: here)")
     import argparse
     p.add_argument("--interval", type=_seconds, default=2.0, help=argparse.SUPPRESS)
 
@@ -5320,7 +5357,8 @@ def build_hook(p):
 
 def build_statusline(p):
     p.add_argument("--chain", metavar="CMD", help="another status-line command to run after this one")
-    p.add_argument("--color", action="store_true", help="ANSI colors (Claude Code renders them)")
+    p.add_argument("--color", action="store_true", help="ANSI colors (the default; kept for old settings)")
+    p.add_argument("--no-color", action="store_true", help="no ANSI colors (also with NO_COLOR set)")
 
 
 def build_setup_permissions(p):
@@ -5371,6 +5409,10 @@ def build_parser(only=None):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-v"], ["-V"]):  # the first implementation's spellings
+        argv = ["version"] + argv[1:]
+    elif argv[:1] == ["help"]:
+        argv = argv[1:2] + ["--help"] if argv[1:2] and argv[1] in COMMANDS else ["--help"]
     command = argv[0] if argv and argv[0] in COMMANDS else None
     wants_json = command in AGENT_COMMANDS or "--json" in argv
     if command == "hook" and len(argv) == 2 and argv[1] in HOOKS:
