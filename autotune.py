@@ -5398,7 +5398,7 @@ def build_parser(only=None):
     Parser = make_parser_class()
     parser = Parser(prog="autotune", description="Autonomous optimization loops: edit, "
                     "benchmark, keep what improves the metric, revert the rest.")
-    parser.add_argument("--version", action="version", version="autotune %s" % VERSION)
+    parser.add_argument("--version", "-v", action="version", version="autotune %s" % VERSION)
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=Parser)
     for name, (_, builder, summary) in COMMANDS.items():
         if only is not None and name != only:
@@ -5409,9 +5409,7 @@ def build_parser(only=None):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] in (["-v"], ["-V"]):  # the first implementation's spellings
-        argv = ["version"] + argv[1:]
-    elif argv[:1] == ["help"]:
+    if argv[:1] == ["help"]:  # the first implementation's spelling
         argv = argv[1:2] + ["--help"] if argv[1:2] and argv[1] in COMMANDS else ["--help"]
     command = argv[0] if argv and argv[0] in COMMANDS else None
     wants_json = command in AGENT_COMMANDS or "--json" in argv
