@@ -2318,7 +2318,11 @@ def swap_out(session, base, current, tracked_only):
     session.repo.run(["update-ref", "--no-deref", _swap_ref(session), current])
     write_atomic(session.cache("swap.json", create=True),
                  json.dumps({"tree": current, "pid": os.getpid()}).encode("utf-8"))
-    restore_changes(session, changes)
+    try:
+        restore_changes(session, changes)
+    except BaseException:
+        swap_back(session, changes)  # a half-made swap is undone before the error shows
+        raise
     return changes
 
 
@@ -3189,6 +3193,7 @@ def cmd_log(args):
         fail("bad_commit", "--commit %s is not a commit hash." % json.dumps(args.commit))
     repo = require_repo(session)
     with LogLock(session) as lock:
+        recover_swap(session)  # the experiment's files first, if a killed `run` swapped them out
         loaded = load_state(session)
         torn_tail_error(session, loaded)
         state = loaded.state

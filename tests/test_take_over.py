@@ -254,3 +254,22 @@ def test_a_run_killed_with_the_kept_code_swapped_in_is_recovered(seed):
     assert seed.read("work.py") == "DELAY_MS = 55\n"
     assert ran["primary"] == 1818 and any("restored" in w for w in ran["warnings"])
     assert not os.path.exists(session.cache("swap.json"))
+
+
+def test_a_real_7_percent_win_on_the_first_segment_of_an_old_session(seed, tmp_path):
+    """The seed's first segment alone (time_ms, lower is better, best 79 ms): a -7.6%
+    change is a win, decided in at most 5 executions, not `within_noise` from the spread
+    of the other experiments' values."""
+    lines = seed_bytes("autotune.jsonl").decode().splitlines(True)
+    seed.write("autotune.jsonl", "".join(lines[:9]))   # config + results 1-8
+    patch_state(seed, n_exp=0, health="improving", mode="optimize", recovery=None, failure=None,
+                reason="improved", heals=0, no_improve=0, keep_streak=1)
+    executions = counted(seed, tmp_path)
+    seed.set_delay(79)
+    seed.git("commit", "-q", "-am", "the kept code of segment 1")
+    seed.set_delay(73)
+    ran = seed.ok("run")
+    assert ran["pname"] == "time_ms" and ran["verdict"] == "improved", ran["sampling"]
+    assert executions() <= 5
+    logged = seed.ok("log", "--status", "auto", "--description", "7% faster")
+    assert logged["status"] == "keep" and logged["best"] == 73 and logged["index"] == 9
