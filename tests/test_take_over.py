@@ -120,10 +120,11 @@ def test_an_old_stop_is_honoured_whatever_n_exp(seed):
     assert before_hook.rc == 0 and "still active" in before_hook.out  # the loop as it was
     old_stop(seed)
     status = seed.ok("status", "--json")
-    assert status["active"] is False and status["health"] == "paused"
+    assert status["active"] is False and status["health"] == "stopped"
     assert "first implementation" in status["reason"]
     explain = seed.ok("explain", "--json")
-    assert explain["active"] is False and explain["next"] == "manual_repair"
+    assert explain["active"] is False and explain["next"] == "resume"
+    assert "first implementation" in explain["why"]
     log_before = seed.snapshot_bytes()["autotune.jsonl"]
     seed.set_delay(50)
     ran = seed.cli("run")
