@@ -4501,6 +4501,7 @@ def shell_parse(text, nested=False, depth=0):
 
 
 _SHELL_PROGRAMS = ("bash", "sh", "zsh", "dash", "ksh", "fish")
+_SHELL_KEYWORDS = ("do", "then", "else", "elif", "if", "while", "until", "!", "{", "time", "coproc")
 _CODE_PROGRAMS = ("python", "pypy", "node", "ruby", "perl", "php", "deno", "bun")
 # Programs that run the rest of their arguments as a command: (name, options that take a value,
 # how many leading operands are theirs).
@@ -4537,6 +4538,9 @@ def command_program(words):
         words.pop(0)
         assigned = True
     for _ in range(12):
+        while words and words[0] in _SHELL_KEYWORDS:
+            words.pop(0)  # `do autotune run`, `then cp x y`, `! cmd`
+            wrapped = True
         if not words:
             return "", [], wrapped, assigned, None
         program = os.path.basename(words[0])
@@ -4738,6 +4742,10 @@ def _copy_targets(program, args, cwd):
     targets = []
     for source in sources:
         name = os.path.basename(source.rstrip("/")) or source
+        if name in (".", "..") or (program == "rsync" and source.endswith("/")
+                                   and not os.path.isdir(full(source))):
+            targets.append((dest_dir, "tree"))  # a directory's contents, unknown here
+            continue
         if program == "rsync" and source.endswith("/"):
             targets += _tree_copy(full(source), dest_dir, program, source, into=False)
             continue
