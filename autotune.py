@@ -502,9 +502,16 @@ LEGACY_JUDGE_SECTIONS = ("evaluator", "guardrails", "holdout")  # what old confi
 
 
 def judge_of(raw):
-    """The judge's settings of a parsed config: its JUDGE_SECTIONS as written."""
+    """The judge's settings of a parsed config: its JUDGE_SECTIONS as written (comment
+    keys, those starting with _ or $, left out)."""
     raw = raw if isinstance(raw, dict) else {}
-    return {key: raw[key] for key in JUDGE_SECTIONS if key in raw}
+    return {key: _without_comments(raw[key]) for key in JUDGE_SECTIONS if key in raw}
+
+
+def _without_comments(value):
+    if isinstance(value, dict):
+        return {k: _without_comments(v) for k, v in value.items() if not k.startswith(("_", "$"))}
+    return value
 
 
 def legacy_judge(entry):
@@ -2250,11 +2257,12 @@ def _reap_group(pgid, grace):
     _kill_group(pgid, signal.SIGKILL)
 
 
-def _kill_tagged(token):
+def _kill_tagged(token, prefix=False):
     """SIGKILLs the processes whose environment carries this run's token: descendants
-    that left the process group (setsid, daemonizing servers). Linux /proc only."""
+    that left the process group (setsid, daemonizing servers). Linux /proc only. With
+    `prefix`, every token of the process whose pid is `token` (a killed holder's)."""
     import signal
-    needle = b"AUTOTUNE_RUN_TOKEN=" + token.encode()
+    needle = b"AUTOTUNE_RUN_TOKEN=" + token.encode() + (b"-" if prefix else b"")
     try:
         names = os.listdir("/proc")
     except OSError:
@@ -2264,7 +2272,8 @@ def _kill_tagged(token):
             continue
         try:
             with open("/proc/%s/environ" % name, "rb") as handle:
-                if needle in handle.read().split(b"\0"):
+                variables = handle.read().split(b"\0")
+                if any(v.startswith(needle) for v in variables) if prefix else needle in variables:
                     os.kill(int(name), signal.SIGKILL)
         except (OSError, ValueError):
             pass
@@ -2414,6 +2423,9 @@ class BenchmarkLock(object):
             fail("benchmark_running", "Another benchmark of this loop is running (%s); benchmarks "
                  "never overlap, so nothing was run. Wait for it to finish, then try again." %
                  holder_text(holder))
+        previous = _lock_holder(fd)  # left by a holder killed before it could clear it
+        if _is_int(previous.get("pid")) and previous["pid"] != os.getpid():
+            _kill_tagged(str(previous["pid"]), prefix=True)  # its benchmark may outlive it
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "started": utc_now(),
                                  "command": self.command}).encode("utf-8"))
