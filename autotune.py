@@ -515,8 +515,11 @@ def _without_comments(value):
 
 
 def legacy_judge(entry):
-    """The judge of a config line written before fingerprints: the sections it copied."""
-    judge = {key: entry[key] for key in LEGACY_JUDGE_SECTIONS if key in entry}
+    """The judge of a config line written before fingerprints: the sections it copied
+    (None for the first implementation's lines, which copied none)."""
+    if "version" not in entry:
+        return None
+    judge = {key: _without_comments(entry[key]) for key in LEGACY_JUDGE_SECTIONS if key in entry}
     judge["_legacy"] = True
     return judge
 
@@ -3370,7 +3373,8 @@ def cmd_log(args):
                      "nothing was logged. Run the benchmark again (`autotune run`), so the log "
                      "records the numbers of the code it keeps or discards." % (
                          ", ".join(changed[:10]) or "files changed"))
-            check_inputs(session, state, input_hashes(session), since=m.inputs, run_again=True)
+            if isinstance(m.inputs, dict):
+                check_inputs(session, state, input_hashes(session), since=m.inputs, run_again=True)
         git_info, commit, next_tree = apply_git(session, state, d.status, description, pname, d.metric,
                                                 config.get("metric_unit"), "%d.%d" % (state.segment, index),
                                                 index, current, head, skip_git, args.commit)
