@@ -4786,9 +4786,10 @@ def _tree_copy(source_dir, dest_dir, program, shown, into, limit=5000):
     return targets
 
 
-_CODE_WRITES = (r"open\([^)]*,\s*(?:mode\s*=\s*)?['\"][rbt]*[wax+]|\.write\(|write_text|write_bytes|unlink|os\.remove|"
-                r"rename|replace\(|rmtree|shutil\.|truncate|writeFile|appendFile|rmSync|File\.write|"
-                r"File\.open\([^)]*['\"][wa]|IO\.write|FileUtils|fs\.|print\s*\{|>\s*\$")
+_CODE_WRITES = (r"open\([^)]*,\s*(?:mode\s*=\s*)?['\"][rbt]*[wax+]|(?<!stdout)(?<!stderr)\.write\(|"
+                r"write_text|write_bytes|unlink|os\.remove|rename|os\.replace|rmtree|shutil\.|"
+                r"truncate|writeFile|appendFile|rmSync|File\.write|File\.open\([^)]*['\"][wa]|"
+                r"IO\.write|FileUtils|open\s*\([^,)]*,\s*['\"]\+?>")
 
 
 def _code_targets(code):
@@ -4797,7 +4798,8 @@ def _code_targets(code):
     import re
     if not re.search(_CODE_WRITES, code):
         return []
-    return [(literal, "file") for literal in re.findall(r"['\"]([^'\"\n]{1,300})['\"]", code)]
+    literals = re.findall(r"['\"]([^'\"\n]{1,300})['\"]", code)
+    return [(literal.lstrip("+<>& ") or literal, "file") for literal in literals]  # perl's ">file"
 
 
 def _git_targets(args, cwd):
@@ -4913,6 +4915,8 @@ def command_writes(command, program, args, cwd):
                     files.append(arg)
                 i += 1
             targets = [(p, "file") for p in (files if code else files[1:])]
+        else:
+            targets = _interpreter_targets(command, args)
     elif program in ("awk", "gawk"):
         joined = " ".join(args)
         if "-i inplace" in joined or "-iinplace" in joined or "--include=inplace" in joined \
@@ -4970,10 +4974,18 @@ def command_writes(command, program, args, cwd):
         elif words[:1] == ["set-script"] and len(words) > 1:
             targets.append(("package.json", "entry:scripts." + words[1]))
     elif program.startswith(_CODE_PROGRAMS):
-        code = [args[i + 1] for i, a in enumerate(args[:-1])
-                if a in ("-c", "-e", "-E", "--eval", "-r", "-p", "--print")]
-        for text in code + list(command.heredocs):
-            targets += _code_targets(text)
+        targets = _interpreter_targets(command, args)
+    return targets
+
+
+def _interpreter_targets(command, args):
+    """What a one-liner (-c/-e code, or a heredoc fed to the interpreter) writes."""
+    targets = []
+    code = [args[i + 1] for i, a in enumerate(args[:-1])
+            if a in ("-c", "-e", "-E", "--eval", "-r", "-p", "--print") or
+            (a.startswith("-") and not a.startswith("--") and a[-1] in "eE" and a[1:2] not in "MmIdDx")]
+    for text in code + list(command.heredocs):
+        targets += _code_targets(text)
     return targets
 
 
