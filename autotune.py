@@ -4642,7 +4642,7 @@ def run_invocations(commands, depth=0):
     return found
 
 
-def _operands(args, takes=(), stop_at_first=False):
+def _operands(args, takes=()):
     """The non-option arguments (options in `takes` consume the next word; `--` ends
     the options)."""
     found, i, done = [], 0, False
@@ -4750,7 +4750,7 @@ def _copy_targets(program, args, cwd):
         if no_target_dir or not (dest.endswith("/") or os.path.isdir(full(dest))):
             targets = [(dest, "file")]
             if len(sources) == 1 and os.path.isdir(full(sources[0])) and program != "ln":
-                targets += _tree_copy(full(sources[0]), dest, program, sources[0], into=False)
+                targets += _tree_copy(full(sources[0]), dest)
             return targets + ([(s, "tree") for s in sources] if program == "mv" else [])
         dest_dir = dest
     else:
@@ -4763,17 +4763,17 @@ def _copy_targets(program, args, cwd):
             targets.append((dest_dir, "tree"))  # a directory's contents, unknown here
             continue
         if program == "rsync" and source.endswith("/"):
-            targets += _tree_copy(full(source), dest_dir, program, source, into=False)
+            targets += _tree_copy(full(source), dest_dir)
             continue
         targets.append((os.path.join(dest_dir, name), "tree" if program == "mv" else "file"))
         if os.path.isdir(full(source)) and program != "ln":
-            targets += _tree_copy(full(source), os.path.join(dest_dir, name), program, source, into=False)
+            targets += _tree_copy(full(source), os.path.join(dest_dir, name))
         if program == "mv":
             targets.append((source, "tree"))
     return targets
 
 
-def _tree_copy(source_dir, dest_dir, program, shown, into, limit=5000):
+def _tree_copy(source_dir, dest_dir, limit=5000):
     """The files a recursive copy of source_dir writes under dest_dir (at most `limit`)."""
     targets = []
     for root, dirs, files in os.walk(source_dir):
@@ -5144,6 +5144,8 @@ def bash_denial(command, guards):
     if commands is None:
         return None  # Bash cannot run it either
     for path, kind, how in bash_write_targets(commands, guards.cwd):
+        if "\0" in path:
+            continue  # not a path Bash could open
         reason = guards.reason(path, kind, how)
         if reason:
             return reason
