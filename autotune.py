@@ -64,12 +64,15 @@ STATUSES = ("keep", "discard", "crash", "checks_failed")
 CRASH_STATUSES = ("crash", "checks_failed")
 DIRECTIONS = ("lower", "higher")
 MODES = ("optimize", "repair")
+HEALTHS = ("running", "improving", "plateaued", "crashing", "healing", "paused", "stopped", "completed")
 # how `run` judges a noisy benchmark: the best and the candidate measured alternately in
 # the same time window, or (the first implementation) against the best's earlier samples
 EVAL_MODES = ("interleaved", "reference")
 AUTO_RESUME_MODES = ("prompt", "headless", "off", "continue")
 # Verdicts after which a keep needs --force and --reason.
-BLOCKING_VERDICTS = ("crash", "checks_failed", "guardrail_failed", "holdout_failed", "worse")
+BLOCKING_VERDICTS = ("crash", "timeout", "checks_failed", "guardrail_failed", "holdout_failed", "worse")
+# Verdicts of a result equal to the best: the simplicity rule decides keep or discard.
+EQUAL_VERDICTS = ("unchanged", "within_noise")
 
 PLAYBOOKS = ("reset_worktree", "rebaseline", "shrink_scope", "diagnose", "pause")
 FAILURE_PLAYBOOK_ORDER = {
@@ -105,7 +108,7 @@ CHECKS_TAIL_LINES, CHECKS_TAIL_BYTES = 20, 2048
 MAX_LINE_BYTES = 65536        # a longer output line is cut (METRIC lines are short)
 MAX_TEXT_CHARS = 20000        # descriptions and reasons
 MAX_JSON_ARG_CHARS = 200000   # --metrics / --asi
-STATE_FORMAT = 5              # bump when the state cache changes shape
+STATE_FORMAT = 6              # bump when the state cache changes shape
 
 AGENT_COMMANDS = ("init", "run", "log", "rebaseline", "verify", "hook", "detect")
 
@@ -281,6 +284,9 @@ class Settings(Record):
         ("max_resumes", DEFAULT_MAX_RESUMES), ("resume_interval_min", DEFAULT_RESUME_INTERVAL_MIN),
         ("max_consecutive_blocks", DEFAULT_MAX_CONSECUTIVE_BLOCKS), ("max_blocks", DEFAULT_MAX_BLOCKS),
         ("sync_command", None), ("env", dict),
+        ("protect", list), ("protect_defaults", True),
+        # one line each, naming the file and the key: accepted with a note / broken
+        ("warnings", list), ("errors", list),
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -299,6 +305,8 @@ class Result(Record):
         ("samples", None), ("evidence", None), ("holdout", None), ("confidence", None),
         ("git", None), ("snapshot", None), ("env", None), ("run_dur", None),
         ("session_id", None), ("forced", None), ("override_reason", None), ("hashes", None),
+        ("diagnosis", None), ("rule", None),
+        ("judge", None), ("inputs", None), ("measurement", None),
     )
     __slots__ = tuple(name for name, _ in FIELDS)
     LEGACY_FIELDS = 16
@@ -324,12 +332,17 @@ class State(Record):
         # segment summary
         ("segment", 0), ("segments", 0), ("config", None), ("config_offset", None),
         ("started_at", None), ("session_id", None),
-        ("kept", 0), ("discarded", 0), ("crashed", 0), ("checks_failed", 0),
+        ("kept", 0), ("discarded", 0), ("crashed", 0), ("checks_failed", 0), ("timed_out", 0),
+        # the kinds (crash, timeout, checks_failed) of the current failure streak, oldest first
+        ("streak_kinds", list),
         ("metric_points", 0), ("total_results", 0), ("measured_results", 0), ("hashes", None),
         ("baseline", None), ("best", None), ("reference", None), ("last", None),
         ("confidence", None), ("snapshot", None), ("metric_names", None),
         ("stop_streak", 0), ("stop_blocks", 0), ("stopped_by", None), ("rebaselined_at", None),
-        ("toolchain", None), ("last_toolchain", None), ("resume_capped", None), ("verified", None),
+        ("toolchain", None), ("last_toolchain", None), ("resume_capped", None),
+        ("judge", None), ("inputs", None), ("pending", None),
+        # when and where (byte offset) a line last set `active`: control, config, our result
+        ("set_at", None), ("set_offset", None), ("verified", None),
         # cache bookkeeping
         ("format", STATE_FORMAT), ("log_size", 0), ("log_tail", ""), ("lines", 0),
         ("bad_lines", 0), ("bad_line_numbers", list),
@@ -356,6 +369,9 @@ class Measurement(Record):
         ("verdict", None), ("suggested_status", None), ("evidence", None),
         ("sampling", None), ("guardrails", None), ("holdout", None), ("env", None),
         ("tree", None), ("head", None), ("reason", None), ("warnings", list), ("hashes", None),
+        ("diagnosis", None), ("status_rule", None),
+        ("inputs", None), ("judge", None),
+        ("reference", None),  # the kept code's samples, when `run` measured it first
         ("paired", None), ("load", None),
     )
     __slots__ = tuple(name for name, _ in FIELDS)
@@ -379,49 +395,210 @@ def _is_number(value):
         return False
 
 
+# The configuration file, one row per key: (dotted path, kind, Settings field, options).
+# A row applies when its key is present and not null; a later row overrides an earlier
+# one (budget.maxIterations beats maxIterations). The first part of a dotted path is a
+# section, which must be an object. Keys of the first implementation that mean nothing
+# here any more are "retired": accepted, with a warning saying what does that job now.
+CONFIG_SCHEMA = (
+    ("workingDir", "str", "working_dir", {}),
+    ("maxIterations", "iterations", "max_iterations", {}),
+    ("autoResume", "choice", "auto_resume", {"choices": AUTO_RESUME_MODES}),
+    ("mode", "choice", "mode", {"choices": MODES}),
+    ("repeat", "repeat", "repeat", {}),
+    ("health.maxNoImprovementRuns", "int", "max_no_improve", {"low": 1}),
+    ("health.maxCrashStreak", "int", "max_crash_streak", {"low": 1}),
+    ("health.maxFlakyRetries", "retired", None, {"now": (
+        "a noisy benchmark is sampled until the verdict is clear, up to evaluator.maxSamples")}),
+    ("health.stuckTimeoutSeconds", "retired", None, {"now": (
+        "a benchmark execution is killed after timeouts.benchmark seconds (default 600)")}),
+    ("recovery.playbooks", "playbooks", "playbooks", {}),
+    ("recovery.maxHealingAttempts", "int", "max_heals", {"low": 0}),
+    ("recovery.pauseOnExhaustedRecovery", "bool", "pause_on_exhausted", {}),
+    ("budget.maxIterations", "iterations", "max_iterations", {}),
+    ("budget.target", "number", "target", {}),
+    ("budget.maxMinutes", "number", "max_minutes", {"low": 0.001}),
+    ("evaluator.repeat", "repeat", "repeat", {}),
+    ("evaluator.maxSamples", "int", "max_samples", {"low": 1, "high": 1000}),
+    ("evaluator.alpha", "number", "alpha", {"low": 0.0001, "high": 0.5}),
+    ("evaluator.minImprovementPct", "number", "min_improvement_pct", {"low": 0}),
+    ("evaluator.mode", "choice", "eval_mode", {"choices": EVAL_MODES}),
+    ("guardrails", "guardrails", "guardrails", {}),
+    ("holdout.maxRegressionPct", "number", "holdout_tolerance_pct", {"low": 0}),
+    ("timeouts.benchmark", "number", "timeout", {"low": 0.001}),
+    ("timeouts.checks", "number", "checks_timeout", {"low": 0.001}),
+    ("resume.maxResumes", "int", "max_resumes", {"low": 0}),
+    ("resume.minMinutesBetween", "number", "resume_interval_min", {"low": 0}),
+    ("resume.maxConsecutiveBlocks", "int", "max_consecutive_blocks", {"low": 1}),
+    ("resume.maxBlocks", "int", "max_blocks", {"low": 0}),
+    ("syncCommand", "str", "sync_command", {}),
+    ("env", "env", "env", {}),
+    ("protect", "protect", "protect", {}),
+    ("protectDefaults", "bool", "protect_defaults", {}),
+)
+
+
+class _ConfigProblem(Exception):
+    """A wrong value for one key: that key keeps its default (what a lenient reader needs)."""
+
+
 class _ConfigReader(object):
-    """Validates one JSON object of the config file, naming the field on error."""
+    """Reads the config file's keys through CONFIG_SCHEMA; collects warnings and errors,
+    each one line naming the file and the key."""
 
-    def __init__(self, path, data, prefix=""):
-        self.path, self.data, self.prefix = path, data, prefix
+    def __init__(self, path):
+        self.path, self.warnings, self.errors = path, [], []
 
-    def error(self, key, expected):
-        shown = json.dumps(self.data.get(key), ensure_ascii=False)
+    def warn(self, key, text):
+        self.warnings.append("%s: %s %s" % (os.path.basename(self.path), key, text))
+
+    def error(self, key, value, expected):
+        shown = json.dumps(value, ensure_ascii=False)
         if len(shown) > 60:
             shown = shown[:57] + "..."
-        fail("bad_config", "%s: %s%s must be %s, got %s." % (
-            self.path, self.prefix, key, expected, shown))
+        raise _ConfigProblem("%s: %s must be %s, got %s." % (self.path, key, expected, shown))
 
-    def check_keys(self, known):
-        for key in self.data:
-            if key not in known and not key.startswith(("_", "$")):
-                fail("bad_config", "%s: unknown field %s%s (known: %s)." % (
-                    self.path, self.prefix, key, ", ".join(known)))
+    def unknown_keys(self, data, known, prefix=""):
+        import difflib
+        for key in data:
+            if key in known or key.startswith(("_", "$")):
+                continue
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6) or [
+                k for k in known if k.lower() == key.lower()]
+            self.warn(prefix + key, "is not a key autotune reads; it is ignored%s." % (
+                " (did you mean %s%s?)" % (prefix, close[0]) if close else " (known: %s)" % ", ".join(known)))
 
-    def get(self, key, kind, default=None, low=None, high=None, choices=None, allow_null=True):
-        if key not in self.data or (self.data[key] is None and allow_null):
-            return default
-        value = self.data[key]
-        if kind == "int":
-            if not _is_int(value) or (low is not None and value < low) or (high is not None and value > high):
-                self.error(key, "a whole number" + _range_text(low, high))
-        elif kind == "number":
-            if not _is_number(value) or (low is not None and value < low) or (high is not None and value > high):
-                self.error(key, "a number" + _range_text(low, high))
-        elif kind == "bool":
-            if not isinstance(value, bool):
-                self.error(key, "true or false")
-        elif kind == "str":
-            if not isinstance(value, str) or not value.strip():
-                self.error(key, "a non-empty string")
-        elif kind == "choice":
-            if value not in choices:
-                self.error(key, "one of " + ", ".join(json.dumps(c) for c in choices))
-        elif kind == "object":
-            if not isinstance(value, dict):
-                self.error(key, "an object")
-            return _ConfigReader(self.path, value, self.prefix + key + ".")
+    def number(self, key, value, opts, whole):
+        """An int or a finite number in range; "3" (the first implementation read numbers
+        given as strings) is read as 3, with a warning."""
+        expected = ("a whole number" if whole else "a number") + _range_text(opts.get("low"), opts.get("high"))
+        parsed = value
+        if isinstance(value, str):
+            try:
+                parsed = int(value.strip()) if whole else float(value.strip())
+            except ValueError:
+                self.error(key, value, expected)
+        ok = _is_int(parsed) if whole else _is_number(parsed)
+        if not ok or (opts.get("low") is not None and parsed < opts["low"]) or (
+                opts.get("high") is not None and parsed > opts["high"]):
+            self.error(key, value, expected)
+        if isinstance(value, str):
+            parsed = _round(parsed) if not whole else parsed
+            self.warn(key, "is the string %s; read as the number %s (write it without quotes)." % (
+                json.dumps(value), _fmt(parsed)))
+        return parsed
+
+
+def _cfg_int(reader, key, value, opts):
+    return reader.number(key, value, opts, whole=True)
+
+
+def _cfg_number(reader, key, value, opts):
+    return reader.number(key, value, opts, whole=False)
+
+
+def _cfg_iterations(reader, key, value, opts):
+    """maxIterations: 0 meant "no limit" to the first implementation, and still does."""
+    count = reader.number(key, value, {"low": 0}, whole=True)
+    if count == 0:
+        reader.warn(key, "is 0, which means no iteration limit (as before); leave it out instead.")
+        return None
+    return count
+
+
+def _cfg_bool(reader, key, value, opts):
+    if not isinstance(value, bool):
+        reader.error(key, value, "true or false")
+    return value
+
+
+def _cfg_str(reader, key, value, opts):
+    if not isinstance(value, str) or not value.strip():
+        reader.error(key, value, "a non-empty string")
+    return value
+
+
+def _cfg_choice(reader, key, value, opts):
+    if value not in opts["choices"]:
+        reader.error(key, value, "one of " + ", ".join(json.dumps(c) for c in opts["choices"]))
+    return value
+
+
+def _cfg_repeat(reader, key, value, opts):
+    if value == "auto":
         return value
+    try:
+        return reader.number(key, value, {"low": 1, "high": 1000}, whole=True)
+    except _ConfigProblem:
+        reader.error(key, value, '"auto" or a whole number from 1 to 1000')
+
+
+def _cfg_playbooks(reader, key, value, opts):
+    """A list of playbook names; a name autotune does not know (the first implementation
+    accepted any) is skipped with a warning."""
+    if not isinstance(value, list) or not all(isinstance(b, str) for b in value):
+        reader.error(key, value, "a list of playbook names (%s)" % ", ".join(PLAYBOOKS))
+    unknown = [b for b in value if b not in PLAYBOOKS]
+    if unknown:
+        reader.warn(key, "names %s, which autotune does not have; skipped (it has %s)." % (
+            ", ".join(json.dumps(b, ensure_ascii=False) for b in unknown), ", ".join(PLAYBOOKS)))
+    return [b for b in value if b in PLAYBOOKS]
+
+
+def _cfg_retired(reader, key, value, opts):
+    reader.warn(key, "is no longer used: %s." % opts["now"])
+    return None
+
+
+def _cfg_guardrails(reader, key, value, opts):
+    if not isinstance(value, dict):
+        reader.error(key, value, "an object")
+    rules = {}
+    for name, rule in value.items():
+        where = "%s.%s" % (key, name)
+        if not isinstance(rule, dict):
+            reader.error(where, rule, "an object")
+        reader.unknown_keys(rule, ("maxRegressionPct", "max", "min", "direction"), where + ".")
+        parsed = {}
+        for field, kind, field_opts in (("maxRegressionPct", _cfg_number, {"low": 0}),
+                                        ("max", _cfg_number, {}), ("min", _cfg_number, {}),
+                                        ("direction", _cfg_choice, {"choices": DIRECTIONS})):
+            raw = rule.get(field)
+            parsed[field] = None if raw is None else kind(reader, "%s.%s" % (where, field), raw, field_opts)
+        parsed["direction"] = parsed["direction"] or "lower"
+        if parsed["maxRegressionPct"] is None and parsed["max"] is None and parsed["min"] is None:
+            reader.error(where, rule, "an object with maxRegressionPct, max or min")
+        rules[name] = parsed
+    return rules
+
+
+def _cfg_env(reader, key, value, opts):
+    """Variables for the benchmark's environment: name -> string, or null to unset it."""
+    if not isinstance(value, dict):
+        reader.error(key, value, "an object")
+    for name, text in value.items():
+        if not name or "=" in name or "\0" in name or not (text is None or isinstance(text, str)) \
+                or (isinstance(text, str) and "\0" in text):
+            reader.error("%s.%s" % (key, name), text, "a string (or null to unset the variable)")
+    return dict(value)
+
+
+def _cfg_protect(reader, key, value, opts):
+    """`protect`: globs relative to the working directory, never outside it."""
+    expected = "a list of globs relative to the working directory (like \"tests/**\")"
+    if not isinstance(value, list):
+        reader.error(key, value, expected)
+    for pattern in value:
+        if (not isinstance(pattern, str) or not pattern.strip() or "\0" in pattern
+                or pattern.startswith(("/", "~")) or ".." in pattern.replace("\\", "/").split("/")):
+            reader.error(key, pattern, expected + "; this is not one")
+    return [pattern.strip() for pattern in value]
+
+
+CONFIG_KINDS = {"int": _cfg_int, "number": _cfg_number, "iterations": _cfg_iterations,
+                "bool": _cfg_bool, "str": _cfg_str, "choice": _cfg_choice, "repeat": _cfg_repeat,
+                "playbooks": _cfg_playbooks, "retired": _cfg_retired, "guardrails": _cfg_guardrails,
+                "env": _cfg_env, "protect": _cfg_protect}
 
 
 def _range_text(low, high):
@@ -432,121 +609,144 @@ def _range_text(low, high):
     return ""
 
 
-def _repeat_value(reader, key):
-    value = reader.data.get(key)
-    if value is None or value == "auto":
-        return "auto" if value == "auto" else None
-    if not _is_int(value) or not 1 <= value <= 1000:
-        reader.error(key, '"auto" or a whole number from 1 to 1000')
-    return value
+def read_config(path, data):
+    """Settings from the parsed config object, by CONFIG_SCHEMA (pure). A wrong value is
+    an error in `settings.errors` and leaves its key at the default."""
+    settings = Settings(path=path, raw=data)
+    reader = _ConfigReader(path)
+    sections = {}
+    for row in CONFIG_SCHEMA:
+        head, _, tail = row[0].partition(".")
+        if tail:
+            sections.setdefault(head, []).append(tail)
+    reader.unknown_keys(data, tuple(dict.fromkeys(row[0].partition(".")[0] for row in CONFIG_SCHEMA)))
+    for name, keys in sections.items():
+        section = data.get(name)
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            reader.errors.append("%s: %s must be an object, got %s." % (
+                path, name, json.dumps(section, ensure_ascii=False)[:60]))
+            continue
+        reader.unknown_keys(section, tuple(keys), name + ".")
+    for key, kind, field, opts in CONFIG_SCHEMA:
+        head, _, tail = key.partition(".")
+        holder = data.get(head) if tail else data
+        value = holder.get(tail or head) if isinstance(holder, dict) else None
+        if value is None:
+            continue
+        try:
+            parsed = CONFIG_KINDS[kind](reader, key, value, opts)
+        except _ConfigProblem as exc:
+            reader.errors.append(str(exc))
+            continue
+        if field is not None:
+            setattr(settings, field, parsed)
+    settings.warnings, settings.errors = reader.warnings, reader.errors
+    return settings
 
 
-def load_settings(path):
-    """Reads autotune.config.json; a missing file means defaults, a bad one an error."""
-    settings = Settings(path=path)
+def load_settings(path, lenient=False):
+    """Reads autotune.config.json; a missing file means defaults. A broken one is an
+    error, or with `lenient` (the commands that only show the loop) the defaults for what
+    is broken, with the problem in `settings.errors`."""
     try:
         with open(path, "rb") as handle:
             text = handle.read()
     except FileNotFoundError:
-        return settings
+        return Settings(path=path)
     except OSError as exc:
-        fail("bad_config", "%s: cannot be read (%s)." % (path, exc.strerror or exc))
+        return _config_failure(path, "%s: cannot be read (%s)." % (path, exc.strerror or exc), lenient)
     try:
         data = json.loads(text.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError:
-        fail("bad_config", "%s: is not UTF-8 text." % path)
+        return _config_failure(path, "%s: is not UTF-8 text." % path, lenient)
     except ValueError as exc:
-        fail("bad_config", "%s: invalid JSON (%s)." % (path, exc))
+        return _config_failure(path, "%s: invalid JSON (%s)." % (path, exc), lenient)
     except RecursionError:
-        fail("bad_config", "%s: the JSON is nested too deeply." % path)
+        return _config_failure(path, "%s: the JSON is nested too deeply." % path, lenient)
     if not isinstance(data, dict):
-        fail("bad_config", "%s: must hold a JSON object, not %s." % (path, type(data).__name__))
-    top = _ConfigReader(path, data)
-    top.check_keys(("workingDir", "maxIterations", "autoResume", "mode", "repeat", "health",
-                    "recovery", "budget", "evaluator", "guardrails", "holdout", "timeouts",
-                    "resume", "syncCommand", "env"))
-    settings.raw = data
-    settings.working_dir = top.get("workingDir", "str")
-    settings.max_iterations = top.get("maxIterations", "int", low=1)
-    settings.auto_resume = top.get("autoResume", "choice", "prompt", choices=AUTO_RESUME_MODES)
-    settings.mode = top.get("mode", "choice", "optimize", choices=MODES)
-    settings.repeat = _repeat_value(top, "repeat") or "auto"
-
-    health = top.get("health", "object")
-    if health:
-        health.check_keys(("maxNoImprovementRuns", "maxCrashStreak"))
-        settings.max_no_improve = health.get("maxNoImprovementRuns", "int", DEFAULT_MAX_NO_IMPROVE, low=1)
-        settings.max_crash_streak = health.get("maxCrashStreak", "int", DEFAULT_MAX_CRASH_STREAK, low=1)
-    recovery = top.get("recovery", "object")
-    if recovery:
-        recovery.check_keys(("playbooks", "maxHealingAttempts", "pauseOnExhaustedRecovery"))
-        books = recovery.data.get("playbooks")
-        if books is not None:
-            if not isinstance(books, list) or any(b not in PLAYBOOKS for b in books):
-                recovery.error("playbooks", "a list of playbook names (%s)" % ", ".join(PLAYBOOKS))
-            settings.playbooks = list(books)
-        settings.max_heals = recovery.get("maxHealingAttempts", "int", DEFAULT_MAX_HEALS, low=0)
-        settings.pause_on_exhausted = recovery.get("pauseOnExhaustedRecovery", "bool", True)
-    budget = top.get("budget", "object")
-    if budget:
-        budget.check_keys(("maxIterations", "target", "maxMinutes"))
-        settings.max_iterations = budget.get("maxIterations", "int", settings.max_iterations, low=1)
-        settings.target = budget.get("target", "number")
-        settings.max_minutes = budget.get("maxMinutes", "number", low=0.001)
-    evaluator = top.get("evaluator", "object")
-    if evaluator:
-        evaluator.check_keys(("repeat", "maxSamples", "alpha", "minImprovementPct", "mode"))
-        settings.repeat = _repeat_value(evaluator, "repeat") or settings.repeat
-        settings.max_samples = evaluator.get("maxSamples", "int", DEFAULT_MAX_SAMPLES, low=1, high=1000)
-        settings.alpha = evaluator.get("alpha", "number", DEFAULT_ALPHA, low=0.0001, high=0.5)
-        settings.min_improvement_pct = evaluator.get("minImprovementPct", "number", 0.0, low=0)
-        settings.eval_mode = evaluator.get("mode", "choice", "interleaved", choices=EVAL_MODES)
-    guardrails = top.get("guardrails", "object")
-    if guardrails:
-        rules = {}
-        for name in guardrails.data:
-            rule = guardrails.get(name, "object")
-            if rule is None:
-                guardrails.error(name, "an object")
-            rule.check_keys(("maxRegressionPct", "max", "min", "direction"))
-            parsed = {
-                "maxRegressionPct": rule.get("maxRegressionPct", "number", low=0),
-                "max": rule.get("max", "number"),
-                "min": rule.get("min", "number"),
-                "direction": rule.get("direction", "choice", "lower", choices=DIRECTIONS),
-            }
-            if parsed["maxRegressionPct"] is None and parsed["max"] is None and parsed["min"] is None:
-                guardrails.error(name, "an object with maxRegressionPct, max or min")
-            rules[name] = parsed
-        settings.guardrails = rules
-    holdout = top.get("holdout", "object")
-    if holdout:
-        holdout.check_keys(("maxRegressionPct",))
-        settings.holdout_tolerance_pct = holdout.get(
-            "maxRegressionPct", "number", DEFAULT_HOLDOUT_TOLERANCE_PCT, low=0)
-    timeouts = top.get("timeouts", "object")
-    if timeouts:
-        timeouts.check_keys(("benchmark", "checks"))
-        settings.timeout = timeouts.get("benchmark", "number", DEFAULT_TIMEOUT, low=0.001)
-        settings.checks_timeout = timeouts.get("checks", "number", DEFAULT_CHECKS_TIMEOUT, low=0.001)
-    resume = top.get("resume", "object")
-    if resume:
-        resume.check_keys(("maxResumes", "minMinutesBetween", "maxConsecutiveBlocks", "maxBlocks"))
-        settings.max_resumes = resume.get("maxResumes", "int", DEFAULT_MAX_RESUMES, low=0)
-        settings.resume_interval_min = resume.get("minMinutesBetween", "number",
-                                                  DEFAULT_RESUME_INTERVAL_MIN, low=0)
-        settings.max_consecutive_blocks = resume.get("maxConsecutiveBlocks", "int",
-                                                     DEFAULT_MAX_CONSECUTIVE_BLOCKS, low=1)
-        settings.max_blocks = resume.get("maxBlocks", "int", DEFAULT_MAX_BLOCKS, low=0)
-    settings.sync_command = top.get("syncCommand", "str")
-    env = top.get("env", "object")
-    if env:
-        for name, value in env.data.items():
-            if not name or "=" in name or "\0" in name or not (value is None or isinstance(value, str)) \
-                    or (isinstance(value, str) and "\0" in value):
-                env.error(name, "a string (or null to unset the variable)")
-        settings.env = dict(env.data)
+        return _config_failure(path, "%s: must hold a JSON object, not %s." % (path, type(data).__name__),
+                               lenient)
+    settings = read_config(path, data)
+    if settings.errors and not lenient:
+        more = len(settings.errors) - 1
+        fail("bad_config", settings.errors[0] + (" (and %d more problem%s: `autotune doctor` lists them)" % (
+            more, "" if more == 1 else "s") if more else ""))
     return settings
+
+
+def _config_failure(path, message, lenient):
+    if not lenient:
+        fail("bad_config", message)
+    return Settings(path=path, errors=[message])
+
+
+# Everything in the config that decides a verdict, compared as written: whole sections,
+# so a key added later (evaluator.mode, a new guardrail field) is covered without a list.
+JUDGE_SECTIONS = ("evaluator", "guardrails", "holdout", "repeat", "env", "protect", "protectDefaults")
+LEGACY_JUDGE_SECTIONS = ("evaluator", "guardrails", "holdout")  # what old config lines copied
+
+
+def judge_of(raw):
+    """The judge's settings of a parsed config: its JUDGE_SECTIONS as written (comment
+    keys, those starting with _ or $, left out)."""
+    raw = raw if isinstance(raw, dict) else {}
+    return {key: _without_comments(raw[key]) for key in JUDGE_SECTIONS if key in raw}
+
+
+def _without_comments(value):
+    if isinstance(value, dict):
+        return {k: _without_comments(v) for k, v in value.items() if not k.startswith(("_", "$"))}
+    return value
+
+
+def legacy_judge(entry):
+    """The judge of a config line written before fingerprints: the sections it copied
+    (None for the first implementation's lines, which copied none)."""
+    if "version" not in entry:
+        return None
+    judge = {key: _without_comments(entry[key]) for key in LEGACY_JUDGE_SECTIONS if key in entry}
+    judge["_legacy"] = True
+    return judge
+
+
+def _flatten(value, prefix=""):
+    if isinstance(value, dict) and value:
+        flat = {}
+        for key in value:
+            flat.update(_flatten(value[key], "%s%s" % (prefix + "." if prefix else "", key)))
+        return flat
+    return {prefix: value}
+
+
+def judge_changes(recorded, raw):
+    """The dotted keys whose value differs between the recorded judge and the config now,
+    as (key, before, after); [] when nothing that decides a verdict changed."""
+    if not isinstance(recorded, dict):
+        return []
+    current = judge_of(raw)
+    recorded = dict(recorded)
+    if recorded.pop("_legacy", False):
+        current = {key: current[key] for key in LEGACY_JUDGE_SECTIONS if key in current}
+    before, after = _flatten(recorded), _flatten(current)
+    before.pop("", None)
+    after.pop("", None)
+    return [(key, before.get(key, ABSENT), after.get(key, ABSENT))
+            for key in sorted(set(before) | set(after))
+            if key not in before or key not in after
+            or json.dumps(before[key], sort_keys=True) != json.dumps(after[key], sort_keys=True)]
+
+
+ABSENT = "(absent)"
+
+
+def changes_text(changes, limit=4):
+    shown = ["%s %s -> %s" % (key, a if a is ABSENT else json.dumps(a, sort_keys=True)[:60],
+                              b if b is ABSENT else json.dumps(b, sort_keys=True)[:60])
+             for key, a, b in changes[:limit]]
+    more = len(changes) - limit
+    return "; ".join(shown) + ("; and %d more" % more if more > 0 else "")
 
 
 def _reject_constant(name):
@@ -582,13 +782,15 @@ def iso_to_epoch(text):
 class Session(object):
     """Where a loop lives: its working directory, repository, settings and files."""
 
-    __slots__ = ("workdir", "repo", "settings", "log_path", "state_path", "_cache_dir", "config_error")
+    __slots__ = ("workdir", "repo", "settings", "log_path", "state_path", "_cache_dir", "config_error",
+                 "config_errors")
 
-    def __init__(self, workdir, repo, settings, config_error=None):
+    def __init__(self, workdir, repo, settings, config_errors=()):
         self.workdir = workdir
         self.repo = repo
         self.settings = settings
-        self.config_error = config_error  # set only by find_session(lenient=True)
+        self.config_errors = list(config_errors)  # set only by find_session(lenient=True)
+        self.config_error = " ".join(config_errors) or None
         self.log_path = os.path.join(workdir, LOG_FILE)
         self.state_path = os.path.join(workdir, STATE_FILE)
         self._cache_dir = None
@@ -620,29 +822,29 @@ def find_session(cwd=None, lenient=False):
 
     `workingDir` in ./autotune.config.json wins; else the nearest directory from here
     up to the git root that holds autotune.jsonl; else the current directory. A broken
-    config is an error, except with `lenient` (stop, clear, doctor must work with a typo
-    in it): then the defaults apply and `config_error` says what is wrong.
+    config is an error, except with `lenient` (the commands that stop, clear or only show
+    the loop must work with a typo in it): then the defaults apply to what is broken and
+    `config_error` says what is wrong.
     """
     cwd = os.path.abspath(cwd or os.getcwd())
     errors = []
 
     def settings_of(path):
-        try:
-            return load_settings(path)
-        except AutotuneError as exc:
-            if not lenient:
-                raise
-            errors.append(exc.message)
-            return Settings(path=path)
+        settings = load_settings(path, lenient)
+        errors.extend(settings.errors)
+        return settings
 
     local_config = os.path.join(cwd, CONFIG_FILE)
     local = settings_of(local_config) if os.path.isfile(local_config) else None
-    if local is not None and local.working_dir:
-        workdir = os.path.normpath(os.path.join(cwd, local.working_dir))
-        if not os.path.isdir(workdir):
-            fail("bad_config", "%s: workingDir %s is not a directory." % (
-                local_config, json.dumps(local.working_dir)))
-        return Session(workdir, find_repo(workdir), local, (errors or [None])[0])
+    workdir = os.path.normpath(os.path.join(cwd, local.working_dir)) if local and local.working_dir else None
+    if workdir is not None and not os.path.isdir(workdir):
+        message = "%s: workingDir %s is not a directory." % (local_config, json.dumps(local.working_dir))
+        if not lenient:
+            fail("bad_config", message)
+        errors.append(message)
+        workdir = local.working_dir = None
+    if workdir is not None:
+        return Session(workdir, find_repo(workdir), local, errors)
     repo = find_repo(cwd)
     workdir = cwd
     if repo is not None:
@@ -656,7 +858,7 @@ def find_session(cwd=None, lenient=False):
                 break
             probe = parent
     settings = local if (workdir == cwd and local is not None) else settings_of(os.path.join(workdir, CONFIG_FILE))
-    return Session(workdir, repo, settings, (errors or [None])[0])
+    return Session(workdir, repo, settings, errors)
 
 
 def _same_path(a, b):
@@ -844,9 +1046,14 @@ def fold_entry(state, entry, offset=None):
     if kind == "config":
         _fold_config(state, entry, offset)
     elif kind == "result":
-        return _fold_result(state, entry)
+        point = _fold_result(state, entry)
+        if isinstance(entry.get("active"), bool):
+            state.set_at, state.set_offset = entry.get("timestamp"), offset
+        return point
     elif kind == "control":
         _fold_control(state, entry)
+        if entry.get("action") in ("stop", "resume", "repair"):
+            state.set_at, state.set_offset = entry.get("timestamp"), offset
     elif kind == "rebaseline":
         samples = _samples_of(entry, entry.get("metric") if _is_number(entry.get("metric")) else None)
         if samples and state.config is not None:
@@ -862,6 +1069,9 @@ def fold_entry(state, entry, offset=None):
         state.verified = {name: entry.get(name) for name in (
             "delta_pct", "low_pct", "high_pct", "pairs", "logged_pct", "timestamp")}
         state.verified["best_index"] = (entry.get("best") or {}).get("index")
+    elif kind == "measurement":
+        if state.config is not None and entry.get("segment") == state.segment and _is_int(offset):
+            state.pending = offset  # what the next `log` records, read back from the log
     elif kind == "resume":
         state.resume_count += 1
         state.resume_at = iso_to_epoch(entry.get("timestamp")) or state.resume_at
@@ -898,10 +1108,21 @@ def _fold_config(state, entry, offset):
     state.mode = entry.get("mode") if entry.get("mode") in MODES else "optimize"
     state.health = "running"
     state.reason = "initialized"
-    state.started_at = entry.get("timestamp")
+    state.started_at = state.set_at = entry.get("timestamp")
+    state.set_offset = offset
     state.session_id = entry.get("session_id")
     state.hashes = entry.get("hashes") if isinstance(entry.get("hashes"), dict) else None
     state.snapshot = entry.get("snapshot") if isinstance(entry.get("snapshot"), dict) else None
+    state.inputs = entry.get("inputs") if isinstance(entry.get("inputs"), dict) else None
+    state.judge = entry.get("judge") if isinstance(entry.get("judge"), dict) else legacy_judge(entry)
+
+
+def failure_kind(status, verdict):
+    """A failed result's kind: `timeout` (a crash whose verdict says the benchmark ran out
+    of time), `crash` or `checks_failed`; None for keep and discard."""
+    if status == "crash":
+        return "timeout" if verdict == "timeout" else "crash"
+    return "checks_failed" if status == "checks_failed" else None
 
 
 def _fold_result(state, entry):
@@ -913,27 +1134,35 @@ def _fold_result(state, entry):
     state.total_results += 1
     index = entry.get("index") if _is_int(entry.get("index")) else state.n_exp
     metric = float(entry["metric"]) if _is_number(entry.get("metric")) else None
-    point = metric if status != "crash" else None
+    point = metric if status not in CRASH_STATUSES else None  # failures are not the code's speed
     timestamp = entry.get("timestamp")
     if point is not None:
         state.metric_points += 1
     if entry.get("measured") is True:
         state.measured_results += 1
-    if state.n_exp == 1 and isinstance(entry.get("hashes"), dict):
-        state.hashes = entry["hashes"]  # the benchmark as it was at the baseline
+    if state.n_exp == 1:  # the benchmark, its inputs and its judge as they were at the baseline
+        for name in ("hashes", "inputs", "judge"):
+            if isinstance(entry.get(name), dict):
+                setattr(state, name, entry[name])
+    state.pending = None  # a result consumes the measurement before it
     if status == "keep":
         state.kept += 1
         state.no_improve, state.crash_streak, state.heals = 0, 0, 0
         state.keep_streak += 1
+        state.streak_kinds = []
     elif status == "discard":
         state.discarded += 1
         state.no_improve += 1
         state.crash_streak, state.keep_streak = 0, 0
+        state.streak_kinds = []
     else:
+        kind = failure_kind(status, entry.get("verdict"))
         if status == "crash":
             state.crashed += 1
+            state.timed_out += kind == "timeout"
         else:
             state.checks_failed += 1
+        state.streak_kinds = (state.streak_kinds + [kind])[-10:]
         state.no_improve += 1
         state.crash_streak += 1
         state.keep_streak = 0
@@ -968,11 +1197,18 @@ def _fold_result(state, entry):
                            "timestamp": timestamp,
                            "deterministic": is_deterministic(samples) or inherited}
         state.progress_at = timestamp
-    if state.metric_names is None and status != "crash" and entry.get("metrics") is not None:
-        state.metric_names = sorted(metrics)
+    if status != "crash" and entry.get("metrics") is not None:
+        # every secondary name the segment has seen (a new one is noted once, when it
+        # appears); the primary is not a secondary metric even when a result listed it
+        names = set(state.metric_names or ()) | set(metrics)
+        names.discard(state.config.get("metric_name"))
+        state.metric_names = sorted(names)
     state.last = {"index": index, "status": status, "metric": metric, "commit": entry.get("commit"),
                   "description": entry.get("description"), "timestamp": timestamp,
                   "verdict": entry.get("verdict")}
+    for name in ("diagnosis", "rule"):   # why it failed, or which rule kept or discarded it
+        if isinstance(entry.get(name), (dict, str)):
+            state.last[name] = entry[name]
     _fold_toolchain(state, toolchain_of(entry.get("env")), index, status)
     state.exp_at = timestamp
     conf = entry.get("confidence")
@@ -1013,6 +1249,7 @@ def _fold_control(state, entry):
         state.reason = "resumed"
         state.heals = state.no_improve = state.crash_streak = state.failures = 0
         state.stop_streak = 0
+        state.streak_kinds = []
         state.resume_capped = None
     elif action == "snapshot" and isinstance(entry.get("snapshot"), dict):
         state.snapshot = entry["snapshot"]
@@ -1046,39 +1283,119 @@ def load_state(session):
     except OSError:
         require_session(session)
         raise
-    cached, legacy = None, None
+    cached, foreign = None, None
     try:
         with open(session.state_path, "rb") as handle:
             data = json.loads(handle.read().decode("utf-8"), parse_constant=_reject_constant)
+            written_at = os.fstat(handle.fileno()).st_mtime
         if isinstance(data, dict) and data.get("format") == STATE_FORMAT and _is_int(data.get("log_size")):
             import zlib
             checksum = data.pop("checksum", None)
             if checksum == "%08x" % zlib.crc32(_state_text(data).encode("utf-8")):
                 cached = State.from_dict(data)
+            else:  # ours, edited since by someone else (the first implementation's stop/repair)
+                foreign = OldState.from_file(data, written_at, data.get("log_size"))
         elif isinstance(data, dict) and "format" not in data:
-            legacy = data
+            foreign = OldState.from_file(data, written_at)  # the first implementation's
     except (OSError, ValueError, UnicodeDecodeError, TypeError, RecursionError):
         pass
+    if cached is not None:
+        with open(session.log_path, "rb") as handle:
+            if cached.log_size <= size and _tail_matches(handle, cached):
+                loaded = Loaded(cached)
+                _fold_from(handle, loaded, cached.log_size)
+                return loaded
+    return fold_log(session, foreign)
+
+
+def fold_log(session, foreign=None):
+    """The state rebuilt from the whole log. A loop controlled by the first implementation
+    (its `stop` and `repair` wrote only .autotune.state) keeps what that file said when
+    no line of the log set the loop's activity after it; the file is remembered in the
+    cache directory, so a later rebuild keeps honouring it."""
+    loaded = Loaded(State())
+    loaded.rebuilt = loaded.changed = True
+    loaded.complete = True
     with open(session.log_path, "rb") as handle:
-        if cached is not None and cached.log_size <= size and _tail_matches(handle, cached):
-            loaded = Loaded(cached)
-            _fold_from(handle, loaded, cached.log_size)
-            return loaded
-        loaded = Loaded(State())
-        loaded.rebuilt = loaded.changed = True
-        loaded.complete = True
         _fold_from(handle, loaded, 0)
     state = loaded.state
-    if legacy is not None and _is_int(legacy.get("n_exp")) and legacy.get("n_exp") == state.n_exp:
-        # a state file of the first implementation: keep what the log cannot tell
-        if isinstance(legacy.get("active"), bool):
-            state.active = legacy["active"]
-        for name in ("resume_count", "resume_at"):
-            if _is_int(legacy.get(name)):
-                setattr(state, name, legacy[name])
+    old = foreign if foreign is not None else OldState.load(session)
+    if old is not None and old.applies_to(state):
+        old.apply(state)
+        if foreign is not None and session.repo is not None:
+            old.log_size = state.log_size  # every line so far was judged against it
+            old.save(session)
     if state.confidence is None and state.config is not None:
         state.confidence = confidence(sorted(loaded.points), state)
     return loaded
+
+
+class OldState(object):
+    """The controls of a .autotune.state written by someone else: the first
+    implementation (no `format`), or its `stop`/`repair`/Stop hook editing ours."""
+
+    __slots__ = ("fields", "written_at", "log_size")
+    NAMES = ("active", "mode", "recovery", "health", "reason", "resume_count", "resume_at")
+
+    def __init__(self, fields, written_at, log_size=None):
+        self.fields, self.written_at, self.log_size = fields, written_at, log_size
+
+    @classmethod
+    def from_file(cls, data, written_at, log_size=None):
+        return cls({k: data[k] for k in cls.NAMES if k in data}, written_at,
+                   log_size if _is_int(log_size) else None)
+
+    @classmethod
+    def load(cls, session):
+        if session.repo is None:
+            return None
+        try:
+            with open(session.cache("old-state.json"), "rb") as handle:
+                data = json.loads(handle.read().decode("utf-8"))
+            return cls(data["fields"], float(data["written_at"]), data["log_size"])
+        except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
+            return None
+
+    def save(self, session):
+        try:
+            write_atomic(session.cache("old-state.json", create=True), json.dumps(
+                {"fields": self.fields, "written_at": self.written_at,
+                 "log_size": self.log_size}).encode("utf-8"))
+        except OSError:
+            pass  # only a later rebuild would forget it
+
+    def applies_to(self, state):
+        """True when no line of the log set the loop's activity after the file was
+        written: our own state saw the whole log, or every such line is older."""
+        if state.config is None:
+            return False
+        if _is_int(self.log_size):  # lines from this offset on came after the file
+            return state.set_offset is None or state.set_offset < self.log_size
+        set_at = iso_to_epoch(state.set_at)
+        return set_at is None or set_at < self.written_at
+
+    def apply(self, state):
+        old = self.fields
+        was_active, fold_reason = state.active, state.reason
+        if isinstance(old.get("active"), bool):
+            state.active = old["active"]
+        if old.get("mode") in MODES:
+            state.mode = old["mode"]
+        if "recovery" in old and (old["recovery"] is None or isinstance(old["recovery"], str)):
+            state.recovery = old["recovery"]
+        if old.get("health") in HEALTHS:
+            state.health = old["health"]
+        if isinstance(old.get("reason"), str):
+            state.reason = old["reason"]
+        if was_active and not state.active and state.health != "completed":
+            if state.reason == fold_reason:  # the old `stop`: it changed only active and health
+                state.health, state.stopped_by = "stopped", "person"
+                state.reason = "with the first implementation's `autotune stop`"
+            else:
+                state.health = "paused"
+        for name in ("resume_count", "resume_at"):
+            if _is_int(old.get(name)):
+                setattr(state, name, max(getattr(state, name), old[name]))
 
 
 def _tail_matches(handle, cached):
@@ -1175,7 +1492,7 @@ def torn_tail_error(session, loaded):
              "into a backup file." % (session.log_path, len(loaded.torn)))
 
 
-_VALUES_MAGIC = b"ATV1"
+_VALUES_MAGIC = b"ATV2"  # v2: checks_failed values are not points
 
 
 def segment_values(session, loaded):
@@ -1227,7 +1544,58 @@ def save_values(session, state, values):
     write_atomic(session.cache("values.bin", create=True), header + values.tobytes())
 
 
+def measurement_entry(m):
+    """The log line `run` appends: what it measured and of which tree, without the output
+    tails (those stay in the run.json cache, which only displays)."""
+    data = m.to_dict()
+    for name in ("output", "chk_out", "warnings"):
+        data.pop(name, None)
+    if isinstance(data.get("holdout"), dict):
+        data["holdout"] = {k: v for k, v in data["holdout"].items() if k != "output"}
+    entry = {"type": "measurement"}
+    entry.update(data)
+    return entry
+
+
+def pending_measurement(session, state):
+    """The measurement that the next `log` records: the last `measurement` line `run`
+    appended to the log in this segment with no result after it, as (Measurement, ref)
+    where ref is {"offset", "sha256"} of that line; (None, None) when there is none.
+
+    It is read back from the log, never from a cache: the state only says where to start
+    looking, and a result or config line after a measurement means it was used."""
+    import hashlib
+    offset = state.pending
+    if not _is_int(offset) or offset < (state.config_offset or 0):
+        return None, None
+    found = None
+    with open(session.log_path, "rb") as handle:
+        if offset:
+            handle.seek(offset - 1)
+            if handle.read(1) != b"\n":
+                return None, None  # not the start of a line: a damaged or forged cache
+        handle.seek(offset)
+        position = offset
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                break
+            entry = parse_line(raw)
+            kind = entry.get("type") if entry is not None else None
+            if kind == "measurement" and entry.get("segment") == state.segment:
+                found = (position, raw, entry)
+            elif kind in ("result", "config"):
+                found = None
+            position += len(raw)
+    if found is None:
+        return None, None
+    position, raw, entry = found
+    return (Measurement.from_dict(entry),
+            {"offset": position, "sha256": hashlib.sha256(raw).hexdigest()})
+
+
 def load_measurement(session):
+    """run.json: the last run's full answer (output tails included), for display only;
+    `log` never reads it (an agent can rewrite it)."""
     try:
         with open(session.cache("run.json"), "rb") as handle:
             return Measurement.from_dict(json.loads(handle.read().decode("utf-8")))
@@ -1551,7 +1919,8 @@ def assess(candidate, reference, direction, alpha, min_pct=0.0, noise_mad=None, 
         evidence["noise"] = {"sigma": 0, "deterministic": True}
         if gain > 0 and big_enough:
             return "improved", evidence
-        return ("worse" if gain < 0 else "within_noise"), evidence
+        # an identical value is `unchanged`: a deterministic benchmark has no noise to be within
+        return ("worse" if gain < 0 else "unchanged" if gain == 0 else "within_noise"), evidence
     if min_p_value(len(candidate), len(reference)) > alpha:
         if not final:
             return None, evidence  # the exact test cannot reach alpha yet: sample more
@@ -1848,6 +2217,17 @@ def sampling_plan(reference, repeat, settings, deterministic=False):
                         "noisy benchmark", adaptive=True)
 
 
+def reference_to_measure(reference, repeat):
+    """True when the best the next verdict is judged against is one recorded number and no
+    samples (a session of the first implementation logged one value per experiment), so
+    `run` measures the kept code first rather than taking the spread of *other
+    experiments'* values for noise. (When `run` measures the best beside every candidate,
+    this is the case where that reference is missing.)"""
+    if repeat != "auto" or not reference:
+        return False
+    return len(reference.get("samples") or ()) < 2 and not reference.get("deterministic")
+
+
 def collect_samples(take, plan, reference, direction, settings, noise_mad=None, deterministic=False):
     """The adaptive sampling loop of `run`, over a `take(n)` that measures sample n and
     returns (value, metrics), or None when the benchmark failed (which ends the loop).
@@ -1883,6 +2263,16 @@ def median_metrics(sample_metrics, exclude=None):
     return {name: _round(median([m[name] for m in sample_metrics if name in m])) for name in names}
 
 
+def metric_name_changes(known, metrics, pname):
+    """(new, missing) secondary metric names of a result against the segment's earlier
+    ones. Neither refuses a result: `run` records what the benchmark printed, and the
+    first implementation's agent typed --metrics by hand, often a subset, sometimes with
+    the primary among them (never a secondary metric, so it is left out)."""
+    known = set(known or ()) - {pname}
+    names = set(metrics) - {pname}
+    return sorted(names - known), sorted(known - names)
+
+
 def regression_pct(value, reference, direction):
     """How much worse `value` is than `reference`, in percent (inf from a zero reference)."""
     worse = value - reference if direction == "lower" else reference - value
@@ -1894,11 +2284,12 @@ def regression_pct(value, reference, direction):
 def verdict_of(m, reference, reference_info, direction, settings, noise_mad, alpha, baseline_metrics,
                judged=None):
     """The verdict on a measurement and its evidence, before any holdout (pure; sets
-    m.guardrails). A `baseline` or `improved` verdict then goes to holdout_verdict.
+    m.guardrails). A verdict that would be kept (`baseline`, `improved`, or an equal
+    result the simplicity rule keeps) then goes to holdout_verdict.
     `judged` is the interleaved verdict and evidence (collect_pairs), and then
     baseline_metrics are the kept code's, measured in the same window."""
     if m.crashed:
-        return "crash", None
+        return ("timeout" if m.timeout else "crash"), None
     if judged is not None:
         verdict, evidence = judged
     elif reference:
@@ -1921,10 +2312,10 @@ def verdict_of(m, reference, reference_info, direction, settings, noise_mad, alp
 def holdout_verdict(verdict, holdout, reference, direction, tolerance_pct):
     """The verdict once the holdout ran (pure; records its judgement in `holdout`): a
     crashed holdout, or one that regressed beyond tolerance against the baseline's,
-    fails the candidate."""
+    fails the candidate (an improvement, or an equal result kept for being simpler)."""
     if holdout.get("reason"):
         return "holdout_failed"
-    if verdict == "improved" and reference is not None:
+    if verdict != "baseline" and reference is not None:
         regression = regression_pct(holdout["value"], reference, direction)
         holdout["reference"] = reference
         holdout["regression_pct"] = _round(regression, 3) if regression != float("inf") else None
@@ -1933,6 +2324,239 @@ def holdout_verdict(verdict, holdout, reference, direction, tolerance_pct):
                 regression, _fmt(tolerance_pct)))
             return "holdout_failed"
     return verdict
+
+
+def suggested_status(verdict, lines_added=None, lines_removed=None):
+    """What `log --status auto` records for a verdict, and the rule that decided it, as
+    (status, {"rule", "why", "lines_added", "lines_removed"}). Pure.
+
+    Simpler is better: at a result equal to the best (`unchanged`, `within_noise`) an
+    experiment that removes more lines than it adds is kept (removing code for an
+    equal result is a win); one that adds code, or changes as many lines as it removes,
+    is discarded (a within-noise change that adds code is not). Line counts of None
+    (unknown) never keep. Every other verdict decides alone."""
+    rule = {"rule": "verdict", "lines_added": lines_added, "lines_removed": lines_removed}
+    if verdict in EQUAL_VERDICTS:
+        equal = "an unchanged result" if verdict == "unchanged" else "a result within the noise"
+        if lines_added is None or lines_removed is None:
+            rule.update(rule="not_simpler", why="%s, and the lines the experiment changes are unknown, "
+                        "so it is discarded" % equal)
+            return "discard", rule
+        counts = "removes %d line%s and adds %d" % (lines_removed, "" if lines_removed == 1 else "s",
+                                                    lines_added)
+        if lines_removed > lines_added:
+            rule.update(rule="simpler", why="simpler is better: %s, and the experiment %s, so it is "
+                        "kept (the best does not move)" % (equal, counts))
+            return "keep", rule
+        rule.update(rule="not_simpler", why="simpler is better: %s, and the experiment %s, so it is "
+                    "discarded (an equal result does not pay for more code)" % (equal, counts))
+        return "discard", rule
+    status = {"baseline": "keep", "improved": "keep", "crash": "crash", "timeout": "crash",
+              "checks_failed": "checks_failed"}.get(verdict, "discard")
+    rule["why"] = "the verdict is %s" % verdict
+    return status, rule
+
+
+# Diagnosis of a failed run: the last error line of the output, and whether it looks like
+# the edit (it points at a file the experiment changed) or the environment. Pure.
+
+_ENVIRONMENT_SIGNS = (
+    (r"command not found|executable file not found|not recognized as an internal", "a command is missing"),
+    (r"no module named|modulenotfounderror|cannot find module|cannot find package|"
+     r"error while loading shared libraries|importerror", "a module or library is missing"),
+    (r"no space left on device|disk quota exceeded", "the disk is full"),
+    (r"out of memory|cannot allocate memory|memoryerror|bad_alloc|oom-kill", "memory ran out"),
+    (r"connection refused|connection reset|address already in use|network is unreachable|"
+     r"could not resolve|name resolution|name or service not known", "the network or a service"),
+    (r"too many open files|resource temporarily unavailable", "a resource limit"),
+    (r"read-only file system", "the file system is read-only"),
+    (r"permission denied|operation not permitted", "a permission"),
+    (r"no such file or directory", "a file is missing"),
+)
+_ERROR_WORDS = (r"(?i)(error|exception|traceback|fatal|panic|abort|segmentation fault|core dumped|"
+                r"\bfail(ed|ure|s)?\b|not found|no such file|permission denied|\bkilled\b|assert)")
+
+
+def clean_output_lines(text):
+    """The lines of a process's output as a terminal would show them, without colour
+    sequences or other control characters (they must not reach the agent's terminal)."""
+    import re
+    import unicodedata
+    text = re.sub(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)?|\x1b.", "", text or "")
+    lines = []
+    for raw in text.splitlines():
+        line = "".join(" " if ch == "\t" else ch for ch in raw
+                       if ch == "\t" or unicodedata.category(ch) not in ("Cc", "Cf"))
+        lines.append(line.rstrip())
+    return lines
+
+
+def last_error_line(lines):
+    """The line that says what went wrong: a Python traceback's exception line, else the
+    last line that reads like an error, else the last line (METRIC lines and autotune's
+    own notes skipped); None for no output."""
+    import re
+    lines = [l for l in lines if l.strip() and not l.lstrip().startswith(("METRIC ", "[checks timed out"))]
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("Traceback (most recent call last)"):
+            after = [l for l in lines[i + 1:] if not l.startswith((" ", "\t"))]
+            if after:
+                return _one_line(after[0], 300)
+            break
+    for line in reversed(lines):
+        if re.search(_ERROR_WORDS, line):
+            return _one_line(line, 300)
+    return _one_line(lines[-1], 300) if lines else None
+
+
+def _file_refs(lines):
+    """The paths an output points at, in order: traceback frames (`File "x.py", line 3`)
+    and `path.ext:line` mentions (compilers, Node, Rust and Go panics)."""
+    import re
+    refs = []
+    for line in lines:
+        for match in re.finditer(r'File "([^"]+)", line \d+|((?:[A-Za-z]:)?[\w.~/\\+@-]*\w\.\w{1,10}):\d+', line):
+            refs.append((match.group(1) or match.group(2)).replace("\\", "/"))
+    return refs
+
+
+def _changed_match(ref, changed, roots):
+    """The changed file (a repository path) that `ref` names, or None."""
+    if ref.startswith("/"):
+        for root in roots:
+            prefix = root.rstrip("/") + "/"
+            if ref.startswith(prefix) and ref[len(prefix):] in changed:
+                return ref[len(prefix):]
+        return None
+    while ref.startswith("./"):
+        ref = ref[2:]
+    for name in changed:
+        if ref == name or name.endswith("/" + ref):
+            return name
+    return None
+
+
+def _changed_file_named(lines, changed, roots):
+    """The changed file the output points at (the innermost mention wins), or None: a
+    traceback frame or `path:line`, or a module that cannot be found or imported whose
+    name is a changed file's."""
+    import re
+    hit = None
+    for ref in _file_refs(lines):
+        hit = _changed_match(ref, changed, roots) or hit
+    if hit:
+        return hit
+    for line in reversed(lines[-40:]):
+        missing = re.search(r"no module named '?([\w.]+)|cannot find module '([^']+)'|"
+                            r"cannot import name '?\w+'? from '([\w.]+)'", line, re.I)
+        name = missing and [g for g in missing.groups() if g][0].replace("/", ".").split(".")[-1]
+        if name:
+            return next((c for c in changed if c.rsplit("/", 1)[-1].rsplit(".", 1)[0] == name
+                         or ("/%s/" % name) in "/" + c), None)
+    return None
+
+
+def _environment_sign(line, lines, changed_files):
+    """Why the failure reads like the environment (the last error line is asked first,
+    then the output's tail), or None."""
+    import re
+    sign = None
+    for text in (line or "", "\n".join(lines[-40:])):
+        sign = next((label for pattern, label in _ENVIRONMENT_SIGNS if re.search(pattern, text, re.I)), None)
+        if sign:
+            break
+    if changed_files is not None and not changed_files:   # nothing differs from the kept code
+        sign = "the experiment changes no file, so the edit cannot be the cause" + (
+            "; the output says %s" % sign if sign else "")
+    return sign
+
+
+def _timeout_advice(kind, line, sign, limit, load):
+    """(origin, why, text) for a benchmark or checks timeout: the environment when the
+    machine was overloaded (load above CPUs + 1) or nothing changed, else the edit."""
+    what, stays = (("the benchmark", "benchmark") if kind == "timeout"
+                   else ("the correctness checks", "checks"))
+    head = "%s ran past %s timeout%s and %s killed." % (
+        what[0].upper() + what[1:], "its" if kind == "timeout" else "their",
+        (" (%ss)" % _fmt(limit)) if limit else "", "was" if kind == "timeout" else "were")
+    if line:
+        head += ' Its output ends with "%s".' % line
+    known = load is not None and load[0] is not None and bool(load[1])
+    if (known and load[0] > load[1] + 1) or (sign and sign.startswith("the experiment changes no file")):
+        why = "the machine was overloaded (load %s on %d CPUs)" % (_fmt(load[0]), load[1]) \
+            if known and load[0] > load[1] + 1 else sign
+        return "environment", why, ("%s It may be the environment: %s. Run again on a quieter machine; "
+                                    "the %s stays as it is." % (head, why, stays))
+    why = "the kept code finished within the limit%s" % (
+        (" and the machine was not overloaded (load %s on %d CPUs)" % (_fmt(load[0]), load[1])) if known else "")
+    return "edit", why, ("%s It looks like the edit made %s much slower or made it hang (an infinite "
+                         "loop, a deadlock, a wait for input): %s. Look for that in the change, or drop "
+                         "the idea; the timeout and the %s stay as they are." % (head, what, why, stays))
+
+
+def _checks_advice(line, hit, sign):
+    """(origin, why, text) for failed correctness checks: the edit unless the output
+    reads like the environment (the kept code passed the same checks)."""
+    head = "The benchmark ran, but the correctness checks failed%s." % ((': "%s"' % line) if line else "")
+    if sign:
+        why = "the checks' output says %s" % sign
+        return "environment", why, ("%s It looks like the environment (%s), not the edit: run ./%s by "
+                                    "hand on the kept code; if it fails the same way, fix the "
+                                    "environment, not the checks." % (head, sign, CHECKS_FILE))
+    why = ("the failure points at %s, which the experiment changed" % hit if hit
+           else "the kept code passed the same checks")
+    return "edit", why, ("%s It looks like the edit: %s, so the change alters what the code computes. "
+                         "Fix the behaviour or drop the idea; never edit the checks or the tests that "
+                         "define correctness." % (head, why))
+
+
+def _crash_advice(line, hit, sign, changed):
+    """(origin, why, text) for a benchmark crash."""
+    head = "The benchmark crashed%s." % ((': its output ends with "%s"' % line) if line else " without any output")
+    if hit:
+        why = "the error points at %s, which the experiment changed" % hit
+        return "edit", why, ("%s It looks like the edit: %s. Fix the bug and retry the idea (after the "
+                             "log, `autotune restore --list` finds the reverted change), or drop it; the "
+                             "benchmark stays as it is." % (head, why))
+    if sign:
+        return "environment", "the output says %s" % sign, (
+            "%s It looks like the environment (%s), not the edit: run ./%s by hand on the kept code; if it "
+            "fails the same way, fix the environment (install, free or restart what is missing), not the "
+            "benchmark, then retry the idea." % (head, sign, BENCH_FILE))
+    why = "the error names no file the experiment changed%s" % (
+        (" (%s)" % ", ".join(changed[:5])) if changed else "")
+    return "unclear", why, ("%s The cause is not certain: %s. The kept code passed this benchmark, so the "
+                            "edit is still the likely cause (through code that calls it or data it "
+                            "changes); run ./%s by hand on the kept code to rule out the environment. The "
+                            "benchmark stays as it is." % (head, why, BENCH_FILE))
+
+
+def diagnose_crash(output, changed_files, kind="crash", roots=(), limit=None, load=None):
+    """What a failed run says about its cause, for `run`, `log` and `explain` (pure).
+
+    kind is `crash`, `timeout`, `checks_failed` or `checks_timeout`; output is the tail
+    of the benchmark's (or the checks') output; changed_files the experiment's paths
+    relative to the repository root `roots` (as given and as resolved), None when
+    unknown; limit the timeout in seconds; load (load average, CPU count). Returns
+    {"kind", "line", "origin", "file", "why", "text"}: origin `edit` when the error
+    points at a file the experiment changed (or the checks reject its result),
+    `environment` when it reads like a missing tool, a full disk, memory or the network
+    (or nothing changed, or the machine was overloaded at a timeout), else `unclear`.
+    `text` is the advice: it never suggests editing the benchmark or the checks, which
+    the agent's rules forbid."""
+    lines = clean_output_lines(output)
+    line = last_error_line(lines)
+    changed = list(changed_files or [])
+    hit = _changed_file_named(lines, changed, roots)
+    sign = None if hit else _environment_sign(line, lines, changed_files)
+    if kind in ("timeout", "checks_timeout"):
+        origin, why, text = _timeout_advice(kind, line, sign, limit, load)
+        hit = None
+    elif kind == "checks_failed":
+        origin, why, text = _checks_advice(line, hit, sign)
+    else:
+        origin, why, text = _crash_advice(line, hit, sign, changed)
+    return {"kind": kind, "line": line, "origin": origin, "file": hit, "why": why, "text": text}
 
 
 def check_guardrails(rules, metrics, baseline_metrics, against="the baseline"):
@@ -1977,9 +2601,14 @@ PLAYBOOK_TEXT = {
         "the dead ends in autotune.md, pick the most promising untried idea from "
         "autotune.ideas.md, and cut it down to its smallest testable step."),
     "diagnose": (
-        "Stop changing the code under test and find the cause first: read the output tail "
-        "of the last run (and chk_out for checks), run ./autotune.sh by hand, and fix the "
-        "environment, the benchmark or the checks before the next experiment."),
+        "Stop trying new ideas and find the cause first: read the output tail of the last "
+        "run (and chk_out for the checks), run ./autotune.sh by hand on the kept code, and "
+        "fix the environment or the edit before the next experiment (the benchmark and the "
+        "checks stay as they are: they define the goal)."),
+    "diagnose_plateau": (
+        "Stop trying ideas of the same kind and find where the metric is spent: profile the "
+        "workload the benchmark runs, read the secondary metrics and the dead ends in "
+        "autotune.md, and write down what dominates before the next experiment targets it."),
     "reset_worktree": (
         "Start the next experiment from a clean tree: autotune already reverted the failed "
         "change; check that `git status` shows nothing of it, delete leftovers such as "
@@ -2000,20 +2629,26 @@ def health_fields(state):
         "no_improve", "crash_streak", "keep_streak")}
 
 
-def choose_playbook(failure, attempt, settings):
+def choose_playbook(failure, attempt, settings, deterministic=False):
     """The attempt-th healing action (1-based) for this failure: escalation through
-    the failure's preferred order, keeping only configured playbooks."""
+    the failure's preferred order, keeping only configured playbooks. A plateau of a
+    deterministic benchmark skips `rebaseline`: identical re-measurements teach nothing."""
     allowed = [p for p in settings.playbooks if settings.pause_on_exhausted or p != "pause"]
+    if deterministic and failure == "plateau":
+        allowed = [p for p in allowed if p != "rebaseline"]
     order = [p for p in FAILURE_PLAYBOOK_ORDER[failure] if p in allowed] or allowed or ["diagnose"]
     return order[min(attempt, len(order)) - 1]
 
 
-def advance(prev, status, improved, settings):
+def advance(prev, status, improved, settings, deterministic=False, timeout=False):
     """The health machine (SPEC 6): the health fields after one logged result.
 
     `prev` holds the fields of health_fields(); the answer is a new dict. A `pause`
     playbook pauses the loop; `pauseOnExhaustedRecovery: false` removes it, so the
     loop keeps healing with its last action instead of ever pausing itself.
+    `deterministic` (the benchmark's values are identical on re-measurement) takes
+    `rebaseline` out of a plateau's recovery; `timeout` (a crash whose verdict is a
+    timeout) makes the reason `timeout`, not `crash`.
     """
     nxt = dict(prev)
     nxt.update(active=True, recovery=None)
@@ -2036,7 +2671,7 @@ def advance(prev, status, improved, settings):
         nxt["crash_streak"] = prev["crash_streak"] + 1
         crash = status == "crash"
         nxt.update(failure="benchmark_crash" if crash else "checks_failed", health="crashing",
-                   reason="crash" if crash else "checks_failed")
+                   reason=("timeout" if timeout else "crash") if crash else "checks_failed")
     heal = (nxt["failure"] == "plateau" or
             (nxt["failure"] in ("benchmark_crash", "checks_failed")
              and nxt["crash_streak"] >= settings.max_crash_streak))
@@ -2046,7 +2681,7 @@ def advance(prev, status, improved, settings):
         nxt.update(health="paused", recovery="pause", mode="repair",
                    reason="recovery_exhausted", active=False)
         return nxt
-    action = choose_playbook(nxt["failure"], prev["heals"] + 1, settings)
+    action = choose_playbook(nxt["failure"], prev["heals"] + 1, settings, deterministic)
     nxt.update(heals=prev["heals"] + 1, recovery=action, mode="repair", reason="heal:" + action,
                health="healing")
     if action == "pause":
@@ -2072,7 +2707,27 @@ def budget_reason(runs, best_metric, direction, settings, started_epoch, now_epo
 
 
 def next_action(state):
-    """The suggested next step for this state, as (code, what it means in practice)."""
+    """The suggested next step for this state, as (code, what it means in practice);
+    during a failure streak the text ends with the diagnosis of the last failure."""
+    action, text = playbook_action(state)
+    diagnosis = failure_diagnosis(state)
+    if diagnosis and action not in ("init", "report"):
+        text = "%s %s" % (text, diagnosis["text"])
+    return action, text
+
+
+def failure_diagnosis(state):
+    """The diagnosis of the last result while the loop is in its failure streak, or None."""
+    last = state.last or {}
+    diagnosis = last.get("diagnosis")
+    if state.crash_streak and last.get("status") in CRASH_STATUSES and isinstance(diagnosis, dict) \
+            and isinstance(diagnosis.get("text"), str):
+        return diagnosis
+    return None
+
+
+def playbook_action(state):
+    """next_action without the diagnosis: the playbook this state calls for."""
     if state.config is None:
         return "init", "Start a session with `autotune init`."
     if state.health == "completed" and needs_verify(state):
@@ -2106,8 +2761,11 @@ def next_action(state):
     if state.recovery == "manual_repair":
         return "repair", PLAYBOOK_TEXT["manual_repair"]
     if state.health == "healing" and state.recovery:
-        return state.recovery, PLAYBOOK_TEXT.get(state.recovery, "Apply the %s playbook." % state.recovery)
+        key = "diagnose_plateau" if (state.recovery, state.failure) == ("diagnose", "plateau") else state.recovery
+        return state.recovery, PLAYBOOK_TEXT.get(key, "Apply the %s playbook." % state.recovery)
     if state.health == "plateaued":
+        if (state.reference or {}).get("deterministic"):  # identical re-measurements teach nothing
+            return "shrink_scope", PLAYBOOK_TEXT["shrink_scope"]
         return "rebaseline", PLAYBOOK_TEXT["rebaseline"]
     if state.health == "crashing":
         return "diagnose", PLAYBOOK_TEXT["diagnose"]
@@ -2279,6 +2937,10 @@ class Change(object):
     def name(self):
         return self.path.decode("utf-8", "replace")
 
+    def inverse(self):
+        """The same path changed the other way (restore_changes of it re-applies this)."""
+        return Change(self.new_mode, self.old_mode, self.new_sha, self.old_sha, self.status, self.path)
+
 
 def _excluded_paths(session):
     """Pathspecs that keep the protected files (and this script) out of snapshots."""
@@ -2364,6 +3026,26 @@ def diff_trees(session, base, current, tracked_only=False):
             continue
         changes.append(Change(old_mode, new_mode, old_sha, new_sha, status.decode("ascii"), path))
     return changes
+
+
+def line_counts(session, base, current, changes=None):
+    """(lines added, lines removed) by the experiment between two snapshot trees: git's
+    numstat, exact and one process, over the paths diff_trees calls the experiment's
+    (protected files and paths outside the working directory are not); a binary file
+    counts as neither."""
+    if changes is None:
+        changes = diff_trees(session, base, current)
+    paths = {c.path for c in changes}
+    if not paths:
+        return 0, 0
+    proc = session.repo.run(["diff-tree", "-r", "-z", "--numstat", "--no-renames", base, current])
+    added = removed = 0
+    for record in proc.stdout.split(b"\0"):
+        parts = record.split(b"\t", 2)
+        if len(parts) == 3 and parts[2] in paths and parts[0].isdigit() and parts[1].isdigit():
+            added += int(parts[0])
+            removed += int(parts[1])
+    return added, removed
 
 
 def _identity_retry(repo, args, **kwargs):
@@ -2531,7 +3213,7 @@ def _fsync_write(path, data):
 def _flipped(changes):
     """The same changes seen from the other side: restore_changes of these writes the
     `new` side (the candidate's files)."""
-    return [Change(c.new_mode, c.old_mode, c.new_sha, c.old_sha, c.status, c.path) for c in changes]
+    return [c.inverse() for c in changes]
 
 
 class Swap(object):
@@ -2547,10 +3229,10 @@ class Swap(object):
     `autotune doctor --fix` (restore_swap) puts the candidate back, and every command
     that reads or changes the tree refuses until then."""
 
-    def __init__(self, session, best_tree, candidate_tree, purpose="run"):
+    def __init__(self, session, best_tree, candidate_tree, purpose="run", tracked_only=False):
         self.session, self.best_tree, self.candidate_tree = session, best_tree, candidate_tree
         self.purpose = purpose
-        self.changes = diff_trees(session, best_tree, candidate_tree)
+        self.changes = diff_trees(session, best_tree, candidate_tree, tracked_only=tracked_only)
         self.side, self.journal, self.stamp = "candidate", None, 0
 
     @property
@@ -2635,19 +3317,29 @@ def pending_swap(session):
 
 
 def refuse_pending_swap(session):
-    """Every command that reads or changes the experiment's files refuses while the
-    best's version may be in their place."""
+    """Every command that reads or changes the experiment's files refuses while a live
+    measurement has the kept version in their place, and first puts the experiment's
+    files back after a killed one (as `doctor --fix` does). Returns a warning or None."""
     journal = pending_swap(session)
     if journal is None:
-        return
+        return None
     if swap_owner_alive(journal):
         fail("measuring", "`autotune %s` (pid %s) is measuring the kept code beside the candidate "
              "and has the kept version of the experiment's files in place; wait for it to finish." % (
                  journal.get("purpose", "run"), journal.get("pid")))
-    fail("interrupted_swap", "An interrupted `autotune %s` left the kept version of the experiment's "
-         "files in place of yours (%s). Run `autotune doctor --fix` to put your version back; nothing "
-         "else is changed." % (journal.get("purpose", "run"), ", ".join(
-             str(p) for p in (journal.get("paths") or [])[:10]) or "no files recorded"))
+    with LogLock(session):
+        return "restored" if recover_swap(session) else None
+
+
+def recover_swap(session):
+    """After a measurement killed while the kept code was in place (its process is gone):
+    puts the experiment's files back, exactly. Returns True when it restored something.
+    Callers hold the LogLock."""
+    journal = pending_swap(session)
+    if journal is None or swap_owner_alive(journal):
+        return False
+    restore_swap(session, journal)
+    return True
 
 
 def _process_start(pid):
@@ -2704,11 +3396,12 @@ def _reap_group(pgid, grace):
     _kill_group(pgid, signal.SIGKILL)
 
 
-def _kill_tagged(token):
+def _kill_tagged(token, prefix=False):
     """SIGKILLs the processes whose environment carries this run's token: descendants
-    that left the process group (setsid, daemonizing servers). Linux /proc only."""
+    that left the process group (setsid, daemonizing servers). Linux /proc only. With
+    `prefix`, every token of the process whose pid is `token` (a killed holder's)."""
     import signal
-    needle = b"AUTOTUNE_RUN_TOKEN=" + token.encode()
+    needle = b"AUTOTUNE_RUN_TOKEN=" + token.encode() + (b"-" if prefix else b"")
     try:
         names = os.listdir("/proc")
     except OSError:
@@ -2718,7 +3411,8 @@ def _kill_tagged(token):
             continue
         try:
             with open("/proc/%s/environ" % name, "rb") as handle:
-                if needle in handle.read().split(b"\0"):
+                variables = handle.read().split(b"\0")
+                if any(v.startswith(needle) for v in variables) if prefix else needle in variables:
                     os.kill(int(name), signal.SIGKILL)
         except (OSError, ValueError):
             pass
@@ -2831,7 +3525,7 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
         if sweep is None:
             _kill_tagged(token)
     scanner.close()
-    outcome.exit = proc.returncode
+    outcome.exit = 124 if outcome.timeout else proc.returncode  # as timeout(1) reports it
     outcome.dur = round(time.monotonic() - started, 3)
     outcome.metrics = scanner.metrics
     text = clean_tail(scanner.text(tail_lines, scanner.tail_limit))  # clean first, then cut
@@ -2839,6 +3533,90 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
         text = text.encode("utf-8")[-tail_bytes:].decode("utf-8", "ignore")
     outcome.output = text
     return outcome
+
+
+class BenchmarkLock(object):
+    """One benchmark at a time per loop: every command that executes the benchmark
+    (run, rebaseline, and any later one) holds it for as long as it measures.
+
+    An flock on <cache>/bench.lock, which the kernel releases when the holder exits or
+    is killed (kill -9 included), so a dead holder never blocks anyone; the file's text
+    (pid, start time, command) only names the holder in the refusal of a second caller.
+    A second caller is refused at once rather than queued: its measurement would be of
+    a machine busy with the first one."""
+
+    def __init__(self, session, command):
+        self.session, self.command, self.fd = session, command, None
+
+    def __enter__(self):
+        path = self.session.cache("bench.lock", create=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            fail("io_error", "Cannot open %s (%s)." % (path, exc.strerror))
+        try:
+            import fcntl
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:
+            pass  # no advisory locks on this platform: one caller assumed
+        except OSError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            fail("benchmark_running", "Another benchmark of this loop is running (%s); benchmarks "
+                 "never overlap, so nothing was run. Wait for it to finish, then try again." %
+                 holder_text(holder))
+        previous = _lock_holder(fd)  # left by a holder killed before it could clear it
+        if _is_int(previous.get("pid")) and previous["pid"] != os.getpid():
+            _kill_tagged(str(previous["pid"]), prefix=True)  # its benchmark may outlive it
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "started": utc_now(),
+                                 "command": self.command}).encode("utf-8"))
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            os.ftruncate(self.fd, 0)
+        except OSError:
+            pass
+        os.close(self.fd)  # closing releases the flock
+        self.fd = None
+        return False
+
+
+def _lock_holder(fd):
+    try:
+        os.lseek(fd, 0, 0)
+        data = json.loads(os.read(fd, 65536).decode("utf-8", "replace"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def holder_text(holder):
+    if not holder:
+        return "its holder did not say who it is yet"
+    return "pid %s, started %s: %s" % (holder.get("pid"), holder.get("started"),
+                                        json.dumps(holder.get("command"), ensure_ascii=False))
+
+
+def running_benchmark(session):
+    """The holder of the benchmark lock ({} when it does not say), or None when free."""
+    path = session.cache("bench.lock")
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        import fcntl
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return None
+    except ImportError:
+        return None
+    except OSError:
+        return _lock_holder(fd)
+    finally:
+        os.close(fd)
 
 
 def benchmark_env(overrides=None, **extra):
@@ -3368,6 +4146,231 @@ def file_hashes(session):
     return hashes
 
 
+# What defines the commands a benchmark calls: protected by default (protectDefaults),
+# since `npm pkg set scripts.test="... || true"` turns failing checks into a keep. Only
+# the definitions: package.json's scripts (not its dependencies: changing one is a fair
+# experiment), the Makefile, the test runner's settings, build scripts.
+_CALLS = (
+    ("npm", r"\b(?:npm|pnpm|yarn|bun)\s+(?:(?:-s|--silent|-q|--quiet)\s+)*(?:run(?:-script)?\s+)?"
+            r"(?:(?:-s|--silent|-q|--quiet)\s+)*([A-Za-z0-9][\w:.-]*)"),
+    ("make", r"(?:^|[\s;&|(])(?:g?make)(?:\s|$)"),
+    ("pytest", r"\b(?:pytest|py\.test)\b"),
+    ("tox", r"(?:^|[\s;&|(])tox(?:\s|$)"),
+    ("cargo", r"\bcargo\s+\w"),
+    ("jest", r"\b(?:jest|vitest)\b"),
+    ("script", r"(?:^|[\s;&|(])(?:bash\s+|sh\s+|\./)([\w./-]+\.sh)\b"),
+)
+_NPM_NOT_SCRIPTS = ("install", "i", "ci", "add", "remove", "uninstall", "exec", "x", "dlx", "pkg",
+                    "config", "init", "publish", "pack", "link", "audit", "outdated", "update",
+                    "why", "ls", "list", "set-script", "version", "view", "cache", "rebuild")
+_NPM_ALIASES = {"t": "test", "tst": "test"}
+
+
+def called_tools(text):
+    """{tool: set of arguments} for the commands a shell script calls (comments skipped)."""
+    import re
+    calls = {}
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    for tool, pattern in _CALLS:
+        for match in re.finditer(pattern, code, re.M):
+            value = match.group(1) if match.groups() else ""
+            if tool == "npm":
+                value = _NPM_ALIASES.get(value, value)
+                if value in _NPM_NOT_SCRIPTS:
+                    continue
+            calls.setdefault(tool, set()).add(value)
+    return calls
+
+
+def _read_bytes(path, limit=None):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read() if limit is None else handle.read(limit)
+    except OSError:
+        return None
+
+
+def ini_section(text, header):
+    """The lines of one [header] section of an INI or TOML file (header included), or None."""
+    lines, inside = [], False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            if inside:
+                break
+            inside = stripped.split("#", 1)[0].strip() == "[%s]" % header
+        if inside:
+            lines.append(line)
+    return "\n".join(lines) if lines else None
+
+
+def _npm_scripts(session):
+    try:
+        data = json.loads((_read_bytes(session.path("package.json")) or b"{}").decode("utf-8"))
+        scripts = data.get("scripts") if isinstance(data, dict) else None
+        return scripts if isinstance(scripts, dict) else {}
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return {}
+
+
+def indirect_inputs(session, texts):
+    """The keys of what defines the commands the given scripts call: "Makefile",
+    "package.json#scripts.test", "pyproject.toml#[tool.pytest.ini_options]"..."""
+    keys = []
+    calls = {}
+    for text in texts:
+        for tool, values in called_tools(text).items():
+            calls.setdefault(tool, set()).update(values)
+    exists = lambda name: os.path.isfile(session.path(name))
+    if "npm" in calls:
+        scripts = _npm_scripts(session)
+        todo, seen = sorted(calls["npm"]), set()
+        while todo:
+            name = todo.pop()
+            for entry in ("pre" + name, name, "post" + name):
+                if entry in scripts and entry not in seen:
+                    seen.add(entry)
+                    body = scripts[entry] if isinstance(scripts[entry], str) else ""
+                    nested = called_tools(body)
+                    todo.extend(sorted(nested.pop("npm", ())))
+                    for tool, values in nested.items():
+                        calls.setdefault(tool, set()).update(values)
+                    for word in body.split():
+                        word = word.strip("'\";&|()")
+                        if (word.endswith((".sh", ".bash")) or word.startswith(("scripts/", "./scripts/"))
+                                or os.path.basename(word).startswith("build.")) and exists(word):
+                            keys.append(os.path.normpath(word))
+        keys += ["package.json#scripts.%s" % name for name in sorted(seen)]
+    if "make" in calls:
+        for name in ("GNUmakefile", "makefile", "Makefile"):
+            if exists(name):
+                keys.append(name)
+                text = (_read_bytes(session.path(name), 1 << 20) or b"").decode("utf-8", "replace")
+                for line in text.splitlines():
+                    if line.startswith(("include ", "-include ", "sinclude ")):
+                        keys += [w for w in line.split()[1:] if exists(w)]
+                break
+    if "pytest" in calls or "tox" in calls:
+        keys += [name for name in ("pytest.ini", "conftest.py", "tests/conftest.py", "test/conftest.py")
+                 if exists(name)]
+        keys += ["%s#[%s]" % pair for pair in (("pyproject.toml", "tool.pytest.ini_options"),
+                                              ("setup.cfg", "tool:pytest"), ("tox.ini", "pytest"))]
+    if "tox" in calls:
+        keys += ["tox.ini" if exists("tox.ini") else "tox.ini#[tox]", "pyproject.toml#[tool.tox]",
+                 "setup.cfg#[tox:tox]"]
+    if "cargo" in calls:
+        keys += [name for name in ("build.rs",) if exists(name)]
+        keys += [".cargo/config.toml#[alias]", ".cargo/config#[alias]"]
+    if "jest" in calls:
+        keys += [name for name in os.listdir(session.workdir)
+                 if name.startswith(("jest.config.", "vitest.config.", "vite.config."))]
+        keys.append("package.json#jest")
+    keys += [os.path.normpath(path) for path in calls.get("script", ()) if exists(path)]
+    return sorted(set(k for k in keys if k not in PROTECTED_FILES))
+
+
+def _input_digest(session, key):
+    """sha256 of one protected input (a file, a package.json entry, an INI/TOML section),
+    or None when it does not exist."""
+    name, _, part = key.partition("#")
+    return _input_digest_of(_read_bytes(session.path(name)), part)
+
+
+def _input_digest_of(data, part):
+    import hashlib
+    if data is None:
+        return None
+    if part.startswith("[") and part.endswith("]"):
+        section = ini_section(data.decode("utf-8", "replace"), part[1:-1])
+        if section is None:
+            return None
+        data = section.encode("utf-8")
+    elif part:
+        try:
+            value = json.loads(data.decode("utf-8"))
+            for step in part.split(".", 1) if part.startswith("scripts.") else [part]:
+                value = value[step]
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
+            return None
+        data = json.dumps(value, sort_keys=True).encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+def protected_glob_files(session, patterns):
+    """The files (relative paths) the `protect` globs match, autotune's own files excepted."""
+    import fnmatch
+    import glob
+    found = set()
+    root = glob.escape(session.workdir)
+    for pattern in patterns:
+        for path in glob.glob(os.path.join(root, pattern), recursive=True):
+            rel = os.path.relpath(path, session.workdir)
+            if (os.path.isfile(path) and not rel.startswith(".git" + os.sep) and rel != ".git"
+                    and rel not in PROTECTED_FILES
+                    and not any(fnmatch.fnmatch(rel, g) for g in PROTECTED_GLOBS)):
+                found.add(rel)
+    return sorted(found)
+
+
+def input_hashes(session):
+    """{key: sha256} of the loop's protected inputs: the files the config's `protect` globs
+    match and, unless protectDefaults is false, what defines the commands the benchmark,
+    checks and holdout call. Hashed at the baseline like the benchmark."""
+    keys = protected_glob_files(session, session.settings.protect)
+    if session.settings.protect_defaults:
+        texts = [(_read_bytes(session.path(name), 1 << 20) or b"").decode("utf-8", "replace")
+                 for name in INTEGRITY_FILES]
+        keys += indirect_inputs(session, texts)
+    hashes = {}
+    for key in keys:
+        digest = _input_digest(session, key)
+        if digest is not None:
+            hashes[key] = digest
+    return hashes
+
+
+def new_segment_command(state):
+    """The shell-quoted `autotune init` that starts a new segment of this loop."""
+    config = state.config or {}
+    unit = config.get("metric_unit")
+    return "autotune init --name %s --metric %s%s --direction %s" % (
+        _shell_quote(config.get("name") or "loop"), _shell_quote(config.get("metric_name") or "metric"),
+        (" --unit %s" % _shell_quote(unit)) if unit else "",
+        _shell_quote(config.get("direction") or "lower"))
+
+
+def check_inputs(session, state, current, since="the baseline of segment %d", run_again=False):
+    """A protected input changed since the baseline (or since `run`, for `log`): refuse."""
+    recorded = state.inputs if not isinstance(since, dict) else since
+    if not isinstance(recorded, dict) or current is None:
+        return
+    for key in sorted(set(recorded) | set(current)):
+        if recorded.get(key) != current.get(key):
+            what = ("was added" if key not in recorded else "was removed" if key not in current
+                    else "changed")
+            if run_again:
+                fail("stale_run", "The protected input %s %s after `autotune run` measured; nothing "
+                     "was logged. Put it back and run the benchmark again (`autotune run`)." % (
+                         key, what))
+            fail("protected_changed", "The protected input %s %s since the baseline of segment "
+                 "%d; the verdict must not depend on it, so nothing was run. Put it back (e.g. "
+                 "`git checkout -- %s`), or start a new segment with it: %s" % (
+                     key, what, state.segment, _shell_quote(key.partition("#")[0]),
+                     new_segment_command(state)))
+
+
+def check_judge(session, state):
+    """The settings that decide a verdict are fixed by the baseline, like the benchmark."""
+    if state.n_exp == 0 or state.config is None:
+        return
+    changes = judge_changes(state.judge, session.settings.raw)
+    if changes:
+        fail("judge_changed", "The judge's settings changed since the baseline of segment %d "
+             "(%s in %s); a segment is judged by one set of rules, so nothing was run. Put them "
+             "back, or start a new segment with them: %s" % (
+                 state.segment, changes_text(changes), CONFIG_FILE, new_segment_command(state)))
+
+
 def check_integrity(session, state, current=None):
     """A benchmark changed within a segment would move the goalposts: refuse. It may be
     edited freely until the baseline is logged; from then on it is fixed."""
@@ -3379,13 +4382,9 @@ def check_integrity(session, state, current=None):
         if recorded.get(name) != current.get(name):
             what = ("was added" if name not in recorded else "was removed" if name not in current
                     else "changed")
-            config = state.config or {}
             fail("benchmark_changed", "%s %s since the baseline of segment %d; a segment measures "
-                 "with one benchmark. Start a new segment with it: autotune init --name %s "
-                 "--metric %s%s --direction %s" % (
-                     name, what, state.segment, _shell_quote(config.get("name") or "loop"),
-                     config.get("metric_name"), (" --unit %s" % _shell_quote(config["metric_unit"]))
-                     if config.get("metric_unit") else "", config.get("direction")))
+                 "with one benchmark. Start a new segment with it: %s" % (
+                     name, what, state.segment, new_segment_command(state)))
 
 
 def environment(head, session=None, run_env=None):
@@ -3437,6 +4436,15 @@ def benchmark_command(session, command):
                  BENCH_FILE, session.workdir, "metric"))
     text_arg(command, "--command")
     return command, True, command
+
+
+def config_notes(session):
+    """The config file's warnings (keys read differently than written) and, for the
+    commands that read it leniently, its errors: one line each, shown wherever the
+    loop is shown."""
+    return list(session.settings.warnings) + [
+        "%s Its default applies here; the commands that run the loop refuse until it is fixed." % error
+        for error in session.config_errors]
 
 
 def require_config(session, state):
@@ -3509,8 +4517,10 @@ def cmd_init(args):
                                                       ("size", sizes)) if value}
             if commands:  # what setup-permissions --with-project-commands allows
                 entry["commands"] = commands
+            inputs = input_hashes(session)
             entry.update(timestamp=utc_now(), session_id=os.environ.get("CLAUDE_CODE_SESSION_ID"),
-                         hashes=file_hashes(session), snapshot=snapshot, version=VERSION)
+                         hashes=file_hashes(session), inputs=inputs,
+                         judge=judge_of(session.settings.raw), snapshot=snapshot, version=VERSION)
             append_entries(lock, session, loaded, [entry])
             from array import array
             save_values(session, state, array("d"))
@@ -3523,6 +4533,7 @@ def cmd_init(args):
               "direction": args.direction, "segment": segment, "reinit": reinit,
               "path": session.workdir, "max_exp": session.settings.max_iterations,
               "mode": state.mode, "branch": repo.branch(), "commit": (snapshot["head"] or "")[:7] or None}
+    result["protected"] = sorted(inputs)
     if args.scaffold:
         result["scaffolded"] = scaffolded
         skipped = [n for n in (BENCH_FILE, CHECKS_FILE) if n not in scaffolded and (
@@ -3533,10 +4544,21 @@ def cmd_init(args):
                               "(scaffolding never overwrites)" % (" and ".join(skipped),
                                                                   "them" if len(skipped) > 1 else "it"))
         result.update(proposal_answer(session, args, sizes))
+    if not session.settings.protect:
+        proposal = [g for g in ("tests/**", "test/**", "benchmark/data/**", "bench/data/**",
+                                "data/**", "fixtures/**", "testdata/**")
+                    if os.path.isdir(session.path(g[:-3]))]
+        if proposal:
+            result["suggest_protect"] = proposal
+            result["hint"] = ("Protect the benchmark's data and the correctness tests so no "
+                              "experiment can change them: add \"protect\": %s to %s, then run "
+                              "init again." % (json.dumps(proposal), CONFIG_FILE))
     if not os.path.isfile(session.path(BENCH_FILE)):
         result["warning"] = "%s does not exist yet; `run` needs it (or --command)." % BENCH_FILE
     elif not snapshot["head"]:
         result["warning"] = "the repository has no commit yet: the first keep becomes its first commit"
+    if config_notes(session):
+        result["warnings"] = config_notes(session)
     output(result)
 
 
@@ -3732,10 +4754,22 @@ def cmd_run(args):
     loaded = load_state(session)
     state = loaded.state
     check_active(session, state)
-    refuse_pending_swap(session)
     argv, shell, shown = benchmark_command(session, args.command)
     hashes = file_hashes(session)  # read once: checked now, recorded with the measurement
     check_integrity(session, state, hashes)
+    check_judge(session, state)
+    inputs = input_hashes(session)
+    if state.n_exp:
+        check_inputs(session, state, inputs)
+    with BenchmarkLock(session, shown):
+        measure(args, session, state, argv, shell, shown, hashes, inputs)
+
+
+def measure(args, session, state, argv, shell, shown, hashes, inputs):
+    """`run` under the benchmark lock: samples, checks, holdout, verdict; the measurement
+    is appended to the log (what `log` records) and cached in run.json (for display).
+    A noisy benchmark is measured interleaved: the kept code beside the candidate."""
+    settings = session.settings
     repeat = args.repeat if args.repeat is not None else settings.repeat
     timeout = args.timeout if args.timeout is not None else settings.timeout
     checks_timeout = args.checks_timeout if args.checks_timeout is not None else settings.checks_timeout
@@ -3743,20 +4777,24 @@ def cmd_run(args):
     pname, direction = config.get("metric_name"), config.get("direction", "lower")
     repo = session.repo
     head = repo.head() if repo else None
-    warnings = []
+    warnings = config_notes(session)
     if state.snapshot and state.snapshot.get("head") and head != state.snapshot.get("head"):
         warnings.append("HEAD moved outside autotune since the last logged result; `log` will "
                         "refuse to commit or revert until you check it (see `autotune doctor`).")
     tree_before = None
     if repo:
         with LogLock(session):
+            if recover_swap(session):
+                warnings.append("a killed `run` had left the kept code in place of the experiment; "
+                                "the experiment's files were restored first")
             tree_before = snapshot_tree(session)
         if state.snapshot and tree_before == state.snapshot.get("tree") and state.n_exp:
             warnings.append("the working tree has no change since the last logged result, so "
                             "this run measures the kept code")
     env = benchmark_env(settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_RUN=str(state.n_exp + 1))
-    reference = (state.reference or {}).get("samples") or None
-    deterministic = bool((state.reference or {}).get("deterministic"))
+    reference_info = state.reference or {}
+    reference = reference_info.get("samples") or None
+    deterministic = bool(reference_info.get("deterministic"))
     looks = interleaved_looks(reference, repeat, settings, deterministic)
     if looks is not None:
         why_not = interleave_obstacle(session, state, head)
@@ -3764,26 +4802,42 @@ def cmd_run(args):
             warnings.append("judged against the kept code's earlier samples, not measured beside it: "
                             "%s; a change of the machine's speed since then decides the verdict" % why_not)
             looks = None
-    plan = sampling_plan(reference, repeat, settings, deterministic)
     # the segment's MAD is the spread of its results (progress included): a fallback
     # for the adaptive default's small references only, never for a fixed repeat
     noise_mad = (state.confidence or {}).get("noise_mad") if repeat == "auto" else None
     m = Measurement(segment=state.segment, timestamp=utc_now(), command=shown, pname=pname,
-                    warnings=warnings, head=head, hashes=hashes)
+                    warnings=warnings, head=head, hashes=hashes, inputs=inputs,
+                    judge=judge_of(settings.raw))
+    experiment = ExperimentFiles(session, (state.snapshot or {}).get("tree"), tree_before)
     load_before = load_average()
-    judged = paired = None
+    judged = paired = swap = None
+    notes = []
     progress = Progress("run")
     with ProcessSweep() as sweep:
-        runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep, progress)
+        if looks is None and tree_before and reference_to_measure(state.reference, repeat):
+            kept, problem = measure_kept_code(session, state, tree_before, head, argv, shell, timeout,
+                                              env, pname, direction, settings, sweep)
+            if kept is not None:
+                m.reference = kept
+                reference, deterministic, noise_mad = kept["samples"], kept["deterministic"], None
+                reference_info = {"source": kept["source"], "deterministic": deterministic}
+            else:
+                warnings.append("the kept code could not be measured (%s), so the verdict compares "
+                                "with the best's one recorded value" % problem)
+        plan = sampling_plan(reference, repeat, settings, deterministic)
+        # the checks run after the candidate's first passing sample (fail fast), never on the
+        # kept code: in the interleaved loop the candidate is in place after its own sample
+        gate = ChecksGate(session.path(CHECKS_FILE), session.workdir, checks_timeout, env, sweep)
+        runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep, gate, progress)
         if looks is None:
             m.samples, m.sample_metrics, notes = collect_samples(
                 runner.take, plan, reference, direction, settings, noise_mad, deterministic)
         else:
             swap = Swap(session, state.snapshot["tree"], tree_before)
-            kept = SampleRunner(argv, shell, session.workdir, timeout, dict(env), pname, sweep, progress,
-                                side="best")
+            kept_runner = SampleRunner(argv, shell, session.workdir, timeout, dict(env), pname, sweep,
+                                       progress=progress, side="best")
             runner.side = "candidate"
-            sides = {"best": kept, "candidate": runner}
+            sides = {"best": kept_runner, "candidate": runner}
 
             def take(side, number):
                 swap.to(side)
@@ -3793,40 +4847,35 @@ def cmd_run(args):
                  alpha) = collect_pairs(take, looks, direction, settings, pair_order_rng())
             finally:
                 swap.close()
-            progress.done()
-            if kept.problem:
+                progress.done()
+            if kept_runner.problem:
                 fail("kept_code_failed", "The kept code failed while it was measured beside your change "
                      "(%s), so the change cannot be judged; nothing was recorded and your files are as "
                      "they were. Output tail: %s. Check the environment with `autotune rebaseline`, or "
                      "set evaluator.mode to \"reference\" in %s to judge against earlier samples." % (
-                         kept.problem, _one_line(kept.last.output, 300), CONFIG_FILE))
+                         kept_runner.problem, _one_line(kept_runner.last.output, 300), CONFIG_FILE))
             if verdict is not None:
                 judged = (verdict, evidence)
                 plan.alpha = alpha
             paired = {"best": [_round(v) for v in best_samples], "order": "".join(o[0] for o in orders),
-                      "orders": orders, "swapped": swap.paths[:50], "alpha": alpha,
+                      "swapped": swap.paths[:50], "alpha": alpha,
                       "best_metrics": median_metrics(best_metrics, exclude=pname)}
         outcome = runner.last
         m.exit, m.timeout, m.reason, m.dur = outcome.exit, outcome.timeout, runner.problem, round(runner.dur, 3)
         m.output = outcome.error or outcome.output
         m.passed = runner.problem is None
         m.crashed = not m.passed
+        m.checks, m.chk_out, checks_timed_out = gate.result()
         if m.passed:
             m.primary = median(m.samples)
             m.metrics = median_metrics(m.sample_metrics, exclude=pname)
-            if os.path.isfile(session.path(CHECKS_FILE)):
-                checks = run_process(script_argv(session.path(CHECKS_FILE)), session.workdir,
-                                     checks_timeout, env=env, tail_lines=CHECKS_TAIL_LINES,
-                                     tail_bytes=CHECKS_TAIL_BYTES, sweep=sweep)
-                m.checks = checks.exit == 0 and not checks.timeout and not checks.error
-                m.chk_out = checks.error or checks.output
-                if checks.timeout:
-                    m.chk_out = (m.chk_out + "\n[checks timed out after %ss]" % _fmt(checks_timeout)).strip()
-        baseline_metrics = paired["best_metrics"] if paired else (state.reference or {}).get("metrics") or \
-            (state.baseline or {}).get("metrics")
-        m.verdict, m.evidence = verdict_of(m, reference, state.reference or {}, direction, settings,
+        baseline_metrics = paired["best_metrics"] if paired else (
+            (state.reference or {}).get("metrics") or (state.baseline or {}).get("metrics"))
+        m.verdict, m.evidence = verdict_of(m, reference, reference_info, direction, settings,
                                            noise_mad, plan.alpha, baseline_metrics, judged)
-        if m.verdict in ("baseline", "improved") and os.path.isfile(session.path(HOLDOUT_FILE)):
+        m.suggested_status, m.status_rule = suggested_status(
+            m.verdict, *(experiment.lines() if m.verdict in EQUAL_VERDICTS else (None, None)))
+        if m.suggested_status == "keep" and os.path.isfile(session.path(HOLDOUT_FILE)):
             if paired:
                 m.holdout, holdout_ref = holdout_pairs(session, pname, timeout, env, sweep, swap)
             else:
@@ -3836,6 +4885,8 @@ def cmd_run(args):
                     holdout_ref = (state.baseline or {}).get("holdout")
             m.verdict = holdout_verdict(m.verdict, m.holdout, holdout_ref, direction,
                                         settings.holdout_tolerance_pct)
+            if m.verdict == "holdout_failed":
+                m.suggested_status, m.status_rule = suggested_status(m.verdict)
     m.load = {"before": load_before, "after": load_average()}
     if paired:
         paired["load"] = m.load
@@ -3846,34 +4897,56 @@ def cmd_run(args):
                 m.evidence["too_noisy"] = too_noisy
                 m.warnings.append(too_noisy["message"])
             m.evidence["interleaved"] = {"best": paired["best"], "order": paired["order"], "load": m.load}
-    m.suggested_status = {"baseline": "keep", "improved": "keep", "crash": "crash",
-                          "checks_failed": "checks_failed"}.get(m.verdict, "discard")
     samples = m.samples
     m.sampling = describe_pairs(paired, m, notes) if paired else describe_sampling(
         plan, samples, notes, m, reference, settings.max_samples)
+    if m.reference:
+        m.sampling = "%s; first the kept code: %s" % (m.sampling, m.reference["why"])
     m.env = environment(head, session, env)
     m.env["load_run"] = m.load    # the load average before and after this run's executions
+    if m.crashed or m.checks is False:
+        kind = (("timeout" if m.timeout else "crash") if m.crashed
+                else "checks_timeout" if checks_timed_out else "checks_failed")
+        m.diagnosis = diagnose_crash(m.output if m.crashed else m.chk_out, experiment.names(), kind,
+                                     experiment.roots(), timeout if m.crashed else checks_timeout,
+                                     ((m.env.get("load") or [None])[0], m.env.get("cpus")))
     drift = toolchain_warning(toolchain_changes(state.toolchain, toolchain_of(m.env)))
     if drift:
         m.warnings.append(drift)
-    if repo:
-        with LogLock(session):
+    after = input_hashes(session)
+    touched = sorted(k for k in set(after) | set(inputs) if after.get(k) != inputs.get(k))
+    if touched:
+        m.inputs = after
+        m.warnings.append("the benchmark changed protected inputs (%s); the next run will be "
+                          "refused until they are put back" % ", ".join(touched[:10]))
+    with LogLock(session) as lock:
+        if repo:
             m.tree = snapshot_tree(session)
-        if tree_before and m.tree != tree_before:
-            created = [c.name for c in diff_trees(session, tree_before, m.tree)]
-            m.warnings.append("the benchmark changed files that git does not ignore (%s); a keep "
-                              "would commit them and a discard removes them: add them to "
-                              ".gitignore" % ", ".join(created[:10]))
+        loaded = load_state(session)
+        torn_tail_error(session, loaded)
+        if loaded.state.segment == m.segment and loaded.state.config is not None:
+            append_entries(lock, session, loaded, [measurement_entry(m)])
+        else:
+            m.warnings.append("a new segment started while this run measured; it was not recorded")
+    if repo and tree_before and m.tree != tree_before:
+        created = [c.name for c in diff_trees(session, tree_before, m.tree)]
+        m.warnings.append("the benchmark changed files that git does not ignore (%s); a keep "
+                          "would commit them and a discard removes them: add them to "
+                          ".gitignore" % ", ".join(created[:10]))
     save_measurement(session, m)
     result = {"exit": m.exit, "dur": m.dur, "passed": m.passed, "crashed": m.crashed,
               "timeout": m.timeout, "metrics": m.metrics, "primary": _round(m.primary),
               "pname": pname, "output": m.output, "checks": m.checks, "chk_out": m.chk_out,
               "samples": [_round(s) for s in samples], "n": len(samples), "sampling": m.sampling,
-              "verdict": m.verdict, "suggested_status": m.suggested_status, "evidence": m.evidence,
+              "verdict": m.verdict, "suggested_status": m.suggested_status, "status_rule": m.status_rule,
+              "evidence": m.evidence,
               "guardrails": m.guardrails, "holdout": m.holdout, "reason": m.reason,
-              "command": shown, "env": m.env, "load": m.load}
-    result["interleaved"] = {k: v for k, v in paired.items() if k != "orders"} if paired else None
-    result["executions"] = len(samples) + (len(paired["best"]) if paired else 0)
+              "command": shown, "env": m.env, "load": m.load,
+              "interleaved": paired, "executions": len(samples) + (len(paired["best"]) if paired else 0)}
+    if m.diagnosis:
+        result["diagnosis"] = m.diagnosis
+    if m.reference:
+        result["reference"] = {k: m.reference[k] for k in ("source", "commit", "samples", "n", "deterministic")}
     if m.warnings:
         result["warnings"] = m.warnings
     output(result)
@@ -3975,11 +5048,43 @@ class Progress(object):
             sys.stderr.flush()
 
 
-def crash_reason(outcome, pname):
+class ExperimentFiles(object):
+    """The experiment as `run` sees it: what differs between the last logged snapshot and
+    the tree it measures. Asked only when needed (a failure's diagnosis, an equal
+    result's line counts), and computed once."""
+
+    def __init__(self, session, base, tree):
+        self.session, self.base, self.tree = session, base, tree
+        self._changes = None
+
+    def changes(self):
+        """The Change list, or None when unknown (no git, no snapshot: an old session)."""
+        if self._changes is None and self.base and self.tree and self.session.repo:
+            self._changes = diff_trees(self.session, self.base, self.tree)
+        return self._changes
+
+    def names(self):
+        changes = self.changes()
+        return None if changes is None else [c.name for c in changes]
+
+    def lines(self):
+        """(added, removed), or (None, None) when unknown."""
+        changes = self.changes()
+        if changes is None:
+            return None, None
+        return line_counts(self.session, self.base, self.tree, changes)
+
+    def roots(self):
+        repo = self.session.repo
+        return (repo.root, os.path.realpath(repo.root)) if repo else ()
+
+
+def crash_reason(outcome, pname, limit=None):
     if outcome.error:
         return outcome.error
     if outcome.timeout:
-        return "timed out after %ss; the benchmark's process group was killed" % _fmt(outcome.dur)
+        return "timed out: still running after %ss (the timeout), so its process group was killed" % (
+            _fmt(limit if limit is not None else outcome.dur))
     if outcome.exit != 0:
         if outcome.exit is not None and outcome.exit < 0:
             return "killed by signal %d" % -outcome.exit
@@ -3989,17 +5094,57 @@ def crash_reason(outcome, pname):
     return None
 
 
+class ChecksGate(object):
+    """Fail fast: autotune.checks.sh runs once, right after the candidate's first passing
+    sample, so a candidate that fails them is known before its remaining samples are
+    taken. Call after_candidate_sample() only while the candidate's own files are in
+    place: the checks judge the candidate, never the best."""
+
+    def __init__(self, path, cwd, timeout, env, sweep):
+        self.path = path if path and os.path.isfile(path) else None   # None: no checks
+        self.cwd, self.timeout, self.env, self.sweep = cwd, timeout, env, sweep
+        self.outcome = None
+
+    def after_candidate_sample(self):
+        """Runs the checks the first time; False when they failed (stop sampling)."""
+        if self.path is None:
+            return True
+        if self.outcome is None:
+            self.outcome = run_process(script_argv(self.path), self.cwd, self.timeout, env=self.env,
+                                       tail_lines=CHECKS_TAIL_LINES, tail_bytes=CHECKS_TAIL_BYTES,
+                                       sweep=self.sweep)
+        return self.passed()
+
+    def passed(self):
+        run = self.outcome
+        return run is None or (run.exit == 0 and not run.timeout and not run.error)
+
+    def result(self):
+        """(checks, chk_out, timed out) as `run` reports them; checks is None when they
+        did not run (no checks file, or no passing sample)."""
+        run = self.outcome
+        if run is None:
+            return None, "", False
+        out = run.error or run.output
+        if run.timeout:
+            out = (out + "\n[checks timed out after %ss]" % _fmt(self.timeout)).strip()
+        return self.passed(), out, bool(run.timeout)
+
+
 class SampleRunner(object):
     """`take` for collect_samples: one execution of the benchmark per sample; remembers
-    the last outcome, the total time, and why it failed."""
+    the last outcome, the total time, and why it failed. With a ChecksGate, the checks
+    run after the first passing sample, and a failure ends the sampling (`halted`)."""
 
-    def __init__(self, argv, shell, cwd, timeout, env, pname, sweep, progress=None, side=None):
+    def __init__(self, argv, shell, cwd, timeout, env, pname, sweep, gate=None, progress=None, side=None):
         self.argv, self.shell, self.cwd, self.timeout = argv, shell, cwd, timeout
-        self.env, self.pname, self.sweep = env, pname, sweep
-        self.last, self.problem, self.dur = None, None, 0.0
+        self.env, self.pname, self.sweep, self.gate = env, pname, sweep, gate
+        self.last, self.problem, self.dur, self.halted = None, None, 0.0, False
         self.progress, self.side = progress, side
 
     def take(self, number):
+        if self.halted:
+            return None   # the checks failed: no more samples of a candidate that cannot be kept
         self.env["AUTOTUNE_SAMPLE"] = str(number)
         if self.side:
             self.env["AUTOTUNE_SIDE"] = self.side
@@ -4009,17 +5154,47 @@ class SampleRunner(object):
         self.last = run_process(self.argv, self.cwd, self.timeout, shell=self.shell, env=self.env,
                                 sweep=self.sweep)
         self.dur += self.last.dur
-        self.problem = crash_reason(self.last, self.pname)
+        self.problem = crash_reason(self.last, self.pname, self.timeout)
         if self.problem:
             return None
+        if self.gate is not None and not self.gate.after_candidate_sample():
+            self.halted = True
         return self.last.metrics[self.pname], self.last.metrics
+
+
+def measure_kept_code(session, state, current, head, argv, shell, timeout, env, pname, direction,
+                      settings, sweep):
+    """Samples of the kept code, measured now with the experiment's files swapped out, for
+    a best that has no samples (reference_to_measure). Returns (reference, None), or
+    (None, why) when the kept code did not run."""
+    snap = (state.snapshot or {}).get("tree")
+    base = snap or head_tree(session.repo, head)
+    runner = SampleRunner(argv, shell, session.workdir, timeout, dict(env, AUTOTUNE_REFERENCE="1"),
+                          pname, sweep)
+    swap = Swap(session, base, current, tracked_only=snap is None)
+    try:
+        swap.to("best")
+        samples, sample_metrics, _ = collect_samples(runner.take, sampling_plan(None, "auto", settings),
+                                                     None, direction, settings)
+    finally:
+        swap.close()
+    if runner.problem:
+        return None, runner.problem
+    commit = head[:7] if head else None
+    same = is_deterministic(samples)
+    return {"source": "kept code (%s) measured by run" % (commit or "no commit"), "commit": commit,
+            "metric": _round(median(samples)), "samples": [_round(x) for x in samples], "n": len(samples),
+            "metrics": median_metrics(sample_metrics, exclude=pname), "deterministic": same,
+            "why": "the best was one recorded number without samples, so the kept code%s was measured "
+                   "%d times (%s)" % (" (%s)" % commit if commit else "", len(samples),
+                                      "identical: deterministic" if same else "they differ: noisy")}, None
 
 
 def run_holdout(session, pname, timeout, env, sweep):
     """Runs autotune.holdout.sh once; its judgement is verdict_of's."""
     run = run_process(script_argv(session.path(HOLDOUT_FILE)), session.workdir, timeout, env=env,
                       tail_lines=CHECKS_TAIL_LINES, tail_bytes=CHECKS_TAIL_BYTES, sweep=sweep)
-    problem = crash_reason(run, pname)
+    problem = crash_reason(run, pname, timeout)
     holdout = {"value": run.metrics.get(pname), "reference": None, "ok": problem is None,
                "tolerance_pct": session.settings.holdout_tolerance_pct, "output": run.output}
     if problem:
@@ -4058,7 +5233,9 @@ def describe_sampling(plan, samples, notes, m, reference, max_samples=DEFAULT_MA
     count = len(samples)
     text = "%d sample%s" % (count, "" if count == 1 else "s")
     if m.crashed:
-        return text + " before the crash"
+        return text + (" before the timeout" if m.timeout else " before the crash")
+    if m.checks is False:
+        return text + ": the correctness checks failed after the first sample, so no more were taken"
     if plan.probe:
         if is_deterministic(samples):
             text += ": baseline; identical, so the benchmark is treated as deterministic and later runs take 1 sample"
@@ -4090,7 +5267,8 @@ class LogDecision(Record):
     """What a `log` call records, settled before anything is written."""
 
     FIELDS = (("status", None), ("metric", None), ("measured", False), ("metrics", dict),
-              ("verdict", None), ("forced", False), ("improved", False))
+              ("verdict", None), ("forced", False), ("improved", False), ("notes", list),
+              ("warnings", list))
     __slots__ = tuple(name for name, _ in FIELDS)
 
 
@@ -4112,23 +5290,31 @@ def decide_log(args, flags, state, m):
              "--metric. A typed-in number needs --force --reason \"why\" (recorded).")
     decision = LogDecision(status=status, forced=bool(typed_keep))
     decision.metric, decision.measured = metric_for_log(status, metric_flag, m, args.force)
-    decision.metrics = (metrics_flag if metrics_flag is not None
-                        else dict(m.metrics) if m is not None and m.passed else {})
-    if metrics_flag is not None and m is not None and m.passed and not args.force:
+    measured_metrics = m is not None and m.passed
+    if metrics_flag is not None and measured_metrics and not args.force:
+        unmeasured = sorted(k for k in metrics_flag if k not in m.metrics and k != m.pname)
         differing = sorted(k for k in metrics_flag if k in m.metrics
                            and not same_number(metrics_flag[k], m.metrics[k]))
+        if unmeasured:
+            fail("metric_mismatch", "--metrics names %s, which `run` did not measure (it measured "
+                 "%s); log without --metrics to record what was measured." % (
+                     ", ".join(unmeasured), ", ".join(sorted(m.metrics)) or "no secondary metric"))
         if differing:
-            fail("metric_mismatch", "--metrics differs from what `run` measured for %s; omit "
-                 "--metrics to log the measured values (or --force)." % ", ".join(differing))
-    if status != "crash" and state.metric_names is not None and not args.force:
-        missing = sorted(set(state.metric_names) - set(decision.metrics))
-        extra = sorted(set(decision.metrics) - set(state.metric_names))
-        if missing or extra:
-            fail("metrics_mismatch", "Secondary metrics must match the segment's first result "
-                 "(%s): %s%s. Use --force to log anyway." % (
-                     ", ".join(state.metric_names) or "none",
-                     ("missing " + ", ".join(missing)) if missing else "",
-                     ("; " if missing and extra else "") + (("new " + ", ".join(extra)) if extra else "")))
+            fail("metric_mismatch", "--metrics differs from what `run` measured for %s; log "
+                 "without --metrics to record the measured values." % ", ".join(differing))
+    decision.metrics = (dict(m.metrics) if measured_metrics and not (args.force and metrics_flag is not None)
+                        else metrics_flag if metrics_flag is not None else {})
+    if status != "crash" and state.metric_names is not None:
+        new, missing = metric_name_changes(state.metric_names, decision.metrics,
+                                           state.config.get("metric_name"))
+        if new:
+            decision.notes.append("new secondary metric%s %s recorded (the segment's earlier results "
+                                  "did not have %s)" % ("s" if len(new) > 1 else "", ", ".join(new),
+                                                         "them" if len(new) > 1 else "it"))
+        if missing:
+            decision.warnings.append("secondary metric%s %s of earlier results %s not reported by this "
+                                     "one" % ("s" if len(missing) > 1 else "", ", ".join(missing),
+                                              "were" if len(missing) > 1 else "was"))
     decision.verdict = m.verdict if (m is not None and (decision.measured or m.crashed)) else None
     if status == "keep" and decision.verdict in BLOCKING_VERDICTS:
         if not (args.force and override):
@@ -4147,7 +5333,6 @@ def decide_log(args, flags, state, m):
 
 def cmd_log(args):
     session = require_session(find_session())
-    refuse_pending_swap(session)
     settings = session.settings
     description = text_arg(args.description, "--description")
     flags = (number_arg(args.metric, "--metric") if args.metric is not None else None,
@@ -4159,28 +5344,18 @@ def cmd_log(args):
         fail("bad_commit", "--commit %s is not a commit hash." % json.dumps(args.commit))
     repo = require_repo(session)
     with LogLock(session) as lock:
+        recover_swap(session)  # the experiment's files first, if a killed `run` swapped them out
         loaded = load_state(session)
         torn_tail_error(session, loaded)
         state = loaded.state
         check_active(session, state, logging=True)
         config = state.config
         pname, direction = config.get("metric_name"), config.get("direction", "lower")
-        journal = pending_swap(session)
-        if journal is not None:
-            if swap_owner_alive(journal):
-                problem("measuring", "`autotune %s` (pid %s) has the kept version of the experiment's "
-                        "files in place while it measures them beside yours; it puts yours back when "
-                        "it ends." % (journal.get("purpose", "run"), journal.get("pid")))
-            else:
-                problem("interrupted_swap", "An interrupted `autotune %s` (started %s) left the kept "
-                        "version of the experiment's files in place of yours (%s); the fix puts yours "
-                        "back, exactly as they were when it started." % (
-                            journal.get("purpose", "run"), journal.get("started", "?"),
-                            ", ".join(str(p) for p in (journal.get("paths") or [])[:10]) or "?"),
-                        fix=lambda lock: restore_swap(session, journal))
-        m = load_measurement(session)
-        if m is not None and m.segment != state.segment:
-            m = None
+        holder = running_benchmark(session)
+        if holder is not None:
+            fail("benchmark_running", "A benchmark of this loop is running (%s); nothing was "
+                 "logged. Log when its measurement is recorded." % holder_text(holder))
+        m, ref = pending_measurement(session, state)
         d = decide_log(args, flags, state, m)
         head = repo.head()
         snap = state.snapshot or {}
@@ -4195,16 +5370,23 @@ def cmd_log(args):
             d.forced = d.forced or skip_git
         index = state.n_exp + 1
         current = snapshot_tree(session)
-        if (d.status == "keep" and d.measured and m.tree and current != m.tree and not args.force
-                and not skip_git and args.commit is None):
-            fail("stale_run", "The working tree changed after `autotune run` measured it; run the "
-                 "benchmark again so the keep commits what was measured (or --force).")
+        if m is not None and not skip_git and args.commit is None:
+            if m.tree and current != m.tree:
+                changed = [c.name for c in diff_trees(session, m.tree, current)]
+                fail("stale_run", "The working tree changed after `autotune run` measured it (%s); "
+                     "nothing was logged. Run the benchmark again (`autotune run`), so the log "
+                     "records the numbers of the code it keeps or discards." % (
+                         ", ".join(changed[:10]) or "files changed"))
+            if isinstance(m.inputs, dict):
+                check_inputs(session, state, input_hashes(session), since=m.inputs, run_again=True)
         git_info, commit, next_tree = apply_git(session, state, d.status, description, pname, d.metric,
                                                 config.get("metric_unit"), "%d.%d" % (state.segment, index),
                                                 index, current, head, skip_git, args.commit)
         if next_tree != snap.get("tree"):
             anchor_snapshot(session, next_tree)
-        health = advance(health_fields(state), d.status, d.improved, settings)
+        health = advance(health_fields(state), d.status, d.improved, settings,
+                         deterministic=bool((state.reference or {}).get("deterministic")),
+                         timeout=d.verdict == "timeout")
         best_metric = d.metric if d.improved else (state.best or {}).get("metric")
         finished = budget_reason(index, best_metric, direction, settings,
                                  iso_to_epoch(state.started_at), time.time())
@@ -4221,6 +5403,18 @@ def cmd_log(args):
             session_id=os.environ.get("CLAUDE_CODE_SESSION_ID") or None,
             hashes=((m.hashes if m is not None and m.hashes else file_hashes(session))
                     if state.n_exp == 0 else None))
+        if state.n_exp == 0:  # the baseline fixes the judge and the protected inputs
+            result.judge = (m.judge if m is not None and isinstance(m.judge, dict)
+                            else judge_of(settings.raw))
+            result.inputs = (m.inputs if m is not None and isinstance(m.inputs, dict)
+                             else input_hashes(session))
+        if ref is not None:
+            result.measurement = ref
+        if m is not None and (d.measured or m.crashed):
+            if d.status in CRASH_STATUSES and m.diagnosis:
+                result.diagnosis = m.diagnosis
+            if m.status_rule and d.status == m.suggested_status:
+                result.rule = m.status_rule.get("rule")
         if m is not None and d.measured:
             result.samples = [_round(s) for s in m.samples] or None
             result.verdict, result.evidence, result.env, result.run_dur = m.verdict, m.evidence, m.env, m.dur
@@ -4231,6 +5425,9 @@ def cmd_log(args):
         if d.forced:
             result.forced, result.override_reason = True, flags[2]
             result.verdict = result.verdict or d.verdict
+        entries = [result.to_entry()]
+        if m is not None and d.measured and m.reference:
+            entries.insert(0, kept_code_entry(m, state))
         values = segment_values(session, loaded)
         preview = state.copy()
         point = fold_entry(preview, json.loads(dumps_line(result.to_entry()).decode("utf-8")))
@@ -4238,13 +5435,14 @@ def cmd_log(args):
             import bisect
             bisect.insort(values, point)
         result.confidence = confidence(values, preview)
-        append_entries(lock, session, loaded, [result.to_entry()])
+        entries[-1] = result.to_entry()
+        append_entries(lock, session, loaded, entries)
         try:
             save_values(session, loaded.state, values)
         except OSError:
             pass  # values.bin is keyed by the point count: a stale one is rescanned
         drop_measurement(session)
-    answer = log_answer(loaded.state, settings, result, pname, git_info)
+    answer = log_answer(loaded.state, settings, result, pname, git_info, d.notes, d.warnings)
     deps = dependency_change(session, git_info)
     if deps is not None:
         answer["dependencies"] = deps
@@ -4303,13 +5501,24 @@ def run_sync(session):
             "timeout": outcome.timeout, "output": (outcome.error or outcome.output).strip("\n")}
 
 
-def log_answer(state, settings, result, pname, git_info):
+def kept_code_entry(m, state):
+    """The kept code's samples that `run` measured (a best without samples), recorded as a
+    rebaseline line before the result: later verdicts compare with them."""
+    ref, previous = m.reference, state.reference or {}
+    return {"type": "rebaseline", "timestamp": m.timestamp, "segment": state.segment,
+            "commit": ref.get("commit"), "metric": ref.get("metric"), "samples": ref.get("samples"),
+            "metrics": ref.get("metrics") or {}, "source": "run",
+            "previous": {"metric": _round(previous.get("metric")),
+                         "n": len(previous.get("samples") or []), "source": previous.get("source")}}
+
+
+def log_answer(state, settings, result, pname, git_info, notes=(), warnings=()):
     """The JSON `log` prints: the result, what git did, and where the loop now stands."""
     baseline = (state.baseline or {}).get("metric")
     metric = result.metric
     delta = (metric - baseline) if (metric is not None and baseline is not None) else None
-    action, _ = next_action(state)
-    return {"status": result.status, "index": result.index, "commit": result.commit,
+    action, advice = next_action(state)
+    answer = {"status": result.status, "index": result.index, "commit": result.commit,
             "metric": metric, "name": pname, "baseline": _round(baseline), "delta": _round(delta),
             "d_pct": _round(delta / abs(baseline) * 100, 2) if delta is not None and baseline else None,
             "desc": result.description, "confidence": result.confidence, "git": git_info,
@@ -4318,7 +5527,16 @@ def log_answer(state, settings, result, pname, git_info):
             "health": state.health, "failure": state.failure, "recovery": state.recovery,
             "reason": state.reason, "mode": state.mode, "active": state.active,
             "improved": result.improved, "best": _round((state.best or {}).get("metric")),
-            "verdict": result.verdict, "measured": result.measured, "next": action}
+            "verdict": result.verdict, "measured": result.measured, "next": action, "next_text": advice}
+    if result.rule:
+        answer["rule"] = result.rule
+    if result.diagnosis:
+        answer["diagnosis"] = result.diagnosis
+    if notes:
+        answer["notes"] = list(notes)
+    if warnings:
+        answer["warnings"] = list(warnings)
+    return answer
 
 
 def own_unlogged_commit(repo, head, snapshot_head):
@@ -4363,13 +5581,15 @@ def metric_for_log(status, metric_flag, m, force):
                          _fmt(metric_flag), _fmt(m.primary)))
             return metric_flag, False
         if m is not None and m.crashed and status not in CRASH_STATUSES and not force:
-            fail("metric_mismatch", "The last run crashed and measured nothing (%s); log it with "
-                 "--status crash, or pass --force to log an invented --metric." % (m.reason or "crash"))
+            fail("metric_mismatch", "The last run %s and measured nothing (%s); log it with "
+                 "--status crash, or pass --force to log an invented --metric." % (
+                     "timed out" if m.timeout else "crashed", m.reason or "crash"))
         return metric_flag, m is not None and status in CRASH_STATUSES
     if m is not None:
         if m.primary is None and status in ("keep", "discard"):
-            fail("missing_metric", "The last run crashed (%s), so there is no metric to %s; log "
-                 "it with --status crash." % (m.reason or "no metric", status))
+            fail("missing_metric", "The last run %s (%s), so there is no metric to %s; log "
+                 "it with --status crash." % ("timed out" if m.timeout else "crashed",
+                                              m.reason or "no metric", status))
         return m.primary, True
     if status in ("keep", "discard"):
         fail("missing_metric", "No measurement to log: run the benchmark first (`autotune run`).")
@@ -4543,9 +5763,18 @@ def cmd_rebaseline(args):
     loaded = load_state(session)
     state = loaded.state
     require_config(session, state)
-    refuse_pending_swap(session)
     argv, shell, shown = benchmark_command(session, None)
     check_integrity(session, state)
+    check_judge(session, state)
+    if state.n_exp:
+        check_inputs(session, state, input_hashes(session))
+    with BenchmarkLock(session, "rebaseline: " + shown):
+        refuse_pending_swap(session)
+        rebaseline(args, session, state, argv, shell)
+
+
+def rebaseline(args, session, state, argv, shell):
+    """`rebaseline` under the benchmark lock."""
     pname = state.config.get("metric_name")
     if session.repo and state.snapshot:
         with LogLock(session):
@@ -4661,7 +5890,6 @@ def cmd_verify(args):
     loaded = load_state(session)
     state = loaded.state
     require_config(session, state)
-    refuse_pending_swap(session)
     repo = require_repo(session)
     argv, shell, shown = benchmark_command(session, None)
     check_integrity(session, state)
@@ -4679,72 +5907,74 @@ def cmd_verify(args):
         fail("head_not_best", "HEAD is %s but the best result is commit %s: `verify` measures the working "
              "tree as the best, so check out the best first (or log the experiment in progress)." % (
                  (head or "none")[:7], best_commit[:7]))
-    with LogLock(session):
-        current = snapshot_tree(session)
-        if state.snapshot and current != state.snapshot.get("tree"):
-            changed = [c.name for c in diff_trees(session, state.snapshot["tree"], current)]
-            fail("dirty_worktree", "The working tree has changes since the last logged result (%s): an "
-                 "experiment in progress. Finish it first (`autotune run`, then `autotune log`), so verify "
-                 "measures the kept code." % ", ".join(changed[:10]))
-        baseline_tree = tree_with_paths_of(session, current, head_tree(repo, base_commit),
-                                           head_tree(repo, best_commit))
-    pairs = args.pairs or VERIFY_PAIRS
-    timeout = args.timeout if args.timeout is not None else session.settings.timeout
-    pname, direction = state.config.get("metric_name"), state.config.get("direction", "lower")
-    env = benchmark_env(session.settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_VERIFY="1")
-    swap = Swap(session, baseline_tree, current, purpose="verify")
-    progress = Progress("verify")
-    values = {"best": [], "candidate": []}
-    orders = []
-    rng = pair_order_rng()
-    with ProcessSweep() as sweep:
-        runners = {side: SampleRunner(argv, shell, session.workdir, timeout, dict(env), pname, sweep, progress,
-                                      side=side) for side in ("best", "candidate")}
-        try:
-            while len(values["candidate"]) < pairs:
-                order = ("best", "candidate") if rng.random() < 0.5 else ("candidate", "best")
-                for side in order:
-                    swap.to(side)
-                    taken = runners[side].take(len(values["candidate"]) + 1)
-                    if taken is None:
-                        runner = runners[side]
-                        fail("benchmark_crashed", "The benchmark failed on the %s commit (%s); nothing was "
-                             "recorded and the working tree is as it was. Output tail: %s" % (
-                                 "baseline" if side == "best" else "best", runner.problem,
-                                 _one_line(runner.last.output, 300)))
-                    values[side].append(taken[0])
-                orders.append("A" if order[0] == "best" else "B")   # A: the baseline ran first
-                if len(orders) == 2 and is_deterministic(values["best"]) and is_deterministic(values["candidate"]):
-                    break   # a deterministic benchmark: two identical pairs say all there is
-        finally:
-            swap.close()
-            progress.done()
-    import math
-    old, new = values["best"], values["candidate"]
-    ratios, relative = paired_ratios(new, old)
-    shift = hodges_lehmann(ratios)
-    interval = (shift, shift) if is_deterministic(old) and is_deterministic(new) else hl_interval(ratios)
+    with BenchmarkLock(session, "verify: " + shown):
+        refuse_pending_swap(session)
+        with LogLock(session):
+            current = snapshot_tree(session)
+            if state.snapshot and current != state.snapshot.get("tree"):
+                changed = [c.name for c in diff_trees(session, state.snapshot["tree"], current)]
+                fail("dirty_worktree", "The working tree has changes since the last logged result (%s): an "
+                     "experiment in progress. Finish it first (`autotune run`, then `autotune log`), so verify "
+                     "measures the kept code." % ", ".join(changed[:10]))
+            baseline_tree = tree_with_paths_of(session, current, head_tree(repo, base_commit),
+                                               head_tree(repo, best_commit))
+        pairs = args.pairs or VERIFY_PAIRS
+        timeout = args.timeout if args.timeout is not None else session.settings.timeout
+        pname, direction = state.config.get("metric_name"), state.config.get("direction", "lower")
+        env = benchmark_env(session.settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_VERIFY="1")
+        swap = Swap(session, baseline_tree, current, purpose="verify")
+        progress = Progress("verify")
+        values = {"best": [], "candidate": []}
+        orders = []
+        rng = pair_order_rng()
+        with ProcessSweep() as sweep:
+            runners = {side: SampleRunner(argv, shell, session.workdir, timeout, dict(env), pname, sweep,
+                                          progress=progress, side=side) for side in ("best", "candidate")}
+            try:
+                while len(values["candidate"]) < pairs:
+                    order = ("best", "candidate") if rng.random() < 0.5 else ("candidate", "best")
+                    for side in order:
+                        swap.to(side)
+                        taken = runners[side].take(len(values["candidate"]) + 1)
+                        if taken is None:
+                            runner = runners[side]
+                            fail("benchmark_crashed", "The benchmark failed on the %s commit (%s); nothing was "
+                                 "recorded and the working tree is as it was. Output tail: %s" % (
+                                     "baseline" if side == "best" else "best", runner.problem,
+                                     _one_line(runner.last.output, 300)))
+                        values[side].append(taken[0])
+                    orders.append("A" if order[0] == "best" else "B")   # A: the baseline ran first
+                    if len(orders) == 2 and is_deterministic(values["best"]) and is_deterministic(values["candidate"]):
+                        break   # a deterministic benchmark: two identical pairs say all there is
+            finally:
+                swap.close()
+                progress.done()
+        import math
+        old, new = values["best"], values["candidate"]
+        ratios, relative = paired_ratios(new, old)
+        shift = hodges_lehmann(ratios)
+        interval = (shift, shift) if is_deterministic(old) and is_deterministic(new) else hl_interval(ratios)
 
-    def pct(x):
-        return _round((math.expm1(x) if relative else x) * 100.0, 3)
-    logged = (_round((best["metric"] - base["metric"]) / abs(base["metric"]) * 100, 3)
-              if base.get("metric") else None)
-    entry = {"type": "verify", "timestamp": utc_now(), "segment": state.segment,
-             "baseline": {"index": base.get("index"), "commit": base_commit[:7]},
-             "best": {"index": best.get("index"), "commit": best_commit[:7]},
-             "pairs": len(new), "delta_pct": pct(shift),
-             "low_pct": pct(interval[0]) if interval else None, "high_pct": pct(interval[1]) if interval else None,
-             "logged_pct": logged, "samples": {"baseline": [_round(v) for v in old], "best": [_round(v) for v in new]},
-             "order": "".join(orders),
-             "swapped": swap.paths[:50], "env": environment(head, session, env), "load": load_average()}
-    with LogLock(session) as lock:
-        loaded = load_state(session)
-        torn_tail_error(session, loaded)
-        append_entries(lock, session, loaded, [entry])
-    result = dict(entry, status="verified", headline=headline_text(logged, entry), command=shown)
-    if not interval:
-        result["warnings"] = ["%d pairs are too few for a 95%% interval; run `autotune verify --pairs 10`." % len(new)]
-    output(result)
+        def pct(x):
+            return _round((math.expm1(x) if relative else x) * 100.0, 3)
+        logged = (_round((best["metric"] - base["metric"]) / abs(base["metric"]) * 100, 3)
+                  if base.get("metric") else None)
+        entry = {"type": "verify", "timestamp": utc_now(), "segment": state.segment,
+                 "baseline": {"index": base.get("index"), "commit": base_commit[:7]},
+                 "best": {"index": best.get("index"), "commit": best_commit[:7]},
+                 "pairs": len(new), "delta_pct": pct(shift),
+                 "low_pct": pct(interval[0]) if interval else None, "high_pct": pct(interval[1]) if interval else None,
+                 "logged_pct": logged, "samples": {"baseline": [_round(v) for v in old], "best": [_round(v) for v in new]},
+                 "order": "".join(orders),
+                 "swapped": swap.paths[:50], "env": environment(head, session, env), "load": load_average()}
+        with LogLock(session) as lock:
+            loaded = load_state(session)
+            torn_tail_error(session, loaded)
+            append_entries(lock, session, loaded, [entry])
+        result = dict(entry, status="verified", headline=headline_text(logged, entry), command=shown)
+        if not interval:
+            result["warnings"] = ["%d pairs are too few for a 95%% interval; run `autotune verify --pairs 10`." % len(new)]
+        output(result)
 
 
 def tree_with_paths_of(session, tree, old_tree, new_tree):
@@ -4866,21 +6096,64 @@ def _discard_label(text):
     return text
 
 
+FAILURE_WORDS = {"crash": ("benchmark crash", "benchmark crashes"),
+                 "timeout": ("benchmark timeout", "benchmark timeouts"),
+                 "checks_failed": ("checks failure", "checks failures")}
+
+
+def streak_text(state):
+    """The current failure streak in words, its kinds in order (a crash and a checks
+    failure that follows it are different failures): "2 failures in a row: a benchmark
+    crash, then a checks failure"; None without a streak."""
+    streak = state.crash_streak or 0
+    kinds = [k for k in (state.streak_kinds or []) if k in FAILURE_WORDS][-streak:] if streak else []
+    if not kinds:
+        return None
+    groups = []
+    for kind in kinds:
+        if groups and groups[-1][0] == kind:
+            groups[-1][1] += 1
+        else:
+            groups.append([kind, 1])
+    if len(groups) == 1 and len(kinds) == streak:
+        what = {"crash": "the benchmark failed", "timeout": "the benchmark timed out",
+                "checks_failed": "the correctness checks failed"}[kinds[0]]
+        return "%s %s in a row" % (what, "once" if streak == 1 else "%d times" % streak)
+    parts = ["%s %s" % ("a" if n == 1 else n, FAILURE_WORDS[k][n != 1]) for k, n in groups]
+    return "%d failure%s in a row: %s%s" % (streak, "" if streak == 1 else "s",
+                                            "..., " if len(kinds) < streak else "", ", then ".join(parts))
+
+
+def recovery_subject(state):
+    """Which failure a recovery is about when the streak mixes kinds: the last one."""
+    kinds = set((state.streak_kinds or [])[-(state.crash_streak or 0):]) if state.crash_streak else set()
+    last = (state.streak_kinds or [None])[-1]
+    if len(kinds) < 2 or last not in FAILURE_WORDS:
+        return ""
+    what = {"crash": "the benchmark crash", "timeout": "the benchmark timeout",
+            "checks_failed": "the correctness checks"}[last]
+    return ", about the last failure, %s, not the earlier %s" % (what, " or ".join(
+        FAILURE_WORDS[k][0] for k in sorted(kinds - {last})))
+
+
 def reason_text(state, settings):
     """The last decision of the loop, in a sentence."""
     reason = state.reason or ""
+    streak = streak_text(state)
     cause = {
         "plateau": "%d experiments in a row did not beat the best (%d make a plateau)" % (
             state.no_improve, settings.max_no_improve),
-        "benchmark_crash": "the benchmark failed %d times in a row (%d start recovery)" % (
-            state.crash_streak, settings.max_crash_streak),
-        "checks_failed": "experiments failed %d times in a row, the last on the correctness checks "
-                         "(%d start recovery)" % (state.crash_streak, settings.max_crash_streak),
+        "benchmark_crash": "%s (%d start recovery)" % (
+            streak or "the benchmark failed %d times in a row" % state.crash_streak, settings.max_crash_streak),
+        "checks_failed": "%s (%d start recovery)" % (
+            streak or "experiments failed %d times in a row, the last on the correctness checks"
+            % state.crash_streak, settings.max_crash_streak),
     }.get(state.failure, state.failure or "")
     if state.health == "stopped":
         return "%s stopped the loop%s; its data is kept" % (
             "the agent" if state.stopped_by == "agent" else "a person",
             "" if reason in ("", "stopped by a person") else " (%s)" % reason)
+    last = state.last or {}
     if reason == "initialized":
         return "a new segment started; nothing has been logged in it yet"
     if reason == "improved" and state.n_exp == 1:
@@ -4888,20 +6161,26 @@ def reason_text(state, settings):
     if reason == "improved":
         return "the last experiment beat the best, so it was kept"
     if reason == "kept_no_degrade":
+        if last.get("rule") == "simpler":
+            return ("the last experiment was kept without beating the best: at an equal result it "
+                    "removes more lines than it adds (simpler is better), and the best stays %s" % (
+                        _fmt((state.best or {}).get("metric"))))
         return "the last experiment was kept without beating the best"
     if reason == "no_improve":
         return "the last experiment did not beat the best and was reverted (%d in a row; %d make a plateau)" % (
             state.no_improve, settings.max_no_improve)
-    if reason == "crash":
-        return "the benchmark crashed on the last experiment (%d failure%s in a row; %d start recovery)" % (
-            state.crash_streak, "" if state.crash_streak == 1 else "s", settings.max_crash_streak)
-    if reason == "checks_failed":
-        return "the correctness checks failed on the last experiment (%d failure%s in a row; %d start recovery)" % (
-            state.crash_streak, "" if state.crash_streak == 1 else "s", settings.max_crash_streak)
+    if reason in ("crash", "timeout", "checks_failed"):
+        what = ("the benchmark timed out" if reason == "timeout" or last.get("verdict") == "timeout"
+                else "the benchmark crashed" if reason == "crash" else "the correctness checks failed")
+        mixed = streak and ": " in streak
+        return "%s on the last experiment (%s; %d start recovery)" % (
+            what, streak if mixed else "%d failure%s in a row" % (
+                state.crash_streak, "" if state.crash_streak == 1 else "s"), settings.max_crash_streak)
     if reason == "heal:pause":
         return "%s, and the next recovery playbook is to pause, so the loop paused itself" % cause
     if reason.startswith("heal:"):
-        return "%s, so recovery attempt %d of %d is %s" % (cause, state.heals, settings.max_heals, reason[5:])
+        return "%s, so recovery attempt %d of %d is %s%s" % (cause, state.heals, settings.max_heals, reason[5:],
+                                                             recovery_subject(state))
     if reason == "recovery_exhausted":
         return "%s even after %d recovery attempt%s (the most allowed), so the loop paused itself" % (
             cause or "the loop kept failing", state.heals, "" if state.heals == 1 else "s")
@@ -4947,6 +6226,7 @@ def explain_data(session, loaded, disk=False):
             "tools": {}, "locks": lockfile_hashes(project_files(session))})
     if changes:
         warnings.append(toolchain_warning(changes) + ".")
+    warnings.extend(config_notes(session))
     return {
         "name": config.get("name"), "metric": config.get("metric_name"), "unit": config.get("metric_unit"),
         "direction": config.get("direction"), "segment": state.segment, "segments": state.segments,
@@ -4958,18 +6238,20 @@ def explain_data(session, loaded, disk=False):
         "verified": current_verification(state),
         "last_metric": _round((state.last or {}).get("metric")), "last_status": (state.last or {}).get("status"),
         "last_index": (state.last or {}).get("index"), "last_description": (state.last or {}).get("description"),
+        "last_verdict": (state.last or {}).get("verdict"),
         "no_improve": state.no_improve, "crash_streak": state.crash_streak, "keep_streak": state.keep_streak,
         "heals": state.heals, "max_heals": settings.max_heals, "max_no_improve": settings.max_no_improve,
         "max_crash_streak": settings.max_crash_streak,
         "runs": state.n_exp, "kept": state.kept, "discarded": state.discarded, "crashed": state.crashed,
-        "checks_failed": state.checks_failed, "max_iterations": settings.max_iterations,
+        "checks_failed": state.checks_failed, "timed_out": state.timed_out,
+        "max_iterations": settings.max_iterations, "diagnosis": failure_diagnosis(state),
         "confidence": state.confidence, "next": action, "next_text": advice, "warnings": warnings,
         "path": session.workdir,
     }
 
 
 def cmd_explain(args):
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     loaded = load_state(session)
     persist_if_stale(session, loaded)
     data = explain_data(session, loaded, disk=True)
@@ -4980,7 +6262,7 @@ def cmd_explain(args):
 
 
 def cmd_status(args):
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     loaded = load_state(session)
     persist_if_stale(session, loaded)
     data = explain_data(session, loaded, disk=True)
@@ -5005,6 +6287,7 @@ def cmd_start(args):
         argv += ["--plugin-dir", root]  # a checkout or --plugin-dir user: load this plugin
     if args.goal:
         argv.append(" ".join(args.goal))
+    os.environ["AUTOTUNE_AGENT"] = "1"  # its SessionStart hook briefs it as the loop's owner
     os.execv(claude, argv)
 
 
@@ -5054,9 +6337,7 @@ def cmd_doctor(args):
         problem("state_missing", "%s is missing or unreadable; it will be rebuilt from the log." % STATE_FILE,
                 fix=lambda lock: _fix_state(session))
     elif not loaded.rebuilt:
-        fresh = Loaded(State())
-        with open(session.log_path, "rb") as handle:
-            _fold_from(handle, fresh, 0)
+        fresh = fold_log(session)
         a, b = fresh.state.to_dict(), loaded.state.to_dict()
         differing = sorted(k for k in a if k not in ("confidence",) and a[k] != b.get(k))
         if differing:
@@ -5065,8 +6346,11 @@ def cmd_doctor(args):
     elif cached.get("format") != STATE_FORMAT:
         problem("state_legacy", "%s was written by another version; it will be rebuilt from the log." %
                 STATE_FILE, fix=lambda lock: _fix_state(session))
-    if session.config_error:
-        problem("bad_config", session.config_error)
+    for error in session.config_errors:
+        problem("bad_config", error)
+    for note in session.settings.warnings:
+        problem("config_warning", note)
+        problems[-1]["warning"] = True
     bench = session.path(BENCH_FILE)
     if not os.path.isfile(bench):
         problem("no_benchmark", "%s does not exist; `run` needs it." % BENCH_FILE)
@@ -5078,6 +6362,17 @@ def cmd_doctor(args):
                 check_integrity(session, state)
             except AutotuneError as exc:
                 problem("benchmark_changed", exc.message)
+    if state.config is not None and state.n_exp:
+        for check, code in ((lambda: check_judge(session, state), "judge_changed"),
+                            (lambda: check_inputs(session, state, input_hashes(session)),
+                             "protected_changed")):
+            try:
+                check()
+            except AutotuneError as exc:
+                problem(code, exc.message.replace(", so nothing was run", ""))
+    holder = running_benchmark(session) if session.repo is not None else None
+    if holder is not None:
+        problem("benchmark_running", "A benchmark is running (%s)." % holder_text(holder))
     if session.repo is not None and state.config is not None:
         head = session.repo.head()
         snap = state.snapshot or {}
@@ -5172,15 +6467,16 @@ def _fix_snapshot(session, lock):
 
 
 def doctor_report(args, session, problems):
-    healthy = not [p for p in problems if not p["fixed"]]
+    healthy = not [p for p in problems if not p["fixed"] and not p.get("warning")]
     if args.json:
         output({"ok": healthy, "path": session.workdir, "problems": problems})
     else:
         colors = Colors(sys.stdout)
-        if not problems:
+        if healthy and not [p for p in problems if not p.get("warning")]:
             say("autotune doctor: %s is healthy" % session.workdir)
         for p in problems:
-            mark = colors.green("fixed") if p["fixed"] else colors.yellow("fixable") if p["fixable"] else colors.red("problem")
+            mark = (colors.green("fixed") if p["fixed"] else colors.yellow("fixable") if p["fixable"]
+                    else colors.yellow("warning") if p.get("warning") else colors.red("problem"))
             say("%s  %s: %s" % (mark, p["code"], p["message"]))
         if problems and not args.fix and any(p["fixable"] for p in problems):
             say("Run `autotune doctor --fix` to repair what is marked fixable.")
@@ -5377,63 +6673,789 @@ def headless_resume(session, state, caller=None):
             "pid %d, output in %s)." % (state.resume_count + 1, settings.max_resumes, proc.pid, log_path)}
 
 
-_OPERATORS = (";", "&&", "||", "|", "&", "(", ")", "<", ">", ">>", "<<", "|&", ";;", "\n")
+# -------------------------------------------------------------- shell words ----
+# A small reader of Bash command lines for the PreToolUse guard: words with their
+# quoting removed, operators, redirections with their targets, heredoc bodies, and the
+# text of command and process substitutions (read again as commands of their own).
+# Best effort by design: what it cannot read, the hashes of the benchmark and of the
+# protected inputs still catch at the next `run`.
+
+_SHELL_OPS = ("&&", "||", ";;", "|&", ";", "|", "&", "(", ")", "\n")
+_REDIR_OPS = ("&>>", "&>", "<<<", "<<-", "<<", "<>", "<&", ">>", ">&", ">|", "<", ">")
 
 
-def shell_tokens(command):
-    """A Bash command's words, with operators (; && | ( ) < >) as words of their own;
-    None when it does not parse (unbalanced quotes)."""
-    import shlex
-    try:
-        lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|()<>")
-        lexer.whitespace_split = True
-        lexer.commenters = ""
-        return list(lexer)
-    except ValueError:
+class SimpleCommand(object):
+    """One simple command: its words, its redirections [(op, target)], heredoc bodies,
+    and whether it sits inside a substitution or behind operators."""
+
+    __slots__ = ("words", "redirs", "heredocs", "nested")
+
+    def __init__(self, nested=False):
+        self.words, self.redirs, self.heredocs, self.nested = [], [], [], nested
+
+
+class ParsedCommands(list):
+    """shell_parse's answer: the simple commands, and how many operators joined them."""
+
+    operators = 0
+
+
+def _balanced_end(text, i):
+    """Index just past the `)` closing the `(` before text[i] (quotes and nesting
+    respected), or -1 when it is not closed."""
+    depth, n = 1, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "'":
+            j = text.find("'", i + 1)
+            if j < 0:
+                return -1
+            i = j + 1
+            continue
+        if c == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            if i >= n:
+                return -1
+            i += 1
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return -1
+
+
+def _read_heredocs(text, i, pending):
+    """Skips the bodies of the heredocs opened on the line that just ended, recording
+    each body on its command; returns where the next line starts."""
+    n = len(text)
+    for delimiter, strip_tabs, owner in pending:
+        body = []
+        while i < n:
+            end = text.find("\n", i)
+            line = text[i:] if end < 0 else text[i:end]
+            i = n if end < 0 else end + 1
+            if (line.lstrip("\t") if strip_tabs else line) == delimiter:
+                break
+            body.append(line)
+        owner.heredocs.append("\n".join(body))
+    return i
+
+
+def shell_parse(text, nested=False, depth=0):
+    """The simple commands of a Bash command line (substitutions included, marked
+    nested), plus how many top-level simple commands there are; None when it does
+    not parse (an unclosed quote or parenthesis: Bash would refuse it too)."""
+    if depth > 8:
         return None
+    commands, current = ParsedCommands(), SimpleCommand(nested)
+    subs, pending_heredocs = [], []
+    i, n = 0, len(text)
+    expect_target = None
+
+    def finish():
+        if current.words or current.redirs:
+            commands.append(current)
+
+    while i < n:
+        c = text[i]
+        if c in " \t\r":
+            i += 1
+            continue
+        if c == "\\" and i + 1 < n and text[i + 1] == "\n":
+            i += 2
+            continue
+        if c == "#" and expect_target is None:
+            while i < n and text[i] != "\n":
+                i += 1
+            continue
+        if expect_target is None and not text.startswith("&>", i):
+            op = next((o for o in _SHELL_OPS if text.startswith(o, i)), None)
+            if op is not None:
+                finish()
+                commands.operators += 1
+                current = SimpleCommand(nested)
+                i += len(op)
+                if op == "\n":
+                    i = _read_heredocs(text, i, pending_heredocs)
+                    pending_heredocs = []
+                continue
+        # a redirection, with an optional file descriptor number before it
+        j = i
+        while j < n and text[j].isdigit():
+            j += 1
+        redir = next((o for o in _REDIR_OPS if text.startswith(o, j)), None)
+        if redir is not None and expect_target is None:
+            if redir in ("<", ">") and j == i and text.startswith("(", j + 1):
+                end = _balanced_end(text, j + 2)  # <(...) or >(...): a word that runs a command
+                if end < 0:
+                    return None
+                subs.append(text[j + 2:end - 1])
+                current.words.append(text[j:end])
+                i = end
+                continue
+            i = j + len(redir)
+            expect_target = redir
+            continue
+        if expect_target is not None and text.startswith(("<(", ">("), i):
+            end = _balanced_end(text, i + 2)
+            if end < 0:
+                return None
+            subs.append(text[i + 2:end - 1])
+            current.redirs.append((expect_target, text[i:end]))
+            expect_target = None
+            i = end
+            continue
+        if expect_target is not None and c in ";|&()<>\n":
+            return None
+        # a word
+        word, quoted = [], False
+        while i < n:
+            c = text[i]
+            if c in " \t\r\n;|&()<>":
+                break
+            if c == "\\":
+                if i + 1 < n and text[i + 1] != "\n":
+                    word.append(text[i + 1])
+                i += 2
+                continue
+            if c == "'":
+                j = text.find("'", i + 1)
+                if j < 0:
+                    return None
+                word.append(text[i + 1:j])
+                quoted = True
+                i = j + 1
+                continue
+            if c == "$" and text.startswith("$'", i):
+                j = i + 2
+                while j < n and text[j] != "'":
+                    j += 2 if text[j] == "\\" else 1
+                if j >= n:
+                    return None
+                word.append(text[i + 2:j].replace("\\n", "\n").replace("\\t", "\t")
+                            .replace("\\'", "'").replace("\\\\", "\\"))
+                quoted = True
+                i = j + 1
+                continue
+            if c == "$" and text.startswith("$(", i):
+                end = _balanced_end(text, i + 2)
+                if end < 0:
+                    return None
+                if not text.startswith("$((", i):
+                    subs.append(text[i + 2:end - 1])
+                word.append(text[i:end])
+                i = end
+                continue
+            if c == "`":
+                j = i + 1
+                while j < n and text[j] != "`":
+                    j += 2 if text[j] == "\\" else 1
+                if j >= n:
+                    return None
+                subs.append(text[i + 1:j].replace("\\`", "`"))
+                word.append(text[i:j + 1])
+                i = j + 1
+                continue
+            if c == '"':
+                quoted = True
+                i += 1
+                while i < n and text[i] != '"':
+                    c = text[i]
+                    if c == "\\" and i + 1 < n:
+                        if text[i + 1] in '$`"\\':
+                            word.append(text[i + 1])
+                        elif text[i + 1] != "\n":
+                            word.append(text[i:i + 2])
+                        i += 2
+                        continue
+                    if text.startswith("$(", i) and not text.startswith("$((", i):
+                        end = _balanced_end(text, i + 2)
+                        if end < 0:
+                            return None
+                        subs.append(text[i + 2:end - 1])
+                        word.append(text[i:end])
+                        i = end
+                        continue
+                    if c == "`":
+                        j = i + 1
+                        while j < n and text[j] != "`":
+                            j += 2 if text[j] == "\\" else 1
+                        if j >= n:
+                            return None
+                        subs.append(text[i + 1:j])
+                        word.append(text[i:j + 1])
+                        i = j + 1
+                        continue
+                    word.append(c)
+                    i += 1
+                if i >= n:
+                    return None
+                i += 1
+                continue
+            word.append(c)
+            i += 1
+        value = "".join(word)
+        if expect_target is not None:
+            if expect_target in ("<<", "<<-"):
+                pending_heredocs.append((value, expect_target == "<<-", current))
+            current.redirs.append((expect_target, value))
+            expect_target = None
+        elif value or quoted:
+            current.words.append(value)
+    if expect_target is not None and expect_target not in ("<<", "<<-"):
+        return None
+    finish()
+    for body in subs:
+        inner = shell_parse(body, nested=True, depth=depth + 1)
+        if inner is None:
+            return None
+        commands.extend(inner)
+    return commands
+
+
+_SHELL_PROGRAMS = ("bash", "sh", "zsh", "dash", "ksh", "fish")
+_SHELL_KEYWORDS = ("do", "then", "else", "elif", "if", "while", "until", "!", "{", "time", "coproc")
+_CODE_PROGRAMS = ("python", "pypy", "node", "ruby", "perl", "php", "deno", "bun")
+# Programs that run the rest of their arguments as a command: (name, options that take a value,
+# how many leading operands are theirs).
+_WRAPPERS = {
+    "env": ("-u", "-C", "-S", "--unset", "--chdir"), "nice": ("-n", "--adjustment"),
+    "nohup": (), "time": ("-f", "-o"), "command": (), "exec": ("-a",), "builtin": (),
+    "sudo": ("-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U"), "doas": ("-u", "-C"),
+    "stdbuf": ("-i", "-o", "-e"), "ionice": ("-c", "-n", "-p"), "setsid": (), "unbuffer": (),
+    "caffeinate": (), "xargs": ("-a", "-d", "-E", "-I", "-L", "-n", "-P", "-s", "--delimiter",
+                                "--max-args", "--max-procs", "--replace"),
+    "timeout": ("-k", "-s", "--kill-after", "--signal"), "watch": ("-n", "-d", "--interval"),
+    "strace": ("-e", "-o", "-p", "-s"), "ltrace": ("-e", "-o"), "chrt": (), "taskset": (),
+    "flock": ("-w", "-E", "--timeout"), "systemd-run": (), "proot": (), "fakeroot": (),
+}
+_WRAPPER_OPERANDS = {"timeout": 1, "taskset": 1, "chrt": 1, "flock": 1, "systemd-run": 0}
+_RUNNERS = {"uv": "run", "poetry": "run", "pipenv": "run", "pdm": "run", "hatch": "run",
+            "npx": None, "pnpx": None, "bunx": None, "conda": "run"}
+
+
+def _is_assignment(word):
+    name, eq, _ = word.partition("=")
+    return bool(eq) and bool(name) and (name[0].isalpha() or name[0] == "_") and \
+        name.replace("_", "a").isalnum()
+
+
+def command_program(words):
+    """(program, args, wrapped, assigned, nested_text) of a simple command's words:
+    leading VAR=value words and wrappers (env, timeout, sudo, xargs, nohup, uv run,
+    python -m, ...) are looked through; `bash -c TEXT` and `eval` give their text
+    as nested_text, to be read as a command line of its own."""
+    words = list(words)
+    assigned = wrapped = False
+    while words and _is_assignment(words[0]):
+        words.pop(0)
+        assigned = True
+    for _ in range(12):
+        while words and words[0] in _SHELL_KEYWORDS:
+            words.pop(0)  # `do autotune run`, `then cp x y`, `! cmd`
+            wrapped = True
+        if not words:
+            return "", [], wrapped, assigned, None
+        program = os.path.basename(words[0])
+        args = words[1:]
+        if program in _WRAPPERS:
+            wrapped = True
+            takes, operands, i = _WRAPPERS[program], _WRAPPER_OPERANDS.get(program, 0), 0
+            while i < len(args):
+                arg = args[i]
+                if arg == "--":
+                    i += 1
+                    break
+                if program == "env" and _is_assignment(arg):
+                    i += 1
+                elif arg.startswith("-") and len(arg) > 1:
+                    i += 2 if (arg in takes) else 1
+                elif program == "nice" and arg.lstrip("-").isdigit():
+                    i += 1
+                else:
+                    break
+            i += operands
+            words = args[i:]
+            continue
+        if program in _RUNNERS:
+            sub = _RUNNERS[program]
+            if sub is None or (args and args[0] == sub):
+                wrapped = True
+                rest = args if sub is None else args[1:]
+                while rest and rest[0].startswith("-"):
+                    rest = rest[1:]
+                words = rest
+                continue
+        if program.startswith("python") or program in ("pypy", "pypy3"):
+            i = 0
+            while i < len(args) and args[i].startswith("-") and args[i] not in ("-m", "-c"):
+                i += 2 if args[i] in ("-X", "-W") else 1
+            if i < len(args) and args[i] == "-m" and i + 1 < len(args):
+                words = [args[i + 1]] + args[i + 2:]
+                wrapped = wrapped or args[i + 1] not in ("autotune",)
+                continue
+            if i < len(args) and args[i] == "-c":
+                return program, args, wrapped, assigned, None
+            if i < len(args):
+                words = args[i:]
+                continue
+            return program, args, wrapped, assigned, None
+        if program in _SHELL_PROGRAMS:
+            i = 0
+            while i < len(args) and args[i].startswith("-") and args[i] != "-c":
+                i += 1
+            if i < len(args) and args[i] == "-c":
+                return program, args, wrapped, assigned, (args[i + 1] if i + 1 < len(args) else "")
+            if i < len(args):
+                words = args[i:]
+                wrapped = True
+                continue
+            return program, args, wrapped, assigned, None
+        if program in ("eval",):
+            return program, args, wrapped, assigned, " ".join(args)
+        return program, args, wrapped, assigned, None
+    return "", [], True, assigned, None
+
+
+def run_invocations(commands, depth=0):
+    """The simple commands (with their program and args) that run `autotune run`,
+    each as (args, plain_enough) where plain_enough is False when reached through a
+    wrapper, a substitution or an assignment."""
+    found = []
+    for command in commands:
+        program, args, wrapped, assigned, nested = command_program(command.words)
+        if nested is not None:
+            inner = shell_parse(nested, nested=True, depth=depth + 1) if depth < 4 else None
+            if inner is None:
+                if "autotune" in nested or "run-experiment" in nested:
+                    found.append(([], False))
+                continue
+            found += [(a, False) for a, _ in run_invocations(inner, depth + 1)]
+            continue
+        if program in ("autotune", "autotune.py") and args and args[0] == "run":
+            found.append((args[1:], not (wrapped or assigned or command.nested)))
+        elif program in ("run-experiment.sh", "run-experiment"):
+            found.append((args, not (wrapped or assigned or command.nested)))
+    return found
+
+
+def _operands(args, takes=()):
+    """The non-option arguments (options in `takes` consume the next word; `--` ends
+    the options)."""
+    found, i, done = [], 0, False
+    while i < len(args):
+        arg = args[i]
+        if not done and arg == "--":
+            done = True
+        elif not done and arg.startswith("-") and len(arg) > 1:
+            if arg in takes:
+                i += 1
+        else:
+            found.append(arg)
+        i += 1
+    return found
+
+
+def _diff_paths(text, strip=None):
+    """The file names a unified diff touches (--- / +++ headers), each with the given
+    number of leading components stripped, or with 0, 1 and all when unknown."""
+    paths = []
+    for line in text.splitlines():
+        if line.startswith(("--- ", "+++ ", "diff --git ")):
+            names = line.split()[2:] if line.startswith("diff --git") else [line[4:].split("\t")[0].strip()]
+            for name in names:
+                if name == "/dev/null" or not name:
+                    continue
+                parts = name.split("/")
+                for count in ([strip] if strip is not None else [0, 1, len(parts) - 1]):
+                    if 0 <= count < len(parts):
+                        paths.append("/".join(parts[count:]))
+    return paths
+
+
+def _patch_text(command, cwd, files):
+    texts = list(command.heredocs)
+    texts += [target for op, target in command.redirs if op == "<<<"]
+    for name in files + [target for op, target in command.redirs if op == "<"]:
+        try:
+            with open(os.path.join(cwd, name), "rb") as handle:
+                texts.append(handle.read(1 << 20).decode("utf-8", "replace"))
+        except OSError:
+            pass
+    return "\n".join(texts)
+
+
+def _strip_option(args, short, long):
+    for i, arg in enumerate(args):
+        if arg == short and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(short) and len(arg) > len(short) and not arg.startswith("--"):
+            return arg[len(short):]
+        if arg.startswith(long + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+_COPY_TAKES = {
+    "cp": ("-S", "--suffix"), "mv": ("-S", "--suffix"), "ln": ("-S", "--suffix"),
+    "install": ("-m", "-o", "-g", "-S", "--mode", "--owner", "--group", "--suffix"),
+    "rsync": ("-e", "--rsh", "--exclude", "--include", "--filter", "-f", "--files-from",
+              "--exclude-from", "--include-from", "--rsync-path", "--log-file", "--partial-dir",
+              "--backup-dir", "--compare-dest", "--link-dest", "--copy-dest", "--chmod",
+              "--chown", "-T", "--temp-dir", "-B", "--block-size", "--port"),
+    "scp": ("-P", "-i", "-o", "-F", "-c", "-l", "-S", "-J"),
+}
+
+
+def _copy_targets(program, args, cwd):
+    """What cp/mv/install/ln/rsync/scp write: the destination (a file, or each source's
+    name inside a destination directory, -t DIR included), the files a directory copy
+    lands on, and for mv the sources too (they disappear)."""
+    takes = _COPY_TAKES.get(program, ())
+    target_dir, no_target_dir, operands, i, done = None, False, [], 0, False
+    while i < len(args):
+        arg = args[i]
+        if not done and arg == "--":
+            done = True
+        elif not done and arg.startswith("-") and len(arg) > 1:
+            if program in ("cp", "mv", "install", "ln"):
+                if arg in ("-t", "--target-directory") and i + 1 < len(args):
+                    target_dir = args[i + 1]
+                    i += 1
+                elif arg.startswith("--target-directory="):
+                    target_dir = arg.split("=", 1)[1]
+                elif arg.startswith("-t") and not arg.startswith("--"):
+                    target_dir = arg[2:]
+                elif arg in ("-T", "--no-target-directory"):
+                    no_target_dir = True
+            if program == "install" and arg in ("-d", "--directory"):
+                return []
+            if arg in takes:
+                i += 1
+        else:
+            operands.append(arg)
+        i += 1
+    full = lambda p: os.path.join(cwd, os.path.expanduser(p))
+    if target_dir is not None:
+        sources, dest_dir = operands, target_dir
+    elif program == "ln" and len(operands) == 1:
+        sources, dest_dir = operands, "."
+    elif len(operands) >= 2:
+        sources, dest = operands[:-1], operands[-1]
+        if program in ("rsync", "scp") and ":" in dest.split("/", 1)[0]:
+            return []  # a remote destination
+        if no_target_dir or not (dest.endswith("/") or os.path.isdir(full(dest))):
+            targets = [(dest, "file")]
+            if len(sources) == 1 and os.path.isdir(full(sources[0])) and program != "ln":
+                targets += _tree_copy(full(sources[0]), dest)
+            return targets + ([(s, "tree") for s in sources] if program == "mv" else [])
+        dest_dir = dest
+    else:
+        return []
+    targets = []
+    for source in sources:
+        name = os.path.basename(source.rstrip("/")) or source
+        if name in (".", "..") or (program == "rsync" and source.endswith("/")
+                                   and not os.path.isdir(full(source))):
+            targets.append((dest_dir, "tree"))  # a directory's contents, unknown here
+            continue
+        if program == "rsync" and source.endswith("/"):
+            targets += _tree_copy(full(source), dest_dir)
+            continue
+        targets.append((os.path.join(dest_dir, name), "tree" if program == "mv" else "file"))
+        if os.path.isdir(full(source)) and program != "ln":
+            targets += _tree_copy(full(source), os.path.join(dest_dir, name))
+        if program == "mv":
+            targets.append((source, "tree"))
+    return targets
+
+
+def _tree_copy(source_dir, dest_dir, limit=5000):
+    """The files a recursive copy of source_dir writes under dest_dir (at most `limit`)."""
+    targets = []
+    for root, dirs, files in os.walk(source_dir):
+        dirs[:] = [d for d in dirs if d != ".git"]
+        for name in files:
+            rel = os.path.relpath(os.path.join(root, name), source_dir)
+            targets.append((os.path.join(dest_dir, rel), "file"))
+            if len(targets) >= limit:
+                return targets
+    return targets
+
+
+_CODE_WRITES = (r"open\([^)]*,\s*(?:mode\s*=\s*)?['\"][rbt]*[wax+]|(?<!stdout)(?<!stderr)\.write\(|"
+                r"write_text|write_bytes|unlink|os\.remove|rename|os\.replace|rmtree|shutil\.|"
+                r"truncate|writeFile|appendFile|rmSync|File\.write|File\.open\([^)]*['\"][wa]|"
+                r"IO\.write|FileUtils|open\s*\([^,)]*,\s*['\"]\+?>")
+
+
+def _code_targets(code):
+    """Paths quoted in interpreter code that writes files (a heuristic: the guard only
+    cares whether one of them is protected)."""
+    import re
+    if not re.search(_CODE_WRITES, code):
+        return []
+    literals = re.findall(r"['\"]([^'\"\n]{1,300})['\"]", code)
+    return [(literal.lstrip("+<>& ") or literal, "file") for literal in literals]  # perl's ">file"
+
+
+def _git_targets(args, cwd):
+    """(targets, cwd) of a git command: pathspecs that checkout/restore/reset/stash/clean/
+    rm/mv/apply would rewrite; -C DIR moves the directory."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        if args[i] in ("-C", "-c", "--git-dir", "--work-tree", "--namespace") and i + 1 < len(args):
+            if args[i] == "-C":
+                cwd = os.path.join(cwd, args[i + 1])
+            i += 2
+        else:
+            i += 1
+    if i >= len(args):
+        return [], cwd
+    sub, rest = args[i], args[i + 1:]
+    paths_after = rest[rest.index("--") + 1:] if "--" in rest else None
+    before = rest[:rest.index("--")] if "--" in rest else rest
+
+    def existing(words, takes=()):
+        return [w for w in _operands(words, takes) if w in (".", "*", ":/") or
+                os.path.lexists(os.path.join(cwd, w))]
+
+    trees = []
+    if sub in ("checkout", "restore"):
+        takes = ("-b", "-B", "--orphan", "-s", "--source", "--conflict", "--pathspec-from-file")
+        trees = (paths_after or []) + existing(before, takes)
+        if sub == "restore" and paths_after is None:
+            trees = _operands(before, takes)
+    elif sub == "reset":
+        trees = (paths_after or []) + existing(before)
+        revs = [w for w in _operands(before) if w not in trees]
+        if "--hard" in rest and any(r not in ("HEAD", "@") for r in revs):
+            trees.append(".")  # resets every tracked file to another commit
+    elif sub == "stash":
+        action = rest[0] if rest and not rest[0].startswith("-") else "push"
+        if action in ("push", "save"):
+            if any(a in ("-u", "--include-untracked", "-a", "--all") for a in rest):
+                trees.append(".")
+            trees += paths_after or []
+    elif sub == "clean":
+        flags = "".join(a[1:] for a in before if a.startswith("-") and not a.startswith("--"))
+        forced = "f" in flags or "--force" in rest
+        if forced and "n" not in flags and "--dry-run" not in rest:
+            trees = (paths_after or []) + _operands(before, ("-e", "--exclude")) or ["."]
+    elif sub in ("rm", "mv"):
+        trees = (paths_after or []) + _operands(before)
+    elif sub == "apply":
+        if not any(a in ("--check", "--stat", "--numstat", "--summary") for a in rest):
+            strip = _strip_option(rest, "-p", "--p")
+            return [(p, "file") for p in _diff_paths(
+                "\n".join(_read_texts(cwd, _operands(before))), int(strip) if (strip or "").isdigit() else 1)], cwd
+    return [(p, "tree") for p in trees], cwd
+
+
+def _read_texts(cwd, names):
+    texts = []
+    for name in names:
+        try:
+            with open(os.path.join(cwd, name), "rb") as handle:
+                texts.append(handle.read(1 << 20).decode("utf-8", "replace"))
+        except OSError:
+            pass
+    return texts
+
+
+def _cluster_value(args, letter, long):
+    """Values of a short option that may be clustered (-sSLo FILE, -oFILE) or long."""
+    values, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith(long + "="):
+            values.append(arg.split("=", 1)[1])
+        elif arg == long and i + 1 < len(args):
+            values.append(args[i + 1])
+            i += 1
+        elif arg.startswith("-") and not arg.startswith("--") and letter in arg[1:]:
+            rest = arg[arg.index(letter, 1) + 1:]
+            if rest:
+                values.append(rest)
+            elif i + 1 < len(args):
+                values.append(args[i + 1])
+                i += 1
+        i += 1
+    return values
+
+
+def command_writes(command, program, args, cwd):
+    """[(path, kind)] one simple command would write; kind "file", "tree" (anything
+    under it) or "entry:scripts.NAME" (one package.json script)."""
+    targets = []
+    if program in ("tee", "sponge"):
+        targets = [(p, "file") for p in _operands(args)]
+    elif program in ("sed", "gsed"):
+        if any(a.startswith("--in-place") or (a.startswith("-") and not a.startswith("--")
+                                              and "i" in a[1:]) for a in args):
+            has_script = any(a in ("-e", "-f", "--expression", "--file") or
+                             a.startswith(("--expression=", "--file=")) for a in args)
+            files = _operands(args, ("-e", "-f", "--expression", "--file", "-l", "--line-length"))
+            targets = [(p, "file") for p in (files if has_script else files[1:])]
+    elif program == "perl":
+        clusters = [a for a in args if a.startswith("-") and not a.startswith("--") and len(a) > 1
+                    and a[1] not in "MmIdDx"]
+        if any("i" in a[1:] for a in clusters):
+            files, code, i = [], False, 0
+            while i < len(args):
+                arg = args[i]
+                if arg.startswith("-") and len(arg) > 1 and not arg.startswith("--"):
+                    if arg[-1] in "eE" and arg[1] not in "MmIdDx":
+                        code = True
+                        i += 1
+                else:
+                    files.append(arg)
+                i += 1
+            targets = [(p, "file") for p in (files if code else files[1:])]
+        else:
+            targets = _interpreter_targets(command, args)
+    elif program in ("awk", "gawk"):
+        joined = " ".join(args)
+        if "-i inplace" in joined or "-iinplace" in joined or "--include=inplace" in joined \
+                or "--include inplace" in joined:
+            files = [a for a in _operands(args, ("-v", "-f", "-F", "-i", "--include", "--assign",
+                                                 "--file", "--field-separator"))
+                     if not _is_assignment(a)]
+            has_file = any(a in ("-f", "--file") for a in args)
+            targets = [(p, "file") for p in (files if has_file else files[1:])]
+    elif program in ("cp", "mv", "install", "ln", "rsync", "scp", "gcp", "gmv"):
+        targets = _copy_targets(program.lstrip("g") if program in ("gcp", "gmv") else program, args, cwd)
+    elif program in ("rm", "unlink", "shred", "srm", "trash", "trash-put"):
+        targets = [(p, "tree") for p in _operands(args)]
+    elif program == "truncate":
+        targets = [(p, "file") for p in _operands(args, ("-s", "--size", "-r", "--reference"))]
+    elif program in ("chmod", "chown", "chgrp", "setfacl", "chattr"):
+        import re
+        words = [a for a in args if a != "--" and not (a.startswith("-") and not re.match(
+            r"-[rwxXstugoa=+,0-7]+\Z", a))]
+        reference = any(a.startswith("--reference") for a in args)
+        targets = [(p, "file") for p in (words if reference else words[1:])]
+    elif program == "dd":
+        targets = [(a[3:], "file") for a in args if a.startswith("of=")]
+    elif program == "curl":
+        values = _cluster_value(args, "o", "--output")
+        if any(a in ("-O", "--remote-name", "--remote-name-all") or
+               (a.startswith("-") and not a.startswith("--") and "O" in a[1:]) for a in args):
+            values += [os.path.basename(u.split("?")[0].rstrip("/")) for u in _operands(args)
+                       if "://" in u]
+        directory = (_cluster_value(args, "\0", "--output-dir") or [""])[-1]
+        targets = [(os.path.join(directory, v), "file") for v in values if v and v != "-"]
+    elif program == "wget":
+        targets = [(v, "file") for v in _cluster_value(args, "O", "--output-document") if v != "-"]
+    elif program == "patch":
+        output = _strip_option(args, "-o", "--output")
+        if output:
+            return [(output, "file")]
+        strip = _strip_option(args, "-p", "--strip")
+        directory = _strip_option(args, "-d", "--directory") or ""
+        operands = _operands(args, ("-p", "-i", "-o", "-d", "-D", "-F", "-z", "-B", "-Y", "-V",
+                                    "--input", "--directory", "--strip", "-r"))
+        patch_files = [v for v in [_strip_option(args, "-i", "--input")] if v] + operands[1:2]
+        if operands:
+            targets = [(os.path.join(directory, operands[0]), "file")]
+        text = _patch_text(command, cwd, patch_files)
+        targets += [(os.path.join(directory, p), "file") for p in _diff_paths(
+            text, int(strip) if (strip or "").isdigit() else None)]
+    elif program in ("npm", "pnpm", "yarn", "bun"):
+        words = [a for a in args if not a.startswith("-")]
+        if words[:2] in (["pkg", "set"], ["pkg", "delete"]):
+            for word in words[2:]:
+                key = word.split("=", 1)[0]
+                targets.append(("package.json", "entry:" + key if key.startswith("scripts.")
+                                else "entry:" + key))
+        elif words[:1] == ["set-script"] and len(words) > 1:
+            targets.append(("package.json", "entry:scripts." + words[1]))
+    elif program.startswith(_CODE_PROGRAMS):
+        targets = _interpreter_targets(command, args)
+    return targets
+
+
+def _interpreter_targets(command, args):
+    """What a one-liner (-c/-e code, or a heredoc fed to the interpreter) writes."""
+    targets = []
+    code = [args[i + 1] for i, a in enumerate(args[:-1])
+            if a in ("-c", "-e", "-E", "--eval", "-r", "-p", "--print") or
+            (a.startswith("-") and not a.startswith("--") and a[-1] in "eE" and a[1:2] not in "MmIdDx")]
+    for text in code + list(command.heredocs):
+        targets += _code_targets(text)
+    return targets
+
+
+def bash_write_targets(commands, cwd, depth=0):
+    """[(absolute path, kind, how)] every write the command line would make that the
+    reader recognizes; `cd DIR` moves the directory later paths resolve against."""
+    found = []
+    for command in commands:
+        for op, target in command.redirs:
+            if op in (">", ">>", ">|", "&>", "&>>", "<>") or (
+                    op == ">&" and not target.isdigit() and target != "-"):
+                found.append((os.path.join(cwd, os.path.expanduser(target)), "file", "a redirection (%s)" % op))
+        program, args, _, _, nested = command_program(command.words)
+        if nested is not None:
+            inner = shell_parse(nested, nested=True, depth=depth + 1) if depth < 4 else None
+            if inner:
+                found += bash_write_targets(inner, cwd, depth + 1)
+            continue
+        if program in ("cd", "pushd") and not command.nested:
+            if args and args[0] not in ("-", "--"):
+                cwd = os.path.join(cwd, os.path.expanduser(args[0]))
+            continue
+        if program == "git":
+            targets, git_cwd = _git_targets(args, cwd)
+            found += [(os.path.join(git_cwd, os.path.expanduser(p)), kind, "git " + " ".join(args[:1]))
+                      for p, kind in targets]
+            continue
+        for path, kind in command_writes(command, program, args, cwd):
+            found.append((os.path.join(cwd, os.path.expanduser(path)), kind, program))
+    return found
+
 
 
 def classify_run_command(command):
     """Whether a Bash command runs `autotune run`, and whether it does so plainly.
 
-    Returns (invokes_run, plain, run_args): plain means a single simple command
-    whose program is autotune (bin/autotune, autotune.py via python, or
-    run-experiment.sh), with no operators, substitutions or wrappers around it."""
+    Returns (invokes_run, plain, run_args): plain means a single simple command whose
+    program is autotune (bin/autotune, autotune.py via python, or run-experiment.sh),
+    with no operators, redirections, substitutions, assignments or wrappers around it.
+    A command that merely mentions `autotune run` in its data (a commit message, a
+    grep pattern) does not invoke it."""
     import re
     if not isinstance(command, str):
         return False, False, []
-    command = command.strip()
-    if not re.search(r"(autotune|run-experiment)", command):
+    if "autotune" not in command and "run-experiment" not in command:
         return False, True, []
     mentions = re.search(r"(?:autotune(?:\.py)?['\"]?\s+(?:\S+\s+)*?run\b|run-experiment)", command)
-    if not mentions:
+    commands = shell_parse(command.strip())
+    if commands is None:
+        return (True, False, []) if mentions else (False, True, [])
+    found = run_invocations(commands)
+    if not found:
+        for simple in commands if mentions else ():
+            program, args, _, _, nested = command_program(simple.words)
+            if program in _SHELL_PROGRAMS and nested is None and not args:
+                return True, False, []  # `echo "autotune run" | bash`: a shell reading its stdin
+            if program.startswith(_CODE_PROGRAMS) and any(
+                    a in ("-c", "-e", "-E", "--eval") for a in args) and re.search(
+                    r"autotune\S*['\"]?(?:\s*,\s*['\"]|\s+)run\b|run-experiment", " ".join(args)):
+                return True, False, []  # os.system('autotune run') and the like
         return False, True, []
-    tokens = shell_tokens(command)
-    if tokens is None:
-        return True, False, []
-    substitution = "$(" in command or "`" in command or "\n" in command
-    words = list(tokens)
-    assigned = False
-    while words and "=" in words[0] and not words[0].startswith("=") and \
-            words[0].split("=", 1)[0].replace("_", "").isalnum():
-        words.pop(0)  # leading VAR=value assignments (BASH_ENV=... would fake the benchmark)
-        assigned = True
-    if words and os.path.basename(words[0]).startswith("python") and len(words) > 1:
-        words.pop(0)
-    elif words and words[0] in ("bash", "sh") and len(words) > 1 and not words[1].startswith("-"):
-        words.pop(0)
-    program = os.path.basename(words[0]) if words else ""
-    if program in ("run-experiment.sh", "run-experiment"):
-        args = words[1:]
-    elif program in ("autotune", "autotune.py") and len(words) > 1 and words[1] == "run":
-        args = words[2:]
-    elif program in ("autotune", "autotune.py", "grep", "egrep", "fgrep", "rg", "cat", "head", "tail",
-                     "less", "wc", "echo", "printf") and not substitution and \
-            not any(set(t) <= set(";&|()<>") for t in tokens):
-        return False, True, []  # on its own, a command whose arguments are data
-    else:
-        return True, False, []  # `run` reached through a wrapper, or not at its start
-    plain = not (substitution or assigned or any(t in _OPERATORS for t in tokens))
+    args, plain = found[0]
+    plain = (plain and len(found) == 1 and len(commands) == 1 and not commands[0].redirs
+             and not commands.operators)
     return True, plain, args
 
 
@@ -5447,84 +7469,290 @@ def _run_command_values(args):
     return values
 
 
-_BENCH_WRITE = ("tee", "cp", "mv", "rm", "truncate", "dd", "install", "ln", "chmod")
-_INTERPRETERS = r"\b(?:perl|python3?|ruby|node)\b"
-_WRITES_IN_CODE = r"\s-[a-zA-Z]*i\b|open\(|\.write|write_text|unlink|rename|replace\("
+# A Bash command without any of these words cannot write a file the guard knows how to
+# recognize nor run the benchmark: the hook answers it without reading the loop.
+_BASH_HINT = (r"[>]|\b(?:tee|sponge|g?sed|perl|g?awk|g?cp|g?mv|install|ln|rsync|scp|rm|unlink|shred|"
+              r"truncate|ch(?:mod|own|grp)|dd|curl|wget|patch|git|npm|pnpm|yarn|bun|python[\d.]*|pypy3?|"
+              r"node|ruby|php|deno|bash|sh|zsh|dash|ksh|eval|xargs|autotune|run-experiment)\b")
+_EDIT_TOOLS = ("Edit", "Write", "MultiEdit", "NotebookEdit")
 
 
 def hook_pre_tool_use(payload):
+    """Denies what would move the judge of an active loop: a write (Edit, Write, or a
+    Bash command) to autotune's records, the benchmark, its config or a protected input,
+    and an `autotune run` that is not called on its own."""
+    import re
     tool = payload.get("tool_name")
     tool_input = payload.get("tool_input") if isinstance(payload.get("tool_input"), dict) else {}
+    cwd = payload.get("cwd")
+    if not isinstance(cwd, str) or not os.path.isdir(cwd):
+        cwd = os.getcwd()
     if tool == "Bash":
         command = tool_input.get("command")
-        if not isinstance(command, str) or ("autotune" not in command and "run-experiment" not in command):
+        if not isinstance(command, str) or not re.search(_BASH_HINT, command):
             return None
-    elif tool in ("Edit", "Write", "MultiEdit", "NotebookEdit"):
+        reason = bash_denial(command, Guards(cwd))
+    elif tool in _EDIT_TOOLS:
         path = tool_input.get("file_path") or tool_input.get("notebook_path")
-        if not isinstance(path, str):
+        if not isinstance(path, str) or not path or "\0" in path:
             return None
-        cwd = payload.get("cwd") if isinstance(payload.get("cwd"), str) else os.getcwd()
-        full = os.path.realpath(os.path.join(cwd, path))
-        if os.path.basename(full) not in GUARDED_ALWAYS + GUARDED_UNTIL_BASELINE + ("autotune.py",):
-            return None
+        full = os.path.join(cwd, os.path.expanduser(path))
+        reason = Guards(cwd).reason(full, "file", None, lambda: edited_content(full, tool, tool_input))
     else:
         return None
-    session, loaded = payload_session(payload)
-    if session is None or not loaded.state.active:
-        return None
-    state = loaded.state
-    if tool == "Bash":
-        reason = bash_denial(command, session, state)
-    else:
-        reason = next((guard_reason(name, state) for name in guarded_files(session, state)
-                       if _same_path(full, session.path(name))), None)
     if not reason:
         return None
     return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
                                    "permissionDecisionReason": reason}}
 
 
-def _plain_autotune_call(command):
-    """An autotune command on its own (no operators, substitutions or wrappers)."""
-    command = command.strip()
-    if "$(" in command or "`" in command or "\n" in command:
-        return False
-    tokens = shell_tokens(command)
-    if tokens is None or any(set(t) <= set(";&|()<>") for t in tokens):
-        return False
-    words = tokens[1:] if tokens and os.path.basename(tokens[0]).startswith("python") else tokens
-    return bool(words) and os.path.basename(words[0]) in ("autotune", "autotune.py")
-
-
-def bash_denial(command, session, state):
-    """Why a Bash command must not run during an active segment, or None."""
-    import re
-    invokes, plain, args = classify_run_command(command)
-    if invokes and not plain:
-        return ("autotune: `autotune run` must be called on its own, as `autotune run` (optionally "
-                "--command ./autotune.sh, --timeout, --repeat): no other commands, pipes, "
-                "substitutions, variable assignments or wrappers around it (to change directory, "
-                "run `cd DIR` as a command of its own first).")
-    if invokes:
-        for value in _run_command_values(args):
-            if os.path.isfile(session.path(BENCH_FILE)) and not is_benchmark_command(value, session.workdir):
-                return ("autotune: %s is not the benchmark. While autotune.sh exists the loop measures "
-                        "only ./autotune.sh; run `autotune run` without --command." % json.dumps(value))
+def edited_content(path, tool, tool_input):
+    """The bytes a Write/Edit/MultiEdit would leave in `path`, or None when unknown."""
+    if tool == "Write":
+        content = tool_input.get("content")
+        return content.encode("utf-8", "surrogateescape") if isinstance(content, str) else None
+    data = _read_bytes(path)
+    if data is None or tool not in ("Edit", "MultiEdit"):
         return None
-    if _plain_autotune_call(command):
-        return None  # `autotune log --description "..."` alone: its arguments are data
-    for name in guarded_files(session, state):
-        if name not in command:
-            continue
-        pattern = re.escape(name)
-        if (re.search(r">\s*[\"']?(?:\S*/)?%s" % pattern, command)
-                or re.search(r"\bsed\b[^|;&]*\s-(?:[a-zA-Z]*i|-in-place)\b[^|;&]*%s" % pattern, command)
-                or re.search(r"\b(?:%s)\b[^|;&]*%s" % ("|".join(_BENCH_WRITE), pattern), command)
-                and not re.search(r"^\s*(?:cp|install|ln)\s[^|;&<>]*%s[^|;&<>]*\s\S+\s*$" % pattern, command)
-                or re.search(r"\bgit\s+(?:checkout|restore|rm|mv|apply|stash)\b[^|;&]*%s" % pattern, command)
-                or re.search(_INTERPRETERS, command) and re.search(_WRITES_IN_CODE, command)):
-            return guard_reason(name, state)
+    text = data.decode("utf-8", "surrogateescape")
+    edits = tool_input.get("edits") if tool == "MultiEdit" else [tool_input]
+    for edit in edits if isinstance(edits, list) else []:
+        if not isinstance(edit, dict):
+            return None
+        old, new = edit.get("old_string"), edit.get("new_string")
+        if not isinstance(old, str) or not isinstance(new, str) or old not in text:
+            return None
+        text = text.replace(old, new) if edit.get("replace_all") is True else text.replace(old, new, 1)
+    return text.encode("utf-8", "surrogateescape")
+
+
+def bash_denial(command, guards):
+    """Why a Bash command must not run while a loop is active, or None."""
+    invokes, plain, args = classify_run_command(command)
+    if invokes:
+        guard = guards.at(guards.cwd)
+        if guard is not None:
+            if not plain:
+                return ("autotune: `autotune run` must be called on its own, as `autotune run` "
+                        "(optionally --command ./autotune.sh, --timeout, --repeat): no other "
+                        "commands, pipes, redirections, substitutions, variable assignments or "
+                        "wrappers around it (to change directory, run `cd DIR` as a command of "
+                        "its own first).")
+            workdir = guard.session.workdir
+            for value in _run_command_values(args):
+                if os.path.isfile(os.path.join(workdir, BENCH_FILE)) and not is_benchmark_command(value, workdir):
+                    return ("autotune: %s is not the benchmark. While autotune.sh exists the loop "
+                            "measures only ./autotune.sh; run `autotune run` without --command." %
+                            json.dumps(value))
+        if plain:
+            return None
+    commands = shell_parse(command)
+    if commands is None:
+        return None  # Bash cannot run it either
+    for path, kind, how in bash_write_targets(commands, guards.cwd):
+        if "\0" in path:
+            continue  # not a path Bash could open
+        reason = guards.reason(path, kind, how)
+        if reason:
+            return reason
     return None
+
+
+
+
+def glob_regex(pattern):
+    """A `protect` glob as a compiled regex over relative paths: `**` spans directories,
+    `*` and `?` stay within one, [abc] is a class."""
+    import re
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2:]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1:end]
+            out.append("[%s%s]" % ("^" if body.startswith("!") else "", re.escape(body.lstrip("!"))))
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out).rstrip("/") + r"(?:/.*)?\Z")
+
+
+def _glob_prefix(pattern):
+    """The directory part of a glob before its first wildcard ("tests/**" -> "tests")."""
+    parts = []
+    for part in pattern.split("/"):
+        if any(c in part for c in "*?["):
+            break
+        parts.append(part)
+    return "/".join(parts)
+
+
+def real_target(path):
+    """Where a write to `path` lands: symlinks followed, also for a file not created yet."""
+    if os.path.lexists(path):
+        return os.path.realpath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(path) or "."), os.path.basename(path))
+
+
+class Guard(object):
+    """What an active loop protects from the agent's tools, for the PreToolUse hook:
+    autotune's own records always; from the baseline on, the benchmark, checks, holdout,
+    config and the protected inputs (the `protect` globs and what defines the commands
+    the benchmark calls). Paths are compared after following symlinks, and hard links
+    are recognized by their inode."""
+
+    def __init__(self, session, state):
+        self.session, self.state = session, state
+        self.root = os.path.realpath(session.workdir)
+        self.names = guarded_files(session, state)
+        inputs = state.inputs if (state.n_exp and isinstance(state.inputs, dict)) else {}
+        self.files, self.entries = set(), {}
+        for key in inputs:
+            name, _, part = key.partition("#")
+            if part:
+                self.entries.setdefault(os.path.normpath(name), []).append(key)
+            else:
+                self.files.add(os.path.normpath(key))
+        globs = session.settings.protect if state.n_exp else []
+        self.globs = [(g, glob_regex(g), _glob_prefix(g)) for g in globs]
+
+    def _inodes(self):
+        found = {}
+        for rel in list(self.names) + sorted(self.files)[:500]:
+            try:
+                st = os.stat(os.path.join(self.root, rel))
+                found[(st.st_dev, st.st_ino)] = rel
+            except OSError:
+                pass
+        return found
+
+    def reason(self, path, kind="file", how=None, content=None):
+        """Why a write of `kind` to `path` must be denied, or None. `content`, when
+        known (an Edit or Write), lets a file with protected entries (package.json's
+        scripts) be edited where the entries stay the same."""
+        real = real_target(path)
+        rel = os.path.relpath(real, self.root)
+        inside = rel != ".." and not rel.startswith(".." + os.sep)
+        if inside and kind == "tree":
+            return self._tree_reason(rel.replace(os.sep, "/"), how)
+        if inside:
+            found = self._file_reason(rel.replace(os.sep, "/"), kind, content, how)
+            if found:
+                return found
+        try:
+            st = os.stat(real)
+        except OSError:
+            return None
+        if st.st_nlink > 1:
+            linked = self._inodes().get((st.st_dev, st.st_ino))
+            if linked:
+                base = self._file_reason(linked, "file", None, how) or guard_reason(linked, self.state)
+                return base.replace("autotune: ", "autotune: %s is a hard link to %s: " % (
+                    path, linked), 1)
+        return None
+
+    def _file_reason(self, rel, kind, content, how):
+        if rel in self.names:
+            return guard_reason(rel, self.state)
+        if rel in self.files:
+            return self._input_reason(rel, how)
+        if rel in self.entries:
+            keys = self.entries[rel]
+            if kind.startswith("entry:"):
+                entry = kind[len("entry:"):]
+                stem = entry.split(".", 1)[-1]
+                touched = [k for k in keys if k.partition("#")[2] in (
+                    entry, "scripts." + stem[3:] if stem.startswith("pre") else None,
+                    "scripts." + stem[4:] if stem.startswith("post") else None)]
+                return self._input_reason(touched[0], how) if touched else None
+            data = content() if callable(content) else content
+            if data is not None:
+                changed = [k for k in keys if _input_digest_of(data, k.partition("#")[2])
+                           != self.state.inputs.get(k)]
+                return self._input_reason(changed[0], how) if changed else None
+            return self._input_reason(keys[0], how)
+        for pattern, regex, _ in self.globs:
+            if regex.match(rel):
+                return self._input_reason(rel, how, pattern)
+        return None
+
+    def _tree_reason(self, rel, how):
+        under = lambda name: rel == "." or name == rel or name.startswith(rel.rstrip("/") + "/")
+        for name in self.names:
+            if under(name):
+                return guard_reason(name, self.state)
+        for name in sorted(self.files) + sorted(self.entries):
+            if under(name):
+                return self._input_reason(name, how)
+        for pattern, regex, prefix in self.globs:
+            if rel == "." or under(prefix) or regex.match(rel) or prefix.startswith(rel.rstrip("/") + "/"):
+                return self._input_reason(rel, how, pattern)
+        return None
+
+    def _input_reason(self, key, how, pattern=None):
+        why = ("it matches `protect` %s in %s" % (json.dumps(pattern), CONFIG_FILE) if pattern
+               else "it defines a command the benchmark or checks call" if "#" in key or
+               key not in self.session.settings.protect else "it is protected")
+        return ("autotune: %s is a protected input of the active segment %d (%s), hashed at its "
+                "baseline: a change to it would move the judge, not measure the code%s. Change "
+                "the code under test instead; to change it, `autotune stop`, change it, then start "
+                "a new segment with `autotune init`." % (
+                    key, self.state.segment, why, (" (denied: %s)" % how) if how else ""))
+
+
+class Guards(object):
+    """The guards of the loops a tool call may touch: the one of the session's cwd and
+    the one of each target's own directory (a loop in a subdirectory is guarded from its
+    parent too). Each loop is read once per hook call."""
+
+    def __init__(self, cwd):
+        self.cwd = cwd
+        self.by_dir, self.by_root = {}, {}
+
+    def at(self, directory):
+        probe = directory
+        while probe and not os.path.isdir(probe):
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                return None
+            probe = parent
+        if probe in self.by_dir:
+            return self.by_dir[probe]
+        guard = None
+        session, loaded = payload_session({"cwd": probe})
+        if session is not None and loaded.state.active:
+            root = os.path.realpath(session.workdir)
+            guard = self.by_root.get(root) or Guard(session, loaded.state)
+            self.by_root[root] = guard
+        self.by_dir[probe] = guard
+        return guard
+
+    def for_path(self, path):
+        guards = []
+        for guard in (self.at(self.cwd), self.at(os.path.dirname(real_target(path)))):
+            if guard is not None and guard not in guards:
+                guards.append(guard)
+        return guards
+
+    def reason(self, path, kind="file", how=None, content=None):
+        for guard in self.for_path(path):
+            found = guard.reason(path, kind, how, content)
+            if found:
+                return found
+        return None
+
 
 
 GUARDED_UNTIL_BASELINE = INTEGRITY_FILES + (CONFIG_FILE,)
@@ -5557,11 +7785,35 @@ def guard_reason(name, state):
 
 
 def hook_session_start(payload):
+    """The session that runs the loop gets the picture and "continue the loop"; any other
+    session in the directory gets one line saying a loop is active and whose it is."""
     session, loaded = payload_session(payload)
     if session is None or not loaded.state.active:
         return None
-    context = session_summary(session, loaded)
+    state = loaded.state
+    if runs_the_loop(payload, state):
+        context = session_summary(session, loaded)
+    else:
+        context = ("autotune: an optimization loop is active in %s (segment %d, %d runs, %s), "
+                   "run by %s; this session is not asked to continue it. To work on it, start "
+                   "`autotune start` (or `claude --agent autotune`); to look at it, `autotune "
+                   "explain`." % (session.workdir, state.segment, state.n_exp, state.health,
+                                  ("session %s" % state.session_id) if state.session_id
+                                  else "no Claude session yet"))
     return {"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": context}}
+
+
+def runs_the_loop(payload, state):
+    """The session that initialized or last logged the loop, a headless resume autotune
+    started (its id is in the log), or a session started as the autotune agent
+    (`autotune start` sets AUTOTUNE_AGENT; `claude --agent autotune` reports agent_type)."""
+    session_id = payload.get("session_id")
+    if state.session_id and session_id == state.session_id:
+        return True
+    agent = payload.get("agent_type")
+    if isinstance(agent, str) and agent.split(":")[-1] == "autotune":
+        return True
+    return os.environ.get("AUTOTUNE_AGENT") == "1"
 
 
 def session_summary(session, loaded, recent=6):
@@ -5712,7 +7964,8 @@ def cmd_statusline(args):
             payload = {}
     except (ValueError, OSError, RecursionError):
         payload = {}
-    colors = Colors(sys.stdout, force=(args.color and "NO_COLOR" not in os.environ) or None)
+    # colour by default, as before (Claude Code renders it); NO_COLOR or --no-color turn it off
+    colors = Colors(sys.stdout, force="NO_COLOR" not in os.environ and not args.no_color)
     try:
         line = statusline_text(payload, colors)
     except Exception as exc:
@@ -5726,16 +7979,26 @@ def cmd_statusline(args):
 
 
 def chained_statusline(command, payload):
-    """Runs another status-line command as an argv (never through a shell or eval)."""
-    import shlex
+    """Runs the user's other status-line command (their own settings, like the benchmark
+    the one other command autotune hands to a shell) through the shell, as the first
+    implementation did: `~`, pipes and variables work. It gets the same payload on stdin,
+    and is killed with its process group after 5 s."""
+    import signal
     import subprocess
     try:
-        argv = shlex.split(command)
-        proc = subprocess.run(argv, input=payload, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              timeout=5)
-        return proc.stdout.decode("utf-8", "replace").rstrip("\n")
-    except (ValueError, OSError, subprocess.SubprocessError) as exc:
+        proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    except (OSError, ValueError) as exc:
         return "(status-line command failed: %s)" % type(exc).__name__
+    try:
+        out, _ = proc.communicate(payload, timeout=5)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid, signal.SIGKILL)
+        try:
+            out, _ = proc.communicate(timeout=1)
+        except subprocess.TimeoutExpired:  # a child that left the group holds the pipe
+            out = b""
+    return out.decode("utf-8", "replace").rstrip("\n")
 
 
 AGENT_SUBCOMMANDS = ("init", "run", "log", "explain", "status", "dashboard", "report", "export",
@@ -5754,12 +8017,17 @@ def launchers(root):
 def permission_rules(root):
     """Allow rules for what the agent runs: the loop's subcommands (not clear, resume or
     repair, which are the person's), the benchmark, and read-only git."""
-    rules = ["Bash(%s %s*)" % (launcher, command) for launcher in launchers(root)
-             for command in AGENT_SUBCOMMANDS]
+    every = launchers(root)
+    every += [l for l in ("python3 autotune.py", "python3 " + os.path.join(root, "autotune.py"))
+              if l not in every]  # a copied autotune.py, and the plugin's own as the agent runs it
+    rules = ["Bash(%s %s*)" % (launcher, command) for launcher in every for command in AGENT_SUBCOMMANDS]
     if os.path.isdir(os.path.join(root, "bin")):
-        rules += ["Bash(%s*)" % name for name in ("init-experiment.sh", "run-experiment.sh",
-                                                 "log-experiment.sh")]
+        scripts = ("init-experiment.sh", "run-experiment.sh", "log-experiment.sh", "dashboard.sh")
+        rules += ["Bash(%s*)" % name for name in scripts[:3]]
+        # the first implementation's skill ran them as `bash <plugin>/bin/NAME.sh ...`
+        rules += ["Bash(bash %s*)" % os.path.join(root, "bin", name) for name in scripts]
     return rules + ["Bash(./autotune.sh)", "Bash(bash autotune.sh)", "Bash(./autotune.checks.sh)",
+                    "Bash(./autotune.holdout.sh)", "Bash(git checkout -b autotune/*)",
                     "Bash(git status*)", "Bash(git diff*)", "Bash(git log*)", "Bash(git show*)"]
 
 
@@ -5899,10 +8167,11 @@ def render_explain(data, colors):
     health = data["health"] or "running"
     lines = ['autotune · %s · segment %s of %s' % (
         json.dumps(data.get("name"), ensure_ascii=False), data["segment"], data["segments"])]
-    lines.append("Metric:  %s%s, %s is better · %d run%s: %d kept, %d discarded, %d crashed, %d failed checks" % (
+    timed_out = data.get("timed_out") or 0   # timeouts are crashes in the log, not in words
+    lines.append("Metric:  %s%s, %s is better · %d run%s: %d kept, %d discarded, %d crashed, %s%d failed checks" % (
         data.get("metric"), (" (%s)" % unit) if unit else "", data.get("direction"), data["runs"],
-        "" if data["runs"] == 1 else "s", data["kept"], data["discarded"], data["crashed"],
-        data["checks_failed"]))
+        "" if data["runs"] == 1 else "s", data["kept"], data["discarded"], data["crashed"] - timed_out,
+        ("%d timed out, " % timed_out) if timed_out else "", data["checks_failed"]))
     lines.append("")
     state_text = "%s — %s mode, %s" % (health.upper(), data["mode"], "active" if data["active"] else "not active")
     lines.append("State:   " + colors.paint(HEALTH_COLOR.get(health, "bold"), state_text))
@@ -5921,8 +8190,9 @@ def render_explain(data, colors):
             best += ", %s" % json.dumps(data["best_description"], ensure_ascii=False)
         lines.append(_wrap("Best:", best + conf_text))
     if data.get("last_status"):
-        lines.append(_wrap("Last:", "#%s %s %s, %s" % (
-            data.get("last_index"), data["last_status"], fmt_metric(data.get("last_metric"), unit),
+        lines.append(_wrap("Last:", "#%s %s%s %s, %s" % (
+            data.get("last_index"), data["last_status"],
+            " (timed out)" if data.get("last_verdict") == "timeout" else "", fmt_metric(data.get("last_metric"), unit),
             json.dumps(data.get("last_description"), ensure_ascii=False))))
     lines.append("Streaks: keep %d · no-improvement %d/%d · crash %d/%d · heals %d/%d%s" % (
         data["keep_streak"], data["no_improve"], data["max_no_improve"], data["crash_streak"],
@@ -6132,32 +8402,53 @@ def render_dashboard(data, colors, width=80):
             out.append(colors.dim("(%d of %d experiments shown; --full shows all)" % (data["shown"], data["total"])))
     else:
         out.append("no experiments logged in this segment yet")
-    for warning in data.get("warnings") or []:
-        out.append(colors.yellow("warning: ") + warning)
+    for warning in data.get("warnings") or []:  # wrapped, not cut: it says what to fix
+        wrapped = _wrap("warning:", warning, width, indent=9).split("\n")
+        out += [colors.yellow(wrapped[0][:8]) + wrapped[0][8:]] + wrapped[1:]
     return "\n".join(_fit(line, width) for line in out)
 
 
 def cmd_dashboard(args):
-    session = require_session(find_session())
+    if args.dir is not None and not os.path.isdir(args.dir):
+        fail("bad_dir", "--dir %s is not a directory." % json.dumps(args.dir, ensure_ascii=False))
     colors = Colors(sys.stdout)
+    width = terminal_columns()
     if not args.watch:
-        loaded = load_state(session)
-        data = dashboard_data(session, loaded, full=args.full)
+        session = require_session(find_session(args.dir, lenient=True))
+        data = dashboard_data(session, load_state(session), full=args.full)
         if args.json:
             output(data)
         else:
-            say(render_dashboard(data, colors))
+            say(render_dashboard(data, colors, width))
         return 0
     tty = sys.stdout.isatty()
     try:
-        while True:
-            loaded = load_state(session)
-            text = render_dashboard(dashboard_data(session, loaded, full=args.full), colors)
+        while True:  # started before the loop (or across a `clear`): wait for a session
+            session = find_session(args.dir, lenient=True)
+            if session.exists():
+                try:
+                    text = render_dashboard(dashboard_data(session, load_state(session), full=args.full),
+                                            colors, width)
+                except FileNotFoundError:  # cleared between the check and the read
+                    continue
+            else:
+                text = _fit("autotune: waiting for a session in %s (`autotune init` starts one; Ctrl-C "
+                            "quits)" % session.workdir, width)
             say(("\033[H\033[2J" if tty else "") + text + ("" if tty else "\n"))
             time.sleep(args.interval)
     except KeyboardInterrupt:
         say("")
     return 0
+
+
+def terminal_columns():
+    """The width to draw in: $COLUMNS when it is a sane number (the first implementation
+    honoured it too), else 80, whatever the terminal's size."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        return 80
+    return columns if 20 <= columns <= 1000 else 80
 
 
 def nice_ticks(low, high, count=5):
@@ -6406,7 +8697,7 @@ def write_output_file(session, name, data, flag):
 
 
 def cmd_report(args):
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     loaded = load_state(session)
     entries = read_entries(session)
     if args.html:
@@ -6426,6 +8717,8 @@ def cmd_report(args):
         return 0
     lines = ["# autotune report: %s" % (data.get("name") or "-"), ""]
     lines.append("%s. Next: %s" % (data["why"][:1].upper() + data["why"][1:], data["next_text"]))
+    if data["warnings"]:
+        lines += [""] + ["Warning: " + w for w in data["warnings"]]
     if data.get("best") is not None:
         lines += ["", "Best: %s (%s)%s" % (
             fmt_metric(data["best"], data.get("unit") or ""), headline_text(data.get("best_pct"), data.get("verified")),
@@ -6460,7 +8753,7 @@ def cmd_report(args):
 def cmd_export(args):
     import csv
     import io
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     segments = segment_rows(read_entries(session))
     if args.segment is not None:
         segments = [s for s in segments if s["number"] == args.segment]
@@ -6490,6 +8783,8 @@ def cmd_export(args):
             buffer = io.StringIO()
             csv.writer(buffer, lineterminator="\n").writerows(table)
             text = buffer.getvalue()
+    for note in config_notes(session):
+        say("autotune: warning: " + note, sys.stderr)  # the data stays clean on stdout
     if args.output:
         write_output_file(session, args.output, text.encode("utf-8"), "--output")
         say("autotune: wrote %d rows to %s" % (len(rows), args.output), sys.stderr)
@@ -6627,6 +8922,7 @@ def build_dashboard(p):
     build_json_only(p)
     p.add_argument("--watch", action="store_true", help="redraw every 2 s until Ctrl-C")
     p.add_argument("--full", action="store_true", help="all experiments, not the last 20")
+    p.add_argument("--dir", metavar="DIR", help="the project directory (default: here)")
     import argparse
     p.add_argument("--interval", type=_seconds, default=2.0, help=argparse.SUPPRESS)
 
@@ -6649,7 +8945,8 @@ def build_hook(p):
 
 def build_statusline(p):
     p.add_argument("--chain", metavar="CMD", help="another status-line command to run after this one")
-    p.add_argument("--color", action="store_true", help="ANSI colors (Claude Code renders them)")
+    p.add_argument("--color", action="store_true", help="ANSI colors (the default; kept for old settings)")
+    p.add_argument("--no-color", action="store_true", help="no ANSI colors (also with NO_COLOR set)")
 
 
 def build_setup_permissions(p):
@@ -6694,7 +8991,7 @@ def build_parser(only=None):
     Parser = make_parser_class()
     parser = Parser(prog="autotune", description="Autonomous optimization loops: edit, "
                     "benchmark, keep what improves the metric, revert the rest.")
-    parser.add_argument("--version", action="version", version="autotune %s" % VERSION)
+    parser.add_argument("--version", "-v", action="version", version="autotune %s" % VERSION)
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=Parser)
     for name, (_, builder, summary) in COMMANDS.items():
         if only is not None and name != only:
@@ -6705,6 +9002,8 @@ def build_parser(only=None):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["help"]:  # the first implementation's spelling
+        argv = argv[1:2] + ["--help"] if argv[1:2] and argv[1] in COMMANDS else ["--help"]
     command = argv[0] if argv and argv[0] in COMMANDS else None
     wants_json = command in AGENT_COMMANDS or "--json" in argv
     if command == "hook" and len(argv) == 2 and argv[1] in HOOKS:
