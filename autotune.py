@@ -3365,6 +3365,12 @@ def restore_swap(session, journal):
     """Puts the candidate's files back after an interrupted swap (idempotent: every path
     of the swap is written from the candidate's tree, whatever step was reached)."""
     best, candidate = journal.get("best_tree"), journal.get("candidate_tree")
+    legacy = journal.get("tree")
+    if candidate is None and isinstance(legacy, str) and _is_hash(legacy):
+        # the marker of an earlier build: the candidate's tree; its tracked files come back
+        restore_changes(session, diff_trees(session, legacy, snapshot_tree(session), tracked_only=True))
+        _drop_swap(session)
+        return []
     if not (isinstance(best, str) and _is_hash(best) and isinstance(candidate, str) and _is_hash(candidate)):
         fail("bad_journal", "The swap journal %s is damaged; restore the experiment's files by hand "
              "(`git status`), then delete it." % session.cache(SWAP_JOURNAL))
@@ -4842,12 +4848,24 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
             def take(side, number):
                 swap.to(side)
                 return sides[side].take(number)
+            warmup = None
+            if gate.path:
+                # fail fast: with checks, the candidate's first execution is a warm-up (not
+                # judged: pairs keep their random order) after which the checks run, on the
+                # candidate's own files; a failure ends the run before the kept code runs
+                warmup = runner.take(0)
             try:
-                (m.samples, m.sample_metrics, best_samples, best_metrics, orders, verdict, evidence, notes,
-                 alpha) = collect_pairs(take, looks, direction, settings, pair_order_rng())
+                if gate.path and (warmup is None or runner.halted):
+                    m.samples, m.sample_metrics = ([warmup[0]], [warmup[1]]) if warmup else ([], [])
+                    best_samples, best_metrics, orders, verdict, evidence, alpha = [], [], [], None, None, None
+                else:
+                    (m.samples, m.sample_metrics, best_samples, best_metrics, orders, verdict, evidence, notes,
+                     alpha) = collect_pairs(take, looks, direction, settings, pair_order_rng())
             finally:
                 swap.close()
                 progress.done()
+            if warmup is not None:
+                notes = ["a warm-up execution of the candidate ran the checks first"] + notes
             if kept_runner.problem:
                 fail("kept_code_failed", "The kept code failed while it was measured beside your change "
                      "(%s), so the change cannot be judged; nothing was recorded and your files are as "
@@ -4858,7 +4876,7 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
                 judged = (verdict, evidence)
                 plan.alpha = alpha
             paired = {"best": [_round(v) for v in best_samples], "order": "".join(o[0] for o in orders),
-                      "swapped": swap.paths[:50], "alpha": alpha,
+                      "swapped": swap.paths[:50], "alpha": alpha, "warmup": _round(warmup[0]) if warmup else None,
                       "best_metrics": median_metrics(best_metrics, exclude=pname)}
         outcome = runner.last
         m.exit, m.timeout, m.reason, m.dur = outcome.exit, outcome.timeout, runner.problem, round(runner.dur, 3)
@@ -4942,7 +4960,8 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
               "evidence": m.evidence,
               "guardrails": m.guardrails, "holdout": m.holdout, "reason": m.reason,
               "command": shown, "env": m.env, "load": m.load,
-              "interleaved": paired, "executions": len(samples) + (len(paired["best"]) if paired else 0)}
+              "interleaved": paired,
+              "executions": len(samples) + (len(paired["best"]) + (paired["warmup"] is not None) if paired else 0)}
     if m.diagnosis:
         result["diagnosis"] = m.diagnosis
     if m.reference:
@@ -5010,13 +5029,17 @@ def noise_verdict(evidence, alpha, looks, settings, load):
 def describe_pairs(paired, m, notes):
     count = len(m.samples)
     if m.crashed:
-        return "%d pair%s before the crash" % (count, "" if count == 1 else "s")
+        return "%d pair%s before the %s" % (count, "" if count == 1 else "s", "timeout" if m.timeout else "crash")
+    if m.checks is False:
+        return ("%d sample%s: the correctness checks failed after the first sample, so no more were "
+                "taken%s" % (count, "" if count == 1 else "s",
+                             "" if paired.get("best") else " (the kept code did not run)"))
     text = ("%d pairs, interleaved: the kept code and the candidate measured alternately, the order "
             "of each pair at random (%s)" % (count, paired["order"]))
     if notes:
         text += "; " + "; ".join(notes)
     evidence = m.evidence or {}
-    if evidence.get("p_value") is not None:
+    if evidence.get("p_value") is not None and paired.get("alpha") is not None:
         text += "; signed-rank p=%s (alpha at this look %s)" % (_fmt(evidence["p_value"]),
                                                               _fmt(round(paired["alpha"], 4)))
     if evidence.get("disturbed_pairs"):
@@ -5242,7 +5265,8 @@ def describe_sampling(plan, samples, notes, m, reference, max_samples=DEFAULT_MA
         else:
             sigma = robust_sigma(samples)
             mid = median(samples)
-            text += ": baseline; they differ (noise ±%s%%), so later runs take %d-%d samples (pairs of the kept code and the candidate, unless evaluator.mode is reference)" % (
+            text += (": baseline; they differ (noise ±%s%%), so later runs take %d-%d samples (pairs of the "
+                     "kept code and the candidate, unless evaluator.mode is reference)") % (
                 _fmt(round(sigma / abs(mid) * 100, 2)) if sigma and mid else "?",
                 min(DEFAULT_BATCH, max_samples), max(1, max_samples))
     elif not plan.adaptive:
@@ -5853,7 +5877,8 @@ def rebaseline_drift(samples, previous, direction, settings):
         return None
     pct = evidence.get("delta_pct")
     load = load_average() or {}
-    return {"delta_pct": pct, "p_value": evidence.get("p_value") if verdict == "improved" else evidence.get("p_worse"),
+    p_value = evidence.get("p_value") if verdict == "improved" else evidence.get("p_worse")
+    return {"delta_pct": pct, "p_value": p_value,
             "message": "the kept code now measures %s%% %s its previous reference (%s, %d sample%s), beyond "
                        "the noise (%s): the same code, so the machine changed (load average now %s on %s CPUs). "
                        "Earlier samples are no fair yardstick now; the interleaved default measures the kept "
@@ -5903,9 +5928,11 @@ def cmd_verify(args):
         fail("nothing_to_verify", "The best is the baseline commit %s: no kept change to verify yet." %
              base_commit[:7])
     head = repo.head()
-    if head != best_commit:
-        fail("head_not_best", "HEAD is %s but the best result is commit %s: `verify` measures the working "
-             "tree as the best, so check out the best first (or log the experiment in progress)." % (
+    on_top = head != best_commit and head is not None and repo.run(
+        ["merge-base", "--is-ancestor", best_commit, head], check=False).returncode == 0
+    if head != best_commit and not on_top:
+        fail("head_not_best", "HEAD is %s, which does not contain the best result's commit %s: `verify` "
+             "measures the working tree as the best, so check out the best first." % (
                  (head or "none")[:7], best_commit[:7]))
     with BenchmarkLock(session, "verify: " + shown):
         refuse_pending_swap(session)
@@ -5917,7 +5944,7 @@ def cmd_verify(args):
                      "experiment in progress. Finish it first (`autotune run`, then `autotune log`), so verify "
                      "measures the kept code." % ", ".join(changed[:10]))
             baseline_tree = tree_with_paths_of(session, current, head_tree(repo, base_commit),
-                                               head_tree(repo, best_commit))
+                                               head_tree(repo, head))
         pairs = args.pairs or VERIFY_PAIRS
         timeout = args.timeout if args.timeout is not None else session.settings.timeout
         pname, direction = state.config.get("metric_name"), state.config.get("direction", "lower")
@@ -5944,7 +5971,8 @@ def cmd_verify(args):
                                      _one_line(runner.last.output, 300)))
                         values[side].append(taken[0])
                     orders.append("A" if order[0] == "best" else "B")   # A: the baseline ran first
-                    if len(orders) == 2 and is_deterministic(values["best"]) and is_deterministic(values["candidate"]):
+                    if len(orders) == 2 and is_deterministic(values["best"]) \
+                            and is_deterministic(values["candidate"]):
                         break   # a deterministic benchmark: two identical pairs say all there is
             finally:
                 swap.close()
@@ -5961,10 +5989,12 @@ def cmd_verify(args):
                   if base.get("metric") else None)
         entry = {"type": "verify", "timestamp": utc_now(), "segment": state.segment,
                  "baseline": {"index": base.get("index"), "commit": base_commit[:7]},
-                 "best": {"index": best.get("index"), "commit": best_commit[:7]},
+                 "best": {"index": best.get("index"), "commit": best_commit[:7],
+                          "measured": head[:7]},
                  "pairs": len(new), "delta_pct": pct(shift),
-                 "low_pct": pct(interval[0]) if interval else None, "high_pct": pct(interval[1]) if interval else None,
-                 "logged_pct": logged, "samples": {"baseline": [_round(v) for v in old], "best": [_round(v) for v in new]},
+                 "low_pct": pct(interval[0]) if interval else None,
+                 "high_pct": pct(interval[1]) if interval else None, "logged_pct": logged,
+                 "samples": {"baseline": [_round(v) for v in old], "best": [_round(v) for v in new]},
                  "order": "".join(orders),
                  "swapped": swap.paths[:50], "env": environment(head, session, env), "load": load_average()}
         with LogLock(session) as lock:
@@ -5972,8 +6002,15 @@ def cmd_verify(args):
             torn_tail_error(session, loaded)
             append_entries(lock, session, loaded, [entry])
         result = dict(entry, status="verified", headline=headline_text(logged, entry), command=shown)
+        result["warnings"] = []
+        if on_top:
+            result["warnings"].append("HEAD (%s) carries kept equal-result changes on top of the best commit %s; "
+                                      "verify measured HEAD, the code you have now" % (head[:7], best_commit[:7]))
         if not interval:
-            result["warnings"] = ["%d pairs are too few for a 95%% interval; run `autotune verify --pairs 10`." % len(new)]
+            result["warnings"].append("%d pairs are too few for a 95%% interval; run `autotune verify "
+                                      "--pairs 10`." % len(new))
+        if not result["warnings"]:
+            del result["warnings"]
         output(result)
 
 

@@ -52,7 +52,9 @@ def test_checks_run_after_the_first_sample_and_a_failure_stops_the_sampling(tmp_
     # a candidate that passes the checks still takes its full batch, checks once
     p.write("work.py", "DELAY_MS = 100\n# a comment\n")
     ran = p.ok("run")
-    assert ran["checks"] is True and ran["n"] >= 5 and executions(counter) == (ran["n"], 1)
+    # interleaved (issue 9): a warm-up of the candidate, then the checks, then the pairs
+    assert ran["checks"] is True and ran["n"] >= 5 and executions(counter) == (ran["executions"], 1)
+    assert ran["executions"] == 2 * ran["n"] + 1 and ran["interleaved"]["warmup"] is not None
 
 
 def test_a_deterministic_benchmark_runs_the_checks_once_after_its_one_sample(tmp_path):
