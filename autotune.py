@@ -6009,6 +6009,11 @@ class Guard(object):
         known (an Edit or Write), lets a file with protected entries (package.json's
         scripts) be edited where the entries stay the same."""
         real = real_target(path)
+        cache = os.path.realpath(os.path.dirname(self.session.cache_dir))  # <git dir>/autotune
+        if real == cache or real.startswith(cache + os.sep) or (
+                kind == "tree" and cache.startswith(real.rstrip(os.sep) + os.sep)):
+            return ("autotune: %s is autotune's private cache of the loop (the benchmark lock, "
+                    "the snapshot index, the last run); only autotune writes it." % path)
         rel = os.path.relpath(real, self.root)
         inside = rel != ".." and not rel.startswith(".." + os.sep)
         if inside and kind == "tree":
