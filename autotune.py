@@ -7164,8 +7164,9 @@ def cmd_dashboard(args):
                 except FileNotFoundError:  # cleared between the check and the read
                     continue
             else:
-                text = _fit("autotune: waiting for a session in %s (`autotune init` starts one; Ctrl-C "
-                            "quits)" % session.workdir, width)
+                text = "\n".join(_fit(line, width) for line in (
+                    "autotune: waiting for a session in %s" % session.workdir,
+                    "(`autotune init` starts one there; Ctrl-C quits)"))
             say(("\033[H\033[2J" if tty else "") + text + ("" if tty else "\n"))
             time.sleep(args.interval)
     except KeyboardInterrupt:
