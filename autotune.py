@@ -7705,7 +7705,8 @@ COMMANDS = {
 def build_parser(only=None):
     Parser = make_parser_class()
     parser = Parser(prog="autotune", description="Autonomous optimization loops: edit, "
-                    "benchmark, keep what improves the metric, revert the rest.")
+                    "benchmark, keep what improves the metric, revert the rest.",
+                    epilog="`autotune help COMMAND` shows the options of one command.")
     parser.add_argument("--version", "-v", action="version", version="autotune %s" % VERSION)
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=Parser)
     for name, (_, builder, summary) in COMMANDS.items():
