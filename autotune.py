@@ -463,6 +463,8 @@ class _ConfigReader(object):
                 parsed = int(value.strip()) if whole else float(value.strip())
             except ValueError:
                 self.error(key, value, expected)
+        if whole and _is_number(parsed) and isinstance(parsed, float) and parsed.is_integer():
+            parsed = int(parsed)  # 5.0 is 5 (the first implementation read it with int())
         ok = _is_int(parsed) if whole else _is_number(parsed)
         if not ok or (opts.get("low") is not None and parsed < opts["low"]) or (
                 opts.get("high") is not None and parsed > opts["high"]):
