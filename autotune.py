@@ -2867,6 +2867,16 @@ def ignored_by_base(session, base, paths):
     return set(proc.stdout.split(b"\0")) - {b""}
 
 
+def ignored_by_git(repo, workdir, glob):
+    """Whether a file the size glob matches would be ignored by git (checked on a sample
+    path made from the glob, so it works before the build ran)."""
+    sample = glob.replace("**/", "").replace("*", "x").replace("?", "x").replace("[", "").replace("]", "")
+    path = os.path.relpath(os.path.join(workdir, sample), repo.root)
+    if path.startswith(".."):
+        return True  # outside the repository: git never sees it
+    return repo.run(["check-ignore", "-q", "--no-index", "--", path], check=False).returncode == 0
+
+
 def without_users_ignored(session, base, changes):
     """Drops the files an experiment seems to create only because it edited .gitignore."""
     if not any(c.path.rsplit(b"/", 1)[-1] == b".gitignore" for c in changes):
@@ -4147,6 +4157,11 @@ def cmd_init(args):
                               "(scaffolding never overwrites)" % (" and ".join(skipped),
                                                                   "them" if len(skipped) > 1 else "it"))
         result.update(proposal_answer(session, args, sizes))
+        unignored = [glob for glob in sizes if not ignored_by_git(repo, session.workdir, glob)]
+        if unignored:
+            result["size_note"] = ("git does not ignore %s: the build output would look like the "
+                                   "experiment's change (a keep commits it); add its directory to "
+                                   ".gitignore" % ", ".join(unignored))
     if not session.settings.protect:
         proposal = [g for g in ("tests/**", "test/**", "benchmark/data/**", "bench/data/**",
                                 "data/**", "fixtures/**", "testdata/**")
