@@ -64,9 +64,12 @@ STATUSES = ("keep", "discard", "crash", "checks_failed")
 CRASH_STATUSES = ("crash", "checks_failed")
 DIRECTIONS = ("lower", "higher")
 MODES = ("optimize", "repair")
+HEALTHS = ("running", "improving", "plateaued", "crashing", "healing", "paused", "stopped", "completed")
 AUTO_RESUME_MODES = ("prompt", "headless", "off", "continue")
 # Verdicts after which a keep needs --force and --reason.
-BLOCKING_VERDICTS = ("crash", "checks_failed", "guardrail_failed", "holdout_failed", "worse")
+BLOCKING_VERDICTS = ("crash", "timeout", "checks_failed", "guardrail_failed", "holdout_failed", "worse")
+# Verdicts of a result equal to the best: the simplicity rule decides keep or discard.
+EQUAL_VERDICTS = ("unchanged", "within_noise")
 
 PLAYBOOKS = ("reset_worktree", "rebaseline", "shrink_scope", "diagnose", "pause")
 FAILURE_PLAYBOOK_ORDER = {
@@ -98,7 +101,7 @@ CHECKS_TAIL_LINES, CHECKS_TAIL_BYTES = 20, 2048
 MAX_LINE_BYTES = 65536        # a longer output line is cut (METRIC lines are short)
 MAX_TEXT_CHARS = 20000        # descriptions and reasons
 MAX_JSON_ARG_CHARS = 200000   # --metrics / --asi
-STATE_FORMAT = 5              # bump when the state cache changes shape
+STATE_FORMAT = 6              # bump when the state cache changes shape
 
 AGENT_COMMANDS = ("init", "run", "log", "rebaseline", "hook", "detect")
 
@@ -275,6 +278,8 @@ class Settings(Record):
         ("max_consecutive_blocks", DEFAULT_MAX_CONSECUTIVE_BLOCKS), ("max_blocks", DEFAULT_MAX_BLOCKS),
         ("sync_command", None), ("env", dict),
         ("protect", list), ("protect_defaults", True),
+        # one line each, naming the file and the key: accepted with a note / broken
+        ("warnings", list), ("errors", list),
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -293,6 +298,7 @@ class Result(Record):
         ("samples", None), ("evidence", None), ("holdout", None), ("confidence", None),
         ("git", None), ("snapshot", None), ("env", None), ("run_dur", None),
         ("session_id", None), ("forced", None), ("override_reason", None), ("hashes", None),
+        ("diagnosis", None), ("rule", None),
         ("judge", None), ("inputs", None), ("measurement", None),
     )
     __slots__ = tuple(name for name, _ in FIELDS)
@@ -319,13 +325,17 @@ class State(Record):
         # segment summary
         ("segment", 0), ("segments", 0), ("config", None), ("config_offset", None),
         ("started_at", None), ("session_id", None),
-        ("kept", 0), ("discarded", 0), ("crashed", 0), ("checks_failed", 0),
+        ("kept", 0), ("discarded", 0), ("crashed", 0), ("checks_failed", 0), ("timed_out", 0),
+        # the kinds (crash, timeout, checks_failed) of the current failure streak, oldest first
+        ("streak_kinds", list),
         ("metric_points", 0), ("total_results", 0), ("measured_results", 0), ("hashes", None),
         ("baseline", None), ("best", None), ("reference", None), ("last", None),
         ("confidence", None), ("snapshot", None), ("metric_names", None),
         ("stop_streak", 0), ("stop_blocks", 0), ("stopped_by", None), ("rebaselined_at", None),
         ("toolchain", None), ("last_toolchain", None), ("resume_capped", None),
         ("judge", None), ("inputs", None), ("pending", None),
+        # when and where (byte offset) a line last set `active`: control, config, our result
+        ("set_at", None), ("set_offset", None),
         # cache bookkeeping
         ("format", STATE_FORMAT), ("log_size", 0), ("log_tail", ""), ("lines", 0),
         ("bad_lines", 0), ("bad_line_numbers", list),
@@ -352,7 +362,9 @@ class Measurement(Record):
         ("verdict", None), ("suggested_status", None), ("evidence", None),
         ("sampling", None), ("guardrails", None), ("holdout", None), ("env", None),
         ("tree", None), ("head", None), ("reason", None), ("warnings", list), ("hashes", None),
+        ("diagnosis", None), ("status_rule", None),
         ("inputs", None), ("judge", None),
+        ("reference", None),  # the kept code's samples, when `run` measured it first
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -375,49 +387,211 @@ def _is_number(value):
         return False
 
 
+# The configuration file, one row per key: (dotted path, kind, Settings field, options).
+# A row applies when its key is present and not null; a later row overrides an earlier
+# one (budget.maxIterations beats maxIterations). The first part of a dotted path is a
+# section, which must be an object. Keys of the first implementation that mean nothing
+# here any more are "retired": accepted, with a warning saying what does that job now.
+CONFIG_SCHEMA = (
+    ("workingDir", "str", "working_dir", {}),
+    ("maxIterations", "iterations", "max_iterations", {}),
+    ("autoResume", "choice", "auto_resume", {"choices": AUTO_RESUME_MODES}),
+    ("mode", "choice", "mode", {"choices": MODES}),
+    ("repeat", "repeat", "repeat", {}),
+    ("health.maxNoImprovementRuns", "int", "max_no_improve", {"low": 1}),
+    ("health.maxCrashStreak", "int", "max_crash_streak", {"low": 1}),
+    ("health.maxFlakyRetries", "retired", None, {"now": (
+        "a noisy benchmark is sampled until the verdict is clear, up to evaluator.maxSamples")}),
+    ("health.stuckTimeoutSeconds", "retired", None, {"now": (
+        "a benchmark execution is killed after timeouts.benchmark seconds (default 600)")}),
+    ("recovery.playbooks", "playbooks", "playbooks", {}),
+    ("recovery.maxHealingAttempts", "int", "max_heals", {"low": 0}),
+    ("recovery.pauseOnExhaustedRecovery", "bool", "pause_on_exhausted", {}),
+    ("budget.maxIterations", "iterations", "max_iterations", {}),
+    ("budget.target", "number", "target", {}),
+    ("budget.maxMinutes", "number", "max_minutes", {"low": 0.001}),
+    ("evaluator.repeat", "repeat", "repeat", {}),
+    ("evaluator.maxSamples", "int", "max_samples", {"low": 1, "high": 1000}),
+    ("evaluator.alpha", "number", "alpha", {"low": 0.0001, "high": 0.5}),
+    ("evaluator.minImprovementPct", "number", "min_improvement_pct", {"low": 0}),
+    ("guardrails", "guardrails", "guardrails", {}),
+    ("holdout.maxRegressionPct", "number", "holdout_tolerance_pct", {"low": 0}),
+    ("timeouts.benchmark", "number", "timeout", {"low": 0.001}),
+    ("timeouts.checks", "number", "checks_timeout", {"low": 0.001}),
+    ("resume.maxResumes", "int", "max_resumes", {"low": 0}),
+    ("resume.minMinutesBetween", "number", "resume_interval_min", {"low": 0}),
+    ("resume.maxConsecutiveBlocks", "int", "max_consecutive_blocks", {"low": 1}),
+    ("resume.maxBlocks", "int", "max_blocks", {"low": 0}),
+    ("syncCommand", "str", "sync_command", {}),
+    ("env", "env", "env", {}),
+    ("protect", "protect", "protect", {}),
+    ("protectDefaults", "bool", "protect_defaults", {}),
+)
+
+
+class _ConfigProblem(Exception):
+    """A wrong value for one key: that key keeps its default (what a lenient reader needs)."""
+
+
 class _ConfigReader(object):
-    """Validates one JSON object of the config file, naming the field on error."""
+    """Reads the config file's keys through CONFIG_SCHEMA; collects warnings and errors,
+    each one line naming the file and the key."""
 
-    def __init__(self, path, data, prefix=""):
-        self.path, self.data, self.prefix = path, data, prefix
+    def __init__(self, path):
+        self.path, self.warnings, self.errors = path, [], []
 
-    def error(self, key, expected):
-        shown = json.dumps(self.data.get(key), ensure_ascii=False)
+    def warn(self, key, text):
+        self.warnings.append("%s: %s %s" % (os.path.basename(self.path), key, text))
+
+    def error(self, key, value, expected):
+        shown = json.dumps(value, ensure_ascii=False)
         if len(shown) > 60:
             shown = shown[:57] + "..."
-        fail("bad_config", "%s: %s%s must be %s, got %s." % (
-            self.path, self.prefix, key, expected, shown))
+        raise _ConfigProblem("%s: %s must be %s, got %s." % (self.path, key, expected, shown))
 
-    def check_keys(self, known):
-        for key in self.data:
-            if key not in known and not key.startswith(("_", "$")):
-                fail("bad_config", "%s: unknown field %s%s (known: %s)." % (
-                    self.path, self.prefix, key, ", ".join(known)))
+    def unknown_keys(self, data, known, prefix=""):
+        import difflib
+        for key in data:
+            if key in known or key.startswith(("_", "$")):
+                continue
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6) or [
+                k for k in known if k.lower() == key.lower()]
+            self.warn(prefix + key, "is not a key autotune reads; it is ignored%s." % (
+                " (did you mean %s%s?)" % (prefix, close[0]) if close else " (known: %s)" % ", ".join(known)))
 
-    def get(self, key, kind, default=None, low=None, high=None, choices=None, allow_null=True):
-        if key not in self.data or (self.data[key] is None and allow_null):
-            return default
-        value = self.data[key]
-        if kind == "int":
-            if not _is_int(value) or (low is not None and value < low) or (high is not None and value > high):
-                self.error(key, "a whole number" + _range_text(low, high))
-        elif kind == "number":
-            if not _is_number(value) or (low is not None and value < low) or (high is not None and value > high):
-                self.error(key, "a number" + _range_text(low, high))
-        elif kind == "bool":
-            if not isinstance(value, bool):
-                self.error(key, "true or false")
-        elif kind == "str":
-            if not isinstance(value, str) or not value.strip():
-                self.error(key, "a non-empty string")
-        elif kind == "choice":
-            if value not in choices:
-                self.error(key, "one of " + ", ".join(json.dumps(c) for c in choices))
-        elif kind == "object":
-            if not isinstance(value, dict):
-                self.error(key, "an object")
-            return _ConfigReader(self.path, value, self.prefix + key + ".")
+    def number(self, key, value, opts, whole):
+        """An int or a finite number in range; "3" (the first implementation read numbers
+        given as strings) is read as 3, with a warning."""
+        expected = ("a whole number" if whole else "a number") + _range_text(opts.get("low"), opts.get("high"))
+        parsed = value
+        if isinstance(value, str):
+            try:
+                parsed = int(value.strip()) if whole else float(value.strip())
+            except ValueError:
+                self.error(key, value, expected)
+        if whole and _is_number(parsed) and isinstance(parsed, float) and parsed.is_integer():
+            parsed = int(parsed)  # 5.0 is 5 (the first implementation read it with int())
+        ok = _is_int(parsed) if whole else _is_number(parsed)
+        if not ok or (opts.get("low") is not None and parsed < opts["low"]) or (
+                opts.get("high") is not None and parsed > opts["high"]):
+            self.error(key, value, expected)
+        if isinstance(value, str):
+            parsed = _round(parsed) if not whole else parsed
+            self.warn(key, "is the string %s; read as the number %s (write it without quotes)." % (
+                json.dumps(value), _fmt(parsed)))
+        return parsed
+
+
+def _cfg_int(reader, key, value, opts):
+    return reader.number(key, value, opts, whole=True)
+
+
+def _cfg_number(reader, key, value, opts):
+    return reader.number(key, value, opts, whole=False)
+
+
+def _cfg_iterations(reader, key, value, opts):
+    """maxIterations: 0 meant "no limit" to the first implementation, and still does."""
+    count = reader.number(key, value, {"low": 0}, whole=True)
+    if count == 0:
+        reader.warn(key, "is 0, which means no iteration limit (as before); leave it out instead.")
+        return None
+    return count
+
+
+def _cfg_bool(reader, key, value, opts):
+    if not isinstance(value, bool):
+        reader.error(key, value, "true or false")
+    return value
+
+
+def _cfg_str(reader, key, value, opts):
+    if not isinstance(value, str) or not value.strip():
+        reader.error(key, value, "a non-empty string")
+    return value
+
+
+def _cfg_choice(reader, key, value, opts):
+    if value not in opts["choices"]:
+        reader.error(key, value, "one of " + ", ".join(json.dumps(c) for c in opts["choices"]))
+    return value
+
+
+def _cfg_repeat(reader, key, value, opts):
+    if value == "auto":
         return value
+    try:
+        return reader.number(key, value, {"low": 1, "high": 1000}, whole=True)
+    except _ConfigProblem:
+        reader.error(key, value, '"auto" or a whole number from 1 to 1000')
+
+
+def _cfg_playbooks(reader, key, value, opts):
+    """A list of playbook names; a name autotune does not know (the first implementation
+    accepted any) is skipped with a warning."""
+    if not isinstance(value, list) or not all(isinstance(b, str) for b in value):
+        reader.error(key, value, "a list of playbook names (%s)" % ", ".join(PLAYBOOKS))
+    unknown = [b for b in value if b not in PLAYBOOKS]
+    if unknown:
+        reader.warn(key, "names %s, which autotune does not have; skipped (it has %s)." % (
+            ", ".join(json.dumps(b, ensure_ascii=False) for b in unknown), ", ".join(PLAYBOOKS)))
+    return [b for b in value if b in PLAYBOOKS]
+
+
+def _cfg_retired(reader, key, value, opts):
+    reader.warn(key, "is no longer used: %s." % opts["now"])
+    return None
+
+
+def _cfg_guardrails(reader, key, value, opts):
+    if not isinstance(value, dict):
+        reader.error(key, value, "an object")
+    rules = {}
+    for name, rule in value.items():
+        where = "%s.%s" % (key, name)
+        if not isinstance(rule, dict):
+            reader.error(where, rule, "an object")
+        reader.unknown_keys(rule, ("maxRegressionPct", "max", "min", "direction"), where + ".")
+        parsed = {}
+        for field, kind, field_opts in (("maxRegressionPct", _cfg_number, {"low": 0}),
+                                        ("max", _cfg_number, {}), ("min", _cfg_number, {}),
+                                        ("direction", _cfg_choice, {"choices": DIRECTIONS})):
+            raw = rule.get(field)
+            parsed[field] = None if raw is None else kind(reader, "%s.%s" % (where, field), raw, field_opts)
+        parsed["direction"] = parsed["direction"] or "lower"
+        if parsed["maxRegressionPct"] is None and parsed["max"] is None and parsed["min"] is None:
+            reader.error(where, rule, "an object with maxRegressionPct, max or min")
+        rules[name] = parsed
+    return rules
+
+
+def _cfg_env(reader, key, value, opts):
+    """Variables for the benchmark's environment: name -> string, or null to unset it."""
+    if not isinstance(value, dict):
+        reader.error(key, value, "an object")
+    for name, text in value.items():
+        if not name or "=" in name or "\0" in name or not (text is None or isinstance(text, str)) \
+                or (isinstance(text, str) and "\0" in text):
+            reader.error("%s.%s" % (key, name), text, "a string (or null to unset the variable)")
+    return dict(value)
+
+
+def _cfg_protect(reader, key, value, opts):
+    """`protect`: globs relative to the working directory, never outside it."""
+    expected = "a list of globs relative to the working directory (like \"tests/**\")"
+    if not isinstance(value, list):
+        reader.error(key, value, expected)
+    for pattern in value:
+        if (not isinstance(pattern, str) or not pattern.strip() or "\0" in pattern
+                or pattern.startswith(("/", "~")) or ".." in pattern.replace("\\", "/").split("/")):
+            reader.error(key, pattern, expected + "; this is not one")
+    return [pattern.strip() for pattern in value]
+
+
+CONFIG_KINDS = {"int": _cfg_int, "number": _cfg_number, "iterations": _cfg_iterations,
+                "bool": _cfg_bool, "str": _cfg_str, "choice": _cfg_choice, "repeat": _cfg_repeat,
+                "playbooks": _cfg_playbooks, "retired": _cfg_retired, "guardrails": _cfg_guardrails,
+                "env": _cfg_env, "protect": _cfg_protect}
 
 
 def _range_text(low, high):
@@ -428,137 +602,77 @@ def _range_text(low, high):
     return ""
 
 
-def _repeat_value(reader, key):
-    value = reader.data.get(key)
-    if value is None or value == "auto":
-        return "auto" if value == "auto" else None
-    if not _is_int(value) or not 1 <= value <= 1000:
-        reader.error(key, '"auto" or a whole number from 1 to 1000')
-    return value
+def read_config(path, data):
+    """Settings from the parsed config object, by CONFIG_SCHEMA (pure). A wrong value is
+    an error in `settings.errors` and leaves its key at the default."""
+    settings = Settings(path=path, raw=data)
+    reader = _ConfigReader(path)
+    sections = {}
+    for row in CONFIG_SCHEMA:
+        head, _, tail = row[0].partition(".")
+        if tail:
+            sections.setdefault(head, []).append(tail)
+    reader.unknown_keys(data, tuple(dict.fromkeys(row[0].partition(".")[0] for row in CONFIG_SCHEMA)))
+    for name, keys in sections.items():
+        section = data.get(name)
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            reader.errors.append("%s: %s must be an object, got %s." % (
+                path, name, json.dumps(section, ensure_ascii=False)[:60]))
+            continue
+        reader.unknown_keys(section, tuple(keys), name + ".")
+    for key, kind, field, opts in CONFIG_SCHEMA:
+        head, _, tail = key.partition(".")
+        holder = data.get(head) if tail else data
+        value = holder.get(tail or head) if isinstance(holder, dict) else None
+        if value is None:
+            continue
+        try:
+            parsed = CONFIG_KINDS[kind](reader, key, value, opts)
+        except _ConfigProblem as exc:
+            reader.errors.append(str(exc))
+            continue
+        if field is not None:
+            setattr(settings, field, parsed)
+    settings.warnings, settings.errors = reader.warnings, reader.errors
+    return settings
 
 
-def load_settings(path):
-    """Reads autotune.config.json; a missing file means defaults, a bad one an error."""
-    settings = Settings(path=path)
+def load_settings(path, lenient=False):
+    """Reads autotune.config.json; a missing file means defaults. A broken one is an
+    error, or with `lenient` (the commands that only show the loop) the defaults for what
+    is broken, with the problem in `settings.errors`."""
     try:
         with open(path, "rb") as handle:
             text = handle.read()
     except FileNotFoundError:
-        return settings
+        return Settings(path=path)
     except OSError as exc:
-        fail("bad_config", "%s: cannot be read (%s)." % (path, exc.strerror or exc))
+        return _config_failure(path, "%s: cannot be read (%s)." % (path, exc.strerror or exc), lenient)
     try:
         data = json.loads(text.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError:
-        fail("bad_config", "%s: is not UTF-8 text." % path)
+        return _config_failure(path, "%s: is not UTF-8 text." % path, lenient)
     except ValueError as exc:
-        fail("bad_config", "%s: invalid JSON (%s)." % (path, exc))
+        return _config_failure(path, "%s: invalid JSON (%s)." % (path, exc), lenient)
     except RecursionError:
-        fail("bad_config", "%s: the JSON is nested too deeply." % path)
+        return _config_failure(path, "%s: the JSON is nested too deeply." % path, lenient)
     if not isinstance(data, dict):
-        fail("bad_config", "%s: must hold a JSON object, not %s." % (path, type(data).__name__))
-    top = _ConfigReader(path, data)
-    top.check_keys(("workingDir", "maxIterations", "autoResume", "mode", "repeat", "health",
-                    "recovery", "budget", "evaluator", "guardrails", "holdout", "timeouts",
-                    "resume", "syncCommand", "env", "protect", "protectDefaults"))
-    settings.raw = data
-    settings.working_dir = top.get("workingDir", "str")
-    settings.max_iterations = top.get("maxIterations", "int", low=1)
-    settings.auto_resume = top.get("autoResume", "choice", "prompt", choices=AUTO_RESUME_MODES)
-    settings.mode = top.get("mode", "choice", "optimize", choices=MODES)
-    settings.repeat = _repeat_value(top, "repeat") or "auto"
-
-    health = top.get("health", "object")
-    if health:
-        health.check_keys(("maxNoImprovementRuns", "maxCrashStreak"))
-        settings.max_no_improve = health.get("maxNoImprovementRuns", "int", DEFAULT_MAX_NO_IMPROVE, low=1)
-        settings.max_crash_streak = health.get("maxCrashStreak", "int", DEFAULT_MAX_CRASH_STREAK, low=1)
-    recovery = top.get("recovery", "object")
-    if recovery:
-        recovery.check_keys(("playbooks", "maxHealingAttempts", "pauseOnExhaustedRecovery"))
-        books = recovery.data.get("playbooks")
-        if books is not None:
-            if not isinstance(books, list) or any(b not in PLAYBOOKS for b in books):
-                recovery.error("playbooks", "a list of playbook names (%s)" % ", ".join(PLAYBOOKS))
-            settings.playbooks = list(books)
-        settings.max_heals = recovery.get("maxHealingAttempts", "int", DEFAULT_MAX_HEALS, low=0)
-        settings.pause_on_exhausted = recovery.get("pauseOnExhaustedRecovery", "bool", True)
-    budget = top.get("budget", "object")
-    if budget:
-        budget.check_keys(("maxIterations", "target", "maxMinutes"))
-        settings.max_iterations = budget.get("maxIterations", "int", settings.max_iterations, low=1)
-        settings.target = budget.get("target", "number")
-        settings.max_minutes = budget.get("maxMinutes", "number", low=0.001)
-    evaluator = top.get("evaluator", "object")
-    if evaluator:
-        evaluator.check_keys(("repeat", "maxSamples", "alpha", "minImprovementPct"))
-        settings.repeat = _repeat_value(evaluator, "repeat") or settings.repeat
-        settings.max_samples = evaluator.get("maxSamples", "int", DEFAULT_MAX_SAMPLES, low=1, high=1000)
-        settings.alpha = evaluator.get("alpha", "number", DEFAULT_ALPHA, low=0.0001, high=0.5)
-        settings.min_improvement_pct = evaluator.get("minImprovementPct", "number", 0.0, low=0)
-    guardrails = top.get("guardrails", "object")
-    if guardrails:
-        rules = {}
-        for name in guardrails.data:
-            rule = guardrails.get(name, "object")
-            if rule is None:
-                guardrails.error(name, "an object")
-            rule.check_keys(("maxRegressionPct", "max", "min", "direction"))
-            parsed = {
-                "maxRegressionPct": rule.get("maxRegressionPct", "number", low=0),
-                "max": rule.get("max", "number"),
-                "min": rule.get("min", "number"),
-                "direction": rule.get("direction", "choice", "lower", choices=DIRECTIONS),
-            }
-            if parsed["maxRegressionPct"] is None and parsed["max"] is None and parsed["min"] is None:
-                guardrails.error(name, "an object with maxRegressionPct, max or min")
-            rules[name] = parsed
-        settings.guardrails = rules
-    holdout = top.get("holdout", "object")
-    if holdout:
-        holdout.check_keys(("maxRegressionPct",))
-        settings.holdout_tolerance_pct = holdout.get(
-            "maxRegressionPct", "number", DEFAULT_HOLDOUT_TOLERANCE_PCT, low=0)
-    timeouts = top.get("timeouts", "object")
-    if timeouts:
-        timeouts.check_keys(("benchmark", "checks"))
-        settings.timeout = timeouts.get("benchmark", "number", DEFAULT_TIMEOUT, low=0.001)
-        settings.checks_timeout = timeouts.get("checks", "number", DEFAULT_CHECKS_TIMEOUT, low=0.001)
-    resume = top.get("resume", "object")
-    if resume:
-        resume.check_keys(("maxResumes", "minMinutesBetween", "maxConsecutiveBlocks", "maxBlocks"))
-        settings.max_resumes = resume.get("maxResumes", "int", DEFAULT_MAX_RESUMES, low=0)
-        settings.resume_interval_min = resume.get("minMinutesBetween", "number",
-                                                  DEFAULT_RESUME_INTERVAL_MIN, low=0)
-        settings.max_consecutive_blocks = resume.get("maxConsecutiveBlocks", "int",
-                                                     DEFAULT_MAX_CONSECUTIVE_BLOCKS, low=1)
-        settings.max_blocks = resume.get("maxBlocks", "int", DEFAULT_MAX_BLOCKS, low=0)
-    settings.sync_command = top.get("syncCommand", "str")
-    env = top.get("env", "object")
-    if env:
-        for name, value in env.data.items():
-            if not name or "=" in name or "\0" in name or not (value is None or isinstance(value, str)) \
-                    or (isinstance(value, str) and "\0" in value):
-                env.error(name, "a string (or null to unset the variable)")
-        settings.env = dict(env.data)
-    settings.protect = _protect_globs(top)
-    settings.protect_defaults = top.get("protectDefaults", "bool", True)
+        return _config_failure(path, "%s: must hold a JSON object, not %s." % (path, type(data).__name__),
+                               lenient)
+    settings = read_config(path, data)
+    if settings.errors and not lenient:
+        more = len(settings.errors) - 1
+        fail("bad_config", settings.errors[0] + (" (and %d more problem%s: `autotune doctor` lists them)" % (
+            more, "" if more == 1 else "s") if more else ""))
     return settings
 
 
-def _protect_globs(reader):
-    """`protect`: globs relative to the working directory, never outside it."""
-    globs = reader.data.get("protect")
-    if globs is None:
-        return []
-    expected = "a list of globs relative to the working directory (like \"tests/**\")"
-    if not isinstance(globs, list):
-        reader.error("protect", expected)
-    for pattern in globs:
-        if (not isinstance(pattern, str) or not pattern.strip() or "\0" in pattern
-                or pattern.startswith(("/", "~")) or ".." in pattern.replace("\\", "/").split("/")):
-            reader.error("protect", expected + "; %s is not one" % json.dumps(pattern)[:60])
-    return [pattern.strip() for pattern in globs]
+def _config_failure(path, message, lenient):
+    if not lenient:
+        fail("bad_config", message)
+    return Settings(path=path, errors=[message])
 
 
 # Everything in the config that decides a verdict, compared as written: whole sections,
@@ -661,13 +775,15 @@ def iso_to_epoch(text):
 class Session(object):
     """Where a loop lives: its working directory, repository, settings and files."""
 
-    __slots__ = ("workdir", "repo", "settings", "log_path", "state_path", "_cache_dir", "config_error")
+    __slots__ = ("workdir", "repo", "settings", "log_path", "state_path", "_cache_dir", "config_error",
+                 "config_errors")
 
-    def __init__(self, workdir, repo, settings, config_error=None):
+    def __init__(self, workdir, repo, settings, config_errors=()):
         self.workdir = workdir
         self.repo = repo
         self.settings = settings
-        self.config_error = config_error  # set only by find_session(lenient=True)
+        self.config_errors = list(config_errors)  # set only by find_session(lenient=True)
+        self.config_error = " ".join(config_errors) or None
         self.log_path = os.path.join(workdir, LOG_FILE)
         self.state_path = os.path.join(workdir, STATE_FILE)
         self._cache_dir = None
@@ -699,29 +815,29 @@ def find_session(cwd=None, lenient=False):
 
     `workingDir` in ./autotune.config.json wins; else the nearest directory from here
     up to the git root that holds autotune.jsonl; else the current directory. A broken
-    config is an error, except with `lenient` (stop, clear, doctor must work with a typo
-    in it): then the defaults apply and `config_error` says what is wrong.
+    config is an error, except with `lenient` (the commands that stop, clear or only show
+    the loop must work with a typo in it): then the defaults apply to what is broken and
+    `config_error` says what is wrong.
     """
     cwd = os.path.abspath(cwd or os.getcwd())
     errors = []
 
     def settings_of(path):
-        try:
-            return load_settings(path)
-        except AutotuneError as exc:
-            if not lenient:
-                raise
-            errors.append(exc.message)
-            return Settings(path=path)
+        settings = load_settings(path, lenient)
+        errors.extend(settings.errors)
+        return settings
 
     local_config = os.path.join(cwd, CONFIG_FILE)
     local = settings_of(local_config) if os.path.isfile(local_config) else None
-    if local is not None and local.working_dir:
-        workdir = os.path.normpath(os.path.join(cwd, local.working_dir))
-        if not os.path.isdir(workdir):
-            fail("bad_config", "%s: workingDir %s is not a directory." % (
-                local_config, json.dumps(local.working_dir)))
-        return Session(workdir, find_repo(workdir), local, (errors or [None])[0])
+    workdir = os.path.normpath(os.path.join(cwd, local.working_dir)) if local and local.working_dir else None
+    if workdir is not None and not os.path.isdir(workdir):
+        message = "%s: workingDir %s is not a directory." % (local_config, json.dumps(local.working_dir))
+        if not lenient:
+            fail("bad_config", message)
+        errors.append(message)
+        workdir = local.working_dir = None
+    if workdir is not None:
+        return Session(workdir, find_repo(workdir), local, errors)
     repo = find_repo(cwd)
     workdir = cwd
     if repo is not None:
@@ -735,7 +851,7 @@ def find_session(cwd=None, lenient=False):
                 break
             probe = parent
     settings = local if (workdir == cwd and local is not None) else settings_of(os.path.join(workdir, CONFIG_FILE))
-    return Session(workdir, repo, settings, (errors or [None])[0])
+    return Session(workdir, repo, settings, errors)
 
 
 def _same_path(a, b):
@@ -923,9 +1039,14 @@ def fold_entry(state, entry, offset=None):
     if kind == "config":
         _fold_config(state, entry, offset)
     elif kind == "result":
-        return _fold_result(state, entry)
+        point = _fold_result(state, entry)
+        if isinstance(entry.get("active"), bool):
+            state.set_at, state.set_offset = entry.get("timestamp"), offset
+        return point
     elif kind == "control":
         _fold_control(state, entry)
+        if entry.get("action") in ("stop", "resume", "repair"):
+            state.set_at, state.set_offset = entry.get("timestamp"), offset
     elif kind == "rebaseline":
         samples = _samples_of(entry, entry.get("metric") if _is_number(entry.get("metric")) else None)
         if samples and state.config is not None:
@@ -972,12 +1093,21 @@ def _fold_config(state, entry, offset):
     state.mode = entry.get("mode") if entry.get("mode") in MODES else "optimize"
     state.health = "running"
     state.reason = "initialized"
-    state.started_at = entry.get("timestamp")
+    state.started_at = state.set_at = entry.get("timestamp")
+    state.set_offset = offset
     state.session_id = entry.get("session_id")
     state.hashes = entry.get("hashes") if isinstance(entry.get("hashes"), dict) else None
     state.snapshot = entry.get("snapshot") if isinstance(entry.get("snapshot"), dict) else None
     state.inputs = entry.get("inputs") if isinstance(entry.get("inputs"), dict) else None
     state.judge = entry.get("judge") if isinstance(entry.get("judge"), dict) else legacy_judge(entry)
+
+
+def failure_kind(status, verdict):
+    """A failed result's kind: `timeout` (a crash whose verdict says the benchmark ran out
+    of time), `crash` or `checks_failed`; None for keep and discard."""
+    if status == "crash":
+        return "timeout" if verdict == "timeout" else "crash"
+    return "checks_failed" if status == "checks_failed" else None
 
 
 def _fold_result(state, entry):
@@ -989,7 +1119,7 @@ def _fold_result(state, entry):
     state.total_results += 1
     index = entry.get("index") if _is_int(entry.get("index")) else state.n_exp
     metric = float(entry["metric"]) if _is_number(entry.get("metric")) else None
-    point = metric if status != "crash" else None
+    point = metric if status not in CRASH_STATUSES else None  # failures are not the code's speed
     timestamp = entry.get("timestamp")
     if point is not None:
         state.metric_points += 1
@@ -1004,15 +1134,20 @@ def _fold_result(state, entry):
         state.kept += 1
         state.no_improve, state.crash_streak, state.heals = 0, 0, 0
         state.keep_streak += 1
+        state.streak_kinds = []
     elif status == "discard":
         state.discarded += 1
         state.no_improve += 1
         state.crash_streak, state.keep_streak = 0, 0
+        state.streak_kinds = []
     else:
+        kind = failure_kind(status, entry.get("verdict"))
         if status == "crash":
             state.crashed += 1
+            state.timed_out += kind == "timeout"
         else:
             state.checks_failed += 1
+        state.streak_kinds = (state.streak_kinds + [kind])[-10:]
         state.no_improve += 1
         state.crash_streak += 1
         state.keep_streak = 0
@@ -1047,11 +1182,18 @@ def _fold_result(state, entry):
                            "timestamp": timestamp,
                            "deterministic": is_deterministic(samples) or inherited}
         state.progress_at = timestamp
-    if state.metric_names is None and status != "crash" and entry.get("metrics") is not None:
-        state.metric_names = sorted(metrics)
+    if status != "crash" and entry.get("metrics") is not None:
+        # every secondary name the segment has seen (a new one is noted once, when it
+        # appears); the primary is not a secondary metric even when a result listed it
+        names = set(state.metric_names or ()) | set(metrics)
+        names.discard(state.config.get("metric_name"))
+        state.metric_names = sorted(names)
     state.last = {"index": index, "status": status, "metric": metric, "commit": entry.get("commit"),
                   "description": entry.get("description"), "timestamp": timestamp,
                   "verdict": entry.get("verdict")}
+    for name in ("diagnosis", "rule"):   # why it failed, or which rule kept or discarded it
+        if isinstance(entry.get(name), (dict, str)):
+            state.last[name] = entry[name]
     _fold_toolchain(state, toolchain_of(entry.get("env")), index, status)
     state.exp_at = timestamp
     conf = entry.get("confidence")
@@ -1092,6 +1234,7 @@ def _fold_control(state, entry):
         state.reason = "resumed"
         state.heals = state.no_improve = state.crash_streak = state.failures = 0
         state.stop_streak = 0
+        state.streak_kinds = []
         state.resume_capped = None
     elif action == "snapshot" and isinstance(entry.get("snapshot"), dict):
         state.snapshot = entry["snapshot"]
@@ -1125,39 +1268,119 @@ def load_state(session):
     except OSError:
         require_session(session)
         raise
-    cached, legacy = None, None
+    cached, foreign = None, None
     try:
         with open(session.state_path, "rb") as handle:
             data = json.loads(handle.read().decode("utf-8"), parse_constant=_reject_constant)
+            written_at = os.fstat(handle.fileno()).st_mtime
         if isinstance(data, dict) and data.get("format") == STATE_FORMAT and _is_int(data.get("log_size")):
             import zlib
             checksum = data.pop("checksum", None)
             if checksum == "%08x" % zlib.crc32(_state_text(data).encode("utf-8")):
                 cached = State.from_dict(data)
+            else:  # ours, edited since by someone else (the first implementation's stop/repair)
+                foreign = OldState.from_file(data, written_at, data.get("log_size"))
         elif isinstance(data, dict) and "format" not in data:
-            legacy = data
+            foreign = OldState.from_file(data, written_at)  # the first implementation's
     except (OSError, ValueError, UnicodeDecodeError, TypeError, RecursionError):
         pass
+    if cached is not None:
+        with open(session.log_path, "rb") as handle:
+            if cached.log_size <= size and _tail_matches(handle, cached):
+                loaded = Loaded(cached)
+                _fold_from(handle, loaded, cached.log_size)
+                return loaded
+    return fold_log(session, foreign)
+
+
+def fold_log(session, foreign=None):
+    """The state rebuilt from the whole log. A loop controlled by the first implementation
+    (its `stop` and `repair` wrote only .autotune.state) keeps what that file said when
+    no line of the log set the loop's activity after it; the file is remembered in the
+    cache directory, so a later rebuild keeps honouring it."""
+    loaded = Loaded(State())
+    loaded.rebuilt = loaded.changed = True
+    loaded.complete = True
     with open(session.log_path, "rb") as handle:
-        if cached is not None and cached.log_size <= size and _tail_matches(handle, cached):
-            loaded = Loaded(cached)
-            _fold_from(handle, loaded, cached.log_size)
-            return loaded
-        loaded = Loaded(State())
-        loaded.rebuilt = loaded.changed = True
-        loaded.complete = True
         _fold_from(handle, loaded, 0)
     state = loaded.state
-    if legacy is not None and _is_int(legacy.get("n_exp")) and legacy.get("n_exp") == state.n_exp:
-        # a state file of the first implementation: keep what the log cannot tell
-        if isinstance(legacy.get("active"), bool):
-            state.active = legacy["active"]
-        for name in ("resume_count", "resume_at"):
-            if _is_int(legacy.get(name)):
-                setattr(state, name, legacy[name])
+    old = foreign if foreign is not None else OldState.load(session)
+    if old is not None and old.applies_to(state):
+        old.apply(state)
+        if foreign is not None and session.repo is not None:
+            old.log_size = state.log_size  # every line so far was judged against it
+            old.save(session)
     if state.confidence is None and state.config is not None:
         state.confidence = confidence(sorted(loaded.points), state)
     return loaded
+
+
+class OldState(object):
+    """The controls of a .autotune.state written by someone else: the first
+    implementation (no `format`), or its `stop`/`repair`/Stop hook editing ours."""
+
+    __slots__ = ("fields", "written_at", "log_size")
+    NAMES = ("active", "mode", "recovery", "health", "reason", "resume_count", "resume_at")
+
+    def __init__(self, fields, written_at, log_size=None):
+        self.fields, self.written_at, self.log_size = fields, written_at, log_size
+
+    @classmethod
+    def from_file(cls, data, written_at, log_size=None):
+        return cls({k: data[k] for k in cls.NAMES if k in data}, written_at,
+                   log_size if _is_int(log_size) else None)
+
+    @classmethod
+    def load(cls, session):
+        if session.repo is None:
+            return None
+        try:
+            with open(session.cache("old-state.json"), "rb") as handle:
+                data = json.loads(handle.read().decode("utf-8"))
+            return cls(data["fields"], float(data["written_at"]), data["log_size"])
+        except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
+            return None
+
+    def save(self, session):
+        try:
+            write_atomic(session.cache("old-state.json", create=True), json.dumps(
+                {"fields": self.fields, "written_at": self.written_at,
+                 "log_size": self.log_size}).encode("utf-8"))
+        except OSError:
+            pass  # only a later rebuild would forget it
+
+    def applies_to(self, state):
+        """True when no line of the log set the loop's activity after the file was
+        written: our own state saw the whole log, or every such line is older."""
+        if state.config is None:
+            return False
+        if _is_int(self.log_size):  # lines from this offset on came after the file
+            return state.set_offset is None or state.set_offset < self.log_size
+        set_at = iso_to_epoch(state.set_at)
+        return set_at is None or set_at < self.written_at
+
+    def apply(self, state):
+        old = self.fields
+        was_active, fold_reason = state.active, state.reason
+        if isinstance(old.get("active"), bool):
+            state.active = old["active"]
+        if old.get("mode") in MODES:
+            state.mode = old["mode"]
+        if "recovery" in old and (old["recovery"] is None or isinstance(old["recovery"], str)):
+            state.recovery = old["recovery"]
+        if old.get("health") in HEALTHS:
+            state.health = old["health"]
+        if isinstance(old.get("reason"), str):
+            state.reason = old["reason"]
+        if was_active and not state.active and state.health != "completed":
+            if state.reason == fold_reason:  # the old `stop`: it changed only active and health
+                state.health, state.stopped_by = "stopped", "person"
+                state.reason = "with the first implementation's `autotune stop`"
+            else:
+                state.health = "paused"
+        for name in ("resume_count", "resume_at"):
+            if _is_int(old.get(name)):
+                setattr(state, name, max(getattr(state, name), old[name]))
 
 
 def _tail_matches(handle, cached):
@@ -1254,7 +1477,7 @@ def torn_tail_error(session, loaded):
              "into a backup file." % (session.log_path, len(loaded.torn)))
 
 
-_VALUES_MAGIC = b"ATV1"
+_VALUES_MAGIC = b"ATV2"  # v2: checks_failed values are not points
 
 
 def segment_values(session, loaded):
@@ -1681,7 +1904,8 @@ def assess(candidate, reference, direction, alpha, min_pct=0.0, noise_mad=None, 
         evidence["noise"] = {"sigma": 0, "deterministic": True}
         if gain > 0 and big_enough:
             return "improved", evidence
-        return ("worse" if gain < 0 else "within_noise"), evidence
+        # an identical value is `unchanged`: a deterministic benchmark has no noise to be within
+        return ("worse" if gain < 0 else "unchanged" if gain == 0 else "within_noise"), evidence
     if min_p_value(len(candidate), len(reference)) > alpha:
         if not final:
             return None, evidence  # the exact test cannot reach alpha yet: sample more
@@ -1744,6 +1968,17 @@ def sampling_plan(reference, repeat, settings, deterministic=False):
                         "noisy benchmark", adaptive=True)
 
 
+def reference_to_measure(reference, repeat):
+    """True when the best the next verdict is judged against is one recorded number and no
+    samples (a session of the first implementation logged one value per experiment), so
+    `run` measures the kept code first rather than taking the spread of *other
+    experiments'* values for noise. (When `run` measures the best beside every candidate,
+    this is the case where that reference is missing.)"""
+    if repeat != "auto" or not reference:
+        return False
+    return len(reference.get("samples") or ()) < 2 and not reference.get("deterministic")
+
+
 def collect_samples(take, plan, reference, direction, settings, noise_mad=None, deterministic=False):
     """The adaptive sampling loop of `run`, over a `take(n)` that measures sample n and
     returns (value, metrics), or None when the benchmark failed (which ends the loop).
@@ -1779,6 +2014,16 @@ def median_metrics(sample_metrics, exclude=None):
     return {name: _round(median([m[name] for m in sample_metrics if name in m])) for name in names}
 
 
+def metric_name_changes(known, metrics, pname):
+    """(new, missing) secondary metric names of a result against the segment's earlier
+    ones. Neither refuses a result: `run` records what the benchmark printed, and the
+    first implementation's agent typed --metrics by hand, often a subset, sometimes with
+    the primary among them (never a secondary metric, so it is left out)."""
+    known = set(known or ()) - {pname}
+    names = set(metrics) - {pname}
+    return sorted(names - known), sorted(known - names)
+
+
 def regression_pct(value, reference, direction):
     """How much worse `value` is than `reference`, in percent (inf from a zero reference)."""
     worse = value - reference if direction == "lower" else reference - value
@@ -1789,9 +2034,10 @@ def regression_pct(value, reference, direction):
 
 def verdict_of(m, reference, reference_info, direction, settings, noise_mad, alpha, baseline_metrics):
     """The verdict on a measurement and its evidence, before any holdout (pure; sets
-    m.guardrails). A `baseline` or `improved` verdict then goes to holdout_verdict."""
+    m.guardrails). A verdict that would be kept (`baseline`, `improved`, or an equal
+    result the simplicity rule keeps) then goes to holdout_verdict."""
     if m.crashed:
-        return "crash", None
+        return ("timeout" if m.timeout else "crash"), None
     if reference:
         verdict, evidence = assess(m.samples, reference, direction, alpha, settings.min_improvement_pct,
                                    noise_mad, final=True, deterministic=bool(reference_info.get("deterministic")))
@@ -1811,10 +2057,10 @@ def verdict_of(m, reference, reference_info, direction, settings, noise_mad, alp
 def holdout_verdict(verdict, holdout, reference, direction, tolerance_pct):
     """The verdict once the holdout ran (pure; records its judgement in `holdout`): a
     crashed holdout, or one that regressed beyond tolerance against the baseline's,
-    fails the candidate."""
+    fails the candidate (an improvement, or an equal result kept for being simpler)."""
     if holdout.get("reason"):
         return "holdout_failed"
-    if verdict == "improved" and reference is not None:
+    if verdict != "baseline" and reference is not None:
         regression = regression_pct(holdout["value"], reference, direction)
         holdout["reference"] = reference
         holdout["regression_pct"] = _round(regression, 3) if regression != float("inf") else None
@@ -1823,6 +2069,239 @@ def holdout_verdict(verdict, holdout, reference, direction, tolerance_pct):
                 regression, _fmt(tolerance_pct)))
             return "holdout_failed"
     return verdict
+
+
+def suggested_status(verdict, lines_added=None, lines_removed=None):
+    """What `log --status auto` records for a verdict, and the rule that decided it, as
+    (status, {"rule", "why", "lines_added", "lines_removed"}). Pure.
+
+    Simpler is better: at a result equal to the best (`unchanged`, `within_noise`) an
+    experiment that removes more lines than it adds is kept (removing code for an
+    equal result is a win); one that adds code, or changes as many lines as it removes,
+    is discarded (a within-noise change that adds code is not). Line counts of None
+    (unknown) never keep. Every other verdict decides alone."""
+    rule = {"rule": "verdict", "lines_added": lines_added, "lines_removed": lines_removed}
+    if verdict in EQUAL_VERDICTS:
+        equal = "an unchanged result" if verdict == "unchanged" else "a result within the noise"
+        if lines_added is None or lines_removed is None:
+            rule.update(rule="not_simpler", why="%s, and the lines the experiment changes are unknown, "
+                        "so it is discarded" % equal)
+            return "discard", rule
+        counts = "removes %d line%s and adds %d" % (lines_removed, "" if lines_removed == 1 else "s",
+                                                    lines_added)
+        if lines_removed > lines_added:
+            rule.update(rule="simpler", why="simpler is better: %s, and the experiment %s, so it is "
+                        "kept (the best does not move)" % (equal, counts))
+            return "keep", rule
+        rule.update(rule="not_simpler", why="simpler is better: %s, and the experiment %s, so it is "
+                    "discarded (an equal result does not pay for more code)" % (equal, counts))
+        return "discard", rule
+    status = {"baseline": "keep", "improved": "keep", "crash": "crash", "timeout": "crash",
+              "checks_failed": "checks_failed"}.get(verdict, "discard")
+    rule["why"] = "the verdict is %s" % verdict
+    return status, rule
+
+
+# Diagnosis of a failed run: the last error line of the output, and whether it looks like
+# the edit (it points at a file the experiment changed) or the environment. Pure.
+
+_ENVIRONMENT_SIGNS = (
+    (r"command not found|executable file not found|not recognized as an internal", "a command is missing"),
+    (r"no module named|modulenotfounderror|cannot find module|cannot find package|"
+     r"error while loading shared libraries|importerror", "a module or library is missing"),
+    (r"no space left on device|disk quota exceeded", "the disk is full"),
+    (r"out of memory|cannot allocate memory|memoryerror|bad_alloc|oom-kill", "memory ran out"),
+    (r"connection refused|connection reset|address already in use|network is unreachable|"
+     r"could not resolve|name resolution|name or service not known", "the network or a service"),
+    (r"too many open files|resource temporarily unavailable", "a resource limit"),
+    (r"read-only file system", "the file system is read-only"),
+    (r"permission denied|operation not permitted", "a permission"),
+    (r"no such file or directory", "a file is missing"),
+)
+_ERROR_WORDS = (r"(?i)(error|exception|traceback|fatal|panic|abort|segmentation fault|core dumped|"
+                r"\bfail(ed|ure|s)?\b|not found|no such file|permission denied|\bkilled\b|assert)")
+
+
+def clean_output_lines(text):
+    """The lines of a process's output as a terminal would show them, without colour
+    sequences or other control characters (they must not reach the agent's terminal)."""
+    import re
+    import unicodedata
+    text = re.sub(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)?|\x1b.", "", text or "")
+    lines = []
+    for raw in text.splitlines():
+        line = "".join(" " if ch == "\t" else ch for ch in raw
+                       if ch == "\t" or unicodedata.category(ch) not in ("Cc", "Cf"))
+        lines.append(line.rstrip())
+    return lines
+
+
+def last_error_line(lines):
+    """The line that says what went wrong: a Python traceback's exception line, else the
+    last line that reads like an error, else the last line (METRIC lines and autotune's
+    own notes skipped); None for no output."""
+    import re
+    lines = [l for l in lines if l.strip() and not l.lstrip().startswith(("METRIC ", "[checks timed out"))]
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("Traceback (most recent call last)"):
+            after = [l for l in lines[i + 1:] if not l.startswith((" ", "\t"))]
+            if after:
+                return _one_line(after[0], 300)
+            break
+    for line in reversed(lines):
+        if re.search(_ERROR_WORDS, line):
+            return _one_line(line, 300)
+    return _one_line(lines[-1], 300) if lines else None
+
+
+def _file_refs(lines):
+    """The paths an output points at, in order: traceback frames (`File "x.py", line 3`)
+    and `path.ext:line` mentions (compilers, Node, Rust and Go panics)."""
+    import re
+    refs = []
+    for line in lines:
+        for match in re.finditer(r'File "([^"]+)", line \d+|((?:[A-Za-z]:)?[\w.~/\\+@-]*\w\.\w{1,10}):\d+', line):
+            refs.append((match.group(1) or match.group(2)).replace("\\", "/"))
+    return refs
+
+
+def _changed_match(ref, changed, roots):
+    """The changed file (a repository path) that `ref` names, or None."""
+    if ref.startswith("/"):
+        for root in roots:
+            prefix = root.rstrip("/") + "/"
+            if ref.startswith(prefix) and ref[len(prefix):] in changed:
+                return ref[len(prefix):]
+        return None
+    while ref.startswith("./"):
+        ref = ref[2:]
+    for name in changed:
+        if ref == name or name.endswith("/" + ref):
+            return name
+    return None
+
+
+def _changed_file_named(lines, changed, roots):
+    """The changed file the output points at (the innermost mention wins), or None: a
+    traceback frame or `path:line`, or a module that cannot be found or imported whose
+    name is a changed file's."""
+    import re
+    hit = None
+    for ref in _file_refs(lines):
+        hit = _changed_match(ref, changed, roots) or hit
+    if hit:
+        return hit
+    for line in reversed(lines[-40:]):
+        missing = re.search(r"no module named '?([\w.]+)|cannot find module '([^']+)'|"
+                            r"cannot import name '?\w+'? from '([\w.]+)'", line, re.I)
+        name = missing and [g for g in missing.groups() if g][0].replace("/", ".").split(".")[-1]
+        if name:
+            return next((c for c in changed if c.rsplit("/", 1)[-1].rsplit(".", 1)[0] == name
+                         or ("/%s/" % name) in "/" + c), None)
+    return None
+
+
+def _environment_sign(line, lines, changed_files):
+    """Why the failure reads like the environment (the last error line is asked first,
+    then the output's tail), or None."""
+    import re
+    sign = None
+    for text in (line or "", "\n".join(lines[-40:])):
+        sign = next((label for pattern, label in _ENVIRONMENT_SIGNS if re.search(pattern, text, re.I)), None)
+        if sign:
+            break
+    if changed_files is not None and not changed_files:   # nothing differs from the kept code
+        sign = "the experiment changes no file, so the edit cannot be the cause" + (
+            "; the output says %s" % sign if sign else "")
+    return sign
+
+
+def _timeout_advice(kind, line, sign, limit, load):
+    """(origin, why, text) for a benchmark or checks timeout: the environment when the
+    machine was overloaded (load above CPUs + 1) or nothing changed, else the edit."""
+    what, stays = (("the benchmark", "benchmark") if kind == "timeout"
+                   else ("the correctness checks", "checks"))
+    head = "%s ran past %s timeout%s and %s killed." % (
+        what[0].upper() + what[1:], "its" if kind == "timeout" else "their",
+        (" (%ss)" % _fmt(limit)) if limit else "", "was" if kind == "timeout" else "were")
+    if line:
+        head += ' Its output ends with "%s".' % line
+    known = load is not None and load[0] is not None and bool(load[1])
+    if (known and load[0] > load[1] + 1) or (sign and sign.startswith("the experiment changes no file")):
+        why = "the machine was overloaded (load %s on %d CPUs)" % (_fmt(load[0]), load[1]) \
+            if known and load[0] > load[1] + 1 else sign
+        return "environment", why, ("%s It may be the environment: %s. Run again on a quieter machine; "
+                                    "the %s stays as it is." % (head, why, stays))
+    why = "the kept code finished within the limit%s" % (
+        (" and the machine was not overloaded (load %s on %d CPUs)" % (_fmt(load[0]), load[1])) if known else "")
+    return "edit", why, ("%s It looks like the edit made %s much slower or made it hang (an infinite "
+                         "loop, a deadlock, a wait for input): %s. Look for that in the change, or drop "
+                         "the idea; the timeout and the %s stay as they are." % (head, what, why, stays))
+
+
+def _checks_advice(line, hit, sign):
+    """(origin, why, text) for failed correctness checks: the edit unless the output
+    reads like the environment (the kept code passed the same checks)."""
+    head = "The benchmark ran, but the correctness checks failed%s." % ((': "%s"' % line) if line else "")
+    if sign:
+        why = "the checks' output says %s" % sign
+        return "environment", why, ("%s It looks like the environment (%s), not the edit: run ./%s by "
+                                    "hand on the kept code; if it fails the same way, fix the "
+                                    "environment, not the checks." % (head, sign, CHECKS_FILE))
+    why = ("the failure points at %s, which the experiment changed" % hit if hit
+           else "the kept code passed the same checks")
+    return "edit", why, ("%s It looks like the edit: %s, so the change alters what the code computes. "
+                         "Fix the behaviour or drop the idea; never edit the checks or the tests that "
+                         "define correctness." % (head, why))
+
+
+def _crash_advice(line, hit, sign, changed):
+    """(origin, why, text) for a benchmark crash."""
+    head = "The benchmark crashed%s." % ((': its output ends with "%s"' % line) if line else " without any output")
+    if hit:
+        why = "the error points at %s, which the experiment changed" % hit
+        return "edit", why, ("%s It looks like the edit: %s. Fix the bug and retry the idea (after the "
+                             "log, `autotune restore --list` finds the reverted change), or drop it; the "
+                             "benchmark stays as it is." % (head, why))
+    if sign:
+        return "environment", "the output says %s" % sign, (
+            "%s It looks like the environment (%s), not the edit: run ./%s by hand on the kept code; if it "
+            "fails the same way, fix the environment (install, free or restart what is missing), not the "
+            "benchmark, then retry the idea." % (head, sign, BENCH_FILE))
+    why = "the error names no file the experiment changed%s" % (
+        (" (%s)" % ", ".join(changed[:5])) if changed else "")
+    return "unclear", why, ("%s The cause is not certain: %s. The kept code passed this benchmark, so the "
+                            "edit is still the likely cause (through code that calls it or data it "
+                            "changes); run ./%s by hand on the kept code to rule out the environment. The "
+                            "benchmark stays as it is." % (head, why, BENCH_FILE))
+
+
+def diagnose_crash(output, changed_files, kind="crash", roots=(), limit=None, load=None):
+    """What a failed run says about its cause, for `run`, `log` and `explain` (pure).
+
+    kind is `crash`, `timeout`, `checks_failed` or `checks_timeout`; output is the tail
+    of the benchmark's (or the checks') output; changed_files the experiment's paths
+    relative to the repository root `roots` (as given and as resolved), None when
+    unknown; limit the timeout in seconds; load (load average, CPU count). Returns
+    {"kind", "line", "origin", "file", "why", "text"}: origin `edit` when the error
+    points at a file the experiment changed (or the checks reject its result),
+    `environment` when it reads like a missing tool, a full disk, memory or the network
+    (or nothing changed, or the machine was overloaded at a timeout), else `unclear`.
+    `text` is the advice: it never suggests editing the benchmark or the checks, which
+    the agent's rules forbid."""
+    lines = clean_output_lines(output)
+    line = last_error_line(lines)
+    changed = list(changed_files or [])
+    hit = _changed_file_named(lines, changed, roots)
+    sign = None if hit else _environment_sign(line, lines, changed_files)
+    if kind in ("timeout", "checks_timeout"):
+        origin, why, text = _timeout_advice(kind, line, sign, limit, load)
+        hit = None
+    elif kind == "checks_failed":
+        origin, why, text = _checks_advice(line, hit, sign)
+    else:
+        origin, why, text = _crash_advice(line, hit, sign, changed)
+    return {"kind": kind, "line": line, "origin": origin, "file": hit, "why": why, "text": text}
 
 
 def check_guardrails(rules, metrics, baseline_metrics):
@@ -1867,9 +2346,14 @@ PLAYBOOK_TEXT = {
         "the dead ends in autotune.md, pick the most promising untried idea from "
         "autotune.ideas.md, and cut it down to its smallest testable step."),
     "diagnose": (
-        "Stop changing the code under test and find the cause first: read the output tail "
-        "of the last run (and chk_out for checks), run ./autotune.sh by hand, and fix the "
-        "environment, the benchmark or the checks before the next experiment."),
+        "Stop trying new ideas and find the cause first: read the output tail of the last "
+        "run (and chk_out for the checks), run ./autotune.sh by hand on the kept code, and "
+        "fix the environment or the edit before the next experiment (the benchmark and the "
+        "checks stay as they are: they define the goal)."),
+    "diagnose_plateau": (
+        "Stop trying ideas of the same kind and find where the metric is spent: profile the "
+        "workload the benchmark runs, read the secondary metrics and the dead ends in "
+        "autotune.md, and write down what dominates before the next experiment targets it."),
     "reset_worktree": (
         "Start the next experiment from a clean tree: autotune already reverted the failed "
         "change; check that `git status` shows nothing of it, delete leftovers such as "
@@ -1890,20 +2374,26 @@ def health_fields(state):
         "no_improve", "crash_streak", "keep_streak")}
 
 
-def choose_playbook(failure, attempt, settings):
+def choose_playbook(failure, attempt, settings, deterministic=False):
     """The attempt-th healing action (1-based) for this failure: escalation through
-    the failure's preferred order, keeping only configured playbooks."""
+    the failure's preferred order, keeping only configured playbooks. A plateau of a
+    deterministic benchmark skips `rebaseline`: identical re-measurements teach nothing."""
     allowed = [p for p in settings.playbooks if settings.pause_on_exhausted or p != "pause"]
+    if deterministic and failure == "plateau":
+        allowed = [p for p in allowed if p != "rebaseline"]
     order = [p for p in FAILURE_PLAYBOOK_ORDER[failure] if p in allowed] or allowed or ["diagnose"]
     return order[min(attempt, len(order)) - 1]
 
 
-def advance(prev, status, improved, settings):
+def advance(prev, status, improved, settings, deterministic=False, timeout=False):
     """The health machine (SPEC 6): the health fields after one logged result.
 
     `prev` holds the fields of health_fields(); the answer is a new dict. A `pause`
     playbook pauses the loop; `pauseOnExhaustedRecovery: false` removes it, so the
     loop keeps healing with its last action instead of ever pausing itself.
+    `deterministic` (the benchmark's values are identical on re-measurement) takes
+    `rebaseline` out of a plateau's recovery; `timeout` (a crash whose verdict is a
+    timeout) makes the reason `timeout`, not `crash`.
     """
     nxt = dict(prev)
     nxt.update(active=True, recovery=None)
@@ -1926,7 +2416,7 @@ def advance(prev, status, improved, settings):
         nxt["crash_streak"] = prev["crash_streak"] + 1
         crash = status == "crash"
         nxt.update(failure="benchmark_crash" if crash else "checks_failed", health="crashing",
-                   reason="crash" if crash else "checks_failed")
+                   reason=("timeout" if timeout else "crash") if crash else "checks_failed")
     heal = (nxt["failure"] == "plateau" or
             (nxt["failure"] in ("benchmark_crash", "checks_failed")
              and nxt["crash_streak"] >= settings.max_crash_streak))
@@ -1936,7 +2426,7 @@ def advance(prev, status, improved, settings):
         nxt.update(health="paused", recovery="pause", mode="repair",
                    reason="recovery_exhausted", active=False)
         return nxt
-    action = choose_playbook(nxt["failure"], prev["heals"] + 1, settings)
+    action = choose_playbook(nxt["failure"], prev["heals"] + 1, settings, deterministic)
     nxt.update(heals=prev["heals"] + 1, recovery=action, mode="repair", reason="heal:" + action,
                health="healing")
     if action == "pause":
@@ -1962,7 +2452,27 @@ def budget_reason(runs, best_metric, direction, settings, started_epoch, now_epo
 
 
 def next_action(state):
-    """The suggested next step for this state, as (code, what it means in practice)."""
+    """The suggested next step for this state, as (code, what it means in practice);
+    during a failure streak the text ends with the diagnosis of the last failure."""
+    action, text = playbook_action(state)
+    diagnosis = failure_diagnosis(state)
+    if diagnosis and action not in ("init", "report"):
+        text = "%s %s" % (text, diagnosis["text"])
+    return action, text
+
+
+def failure_diagnosis(state):
+    """The diagnosis of the last result while the loop is in its failure streak, or None."""
+    last = state.last or {}
+    diagnosis = last.get("diagnosis")
+    if state.crash_streak and last.get("status") in CRASH_STATUSES and isinstance(diagnosis, dict) \
+            and isinstance(diagnosis.get("text"), str):
+        return diagnosis
+    return None
+
+
+def playbook_action(state):
+    """next_action without the diagnosis: the playbook this state calls for."""
     if state.config is None:
         return "init", "Start a session with `autotune init`."
     if state.health == "completed":
@@ -1991,8 +2501,11 @@ def next_action(state):
     if state.recovery == "manual_repair":
         return "repair", PLAYBOOK_TEXT["manual_repair"]
     if state.health == "healing" and state.recovery:
-        return state.recovery, PLAYBOOK_TEXT.get(state.recovery, "Apply the %s playbook." % state.recovery)
+        key = "diagnose_plateau" if (state.recovery, state.failure) == ("diagnose", "plateau") else state.recovery
+        return state.recovery, PLAYBOOK_TEXT.get(key, "Apply the %s playbook." % state.recovery)
     if state.health == "plateaued":
+        if (state.reference or {}).get("deterministic"):  # identical re-measurements teach nothing
+            return "shrink_scope", PLAYBOOK_TEXT["shrink_scope"]
         return "rebaseline", PLAYBOOK_TEXT["rebaseline"]
     if state.health == "crashing":
         return "diagnose", PLAYBOOK_TEXT["diagnose"]
@@ -2164,6 +2677,10 @@ class Change(object):
     def name(self):
         return self.path.decode("utf-8", "replace")
 
+    def inverse(self):
+        """The same path changed the other way (restore_changes of it re-applies this)."""
+        return Change(self.new_mode, self.old_mode, self.new_sha, self.old_sha, self.status, self.path)
+
 
 def _excluded_paths(session):
     """Pathspecs that keep the protected files (and this script) out of snapshots."""
@@ -2251,6 +2768,26 @@ def diff_trees(session, base, current, tracked_only=False):
     return changes
 
 
+def line_counts(session, base, current, changes=None):
+    """(lines added, lines removed) by the experiment between two snapshot trees: git's
+    numstat, exact and one process, over the paths diff_trees calls the experiment's
+    (protected files and paths outside the working directory are not); a binary file
+    counts as neither."""
+    if changes is None:
+        changes = diff_trees(session, base, current)
+    paths = {c.path for c in changes}
+    if not paths:
+        return 0, 0
+    proc = session.repo.run(["diff-tree", "-r", "-z", "--numstat", "--no-renames", base, current])
+    added = removed = 0
+    for record in proc.stdout.split(b"\0"):
+        parts = record.split(b"\t", 2)
+        if len(parts) == 3 and parts[2] in paths and parts[0].isdigit() and parts[1].isdigit():
+            added += int(parts[0])
+            removed += int(parts[1])
+    return added, removed
+
+
 def _identity_retry(repo, args, **kwargs):
     """Runs a committing git command; with no user identity configured, uses autotune's."""
     proc = repo.run(args, check=False, **kwargs)
@@ -2330,6 +2867,16 @@ def ignored_by_base(session, base, paths):
     return set(proc.stdout.split(b"\0")) - {b""}
 
 
+def ignored_by_git(repo, workdir, glob):
+    """Whether a file the size glob matches would be ignored by git (checked on a sample
+    path made from the glob, so it works before the build ran)."""
+    sample = glob.replace("**/", "").replace("*", "x").replace("?", "x").replace("[", "").replace("]", "")
+    path = os.path.relpath(os.path.join(workdir, sample), repo.root)
+    if path.startswith(".."):
+        return True  # outside the repository: git never sees it
+    return repo.run(["check-ignore", "-q", "--no-index", "--", path], check=False).returncode == 0
+
+
 def without_users_ignored(session, base, changes):
     """Drops the files an experiment seems to create only because it edited .gitignore."""
     if not any(c.path.rsplit(b"/", 1)[-1] == b".gitignore" for c in changes):
@@ -2381,6 +2928,64 @@ def restore_changes(session, changes):
                     os.unlink(full)
             except OSError:
                 pass
+
+
+def swap_out(session, base, current, tracked_only):
+    """Puts the kept code (tree `base`) in place of the experiment's files, so `run` can
+    measure it beside the candidate; returns the changes swap_back re-applies. The
+    candidate's tree is anchored by a ref and named in a marker file first, so a process
+    killed in between leaves a way back (recover_swap)."""
+    changes = diff_trees(session, base, current, tracked_only=tracked_only)
+    if not changes:
+        return []
+    session.repo.run(["update-ref", "--no-deref", _swap_ref(session), current])
+    write_atomic(session.cache("swap.json", create=True),
+                 json.dumps({"tree": current, "pid": os.getpid()}).encode("utf-8"))
+    try:
+        restore_changes(session, changes)
+    except BaseException:
+        swap_back(session, changes)  # a half-made swap is undone before the error shows
+        raise
+    return changes
+
+
+def swap_back(session, changes):
+    """Returns the experiment's files after swap_out."""
+    if not changes:
+        return
+    restore_changes(session, [c.inverse() for c in changes])
+    _drop_swap(session)
+
+
+def recover_swap(session):
+    """After a `run` killed while the kept code was swapped in: brings the experiment's
+    files back (only tracked changes are undone: what the benchmark created is kept).
+    Returns True when it restored something."""
+    try:
+        with open(session.cache("swap.json"), "rb") as handle:
+            marker = json.loads(handle.read().decode("utf-8"))
+        tree, pid = marker["tree"], marker["pid"]
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError):
+        return False
+    if _is_int(pid) and pid != os.getpid() and _pid_alive(pid):
+        return False  # that run is still measuring
+    if isinstance(tree, str) and _is_hash(tree):
+        changes = diff_trees(session, tree, snapshot_tree(session), tracked_only=True)
+        restore_changes(session, changes)
+    _drop_swap(session)
+    return True
+
+
+def _swap_ref(session):
+    return "refs/autotune/candidate/" + os.path.basename(session.cache_dir)
+
+
+def _drop_swap(session):
+    try:
+        os.unlink(session.cache("swap.json"))
+    except OSError:
+        pass
+    session.repo.run(["update-ref", "-d", _swap_ref(session)], check=False)
 
 
 # ------------------------------------------------------------------ running ----
@@ -2536,7 +3141,7 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
         if sweep is None:
             _kill_tagged(token)
     scanner.close()
-    outcome.exit = proc.returncode
+    outcome.exit = 124 if outcome.timeout else proc.returncode  # as timeout(1) reports it
     outcome.dur = round(time.monotonic() - started, 3)
     outcome.metrics = scanner.metrics
     text = clean_tail(scanner.text(tail_lines, scanner.tail_limit))  # clean first, then cut
@@ -3447,6 +4052,15 @@ def benchmark_command(session, command):
     return command, True, command
 
 
+def config_notes(session):
+    """The config file's warnings (keys read differently than written) and, for the
+    commands that read it leniently, its errors: one line each, shown wherever the
+    loop is shown."""
+    return list(session.settings.warnings) + [
+        "%s Its default applies here; the commands that run the loop refuse until it is fixed." % error
+        for error in session.config_errors]
+
+
 def require_config(session, state):
     if state.config is None:
         fail("no_session", "%s has no config line; run `autotune init` first." % session.log_path)
@@ -3543,6 +4157,11 @@ def cmd_init(args):
                               "(scaffolding never overwrites)" % (" and ".join(skipped),
                                                                   "them" if len(skipped) > 1 else "it"))
         result.update(proposal_answer(session, args, sizes))
+        unignored = [glob for glob in sizes if not ignored_by_git(repo, session.workdir, glob)]
+        if unignored:
+            result["size_note"] = ("git does not ignore %s: the build output would look like the "
+                                   "experiment's change (a keep commits it); add its directory to "
+                                   ".gitignore" % ", ".join(unignored))
     if not session.settings.protect:
         proposal = [g for g in ("tests/**", "test/**", "benchmark/data/**", "bench/data/**",
                                 "data/**", "fixtures/**", "testdata/**")
@@ -3556,6 +4175,8 @@ def cmd_init(args):
         result["warning"] = "%s does not exist yet; `run` needs it (or --command)." % BENCH_FILE
     elif not snapshot["head"]:
         result["warning"] = "the repository has no commit yet: the first keep becomes its first commit"
+    if config_notes(session):
+        result["warnings"] = config_notes(session)
     output(result)
 
 
@@ -3773,29 +4394,46 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
     pname, direction = config.get("metric_name"), config.get("direction", "lower")
     repo = session.repo
     head = repo.head() if repo else None
-    warnings = []
+    warnings = config_notes(session)
     if state.snapshot and state.snapshot.get("head") and head != state.snapshot.get("head"):
         warnings.append("HEAD moved outside autotune since the last logged result; `log` will "
                         "refuse to commit or revert until you check it (see `autotune doctor`).")
     tree_before = None
     if repo:
         with LogLock(session):
+            if recover_swap(session):
+                warnings.append("a killed `run` had left the kept code in place of the experiment; "
+                                "the experiment's files were restored first")
             tree_before = snapshot_tree(session)
         if state.snapshot and tree_before == state.snapshot.get("tree") and state.n_exp:
             warnings.append("the working tree has no change since the last logged result, so "
                             "this run measures the kept code")
     env = benchmark_env(settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_RUN=str(state.n_exp + 1))
-    reference = (state.reference or {}).get("samples") or None
-    deterministic = bool((state.reference or {}).get("deterministic"))
-    plan = sampling_plan(reference, repeat, settings, deterministic)
+    reference_info = state.reference or {}
+    reference = reference_info.get("samples") or None
+    deterministic = bool(reference_info.get("deterministic"))
     # the segment's MAD is the spread of its results (progress included): a fallback
     # for the adaptive default's small references only, never for a fixed repeat
     noise_mad = (state.confidence or {}).get("noise_mad") if repeat == "auto" else None
     m = Measurement(segment=state.segment, timestamp=utc_now(), command=shown, pname=pname,
                     warnings=warnings, head=head, hashes=hashes, inputs=inputs,
                     judge=judge_of(settings.raw))
+    experiment = ExperimentFiles(session, (state.snapshot or {}).get("tree"), tree_before)
     with ProcessSweep() as sweep:
-        runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep)
+        if tree_before and reference_to_measure(state.reference, repeat):
+            kept, problem = measure_kept_code(session, state, tree_before, head, argv, shell, timeout,
+                                              env, pname, direction, settings, sweep)
+            if kept is not None:
+                m.reference = kept
+                reference, deterministic, noise_mad = kept["samples"], kept["deterministic"], None
+                reference_info = {"source": kept["source"], "deterministic": deterministic}
+            else:
+                warnings.append("the kept code could not be measured (%s), so the verdict compares "
+                                "with the best's one recorded value" % problem)
+        plan = sampling_plan(reference, repeat, settings, deterministic)
+        # the checks run after the candidate's first passing sample (fail fast), never on the kept code
+        gate = ChecksGate(session.path(CHECKS_FILE), session.workdir, checks_timeout, env, sweep)
+        runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep, gate)
         m.samples, m.sample_metrics, notes = collect_samples(
             runner.take, plan, reference, direction, settings, noise_mad, deterministic)
         outcome = runner.last
@@ -3803,28 +4441,31 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
         m.output = outcome.error or outcome.output
         m.passed = runner.problem is None
         m.crashed = not m.passed
+        m.checks, m.chk_out, checks_timed_out = gate.result()
         if m.passed:
             m.primary = median(m.samples)
             m.metrics = median_metrics(m.sample_metrics, exclude=pname)
-            if os.path.isfile(session.path(CHECKS_FILE)):
-                checks = run_process(script_argv(session.path(CHECKS_FILE)), session.workdir,
-                                     checks_timeout, env=env, tail_lines=CHECKS_TAIL_LINES,
-                                     tail_bytes=CHECKS_TAIL_BYTES, sweep=sweep)
-                m.checks = checks.exit == 0 and not checks.timeout and not checks.error
-                m.chk_out = checks.error or checks.output
-                if checks.timeout:
-                    m.chk_out = (m.chk_out + "\n[checks timed out after %ss]" % _fmt(checks_timeout)).strip()
-        m.verdict, m.evidence = verdict_of(m, reference, state.reference or {}, direction, settings,
+        m.verdict, m.evidence = verdict_of(m, reference, reference_info, direction, settings,
                                            noise_mad, plan.alpha, (state.baseline or {}).get("metrics"))
-        if m.verdict in ("baseline", "improved") and os.path.isfile(session.path(HOLDOUT_FILE)):
+        m.suggested_status, m.status_rule = suggested_status(
+            m.verdict, *(experiment.lines() if m.verdict in EQUAL_VERDICTS else (None, None)))
+        if m.suggested_status == "keep" and os.path.isfile(session.path(HOLDOUT_FILE)):
             m.holdout = run_holdout(session, pname, timeout, env, sweep)
             m.verdict = holdout_verdict(m.verdict, m.holdout, (state.baseline or {}).get("holdout"),
                                         direction, settings.holdout_tolerance_pct)
-    m.suggested_status = {"baseline": "keep", "improved": "keep", "crash": "crash",
-                          "checks_failed": "checks_failed"}.get(m.verdict, "discard")
+            if m.verdict == "holdout_failed":
+                m.suggested_status, m.status_rule = suggested_status(m.verdict)
     samples = m.samples
     m.sampling = describe_sampling(plan, samples, notes, m, reference, settings.max_samples)
+    if m.reference:
+        m.sampling = "%s; first the kept code: %s" % (m.sampling, m.reference["why"])
     m.env = environment(head, session, env)
+    if m.crashed or m.checks is False:
+        kind = (("timeout" if m.timeout else "crash") if m.crashed
+                else "checks_timeout" if checks_timed_out else "checks_failed")
+        m.diagnosis = diagnose_crash(m.output if m.crashed else m.chk_out, experiment.names(), kind,
+                                     experiment.roots(), timeout if m.crashed else checks_timeout,
+                                     ((m.env.get("load") or [None])[0], m.env.get("cpus")))
     drift = toolchain_warning(toolchain_changes(state.toolchain, toolchain_of(m.env)))
     if drift:
         m.warnings.append(drift)
@@ -3853,19 +4494,56 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
               "timeout": m.timeout, "metrics": m.metrics, "primary": _round(m.primary),
               "pname": pname, "output": m.output, "checks": m.checks, "chk_out": m.chk_out,
               "samples": [_round(s) for s in samples], "n": len(samples), "sampling": m.sampling,
-              "verdict": m.verdict, "suggested_status": m.suggested_status, "evidence": m.evidence,
+              "verdict": m.verdict, "suggested_status": m.suggested_status, "status_rule": m.status_rule,
+              "evidence": m.evidence,
               "guardrails": m.guardrails, "holdout": m.holdout, "reason": m.reason,
               "command": shown, "env": m.env}
+    if m.diagnosis:
+        result["diagnosis"] = m.diagnosis
+    if m.reference:
+        result["reference"] = {k: m.reference[k] for k in ("source", "commit", "samples", "n", "deterministic")}
     if m.warnings:
         result["warnings"] = m.warnings
     output(result)
 
 
-def crash_reason(outcome, pname):
+class ExperimentFiles(object):
+    """The experiment as `run` sees it: what differs between the last logged snapshot and
+    the tree it measures. Asked only when needed (a failure's diagnosis, an equal
+    result's line counts), and computed once."""
+
+    def __init__(self, session, base, tree):
+        self.session, self.base, self.tree = session, base, tree
+        self._changes = None
+
+    def changes(self):
+        """The Change list, or None when unknown (no git, no snapshot: an old session)."""
+        if self._changes is None and self.base and self.tree and self.session.repo:
+            self._changes = diff_trees(self.session, self.base, self.tree)
+        return self._changes
+
+    def names(self):
+        changes = self.changes()
+        return None if changes is None else [c.name for c in changes]
+
+    def lines(self):
+        """(added, removed), or (None, None) when unknown."""
+        changes = self.changes()
+        if changes is None:
+            return None, None
+        return line_counts(self.session, self.base, self.tree, changes)
+
+    def roots(self):
+        repo = self.session.repo
+        return (repo.root, os.path.realpath(repo.root)) if repo else ()
+
+
+def crash_reason(outcome, pname, limit=None):
     if outcome.error:
         return outcome.error
     if outcome.timeout:
-        return "timed out after %ss; the benchmark's process group was killed" % _fmt(outcome.dur)
+        return "timed out: still running after %ss (the timeout), so its process group was killed" % (
+            _fmt(limit if limit is not None else outcome.dur))
     if outcome.exit != 0:
         if outcome.exit is not None and outcome.exit < 0:
             return "killed by signal %d" % -outcome.exit
@@ -3875,31 +4553,102 @@ def crash_reason(outcome, pname):
     return None
 
 
+class ChecksGate(object):
+    """Fail fast: autotune.checks.sh runs once, right after the candidate's first passing
+    sample, so a candidate that fails them is known before its remaining samples are
+    taken. Call after_candidate_sample() only while the candidate's own files are in
+    place: the checks judge the candidate, never the best."""
+
+    def __init__(self, path, cwd, timeout, env, sweep):
+        self.path = path if path and os.path.isfile(path) else None   # None: no checks
+        self.cwd, self.timeout, self.env, self.sweep = cwd, timeout, env, sweep
+        self.outcome = None
+
+    def after_candidate_sample(self):
+        """Runs the checks the first time; False when they failed (stop sampling)."""
+        if self.path is None:
+            return True
+        if self.outcome is None:
+            self.outcome = run_process(script_argv(self.path), self.cwd, self.timeout, env=self.env,
+                                       tail_lines=CHECKS_TAIL_LINES, tail_bytes=CHECKS_TAIL_BYTES,
+                                       sweep=self.sweep)
+        return self.passed()
+
+    def passed(self):
+        run = self.outcome
+        return run is None or (run.exit == 0 and not run.timeout and not run.error)
+
+    def result(self):
+        """(checks, chk_out, timed out) as `run` reports them; checks is None when they
+        did not run (no checks file, or no passing sample)."""
+        run = self.outcome
+        if run is None:
+            return None, "", False
+        out = run.error or run.output
+        if run.timeout:
+            out = (out + "\n[checks timed out after %ss]" % _fmt(self.timeout)).strip()
+        return self.passed(), out, bool(run.timeout)
+
+
 class SampleRunner(object):
     """`take` for collect_samples: one execution of the benchmark per sample; remembers
-    the last outcome, the total time, and why it failed."""
+    the last outcome, the total time, and why it failed. With a ChecksGate, the checks
+    run after the first passing sample, and a failure ends the sampling (`halted`)."""
 
-    def __init__(self, argv, shell, cwd, timeout, env, pname, sweep):
+    def __init__(self, argv, shell, cwd, timeout, env, pname, sweep, gate=None):
         self.argv, self.shell, self.cwd, self.timeout = argv, shell, cwd, timeout
-        self.env, self.pname, self.sweep = env, pname, sweep
-        self.last, self.problem, self.dur = None, None, 0.0
+        self.env, self.pname, self.sweep, self.gate = env, pname, sweep, gate
+        self.last, self.problem, self.dur, self.halted = None, None, 0.0, False
 
     def take(self, number):
+        if self.halted:
+            return None   # the checks failed: no more samples of a candidate that cannot be kept
         self.env["AUTOTUNE_SAMPLE"] = str(number)
         self.last = run_process(self.argv, self.cwd, self.timeout, shell=self.shell, env=self.env,
                                 sweep=self.sweep)
         self.dur += self.last.dur
-        self.problem = crash_reason(self.last, self.pname)
+        self.problem = crash_reason(self.last, self.pname, self.timeout)
         if self.problem:
             return None
+        if self.gate is not None and not self.gate.after_candidate_sample():
+            self.halted = True
         return self.last.metrics[self.pname], self.last.metrics
+
+
+def measure_kept_code(session, state, current, head, argv, shell, timeout, env, pname, direction,
+                      settings, sweep):
+    """Samples of the kept code, measured now with the experiment's files swapped out, for
+    a best that has no samples (reference_to_measure). Returns (reference, None), or
+    (None, why) when the kept code did not run."""
+    snap = (state.snapshot or {}).get("tree")
+    base = snap or head_tree(session.repo, head)
+    runner = SampleRunner(argv, shell, session.workdir, timeout, dict(env, AUTOTUNE_REFERENCE="1"),
+                          pname, sweep)
+    with LogLock(session):
+        changes = swap_out(session, base, current, tracked_only=snap is None)
+    try:
+        samples, sample_metrics, _ = collect_samples(runner.take, sampling_plan(None, "auto", settings),
+                                                     None, direction, settings)
+    finally:
+        with LogLock(session):
+            swap_back(session, changes)
+    if runner.problem:
+        return None, runner.problem
+    commit = head[:7] if head else None
+    same = is_deterministic(samples)
+    return {"source": "kept code (%s) measured by run" % (commit or "no commit"), "commit": commit,
+            "metric": _round(median(samples)), "samples": [_round(x) for x in samples], "n": len(samples),
+            "metrics": median_metrics(sample_metrics, exclude=pname), "deterministic": same,
+            "why": "the best was one recorded number without samples, so the kept code%s was measured "
+                   "%d times (%s)" % (" (%s)" % commit if commit else "", len(samples),
+                                      "identical: deterministic" if same else "they differ: noisy")}, None
 
 
 def run_holdout(session, pname, timeout, env, sweep):
     """Runs autotune.holdout.sh once; its judgement is verdict_of's."""
     run = run_process(script_argv(session.path(HOLDOUT_FILE)), session.workdir, timeout, env=env,
                       tail_lines=CHECKS_TAIL_LINES, tail_bytes=CHECKS_TAIL_BYTES, sweep=sweep)
-    problem = crash_reason(run, pname)
+    problem = crash_reason(run, pname, timeout)
     holdout = {"value": run.metrics.get(pname), "reference": None, "ok": problem is None,
                "tolerance_pct": session.settings.holdout_tolerance_pct, "output": run.output}
     if problem:
@@ -3911,7 +4660,9 @@ def describe_sampling(plan, samples, notes, m, reference, max_samples=DEFAULT_MA
     count = len(samples)
     text = "%d sample%s" % (count, "" if count == 1 else "s")
     if m.crashed:
-        return text + " before the crash"
+        return text + (" before the timeout" if m.timeout else " before the crash")
+    if m.checks is False:
+        return text + ": the correctness checks failed after the first sample, so no more were taken"
     if plan.probe:
         if is_deterministic(samples):
             text += ": baseline; identical, so the benchmark is treated as deterministic and later runs take 1 sample"
@@ -3943,7 +4694,8 @@ class LogDecision(Record):
     """What a `log` call records, settled before anything is written."""
 
     FIELDS = (("status", None), ("metric", None), ("measured", False), ("metrics", dict),
-              ("verdict", None), ("forced", False), ("improved", False))
+              ("verdict", None), ("forced", False), ("improved", False), ("notes", list),
+              ("warnings", list))
     __slots__ = tuple(name for name, _ in FIELDS)
 
 
@@ -3965,23 +4717,31 @@ def decide_log(args, flags, state, m):
              "--metric. A typed-in number needs --force --reason \"why\" (recorded).")
     decision = LogDecision(status=status, forced=bool(typed_keep))
     decision.metric, decision.measured = metric_for_log(status, metric_flag, m, args.force)
-    decision.metrics = (metrics_flag if metrics_flag is not None
-                        else dict(m.metrics) if m is not None and m.passed else {})
-    if metrics_flag is not None and m is not None and m.passed and not args.force:
+    measured_metrics = m is not None and m.passed
+    if metrics_flag is not None and measured_metrics and not args.force:
+        unmeasured = sorted(k for k in metrics_flag if k not in m.metrics and k != m.pname)
         differing = sorted(k for k in metrics_flag if k in m.metrics
                            and not same_number(metrics_flag[k], m.metrics[k]))
+        if unmeasured:
+            fail("metric_mismatch", "--metrics names %s, which `run` did not measure (it measured "
+                 "%s); log without --metrics to record what was measured." % (
+                     ", ".join(unmeasured), ", ".join(sorted(m.metrics)) or "no secondary metric"))
         if differing:
-            fail("metric_mismatch", "--metrics differs from what `run` measured for %s; omit "
-                 "--metrics to log the measured values (or --force)." % ", ".join(differing))
-    if status != "crash" and state.metric_names is not None and not args.force:
-        missing = sorted(set(state.metric_names) - set(decision.metrics))
-        extra = sorted(set(decision.metrics) - set(state.metric_names))
-        if missing or extra:
-            fail("metrics_mismatch", "Secondary metrics must match the segment's first result "
-                 "(%s): %s%s. Use --force to log anyway." % (
-                     ", ".join(state.metric_names) or "none",
-                     ("missing " + ", ".join(missing)) if missing else "",
-                     ("; " if missing and extra else "") + (("new " + ", ".join(extra)) if extra else "")))
+            fail("metric_mismatch", "--metrics differs from what `run` measured for %s; log "
+                 "without --metrics to record the measured values." % ", ".join(differing))
+    decision.metrics = (dict(m.metrics) if measured_metrics and not (args.force and metrics_flag is not None)
+                        else metrics_flag if metrics_flag is not None else {})
+    if status != "crash" and state.metric_names is not None:
+        new, missing = metric_name_changes(state.metric_names, decision.metrics,
+                                           state.config.get("metric_name"))
+        if new:
+            decision.notes.append("new secondary metric%s %s recorded (the segment's earlier results "
+                                  "did not have %s)" % ("s" if len(new) > 1 else "", ", ".join(new),
+                                                         "them" if len(new) > 1 else "it"))
+        if missing:
+            decision.warnings.append("secondary metric%s %s of earlier results %s not reported by this "
+                                     "one" % ("s" if len(missing) > 1 else "", ", ".join(missing),
+                                              "were" if len(missing) > 1 else "was"))
     decision.verdict = m.verdict if (m is not None and (decision.measured or m.crashed)) else None
     if status == "keep" and decision.verdict in BLOCKING_VERDICTS:
         if not (args.force and override):
@@ -4011,6 +4771,7 @@ def cmd_log(args):
         fail("bad_commit", "--commit %s is not a commit hash." % json.dumps(args.commit))
     repo = require_repo(session)
     with LogLock(session) as lock:
+        recover_swap(session)  # the experiment's files first, if a killed `run` swapped them out
         loaded = load_state(session)
         torn_tail_error(session, loaded)
         state = loaded.state
@@ -4050,7 +4811,9 @@ def cmd_log(args):
                                                 index, current, head, skip_git, args.commit)
         if next_tree != snap.get("tree"):
             anchor_snapshot(session, next_tree)
-        health = advance(health_fields(state), d.status, d.improved, settings)
+        health = advance(health_fields(state), d.status, d.improved, settings,
+                         deterministic=bool((state.reference or {}).get("deterministic")),
+                         timeout=d.verdict == "timeout")
         best_metric = d.metric if d.improved else (state.best or {}).get("metric")
         finished = budget_reason(index, best_metric, direction, settings,
                                  iso_to_epoch(state.started_at), time.time())
@@ -4074,6 +4837,11 @@ def cmd_log(args):
                              else input_hashes(session))
         if ref is not None:
             result.measurement = ref
+        if m is not None and (d.measured or m.crashed):
+            if d.status in CRASH_STATUSES and m.diagnosis:
+                result.diagnosis = m.diagnosis
+            if m.status_rule and d.status == m.suggested_status:
+                result.rule = m.status_rule.get("rule")
         if m is not None and d.measured:
             result.samples = [_round(s) for s in m.samples] or None
             result.verdict, result.evidence, result.env, result.run_dur = m.verdict, m.evidence, m.env, m.dur
@@ -4084,6 +4852,9 @@ def cmd_log(args):
         if d.forced:
             result.forced, result.override_reason = True, flags[2]
             result.verdict = result.verdict or d.verdict
+        entries = [result.to_entry()]
+        if m is not None and d.measured and m.reference:
+            entries.insert(0, kept_code_entry(m, state))
         values = segment_values(session, loaded)
         preview = state.copy()
         point = fold_entry(preview, json.loads(dumps_line(result.to_entry()).decode("utf-8")))
@@ -4091,13 +4862,14 @@ def cmd_log(args):
             import bisect
             bisect.insort(values, point)
         result.confidence = confidence(values, preview)
-        append_entries(lock, session, loaded, [result.to_entry()])
+        entries[-1] = result.to_entry()
+        append_entries(lock, session, loaded, entries)
         try:
             save_values(session, loaded.state, values)
         except OSError:
             pass  # values.bin is keyed by the point count: a stale one is rescanned
         drop_measurement(session)
-    answer = log_answer(loaded.state, settings, result, pname, git_info)
+    answer = log_answer(loaded.state, settings, result, pname, git_info, d.notes, d.warnings)
     deps = dependency_change(session, git_info)
     if deps is not None:
         answer["dependencies"] = deps
@@ -4156,13 +4928,24 @@ def run_sync(session):
             "timeout": outcome.timeout, "output": (outcome.error or outcome.output).strip("\n")}
 
 
-def log_answer(state, settings, result, pname, git_info):
+def kept_code_entry(m, state):
+    """The kept code's samples that `run` measured (a best without samples), recorded as a
+    rebaseline line before the result: later verdicts compare with them."""
+    ref, previous = m.reference, state.reference or {}
+    return {"type": "rebaseline", "timestamp": m.timestamp, "segment": state.segment,
+            "commit": ref.get("commit"), "metric": ref.get("metric"), "samples": ref.get("samples"),
+            "metrics": ref.get("metrics") or {}, "source": "run",
+            "previous": {"metric": _round(previous.get("metric")),
+                         "n": len(previous.get("samples") or []), "source": previous.get("source")}}
+
+
+def log_answer(state, settings, result, pname, git_info, notes=(), warnings=()):
     """The JSON `log` prints: the result, what git did, and where the loop now stands."""
     baseline = (state.baseline or {}).get("metric")
     metric = result.metric
     delta = (metric - baseline) if (metric is not None and baseline is not None) else None
-    action, _ = next_action(state)
-    return {"status": result.status, "index": result.index, "commit": result.commit,
+    action, advice = next_action(state)
+    answer = {"status": result.status, "index": result.index, "commit": result.commit,
             "metric": metric, "name": pname, "baseline": _round(baseline), "delta": _round(delta),
             "d_pct": _round(delta / abs(baseline) * 100, 2) if delta is not None and baseline else None,
             "desc": result.description, "confidence": result.confidence, "git": git_info,
@@ -4171,7 +4954,16 @@ def log_answer(state, settings, result, pname, git_info):
             "health": state.health, "failure": state.failure, "recovery": state.recovery,
             "reason": state.reason, "mode": state.mode, "active": state.active,
             "improved": result.improved, "best": _round((state.best or {}).get("metric")),
-            "verdict": result.verdict, "measured": result.measured, "next": action}
+            "verdict": result.verdict, "measured": result.measured, "next": action, "next_text": advice}
+    if result.rule:
+        answer["rule"] = result.rule
+    if result.diagnosis:
+        answer["diagnosis"] = result.diagnosis
+    if notes:
+        answer["notes"] = list(notes)
+    if warnings:
+        answer["warnings"] = list(warnings)
+    return answer
 
 
 def own_unlogged_commit(repo, head, snapshot_head):
@@ -4216,13 +5008,15 @@ def metric_for_log(status, metric_flag, m, force):
                          _fmt(metric_flag), _fmt(m.primary)))
             return metric_flag, False
         if m is not None and m.crashed and status not in CRASH_STATUSES and not force:
-            fail("metric_mismatch", "The last run crashed and measured nothing (%s); log it with "
-                 "--status crash, or pass --force to log an invented --metric." % (m.reason or "crash"))
+            fail("metric_mismatch", "The last run %s and measured nothing (%s); log it with "
+                 "--status crash, or pass --force to log an invented --metric." % (
+                     "timed out" if m.timeout else "crashed", m.reason or "crash"))
         return metric_flag, m is not None and status in CRASH_STATUSES
     if m is not None:
         if m.primary is None and status in ("keep", "discard"):
-            fail("missing_metric", "The last run crashed (%s), so there is no metric to %s; log "
-                 "it with --status crash." % (m.reason or "no metric", status))
+            fail("missing_metric", "The last run %s (%s), so there is no metric to %s; log "
+                 "it with --status crash." % ("timed out" if m.timeout else "crashed",
+                                              m.reason or "no metric", status))
         return m.primary, True
     if status in ("keep", "discard"):
         fail("missing_metric", "No measurement to log: run the benchmark first (`autotune run`).")
@@ -4530,21 +5324,64 @@ def _discard_label(text):
     return text
 
 
+FAILURE_WORDS = {"crash": ("benchmark crash", "benchmark crashes"),
+                 "timeout": ("benchmark timeout", "benchmark timeouts"),
+                 "checks_failed": ("checks failure", "checks failures")}
+
+
+def streak_text(state):
+    """The current failure streak in words, its kinds in order (a crash and a checks
+    failure that follows it are different failures): "2 failures in a row: a benchmark
+    crash, then a checks failure"; None without a streak."""
+    streak = state.crash_streak or 0
+    kinds = [k for k in (state.streak_kinds or []) if k in FAILURE_WORDS][-streak:] if streak else []
+    if not kinds:
+        return None
+    groups = []
+    for kind in kinds:
+        if groups and groups[-1][0] == kind:
+            groups[-1][1] += 1
+        else:
+            groups.append([kind, 1])
+    if len(groups) == 1 and len(kinds) == streak:
+        what = {"crash": "the benchmark failed", "timeout": "the benchmark timed out",
+                "checks_failed": "the correctness checks failed"}[kinds[0]]
+        return "%s %s in a row" % (what, "once" if streak == 1 else "%d times" % streak)
+    parts = ["%s %s" % ("a" if n == 1 else n, FAILURE_WORDS[k][n != 1]) for k, n in groups]
+    return "%d failure%s in a row: %s%s" % (streak, "" if streak == 1 else "s",
+                                            "..., " if len(kinds) < streak else "", ", then ".join(parts))
+
+
+def recovery_subject(state):
+    """Which failure a recovery is about when the streak mixes kinds: the last one."""
+    kinds = set((state.streak_kinds or [])[-(state.crash_streak or 0):]) if state.crash_streak else set()
+    last = (state.streak_kinds or [None])[-1]
+    if len(kinds) < 2 or last not in FAILURE_WORDS:
+        return ""
+    what = {"crash": "the benchmark crash", "timeout": "the benchmark timeout",
+            "checks_failed": "the correctness checks"}[last]
+    return ", about the last failure, %s, not the earlier %s" % (what, " or ".join(
+        FAILURE_WORDS[k][0] for k in sorted(kinds - {last})))
+
+
 def reason_text(state, settings):
     """The last decision of the loop, in a sentence."""
     reason = state.reason or ""
+    streak = streak_text(state)
     cause = {
         "plateau": "%d experiments in a row did not beat the best (%d make a plateau)" % (
             state.no_improve, settings.max_no_improve),
-        "benchmark_crash": "the benchmark failed %d times in a row (%d start recovery)" % (
-            state.crash_streak, settings.max_crash_streak),
-        "checks_failed": "experiments failed %d times in a row, the last on the correctness checks "
-                         "(%d start recovery)" % (state.crash_streak, settings.max_crash_streak),
+        "benchmark_crash": "%s (%d start recovery)" % (
+            streak or "the benchmark failed %d times in a row" % state.crash_streak, settings.max_crash_streak),
+        "checks_failed": "%s (%d start recovery)" % (
+            streak or "experiments failed %d times in a row, the last on the correctness checks"
+            % state.crash_streak, settings.max_crash_streak),
     }.get(state.failure, state.failure or "")
     if state.health == "stopped":
         return "%s stopped the loop%s; its data is kept" % (
             "the agent" if state.stopped_by == "agent" else "a person",
             "" if reason in ("", "stopped by a person") else " (%s)" % reason)
+    last = state.last or {}
     if reason == "initialized":
         return "a new segment started; nothing has been logged in it yet"
     if reason == "improved" and state.n_exp == 1:
@@ -4552,20 +5389,26 @@ def reason_text(state, settings):
     if reason == "improved":
         return "the last experiment beat the best, so it was kept"
     if reason == "kept_no_degrade":
+        if last.get("rule") == "simpler":
+            return ("the last experiment was kept without beating the best: at an equal result it "
+                    "removes more lines than it adds (simpler is better), and the best stays %s" % (
+                        _fmt((state.best or {}).get("metric"))))
         return "the last experiment was kept without beating the best"
     if reason == "no_improve":
         return "the last experiment did not beat the best and was reverted (%d in a row; %d make a plateau)" % (
             state.no_improve, settings.max_no_improve)
-    if reason == "crash":
-        return "the benchmark crashed on the last experiment (%d failure%s in a row; %d start recovery)" % (
-            state.crash_streak, "" if state.crash_streak == 1 else "s", settings.max_crash_streak)
-    if reason == "checks_failed":
-        return "the correctness checks failed on the last experiment (%d failure%s in a row; %d start recovery)" % (
-            state.crash_streak, "" if state.crash_streak == 1 else "s", settings.max_crash_streak)
+    if reason in ("crash", "timeout", "checks_failed"):
+        what = ("the benchmark timed out" if reason == "timeout" or last.get("verdict") == "timeout"
+                else "the benchmark crashed" if reason == "crash" else "the correctness checks failed")
+        mixed = streak and ": " in streak
+        return "%s on the last experiment (%s; %d start recovery)" % (
+            what, streak if mixed else "%d failure%s in a row" % (
+                state.crash_streak, "" if state.crash_streak == 1 else "s"), settings.max_crash_streak)
     if reason == "heal:pause":
         return "%s, and the next recovery playbook is to pause, so the loop paused itself" % cause
     if reason.startswith("heal:"):
-        return "%s, so recovery attempt %d of %d is %s" % (cause, state.heals, settings.max_heals, reason[5:])
+        return "%s, so recovery attempt %d of %d is %s%s" % (cause, state.heals, settings.max_heals, reason[5:],
+                                                             recovery_subject(state))
     if reason == "recovery_exhausted":
         return "%s even after %d recovery attempt%s (the most allowed), so the loop paused itself" % (
             cause or "the loop kept failing", state.heals, "" if state.heals == 1 else "s")
@@ -4611,6 +5454,7 @@ def explain_data(session, loaded, disk=False):
             "tools": {}, "locks": lockfile_hashes(project_files(session))})
     if changes:
         warnings.append(toolchain_warning(changes) + ".")
+    warnings.extend(config_notes(session))
     return {
         "name": config.get("name"), "metric": config.get("metric_name"), "unit": config.get("metric_unit"),
         "direction": config.get("direction"), "segment": state.segment, "segments": state.segments,
@@ -4621,18 +5465,20 @@ def explain_data(session, loaded, disk=False):
         "best_commit": (state.best or {}).get("commit"), "best_description": (state.best or {}).get("description"),
         "last_metric": _round((state.last or {}).get("metric")), "last_status": (state.last or {}).get("status"),
         "last_index": (state.last or {}).get("index"), "last_description": (state.last or {}).get("description"),
+        "last_verdict": (state.last or {}).get("verdict"),
         "no_improve": state.no_improve, "crash_streak": state.crash_streak, "keep_streak": state.keep_streak,
         "heals": state.heals, "max_heals": settings.max_heals, "max_no_improve": settings.max_no_improve,
         "max_crash_streak": settings.max_crash_streak,
         "runs": state.n_exp, "kept": state.kept, "discarded": state.discarded, "crashed": state.crashed,
-        "checks_failed": state.checks_failed, "max_iterations": settings.max_iterations,
+        "checks_failed": state.checks_failed, "timed_out": state.timed_out,
+        "max_iterations": settings.max_iterations, "diagnosis": failure_diagnosis(state),
         "confidence": state.confidence, "next": action, "next_text": advice, "warnings": warnings,
         "path": session.workdir,
     }
 
 
 def cmd_explain(args):
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     loaded = load_state(session)
     persist_if_stale(session, loaded)
     data = explain_data(session, loaded, disk=True)
@@ -4643,7 +5489,7 @@ def cmd_explain(args):
 
 
 def cmd_status(args):
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     loaded = load_state(session)
     persist_if_stale(session, loaded)
     data = explain_data(session, loaded, disk=True)
@@ -4718,9 +5564,7 @@ def cmd_doctor(args):
         problem("state_missing", "%s is missing or unreadable; it will be rebuilt from the log." % STATE_FILE,
                 fix=lambda lock: _fix_state(session))
     elif not loaded.rebuilt:
-        fresh = Loaded(State())
-        with open(session.log_path, "rb") as handle:
-            _fold_from(handle, fresh, 0)
+        fresh = fold_log(session)
         a, b = fresh.state.to_dict(), loaded.state.to_dict()
         differing = sorted(k for k in a if k not in ("confidence",) and a[k] != b.get(k))
         if differing:
@@ -4729,8 +5573,11 @@ def cmd_doctor(args):
     elif cached.get("format") != STATE_FORMAT:
         problem("state_legacy", "%s was written by another version; it will be rebuilt from the log." %
                 STATE_FILE, fix=lambda lock: _fix_state(session))
-    if session.config_error:
-        problem("bad_config", session.config_error)
+    for error in session.config_errors:
+        problem("bad_config", error)
+    for note in session.settings.warnings:
+        problem("config_warning", note)
+        problems[-1]["warning"] = True
     bench = session.path(BENCH_FILE)
     if not os.path.isfile(bench):
         problem("no_benchmark", "%s does not exist; `run` needs it." % BENCH_FILE)
@@ -4834,15 +5681,16 @@ def _fix_snapshot(session, lock):
 
 
 def doctor_report(args, session, problems):
-    healthy = not [p for p in problems if not p["fixed"]]
+    healthy = not [p for p in problems if not p["fixed"] and not p.get("warning")]
     if args.json:
         output({"ok": healthy, "path": session.workdir, "problems": problems})
     else:
         colors = Colors(sys.stdout)
-        if not problems:
+        if healthy and not [p for p in problems if not p.get("warning")]:
             say("autotune doctor: %s is healthy" % session.workdir)
         for p in problems:
-            mark = colors.green("fixed") if p["fixed"] else colors.yellow("fixable") if p["fixable"] else colors.red("problem")
+            mark = (colors.green("fixed") if p["fixed"] else colors.yellow("fixable") if p["fixable"]
+                    else colors.yellow("warning") if p.get("warning") else colors.red("problem"))
             say("%s  %s: %s" % (mark, p["code"], p["message"]))
         if problems and not args.fix and any(p["fixable"] for p in problems):
             say("Run `autotune doctor --fix` to repair what is marked fixable.")
@@ -6343,7 +7191,8 @@ def cmd_statusline(args):
             payload = {}
     except (ValueError, OSError, RecursionError):
         payload = {}
-    colors = Colors(sys.stdout, force=(args.color and "NO_COLOR" not in os.environ) or None)
+    # colour by default, as before (Claude Code renders it); NO_COLOR or --no-color turn it off
+    colors = Colors(sys.stdout, force="NO_COLOR" not in os.environ and not args.no_color)
     try:
         line = statusline_text(payload, colors)
     except Exception as exc:
@@ -6357,16 +7206,26 @@ def cmd_statusline(args):
 
 
 def chained_statusline(command, payload):
-    """Runs another status-line command as an argv (never through a shell or eval)."""
-    import shlex
+    """Runs the user's other status-line command (their own settings, like the benchmark
+    the one other command autotune hands to a shell) through the shell, as the first
+    implementation did: `~`, pipes and variables work. It gets the same payload on stdin,
+    and is killed with its process group after 5 s."""
+    import signal
     import subprocess
     try:
-        argv = shlex.split(command)
-        proc = subprocess.run(argv, input=payload, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              timeout=5)
-        return proc.stdout.decode("utf-8", "replace").rstrip("\n")
-    except (ValueError, OSError, subprocess.SubprocessError) as exc:
+        proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    except (OSError, ValueError) as exc:
         return "(status-line command failed: %s)" % type(exc).__name__
+    try:
+        out, _ = proc.communicate(payload, timeout=5)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid, signal.SIGKILL)
+        try:
+            out, _ = proc.communicate(timeout=1)
+        except subprocess.TimeoutExpired:  # a child that left the group holds the pipe
+            out = b""
+    return out.decode("utf-8", "replace").rstrip("\n")
 
 
 AGENT_SUBCOMMANDS = ("init", "run", "log", "explain", "status", "dashboard", "report", "export",
@@ -6384,12 +7243,17 @@ def launchers(root):
 def permission_rules(root):
     """Allow rules for what the agent runs: the loop's subcommands (not clear, resume or
     repair, which are the person's), the benchmark, and read-only git."""
-    rules = ["Bash(%s %s*)" % (launcher, command) for launcher in launchers(root)
-             for command in AGENT_SUBCOMMANDS]
+    every = launchers(root)
+    every += [l for l in ("python3 autotune.py", "python3 " + os.path.join(root, "autotune.py"))
+              if l not in every]  # a copied autotune.py, and the plugin's own as the agent runs it
+    rules = ["Bash(%s %s*)" % (launcher, command) for launcher in every for command in AGENT_SUBCOMMANDS]
     if os.path.isdir(os.path.join(root, "bin")):
-        rules += ["Bash(%s*)" % name for name in ("init-experiment.sh", "run-experiment.sh",
-                                                 "log-experiment.sh")]
+        scripts = ("init-experiment.sh", "run-experiment.sh", "log-experiment.sh", "dashboard.sh")
+        rules += ["Bash(%s*)" % name for name in scripts[:3]]
+        # the first implementation's skill ran them as `bash <plugin>/bin/NAME.sh ...`
+        rules += ["Bash(bash %s*)" % os.path.join(root, "bin", name) for name in scripts]
     return rules + ["Bash(./autotune.sh)", "Bash(bash autotune.sh)", "Bash(./autotune.checks.sh)",
+                    "Bash(./autotune.holdout.sh)", "Bash(git checkout -b autotune/*)",
                     "Bash(git status*)", "Bash(git diff*)", "Bash(git log*)", "Bash(git show*)"]
 
 
@@ -6529,10 +7393,11 @@ def render_explain(data, colors):
     health = data["health"] or "running"
     lines = ['autotune · %s · segment %s of %s' % (
         json.dumps(data.get("name"), ensure_ascii=False), data["segment"], data["segments"])]
-    lines.append("Metric:  %s%s, %s is better · %d run%s: %d kept, %d discarded, %d crashed, %d failed checks" % (
+    timed_out = data.get("timed_out") or 0   # timeouts are crashes in the log, not in words
+    lines.append("Metric:  %s%s, %s is better · %d run%s: %d kept, %d discarded, %d crashed, %s%d failed checks" % (
         data.get("metric"), (" (%s)" % unit) if unit else "", data.get("direction"), data["runs"],
-        "" if data["runs"] == 1 else "s", data["kept"], data["discarded"], data["crashed"],
-        data["checks_failed"]))
+        "" if data["runs"] == 1 else "s", data["kept"], data["discarded"], data["crashed"] - timed_out,
+        ("%d timed out, " % timed_out) if timed_out else "", data["checks_failed"]))
     lines.append("")
     state_text = "%s — %s mode, %s" % (health.upper(), data["mode"], "active" if data["active"] else "not active")
     lines.append("State:   " + colors.paint(HEALTH_COLOR.get(health, "bold"), state_text))
@@ -6550,8 +7415,9 @@ def render_explain(data, colors):
             best += ", %s" % json.dumps(data["best_description"], ensure_ascii=False)
         lines.append(_wrap("Best:", best + conf_text))
     if data.get("last_status"):
-        lines.append(_wrap("Last:", "#%s %s %s, %s" % (
-            data.get("last_index"), data["last_status"], fmt_metric(data.get("last_metric"), unit),
+        lines.append(_wrap("Last:", "#%s %s%s %s, %s" % (
+            data.get("last_index"), data["last_status"],
+            " (timed out)" if data.get("last_verdict") == "timeout" else "", fmt_metric(data.get("last_metric"), unit),
             json.dumps(data.get("last_description"), ensure_ascii=False))))
     lines.append("Streaks: keep %d · no-improvement %d/%d · crash %d/%d · heals %d/%d%s" % (
         data["keep_streak"], data["no_improve"], data["max_no_improve"], data["crash_streak"],
@@ -6760,32 +7626,54 @@ def render_dashboard(data, colors, width=80):
             out.append(colors.dim("(%d of %d experiments shown; --full shows all)" % (data["shown"], data["total"])))
     else:
         out.append("no experiments logged in this segment yet")
-    for warning in data.get("warnings") or []:
-        out.append(colors.yellow("warning: ") + warning)
+    for warning in data.get("warnings") or []:  # wrapped, not cut: it says what to fix
+        wrapped = _wrap("warning:", warning, width, indent=9).split("\n")
+        out += [colors.yellow(wrapped[0][:8]) + wrapped[0][8:]] + wrapped[1:]
     return "\n".join(_fit(line, width) for line in out)
 
 
 def cmd_dashboard(args):
-    session = require_session(find_session())
+    if args.dir is not None and not os.path.isdir(args.dir):
+        fail("bad_dir", "--dir %s is not a directory." % json.dumps(args.dir, ensure_ascii=False))
     colors = Colors(sys.stdout)
+    width = terminal_columns()
     if not args.watch:
-        loaded = load_state(session)
-        data = dashboard_data(session, loaded, full=args.full)
+        session = require_session(find_session(args.dir, lenient=True))
+        data = dashboard_data(session, load_state(session), full=args.full)
         if args.json:
             output(data)
         else:
-            say(render_dashboard(data, colors))
+            say(render_dashboard(data, colors, width))
         return 0
     tty = sys.stdout.isatty()
     try:
-        while True:
-            loaded = load_state(session)
-            text = render_dashboard(dashboard_data(session, loaded, full=args.full), colors)
+        while True:  # started before the loop (or across a `clear`): wait for a session
+            session = find_session(args.dir, lenient=True)
+            if session.exists():
+                try:
+                    text = render_dashboard(dashboard_data(session, load_state(session), full=args.full),
+                                            colors, width)
+                except FileNotFoundError:  # cleared between the check and the read
+                    continue
+            else:
+                text = "\n".join(_fit(line, width) for line in (
+                    "autotune: waiting for a session in %s" % session.workdir,
+                    "(`autotune init` starts one there; Ctrl-C quits)"))
             say(("\033[H\033[2J" if tty else "") + text + ("" if tty else "\n"))
             time.sleep(args.interval)
     except KeyboardInterrupt:
         say("")
     return 0
+
+
+def terminal_columns():
+    """The width to draw in: $COLUMNS when it is a sane number (the first implementation
+    honoured it too), else 80, whatever the terminal's size."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        return 80
+    return columns if 20 <= columns <= 1000 else 80
 
 
 def nice_ticks(low, high, count=5):
@@ -7034,7 +7922,7 @@ def write_output_file(session, name, data, flag):
 
 
 def cmd_report(args):
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     loaded = load_state(session)
     entries = read_entries(session)
     if args.html:
@@ -7054,6 +7942,8 @@ def cmd_report(args):
         return 0
     lines = ["# autotune report: %s" % (data.get("name") or "-"), ""]
     lines.append("%s. Next: %s" % (data["why"][:1].upper() + data["why"][1:], data["next_text"]))
+    if data["warnings"]:
+        lines += [""] + ["Warning: " + w for w in data["warnings"]]
     for segment in segments:
         config = segment["config"]
         unit = config.get("metric_unit") or ""
@@ -7076,7 +7966,7 @@ def cmd_report(args):
 def cmd_export(args):
     import csv
     import io
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     segments = segment_rows(read_entries(session))
     if args.segment is not None:
         segments = [s for s in segments if s["number"] == args.segment]
@@ -7106,6 +7996,8 @@ def cmd_export(args):
             buffer = io.StringIO()
             csv.writer(buffer, lineterminator="\n").writerows(table)
             text = buffer.getvalue()
+    for note in config_notes(session):
+        say("autotune: warning: " + note, sys.stderr)  # the data stays clean on stdout
     if args.output:
         write_output_file(session, args.output, text.encode("utf-8"), "--output")
         say("autotune: wrote %d rows to %s" % (len(rows), args.output), sys.stderr)
@@ -7238,6 +8130,7 @@ def build_dashboard(p):
     build_json_only(p)
     p.add_argument("--watch", action="store_true", help="redraw every 2 s until Ctrl-C")
     p.add_argument("--full", action="store_true", help="all experiments, not the last 20")
+    p.add_argument("--dir", metavar="DIR", help="the project directory (default: here)")
     import argparse
     p.add_argument("--interval", type=_seconds, default=2.0, help=argparse.SUPPRESS)
 
@@ -7260,7 +8153,8 @@ def build_hook(p):
 
 def build_statusline(p):
     p.add_argument("--chain", metavar="CMD", help="another status-line command to run after this one")
-    p.add_argument("--color", action="store_true", help="ANSI colors (Claude Code renders them)")
+    p.add_argument("--color", action="store_true", help="ANSI colors (the default; kept for old settings)")
+    p.add_argument("--no-color", action="store_true", help="no ANSI colors (also with NO_COLOR set)")
 
 
 def build_setup_permissions(p):
@@ -7303,8 +8197,9 @@ COMMANDS = {
 def build_parser(only=None):
     Parser = make_parser_class()
     parser = Parser(prog="autotune", description="Autonomous optimization loops: edit, "
-                    "benchmark, keep what improves the metric, revert the rest.")
-    parser.add_argument("--version", action="version", version="autotune %s" % VERSION)
+                    "benchmark, keep what improves the metric, revert the rest.",
+                    epilog="`autotune help COMMAND` shows the options of one command.")
+    parser.add_argument("--version", "-v", action="version", version="autotune %s" % VERSION)
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=Parser)
     for name, (_, builder, summary) in COMMANDS.items():
         if only is not None and name != only:
@@ -7315,6 +8210,8 @@ def build_parser(only=None):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["help"]:  # the first implementation's spelling
+        argv = argv[1:2] + ["--help"] if argv[1:2] and argv[1] in COMMANDS else ["--help"]
     command = argv[0] if argv and argv[0] in COMMANDS else None
     wants_json = command in AGENT_COMMANDS or "--json" in argv
     if command == "hook" and len(argv) == 2 and argv[1] in HOOKS:
