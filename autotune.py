@@ -478,6 +478,8 @@ class _ConfigReader(object):
                 parsed = int(value.strip()) if whole else float(value.strip())
             except ValueError:
                 self.error(key, value, expected)
+        if whole and _is_number(parsed) and isinstance(parsed, float) and parsed.is_integer():
+            parsed = int(parsed)  # 5.0 is 5 (the first implementation read it with int())
         ok = _is_int(parsed) if whole else _is_number(parsed)
         if not ok or (opts.get("low") is not None and parsed < opts["low"]) or (
                 opts.get("high") is not None and parsed > opts["high"]):
@@ -3127,6 +3129,16 @@ def ignored_by_base(session, base, paths):
     return set(proc.stdout.split(b"\0")) - {b""}
 
 
+def ignored_by_git(repo, workdir, glob):
+    """Whether a file the size glob matches would be ignored by git (checked on a sample
+    path made from the glob, so it works before the build ran)."""
+    sample = glob.replace("**/", "").replace("*", "x").replace("?", "x").replace("[", "").replace("]", "")
+    path = os.path.relpath(os.path.join(workdir, sample), repo.root)
+    if path.startswith(".."):
+        return True  # outside the repository: git never sees it
+    return repo.run(["check-ignore", "-q", "--no-index", "--", path], check=False).returncode == 0
+
+
 def without_users_ignored(session, base, changes):
     """Drops the files an experiment seems to create only because it edited .gitignore."""
     if not any(c.path.rsplit(b"/", 1)[-1] == b".gitignore" for c in changes):
@@ -4550,6 +4562,11 @@ def cmd_init(args):
                               "(scaffolding never overwrites)" % (" and ".join(skipped),
                                                                   "them" if len(skipped) > 1 else "it"))
         result.update(proposal_answer(session, args, sizes))
+        unignored = [glob for glob in sizes if not ignored_by_git(repo, session.workdir, glob)]
+        if unignored:
+            result["size_note"] = ("git does not ignore %s: the build output would look like the "
+                                   "experiment's change (a keep commits it); add its directory to "
+                                   ".gitignore" % ", ".join(unignored))
     if not session.settings.protect:
         proposal = [g for g in ("tests/**", "test/**", "benchmark/data/**", "bench/data/**",
                                 "data/**", "fixtures/**", "testdata/**")
@@ -7680,14 +7697,25 @@ class Guard(object):
         known (an Edit or Write), lets a file with protected entries (package.json's
         scripts) be edited where the entries stay the same."""
         real = real_target(path)
-        rel = os.path.relpath(real, self.root)
-        inside = rel != ".." and not rel.startswith(".." + os.sep)
+        rel = os.path.relpath(real, self.root).replace(os.sep, "/")
+        inside = rel != ".." and not rel.startswith("../")
         if inside and kind == "tree":
-            return self._tree_reason(rel.replace(os.sep, "/"), how)
-        if inside:
-            found = self._file_reason(rel.replace(os.sep, "/"), kind, content, how)
+            found = self._tree_reason(rel, how)
+            if found and found[1] != rel:  # a directory that holds protected files
+                return ("autotune: %s on %s would reach %s; name the files you mean instead "
+                        "(to undo an experiment, `autotune log --status discard` reverts it). %s" % (
+                            how or "this command", rel, found[1], found[0][len("autotune: "):]))
+            if found:
+                return found[0]
+        elif inside:
+            found = self._file_reason(rel, kind, content, how)
             if found:
                 return found
+        cache = os.path.realpath(os.path.dirname(self.session.cache_dir))  # <git dir>/autotune
+        if real == cache or real.startswith(cache + os.sep) or (
+                kind == "tree" and cache.startswith(real.rstrip(os.sep) + os.sep)):
+            return ("autotune: %s is autotune's private cache of the loop (the benchmark lock, "
+                    "the snapshot index, the last run); only autotune writes it." % path)
         try:
             st = os.stat(real)
         except OSError:
@@ -7704,7 +7732,7 @@ class Guard(object):
         if rel in self.names:
             return guard_reason(rel, self.state)
         if rel in self.files:
-            return self._input_reason(rel, how)
+            return self._input_reason(rel, how, self._pattern_of(rel))
         if rel in self.entries:
             keys = self.entries[rel]
             if kind.startswith("entry:"):
@@ -7726,22 +7754,25 @@ class Guard(object):
         return None
 
     def _tree_reason(self, rel, how):
+        """(reason, first protected path) for an operation on everything under `rel`."""
         under = lambda name: rel == "." or name == rel or name.startswith(rel.rstrip("/") + "/")
         for name in self.names:
             if under(name):
-                return guard_reason(name, self.state)
+                return guard_reason(name, self.state), name
         for name in sorted(self.files) + sorted(self.entries):
             if under(name):
-                return self._input_reason(name, how)
+                return self._input_reason(name, how, self._pattern_of(name)), name
         for pattern, regex, prefix in self.globs:
             if rel == "." or under(prefix) or regex.match(rel) or prefix.startswith(rel.rstrip("/") + "/"):
-                return self._input_reason(rel, how, pattern)
+                return self._input_reason(rel, how, pattern), prefix or rel
         return None
+
+    def _pattern_of(self, rel):
+        return next((pattern for pattern, regex, _ in self.globs if regex.match(rel)), None)
 
     def _input_reason(self, key, how, pattern=None):
         why = ("it matches `protect` %s in %s" % (json.dumps(pattern), CONFIG_FILE) if pattern
-               else "it defines a command the benchmark or checks call" if "#" in key or
-               key not in self.session.settings.protect else "it is protected")
+               else "it defines a command the benchmark or checks call")
         return ("autotune: %s is a protected input of the active segment %d (%s), hashed at its "
                 "baseline: a change to it would move the judge, not measure the code%s. Change "
                 "the code under test instead; to change it, `autotune stop`, change it, then start "
@@ -8469,8 +8500,9 @@ def cmd_dashboard(args):
                 except FileNotFoundError:  # cleared between the check and the read
                     continue
             else:
-                text = _fit("autotune: waiting for a session in %s (`autotune init` starts one; Ctrl-C "
-                            "quits)" % session.workdir, width)
+                text = "\n".join(_fit(line, width) for line in (
+                    "autotune: waiting for a session in %s" % session.workdir,
+                    "(`autotune init` starts one there; Ctrl-C quits)"))
             say(("\033[H\033[2J" if tty else "") + text + ("" if tty else "\n"))
             time.sleep(args.interval)
     except KeyboardInterrupt:
@@ -9027,7 +9059,8 @@ COMMANDS = {
 def build_parser(only=None):
     Parser = make_parser_class()
     parser = Parser(prog="autotune", description="Autonomous optimization loops: edit, "
-                    "benchmark, keep what improves the metric, revert the rest.")
+                    "benchmark, keep what improves the metric, revert the rest.",
+                    epilog="`autotune help COMMAND` shows the options of one command.")
     parser.add_argument("--version", "-v", action="version", version="autotune %s" % VERSION)
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=Parser)
     for name, (_, builder, summary) in COMMANDS.items():
