@@ -92,6 +92,7 @@ DEFAULT_MAX_RESUMES = 20
 DEFAULT_RESUME_INTERVAL_MIN = 5.0
 DEFAULT_MAX_CONSECUTIVE_BLOCKS = 6
 DEFAULT_MAX_BLOCKS = 200
+DEFAULT_MAX_FILE_MB = 50   # untracked files larger than this are recorded, not snapshotted
 
 OUTPUT_TAIL_LINES, OUTPUT_TAIL_BYTES = 50, 4096
 CHECKS_TAIL_LINES, CHECKS_TAIL_BYTES = 20, 2048
@@ -217,6 +218,7 @@ class Settings(Record):
         ("timeout", DEFAULT_TIMEOUT), ("checks_timeout", DEFAULT_CHECKS_TIMEOUT),
         ("max_resumes", DEFAULT_MAX_RESUMES), ("resume_interval_min", DEFAULT_RESUME_INTERVAL_MIN),
         ("max_consecutive_blocks", DEFAULT_MAX_CONSECUTIVE_BLOCKS), ("max_blocks", DEFAULT_MAX_BLOCKS),
+        ("max_file_bytes", int(DEFAULT_MAX_FILE_MB * (1 << 20))),
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -398,7 +400,7 @@ def load_settings(path):
     top = _ConfigReader(path, data)
     top.check_keys(("workingDir", "maxIterations", "autoResume", "mode", "repeat", "health",
                     "recovery", "budget", "evaluator", "guardrails", "holdout", "timeouts",
-                    "resume"))
+                    "resume", "git"))
     settings.raw = data
     settings.working_dir = top.get("workingDir", "str")
     settings.max_iterations = top.get("maxIterations", "int", low=1)
@@ -471,6 +473,11 @@ def load_settings(path):
         settings.max_consecutive_blocks = resume.get("maxConsecutiveBlocks", "int",
                                                      DEFAULT_MAX_CONSECUTIVE_BLOCKS, low=1)
         settings.max_blocks = resume.get("maxBlocks", "int", DEFAULT_MAX_BLOCKS, low=0)
+    git = top.get("git", "object")
+    if git:
+        git.check_keys(("maxFileMB",))
+        limit = git.get("maxFileMB", "number", DEFAULT_MAX_FILE_MB, low=0)
+        settings.max_file_bytes = int(limit * (1 << 20))  # 0: no limit
     return settings
 
 
@@ -507,7 +514,8 @@ def iso_to_epoch(text):
 class Session(object):
     """Where a loop lives: its working directory, repository, settings and files."""
 
-    __slots__ = ("workdir", "repo", "settings", "log_path", "state_path", "_cache_dir", "config_error")
+    __slots__ = ("workdir", "repo", "settings", "log_path", "state_path", "_cache_dir", "config_error",
+                 "oversized")
 
     def __init__(self, workdir, repo, settings, config_error=None):
         self.workdir = workdir
@@ -517,6 +525,7 @@ class Session(object):
         self.log_path = os.path.join(workdir, LOG_FILE)
         self.state_path = os.path.join(workdir, STATE_FILE)
         self._cache_dir = None
+        self.oversized = {}  # set by snapshot_tree: files left out of it for their size
 
     def path(self, name):
         return os.path.join(self.workdir, name)
@@ -660,11 +669,21 @@ class LogLock(object):
         return self
 
     def append(self, entries):
+        """Appends whole lines; a write that fails (a full disk) is cut back off, so the
+        log never keeps half a line from it."""
         data = b"".join(dumps_line(entry) for entry in entries)
         view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
+        start = os.lseek(self.fd, 0, os.SEEK_END)
+        try:
+            while view:
+                written = os.write(self.fd, view)
+                view = view[written:]
+        except OSError:
+            try:
+                os.ftruncate(self.fd, start)
+            except OSError:
+                pass
+            raise
 
     def __exit__(self, *exc):
         os.close(self.fd)  # closing releases the flock
@@ -1713,12 +1732,43 @@ def next_action(state):
 
 
 class GitError(AutotuneError):
+    """A git command that failed; the message carries git's own words (a hook's too)."""
+
     def __init__(self, args, returncode, stderr):
-        text = stderr.decode("utf-8", "replace").strip().splitlines()
-        detail = text[-1] if text else "exit %s" % returncode
+        self.returncode, self.stderr = returncode, stderr
+        lines = [_printable(line.strip()) for line in stderr.decode("utf-8", "replace").splitlines()]
+        lines = [line for line in lines if line and not line.startswith("hint:")]
+        if lines:
+            detail = _one_line(" / ".join(lines[-8:]), 900)
+        elif returncode is not None and returncode < 0:
+            detail = "killed by signal %d" % -returncode
+        else:
+            detail = "exit %s" % returncode
         AutotuneError.__init__(self, "git_error", "git %s failed: %s" % (args[0], detail))
 
 
+def _printable(text):
+    return "".join(c for c in text if c >= " " and not ("\x7f" <= c <= "\x9f"))
+
+
+DISK_ERRNOS = ("ENOSPC", "EFBIG", "EDQUOT")
+
+
+def disk_full(exc):
+    """True when a write failed for want of room: a full disk, a quota, or a file-size
+    limit (`ulimit -f`; git dies of SIGXFSZ there, Python gets EFBIG)."""
+    import errno
+    if isinstance(exc, GitError):
+        import signal
+        return (exc.returncode == -getattr(signal, "SIGXFSZ", 25) or any(
+            text in exc.stderr for text in (b"No space left", b"File too large", b"quota exceeded")))
+    return isinstance(exc, OSError) and exc.errno in {getattr(errno, n, -1) for n in DISK_ERRNOS}
+
+
+def why_no_room(exc):
+    if isinstance(exc, GitError):
+        return "git could not write: %s" % exc.message
+    return exc.strerror or str(exc)
 
 
 class Repo(object):
@@ -1789,6 +1839,9 @@ class Repo(object):
         rel = os.path.relpath(os.path.realpath(path), os.path.realpath(self.root))
         return "" if rel == "." else rel.replace(os.sep, "/")
 
+    def index_path(self):
+        return os.path.join(self.git_dir, "index")
+
 
 def _is_hash(text):
     return len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text)
@@ -1831,21 +1884,107 @@ def find_repo(path):
         probe = parent
 
 
-def exclude_locally(repo, path):
-    """Keeps a file out of experiments and commits with a line in .git/info/exclude (a
-    personal list git reads like .gitignore), unless git already ignores it or tracks it."""
-    if repo is None or not _is_inside(path, repo.root):
-        return False
-    rel = os.path.relpath(os.path.realpath(path), os.path.realpath(repo.root)).replace(os.sep, "/")
-    if repo.run(["ls-files", "--error-unmatch", "--", rel], check=False).returncode == 0:
-        return False  # tracked: the user's decision
-    if repo.run(["check-ignore", "-q", "--", rel], check=False).returncode == 0:
-        return False
-    exclude = os.path.join(repo.common_dir, "info", "exclude")
-    os.makedirs(os.path.dirname(exclude), exist_ok=True)
-    with open(exclude, "a", encoding="utf-8") as handle:
-        handle.write("\n/%s\n" % "".join("\\" + c if c in "*?[]!#\\ " else c for c in rel))
-    return True
+def exclude_pattern(rel):
+    """The info/exclude line that matches exactly the file at repository path `rel`
+    (bytes) and nothing else, or None when no line can (a newline, or a carriage return
+    at the end, which git strips). Anchored with a leading /, so a leading ! or # is
+    just a character; every glob character, backslash and space is escaped."""
+    if b"\n" in rel or rel.endswith(b"\r") or not rel:
+        return None
+    return b"/" + b"".join(b"\\" + bytes((c,)) if c in b"*?[]!#\\ \t" else bytes((c,)) for c in rel)
+
+
+def _outputs_file(repo):
+    return os.path.join(repo.common_dir, "autotune", "outputs")
+
+
+def exclude_locally(repo, *paths, **kwargs):
+    """Keeps files out of `git status`, experiments and commits with lines in
+    .git/info/exclude (a personal list git reads like .gitignore; never the user's
+    .gitignore), unless git already tracks or ignores them. `globs` are extra patterns
+    (relative to the repository, already escaped) added as they are. A name no exclude
+    line can match exactly is listed in <git dir>/autotune/outputs instead, which keeps
+    it out of snapshots. Returns the number of lines added."""
+    globs = kwargs.get("globs", ())
+    if repo is None:
+        return 0
+    rels = [os.fsencode(repo.relpath(p)) for p in paths if _is_inside(p, repo.root)]
+    rels = [r for r in rels if r]
+    wanted = []
+    if rels:
+        tracked = set(repo.run(["ls-files", "-z", "--full-name", "--"] + [
+            ":(top,literal)" + os.fsdecode(r) for r in rels], check=False).stdout.split(b"\0"))
+        ignored = set(repo.run(["check-ignore", "-z", "--stdin"], input=b"".join(
+            r + b"\0" for r in rels), check=False).stdout.split(b"\0"))
+        unmatched = []
+        for rel in rels:
+            if rel in tracked or rel in ignored:
+                continue  # tracked: the user's decision; ignored: nothing to do
+            line = exclude_pattern(rel)
+            if line is None:
+                unmatched.append(rel)
+            else:
+                wanted.append(line)
+        if unmatched:
+            _add_lines(_outputs_file(repo), unmatched, b"\0")
+    wanted += [os.fsencode(g) for g in globs]
+    return _add_lines(os.path.join(repo.common_dir, "info", "exclude"), wanted, b"\n") if wanted else 0
+
+
+def _add_lines(path, lines, sep):
+    """Appends the lines a file does not hold yet (idempotent: init runs again and again)."""
+    try:
+        with open(path, "rb") as handle:
+            existing = set(handle.read().split(sep))
+    except OSError:
+        existing = set()
+    new = []
+    for line in lines:
+        if line not in existing and line not in new:
+            new.append(line)
+    if new:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "ab") as handle:
+            if sep == b"\n":
+                handle.write(b"\n# autotune session files (never committed, never reverted)\n"
+                             if not any(l.startswith(b"# autotune") for l in existing) else b"")
+            handle.write(b"".join(line + sep for line in new))
+    return len(new)
+
+
+def exclude_session_files(session):
+    """Keeps what autotune writes in the working directory out of `git status`: the log,
+    the state, the living document and idea backlog, their temporary files, and a copy
+    of autotune.py with its bytecode."""
+    repo = session.repo
+    names = [session.path(n) for n in (LOG_FILE, STATE_FILE, NOTES_FILE, IDEAS_FILE)]
+    copy = copied_autotune(session)
+    if copy:
+        names.append(copy)
+    prefix = exclude_pattern(os.fsencode(repo.relpath(session.workdir)))
+    prefix = prefix or b""
+    globs = [prefix + b"/" + g for g in (b"autotune.jsonl.*", b".autotune.state.*",
+                                        b"__pycache__/autotune.*.pyc")]
+    return exclude_locally(repo, *names, globs=[os.fsdecode(g) for g in globs])
+
+
+_AUTOTUNE_MARK = b'"""autotune: autonomous optimization loops'
+
+
+def copied_autotune(session):
+    """The path of a copy of autotune.py in the working directory, whichever launcher
+    runs: the file that runs when it is inside, else an autotune.py that starts like this
+    one (read 200 bytes, no process)."""
+    me = os.path.realpath(os.path.abspath(__file__))
+    if _is_inside(me, session.workdir):
+        return me
+    candidate = session.path("autotune.py")
+    try:
+        with open(candidate, "rb") as handle:
+            head = handle.read(200)
+    except OSError:
+        return None
+    return candidate if _AUTOTUNE_MARK in head else None
 
 
 def require_repo(session):
@@ -1871,27 +2010,86 @@ class Change(object):
         return self.path.decode("utf-8", "replace")
 
 
+ZERO_MODE = b"000000"
+GITLINK = b"160000"
+SYMLINK = b"120000"
+
+
 def _excluded_paths(session):
-    """Pathspecs that keep the protected files (and this script) out of snapshots."""
+    """Pathspecs that keep the protected files, a copy of this script (whichever
+    launcher runs), outputs no exclude line can name, and files over the size limit
+    out of snapshots."""
     specs = [":(exclude,literal)" + name for name in PROTECTED_FILES]
     specs += [":(exclude,glob)" + pattern for pattern in PROTECTED_GLOBS]
-    me = os.path.realpath(os.path.abspath(__file__))
-    if _is_inside(me, session.workdir):  # a copied autotune.py, and its cached bytecode
-        rel = os.path.relpath(me, os.path.realpath(session.workdir))
+    specs.append(":(exclude,glob)__pycache__/autotune.*.pyc")
+    copy = copied_autotune(session)
+    if copy:
+        rel = os.path.relpath(copy, os.path.realpath(session.workdir))
         specs.append(":(exclude,literal)" + rel)
         specs.append(":(exclude,glob)" + os.path.join(os.path.dirname(rel), "__pycache__", "autotune.*.pyc"))
+    try:
+        with open(_outputs_file(session.repo), "rb") as handle:
+            specs += [":(top,exclude,literal)" + os.fsdecode(n) for n in handle.read().split(b"\0") if n]
+    except OSError:
+        pass
+    specs += [":(top,exclude,literal)" + os.fsdecode(p) for p in (session.oversized or {})]
     return specs
 
 
+def oversized_files(session):
+    """{repository path: [size, mtime_ns]} of the files the user's git does not track
+    that are over the size limit (git.maxFileMB): they are recorded, not copied into
+    .git by every snapshot, and an experiment never commits or reverts them."""
+    limit = session.settings.max_file_bytes
+    if not limit:
+        return {}
+    repo = session.repo
+    _, env = private_index(session, "snapshot.index")
+    listed = repo.run(["ls-files", "-z", "--full-name", "--others", "--modified", "--exclude-standard"],
+                      env=env, cwd=session.workdir, check=False).stdout.split(b"\0")
+    big = {}
+    for rel in listed:
+        if rel and rel not in big:
+            try:
+                st = os.lstat(os.path.join(repo.root, os.fsdecode(rel)))
+            except OSError:
+                continue
+            if st.st_size > limit and not os.path.islink(os.path.join(repo.root, os.fsdecode(rel))):
+                big[rel] = [st.st_size, st.st_mtime_ns]
+    if big:
+        tracked = set(repo.run(["ls-files", "-z", "--full-name", "--"] + [
+            ":(top,literal)" + os.fsdecode(r) for r in big], check=False).stdout.split(b"\0"))
+        big = {rel: value for rel, value in big.items() if rel not in tracked}
+    if big:
+        repo.run(["update-index", "-z", "--force-remove", "--stdin"], env=env,
+                 input=b"".join(rel + b"\0" for rel in big), check=False)
+    return big
+
+
+def large_record(session):
+    """The size limit's record for a log line's snapshot: {path: [size, mtime_ns]}."""
+    return {os.fsdecode(k): v for k, v in sorted((session.oversized or {}).items())}
+
+
+def large_changes(before, after):
+    """The large files that appeared, changed or vanished between two records."""
+    before, after = before or {}, after or {}
+    return sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+
+
 def snapshot_tree(session):
-    """The tree of the working directory as it is now (untracked files included,
-    ignored and protected files not), written through autotune's own index so the
-    user's index is never touched. The index persists, so git re-hashes only what
-    changed since the last snapshot."""
+    """The tree of the working directory as it is now, byte for byte (untracked files
+    included; ignored, protected and oversized files not), written through autotune's
+    own index so the user's index is never touched. The index persists, so git re-hashes
+    only what changed since the last snapshot. Entries follow the ignore rules in force
+    (an ignored file never lingers from an earlier snapshot), and a file that a clean
+    filter or end-of-line conversion would change is stored as its raw bytes. Sets
+    session.oversized to the files left out for their size."""
     repo = require_repo(session)
     index, env = private_index(session, "snapshot.index")
     if not os.path.exists(index):
         _seed_index(repo, index)
+    session.oversized = oversized_files(session)
     for attempt in (1, 2):
         proc = repo.run(["add", "-A", "--ignore-errors", "--", "."] + _excluded_paths(session),
                         env=env, cwd=session.workdir, check=False)
@@ -1900,6 +2098,8 @@ def snapshot_tree(session):
                 raise GitError(["add"], proc.returncode, proc.stderr)
             _reset_index(repo, index)
             continue
+        _drop_ignored(session, env)
+        _keep_raw_bytes(session, env)
         tree = repo.run(["write-tree"], env=env, check=False)
         if tree.returncode == 0:
             return tree.stdout.decode("ascii").strip()
@@ -1910,7 +2110,7 @@ def snapshot_tree(session):
 
 def _seed_index(repo, index):
     import shutil
-    source = os.path.join(repo.git_dir, "index")
+    source = repo.index_path()
     if os.path.isfile(source):
         shutil.copy2(source, index)  # keep the mtime: git's racy-entry check depends on it
 
@@ -1922,6 +2122,111 @@ def _reset_index(repo, index):
         pass
     if repo.head():
         repo.run(["read-tree", "HEAD"], env=git_env(GIT_INDEX_FILE=index))
+
+
+def ignored_entries(session, env):
+    """Entries of the private index that the ignore rules in force ignore and that the
+    user's own index does not track: left over from an experiment that un-ignored them."""
+    repo = session.repo
+    listed = [p for p in repo.run(["ls-files", "-z", "--full-name", "--cached", "--ignored",
+                                   "--exclude-standard"], env=env, cwd=session.workdir,
+                                  check=False).stdout.split(b"\0") if p]
+    if not listed:
+        return []
+    tracked = set(repo.run(["ls-files", "-z", "--full-name"]).stdout.split(b"\0"))
+    return [p for p in listed if p not in tracked]
+
+
+def _drop_ignored(session, env):
+    stale = ignored_entries(session, env)
+    if stale:
+        session.repo.run(["update-index", "-z", "--force-remove", "--stdin"], env=env,
+                         input=b"".join(p + b"\0" for p in stale))
+
+
+def _conversion_config(repo):
+    """(autocrlf on, any attributes file outside the tree) from one `git config` call."""
+    proc = repo.run(["config", "-z", "--get-regexp", r"^core\.(autocrlf|attributesfile)$"], check=False)
+    autocrlf, attributes = False, False
+    for item in proc.stdout.split(b"\0"):
+        key, _, value = item.partition(b"\n")
+        if key == b"core.autocrlf":
+            autocrlf = value.strip().lower() in (b"true", b"input", b"yes", b"on", b"1")
+        elif key == b"core.attributesfile" and value.strip():
+            attributes = True
+    home = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    attributes = attributes or os.path.isfile(os.path.join(repo.common_dir, "info", "attributes")) \
+        or os.path.isfile(os.path.join(home, "git", "attributes"))
+    return autocrlf, attributes
+
+
+_CONVERSION_ATTRS = (b"filter", b"ident", b"working-tree-encoding", b"text", b"eol", b"crlf")
+
+
+def converted_paths(repo, paths, autocrlf=None):
+    """The paths whose bytes git may change between the working tree and a blob (a
+    clean/smudge filter, ident, an encoding, or end-of-line conversion)."""
+    if not paths:
+        return set()
+    if autocrlf is None:
+        autocrlf = _conversion_config(repo)[0]
+    proc = repo.run(["check-attr", "-z", "--stdin"] + [a.decode() for a in _CONVERSION_ATTRS],
+                    input=b"".join(p + b"\0" for p in paths))
+    fields = proc.stdout.split(b"\0")
+    found, text_unset = set(), set()
+    for i in range(0, len(fields) - 2, 3):
+        path, attr, value = fields[i], fields[i + 1], fields[i + 2]
+        if attr == b"text" and value == b"unset":
+            text_unset.add(path)
+        elif value not in (b"unspecified", b"unset"):
+            found.add(path)
+    if autocrlf:
+        found |= set(paths) - text_unset
+    return found
+
+
+def _blob_id(data, length):
+    import hashlib
+    digest = hashlib.sha256() if length == 64 else hashlib.sha1()
+    digest.update(b"blob %d\0" % len(data))
+    digest.update(data)
+    return digest.hexdigest().encode("ascii")
+
+
+def _keep_raw_bytes(session, env):
+    """Replaces, in the private index, every blob that git's clean filter or end-of-line
+    conversion made different from the file on disk by the file's raw bytes, so a
+    restore writes back exactly what was there (a notebook's outputs, CRLF endings)."""
+    repo = session.repo
+    autocrlf, attributes = _conversion_config(repo)
+    if not autocrlf and not attributes:
+        marks = repo.run(["ls-files", "-z", "--", ":(glob)**/.gitattributes"], env=env,
+                         cwd=repo.root, check=False).stdout
+        if not marks.strip(b"\0"):
+            return  # nothing can convert: the everyday case, two cheap calls
+    entries = {}
+    for line in repo.run(["ls-files", "-z", "-s", "--full-name"], env=env, cwd=session.workdir
+                         ).stdout.split(b"\0"):
+        if line:
+            meta, _, path = line.partition(b"\t")
+            mode, sha, _stage = meta.split(b" ")
+            if mode in (b"100644", b"100755"):
+                entries[path] = (mode, sha)
+    changed = []
+    for path in converted_paths(repo, list(entries), autocrlf):
+        try:
+            with open(os.path.join(repo.root, os.fsdecode(path)), "rb") as handle:
+                data = handle.read()
+        except OSError:
+            continue
+        mode, sha = entries[path]
+        if _blob_id(data, len(sha)) != sha:
+            changed.append(path)
+    if changed:
+        shas = repo.run(["hash-object", "-w", "--no-filters", "--stdin-paths"], cwd=repo.root,
+                        input=b"".join(p + b"\n" for p in changed)).stdout.split()
+        repo.run(["update-index", "-z", "--index-info"], env=env, input=_index_records(
+            (entries[p][0], sha, p) for p, sha in zip(changed, shas)))
 
 
 def diff_trees(session, base, current, tracked_only=False):
@@ -1951,9 +2256,28 @@ def diff_trees(session, base, current, tracked_only=False):
         if path in protected or (b"/" not in rest and any(
                 fnmatch.fnmatch(os.fsdecode(rest), glob) for glob in PROTECTED_GLOBS)):
             continue  # whatever an index holds, session files are never the experiment's
-        if tracked_only and old_mode == b"000000":
+        if tracked_only and old_mode == ZERO_MODE:
             continue
         changes.append(Change(old_mode, new_mode, old_sha, new_sha, status.decode("ascii"), path))
+    return changes
+
+
+def experiment_changes(session, base, current, tracked_only=False, every=None):
+    """What the experiment changed between two snapshots: diff_trees (or `every`, its
+    answer) without the files that are the user's whatever a snapshot holds: files
+    ignored by the rules before or after the experiment (and not tracked), and files
+    over the size limit."""
+    if every is None:
+        every = diff_trees(session, base, current, tracked_only)
+    changes = without_users_ignored(session, base, every)
+    large = set(session.oversized or ())
+    changes = [c for c in changes if c.path not in large]
+    gone = [c.path for c in changes if c.new_mode == ZERO_MODE]
+    if gone:
+        repo = session.repo
+        ignored = set(repo.run(["check-ignore", "-z", "--stdin"], input=b"".join(
+            p + b"\0" for p in gone), check=False).stdout.split(b"\0"))
+        changes = [c for c in changes if c.path not in ignored]
     return changes
 
 
@@ -1985,29 +2309,219 @@ def private_index(session, name):
 def _index_records(entries):
     """`git update-index -z --index-info` input for (mode, sha, path) entries; a 000000
     mode removes the path."""
-    return b"".join((b"0 " + b"0" * len(sha) if mode == b"000000" else mode + b" " + sha)
+    return b"".join((b"0 " + b"0" * len(sha) if mode == ZERO_MODE else mode + b" " + sha)
                     + b"\t" + path + b"\0" for mode, sha, path in entries)
 
 
-def commit_changes(session, changes, message):
-    """Commits the measured contents of the experiment's paths on top of HEAD through a
-    private index: no pathspecs, hooks or --only semantics, and what is committed is what
-    the snapshot measured. The user's index then agrees with the new HEAD for those paths;
-    their other staged work stays staged. Returns the new HEAD, or None when HEAD already
-    holds exactly this tree."""
+def _ls_entries(repo, args, env=None):
+    """{path: (mode, sha)} from `git ls-files -s -z` (stage 0) or `git ls-tree -r -z`."""
+    out = {}
+    for line in repo.run(args, env=env).stdout.split(b"\0"):
+        if not line:
+            continue
+        meta, _, path = line.partition(b"\t")
+        parts = meta.split(b" ")
+        if args[0] == "ls-tree":
+            out[path] = (parts[0], parts[2])
+        elif parts[2] == b"0":
+            out[path] = (parts[0], parts[1])
+        else:
+            out[path] = (b"conflict", b"")
+    return out
+
+
+def _cat_blobs(repo, shas):
+    """{sha: bytes} for blobs, from one `git cat-file --batch`."""
+    wanted = sorted(set(shas))
+    if not wanted:
+        return {}
+    data = repo.run(["cat-file", "--batch"], input=b"".join(s + b"\n" for s in wanted)).stdout
+    out, pos = {}, 0
+    for sha in wanted:
+        end = data.index(b"\n", pos)
+        header = data[pos:end].split(b" ")
+        size = int(header[2])
+        out[sha] = data[end + 1:end + 1 + size]
+        pos = end + 1 + size + 1
+    return out
+
+
+def _clean_blob(repo, sha, path):
+    """The blob git would store for raw bytes `sha` at `path` (its clean filter applied)."""
+    data = repo.run(["cat-file", "blob", sha.decode()]).stdout
+    return repo.run(["hash-object", "-w", "--stdin", "--path=" + os.fsdecode(path)],
+                    input=data).stdout.strip()
+
+
+def _merge_blobs(repo, ours, base, theirs):
+    """`git merge-file` of three blobs; the merged blob, or None on a conflict (or binary)."""
+    import tempfile
+    blobs = _cat_blobs(repo, [ours, base, theirs])
+    with tempfile.TemporaryDirectory(prefix="autotune-merge-") as tmp:
+        names = []
+        for label, sha in (("ours", ours), ("base", base), ("theirs", theirs)):
+            names.append(os.path.join(tmp, label))
+            with open(names[-1], "wb") as handle:
+                handle.write(blobs[sha])
+        proc = repo.run(["merge-file", "-p", "-q"] + names, check=False)
+    if proc.returncode != 0:
+        return None
+    return repo.run(["hash-object", "-w", "--no-filters", "--stdin"], input=proc.stdout).stdout.strip()
+
+
+def commit_entries(session, changes, head):
+    """The (mode, sha, path) entries a keep commits: the experiment's change applied to
+    HEAD's version of each file. Where the user had uncommitted edits in a file before
+    the experiment (the snapshot differs from HEAD there), the experiment's hunks are
+    merged onto HEAD's version (3-way: base = the snapshot, ours = the experiment's file,
+    HEAD), so the user's edits stay uncommitted in the working tree. Refuses, naming the
+    files, when the two cannot be separated. Blobs are cleaned as git would commit them."""
+    repo = session.repo
+    paths = [c.path for c in changes]
+    head_entries = _ls_entries(repo, ["ls-tree", "-r", "-z", head, "--"] + [
+        ":(literal)" + os.fsdecode(p) for p in paths]) if head else {}
+    regular = (b"100644", b"100755")
+    converted = converted_paths(repo, [c.path for c in changes if c.old_mode in regular
+                                       or c.new_mode in regular])
+
+    def entry(mode, sha, path):
+        if mode == ZERO_MODE:
+            return None
+        if mode in regular and path in converted:
+            sha = _clean_blob(repo, sha, path)
+        return (mode, sha)
+
+    out, mixed = [], []
+    for c in changes:
+        base, ours, at_head = entry(c.old_mode, c.old_sha, c.path), entry(c.new_mode, c.new_sha, c.path), \
+            head_entries.get(c.path)
+        if base == at_head or ours == at_head:  # no uncommitted edit of the user's here, or nothing to do
+            if ours != at_head:
+                out.append((ours[0], ours[1], c.path) if ours else (ZERO_MODE, c.old_sha, c.path))
+            continue
+        if ours is None:  # the experiment deleted a file that held the user's edit
+            out.append((ZERO_MODE, c.old_sha, c.path))
+            continue
+        if base is None or at_head is None or not (base[0] in regular and ours[0] in regular
+                                                   and at_head[0] in regular):
+            mixed.append((c.name, "not committed" if at_head is None else "not a plain file"))
+            continue
+        merged = _merge_blobs(repo, at_head[1], base[1], ours[1])
+        if merged is None:
+            mixed.append((c.name, "the same lines"))
+            continue
+        out.append((ours[0] if base[0] != ours[0] else at_head[0], merged, c.path))
+    if mixed:
+        fail("mixed_changes", "The experiment changed %s, which also hold%s your own uncommitted "
+             "work (%s), and the two cannot be told apart, so nothing was committed or logged. "
+             "Commit or stash your own change first (then `autotune doctor --fix`), or undo the "
+             "experiment's edit there; or log it with --status discard." % (
+                 ", ".join(name for name, _ in mixed), "s" if len(mixed) == 1 else "",
+                 "; ".join("%s: %s" % pair for pair in mixed)))
+    return out
+
+
+INDEX_LOCK_WAIT = 3.0  # seconds a keep waits for another git process to release the index
+
+
+def lock_user_index(repo, again):
+    """Takes the user's index lock (index.lock) the way git does, retrying briefly while
+    another git process (an editor's `git status`) holds it; refuses after that."""
+    path = repo.index_path() + ".lock"
+    deadline = time.time() + INDEX_LOCK_WAIT
+    while True:
+        try:
+            return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            if time.time() >= deadline:
+                fail("git_locked", "%s exists: another git process (an editor or a `git status`) "
+                     "is using the index, or one was killed. Nothing was committed and nothing "
+                     "was logged. When no git process is running (delete the file if one was "
+                     "killed), run the same command again: %s" % (path, again))
+            time.sleep(0.1)
+
+
+def _new_user_index(session, head_entries, entries):
+    """The bytes of the user's index after a keep: each committed path staged as
+    committed where the user had staged nothing else; a path the user staged differently
+    gets the 3-way merge of their staged version with the keep (refused on a conflict)."""
+    import shutil
+    repo = session.repo
+    index = session.cache("user.index", create=True)
+    source = repo.index_path()
+    if os.path.isfile(source):
+        shutil.copy2(source, index)
+    else:
+        try:
+            os.unlink(index)
+        except OSError:
+            pass
+    env = git_env(GIT_INDEX_FILE=index)
+    staged = _ls_entries(repo, ["ls-files", "-s", "-z", "--full-name"], env=env) if os.path.isfile(index) else {}
+    records, mixed = [], []
+    for mode, sha, path in entries:
+        old, mine = head_entries.get(path), staged.get(path)
+        new = None if mode == ZERO_MODE else (mode, sha)
+        if mine == old or mine == new:
+            records.append((mode, sha, path))
+        elif mine is not None and old is not None and new is not None and mine[0] == old[0] == new[0]:
+            merged = _merge_blobs(repo, mine[1], old[1], new[1])
+            if merged is None:
+                mixed.append(path.decode("utf-8", "replace"))
+            else:
+                records.append((mode, merged, path))
+        else:
+            mixed.append(path.decode("utf-8", "replace"))
+    if mixed:
+        fail("mixed_changes", "You have staged changes to %s that overlap the experiment's, so "
+             "nothing was committed or logged. Commit or unstage them (`git restore --staged`), "
+             "then run the same command again." % ", ".join(mixed))
+    repo.run(["update-index", "-z", "--index-info"], input=_index_records(records), env=env)
+    with open(index, "rb") as handle:
+        return handle.read()
+
+
+def commit_changes(session, changes, message, again="autotune log"):
+    """Commits the experiment's change on top of HEAD through a private index: no
+    pathspecs, hooks or --only semantics. What is committed is the experiment's hunks
+    applied to HEAD's version of each file (commit_entries: the user's own uncommitted
+    edits stay uncommitted). Commit, branch and the user's index change together or not
+    at all: the index is locked first (waiting briefly on another git process), the new
+    index is prepared in the lock file, then the ref moves and the lock file becomes the
+    index. Returns the new HEAD, or None when HEAD already holds exactly this tree."""
     repo = session.repo
     head = repo.head()
+    entries = commit_entries(session, changes, head)
     _, env = private_index(session, "commit.index")
     repo.run(["read-tree"] + ([head] if head else ["--empty"]), env=env)
-    records = _index_records((c.new_mode, c.new_sha, c.path) for c in changes)
+    records = _index_records(entries)
     repo.run(["update-index", "-z", "--index-info"], input=records, env=env)
     tree = repo.run(["write-tree"], env=env).stdout.decode().strip()
     if head and tree == head_tree(repo, head):
         return None
-    commit = _identity_retry(repo, ["commit-tree", tree, "-F", "-"] + (["-p", head] if head else []),
-                             input=message.encode("utf-8", "surrogateescape")).stdout.decode().strip()
-    repo.run(["update-ref", "-m", "autotune: keep", "HEAD", commit, head or "0" * len(commit)])
-    repo.run(["update-index", "-z", "--index-info"], input=records, check=False)
+    head_entries = _ls_entries(repo, ["ls-tree", "-r", "-z", head, "--"] + [
+        ":(literal)" + os.fsdecode(p) for _, _, p in entries]) if head else {}
+    lock_path, fd = lock_user_index(repo, again)
+    try:
+        data = _new_user_index(session, head_entries, entries)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.close(fd)
+        fd = None
+        commit = _identity_retry(repo, ["commit-tree", tree, "-F", "-"] + (["-p", head] if head else []),
+                                 input=message.encode("utf-8", "surrogateescape")).stdout.decode().strip()
+        repo.run(["update-ref", "-m", "autotune: keep", "HEAD", commit, head or "0" * len(commit)])
+        os.replace(lock_path, repo.index_path())
+        lock_path = None
+    finally:
+        if fd is not None:
+            os.close(fd)
+        if lock_path is not None:
+            try:
+                os.unlink(lock_path)
+            except OSError:
+                pass
     return commit
 
 
@@ -2040,7 +2554,7 @@ def without_users_ignored(session, base, changes):
     """Drops the files an experiment seems to create only because it edited .gitignore."""
     if not any(c.path.rsplit(b"/", 1)[-1] == b".gitignore" for c in changes):
         return changes
-    created = [c.path for c in changes if c.old_mode == b"000000"]
+    created = [c.path for c in changes if c.old_mode == ZERO_MODE]
     users = ignored_by_base(session, base, created) if created else set()
     return [c for c in changes if c.path not in users]
 
@@ -2059,34 +2573,217 @@ def save_discarded(session, base_tree, current_tree, label, description):
     zero = "0" * len(after)
     for attempt in range(1, 100):  # create-only: a ref left by a killed `log` is never replaced
         ref = "refs/autotune/discarded/%s%s" % (label, "" if attempt == 1 else "-%d" % attempt)
-        if repo.run(["update-ref", "-m", "autotune discard", ref, after, zero], check=False).returncode == 0:
+        proc = repo.run(["update-ref", "-m", "autotune discard", ref, after, zero], check=False)
+        if proc.returncode == 0:
             return ref
+        if b"exists" not in proc.stderr and b"reference already" not in proc.stderr \
+                and b"cannot lock" not in proc.stderr:
+            raise GitError(["update-ref"], proc.returncode, proc.stderr)  # a hook, a full disk
     raise GitError(["update-ref"], 1, b"cannot create a discard ref for " + label.encode())
 
 
-def restore_changes(session, changes):
-    """Returns the changed paths to their snapshot state: modified and deleted files get
-    their old content back, files the experiment created are removed, submodules are left
-    alone (reported by the caller). Directories are never removed: an empty one is
-    invisible to git, and it may be the user's."""
-    repo = session.repo
-    _, env = private_index(session, "snapshot.index")
-    files = [c for c in changes if b"160000" not in (c.old_mode, c.new_mode)]
-    if files:
-        repo.run(["update-index", "-z", "--index-info"], env=env,
-                 input=_index_records((c.old_mode, c.old_sha, c.path) for c in files))
-    checkout = [c.path for c in files if c.old_mode != b"000000"]
-    if checkout:
-        repo.run(["checkout-index", "-f", "-u", "-z", "--stdin"],
-                 input=b"\0".join(checkout) + b"\0", env=env)
-    for change in files:
-        if change.old_mode == b"000000":
-            full = os.path.join(repo.root, os.fsdecode(change.path))
+# Working-tree writes that never follow a symlink: every leading component of a path is
+# opened with O_NOFOLLOW relative to its parent's descriptor, so a symlink where a
+# directory was (or the reverse) is never written or deleted through.
+
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _parent_fd(root, rel, create=False):
+    """A descriptor of the real directory holding `rel`'s last component, reached from
+    `root` without following a symlink; None when a leading component is missing or is
+    not a real directory (with `create`, missing directories are made and a symlink or
+    file in the way of one is removed, never followed: a directory stood there before)."""
+    import errno
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        for part in rel.split(b"/")[:-1]:
             try:
-                if os.path.islink(full) or os.path.isfile(full):
-                    os.unlink(full)
+                child = os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if not create or exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                    if create:
+                        raise
+                    os.close(fd)
+                    return None
+                if exc.errno != errno.ENOENT:
+                    os.unlink(part, dir_fd=fd)  # a symlink or a file: removed itself, never its target
+                os.mkdir(part, 0o777, dir_fd=fd)
+                child = os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _remove_tree_at(parent, name):
+    """Removes directory `name` under descriptor `parent` and all it holds, descending
+    by descriptors: a symlink inside is removed, never followed."""
+    import stat
+    fd = os.open(name, _DIR_FLAGS | _NOFOLLOW, dir_fd=parent)
+    try:
+        for entry in os.listdir(fd):
+            if stat.S_ISDIR(os.stat(entry, dir_fd=fd, follow_symlinks=False).st_mode):
+                _remove_tree_at(fd, entry)
+            else:
+                os.unlink(entry, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)
+
+
+def unlink_in_tree(root, rel):
+    """Deletes file or symlink `rel` under `root`; nothing when a leading component is a
+    symlink (the file is not there, whatever is behind the link) or it is a directory."""
+    import stat
+    fd = _parent_fd(root, rel)
+    if fd is None:
+        return False
+    name = rel.rsplit(b"/", 1)[-1]
+    try:
+        if stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+            return False
+        os.unlink(name, dir_fd=fd)
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def write_in_tree(root, rel, mode, data):
+    """Writes `data` at `rel` under `root` as git mode `mode` (a file, an executable, or a
+    symlink whose target is `data`), byte for byte, without following a symlink: written
+    to a temporary name beside it and renamed over (a symlink in the way is replaced, not
+    written through; a directory in the way holds only what came after the snapshot and
+    is removed)."""
+    import stat
+    fd = _parent_fd(root, rel, create=True)
+    name = rel.rsplit(b"/", 1)[-1]
+    tmp = b".%s.autotune-%d.tmp" % (name[:80], os.getpid())
+    try:
+        if mode == SYMLINK:
+            os.symlink(data, tmp, dir_fd=fd)
+        else:
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW,
+                          0o777 if mode == b"100755" else 0o666, dir_fd=fd)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(out, view):]
+            finally:
+                os.close(out)
+        try:
+            if stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                _remove_tree_at(fd, name)
+        except FileNotFoundError:
+            pass
+        os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+        tmp = None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp, dir_fd=fd)
             except OSError:
                 pass
+        os.close(fd)
+
+
+def restore_sizes(session, changes):
+    """{sha: size} of the blobs restore_changes would write (for a room check first)."""
+    shas = sorted({c.old_sha for c in changes if c.old_mode not in (ZERO_MODE, GITLINK)
+                   and c.new_mode != GITLINK})
+    if not shas:
+        return {}
+    out = session.repo.run(["cat-file", "--batch-check"], input=b"".join(s + b"\n" for s in shas)).stdout
+    return {line.split(b" ")[0]: int(line.split(b" ")[2]) for line in out.splitlines() if line.count(b" ") == 2}
+
+
+def restore_changes(session, changes):
+    """Returns the changed paths to their snapshot state, byte for byte: files the
+    change created are deleted first, then modified and deleted files get the snapshot's
+    raw bytes back (git's smudge filters and end-of-line conversion are not applied: the
+    snapshot holds what was on disk). No path is written or deleted through a symlink
+    (see write_in_tree). Submodules are left alone (reported by the caller); directories
+    are never removed (an empty one is invisible to git, and it may be the user's),
+    except one standing where a snapshot file must go. Then the private index records
+    the snapshot's entries for those paths. An OSError (a full disk) leaves the files
+    already restored restored; calling again finishes the job."""
+    repo = session.repo
+    files = [c for c in changes if GITLINK not in (c.old_mode, c.new_mode)]
+    if not files:
+        return
+    for change in files:
+        if change.old_mode == ZERO_MODE:
+            unlink_in_tree(repo.root, change.path)
+    restore = [c for c in files if c.old_mode != ZERO_MODE]
+    blobs = _cat_blobs(repo, [c.old_sha for c in restore])
+    for change in restore:
+        write_in_tree(repo.root, change.path, change.old_mode, blobs[change.old_sha])
+    _, env = private_index(session, "snapshot.index")
+    repo.run(["update-index", "-z", "--index-info"], env=env,
+             input=_index_records((c.old_mode, c.old_sha, c.path) for c in files))
+
+
+def rebased_snapshot(session, tree, old_head, new_head):
+    """The snapshot `tree` with the files that changed between two HEADs (a commit of the
+    user's own made mid-experiment) taken from the new HEAD: the experiment in progress
+    stays the difference between the working tree and the snapshot, and what the user
+    committed is not mistaken for it."""
+    repo = session.repo
+    _, env = private_index(session, "rebase.index")
+    repo.run(["read-tree", tree], env=env)
+    if old_head and new_head:
+        moved = repo.run(["diff-tree", "-r", "-z", "--no-renames", old_head, new_head]).stdout.split(b"\0")
+        records = []
+        for i in range(0, len(moved) - 1, 2):
+            meta, path = moved[i], moved[i + 1]
+            if meta.startswith(b":"):
+                parts = meta[1:].split(b" ")
+                records.append((parts[1], parts[3], path))
+        if records:
+            repo.run(["update-index", "-z", "--index-info"], env=env, input=_index_records(records))
+    return repo.run(["write-tree"], env=env).stdout.decode().strip()
+
+
+def without_paths(session, tree, paths):
+    """`tree` with `paths` removed (an index polluted by ignored files, repaired)."""
+    repo = session.repo
+    _, env = private_index(session, "rebase.index")
+    repo.run(["read-tree", tree], env=env)
+    repo.run(["update-index", "-z", "--force-remove", "--stdin"], env=env,
+             input=b"".join(p + b"\0" for p in paths))
+    return repo.run(["write-tree"], env=env).stdout.decode().strip()
+
+
+def room_problem(paths_sizes, directory):
+    """Why writing files of these final sizes would fail, or None: a file-size limit
+    (`ulimit -f`) below one of them, or less free space on the disk than they need."""
+    sizes = [size for _, size in paths_sizes]
+    if not sizes:
+        return None
+    try:
+        import resource
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, ValueError, OSError):
+        limit = -1
+    if limit not in (-1, getattr(sys.modules.get("resource"), "RLIM_INFINITY", -1)):
+        over = [(name, size) for name, size in paths_sizes if size > limit]
+        if over:
+            return "%s needs %d bytes and the file-size limit (ulimit -f) is %d bytes" % (
+                over[0][0], over[0][1], limit)
+    try:
+        st = os.statvfs(directory)
+        free = st.f_bavail * st.f_frsize
+    except (AttributeError, OSError):
+        return None
+    need = sum(sizes) + (1 << 20)
+    if free < need:
+        return "about %d bytes must be written and the disk has %d bytes free" % (need, free)
+    return None
 
 
 # ------------------------------------------------------------------ running ----
@@ -2511,10 +3208,12 @@ def cmd_init(args):
             state = loaded.state
             reinit = state.config is not None
             segment = state.segment if (reinit and state.n_exp == 0) else state.segment + 1
-            if not reinit:
-                exclude_locally(repo, session.state_path)  # a cache, never anybody's work
+            exclude_session_files(session)  # out of `git status`; never the user's .gitignore
             snapshot = {"tree": snapshot_tree(session), "head": repo.head()}
+            if session.oversized:
+                snapshot["large"] = large_record(session)
             anchor_snapshot(session, snapshot["tree"])
+            warnings = init_warnings(session, snapshot)
             entry = {"type": "config", "name": name, "metric_name": args.metric, "metric_unit": unit,
                      "direction": args.direction, "segment": segment, "mode": session.settings.mode,
                      "objective": {"primaryMetric": args.metric, "direction": args.direction}}
@@ -2540,10 +3239,44 @@ def cmd_init(args):
     if args.scaffold:
         result["scaffolded"] = scaffolded
     if not os.path.isfile(session.path(BENCH_FILE)):
-        result["warning"] = "%s does not exist yet; `run` needs it (or --command)." % BENCH_FILE
+        warnings.insert(0, "%s does not exist yet; `run` needs it (or --command)." % BENCH_FILE)
     elif not snapshot["head"]:
-        result["warning"] = "the repository has no commit yet: the first keep becomes its first commit"
+        warnings.insert(0, "the repository has no commit yet: the first keep becomes its first commit")
+    if warnings:
+        result["warning"] = "; ".join(warnings)
     output(result)
+
+
+def init_warnings(session, snapshot):
+    """What a new user should know before the first experiment: their own uncommitted
+    edits (a keep separates them from the experiment's, but not on the same lines), and
+    files too large to snapshot."""
+    warnings = []
+    head = snapshot["head"]
+    if head:
+        dirty = [c.name for c in diff_trees(session, head_tree(session.repo, head), snapshot["tree"],
+                                            tracked_only=True)]
+        if dirty:
+            warnings.append(
+                "you have uncommitted changes in %s%s: they stay yours (a keep commits only the "
+                "experiment's hunks), but an experiment that edits the same lines cannot be kept; "
+                "commit or stash them first for the cleanest history" % (
+                    ", ".join(dirty[:10]), " and %d more" % (len(dirty) - 10) if len(dirty) > 10 else ""))
+    if session.oversized:
+        big = sorted(session.oversized.items())
+        warnings.append(
+            "%s %s over the snapshot size limit (git.maxFileMB = %s): recorded by size and time, "
+            "never copied into .git, committed or reverted by autotune" % (
+                ", ".join("%s (%s)" % (os.fsdecode(p), _size_text(v[0])) for p, v in big[:10]),
+                "is" if len(big) == 1 else "are", _fmt(session.settings.max_file_bytes / float(1 << 20))))
+    return warnings
+
+
+def _size_text(size):
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if size >= scale:
+            return "%.1f %s" % (size / float(scale), unit)
+    return "%d bytes" % size
 
 
 _TIME_UNITS = {"s": 1.0, "sec": 1.0, "seconds": 1.0, "ms": 1e3, "us": 1e6, "µs": 1e6, "ns": 1e9}
@@ -2636,6 +3369,12 @@ def cmd_run(args):
     if repo:
         with LogLock(session):
             tree_before = snapshot_tree(session)
+        large = large_changes((state.snapshot or {}).get("large"), large_record(session))
+        if large:
+            warnings.append("%s changed but %s over the snapshot size limit (git.maxFileMB): "
+                            "autotune neither commits nor reverts %s" % (
+                                ", ".join(large[:10]), "is" if len(large) == 1 else "are",
+                                "it" if len(large) == 1 else "them"))
         if state.snapshot and tree_before == state.snapshot.get("tree") and state.n_exp:
             warnings.append("the working tree has no change since the last logged result, so "
                             "this run measures the kept code")
@@ -2881,7 +3620,11 @@ def cmd_log(args):
                                                 config.get("metric_unit"), "%d.%d" % (state.segment, index),
                                                 index, current, head, skip_git, args.commit)
         if next_tree != snap.get("tree"):
-            anchor_snapshot(session, next_tree)
+            try:
+                anchor_snapshot(session, next_tree)
+            except (GitError, OSError) as exc:  # after git changed: say so, never fail now
+                git_info["warning"] = "the new snapshot could not be anchored against `git gc` (%s)" % (
+                    exc.message if isinstance(exc, GitError) else exc)
         health = advance(health_fields(state), d.status, d.improved, settings)
         best_metric = d.metric if d.improved else (state.best or {}).get("metric")
         finished = budget_reason(index, best_metric, direction, settings,
@@ -2895,7 +3638,8 @@ def cmd_log(args):
             failure=health["failure"], health=health["health"], recovery=health["recovery"],
             reason=health["reason"], files=git_info.get("files", []), mode=health["mode"],
             active=health["active"], improved=d.improved, measured=d.measured, git=git_info,
-            snapshot={"tree": next_tree, "head": repo.head()},
+            snapshot=dict({"tree": next_tree, "head": repo.head()},
+                          **({"large": large_record(session)} if session.oversized else {})),
             session_id=os.environ.get("CLAUDE_CODE_SESSION_ID") or None,
             hashes=((m.hashes if m is not None and m.hashes else file_hashes(session))
                     if state.n_exp == 0 else None))
@@ -2916,7 +3660,11 @@ def cmd_log(args):
             import bisect
             bisect.insort(values, point)
         result.confidence = confidence(values, preview)
-        append_entries(lock, session, loaded, [result.to_entry()])
+        try:
+            append_entries(lock, session, loaded, [result.to_entry()])
+        except OSError as exc:
+            fail("disk_full" if disk_full(exc) else "io_error",
+                 unlogged_message(exc, d.status, git_info, result.commit, description))
         try:
             save_values(session, loaded.state, values)
         except OSError:
@@ -2941,6 +3689,25 @@ def log_answer(state, settings, result, pname, git_info):
             "reason": state.reason, "mode": state.mode, "active": state.active,
             "improved": result.improved, "best": _round((state.best or {}).get("metric")),
             "verdict": result.verdict, "measured": result.measured, "next": action}
+
+
+def unlogged_message(exc, status, git_info, commit, description):
+    """What a `log` whose git work is done but whose log line could not be written
+    says: the state of the repository and of the log, and the one command that repairs."""
+    why = why_no_room(exc)
+    action = git_info.get("action")
+    if action == "commit":
+        return ("%s: the keep was committed as %s (HEAD and your index agree), but the log is "
+                "unchanged: its line could not be written. Free space, then record it with: "
+                "autotune log --status keep --commit %s --description %s" % (
+                    why, commit, commit, _shell_quote(description)))
+    if action == "revert":
+        return ("%s: the experiment was reverted (saved as %s), but the log is unchanged: its "
+                "line could not be written. Free space, then run the same command again (it finds "
+                "nothing left to revert and records the result): %s" % (
+                    why, git_info.get("saved"), again_command()))
+    return ("%s: git was not changed and the log is unchanged: its line could not be written. "
+            "Free space, then run the same command again: %s" % (why, again_command()))
 
 
 def own_unlogged_commit(repo, head, snapshot_head):
@@ -3013,47 +3780,111 @@ def head_tree(repo, head):
 
 def apply_git(session, state, status, description, pname, metric, unit, label, index, current,
               head, skip_git, given_commit):
-    """Commits a keep, reverts anything else; returns (git info, commit, next snapshot)."""
+    """Commits a keep, reverts anything else; returns (git info, commit, next snapshot).
+    Either it completes, or it refuses having changed nothing, or (a disk that fills up
+    midway) it says exactly what state the repository is in and what to run."""
     repo = session.repo
     base = (state.snapshot or {}).get("tree")
     short = head[:7] if head else None
     if skip_git:
         return {"action": "none", "message": "skipped: HEAD moved outside autotune (--force)"}, short, current
-    if status == "keep":
-        if given_commit:
-            proc = repo.run(["rev-parse", "-q", "--verify", given_commit + "^{commit}"], check=False)
-            if proc.returncode != 0:
-                fail("bad_commit", "--commit %s is not a commit in this repository." % given_commit)
-            full = proc.stdout.decode().strip()
-            return {"action": "none", "message": "recorded the given commit"}, full[:7], current
-        # without a snapshot (a session of the first implementation) untracked files are
-        # not known to be the experiment's: they are neither committed nor deleted
-        base_tree = base or head_tree(repo, head)
-        changes = without_users_ignored(session, base_tree, diff_trees(
-            session, base_tree, current, tracked_only=base is None))
-        new_head = commit_changes(session, changes, "autotune: %s\n\nAutotune-Metric: %s=%s%s\n" % (
-            description.rstrip(), pname, trailer_number(metric), (" " + unit) if unit else "")) \
-            if changes else None
-        if new_head is None:
-            return {"action": "none", "message": "nothing to commit"}, short, current
-        return ({"action": "commit", "commit": new_head[:7], "files": [c.name for c in changes]},
-                new_head[:7], current)
+    large = large_changes((state.snapshot or {}).get("large"), large_record(session))
+    if status == "keep" and given_commit:
+        proc = repo.run(["rev-parse", "-q", "--verify", given_commit + "^{commit}"], check=False)
+        if proc.returncode != 0:
+            fail("bad_commit", "--commit %s is not a commit in this repository." % given_commit)
+        full = proc.stdout.decode().strip()
+        return {"action": "none", "message": "recorded the given commit"}, full[:7], current
+    # without a snapshot (a session of the first implementation) untracked files are
+    # not known to be the experiment's: they are neither committed nor deleted
     keep_created = base is None
     base = base or head_tree(repo, head)
     every = diff_trees(session, base, current, tracked_only=keep_created)
-    changes = without_users_ignored(session, base, every)
+    changes = experiment_changes(session, base, current, every=every)
+    if status == "keep":
+        info, commit = keep_changes(session, changes, description, pname, metric, unit, short)
+        return with_large(info, large, "kept"), commit, current
     if not changes:
-        return {"action": "none", "message": "nothing to revert"}, short, current
-    ref = save_discarded(session, base, current, label, description)
-    restore_changes(session, changes)
-    left = [c.name for c in changes if b"160000" in (c.old_mode, c.new_mode)]
+        return with_large({"action": "none", "message": "nothing to revert"}, large, "reverted"), short, current
+    again = again_command()
+    sizes = restore_sizes(session, changes)
+    problem = room_problem([(c.name, sizes.get(c.old_sha, 0)) for c in changes if c.old_sha in sizes]
+                           + _session_writes(session), repo.root)
+    if problem:
+        fail("disk_full", "Not enough room: %s. Nothing was reverted and nothing was logged (the "
+             "working tree, the repository and the log are unchanged). Free space or raise the "
+             "limit, then run the same command again: %s" % (problem, again))
+    try:
+        ref = save_discarded(session, base, current, label, description)
+    except (GitError, OSError) as exc:
+        if not disk_full(exc):
+            raise
+        fail("disk_full", "%s while saving the experiment: nothing was reverted and nothing was "
+             "logged. Free space, then run the same command again: %s" % (why_no_room(exc), again))
+    try:
+        restore_changes(session, changes)
+    except (GitError, OSError) as exc:
+        fail("disk_full" if disk_full(exc) else "restore_failed",
+             "%s while restoring the experiment's files: the experiment is saved as %s; some "
+             "files are restored and the others still hold the experiment; the log is unchanged. "
+             "Fix that, then run the same command again to restore the rest: %s" % (
+                 why_no_room(exc), ref, again))
+    left = [c.name for c in changes if GITLINK in (c.old_mode, c.new_mode)]
     info = {"action": "revert", "files": [c.name for c in changes if c.name not in left], "saved": ref,
             "restore": "autotune restore %s" % (index if ref.endswith("/" + label) else ref.rsplit("/", 1)[-1])}
     if left:
         info["left"] = left
         info["message"] = ("submodules are not reverted (%s): check them out by hand" % ", ".join(left))
     exact = not (keep_created or left or len(changes) != len(every))
-    return info, short, (base if exact else snapshot_tree(session))
+    return with_large(info, large, "reverted"), short, (base if exact else snapshot_tree(session))
+
+
+def with_large(info, large, verb):
+    """Adds to `log`'s git info the large files the experiment changed, which are not."""
+    if large:
+        info["large"] = large
+        note = "%s %s over the snapshot size limit (git.maxFileMB), so not %s" % (
+            ", ".join(large[:10]), "is" if len(large) == 1 else "are", verb)
+        info["message"] = "%s; %s" % (info["message"], note) if info.get("message") else note
+    return info
+
+
+def _session_writes(session):
+    """The files every `log` grows or rewrites, at about their final sizes."""
+    out = []
+    for name, path, extra in (("the index", session.repo.index_path(), 0),
+                              (LOG_FILE, session.log_path, 1 << 14)):
+        try:
+            out.append((name, os.path.getsize(path) + extra))
+        except OSError:
+            pass
+    return out
+
+
+def keep_changes(session, changes, description, pname, metric, unit, short):
+    """Commits a keep (see commit_changes); (git info, commit) or a clear refusal."""
+    if not changes:
+        return {"action": "none", "message": "nothing to commit"}, short
+    again = again_command()
+    problem = room_problem(_session_writes(session) + [("the commit index", os.path.getsize(
+        session.repo.index_path()) if os.path.isfile(session.repo.index_path()) else 0)], session.repo.git_dir)
+    if problem:
+        fail("disk_full", "Not enough room: %s. Nothing was committed and nothing was logged (the "
+             "repository, your index and the log are unchanged). Free space or raise the limit, "
+             "then run the same command again: %s" % (problem, again))
+    message = "autotune: %s\n\nAutotune-Metric: %s=%s%s\n" % (
+        description.rstrip(), pname, trailer_number(metric), (" " + unit) if unit else "")
+    try:
+        new_head = commit_changes(session, changes, message, again)
+    except (GitError, OSError) as exc:
+        if not disk_full(exc):
+            raise
+        fail("disk_full", "%s while committing the keep: nothing was committed and nothing was "
+             "logged (the repository, your index and the log are unchanged). Free space, then run "
+             "the same command again: %s" % (why_no_room(exc), again))
+    if new_head is None:
+        return {"action": "none", "message": "nothing to commit"}, short
+    return {"action": "commit", "commit": new_head[:7], "files": [c.name for c in changes]}, new_head[:7]
 
 
 def control(action, check=None, **fields):
@@ -3167,8 +3998,9 @@ def cmd_rebaseline(args):
     if session.repo and state.snapshot:
         with LogLock(session):
             tree = snapshot_tree(session)
-        if tree != state.snapshot.get("tree"):
-            changed = [c.name for c in diff_trees(session, state.snapshot["tree"], tree)]
+        changed = ([c.name for c in experiment_changes(session, state.snapshot["tree"], tree)]
+                   if tree != state.snapshot.get("tree") else [])
+        if changed:
             fail("dirty_worktree", "The working tree has changes since the last logged result (%s): "
                  "an experiment in progress. Finish it first (`autotune run`, then `autotune log`), "
                  "so rebaseline measures the kept code." % ", ".join(changed[:10]))
@@ -3473,6 +4305,16 @@ def cmd_doctor(args):
             except AutotuneError as exc:
                 problem("benchmark_changed", exc.message)
     if session.repo is not None and state.config is not None:
+        stale = ignored_entries(session, private_index(session, "snapshot.index")[1]) \
+            if os.path.exists(session.cache("snapshot.index")) else []
+        if stale:
+            problem("snapshot_ignored", "autotune's snapshot index holds %d file%s that git ignores "
+                    "and you do not track (%s), left over from an experiment that edited the ignore "
+                    "rules: a keep could commit them and a discard revert them. The fix removes them "
+                    "from the snapshot; the files stay on disk." % (
+                        len(stale), "" if len(stale) == 1 else "s",
+                        ", ".join(os.fsdecode(p) for p in stale[:10])),
+                    fix=lambda lock: _fix_ignored(session, lock, stale))
         head = session.repo.head()
         snap = state.snapshot or {}
         if snap.get("head") and head != snap.get("head"):
@@ -3480,10 +4322,7 @@ def cmd_doctor(args):
             if own is not None:
                 problem("unlogged_keep", head_moved_message(snap["head"], head, own))
             else:
-                problem("head_moved", "HEAD moved from %s to %s outside autotune since the last "
-                        "logged result; `log` will refuse to commit or revert. The fix takes a new "
-                        "snapshot of the working tree as the start of the next experiment." % (
-                            snap["head"][:7], (head or "none")[:7]),
+                problem("head_moved", head_moved_problem(session, snap, head),
                         fix=lambda lock: _fix_snapshot(session, lock))
         if os.path.exists(os.path.join(session.repo.git_dir, "index.lock")):
             problem("git_locked", "%s exists: a git command is running or was killed. Delete it if "
@@ -3544,12 +4383,54 @@ def _fix_state(session):
         fail("io_error", "Cannot write %s; check its directory's permissions and free space." % STATE_FILE)
 
 
+def head_moved_problem(session, snap, head):
+    """doctor's words for a HEAD moved outside autotune, naming the experiment in
+    progress that the fix keeps pending."""
+    text = ("HEAD moved from %s to %s outside autotune since the last logged result; `log` will "
+            "refuse to commit or revert. " % (snap["head"][:7], (head or "none")[:7]))
+    pending = []
+    if snap.get("tree"):
+        with LogLock(session):
+            current = snapshot_tree(session)
+            base = rebased_snapshot(session, snap["tree"], snap["head"], head)
+            pending = [c.name for c in experiment_changes(session, base, current)]
+    if pending:
+        return text + ("The fix moves the snapshot onto the new HEAD (what you committed is yours) "
+                       "and keeps the experiment in progress pending (%s%s): `log` then keeps or "
+                       "discards it as usual." % (", ".join(pending[:10]), ", ..." if len(pending) > 10 else ""))
+    return text + "The fix moves the snapshot onto the new HEAD; no experiment is in progress."
+
+
 def _fix_snapshot(session, lock):
+    """Moves the snapshot onto the new HEAD without swallowing a pending experiment: the
+    files the user's commits changed are taken from HEAD, the rest stays as the snapshot
+    had it (rebased_snapshot)."""
     loaded = load_state(session)
+    snap = loaded.state.snapshot or {}
+    head = session.repo.head()
+    tree = (rebased_snapshot(session, snap["tree"], snap.get("head"), head) if snap.get("tree")
+            else snapshot_tree(session))
     entry = {"type": "control", "action": "snapshot", "timestamp": utc_now(),
-             "snapshot": {"tree": snapshot_tree(session), "head": session.repo.head()}}
-    anchor_snapshot(session, entry["snapshot"]["tree"])
+             "snapshot": dict(snap, tree=tree, head=head)}
+    anchor_snapshot(session, tree)
     append_entries(lock, session, loaded, [entry])
+
+
+def _fix_ignored(session, lock, stale):
+    """Removes ignored, untracked files from the private index and from the logged
+    snapshot, keeping any experiment in progress pending."""
+    _, env = private_index(session, "snapshot.index")
+    session.repo.run(["update-index", "-z", "--force-remove", "--stdin"], env=env,
+                     input=b"".join(p + b"\0" for p in stale))
+    loaded = load_state(session)
+    snap = loaded.state.snapshot or {}
+    if snap.get("tree"):
+        tree = without_paths(session, snap["tree"], stale)
+        if tree != snap["tree"]:
+            anchor_snapshot(session, tree)
+            append_entries(lock, session, loaded, [{"type": "control", "action": "snapshot",
+                                                    "timestamp": utc_now(),
+                                                    "snapshot": dict(snap, tree=tree)}])
 
 
 def doctor_report(args, session, problems):
@@ -5002,8 +5883,17 @@ def build_parser(only=None):
     return parser
 
 
+_INVOCATION = []
+
+
+def again_command():
+    """The command line of this call, to tell the user what to run again."""
+    return " ".join(["autotune"] + [_shell_quote(a) for a in _INVOCATION])
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    _INVOCATION[:] = argv
     command = argv[0] if argv and argv[0] in COMMANDS else None
     wants_json = command in AGENT_COMMANDS or "--json" in argv
     if command == "hook" and len(argv) == 2 and argv[1] in HOOKS:
