@@ -2144,17 +2144,41 @@ def _drop_ignored(session, env):
                          input=b"".join(p + b"\0" for p in stale))
 
 
+def _config_may_convert(repo):
+    """False when no config file can set core.autocrlf or core.attributesFile (read as
+    text, so the everyday case costs no process); True means ask git."""
+    if os.environ.get("GIT_CONFIG_PARAMETERS") or os.environ.get("GIT_CONFIG_COUNT"):
+        return True
+    home = os.path.expanduser("~")
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    for path in (os.path.join(repo.common_dir, "config"), os.path.join(repo.git_dir, "config.worktree"),
+                 os.path.join(home, ".gitconfig"), os.path.join(xdg, "git", "config"),
+                 os.environ.get("GIT_CONFIG_GLOBAL") or "", "/etc/gitconfig"):
+        try:
+            with open(path, "rb") as handle:
+                text = handle.read().lower()
+        except (OSError, ValueError):
+            continue
+        if b"autocrlf" in text or b"attributesfile" in text or b"include" in text:
+            return True
+    return False
+
+
 def _conversion_config(repo):
-    """(autocrlf on, any attributes file outside the tree) from one `git config` call."""
-    proc = repo.run(["config", "-z", "--get-regexp", r"^core\.(autocrlf|attributesfile)$"], check=False)
+    """(autocrlf on, any attributes file outside the tree), asking git only when a
+    config file mentions them."""
     autocrlf, attributes = False, False
+    home = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    if not _config_may_convert(repo):
+        return False, (os.path.isfile(os.path.join(repo.common_dir, "info", "attributes"))
+                       or os.path.isfile(os.path.join(home, "git", "attributes")))
+    proc = repo.run(["config", "-z", "--get-regexp", r"^core\.(autocrlf|attributesfile)$"], check=False)
     for item in proc.stdout.split(b"\0"):
         key, _, value = item.partition(b"\n")
         if key == b"core.autocrlf":
             autocrlf = value.strip().lower() in (b"true", b"input", b"yes", b"on", b"1")
         elif key == b"core.attributesfile" and value.strip():
             attributes = True
-    home = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     attributes = attributes or os.path.isfile(os.path.join(repo.common_dir, "info", "attributes")) \
         or os.path.isfile(os.path.join(home, "git", "attributes"))
     return autocrlf, attributes
