@@ -478,7 +478,8 @@ def test_a_large_untracked_file_is_not_copied_into_git_and_never_touched(tmp_pat
 
 
 def test_ignored_files_never_enter_a_keep_after_a_discarded_gitignore_edit(tmp_path):
-    bench = "#!/usr/bin/env bash\nmkdir -p dist\necho built > dist/out.txt\necho \"METRIC t=$(cat value.txt)\"\n"
+    bench = ("#!/usr/bin/env bash\nmkdir -p dist\necho \"built $RANDOM$RANDOM $(date +%N)\" > dist/out.txt\n"
+             "echo \"METRIC t=$(cat value.txt)\"\n")
     p = repo(tmp_path, {".gitignore": "dist\n"})
     p.write("autotune.sh", bench, mode=0o755)
     p.git("commit", "-q", "-am", "bench writes dist")
