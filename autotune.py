@@ -515,7 +515,7 @@ class Session(object):
     """Where a loop lives: its working directory, repository, settings and files."""
 
     __slots__ = ("workdir", "repo", "settings", "log_path", "state_path", "_cache_dir", "config_error",
-                 "oversized")
+                 "oversized", "converts")
 
     def __init__(self, workdir, repo, settings, config_error=None):
         self.workdir = workdir
@@ -526,6 +526,7 @@ class Session(object):
         self.state_path = os.path.join(workdir, STATE_FILE)
         self._cache_dir = None
         self.oversized = {}  # set by snapshot_tree: files left out of it for their size
+        self.converts = None  # set by snapshot_tree: False when git can convert no file's bytes
 
     def path(self, name):
         return os.path.join(self.workdir, name)
@@ -2098,8 +2099,7 @@ def snapshot_tree(session):
                 raise GitError(["add"], proc.returncode, proc.stderr)
             _reset_index(repo, index)
             continue
-        _drop_ignored(session, env)
-        _keep_raw_bytes(session, env)
+        _keep_raw_bytes(session, env, _drop_ignored(session, env))
         tree = repo.run(["write-tree"], env=env, check=False)
         if tree.returncode == 0:
             return tree.stdout.decode("ascii").strip()
@@ -2124,13 +2124,19 @@ def _reset_index(repo, index):
         repo.run(["read-tree", "HEAD"], env=git_env(GIT_INDEX_FILE=index))
 
 
-def ignored_entries(session, env):
+def ignored_entries(session, env, attributes=None):
     """Entries of the private index that the ignore rules in force ignore and that the
-    user's own index does not track: left over from an experiment that un-ignored them."""
+    user's own index does not track: left over from an experiment that un-ignored them.
+    With a list `attributes`, the same git call also appends the .gitattributes files
+    the index holds (listed as if ignored by an extra -x pattern, then told apart)."""
     repo = session.repo
+    extra = ["-x", ".gitattributes"] if attributes is not None else []
     listed = [p for p in repo.run(["ls-files", "-z", "--full-name", "--cached", "--ignored",
-                                   "--exclude-standard"], env=env, cwd=session.workdir,
+                                   "--exclude-standard"] + extra, env=env, cwd=repo.root,
                                   check=False).stdout.split(b"\0") if p]
+    if attributes is not None:
+        attributes.extend(p for p in listed if p.rsplit(b"/", 1)[-1] == b".gitattributes")
+        listed = [p for p in listed if p.rsplit(b"/", 1)[-1] != b".gitattributes"]
     if not listed:
         return []
     tracked = set(repo.run(["ls-files", "-z", "--full-name"]).stdout.split(b"\0"))
@@ -2138,10 +2144,13 @@ def ignored_entries(session, env):
 
 
 def _drop_ignored(session, env):
-    stale = ignored_entries(session, env)
+    """Removes stale ignored entries; returns the .gitattributes files the index holds."""
+    attributes = []
+    stale = ignored_entries(session, env, attributes)
     if stale:
         session.repo.run(["update-index", "-z", "--force-remove", "--stdin"], env=env,
                          input=b"".join(p + b"\0" for p in stale))
+    return attributes
 
 
 def _config_may_convert(repo):
@@ -2217,17 +2226,15 @@ def _blob_id(data, length):
     return digest.hexdigest().encode("ascii")
 
 
-def _keep_raw_bytes(session, env):
+def _keep_raw_bytes(session, env, attribute_files):
     """Replaces, in the private index, every blob that git's clean filter or end-of-line
     conversion made different from the file on disk by the file's raw bytes, so a
     restore writes back exactly what was there (a notebook's outputs, CRLF endings)."""
     repo = session.repo
     autocrlf, attributes = _conversion_config(repo)
-    if not autocrlf and not attributes:
-        marks = repo.run(["ls-files", "-z", "--", ":(glob)**/.gitattributes"], env=env,
-                         cwd=repo.root, check=False).stdout
-        if not marks.strip(b"\0"):
-            return  # nothing can convert: the everyday case, two cheap calls
+    session.converts = bool(autocrlf or attributes or attribute_files)
+    if not session.converts:
+        return  # nothing can convert: the everyday case, no extra process
     entries = {}
     for line in repo.run(["ls-files", "-z", "-s", "--full-name"], env=env, cwd=session.workdir
                          ).stdout.split(b"\0"):
@@ -2393,6 +2400,14 @@ def _merge_blobs(repo, ours, base, theirs):
     return repo.run(["hash-object", "-w", "--no-filters", "--stdin"], input=proc.stdout).stdout.strip()
 
 
+def session_head_entries(session, head, paths):
+    """{path: (mode, sha)} of HEAD for these repository paths (one ls-tree)."""
+    if not head or not paths:
+        return {}
+    return _ls_entries(session.repo, ["ls-tree", "-r", "-z", "--full-tree", head, "--"] + [
+        ":(literal)" + os.fsdecode(p) for p in paths])
+
+
 def commit_entries(session, changes, head):
     """The (mode, sha, path) entries a keep commits: the experiment's change applied to
     HEAD's version of each file. Where the user had uncommitted edits in a file before
@@ -2401,12 +2416,10 @@ def commit_entries(session, changes, head):
     HEAD), so the user's edits stay uncommitted in the working tree. Refuses, naming the
     files, when the two cannot be separated. Blobs are cleaned as git would commit them."""
     repo = session.repo
-    paths = [c.path for c in changes]
-    head_entries = _ls_entries(repo, ["ls-tree", "-r", "-z", head, "--"] + [
-        ":(literal)" + os.fsdecode(p) for p in paths]) if head else {}
+    head_entries = session_head_entries(session, head, [c.path for c in changes])
     regular = (b"100644", b"100755")
     converted = converted_paths(repo, [c.path for c in changes if c.old_mode in regular
-                                       or c.new_mode in regular])
+                                       or c.new_mode in regular]) if session.converts is not False else set()
 
     def entry(mode, sha, path):
         if mode == ZERO_MODE:
@@ -2481,7 +2494,8 @@ def _new_user_index(session, head_entries, entries):
         except OSError:
             pass
     env = git_env(GIT_INDEX_FILE=index)
-    staged = _ls_entries(repo, ["ls-files", "-s", "-z", "--full-name"], env=env) if os.path.isfile(index) else {}
+    staged = _ls_entries(repo, ["ls-files", "-s", "-z", "--full-name", "--"] + [
+        ":(top,literal)" + os.fsdecode(p) for _, _, p in entries], env=env) if os.path.isfile(index) else {}
     records, mixed = [], []
     for mode, sha, path in entries:
         old, mine = head_entries.get(path), staged.get(path)
@@ -2523,8 +2537,7 @@ def commit_changes(session, changes, message, again="autotune log"):
     tree = repo.run(["write-tree"], env=env).stdout.decode().strip()
     if head and tree == head_tree(repo, head):
         return None
-    head_entries = _ls_entries(repo, ["ls-tree", "-r", "-z", head, "--"] + [
-        ":(literal)" + os.fsdecode(p) for _, _, p in entries]) if head else {}
+    head_entries = session_head_entries(session, head, [p for _, _, p in entries])
     lock_path, fd = lock_user_index(repo, again)
     try:
         data = _new_user_index(session, head_entries, entries)
