@@ -1953,6 +1953,18 @@ def _add_lines(path, lines, sep):
     return len(new)
 
 
+def ensure_excluded(session):
+    """exclude_session_files for a session started by an older version: one file read
+    when the exclude file already has autotune's lines."""
+    try:
+        with open(os.path.join(session.repo.common_dir, "info", "exclude"), "rb") as handle:
+            if b"# autotune session files" in handle.read():
+                return
+    except OSError:
+        pass
+    exclude_session_files(session)
+
+
 def exclude_session_files(session):
     """Keeps what autotune writes in the working directory out of `git status`: the log,
     the state, the living document and idea backlog, their temporary files, and a copy
@@ -2384,20 +2396,58 @@ def _clean_blob(repo, sha, path):
                     input=data).stdout.strip()
 
 
-def _merge_blobs(repo, ours, base, theirs):
-    """`git merge-file` of three blobs; the merged blob, or None on a conflict (or binary)."""
-    import tempfile
-    blobs = _cat_blobs(repo, [ours, base, theirs])
-    with tempfile.TemporaryDirectory(prefix="autotune-merge-") as tmp:
-        names = []
-        for label, sha in (("ours", ours), ("base", base), ("theirs", theirs)):
-            names.append(os.path.join(tmp, label))
-            with open(names[-1], "wb") as handle:
-                handle.write(blobs[sha])
-        proc = repo.run(["merge-file", "-p", "-q"] + names, check=False)
-    if proc.returncode != 0:
+def _hunks(a, b):
+    """The differing regions between line lists a and b: (a1, a2, b1, b2) tuples."""
+    import difflib
+    return [(i1, i2, j1, j2) for tag, i1, i2, j1, j2 in
+            difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes() if tag != "equal"]
+
+
+def _overlaps(one, other):
+    """Whether two base-line ranges touch the same lines: ranges overlap; an insertion
+    conflicts with an insertion at the same place or with a range around it (an edit
+    right next to another is not a conflict)."""
+    a1, a2 = one
+    c1, c2 = other
+    if a1 == a2 and c1 == c2:
+        return a1 == c1
+    if a1 == a2:
+        return c1 < a1 < c2
+    if c1 == c2:
+        return a1 < c1 < a2
+    return a1 < c2 and c1 < a2
+
+
+def apply_experiment(head, base, ours):
+    """HEAD's text with the experiment's hunks (base -> ours) applied, where base is
+    HEAD plus the user's uncommitted hunks: the user's hunks are left out, the
+    experiment's kept. Pure, on bytes; None when a hunk of each touches the same lines
+    (or the text is binary)."""
+    if b"\0" in head or b"\0" in base or b"\0" in ours:
         return None
-    return repo.run(["hash-object", "-w", "--no-filters", "--stdin"], input=proc.stdout).stdout.strip()
+    h, b, o = head.splitlines(True), base.splitlines(True), ours.splitlines(True)
+    users = [(j1, j2, h[i1:i2]) for i1, i2, j1, j2 in _hunks(h, b)]   # in base: j1..j2 <- HEAD's lines
+    experiment = [(i1, i2, o[j1:j2]) for i1, i2, j1, j2 in _hunks(b, o)]
+    for e1, e2, _ in experiment:
+        if any(_overlaps((e1, e2), (u1, u2)) for u1, u2, _ in users):
+            return None
+    edits = sorted(users + experiment, key=lambda edit: (edit[0], edit[1]))
+    out, pos = [], 0
+    for start, stop, lines in edits:
+        out.extend(b[pos:start])
+        out.extend(lines)
+        pos = stop
+    out.extend(b[pos:])
+    return b"".join(out)
+
+
+def _merge_blobs(repo, at_head, base, ours):
+    """apply_experiment on three blobs; the written result blob, or None."""
+    blobs = _cat_blobs(repo, [at_head, base, ours])
+    merged = apply_experiment(blobs[at_head], blobs[base], blobs[ours])
+    if merged is None:
+        return None
+    return repo.run(["hash-object", "-w", "--no-filters", "--stdin"], input=merged).stdout.strip()
 
 
 def session_head_entries(session, head, paths):
@@ -3405,6 +3455,7 @@ def cmd_run(args):
     tree_before = None
     if repo:
         with LogLock(session):
+            ensure_excluded(session)
             tree_before = snapshot_tree(session)
         large = large_changes((state.snapshot or {}).get("large"), large_record(session))
         if large:
@@ -3772,8 +3823,8 @@ def head_moved_message(snapshot_head, head, own):
                                                   _shell_quote(own[0])))
     return ("HEAD moved from %s to %s outside autotune since the last logged result, so autotune "
             "will not guess what to commit or revert. Check `git log` and `git status`; `autotune "
-            "doctor --fix` takes a new snapshot, and `autotune log ... --force` records the result "
-            "without touching git." % (snapshot_head[:7], (head or "nothing")[:7]))
+            "doctor --fix` moves the snapshot onto the new HEAD and keeps the experiment pending, "
+            "and `autotune log ... --force` records the result without touching git." % (snapshot_head[:7], (head or "nothing")[:7]))
 
 
 def metric_for_log(status, metric_flag, m, force):

@@ -539,3 +539,65 @@ def test_doctor_fix_after_head_moved_keeps_the_experiment_pending(tmp_path):
     assert p.read("code.py") == "x = 1\n" and p.read("value.txt") == "10\n"
     assert p.read("mine.txt") == "the user's own file\n"
     assert p.git("status", "--porcelain") == ""
+
+
+def test_a_keep_merges_into_the_users_staged_version_of_the_file(tmp_path):
+    p = repo(tmp_path, {"code.py": LINES})
+    staged = edit(LINES, {2: "line 2 (staged by me)\n"})
+    p.write("code.py", staged)
+    p.git("add", "code.py")
+    start(p)
+    p.write("code.py", edit(staged, {10: "line 10 (experiment)\n"}))
+    p.write("value.txt", "5\n")
+    p.ok("run")
+    p.ok("log", "--status", "keep", "--description", "experiment")
+    assert p.git("show", "HEAD:code.py") == edit(LINES, {10: "line 10 (experiment)\n"})
+    cached = p.git("diff", "--cached", "-U0")                 # still staged: the user's line only
+    assert "+line 2 (staged by me)" in cached and "experiment" not in cached
+    assert p.git("diff") == ""
+
+
+def test_a_session_started_by_an_older_version_is_excluded_at_its_next_run(tmp_path):
+    p = repo(tmp_path)
+    start(p)
+    exclude = os.path.join(str(p.path), ".git", "info", "exclude")
+    with open(exclude, "w") as handle:
+        handle.write("# the user's own line\n*.swp\n")
+    assert "autotune.jsonl" in p.git("status", "--porcelain")
+    p.ok("run")
+    assert p.git("status", "--porcelain") == ""
+    with open(exclude) as handle:
+        assert handle.read().startswith("# the user's own line\n*.swp\n")
+
+
+def test_apply_experiment_separates_hunks_next_to_each_other_and_refuses_the_same_lines():
+    from autotune import apply_experiment
+    head = b"a\nb\nc\nd\n"
+    base = b"a (mine)\nb\nc\nd\n"                                  # the user's edit of line 1
+    assert apply_experiment(head, base, b"a (mine)\nb (exp)\nc\nd\n") == b"a\nb (exp)\nc\nd\n"
+    assert apply_experiment(head, base, b"a (mine)\nnew\nb\nc\nd\n") == b"a\nnew\nb\nc\nd\n"
+    assert apply_experiment(head, base, b"a (mine)\nb\nc\n") == b"a\nb\nc\n"            # deletion
+    assert apply_experiment(head, base, b"a (mine, exp)\nb\nc\nd\n") is None           # same line
+    assert apply_experiment(b"x\n", b"x\nmine\n", b"x\nmine\nexp\n") == b"x\nexp\n"
+    assert apply_experiment(b"x\n", b"x\nmine\n", b"x\nexp\nmine\n") == b"x\nexp\n"  # just before
+    assert apply_experiment(b"x\ny\nz\n", b"x\nz\n", b"x\nnew\nz\n") is None   # where the user deleted
+    assert apply_experiment(b"a\n", b"a\nb", b"a\nb\nc") is None                    # no final newline
+    assert apply_experiment(b"\0bin", b"\0bin2", b"\0bin3") is None
+
+
+def test_apply_experiment_on_random_interleavings_gives_head_plus_the_experiment():
+    import random
+    from autotune import apply_experiment
+    rng = random.Random(10)
+    for _ in range(200):
+        n = rng.randint(4, 40)
+        head = ["line %d\n" % i for i in range(n)]
+        owner = [rng.choice("u e . . .") for _ in range(n)]     # who edits each line
+        for i in range(1, n):                                     # keep owners apart by a line
+            if owner[i] != "." and owner[i - 1] not in (".", owner[i]):
+                owner[i] = "."
+        base = [l.replace("\n", " (mine)\n") if o == "u" else l for l, o in zip(head, owner)]
+        ours = [l.replace("\n", " (exp)\n") if o == "e" else l for l, o in zip(base, owner)]
+        expected = [l.replace("\n", " (exp)\n") if o == "e" else l for l, o in zip(head, owner)]
+        got = apply_experiment("".join(head).encode(), "".join(base).encode(), "".join(ours).encode())
+        assert got == "".join(expected).encode(), owner
