@@ -601,3 +601,19 @@ def test_apply_experiment_on_random_interleavings_gives_head_plus_the_experiment
         expected = [l.replace("\n", " (exp)\n") if o == "e" else l for l, o in zip(head, owner)]
         got = apply_experiment("".join(head).encode(), "".join(base).encode(), "".join(ours).encode())
         assert got == "".join(expected).encode(), owner
+
+
+def test_a_hook_that_rejects_saving_a_discard_shows_its_message_and_reverts_nothing(tmp_path):
+    p = repo(tmp_path)
+    start(p)
+    hook = os.path.join(str(p.path), ".git", "hooks", "reference-transaction")
+    with open(hook, "w") as handle:
+        handle.write("#!/bin/sh\nif [ \"$1\" = prepared ] && grep -q discarded; then\n"
+                     "  echo 'audit: refs/autotune is not allowed here' >&2\n  exit 1\nfi\n")
+    os.chmod(hook, 0o755)
+    p.write("value.txt", "20\n")
+    p.ok("run")
+    state, log, tree = git_state(p), p.snapshot_bytes(), tree_bytes(p.path)
+    refused = p.cli("log", "--status", "discard", "--description", "worse")
+    assert refused.rc != 0 and "refs/autotune is not allowed here" in refused.json["message"], refused
+    assert git_state(p) == state and p.snapshot_bytes() == log and tree_bytes(p.path) == tree
