@@ -1766,6 +1766,10 @@ def disk_full(exc):
     return isinstance(exc, OSError) and exc.errno in {getattr(errno, n, -1) for n in DISK_ERRNOS}
 
 
+def remedy(exc):
+    return "Free space (or raise the file-size limit)" if disk_full(exc) else "Fix that"
+
+
 def why_no_room(exc):
     if isinstance(exc, GitError):
         return "git could not write: %s" % exc.message
@@ -2238,10 +2242,27 @@ def _blob_id(data, length):
     return digest.hexdigest().encode("ascii")
 
 
+def _raw_record(session):
+    """autotune's record of converted files: "known" {path: [size, mtime_ns, raw sha]}
+    (so an unchanged file is not re-read) and "cleaned" [[path, sha]] (files over the
+    size limit whose snapshot holds git's cleaned blob: a restore smudges those)."""
+    try:
+        with open(session.cache("raw.json"), "rb") as handle:
+            data = json.loads(handle.read().decode("utf-8"))
+        if isinstance(data, dict):
+            return {"known": data.get("known") or {}, "cleaned": data.get("cleaned") or []}
+    except (OSError, ValueError, UnicodeDecodeError):
+        pass
+    return {"known": {}, "cleaned": []}
+
+
 def _keep_raw_bytes(session, env, attribute_files):
     """Replaces, in the private index, every blob that git's clean filter or end-of-line
     conversion made different from the file on disk by the file's raw bytes, so a
-    restore writes back exactly what was there (a notebook's outputs, CRLF endings)."""
+    restore writes back exactly what was there (a notebook's outputs, CRLF endings). A
+    file over the size limit (a Git LFS object) keeps its cleaned blob and is recorded,
+    so a restore smudges it as git would; a file whose size and mtime are as recorded
+    is not read again."""
     repo = session.repo
     autocrlf, attributes = _conversion_config(repo)
     session.converts = bool(autocrlf or attributes or attribute_files)
@@ -2255,21 +2276,49 @@ def _keep_raw_bytes(session, env, attribute_files):
             mode, sha, _stage = meta.split(b" ")
             if mode in (b"100644", b"100755"):
                 entries[path] = (mode, sha)
-    changed = []
+    record = _raw_record(session)
+    known, cleaned = record["known"], {tuple(pair) for pair in record["cleaned"]}
+    limit, now = session.settings.max_file_bytes, time.time_ns() if hasattr(time, "time_ns") else int(time.time() * 1e9)
+    fix, hash_paths = {}, []
     for path in converted_paths(repo, list(entries), autocrlf):
+        name = os.fsdecode(path)
         try:
-            with open(os.path.join(repo.root, os.fsdecode(path)), "rb") as handle:
-                data = handle.read()
+            st = os.lstat(os.path.join(repo.root, name))
         except OSError:
             continue
         mode, sha = entries[path]
-        if _blob_id(data, len(sha)) != sha:
-            changed.append(path)
-    if changed:
+        if limit and st.st_size > limit:
+            cleaned.add((name, sha.decode()))
+            continue
+        mark = known.get(name)
+        if mark and mark[:2] == [st.st_size, st.st_mtime_ns]:
+            if mark[2].encode() != sha:
+                fix[path] = mark[2].encode()
+            continue
+        try:
+            with open(os.path.join(repo.root, name), "rb") as handle:
+                data = handle.read()
+        except OSError:
+            continue
+        raw = _blob_id(data, len(sha))
+        if raw != sha:
+            hash_paths.append(path)
+        if st.st_mtime_ns < now - 2 * 10 ** 9:  # an older mtime cannot hide a same-tick edit
+            known[name] = [st.st_size, st.st_mtime_ns, raw.decode()]
+    if hash_paths:
         shas = repo.run(["hash-object", "-w", "--no-filters", "--stdin-paths"], cwd=repo.root,
-                        input=b"".join(p + b"\n" for p in changed)).stdout.split()
+                        input=b"".join(p + b"\n" for p in hash_paths)).stdout.split()
+        fix.update(zip(hash_paths, shas))
+    if fix:
         repo.run(["update-index", "-z", "--index-info"], env=env, input=_index_records(
-            (entries[p][0], sha, p) for p, sha in zip(changed, shas)))
+            (entries[p][0], sha, p) for p, sha in fix.items()))
+    data = {"known": {k: v for k, v in known.items() if os.fsencode(k) in entries},
+            "cleaned": sorted(list(pair) for pair in cleaned)}
+    if data != record:
+        try:
+            write_atomic(session.cache("raw.json"), json.dumps(data).encode("utf-8"))
+        except OSError:
+            pass  # only a cache: the next snapshot reads the files again
 
 
 def diff_trees(session, base, current, tracked_only=False):
@@ -2807,12 +2856,19 @@ def restore_changes(session, changes):
         if change.old_mode == ZERO_MODE:
             unlink_in_tree(repo.root, change.path)
     restore = [c for c in files if c.old_mode != ZERO_MODE]
-    blobs = _cat_blobs(repo, [c.old_sha for c in restore])
+    cleaned = {(os.fsencode(p), s.encode()) for p, s in _raw_record(session)["cleaned"]} \
+        if session.converts is not False else set()
+    smudge = [c for c in restore if (c.path, c.old_sha) in cleaned]
+    blobs = _cat_blobs(repo, [c.old_sha for c in restore if c not in smudge])
     for change in restore:
-        write_in_tree(repo.root, change.path, change.old_mode, blobs[change.old_sha])
+        if change not in smudge:
+            write_in_tree(repo.root, change.path, change.old_mode, blobs[change.old_sha])
     _, env = private_index(session, "snapshot.index")
     repo.run(["update-index", "-z", "--index-info"], env=env,
              input=_index_records((c.old_mode, c.old_sha, c.path) for c in files))
+    if smudge:  # a large file whose snapshot is git's cleaned blob (an LFS pointer): as git would
+        repo.run(["checkout-index", "-f", "-u", "-z", "--stdin"], env=env,
+                 input=b"".join(c.path + b"\0" for c in smudge))
 
 
 def rebased_snapshot(session, tree, old_head, new_head):
@@ -3699,7 +3755,7 @@ def cmd_log(args):
             skip_git = not adopting
             d.forced = d.forced or skip_git
         index = state.n_exp + 1
-        current = snapshot_tree(session)
+        current = snapshot_or_fail(session)
         if (d.status == "keep" and d.measured and m.tree and current != m.tree and not args.force
                 and not skip_git and args.commit is None):
             fail("stale_run", "The working tree changed after `autotune run` measured it; run the "
@@ -3905,10 +3961,10 @@ def apply_git(session, state, status, description, pname, metric, unit, label, i
     try:
         ref = save_discarded(session, base, current, label, description)
     except (GitError, OSError) as exc:
-        if not disk_full(exc):
+        if isinstance(exc, GitError) and not disk_full(exc):
             raise
-        fail("disk_full", "%s while saving the experiment: nothing was reverted and nothing was "
-             "logged. Free space, then run the same command again: %s" % (why_no_room(exc), again))
+        fail("disk_full" if disk_full(exc) else "io_error", "%s while saving the experiment: nothing was reverted and nothing was "
+             "logged. %s, then run the same command again: %s" % (why_no_room(exc), remedy(exc), again))
     try:
         restore_changes(session, changes)
     except (GitError, OSError) as exc:
@@ -3925,6 +3981,18 @@ def apply_git(session, state, status, description, pname, metric, unit, label, i
         info["message"] = ("submodules are not reverted (%s): check them out by hand" % ", ".join(left))
     exact = not (keep_created or left or len(changes) != len(every))
     return with_large(info, large, "reverted"), short, (base if exact else snapshot_tree(session))
+
+
+def snapshot_or_fail(session):
+    """snapshot_tree for `log`, with a full disk said plainly (nothing changed yet)."""
+    try:
+        return snapshot_tree(session)
+    except (GitError, OSError) as exc:
+        if isinstance(exc, GitError) and not disk_full(exc):
+            raise
+        fail("disk_full" if disk_full(exc) else "io_error", "%s while taking the snapshot of the "
+             "working tree: nothing was committed, reverted or logged. Fix that, then run the same "
+             "command again: %s" % (why_no_room(exc), again_command()))
 
 
 def with_large(info, large, verb):
@@ -3965,11 +4033,11 @@ def keep_changes(session, changes, description, pname, metric, unit, short):
     try:
         new_head = commit_changes(session, changes, message, again)
     except (GitError, OSError) as exc:
-        if not disk_full(exc):
+        if isinstance(exc, GitError) and not disk_full(exc):
             raise
-        fail("disk_full", "%s while committing the keep: nothing was committed and nothing was "
-             "logged (the repository, your index and the log are unchanged). Free space, then run "
-             "the same command again: %s" % (why_no_room(exc), again))
+        fail("disk_full" if disk_full(exc) else "io_error", "%s while committing the keep: nothing was committed and nothing was "
+             "logged (the repository, your index and the log are unchanged). %s, then run the "
+             "same command again: %s" % (why_no_room(exc), remedy(exc), again))
     if new_head is None:
         return {"action": "none", "message": "nothing to commit"}, short
     return {"action": "commit", "commit": new_head[:7], "files": [c.name for c in changes]}, new_head[:7]

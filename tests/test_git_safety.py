@@ -617,3 +617,35 @@ def test_a_hook_that_rejects_saving_a_discard_shows_its_message_and_reverts_noth
     refused = p.cli("log", "--status", "discard", "--description", "worse")
     assert refused.rc != 0 and "refs/autotune is not allowed here" in refused.json["message"], refused
     assert git_state(p) == state and p.snapshot_bytes() == log and tree_bytes(p.path) == tree
+
+
+LFS_CLEAN = """#!/bin/sh
+# a Git LFS stand-in: the content goes to a store, git keeps a pointer
+tmp=$(mktemp); cat > "$tmp"; id=$(git hash-object --no-filters "$tmp")
+mkdir -p "$STORE"; mv "$tmp" "$STORE/$id"; echo "pointer $id"
+"""
+LFS_SMUDGE = """#!/bin/sh
+read word id; cat "$STORE/$id"
+"""
+
+
+def test_a_large_file_behind_a_clean_filter_is_not_copied_raw_and_is_restored_by_smudging(tmp_path):
+    store = str(tmp_path / "lfs-store")
+    p = repo(tmp_path, {".gitattributes": "*.bin filter=lfsish\n"}, config={"git": {"maxFileMB": 0.01}})
+    p.write("clean.sh", LFS_CLEAN.replace("$STORE", store), mode=0o755)
+    p.write("smudge.sh", LFS_SMUDGE.replace("$STORE", store), mode=0o755)
+    p.git("config", "filter.lfsish.clean", os.path.join(str(p.path), "clean.sh"))
+    p.git("config", "filter.lfsish.smudge", os.path.join(str(p.path), "smudge.sh"))
+    model = os.urandom(30000)
+    with open(os.path.join(str(p.path), "model.bin"), "wb") as handle:
+        handle.write(model)
+    p.git("add", "model.bin", "clean.sh", "smudge.sh")
+    p.git("commit", "-q", "-m", "model in the store")
+    start(p)
+    raw = subprocess.run(["git", "hash-object", "--no-filters", "model.bin"], cwd=str(p.path),
+                         env=clean_env(), stdout=subprocess.PIPE).stdout.decode().strip()
+    assert subprocess.run(["git", "cat-file", "-e", raw], cwd=str(p.path), env=clean_env()).returncode != 0
+    with open(os.path.join(str(p.path), "model.bin"), "wb") as handle:
+        handle.write(os.urandom(30000))
+    worse(p)
+    assert read(p.path / "model.bin") == model
