@@ -99,9 +99,40 @@ CHECKS_TAIL_LINES, CHECKS_TAIL_BYTES = 20, 2048
 MAX_LINE_BYTES = 65536        # a longer output line is cut (METRIC lines are short)
 MAX_TEXT_CHARS = 20000        # descriptions and reasons
 MAX_JSON_ARG_CHARS = 200000   # --metrics / --asi
-STATE_FORMAT = 4              # bump when the state cache changes shape
+STATE_FORMAT = 5              # bump when the state cache changes shape
 
-AGENT_COMMANDS = ("init", "run", "log", "rebaseline", "hook")
+AGENT_COMMANDS = ("init", "run", "log", "rebaseline", "hook", "detect")
+
+# Ecosystems. Lockfiles pin what is installed: their SHA-256 is part of every result's
+# environment record, and a keep or discard that changes one (or a manifest) names the
+# command that brings the installed dependencies back in line with the code.
+LOCKFILES = ("package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml", "bun.lockb",
+             "bun.lock", "uv.lock", "poetry.lock", "Pipfile.lock", "pdm.lock", "Cargo.lock",
+             "go.sum", "Gemfile.lock", "composer.lock")
+LOCKFILE_GLOBS = ("requirements*.txt",)
+LOCK_SUFFIXES = (".json", ".lock", ".yaml", ".lockb", ".sum", ".txt")  # tells a lockfile from a tool
+MANIFESTS = ("package.json", "pyproject.toml", "setup.py", "setup.cfg", "Pipfile", "Cargo.toml",
+             "go.mod", "Gemfile", "composer.json")
+# (marker files, tools): a project with any marker uses these toolchains
+TOOLCHAIN_MARKERS = (
+    (("package.json",), ("node", "npm")),
+    (("pnpm-lock.yaml",), ("pnpm",)),
+    (("yarn.lock",), ("yarn",)),
+    (("bun.lockb", "bun.lock"), ("bun",)),
+    (("Cargo.toml",), ("cargo", "rustc")),
+    (("go.mod",), ("go",)),
+    (("pom.xml", "build.gradle", "build.gradle.kts"), ("java",)),
+    (("pyproject.toml", "setup.py", "setup.cfg", "tox.ini", "Pipfile", "uv.lock", "poetry.lock",
+      "requirements.txt"), ("python",)),
+    (("uv.lock",), ("uv",)),
+    (("poetry.lock",), ("poetry",)),
+    (("Gemfile",), ("ruby",)),
+)
+# the argv that prints a tool's version (java prints it on stderr; both are read)
+VERSION_ARGV = {"go": ("version",), "java": ("-version",)}
+TOOLCHAIN_CACHE_SECONDS = 3600  # a version manager can switch a tool behind the same path
+DEFAULT_BENCH_ENV = (("NO_COLOR", "1"), ("FORCE_COLOR", "0"))
+SYNC_TAIL_LINES, SYNC_TAIL_BYTES = 20, 2048
 
 # -------------------------------------------------------------------- errors ----
 
@@ -158,6 +189,31 @@ def _one_line(text, limit):
 def _shell_quote(text):
     import shlex
     return shlex.quote(text)
+
+
+_ANSI = None
+
+
+def clean_tail(text):
+    """A captured output tail as a terminal would show it: ANSI escape sequences (colours,
+    cursor moves, OSC titles and links) removed, and of a line redrawn with carriage
+    returns (a progress bar) only its last state kept. Test runners colour their output;
+    an agent reads these tails as text."""
+    global _ANSI
+    if "\x1b" not in text and "\x9b" not in text and "\r" not in text:
+        return text
+    if _ANSI is None:
+        import re
+        _ANSI = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"       # CSI: colours, cursor
+                           r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC
+                           r"|\x1b[PX^_][^\x1b\x9c]*(?:\x1b\\|\x9c)?"  # DCS, SOS, PM, APC
+                           r"|\x1b[ -/]*[0-~]?")                     # other escapes
+    lines = _ANSI.sub("", text).split("\n")
+    for i, line in enumerate(lines):
+        if "\r" in line:
+            line = line.rstrip("\r")
+            lines[i] = line[line.rfind("\r") + 1:]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- data model ----
@@ -219,6 +275,7 @@ class Settings(Record):
         ("max_resumes", DEFAULT_MAX_RESUMES), ("resume_interval_min", DEFAULT_RESUME_INTERVAL_MIN),
         ("max_consecutive_blocks", DEFAULT_MAX_CONSECUTIVE_BLOCKS), ("max_blocks", DEFAULT_MAX_BLOCKS),
         ("max_file_bytes", int(DEFAULT_MAX_FILE_MB * (1 << 20))),
+        ("sync_command", None), ("env", dict),
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -267,6 +324,7 @@ class State(Record):
         ("baseline", None), ("best", None), ("reference", None), ("last", None),
         ("confidence", None), ("snapshot", None), ("metric_names", None),
         ("stop_streak", 0), ("stop_blocks", 0), ("stopped_by", None), ("rebaselined_at", None),
+        ("toolchain", None), ("last_toolchain", None), ("resume_capped", None),
         # cache bookkeeping
         ("format", STATE_FORMAT), ("log_size", 0), ("log_tail", ""), ("lines", 0),
         ("bad_lines", 0), ("bad_line_numbers", list),
@@ -400,7 +458,7 @@ def load_settings(path):
     top = _ConfigReader(path, data)
     top.check_keys(("workingDir", "maxIterations", "autoResume", "mode", "repeat", "health",
                     "recovery", "budget", "evaluator", "guardrails", "holdout", "timeouts",
-                    "resume", "git"))
+                    "resume", "syncCommand", "env", "git"))
     settings.raw = data
     settings.working_dir = top.get("workingDir", "str")
     settings.max_iterations = top.get("maxIterations", "int", low=1)
@@ -478,6 +536,14 @@ def load_settings(path):
         git.check_keys(("maxFileMB",))
         limit = git.get("maxFileMB", "number", DEFAULT_MAX_FILE_MB, low=0)
         settings.max_file_bytes = int(limit * (1 << 20))  # 0: no limit
+    settings.sync_command = top.get("syncCommand", "str")
+    env = top.get("env", "object")
+    if env:
+        for name, value in env.data.items():
+            if not name or "=" in name or "\0" in name or not (value is None or isinstance(value, str)) \
+                    or (isinstance(value, str) and "\0" in value):
+                env.error(name, "a string (or null to unset the variable)")
+        settings.env = dict(env.data)
     return settings
 
 
@@ -719,6 +785,63 @@ _SEGMENT_KEEP = ("segments", "total_results", "format", "log_size", "log_tail", 
                  "resume_count", "resume_at", "stop_blocks")  # the resume caps are per session
 
 
+def toolchain_of(env):
+    """{"tools", "locks"} from a result's environment record, or None when it has none
+    (a record of an older version); junk from a hand-edited log is dropped."""
+    if not isinstance(env, dict) or ("toolchain" not in env and "lockfiles" not in env):
+        return None
+
+    def clean(value):
+        if not isinstance(value, dict):
+            return {}
+        return {str(k)[:200]: (v[:200] if isinstance(v, str) else None)
+                for k, v in list(value.items())[:30]}
+    return {"tools": clean(env.get("toolchain")), "locks": clean(env.get("lockfiles"))}
+
+
+def toolchain_changes(reference, current, locks=True):
+    """What differs between two toolchain records, as short phrases (tools first)."""
+    if not reference or not current:
+        return []
+    changes = []
+    old, new = reference.get("tools") or {}, current.get("tools") or {}
+    for tool in sorted(set(old) | set(new)):
+        if tool in old and tool in new:
+            if old[tool] != new[tool]:
+                changes.append("%s %s → %s" % (tool, old[tool] or "not found", new[tool] or "not found"))
+        elif tool in new and new[tool]:
+            changes.append("%s %s (not used at the baseline)" % (tool, new[tool]))
+    if not locks:
+        return changes
+    old, new = reference.get("locks") or {}, current.get("locks") or {}
+    since = reference.get("lock_index")
+    where = (" since #%s, the last keep" % since) if since and since != reference.get("index") else ""
+    for name in sorted(set(old) | set(new)):
+        if name not in new:
+            changes.append("%s was removed%s" % (name, where))
+        elif name not in old:
+            changes.append("%s was added%s" % (name, where))
+        elif old[name] != new[name]:
+            changes.append("%s changed%s (sha256 %s → %s)" % (name, where, (old[name] or "?")[:8],
+                                                             (new[name] or "?")[:8]))
+    return changes
+
+
+def toolchain_warning(changes):
+    """One sentence for run and explain; what it implies depends on what changed: other tool
+    versions make numbers incomparable, a lockfile change is usually the experiment's own."""
+    if not changes:
+        return None
+    tools = [c for c in changes if not c.split(" ", 1)[0].endswith(LOCK_SUFFIXES)]
+    text = "the toolchain changed since the baseline: %s" % "; ".join(changes)
+    if tools:
+        text += " (numbers measured with other tool versions are not comparable)"
+    if len(tools) < len(changes):
+        text += (" (a lockfile changed: the run measures the dependencies installed now; after a "
+                 "keep or discard, `log` names the command that brings them back in line)")
+    return text
+
+
 def _samples_of(entry, metric):
     samples = entry.get("samples")
     if isinstance(samples, list) and samples and all(_is_number(s) for s in samples):
@@ -751,6 +874,9 @@ def fold_entry(state, entry, offset=None):
         state.stop_blocks += 1
         streak = entry.get("streak")
         state.stop_streak = streak if _is_int(streak) else state.stop_streak + 1
+        state.resume_capped = None
+    elif kind == "hook" and entry.get("action") == "capped":
+        state.resume_capped = str(entry.get("cap"))  # said once: the Stop hook stays silent after
     return None
 
 
@@ -824,7 +950,7 @@ def _fold_result(state, entry):
     if entry.get("mode") in MODES:
         state.mode = entry["mode"]
     active = entry.get("active")
-    state.active = active if isinstance(active, bool) else state.health not in ("paused", "completed")
+    state.active = active if isinstance(active, bool) else state.health not in ("paused", "stopped", "completed")
     metrics = entry.get("metrics") if isinstance(entry.get("metrics"), dict) else {}
     if state.baseline is None and point is not None and status in ("keep", "discard"):
         state.baseline = {"index": index, "metric": point, "commit": entry.get("commit"),
@@ -850,6 +976,7 @@ def _fold_result(state, entry):
     state.last = {"index": index, "status": status, "metric": metric, "commit": entry.get("commit"),
                   "description": entry.get("description"), "timestamp": timestamp,
                   "verdict": entry.get("verdict")}
+    _fold_toolchain(state, toolchain_of(entry.get("env")), index, status)
     state.exp_at = timestamp
     conf = entry.get("confidence")
     state.confidence = conf if isinstance(conf, dict) else None
@@ -861,11 +988,24 @@ def _fold_result(state, entry):
     return point
 
 
+def _fold_toolchain(state, record, index, status):
+    """The segment's toolchain reference: tool versions of its first recorded result (the
+    baseline), lockfiles of its last keep (a kept dependency change is the code's); and
+    the last result's record, for `explain`."""
+    if record is None:
+        return
+    if state.toolchain is None:
+        state.toolchain = dict(record, index=index, lock_index=index)
+    elif status == "keep":
+        state.toolchain = dict(state.toolchain, locks=record["locks"], lock_index=index)
+    state.last_toolchain = dict(record, index=index)
+
+
 def _fold_control(state, entry):
     action = entry.get("action")
-    if action == "stop":
+    if action == "stop":  # a voluntary stop is "stopped"; "paused" is the loop pausing itself
         state.active = False
-        state.health = "paused"
+        state.health = "stopped"
         state.reason = entry.get("reason") or "stopped by a person"
         state.stopped_by = entry.get("by")
     elif action == "resume":
@@ -876,6 +1016,7 @@ def _fold_control(state, entry):
         state.reason = "resumed"
         state.heals = state.no_improve = state.crash_streak = state.failures = 0
         state.stop_streak = 0
+        state.resume_capped = None
     elif action == "snapshot" and isinstance(entry.get("snapshot"), dict):
         state.snapshot = entry["snapshot"]
     elif action == "repair":
@@ -1701,6 +1842,12 @@ def next_action(state):
         return "report", ("The loop is complete (%s). Summarize the wins in autotune.md, read "
                           "`autotune report`, and start a new segment with `autotune init` if "
                           "there is more to gain." % (state.reason or "budget reached"))
+    if state.health == "stopped":
+        reason = state.reason if state.reason not in (None, "stopped by a person") else None
+        return "resume", ("The loop is stopped (by %s%s). `autotune resume` continues it where it "
+                          "left off; `autotune repair` continues it in repair mode." % (
+                              "the agent" if state.stopped_by == "agent" else "a person",
+                              (": %s" % reason) if reason else ""))
     if state.health == "paused" or not state.active:
         if state.reason == "recovery_exhausted" or state.recovery == "pause":
             return "manual_repair", (
@@ -3083,15 +3230,26 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
     outcome.exit = proc.returncode
     outcome.dur = round(time.monotonic() - started, 3)
     outcome.metrics = scanner.metrics
-    outcome.output = scanner.text(tail_lines, tail_bytes)
+    text = clean_tail(scanner.text(tail_lines, scanner.tail_limit))  # clean first, then cut
+    if len(text.encode("utf-8")) > tail_bytes:
+        text = text.encode("utf-8")[-tail_bytes:].decode("utf-8", "ignore")
+    outcome.output = text
     return outcome
 
 
-def benchmark_env(**extra):
+def benchmark_env(overrides=None, **extra):
     """The caller's environment without the variables that make a shell run other code
-    first (BASH_ENV, ENV, exported functions): a way to fake any benchmark's output."""
+    first (BASH_ENV, ENV, exported functions): a way to fake any benchmark's output.
+    Tools are asked not to colour their output (NO_COLOR=1, FORCE_COLOR=0): the tails are
+    read as text. `overrides` (the config's "env") sets variables, or unsets them (null)."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("BASH_ENV", "ENV") and not k.startswith("BASH_FUNC_")}
+    env.update(DEFAULT_BENCH_ENV)
+    for name, value in (overrides or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     env["AUTOTUNE"] = "1"
     env.update(extra)
     return env
@@ -3123,6 +3281,373 @@ def is_benchmark_command(command, workdir):
     else:
         return False
     return _same_path(os.path.join(workdir, path), os.path.join(workdir, BENCH_FILE))
+
+
+# ----------------------------------------------------------------- projects ----
+# What a project is made of, read from its files: the toolchains it uses (and their
+# versions, cached), the lockfiles that pin its dependencies, the command that brings the
+# installed dependencies back in line with them, and its own build, test and benchmark
+# commands. No guess is silent: each proposal says which file it comes from.
+
+
+class ProjectFiles(object):
+    """The file names of the working directory and, when the loop lives below it, of the
+    git root (a monorepo's lockfile sits at the top): one listdir each."""
+
+    __slots__ = ("workdir", "dirs")
+
+    def __init__(self, workdir, repo_root=None):
+        self.workdir = workdir
+        self.dirs = []  # (absolute directory, prefix relative to the workdir, set of names)
+        roots = [workdir]
+        if repo_root and not _same_path(repo_root, workdir):
+            roots.append(repo_root)
+        for root in roots:
+            try:
+                names = set(os.listdir(root))
+            except OSError:
+                names = set()
+            prefix = "" if root == workdir else os.path.relpath(root, workdir) + "/"
+            self.dirs.append((root, prefix, names))
+
+    def names(self):
+        return set().union(*(names for _, _, names in self.dirs))
+
+    def first(self, *candidates):
+        """The path of the first of these files found (workdir first), or None."""
+        for root, _, names in self.dirs:
+            for name in candidates:
+                if name in names and os.path.isfile(os.path.join(root, name)):
+                    return os.path.join(root, name)
+        return None
+
+
+def project_files(session):
+    return ProjectFiles(session.workdir, session.repo.root if session.repo else None)
+
+
+def is_lockfile(name):
+    import fnmatch
+    return name in LOCKFILES or any(fnmatch.fnmatch(name, glob) for glob in LOCKFILE_GLOBS)
+
+
+def project_tools(names):
+    """The toolchains a project uses, from the marker files among `names`."""
+    tools = []
+    for markers, used in TOOLCHAIN_MARKERS:
+        if any(m in names for m in markers) or ("python" in used and any(
+                n.startswith("requirements") and n.endswith(".txt") for n in names)):
+            tools.extend(t for t in used if t not in tools)
+    return tools
+
+
+def parse_version(text):
+    """'v20.11.1' / 'rustc 1.75.0 (…)' / 'go version go1.21.5 linux/amd64' /
+    'openjdk version "17.0.9" …' -> the version; else the first line, shortened."""
+    import re
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines[:3]:
+        found = re.search(r"(?<![\w.])v?(\d+\.\d+(?:\.\d+)*(?:[-+][0-9A-Za-z.]+)?)", line.replace("go1.", " 1."))
+        if found:
+            return found.group(1)
+    return _one_line(lines[0], 60) if lines else None
+
+
+def _tool_executable(tool, files, path):
+    """The executable a tool name resolves to; `python` is the project's interpreter
+    (its .venv's when there is one), not necessarily autotune's."""
+    import shutil
+    if tool == "python":
+        for root, _, names in files.dirs:
+            if ".venv" in names:
+                candidate = os.path.join(root, ".venv", "bin", "python")
+                if os.path.isfile(candidate):
+                    return candidate
+        return shutil.which("python3", path=path) or shutil.which("python", path=path)
+    return shutil.which(tool, path=path)
+
+
+_PIN_FILES = (".nvmrc", ".node-version", ".tool-versions", ".python-version", "rust-toolchain",
+              "rust-toolchain.toml", ".go-version", ".java-version", ".ruby-version", ".sdkmanrc")
+
+
+def _pins_signature(files):
+    """Version managers pick a tool by these files behind the same shim: they are part
+    of the cache key."""
+    parts = []
+    for root, _, names in files.dirs:
+        for name in _PIN_FILES:
+            if name in names:
+                try:
+                    st = os.stat(os.path.join(root, name))
+                    parts.append("%s:%d:%d" % (name, st.st_mtime_ns, st.st_size))
+                except OSError:
+                    pass
+    return ",".join(parts)
+
+
+def tool_versions(session, tools, env, files, now=None):
+    """{tool: version or None} for the project's toolchains. A version is cached in the
+    private cache dir, keyed by the executable's real path, mtime and size and by the
+    version pin files, for an hour at most (a version manager can switch a tool behind the
+    same path): `run` spawns the probes (concurrently) only when that key changes."""
+    now = time.time() if now is None else now
+    path = env.get("PATH")
+    cache_path = session.cache("toolchain.json") if session.repo else None  # never litter a non-repo
+    try:
+        with open(cache_path or os.devnull, "rb") as handle:
+            cache = json.loads(handle.read().decode("utf-8"))
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    pins = _pins_signature(files)
+    me = os.path.realpath(sys.executable)
+    found, todo = {}, []
+    for tool in tools:
+        exe = _tool_executable(tool, files, path)
+        if exe is None:
+            found[tool] = None  # not installed (or not on the benchmark's PATH)
+            continue
+        real = os.path.realpath(exe)
+        if tool == "python" and real == me:
+            found[tool] = "%d.%d.%d" % sys.version_info[:3]
+            continue
+        try:
+            st = os.stat(real)
+        except OSError:
+            found[tool] = None
+            continue
+        key = "%s|%s|%d|%d|%s" % (tool, real, st.st_mtime_ns, st.st_size, pins)
+        hit = cache.get(key)
+        if isinstance(hit, list) and len(hit) == 2 and _is_number(hit[1]) and 0 <= now - hit[1] < TOOLCHAIN_CACHE_SECONDS:
+            found[tool] = hit[0] if isinstance(hit[0], str) else None
+        else:
+            todo.append((tool, exe, key))
+    if todo:
+        probed = probe_versions([(tool, exe) for tool, exe, _ in todo], session.workdir, env)
+        fresh = {k: v for k, v in cache.items() if isinstance(v, list) and len(v) == 2
+                 and _is_number(v[1]) and 0 <= now - v[1] < TOOLCHAIN_CACHE_SECONDS}
+        for tool, _, key in todo:
+            found[tool] = probed.get(tool)
+            if found[tool] is not None:  # a failed or slow probe is tried again next time
+                fresh[key] = [found[tool], now]
+        try:
+            if cache_path:
+                session.cache("toolchain.json", create=True)
+                write_atomic(cache_path, json.dumps(fresh, sort_keys=True).encode("utf-8"))
+        except OSError:
+            pass  # a cache that cannot be written costs a probe next time, nothing else
+    return {tool: found[tool] for tool in tools}
+
+
+def probe_versions(pairs, cwd, env, timeout=10.0):
+    """Runs `<tool> --version` (go: `go version`, java: `-version`) for each pair at the
+    same time; {tool: version or None}. A probe that fails or hangs is None."""
+    import subprocess
+    env = dict(env, NO_UPDATE_NOTIFIER="1", npm_config_update_notifier="false")
+    procs = []
+    for tool, exe in pairs:
+        try:
+            procs.append((tool, subprocess.Popen([exe] + list(VERSION_ARGV.get(tool, ("--version",))),
+                                                 cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                                 start_new_session=True, close_fds=True)))
+        except OSError:
+            procs.append((tool, None))
+    deadline = time.monotonic() + timeout
+    versions = {}
+    for tool, proc in procs:
+        if proc is None:
+            versions[tool] = None
+            continue
+        try:
+            out, _ = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            versions[tool] = parse_version(out[:4096].decode("utf-8", "replace")) if proc.returncode == 0 else None
+        except subprocess.TimeoutExpired:
+            _reap_group(proc.pid, 0.5)
+            proc.communicate()
+            versions[tool] = None
+    return versions
+
+
+def lockfile_hashes(files, limit=20):
+    """{name: sha256} of the lockfiles present (names relative to the working directory)."""
+    import hashlib
+    hashes = {}
+    for root, prefix, names in files.dirs:
+        for name in sorted(names):
+            if len(hashes) >= limit or not is_lockfile(name):
+                continue
+            path = os.path.join(root, name)
+            if not os.path.isfile(path):  # a directory, a FIFO or a device is no lockfile
+                continue
+            digest = hashlib.sha256()
+            try:
+                with open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+            except OSError:  # unreadable: not a lockfile we can pin
+                continue
+            hashes[prefix + name] = digest.hexdigest()
+    return hashes
+
+
+# Which command brings the installed dependencies back in line, per ecosystem: the first
+# rule whose files are all present in the directory of the changed file wins.
+SYNC_RULES = {
+    "node": ((("pnpm-lock.yaml",), "pnpm install --frozen-lockfile"),
+             (("bun.lockb",), "bun install"), (("bun.lock",), "bun install"),
+             (("yarn.lock", ".yarnrc.yml"), "yarn install --immutable"),
+             (("yarn.lock",), "yarn install --frozen-lockfile"),
+             (("package-lock.json",), "npm ci"), (("npm-shrinkwrap.json",), "npm ci"),
+             ((), "npm install")),
+    "python": ((("uv.lock",), "uv sync"), (("poetry.lock",), "poetry install"),
+               (("pdm.lock",), "pdm sync"), (("Pipfile.lock",), "pipenv sync"),
+               ((), "pip install -e .")),
+    "rust": (((), "cargo fetch"),),
+    "go": (((), "go mod download"),),
+    "ruby": (((), "bundle install"),),
+    "php": (((), "composer install"),),
+}
+ECOSYSTEM_OF = {
+    "package.json": "node", "package-lock.json": "node", "npm-shrinkwrap.json": "node",
+    "yarn.lock": "node", "pnpm-lock.yaml": "node", "bun.lockb": "node", "bun.lock": "node",
+    "pyproject.toml": "python", "setup.py": "python", "setup.cfg": "python", "uv.lock": "python",
+    "poetry.lock": "python", "Pipfile": "python", "Pipfile.lock": "python", "pdm.lock": "python",
+    "Cargo.toml": "rust", "Cargo.lock": "rust", "go.mod": "go", "go.sum": "go",
+    "Gemfile": "ruby", "Gemfile.lock": "ruby", "composer.json": "php", "composer.lock": "php",
+}
+
+
+def sync_commands(workdir, changed):
+    """The commands that bring installed dependencies in line after `changed` (paths
+    relative to the working directory) moved: one per ecosystem and directory, chosen
+    by the lockfiles present there now. A requirements file gets `pip install -r` itself."""
+    commands = []
+    for path in changed:
+        folder, name = os.path.split(path)
+        if name.startswith("requirements") and name.endswith(".txt"):
+            command = "pip install -r %s" % _shell_quote(name)
+        elif name in ECOSYSTEM_OF:
+            try:
+                present = set(os.listdir(os.path.join(workdir, folder) or "."))
+            except OSError:
+                present = set()
+            command = next(cmd for needs, cmd in SYNC_RULES[ECOSYSTEM_OF[name]]
+                           if all(n in present for n in needs))
+        else:
+            continue
+        if folder:
+            command = "cd %s && %s" % (_shell_quote(folder), command)
+        if command not in commands:
+            commands.append(command)
+    return commands
+
+
+def dependency_files(names):
+    return [name for name in names if os.path.basename(name) in MANIFESTS
+            or os.path.basename(name) in ECOSYSTEM_OF or is_lockfile(os.path.basename(name))]
+
+
+# Script names that are a build, tests or a benchmark, by ecosystem convention.
+_BUILD_NAMES = ("build", "compile", "bundle", "dist")
+_TEST_NAMES = ("test", "tests", "check", "spec", "unit")
+_BENCH_NAMES = ("bench", "benchmark", "benchmarks", "perf", "size")
+
+
+def _kind_of(name):
+    base = name.split(":", 1)[0].lower()
+    if base in _BUILD_NAMES:
+        return "build"
+    if base in _TEST_NAMES:
+        return "test"
+    if base in _BENCH_NAMES:
+        return "benchmark"
+    return None
+
+
+def _read_text(path, limit=1 << 20):
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(limit).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def propose_commands(files):
+    """{"build": [...], "test": [...], "benchmark": [...]}: the project's own commands,
+    each {"command", "from"} (and "runs" for a package.json script), read from
+    package.json scripts, a Makefile, pyproject.toml/tox.ini/setup.cfg, Cargo.toml, go.mod."""
+    import re
+    found = {"build": [], "test": [], "benchmark": []}
+
+    def add(kind, command, source, runs=None):
+        if kind and all(item["command"] != command for item in found[kind]):
+            item = {"command": command, "from": source}
+            if runs:
+                item["runs"] = _one_line(runs, 200)
+            found[kind].append(item)
+
+    names = files.names()
+    package = files.first("package.json")
+    text = _read_text(package) if package else None
+    if text:
+        try:
+            scripts = json.loads(text).get("scripts")
+        except (ValueError, AttributeError):
+            scripts = None
+        manager = ("pnpm" if "pnpm-lock.yaml" in names else "yarn" if "yarn.lock" in names
+                   else "bun" if names & {"bun.lockb", "bun.lock"} else "npm")
+        for name, body in (scripts.items() if isinstance(scripts, dict) else []):
+            if not isinstance(body, str) or "no test specified" in body:
+                continue
+            command = ("%s test" % manager if name == "test" and manager != "bun"
+                       else "%s run %s" % (manager, _shell_quote(name)))
+            add(_kind_of(name), command, "package.json scripts.%s" % name, body)
+    makefile = files.first("GNUmakefile", "makefile", "Makefile")
+    text = _read_text(makefile) if makefile else None
+    if text:
+        for target in re.findall(r"^([A-Za-z0-9][A-Za-z0-9_.-]*)[ \t]*:(?![=:])", text, re.M):
+            kind = _kind_of(target) or ("build" if target == "all" else None)
+            add(kind, "make %s" % target, "%s target %s" % (os.path.basename(makefile), target))
+    runner = ("uv run " if "uv.lock" in names else "poetry run " if "poetry.lock" in names else "")
+    pyproject = _read_text(files.first("pyproject.toml") or "") if "pyproject.toml" in names else None
+    setup_cfg = _read_text(files.first("setup.cfg") or "") if "setup.cfg" in names else None
+    if "tox.ini" in names:
+        add("test", "tox", "tox.ini")
+    if "pytest.ini" in names or (pyproject and ("[tool.pytest" in pyproject or "pytest" in pyproject)) \
+            or (setup_cfg and "[tool:pytest]" in setup_cfg):
+        source = ("pytest.ini" if "pytest.ini" in names else "pyproject.toml (pytest)"
+                  if pyproject and "pytest" in pyproject else "setup.cfg [tool:pytest]")
+        add("test", runner + "pytest -q", source)
+        if pyproject and "pytest-benchmark" in pyproject:
+            add("benchmark", runner + "pytest -q --benchmark-only", "pyproject.toml (pytest-benchmark)")
+    cargo = files.first("Cargo.toml")
+    if cargo:
+        add("build", "cargo build --release", "Cargo.toml")
+        add("test", "cargo test", "Cargo.toml")
+        text = _read_text(cargo) or ""
+        if "[[bench]]" in text or os.path.isdir(os.path.join(os.path.dirname(cargo), "benches")):
+            add("benchmark", "cargo bench", "Cargo.toml [[bench]]" if "[[bench]]" in text else "benches/")
+    if files.first("go.mod"):
+        add("build", "go build ./...", "go.mod")
+        add("test", "go test ./...", "go.mod")
+        add("benchmark", "go test -run '^$' -bench . ./...", "go.mod (Go's Benchmark functions)")
+    return found
+
+
+def project_report(session):
+    """What `detect` and `init --scaffold` say about the project: its toolchains, lockfiles
+    and proposed commands (no process is started)."""
+    files = project_files(session)
+    names = files.names()
+    return {"tools": project_tools(names),
+            "lockfiles": sorted(prefix + name for _, prefix, found in files.dirs for name in found
+                                if is_lockfile(name)),
+            "proposed": propose_commands(files)}
 
 
 # ------------------------------------------------------ arguments and output ----
@@ -3257,8 +3782,10 @@ def check_integrity(session, state, current=None):
                      if config.get("metric_unit") else "", config.get("direction")))
 
 
-def environment(head):
-    """Facts that let a later reader tell machine drift from progress."""
+def environment(head, session=None, run_env=None):
+    """Facts that let a later reader tell machine drift from progress: the machine, and
+    with `session` the project's toolchain versions (cached; see tool_versions) and the
+    SHA-256 of its lockfiles."""
     env = {"python": "%d.%d.%d" % sys.version_info[:3], "implementation": sys.implementation.name,
            "cpus": os.cpu_count(), "commit": head[:7] if head else None}
     try:
@@ -3280,6 +3807,12 @@ def environment(head):
                     break
     except OSError:
         pass
+    if session is not None:
+        files = project_files(session)
+        tools = project_tools(files.names())
+        env["toolchain"] = tool_versions(session, tools, run_env or benchmark_env(session.settings.env),
+                                         files) if tools else {}
+        env["lockfiles"] = lockfile_hashes(files)
     return env
 
 
@@ -3340,10 +3873,12 @@ def cmd_init(args):
         text_arg(args.benchmark, "--benchmark")
     if args.checks is not None:
         text_arg(args.checks, "--checks")
+    sizes = [text_arg(glob, "--size") for glob in args.size or []]
+    unit = check_scaffold_plan(session, args, unit, sizes)
     repo = require_repo(session)
     created_log = not os.path.exists(session.log_path)
     scaffolded = scaffold(session, name, args.metric, unit, args.direction, args.benchmark,
-                          args.checks) if args.scaffold else []
+                          args.checks, sizes) if args.scaffold else []
     try:
         with LogLock(session, create=True) as lock:
             loaded = load_state(session)
@@ -3365,6 +3900,10 @@ def cmd_init(args):
                     entry[section] = session.settings.raw[section]
             if session.settings.max_iterations:
                 entry["maxIterations"] = session.settings.max_iterations
+            commands = {key: value for key, value in (("benchmark", args.benchmark), ("checks", args.checks),
+                                                      ("size", sizes)) if value}
+            if commands:  # what setup-permissions --with-project-commands allows
+                entry["commands"] = commands
             entry.update(timestamp=utc_now(), session_id=os.environ.get("CLAUDE_CODE_SESSION_ID"),
                          hashes=file_hashes(session), snapshot=snapshot, version=VERSION)
             append_entries(lock, session, loaded, [entry])
@@ -3381,6 +3920,14 @@ def cmd_init(args):
               "mode": state.mode, "branch": repo.branch(), "commit": (snapshot["head"] or "")[:7] or None}
     if args.scaffold:
         result["scaffolded"] = scaffolded
+        skipped = [n for n in (BENCH_FILE, CHECKS_FILE) if n not in scaffolded and (
+            args.benchmark or sizes if n == BENCH_FILE else args.checks)]
+        if skipped:
+            result["kept_existing"] = skipped
+            result["note"] = ("%s already existed, so --benchmark/--checks/--size did not change %s "
+                              "(scaffolding never overwrites)" % (" and ".join(skipped),
+                                                                  "them" if len(skipped) > 1 else "it"))
+        result.update(proposal_answer(session, args, sizes))
     if not os.path.isfile(session.path(BENCH_FILE)):
         warnings.insert(0, "%s does not exist yet; `run` needs it (or --command)." % BENCH_FILE)
     elif not snapshot["head"]:
@@ -3423,9 +3970,110 @@ def _size_text(size):
 
 
 _TIME_UNITS = {"s": 1.0, "sec": 1.0, "seconds": 1.0, "ms": 1e3, "us": 1e6, "µs": 1e6, "ns": 1e9}
+_SIZE_UNITS = {"b": 1, "byte": 1, "bytes": 1, "kb": 1000, "kib": 1024, "mb": 1000000, "mib": 1048576}
+_SIZE_UNIT_NAMES = {1: "B", 1000: "KB", 1024: "KiB", 1000000: "MB", 1048576: "MiB"}
 
 
-def scaffold(session, name, metric, unit, direction, workload, checks):
+def time_scale(metric, unit):
+    """Seconds -> the metric's time unit (from --unit, else a _ms or _s suffix), or None."""
+    return _TIME_UNITS.get(unit or ("ms" if metric.endswith("_ms") else "s" if metric.endswith("_s") else ""))
+
+
+def size_scale(metric, unit):
+    """Bytes per unit of a size metric (from --unit, else a _kb/_kib/... suffix; bytes by
+    default), or None for a unit that is not a size."""
+    if unit:
+        return _SIZE_UNITS.get(unit.lower())
+    return _SIZE_UNITS.get(metric.lower().rsplit("_", 1)[-1] if "_" in metric else "", 1)
+
+
+def check_scaffold_plan(session, args, unit, sizes):
+    """Refuses a scaffold that could not print the metric; returns the unit to record
+    (a size metric without --unit is in bytes, or in its suffix's unit)."""
+    if sizes and not args.scaffold:
+        fail("bad_arguments", "--size writes autotune.sh: add --scaffold.")
+    if not args.scaffold or os.path.exists(session.path(BENCH_FILE)):
+        return unit
+    if sizes:
+        scale = size_scale(args.metric, unit)
+        if scale is None:
+            fail("bad_unit", "--size measures bytes, so --unit must be a size (B, KB, KiB, MB or "
+                 "MiB), got %s." % json.dumps(unit))
+        return unit or _SIZE_UNIT_NAMES[scale]
+    if args.benchmark and time_scale(args.metric, unit) is None:
+        fail("benchmark_unit", "--benchmark CMD makes autotune.sh time CMD, which needs a time unit "
+             "(--unit s, ms, us or ns, or a metric ending in _s or _ms); %s%s is not a time. Either "
+             "measure file sizes with --size 'dist/**/*.js' (CMD then runs first, as the build), or "
+             "write %s yourself so that it runs the workload and prints the line `METRIC %s=<number>` "
+             "(secondary metrics are more METRIC lines; a non-zero exit marks a failure)." % (
+                 args.metric, (" (%s)" % unit) if unit else "", BENCH_FILE, args.metric))
+    return unit
+
+
+def proposal_answer(session, args, sizes):
+    """The project's own commands, proposed in init's answer (never used silently)."""
+    report = project_report(session)
+    answer = {"proposed": report["proposed"], "tools": report["tools"]}
+    if any(report["proposed"].values()):
+        answer["proposal_note"] = (
+            "commands found in the project's files (each with its `from`); autotune runs none of "
+            "them on its own: %s" % (
+                "choose the benchmark and checks and pass them as --benchmark / --checks / --size, "
+                "or write them into %s" % BENCH_FILE if not (args.benchmark or sizes) else
+                "%s runs only what you passed" % BENCH_FILE))
+    return answer
+
+
+def size_benchmark_body(metric, scale, patterns, build):
+    """The body of a size benchmark: runs the build (if any), then prints the total gzip
+    (level 9) size of the matching files as the primary metric, raw bytes and brotli
+    bytes (where a brotli module or CLI exists) as secondary ones. Deterministic: gzip
+    without a timestamp, files in sorted order. Values reach the code as arguments,
+    shell-quoted, never pasted into it."""
+    return (
+        "METRIC=%s\nBYTES_PER_UNIT=%s\nBUILD=%s  # runs first; empty for none\n"
+        "python3 - \"$METRIC\" \"$BYTES_PER_UNIT\" \"$BUILD\" %s <<'PY'\n"
+        "import glob, gzip, os, shutil, subprocess, sys\n"
+        "metric, scale, build, patterns = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]\n"
+        "if build:\n"
+        "    done = subprocess.run(build, shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)\n"
+        "    if done.returncode != 0:  # show why: the tail of the build's output\n"
+        "        print(\"\\n\".join(done.stdout.decode(\"utf-8\", \"replace\").splitlines()[-40:]))\n"
+        "        sys.exit(\"the build failed with exit code %%d\" %% done.returncode)\n"
+        "files = sorted({path for pattern in patterns for path in glob.glob(pattern, recursive=True)\n"
+        "                if os.path.isfile(path)})\n"
+        "if not files:\n"
+        "    sys.exit(\"no file matches %%s: did the build write them?\" %% \" \".join(patterns))\n"
+        "try:\n"
+        "    import brotli\n"
+        "    def brotli_size(path, data):\n"
+        "        return len(brotli.compress(data, quality=11))\n"
+        "except ImportError:\n"
+        "    tool = shutil.which(\"brotli\")\n"
+        "    def brotli_size(path, data):\n"
+        "        if tool is None:\n"
+        "            return None\n"
+        "        out = subprocess.run([tool, \"-c\", \"-q\", \"11\", \"--\", path], stdout=subprocess.PIPE)\n"
+        "        return len(out.stdout) if out.returncode == 0 else None\n"
+        "raw = gz = br = 0\n"
+        "for path in files:\n"
+        "    with open(path, \"rb\") as handle:\n"
+        "        data = handle.read()\n"
+        "    raw += len(data)\n"
+        "    gz += len(gzip.compress(data, compresslevel=9, mtime=0))\n"
+        "    size = brotli_size(path, data) if br is not None else None\n"
+        "    br = None if size is None else br + size\n"
+        "print(\"METRIC %%s=%%s\" %% (metric, gz if scale == 1 else \"%%.3f\" %% (gz / scale)))\n"
+        "if metric != \"raw_bytes\":\n"
+        "    print(\"METRIC raw_bytes=%%d\" %% raw)\n"
+        "if br is not None and metric != \"brotli_bytes\":\n"
+        "    print(\"METRIC brotli_bytes=%%d\" %% br)\n"
+        "print(\"%%d files, %%d bytes, %%d gzipped\" %% (len(files), raw, gz), file=sys.stderr)\n"
+        "PY\n") % (_shell_quote(metric), scale, _shell_quote(build or ""),
+                   " ".join(_shell_quote(p) for p in patterns))
+
+
+def scaffold(session, name, metric, unit, direction, workload, checks, sizes=None):
     """Writes the session templates that do not exist yet; never overwrites a file."""
     import shlex
     written = []
@@ -3440,7 +4088,7 @@ def scaffold(session, name, metric, unit, direction, workload, checks):
             os.chmod(path, 0o755)
         written.append(filename)
 
-    scale = _TIME_UNITS.get(unit or ("ms" if metric.endswith("_ms") else "s" if metric.endswith("_s") else ""))
+    scale = time_scale(metric, unit)
     header = ("#!/usr/bin/env bash\n"
               "# autotune benchmark for %s.\n"
               "# Prints `METRIC %s=<number>` (%s is better); other METRIC lines are secondary\n"
@@ -3448,7 +4096,9 @@ def scaffold(session, name, metric, unit, direction, workload, checks):
               "# segment (`autotune init` again starts a new segment with a changed benchmark).\n"
               "set -euo pipefail\ncd \"$(dirname \"$0\")\"\n\n") % (json.dumps(name, ensure_ascii=False),
                                                                      metric, direction)
-    if workload and scale:
+    if sizes:
+        body = size_benchmark_body(metric, size_scale(metric, unit), sizes, workload)
+    elif workload and scale:
         body = ("WORKLOAD=%s\n"
                 "python3 - \"$WORKLOAD\" <<'PY'\n"
                 "import subprocess, sys, time\n"
@@ -3488,6 +4138,23 @@ def scaffold(session, name, metric, unit, direction, workload, checks):
     return written
 
 
+def cmd_detect(args):
+    """What autotune reads from the project, before any session: its toolchains (with
+    versions), lockfiles, the command that syncs its dependencies, and its own build, test
+    and benchmark commands to propose in the setup questions. Writes nothing but the
+    private version cache (inside .git)."""
+    session = find_session(lenient=True)
+    report = project_report(session)
+    tools = report["tools"]
+    versions = tool_versions(session, tools, benchmark_env(session.settings.env), project_files(session))
+    deps = [name for name in report["lockfiles"] + sorted(project_files(session).names() & set(MANIFESTS))
+            if "/" not in name]
+    output({"path": session.workdir, "tools": versions, "lockfiles": report["lockfiles"],
+            "sync": sync_commands(session.workdir, deps), "proposed": report["proposed"],
+            "note": "proposals read from the project's files (each with its `from`); nothing was run "
+                    "but the tools' --version"})
+
+
 def cmd_run(args):
     session = require_session(find_session())
     settings = session.settings
@@ -3522,7 +4189,7 @@ def cmd_run(args):
         if state.snapshot and tree_before == state.snapshot.get("tree") and state.n_exp:
             warnings.append("the working tree has no change since the last logged result, so "
                             "this run measures the kept code")
-    env = benchmark_env(AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_RUN=str(state.n_exp + 1))
+    env = benchmark_env(settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_RUN=str(state.n_exp + 1))
     reference = (state.reference or {}).get("samples") or None
     deterministic = bool((state.reference or {}).get("deterministic"))
     plan = sampling_plan(reference, repeat, settings, deterministic)
@@ -3561,7 +4228,10 @@ def cmd_run(args):
                           "checks_failed": "checks_failed"}.get(m.verdict, "discard")
     samples = m.samples
     m.sampling = describe_sampling(plan, samples, notes, m, reference, settings.max_samples)
-    m.env = environment(head)
+    m.env = environment(head, session, env)
+    drift = toolchain_warning(toolchain_changes(state.toolchain, toolchain_of(m.env)))
+    if drift:
+        m.warnings.append(drift)
     if repo:
         with LogLock(session):
             m.tree = snapshot_tree(session)
@@ -3793,7 +4463,7 @@ def cmd_log(args):
             if m.holdout and m.holdout.get("value") is not None:
                 result.holdout = m.holdout["value"]
         else:
-            result.env = environment(head)
+            result.env = environment(head, session)
         if d.forced:
             result.forced, result.override_reason = True, flags[2]
             result.verdict = result.verdict or d.verdict
@@ -3814,7 +4484,63 @@ def cmd_log(args):
         except OSError:
             pass  # values.bin is keyed by the point count: a stale one is rescanned
         drop_measurement(session)
-    output(log_answer(loaded.state, settings, result, pname, git_info))
+    answer = log_answer(loaded.state, settings, result, pname, git_info)
+    deps = dependency_change(session, git_info)
+    if deps is not None:
+        answer["dependencies"] = deps
+        if settings.sync_command:
+            deps["ran"] = run_sync(session)
+            deps["message"] = sync_message(git_info, deps)
+    output(answer)
+
+
+def dependency_change(session, git_info):
+    """What a keep or discard did to the dependencies: the manifests and lockfiles it
+    committed or reverted and the commands that bring the installed ones in line; None
+    when it touched none."""
+    if git_info.get("action") not in ("commit", "revert"):
+        return None
+    root = session.repo.root
+    files = [os.path.relpath(os.path.join(root, name), session.workdir) for name in git_info.get("files") or []]
+    changed = dependency_files(files)
+    if not changed:
+        return None
+    deps = {"changed": changed, "sync": sync_commands(session.workdir, changed),
+            "sync_command": session.settings.sync_command}
+    deps["message"] = sync_message(git_info, deps)
+    return deps
+
+
+def sync_message(git_info, deps):
+    kept = git_info.get("action") == "commit"
+    text = "the %s %s %s" % ("keep" if kept else "discard", "committed" if kept else "reverted",
+                             ", ".join(deps["changed"][:6]))
+    suggested = " and ".join("`%s`" % c for c in deps["sync"]) or "the install"
+    ran = deps.get("ran")
+    if ran is None:
+        return ("%s: the installed dependencies %s; run %s before the next `autotune run` (set "
+                "\"syncCommand\" in %s to run it automatically)" % (
+                    text, "may not match them (unless the experiment installed them)" if kept
+                    else "no longer match the code", suggested, CONFIG_FILE))
+    if ran.get("exit") == 0 and not ran.get("timeout"):
+        return "%s; syncCommand `%s` brought the installed dependencies in line (exit 0, %ss)" % (
+            text, ran["command"], _fmt(ran.get("dur")))
+    return ("%s, and syncCommand `%s` failed (%s): the installed dependencies may not match the "
+            "code; fix them before the next `autotune run` (suggested: %s)" % (
+                text, ran["command"], "timed out" if ran.get("timeout") else "exit %s" % ran.get("exit"),
+                suggested))
+
+
+def run_sync(session):
+    """Runs the config's syncCommand (the user's own command, through the shell like the
+    benchmark) in the working directory, with the benchmark's environment and timeout."""
+    settings = session.settings
+    env = benchmark_env(settings.env, AUTOTUNE_SYNC="1")
+    with ProcessSweep() as sweep:
+        outcome = run_process(settings.sync_command, session.workdir, settings.timeout, shell=True,
+                              env=env, tail_lines=SYNC_TAIL_LINES, tail_bytes=SYNC_TAIL_BYTES, sweep=sweep)
+    return {"command": settings.sync_command, "exit": outcome.exit, "dur": outcome.dur,
+            "timeout": outcome.timeout, "output": (outcome.error or outcome.output).strip("\n")}
 
 
 def log_answer(state, settings, result, pname, git_info):
@@ -4065,15 +4791,16 @@ def control(action, check=None, **fields):
 def cmd_stop(args):
     by = "agent" if os.environ.get("CLAUDE_CODE_SESSION_ID") else "person"
     reason = text_arg(args.reason, "--reason") if args.reason else None
-    session, state, note = control("stop", by=by, reason=reason,
-                                   check=lambda s, st: "already stopped" if not st.active else None)
-    report_control(args, state, note or "stopped", "the loop is paused and its data kept; "
-                   "`autotune resume` continues it")
+    session, state, note = control("stop", by=by, reason=reason, check=lambda s, st: None if st.active else (
+        "already stopped" if st.health == "stopped" else "already not active (%s: %s)" % (
+            st.health, st.reason or "-")))
+    report_control(args, state, note or "stopped", "the loop is stopped and its data kept; "
+                   "`autotune resume` continues it", next_step="autotune resume")
 
 
 def cmd_resume(args):
     def check(session, state):
-        if state.active and state.health not in ("paused", "completed") and state.mode != "repair":
+        if state.active and state.health not in ("paused", "stopped", "completed") and state.mode != "repair":
             return "already active"
         reason = spent_budget(session, state)
         if reason:
@@ -4089,10 +4816,13 @@ def cmd_repair(args):
     report_control(args, state, "repair mode", "active, health healing, recovery manual_repair")
 
 
-def report_control(args, state, status, detail):
+def report_control(args, state, status, detail, next_step=None):
     if args.json:
-        output({"status": status, "active": state.active, "health": state.health,
-                "mode": state.mode, "reason": state.reason, "recovery": state.recovery})
+        answer = {"status": status, "active": state.active, "health": state.health,
+                  "mode": state.mode, "reason": state.reason, "recovery": state.recovery}
+        if next_step or not state.active:
+            answer["next"] = next_step or next_action(state)[1]
+        output(answer)
     else:
         say("autotune: %s%s" % (status, (": " + detail) if not status.startswith("already") else ""))
 
@@ -4162,7 +4892,7 @@ def cmd_rebaseline(args):
                  "so rebaseline measures the kept code." % ", ".join(changed[:10]))
     count = args.repeat or DEFAULT_REBASELINE
     timeout = args.timeout if args.timeout is not None else session.settings.timeout
-    env = benchmark_env(AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_REBASELINE="1")
+    env = benchmark_env(session.settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_REBASELINE="1")
     samples, sample_metrics = [], []
     with ProcessSweep() as sweep:
         runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep)
@@ -4183,7 +4913,7 @@ def cmd_rebaseline(args):
              "metrics": median_metrics(sample_metrics, exclude=pname),
              "previous": {"metric": _round(previous.get("metric")), "n": len(previous.get("samples") or []),
                           "source": previous.get("source")},
-             "env": environment(head)}
+             "env": environment(head, session, env)}
     with LogLock(session) as lock:
         loaded = load_state(session)
         torn_tail_error(session, loaded)
@@ -4230,10 +4960,20 @@ def cmd_restore(args):
                  label, lines[-1] if lines else "git apply failed", ref))
     files = [p.decode("utf-8", "replace") for p in repo.run(
         ["diff-tree", "-r", "-z", "--name-only", ref + "^", ref]).stdout.split(b"\0") if p]
+    changed = dependency_files([os.path.relpath(os.path.join(repo.root, f), session.workdir) for f in files])
+    deps = {"changed": changed, "sync": sync_commands(session.workdir, changed),
+            "message": "the restore brought back %s: bring the installed dependencies in line with "
+                       "%s before `autotune run`" % (", ".join(changed[:6]), " and ".join(
+                           "`%s`" % c for c in sync_commands(session.workdir, changed)))} if changed else None
     if args.json:
-        output({"status": "restored", "ref": ref, "files": files})
+        answer = {"status": "restored", "ref": ref, "files": files}
+        if deps:
+            answer["dependencies"] = deps
+        output(answer)
     else:
         say("autotune: restored experiment %s into the working tree (%s)" % (label, ", ".join(files)))
+        if deps:
+            say("autotune: %s" % deps["message"])
     return 0
 
 
@@ -4275,6 +5015,10 @@ def reason_text(state, settings):
         "checks_failed": "experiments failed %d times in a row, the last on the correctness checks "
                          "(%d start recovery)" % (state.crash_streak, settings.max_crash_streak),
     }.get(state.failure, state.failure or "")
+    if state.health == "stopped":
+        return "%s stopped the loop%s; its data is kept" % (
+            "the agent" if state.stopped_by == "agent" else "a person",
+            "" if reason in ("", "stopped by a person") else " (%s)" % reason)
     if reason == "initialized":
         return "a new segment started; nothing has been logged in it yet"
     if reason == "improved" and state.n_exp == 1:
@@ -4315,7 +5059,10 @@ def clock_state(session, state):
     return state
 
 
-def explain_data(session, loaded):
+def explain_data(session, loaded, disk=False):
+    """The data behind explain, status and the dashboard. With `disk`, the lockfiles on
+    disk are hashed and compared with the kept code's (explain and status only: the
+    dashboard redraws every few seconds)."""
     state = clock_state(session, loaded.state)
     settings = session.settings
     config = state.config or {}
@@ -4330,6 +5077,14 @@ def explain_data(session, loaded):
         warnings.append("%d line%s of %s could not be read and were skipped (line %s)." % (
             state.bad_lines, "" if state.bad_lines == 1 else "s", LOG_FILE,
             ", ".join(str(n) for n in state.bad_line_numbers)))
+    changes = toolchain_changes(state.toolchain, state.last_toolchain, locks=False)
+    if changes:
+        changes = ["%s (result #%s)" % ("; ".join(changes), state.last_toolchain.get("index"))]
+    if disk and state.toolchain:
+        changes += toolchain_changes(dict(state.toolchain, tools={}), {
+            "tools": {}, "locks": lockfile_hashes(project_files(session))})
+    if changes:
+        warnings.append(toolchain_warning(changes) + ".")
     return {
         "name": config.get("name"), "metric": config.get("metric_name"), "unit": config.get("metric_unit"),
         "direction": config.get("direction"), "segment": state.segment, "segments": state.segments,
@@ -4354,7 +5109,7 @@ def cmd_explain(args):
     session = require_session(find_session())
     loaded = load_state(session)
     persist_if_stale(session, loaded)
-    data = explain_data(session, loaded)
+    data = explain_data(session, loaded, disk=True)
     if args.json:
         output(data)
     else:
@@ -4365,7 +5120,7 @@ def cmd_status(args):
     session = require_session(find_session())
     loaded = load_state(session)
     persist_if_stale(session, loaded)
-    data = explain_data(session, loaded)
+    data = explain_data(session, loaded, disk=True)
     state = loaded.state
     data.update(total_runs=state.total_results, resume_count=state.resume_count,
                 session_id=state.session_id, exp_at=state.exp_at, progress_at=state.progress_at)
@@ -4672,8 +5427,8 @@ def resume_prompt(session, state):
     return ("Continue the autotune loop in %s: it is active (%s, %d runs in segment %d, best %s). "
             "Re-read autotune.md and `autotune explain`, then keep going: one focused change, "
             "`autotune run`, `autotune log --status auto --description ... --asi '{...}'`. "
-            "Next action: %s — %s Stop only when `autotune explain` says the loop is paused or "
-            "complete." % (session.workdir, state.health, state.n_exp, state.segment,
+            "Next action: %s — %s Stop only when `autotune explain` says the loop is stopped, "
+            "paused or complete." % (session.workdir, state.health, state.n_exp, state.segment,
                             fmt_metric(best, unit), action, advice))
 
 
@@ -4683,7 +5438,7 @@ def hook_stop(payload):
         return None
     state = clock_state(session, loaded.state)
     mode = session.settings.auto_resume
-    if (mode == "off" or not state.active or state.health in ("paused", "completed")
+    if (mode == "off" or not state.active or state.health in ("paused", "stopped", "completed")
             or state.n_exp == 0):
         return None
     session_id = payload.get("session_id")
@@ -4702,7 +5457,11 @@ def hook_stop(payload):
     if mode == "continue":
         streak = state.stop_streak + 1 if payload.get("stop_hook_active") is True else 1
         if streak > settings.max_consecutive_blocks or state.stop_blocks >= settings.max_blocks:
-            return None
+            total = state.stop_blocks >= settings.max_blocks
+            return resume_cap_message(session, state, "total" if total else "consecutive", (
+                "%d automatic resumes in this segment (resume.maxBlocks)" % settings.max_blocks if total
+                else "%d automatic resumes in a row (resume.maxConsecutiveBlocks)"
+                % settings.max_consecutive_blocks))
         entry = {"type": "hook", "event": "stop", "action": "block", "streak": streak,
                  "session_id": session_id, "timestamp": utc_now()}
         if not _append_quietly(session, entry):
@@ -4711,6 +5470,18 @@ def hook_stop(payload):
     if mode == "headless":
         return headless_resume(session, state, session_id)
     return None
+
+
+def resume_cap_message(session, state, cap, what):
+    """The Stop hook's last message when it stops resuming because it reached a cap: said
+    once (a `capped` hook line remembers it), silent after."""
+    if state.resume_capped == cap or not _append_quietly(session, {
+            "type": "hook", "event": "stop", "action": "capped", "cap": cap, "timestamp": utc_now()}):
+        return None
+    return {"systemMessage": "autotune: stopped resuming the loop in %s: it reached its cap of %s. "
+            "The loop is still active (%d runs, %s): continue it with `claude --agent autotune` or "
+            "`autotune start`, or raise the cap in %s." % (
+                session.workdir, what, state.n_exp, state.health, CONFIG_FILE)}
 
 
 def _append_quietly(session, entry):
@@ -4749,7 +5520,8 @@ def headless_resume(session, state, caller=None):
     import uuid
     settings = session.settings
     if state.resume_count >= settings.max_resumes:
-        return {"systemMessage": "autotune: not resuming: %d headless resumes used (the limit)." % state.resume_count}
+        return resume_cap_message(session, state, "headless", "%d headless resumes (resume.maxResumes)"
+                                  % settings.max_resumes)
     if state.resume_at and time.time() - state.resume_at < settings.resume_interval_min * 60:
         return None
     pid_file = session.cache("headless.pid", create=True)
@@ -5075,6 +5847,8 @@ def statusline_text(payload, colors):
         state = loaded.state
         health = state.health or "running"
         text = "%s %s" % (HEALTH_ICON.get(health, "●"), health)
+        if health == "stopped":
+            text += " (autotune resume)"
         parts.append("autotune " + colors.paint(HEALTH_COLOR.get(health, "bold"), text)
                      + (colors.yellow(" ⚠ config") if session.config_error else ""))
         parts.append("#%d" % state.n_exp)
@@ -5137,7 +5911,7 @@ def chained_statusline(command, payload):
 
 
 AGENT_SUBCOMMANDS = ("init", "run", "log", "explain", "status", "dashboard", "report", "export",
-                     "rebaseline", "restore", "doctor", "stop", "version", "setup-permissions")
+                     "rebaseline", "restore", "doctor", "stop", "version", "setup-permissions", "detect")
 
 
 def launchers(root):
@@ -5190,7 +5964,11 @@ def cmd_setup_permissions(args):
     if not isinstance(allow, list):
         fail("bad_settings", "%s: permissions.allow is not a list; nothing was changed." % path)
     root = os.path.dirname(os.path.realpath(os.path.abspath(__file__)))
-    added = [rule for rule in permission_rules(root) if rule not in allow]
+    wanted = permission_rules(root)
+    project = project_commands(target) if args.with_project_commands else None
+    if project:
+        wanted += [rule for command in project for rule in ("Bash(%s)" % command, "Bash(%s *)" % command)]
+    added = [rule for rule in wanted if rule not in allow]
     allow.extend(added)
     statusline = None
     if args.statusline:
@@ -5208,13 +5986,37 @@ def cmd_setup_permissions(args):
         exclude_locally(find_repo(target), path)
     result = {"path": path, "added": added, "statusline": bool(statusline),
               "note": "project rules apply only once the folder is trusted in Claude Code"}
+    if project is not None:
+        result["project_commands"] = project
     if args.json:
         output(result)
     else:
         say("autotune: %s %s" % (path, ("added %d rule%s" % (len(added), "" if len(added) == 1 else "s"))
                                   if added else "already had every rule")
             + ("; status line set" if statusline else ""))
+        if project is not None:
+            say("autotune: the project's commands allowed: %s" % (
+                ", ".join(project) if project else "none found (no package.json scripts, Makefile, "
+                "pyproject/tox, Cargo.toml or go.mod commands, and no --benchmark/--checks at init)"))
     return 0
+
+
+def project_commands(target):
+    """The benchmark's and checks' commands to allow with --with-project-commands: what
+    `init` was given (--benchmark, --checks) and the build, test and benchmark commands it
+    proposed from the project's files, in that order, each once."""
+    session = find_session(target, lenient=True)
+    commands = []
+    if session.exists():
+        try:
+            config = load_state(session).state.config or {}
+        except (AutotuneError, OSError):
+            config = {}
+        given = config.get("commands") if isinstance(config.get("commands"), dict) else {}
+        commands += [given[key] for key in ("benchmark", "checks") if isinstance(given.get(key), str)]
+    proposed = project_report(session)["proposed"]
+    commands += [item["command"] for kind in ("build", "test", "benchmark") for item in proposed[kind]]
+    return [c for i, c in enumerate(commands) if c.strip() and c not in commands[:i]]
 
 
 # ---------------------------------------------------------------- rendering ----
@@ -5243,9 +6045,9 @@ class Colors(object):
 
 
 HEALTH_COLOR = {"improving": "green", "running": "blue", "plateaued": "yellow", "crashing": "red",
-                "healing": "magenta", "paused": "red", "completed": "cyan"}
+                "healing": "magenta", "paused": "red", "stopped": "yellow", "completed": "cyan"}
 HEALTH_ICON = {"improving": "▲", "running": "●", "plateaued": "■", "crashing": "✖", "healing": "✚",
-               "paused": "⏸", "completed": "✔"}
+               "paused": "⏸", "stopped": "⏹", "completed": "✔"}
 CONF_COLOR = {"high": "green", "marginal": "yellow", "within_noise": "red", "no_signal": "red"}
 
 
@@ -5308,7 +6110,8 @@ def render_status(data, colors):
     unit = data.get("unit") or ""
     rows = [
         ("Session", "%s (%s)" % (json.dumps(data.get("name"), ensure_ascii=False), data["path"])),
-        ("Mode", colors.bold("ACTIVE") if data["active"] else colors.red("PAUSED")),
+        ("Mode", colors.bold("ACTIVE") if data["active"] else colors.red(
+            health.upper() if health in ("stopped", "paused", "completed") else "NOT ACTIVE")),
         ("Strategy", data["mode"]),
         ("Health", colors.paint(HEALTH_COLOR.get(health, "bold"), "%s %s" % (HEALTH_ICON.get(health, ""), health))),
         ("Reason", data.get("reason") or "-"),
@@ -5908,6 +6711,10 @@ def build_init(p):
     p.add_argument("--benchmark", metavar="CMD",
                    help="with --scaffold and a time unit: autotune.sh times CMD and prints the metric")
     p.add_argument("--checks", metavar="CMD", help="with --scaffold: write autotune.checks.sh running CMD")
+    p.add_argument("--size", metavar="GLOB", action="append",
+                   help="with --scaffold: autotune.sh prints the total gzip -9 size of the files "
+                        "matching GLOB (repeatable), raw and brotli bytes as secondary metrics; "
+                        "--benchmark CMD is then the build, run first")
 
 
 def build_run(p):
@@ -5927,6 +6734,10 @@ def build_log(p):
     p.add_argument("--commit", help="record this commit instead of committing (keep)")
     p.add_argument("--force", action="store_true", help="override a refusal (recorded in the log)")
     p.add_argument("--reason", help="why a refusal is overridden (needed to keep a failed run)")
+
+
+def build_nothing(p):
+    pass
 
 
 def build_json_only(p):
@@ -5997,17 +6808,21 @@ def build_setup_permissions(p):
     build_json_only(p)
     p.add_argument("dir", nargs="?", help="the project directory (default: here)")
     p.add_argument("--statusline", action="store_true", help="also set autotune's status line there")
+    p.add_argument("--with-project-commands", action="store_true",
+                   help="also allow the project's build, test and benchmark commands (those init "
+                        "was given and proposed), listed in the answer")
     p.add_argument("--force", action="store_true", help="replace an existing statusLine")
 
 
 COMMANDS = {
     # name: (function, parser builder, one-line help)
     "init": (cmd_init, build_init, "start a session (a new segment): name, metric, direction"),
+    "detect": (cmd_detect, build_nothing, "the project's toolchains, lockfiles and own build/test/benchmark commands"),
     "run": (cmd_run, build_run, "run the benchmark (and checks): metrics, verdict, suggested status"),
     "log": (cmd_log, build_log, "record a result: keep commits, discard/crash/checks_failed revert"),
     "explain": (cmd_explain, build_json_only, "what state the loop is in, why, and what to do next"),
     "status": (cmd_status, build_json_only, "a short status of the session"),
-    "stop": (cmd_stop, build_stop, "pause the loop (data kept)"),
+    "stop": (cmd_stop, build_stop, "stop the loop (data kept; `resume` continues it)"),
     "resume": (cmd_resume, build_json_only, "make a stopped or paused loop active again"),
     "repair": (cmd_repair, build_json_only, "put the loop in repair mode (manual_repair)"),
     "rebaseline": (cmd_rebaseline, build_rebaseline, "re-measure the kept code to refresh the noise estimate"),
