@@ -2704,7 +2704,7 @@ def commit_entries(session, changes, head):
     return out
 
 
-INDEX_LOCK_WAIT = 3.0  # seconds a keep waits for another git process to release the index
+INDEX_LOCK_WAIT = 2.0  # seconds a keep waits for another git process to release the index
 
 
 def lock_user_index(repo, again):
