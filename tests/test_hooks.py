@@ -905,9 +905,9 @@ def briefed(tmp_path_factory):
 
 
 @pytest.mark.parametrize("source", ["startup", "resume", "clear", "compact"])
-def test_session_start_briefs_any_session_on_an_active_loop(briefed, source):
+def test_session_start_briefs_the_session_that_runs_the_loop(briefed, source):
     before = log_bytes(briefed)
-    payload = sample("SessionStart", briefed.path, session_id=OTHER, source=source)
+    payload = sample("SessionStart", briefed.path, session_id=OWNER, source=source)
     answer = hook("session-start", payload, briefed.path).json
     out = answer["hookSpecificOutput"]
     assert out["hookEventName"] == "SessionStart"
@@ -947,8 +947,8 @@ def test_session_start_summary_stays_compact(tmp_path):
             handle.write(json.dumps(entry) + "\n")
     project.write("autotune.ideas.md", "\n".join("- idea %d %s" % (i, long) for i in range(50)))
     project.write("autotune.md", "## Objective\n" + long + "\n")
-    context = hook("session-start", sample("SessionStart", project.path), project.path).json[
-        "hookSpecificOutput"]["additionalContext"]
+    context = hook("session-start", sample("SessionStart", project.path, session_id=OWNER),
+                   project.path).json["hookSpecificOutput"]["additionalContext"]
     assert "experiment 8" in context and "experiment 3 " in context and "experiment 2 " not in context
     assert len(context) < 6000, "%d characters:\n%s" % (len(context), "\n".join(
         "%6d  %s" % (len(line), line[:100]) for line in context.splitlines()))
