@@ -4920,8 +4920,13 @@ def cmd_log(args):
         index = state.n_exp + 1
         current = snapshot_or_fail(session)
         if m is not None and not skip_git and args.commit is None:
-            if m.tree and current != m.tree:
-                changed = [c.name for c in diff_trees(session, m.tree, current)]
+            measured = m.tree
+            if measured and m.head and head and m.head != head:
+                # HEAD moved since `run` and `doctor --fix` adopted it: what the user
+                # committed meanwhile is theirs, not a change to the measured experiment
+                measured = rebased_snapshot(session, measured, m.head, head)
+            if measured and current != measured:
+                changed = [c.name for c in diff_trees(session, measured, current)]
                 fail("stale_run", "The working tree changed after `autotune run` measured it (%s); "
                      "nothing was logged. Run the benchmark again (`autotune run`), so the log "
                      "records the numbers of the code it keeps or discards." % (
