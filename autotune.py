@@ -64,6 +64,7 @@ STATUSES = ("keep", "discard", "crash", "checks_failed")
 CRASH_STATUSES = ("crash", "checks_failed")
 DIRECTIONS = ("lower", "higher")
 MODES = ("optimize", "repair")
+HEALTHS = ("running", "improving", "plateaued", "crashing", "healing", "paused", "stopped", "completed")
 AUTO_RESUME_MODES = ("prompt", "headless", "off", "continue")
 # Verdicts after which a keep needs --force and --reason.
 BLOCKING_VERDICTS = ("crash", "checks_failed", "guardrail_failed", "holdout_failed", "worse")
@@ -277,6 +278,8 @@ class Settings(Record):
         ("max_file_bytes", int(DEFAULT_MAX_FILE_MB * (1 << 20))),
         ("sync_command", None), ("env", dict),
         ("protect", list), ("protect_defaults", True),
+        # one line each, naming the file and the key: accepted with a note / broken
+        ("warnings", list), ("errors", list),
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -328,6 +331,8 @@ class State(Record):
         ("stop_streak", 0), ("stop_blocks", 0), ("stopped_by", None), ("rebaselined_at", None),
         ("toolchain", None), ("last_toolchain", None), ("resume_capped", None),
         ("judge", None), ("inputs", None), ("pending", None),
+        # when and where (byte offset) a line last set `active`: control, config, our result
+        ("set_at", None), ("set_offset", None),
         # cache bookkeeping
         ("format", STATE_FORMAT), ("log_size", 0), ("log_tail", ""), ("lines", 0),
         ("bad_lines", 0), ("bad_line_numbers", list),
@@ -355,6 +360,7 @@ class Measurement(Record):
         ("sampling", None), ("guardrails", None), ("holdout", None), ("env", None),
         ("tree", None), ("head", None), ("reason", None), ("warnings", list), ("hashes", None),
         ("inputs", None), ("judge", None),
+        ("reference", None),  # the kept code's samples, when `run` measured it first
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -377,49 +383,215 @@ def _is_number(value):
         return False
 
 
+# The configuration file, one row per key: (dotted path, kind, Settings field, options).
+# A row applies when its key is present and not null; a later row overrides an earlier
+# one (budget.maxIterations beats maxIterations). The first part of a dotted path is a
+# section, which must be an object. Keys of the first implementation that mean nothing
+# here any more are "retired": accepted, with a warning saying what does that job now.
+CONFIG_SCHEMA = (
+    ("workingDir", "str", "working_dir", {}),
+    ("maxIterations", "iterations", "max_iterations", {}),
+    ("autoResume", "choice", "auto_resume", {"choices": AUTO_RESUME_MODES}),
+    ("mode", "choice", "mode", {"choices": MODES}),
+    ("repeat", "repeat", "repeat", {}),
+    ("health.maxNoImprovementRuns", "int", "max_no_improve", {"low": 1}),
+    ("health.maxCrashStreak", "int", "max_crash_streak", {"low": 1}),
+    ("health.maxFlakyRetries", "retired", None, {"now": (
+        "a noisy benchmark is sampled until the verdict is clear, up to evaluator.maxSamples")}),
+    ("health.stuckTimeoutSeconds", "retired", None, {"now": (
+        "a benchmark execution is killed after timeouts.benchmark seconds (default 600)")}),
+    ("recovery.playbooks", "playbooks", "playbooks", {}),
+    ("recovery.maxHealingAttempts", "int", "max_heals", {"low": 0}),
+    ("recovery.pauseOnExhaustedRecovery", "bool", "pause_on_exhausted", {}),
+    ("budget.maxIterations", "iterations", "max_iterations", {}),
+    ("budget.target", "number", "target", {}),
+    ("budget.maxMinutes", "number", "max_minutes", {"low": 0.001}),
+    ("evaluator.repeat", "repeat", "repeat", {}),
+    ("evaluator.maxSamples", "int", "max_samples", {"low": 1, "high": 1000}),
+    ("evaluator.alpha", "number", "alpha", {"low": 0.0001, "high": 0.5}),
+    ("evaluator.minImprovementPct", "number", "min_improvement_pct", {"low": 0}),
+    ("guardrails", "guardrails", "guardrails", {}),
+    ("holdout.maxRegressionPct", "number", "holdout_tolerance_pct", {"low": 0}),
+    ("timeouts.benchmark", "number", "timeout", {"low": 0.001}),
+    ("timeouts.checks", "number", "checks_timeout", {"low": 0.001}),
+    ("resume.maxResumes", "int", "max_resumes", {"low": 0}),
+    ("resume.minMinutesBetween", "number", "resume_interval_min", {"low": 0}),
+    ("resume.maxConsecutiveBlocks", "int", "max_consecutive_blocks", {"low": 1}),
+    ("resume.maxBlocks", "int", "max_blocks", {"low": 0}),
+    ("syncCommand", "str", "sync_command", {}),
+    ("env", "env", "env", {}),
+    ("protect", "protect", "protect", {}),
+    ("protectDefaults", "bool", "protect_defaults", {}),
+    ("git.maxFileMB", "megabytes", "max_file_bytes", {"low": 0}),
+)
+
+
+class _ConfigProblem(Exception):
+    """A wrong value for one key: that key keeps its default (what a lenient reader needs)."""
+
+
 class _ConfigReader(object):
-    """Validates one JSON object of the config file, naming the field on error."""
+    """Reads the config file's keys through CONFIG_SCHEMA; collects warnings and errors,
+    each one line naming the file and the key."""
 
-    def __init__(self, path, data, prefix=""):
-        self.path, self.data, self.prefix = path, data, prefix
+    def __init__(self, path):
+        self.path, self.warnings, self.errors = path, [], []
 
-    def error(self, key, expected):
-        shown = json.dumps(self.data.get(key), ensure_ascii=False)
+    def warn(self, key, text):
+        self.warnings.append("%s: %s %s" % (os.path.basename(self.path), key, text))
+
+    def error(self, key, value, expected):
+        shown = json.dumps(value, ensure_ascii=False)
         if len(shown) > 60:
             shown = shown[:57] + "..."
-        fail("bad_config", "%s: %s%s must be %s, got %s." % (
-            self.path, self.prefix, key, expected, shown))
+        raise _ConfigProblem("%s: %s must be %s, got %s." % (self.path, key, expected, shown))
 
-    def check_keys(self, known):
-        for key in self.data:
-            if key not in known and not key.startswith(("_", "$")):
-                fail("bad_config", "%s: unknown field %s%s (known: %s)." % (
-                    self.path, self.prefix, key, ", ".join(known)))
+    def unknown_keys(self, data, known, prefix=""):
+        import difflib
+        for key in data:
+            if key in known or key.startswith(("_", "$")):
+                continue
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6) or [
+                k for k in known if k.lower() == key.lower()]
+            self.warn(prefix + key, "is not a key autotune reads; it is ignored%s." % (
+                " (did you mean %s%s?)" % (prefix, close[0]) if close else " (known: %s)" % ", ".join(known)))
 
-    def get(self, key, kind, default=None, low=None, high=None, choices=None, allow_null=True):
-        if key not in self.data or (self.data[key] is None and allow_null):
-            return default
-        value = self.data[key]
-        if kind == "int":
-            if not _is_int(value) or (low is not None and value < low) or (high is not None and value > high):
-                self.error(key, "a whole number" + _range_text(low, high))
-        elif kind == "number":
-            if not _is_number(value) or (low is not None and value < low) or (high is not None and value > high):
-                self.error(key, "a number" + _range_text(low, high))
-        elif kind == "bool":
-            if not isinstance(value, bool):
-                self.error(key, "true or false")
-        elif kind == "str":
-            if not isinstance(value, str) or not value.strip():
-                self.error(key, "a non-empty string")
-        elif kind == "choice":
-            if value not in choices:
-                self.error(key, "one of " + ", ".join(json.dumps(c) for c in choices))
-        elif kind == "object":
-            if not isinstance(value, dict):
-                self.error(key, "an object")
-            return _ConfigReader(self.path, value, self.prefix + key + ".")
+    def number(self, key, value, opts, whole):
+        """An int or a finite number in range; "3" (the first implementation read numbers
+        given as strings) is read as 3, with a warning."""
+        expected = ("a whole number" if whole else "a number") + _range_text(opts.get("low"), opts.get("high"))
+        parsed = value
+        if isinstance(value, str):
+            try:
+                parsed = int(value.strip()) if whole else float(value.strip())
+            except ValueError:
+                self.error(key, value, expected)
+        ok = _is_int(parsed) if whole else _is_number(parsed)
+        if not ok or (opts.get("low") is not None and parsed < opts["low"]) or (
+                opts.get("high") is not None and parsed > opts["high"]):
+            self.error(key, value, expected)
+        if isinstance(value, str):
+            parsed = _round(parsed) if not whole else parsed
+            self.warn(key, "is the string %s; read as the number %s (write it without quotes)." % (
+                json.dumps(value), _fmt(parsed)))
+        return parsed
+
+
+def _cfg_int(reader, key, value, opts):
+    return reader.number(key, value, opts, whole=True)
+
+
+def _cfg_number(reader, key, value, opts):
+    return reader.number(key, value, opts, whole=False)
+
+
+def _cfg_megabytes(reader, key, value, opts):
+    """A size in MB (fractions allowed) as bytes; 0 means no limit."""
+    return int(reader.number(key, value, opts, whole=False) * (1 << 20))
+
+
+def _cfg_iterations(reader, key, value, opts):
+    """maxIterations: 0 meant "no limit" to the first implementation, and still does."""
+    count = reader.number(key, value, {"low": 0}, whole=True)
+    if count == 0:
+        reader.warn(key, "is 0, which means no iteration limit (as before); leave it out instead.")
+        return None
+    return count
+
+
+def _cfg_bool(reader, key, value, opts):
+    if not isinstance(value, bool):
+        reader.error(key, value, "true or false")
+    return value
+
+
+def _cfg_str(reader, key, value, opts):
+    if not isinstance(value, str) or not value.strip():
+        reader.error(key, value, "a non-empty string")
+    return value
+
+
+def _cfg_choice(reader, key, value, opts):
+    if value not in opts["choices"]:
+        reader.error(key, value, "one of " + ", ".join(json.dumps(c) for c in opts["choices"]))
+    return value
+
+
+def _cfg_repeat(reader, key, value, opts):
+    if value == "auto":
         return value
+    try:
+        return reader.number(key, value, {"low": 1, "high": 1000}, whole=True)
+    except _ConfigProblem:
+        reader.error(key, value, '"auto" or a whole number from 1 to 1000')
+
+
+def _cfg_playbooks(reader, key, value, opts):
+    """A list of playbook names; a name autotune does not know (the first implementation
+    accepted any) is skipped with a warning."""
+    if not isinstance(value, list) or not all(isinstance(b, str) for b in value):
+        reader.error(key, value, "a list of playbook names (%s)" % ", ".join(PLAYBOOKS))
+    unknown = [b for b in value if b not in PLAYBOOKS]
+    if unknown:
+        reader.warn(key, "names %s, which autotune does not have; skipped (it has %s)." % (
+            ", ".join(json.dumps(b, ensure_ascii=False) for b in unknown), ", ".join(PLAYBOOKS)))
+    return [b for b in value if b in PLAYBOOKS]
+
+
+def _cfg_retired(reader, key, value, opts):
+    reader.warn(key, "is no longer used: %s." % opts["now"])
+    return None
+
+
+def _cfg_guardrails(reader, key, value, opts):
+    if not isinstance(value, dict):
+        reader.error(key, value, "an object")
+    rules = {}
+    for name, rule in value.items():
+        where = "%s.%s" % (key, name)
+        if not isinstance(rule, dict):
+            reader.error(where, rule, "an object")
+        reader.unknown_keys(rule, ("maxRegressionPct", "max", "min", "direction"), where + ".")
+        parsed = {}
+        for field, kind, field_opts in (("maxRegressionPct", _cfg_number, {"low": 0}),
+                                        ("max", _cfg_number, {}), ("min", _cfg_number, {}),
+                                        ("direction", _cfg_choice, {"choices": DIRECTIONS})):
+            raw = rule.get(field)
+            parsed[field] = None if raw is None else kind(reader, "%s.%s" % (where, field), raw, field_opts)
+        parsed["direction"] = parsed["direction"] or "lower"
+        if parsed["maxRegressionPct"] is None and parsed["max"] is None and parsed["min"] is None:
+            reader.error(where, rule, "an object with maxRegressionPct, max or min")
+        rules[name] = parsed
+    return rules
+
+
+def _cfg_env(reader, key, value, opts):
+    """Variables for the benchmark's environment: name -> string, or null to unset it."""
+    if not isinstance(value, dict):
+        reader.error(key, value, "an object")
+    for name, text in value.items():
+        if not name or "=" in name or "\0" in name or not (text is None or isinstance(text, str)) \
+                or (isinstance(text, str) and "\0" in text):
+            reader.error("%s.%s" % (key, name), text, "a string (or null to unset the variable)")
+    return dict(value)
+
+
+def _cfg_protect(reader, key, value, opts):
+    """`protect`: globs relative to the working directory, never outside it."""
+    expected = "a list of globs relative to the working directory (like \"tests/**\")"
+    if not isinstance(value, list):
+        reader.error(key, value, expected)
+    for pattern in value:
+        if (not isinstance(pattern, str) or not pattern.strip() or "\0" in pattern
+                or pattern.startswith(("/", "~")) or ".." in pattern.replace("\\", "/").split("/")):
+            reader.error(key, pattern, expected + "; this is not one")
+    return [pattern.strip() for pattern in value]
+
+
+CONFIG_KINDS = {"int": _cfg_int, "number": _cfg_number, "iterations": _cfg_iterations,
+                "bool": _cfg_bool, "str": _cfg_str, "choice": _cfg_choice, "repeat": _cfg_repeat,
+                "playbooks": _cfg_playbooks, "retired": _cfg_retired, "guardrails": _cfg_guardrails,
+                "env": _cfg_env, "protect": _cfg_protect, "megabytes": _cfg_megabytes}
 
 
 def _range_text(low, high):
@@ -430,142 +602,77 @@ def _range_text(low, high):
     return ""
 
 
-def _repeat_value(reader, key):
-    value = reader.data.get(key)
-    if value is None or value == "auto":
-        return "auto" if value == "auto" else None
-    if not _is_int(value) or not 1 <= value <= 1000:
-        reader.error(key, '"auto" or a whole number from 1 to 1000')
-    return value
+def read_config(path, data):
+    """Settings from the parsed config object, by CONFIG_SCHEMA (pure). A wrong value is
+    an error in `settings.errors` and leaves its key at the default."""
+    settings = Settings(path=path, raw=data)
+    reader = _ConfigReader(path)
+    sections = {}
+    for row in CONFIG_SCHEMA:
+        head, _, tail = row[0].partition(".")
+        if tail:
+            sections.setdefault(head, []).append(tail)
+    reader.unknown_keys(data, tuple(dict.fromkeys(row[0].partition(".")[0] for row in CONFIG_SCHEMA)))
+    for name, keys in sections.items():
+        section = data.get(name)
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            reader.errors.append("%s: %s must be an object, got %s." % (
+                path, name, json.dumps(section, ensure_ascii=False)[:60]))
+            continue
+        reader.unknown_keys(section, tuple(keys), name + ".")
+    for key, kind, field, opts in CONFIG_SCHEMA:
+        head, _, tail = key.partition(".")
+        holder = data.get(head) if tail else data
+        value = holder.get(tail or head) if isinstance(holder, dict) else None
+        if value is None:
+            continue
+        try:
+            parsed = CONFIG_KINDS[kind](reader, key, value, opts)
+        except _ConfigProblem as exc:
+            reader.errors.append(str(exc))
+            continue
+        if field is not None:
+            setattr(settings, field, parsed)
+    settings.warnings, settings.errors = reader.warnings, reader.errors
+    return settings
 
 
-def load_settings(path):
-    """Reads autotune.config.json; a missing file means defaults, a bad one an error."""
-    settings = Settings(path=path)
+def load_settings(path, lenient=False):
+    """Reads autotune.config.json; a missing file means defaults. A broken one is an
+    error, or with `lenient` (the commands that only show the loop) the defaults for what
+    is broken, with the problem in `settings.errors`."""
     try:
         with open(path, "rb") as handle:
             text = handle.read()
     except FileNotFoundError:
-        return settings
+        return Settings(path=path)
     except OSError as exc:
-        fail("bad_config", "%s: cannot be read (%s)." % (path, exc.strerror or exc))
+        return _config_failure(path, "%s: cannot be read (%s)." % (path, exc.strerror or exc), lenient)
     try:
         data = json.loads(text.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError:
-        fail("bad_config", "%s: is not UTF-8 text." % path)
+        return _config_failure(path, "%s: is not UTF-8 text." % path, lenient)
     except ValueError as exc:
-        fail("bad_config", "%s: invalid JSON (%s)." % (path, exc))
+        return _config_failure(path, "%s: invalid JSON (%s)." % (path, exc), lenient)
     except RecursionError:
-        fail("bad_config", "%s: the JSON is nested too deeply." % path)
+        return _config_failure(path, "%s: the JSON is nested too deeply." % path, lenient)
     if not isinstance(data, dict):
-        fail("bad_config", "%s: must hold a JSON object, not %s." % (path, type(data).__name__))
-    top = _ConfigReader(path, data)
-    top.check_keys(("workingDir", "maxIterations", "autoResume", "mode", "repeat", "health",
-                    "recovery", "budget", "evaluator", "guardrails", "holdout", "timeouts",
-                    "resume", "syncCommand", "env", "protect", "protectDefaults", "git"))
-    settings.raw = data
-    settings.working_dir = top.get("workingDir", "str")
-    settings.max_iterations = top.get("maxIterations", "int", low=1)
-    settings.auto_resume = top.get("autoResume", "choice", "prompt", choices=AUTO_RESUME_MODES)
-    settings.mode = top.get("mode", "choice", "optimize", choices=MODES)
-    settings.repeat = _repeat_value(top, "repeat") or "auto"
-
-    health = top.get("health", "object")
-    if health:
-        health.check_keys(("maxNoImprovementRuns", "maxCrashStreak"))
-        settings.max_no_improve = health.get("maxNoImprovementRuns", "int", DEFAULT_MAX_NO_IMPROVE, low=1)
-        settings.max_crash_streak = health.get("maxCrashStreak", "int", DEFAULT_MAX_CRASH_STREAK, low=1)
-    recovery = top.get("recovery", "object")
-    if recovery:
-        recovery.check_keys(("playbooks", "maxHealingAttempts", "pauseOnExhaustedRecovery"))
-        books = recovery.data.get("playbooks")
-        if books is not None:
-            if not isinstance(books, list) or any(b not in PLAYBOOKS for b in books):
-                recovery.error("playbooks", "a list of playbook names (%s)" % ", ".join(PLAYBOOKS))
-            settings.playbooks = list(books)
-        settings.max_heals = recovery.get("maxHealingAttempts", "int", DEFAULT_MAX_HEALS, low=0)
-        settings.pause_on_exhausted = recovery.get("pauseOnExhaustedRecovery", "bool", True)
-    budget = top.get("budget", "object")
-    if budget:
-        budget.check_keys(("maxIterations", "target", "maxMinutes"))
-        settings.max_iterations = budget.get("maxIterations", "int", settings.max_iterations, low=1)
-        settings.target = budget.get("target", "number")
-        settings.max_minutes = budget.get("maxMinutes", "number", low=0.001)
-    evaluator = top.get("evaluator", "object")
-    if evaluator:
-        evaluator.check_keys(("repeat", "maxSamples", "alpha", "minImprovementPct"))
-        settings.repeat = _repeat_value(evaluator, "repeat") or settings.repeat
-        settings.max_samples = evaluator.get("maxSamples", "int", DEFAULT_MAX_SAMPLES, low=1, high=1000)
-        settings.alpha = evaluator.get("alpha", "number", DEFAULT_ALPHA, low=0.0001, high=0.5)
-        settings.min_improvement_pct = evaluator.get("minImprovementPct", "number", 0.0, low=0)
-    guardrails = top.get("guardrails", "object")
-    if guardrails:
-        rules = {}
-        for name in guardrails.data:
-            rule = guardrails.get(name, "object")
-            if rule is None:
-                guardrails.error(name, "an object")
-            rule.check_keys(("maxRegressionPct", "max", "min", "direction"))
-            parsed = {
-                "maxRegressionPct": rule.get("maxRegressionPct", "number", low=0),
-                "max": rule.get("max", "number"),
-                "min": rule.get("min", "number"),
-                "direction": rule.get("direction", "choice", "lower", choices=DIRECTIONS),
-            }
-            if parsed["maxRegressionPct"] is None and parsed["max"] is None and parsed["min"] is None:
-                guardrails.error(name, "an object with maxRegressionPct, max or min")
-            rules[name] = parsed
-        settings.guardrails = rules
-    holdout = top.get("holdout", "object")
-    if holdout:
-        holdout.check_keys(("maxRegressionPct",))
-        settings.holdout_tolerance_pct = holdout.get(
-            "maxRegressionPct", "number", DEFAULT_HOLDOUT_TOLERANCE_PCT, low=0)
-    timeouts = top.get("timeouts", "object")
-    if timeouts:
-        timeouts.check_keys(("benchmark", "checks"))
-        settings.timeout = timeouts.get("benchmark", "number", DEFAULT_TIMEOUT, low=0.001)
-        settings.checks_timeout = timeouts.get("checks", "number", DEFAULT_CHECKS_TIMEOUT, low=0.001)
-    resume = top.get("resume", "object")
-    if resume:
-        resume.check_keys(("maxResumes", "minMinutesBetween", "maxConsecutiveBlocks", "maxBlocks"))
-        settings.max_resumes = resume.get("maxResumes", "int", DEFAULT_MAX_RESUMES, low=0)
-        settings.resume_interval_min = resume.get("minMinutesBetween", "number",
-                                                  DEFAULT_RESUME_INTERVAL_MIN, low=0)
-        settings.max_consecutive_blocks = resume.get("maxConsecutiveBlocks", "int",
-                                                     DEFAULT_MAX_CONSECUTIVE_BLOCKS, low=1)
-        settings.max_blocks = resume.get("maxBlocks", "int", DEFAULT_MAX_BLOCKS, low=0)
-    git = top.get("git", "object")
-    if git:
-        git.check_keys(("maxFileMB",))
-        limit = git.get("maxFileMB", "number", DEFAULT_MAX_FILE_MB, low=0)
-        settings.max_file_bytes = int(limit * (1 << 20))  # 0: no limit
-    settings.sync_command = top.get("syncCommand", "str")
-    env = top.get("env", "object")
-    if env:
-        for name, value in env.data.items():
-            if not name or "=" in name or "\0" in name or not (value is None or isinstance(value, str)) \
-                    or (isinstance(value, str) and "\0" in value):
-                env.error(name, "a string (or null to unset the variable)")
-        settings.env = dict(env.data)
-    settings.protect = _protect_globs(top)
-    settings.protect_defaults = top.get("protectDefaults", "bool", True)
+        return _config_failure(path, "%s: must hold a JSON object, not %s." % (path, type(data).__name__),
+                               lenient)
+    settings = read_config(path, data)
+    if settings.errors and not lenient:
+        more = len(settings.errors) - 1
+        fail("bad_config", settings.errors[0] + (" (and %d more problem%s: `autotune doctor` lists them)" % (
+            more, "" if more == 1 else "s") if more else ""))
     return settings
 
 
-def _protect_globs(reader):
-    """`protect`: globs relative to the working directory, never outside it."""
-    globs = reader.data.get("protect")
-    if globs is None:
-        return []
-    expected = "a list of globs relative to the working directory (like \"tests/**\")"
-    if not isinstance(globs, list):
-        reader.error("protect", expected)
-    for pattern in globs:
-        if (not isinstance(pattern, str) or not pattern.strip() or "\0" in pattern
-                or pattern.startswith(("/", "~")) or ".." in pattern.replace("\\", "/").split("/")):
-            reader.error("protect", expected + "; %s is not one" % json.dumps(pattern)[:60])
-    return [pattern.strip() for pattern in globs]
+def _config_failure(path, message, lenient):
+    if not lenient:
+        fail("bad_config", message)
+    return Settings(path=path, errors=[message])
 
 
 # Everything in the config that decides a verdict, compared as written: whole sections,
@@ -669,13 +776,14 @@ class Session(object):
     """Where a loop lives: its working directory, repository, settings and files."""
 
     __slots__ = ("workdir", "repo", "settings", "log_path", "state_path", "_cache_dir", "config_error",
-                 "oversized", "converts")
+                 "config_errors", "oversized", "converts")
 
-    def __init__(self, workdir, repo, settings, config_error=None):
+    def __init__(self, workdir, repo, settings, config_errors=()):
         self.workdir = workdir
         self.repo = repo
         self.settings = settings
-        self.config_error = config_error  # set only by find_session(lenient=True)
+        self.config_errors = list(config_errors)  # set only by find_session(lenient=True)
+        self.config_error = " ".join(config_errors) or None
         self.log_path = os.path.join(workdir, LOG_FILE)
         self.state_path = os.path.join(workdir, STATE_FILE)
         self._cache_dir = None
@@ -709,29 +817,29 @@ def find_session(cwd=None, lenient=False):
 
     `workingDir` in ./autotune.config.json wins; else the nearest directory from here
     up to the git root that holds autotune.jsonl; else the current directory. A broken
-    config is an error, except with `lenient` (stop, clear, doctor must work with a typo
-    in it): then the defaults apply and `config_error` says what is wrong.
+    config is an error, except with `lenient` (the commands that stop, clear or only show
+    the loop must work with a typo in it): then the defaults apply to what is broken and
+    `config_error` says what is wrong.
     """
     cwd = os.path.abspath(cwd or os.getcwd())
     errors = []
 
     def settings_of(path):
-        try:
-            return load_settings(path)
-        except AutotuneError as exc:
-            if not lenient:
-                raise
-            errors.append(exc.message)
-            return Settings(path=path)
+        settings = load_settings(path, lenient)
+        errors.extend(settings.errors)
+        return settings
 
     local_config = os.path.join(cwd, CONFIG_FILE)
     local = settings_of(local_config) if os.path.isfile(local_config) else None
-    if local is not None and local.working_dir:
-        workdir = os.path.normpath(os.path.join(cwd, local.working_dir))
-        if not os.path.isdir(workdir):
-            fail("bad_config", "%s: workingDir %s is not a directory." % (
-                local_config, json.dumps(local.working_dir)))
-        return Session(workdir, find_repo(workdir), local, (errors or [None])[0])
+    workdir = os.path.normpath(os.path.join(cwd, local.working_dir)) if local and local.working_dir else None
+    if workdir is not None and not os.path.isdir(workdir):
+        message = "%s: workingDir %s is not a directory." % (local_config, json.dumps(local.working_dir))
+        if not lenient:
+            fail("bad_config", message)
+        errors.append(message)
+        workdir = local.working_dir = None
+    if workdir is not None:
+        return Session(workdir, find_repo(workdir), local, errors)
     repo = find_repo(cwd)
     workdir = cwd
     if repo is not None:
@@ -745,7 +853,7 @@ def find_session(cwd=None, lenient=False):
                 break
             probe = parent
     settings = local if (workdir == cwd and local is not None) else settings_of(os.path.join(workdir, CONFIG_FILE))
-    return Session(workdir, repo, settings, (errors or [None])[0])
+    return Session(workdir, repo, settings, errors)
 
 
 def _same_path(a, b):
@@ -943,9 +1051,14 @@ def fold_entry(state, entry, offset=None):
     if kind == "config":
         _fold_config(state, entry, offset)
     elif kind == "result":
-        return _fold_result(state, entry)
+        point = _fold_result(state, entry)
+        if isinstance(entry.get("active"), bool):
+            state.set_at, state.set_offset = entry.get("timestamp"), offset
+        return point
     elif kind == "control":
         _fold_control(state, entry)
+        if entry.get("action") in ("stop", "resume", "repair"):
+            state.set_at, state.set_offset = entry.get("timestamp"), offset
     elif kind == "rebaseline":
         samples = _samples_of(entry, entry.get("metric") if _is_number(entry.get("metric")) else None)
         if samples and state.config is not None:
@@ -992,7 +1105,8 @@ def _fold_config(state, entry, offset):
     state.mode = entry.get("mode") if entry.get("mode") in MODES else "optimize"
     state.health = "running"
     state.reason = "initialized"
-    state.started_at = entry.get("timestamp")
+    state.started_at = state.set_at = entry.get("timestamp")
+    state.set_offset = offset
     state.session_id = entry.get("session_id")
     state.hashes = entry.get("hashes") if isinstance(entry.get("hashes"), dict) else None
     state.snapshot = entry.get("snapshot") if isinstance(entry.get("snapshot"), dict) else None
@@ -1067,8 +1181,12 @@ def _fold_result(state, entry):
                            "timestamp": timestamp,
                            "deterministic": is_deterministic(samples) or inherited}
         state.progress_at = timestamp
-    if state.metric_names is None and status != "crash" and entry.get("metrics") is not None:
-        state.metric_names = sorted(metrics)
+    if status != "crash" and entry.get("metrics") is not None:
+        # every secondary name the segment has seen (a new one is noted once, when it
+        # appears); the primary is not a secondary metric even when a result listed it
+        names = set(state.metric_names or ()) | set(metrics)
+        names.discard(state.config.get("metric_name"))
+        state.metric_names = sorted(names)
     state.last = {"index": index, "status": status, "metric": metric, "commit": entry.get("commit"),
                   "description": entry.get("description"), "timestamp": timestamp,
                   "verdict": entry.get("verdict")}
@@ -1145,39 +1263,119 @@ def load_state(session):
     except OSError:
         require_session(session)
         raise
-    cached, legacy = None, None
+    cached, foreign = None, None
     try:
         with open(session.state_path, "rb") as handle:
             data = json.loads(handle.read().decode("utf-8"), parse_constant=_reject_constant)
+            written_at = os.fstat(handle.fileno()).st_mtime
         if isinstance(data, dict) and data.get("format") == STATE_FORMAT and _is_int(data.get("log_size")):
             import zlib
             checksum = data.pop("checksum", None)
             if checksum == "%08x" % zlib.crc32(_state_text(data).encode("utf-8")):
                 cached = State.from_dict(data)
+            else:  # ours, edited since by someone else (the first implementation's stop/repair)
+                foreign = OldState.from_file(data, written_at, data.get("log_size"))
         elif isinstance(data, dict) and "format" not in data:
-            legacy = data
+            foreign = OldState.from_file(data, written_at)  # the first implementation's
     except (OSError, ValueError, UnicodeDecodeError, TypeError, RecursionError):
         pass
+    if cached is not None:
+        with open(session.log_path, "rb") as handle:
+            if cached.log_size <= size and _tail_matches(handle, cached):
+                loaded = Loaded(cached)
+                _fold_from(handle, loaded, cached.log_size)
+                return loaded
+    return fold_log(session, foreign)
+
+
+def fold_log(session, foreign=None):
+    """The state rebuilt from the whole log. A loop controlled by the first implementation
+    (its `stop` and `repair` wrote only .autotune.state) keeps what that file said when
+    no line of the log set the loop's activity after it; the file is remembered in the
+    cache directory, so a later rebuild keeps honouring it."""
+    loaded = Loaded(State())
+    loaded.rebuilt = loaded.changed = True
+    loaded.complete = True
     with open(session.log_path, "rb") as handle:
-        if cached is not None and cached.log_size <= size and _tail_matches(handle, cached):
-            loaded = Loaded(cached)
-            _fold_from(handle, loaded, cached.log_size)
-            return loaded
-        loaded = Loaded(State())
-        loaded.rebuilt = loaded.changed = True
-        loaded.complete = True
         _fold_from(handle, loaded, 0)
     state = loaded.state
-    if legacy is not None and _is_int(legacy.get("n_exp")) and legacy.get("n_exp") == state.n_exp:
-        # a state file of the first implementation: keep what the log cannot tell
-        if isinstance(legacy.get("active"), bool):
-            state.active = legacy["active"]
-        for name in ("resume_count", "resume_at"):
-            if _is_int(legacy.get(name)):
-                setattr(state, name, legacy[name])
+    old = foreign if foreign is not None else OldState.load(session)
+    if old is not None and old.applies_to(state):
+        old.apply(state)
+        if foreign is not None and session.repo is not None:
+            old.log_size = state.log_size  # every line so far was judged against it
+            old.save(session)
     if state.confidence is None and state.config is not None:
         state.confidence = confidence(sorted(loaded.points), state)
     return loaded
+
+
+class OldState(object):
+    """The controls of a .autotune.state written by someone else: the first
+    implementation (no `format`), or its `stop`/`repair`/Stop hook editing ours."""
+
+    __slots__ = ("fields", "written_at", "log_size")
+    NAMES = ("active", "mode", "recovery", "health", "reason", "resume_count", "resume_at")
+
+    def __init__(self, fields, written_at, log_size=None):
+        self.fields, self.written_at, self.log_size = fields, written_at, log_size
+
+    @classmethod
+    def from_file(cls, data, written_at, log_size=None):
+        return cls({k: data[k] for k in cls.NAMES if k in data}, written_at,
+                   log_size if _is_int(log_size) else None)
+
+    @classmethod
+    def load(cls, session):
+        if session.repo is None:
+            return None
+        try:
+            with open(session.cache("old-state.json"), "rb") as handle:
+                data = json.loads(handle.read().decode("utf-8"))
+            return cls(data["fields"], float(data["written_at"]), data["log_size"])
+        except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
+            return None
+
+    def save(self, session):
+        try:
+            write_atomic(session.cache("old-state.json", create=True), json.dumps(
+                {"fields": self.fields, "written_at": self.written_at,
+                 "log_size": self.log_size}).encode("utf-8"))
+        except OSError:
+            pass  # only a later rebuild would forget it
+
+    def applies_to(self, state):
+        """True when no line of the log set the loop's activity after the file was
+        written: our own state saw the whole log, or every such line is older."""
+        if state.config is None:
+            return False
+        if _is_int(self.log_size):  # lines from this offset on came after the file
+            return state.set_offset is None or state.set_offset < self.log_size
+        set_at = iso_to_epoch(state.set_at)
+        return set_at is None or set_at < self.written_at
+
+    def apply(self, state):
+        old = self.fields
+        was_active, fold_reason = state.active, state.reason
+        if isinstance(old.get("active"), bool):
+            state.active = old["active"]
+        if old.get("mode") in MODES:
+            state.mode = old["mode"]
+        if "recovery" in old and (old["recovery"] is None or isinstance(old["recovery"], str)):
+            state.recovery = old["recovery"]
+        if old.get("health") in HEALTHS:
+            state.health = old["health"]
+        if isinstance(old.get("reason"), str):
+            state.reason = old["reason"]
+        if was_active and not state.active and state.health != "completed":
+            if state.reason == fold_reason:  # the old `stop`: it changed only active and health
+                state.health, state.stopped_by = "stopped", "person"
+                state.reason = "with the first implementation's `autotune stop`"
+            else:
+                state.health = "paused"
+        for name in ("resume_count", "resume_at"):
+            if _is_int(old.get(name)):
+                setattr(state, name, max(getattr(state, name), old[name]))
 
 
 def _tail_matches(handle, cached):
@@ -1764,6 +1962,17 @@ def sampling_plan(reference, repeat, settings, deterministic=False):
                         "noisy benchmark", adaptive=True)
 
 
+def reference_to_measure(reference, repeat):
+    """True when the best the next verdict is judged against is one recorded number and no
+    samples (a session of the first implementation logged one value per experiment), so
+    `run` measures the kept code first rather than taking the spread of *other
+    experiments'* values for noise. (When `run` measures the best beside every candidate,
+    this is the case where that reference is missing.)"""
+    if repeat != "auto" or not reference:
+        return False
+    return len(reference.get("samples") or ()) < 2 and not reference.get("deterministic")
+
+
 def collect_samples(take, plan, reference, direction, settings, noise_mad=None, deterministic=False):
     """The adaptive sampling loop of `run`, over a `take(n)` that measures sample n and
     returns (value, metrics), or None when the benchmark failed (which ends the loop).
@@ -1797,6 +2006,16 @@ def median_metrics(sample_metrics, exclude=None):
     """Each secondary metric's median over the samples that reported it."""
     names = sorted({name for metrics in sample_metrics for name in metrics if name != exclude})
     return {name: _round(median([m[name] for m in sample_metrics if name in m])) for name in names}
+
+
+def metric_name_changes(known, metrics, pname):
+    """(new, missing) secondary metric names of a result against the segment's earlier
+    ones. Neither refuses a result: `run` records what the benchmark printed, and the
+    first implementation's agent typed --metrics by hand, often a subset, sometimes with
+    the primary among them (never a secondary metric, so it is left out)."""
+    known = set(known or ()) - {pname}
+    names = set(metrics) - {pname}
+    return sorted(names - known), sorted(known - names)
 
 
 def regression_pct(value, reference, direction):
@@ -2319,6 +2538,10 @@ class Change(object):
     @property
     def name(self):
         return self.path.decode("utf-8", "replace")
+
+    def inverse(self):
+        """The same path changed the other way (restore_changes of it re-applies this)."""
+        return Change(self.new_mode, self.old_mode, self.new_sha, self.old_sha, self.status, self.path)
 
 
 ZERO_MODE = b"000000"
@@ -3223,6 +3446,64 @@ def room_problem(paths_sizes, directory):
     return None
 
 
+def swap_out(session, base, current, tracked_only):
+    """Puts the kept code (tree `base`) in place of the experiment's files, so `run` can
+    measure it beside the candidate; returns the changes swap_back re-applies. The
+    candidate's tree is anchored by a ref and named in a marker file first, so a process
+    killed in between leaves a way back (recover_swap)."""
+    changes = experiment_changes(session, base, current, tracked_only=tracked_only)
+    if not changes:
+        return []
+    session.repo.run(["update-ref", "--no-deref", _swap_ref(session), current])
+    write_atomic(session.cache("swap.json", create=True),
+                 json.dumps({"tree": current, "pid": os.getpid()}).encode("utf-8"))
+    try:
+        restore_changes(session, changes)
+    except BaseException:
+        swap_back(session, changes)  # a half-made swap is undone before the error shows
+        raise
+    return changes
+
+
+def swap_back(session, changes):
+    """Returns the experiment's files after swap_out."""
+    if not changes:
+        return
+    restore_changes(session, [c.inverse() for c in changes])
+    _drop_swap(session)
+
+
+def recover_swap(session):
+    """After a `run` killed while the kept code was swapped in: brings the experiment's
+    files back (only tracked changes are undone: what the benchmark created is kept).
+    Returns True when it restored something."""
+    try:
+        with open(session.cache("swap.json"), "rb") as handle:
+            marker = json.loads(handle.read().decode("utf-8"))
+        tree, pid = marker["tree"], marker["pid"]
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError):
+        return False
+    if _is_int(pid) and pid != os.getpid() and _pid_alive(pid):
+        return False  # that run is still measuring
+    if isinstance(tree, str) and _is_hash(tree):
+        changes = experiment_changes(session, tree, snapshot_tree(session), tracked_only=True)
+        restore_changes(session, changes)
+    _drop_swap(session)
+    return True
+
+
+def _swap_ref(session):
+    return "refs/autotune/candidate/" + os.path.basename(session.cache_dir)
+
+
+def _drop_swap(session):
+    try:
+        os.unlink(session.cache("swap.json"))
+    except OSError:
+        pass
+    session.repo.run(["update-ref", "-d", _swap_ref(session)], check=False)
+
+
 # ------------------------------------------------------------------ running ----
 
 
@@ -3376,7 +3657,7 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
         if sweep is None:
             _kill_tagged(token)
     scanner.close()
-    outcome.exit = proc.returncode
+    outcome.exit = 124 if outcome.timeout else proc.returncode  # as timeout(1) reports it
     outcome.dur = round(time.monotonic() - started, 3)
     outcome.metrics = scanner.metrics
     text = clean_tail(scanner.text(tail_lines, scanner.tail_limit))  # clean first, then cut
@@ -4287,6 +4568,15 @@ def benchmark_command(session, command):
     return command, True, command
 
 
+def config_notes(session):
+    """The config file's warnings (keys read differently than written) and, for the
+    commands that read it leniently, its errors: one line each, shown wherever the
+    loop is shown."""
+    return list(session.settings.warnings) + [
+        "%s Its default applies here; the commands that run the loop refuse until it is fixed." % error
+        for error in session.config_errors]
+
+
 def require_config(session, state):
     if state.config is None:
         fail("no_session", "%s has no config line; run `autotune init` first." % session.log_path)
@@ -4400,6 +4690,8 @@ def cmd_init(args):
         warnings.insert(0, "the repository has no commit yet: the first keep becomes its first commit")
     if warnings:
         result["warning"] = "; ".join(warnings)
+    if config_notes(session):
+        result["warnings"] = config_notes(session)
     output(result)
 
 
@@ -4649,7 +4941,7 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
     pname, direction = config.get("metric_name"), config.get("direction", "lower")
     repo = session.repo
     head = repo.head() if repo else None
-    warnings = []
+    warnings = config_notes(session)
     if state.snapshot and state.snapshot.get("head") and head != state.snapshot.get("head"):
         warnings.append("HEAD moved outside autotune since the last logged result; `log` will "
                         "refuse to commit or revert until you check it (see `autotune doctor`).")
@@ -4657,6 +4949,9 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
     if repo:
         with LogLock(session):
             ensure_excluded(session)
+            if recover_swap(session):
+                warnings.append("a killed `run` had left the kept code in place of the experiment; "
+                                "the experiment's files were restored first")
             tree_before = snapshot_tree(session)
         large = large_changes((state.snapshot or {}).get("large"), large_record(session))
         if large:
@@ -4668,9 +4963,9 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
             warnings.append("the working tree has no change since the last logged result, so "
                             "this run measures the kept code")
     env = benchmark_env(settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_RUN=str(state.n_exp + 1))
-    reference = (state.reference or {}).get("samples") or None
-    deterministic = bool((state.reference or {}).get("deterministic"))
-    plan = sampling_plan(reference, repeat, settings, deterministic)
+    reference_info = state.reference or {}
+    reference = reference_info.get("samples") or None
+    deterministic = bool(reference_info.get("deterministic"))
     # the segment's MAD is the spread of its results (progress included): a fallback
     # for the adaptive default's small references only, never for a fixed repeat
     noise_mad = (state.confidence or {}).get("noise_mad") if repeat == "auto" else None
@@ -4678,6 +4973,17 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
                     warnings=warnings, head=head, hashes=hashes, inputs=inputs,
                     judge=judge_of(settings.raw))
     with ProcessSweep() as sweep:
+        if tree_before and reference_to_measure(state.reference, repeat):
+            kept, problem = measure_kept_code(session, state, tree_before, head, argv, shell, timeout,
+                                              env, pname, direction, settings, sweep)
+            if kept is not None:
+                m.reference = kept
+                reference, deterministic, noise_mad = kept["samples"], kept["deterministic"], None
+                reference_info = {"source": kept["source"], "deterministic": deterministic}
+            else:
+                warnings.append("the kept code could not be measured (%s), so the verdict compares "
+                                "with the best's one recorded value" % problem)
+        plan = sampling_plan(reference, repeat, settings, deterministic)
         runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep)
         m.samples, m.sample_metrics, notes = collect_samples(
             runner.take, plan, reference, direction, settings, noise_mad, deterministic)
@@ -4697,7 +5003,7 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
                 m.chk_out = checks.error or checks.output
                 if checks.timeout:
                     m.chk_out = (m.chk_out + "\n[checks timed out after %ss]" % _fmt(checks_timeout)).strip()
-        m.verdict, m.evidence = verdict_of(m, reference, state.reference or {}, direction, settings,
+        m.verdict, m.evidence = verdict_of(m, reference, reference_info, direction, settings,
                                            noise_mad, plan.alpha, (state.baseline or {}).get("metrics"))
         if m.verdict in ("baseline", "improved") and os.path.isfile(session.path(HOLDOUT_FILE)):
             m.holdout = run_holdout(session, pname, timeout, env, sweep)
@@ -4707,6 +5013,8 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
                           "checks_failed": "checks_failed"}.get(m.verdict, "discard")
     samples = m.samples
     m.sampling = describe_sampling(plan, samples, notes, m, reference, settings.max_samples)
+    if m.reference:
+        m.sampling = "%s; first the kept code: %s" % (m.sampling, m.reference["why"])
     m.env = environment(head, session, env)
     drift = toolchain_warning(toolchain_changes(state.toolchain, toolchain_of(m.env)))
     if drift:
@@ -4739,6 +5047,8 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
               "verdict": m.verdict, "suggested_status": m.suggested_status, "evidence": m.evidence,
               "guardrails": m.guardrails, "holdout": m.holdout, "reason": m.reason,
               "command": shown, "env": m.env}
+    if m.reference:
+        result["reference"] = {k: m.reference[k] for k in ("source", "commit", "samples", "n", "deterministic")}
     if m.warnings:
         result["warnings"] = m.warnings
     output(result)
@@ -4776,6 +5086,35 @@ class SampleRunner(object):
         if self.problem:
             return None
         return self.last.metrics[self.pname], self.last.metrics
+
+
+def measure_kept_code(session, state, current, head, argv, shell, timeout, env, pname, direction,
+                      settings, sweep):
+    """Samples of the kept code, measured now with the experiment's files swapped out, for
+    a best that has no samples (reference_to_measure). Returns (reference, None), or
+    (None, why) when the kept code did not run."""
+    snap = (state.snapshot or {}).get("tree")
+    base = snap or head_tree(session.repo, head)
+    runner = SampleRunner(argv, shell, session.workdir, timeout, dict(env, AUTOTUNE_REFERENCE="1"),
+                          pname, sweep)
+    with LogLock(session):
+        changes = swap_out(session, base, current, tracked_only=snap is None)
+    try:
+        samples, sample_metrics, _ = collect_samples(runner.take, sampling_plan(None, "auto", settings),
+                                                     None, direction, settings)
+    finally:
+        with LogLock(session):
+            swap_back(session, changes)
+    if runner.problem:
+        return None, runner.problem
+    commit = head[:7] if head else None
+    same = is_deterministic(samples)
+    return {"source": "kept code (%s) measured by run" % (commit or "no commit"), "commit": commit,
+            "metric": _round(median(samples)), "samples": [_round(x) for x in samples], "n": len(samples),
+            "metrics": median_metrics(sample_metrics, exclude=pname), "deterministic": same,
+            "why": "the best was one recorded number without samples, so the kept code%s was measured "
+                   "%d times (%s)" % (" (%s)" % commit if commit else "", len(samples),
+                                      "identical: deterministic" if same else "they differ: noisy")}, None
 
 
 def run_holdout(session, pname, timeout, env, sweep):
@@ -4826,7 +5165,8 @@ class LogDecision(Record):
     """What a `log` call records, settled before anything is written."""
 
     FIELDS = (("status", None), ("metric", None), ("measured", False), ("metrics", dict),
-              ("verdict", None), ("forced", False), ("improved", False))
+              ("verdict", None), ("forced", False), ("improved", False), ("notes", list),
+              ("warnings", list))
     __slots__ = tuple(name for name, _ in FIELDS)
 
 
@@ -4848,23 +5188,31 @@ def decide_log(args, flags, state, m):
              "--metric. A typed-in number needs --force --reason \"why\" (recorded).")
     decision = LogDecision(status=status, forced=bool(typed_keep))
     decision.metric, decision.measured = metric_for_log(status, metric_flag, m, args.force)
-    decision.metrics = (metrics_flag if metrics_flag is not None
-                        else dict(m.metrics) if m is not None and m.passed else {})
-    if metrics_flag is not None and m is not None and m.passed and not args.force:
+    measured_metrics = m is not None and m.passed
+    if metrics_flag is not None and measured_metrics and not args.force:
+        unmeasured = sorted(k for k in metrics_flag if k not in m.metrics and k != m.pname)
         differing = sorted(k for k in metrics_flag if k in m.metrics
                            and not same_number(metrics_flag[k], m.metrics[k]))
+        if unmeasured:
+            fail("metric_mismatch", "--metrics names %s, which `run` did not measure (it measured "
+                 "%s); log without --metrics to record what was measured." % (
+                     ", ".join(unmeasured), ", ".join(sorted(m.metrics)) or "no secondary metric"))
         if differing:
-            fail("metric_mismatch", "--metrics differs from what `run` measured for %s; omit "
-                 "--metrics to log the measured values (or --force)." % ", ".join(differing))
-    if status != "crash" and state.metric_names is not None and not args.force:
-        missing = sorted(set(state.metric_names) - set(decision.metrics))
-        extra = sorted(set(decision.metrics) - set(state.metric_names))
-        if missing or extra:
-            fail("metrics_mismatch", "Secondary metrics must match the segment's first result "
-                 "(%s): %s%s. Use --force to log anyway." % (
-                     ", ".join(state.metric_names) or "none",
-                     ("missing " + ", ".join(missing)) if missing else "",
-                     ("; " if missing and extra else "") + (("new " + ", ".join(extra)) if extra else "")))
+            fail("metric_mismatch", "--metrics differs from what `run` measured for %s; log "
+                 "without --metrics to record the measured values." % ", ".join(differing))
+    decision.metrics = (dict(m.metrics) if measured_metrics and not (args.force and metrics_flag is not None)
+                        else metrics_flag if metrics_flag is not None else {})
+    if status != "crash" and state.metric_names is not None:
+        new, missing = metric_name_changes(state.metric_names, decision.metrics,
+                                           state.config.get("metric_name"))
+        if new:
+            decision.notes.append("new secondary metric%s %s recorded (the segment's earlier results "
+                                  "did not have %s)" % ("s" if len(new) > 1 else "", ", ".join(new),
+                                                         "them" if len(new) > 1 else "it"))
+        if missing:
+            decision.warnings.append("secondary metric%s %s of earlier results %s not reported by this "
+                                     "one" % ("s" if len(missing) > 1 else "", ", ".join(missing),
+                                              "were" if len(missing) > 1 else "was"))
     decision.verdict = m.verdict if (m is not None and (decision.measured or m.crashed)) else None
     if status == "keep" and decision.verdict in BLOCKING_VERDICTS:
         if not (args.force and override):
@@ -4894,6 +5242,7 @@ def cmd_log(args):
         fail("bad_commit", "--commit %s is not a commit hash." % json.dumps(args.commit))
     repo = require_repo(session)
     with LogLock(session) as lock:
+        recover_swap(session)  # the experiment's files first, if a killed `run` swapped them out
         loaded = load_state(session)
         torn_tail_error(session, loaded)
         state = loaded.state
@@ -4977,6 +5326,9 @@ def cmd_log(args):
         if d.forced:
             result.forced, result.override_reason = True, flags[2]
             result.verdict = result.verdict or d.verdict
+        entries = [result.to_entry()]
+        if m is not None and d.measured and m.reference:
+            entries.insert(0, kept_code_entry(m, state))
         values = segment_values(session, loaded)
         preview = state.copy()
         point = fold_entry(preview, json.loads(dumps_line(result.to_entry()).decode("utf-8")))
@@ -4984,8 +5336,9 @@ def cmd_log(args):
             import bisect
             bisect.insort(values, point)
         result.confidence = confidence(values, preview)
+        entries[-1] = result.to_entry()
         try:
-            append_entries(lock, session, loaded, [result.to_entry()])
+            append_entries(lock, session, loaded, entries)
         except OSError as exc:
             fail("disk_full" if disk_full(exc) else "io_error",
                  unlogged_message(exc, d.status, git_info, result.commit, description))
@@ -4994,7 +5347,7 @@ def cmd_log(args):
         except OSError:
             pass  # values.bin is keyed by the point count: a stale one is rescanned
         drop_measurement(session)
-    answer = log_answer(loaded.state, settings, result, pname, git_info)
+    answer = log_answer(loaded.state, settings, result, pname, git_info, d.notes, d.warnings)
     deps = dependency_change(session, git_info)
     if deps is not None:
         answer["dependencies"] = deps
@@ -5053,13 +5406,24 @@ def run_sync(session):
             "timeout": outcome.timeout, "output": (outcome.error or outcome.output).strip("\n")}
 
 
-def log_answer(state, settings, result, pname, git_info):
+def kept_code_entry(m, state):
+    """The kept code's samples that `run` measured (a best without samples), recorded as a
+    rebaseline line before the result: later verdicts compare with them."""
+    ref, previous = m.reference, state.reference or {}
+    return {"type": "rebaseline", "timestamp": m.timestamp, "segment": state.segment,
+            "commit": ref.get("commit"), "metric": ref.get("metric"), "samples": ref.get("samples"),
+            "metrics": ref.get("metrics") or {}, "source": "run",
+            "previous": {"metric": _round(previous.get("metric")),
+                         "n": len(previous.get("samples") or []), "source": previous.get("source")}}
+
+
+def log_answer(state, settings, result, pname, git_info, notes=(), warnings=()):
     """The JSON `log` prints: the result, what git did, and where the loop now stands."""
     baseline = (state.baseline or {}).get("metric")
     metric = result.metric
     delta = (metric - baseline) if (metric is not None and baseline is not None) else None
     action, _ = next_action(state)
-    return {"status": result.status, "index": result.index, "commit": result.commit,
+    answer = {"status": result.status, "index": result.index, "commit": result.commit,
             "metric": metric, "name": pname, "baseline": _round(baseline), "delta": _round(delta),
             "d_pct": _round(delta / abs(baseline) * 100, 2) if delta is not None and baseline else None,
             "desc": result.description, "confidence": result.confidence, "git": git_info,
@@ -5069,6 +5433,11 @@ def log_answer(state, settings, result, pname, git_info):
             "reason": state.reason, "mode": state.mode, "active": state.active,
             "improved": result.improved, "best": _round((state.best or {}).get("metric")),
             "verdict": result.verdict, "measured": result.measured, "next": action}
+    if notes:
+        answer["notes"] = list(notes)
+    if warnings:
+        answer["warnings"] = list(warnings)
+    return answer
 
 
 def unlogged_message(exc, status, git_info, commit, description):
@@ -5604,6 +5973,7 @@ def explain_data(session, loaded, disk=False):
             "tools": {}, "locks": lockfile_hashes(project_files(session))})
     if changes:
         warnings.append(toolchain_warning(changes) + ".")
+    warnings.extend(config_notes(session))
     return {
         "name": config.get("name"), "metric": config.get("metric_name"), "unit": config.get("metric_unit"),
         "direction": config.get("direction"), "segment": state.segment, "segments": state.segments,
@@ -5625,7 +5995,7 @@ def explain_data(session, loaded, disk=False):
 
 
 def cmd_explain(args):
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     loaded = load_state(session)
     persist_if_stale(session, loaded)
     data = explain_data(session, loaded, disk=True)
@@ -5636,7 +6006,7 @@ def cmd_explain(args):
 
 
 def cmd_status(args):
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     loaded = load_state(session)
     persist_if_stale(session, loaded)
     data = explain_data(session, loaded, disk=True)
@@ -5711,9 +6081,7 @@ def cmd_doctor(args):
         problem("state_missing", "%s is missing or unreadable; it will be rebuilt from the log." % STATE_FILE,
                 fix=lambda lock: _fix_state(session))
     elif not loaded.rebuilt:
-        fresh = Loaded(State())
-        with open(session.log_path, "rb") as handle:
-            _fold_from(handle, fresh, 0)
+        fresh = fold_log(session)
         a, b = fresh.state.to_dict(), loaded.state.to_dict()
         differing = sorted(k for k in a if k not in ("confidence",) and a[k] != b.get(k))
         if differing:
@@ -5722,8 +6090,11 @@ def cmd_doctor(args):
     elif cached.get("format") != STATE_FORMAT:
         problem("state_legacy", "%s was written by another version; it will be rebuilt from the log." %
                 STATE_FILE, fix=lambda lock: _fix_state(session))
-    if session.config_error:
-        problem("bad_config", session.config_error)
+    for error in session.config_errors:
+        problem("bad_config", error)
+    for note in session.settings.warnings:
+        problem("config_warning", note)
+        problems[-1]["warning"] = True
     bench = session.path(BENCH_FILE)
     if not os.path.isfile(bench):
         problem("no_benchmark", "%s does not exist; `run` needs it." % BENCH_FILE)
@@ -5876,15 +6247,16 @@ def _fix_ignored(session, lock, stale):
 
 
 def doctor_report(args, session, problems):
-    healthy = not [p for p in problems if not p["fixed"]]
+    healthy = not [p for p in problems if not p["fixed"] and not p.get("warning")]
     if args.json:
         output({"ok": healthy, "path": session.workdir, "problems": problems})
     else:
         colors = Colors(sys.stdout)
-        if not problems:
+        if healthy and not [p for p in problems if not p.get("warning")]:
             say("autotune doctor: %s is healthy" % session.workdir)
         for p in problems:
-            mark = colors.green("fixed") if p["fixed"] else colors.yellow("fixable") if p["fixable"] else colors.red("problem")
+            mark = (colors.green("fixed") if p["fixed"] else colors.yellow("fixable") if p["fixable"]
+                    else colors.yellow("warning") if p.get("warning") else colors.red("problem"))
             say("%s  %s: %s" % (mark, p["code"], p["message"]))
         if problems and not args.fix and any(p["fixable"] for p in problems):
             say("Run `autotune doctor --fix` to repair what is marked fixable.")
@@ -7371,7 +7743,8 @@ def cmd_statusline(args):
             payload = {}
     except (ValueError, OSError, RecursionError):
         payload = {}
-    colors = Colors(sys.stdout, force=(args.color and "NO_COLOR" not in os.environ) or None)
+    # colour by default, as before (Claude Code renders it); NO_COLOR or --no-color turn it off
+    colors = Colors(sys.stdout, force="NO_COLOR" not in os.environ and not args.no_color)
     try:
         line = statusline_text(payload, colors)
     except Exception as exc:
@@ -7385,16 +7758,26 @@ def cmd_statusline(args):
 
 
 def chained_statusline(command, payload):
-    """Runs another status-line command as an argv (never through a shell or eval)."""
-    import shlex
+    """Runs the user's other status-line command (their own settings, like the benchmark
+    the one other command autotune hands to a shell) through the shell, as the first
+    implementation did: `~`, pipes and variables work. It gets the same payload on stdin,
+    and is killed with its process group after 5 s."""
+    import signal
     import subprocess
     try:
-        argv = shlex.split(command)
-        proc = subprocess.run(argv, input=payload, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              timeout=5)
-        return proc.stdout.decode("utf-8", "replace").rstrip("\n")
-    except (ValueError, OSError, subprocess.SubprocessError) as exc:
+        proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    except (OSError, ValueError) as exc:
         return "(status-line command failed: %s)" % type(exc).__name__
+    try:
+        out, _ = proc.communicate(payload, timeout=5)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid, signal.SIGKILL)
+        try:
+            out, _ = proc.communicate(timeout=1)
+        except subprocess.TimeoutExpired:  # a child that left the group holds the pipe
+            out = b""
+    return out.decode("utf-8", "replace").rstrip("\n")
 
 
 AGENT_SUBCOMMANDS = ("init", "run", "log", "explain", "status", "dashboard", "report", "export",
@@ -7412,12 +7795,17 @@ def launchers(root):
 def permission_rules(root):
     """Allow rules for what the agent runs: the loop's subcommands (not clear, resume or
     repair, which are the person's), the benchmark, and read-only git."""
-    rules = ["Bash(%s %s*)" % (launcher, command) for launcher in launchers(root)
-             for command in AGENT_SUBCOMMANDS]
+    every = launchers(root)
+    every += [l for l in ("python3 autotune.py", "python3 " + os.path.join(root, "autotune.py"))
+              if l not in every]  # a copied autotune.py, and the plugin's own as the agent runs it
+    rules = ["Bash(%s %s*)" % (launcher, command) for launcher in every for command in AGENT_SUBCOMMANDS]
     if os.path.isdir(os.path.join(root, "bin")):
-        rules += ["Bash(%s*)" % name for name in ("init-experiment.sh", "run-experiment.sh",
-                                                 "log-experiment.sh")]
+        scripts = ("init-experiment.sh", "run-experiment.sh", "log-experiment.sh", "dashboard.sh")
+        rules += ["Bash(%s*)" % name for name in scripts[:3]]
+        # the first implementation's skill ran them as `bash <plugin>/bin/NAME.sh ...`
+        rules += ["Bash(bash %s*)" % os.path.join(root, "bin", name) for name in scripts]
     return rules + ["Bash(./autotune.sh)", "Bash(bash autotune.sh)", "Bash(./autotune.checks.sh)",
+                    "Bash(./autotune.holdout.sh)", "Bash(git checkout -b autotune/*)",
                     "Bash(git status*)", "Bash(git diff*)", "Bash(git log*)", "Bash(git show*)"]
 
 
@@ -7788,32 +8176,53 @@ def render_dashboard(data, colors, width=80):
             out.append(colors.dim("(%d of %d experiments shown; --full shows all)" % (data["shown"], data["total"])))
     else:
         out.append("no experiments logged in this segment yet")
-    for warning in data.get("warnings") or []:
-        out.append(colors.yellow("warning: ") + warning)
+    for warning in data.get("warnings") or []:  # wrapped, not cut: it says what to fix
+        wrapped = _wrap("warning:", warning, width, indent=9).split("\n")
+        out += [colors.yellow(wrapped[0][:8]) + wrapped[0][8:]] + wrapped[1:]
     return "\n".join(_fit(line, width) for line in out)
 
 
 def cmd_dashboard(args):
-    session = require_session(find_session())
+    if args.dir is not None and not os.path.isdir(args.dir):
+        fail("bad_dir", "--dir %s is not a directory." % json.dumps(args.dir, ensure_ascii=False))
     colors = Colors(sys.stdout)
+    width = terminal_columns()
     if not args.watch:
-        loaded = load_state(session)
-        data = dashboard_data(session, loaded, full=args.full)
+        session = require_session(find_session(args.dir, lenient=True))
+        data = dashboard_data(session, load_state(session), full=args.full)
         if args.json:
             output(data)
         else:
-            say(render_dashboard(data, colors))
+            say(render_dashboard(data, colors, width))
         return 0
     tty = sys.stdout.isatty()
     try:
-        while True:
-            loaded = load_state(session)
-            text = render_dashboard(dashboard_data(session, loaded, full=args.full), colors)
+        while True:  # started before the loop (or across a `clear`): wait for a session
+            session = find_session(args.dir, lenient=True)
+            if session.exists():
+                try:
+                    text = render_dashboard(dashboard_data(session, load_state(session), full=args.full),
+                                            colors, width)
+                except FileNotFoundError:  # cleared between the check and the read
+                    continue
+            else:
+                text = _fit("autotune: waiting for a session in %s (`autotune init` starts one; Ctrl-C "
+                            "quits)" % session.workdir, width)
             say(("\033[H\033[2J" if tty else "") + text + ("" if tty else "\n"))
             time.sleep(args.interval)
     except KeyboardInterrupt:
         say("")
     return 0
+
+
+def terminal_columns():
+    """The width to draw in: $COLUMNS when it is a sane number (the first implementation
+    honoured it too), else 80, whatever the terminal's size."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        return 80
+    return columns if 20 <= columns <= 1000 else 80
 
 
 def nice_ticks(low, high, count=5):
@@ -8062,7 +8471,7 @@ def write_output_file(session, name, data, flag):
 
 
 def cmd_report(args):
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     loaded = load_state(session)
     entries = read_entries(session)
     if args.html:
@@ -8082,6 +8491,8 @@ def cmd_report(args):
         return 0
     lines = ["# autotune report: %s" % (data.get("name") or "-"), ""]
     lines.append("%s. Next: %s" % (data["why"][:1].upper() + data["why"][1:], data["next_text"]))
+    if data["warnings"]:
+        lines += [""] + ["Warning: " + w for w in data["warnings"]]
     for segment in segments:
         config = segment["config"]
         unit = config.get("metric_unit") or ""
@@ -8104,7 +8515,7 @@ def cmd_report(args):
 def cmd_export(args):
     import csv
     import io
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     segments = segment_rows(read_entries(session))
     if args.segment is not None:
         segments = [s for s in segments if s["number"] == args.segment]
@@ -8134,6 +8545,8 @@ def cmd_export(args):
             buffer = io.StringIO()
             csv.writer(buffer, lineterminator="\n").writerows(table)
             text = buffer.getvalue()
+    for note in config_notes(session):
+        say("autotune: warning: " + note, sys.stderr)  # the data stays clean on stdout
     if args.output:
         write_output_file(session, args.output, text.encode("utf-8"), "--output")
         say("autotune: wrote %d rows to %s" % (len(rows), args.output), sys.stderr)
@@ -8266,6 +8679,7 @@ def build_dashboard(p):
     build_json_only(p)
     p.add_argument("--watch", action="store_true", help="redraw every 2 s until Ctrl-C")
     p.add_argument("--full", action="store_true", help="all experiments, not the last 20")
+    p.add_argument("--dir", metavar="DIR", help="the project directory (default: here)")
     import argparse
     p.add_argument("--interval", type=_seconds, default=2.0, help=argparse.SUPPRESS)
 
@@ -8288,7 +8702,8 @@ def build_hook(p):
 
 def build_statusline(p):
     p.add_argument("--chain", metavar="CMD", help="another status-line command to run after this one")
-    p.add_argument("--color", action="store_true", help="ANSI colors (Claude Code renders them)")
+    p.add_argument("--color", action="store_true", help="ANSI colors (the default; kept for old settings)")
+    p.add_argument("--no-color", action="store_true", help="no ANSI colors (also with NO_COLOR set)")
 
 
 def build_setup_permissions(p):
@@ -8332,7 +8747,7 @@ def build_parser(only=None):
     Parser = make_parser_class()
     parser = Parser(prog="autotune", description="Autonomous optimization loops: edit, "
                     "benchmark, keep what improves the metric, revert the rest.")
-    parser.add_argument("--version", action="version", version="autotune %s" % VERSION)
+    parser.add_argument("--version", "-v", action="version", version="autotune %s" % VERSION)
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=Parser)
     for name, (_, builder, summary) in COMMANDS.items():
         if only is not None and name != only:
@@ -8352,6 +8767,8 @@ def again_command():
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     _INVOCATION[:] = argv
+    if argv[:1] == ["help"]:  # the first implementation's spelling
+        argv = argv[1:2] + ["--help"] if argv[1:2] and argv[1] in COMMANDS else ["--help"]
     command = argv[0] if argv and argv[0] in COMMANDS else None
     wants_json = command in AGENT_COMMANDS or "--json" in argv
     if command == "hook" and len(argv) == 2 and argv[1] in HOOKS:
