@@ -7899,14 +7899,25 @@ class Guard(object):
         known (an Edit or Write), lets a file with protected entries (package.json's
         scripts) be edited where the entries stay the same."""
         real = real_target(path)
-        rel = os.path.relpath(real, self.root)
-        inside = rel != ".." and not rel.startswith(".." + os.sep)
+        rel = os.path.relpath(real, self.root).replace(os.sep, "/")
+        inside = rel != ".." and not rel.startswith("../")
         if inside and kind == "tree":
-            return self._tree_reason(rel.replace(os.sep, "/"), how)
-        if inside:
-            found = self._file_reason(rel.replace(os.sep, "/"), kind, content, how)
+            found = self._tree_reason(rel, how)
+            if found and found[1] != rel:  # a directory that holds protected files
+                return ("autotune: %s on %s would reach %s; name the files you mean instead "
+                        "(to undo an experiment, `autotune log --status discard` reverts it). %s" % (
+                            how or "this command", rel, found[1], found[0][len("autotune: "):]))
+            if found:
+                return found[0]
+        elif inside:
+            found = self._file_reason(rel, kind, content, how)
             if found:
                 return found
+        cache = os.path.realpath(os.path.dirname(self.session.cache_dir))  # <git dir>/autotune
+        if real == cache or real.startswith(cache + os.sep) or (
+                kind == "tree" and cache.startswith(real.rstrip(os.sep) + os.sep)):
+            return ("autotune: %s is autotune's private cache of the loop (the benchmark lock, "
+                    "the snapshot index, the last run); only autotune writes it." % path)
         try:
             st = os.stat(real)
         except OSError:
@@ -7923,7 +7934,7 @@ class Guard(object):
         if rel in self.names:
             return guard_reason(rel, self.state)
         if rel in self.files:
-            return self._input_reason(rel, how)
+            return self._input_reason(rel, how, self._pattern_of(rel))
         if rel in self.entries:
             keys = self.entries[rel]
             if kind.startswith("entry:"):
@@ -7945,22 +7956,25 @@ class Guard(object):
         return None
 
     def _tree_reason(self, rel, how):
+        """(reason, first protected path) for an operation on everything under `rel`."""
         under = lambda name: rel == "." or name == rel or name.startswith(rel.rstrip("/") + "/")
         for name in self.names:
             if under(name):
-                return guard_reason(name, self.state)
+                return guard_reason(name, self.state), name
         for name in sorted(self.files) + sorted(self.entries):
             if under(name):
-                return self._input_reason(name, how)
+                return self._input_reason(name, how, self._pattern_of(name)), name
         for pattern, regex, prefix in self.globs:
             if rel == "." or under(prefix) or regex.match(rel) or prefix.startswith(rel.rstrip("/") + "/"):
-                return self._input_reason(rel, how, pattern)
+                return self._input_reason(rel, how, pattern), prefix or rel
         return None
+
+    def _pattern_of(self, rel):
+        return next((pattern for pattern, regex, _ in self.globs if regex.match(rel)), None)
 
     def _input_reason(self, key, how, pattern=None):
         why = ("it matches `protect` %s in %s" % (json.dumps(pattern), CONFIG_FILE) if pattern
-               else "it defines a command the benchmark or checks call" if "#" in key or
-               key not in self.session.settings.protect else "it is protected")
+               else "it defines a command the benchmark or checks call")
         return ("autotune: %s is a protected input of the active segment %d (%s), hashed at its "
                 "baseline: a change to it would move the judge, not measure the code%s. Change "
                 "the code under test instead; to change it, `autotune stop`, change it, then start "
