@@ -122,18 +122,33 @@ def fail(code, message, exit_code=1):
 # ---------------------------------------------------------- text and numbers ----
 
 
+def _finite(value):
+    """The value when it is a finite number, else None: the guard every computed figure
+    (a difference, a ratio, a mean) passes before it is shown or stored, since two
+    finite metrics such as 1.7976931348623157e308 and -1e308 can differ by infinity."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return value if value - value == 0 else None
+    except (TypeError, OverflowError):
+        return None
+
+
 def _round(value, digits=6):
+    value = _finite(value)
     if value is None:
         return None
     rounded = round(value, digits)
-    return int(rounded) if rounded == int(rounded) and abs(rounded) < 1e15 else rounded
+    return int(rounded) if abs(rounded) < 1e15 and rounded == int(rounded) else rounded
 
 
 def _fmt(value):
     if value is None:
         return "-"
     if isinstance(value, float):
-        if value == int(value) and abs(value) < 1e15:
+        if _finite(value) is None:
+            return "overflow" if value == value else "-"
+        if abs(value) < 1e15 and value == int(value):
             return str(int(value))
         return ("%.6g" % value)
     return str(value)
@@ -146,7 +161,38 @@ def fmt_metric(value, unit):
 
 
 def fmt_pct(value):
-    return "-" if value is None else "%+.1f%%" % value
+    if value is None:
+        return "-"
+    return "%+.1f%%" % value if _finite(value) is not None else "overflow"
+
+
+def midpoint(low, high):
+    """(low + high) / 2 that cannot overflow: the median of two huge metrics is finite."""
+    if low == high:
+        return low
+    if (low < 0) == (high < 0):
+        return low + (high - low) / 2.0
+    return (low + high) / 2.0
+
+
+def pct_change(value, reference):
+    """(value - reference) / |reference| in percent, or None when there is no reference
+    or the result overflows a float (a denormal reference, opposite huge values)."""
+    if value is None or not reference:
+        return None
+    return _finite((value - reference) / abs(reference) * 100.0)
+
+
+def fraction(value, low, high):
+    """Where value sits in [low, high], from 0 to 1, for charts: finite for every finite
+    input (the span of two huge metrics overflows; halves do not)."""
+    span = high - low
+    if not span > 0:
+        return 0.5
+    if span != float("inf"):
+        return min(1.0, max(0.0, (value - low) / span))
+    half = high / 2.0 - low / 2.0
+    return min(1.0, max(0.0, (value / 2.0 - low / 2.0) / half)) if half > 0 else 0.5
 
 
 def _one_line(text, limit):
@@ -155,8 +201,131 @@ def _one_line(text, limit):
 
 
 def _shell_quote(text):
+    """One shell word that pastes back as exactly `text`: shlex.quote, or bash's $'...'
+    with escapes when the text holds control characters (which must not reach a terminal
+    raw, and would not survive a paste)."""
     import shlex
-    return shlex.quote(text)
+    text = str(text)
+    if not any(_is_control(ch) for ch in text):
+        return shlex.quote(text)
+    escaped = []
+    for ch in text:
+        if ch in "\\'":
+            escaped.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7f:
+            escaped.append("\\x%02x" % ord(ch))
+        elif _is_control(ch):
+            escaped.append("\\u%04x" % ord(ch))
+        else:
+            escaped.append(ch)
+    return "$'%s'" % "".join(escaped)
+
+
+# Terminal safety. Text from the log, the config, the benchmark or the agent is data: it
+# must never reach a terminal as control (ESC sequences that clear the screen, set the
+# title, write the clipboard with OSC 52, ...). strip_controls is the one sanitizer:
+# every text renderer passes what it prints through it, and adds its own colours after.
+
+_ESC_FINAL = {"[": "csi", "]": "string", "P": "string", "X": "string", "^": "string", "_": "string"}
+_C1_STRING = {"\x90", "\x98", "\x9d", "\x9e", "\x9f"}  # DCS, SOS, OSC, PM, APC
+
+
+def _is_control(ch):
+    code = ord(ch)
+    return code < 0x20 or 0x7f <= code <= 0x9f
+
+
+def strip_controls(text, keep="\n", sgr=False):
+    """The text without terminal control: whole escape sequences (CSI, OSC, DCS, ... and
+    their 8-bit C1 forms) are removed, tab, CR, VT and FF become spaces, newlines stay
+    when in `keep` (else spaces), every other C0/C1 control and DEL is removed. With
+    `sgr`, colour sequences (ESC [ digits ; ... m) are kept: only for the output of the
+    user's own status-line command."""
+    if not isinstance(text, str):
+        text = str(text)
+    if not any(_is_control(ch) for ch in text):
+        return text
+    out, i, n = [], 0, len(text)
+    while i < n:
+        ch = text[i]
+        if not _is_control(ch):
+            out.append(ch)
+            i += 1
+            continue
+        if ch in keep:
+            out.append(ch)
+            i += 1
+            continue
+        kind = None
+        if ch == "\x1b" and i + 1 < n:
+            kind = _ESC_FINAL.get(text[i + 1], "short")
+            start = i + 2
+        elif ch == "\x9b":
+            kind, start = "csi", i + 1
+        elif ch in _C1_STRING:
+            kind, start = "string", i + 1
+        else:
+            start = i + 1
+        if kind == "csi":  # parameters and intermediates 0x20-0x3f, then a final byte
+            end = start
+            while end < n and "\x20" <= text[end] <= "\x3f":
+                end += 1
+            end = end + 1 if end < n and "\x40" <= text[end] <= "\x7e" else end
+            if sgr and text[end - 1:end] == "m" and all(c in "0123456789;" for c in text[start:end - 1]):
+                out.append("\x1b[" + text[start:end])
+            i = end
+        elif kind == "string":  # up to BEL, ST (ESC \\) or the 8-bit ST
+            end = start
+            while end < n and text[end] not in "\x07\x9c\x1b":
+                end += 1
+            i = end + (2 if text[end:end + 2] == "\x1b\\" else 1)
+        elif kind == "short":  # ESC and one final character (ESC c resets the terminal)
+            i = start
+        else:
+            if ch in "\t\r\x0b\x0c\n":
+                out.append(" ")
+            i = start
+    return "".join(out)
+
+
+def clean_data(value, keep=""):
+    """A copy of a JSON-like value whose strings (keys too) went through strip_controls:
+    what a renderer receives before it formats and colours anything."""
+    if isinstance(value, str):
+        return strip_controls(value, keep)
+    if isinstance(value, dict):
+        return {clean_data(k, keep) if isinstance(k, str) else k: clean_data(v, keep)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_data(v, keep) for v in value]
+    return value
+
+
+def spreadsheet_cell(value):
+    """A CSV/TSV cell that a spreadsheet shows as text, never runs as a formula (OWASP
+    CSV injection): text starting with = + - @ tab or CR gets a leading apostrophe.
+    Numbers stay numbers (-5 is a number, not a formula)."""
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _fmt(value)
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number_text(text):
+        return "'" + text
+    return text
+
+
+def _is_number_text(text):
+    """A plain decimal number as autotune writes one (-5, 1.5e-07), nothing else."""
+    return (bool(text) and all(c in "0123456789+-.e" for c in text)
+            and any(c.isdigit() for c in text) and _finite(_to_float(text)) is not None)
+
+
+def _to_float(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 # ---------------------------------------------------------------- data model ----
@@ -276,7 +445,7 @@ class Outcome(Record):
     """One execution of a benchmark, checks or holdout script."""
 
     FIELDS = (("exit", None), ("dur", 0.0), ("timeout", False), ("metrics", dict),
-              ("output", ""), ("error", None))
+              ("output", ""), ("error", None), ("dropped", 0))
     __slots__ = tuple(name for name, _ in FIELDS)
 
 
@@ -438,6 +607,12 @@ def load_settings(path):
     if guardrails:
         rules = {}
         for name in guardrails.data:
+            if name.startswith(("_", "$")) and not valid_metric_name(name):
+                continue  # a comment
+            if not valid_metric_name(name):
+                fail("bad_config", "%s: guardrails.%s: %s is not a valid metric name (a letter or _, "
+                     "then letters, digits and _ . : / %% -)." % (
+                         path, strip_controls(name, "")[:60], json.dumps(name[:60])))
             rule = guardrails.get(name, "object")
             if rule is None:
                 guardrails.error(name, "an object")
@@ -1092,29 +1267,72 @@ def drop_measurement(session):
 # ------------------------------------------------------------------ metrics ----
 
 
+# The METRIC grammar, in one place (README "The metric protocol" quotes it):
+#
+#   line    = [blanks] "METRIC" blanks name [blanks] "=" [blanks] number [blanks]
+#   blanks  = one or more spaces or tabs
+#   name    = first rest{0,127}     first = A-Z a-z _     rest = A-Z a-z 0-9 _ . : / % -
+#             (not __proto__, constructor or prototype)
+#   number  = [+|-] (digits [. [digits]] | . digits) [(e|E) [+|-] digits]
+#             digits = ASCII 0-9 only; finite (1e999, inf, nan, 1_000, 0x1A, ١٢ are not numbers)
+#
+# Lines are separated by LF, CR or CRLF: a progress bar's `50%\rMETRIC x=5` holds a
+# METRIC line. Everything else a benchmark prints is ignored.
+
+METRIC_NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+METRIC_NAME_REST = METRIC_NAME_FIRST | frozenset("0123456789.:/%-")
+MAX_METRIC_NAME = 128
+MAX_METRIC_NAMES = 100       # distinct names kept per run and per result; the rest are counted
+_NUMBER_CHARS = frozenset("0123456789+-.eE")
+_BLANKS = " \t"
+# a unit is shown next to numbers and written into files: letters, digits and a few signs
+UNIT_EXTRA = frozenset(" _.,:/%()[]^*°µ+-#")
+MAX_UNIT = 32
+
+
 def parse_metric_line(line):
-    """('name', value) for a `METRIC name=value` line, else None."""
-    text = line.strip()
-    if not text.startswith("METRIC"):
+    """('name', value) for a line of the METRIC grammar above, else None."""
+    text = line.strip(_BLANKS + "\r\n")
+    if not text.startswith("METRIC") or text[6:7] not in ("\t", " ") or not text[6:7]:
         return None
-    rest = text[6:]
-    if not rest or not rest[0].isspace():
-        return None
-    name, sep, value = rest.strip().partition("=")
-    name, value = name.strip(), value.strip()
+    name, sep, value = text[6:].partition("=")
+    name, value = name.strip(_BLANKS), value.strip(_BLANKS)
     if not sep or not valid_metric_name(name):
         return None
+    number = parse_number(value)
+    return None if number is None else (name, number)
+
+
+def parse_number(text):
+    """A finite float from ASCII decimal text (the grammar's `number`), else None:
+    float() alone would also take 1_000, inf, nan and non-ASCII digits."""
+    if not text or not all(ch in _NUMBER_CHARS for ch in text) or not any(ch.isdigit() for ch in text):
+        return None
     try:
-        number = float(value)
+        number = float(text)
     except ValueError:
         return None
-    return (name, number) if _is_number(number) else None
+    return number if _is_number(number) else None
 
 
 def valid_metric_name(name):
-    return (isinstance(name, str) and 0 < len(name) <= 200 and name not in RESERVED_METRIC_NAMES
-            and "=" not in name and not any(ch.isspace() for ch in name)
-            and all(ch.isprintable() for ch in name))
+    """A name of the METRIC grammar: safe in a shell word, a Python string, a file, a
+    spreadsheet header and a terminal, so no place it is written to can run it."""
+    return (isinstance(name, str) and 0 < len(name) <= MAX_METRIC_NAME and name[0] in METRIC_NAME_FIRST
+            and all(ch in METRIC_NAME_REST for ch in name) and name not in RESERVED_METRIC_NAMES)
+
+
+def metric_name_error(flag, name, code="bad_metric_name"):
+    fail(code, "%s %s is not a valid metric name: it starts with a letter or _, then "
+         "letters, digits and _ . : / %% - (at most %d characters; not __proto__, constructor or "
+         "prototype), e.g. time_ms." % (flag, json.dumps(name), MAX_METRIC_NAME))
+
+
+def valid_unit(unit):
+    """A unit (ms, KB, ops/s, µs, °C): letters, digits, spaces and a few signs; no quotes,
+    backslashes, $ or backticks, no control characters."""
+    return (isinstance(unit, str) and len(unit) <= MAX_UNIT
+            and all(ch.isalnum() or ch in UNIT_EXTRA for ch in unit))
 
 
 class OutputScanner(object):
@@ -1122,8 +1340,10 @@ class OutputScanner(object):
     Works per chunk (bytes.find/rfind), not per line, so a flood of short lines costs
     nothing and memory stays bounded whatever the benchmark prints."""
 
-    def __init__(self, tail_bytes=16384):
+    def __init__(self, tail_bytes=16384, primary=None):
         self.metrics = {}
+        self.primary = primary  # always kept, even after the cap of distinct names
+        self.dropped = 0        # METRIC lines with a new name beyond MAX_METRIC_NAMES
         self.partial = b""      # the unterminated last line (at most MAX_LINE_BYTES)
         self.tailbuf = b""      # the last tail_bytes of complete lines
         self.tail_limit = tail_bytes
@@ -1155,14 +1375,23 @@ class OutputScanner(object):
             self.tailbuf = (self.tailbuf + complete)[-self.tail_limit:]
 
     def _scan(self, data):
+        """Parses the lines holding "METRIC" (a line ends at LF or CR)."""
         pos = data.find(b"METRIC")
+        metrics = self.metrics
         while pos >= 0:
-            start = data.rfind(b"\n", 0, pos) + 1
+            start = max(data.rfind(b"\n", 0, pos), data.rfind(b"\r", 0, pos)) + 1
             stop = data.find(b"\n", pos)
             stop = len(data) if stop < 0 else stop
+            cr = data.find(b"\r", pos, stop)
+            stop = stop if cr < 0 else cr
             parsed = parse_metric_line(data[start:stop][:MAX_LINE_BYTES].decode("utf-8", "replace"))
             if parsed:
-                self.metrics[parsed[0]] = parsed[1]
+                name = parsed[0]
+                if (name in metrics or name == self.primary
+                        or len(metrics) - (self.primary in metrics) < MAX_METRIC_NAMES):
+                    metrics[name] = parsed[1]
+                else:
+                    self.dropped += 1
             pos = data.find(b"METRIC", stop)
 
     def close(self):
@@ -1196,7 +1425,7 @@ def median(values):
     if not count:
         return None
     mid = count // 2
-    return ordered[mid] if count % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+    return ordered[mid] if count % 2 else midpoint(ordered[mid - 1], ordered[mid])
 
 
 def mad(values):
@@ -1231,7 +1460,7 @@ def sorted_mad(ordered):
     if not count:
         return None
     mid = count // 2
-    center = ordered[mid] if count % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+    center = ordered[mid] if count % 2 else midpoint(ordered[mid - 1], ordered[mid])
     split = bisect.bisect_left(ordered, center)
 
     def below(i):
@@ -1243,8 +1472,8 @@ def sorted_mad(ordered):
     below_len, above_len = split, count - split
     if count % 2:
         return kth_of_two(below, below_len, above, above_len, mid)
-    return (kth_of_two(below, below_len, above, above_len, mid - 1)
-            + kth_of_two(below, below_len, above, above_len, mid)) / 2.0
+    return midpoint(kth_of_two(below, below_len, above, above_len, mid - 1),
+                    kth_of_two(below, below_len, above, above_len, mid))
 
 
 def confidence(ordered_values, state):
@@ -1261,13 +1490,19 @@ def confidence(ordered_values, state):
     improvement = (baseline - best) if direction == "lower" else (best - baseline)
     result["best_delta"] = _round(best - baseline)
     result["noise_mad"] = _round(noise)
+    if _finite(improvement) is None or _finite(noise) is None:
+        result["label"] = "overflow"  # the metrics differ by more than a float holds
+        return result
     if noise == 0:
         if improvement > 0:
             result.update(label="high", infinite=True)
         else:
             result.update(label="no_signal")
         return result
-    score = abs(improvement) / noise
+    score = _finite(abs(improvement) / noise)
+    if score is None:
+        result["label"] = "overflow"  # a huge improvement over a denormal noise
+        return result
     result["score"] = round(score, 3)
     result["label"] = "high" if score >= 2.0 else "marginal" if score >= 1.0 else "within_noise"
     return result
@@ -2144,6 +2379,94 @@ def _drain(poller, fd, scanner, limit=1 << 20):
         scanner.feed(chunk)
 
 
+# Descendants that escape. A benchmark's processes run in their own process group, which
+# a timeout kills. What leaves the group (setsid, a daemon) and even clears its
+# environment (`setsid env -i sleep 3333 &`) is still found: on Linux autotune makes
+# itself a child subreaper (prctl PR_SET_CHILD_SUBREAPER, through ctypes), so an orphaned
+# descendant is re-parented to autotune instead of init, and the sweep kills every
+# process below autotune in /proc, repeatedly, until none is left. Limits: a descendant
+# that outlives a SIGKILLed autotune goes to init (nothing can follow it then); on other
+# systems, or where prctl is refused, the sweep falls back to the process group and the
+# AUTOTUNE_RUN_TOKEN environment variable, which a process can shed.
+
+PR_SET_CHILD_SUBREAPER = 36
+_subreaper = []  # [True/False] once tried
+
+
+def become_subreaper():
+    """Makes this process the reaper of its orphaned descendants (Linux); True if so."""
+    if not _subreaper:
+        ok = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+                libc = ctypes.CDLL(None, use_errno=True)
+                ok = libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+            except (ImportError, OSError, AttributeError, TypeError):
+                ok = False
+        _subreaper.append(ok)
+    return _subreaper[0]
+
+
+def _process_table():
+    """{pid: (ppid, state)} of every process, from /proc; {} where there is none."""
+    table = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return table
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name, "rb") as handle:
+                stat = handle.read()
+            fields = stat[stat.rindex(b")") + 2:].split()
+            table[int(name)] = (int(fields[1]), fields[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return table
+
+
+def descendants(root, exclude=()):
+    """[(pid, state)] of the processes below `root` (a breadth-first walk of /proc),
+    without the subtrees of the pids in `exclude`."""
+    children = {}
+    for pid, (ppid, state) in _process_table().items():
+        children.setdefault(ppid, []).append((pid, state))
+    found, queue = [], [root]
+    while queue:
+        for pid, state in children.get(queue.pop(), ()):
+            if pid not in exclude:
+                found.append((pid, state))
+                queue.append(pid)
+    return found
+
+
+def kill_descendants(exclude=(), rounds=50):
+    """SIGKILLs every live process below this one, reaping the zombies re-parented to
+    it, until none is left (killing a parent hands its children to this process)."""
+    import signal
+    me = os.getpid()
+    for _ in range(rounds):
+        found = descendants(me, exclude)
+        alive = [pid for pid, state in found if state not in (b"Z", b"X")]
+        for pid, state in found:
+            if state in (b"Z", b"X"):
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except OSError:  # not our child: its own parent reaps it
+                    pass
+        if not alive:
+            return
+        for pid in alive:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.01)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP while benchmarks run: unwind like Ctrl-C, so they are killed."""
 
@@ -2153,13 +2476,14 @@ class Terminated(KeyboardInterrupt):
 
 
 class ProcessSweep(object):
-    """Context for a command that runs benchmarks: every process it starts carries a
-    token in its environment, and on the way out (normal, error, Ctrl-C, SIGTERM,
-    SIGHUP) whatever still carries it is killed, including descendants that left their
-    process group (setsid, daemonizing servers)."""
+    """Context for a command that runs benchmarks: on the way out (normal, error,
+    Ctrl-C, SIGTERM, SIGHUP) every process the benchmarks left is killed: all
+    descendants of autotune (a subreaper on Linux, see above) and, as a fallback, every
+    process carrying this run's token in its environment."""
 
     def __init__(self):
         self.token = "%d-%d" % (os.getpid(), time.monotonic_ns())
+        self.before = ()
 
     def __enter__(self):
         import signal
@@ -2168,26 +2492,38 @@ class ProcessSweep(object):
             raise Terminated(signum)
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, terminate)
+        become_subreaper()
+        # children this process had before (none on the command line) are not the sweep's
+        self.before = frozenset(pid for pid, _ in descendants(os.getpid()))
         return self
 
     def __exit__(self, *exc):
-        _kill_tagged(self.token)
+        self.sweep()
         return False
+
+    def sweep(self):
+        kill_descendants(self.before)
+        _kill_tagged(self.token)
 
 
 def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_TAIL_LINES,
-                tail_bytes=OUTPUT_TAIL_BYTES, sweep=None):
+                tail_bytes=OUTPUT_TAIL_BYTES, sweep=None, primary=None):
     """Runs a benchmark-like command in its own process group, streaming its output
-    (only METRIC lines and a bounded tail are kept), killing the whole group on a
-    timeout, and leaving no background process behind (with `sweep`, the escaped ones
-    are killed when the sweep ends; without it, right away)."""
+    (only METRIC lines and a bounded tail are kept), killing the whole group when the
+    deadline passes (also after it closed its output), and leaving no background
+    process behind (with `sweep`, the escaped ones are killed when the sweep ends;
+    without it, right away)."""
     import select
     import signal
     import subprocess
     started = time.monotonic()
     outcome = Outcome()
-    token = sweep.token if sweep is not None else "%d-%d" % (os.getpid(), time.monotonic_ns())
-    env = dict(os.environ if env is None else env, AUTOTUNE_RUN_TOKEN=token)
+    own_sweep = sweep is None
+    if own_sweep:
+        sweep = ProcessSweep()
+        become_subreaper()
+        sweep.before = frozenset(pid for pid, _ in descendants(os.getpid()))
+    env = dict(os.environ if env is None else env, AUTOTUNE_RUN_TOKEN=sweep.token)
     try:
         proc = subprocess.Popen(command, shell=shell, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -2196,12 +2532,13 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
         outcome.error = "could not start %s: %s" % (command if shell else command[0], exc.strerror or exc)
         outcome.exit = 127
         return outcome
-    scanner = OutputScanner(tail_bytes=max(tail_bytes * 4, 16384))
+    scanner = OutputScanner(tail_bytes=max(tail_bytes * 4, 16384), primary=primary)
     fd = proc.stdout.fileno()
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
     deadline = started + timeout
-    exited_at = None
+    exited_at = None   # when the benchmark's own process ended (or was killed)
+    eof = False        # its output closed: it may still run (`exec >/dev/null 2>&1; sleep`)
     try:
         while True:
             now = time.monotonic()
@@ -2218,31 +2555,36 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
                 _kill_group(proc.pid, signal.SIGKILL)
                 proc.wait()
                 exited_at = time.monotonic()
-            if exited_at is not None and time.monotonic() > exited_at + 1.0:
-                _drain(poller, fd, scanner)
-                break  # the pipe is held by a process outside the group
+            if exited_at is not None and (eof or time.monotonic() > exited_at + 1.0):
+                if not eof:
+                    _drain(poller, fd, scanner)
+                break  # done, or the pipe is held by a process outside the group
+            if eof:  # nothing more to read: wait for the exit, never past the deadline
+                try:
+                    proc.wait(timeout=max(0.01, min(deadline - now, 0.5)))
+                except subprocess.TimeoutExpired:
+                    pass
+                continue
             budget = (deadline - now) if exited_at is None else 0.2
             if not poller.poll(max(0.0, min(budget, 0.5)) * 1000):
                 continue
             chunk = os.read(fd, 1 << 16)
             if not chunk:
-                if exited_at is None:
-                    proc.wait()
-                    exited_at = time.monotonic()
-                    _reap_group(proc.pid, 1.0)
-                break
+                eof = True
+                continue
             scanner.feed(chunk)
     finally:
         proc.stdout.close()
         if proc.returncode is None:
             _kill_group(proc.pid, signal.SIGKILL)
             proc.wait()
-        if sweep is None:
-            _kill_tagged(token)
+        if own_sweep:
+            sweep.sweep()
     scanner.close()
     outcome.exit = proc.returncode
     outcome.dur = round(time.monotonic() - started, 3)
     outcome.metrics = scanner.metrics
+    outcome.dropped = scanner.dropped
     outcome.output = scanner.text(tail_lines, tail_bytes)
     return outcome
 
@@ -2354,9 +2696,12 @@ def metrics_arg(text, flag="--metrics"):
     value = json_arg(text, flag)
     if value is None:
         return None
+    if len(value) > MAX_METRIC_NAMES:
+        fail("bad_metrics", "%s has %d metrics; at most %d are kept per result." % (
+            flag, len(value), MAX_METRIC_NAMES))
     for name, number in value.items():
         if not valid_metric_name(name):
-            fail("bad_metrics", "%s: %s is not a valid metric name." % (flag, json.dumps(name)))
+            metric_name_error(flag + ":", name, "bad_metrics")
         if not _is_number(number):
             fail("bad_metrics", "%s: %s must be a finite number, got %s." % (
                 flag, name, json.dumps(number)))
@@ -2367,15 +2712,25 @@ def same_number(a, b):
     return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
 
 
+# JSON escapes C0 controls itself; DEL and the C1 range (0x9b is a one-byte CSI) it
+# writes raw unless told to escape all of non-ASCII, so they are escaped here.
+_JSON_C1 = {code: "\\u%04x" % code for code in range(0x7f, 0xa0)}
+
+
 def output(obj):
-    """One JSON object on stdout (agent-facing commands)."""
-    data = json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n"
+    """One JSON object on stdout (agent-facing commands): no raw control character in
+    it, so it is safe on a terminal too."""
+    data = json.dumps(obj, ensure_ascii=False, allow_nan=False).translate(_JSON_C1) + "\n"
     sys.stdout.buffer.write(data.encode("utf-8", "replace"))
     sys.stdout.flush()
 
 
-def say(text, stream=None):
+def say(text, stream=None, painted=False):
+    """Prints text for a person. Everything passes strip_controls, except text a
+    renderer already built from cleaned values and painted with its own colours."""
     stream = stream or sys.stdout
+    if not painted:
+        text = strip_controls(text)
     data = text if text.endswith("\n") else text + "\n"
     encoding = getattr(stream, "encoding", None) or "utf-8"
     stream.buffer.write(data.encode(encoding, "replace"))
@@ -2408,13 +2763,20 @@ def check_integrity(session, state, current=None):
         if recorded.get(name) != current.get(name):
             what = ("was added" if name not in recorded else "was removed" if name not in current
                     else "changed")
-            config = state.config or {}
             fail("benchmark_changed", "%s %s since the baseline of segment %d; a segment measures "
-                 "with one benchmark. Start a new segment with it: autotune init --name %s "
-                 "--metric %s%s --direction %s" % (
-                     name, what, state.segment, _shell_quote(config.get("name") or "loop"),
-                     config.get("metric_name"), (" --unit %s" % _shell_quote(config["metric_unit"]))
-                     if config.get("metric_unit") else "", config.get("direction")))
+                 "with one benchmark. Start a new segment with it: %s" % (
+                     name, what, state.segment, init_command(state.config or {})))
+
+
+def init_command(config):
+    """The `autotune init` line that starts a segment like this config's, every argument
+    quoted so that pasting it runs exactly that command."""
+    args = ["autotune", "init", "--name", config.get("name") or "loop",
+            "--metric", config.get("metric_name") or "METRIC_NAME"]
+    if config.get("metric_unit"):
+        args += ["--unit", config["metric_unit"]]
+    args += ["--direction", config.get("direction") or "lower"]
+    return " ".join(_shell_quote(arg) for arg in args)
 
 
 def environment(head):
@@ -2494,8 +2856,10 @@ def cmd_init(args):
     name = text_arg(args.name, "--name")
     unit = text_arg(args.unit or "", "--unit", allow_empty=True)
     if not valid_metric_name(args.metric):
-        fail("bad_metric_name", "--metric %s is not a valid metric name (no spaces or '=', not "
-             "__proto__/constructor/prototype)." % json.dumps(args.metric))
+        metric_name_error("--metric", args.metric)
+    if not valid_unit(unit):
+        fail("bad_unit", "--unit %s is not a valid unit: at most %d letters, digits, spaces and "
+             "%s (e.g. ms, KB, ops/s, µs)." % (json.dumps(unit, ensure_ascii=False), MAX_UNIT, " ".join(sorted(UNIT_EXTRA - {" "}))))
     if args.benchmark is not None:
         text_arg(args.benchmark, "--benchmark")
     if args.checks is not None:
@@ -2550,7 +2914,10 @@ _TIME_UNITS = {"s": 1.0, "sec": 1.0, "seconds": 1.0, "ms": 1e3, "us": 1e6, "µs"
 
 
 def scaffold(session, name, metric, unit, direction, workload, checks):
-    """Writes the session templates that do not exist yet; never overwrites a file."""
+    """Writes the session templates that do not exist yet; never overwrites a file.
+    Values are quoted where they land (shlex.quote in shell, repr in Python, JSON in
+    comments), never pasted into code; only --benchmark and --checks, which are the
+    user's commands, are written as commands."""
     import shlex
     written = []
 
@@ -2570,8 +2937,8 @@ def scaffold(session, name, metric, unit, direction, workload, checks):
               "# Prints `METRIC %s=<number>` (%s is better); other METRIC lines are secondary\n"
               "# metrics. Edit it until the baseline is logged; from then on it is fixed for the\n"
               "# segment (`autotune init` again starts a new segment with a changed benchmark).\n"
-              "set -euo pipefail\ncd \"$(dirname \"$0\")\"\n\n") % (json.dumps(name, ensure_ascii=False),
-                                                                     metric, direction)
+              "set -euo pipefail\ncd \"$(dirname \"$0\")\"\n\n") % (
+                  json.dumps(name, ensure_ascii=False).translate(_JSON_C1), metric, direction)
     if workload and scale:
         body = ("WORKLOAD=%s\n"
                 "python3 - \"$WORKLOAD\" <<'PY'\n"
@@ -2583,8 +2950,8 @@ def scaffold(session, name, metric, unit, direction, workload, checks):
                 "    tail = done.stdout.decode(\"utf-8\", \"replace\").splitlines()[-40:]\n"
                 "    print(\"\\n\".join(tail))\n"
                 "    sys.exit(\"workload failed with exit code %%d\" %% done.returncode)\n"
-                "print(\"METRIC %s=%%.6g\" %% (elapsed * %r))\n"
-                "PY\n") % (shlex.quote(workload), metric, scale)
+                "print(%r %% (elapsed * %r))\n"
+                "PY\n") % (shlex.quote(workload), "METRIC %s=%%.6g" % metric, scale)
     elif workload:
         body = ("# The workload; make it print the METRIC line.\n%s\n" % workload)
     else:
@@ -2657,6 +3024,11 @@ def cmd_run(args):
         m.output = outcome.error or outcome.output
         m.passed = runner.problem is None
         m.crashed = not m.passed
+        if runner.dropped:
+            m.warnings.append("the benchmark printed %d METRIC line%s with names beyond the first %d "
+                              "secondary metrics; %s ignored (autotune keeps at most %d names)" % (
+                                  runner.dropped, "" if runner.dropped == 1 else "s", MAX_METRIC_NAMES,
+                                  "it was" if runner.dropped == 1 else "they were", MAX_METRIC_NAMES))
         if m.passed:
             m.primary = median(m.samples)
             m.metrics = median_metrics(m.sample_metrics, exclude=pname)
@@ -2722,12 +3094,14 @@ class SampleRunner(object):
         self.argv, self.shell, self.cwd, self.timeout = argv, shell, cwd, timeout
         self.env, self.pname, self.sweep = env, pname, sweep
         self.last, self.problem, self.dur = None, None, 0.0
+        self.dropped = 0  # METRIC lines beyond the cap of names, in the sample that had most
 
     def take(self, number):
         self.env["AUTOTUNE_SAMPLE"] = str(number)
         self.last = run_process(self.argv, self.cwd, self.timeout, shell=self.shell, env=self.env,
-                                sweep=self.sweep)
+                                sweep=self.sweep, primary=self.pname)
         self.dur += self.last.dur
+        self.dropped = max(self.dropped, self.last.dropped)
         self.problem = crash_reason(self.last, self.pname)
         if self.problem:
             return None
@@ -2737,7 +3111,8 @@ class SampleRunner(object):
 def run_holdout(session, pname, timeout, env, sweep):
     """Runs autotune.holdout.sh once; its judgement is verdict_of's."""
     run = run_process(script_argv(session.path(HOLDOUT_FILE)), session.workdir, timeout, env=env,
-                      tail_lines=CHECKS_TAIL_LINES, tail_bytes=CHECKS_TAIL_BYTES, sweep=sweep)
+                      tail_lines=CHECKS_TAIL_LINES, tail_bytes=CHECKS_TAIL_BYTES, sweep=sweep,
+                      primary=pname)
     problem = crash_reason(run, pname)
     holdout = {"value": run.metrics.get(pname), "reference": None, "ok": problem is None,
                "tolerance_pct": session.settings.holdout_tolerance_pct, "output": run.output}
@@ -2933,7 +3308,7 @@ def log_answer(state, settings, result, pname, git_info):
     action, _ = next_action(state)
     return {"status": result.status, "index": result.index, "commit": result.commit,
             "metric": metric, "name": pname, "baseline": _round(baseline), "delta": _round(delta),
-            "d_pct": _round(delta / abs(baseline) * 100, 2) if delta is not None and baseline else None,
+            "d_pct": _round(pct_change(metric, baseline), 2),
             "desc": result.description, "confidence": result.confidence, "git": git_info,
             "limit": {"max_iterations": settings.max_iterations, "runs": state.n_exp,
                       "remaining": (settings.max_iterations - state.n_exp) if settings.max_iterations else None},
@@ -2964,7 +3339,7 @@ def head_moved_message(snapshot_head, head, own):
     if own is not None:
         return ("HEAD (%s) is autotune's own keep of \"%s\", whose log line was lost (the process was "
                 "killed after committing). Record it with: autotune log --status keep --commit %s "
-                "--metric %s --description %s" % (head[:7], own[0], head[:7], _shell_quote(own[1]),
+                "--metric %s --description %s" % (head[:7], strip_controls(own[0], ""), head[:7], _shell_quote(own[1]),
                                                   _shell_quote(own[0])))
     return ("HEAD moved from %s to %s outside autotune since the last logged result, so autotune "
             "will not guess what to commit or revert. Check `git log` and `git status`; `autotune "
@@ -3048,7 +3423,8 @@ def apply_git(session, state, status, description, pname, metric, unit, label, i
     restore_changes(session, changes)
     left = [c.name for c in changes if b"160000" in (c.old_mode, c.new_mode)]
     info = {"action": "revert", "files": [c.name for c in changes if c.name not in left], "saved": ref,
-            "restore": "autotune restore %s" % (index if ref.endswith("/" + label) else ref.rsplit("/", 1)[-1])}
+            "restore": "autotune restore %s" % _shell_quote(
+                str(index) if ref.endswith("/" + label) else ref.rsplit("/", 1)[-1])}
     if left:
         info["left"] = left
         info["message"] = ("submodules are not reverted (%s): check them out by hand" % ", ".join(left))
@@ -3204,7 +3580,7 @@ def cmd_rebaseline(args):
     before = previous.get("metric")
     output({"status": "rebaselined", "metric": _round(value), "samples": entry["samples"],
             "n": len(samples), "previous": entry["previous"],
-            "drift_pct": _round((value - before) / abs(before) * 100, 3) if before else None,
+            "drift_pct": _round(pct_change(value, before), 3),
             "deterministic": is_deterministic(samples),
             "noise": {"sigma": _round(sigma), "sigma_pct": _round(sigma / abs(value) * 100, 3)
                       if sigma and value else None}})
@@ -3239,7 +3615,7 @@ def cmd_restore(args):
         lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         fail("restore_conflict", "Experiment %s does not apply to the working tree as it is now "
              "(%s); nothing was changed. Inspect it with `git show %s`." % (
-                 label, lines[-1] if lines else "git apply failed", ref))
+                 label, lines[-1] if lines else "git apply failed", _shell_quote(ref)))
     files = [p.decode("utf-8", "replace") for p in repo.run(
         ["diff-tree", "-r", "-z", "--name-only", ref + "^", ref]).stdout.split(b"\0") if p]
     if args.json:
@@ -3348,7 +3724,7 @@ def explain_data(session, loaded):
         "active": state.active, "mode": state.mode, "health": state.health, "failure": state.failure,
         "recovery": state.recovery, "reason": state.reason, "why": reason_text(state, settings),
         "baseline": _round(base), "best": _round(best),
-        "best_pct": _round((best - base) / abs(base) * 100, 2) if base and best is not None else None,
+        "best_pct": _round(pct_change(best, base), 2),
         "best_commit": (state.best or {}).get("commit"), "best_description": (state.best or {}).get("description"),
         "last_metric": _round((state.last or {}).get("metric")), "last_status": (state.last or {}).get("status"),
         "last_index": (state.last or {}).get("index"), "last_description": (state.last or {}).get("description"),
@@ -3370,7 +3746,8 @@ def cmd_explain(args):
     if args.json:
         output(data)
     else:
-        say(render_explain(data, Colors(sys.stdout)))
+        colors = Colors(sys.stdout)
+        say(render_explain(data, colors), painted=colors.enabled)
 
 
 def cmd_status(args):
@@ -3384,7 +3761,8 @@ def cmd_status(args):
     if args.json:
         output(data)
     else:
-        say(render_status(data, Colors(sys.stdout)))
+        colors = Colors(sys.stdout)
+        say(render_status(data, colors), painted=colors.enabled)
 
 
 def cmd_start(args):
@@ -3562,7 +3940,8 @@ def doctor_report(args, session, problems):
             say("autotune doctor: %s is healthy" % session.workdir)
         for p in problems:
             mark = colors.green("fixed") if p["fixed"] else colors.yellow("fixable") if p["fixable"] else colors.red("problem")
-            say("%s  %s: %s" % (mark, p["code"], p["message"]))
+            say("%s  %s: %s" % (mark, strip_controls(p["code"], ""), strip_controls(p["message"], "")),
+                painted=colors.enabled)
         if problems and not args.fix and any(p["fixable"] for p in problems):
             say("Run `autotune doctor --fix` to repair what is marked fixable.")
     return 0 if healthy else 1
@@ -4023,8 +4402,8 @@ def run_hook(event):
             raise
         say("autotune hook %s: %s: %s" % (event, type(exc).__name__, exc), sys.stderr)
         answer = None
-    if answer:
-        output(answer)
+    if answer:  # Claude Code shows this text to a person: no control reaches their terminal
+        output(clean_data(answer, keep="\n"))
     return 0
 
 
@@ -4036,7 +4415,7 @@ def statusline_text(payload, colors):
     session, loaded = payload_session({"cwd": cwd}) if isinstance(cwd, str) else (None, None)
     if session is not None:
         state = loaded.state
-        health = state.health or "running"
+        health = strip_controls(state.health or "running", "")
         text = "%s %s" % (HEALTH_ICON.get(health, "●"), health)
         parts.append("autotune " + colors.paint(HEALTH_COLOR.get(health, "bold"), text)
                      + (colors.yellow(" ⚠ config") if session.config_error else ""))
@@ -4047,8 +4426,8 @@ def statusline_text(payload, colors):
         best = (state.best or {}).get("metric")
         if best is not None:
             base = (state.baseline or {}).get("metric")
-            pct = (best - base) / abs(base) * 100 if base else None
-            parts.append("best %s%s" % (fmt_metric(best, (state.config or {}).get("metric_unit")),
+            pct = pct_change(best, base)
+            parts.append("best %s%s" % (fmt_metric(best, strip_controls((state.config or {}).get("metric_unit") or "", "")),
                                         (" (%s)" % fmt_pct(pct)) if pct is not None else ""))
     cost = payload.get("cost") if isinstance(payload.get("cost"), dict) else {}
     claude = []
@@ -4080,9 +4459,9 @@ def cmd_statusline(args):
         if os.environ.get("AUTOTUNE_DEBUG"):
             raise
         line = "autotune: status unavailable (%s)" % type(exc).__name__
-    say(line)
-    if args.chain:
-        say(chained_statusline(args.chain, raw))
+    say(line, painted=colors.enabled)
+    if args.chain:  # the user's own status line: its colours stay, nothing else of control
+        say(strip_controls(chained_statusline(args.chain, raw), sgr=True), painted=True)
     return 0
 
 
@@ -4227,6 +4606,7 @@ def _wrap(label, text, width=80, indent=9):
 
 
 def render_explain(data, colors):
+    data = clean_data(data)
     unit = data.get("unit") or ""
     health = data["health"] or "running"
     lines = ['autotune · %s · segment %s of %s' % (
@@ -4267,6 +4647,7 @@ def render_explain(data, colors):
 
 
 def render_status(data, colors):
+    data = clean_data(data)
     health = data["health"] or "running"
     unit = data.get("unit") or ""
     rows = [
@@ -4343,11 +4724,11 @@ def sparkline(values, width):
         for i in range(width):
             chunk = [v for v in values[i * len(values) // width:(i + 1) * len(values) // width]
                      if v is not None]
-            buckets.append(sum(chunk) / len(chunk) if chunk else None)
+            buckets.append(sum(v / len(chunk) for v in chunk) if chunk else None)  # no overflow
         values = buckets
     low, high = min(present), max(present)
     return "".join(" " if v is None else SPARKS[3] if high == low else
-                   SPARKS[int((v - low) / (high - low) * (len(SPARKS) - 1) + 0.5)] for v in values)
+                   SPARKS[int(fraction(v, low, high) * (len(SPARKS) - 1) + 0.5)] for v in values)
 
 
 def best_so_far(results, direction):
@@ -4375,10 +4756,8 @@ def dashboard_data(session, loaded, full=False, limit=20):
         row, metric = results[i], row_metric(results[i])
         before = bests[i - 1] if i else None  # the best this experiment was judged against
         rows.append({"index": row.get("index"), "status": row.get("status"), "metric": _round(metric),
-                     "vs_best_pct": _round((metric - before) / abs(before) * 100, 2)
-                     if metric is not None and before else None,
-                     "vs_baseline_pct": _round((metric - base) / abs(base) * 100, 2)
-                     if metric is not None and base else None,
+                     "vs_best_pct": _round(pct_change(metric, before), 2),
+                     "vs_baseline_pct": _round(pct_change(metric, base), 2),
                      "commit": row.get("commit"), "description": row.get("description"),
                      "verdict": row.get("verdict"), "timestamp": row.get("timestamp")})
     series = [row_metric(row) for row in results]
@@ -4412,6 +4791,7 @@ def _fit(line, width):
 
 
 def render_dashboard(data, colors, width=80):
+    data = clean_data(data)
     unit = data.get("unit") or ""
     health = data.get("health") or "running"
     conf = data.get("confidence") or {}
@@ -4475,14 +4855,14 @@ def cmd_dashboard(args):
         if args.json:
             output(data)
         else:
-            say(render_dashboard(data, colors))
+            say(render_dashboard(data, colors), painted=colors.enabled)
         return 0
     tty = sys.stdout.isatty()
     try:
         while True:
             loaded = load_state(session)
             text = render_dashboard(dashboard_data(session, loaded, full=args.full), colors)
-            say(("\033[H\033[2J" if tty else "") + text + ("" if tty else "\n"))
+            say(("\033[H\033[2J" if tty else "") + text + ("" if tty else "\n"), painted=tty)
             time.sleep(args.interval)
     except KeyboardInterrupt:
         say("")
@@ -4490,18 +4870,26 @@ def cmd_dashboard(args):
 
 
 def nice_ticks(low, high, count=5):
-    """Round tick values (steps of 1, 2 or 5 times a power of ten) covering [low, high]."""
+    """Round tick values (steps of 1, 2 or 5 times a power of ten) covering [low, high];
+    just the ends when the range has no round steps a float can hold (1e308, denormals)."""
     import math
     span = high - low if high > low else 1.0
     raw = span / max(1, count - 1)
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
-    start = math.floor(low / step) * step
-    ticks, value = [], start
-    while value <= high + step * 0.5 and len(ticks) < 50:
-        ticks.append(round(value, 12))
-        value += step
-    return ticks
+    try:
+        if not raw > 0 or _finite(raw) is None:
+            raise ValueError("no step")
+        power = 10 ** math.floor(math.log10(raw))
+        step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+        start = math.floor(low / step) * step
+        ticks, value = [], start
+        while value <= high + step * 0.5 and len(ticks) < 50:
+            ticks.append(round(value, 12))
+            value += step
+        if not ticks or len(set(ticks)) != len(ticks) or any(_finite(t) is None for t in ticks):
+            raise ValueError("steps vanish")
+        return ticks
+    except (ValueError, OverflowError, ZeroDivisionError, StopIteration):
+        return [low] if low == high else [low, high]
 
 
 def _svg_chart(group, width=960, height=340):
@@ -4519,7 +4907,9 @@ def _svg_chart(group, width=960, height=340):
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
     if high == low:
         low, high = low - 1, high + 1
-    margin = (high - low) * 0.08
+    margin = _finite((high - low) * 0.08) or 0.0
+    if _finite(low - margin) is None or _finite(high + margin) is None:
+        margin = 0.0
     ticks = nice_ticks(low - margin, high + margin)
     low, high = min(ticks[0], low - margin), max(ticks[-1], high + margin)
     plot_w, plot_h = width - pad_left - pad_right, height - pad_top - pad_bottom
@@ -4529,7 +4919,7 @@ def _svg_chart(group, width=960, height=340):
         return pad_left + (plot_w * (i + 0.5) / count)
 
     def y_at(value):
-        return pad_top + plot_h * (1 - (value - low) / (high - low))
+        return pad_top + plot_h * (1 - fraction(value, low, high))
 
     config = group[0]["config"]
     direction = config.get("direction", "lower")
@@ -4676,7 +5066,7 @@ def render_report(session, loaded, entries):
                        segment["number"], esc(config.get("name") or ""), esc(config.get("metric_name") or ""),
                        unit_text + ", " if unit_text else "", direction, len(results), counts["keep"],
                        counts["discard"], counts["crash"], counts["checks_failed"], esc(_fmt(base)), esc(_fmt(best)),
-                       fmt_pct((best - base) / abs(base) * 100) if base and best is not None else "-"))
+                       fmt_pct(pct_change(best, base))))
     out.append('</table><h2>All experiments</h2><table><tr><th>#</th><th>status</th><th class="num">metric</th>'
                '<th>verdict</th><th>health</th><th>commit</th><th>description and notes</th></tr>')
     for segment in segments:
