@@ -138,6 +138,8 @@ def _round(value, digits=6):
     value = _finite(value)
     if value is None:
         return None
+    if value and abs(value) < 10.0 ** (3 - digits):  # keep significant digits of tiny values
+        return float("%.*g" % (max(3, digits), value))
     rounded = round(value, digits)
     return int(rounded) if abs(rounded) < 1e15 and rounded == int(rounded) else rounded
 
@@ -310,9 +312,9 @@ def spreadsheet_cell(value):
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return _fmt(value)
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number_text(text):
-        return "'" + text
-    return text
+    formula = text.lstrip(" ")[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number_text(text)
+    text = strip_controls(text)  # newlines stay (quoted in CSV); tab and CR become spaces
+    return "'" + text if formula else text
 
 
 def _is_number_text(text):
@@ -981,6 +983,8 @@ def _fold_result(state, entry):
     active = entry.get("active")
     state.active = active if isinstance(active, bool) else state.health not in ("paused", "completed")
     metrics = entry.get("metrics") if isinstance(entry.get("metrics"), dict) else {}
+    if len(metrics) > MAX_METRIC_NAMES:  # a hand-made line: the state stays small
+        metrics = dict(list(metrics.items())[:MAX_METRIC_NAMES])
     if state.baseline is None and point is not None and status in ("keep", "discard"):
         state.baseline = {"index": index, "metric": point, "commit": entry.get("commit"),
                           "samples": _samples_of(entry, point), "metrics": metrics,
@@ -1282,25 +1286,39 @@ def drop_measurement(session):
 METRIC_NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 METRIC_NAME_REST = METRIC_NAME_FIRST | frozenset("0123456789.:/%-")
 MAX_METRIC_NAME = 128
-MAX_METRIC_NAMES = 100       # distinct names kept per run and per result; the rest are counted
+MAX_METRIC_NAMES = 100       # secondary names kept per run and per result; the rest are counted
 _NUMBER_CHARS = frozenset("0123456789+-.eE")
-_BLANKS = " \t"
+# the grammar as regular expressions (compiled on first use: only `run` scans output)
+_NAME_RE = r"[A-Za-z_][A-Za-z0-9_.:/%%-]{0,%d}" % (MAX_METRIC_NAME - 1)
+_NUMBER_RE = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_LINE_RE = r"[ \t]*METRIC[ \t]+(%s)[ \t]*=[ \t]*(%s)[ \t]*" % (_NAME_RE, _NUMBER_RE)
+_metric_patterns = []
 # a unit is shown next to numbers and written into files: letters, digits and a few signs
 UNIT_EXTRA = frozenset(" _.,:/%()[]^*°µ+-#")
 MAX_UNIT = 32
 
 
+def metric_patterns():
+    """(one line as str, every line of a bytes chunk) compiled from the grammar above."""
+    if not _metric_patterns:
+        import re
+        _metric_patterns.append(re.compile(_LINE_RE))
+        _metric_patterns.append(re.compile(
+            (r"(?:^|(?<=[\r\n]))%s(?=[\r\n]|\Z)" % _LINE_RE).encode("ascii")))
+    return _metric_patterns
+
+
 def parse_metric_line(line):
-    """('name', value) for a line of the METRIC grammar above, else None."""
-    text = line.strip(_BLANKS + "\r\n")
-    if not text.startswith("METRIC") or text[6:7] not in ("\t", " ") or not text[6:7]:
-        return None
-    name, sep, value = text[6:].partition("=")
-    name, value = name.strip(_BLANKS), value.strip(_BLANKS)
-    if not sep or not valid_metric_name(name):
-        return None
-    number = parse_number(value)
-    return None if number is None else (name, number)
+    """('name', value) for a physical line holding a line of the METRIC grammar above
+    (the last one when carriage returns split it into several), else None."""
+    pattern = metric_patterns()[0]
+    for part in reversed(line.rstrip("\n").split("\r")):
+        match = pattern.fullmatch(part)
+        if match is not None and match.group(1) not in RESERVED_METRIC_NAMES:
+            number = parse_number(match.group(2))
+            if number is not None:
+                return match.group(1), number
+    return None
 
 
 def parse_number(text):
@@ -1355,14 +1373,14 @@ class OutputScanner(object):
     def feed(self, chunk):
         self.bytes += len(chunk)
         self.lines += chunk.count(b"\n")
-        if self.skip:  # drop the rest of an overlong line, up to its end
-            end = chunk.find(b"\n")
-            if end < 0:
+        if self.skip:  # drop the rest of an overlong line, up to its end (LF or CR)
+            ends = [i for i in (chunk.find(b"\n"), chunk.find(b"\r")) if i >= 0]
+            if not ends:
                 return
             self.skip = False
-            chunk = chunk[end:]
+            chunk = chunk[min(ends):]
         data = self.partial + chunk
-        end = data.rfind(b"\n")
+        end = max(data.rfind(b"\n"), data.rfind(b"\r"))
         if end < 0:
             complete, self.partial = b"", data
         else:
@@ -1375,24 +1393,22 @@ class OutputScanner(object):
             self.tailbuf = (self.tailbuf + complete)[-self.tail_limit:]
 
     def _scan(self, data):
-        """Parses the lines holding "METRIC" (a line ends at LF or CR)."""
-        pos = data.find(b"METRIC")
-        metrics = self.metrics
-        while pos >= 0:
-            start = max(data.rfind(b"\n", 0, pos), data.rfind(b"\r", 0, pos)) + 1
-            stop = data.find(b"\n", pos)
-            stop = len(data) if stop < 0 else stop
-            cr = data.find(b"\r", pos, stop)
-            stop = stop if cr < 0 else cr
-            parsed = parse_metric_line(data[start:stop][:MAX_LINE_BYTES].decode("utf-8", "replace"))
-            if parsed:
-                name = parsed[0]
-                if (name in metrics or name == self.primary
-                        or len(metrics) - (self.primary in metrics) < MAX_METRIC_NAMES):
-                    metrics[name] = parsed[1]
-                else:
-                    self.dropped += 1
-            pos = data.find(b"METRIC", stop)
+        """Finds the METRIC lines of complete output (a line ends at LF or CR), keeping
+        the primary and at most MAX_METRIC_NAMES other names; the rest are counted."""
+        if b"METRIC" not in data:
+            return
+        metrics, primary = self.metrics, self.primary
+        for match in metric_patterns()[1].finditer(data):
+            name = match.group(1).decode("ascii")
+            if name in RESERVED_METRIC_NAMES:
+                continue
+            if (name not in metrics and name != primary
+                    and len(metrics) - (primary in metrics) >= MAX_METRIC_NAMES):
+                self.dropped += 1
+                continue
+            number = parse_number(match.group(2).decode("ascii"))
+            if number is not None:
+                metrics[name] = number
 
     def close(self):
         if self.partial:
@@ -2827,6 +2843,18 @@ def require_config(session, state):
         fail("no_session", "%s has no config line; run `autotune init` first." % session.log_path)
 
 
+def require_metric_name(state):
+    """The segment's primary metric name, which must be one a benchmark can print under
+    the METRIC grammar (a log from before it, or edited by hand, may hold another)."""
+    name = state.config.get("metric_name")
+    if not valid_metric_name(name):
+        config = dict(state.config, metric_name="NEW_NAME")
+        fail("bad_metric_name", "The segment's metric name %s is not a valid metric name (a "
+             "letter or _, then letters, digits and _ . : / %% -), so no METRIC line can report "
+             "it. Start a new segment with a valid one: %s" % (json.dumps(name), init_command(config)))
+    return name
+
+
 def check_active(session, state, logging=False):
     """`run` needs an active loop with budget left. `log` records what `run` measured, so
     only the iteration count stops it: time and target budgets end the loop once the
@@ -2992,7 +3020,7 @@ def cmd_run(args):
     timeout = args.timeout if args.timeout is not None else settings.timeout
     checks_timeout = args.checks_timeout if args.checks_timeout is not None else settings.checks_timeout
     config = state.config
-    pname, direction = config.get("metric_name"), config.get("direction", "lower")
+    pname, direction = require_metric_name(state), config.get("direction", "lower")
     repo = session.repo
     head = repo.head() if repo else None
     warnings = []
@@ -3411,7 +3439,7 @@ def apply_git(session, state, status, description, pname, metric, unit, label, i
             if changes else None
         if new_head is None:
             return {"action": "none", "message": "nothing to commit"}, short, current
-        return ({"action": "commit", "commit": new_head[:7], "files": [c.name for c in changes]},
+        return (listed_files({"action": "commit", "commit": new_head[:7]}, [c.name for c in changes]),
                 new_head[:7], current)
     keep_created = base is None
     base = base or head_tree(repo, head)
@@ -3422,14 +3450,27 @@ def apply_git(session, state, status, description, pname, metric, unit, label, i
     ref = save_discarded(session, base, current, label, description)
     restore_changes(session, changes)
     left = [c.name for c in changes if b"160000" in (c.old_mode, c.new_mode)]
-    info = {"action": "revert", "files": [c.name for c in changes if c.name not in left], "saved": ref,
+    info = {"action": "revert", "saved": ref,
             "restore": "autotune restore %s" % _shell_quote(
                 str(index) if ref.endswith("/" + label) else ref.rsplit("/", 1)[-1])}
+    listed_files(info, [c.name for c in changes if c.name not in left])
     if left:
-        info["left"] = left
+        info["left"] = left[:MAX_FILES_LISTED]
         info["message"] = ("submodules are not reverted (%s): check them out by hand" % ", ".join(left))
     exact = not (keep_created or left or len(changes) != len(every))
     return info, short, (base if exact else snapshot_tree(session))
+
+
+MAX_FILES_LISTED = 1000  # file names one result lists; a keep of a generated tree says how many more
+
+
+def listed_files(info, names):
+    """Puts the changed files into git info, at most MAX_FILES_LISTED of them (the log
+    line of one result stays small whatever an experiment touched)."""
+    info["files"] = names[:MAX_FILES_LISTED]
+    if len(names) > MAX_FILES_LISTED:
+        info["files_more"] = len(names) - MAX_FILES_LISTED
+    return info
 
 
 def control(action, check=None, **fields):
@@ -3539,7 +3580,7 @@ def cmd_rebaseline(args):
     require_config(session, state)
     argv, shell, shown = benchmark_command(session, None)
     check_integrity(session, state)
-    pname = state.config.get("metric_name")
+    pname = require_metric_name(state)
     if session.repo and state.snapshot:
         with LogLock(session):
             tree = snapshot_tree(session)
@@ -4696,6 +4737,12 @@ def segment_rows(entries):
     for entry in entries:
         kind = entry.get("type")
         if kind == "config":
+            entry = dict(entry)
+            for name in ("name", "metric_name", "metric_unit"):  # as the fold does: text
+                if not isinstance(entry.get(name), str):
+                    entry[name] = "" if entry.get(name) is None else json.dumps(entry[name], ensure_ascii=False)
+            if entry.get("direction") not in DIRECTIONS:
+                entry["direction"] = "lower"
             number = entry.get("segment") if _is_int(entry.get("segment")) else len(segments) + 1
             if segments and segments[-1]["number"] == number and not segments[-1]["results"]:
                 segments[-1]["config"] = entry  # a re-init before any result
@@ -4892,9 +4939,14 @@ def nice_ticks(low, high, count=5):
         return [low] if low == high else [low, high]
 
 
+def _html(value):
+    """A value from the log as HTML text: escaped (quotes too), without control characters."""
+    import html
+    return html.escape(strip_controls(value if isinstance(value, str) else str(value), ""))
+
+
 def _svg_chart(group, width=960, height=340):
     """One inline SVG chart of the experiments of consecutive segments sharing a metric."""
-    import html
     pad_left, pad_right, pad_top, pad_bottom = 64, 16, 38, 40
     points = []
     for segment in group:
@@ -4925,20 +4977,20 @@ def _svg_chart(group, width=960, height=340):
     direction = config.get("direction", "lower")
     unit = config.get("metric_unit") or ""
     parts = ['<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" role="img" '
-             'aria-label="%s by experiment">' % (width, height, html.escape(config.get("metric_name") or ""))]
+             'aria-label="%s by experiment">' % (width, height, _html(config.get("metric_name") or ""))]
     parts.append('<rect x="%d" y="%d" width="%d" height="%d" class="plot"/>' % (pad_left, pad_top, plot_w, plot_h))
     for value in ticks:
         y = y_at(value)
         parts.append('<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>' % (pad_left, width - pad_right, y, y))
         parts.append('<text class="tick" x="%d" y="%.1f" text-anchor="end">%s</text>' % (
-            pad_left - 6, y + 4, html.escape(_fmt(round(value, 9)))))
+            pad_left - 6, y + 4, _html(_fmt(round(value, 9)))))
     every = max(1, nice_ticks(0, count, 8)[1] - nice_ticks(0, count, 8)[0])
     for i in range(0, count, int(every)):
         parts.append('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%d</text>' % (
             x_at(i), height - pad_bottom + 16, i + 1))
     parts.append('<text class="axis" x="%d" y="%d">%s%s (%s is better)</text>' % (
-        pad_left, 13, html.escape(config.get("metric_name") or ""), html.escape(" [%s]" % unit) if unit else "",
-        direction))
+        pad_left, 13, _html(config.get("metric_name") or ""), _html(" [%s]" % unit) if unit else "",
+        _html(direction)))
     parts.append('<text class="axis" x="%d" y="%d" text-anchor="end">experiment</text>' % (width - pad_right, height - 6))
     position = 0
     for segment in group:
@@ -4950,13 +5002,13 @@ def _svg_chart(group, width=960, height=340):
             parts.append('<line class="segment" x1="%.1f" x2="%.1f" y1="%d" y2="%d"/>' % (x, x, pad_top, pad_top + plot_h))
         parts.append('<text class="segment-label" x="%.1f" y="%d">segment %s: %s</text>' % (
             pad_left + plot_w * first / count + 4, pad_top - 5, segment["number"],
-            html.escape(_one_line(seg_conf.get("name") or "", 40))))
+            _html(_one_line(seg_conf.get("name") or "", 40))))
         base = next((r.get("metric") for r in results if _is_number(r.get("metric"))
                      and r.get("status") in ("keep", "discard")), None)
         x0, x1 = pad_left + plot_w * first / count, pad_left + plot_w * (first + len(results)) / count
         if base is not None:
             parts.append('<line class="baseline" x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f"><title>baseline %s</title></line>' % (
-                x0, x1, y_at(base), y_at(base), html.escape(fmt_metric(base, unit))))
+                x0, x1, y_at(base), y_at(base), _html(fmt_metric(base, unit))))
         bests = best_so_far(results, seg_conf.get("direction", direction))
         path = []
         for i, value in enumerate(bests):
@@ -4979,8 +5031,8 @@ def _svg_chart(group, width=960, height=340):
                                            fmt_metric(metric, unit), _one_line(row.get("description") or "", 120))
             parts.append('<circle class="point %s" cx="%.1f" cy="%.1f" r="%s" data-index="%s" data-segment="%s">'
                          '<title>%s</title></circle>' % (
-                             html.escape(status or ""), x_at(first + i), y, "5" if status == "keep" else "4",
-                             row.get("index"), segment["number"], html.escape(label)))
+                             _html(status or ""), x_at(first + i), y, "5" if status == "keep" else "4",
+                             _html(row.get("index")), segment["number"], _html(label)))
         position += len(results)
     parts.append("</svg>")
     return "\n".join(parts)
@@ -5012,9 +5064,8 @@ def _code_spans(escaped):
 
 
 def render_report(session, loaded, entries):
-    import html
     segments = segment_rows(entries)
-    esc = html.escape
+    esc = _html
     data = explain_data(session, loaded)
     out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -5064,7 +5115,7 @@ def render_report(session, loaded, entries):
                    '<td class="num">%d</td><td class="num">%d</td><td class="num">%d</td><td class="num">%d</td>'
                    '<td class="num">%s</td><td class="num">%s</td><td class="num">%s</td></tr>' % (
                        segment["number"], esc(config.get("name") or ""), esc(config.get("metric_name") or ""),
-                       unit_text + ", " if unit_text else "", direction, len(results), counts["keep"],
+                       unit_text + ", " if unit_text else "", esc(direction), len(results), counts["keep"],
                        counts["discard"], counts["crash"], counts["checks_failed"], esc(_fmt(base)), esc(_fmt(best)),
                        fmt_pct(pct_change(best, base))))
     out.append('</table><h2>All experiments</h2><table><tr><th>#</th><th>status</th><th class="num">metric</th>'
@@ -5175,7 +5226,8 @@ def cmd_export(args):
             fail("no_such_segment", "There is no segment %d in %s." % (args.segment, LOG_FILE))
     rows = [(s, r) for s in segments for r in s["results"]]
     if args.format == "jsonl":
-        text = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for _, r in rows)
+        text = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False).translate(_JSON_C1) + "\n"
+                       for _, r in rows)
     else:
         names = sorted({k for _, r in rows if isinstance(r.get("metrics"), dict) for k in r["metrics"]})
         metric_names = {s["config"].get("metric_name") for s in segments
@@ -5186,13 +5238,15 @@ def cmd_export(args):
         table = [header]
         for segment, row in rows:
             metrics = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
-            metric = row_metric(row)
-            table.append([row.get("commit") or "", "" if metric is None else _fmt(metric), row.get("status") or "",
-                          row.get("description") or "", segment["number"], row.get("index"),
-                          row.get("timestamp") or "", row.get("verdict") or "", row.get("health") or "",
-                          row.get("reason") or ""] + [_fmt(metrics.get(n)) if n in metrics else "" for n in names])
-        if args.format == "tsv":
-            text = "".join("\t".join(" ".join(str(cell).split()) for cell in line) + "\n" for line in table)
+            table.append([row.get("commit"), row_metric(row), row.get("status"), row.get("description"),
+                          segment["number"], row.get("index"), row.get("timestamp"), row.get("verdict"),
+                          row.get("health"), row.get("reason")] + [metrics.get(n) for n in names])
+        tsv = args.format == "tsv"
+        # every cell is data: numbers as numbers, text never a formula (spreadsheet_cell)
+        table = [[spreadsheet_cell(" ".join(cell.split()) if tsv and isinstance(cell, str) else cell)
+                  for cell in line] for line in table]
+        if tsv:
+            text = "".join("\t".join(" ".join(cell.split()) for cell in line) + "\n" for line in table)
         else:
             buffer = io.StringIO()
             csv.writer(buffer, lineterminator="\n").writerows(table)
