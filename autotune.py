@@ -4925,7 +4925,7 @@ def nice_ticks(low, high, count=5):
     try:
         if not raw > 0 or _finite(raw) is None:
             raise ValueError("no step")
-        power = 10 ** math.floor(math.log10(raw))
+        power = 10.0 ** math.floor(math.log10(raw))
         step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
         start = math.floor(low / step) * step
         ticks, value = [], start
