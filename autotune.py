@@ -2978,8 +2978,8 @@ def scaffold(session, name, metric, unit, direction, workload, checks):
                 "    tail = done.stdout.decode(\"utf-8\", \"replace\").splitlines()[-40:]\n"
                 "    print(\"\\n\".join(tail))\n"
                 "    sys.exit(\"workload failed with exit code %%d\" %% done.returncode)\n"
-                "print(%r %% (elapsed * %r))\n"
-                "PY\n") % (shlex.quote(workload), "METRIC %s=%%.6g" % metric, scale)
+                "print(%r + format(elapsed * %r, \".6g\"))\n"
+                "PY\n") % (shlex.quote(workload), "METRIC %s=" % metric, scale)
     elif workload:
         body = ("# The workload; make it print the METRIC line.\n%s\n" % workload)
     else:
@@ -5272,6 +5272,12 @@ def make_parser_class():
     import argparse
 
     class Parser(argparse.ArgumentParser):
+        def __init__(self, *args, **kwargs):
+            argparse.ArgumentParser.__init__(self, *args, **kwargs)
+            # `--metric -1.79e308` is a value, not an option (argparse knows only -5, -.5)
+            import re
+            self._negative_number_matcher = re.compile(r"^-(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
+
         def error(self, message):
             shown = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
                             for ch in message)

@@ -18,7 +18,7 @@ from conftest import clean_env, make_project, run_cli
 from support.reliability import assert_clean_exit, autotune
 
 SEED = 12
-BUDGET_S = 9.0
+BUDGET_S = 7.0
 MIN_ROUNDS = 2
 MARK = "x-evil"  # every hostile markup carries it: the HTML must never hold it as a tag
 
