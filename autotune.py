@@ -612,8 +612,8 @@ def load_settings(path):
             if name.startswith(("_", "$")) and not valid_metric_name(name):
                 continue  # a comment
             if not valid_metric_name(name):
-                fail("bad_config", "%s: guardrails.%s: %s is not a valid metric name (a letter or _, "
-                     "then letters, digits and _ . : / %% -)." % (
+                fail("bad_config", "%s: guardrails.%s: %s is not a valid metric name (a letter, digit "
+                     "or _, then letters, digits and _ . : / %% -)." % (
                          path, strip_controls(name, "")[:60], json.dumps(name[:60])))
             rule = guardrails.get(name, "object")
             if rule is None:
@@ -1275,7 +1275,7 @@ def drop_measurement(session):
 #
 #   line    = [blanks] "METRIC" blanks name [blanks] "=" [blanks] number [blanks]
 #   blanks  = one or more spaces or tabs
-#   name    = first rest{0,127}     first = A-Z a-z _     rest = A-Z a-z 0-9 _ . : / % -
+#   name    = first rest{0,127}     first = A-Z a-z 0-9 _     rest = first or . : / % -
 #             (not __proto__, constructor or prototype)
 #   number  = [+|-] (digits [. [digits]] | . digits) [(e|E) [+|-] digits]
 #             digits = ASCII 0-9 only; finite (1e999, inf, nan, 1_000, 0x1A, ١٢ are not numbers)
@@ -1283,13 +1283,13 @@ def drop_measurement(session):
 # Lines are separated by LF, CR or CRLF: a progress bar's `50%\rMETRIC x=5` holds a
 # METRIC line. Everything else a benchmark prints is ignored.
 
-METRIC_NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
-METRIC_NAME_REST = METRIC_NAME_FIRST | frozenset("0123456789.:/%-")
+METRIC_NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+METRIC_NAME_REST = METRIC_NAME_FIRST | frozenset(".:/%-")
 MAX_METRIC_NAME = 128
 MAX_METRIC_NAMES = 100       # secondary names kept per run and per result; the rest are counted
 _NUMBER_CHARS = frozenset("0123456789+-.eE")
 # the grammar as regular expressions (compiled on first use: only `run` scans output)
-_NAME_RE = r"[A-Za-z_][A-Za-z0-9_.:/%%-]{0,%d}" % (MAX_METRIC_NAME - 1)
+_NAME_RE = r"[A-Za-z0-9_][A-Za-z0-9_.:/%%-]{0,%d}" % (MAX_METRIC_NAME - 1)
 _NUMBER_RE = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _LINE_RE = r"[ \t]*METRIC[ \t]+(%s)[ \t]*=[ \t]*(%s)[ \t]*" % (_NAME_RE, _NUMBER_RE)
 _metric_patterns = []
@@ -1341,8 +1341,8 @@ def valid_metric_name(name):
 
 
 def metric_name_error(flag, name, code="bad_metric_name"):
-    fail(code, "%s %s is not a valid metric name: it starts with a letter or _, then "
-         "letters, digits and _ . : / %% - (at most %d characters; not __proto__, constructor or "
+    fail(code, "%s %s is not a valid metric name: it starts with a letter, digit or _, "
+         "then letters, digits and _ . : / %% - (at most %d characters; not __proto__, constructor or "
          "prototype), e.g. time_ms." % (flag, json.dumps(name), MAX_METRIC_NAME))
 
 
@@ -2850,7 +2850,7 @@ def require_metric_name(state):
     if not valid_metric_name(name):
         config = dict(state.config, metric_name="NEW_NAME")
         fail("bad_metric_name", "The segment's metric name %s is not a valid metric name (a "
-             "letter or _, then letters, digits and _ . : / %% -), so no METRIC line can report "
+             "letter, digit or _, then letters, digits and _ . : / %% -), so no METRIC line can report "
              "it. Start a new segment with a valid one: %s" % (json.dumps(name), init_command(config)))
     return name
 
@@ -3359,7 +3359,8 @@ def own_unlogged_commit(repo, head, snapshot_head):
     if first != snapshot_head or not message.startswith("autotune: ") or "Autotune-Metric:" not in message:
         return None
     subject = message.split("\n", 1)[0][len("autotune: "):]
-    value = message.split("Autotune-Metric:", 1)[1].strip().split("\n")[0].split("=", 1)[-1].split()[0]
+    # the last trailer is autotune's: a description may quote one
+    value = (message.rsplit("Autotune-Metric:", 1)[1].strip().split("\n")[0].split("=", 1)[-1].split() or ["?"])[0]
     return subject, value
 
 
@@ -3435,7 +3436,8 @@ def apply_git(session, state, status, description, pname, metric, unit, label, i
         changes = without_users_ignored(session, base_tree, diff_trees(
             session, base_tree, current, tracked_only=base is None))
         new_head = commit_changes(session, changes, "autotune: %s\n\nAutotune-Metric: %s=%s%s\n" % (
-            description.rstrip(), pname, trailer_number(metric), (" " + unit) if unit else "")) \
+            description.rstrip(), strip_controls(pname, ""), trailer_number(metric),
+            (" " + strip_controls(unit, "")) if unit else "")) \
             if changes else None
         if new_head is None:
             return {"action": "none", "message": "nothing to commit"}, short, current

@@ -362,7 +362,7 @@ def test_export_neutralizes_formulas_and_keeps_numbers(tmp_path):
     ("METRIC x=1e999", None),
     ("METRIC x=", None), ("METRIC =5", None), ("METRIC x", None), ("METRIC x=5 ms", None),
     ("METRIC x=5=6", None), ("METRIC x y=5", None), ("METRICx=5", None),
-    ("METRIC 1x=5", None), ("METRIC -x=5", None), ("METRIC x$(id)=5", None), ("METRIC x\"=5", None),
+    ("METRIC 99th_ms=5", ("99th_ms", 5.0)), ("METRIC -x=5", None), ("METRIC .x=5", None), ("METRIC x$(id)=5", None), ("METRIC x\"=5", None),
     ("METRIC \u00e9=5", None), ("METRIC x\x1b[2J=5", None), ("METRIC " + "a" * 129 + "=1", None),
     ("METRIC " + "a" * 128 + "=1", ("a" * 128, 1.0)),
     ("METRIC __proto__=1", None), ("METRIC constructor=1", None),
