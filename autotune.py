@@ -237,37 +237,46 @@ def _is_control(ch):
     return code < 0x20 or 0x7f <= code <= 0x9f
 
 
+_CONTROL_TABLE = dict.fromkeys(list(range(0x20)) + list(range(0x7f, 0xa0)))
+_control_search = []
+
+
 def strip_controls(text, keep="\n", sgr=False):
     """The text without terminal control: whole escape sequences (CSI, OSC, DCS, ... and
     their 8-bit C1 forms) are removed, tab, CR, VT and FF become spaces, newlines stay
     when in `keep` (else spaces), every other C0/C1 control and DEL is removed. With
     `sgr`, colour sequences (ESC [ digits ; ... m) are kept: only for the output of the
-    user's own status-line command."""
+    user's own status-line command. Text without controls costs one C-level pass."""
     if not isinstance(text, str):
         text = str(text)
-    if not any(_is_control(ch) for ch in text):
+    controls = len(text) - len(text.translate(_CONTROL_TABLE))
+    if not controls or controls == sum(text.count(k) for k in keep):
         return text
+    if not _control_search:
+        import re
+        _control_search.append(re.compile("[\x00-\x1f\x7f-\x9f]").search)
+    search = _control_search[0]
     out, i, n = [], 0, len(text)
     while i < n:
-        ch = text[i]
-        if not _is_control(ch):
-            out.append(ch)
-            i += 1
-            continue
+        found = search(text, i)
+        if found is None:
+            out.append(text[i:])
+            break
+        at = found.start()
+        out.append(text[i:at])
+        ch = text[at]
         if ch in keep:
             out.append(ch)
-            i += 1
+            i = at + 1
             continue
-        kind = None
-        if ch == "\x1b" and i + 1 < n:
-            kind = _ESC_FINAL.get(text[i + 1], "short")
-            start = i + 2
+        kind, start = None, at + 1
+        if ch == "\x1b" and at + 1 < n:
+            kind = _ESC_FINAL.get(text[at + 1], "short")
+            start = at + 2
         elif ch == "\x9b":
-            kind, start = "csi", i + 1
+            kind = "csi"
         elif ch in _C1_STRING:
-            kind, start = "string", i + 1
-        else:
-            start = i + 1
+            kind = "string"
         if kind == "csi":  # parameters and intermediates 0x20-0x3f, then a final byte
             end = start
             while end < n and "\x20" <= text[end] <= "\x3f":
@@ -2736,7 +2745,10 @@ _JSON_C1 = {code: "\\u%04x" % code for code in range(0x7f, 0xa0)}
 def output(obj):
     """One JSON object on stdout (agent-facing commands): no raw control character in
     it, so it is safe on a terminal too."""
-    data = json.dumps(obj, ensure_ascii=False, allow_nan=False).translate(_JSON_C1) + "\n"
+    data = json.dumps(obj, ensure_ascii=False, allow_nan=False)
+    if not data.isascii() or "\x7f" in data:  # both fast: most output needs no translation
+        data = data.translate(_JSON_C1)
+    data += "\n"
     sys.stdout.buffer.write(data.encode("utf-8", "replace"))
     sys.stdout.flush()
 
