@@ -198,7 +198,9 @@ def commands_for(rng, project):
               "--unit", rng.choice(["ms", "µs", arg(rng)]), "--direction", "lower"],
              ["rebaseline", "--repeat", "1"],
              ["hook", "session-start"], ["hook", "stop"], ["hook", "pre-tool-use"], ["hook", "pre-tool-use"],
-             ["statusline"], ["statusline", "--color"]]
+             ["statusline"], ["statusline", "--color"], ["restore", "1"], ["restore", "1.2", "--json"],
+             ["setup-permissions", "--json"], ["clear"], ["start", arg(rng)]]
+    assert {args[0] for args in calls} == set(autotune.COMMANDS), "a command is not fuzzed"
     data = {"session-start": payload, "stop": payload, "pre-tool-use": guard}
     out = []
     for args in calls:
@@ -221,7 +223,8 @@ def one_round(tmp_path, rng, number, good):
     if rng.random() < 0.3:
         with open(os.path.join(str(path), "autotune.jsonl"), "ab") as handle:
             handle.write(b'{"type": "result", "description": "\x1b[2J torn')  # a truncated last line
-    env = clean_env()
+    env = clean_env(PATH=os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                                         if p and not os.path.exists(os.path.join(p, "claude"))))
     problems = []
     for args, data in commands_for(rng, project):
         label = "seed %d round %d: %s" % (SEED, number, [a[:40] for a in args])
