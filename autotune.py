@@ -270,9 +270,9 @@ def strip_controls(text, keep="\n", sgr=False):
             i = at + 1
             continue
         kind, start = None, at + 1
-        if ch == "\x1b" and at + 1 < n:
+        if ch == "\x1b" and at + 1 < n and "\x20" <= text[at + 1] <= "\x7e":
             kind = _ESC_FINAL.get(text[at + 1], "short")
-            start = at + 2
+            start = at + 2 if kind != "short" else at + 1
         elif ch == "\x9b":
             kind = "csi"
         elif ch in _C1_STRING:
@@ -285,13 +285,17 @@ def strip_controls(text, keep="\n", sgr=False):
             if sgr and text[end - 1:end] == "m" and all(c in "0123456789;" for c in text[start:end - 1]):
                 out.append("\x1b[" + text[start:end])
             i = end
-        elif kind == "string":  # up to BEL, ST (ESC \\) or the 8-bit ST
+        elif kind == "string":  # up to BEL or ST (ESC \\, 0x9c); never past the line's end
             end = start
-            while end < n and text[end] not in "\x07\x9c\x1b":
+            while end < n and text[end] not in "\x07\x9c\x1b\n":
                 end += 1
-            i = end + (2 if text[end:end + 2] == "\x1b\\" else 1)
-        elif kind == "short":  # ESC and one final character (ESC c resets the terminal)
-            i = start
+            i = end + (2 if text[end:end + 2] == "\x1b\\" else 1 if text[end:end + 1] in ("\x07", "\x9c")
+                       else 0)
+        elif kind == "short":  # ESC, intermediates, a final byte (ESC c resets, ESC ( B)
+            end = start
+            while end < n and "\x20" <= text[end] <= "\x2f":
+                end += 1
+            i = end + 1 if end < n and "\x30" <= text[end] <= "\x7e" else end
         else:
             if ch in "\t\r\x0b\x0c\n":
                 out.append(" ")

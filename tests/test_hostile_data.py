@@ -419,3 +419,17 @@ def test_descendants_cannot_escape_the_sweep(tmp_path, ending):
                 os.kill(pid, 9)
             except OSError:
                 pass
+
+
+def test_strip_controls_on_random_text():
+    import random
+    rng = random.Random(12)
+    alphabet = ["\x1b", "[", "]", "\\", "P", "(", "B", "0", ";", "m", "\x07", "\x9b", "\x9c", "\x9d", "\n",
+                "\r", "\t", "a", "é", "\x00", "\x7f", "\x85", " "]
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        for keep in ("\n", ""):
+            cleaned = autotune.strip_controls(text, keep)
+            assert not CONTROL.findall(cleaned.replace("\n", "") if keep else cleaned), (text, cleaned)
+            assert cleaned.count("\n") <= text.count("\n")
+        assert "\x1b" not in autotune.strip_controls(text, sgr=True).replace("\x1b[", "")
