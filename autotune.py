@@ -64,6 +64,7 @@ STATUSES = ("keep", "discard", "crash", "checks_failed")
 CRASH_STATUSES = ("crash", "checks_failed")
 DIRECTIONS = ("lower", "higher")
 MODES = ("optimize", "repair")
+HEALTHS = ("running", "improving", "plateaued", "crashing", "healing", "paused", "stopped", "completed")
 AUTO_RESUME_MODES = ("prompt", "headless", "off", "continue")
 # Verdicts after which a keep needs --force and --reason.
 BLOCKING_VERDICTS = ("crash", "checks_failed", "guardrail_failed", "holdout_failed", "worse")
@@ -98,9 +99,40 @@ CHECKS_TAIL_LINES, CHECKS_TAIL_BYTES = 20, 2048
 MAX_LINE_BYTES = 65536        # a longer output line is cut (METRIC lines are short)
 MAX_TEXT_CHARS = 20000        # descriptions and reasons
 MAX_JSON_ARG_CHARS = 200000   # --metrics / --asi
-STATE_FORMAT = 4              # bump when the state cache changes shape
+STATE_FORMAT = 5              # bump when the state cache changes shape
 
-AGENT_COMMANDS = ("init", "run", "log", "rebaseline", "hook")
+AGENT_COMMANDS = ("init", "run", "log", "rebaseline", "hook", "detect")
+
+# Ecosystems. Lockfiles pin what is installed: their SHA-256 is part of every result's
+# environment record, and a keep or discard that changes one (or a manifest) names the
+# command that brings the installed dependencies back in line with the code.
+LOCKFILES = ("package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml", "bun.lockb",
+             "bun.lock", "uv.lock", "poetry.lock", "Pipfile.lock", "pdm.lock", "Cargo.lock",
+             "go.sum", "Gemfile.lock", "composer.lock")
+LOCKFILE_GLOBS = ("requirements*.txt",)
+LOCK_SUFFIXES = (".json", ".lock", ".yaml", ".lockb", ".sum", ".txt")  # tells a lockfile from a tool
+MANIFESTS = ("package.json", "pyproject.toml", "setup.py", "setup.cfg", "Pipfile", "Cargo.toml",
+             "go.mod", "Gemfile", "composer.json")
+# (marker files, tools): a project with any marker uses these toolchains
+TOOLCHAIN_MARKERS = (
+    (("package.json",), ("node", "npm")),
+    (("pnpm-lock.yaml",), ("pnpm",)),
+    (("yarn.lock",), ("yarn",)),
+    (("bun.lockb", "bun.lock"), ("bun",)),
+    (("Cargo.toml",), ("cargo", "rustc")),
+    (("go.mod",), ("go",)),
+    (("pom.xml", "build.gradle", "build.gradle.kts"), ("java",)),
+    (("pyproject.toml", "setup.py", "setup.cfg", "tox.ini", "Pipfile", "uv.lock", "poetry.lock",
+      "requirements.txt"), ("python",)),
+    (("uv.lock",), ("uv",)),
+    (("poetry.lock",), ("poetry",)),
+    (("Gemfile",), ("ruby",)),
+)
+# the argv that prints a tool's version (java prints it on stderr; both are read)
+VERSION_ARGV = {"go": ("version",), "java": ("-version",)}
+TOOLCHAIN_CACHE_SECONDS = 3600  # a version manager can switch a tool behind the same path
+DEFAULT_BENCH_ENV = (("NO_COLOR", "1"), ("FORCE_COLOR", "0"))
+SYNC_TAIL_LINES, SYNC_TAIL_BYTES = 20, 2048
 
 # -------------------------------------------------------------------- errors ----
 
@@ -343,6 +375,31 @@ def _to_float(text):
         return None
 
 
+_ANSI = None
+
+
+def clean_tail(text):
+    """A captured output tail as a terminal would show it: ANSI escape sequences (colours,
+    cursor moves, OSC titles and links) removed, and of a line redrawn with carriage
+    returns (a progress bar) only its last state kept. Test runners colour their output;
+    an agent reads these tails as text."""
+    global _ANSI
+    if "\x1b" not in text and "\x9b" not in text and "\r" not in text:
+        return text
+    if _ANSI is None:
+        import re
+        _ANSI = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"       # CSI: colours, cursor
+                           r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC
+                           r"|\x1b[PX^_][^\x1b\x9c]*(?:\x1b\\|\x9c)?"  # DCS, SOS, PM, APC
+                           r"|\x1b[ -/]*[0-~]?")                     # other escapes
+    lines = _ANSI.sub("", text).split("\n")
+    for i, line in enumerate(lines):
+        if "\r" in line:
+            line = line.rstrip("\r")
+            lines[i] = line[line.rfind("\r") + 1:]
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- data model ----
 
 
@@ -401,6 +458,10 @@ class Settings(Record):
         ("timeout", DEFAULT_TIMEOUT), ("checks_timeout", DEFAULT_CHECKS_TIMEOUT),
         ("max_resumes", DEFAULT_MAX_RESUMES), ("resume_interval_min", DEFAULT_RESUME_INTERVAL_MIN),
         ("max_consecutive_blocks", DEFAULT_MAX_CONSECUTIVE_BLOCKS), ("max_blocks", DEFAULT_MAX_BLOCKS),
+        ("sync_command", None), ("env", dict),
+        ("protect", list), ("protect_defaults", True),
+        # one line each, naming the file and the key: accepted with a note / broken
+        ("warnings", list), ("errors", list),
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -419,6 +480,7 @@ class Result(Record):
         ("samples", None), ("evidence", None), ("holdout", None), ("confidence", None),
         ("git", None), ("snapshot", None), ("env", None), ("run_dur", None),
         ("session_id", None), ("forced", None), ("override_reason", None), ("hashes", None),
+        ("judge", None), ("inputs", None), ("measurement", None),
     )
     __slots__ = tuple(name for name, _ in FIELDS)
     LEGACY_FIELDS = 16
@@ -449,6 +511,10 @@ class State(Record):
         ("baseline", None), ("best", None), ("reference", None), ("last", None),
         ("confidence", None), ("snapshot", None), ("metric_names", None),
         ("stop_streak", 0), ("stop_blocks", 0), ("stopped_by", None), ("rebaselined_at", None),
+        ("toolchain", None), ("last_toolchain", None), ("resume_capped", None),
+        ("judge", None), ("inputs", None), ("pending", None),
+        # when and where (byte offset) a line last set `active`: control, config, our result
+        ("set_at", None), ("set_offset", None),
         # cache bookkeeping
         ("format", STATE_FORMAT), ("log_size", 0), ("log_tail", ""), ("lines", 0),
         ("bad_lines", 0), ("bad_line_numbers", list),
@@ -475,6 +541,8 @@ class Measurement(Record):
         ("verdict", None), ("suggested_status", None), ("evidence", None),
         ("sampling", None), ("guardrails", None), ("holdout", None), ("env", None),
         ("tree", None), ("head", None), ("reason", None), ("warnings", list), ("hashes", None),
+        ("inputs", None), ("judge", None),
+        ("reference", None),  # the kept code's samples, when `run` measured it first
     )
     __slots__ = tuple(name for name, _ in FIELDS)
 
@@ -497,49 +565,214 @@ def _is_number(value):
         return False
 
 
+# The configuration file, one row per key: (dotted path, kind, Settings field, options).
+# A row applies when its key is present and not null; a later row overrides an earlier
+# one (budget.maxIterations beats maxIterations). The first part of a dotted path is a
+# section, which must be an object. Keys of the first implementation that mean nothing
+# here any more are "retired": accepted, with a warning saying what does that job now.
+CONFIG_SCHEMA = (
+    ("workingDir", "str", "working_dir", {}),
+    ("maxIterations", "iterations", "max_iterations", {}),
+    ("autoResume", "choice", "auto_resume", {"choices": AUTO_RESUME_MODES}),
+    ("mode", "choice", "mode", {"choices": MODES}),
+    ("repeat", "repeat", "repeat", {}),
+    ("health.maxNoImprovementRuns", "int", "max_no_improve", {"low": 1}),
+    ("health.maxCrashStreak", "int", "max_crash_streak", {"low": 1}),
+    ("health.maxFlakyRetries", "retired", None, {"now": (
+        "a noisy benchmark is sampled until the verdict is clear, up to evaluator.maxSamples")}),
+    ("health.stuckTimeoutSeconds", "retired", None, {"now": (
+        "a benchmark execution is killed after timeouts.benchmark seconds (default 600)")}),
+    ("recovery.playbooks", "playbooks", "playbooks", {}),
+    ("recovery.maxHealingAttempts", "int", "max_heals", {"low": 0}),
+    ("recovery.pauseOnExhaustedRecovery", "bool", "pause_on_exhausted", {}),
+    ("budget.maxIterations", "iterations", "max_iterations", {}),
+    ("budget.target", "number", "target", {}),
+    ("budget.maxMinutes", "number", "max_minutes", {"low": 0.001}),
+    ("evaluator.repeat", "repeat", "repeat", {}),
+    ("evaluator.maxSamples", "int", "max_samples", {"low": 1, "high": 1000}),
+    ("evaluator.alpha", "number", "alpha", {"low": 0.0001, "high": 0.5}),
+    ("evaluator.minImprovementPct", "number", "min_improvement_pct", {"low": 0}),
+    ("guardrails", "guardrails", "guardrails", {}),
+    ("holdout.maxRegressionPct", "number", "holdout_tolerance_pct", {"low": 0}),
+    ("timeouts.benchmark", "number", "timeout", {"low": 0.001}),
+    ("timeouts.checks", "number", "checks_timeout", {"low": 0.001}),
+    ("resume.maxResumes", "int", "max_resumes", {"low": 0}),
+    ("resume.minMinutesBetween", "number", "resume_interval_min", {"low": 0}),
+    ("resume.maxConsecutiveBlocks", "int", "max_consecutive_blocks", {"low": 1}),
+    ("resume.maxBlocks", "int", "max_blocks", {"low": 0}),
+    ("syncCommand", "str", "sync_command", {}),
+    ("env", "env", "env", {}),
+    ("protect", "protect", "protect", {}),
+    ("protectDefaults", "bool", "protect_defaults", {}),
+)
+
+
+class _ConfigProblem(Exception):
+    """A wrong value for one key: that key keeps its default (what a lenient reader needs)."""
+
+
 class _ConfigReader(object):
-    """Validates one JSON object of the config file, naming the field on error."""
+    """Reads the config file's keys through CONFIG_SCHEMA; collects warnings and errors,
+    each one line naming the file and the key."""
 
-    def __init__(self, path, data, prefix=""):
-        self.path, self.data, self.prefix = path, data, prefix
+    def __init__(self, path):
+        self.path, self.warnings, self.errors = path, [], []
 
-    def error(self, key, expected):
-        shown = json.dumps(self.data.get(key), ensure_ascii=False)
+    def warn(self, key, text):
+        self.warnings.append("%s: %s %s" % (os.path.basename(self.path), key, text))
+
+    def error(self, key, value, expected):
+        shown = json.dumps(value, ensure_ascii=False)
         if len(shown) > 60:
             shown = shown[:57] + "..."
-        fail("bad_config", "%s: %s%s must be %s, got %s." % (
-            self.path, self.prefix, key, expected, shown))
+        raise _ConfigProblem("%s: %s must be %s, got %s." % (self.path, key, expected, shown))
 
-    def check_keys(self, known):
-        for key in self.data:
-            if key not in known and not key.startswith(("_", "$")):
-                fail("bad_config", "%s: unknown field %s%s (known: %s)." % (
-                    self.path, self.prefix, key, ", ".join(known)))
+    def unknown_keys(self, data, known, prefix=""):
+        import difflib
+        for key in data:
+            if key in known or key.startswith(("_", "$")):
+                continue
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6) or [
+                k for k in known if k.lower() == key.lower()]
+            self.warn(prefix + key, "is not a key autotune reads; it is ignored%s." % (
+                " (did you mean %s%s?)" % (prefix, close[0]) if close else " (known: %s)" % ", ".join(known)))
 
-    def get(self, key, kind, default=None, low=None, high=None, choices=None, allow_null=True):
-        if key not in self.data or (self.data[key] is None and allow_null):
-            return default
-        value = self.data[key]
-        if kind == "int":
-            if not _is_int(value) or (low is not None and value < low) or (high is not None and value > high):
-                self.error(key, "a whole number" + _range_text(low, high))
-        elif kind == "number":
-            if not _is_number(value) or (low is not None and value < low) or (high is not None and value > high):
-                self.error(key, "a number" + _range_text(low, high))
-        elif kind == "bool":
-            if not isinstance(value, bool):
-                self.error(key, "true or false")
-        elif kind == "str":
-            if not isinstance(value, str) or not value.strip():
-                self.error(key, "a non-empty string")
-        elif kind == "choice":
-            if value not in choices:
-                self.error(key, "one of " + ", ".join(json.dumps(c) for c in choices))
-        elif kind == "object":
-            if not isinstance(value, dict):
-                self.error(key, "an object")
-            return _ConfigReader(self.path, value, self.prefix + key + ".")
+    def number(self, key, value, opts, whole):
+        """An int or a finite number in range; "3" (the first implementation read numbers
+        given as strings) is read as 3, with a warning."""
+        expected = ("a whole number" if whole else "a number") + _range_text(opts.get("low"), opts.get("high"))
+        parsed = value
+        if isinstance(value, str):
+            try:
+                parsed = int(value.strip()) if whole else float(value.strip())
+            except ValueError:
+                self.error(key, value, expected)
+        ok = _is_int(parsed) if whole else _is_number(parsed)
+        if not ok or (opts.get("low") is not None and parsed < opts["low"]) or (
+                opts.get("high") is not None and parsed > opts["high"]):
+            self.error(key, value, expected)
+        if isinstance(value, str):
+            parsed = _round(parsed) if not whole else parsed
+            self.warn(key, "is the string %s; read as the number %s (write it without quotes)." % (
+                json.dumps(value), _fmt(parsed)))
+        return parsed
+
+
+def _cfg_int(reader, key, value, opts):
+    return reader.number(key, value, opts, whole=True)
+
+
+def _cfg_number(reader, key, value, opts):
+    return reader.number(key, value, opts, whole=False)
+
+
+def _cfg_iterations(reader, key, value, opts):
+    """maxIterations: 0 meant "no limit" to the first implementation, and still does."""
+    count = reader.number(key, value, {"low": 0}, whole=True)
+    if count == 0:
+        reader.warn(key, "is 0, which means no iteration limit (as before); leave it out instead.")
+        return None
+    return count
+
+
+def _cfg_bool(reader, key, value, opts):
+    if not isinstance(value, bool):
+        reader.error(key, value, "true or false")
+    return value
+
+
+def _cfg_str(reader, key, value, opts):
+    if not isinstance(value, str) or not value.strip():
+        reader.error(key, value, "a non-empty string")
+    return value
+
+
+def _cfg_choice(reader, key, value, opts):
+    if value not in opts["choices"]:
+        reader.error(key, value, "one of " + ", ".join(json.dumps(c) for c in opts["choices"]))
+    return value
+
+
+def _cfg_repeat(reader, key, value, opts):
+    if value == "auto":
         return value
+    try:
+        return reader.number(key, value, {"low": 1, "high": 1000}, whole=True)
+    except _ConfigProblem:
+        reader.error(key, value, '"auto" or a whole number from 1 to 1000')
+
+
+def _cfg_playbooks(reader, key, value, opts):
+    """A list of playbook names; a name autotune does not know (the first implementation
+    accepted any) is skipped with a warning."""
+    if not isinstance(value, list) or not all(isinstance(b, str) for b in value):
+        reader.error(key, value, "a list of playbook names (%s)" % ", ".join(PLAYBOOKS))
+    unknown = [b for b in value if b not in PLAYBOOKS]
+    if unknown:
+        reader.warn(key, "names %s, which autotune does not have; skipped (it has %s)." % (
+            ", ".join(json.dumps(b, ensure_ascii=False) for b in unknown), ", ".join(PLAYBOOKS)))
+    return [b for b in value if b in PLAYBOOKS]
+
+
+def _cfg_retired(reader, key, value, opts):
+    reader.warn(key, "is no longer used: %s." % opts["now"])
+    return None
+
+
+def _cfg_guardrails(reader, key, value, opts):
+    if not isinstance(value, dict):
+        reader.error(key, value, "an object")
+    rules = {}
+    for name, rule in value.items():
+        if name.startswith(("_", "$")) and not valid_metric_name(name):
+            continue  # a comment
+        where = "%s.%s" % (key, strip_controls(name, "")[:60])
+        if not valid_metric_name(name):
+            reader.error(key, name, "an object whose keys are metric names (a letter, digit or _, then "
+                         "letters, digits and _ . : / % -)")
+        if not isinstance(rule, dict):
+            reader.error(where, rule, "an object")
+        reader.unknown_keys(rule, ("maxRegressionPct", "max", "min", "direction"), where + ".")
+        parsed = {}
+        for field, kind, field_opts in (("maxRegressionPct", _cfg_number, {"low": 0}),
+                                        ("max", _cfg_number, {}), ("min", _cfg_number, {}),
+                                        ("direction", _cfg_choice, {"choices": DIRECTIONS})):
+            raw = rule.get(field)
+            parsed[field] = None if raw is None else kind(reader, "%s.%s" % (where, field), raw, field_opts)
+        parsed["direction"] = parsed["direction"] or "lower"
+        if parsed["maxRegressionPct"] is None and parsed["max"] is None and parsed["min"] is None:
+            reader.error(where, rule, "an object with maxRegressionPct, max or min")
+        rules[name] = parsed
+    return rules
+
+
+def _cfg_env(reader, key, value, opts):
+    """Variables for the benchmark's environment: name -> string, or null to unset it."""
+    if not isinstance(value, dict):
+        reader.error(key, value, "an object")
+    for name, text in value.items():
+        if not name or "=" in name or "\0" in name or not (text is None or isinstance(text, str)) \
+                or (isinstance(text, str) and "\0" in text):
+            reader.error("%s.%s" % (key, name), text, "a string (or null to unset the variable)")
+    return dict(value)
+
+
+def _cfg_protect(reader, key, value, opts):
+    """`protect`: globs relative to the working directory, never outside it."""
+    expected = "a list of globs relative to the working directory (like \"tests/**\")"
+    if not isinstance(value, list):
+        reader.error(key, value, expected)
+    for pattern in value:
+        if (not isinstance(pattern, str) or not pattern.strip() or "\0" in pattern
+                or pattern.startswith(("/", "~")) or ".." in pattern.replace("\\", "/").split("/")):
+            reader.error(key, pattern, expected + "; this is not one")
+    return [pattern.strip() for pattern in value]
+
+
+CONFIG_KINDS = {"int": _cfg_int, "number": _cfg_number, "iterations": _cfg_iterations,
+                "bool": _cfg_bool, "str": _cfg_str, "choice": _cfg_choice, "repeat": _cfg_repeat,
+                "playbooks": _cfg_playbooks, "retired": _cfg_retired, "guardrails": _cfg_guardrails,
+                "env": _cfg_env, "protect": _cfg_protect}
 
 
 def _range_text(low, high):
@@ -550,118 +783,144 @@ def _range_text(low, high):
     return ""
 
 
-def _repeat_value(reader, key):
-    value = reader.data.get(key)
-    if value is None or value == "auto":
-        return "auto" if value == "auto" else None
-    if not _is_int(value) or not 1 <= value <= 1000:
-        reader.error(key, '"auto" or a whole number from 1 to 1000')
-    return value
+def read_config(path, data):
+    """Settings from the parsed config object, by CONFIG_SCHEMA (pure). A wrong value is
+    an error in `settings.errors` and leaves its key at the default."""
+    settings = Settings(path=path, raw=data)
+    reader = _ConfigReader(path)
+    sections = {}
+    for row in CONFIG_SCHEMA:
+        head, _, tail = row[0].partition(".")
+        if tail:
+            sections.setdefault(head, []).append(tail)
+    reader.unknown_keys(data, tuple(dict.fromkeys(row[0].partition(".")[0] for row in CONFIG_SCHEMA)))
+    for name, keys in sections.items():
+        section = data.get(name)
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            reader.errors.append("%s: %s must be an object, got %s." % (
+                path, name, json.dumps(section, ensure_ascii=False)[:60]))
+            continue
+        reader.unknown_keys(section, tuple(keys), name + ".")
+    for key, kind, field, opts in CONFIG_SCHEMA:
+        head, _, tail = key.partition(".")
+        holder = data.get(head) if tail else data
+        value = holder.get(tail or head) if isinstance(holder, dict) else None
+        if value is None:
+            continue
+        try:
+            parsed = CONFIG_KINDS[kind](reader, key, value, opts)
+        except _ConfigProblem as exc:
+            reader.errors.append(str(exc))
+            continue
+        if field is not None:
+            setattr(settings, field, parsed)
+    settings.warnings, settings.errors = reader.warnings, reader.errors
+    return settings
 
 
-def load_settings(path):
-    """Reads autotune.config.json; a missing file means defaults, a bad one an error."""
-    settings = Settings(path=path)
+def load_settings(path, lenient=False):
+    """Reads autotune.config.json; a missing file means defaults. A broken one is an
+    error, or with `lenient` (the commands that only show the loop) the defaults for what
+    is broken, with the problem in `settings.errors`."""
     try:
         with open(path, "rb") as handle:
             text = handle.read()
     except FileNotFoundError:
-        return settings
+        return Settings(path=path)
     except OSError as exc:
-        fail("bad_config", "%s: cannot be read (%s)." % (path, exc.strerror or exc))
+        return _config_failure(path, "%s: cannot be read (%s)." % (path, exc.strerror or exc), lenient)
     try:
         data = json.loads(text.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError:
-        fail("bad_config", "%s: is not UTF-8 text." % path)
+        return _config_failure(path, "%s: is not UTF-8 text." % path, lenient)
     except ValueError as exc:
-        fail("bad_config", "%s: invalid JSON (%s)." % (path, exc))
+        return _config_failure(path, "%s: invalid JSON (%s)." % (path, exc), lenient)
     except RecursionError:
-        fail("bad_config", "%s: the JSON is nested too deeply." % path)
+        return _config_failure(path, "%s: the JSON is nested too deeply." % path, lenient)
     if not isinstance(data, dict):
-        fail("bad_config", "%s: must hold a JSON object, not %s." % (path, type(data).__name__))
-    top = _ConfigReader(path, data)
-    top.check_keys(("workingDir", "maxIterations", "autoResume", "mode", "repeat", "health",
-                    "recovery", "budget", "evaluator", "guardrails", "holdout", "timeouts",
-                    "resume"))
-    settings.raw = data
-    settings.working_dir = top.get("workingDir", "str")
-    settings.max_iterations = top.get("maxIterations", "int", low=1)
-    settings.auto_resume = top.get("autoResume", "choice", "prompt", choices=AUTO_RESUME_MODES)
-    settings.mode = top.get("mode", "choice", "optimize", choices=MODES)
-    settings.repeat = _repeat_value(top, "repeat") or "auto"
-
-    health = top.get("health", "object")
-    if health:
-        health.check_keys(("maxNoImprovementRuns", "maxCrashStreak"))
-        settings.max_no_improve = health.get("maxNoImprovementRuns", "int", DEFAULT_MAX_NO_IMPROVE, low=1)
-        settings.max_crash_streak = health.get("maxCrashStreak", "int", DEFAULT_MAX_CRASH_STREAK, low=1)
-    recovery = top.get("recovery", "object")
-    if recovery:
-        recovery.check_keys(("playbooks", "maxHealingAttempts", "pauseOnExhaustedRecovery"))
-        books = recovery.data.get("playbooks")
-        if books is not None:
-            if not isinstance(books, list) or any(b not in PLAYBOOKS for b in books):
-                recovery.error("playbooks", "a list of playbook names (%s)" % ", ".join(PLAYBOOKS))
-            settings.playbooks = list(books)
-        settings.max_heals = recovery.get("maxHealingAttempts", "int", DEFAULT_MAX_HEALS, low=0)
-        settings.pause_on_exhausted = recovery.get("pauseOnExhaustedRecovery", "bool", True)
-    budget = top.get("budget", "object")
-    if budget:
-        budget.check_keys(("maxIterations", "target", "maxMinutes"))
-        settings.max_iterations = budget.get("maxIterations", "int", settings.max_iterations, low=1)
-        settings.target = budget.get("target", "number")
-        settings.max_minutes = budget.get("maxMinutes", "number", low=0.001)
-    evaluator = top.get("evaluator", "object")
-    if evaluator:
-        evaluator.check_keys(("repeat", "maxSamples", "alpha", "minImprovementPct"))
-        settings.repeat = _repeat_value(evaluator, "repeat") or settings.repeat
-        settings.max_samples = evaluator.get("maxSamples", "int", DEFAULT_MAX_SAMPLES, low=1, high=1000)
-        settings.alpha = evaluator.get("alpha", "number", DEFAULT_ALPHA, low=0.0001, high=0.5)
-        settings.min_improvement_pct = evaluator.get("minImprovementPct", "number", 0.0, low=0)
-    guardrails = top.get("guardrails", "object")
-    if guardrails:
-        rules = {}
-        for name in guardrails.data:
-            if name.startswith(("_", "$")) and not valid_metric_name(name):
-                continue  # a comment
-            if not valid_metric_name(name):
-                fail("bad_config", "%s: guardrails.%s: %s is not a valid metric name (a letter, digit "
-                     "or _, then letters, digits and _ . : / %% -)." % (
-                         path, strip_controls(name, "")[:60], json.dumps(name[:60])))
-            rule = guardrails.get(name, "object")
-            if rule is None:
-                guardrails.error(name, "an object")
-            rule.check_keys(("maxRegressionPct", "max", "min", "direction"))
-            parsed = {
-                "maxRegressionPct": rule.get("maxRegressionPct", "number", low=0),
-                "max": rule.get("max", "number"),
-                "min": rule.get("min", "number"),
-                "direction": rule.get("direction", "choice", "lower", choices=DIRECTIONS),
-            }
-            if parsed["maxRegressionPct"] is None and parsed["max"] is None and parsed["min"] is None:
-                guardrails.error(name, "an object with maxRegressionPct, max or min")
-            rules[name] = parsed
-        settings.guardrails = rules
-    holdout = top.get("holdout", "object")
-    if holdout:
-        holdout.check_keys(("maxRegressionPct",))
-        settings.holdout_tolerance_pct = holdout.get(
-            "maxRegressionPct", "number", DEFAULT_HOLDOUT_TOLERANCE_PCT, low=0)
-    timeouts = top.get("timeouts", "object")
-    if timeouts:
-        timeouts.check_keys(("benchmark", "checks"))
-        settings.timeout = timeouts.get("benchmark", "number", DEFAULT_TIMEOUT, low=0.001)
-        settings.checks_timeout = timeouts.get("checks", "number", DEFAULT_CHECKS_TIMEOUT, low=0.001)
-    resume = top.get("resume", "object")
-    if resume:
-        resume.check_keys(("maxResumes", "minMinutesBetween", "maxConsecutiveBlocks", "maxBlocks"))
-        settings.max_resumes = resume.get("maxResumes", "int", DEFAULT_MAX_RESUMES, low=0)
-        settings.resume_interval_min = resume.get("minMinutesBetween", "number",
-                                                  DEFAULT_RESUME_INTERVAL_MIN, low=0)
-        settings.max_consecutive_blocks = resume.get("maxConsecutiveBlocks", "int",
-                                                     DEFAULT_MAX_CONSECUTIVE_BLOCKS, low=1)
-        settings.max_blocks = resume.get("maxBlocks", "int", DEFAULT_MAX_BLOCKS, low=0)
+        return _config_failure(path, "%s: must hold a JSON object, not %s." % (path, type(data).__name__),
+                               lenient)
+    settings = read_config(path, data)
+    if settings.errors and not lenient:
+        more = len(settings.errors) - 1
+        fail("bad_config", settings.errors[0] + (" (and %d more problem%s: `autotune doctor` lists them)" % (
+            more, "" if more == 1 else "s") if more else ""))
     return settings
+
+
+def _config_failure(path, message, lenient):
+    if not lenient:
+        fail("bad_config", message)
+    return Settings(path=path, errors=[message])
+
+
+# Everything in the config that decides a verdict, compared as written: whole sections,
+# so a key added later (evaluator.mode, a new guardrail field) is covered without a list.
+JUDGE_SECTIONS = ("evaluator", "guardrails", "holdout", "repeat", "env", "protect", "protectDefaults")
+LEGACY_JUDGE_SECTIONS = ("evaluator", "guardrails", "holdout")  # what old config lines copied
+
+
+def judge_of(raw):
+    """The judge's settings of a parsed config: its JUDGE_SECTIONS as written (comment
+    keys, those starting with _ or $, left out)."""
+    raw = raw if isinstance(raw, dict) else {}
+    return {key: _without_comments(raw[key]) for key in JUDGE_SECTIONS if key in raw}
+
+
+def _without_comments(value):
+    if isinstance(value, dict):
+        return {k: _without_comments(v) for k, v in value.items() if not k.startswith(("_", "$"))}
+    return value
+
+
+def legacy_judge(entry):
+    """The judge of a config line written before fingerprints: the sections it copied
+    (None for the first implementation's lines, which copied none)."""
+    if "version" not in entry:
+        return None
+    judge = {key: _without_comments(entry[key]) for key in LEGACY_JUDGE_SECTIONS if key in entry}
+    judge["_legacy"] = True
+    return judge
+
+
+def _flatten(value, prefix=""):
+    if isinstance(value, dict) and value:
+        flat = {}
+        for key in value:
+            flat.update(_flatten(value[key], "%s%s" % (prefix + "." if prefix else "", key)))
+        return flat
+    return {prefix: value}
+
+
+def judge_changes(recorded, raw):
+    """The dotted keys whose value differs between the recorded judge and the config now,
+    as (key, before, after); [] when nothing that decides a verdict changed."""
+    if not isinstance(recorded, dict):
+        return []
+    current = judge_of(raw)
+    recorded = dict(recorded)
+    if recorded.pop("_legacy", False):
+        current = {key: current[key] for key in LEGACY_JUDGE_SECTIONS if key in current}
+    before, after = _flatten(recorded), _flatten(current)
+    before.pop("", None)
+    after.pop("", None)
+    return [(key, before.get(key, ABSENT), after.get(key, ABSENT))
+            for key in sorted(set(before) | set(after))
+            if key not in before or key not in after
+            or json.dumps(before[key], sort_keys=True) != json.dumps(after[key], sort_keys=True)]
+
+
+ABSENT = "(absent)"
+
+
+def changes_text(changes, limit=4):
+    shown = ["%s %s -> %s" % (key, a if a is ABSENT else json.dumps(a, sort_keys=True)[:60],
+                              b if b is ABSENT else json.dumps(b, sort_keys=True)[:60])
+             for key, a, b in changes[:limit]]
+    more = len(changes) - limit
+    return "; ".join(shown) + ("; and %d more" % more if more > 0 else "")
 
 
 def _reject_constant(name):
@@ -697,13 +956,15 @@ def iso_to_epoch(text):
 class Session(object):
     """Where a loop lives: its working directory, repository, settings and files."""
 
-    __slots__ = ("workdir", "repo", "settings", "log_path", "state_path", "_cache_dir", "config_error")
+    __slots__ = ("workdir", "repo", "settings", "log_path", "state_path", "_cache_dir", "config_error",
+                 "config_errors")
 
-    def __init__(self, workdir, repo, settings, config_error=None):
+    def __init__(self, workdir, repo, settings, config_errors=()):
         self.workdir = workdir
         self.repo = repo
         self.settings = settings
-        self.config_error = config_error  # set only by find_session(lenient=True)
+        self.config_errors = list(config_errors)  # set only by find_session(lenient=True)
+        self.config_error = " ".join(config_errors) or None
         self.log_path = os.path.join(workdir, LOG_FILE)
         self.state_path = os.path.join(workdir, STATE_FILE)
         self._cache_dir = None
@@ -735,29 +996,29 @@ def find_session(cwd=None, lenient=False):
 
     `workingDir` in ./autotune.config.json wins; else the nearest directory from here
     up to the git root that holds autotune.jsonl; else the current directory. A broken
-    config is an error, except with `lenient` (stop, clear, doctor must work with a typo
-    in it): then the defaults apply and `config_error` says what is wrong.
+    config is an error, except with `lenient` (the commands that stop, clear or only show
+    the loop must work with a typo in it): then the defaults apply to what is broken and
+    `config_error` says what is wrong.
     """
     cwd = os.path.abspath(cwd or os.getcwd())
     errors = []
 
     def settings_of(path):
-        try:
-            return load_settings(path)
-        except AutotuneError as exc:
-            if not lenient:
-                raise
-            errors.append(exc.message)
-            return Settings(path=path)
+        settings = load_settings(path, lenient)
+        errors.extend(settings.errors)
+        return settings
 
     local_config = os.path.join(cwd, CONFIG_FILE)
     local = settings_of(local_config) if os.path.isfile(local_config) else None
-    if local is not None and local.working_dir:
-        workdir = os.path.normpath(os.path.join(cwd, local.working_dir))
-        if not os.path.isdir(workdir):
-            fail("bad_config", "%s: workingDir %s is not a directory." % (
-                local_config, json.dumps(local.working_dir)))
-        return Session(workdir, find_repo(workdir), local, (errors or [None])[0])
+    workdir = os.path.normpath(os.path.join(cwd, local.working_dir)) if local and local.working_dir else None
+    if workdir is not None and not os.path.isdir(workdir):
+        message = "%s: workingDir %s is not a directory." % (local_config, json.dumps(local.working_dir))
+        if not lenient:
+            fail("bad_config", message)
+        errors.append(message)
+        workdir = local.working_dir = None
+    if workdir is not None:
+        return Session(workdir, find_repo(workdir), local, errors)
     repo = find_repo(cwd)
     workdir = cwd
     if repo is not None:
@@ -771,7 +1032,7 @@ def find_session(cwd=None, lenient=False):
                 break
             probe = parent
     settings = local if (workdir == cwd and local is not None) else settings_of(os.path.join(workdir, CONFIG_FILE))
-    return Session(workdir, repo, settings, (errors or [None])[0])
+    return Session(workdir, repo, settings, errors)
 
 
 def _same_path(a, b):
@@ -889,6 +1150,63 @@ _SEGMENT_KEEP = ("segments", "total_results", "format", "log_size", "log_tail", 
                  "resume_count", "resume_at", "stop_blocks")  # the resume caps are per session
 
 
+def toolchain_of(env):
+    """{"tools", "locks"} from a result's environment record, or None when it has none
+    (a record of an older version); junk from a hand-edited log is dropped."""
+    if not isinstance(env, dict) or ("toolchain" not in env and "lockfiles" not in env):
+        return None
+
+    def clean(value):
+        if not isinstance(value, dict):
+            return {}
+        return {str(k)[:200]: (v[:200] if isinstance(v, str) else None)
+                for k, v in list(value.items())[:30]}
+    return {"tools": clean(env.get("toolchain")), "locks": clean(env.get("lockfiles"))}
+
+
+def toolchain_changes(reference, current, locks=True):
+    """What differs between two toolchain records, as short phrases (tools first)."""
+    if not reference or not current:
+        return []
+    changes = []
+    old, new = reference.get("tools") or {}, current.get("tools") or {}
+    for tool in sorted(set(old) | set(new)):
+        if tool in old and tool in new:
+            if old[tool] != new[tool]:
+                changes.append("%s %s → %s" % (tool, old[tool] or "not found", new[tool] or "not found"))
+        elif tool in new and new[tool]:
+            changes.append("%s %s (not used at the baseline)" % (tool, new[tool]))
+    if not locks:
+        return changes
+    old, new = reference.get("locks") or {}, current.get("locks") or {}
+    since = reference.get("lock_index")
+    where = (" since #%s, the last keep" % since) if since and since != reference.get("index") else ""
+    for name in sorted(set(old) | set(new)):
+        if name not in new:
+            changes.append("%s was removed%s" % (name, where))
+        elif name not in old:
+            changes.append("%s was added%s" % (name, where))
+        elif old[name] != new[name]:
+            changes.append("%s changed%s (sha256 %s → %s)" % (name, where, (old[name] or "?")[:8],
+                                                             (new[name] or "?")[:8]))
+    return changes
+
+
+def toolchain_warning(changes):
+    """One sentence for run and explain; what it implies depends on what changed: other tool
+    versions make numbers incomparable, a lockfile change is usually the experiment's own."""
+    if not changes:
+        return None
+    tools = [c for c in changes if not c.split(" ", 1)[0].endswith(LOCK_SUFFIXES)]
+    text = "the toolchain changed since the baseline: %s" % "; ".join(changes)
+    if tools:
+        text += " (numbers measured with other tool versions are not comparable)"
+    if len(tools) < len(changes):
+        text += (" (a lockfile changed: the run measures the dependencies installed now; after a "
+                 "keep or discard, `log` names the command that brings them back in line)")
+    return text
+
+
 def _samples_of(entry, metric):
     samples = entry.get("samples")
     if isinstance(samples, list) and samples and all(_is_number(s) for s in samples):
@@ -902,9 +1220,14 @@ def fold_entry(state, entry, offset=None):
     if kind == "config":
         _fold_config(state, entry, offset)
     elif kind == "result":
-        return _fold_result(state, entry)
+        point = _fold_result(state, entry)
+        if isinstance(entry.get("active"), bool):
+            state.set_at, state.set_offset = entry.get("timestamp"), offset
+        return point
     elif kind == "control":
         _fold_control(state, entry)
+        if entry.get("action") in ("stop", "resume", "repair"):
+            state.set_at, state.set_offset = entry.get("timestamp"), offset
     elif kind == "rebaseline":
         samples = _samples_of(entry, entry.get("metric") if _is_number(entry.get("metric")) else None)
         if samples and state.config is not None:
@@ -912,6 +1235,9 @@ def fold_entry(state, entry, offset=None):
             state.reference = {"metric": median(samples), "samples": samples, "source": "rebaseline",
                                "timestamp": entry.get("timestamp"),
                                "deterministic": is_deterministic(samples)}
+    elif kind == "measurement":
+        if state.config is not None and entry.get("segment") == state.segment and _is_int(offset):
+            state.pending = offset  # what the next `log` records, read back from the log
     elif kind == "resume":
         state.resume_count += 1
         state.resume_at = iso_to_epoch(entry.get("timestamp")) or state.resume_at
@@ -921,6 +1247,9 @@ def fold_entry(state, entry, offset=None):
         state.stop_blocks += 1
         streak = entry.get("streak")
         state.stop_streak = streak if _is_int(streak) else state.stop_streak + 1
+        state.resume_capped = None
+    elif kind == "hook" and entry.get("action") == "capped":
+        state.resume_capped = str(entry.get("cap"))  # said once: the Stop hook stays silent after
     return None
 
 
@@ -945,10 +1274,13 @@ def _fold_config(state, entry, offset):
     state.mode = entry.get("mode") if entry.get("mode") in MODES else "optimize"
     state.health = "running"
     state.reason = "initialized"
-    state.started_at = entry.get("timestamp")
+    state.started_at = state.set_at = entry.get("timestamp")
+    state.set_offset = offset
     state.session_id = entry.get("session_id")
     state.hashes = entry.get("hashes") if isinstance(entry.get("hashes"), dict) else None
     state.snapshot = entry.get("snapshot") if isinstance(entry.get("snapshot"), dict) else None
+    state.inputs = entry.get("inputs") if isinstance(entry.get("inputs"), dict) else None
+    state.judge = entry.get("judge") if isinstance(entry.get("judge"), dict) else legacy_judge(entry)
 
 
 def _fold_result(state, entry):
@@ -966,8 +1298,11 @@ def _fold_result(state, entry):
         state.metric_points += 1
     if entry.get("measured") is True:
         state.measured_results += 1
-    if state.n_exp == 1 and isinstance(entry.get("hashes"), dict):
-        state.hashes = entry["hashes"]  # the benchmark as it was at the baseline
+    if state.n_exp == 1:  # the benchmark, its inputs and its judge as they were at the baseline
+        for name in ("hashes", "inputs", "judge"):
+            if isinstance(entry.get(name), dict):
+                setattr(state, name, entry[name])
+    state.pending = None  # a result consumes the measurement before it
     if status == "keep":
         state.kept += 1
         state.no_improve, state.crash_streak, state.heals = 0, 0, 0
@@ -994,7 +1329,7 @@ def _fold_result(state, entry):
     if entry.get("mode") in MODES:
         state.mode = entry["mode"]
     active = entry.get("active")
-    state.active = active if isinstance(active, bool) else state.health not in ("paused", "completed")
+    state.active = active if isinstance(active, bool) else state.health not in ("paused", "stopped", "completed")
     metrics = entry.get("metrics") if isinstance(entry.get("metrics"), dict) else {}
     if len(metrics) > MAX_METRIC_NAMES:  # a hand-made line: the state stays small
         metrics = dict(list(metrics.items())[:MAX_METRIC_NAMES])
@@ -1017,11 +1352,16 @@ def _fold_result(state, entry):
                            "timestamp": timestamp,
                            "deterministic": is_deterministic(samples) or inherited}
         state.progress_at = timestamp
-    if state.metric_names is None and status != "crash" and entry.get("metrics") is not None:
-        state.metric_names = sorted(metrics)
+    if status != "crash" and entry.get("metrics") is not None:
+        # every secondary name the segment has seen (a new one is noted once, when it
+        # appears); the primary is not a secondary metric even when a result listed it
+        names = set(state.metric_names or ()) | set(metrics)
+        names.discard(state.config.get("metric_name"))
+        state.metric_names = sorted(names)
     state.last = {"index": index, "status": status, "metric": metric, "commit": entry.get("commit"),
                   "description": entry.get("description"), "timestamp": timestamp,
                   "verdict": entry.get("verdict")}
+    _fold_toolchain(state, toolchain_of(entry.get("env")), index, status)
     state.exp_at = timestamp
     conf = entry.get("confidence")
     state.confidence = conf if isinstance(conf, dict) else None
@@ -1033,11 +1373,24 @@ def _fold_result(state, entry):
     return point
 
 
+def _fold_toolchain(state, record, index, status):
+    """The segment's toolchain reference: tool versions of its first recorded result (the
+    baseline), lockfiles of its last keep (a kept dependency change is the code's); and
+    the last result's record, for `explain`."""
+    if record is None:
+        return
+    if state.toolchain is None:
+        state.toolchain = dict(record, index=index, lock_index=index)
+    elif status == "keep":
+        state.toolchain = dict(state.toolchain, locks=record["locks"], lock_index=index)
+    state.last_toolchain = dict(record, index=index)
+
+
 def _fold_control(state, entry):
     action = entry.get("action")
-    if action == "stop":
+    if action == "stop":  # a voluntary stop is "stopped"; "paused" is the loop pausing itself
         state.active = False
-        state.health = "paused"
+        state.health = "stopped"
         state.reason = entry.get("reason") or "stopped by a person"
         state.stopped_by = entry.get("by")
     elif action == "resume":
@@ -1048,6 +1401,7 @@ def _fold_control(state, entry):
         state.reason = "resumed"
         state.heals = state.no_improve = state.crash_streak = state.failures = 0
         state.stop_streak = 0
+        state.resume_capped = None
     elif action == "snapshot" and isinstance(entry.get("snapshot"), dict):
         state.snapshot = entry["snapshot"]
     elif action == "repair":
@@ -1080,39 +1434,119 @@ def load_state(session):
     except OSError:
         require_session(session)
         raise
-    cached, legacy = None, None
+    cached, foreign = None, None
     try:
         with open(session.state_path, "rb") as handle:
             data = json.loads(handle.read().decode("utf-8"), parse_constant=_reject_constant)
+            written_at = os.fstat(handle.fileno()).st_mtime
         if isinstance(data, dict) and data.get("format") == STATE_FORMAT and _is_int(data.get("log_size")):
             import zlib
             checksum = data.pop("checksum", None)
             if checksum == "%08x" % zlib.crc32(_state_text(data).encode("utf-8")):
                 cached = State.from_dict(data)
+            else:  # ours, edited since by someone else (the first implementation's stop/repair)
+                foreign = OldState.from_file(data, written_at, data.get("log_size"))
         elif isinstance(data, dict) and "format" not in data:
-            legacy = data
+            foreign = OldState.from_file(data, written_at)  # the first implementation's
     except (OSError, ValueError, UnicodeDecodeError, TypeError, RecursionError):
         pass
+    if cached is not None:
+        with open(session.log_path, "rb") as handle:
+            if cached.log_size <= size and _tail_matches(handle, cached):
+                loaded = Loaded(cached)
+                _fold_from(handle, loaded, cached.log_size)
+                return loaded
+    return fold_log(session, foreign)
+
+
+def fold_log(session, foreign=None):
+    """The state rebuilt from the whole log. A loop controlled by the first implementation
+    (its `stop` and `repair` wrote only .autotune.state) keeps what that file said when
+    no line of the log set the loop's activity after it; the file is remembered in the
+    cache directory, so a later rebuild keeps honouring it."""
+    loaded = Loaded(State())
+    loaded.rebuilt = loaded.changed = True
+    loaded.complete = True
     with open(session.log_path, "rb") as handle:
-        if cached is not None and cached.log_size <= size and _tail_matches(handle, cached):
-            loaded = Loaded(cached)
-            _fold_from(handle, loaded, cached.log_size)
-            return loaded
-        loaded = Loaded(State())
-        loaded.rebuilt = loaded.changed = True
-        loaded.complete = True
         _fold_from(handle, loaded, 0)
     state = loaded.state
-    if legacy is not None and _is_int(legacy.get("n_exp")) and legacy.get("n_exp") == state.n_exp:
-        # a state file of the first implementation: keep what the log cannot tell
-        if isinstance(legacy.get("active"), bool):
-            state.active = legacy["active"]
-        for name in ("resume_count", "resume_at"):
-            if _is_int(legacy.get(name)):
-                setattr(state, name, legacy[name])
+    old = foreign if foreign is not None else OldState.load(session)
+    if old is not None and old.applies_to(state):
+        old.apply(state)
+        if foreign is not None and session.repo is not None:
+            old.log_size = state.log_size  # every line so far was judged against it
+            old.save(session)
     if state.confidence is None and state.config is not None:
         state.confidence = confidence(sorted(loaded.points), state)
     return loaded
+
+
+class OldState(object):
+    """The controls of a .autotune.state written by someone else: the first
+    implementation (no `format`), or its `stop`/`repair`/Stop hook editing ours."""
+
+    __slots__ = ("fields", "written_at", "log_size")
+    NAMES = ("active", "mode", "recovery", "health", "reason", "resume_count", "resume_at")
+
+    def __init__(self, fields, written_at, log_size=None):
+        self.fields, self.written_at, self.log_size = fields, written_at, log_size
+
+    @classmethod
+    def from_file(cls, data, written_at, log_size=None):
+        return cls({k: data[k] for k in cls.NAMES if k in data}, written_at,
+                   log_size if _is_int(log_size) else None)
+
+    @classmethod
+    def load(cls, session):
+        if session.repo is None:
+            return None
+        try:
+            with open(session.cache("old-state.json"), "rb") as handle:
+                data = json.loads(handle.read().decode("utf-8"))
+            return cls(data["fields"], float(data["written_at"]), data["log_size"])
+        except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
+            return None
+
+    def save(self, session):
+        try:
+            write_atomic(session.cache("old-state.json", create=True), json.dumps(
+                {"fields": self.fields, "written_at": self.written_at,
+                 "log_size": self.log_size}).encode("utf-8"))
+        except OSError:
+            pass  # only a later rebuild would forget it
+
+    def applies_to(self, state):
+        """True when no line of the log set the loop's activity after the file was
+        written: our own state saw the whole log, or every such line is older."""
+        if state.config is None:
+            return False
+        if _is_int(self.log_size):  # lines from this offset on came after the file
+            return state.set_offset is None or state.set_offset < self.log_size
+        set_at = iso_to_epoch(state.set_at)
+        return set_at is None or set_at < self.written_at
+
+    def apply(self, state):
+        old = self.fields
+        was_active, fold_reason = state.active, state.reason
+        if isinstance(old.get("active"), bool):
+            state.active = old["active"]
+        if old.get("mode") in MODES:
+            state.mode = old["mode"]
+        if "recovery" in old and (old["recovery"] is None or isinstance(old["recovery"], str)):
+            state.recovery = old["recovery"]
+        if old.get("health") in HEALTHS:
+            state.health = old["health"]
+        if isinstance(old.get("reason"), str):
+            state.reason = old["reason"]
+        if was_active and not state.active and state.health != "completed":
+            if state.reason == fold_reason:  # the old `stop`: it changed only active and health
+                state.health, state.stopped_by = "stopped", "person"
+                state.reason = "with the first implementation's `autotune stop`"
+            else:
+                state.health = "paused"
+        for name in ("resume_count", "resume_at"):
+            if _is_int(old.get(name)):
+                setattr(state, name, max(getattr(state, name), old[name]))
 
 
 def _tail_matches(handle, cached):
@@ -1261,7 +1695,58 @@ def save_values(session, state, values):
     write_atomic(session.cache("values.bin", create=True), header + values.tobytes())
 
 
+def measurement_entry(m):
+    """The log line `run` appends: what it measured and of which tree, without the output
+    tails (those stay in the run.json cache, which only displays)."""
+    data = m.to_dict()
+    for name in ("output", "chk_out", "warnings"):
+        data.pop(name, None)
+    if isinstance(data.get("holdout"), dict):
+        data["holdout"] = {k: v for k, v in data["holdout"].items() if k != "output"}
+    entry = {"type": "measurement"}
+    entry.update(data)
+    return entry
+
+
+def pending_measurement(session, state):
+    """The measurement that the next `log` records: the last `measurement` line `run`
+    appended to the log in this segment with no result after it, as (Measurement, ref)
+    where ref is {"offset", "sha256"} of that line; (None, None) when there is none.
+
+    It is read back from the log, never from a cache: the state only says where to start
+    looking, and a result or config line after a measurement means it was used."""
+    import hashlib
+    offset = state.pending
+    if not _is_int(offset) or offset < (state.config_offset or 0):
+        return None, None
+    found = None
+    with open(session.log_path, "rb") as handle:
+        if offset:
+            handle.seek(offset - 1)
+            if handle.read(1) != b"\n":
+                return None, None  # not the start of a line: a damaged or forged cache
+        handle.seek(offset)
+        position = offset
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                break
+            entry = parse_line(raw)
+            kind = entry.get("type") if entry is not None else None
+            if kind == "measurement" and entry.get("segment") == state.segment:
+                found = (position, raw, entry)
+            elif kind in ("result", "config"):
+                found = None
+            position += len(raw)
+    if found is None:
+        return None, None
+    position, raw, entry = found
+    return (Measurement.from_dict(entry),
+            {"offset": position, "sha256": hashlib.sha256(raw).hexdigest()})
+
+
 def load_measurement(session):
+    """run.json: the last run's full answer (output tails included), for display only;
+    `log` never reads it (an agent can rewrite it)."""
     try:
         with open(session.cache("run.json"), "rb") as handle:
             return Measurement.from_dict(json.loads(handle.read().decode("utf-8")))
@@ -1720,6 +2205,17 @@ def sampling_plan(reference, repeat, settings, deterministic=False):
                         "noisy benchmark", adaptive=True)
 
 
+def reference_to_measure(reference, repeat):
+    """True when the best the next verdict is judged against is one recorded number and no
+    samples (a session of the first implementation logged one value per experiment), so
+    `run` measures the kept code first rather than taking the spread of *other
+    experiments'* values for noise. (When `run` measures the best beside every candidate,
+    this is the case where that reference is missing.)"""
+    if repeat != "auto" or not reference:
+        return False
+    return len(reference.get("samples") or ()) < 2 and not reference.get("deterministic")
+
+
 def collect_samples(take, plan, reference, direction, settings, noise_mad=None, deterministic=False):
     """The adaptive sampling loop of `run`, over a `take(n)` that measures sample n and
     returns (value, metrics), or None when the benchmark failed (which ends the loop).
@@ -1753,6 +2249,16 @@ def median_metrics(sample_metrics, exclude=None):
     """Each secondary metric's median over the samples that reported it."""
     names = sorted({name for metrics in sample_metrics for name in metrics if name != exclude})
     return {name: _round(median([m[name] for m in sample_metrics if name in m])) for name in names}
+
+
+def metric_name_changes(known, metrics, pname):
+    """(new, missing) secondary metric names of a result against the segment's earlier
+    ones. Neither refuses a result: `run` records what the benchmark printed, and the
+    first implementation's agent typed --metrics by hand, often a subset, sometimes with
+    the primary among them (never a secondary metric, so it is left out)."""
+    known = set(known or ()) - {pname}
+    names = set(metrics) - {pname}
+    return sorted(names - known), sorted(known - names)
 
 
 def regression_pct(value, reference, direction):
@@ -1945,6 +2451,12 @@ def next_action(state):
         return "report", ("The loop is complete (%s). Summarize the wins in autotune.md, read "
                           "`autotune report`, and start a new segment with `autotune init` if "
                           "there is more to gain." % (state.reason or "budget reached"))
+    if state.health == "stopped":
+        reason = state.reason if state.reason not in (None, "stopped by a person") else None
+        return "resume", ("The loop is stopped (by %s%s). `autotune resume` continues it where it "
+                          "left off; `autotune repair` continues it in repair mode." % (
+                              "the agent" if state.stopped_by == "agent" else "a person",
+                              (": %s" % reason) if reason else ""))
     if state.health == "paused" or not state.active:
         if state.reason == "recovery_exhausted" or state.recovery == "pause":
             return "manual_repair", (
@@ -2133,6 +2645,10 @@ class Change(object):
     @property
     def name(self):
         return self.path.decode("utf-8", "replace")
+
+    def inverse(self):
+        """The same path changed the other way (restore_changes of it re-applies this)."""
+        return Change(self.new_mode, self.old_mode, self.new_sha, self.old_sha, self.status, self.path)
 
 
 def _excluded_paths(session):
@@ -2353,6 +2869,64 @@ def restore_changes(session, changes):
                 pass
 
 
+def swap_out(session, base, current, tracked_only):
+    """Puts the kept code (tree `base`) in place of the experiment's files, so `run` can
+    measure it beside the candidate; returns the changes swap_back re-applies. The
+    candidate's tree is anchored by a ref and named in a marker file first, so a process
+    killed in between leaves a way back (recover_swap)."""
+    changes = diff_trees(session, base, current, tracked_only=tracked_only)
+    if not changes:
+        return []
+    session.repo.run(["update-ref", "--no-deref", _swap_ref(session), current])
+    write_atomic(session.cache("swap.json", create=True),
+                 json.dumps({"tree": current, "pid": os.getpid()}).encode("utf-8"))
+    try:
+        restore_changes(session, changes)
+    except BaseException:
+        swap_back(session, changes)  # a half-made swap is undone before the error shows
+        raise
+    return changes
+
+
+def swap_back(session, changes):
+    """Returns the experiment's files after swap_out."""
+    if not changes:
+        return
+    restore_changes(session, [c.inverse() for c in changes])
+    _drop_swap(session)
+
+
+def recover_swap(session):
+    """After a `run` killed while the kept code was swapped in: brings the experiment's
+    files back (only tracked changes are undone: what the benchmark created is kept).
+    Returns True when it restored something."""
+    try:
+        with open(session.cache("swap.json"), "rb") as handle:
+            marker = json.loads(handle.read().decode("utf-8"))
+        tree, pid = marker["tree"], marker["pid"]
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError):
+        return False
+    if _is_int(pid) and pid != os.getpid() and _pid_alive(pid):
+        return False  # that run is still measuring
+    if isinstance(tree, str) and _is_hash(tree):
+        changes = diff_trees(session, tree, snapshot_tree(session), tracked_only=True)
+        restore_changes(session, changes)
+    _drop_swap(session)
+    return True
+
+
+def _swap_ref(session):
+    return "refs/autotune/candidate/" + os.path.basename(session.cache_dir)
+
+
+def _drop_swap(session):
+    try:
+        os.unlink(session.cache("swap.json"))
+    except OSError:
+        pass
+    session.repo.run(["update-ref", "-d", _swap_ref(session)], check=False)
+
+
 # ------------------------------------------------------------------ running ----
 
 
@@ -2377,11 +2951,12 @@ def _reap_group(pgid, grace):
     _kill_group(pgid, signal.SIGKILL)
 
 
-def _kill_tagged(token):
+def _kill_tagged(token, prefix=False):
     """SIGKILLs the processes whose environment carries this run's token: descendants
-    that left the process group (setsid, daemonizing servers). Linux /proc only."""
+    that left the process group (setsid, daemonizing servers). Linux /proc only. With
+    `prefix`, every token of the process whose pid is `token` (a killed holder's)."""
     import signal
-    needle = b"AUTOTUNE_RUN_TOKEN=" + token.encode()
+    needle = b"AUTOTUNE_RUN_TOKEN=" + token.encode() + (b"-" if prefix else b"")
     try:
         names = os.listdir("/proc")
     except OSError:
@@ -2391,7 +2966,8 @@ def _kill_tagged(token):
             continue
         try:
             with open("/proc/%s/environ" % name, "rb") as handle:
-                if needle in handle.read().split(b"\0"):
+                variables = handle.read().split(b"\0")
+                if any(v.startswith(needle) for v in variables) if prefix else needle in variables:
                     os.kill(int(name), signal.SIGKILL)
         except (OSError, ValueError):
             pass
@@ -2610,19 +3186,114 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
         if own_sweep:
             sweep.sweep()
     scanner.close()
-    outcome.exit = proc.returncode
+    outcome.exit = 124 if outcome.timeout else proc.returncode  # as timeout(1) reports it
     outcome.dur = round(time.monotonic() - started, 3)
     outcome.metrics = scanner.metrics
     outcome.dropped = scanner.dropped
-    outcome.output = scanner.text(tail_lines, tail_bytes)
+    text = clean_tail(scanner.text(tail_lines, scanner.tail_limit))  # clean first, then cut
+    if len(text.encode("utf-8")) > tail_bytes:
+        text = text.encode("utf-8")[-tail_bytes:].decode("utf-8", "ignore")
+    outcome.output = text
     return outcome
 
 
-def benchmark_env(**extra):
+class BenchmarkLock(object):
+    """One benchmark at a time per loop: every command that executes the benchmark
+    (run, rebaseline, and any later one) holds it for as long as it measures.
+
+    An flock on <cache>/bench.lock, which the kernel releases when the holder exits or
+    is killed (kill -9 included), so a dead holder never blocks anyone; the file's text
+    (pid, start time, command) only names the holder in the refusal of a second caller.
+    A second caller is refused at once rather than queued: its measurement would be of
+    a machine busy with the first one."""
+
+    def __init__(self, session, command):
+        self.session, self.command, self.fd = session, command, None
+
+    def __enter__(self):
+        path = self.session.cache("bench.lock", create=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            fail("io_error", "Cannot open %s (%s)." % (path, exc.strerror))
+        try:
+            import fcntl
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:
+            pass  # no advisory locks on this platform: one caller assumed
+        except OSError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            fail("benchmark_running", "Another benchmark of this loop is running (%s); benchmarks "
+                 "never overlap, so nothing was run. Wait for it to finish, then try again." %
+                 holder_text(holder))
+        previous = _lock_holder(fd)  # left by a holder killed before it could clear it
+        if _is_int(previous.get("pid")) and previous["pid"] != os.getpid():
+            _kill_tagged(str(previous["pid"]), prefix=True)  # its benchmark may outlive it
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "started": utc_now(),
+                                 "command": self.command}).encode("utf-8"))
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            os.ftruncate(self.fd, 0)
+        except OSError:
+            pass
+        os.close(self.fd)  # closing releases the flock
+        self.fd = None
+        return False
+
+
+def _lock_holder(fd):
+    try:
+        os.lseek(fd, 0, 0)
+        data = json.loads(os.read(fd, 65536).decode("utf-8", "replace"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def holder_text(holder):
+    if not holder:
+        return "its holder did not say who it is yet"
+    return "pid %s, started %s: %s" % (holder.get("pid"), holder.get("started"),
+                                        json.dumps(holder.get("command"), ensure_ascii=False))
+
+
+def running_benchmark(session):
+    """The holder of the benchmark lock ({} when it does not say), or None when free."""
+    path = session.cache("bench.lock")
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        import fcntl
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return None
+    except ImportError:
+        return None
+    except OSError:
+        return _lock_holder(fd)
+    finally:
+        os.close(fd)
+
+
+def benchmark_env(overrides=None, **extra):
     """The caller's environment without the variables that make a shell run other code
-    first (BASH_ENV, ENV, exported functions): a way to fake any benchmark's output."""
+    first (BASH_ENV, ENV, exported functions): a way to fake any benchmark's output.
+    Tools are asked not to colour their output (NO_COLOR=1, FORCE_COLOR=0): the tails are
+    read as text. `overrides` (the config's "env") sets variables, or unsets them (null)."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("BASH_ENV", "ENV") and not k.startswith("BASH_FUNC_")}
+    env.update(DEFAULT_BENCH_ENV)
+    for name, value in (overrides or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     env["AUTOTUNE"] = "1"
     env.update(extra)
     return env
@@ -2654,6 +3325,373 @@ def is_benchmark_command(command, workdir):
     else:
         return False
     return _same_path(os.path.join(workdir, path), os.path.join(workdir, BENCH_FILE))
+
+
+# ----------------------------------------------------------------- projects ----
+# What a project is made of, read from its files: the toolchains it uses (and their
+# versions, cached), the lockfiles that pin its dependencies, the command that brings the
+# installed dependencies back in line with them, and its own build, test and benchmark
+# commands. No guess is silent: each proposal says which file it comes from.
+
+
+class ProjectFiles(object):
+    """The file names of the working directory and, when the loop lives below it, of the
+    git root (a monorepo's lockfile sits at the top): one listdir each."""
+
+    __slots__ = ("workdir", "dirs")
+
+    def __init__(self, workdir, repo_root=None):
+        self.workdir = workdir
+        self.dirs = []  # (absolute directory, prefix relative to the workdir, set of names)
+        roots = [workdir]
+        if repo_root and not _same_path(repo_root, workdir):
+            roots.append(repo_root)
+        for root in roots:
+            try:
+                names = set(os.listdir(root))
+            except OSError:
+                names = set()
+            prefix = "" if root == workdir else os.path.relpath(root, workdir) + "/"
+            self.dirs.append((root, prefix, names))
+
+    def names(self):
+        return set().union(*(names for _, _, names in self.dirs))
+
+    def first(self, *candidates):
+        """The path of the first of these files found (workdir first), or None."""
+        for root, _, names in self.dirs:
+            for name in candidates:
+                if name in names and os.path.isfile(os.path.join(root, name)):
+                    return os.path.join(root, name)
+        return None
+
+
+def project_files(session):
+    return ProjectFiles(session.workdir, session.repo.root if session.repo else None)
+
+
+def is_lockfile(name):
+    import fnmatch
+    return name in LOCKFILES or any(fnmatch.fnmatch(name, glob) for glob in LOCKFILE_GLOBS)
+
+
+def project_tools(names):
+    """The toolchains a project uses, from the marker files among `names`."""
+    tools = []
+    for markers, used in TOOLCHAIN_MARKERS:
+        if any(m in names for m in markers) or ("python" in used and any(
+                n.startswith("requirements") and n.endswith(".txt") for n in names)):
+            tools.extend(t for t in used if t not in tools)
+    return tools
+
+
+def parse_version(text):
+    """'v20.11.1' / 'rustc 1.75.0 (…)' / 'go version go1.21.5 linux/amd64' /
+    'openjdk version "17.0.9" …' -> the version; else the first line, shortened."""
+    import re
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines[:3]:
+        found = re.search(r"(?<![\w.])v?(\d+\.\d+(?:\.\d+)*(?:[-+][0-9A-Za-z.]+)?)", line.replace("go1.", " 1."))
+        if found:
+            return found.group(1)
+    return _one_line(lines[0], 60) if lines else None
+
+
+def _tool_executable(tool, files, path):
+    """The executable a tool name resolves to; `python` is the project's interpreter
+    (its .venv's when there is one), not necessarily autotune's."""
+    import shutil
+    if tool == "python":
+        for root, _, names in files.dirs:
+            if ".venv" in names:
+                candidate = os.path.join(root, ".venv", "bin", "python")
+                if os.path.isfile(candidate):
+                    return candidate
+        return shutil.which("python3", path=path) or shutil.which("python", path=path)
+    return shutil.which(tool, path=path)
+
+
+_PIN_FILES = (".nvmrc", ".node-version", ".tool-versions", ".python-version", "rust-toolchain",
+              "rust-toolchain.toml", ".go-version", ".java-version", ".ruby-version", ".sdkmanrc")
+
+
+def _pins_signature(files):
+    """Version managers pick a tool by these files behind the same shim: they are part
+    of the cache key."""
+    parts = []
+    for root, _, names in files.dirs:
+        for name in _PIN_FILES:
+            if name in names:
+                try:
+                    st = os.stat(os.path.join(root, name))
+                    parts.append("%s:%d:%d" % (name, st.st_mtime_ns, st.st_size))
+                except OSError:
+                    pass
+    return ",".join(parts)
+
+
+def tool_versions(session, tools, env, files, now=None):
+    """{tool: version or None} for the project's toolchains. A version is cached in the
+    private cache dir, keyed by the executable's real path, mtime and size and by the
+    version pin files, for an hour at most (a version manager can switch a tool behind the
+    same path): `run` spawns the probes (concurrently) only when that key changes."""
+    now = time.time() if now is None else now
+    path = env.get("PATH")
+    cache_path = session.cache("toolchain.json") if session.repo else None  # never litter a non-repo
+    try:
+        with open(cache_path or os.devnull, "rb") as handle:
+            cache = json.loads(handle.read().decode("utf-8"))
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    pins = _pins_signature(files)
+    me = os.path.realpath(sys.executable)
+    found, todo = {}, []
+    for tool in tools:
+        exe = _tool_executable(tool, files, path)
+        if exe is None:
+            found[tool] = None  # not installed (or not on the benchmark's PATH)
+            continue
+        real = os.path.realpath(exe)
+        if tool == "python" and real == me:
+            found[tool] = "%d.%d.%d" % sys.version_info[:3]
+            continue
+        try:
+            st = os.stat(real)
+        except OSError:
+            found[tool] = None
+            continue
+        key = "%s|%s|%d|%d|%s" % (tool, real, st.st_mtime_ns, st.st_size, pins)
+        hit = cache.get(key)
+        if isinstance(hit, list) and len(hit) == 2 and _is_number(hit[1]) and 0 <= now - hit[1] < TOOLCHAIN_CACHE_SECONDS:
+            found[tool] = hit[0] if isinstance(hit[0], str) else None
+        else:
+            todo.append((tool, exe, key))
+    if todo:
+        probed = probe_versions([(tool, exe) for tool, exe, _ in todo], session.workdir, env)
+        fresh = {k: v for k, v in cache.items() if isinstance(v, list) and len(v) == 2
+                 and _is_number(v[1]) and 0 <= now - v[1] < TOOLCHAIN_CACHE_SECONDS}
+        for tool, _, key in todo:
+            found[tool] = probed.get(tool)
+            if found[tool] is not None:  # a failed or slow probe is tried again next time
+                fresh[key] = [found[tool], now]
+        try:
+            if cache_path:
+                session.cache("toolchain.json", create=True)
+                write_atomic(cache_path, json.dumps(fresh, sort_keys=True).encode("utf-8"))
+        except OSError:
+            pass  # a cache that cannot be written costs a probe next time, nothing else
+    return {tool: found[tool] for tool in tools}
+
+
+def probe_versions(pairs, cwd, env, timeout=10.0):
+    """Runs `<tool> --version` (go: `go version`, java: `-version`) for each pair at the
+    same time; {tool: version or None}. A probe that fails or hangs is None."""
+    import subprocess
+    env = dict(env, NO_UPDATE_NOTIFIER="1", npm_config_update_notifier="false")
+    procs = []
+    for tool, exe in pairs:
+        try:
+            procs.append((tool, subprocess.Popen([exe] + list(VERSION_ARGV.get(tool, ("--version",))),
+                                                 cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                                 start_new_session=True, close_fds=True)))
+        except OSError:
+            procs.append((tool, None))
+    deadline = time.monotonic() + timeout
+    versions = {}
+    for tool, proc in procs:
+        if proc is None:
+            versions[tool] = None
+            continue
+        try:
+            out, _ = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            versions[tool] = parse_version(out[:4096].decode("utf-8", "replace")) if proc.returncode == 0 else None
+        except subprocess.TimeoutExpired:
+            _reap_group(proc.pid, 0.5)
+            proc.communicate()
+            versions[tool] = None
+    return versions
+
+
+def lockfile_hashes(files, limit=20):
+    """{name: sha256} of the lockfiles present (names relative to the working directory)."""
+    import hashlib
+    hashes = {}
+    for root, prefix, names in files.dirs:
+        for name in sorted(names):
+            if len(hashes) >= limit or not is_lockfile(name):
+                continue
+            path = os.path.join(root, name)
+            if not os.path.isfile(path):  # a directory, a FIFO or a device is no lockfile
+                continue
+            digest = hashlib.sha256()
+            try:
+                with open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+            except OSError:  # unreadable: not a lockfile we can pin
+                continue
+            hashes[prefix + name] = digest.hexdigest()
+    return hashes
+
+
+# Which command brings the installed dependencies back in line, per ecosystem: the first
+# rule whose files are all present in the directory of the changed file wins.
+SYNC_RULES = {
+    "node": ((("pnpm-lock.yaml",), "pnpm install --frozen-lockfile"),
+             (("bun.lockb",), "bun install"), (("bun.lock",), "bun install"),
+             (("yarn.lock", ".yarnrc.yml"), "yarn install --immutable"),
+             (("yarn.lock",), "yarn install --frozen-lockfile"),
+             (("package-lock.json",), "npm ci"), (("npm-shrinkwrap.json",), "npm ci"),
+             ((), "npm install")),
+    "python": ((("uv.lock",), "uv sync"), (("poetry.lock",), "poetry install"),
+               (("pdm.lock",), "pdm sync"), (("Pipfile.lock",), "pipenv sync"),
+               ((), "pip install -e .")),
+    "rust": (((), "cargo fetch"),),
+    "go": (((), "go mod download"),),
+    "ruby": (((), "bundle install"),),
+    "php": (((), "composer install"),),
+}
+ECOSYSTEM_OF = {
+    "package.json": "node", "package-lock.json": "node", "npm-shrinkwrap.json": "node",
+    "yarn.lock": "node", "pnpm-lock.yaml": "node", "bun.lockb": "node", "bun.lock": "node",
+    "pyproject.toml": "python", "setup.py": "python", "setup.cfg": "python", "uv.lock": "python",
+    "poetry.lock": "python", "Pipfile": "python", "Pipfile.lock": "python", "pdm.lock": "python",
+    "Cargo.toml": "rust", "Cargo.lock": "rust", "go.mod": "go", "go.sum": "go",
+    "Gemfile": "ruby", "Gemfile.lock": "ruby", "composer.json": "php", "composer.lock": "php",
+}
+
+
+def sync_commands(workdir, changed):
+    """The commands that bring installed dependencies in line after `changed` (paths
+    relative to the working directory) moved: one per ecosystem and directory, chosen
+    by the lockfiles present there now. A requirements file gets `pip install -r` itself."""
+    commands = []
+    for path in changed:
+        folder, name = os.path.split(path)
+        if name.startswith("requirements") and name.endswith(".txt"):
+            command = "pip install -r %s" % _shell_quote(name)
+        elif name in ECOSYSTEM_OF:
+            try:
+                present = set(os.listdir(os.path.join(workdir, folder) or "."))
+            except OSError:
+                present = set()
+            command = next(cmd for needs, cmd in SYNC_RULES[ECOSYSTEM_OF[name]]
+                           if all(n in present for n in needs))
+        else:
+            continue
+        if folder:
+            command = "cd %s && %s" % (_shell_quote(folder), command)
+        if command not in commands:
+            commands.append(command)
+    return commands
+
+
+def dependency_files(names):
+    return [name for name in names if os.path.basename(name) in MANIFESTS
+            or os.path.basename(name) in ECOSYSTEM_OF or is_lockfile(os.path.basename(name))]
+
+
+# Script names that are a build, tests or a benchmark, by ecosystem convention.
+_BUILD_NAMES = ("build", "compile", "bundle", "dist")
+_TEST_NAMES = ("test", "tests", "check", "spec", "unit")
+_BENCH_NAMES = ("bench", "benchmark", "benchmarks", "perf", "size")
+
+
+def _kind_of(name):
+    base = name.split(":", 1)[0].lower()
+    if base in _BUILD_NAMES:
+        return "build"
+    if base in _TEST_NAMES:
+        return "test"
+    if base in _BENCH_NAMES:
+        return "benchmark"
+    return None
+
+
+def _read_text(path, limit=1 << 20):
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(limit).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def propose_commands(files):
+    """{"build": [...], "test": [...], "benchmark": [...]}: the project's own commands,
+    each {"command", "from"} (and "runs" for a package.json script), read from
+    package.json scripts, a Makefile, pyproject.toml/tox.ini/setup.cfg, Cargo.toml, go.mod."""
+    import re
+    found = {"build": [], "test": [], "benchmark": []}
+
+    def add(kind, command, source, runs=None):
+        if kind and all(item["command"] != command for item in found[kind]):
+            item = {"command": command, "from": source}
+            if runs:
+                item["runs"] = _one_line(runs, 200)
+            found[kind].append(item)
+
+    names = files.names()
+    package = files.first("package.json")
+    text = _read_text(package) if package else None
+    if text:
+        try:
+            scripts = json.loads(text).get("scripts")
+        except (ValueError, AttributeError):
+            scripts = None
+        manager = ("pnpm" if "pnpm-lock.yaml" in names else "yarn" if "yarn.lock" in names
+                   else "bun" if names & {"bun.lockb", "bun.lock"} else "npm")
+        for name, body in (scripts.items() if isinstance(scripts, dict) else []):
+            if not isinstance(body, str) or "no test specified" in body:
+                continue
+            command = ("%s test" % manager if name == "test" and manager != "bun"
+                       else "%s run %s" % (manager, _shell_quote(name)))
+            add(_kind_of(name), command, "package.json scripts.%s" % name, body)
+    makefile = files.first("GNUmakefile", "makefile", "Makefile")
+    text = _read_text(makefile) if makefile else None
+    if text:
+        for target in re.findall(r"^([A-Za-z0-9][A-Za-z0-9_.-]*)[ \t]*:(?![=:])", text, re.M):
+            kind = _kind_of(target) or ("build" if target == "all" else None)
+            add(kind, "make %s" % target, "%s target %s" % (os.path.basename(makefile), target))
+    runner = ("uv run " if "uv.lock" in names else "poetry run " if "poetry.lock" in names else "")
+    pyproject = _read_text(files.first("pyproject.toml") or "") if "pyproject.toml" in names else None
+    setup_cfg = _read_text(files.first("setup.cfg") or "") if "setup.cfg" in names else None
+    if "tox.ini" in names:
+        add("test", "tox", "tox.ini")
+    if "pytest.ini" in names or (pyproject and ("[tool.pytest" in pyproject or "pytest" in pyproject)) \
+            or (setup_cfg and "[tool:pytest]" in setup_cfg):
+        source = ("pytest.ini" if "pytest.ini" in names else "pyproject.toml (pytest)"
+                  if pyproject and "pytest" in pyproject else "setup.cfg [tool:pytest]")
+        add("test", runner + "pytest -q", source)
+        if pyproject and "pytest-benchmark" in pyproject:
+            add("benchmark", runner + "pytest -q --benchmark-only", "pyproject.toml (pytest-benchmark)")
+    cargo = files.first("Cargo.toml")
+    if cargo:
+        add("build", "cargo build --release", "Cargo.toml")
+        add("test", "cargo test", "Cargo.toml")
+        text = _read_text(cargo) or ""
+        if "[[bench]]" in text or os.path.isdir(os.path.join(os.path.dirname(cargo), "benches")):
+            add("benchmark", "cargo bench", "Cargo.toml [[bench]]" if "[[bench]]" in text else "benches/")
+    if files.first("go.mod"):
+        add("build", "go build ./...", "go.mod")
+        add("test", "go test ./...", "go.mod")
+        add("benchmark", "go test -run '^$' -bench . ./...", "go.mod (Go's Benchmark functions)")
+    return found
+
+
+def project_report(session):
+    """What `detect` and `init --scaffold` say about the project: its toolchains, lockfiles
+    and proposed commands (no process is started)."""
+    files = project_files(session)
+    names = files.names()
+    return {"tools": project_tools(names),
+            "lockfiles": sorted(prefix + name for _, prefix, found in files.dirs for name in found
+                                if is_lockfile(name)),
+            "proposed": propose_commands(files)}
 
 
 # ------------------------------------------------------ arguments and output ----
@@ -2784,6 +3822,231 @@ def file_hashes(session):
     return hashes
 
 
+# What defines the commands a benchmark calls: protected by default (protectDefaults),
+# since `npm pkg set scripts.test="... || true"` turns failing checks into a keep. Only
+# the definitions: package.json's scripts (not its dependencies: changing one is a fair
+# experiment), the Makefile, the test runner's settings, build scripts.
+_CALLS = (
+    ("npm", r"\b(?:npm|pnpm|yarn|bun)\s+(?:(?:-s|--silent|-q|--quiet)\s+)*(?:run(?:-script)?\s+)?"
+            r"(?:(?:-s|--silent|-q|--quiet)\s+)*([A-Za-z0-9][\w:.-]*)"),
+    ("make", r"(?:^|[\s;&|(])(?:g?make)(?:\s|$)"),
+    ("pytest", r"\b(?:pytest|py\.test)\b"),
+    ("tox", r"(?:^|[\s;&|(])tox(?:\s|$)"),
+    ("cargo", r"\bcargo\s+\w"),
+    ("jest", r"\b(?:jest|vitest)\b"),
+    ("script", r"(?:^|[\s;&|(])(?:bash\s+|sh\s+|\./)([\w./-]+\.sh)\b"),
+)
+_NPM_NOT_SCRIPTS = ("install", "i", "ci", "add", "remove", "uninstall", "exec", "x", "dlx", "pkg",
+                    "config", "init", "publish", "pack", "link", "audit", "outdated", "update",
+                    "why", "ls", "list", "set-script", "version", "view", "cache", "rebuild")
+_NPM_ALIASES = {"t": "test", "tst": "test"}
+
+
+def called_tools(text):
+    """{tool: set of arguments} for the commands a shell script calls (comments skipped)."""
+    import re
+    calls = {}
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    for tool, pattern in _CALLS:
+        for match in re.finditer(pattern, code, re.M):
+            value = match.group(1) if match.groups() else ""
+            if tool == "npm":
+                value = _NPM_ALIASES.get(value, value)
+                if value in _NPM_NOT_SCRIPTS:
+                    continue
+            calls.setdefault(tool, set()).add(value)
+    return calls
+
+
+def _read_bytes(path, limit=None):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read() if limit is None else handle.read(limit)
+    except OSError:
+        return None
+
+
+def ini_section(text, header):
+    """The lines of one [header] section of an INI or TOML file (header included), or None."""
+    lines, inside = [], False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            if inside:
+                break
+            inside = stripped.split("#", 1)[0].strip() == "[%s]" % header
+        if inside:
+            lines.append(line)
+    return "\n".join(lines) if lines else None
+
+
+def _npm_scripts(session):
+    try:
+        data = json.loads((_read_bytes(session.path("package.json")) or b"{}").decode("utf-8"))
+        scripts = data.get("scripts") if isinstance(data, dict) else None
+        return scripts if isinstance(scripts, dict) else {}
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return {}
+
+
+def indirect_inputs(session, texts):
+    """The keys of what defines the commands the given scripts call: "Makefile",
+    "package.json#scripts.test", "pyproject.toml#[tool.pytest.ini_options]"..."""
+    keys = []
+    calls = {}
+    for text in texts:
+        for tool, values in called_tools(text).items():
+            calls.setdefault(tool, set()).update(values)
+    exists = lambda name: os.path.isfile(session.path(name))
+    if "npm" in calls:
+        scripts = _npm_scripts(session)
+        todo, seen = sorted(calls["npm"]), set()
+        while todo:
+            name = todo.pop()
+            for entry in ("pre" + name, name, "post" + name):
+                if entry in scripts and entry not in seen:
+                    seen.add(entry)
+                    body = scripts[entry] if isinstance(scripts[entry], str) else ""
+                    nested = called_tools(body)
+                    todo.extend(sorted(nested.pop("npm", ())))
+                    for tool, values in nested.items():
+                        calls.setdefault(tool, set()).update(values)
+                    for word in body.split():
+                        word = word.strip("'\";&|()")
+                        if (word.endswith((".sh", ".bash")) or word.startswith(("scripts/", "./scripts/"))
+                                or os.path.basename(word).startswith("build.")) and exists(word):
+                            keys.append(os.path.normpath(word))
+        keys += ["package.json#scripts.%s" % name for name in sorted(seen)]
+    if "make" in calls:
+        for name in ("GNUmakefile", "makefile", "Makefile"):
+            if exists(name):
+                keys.append(name)
+                text = (_read_bytes(session.path(name), 1 << 20) or b"").decode("utf-8", "replace")
+                for line in text.splitlines():
+                    if line.startswith(("include ", "-include ", "sinclude ")):
+                        keys += [w for w in line.split()[1:] if exists(w)]
+                break
+    if "pytest" in calls or "tox" in calls:
+        keys += [name for name in ("pytest.ini", "conftest.py", "tests/conftest.py", "test/conftest.py")
+                 if exists(name)]
+        keys += ["%s#[%s]" % pair for pair in (("pyproject.toml", "tool.pytest.ini_options"),
+                                              ("setup.cfg", "tool:pytest"), ("tox.ini", "pytest"))]
+    if "tox" in calls:
+        keys += ["tox.ini" if exists("tox.ini") else "tox.ini#[tox]", "pyproject.toml#[tool.tox]",
+                 "setup.cfg#[tox:tox]"]
+    if "cargo" in calls:
+        keys += [name for name in ("build.rs",) if exists(name)]
+        keys += [".cargo/config.toml#[alias]", ".cargo/config#[alias]"]
+    if "jest" in calls:
+        keys += [name for name in os.listdir(session.workdir)
+                 if name.startswith(("jest.config.", "vitest.config.", "vite.config."))]
+        keys.append("package.json#jest")
+    keys += [os.path.normpath(path) for path in calls.get("script", ()) if exists(path)]
+    return sorted(set(k for k in keys if k not in PROTECTED_FILES))
+
+
+def _input_digest(session, key):
+    """sha256 of one protected input (a file, a package.json entry, an INI/TOML section),
+    or None when it does not exist."""
+    name, _, part = key.partition("#")
+    return _input_digest_of(_read_bytes(session.path(name)), part)
+
+
+def _input_digest_of(data, part):
+    import hashlib
+    if data is None:
+        return None
+    if part.startswith("[") and part.endswith("]"):
+        section = ini_section(data.decode("utf-8", "replace"), part[1:-1])
+        if section is None:
+            return None
+        data = section.encode("utf-8")
+    elif part:
+        try:
+            value = json.loads(data.decode("utf-8"))
+            for step in part.split(".", 1) if part.startswith("scripts.") else [part]:
+                value = value[step]
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
+            return None
+        data = json.dumps(value, sort_keys=True).encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+def protected_glob_files(session, patterns):
+    """The files (relative paths) the `protect` globs match, autotune's own files excepted."""
+    import fnmatch
+    import glob
+    found = set()
+    root = glob.escape(session.workdir)
+    for pattern in patterns:
+        for path in glob.glob(os.path.join(root, pattern), recursive=True):
+            rel = os.path.relpath(path, session.workdir)
+            if (os.path.isfile(path) and not rel.startswith(".git" + os.sep) and rel != ".git"
+                    and rel not in PROTECTED_FILES
+                    and not any(fnmatch.fnmatch(rel, g) for g in PROTECTED_GLOBS)):
+                found.add(rel)
+    return sorted(found)
+
+
+def input_hashes(session):
+    """{key: sha256} of the loop's protected inputs: the files the config's `protect` globs
+    match and, unless protectDefaults is false, what defines the commands the benchmark,
+    checks and holdout call. Hashed at the baseline like the benchmark."""
+    keys = protected_glob_files(session, session.settings.protect)
+    if session.settings.protect_defaults:
+        texts = [(_read_bytes(session.path(name), 1 << 20) or b"").decode("utf-8", "replace")
+                 for name in INTEGRITY_FILES]
+        keys += indirect_inputs(session, texts)
+    hashes = {}
+    for key in keys:
+        digest = _input_digest(session, key)
+        if digest is not None:
+            hashes[key] = digest
+    return hashes
+
+
+def new_segment_command(state):
+    """The shell-quoted `autotune init` that starts a new segment of this loop."""
+    config = state.config or {}
+    unit = config.get("metric_unit")
+    return "autotune init --name %s --metric %s%s --direction %s" % (
+        _shell_quote(config.get("name") or "loop"), _shell_quote(config.get("metric_name") or "metric"),
+        (" --unit %s" % _shell_quote(unit)) if unit else "",
+        _shell_quote(config.get("direction") or "lower"))
+
+
+def check_inputs(session, state, current, since="the baseline of segment %d", run_again=False):
+    """A protected input changed since the baseline (or since `run`, for `log`): refuse."""
+    recorded = state.inputs if not isinstance(since, dict) else since
+    if not isinstance(recorded, dict) or current is None:
+        return
+    for key in sorted(set(recorded) | set(current)):
+        if recorded.get(key) != current.get(key):
+            what = ("was added" if key not in recorded else "was removed" if key not in current
+                    else "changed")
+            if run_again:
+                fail("stale_run", "The protected input %s %s after `autotune run` measured; nothing "
+                     "was logged. Put it back and run the benchmark again (`autotune run`)." % (
+                         key, what))
+            fail("protected_changed", "The protected input %s %s since the baseline of segment "
+                 "%d; the verdict must not depend on it, so nothing was run. Put it back (e.g. "
+                 "`git checkout -- %s`), or start a new segment with it: %s" % (
+                     key, what, state.segment, _shell_quote(key.partition("#")[0]),
+                     new_segment_command(state)))
+
+
+def check_judge(session, state):
+    """The settings that decide a verdict are fixed by the baseline, like the benchmark."""
+    if state.n_exp == 0 or state.config is None:
+        return
+    changes = judge_changes(state.judge, session.settings.raw)
+    if changes:
+        fail("judge_changed", "The judge's settings changed since the baseline of segment %d "
+             "(%s in %s); a segment is judged by one set of rules, so nothing was run. Put them "
+             "back, or start a new segment with them: %s" % (
+                 state.segment, changes_text(changes), CONFIG_FILE, new_segment_command(state)))
+
+
 def check_integrity(session, state, current=None):
     """A benchmark changed within a segment would move the goalposts: refuse. It may be
     edited freely until the baseline is logged; from then on it is fixed."""
@@ -2797,22 +4060,13 @@ def check_integrity(session, state, current=None):
                     else "changed")
             fail("benchmark_changed", "%s %s since the baseline of segment %d; a segment measures "
                  "with one benchmark. Start a new segment with it: %s" % (
-                     name, what, state.segment, init_command(state.config or {})))
+                     name, what, state.segment, new_segment_command(state)))
 
 
-def init_command(config):
-    """The `autotune init` line that starts a segment like this config's, every argument
-    quoted so that pasting it runs exactly that command."""
-    args = ["autotune", "init", "--name", config.get("name") or "loop",
-            "--metric", config.get("metric_name") or "METRIC_NAME"]
-    if config.get("metric_unit"):
-        args += ["--unit", config["metric_unit"]]
-    args += ["--direction", config.get("direction") or "lower"]
-    return " ".join(_shell_quote(arg) for arg in args)
-
-
-def environment(head):
-    """Facts that let a later reader tell machine drift from progress."""
+def environment(head, session=None, run_env=None):
+    """Facts that let a later reader tell machine drift from progress: the machine, and
+    with `session` the project's toolchain versions (cached; see tool_versions) and the
+    SHA-256 of its lockfiles."""
     env = {"python": "%d.%d.%d" % sys.version_info[:3], "implementation": sys.implementation.name,
            "cpus": os.cpu_count(), "commit": head[:7] if head else None}
     try:
@@ -2834,6 +4088,12 @@ def environment(head):
                     break
     except OSError:
         pass
+    if session is not None:
+        files = project_files(session)
+        tools = project_tools(files.names())
+        env["toolchain"] = tool_versions(session, tools, run_env or benchmark_env(session.settings.env),
+                                         files) if tools else {}
+        env["lockfiles"] = lockfile_hashes(files)
     return env
 
 
@@ -2854,6 +4114,15 @@ def benchmark_command(session, command):
     return command, True, command
 
 
+def config_notes(session):
+    """The config file's warnings (keys read differently than written) and, for the
+    commands that read it leniently, its errors: one line each, shown wherever the
+    loop is shown."""
+    return list(session.settings.warnings) + [
+        "%s Its default applies here; the commands that run the loop refuse until it is fixed." % error
+        for error in session.config_errors]
+
+
 def require_config(session, state):
     if state.config is None:
         fail("no_session", "%s has no config line; run `autotune init` first." % session.log_path)
@@ -2864,10 +4133,10 @@ def require_metric_name(state):
     the METRIC grammar (a log from before it, or edited by hand, may hold another)."""
     name = state.config.get("metric_name")
     if not valid_metric_name(name):
-        config = dict(state.config, metric_name="NEW_NAME")
+        config = State(config=dict(state.config, metric_name="NEW_NAME"))
         fail("bad_metric_name", "The segment's metric name %s is not a valid metric name (a "
              "letter, digit or _, then letters, digits and _ . : / %% -), so no METRIC line can report "
-             "it. Start a new segment with a valid one: %s" % (json.dumps(name), init_command(config)))
+             "it. Start a new segment with a valid one: %s" % (json.dumps(name), new_segment_command(config)))
     return name
 
 
@@ -2908,10 +4177,12 @@ def cmd_init(args):
         text_arg(args.benchmark, "--benchmark")
     if args.checks is not None:
         text_arg(args.checks, "--checks")
+    sizes = [text_arg(glob, "--size") for glob in args.size or []]
+    unit = check_scaffold_plan(session, args, unit, sizes)
     repo = require_repo(session)
     created_log = not os.path.exists(session.log_path)
     scaffolded = scaffold(session, name, args.metric, unit, args.direction, args.benchmark,
-                          args.checks) if args.scaffold else []
+                          args.checks, sizes) if args.scaffold else []
     try:
         with LogLock(session, create=True) as lock:
             loaded = load_state(session)
@@ -2931,8 +4202,14 @@ def cmd_init(args):
                     entry[section] = session.settings.raw[section]
             if session.settings.max_iterations:
                 entry["maxIterations"] = session.settings.max_iterations
+            commands = {key: value for key, value in (("benchmark", args.benchmark), ("checks", args.checks),
+                                                      ("size", sizes)) if value}
+            if commands:  # what setup-permissions --with-project-commands allows
+                entry["commands"] = commands
+            inputs = input_hashes(session)
             entry.update(timestamp=utc_now(), session_id=os.environ.get("CLAUDE_CODE_SESSION_ID"),
-                         hashes=file_hashes(session), snapshot=snapshot, version=VERSION)
+                         hashes=file_hashes(session), inputs=inputs,
+                         judge=judge_of(session.settings.raw), snapshot=snapshot, version=VERSION)
             append_entries(lock, session, loaded, [entry])
             from array import array
             save_values(session, state, array("d"))
@@ -2945,19 +4222,140 @@ def cmd_init(args):
               "direction": args.direction, "segment": segment, "reinit": reinit,
               "path": session.workdir, "max_exp": session.settings.max_iterations,
               "mode": state.mode, "branch": repo.branch(), "commit": (snapshot["head"] or "")[:7] or None}
+    result["protected"] = sorted(inputs)
     if args.scaffold:
         result["scaffolded"] = scaffolded
+        skipped = [n for n in (BENCH_FILE, CHECKS_FILE) if n not in scaffolded and (
+            args.benchmark or sizes if n == BENCH_FILE else args.checks)]
+        if skipped:
+            result["kept_existing"] = skipped
+            result["note"] = ("%s already existed, so --benchmark/--checks/--size did not change %s "
+                              "(scaffolding never overwrites)" % (" and ".join(skipped),
+                                                                  "them" if len(skipped) > 1 else "it"))
+        result.update(proposal_answer(session, args, sizes))
+    if not session.settings.protect:
+        proposal = [g for g in ("tests/**", "test/**", "benchmark/data/**", "bench/data/**",
+                                "data/**", "fixtures/**", "testdata/**")
+                    if os.path.isdir(session.path(g[:-3]))]
+        if proposal:
+            result["suggest_protect"] = proposal
+            result["hint"] = ("Protect the benchmark's data and the correctness tests so no "
+                              "experiment can change them: add \"protect\": %s to %s, then run "
+                              "init again." % (json.dumps(proposal), CONFIG_FILE))
     if not os.path.isfile(session.path(BENCH_FILE)):
         result["warning"] = "%s does not exist yet; `run` needs it (or --command)." % BENCH_FILE
     elif not snapshot["head"]:
         result["warning"] = "the repository has no commit yet: the first keep becomes its first commit"
+    if config_notes(session):
+        result["warnings"] = config_notes(session)
     output(result)
 
 
 _TIME_UNITS = {"s": 1.0, "sec": 1.0, "seconds": 1.0, "ms": 1e3, "us": 1e6, "µs": 1e6, "ns": 1e9}
+_SIZE_UNITS = {"b": 1, "byte": 1, "bytes": 1, "kb": 1000, "kib": 1024, "mb": 1000000, "mib": 1048576}
+_SIZE_UNIT_NAMES = {1: "B", 1000: "KB", 1024: "KiB", 1000000: "MB", 1048576: "MiB"}
 
 
-def scaffold(session, name, metric, unit, direction, workload, checks):
+def time_scale(metric, unit):
+    """Seconds -> the metric's time unit (from --unit, else a _ms or _s suffix), or None."""
+    return _TIME_UNITS.get(unit or ("ms" if metric.endswith("_ms") else "s" if metric.endswith("_s") else ""))
+
+
+def size_scale(metric, unit):
+    """Bytes per unit of a size metric (from --unit, else a _kb/_kib/... suffix; bytes by
+    default), or None for a unit that is not a size."""
+    if unit:
+        return _SIZE_UNITS.get(unit.lower())
+    return _SIZE_UNITS.get(metric.lower().rsplit("_", 1)[-1] if "_" in metric else "", 1)
+
+
+def check_scaffold_plan(session, args, unit, sizes):
+    """Refuses a scaffold that could not print the metric; returns the unit to record
+    (a size metric without --unit is in bytes, or in its suffix's unit)."""
+    if sizes and not args.scaffold:
+        fail("bad_arguments", "--size writes autotune.sh: add --scaffold.")
+    if not args.scaffold or os.path.exists(session.path(BENCH_FILE)):
+        return unit
+    if sizes:
+        scale = size_scale(args.metric, unit)
+        if scale is None:
+            fail("bad_unit", "--size measures bytes, so --unit must be a size (B, KB, KiB, MB or "
+                 "MiB), got %s." % json.dumps(unit))
+        return unit or _SIZE_UNIT_NAMES[scale]
+    if args.benchmark and time_scale(args.metric, unit) is None:
+        fail("benchmark_unit", "--benchmark CMD makes autotune.sh time CMD, which needs a time unit "
+             "(--unit s, ms, us or ns, or a metric ending in _s or _ms); %s%s is not a time. Either "
+             "measure file sizes with --size 'dist/**/*.js' (CMD then runs first, as the build), or "
+             "write %s yourself so that it runs the workload and prints the line `METRIC %s=<number>` "
+             "(secondary metrics are more METRIC lines; a non-zero exit marks a failure)." % (
+                 args.metric, (" (%s)" % unit) if unit else "", BENCH_FILE, args.metric))
+    return unit
+
+
+def proposal_answer(session, args, sizes):
+    """The project's own commands, proposed in init's answer (never used silently)."""
+    report = project_report(session)
+    answer = {"proposed": report["proposed"], "tools": report["tools"]}
+    if any(report["proposed"].values()):
+        answer["proposal_note"] = (
+            "commands found in the project's files (each with its `from`); autotune runs none of "
+            "them on its own: %s" % (
+                "choose the benchmark and checks and pass them as --benchmark / --checks / --size, "
+                "or write them into %s" % BENCH_FILE if not (args.benchmark or sizes) else
+                "%s runs only what you passed" % BENCH_FILE))
+    return answer
+
+
+def size_benchmark_body(metric, scale, patterns, build):
+    """The body of a size benchmark: runs the build (if any), then prints the total gzip
+    (level 9) size of the matching files as the primary metric, raw bytes and brotli
+    bytes (where a brotli module or CLI exists) as secondary ones. Deterministic: gzip
+    without a timestamp, files in sorted order. Values reach the code as arguments,
+    shell-quoted, never pasted into it."""
+    return (
+        "METRIC=%s\nBYTES_PER_UNIT=%s\nBUILD=%s  # runs first; empty for none\n"
+        "python3 - \"$METRIC\" \"$BYTES_PER_UNIT\" \"$BUILD\" %s <<'PY'\n"
+        "import glob, gzip, os, shutil, subprocess, sys\n"
+        "metric, scale, build, patterns = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]\n"
+        "if build:\n"
+        "    done = subprocess.run(build, shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)\n"
+        "    if done.returncode != 0:  # show why: the tail of the build's output\n"
+        "        print(\"\\n\".join(done.stdout.decode(\"utf-8\", \"replace\").splitlines()[-40:]))\n"
+        "        sys.exit(\"the build failed with exit code %%d\" %% done.returncode)\n"
+        "files = sorted({path for pattern in patterns for path in glob.glob(pattern, recursive=True)\n"
+        "                if os.path.isfile(path)})\n"
+        "if not files:\n"
+        "    sys.exit(\"no file matches %%s: did the build write them?\" %% \" \".join(patterns))\n"
+        "try:\n"
+        "    import brotli\n"
+        "    def brotli_size(path, data):\n"
+        "        return len(brotli.compress(data, quality=11))\n"
+        "except ImportError:\n"
+        "    tool = shutil.which(\"brotli\")\n"
+        "    def brotli_size(path, data):\n"
+        "        if tool is None:\n"
+        "            return None\n"
+        "        out = subprocess.run([tool, \"-c\", \"-q\", \"11\", \"--\", path], stdout=subprocess.PIPE)\n"
+        "        return len(out.stdout) if out.returncode == 0 else None\n"
+        "raw = gz = br = 0\n"
+        "for path in files:\n"
+        "    with open(path, \"rb\") as handle:\n"
+        "        data = handle.read()\n"
+        "    raw += len(data)\n"
+        "    gz += len(gzip.compress(data, compresslevel=9, mtime=0))\n"
+        "    size = brotli_size(path, data) if br is not None else None\n"
+        "    br = None if size is None else br + size\n"
+        "print(\"METRIC %%s=%%s\" %% (metric, gz if scale == 1 else \"%%.3f\" %% (gz / scale)))\n"
+        "if metric != \"raw_bytes\":\n"
+        "    print(\"METRIC raw_bytes=%%d\" %% raw)\n"
+        "if br is not None and metric != \"brotli_bytes\":\n"
+        "    print(\"METRIC brotli_bytes=%%d\" %% br)\n"
+        "print(\"%%d files, %%d bytes, %%d gzipped\" %% (len(files), raw, gz), file=sys.stderr)\n"
+        "PY\n") % (_shell_quote(metric), scale, _shell_quote(build or ""),
+                   " ".join(_shell_quote(p) for p in patterns))
+
+
+def scaffold(session, name, metric, unit, direction, workload, checks, sizes=None):
     """Writes the session templates that do not exist yet; never overwrites a file.
     Values are quoted where they land (shlex.quote in shell, repr in Python, JSON in
     comments), never pasted into code; only --benchmark and --checks, which are the
@@ -2975,7 +4373,7 @@ def scaffold(session, name, metric, unit, direction, workload, checks):
             os.chmod(path, 0o755)
         written.append(filename)
 
-    scale = _TIME_UNITS.get(unit or ("ms" if metric.endswith("_ms") else "s" if metric.endswith("_s") else ""))
+    scale = time_scale(metric, unit)
     header = ("#!/usr/bin/env bash\n"
               "# autotune benchmark for %s.\n"
               "# Prints `METRIC %s=<number>` (%s is better); other METRIC lines are secondary\n"
@@ -2983,7 +4381,9 @@ def scaffold(session, name, metric, unit, direction, workload, checks):
               "# segment (`autotune init` again starts a new segment with a changed benchmark).\n"
               "set -euo pipefail\ncd \"$(dirname \"$0\")\"\n\n") % (
                   json.dumps(name, ensure_ascii=False).translate(_JSON_C1), metric, direction)
-    if workload and scale:
+    if sizes:
+        body = size_benchmark_body(metric, size_scale(metric, unit), sizes, workload)
+    elif workload and scale:
         body = ("WORKLOAD=%s\n"
                 "python3 - \"$WORKLOAD\" <<'PY'\n"
                 "import subprocess, sys, time\n"
@@ -3023,6 +4423,23 @@ def scaffold(session, name, metric, unit, direction, workload, checks):
     return written
 
 
+def cmd_detect(args):
+    """What autotune reads from the project, before any session: its toolchains (with
+    versions), lockfiles, the command that syncs its dependencies, and its own build, test
+    and benchmark commands to propose in the setup questions. Writes nothing but the
+    private version cache (inside .git)."""
+    session = find_session(lenient=True)
+    report = project_report(session)
+    tools = report["tools"]
+    versions = tool_versions(session, tools, benchmark_env(session.settings.env), project_files(session))
+    deps = [name for name in report["lockfiles"] + sorted(project_files(session).names() & set(MANIFESTS))
+            if "/" not in name]
+    output({"path": session.workdir, "tools": versions, "lockfiles": report["lockfiles"],
+            "sync": sync_commands(session.workdir, deps), "proposed": report["proposed"],
+            "note": "proposals read from the project's files (each with its `from`); nothing was run "
+                    "but the tools' --version"})
+
+
 def cmd_run(args):
     session = require_session(find_session())
     settings = session.settings
@@ -3032,6 +4449,18 @@ def cmd_run(args):
     argv, shell, shown = benchmark_command(session, args.command)
     hashes = file_hashes(session)  # read once: checked now, recorded with the measurement
     check_integrity(session, state, hashes)
+    check_judge(session, state)
+    inputs = input_hashes(session)
+    if state.n_exp:
+        check_inputs(session, state, inputs)
+    with BenchmarkLock(session, shown):
+        measure(args, session, state, argv, shell, shown, hashes, inputs)
+
+
+def measure(args, session, state, argv, shell, shown, hashes, inputs):
+    """`run` under the benchmark lock: samples, checks, holdout, verdict; the measurement
+    is appended to the log (what `log` records) and cached in run.json (for display)."""
+    settings = session.settings
     repeat = args.repeat if args.repeat is not None else settings.repeat
     timeout = args.timeout if args.timeout is not None else settings.timeout
     checks_timeout = args.checks_timeout if args.checks_timeout is not None else settings.checks_timeout
@@ -3039,27 +4468,42 @@ def cmd_run(args):
     pname, direction = require_metric_name(state), config.get("direction", "lower")
     repo = session.repo
     head = repo.head() if repo else None
-    warnings = []
+    warnings = config_notes(session)
     if state.snapshot and state.snapshot.get("head") and head != state.snapshot.get("head"):
         warnings.append("HEAD moved outside autotune since the last logged result; `log` will "
                         "refuse to commit or revert until you check it (see `autotune doctor`).")
     tree_before = None
     if repo:
         with LogLock(session):
+            if recover_swap(session):
+                warnings.append("a killed `run` had left the kept code in place of the experiment; "
+                                "the experiment's files were restored first")
             tree_before = snapshot_tree(session)
         if state.snapshot and tree_before == state.snapshot.get("tree") and state.n_exp:
             warnings.append("the working tree has no change since the last logged result, so "
                             "this run measures the kept code")
-    env = benchmark_env(AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_RUN=str(state.n_exp + 1))
-    reference = (state.reference or {}).get("samples") or None
-    deterministic = bool((state.reference or {}).get("deterministic"))
-    plan = sampling_plan(reference, repeat, settings, deterministic)
+    env = benchmark_env(settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_RUN=str(state.n_exp + 1))
+    reference_info = state.reference or {}
+    reference = reference_info.get("samples") or None
+    deterministic = bool(reference_info.get("deterministic"))
     # the segment's MAD is the spread of its results (progress included): a fallback
     # for the adaptive default's small references only, never for a fixed repeat
     noise_mad = (state.confidence or {}).get("noise_mad") if repeat == "auto" else None
     m = Measurement(segment=state.segment, timestamp=utc_now(), command=shown, pname=pname,
-                    warnings=warnings, head=head, hashes=hashes)
+                    warnings=warnings, head=head, hashes=hashes, inputs=inputs,
+                    judge=judge_of(settings.raw))
     with ProcessSweep() as sweep:
+        if tree_before and reference_to_measure(state.reference, repeat):
+            kept, problem = measure_kept_code(session, state, tree_before, head, argv, shell, timeout,
+                                              env, pname, direction, settings, sweep)
+            if kept is not None:
+                m.reference = kept
+                reference, deterministic, noise_mad = kept["samples"], kept["deterministic"], None
+                reference_info = {"source": kept["source"], "deterministic": deterministic}
+            else:
+                warnings.append("the kept code could not be measured (%s), so the verdict compares "
+                                "with the best's one recorded value" % problem)
+        plan = sampling_plan(reference, repeat, settings, deterministic)
         runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep)
         m.samples, m.sample_metrics, notes = collect_samples(
             runner.take, plan, reference, direction, settings, noise_mad, deterministic)
@@ -3084,7 +4528,7 @@ def cmd_run(args):
                 m.chk_out = checks.error or checks.output
                 if checks.timeout:
                     m.chk_out = (m.chk_out + "\n[checks timed out after %ss]" % _fmt(checks_timeout)).strip()
-        m.verdict, m.evidence = verdict_of(m, reference, state.reference or {}, direction, settings,
+        m.verdict, m.evidence = verdict_of(m, reference, reference_info, direction, settings,
                                            noise_mad, plan.alpha, (state.baseline or {}).get("metrics"))
         if m.verdict in ("baseline", "improved") and os.path.isfile(session.path(HOLDOUT_FILE)):
             m.holdout = run_holdout(session, pname, timeout, env, sweep)
@@ -3094,15 +4538,32 @@ def cmd_run(args):
                           "checks_failed": "checks_failed"}.get(m.verdict, "discard")
     samples = m.samples
     m.sampling = describe_sampling(plan, samples, notes, m, reference, settings.max_samples)
-    m.env = environment(head)
-    if repo:
-        with LogLock(session):
+    if m.reference:
+        m.sampling = "%s; first the kept code: %s" % (m.sampling, m.reference["why"])
+    m.env = environment(head, session, env)
+    drift = toolchain_warning(toolchain_changes(state.toolchain, toolchain_of(m.env)))
+    if drift:
+        m.warnings.append(drift)
+    after = input_hashes(session)
+    touched = sorted(k for k in set(after) | set(inputs) if after.get(k) != inputs.get(k))
+    if touched:
+        m.inputs = after
+        m.warnings.append("the benchmark changed protected inputs (%s); the next run will be "
+                          "refused until they are put back" % ", ".join(touched[:10]))
+    with LogLock(session) as lock:
+        if repo:
             m.tree = snapshot_tree(session)
-        if tree_before and m.tree != tree_before:
-            created = [c.name for c in diff_trees(session, tree_before, m.tree)]
-            m.warnings.append("the benchmark changed files that git does not ignore (%s); a keep "
-                              "would commit them and a discard removes them: add them to "
-                              ".gitignore" % ", ".join(created[:10]))
+        loaded = load_state(session)
+        torn_tail_error(session, loaded)
+        if loaded.state.segment == m.segment and loaded.state.config is not None:
+            append_entries(lock, session, loaded, [measurement_entry(m)])
+        else:
+            m.warnings.append("a new segment started while this run measured; it was not recorded")
+    if repo and tree_before and m.tree != tree_before:
+        created = [c.name for c in diff_trees(session, tree_before, m.tree)]
+        m.warnings.append("the benchmark changed files that git does not ignore (%s); a keep "
+                          "would commit them and a discard removes them: add them to "
+                          ".gitignore" % ", ".join(created[:10]))
     save_measurement(session, m)
     result = {"exit": m.exit, "dur": m.dur, "passed": m.passed, "crashed": m.crashed,
               "timeout": m.timeout, "metrics": m.metrics, "primary": _round(m.primary),
@@ -3111,6 +4572,8 @@ def cmd_run(args):
               "verdict": m.verdict, "suggested_status": m.suggested_status, "evidence": m.evidence,
               "guardrails": m.guardrails, "holdout": m.holdout, "reason": m.reason,
               "command": shown, "env": m.env}
+    if m.reference:
+        result["reference"] = {k: m.reference[k] for k in ("source", "commit", "samples", "n", "deterministic")}
     if m.warnings:
         result["warnings"] = m.warnings
     output(result)
@@ -3150,6 +4613,35 @@ class SampleRunner(object):
         if self.problem:
             return None
         return self.last.metrics[self.pname], self.last.metrics
+
+
+def measure_kept_code(session, state, current, head, argv, shell, timeout, env, pname, direction,
+                      settings, sweep):
+    """Samples of the kept code, measured now with the experiment's files swapped out, for
+    a best that has no samples (reference_to_measure). Returns (reference, None), or
+    (None, why) when the kept code did not run."""
+    snap = (state.snapshot or {}).get("tree")
+    base = snap or head_tree(session.repo, head)
+    runner = SampleRunner(argv, shell, session.workdir, timeout, dict(env, AUTOTUNE_REFERENCE="1"),
+                          pname, sweep)
+    with LogLock(session):
+        changes = swap_out(session, base, current, tracked_only=snap is None)
+    try:
+        samples, sample_metrics, _ = collect_samples(runner.take, sampling_plan(None, "auto", settings),
+                                                     None, direction, settings)
+    finally:
+        with LogLock(session):
+            swap_back(session, changes)
+    if runner.problem:
+        return None, runner.problem
+    commit = head[:7] if head else None
+    same = is_deterministic(samples)
+    return {"source": "kept code (%s) measured by run" % (commit or "no commit"), "commit": commit,
+            "metric": _round(median(samples)), "samples": [_round(x) for x in samples], "n": len(samples),
+            "metrics": median_metrics(sample_metrics, exclude=pname), "deterministic": same,
+            "why": "the best was one recorded number without samples, so the kept code%s was measured "
+                   "%d times (%s)" % (" (%s)" % commit if commit else "", len(samples),
+                                      "identical: deterministic" if same else "they differ: noisy")}, None
 
 
 def run_holdout(session, pname, timeout, env, sweep):
@@ -3201,7 +4693,8 @@ class LogDecision(Record):
     """What a `log` call records, settled before anything is written."""
 
     FIELDS = (("status", None), ("metric", None), ("measured", False), ("metrics", dict),
-              ("verdict", None), ("forced", False), ("improved", False))
+              ("verdict", None), ("forced", False), ("improved", False), ("notes", list),
+              ("warnings", list))
     __slots__ = tuple(name for name, _ in FIELDS)
 
 
@@ -3223,23 +4716,31 @@ def decide_log(args, flags, state, m):
              "--metric. A typed-in number needs --force --reason \"why\" (recorded).")
     decision = LogDecision(status=status, forced=bool(typed_keep))
     decision.metric, decision.measured = metric_for_log(status, metric_flag, m, args.force)
-    decision.metrics = (metrics_flag if metrics_flag is not None
-                        else dict(m.metrics) if m is not None and m.passed else {})
-    if metrics_flag is not None and m is not None and m.passed and not args.force:
+    measured_metrics = m is not None and m.passed
+    if metrics_flag is not None and measured_metrics and not args.force:
+        unmeasured = sorted(k for k in metrics_flag if k not in m.metrics and k != m.pname)
         differing = sorted(k for k in metrics_flag if k in m.metrics
                            and not same_number(metrics_flag[k], m.metrics[k]))
+        if unmeasured:
+            fail("metric_mismatch", "--metrics names %s, which `run` did not measure (it measured "
+                 "%s); log without --metrics to record what was measured." % (
+                     ", ".join(unmeasured), ", ".join(sorted(m.metrics)) or "no secondary metric"))
         if differing:
-            fail("metric_mismatch", "--metrics differs from what `run` measured for %s; omit "
-                 "--metrics to log the measured values (or --force)." % ", ".join(differing))
-    if status != "crash" and state.metric_names is not None and not args.force:
-        missing = sorted(set(state.metric_names) - set(decision.metrics))
-        extra = sorted(set(decision.metrics) - set(state.metric_names))
-        if missing or extra:
-            fail("metrics_mismatch", "Secondary metrics must match the segment's first result "
-                 "(%s): %s%s. Use --force to log anyway." % (
-                     ", ".join(state.metric_names) or "none",
-                     ("missing " + ", ".join(missing)) if missing else "",
-                     ("; " if missing and extra else "") + (("new " + ", ".join(extra)) if extra else "")))
+            fail("metric_mismatch", "--metrics differs from what `run` measured for %s; log "
+                 "without --metrics to record the measured values." % ", ".join(differing))
+    decision.metrics = (dict(m.metrics) if measured_metrics and not (args.force and metrics_flag is not None)
+                        else metrics_flag if metrics_flag is not None else {})
+    if status != "crash" and state.metric_names is not None:
+        new, missing = metric_name_changes(state.metric_names, decision.metrics,
+                                           state.config.get("metric_name"))
+        if new:
+            decision.notes.append("new secondary metric%s %s recorded (the segment's earlier results "
+                                  "did not have %s)" % ("s" if len(new) > 1 else "", ", ".join(new),
+                                                         "them" if len(new) > 1 else "it"))
+        if missing:
+            decision.warnings.append("secondary metric%s %s of earlier results %s not reported by this "
+                                     "one" % ("s" if len(missing) > 1 else "", ", ".join(missing),
+                                              "were" if len(missing) > 1 else "was"))
     decision.verdict = m.verdict if (m is not None and (decision.measured or m.crashed)) else None
     if status == "keep" and decision.verdict in BLOCKING_VERDICTS:
         if not (args.force and override):
@@ -3269,15 +4770,18 @@ def cmd_log(args):
         fail("bad_commit", "--commit %s is not a commit hash." % json.dumps(args.commit))
     repo = require_repo(session)
     with LogLock(session) as lock:
+        recover_swap(session)  # the experiment's files first, if a killed `run` swapped them out
         loaded = load_state(session)
         torn_tail_error(session, loaded)
         state = loaded.state
         check_active(session, state, logging=True)
         config = state.config
         pname, direction = config.get("metric_name"), config.get("direction", "lower")
-        m = load_measurement(session)
-        if m is not None and m.segment != state.segment:
-            m = None
+        holder = running_benchmark(session)
+        if holder is not None:
+            fail("benchmark_running", "A benchmark of this loop is running (%s); nothing was "
+                 "logged. Log when its measurement is recorded." % holder_text(holder))
+        m, ref = pending_measurement(session, state)
         d = decide_log(args, flags, state, m)
         head = repo.head()
         snap = state.snapshot or {}
@@ -3292,10 +4796,15 @@ def cmd_log(args):
             d.forced = d.forced or skip_git
         index = state.n_exp + 1
         current = snapshot_tree(session)
-        if (d.status == "keep" and d.measured and m.tree and current != m.tree and not args.force
-                and not skip_git and args.commit is None):
-            fail("stale_run", "The working tree changed after `autotune run` measured it; run the "
-                 "benchmark again so the keep commits what was measured (or --force).")
+        if m is not None and not skip_git and args.commit is None:
+            if m.tree and current != m.tree:
+                changed = [c.name for c in diff_trees(session, m.tree, current)]
+                fail("stale_run", "The working tree changed after `autotune run` measured it (%s); "
+                     "nothing was logged. Run the benchmark again (`autotune run`), so the log "
+                     "records the numbers of the code it keeps or discards." % (
+                         ", ".join(changed[:10]) or "files changed"))
+            if isinstance(m.inputs, dict):
+                check_inputs(session, state, input_hashes(session), since=m.inputs, run_again=True)
         git_info, commit, next_tree = apply_git(session, state, d.status, description, pname, d.metric,
                                                 config.get("metric_unit"), "%d.%d" % (state.segment, index),
                                                 index, current, head, skip_git, args.commit)
@@ -3318,16 +4827,26 @@ def cmd_log(args):
             session_id=os.environ.get("CLAUDE_CODE_SESSION_ID") or None,
             hashes=((m.hashes if m is not None and m.hashes else file_hashes(session))
                     if state.n_exp == 0 else None))
+        if state.n_exp == 0:  # the baseline fixes the judge and the protected inputs
+            result.judge = (m.judge if m is not None and isinstance(m.judge, dict)
+                            else judge_of(settings.raw))
+            result.inputs = (m.inputs if m is not None and isinstance(m.inputs, dict)
+                             else input_hashes(session))
+        if ref is not None:
+            result.measurement = ref
         if m is not None and d.measured:
             result.samples = [_round(s) for s in m.samples] or None
             result.verdict, result.evidence, result.env, result.run_dur = m.verdict, m.evidence, m.env, m.dur
             if m.holdout and m.holdout.get("value") is not None:
                 result.holdout = m.holdout["value"]
         else:
-            result.env = environment(head)
+            result.env = environment(head, session)
         if d.forced:
             result.forced, result.override_reason = True, flags[2]
             result.verdict = result.verdict or d.verdict
+        entries = [result.to_entry()]
+        if m is not None and d.measured and m.reference:
+            entries.insert(0, kept_code_entry(m, state))
         values = segment_values(session, loaded)
         preview = state.copy()
         point = fold_entry(preview, json.loads(dumps_line(result.to_entry()).decode("utf-8")))
@@ -3335,22 +4854,90 @@ def cmd_log(args):
             import bisect
             bisect.insort(values, point)
         result.confidence = confidence(values, preview)
-        append_entries(lock, session, loaded, [result.to_entry()])
+        entries[-1] = result.to_entry()
+        append_entries(lock, session, loaded, entries)
         try:
             save_values(session, loaded.state, values)
         except OSError:
             pass  # values.bin is keyed by the point count: a stale one is rescanned
         drop_measurement(session)
-    output(log_answer(loaded.state, settings, result, pname, git_info))
+    answer = log_answer(loaded.state, settings, result, pname, git_info, d.notes, d.warnings)
+    deps = dependency_change(session, git_info)
+    if deps is not None:
+        answer["dependencies"] = deps
+        if settings.sync_command:
+            deps["ran"] = run_sync(session)
+            deps["message"] = sync_message(git_info, deps)
+    output(answer)
 
 
-def log_answer(state, settings, result, pname, git_info):
+def dependency_change(session, git_info):
+    """What a keep or discard did to the dependencies: the manifests and lockfiles it
+    committed or reverted and the commands that bring the installed ones in line; None
+    when it touched none."""
+    if git_info.get("action") not in ("commit", "revert"):
+        return None
+    root = session.repo.root
+    files = [os.path.relpath(os.path.join(root, name), session.workdir) for name in git_info.get("files") or []]
+    changed = dependency_files(files)
+    if not changed:
+        return None
+    deps = {"changed": changed, "sync": sync_commands(session.workdir, changed),
+            "sync_command": session.settings.sync_command}
+    deps["message"] = sync_message(git_info, deps)
+    return deps
+
+
+def sync_message(git_info, deps):
+    kept = git_info.get("action") == "commit"
+    text = "the %s %s %s" % ("keep" if kept else "discard", "committed" if kept else "reverted",
+                             ", ".join(deps["changed"][:6]))
+    suggested = " and ".join("`%s`" % c for c in deps["sync"]) or "the install"
+    ran = deps.get("ran")
+    if ran is None:
+        return ("%s: the installed dependencies %s; run %s before the next `autotune run` (set "
+                "\"syncCommand\" in %s to run it automatically)" % (
+                    text, "may not match them (unless the experiment installed them)" if kept
+                    else "no longer match the code", suggested, CONFIG_FILE))
+    if ran.get("exit") == 0 and not ran.get("timeout"):
+        return "%s; syncCommand `%s` brought the installed dependencies in line (exit 0, %ss)" % (
+            text, ran["command"], _fmt(ran.get("dur")))
+    return ("%s, and syncCommand `%s` failed (%s): the installed dependencies may not match the "
+            "code; fix them before the next `autotune run` (suggested: %s)" % (
+                text, ran["command"], "timed out" if ran.get("timeout") else "exit %s" % ran.get("exit"),
+                suggested))
+
+
+def run_sync(session):
+    """Runs the config's syncCommand (the user's own command, through the shell like the
+    benchmark) in the working directory, with the benchmark's environment and timeout."""
+    settings = session.settings
+    env = benchmark_env(settings.env, AUTOTUNE_SYNC="1")
+    with ProcessSweep() as sweep:
+        outcome = run_process(settings.sync_command, session.workdir, settings.timeout, shell=True,
+                              env=env, tail_lines=SYNC_TAIL_LINES, tail_bytes=SYNC_TAIL_BYTES, sweep=sweep)
+    return {"command": settings.sync_command, "exit": outcome.exit, "dur": outcome.dur,
+            "timeout": outcome.timeout, "output": (outcome.error or outcome.output).strip("\n")}
+
+
+def kept_code_entry(m, state):
+    """The kept code's samples that `run` measured (a best without samples), recorded as a
+    rebaseline line before the result: later verdicts compare with them."""
+    ref, previous = m.reference, state.reference or {}
+    return {"type": "rebaseline", "timestamp": m.timestamp, "segment": state.segment,
+            "commit": ref.get("commit"), "metric": ref.get("metric"), "samples": ref.get("samples"),
+            "metrics": ref.get("metrics") or {}, "source": "run",
+            "previous": {"metric": _round(previous.get("metric")),
+                         "n": len(previous.get("samples") or []), "source": previous.get("source")}}
+
+
+def log_answer(state, settings, result, pname, git_info, notes=(), warnings=()):
     """The JSON `log` prints: the result, what git did, and where the loop now stands."""
     baseline = (state.baseline or {}).get("metric")
     metric = result.metric
     delta = (metric - baseline) if (metric is not None and baseline is not None) else None
     action, _ = next_action(state)
-    return {"status": result.status, "index": result.index, "commit": result.commit,
+    answer = {"status": result.status, "index": result.index, "commit": result.commit,
             "metric": metric, "name": pname, "baseline": _round(baseline), "delta": _round(delta),
             "d_pct": _round(pct_change(metric, baseline), 2),
             "desc": result.description, "confidence": result.confidence, "git": git_info,
@@ -3360,6 +4947,11 @@ def log_answer(state, settings, result, pname, git_info):
             "reason": state.reason, "mode": state.mode, "active": state.active,
             "improved": result.improved, "best": _round((state.best or {}).get("metric")),
             "verdict": result.verdict, "measured": result.measured, "next": action}
+    if notes:
+        answer["notes"] = list(notes)
+    if warnings:
+        answer["warnings"] = list(warnings)
+    return answer
 
 
 def own_unlogged_commit(repo, head, snapshot_head):
@@ -3513,15 +5105,16 @@ def control(action, check=None, **fields):
 def cmd_stop(args):
     by = "agent" if os.environ.get("CLAUDE_CODE_SESSION_ID") else "person"
     reason = text_arg(args.reason, "--reason") if args.reason else None
-    session, state, note = control("stop", by=by, reason=reason,
-                                   check=lambda s, st: "already stopped" if not st.active else None)
-    report_control(args, state, note or "stopped", "the loop is paused and its data kept; "
-                   "`autotune resume` continues it")
+    session, state, note = control("stop", by=by, reason=reason, check=lambda s, st: None if st.active else (
+        "already stopped" if st.health == "stopped" else "already not active (%s: %s)" % (
+            st.health, st.reason or "-")))
+    report_control(args, state, note or "stopped", "the loop is stopped and its data kept; "
+                   "`autotune resume` continues it", next_step="autotune resume")
 
 
 def cmd_resume(args):
     def check(session, state):
-        if state.active and state.health not in ("paused", "completed") and state.mode != "repair":
+        if state.active and state.health not in ("paused", "stopped", "completed") and state.mode != "repair":
             return "already active"
         reason = spent_budget(session, state)
         if reason:
@@ -3537,10 +5130,13 @@ def cmd_repair(args):
     report_control(args, state, "repair mode", "active, health healing, recovery manual_repair")
 
 
-def report_control(args, state, status, detail):
+def report_control(args, state, status, detail, next_step=None):
     if args.json:
-        output({"status": status, "active": state.active, "health": state.health,
-                "mode": state.mode, "reason": state.reason, "recovery": state.recovery})
+        answer = {"status": status, "active": state.active, "health": state.health,
+                  "mode": state.mode, "reason": state.reason, "recovery": state.recovery}
+        if next_step or not state.active:
+            answer["next"] = next_step or next_action(state)[1]
+        output(answer)
     else:
         say("autotune: %s%s" % (status, (": " + detail) if not status.startswith("already") else ""))
 
@@ -3598,6 +5194,15 @@ def cmd_rebaseline(args):
     require_config(session, state)
     argv, shell, shown = benchmark_command(session, None)
     check_integrity(session, state)
+    check_judge(session, state)
+    if state.n_exp:
+        check_inputs(session, state, input_hashes(session))
+    with BenchmarkLock(session, "rebaseline: " + shown):
+        rebaseline(args, session, state, argv, shell)
+
+
+def rebaseline(args, session, state, argv, shell):
+    """`rebaseline` under the benchmark lock."""
     pname = require_metric_name(state)
     if session.repo and state.snapshot:
         with LogLock(session):
@@ -3609,7 +5214,7 @@ def cmd_rebaseline(args):
                  "so rebaseline measures the kept code." % ", ".join(changed[:10]))
     count = args.repeat or DEFAULT_REBASELINE
     timeout = args.timeout if args.timeout is not None else session.settings.timeout
-    env = benchmark_env(AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_REBASELINE="1")
+    env = benchmark_env(session.settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_REBASELINE="1")
     samples, sample_metrics = [], []
     with ProcessSweep() as sweep:
         runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep)
@@ -3630,7 +5235,7 @@ def cmd_rebaseline(args):
              "metrics": median_metrics(sample_metrics, exclude=pname),
              "previous": {"metric": _round(previous.get("metric")), "n": len(previous.get("samples") or []),
                           "source": previous.get("source")},
-             "env": environment(head)}
+             "env": environment(head, session, env)}
     with LogLock(session) as lock:
         loaded = load_state(session)
         torn_tail_error(session, loaded)
@@ -3677,10 +5282,20 @@ def cmd_restore(args):
                  label, lines[-1] if lines else "git apply failed", _shell_quote(ref)))
     files = [p.decode("utf-8", "replace") for p in repo.run(
         ["diff-tree", "-r", "-z", "--name-only", ref + "^", ref]).stdout.split(b"\0") if p]
+    changed = dependency_files([os.path.relpath(os.path.join(repo.root, f), session.workdir) for f in files])
+    deps = {"changed": changed, "sync": sync_commands(session.workdir, changed),
+            "message": "the restore brought back %s: bring the installed dependencies in line with "
+                       "%s before `autotune run`" % (", ".join(changed[:6]), " and ".join(
+                           "`%s`" % c for c in sync_commands(session.workdir, changed)))} if changed else None
     if args.json:
-        output({"status": "restored", "ref": ref, "files": files})
+        answer = {"status": "restored", "ref": ref, "files": files}
+        if deps:
+            answer["dependencies"] = deps
+        output(answer)
     else:
         say("autotune: restored experiment %s into the working tree (%s)" % (label, ", ".join(files)))
+        if deps:
+            say("autotune: %s" % deps["message"])
     return 0
 
 
@@ -3722,6 +5337,10 @@ def reason_text(state, settings):
         "checks_failed": "experiments failed %d times in a row, the last on the correctness checks "
                          "(%d start recovery)" % (state.crash_streak, settings.max_crash_streak),
     }.get(state.failure, state.failure or "")
+    if state.health == "stopped":
+        return "%s stopped the loop%s; its data is kept" % (
+            "the agent" if state.stopped_by == "agent" else "a person",
+            "" if reason in ("", "stopped by a person") else " (%s)" % reason)
     if reason == "initialized":
         return "a new segment started; nothing has been logged in it yet"
     if reason == "improved" and state.n_exp == 1:
@@ -3762,7 +5381,10 @@ def clock_state(session, state):
     return state
 
 
-def explain_data(session, loaded):
+def explain_data(session, loaded, disk=False):
+    """The data behind explain, status and the dashboard. With `disk`, the lockfiles on
+    disk are hashed and compared with the kept code's (explain and status only: the
+    dashboard redraws every few seconds)."""
     state = clock_state(session, loaded.state)
     settings = session.settings
     config = state.config or {}
@@ -3777,6 +5399,15 @@ def explain_data(session, loaded):
         warnings.append("%d line%s of %s could not be read and were skipped (line %s)." % (
             state.bad_lines, "" if state.bad_lines == 1 else "s", LOG_FILE,
             ", ".join(str(n) for n in state.bad_line_numbers)))
+    changes = toolchain_changes(state.toolchain, state.last_toolchain, locks=False)
+    if changes:
+        changes = ["%s (result #%s)" % ("; ".join(changes), state.last_toolchain.get("index"))]
+    if disk and state.toolchain:
+        changes += toolchain_changes(dict(state.toolchain, tools={}), {
+            "tools": {}, "locks": lockfile_hashes(project_files(session))})
+    if changes:
+        warnings.append(toolchain_warning(changes) + ".")
+    warnings.extend(config_notes(session))
     return {
         "name": config.get("name"), "metric": config.get("metric_name"), "unit": config.get("metric_unit"),
         "direction": config.get("direction"), "segment": state.segment, "segments": state.segments,
@@ -3798,10 +5429,10 @@ def explain_data(session, loaded):
 
 
 def cmd_explain(args):
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     loaded = load_state(session)
     persist_if_stale(session, loaded)
-    data = explain_data(session, loaded)
+    data = explain_data(session, loaded, disk=True)
     if args.json:
         output(data)
     else:
@@ -3810,10 +5441,10 @@ def cmd_explain(args):
 
 
 def cmd_status(args):
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     loaded = load_state(session)
     persist_if_stale(session, loaded)
-    data = explain_data(session, loaded)
+    data = explain_data(session, loaded, disk=True)
     state = loaded.state
     data.update(total_runs=state.total_results, resume_count=state.resume_count,
                 session_id=state.session_id, exp_at=state.exp_at, progress_at=state.progress_at)
@@ -3836,6 +5467,7 @@ def cmd_start(args):
         argv += ["--plugin-dir", root]  # a checkout or --plugin-dir user: load this plugin
     if args.goal:
         argv.append(" ".join(args.goal))
+    os.environ["AUTOTUNE_AGENT"] = "1"  # its SessionStart hook briefs it as the loop's owner
     os.execv(claude, argv)
 
 
@@ -3885,9 +5517,7 @@ def cmd_doctor(args):
         problem("state_missing", "%s is missing or unreadable; it will be rebuilt from the log." % STATE_FILE,
                 fix=lambda lock: _fix_state(session))
     elif not loaded.rebuilt:
-        fresh = Loaded(State())
-        with open(session.log_path, "rb") as handle:
-            _fold_from(handle, fresh, 0)
+        fresh = fold_log(session)
         a, b = fresh.state.to_dict(), loaded.state.to_dict()
         differing = sorted(k for k in a if k not in ("confidence",) and a[k] != b.get(k))
         if differing:
@@ -3896,8 +5526,11 @@ def cmd_doctor(args):
     elif cached.get("format") != STATE_FORMAT:
         problem("state_legacy", "%s was written by another version; it will be rebuilt from the log." %
                 STATE_FILE, fix=lambda lock: _fix_state(session))
-    if session.config_error:
-        problem("bad_config", session.config_error)
+    for error in session.config_errors:
+        problem("bad_config", error)
+    for note in session.settings.warnings:
+        problem("config_warning", note)
+        problems[-1]["warning"] = True
     bench = session.path(BENCH_FILE)
     if not os.path.isfile(bench):
         problem("no_benchmark", "%s does not exist; `run` needs it." % BENCH_FILE)
@@ -3909,6 +5542,17 @@ def cmd_doctor(args):
                 check_integrity(session, state)
             except AutotuneError as exc:
                 problem("benchmark_changed", exc.message)
+    if state.config is not None and state.n_exp:
+        for check, code in ((lambda: check_judge(session, state), "judge_changed"),
+                            (lambda: check_inputs(session, state, input_hashes(session)),
+                             "protected_changed")):
+            try:
+                check()
+            except AutotuneError as exc:
+                problem(code, exc.message.replace(", so nothing was run", ""))
+    holder = running_benchmark(session) if session.repo is not None else None
+    if holder is not None:
+        problem("benchmark_running", "A benchmark is running (%s)." % holder_text(holder))
     if session.repo is not None and state.config is not None:
         head = session.repo.head()
         snap = state.snapshot or {}
@@ -3990,15 +5634,16 @@ def _fix_snapshot(session, lock):
 
 
 def doctor_report(args, session, problems):
-    healthy = not [p for p in problems if not p["fixed"]]
+    healthy = not [p for p in problems if not p["fixed"] and not p.get("warning")]
     if args.json:
         output({"ok": healthy, "path": session.workdir, "problems": problems})
     else:
         colors = Colors(sys.stdout)
-        if not problems:
+        if healthy and not [p for p in problems if not p.get("warning")]:
             say("autotune doctor: %s is healthy" % session.workdir)
         for p in problems:
-            mark = colors.green("fixed") if p["fixed"] else colors.yellow("fixable") if p["fixable"] else colors.red("problem")
+            mark = (colors.green("fixed") if p["fixed"] else colors.yellow("fixable") if p["fixable"]
+                    else colors.yellow("warning") if p.get("warning") else colors.red("problem"))
             say("%s  %s: %s" % (mark, strip_controls(p["code"], ""), strip_controls(p["message"], "")),
                 painted=colors.enabled)
         if problems and not args.fix and any(p["fixable"] for p in problems):
@@ -4073,8 +5718,8 @@ def resume_prompt(session, state):
     return ("Continue the autotune loop in %s: it is active (%s, %d runs in segment %d, best %s). "
             "Re-read autotune.md and `autotune explain`, then keep going: one focused change, "
             "`autotune run`, `autotune log --status auto --description ... --asi '{...}'`. "
-            "Next action: %s — %s Stop only when `autotune explain` says the loop is paused or "
-            "complete." % (session.workdir, state.health, state.n_exp, state.segment,
+            "Next action: %s — %s Stop only when `autotune explain` says the loop is stopped, "
+            "paused or complete." % (session.workdir, state.health, state.n_exp, state.segment,
                             fmt_metric(best, unit), action, advice))
 
 
@@ -4084,7 +5729,7 @@ def hook_stop(payload):
         return None
     state = clock_state(session, loaded.state)
     mode = session.settings.auto_resume
-    if (mode == "off" or not state.active or state.health in ("paused", "completed")
+    if (mode == "off" or not state.active or state.health in ("paused", "stopped", "completed")
             or state.n_exp == 0):
         return None
     session_id = payload.get("session_id")
@@ -4103,7 +5748,11 @@ def hook_stop(payload):
     if mode == "continue":
         streak = state.stop_streak + 1 if payload.get("stop_hook_active") is True else 1
         if streak > settings.max_consecutive_blocks or state.stop_blocks >= settings.max_blocks:
-            return None
+            total = state.stop_blocks >= settings.max_blocks
+            return resume_cap_message(session, state, "total" if total else "consecutive", (
+                "%d automatic resumes in this segment (resume.maxBlocks)" % settings.max_blocks if total
+                else "%d automatic resumes in a row (resume.maxConsecutiveBlocks)"
+                % settings.max_consecutive_blocks))
         entry = {"type": "hook", "event": "stop", "action": "block", "streak": streak,
                  "session_id": session_id, "timestamp": utc_now()}
         if not _append_quietly(session, entry):
@@ -4112,6 +5761,18 @@ def hook_stop(payload):
     if mode == "headless":
         return headless_resume(session, state, session_id)
     return None
+
+
+def resume_cap_message(session, state, cap, what):
+    """The Stop hook's last message when it stops resuming because it reached a cap: said
+    once (a `capped` hook line remembers it), silent after."""
+    if state.resume_capped == cap or not _append_quietly(session, {
+            "type": "hook", "event": "stop", "action": "capped", "cap": cap, "timestamp": utc_now()}):
+        return None
+    return {"systemMessage": "autotune: stopped resuming the loop in %s: it reached its cap of %s. "
+            "The loop is still active (%d runs, %s): continue it with `claude --agent autotune` or "
+            "`autotune start`, or raise the cap in %s." % (
+                session.workdir, what, state.n_exp, state.health, CONFIG_FILE)}
 
 
 def _append_quietly(session, entry):
@@ -4150,7 +5811,8 @@ def headless_resume(session, state, caller=None):
     import uuid
     settings = session.settings
     if state.resume_count >= settings.max_resumes:
-        return {"systemMessage": "autotune: not resuming: %d headless resumes used (the limit)." % state.resume_count}
+        return resume_cap_message(session, state, "headless", "%d headless resumes (resume.maxResumes)"
+                                  % settings.max_resumes)
     if state.resume_at and time.time() - state.resume_at < settings.resume_interval_min * 60:
         return None
     pid_file = session.cache("headless.pid", create=True)
@@ -4179,63 +5841,789 @@ def headless_resume(session, state, caller=None):
             "pid %d, output in %s)." % (state.resume_count + 1, settings.max_resumes, proc.pid, log_path)}
 
 
-_OPERATORS = (";", "&&", "||", "|", "&", "(", ")", "<", ">", ">>", "<<", "|&", ";;", "\n")
+# -------------------------------------------------------------- shell words ----
+# A small reader of Bash command lines for the PreToolUse guard: words with their
+# quoting removed, operators, redirections with their targets, heredoc bodies, and the
+# text of command and process substitutions (read again as commands of their own).
+# Best effort by design: what it cannot read, the hashes of the benchmark and of the
+# protected inputs still catch at the next `run`.
+
+_SHELL_OPS = ("&&", "||", ";;", "|&", ";", "|", "&", "(", ")", "\n")
+_REDIR_OPS = ("&>>", "&>", "<<<", "<<-", "<<", "<>", "<&", ">>", ">&", ">|", "<", ">")
 
 
-def shell_tokens(command):
-    """A Bash command's words, with operators (; && | ( ) < >) as words of their own;
-    None when it does not parse (unbalanced quotes)."""
-    import shlex
-    try:
-        lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|()<>")
-        lexer.whitespace_split = True
-        lexer.commenters = ""
-        return list(lexer)
-    except ValueError:
+class SimpleCommand(object):
+    """One simple command: its words, its redirections [(op, target)], heredoc bodies,
+    and whether it sits inside a substitution or behind operators."""
+
+    __slots__ = ("words", "redirs", "heredocs", "nested")
+
+    def __init__(self, nested=False):
+        self.words, self.redirs, self.heredocs, self.nested = [], [], [], nested
+
+
+class ParsedCommands(list):
+    """shell_parse's answer: the simple commands, and how many operators joined them."""
+
+    operators = 0
+
+
+def _balanced_end(text, i):
+    """Index just past the `)` closing the `(` before text[i] (quotes and nesting
+    respected), or -1 when it is not closed."""
+    depth, n = 1, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "'":
+            j = text.find("'", i + 1)
+            if j < 0:
+                return -1
+            i = j + 1
+            continue
+        if c == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            if i >= n:
+                return -1
+            i += 1
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return -1
+
+
+def _read_heredocs(text, i, pending):
+    """Skips the bodies of the heredocs opened on the line that just ended, recording
+    each body on its command; returns where the next line starts."""
+    n = len(text)
+    for delimiter, strip_tabs, owner in pending:
+        body = []
+        while i < n:
+            end = text.find("\n", i)
+            line = text[i:] if end < 0 else text[i:end]
+            i = n if end < 0 else end + 1
+            if (line.lstrip("\t") if strip_tabs else line) == delimiter:
+                break
+            body.append(line)
+        owner.heredocs.append("\n".join(body))
+    return i
+
+
+def shell_parse(text, nested=False, depth=0):
+    """The simple commands of a Bash command line (substitutions included, marked
+    nested), plus how many top-level simple commands there are; None when it does
+    not parse (an unclosed quote or parenthesis: Bash would refuse it too)."""
+    if depth > 8:
         return None
+    commands, current = ParsedCommands(), SimpleCommand(nested)
+    subs, pending_heredocs = [], []
+    i, n = 0, len(text)
+    expect_target = None
+
+    def finish():
+        if current.words or current.redirs:
+            commands.append(current)
+
+    while i < n:
+        c = text[i]
+        if c in " \t\r":
+            i += 1
+            continue
+        if c == "\\" and i + 1 < n and text[i + 1] == "\n":
+            i += 2
+            continue
+        if c == "#" and expect_target is None:
+            while i < n and text[i] != "\n":
+                i += 1
+            continue
+        if expect_target is None and not text.startswith("&>", i):
+            op = next((o for o in _SHELL_OPS if text.startswith(o, i)), None)
+            if op is not None:
+                finish()
+                commands.operators += 1
+                current = SimpleCommand(nested)
+                i += len(op)
+                if op == "\n":
+                    i = _read_heredocs(text, i, pending_heredocs)
+                    pending_heredocs = []
+                continue
+        # a redirection, with an optional file descriptor number before it
+        j = i
+        while j < n and text[j].isdigit():
+            j += 1
+        redir = next((o for o in _REDIR_OPS if text.startswith(o, j)), None)
+        if redir is not None and expect_target is None:
+            if redir in ("<", ">") and j == i and text.startswith("(", j + 1):
+                end = _balanced_end(text, j + 2)  # <(...) or >(...): a word that runs a command
+                if end < 0:
+                    return None
+                subs.append(text[j + 2:end - 1])
+                current.words.append(text[j:end])
+                i = end
+                continue
+            i = j + len(redir)
+            expect_target = redir
+            continue
+        if expect_target is not None and text.startswith(("<(", ">("), i):
+            end = _balanced_end(text, i + 2)
+            if end < 0:
+                return None
+            subs.append(text[i + 2:end - 1])
+            current.redirs.append((expect_target, text[i:end]))
+            expect_target = None
+            i = end
+            continue
+        if expect_target is not None and c in ";|&()<>\n":
+            return None
+        # a word
+        word, quoted = [], False
+        while i < n:
+            c = text[i]
+            if c in " \t\r\n;|&()<>":
+                break
+            if c == "\\":
+                if i + 1 < n and text[i + 1] != "\n":
+                    word.append(text[i + 1])
+                i += 2
+                continue
+            if c == "'":
+                j = text.find("'", i + 1)
+                if j < 0:
+                    return None
+                word.append(text[i + 1:j])
+                quoted = True
+                i = j + 1
+                continue
+            if c == "$" and text.startswith("$'", i):
+                j = i + 2
+                while j < n and text[j] != "'":
+                    j += 2 if text[j] == "\\" else 1
+                if j >= n:
+                    return None
+                word.append(text[i + 2:j].replace("\\n", "\n").replace("\\t", "\t")
+                            .replace("\\'", "'").replace("\\\\", "\\"))
+                quoted = True
+                i = j + 1
+                continue
+            if c == "$" and text.startswith("$(", i):
+                end = _balanced_end(text, i + 2)
+                if end < 0:
+                    return None
+                if not text.startswith("$((", i):
+                    subs.append(text[i + 2:end - 1])
+                word.append(text[i:end])
+                i = end
+                continue
+            if c == "`":
+                j = i + 1
+                while j < n and text[j] != "`":
+                    j += 2 if text[j] == "\\" else 1
+                if j >= n:
+                    return None
+                subs.append(text[i + 1:j].replace("\\`", "`"))
+                word.append(text[i:j + 1])
+                i = j + 1
+                continue
+            if c == '"':
+                quoted = True
+                i += 1
+                while i < n and text[i] != '"':
+                    c = text[i]
+                    if c == "\\" and i + 1 < n:
+                        if text[i + 1] in '$`"\\':
+                            word.append(text[i + 1])
+                        elif text[i + 1] != "\n":
+                            word.append(text[i:i + 2])
+                        i += 2
+                        continue
+                    if text.startswith("$(", i) and not text.startswith("$((", i):
+                        end = _balanced_end(text, i + 2)
+                        if end < 0:
+                            return None
+                        subs.append(text[i + 2:end - 1])
+                        word.append(text[i:end])
+                        i = end
+                        continue
+                    if c == "`":
+                        j = i + 1
+                        while j < n and text[j] != "`":
+                            j += 2 if text[j] == "\\" else 1
+                        if j >= n:
+                            return None
+                        subs.append(text[i + 1:j])
+                        word.append(text[i:j + 1])
+                        i = j + 1
+                        continue
+                    word.append(c)
+                    i += 1
+                if i >= n:
+                    return None
+                i += 1
+                continue
+            word.append(c)
+            i += 1
+        value = "".join(word)
+        if expect_target is not None:
+            if expect_target in ("<<", "<<-"):
+                pending_heredocs.append((value, expect_target == "<<-", current))
+            current.redirs.append((expect_target, value))
+            expect_target = None
+        elif value or quoted:
+            current.words.append(value)
+    if expect_target is not None and expect_target not in ("<<", "<<-"):
+        return None
+    finish()
+    for body in subs:
+        inner = shell_parse(body, nested=True, depth=depth + 1)
+        if inner is None:
+            return None
+        commands.extend(inner)
+    return commands
+
+
+_SHELL_PROGRAMS = ("bash", "sh", "zsh", "dash", "ksh", "fish")
+_SHELL_KEYWORDS = ("do", "then", "else", "elif", "if", "while", "until", "!", "{", "time", "coproc")
+_CODE_PROGRAMS = ("python", "pypy", "node", "ruby", "perl", "php", "deno", "bun")
+# Programs that run the rest of their arguments as a command: (name, options that take a value,
+# how many leading operands are theirs).
+_WRAPPERS = {
+    "env": ("-u", "-C", "-S", "--unset", "--chdir"), "nice": ("-n", "--adjustment"),
+    "nohup": (), "time": ("-f", "-o"), "command": (), "exec": ("-a",), "builtin": (),
+    "sudo": ("-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U"), "doas": ("-u", "-C"),
+    "stdbuf": ("-i", "-o", "-e"), "ionice": ("-c", "-n", "-p"), "setsid": (), "unbuffer": (),
+    "caffeinate": (), "xargs": ("-a", "-d", "-E", "-I", "-L", "-n", "-P", "-s", "--delimiter",
+                                "--max-args", "--max-procs", "--replace"),
+    "timeout": ("-k", "-s", "--kill-after", "--signal"), "watch": ("-n", "-d", "--interval"),
+    "strace": ("-e", "-o", "-p", "-s"), "ltrace": ("-e", "-o"), "chrt": (), "taskset": (),
+    "flock": ("-w", "-E", "--timeout"), "systemd-run": (), "proot": (), "fakeroot": (),
+}
+_WRAPPER_OPERANDS = {"timeout": 1, "taskset": 1, "chrt": 1, "flock": 1, "systemd-run": 0}
+_RUNNERS = {"uv": "run", "poetry": "run", "pipenv": "run", "pdm": "run", "hatch": "run",
+            "npx": None, "pnpx": None, "bunx": None, "conda": "run"}
+
+
+def _is_assignment(word):
+    name, eq, _ = word.partition("=")
+    return bool(eq) and bool(name) and (name[0].isalpha() or name[0] == "_") and \
+        name.replace("_", "a").isalnum()
+
+
+def command_program(words):
+    """(program, args, wrapped, assigned, nested_text) of a simple command's words:
+    leading VAR=value words and wrappers (env, timeout, sudo, xargs, nohup, uv run,
+    python -m, ...) are looked through; `bash -c TEXT` and `eval` give their text
+    as nested_text, to be read as a command line of its own."""
+    words = list(words)
+    assigned = wrapped = False
+    while words and _is_assignment(words[0]):
+        words.pop(0)
+        assigned = True
+    for _ in range(12):
+        while words and words[0] in _SHELL_KEYWORDS:
+            words.pop(0)  # `do autotune run`, `then cp x y`, `! cmd`
+            wrapped = True
+        if not words:
+            return "", [], wrapped, assigned, None
+        program = os.path.basename(words[0])
+        args = words[1:]
+        if program in _WRAPPERS:
+            wrapped = True
+            takes, operands, i = _WRAPPERS[program], _WRAPPER_OPERANDS.get(program, 0), 0
+            while i < len(args):
+                arg = args[i]
+                if arg == "--":
+                    i += 1
+                    break
+                if program == "env" and _is_assignment(arg):
+                    i += 1
+                elif arg.startswith("-") and len(arg) > 1:
+                    i += 2 if (arg in takes) else 1
+                elif program == "nice" and arg.lstrip("-").isdigit():
+                    i += 1
+                else:
+                    break
+            i += operands
+            words = args[i:]
+            continue
+        if program in _RUNNERS:
+            sub = _RUNNERS[program]
+            if sub is None or (args and args[0] == sub):
+                wrapped = True
+                rest = args if sub is None else args[1:]
+                while rest and rest[0].startswith("-"):
+                    rest = rest[1:]
+                words = rest
+                continue
+        if program.startswith("python") or program in ("pypy", "pypy3"):
+            i = 0
+            while i < len(args) and args[i].startswith("-") and args[i] not in ("-m", "-c"):
+                i += 2 if args[i] in ("-X", "-W") else 1
+            if i < len(args) and args[i] == "-m" and i + 1 < len(args):
+                words = [args[i + 1]] + args[i + 2:]
+                wrapped = wrapped or args[i + 1] not in ("autotune",)
+                continue
+            if i < len(args) and args[i] == "-c":
+                return program, args, wrapped, assigned, None
+            if i < len(args):
+                words = args[i:]
+                continue
+            return program, args, wrapped, assigned, None
+        if program in _SHELL_PROGRAMS:
+            i = 0
+            while i < len(args) and args[i].startswith("-") and args[i] != "-c":
+                i += 1
+            if i < len(args) and args[i] == "-c":
+                return program, args, wrapped, assigned, (args[i + 1] if i + 1 < len(args) else "")
+            if i < len(args):
+                words = args[i:]
+                wrapped = True
+                continue
+            return program, args, wrapped, assigned, None
+        if program in ("eval",):
+            return program, args, wrapped, assigned, " ".join(args)
+        return program, args, wrapped, assigned, None
+    return "", [], True, assigned, None
+
+
+def run_invocations(commands, depth=0):
+    """The simple commands (with their program and args) that run `autotune run`,
+    each as (args, plain_enough) where plain_enough is False when reached through a
+    wrapper, a substitution or an assignment."""
+    found = []
+    for command in commands:
+        program, args, wrapped, assigned, nested = command_program(command.words)
+        if nested is not None:
+            inner = shell_parse(nested, nested=True, depth=depth + 1) if depth < 4 else None
+            if inner is None:
+                if "autotune" in nested or "run-experiment" in nested:
+                    found.append(([], False))
+                continue
+            found += [(a, False) for a, _ in run_invocations(inner, depth + 1)]
+            continue
+        if program in ("autotune", "autotune.py") and args and args[0] == "run":
+            found.append((args[1:], not (wrapped or assigned or command.nested)))
+        elif program in ("run-experiment.sh", "run-experiment"):
+            found.append((args, not (wrapped or assigned or command.nested)))
+    return found
+
+
+def _operands(args, takes=()):
+    """The non-option arguments (options in `takes` consume the next word; `--` ends
+    the options)."""
+    found, i, done = [], 0, False
+    while i < len(args):
+        arg = args[i]
+        if not done and arg == "--":
+            done = True
+        elif not done and arg.startswith("-") and len(arg) > 1:
+            if arg in takes:
+                i += 1
+        else:
+            found.append(arg)
+        i += 1
+    return found
+
+
+def _diff_paths(text, strip=None):
+    """The file names a unified diff touches (--- / +++ headers), each with the given
+    number of leading components stripped, or with 0, 1 and all when unknown."""
+    paths = []
+    for line in text.splitlines():
+        if line.startswith(("--- ", "+++ ", "diff --git ")):
+            names = line.split()[2:] if line.startswith("diff --git") else [line[4:].split("\t")[0].strip()]
+            for name in names:
+                if name == "/dev/null" or not name:
+                    continue
+                parts = name.split("/")
+                for count in ([strip] if strip is not None else [0, 1, len(parts) - 1]):
+                    if 0 <= count < len(parts):
+                        paths.append("/".join(parts[count:]))
+    return paths
+
+
+def _patch_text(command, cwd, files):
+    texts = list(command.heredocs)
+    texts += [target for op, target in command.redirs if op == "<<<"]
+    for name in files + [target for op, target in command.redirs if op == "<"]:
+        try:
+            with open(os.path.join(cwd, name), "rb") as handle:
+                texts.append(handle.read(1 << 20).decode("utf-8", "replace"))
+        except OSError:
+            pass
+    return "\n".join(texts)
+
+
+def _strip_option(args, short, long):
+    for i, arg in enumerate(args):
+        if arg == short and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(short) and len(arg) > len(short) and not arg.startswith("--"):
+            return arg[len(short):]
+        if arg.startswith(long + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+_COPY_TAKES = {
+    "cp": ("-S", "--suffix"), "mv": ("-S", "--suffix"), "ln": ("-S", "--suffix"),
+    "install": ("-m", "-o", "-g", "-S", "--mode", "--owner", "--group", "--suffix"),
+    "rsync": ("-e", "--rsh", "--exclude", "--include", "--filter", "-f", "--files-from",
+              "--exclude-from", "--include-from", "--rsync-path", "--log-file", "--partial-dir",
+              "--backup-dir", "--compare-dest", "--link-dest", "--copy-dest", "--chmod",
+              "--chown", "-T", "--temp-dir", "-B", "--block-size", "--port"),
+    "scp": ("-P", "-i", "-o", "-F", "-c", "-l", "-S", "-J"),
+}
+
+
+def _copy_targets(program, args, cwd):
+    """What cp/mv/install/ln/rsync/scp write: the destination (a file, or each source's
+    name inside a destination directory, -t DIR included), the files a directory copy
+    lands on, and for mv the sources too (they disappear)."""
+    takes = _COPY_TAKES.get(program, ())
+    target_dir, no_target_dir, operands, i, done = None, False, [], 0, False
+    while i < len(args):
+        arg = args[i]
+        if not done and arg == "--":
+            done = True
+        elif not done and arg.startswith("-") and len(arg) > 1:
+            if program in ("cp", "mv", "install", "ln"):
+                if arg in ("-t", "--target-directory") and i + 1 < len(args):
+                    target_dir = args[i + 1]
+                    i += 1
+                elif arg.startswith("--target-directory="):
+                    target_dir = arg.split("=", 1)[1]
+                elif arg.startswith("-t") and not arg.startswith("--"):
+                    target_dir = arg[2:]
+                elif arg in ("-T", "--no-target-directory"):
+                    no_target_dir = True
+            if program == "install" and arg in ("-d", "--directory"):
+                return []
+            if arg in takes:
+                i += 1
+        else:
+            operands.append(arg)
+        i += 1
+    full = lambda p: os.path.join(cwd, os.path.expanduser(p))
+    if target_dir is not None:
+        sources, dest_dir = operands, target_dir
+    elif program == "ln" and len(operands) == 1:
+        sources, dest_dir = operands, "."
+    elif len(operands) >= 2:
+        sources, dest = operands[:-1], operands[-1]
+        if program in ("rsync", "scp") and ":" in dest.split("/", 1)[0]:
+            return []  # a remote destination
+        if no_target_dir or not (dest.endswith("/") or os.path.isdir(full(dest))):
+            targets = [(dest, "file")]
+            if len(sources) == 1 and os.path.isdir(full(sources[0])) and program != "ln":
+                targets += _tree_copy(full(sources[0]), dest)
+            return targets + ([(s, "tree") for s in sources] if program == "mv" else [])
+        dest_dir = dest
+    else:
+        return []
+    targets = []
+    for source in sources:
+        name = os.path.basename(source.rstrip("/")) or source
+        if name in (".", "..") or (program == "rsync" and source.endswith("/")
+                                   and not os.path.isdir(full(source))):
+            targets.append((dest_dir, "tree"))  # a directory's contents, unknown here
+            continue
+        if program == "rsync" and source.endswith("/"):
+            targets += _tree_copy(full(source), dest_dir)
+            continue
+        targets.append((os.path.join(dest_dir, name), "tree" if program == "mv" else "file"))
+        if os.path.isdir(full(source)) and program != "ln":
+            targets += _tree_copy(full(source), os.path.join(dest_dir, name))
+        if program == "mv":
+            targets.append((source, "tree"))
+    return targets
+
+
+def _tree_copy(source_dir, dest_dir, limit=5000):
+    """The files a recursive copy of source_dir writes under dest_dir (at most `limit`)."""
+    targets = []
+    for root, dirs, files in os.walk(source_dir):
+        dirs[:] = [d for d in dirs if d != ".git"]
+        for name in files:
+            rel = os.path.relpath(os.path.join(root, name), source_dir)
+            targets.append((os.path.join(dest_dir, rel), "file"))
+            if len(targets) >= limit:
+                return targets
+    return targets
+
+
+_CODE_WRITES = (r"open\([^)]*,\s*(?:mode\s*=\s*)?['\"][rbt]*[wax+]|(?<!stdout)(?<!stderr)\.write\(|"
+                r"write_text|write_bytes|unlink|os\.remove|rename|os\.replace|rmtree|shutil\.|"
+                r"truncate|writeFile|appendFile|rmSync|File\.write|File\.open\([^)]*['\"][wa]|"
+                r"IO\.write|FileUtils|open\s*\([^,)]*,\s*['\"]\+?>")
+
+
+def _code_targets(code):
+    """Paths quoted in interpreter code that writes files (a heuristic: the guard only
+    cares whether one of them is protected)."""
+    import re
+    if not re.search(_CODE_WRITES, code):
+        return []
+    literals = re.findall(r"['\"]([^'\"\n]{1,300})['\"]", code)
+    return [(literal.lstrip("+<>& ") or literal, "file") for literal in literals]  # perl's ">file"
+
+
+def _git_targets(args, cwd):
+    """(targets, cwd) of a git command: pathspecs that checkout/restore/reset/stash/clean/
+    rm/mv/apply would rewrite; -C DIR moves the directory."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        if args[i] in ("-C", "-c", "--git-dir", "--work-tree", "--namespace") and i + 1 < len(args):
+            if args[i] == "-C":
+                cwd = os.path.join(cwd, args[i + 1])
+            i += 2
+        else:
+            i += 1
+    if i >= len(args):
+        return [], cwd
+    sub, rest = args[i], args[i + 1:]
+    paths_after = rest[rest.index("--") + 1:] if "--" in rest else None
+    before = rest[:rest.index("--")] if "--" in rest else rest
+
+    def existing(words, takes=()):
+        return [w for w in _operands(words, takes) if w in (".", "*", ":/") or
+                os.path.lexists(os.path.join(cwd, w))]
+
+    trees = []
+    if sub in ("checkout", "restore"):
+        takes = ("-b", "-B", "--orphan", "-s", "--source", "--conflict", "--pathspec-from-file")
+        trees = (paths_after or []) + existing(before, takes)
+        if sub == "restore" and paths_after is None:
+            trees = _operands(before, takes)
+    elif sub == "reset":
+        trees = (paths_after or []) + existing(before)
+        revs = [w for w in _operands(before) if w not in trees]
+        if "--hard" in rest and any(r not in ("HEAD", "@") for r in revs):
+            trees.append(".")  # resets every tracked file to another commit
+    elif sub == "stash":
+        action = rest[0] if rest and not rest[0].startswith("-") else "push"
+        if action in ("push", "save"):
+            if any(a in ("-u", "--include-untracked", "-a", "--all") for a in rest):
+                trees.append(".")
+            trees += paths_after or []
+    elif sub == "clean":
+        flags = "".join(a[1:] for a in before if a.startswith("-") and not a.startswith("--"))
+        forced = "f" in flags or "--force" in rest
+        if forced and "n" not in flags and "--dry-run" not in rest:
+            trees = (paths_after or []) + _operands(before, ("-e", "--exclude")) or ["."]
+    elif sub in ("rm", "mv"):
+        trees = (paths_after or []) + _operands(before)
+    elif sub == "apply":
+        if not any(a in ("--check", "--stat", "--numstat", "--summary") for a in rest):
+            strip = _strip_option(rest, "-p", "--p")
+            return [(p, "file") for p in _diff_paths(
+                "\n".join(_read_texts(cwd, _operands(before))), int(strip) if (strip or "").isdigit() else 1)], cwd
+    return [(p, "tree") for p in trees], cwd
+
+
+def _read_texts(cwd, names):
+    texts = []
+    for name in names:
+        try:
+            with open(os.path.join(cwd, name), "rb") as handle:
+                texts.append(handle.read(1 << 20).decode("utf-8", "replace"))
+        except OSError:
+            pass
+    return texts
+
+
+def _cluster_value(args, letter, long):
+    """Values of a short option that may be clustered (-sSLo FILE, -oFILE) or long."""
+    values, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith(long + "="):
+            values.append(arg.split("=", 1)[1])
+        elif arg == long and i + 1 < len(args):
+            values.append(args[i + 1])
+            i += 1
+        elif arg.startswith("-") and not arg.startswith("--") and letter in arg[1:]:
+            rest = arg[arg.index(letter, 1) + 1:]
+            if rest:
+                values.append(rest)
+            elif i + 1 < len(args):
+                values.append(args[i + 1])
+                i += 1
+        i += 1
+    return values
+
+
+def command_writes(command, program, args, cwd):
+    """[(path, kind)] one simple command would write; kind "file", "tree" (anything
+    under it) or "entry:scripts.NAME" (one package.json script)."""
+    targets = []
+    if program in ("tee", "sponge"):
+        targets = [(p, "file") for p in _operands(args)]
+    elif program in ("sed", "gsed"):
+        if any(a.startswith("--in-place") or (a.startswith("-") and not a.startswith("--")
+                                              and "i" in a[1:]) for a in args):
+            has_script = any(a in ("-e", "-f", "--expression", "--file") or
+                             a.startswith(("--expression=", "--file=")) for a in args)
+            files = _operands(args, ("-e", "-f", "--expression", "--file", "-l", "--line-length"))
+            targets = [(p, "file") for p in (files if has_script else files[1:])]
+    elif program == "perl":
+        clusters = [a for a in args if a.startswith("-") and not a.startswith("--") and len(a) > 1
+                    and a[1] not in "MmIdDx"]
+        if any("i" in a[1:] for a in clusters):
+            files, code, i = [], False, 0
+            while i < len(args):
+                arg = args[i]
+                if arg.startswith("-") and len(arg) > 1 and not arg.startswith("--"):
+                    if arg[-1] in "eE" and arg[1] not in "MmIdDx":
+                        code = True
+                        i += 1
+                else:
+                    files.append(arg)
+                i += 1
+            targets = [(p, "file") for p in (files if code else files[1:])]
+        else:
+            targets = _interpreter_targets(command, args)
+    elif program in ("awk", "gawk"):
+        joined = " ".join(args)
+        if "-i inplace" in joined or "-iinplace" in joined or "--include=inplace" in joined \
+                or "--include inplace" in joined:
+            files = [a for a in _operands(args, ("-v", "-f", "-F", "-i", "--include", "--assign",
+                                                 "--file", "--field-separator"))
+                     if not _is_assignment(a)]
+            has_file = any(a in ("-f", "--file") for a in args)
+            targets = [(p, "file") for p in (files if has_file else files[1:])]
+    elif program in ("cp", "mv", "install", "ln", "rsync", "scp", "gcp", "gmv"):
+        targets = _copy_targets(program.lstrip("g") if program in ("gcp", "gmv") else program, args, cwd)
+    elif program in ("rm", "unlink", "shred", "srm", "trash", "trash-put"):
+        targets = [(p, "tree") for p in _operands(args)]
+    elif program == "truncate":
+        targets = [(p, "file") for p in _operands(args, ("-s", "--size", "-r", "--reference"))]
+    elif program in ("chmod", "chown", "chgrp", "setfacl", "chattr"):
+        import re
+        words = [a for a in args if a != "--" and not (a.startswith("-") and not re.match(
+            r"-[rwxXstugoa=+,0-7]+\Z", a))]
+        reference = any(a.startswith("--reference") for a in args)
+        targets = [(p, "file") for p in (words if reference else words[1:])]
+    elif program == "dd":
+        targets = [(a[3:], "file") for a in args if a.startswith("of=")]
+    elif program == "curl":
+        values = _cluster_value(args, "o", "--output")
+        if any(a in ("-O", "--remote-name", "--remote-name-all") or
+               (a.startswith("-") and not a.startswith("--") and "O" in a[1:]) for a in args):
+            values += [os.path.basename(u.split("?")[0].rstrip("/")) for u in _operands(args)
+                       if "://" in u]
+        directory = (_cluster_value(args, "\0", "--output-dir") or [""])[-1]
+        targets = [(os.path.join(directory, v), "file") for v in values if v and v != "-"]
+    elif program == "wget":
+        targets = [(v, "file") for v in _cluster_value(args, "O", "--output-document") if v != "-"]
+    elif program == "patch":
+        output = _strip_option(args, "-o", "--output")
+        if output:
+            return [(output, "file")]
+        strip = _strip_option(args, "-p", "--strip")
+        directory = _strip_option(args, "-d", "--directory") or ""
+        operands = _operands(args, ("-p", "-i", "-o", "-d", "-D", "-F", "-z", "-B", "-Y", "-V",
+                                    "--input", "--directory", "--strip", "-r"))
+        patch_files = [v for v in [_strip_option(args, "-i", "--input")] if v] + operands[1:2]
+        if operands:
+            targets = [(os.path.join(directory, operands[0]), "file")]
+        text = _patch_text(command, cwd, patch_files)
+        targets += [(os.path.join(directory, p), "file") for p in _diff_paths(
+            text, int(strip) if (strip or "").isdigit() else None)]
+    elif program in ("npm", "pnpm", "yarn", "bun"):
+        words = [a for a in args if not a.startswith("-")]
+        if words[:2] in (["pkg", "set"], ["pkg", "delete"]):
+            for word in words[2:]:
+                key = word.split("=", 1)[0]
+                targets.append(("package.json", "entry:" + key if key.startswith("scripts.")
+                                else "entry:" + key))
+        elif words[:1] == ["set-script"] and len(words) > 1:
+            targets.append(("package.json", "entry:scripts." + words[1]))
+    elif program.startswith(_CODE_PROGRAMS):
+        targets = _interpreter_targets(command, args)
+    return targets
+
+
+def _interpreter_targets(command, args):
+    """What a one-liner (-c/-e code, or a heredoc fed to the interpreter) writes."""
+    targets = []
+    code = [args[i + 1] for i, a in enumerate(args[:-1])
+            if a in ("-c", "-e", "-E", "--eval", "-r", "-p", "--print") or
+            (a.startswith("-") and not a.startswith("--") and a[-1] in "eE" and a[1:2] not in "MmIdDx")]
+    for text in code + list(command.heredocs):
+        targets += _code_targets(text)
+    return targets
+
+
+def bash_write_targets(commands, cwd, depth=0):
+    """[(absolute path, kind, how)] every write the command line would make that the
+    reader recognizes; `cd DIR` moves the directory later paths resolve against."""
+    found = []
+    for command in commands:
+        for op, target in command.redirs:
+            if op in (">", ">>", ">|", "&>", "&>>", "<>") or (
+                    op == ">&" and not target.isdigit() and target != "-"):
+                found.append((os.path.join(cwd, os.path.expanduser(target)), "file", "a redirection (%s)" % op))
+        program, args, _, _, nested = command_program(command.words)
+        if nested is not None:
+            inner = shell_parse(nested, nested=True, depth=depth + 1) if depth < 4 else None
+            if inner:
+                found += bash_write_targets(inner, cwd, depth + 1)
+            continue
+        if program in ("cd", "pushd") and not command.nested:
+            if args and args[0] not in ("-", "--"):
+                cwd = os.path.join(cwd, os.path.expanduser(args[0]))
+            continue
+        if program == "git":
+            targets, git_cwd = _git_targets(args, cwd)
+            found += [(os.path.join(git_cwd, os.path.expanduser(p)), kind, "git " + " ".join(args[:1]))
+                      for p, kind in targets]
+            continue
+        for path, kind in command_writes(command, program, args, cwd):
+            found.append((os.path.join(cwd, os.path.expanduser(path)), kind, program))
+    return found
+
 
 
 def classify_run_command(command):
     """Whether a Bash command runs `autotune run`, and whether it does so plainly.
 
-    Returns (invokes_run, plain, run_args): plain means a single simple command
-    whose program is autotune (bin/autotune, autotune.py via python, or
-    run-experiment.sh), with no operators, substitutions or wrappers around it."""
+    Returns (invokes_run, plain, run_args): plain means a single simple command whose
+    program is autotune (bin/autotune, autotune.py via python, or run-experiment.sh),
+    with no operators, redirections, substitutions, assignments or wrappers around it.
+    A command that merely mentions `autotune run` in its data (a commit message, a
+    grep pattern) does not invoke it."""
     import re
     if not isinstance(command, str):
         return False, False, []
-    command = command.strip()
-    if not re.search(r"(autotune|run-experiment)", command):
+    if "autotune" not in command and "run-experiment" not in command:
         return False, True, []
     mentions = re.search(r"(?:autotune(?:\.py)?['\"]?\s+(?:\S+\s+)*?run\b|run-experiment)", command)
-    if not mentions:
+    commands = shell_parse(command.strip())
+    if commands is None:
+        return (True, False, []) if mentions else (False, True, [])
+    found = run_invocations(commands)
+    if not found:
+        for simple in commands if mentions else ():
+            program, args, _, _, nested = command_program(simple.words)
+            if program in _SHELL_PROGRAMS and nested is None and not args:
+                return True, False, []  # `echo "autotune run" | bash`: a shell reading its stdin
+            if program.startswith(_CODE_PROGRAMS) and any(
+                    a in ("-c", "-e", "-E", "--eval") for a in args) and re.search(
+                    r"autotune\S*['\"]?(?:\s*,\s*['\"]|\s+)run\b|run-experiment", " ".join(args)):
+                return True, False, []  # os.system('autotune run') and the like
         return False, True, []
-    tokens = shell_tokens(command)
-    if tokens is None:
-        return True, False, []
-    substitution = "$(" in command or "`" in command or "\n" in command
-    words = list(tokens)
-    assigned = False
-    while words and "=" in words[0] and not words[0].startswith("=") and \
-            words[0].split("=", 1)[0].replace("_", "").isalnum():
-        words.pop(0)  # leading VAR=value assignments (BASH_ENV=... would fake the benchmark)
-        assigned = True
-    if words and os.path.basename(words[0]).startswith("python") and len(words) > 1:
-        words.pop(0)
-    elif words and words[0] in ("bash", "sh") and len(words) > 1 and not words[1].startswith("-"):
-        words.pop(0)
-    program = os.path.basename(words[0]) if words else ""
-    if program in ("run-experiment.sh", "run-experiment"):
-        args = words[1:]
-    elif program in ("autotune", "autotune.py") and len(words) > 1 and words[1] == "run":
-        args = words[2:]
-    elif program in ("autotune", "autotune.py", "grep", "egrep", "fgrep", "rg", "cat", "head", "tail",
-                     "less", "wc", "echo", "printf") and not substitution and \
-            not any(set(t) <= set(";&|()<>") for t in tokens):
-        return False, True, []  # on its own, a command whose arguments are data
-    else:
-        return True, False, []  # `run` reached through a wrapper, or not at its start
-    plain = not (substitution or assigned or any(t in _OPERATORS for t in tokens))
+    args, plain = found[0]
+    plain = (plain and len(found) == 1 and len(commands) == 1 and not commands[0].redirs
+             and not commands.operators)
     return True, plain, args
 
 
@@ -4249,84 +6637,290 @@ def _run_command_values(args):
     return values
 
 
-_BENCH_WRITE = ("tee", "cp", "mv", "rm", "truncate", "dd", "install", "ln", "chmod")
-_INTERPRETERS = r"\b(?:perl|python3?|ruby|node)\b"
-_WRITES_IN_CODE = r"\s-[a-zA-Z]*i\b|open\(|\.write|write_text|unlink|rename|replace\("
+# A Bash command without any of these words cannot write a file the guard knows how to
+# recognize nor run the benchmark: the hook answers it without reading the loop.
+_BASH_HINT = (r"[>]|\b(?:tee|sponge|g?sed|perl|g?awk|g?cp|g?mv|install|ln|rsync|scp|rm|unlink|shred|"
+              r"truncate|ch(?:mod|own|grp)|dd|curl|wget|patch|git|npm|pnpm|yarn|bun|python[\d.]*|pypy3?|"
+              r"node|ruby|php|deno|bash|sh|zsh|dash|ksh|eval|xargs|autotune|run-experiment)\b")
+_EDIT_TOOLS = ("Edit", "Write", "MultiEdit", "NotebookEdit")
 
 
 def hook_pre_tool_use(payload):
+    """Denies what would move the judge of an active loop: a write (Edit, Write, or a
+    Bash command) to autotune's records, the benchmark, its config or a protected input,
+    and an `autotune run` that is not called on its own."""
+    import re
     tool = payload.get("tool_name")
     tool_input = payload.get("tool_input") if isinstance(payload.get("tool_input"), dict) else {}
+    cwd = payload.get("cwd")
+    if not isinstance(cwd, str) or not os.path.isdir(cwd):
+        cwd = os.getcwd()
     if tool == "Bash":
         command = tool_input.get("command")
-        if not isinstance(command, str) or ("autotune" not in command and "run-experiment" not in command):
+        if not isinstance(command, str) or not re.search(_BASH_HINT, command):
             return None
-    elif tool in ("Edit", "Write", "MultiEdit", "NotebookEdit"):
+        reason = bash_denial(command, Guards(cwd))
+    elif tool in _EDIT_TOOLS:
         path = tool_input.get("file_path") or tool_input.get("notebook_path")
-        if not isinstance(path, str):
+        if not isinstance(path, str) or not path or "\0" in path:
             return None
-        cwd = payload.get("cwd") if isinstance(payload.get("cwd"), str) else os.getcwd()
-        full = os.path.realpath(os.path.join(cwd, path))
-        if os.path.basename(full) not in GUARDED_ALWAYS + GUARDED_UNTIL_BASELINE + ("autotune.py",):
-            return None
+        full = os.path.join(cwd, os.path.expanduser(path))
+        reason = Guards(cwd).reason(full, "file", None, lambda: edited_content(full, tool, tool_input))
     else:
         return None
-    session, loaded = payload_session(payload)
-    if session is None or not loaded.state.active:
-        return None
-    state = loaded.state
-    if tool == "Bash":
-        reason = bash_denial(command, session, state)
-    else:
-        reason = next((guard_reason(name, state) for name in guarded_files(session, state)
-                       if _same_path(full, session.path(name))), None)
     if not reason:
         return None
     return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
                                    "permissionDecisionReason": reason}}
 
 
-def _plain_autotune_call(command):
-    """An autotune command on its own (no operators, substitutions or wrappers)."""
-    command = command.strip()
-    if "$(" in command or "`" in command or "\n" in command:
-        return False
-    tokens = shell_tokens(command)
-    if tokens is None or any(set(t) <= set(";&|()<>") for t in tokens):
-        return False
-    words = tokens[1:] if tokens and os.path.basename(tokens[0]).startswith("python") else tokens
-    return bool(words) and os.path.basename(words[0]) in ("autotune", "autotune.py")
-
-
-def bash_denial(command, session, state):
-    """Why a Bash command must not run during an active segment, or None."""
-    import re
-    invokes, plain, args = classify_run_command(command)
-    if invokes and not plain:
-        return ("autotune: `autotune run` must be called on its own, as `autotune run` (optionally "
-                "--command ./autotune.sh, --timeout, --repeat): no other commands, pipes, "
-                "substitutions, variable assignments or wrappers around it (to change directory, "
-                "run `cd DIR` as a command of its own first).")
-    if invokes:
-        for value in _run_command_values(args):
-            if os.path.isfile(session.path(BENCH_FILE)) and not is_benchmark_command(value, session.workdir):
-                return ("autotune: %s is not the benchmark. While autotune.sh exists the loop measures "
-                        "only ./autotune.sh; run `autotune run` without --command." % json.dumps(value))
+def edited_content(path, tool, tool_input):
+    """The bytes a Write/Edit/MultiEdit would leave in `path`, or None when unknown."""
+    if tool == "Write":
+        content = tool_input.get("content")
+        return content.encode("utf-8", "surrogateescape") if isinstance(content, str) else None
+    data = _read_bytes(path)
+    if data is None or tool not in ("Edit", "MultiEdit"):
         return None
-    if _plain_autotune_call(command):
-        return None  # `autotune log --description "..."` alone: its arguments are data
-    for name in guarded_files(session, state):
-        if name not in command:
-            continue
-        pattern = re.escape(name)
-        if (re.search(r">\s*[\"']?(?:\S*/)?%s" % pattern, command)
-                or re.search(r"\bsed\b[^|;&]*\s-(?:[a-zA-Z]*i|-in-place)\b[^|;&]*%s" % pattern, command)
-                or re.search(r"\b(?:%s)\b[^|;&]*%s" % ("|".join(_BENCH_WRITE), pattern), command)
-                and not re.search(r"^\s*(?:cp|install|ln)\s[^|;&<>]*%s[^|;&<>]*\s\S+\s*$" % pattern, command)
-                or re.search(r"\bgit\s+(?:checkout|restore|rm|mv|apply|stash)\b[^|;&]*%s" % pattern, command)
-                or re.search(_INTERPRETERS, command) and re.search(_WRITES_IN_CODE, command)):
-            return guard_reason(name, state)
+    text = data.decode("utf-8", "surrogateescape")
+    edits = tool_input.get("edits") if tool == "MultiEdit" else [tool_input]
+    for edit in edits if isinstance(edits, list) else []:
+        if not isinstance(edit, dict):
+            return None
+        old, new = edit.get("old_string"), edit.get("new_string")
+        if not isinstance(old, str) or not isinstance(new, str) or old not in text:
+            return None
+        text = text.replace(old, new) if edit.get("replace_all") is True else text.replace(old, new, 1)
+    return text.encode("utf-8", "surrogateescape")
+
+
+def bash_denial(command, guards):
+    """Why a Bash command must not run while a loop is active, or None."""
+    invokes, plain, args = classify_run_command(command)
+    if invokes:
+        guard = guards.at(guards.cwd)
+        if guard is not None:
+            if not plain:
+                return ("autotune: `autotune run` must be called on its own, as `autotune run` "
+                        "(optionally --command ./autotune.sh, --timeout, --repeat): no other "
+                        "commands, pipes, redirections, substitutions, variable assignments or "
+                        "wrappers around it (to change directory, run `cd DIR` as a command of "
+                        "its own first).")
+            workdir = guard.session.workdir
+            for value in _run_command_values(args):
+                if os.path.isfile(os.path.join(workdir, BENCH_FILE)) and not is_benchmark_command(value, workdir):
+                    return ("autotune: %s is not the benchmark. While autotune.sh exists the loop "
+                            "measures only ./autotune.sh; run `autotune run` without --command." %
+                            json.dumps(value))
+        if plain:
+            return None
+    commands = shell_parse(command)
+    if commands is None:
+        return None  # Bash cannot run it either
+    for path, kind, how in bash_write_targets(commands, guards.cwd):
+        if "\0" in path:
+            continue  # not a path Bash could open
+        reason = guards.reason(path, kind, how)
+        if reason:
+            return reason
     return None
+
+
+
+
+def glob_regex(pattern):
+    """A `protect` glob as a compiled regex over relative paths: `**` spans directories,
+    `*` and `?` stay within one, [abc] is a class."""
+    import re
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2:]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1:end]
+            out.append("[%s%s]" % ("^" if body.startswith("!") else "", re.escape(body.lstrip("!"))))
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out).rstrip("/") + r"(?:/.*)?\Z")
+
+
+def _glob_prefix(pattern):
+    """The directory part of a glob before its first wildcard ("tests/**" -> "tests")."""
+    parts = []
+    for part in pattern.split("/"):
+        if any(c in part for c in "*?["):
+            break
+        parts.append(part)
+    return "/".join(parts)
+
+
+def real_target(path):
+    """Where a write to `path` lands: symlinks followed, also for a file not created yet."""
+    if os.path.lexists(path):
+        return os.path.realpath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(path) or "."), os.path.basename(path))
+
+
+class Guard(object):
+    """What an active loop protects from the agent's tools, for the PreToolUse hook:
+    autotune's own records always; from the baseline on, the benchmark, checks, holdout,
+    config and the protected inputs (the `protect` globs and what defines the commands
+    the benchmark calls). Paths are compared after following symlinks, and hard links
+    are recognized by their inode."""
+
+    def __init__(self, session, state):
+        self.session, self.state = session, state
+        self.root = os.path.realpath(session.workdir)
+        self.names = guarded_files(session, state)
+        inputs = state.inputs if (state.n_exp and isinstance(state.inputs, dict)) else {}
+        self.files, self.entries = set(), {}
+        for key in inputs:
+            name, _, part = key.partition("#")
+            if part:
+                self.entries.setdefault(os.path.normpath(name), []).append(key)
+            else:
+                self.files.add(os.path.normpath(key))
+        globs = session.settings.protect if state.n_exp else []
+        self.globs = [(g, glob_regex(g), _glob_prefix(g)) for g in globs]
+
+    def _inodes(self):
+        found = {}
+        for rel in list(self.names) + sorted(self.files)[:500]:
+            try:
+                st = os.stat(os.path.join(self.root, rel))
+                found[(st.st_dev, st.st_ino)] = rel
+            except OSError:
+                pass
+        return found
+
+    def reason(self, path, kind="file", how=None, content=None):
+        """Why a write of `kind` to `path` must be denied, or None. `content`, when
+        known (an Edit or Write), lets a file with protected entries (package.json's
+        scripts) be edited where the entries stay the same."""
+        real = real_target(path)
+        rel = os.path.relpath(real, self.root)
+        inside = rel != ".." and not rel.startswith(".." + os.sep)
+        if inside and kind == "tree":
+            return self._tree_reason(rel.replace(os.sep, "/"), how)
+        if inside:
+            found = self._file_reason(rel.replace(os.sep, "/"), kind, content, how)
+            if found:
+                return found
+        try:
+            st = os.stat(real)
+        except OSError:
+            return None
+        if st.st_nlink > 1:
+            linked = self._inodes().get((st.st_dev, st.st_ino))
+            if linked:
+                base = self._file_reason(linked, "file", None, how) or guard_reason(linked, self.state)
+                return base.replace("autotune: ", "autotune: %s is a hard link to %s: " % (
+                    path, linked), 1)
+        return None
+
+    def _file_reason(self, rel, kind, content, how):
+        if rel in self.names:
+            return guard_reason(rel, self.state)
+        if rel in self.files:
+            return self._input_reason(rel, how)
+        if rel in self.entries:
+            keys = self.entries[rel]
+            if kind.startswith("entry:"):
+                entry = kind[len("entry:"):]
+                stem = entry.split(".", 1)[-1]
+                touched = [k for k in keys if k.partition("#")[2] in (
+                    entry, "scripts." + stem[3:] if stem.startswith("pre") else None,
+                    "scripts." + stem[4:] if stem.startswith("post") else None)]
+                return self._input_reason(touched[0], how) if touched else None
+            data = content() if callable(content) else content
+            if data is not None:
+                changed = [k for k in keys if _input_digest_of(data, k.partition("#")[2])
+                           != self.state.inputs.get(k)]
+                return self._input_reason(changed[0], how) if changed else None
+            return self._input_reason(keys[0], how)
+        for pattern, regex, _ in self.globs:
+            if regex.match(rel):
+                return self._input_reason(rel, how, pattern)
+        return None
+
+    def _tree_reason(self, rel, how):
+        under = lambda name: rel == "." or name == rel or name.startswith(rel.rstrip("/") + "/")
+        for name in self.names:
+            if under(name):
+                return guard_reason(name, self.state)
+        for name in sorted(self.files) + sorted(self.entries):
+            if under(name):
+                return self._input_reason(name, how)
+        for pattern, regex, prefix in self.globs:
+            if rel == "." or under(prefix) or regex.match(rel) or prefix.startswith(rel.rstrip("/") + "/"):
+                return self._input_reason(rel, how, pattern)
+        return None
+
+    def _input_reason(self, key, how, pattern=None):
+        why = ("it matches `protect` %s in %s" % (json.dumps(pattern), CONFIG_FILE) if pattern
+               else "it defines a command the benchmark or checks call" if "#" in key or
+               key not in self.session.settings.protect else "it is protected")
+        return ("autotune: %s is a protected input of the active segment %d (%s), hashed at its "
+                "baseline: a change to it would move the judge, not measure the code%s. Change "
+                "the code under test instead; to change it, `autotune stop`, change it, then start "
+                "a new segment with `autotune init`." % (
+                    key, self.state.segment, why, (" (denied: %s)" % how) if how else ""))
+
+
+class Guards(object):
+    """The guards of the loops a tool call may touch: the one of the session's cwd and
+    the one of each target's own directory (a loop in a subdirectory is guarded from its
+    parent too). Each loop is read once per hook call."""
+
+    def __init__(self, cwd):
+        self.cwd = cwd
+        self.by_dir, self.by_root = {}, {}
+
+    def at(self, directory):
+        probe = directory
+        while probe and not os.path.isdir(probe):
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                return None
+            probe = parent
+        if probe in self.by_dir:
+            return self.by_dir[probe]
+        guard = None
+        session, loaded = payload_session({"cwd": probe})
+        if session is not None and loaded.state.active:
+            root = os.path.realpath(session.workdir)
+            guard = self.by_root.get(root) or Guard(session, loaded.state)
+            self.by_root[root] = guard
+        self.by_dir[probe] = guard
+        return guard
+
+    def for_path(self, path):
+        guards = []
+        for guard in (self.at(self.cwd), self.at(os.path.dirname(real_target(path)))):
+            if guard is not None and guard not in guards:
+                guards.append(guard)
+        return guards
+
+    def reason(self, path, kind="file", how=None, content=None):
+        for guard in self.for_path(path):
+            found = guard.reason(path, kind, how, content)
+            if found:
+                return found
+        return None
+
 
 
 GUARDED_UNTIL_BASELINE = INTEGRITY_FILES + (CONFIG_FILE,)
@@ -4359,11 +6953,35 @@ def guard_reason(name, state):
 
 
 def hook_session_start(payload):
+    """The session that runs the loop gets the picture and "continue the loop"; any other
+    session in the directory gets one line saying a loop is active and whose it is."""
     session, loaded = payload_session(payload)
     if session is None or not loaded.state.active:
         return None
-    context = session_summary(session, loaded)
+    state = loaded.state
+    if runs_the_loop(payload, state):
+        context = session_summary(session, loaded)
+    else:
+        context = ("autotune: an optimization loop is active in %s (segment %d, %d runs, %s), "
+                   "run by %s; this session is not asked to continue it. To work on it, start "
+                   "`autotune start` (or `claude --agent autotune`); to look at it, `autotune "
+                   "explain`." % (session.workdir, state.segment, state.n_exp, state.health,
+                                  ("session %s" % state.session_id) if state.session_id
+                                  else "no Claude session yet"))
     return {"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": context}}
+
+
+def runs_the_loop(payload, state):
+    """The session that initialized or last logged the loop, a headless resume autotune
+    started (its id is in the log), or a session started as the autotune agent
+    (`autotune start` sets AUTOTUNE_AGENT; `claude --agent autotune` reports agent_type)."""
+    session_id = payload.get("session_id")
+    if state.session_id and session_id == state.session_id:
+        return True
+    agent = payload.get("agent_type")
+    if isinstance(agent, str) and agent.split(":")[-1] == "autotune":
+        return True
+    return os.environ.get("AUTOTUNE_AGENT") == "1"
 
 
 def session_summary(session, loaded, recent=6):
@@ -4476,6 +7094,8 @@ def statusline_text(payload, colors):
         state = loaded.state
         health = strip_controls(state.health or "running", "")
         text = "%s %s" % (HEALTH_ICON.get(health, "●"), health)
+        if health == "stopped":
+            text += " (autotune resume)"
         parts.append("autotune " + colors.paint(HEALTH_COLOR.get(health, "bold"), text)
                      + (colors.yellow(" ⚠ config") if session.config_error else ""))
         parts.append("#%d" % state.n_exp)
@@ -4511,7 +7131,8 @@ def cmd_statusline(args):
             payload = {}
     except (ValueError, OSError, RecursionError):
         payload = {}
-    colors = Colors(sys.stdout, force=(args.color and "NO_COLOR" not in os.environ) or None)
+    # colour by default, as before (Claude Code renders it); NO_COLOR or --no-color turn it off
+    colors = Colors(sys.stdout, force="NO_COLOR" not in os.environ and not args.no_color)
     try:
         line = statusline_text(payload, colors)
     except Exception as exc:
@@ -4525,20 +7146,30 @@ def cmd_statusline(args):
 
 
 def chained_statusline(command, payload):
-    """Runs another status-line command as an argv (never through a shell or eval)."""
-    import shlex
+    """Runs the user's other status-line command (their own settings, like the benchmark
+    the one other command autotune hands to a shell) through the shell, as the first
+    implementation did: `~`, pipes and variables work. It gets the same payload on stdin,
+    and is killed with its process group after 5 s."""
+    import signal
     import subprocess
     try:
-        argv = shlex.split(command)
-        proc = subprocess.run(argv, input=payload, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              timeout=5)
-        return proc.stdout.decode("utf-8", "replace").rstrip("\n")
-    except (ValueError, OSError, subprocess.SubprocessError) as exc:
+        proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    except (OSError, ValueError) as exc:
         return "(status-line command failed: %s)" % type(exc).__name__
+    try:
+        out, _ = proc.communicate(payload, timeout=5)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid, signal.SIGKILL)
+        try:
+            out, _ = proc.communicate(timeout=1)
+        except subprocess.TimeoutExpired:  # a child that left the group holds the pipe
+            out = b""
+    return out.decode("utf-8", "replace").rstrip("\n")
 
 
 AGENT_SUBCOMMANDS = ("init", "run", "log", "explain", "status", "dashboard", "report", "export",
-                     "rebaseline", "restore", "doctor", "stop", "version", "setup-permissions")
+                     "rebaseline", "restore", "doctor", "stop", "version", "setup-permissions", "detect")
 
 
 def launchers(root):
@@ -4552,12 +7183,17 @@ def launchers(root):
 def permission_rules(root):
     """Allow rules for what the agent runs: the loop's subcommands (not clear, resume or
     repair, which are the person's), the benchmark, and read-only git."""
-    rules = ["Bash(%s %s*)" % (launcher, command) for launcher in launchers(root)
-             for command in AGENT_SUBCOMMANDS]
+    every = launchers(root)
+    every += [l for l in ("python3 autotune.py", "python3 " + os.path.join(root, "autotune.py"))
+              if l not in every]  # a copied autotune.py, and the plugin's own as the agent runs it
+    rules = ["Bash(%s %s*)" % (launcher, command) for launcher in every for command in AGENT_SUBCOMMANDS]
     if os.path.isdir(os.path.join(root, "bin")):
-        rules += ["Bash(%s*)" % name for name in ("init-experiment.sh", "run-experiment.sh",
-                                                 "log-experiment.sh")]
+        scripts = ("init-experiment.sh", "run-experiment.sh", "log-experiment.sh", "dashboard.sh")
+        rules += ["Bash(%s*)" % name for name in scripts[:3]]
+        # the first implementation's skill ran them as `bash <plugin>/bin/NAME.sh ...`
+        rules += ["Bash(bash %s*)" % os.path.join(root, "bin", name) for name in scripts]
     return rules + ["Bash(./autotune.sh)", "Bash(bash autotune.sh)", "Bash(./autotune.checks.sh)",
+                    "Bash(./autotune.holdout.sh)", "Bash(git checkout -b autotune/*)",
                     "Bash(git status*)", "Bash(git diff*)", "Bash(git log*)", "Bash(git show*)"]
 
 
@@ -4591,7 +7227,11 @@ def cmd_setup_permissions(args):
     if not isinstance(allow, list):
         fail("bad_settings", "%s: permissions.allow is not a list; nothing was changed." % path)
     root = os.path.dirname(os.path.realpath(os.path.abspath(__file__)))
-    added = [rule for rule in permission_rules(root) if rule not in allow]
+    wanted = permission_rules(root)
+    project = project_commands(target) if args.with_project_commands else None
+    if project:
+        wanted += [rule for command in project for rule in ("Bash(%s)" % command, "Bash(%s *)" % command)]
+    added = [rule for rule in wanted if rule not in allow]
     allow.extend(added)
     statusline = None
     if args.statusline:
@@ -4609,13 +7249,37 @@ def cmd_setup_permissions(args):
         exclude_locally(find_repo(target), path)
     result = {"path": path, "added": added, "statusline": bool(statusline),
               "note": "project rules apply only once the folder is trusted in Claude Code"}
+    if project is not None:
+        result["project_commands"] = project
     if args.json:
         output(result)
     else:
         say("autotune: %s %s" % (path, ("added %d rule%s" % (len(added), "" if len(added) == 1 else "s"))
                                   if added else "already had every rule")
             + ("; status line set" if statusline else ""))
+        if project is not None:
+            say("autotune: the project's commands allowed: %s" % (
+                ", ".join(project) if project else "none found (no package.json scripts, Makefile, "
+                "pyproject/tox, Cargo.toml or go.mod commands, and no --benchmark/--checks at init)"))
     return 0
+
+
+def project_commands(target):
+    """The benchmark's and checks' commands to allow with --with-project-commands: what
+    `init` was given (--benchmark, --checks) and the build, test and benchmark commands it
+    proposed from the project's files, in that order, each once."""
+    session = find_session(target, lenient=True)
+    commands = []
+    if session.exists():
+        try:
+            config = load_state(session).state.config or {}
+        except (AutotuneError, OSError):
+            config = {}
+        given = config.get("commands") if isinstance(config.get("commands"), dict) else {}
+        commands += [given[key] for key in ("benchmark", "checks") if isinstance(given.get(key), str)]
+    proposed = project_report(session)["proposed"]
+    commands += [item["command"] for kind in ("build", "test", "benchmark") for item in proposed[kind]]
+    return [c for i, c in enumerate(commands) if c.strip() and c not in commands[:i]]
 
 
 # ---------------------------------------------------------------- rendering ----
@@ -4644,9 +7308,9 @@ class Colors(object):
 
 
 HEALTH_COLOR = {"improving": "green", "running": "blue", "plateaued": "yellow", "crashing": "red",
-                "healing": "magenta", "paused": "red", "completed": "cyan"}
+                "healing": "magenta", "paused": "red", "stopped": "yellow", "completed": "cyan"}
 HEALTH_ICON = {"improving": "▲", "running": "●", "plateaued": "■", "crashing": "✖", "healing": "✚",
-               "paused": "⏸", "completed": "✔"}
+               "paused": "⏸", "stopped": "⏹", "completed": "✔"}
 CONF_COLOR = {"high": "green", "marginal": "yellow", "within_noise": "red", "no_signal": "red"}
 
 
@@ -4711,7 +7375,8 @@ def render_status(data, colors):
     unit = data.get("unit") or ""
     rows = [
         ("Session", "%s (%s)" % (json.dumps(data.get("name"), ensure_ascii=False), data["path"])),
-        ("Mode", colors.bold("ACTIVE") if data["active"] else colors.red("PAUSED")),
+        ("Mode", colors.bold("ACTIVE") if data["active"] else colors.red(
+            health.upper() if health in ("stopped", "paused", "completed") else "NOT ACTIVE")),
         ("Strategy", data["mode"]),
         ("Health", colors.paint(HEALTH_COLOR.get(health, "bold"), "%s %s" % (HEALTH_ICON.get(health, ""), health))),
         ("Reason", data.get("reason") or "-"),
@@ -4906,32 +7571,53 @@ def render_dashboard(data, colors, width=80):
             out.append(colors.dim("(%d of %d experiments shown; --full shows all)" % (data["shown"], data["total"])))
     else:
         out.append("no experiments logged in this segment yet")
-    for warning in data.get("warnings") or []:
-        out.append(colors.yellow("warning: ") + warning)
+    for warning in data.get("warnings") or []:  # wrapped, not cut: it says what to fix
+        wrapped = _wrap("warning:", warning, width, indent=9).split("\n")
+        out += [colors.yellow(wrapped[0][:8]) + wrapped[0][8:]] + wrapped[1:]
     return "\n".join(_fit(line, width) for line in out)
 
 
 def cmd_dashboard(args):
-    session = require_session(find_session())
+    if args.dir is not None and not os.path.isdir(args.dir):
+        fail("bad_dir", "--dir %s is not a directory." % json.dumps(args.dir, ensure_ascii=False))
     colors = Colors(sys.stdout)
+    width = terminal_columns()
     if not args.watch:
-        loaded = load_state(session)
-        data = dashboard_data(session, loaded, full=args.full)
+        session = require_session(find_session(args.dir, lenient=True))
+        data = dashboard_data(session, load_state(session), full=args.full)
         if args.json:
             output(data)
         else:
-            say(render_dashboard(data, colors), painted=colors.enabled)
+            say(render_dashboard(data, colors, width), painted=colors.enabled)
         return 0
     tty = sys.stdout.isatty()
     try:
-        while True:
-            loaded = load_state(session)
-            text = render_dashboard(dashboard_data(session, loaded, full=args.full), colors)
+        while True:  # started before the loop (or across a `clear`): wait for a session
+            session = find_session(args.dir, lenient=True)
+            if session.exists():
+                try:
+                    text = render_dashboard(dashboard_data(session, load_state(session), full=args.full),
+                                            colors, width)
+                except FileNotFoundError:  # cleared between the check and the read
+                    continue
+            else:
+                text = _fit("autotune: waiting for a session in %s (`autotune init` starts one; Ctrl-C "
+                            "quits)" % strip_controls(session.workdir, ""), width)
             say(("\033[H\033[2J" if tty else "") + text + ("" if tty else "\n"), painted=tty)
             time.sleep(args.interval)
     except KeyboardInterrupt:
         say("")
     return 0
+
+
+def terminal_columns():
+    """The width to draw in: $COLUMNS when it is a sane number (the first implementation
+    honoured it too), else 80, whatever the terminal's size."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        return 80
+    return columns if 20 <= columns <= 1000 else 80
 
 
 def nice_ticks(low, high, count=5):
@@ -5194,7 +7880,7 @@ def write_output_file(session, name, data, flag):
 
 
 def cmd_report(args):
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     loaded = load_state(session)
     entries = read_entries(session)
     if args.html:
@@ -5214,6 +7900,8 @@ def cmd_report(args):
         return 0
     lines = ["# autotune report: %s" % (data.get("name") or "-"), ""]
     lines.append("%s. Next: %s" % (data["why"][:1].upper() + data["why"][1:], data["next_text"]))
+    if data["warnings"]:
+        lines += [""] + ["Warning: " + w for w in data["warnings"]]
     for segment in segments:
         config = segment["config"]
         unit = config.get("metric_unit") or ""
@@ -5236,7 +7924,7 @@ def cmd_report(args):
 def cmd_export(args):
     import csv
     import io
-    session = require_session(find_session())
+    session = require_session(find_session(lenient=True))
     segments = segment_rows(read_entries(session))
     if args.segment is not None:
         segments = [s for s in segments if s["number"] == args.segment]
@@ -5269,6 +7957,8 @@ def cmd_export(args):
             buffer = io.StringIO()
             csv.writer(buffer, lineterminator="\n").writerows(table)
             text = buffer.getvalue()
+    for note in config_notes(session):
+        say("autotune: warning: " + note, sys.stderr)  # the data stays clean on stdout
     if args.output:
         write_output_file(session, args.output, text.encode("utf-8"), "--output")
         say("autotune: wrote %d rows to %s" % (len(rows), args.output), sys.stderr)
@@ -5339,6 +8029,10 @@ def build_init(p):
     p.add_argument("--benchmark", metavar="CMD",
                    help="with --scaffold and a time unit: autotune.sh times CMD and prints the metric")
     p.add_argument("--checks", metavar="CMD", help="with --scaffold: write autotune.checks.sh running CMD")
+    p.add_argument("--size", metavar="GLOB", action="append",
+                   help="with --scaffold: autotune.sh prints the total gzip -9 size of the files "
+                        "matching GLOB (repeatable), raw and brotli bytes as secondary metrics; "
+                        "--benchmark CMD is then the build, run first")
 
 
 def build_run(p):
@@ -5358,6 +8052,10 @@ def build_log(p):
     p.add_argument("--commit", help="record this commit instead of committing (keep)")
     p.add_argument("--force", action="store_true", help="override a refusal (recorded in the log)")
     p.add_argument("--reason", help="why a refusal is overridden (needed to keep a failed run)")
+
+
+def build_nothing(p):
+    pass
 
 
 def build_json_only(p):
@@ -5399,6 +8097,7 @@ def build_dashboard(p):
     build_json_only(p)
     p.add_argument("--watch", action="store_true", help="redraw every 2 s until Ctrl-C")
     p.add_argument("--full", action="store_true", help="all experiments, not the last 20")
+    p.add_argument("--dir", metavar="DIR", help="the project directory (default: here)")
     import argparse
     p.add_argument("--interval", type=_seconds, default=2.0, help=argparse.SUPPRESS)
 
@@ -5421,24 +8120,29 @@ def build_hook(p):
 
 def build_statusline(p):
     p.add_argument("--chain", metavar="CMD", help="another status-line command to run after this one")
-    p.add_argument("--color", action="store_true", help="ANSI colors (Claude Code renders them)")
+    p.add_argument("--color", action="store_true", help="ANSI colors (the default; kept for old settings)")
+    p.add_argument("--no-color", action="store_true", help="no ANSI colors (also with NO_COLOR set)")
 
 
 def build_setup_permissions(p):
     build_json_only(p)
     p.add_argument("dir", nargs="?", help="the project directory (default: here)")
     p.add_argument("--statusline", action="store_true", help="also set autotune's status line there")
+    p.add_argument("--with-project-commands", action="store_true",
+                   help="also allow the project's build, test and benchmark commands (those init "
+                        "was given and proposed), listed in the answer")
     p.add_argument("--force", action="store_true", help="replace an existing statusLine")
 
 
 COMMANDS = {
     # name: (function, parser builder, one-line help)
     "init": (cmd_init, build_init, "start a session (a new segment): name, metric, direction"),
+    "detect": (cmd_detect, build_nothing, "the project's toolchains, lockfiles and own build/test/benchmark commands"),
     "run": (cmd_run, build_run, "run the benchmark (and checks): metrics, verdict, suggested status"),
     "log": (cmd_log, build_log, "record a result: keep commits, discard/crash/checks_failed revert"),
     "explain": (cmd_explain, build_json_only, "what state the loop is in, why, and what to do next"),
     "status": (cmd_status, build_json_only, "a short status of the session"),
-    "stop": (cmd_stop, build_stop, "pause the loop (data kept)"),
+    "stop": (cmd_stop, build_stop, "stop the loop (data kept; `resume` continues it)"),
     "resume": (cmd_resume, build_json_only, "make a stopped or paused loop active again"),
     "repair": (cmd_repair, build_json_only, "put the loop in repair mode (manual_repair)"),
     "rebaseline": (cmd_rebaseline, build_rebaseline, "re-measure the kept code to refresh the noise estimate"),
@@ -5461,7 +8165,7 @@ def build_parser(only=None):
     Parser = make_parser_class()
     parser = Parser(prog="autotune", description="Autonomous optimization loops: edit, "
                     "benchmark, keep what improves the metric, revert the rest.")
-    parser.add_argument("--version", action="version", version="autotune %s" % VERSION)
+    parser.add_argument("--version", "-v", action="version", version="autotune %s" % VERSION)
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=Parser)
     for name, (_, builder, summary) in COMMANDS.items():
         if only is not None and name != only:
@@ -5472,6 +8176,8 @@ def build_parser(only=None):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["help"]:  # the first implementation's spelling
+        argv = argv[1:2] + ["--help"] if argv[1:2] and argv[1] in COMMANDS else ["--help"]
     command = argv[0] if argv and argv[0] in COMMANDS else None
     wants_json = command in AGENT_COMMANDS or "--json" in argv
     if command == "hook" and len(argv) == 2 and argv[1] in HOOKS:

@@ -92,6 +92,22 @@ class Runner(object):
                 proc.stderr.decode("utf-8", "replace")[-1000:]))
         return elapsed
 
+    def hook(self, cwd, tool, tool_input, expect):
+        """The PreToolUse hook as Claude Code runs it: hooks/pre-tool-use.sh, payload on stdin,
+        `python3` on PATH being the real interpreter (not a shim)."""
+        payload = {"session_id": "latency", "cwd": cwd, "hook_event_name": "PreToolUse",
+                   "tool_name": tool, "tool_input": tool_input, "tool_use_id": "toolu_latency"}
+        env = dict(self.env, PATH=os.path.dirname(self.python) + os.pathsep + self.env.get("PATH", ""))
+        started = time.perf_counter()
+        proc = subprocess.run([os.path.join(ROOT, "hooks", "pre-tool-use.sh")], cwd=cwd, env=env,
+                              input=json.dumps(payload).encode("utf-8"), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+        elapsed = time.perf_counter() - started
+        if proc.returncode != 0 or proc.stderr or (b'"deny"' in proc.stdout) != (expect == "deny"):
+            raise SystemExit("latency: the hook answered %r / %r for %r (expected %s)" % (
+                proc.stdout[-300:], proc.stderr[-300:], tool_input, expect))
+        return elapsed
+
     def floor(self, cwd, which):
         started = time.perf_counter()
         subprocess.run([self.python] + FLOORS[which], cwd=cwd, env=self.env, check=True)
@@ -184,6 +200,15 @@ def measure(modes, runs, results):
                 ((mode, "status_long"), lambda r=r: r.call(long_, "status")),
                 ((mode, "run"), lambda r=r: r.call(run_repo, "run", "--command", "true", "--repeat", "1")),
             ]
+        for key, tool, tool_input, expect in (
+                ("hook_bash_plain", "Bash", {"command": "git status --short"}, "allow"),
+                ("hook_bash_write", "Bash", {"command": "echo hi > notes.txt 2>&1"}, "allow"),
+                ("hook_bash_denied", "Bash", {"command": "sed -i 's/a/b/' autotune.config.json"}, "deny"),
+                ("hook_edit", "Edit", {"file_path": os.path.join(short, "work.py"),
+                                       "old_string": "1", "new_string": "2"}, "allow"),
+                ("hook_edit_denied", "Edit", {"file_path": os.path.join(short, "autotune.config.json"),
+                                              "old_string": "1", "new_string": "2"}, "deny")):
+            cases.append((("hook", key), lambda a=(tool, tool_input, expect): builder.hook(short, *a)))
         for _, fn in cases:  # warm: page cache, git's index, the module's cached bytecode
             fn()
         samples = {key: [] for key, _ in cases}
@@ -248,6 +273,7 @@ def main(argv=None):
         print(json.dumps({"python": python, "runs": runs, "results": results, "long_log_bytes": log_size,
                           "modes": {m: MODES[m][1] for m in modes}, "floors_ms": floors,
                           "rows": rows, "pass": ok,
+                          "hook_ms": {k[1]: round(v, 1) for k, v in med.items() if k[0] == "hook"},
                           "samples_ms": {"%s/%s" % (k[0] or "floor", k[1]): [round(v * 1000, 2) for v in vs]
                                          for k, vs in samples.items()},
                           "seconds": round(time.perf_counter() - started, 1)}, indent=2))
@@ -267,6 +293,11 @@ def main(argv=None):
                 r["label"], r["ms"], "" if r["x_floor"] is None else "%.2f" % r["x_floor"],
                 r["x_bare_floor"], "" if r["x_short"] is None else "%.2f" % r["x_short"],
                 r["target"] or "", "" if r["pass"] is None else ("PASS" if r["pass"] else "FAIL")))
+    print("\n[hook] hooks/pre-tool-use.sh, payload on stdin (informative: it runs on every tool call)")
+    for key, label in (("hook_bash_plain", "Bash git status"), ("hook_bash_write", "Bash echo > notes.txt"),
+                       ("hook_bash_denied", "Bash sed -i config"), ("hook_edit", "Edit work.py"),
+                       ("hook_edit_denied", "Edit config")):
+        print("  %-20s %9.1f %8.2f" % (label, med[("hook", key)], med[("hook", key)] / floors["floor"]))
     print("\n%s in %.0f s" % ("all targets met" if ok else "some targets missed",
                               time.perf_counter() - started))
     return 0 if ok else 1

@@ -150,5 +150,6 @@ def test_stopped_by_a_person_says_how_to_resume(tmp_path):
     stop = p.cli("stop")
     assert stop.rc == 0, stop
     text, data = explain(p)
-    assert data["active"] is False and data["health"] == "paused"
+    assert data["active"] is False and data["health"] == "stopped"  # "paused" is the loop's own
+    assert data["next"] == "resume"
     has_all(section(text, "Next:"), "autotune resume")

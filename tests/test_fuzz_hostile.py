@@ -169,7 +169,7 @@ def check_call(label, args, result, agent_facing):
     elif args[0] == "export":  # tab-separated values: the tabs are the format
         check_text(label, raw.replace("\t", " "))
     else:
-        check_text(label, raw, allow_sgr="--color" in args)
+        check_text(label, raw, allow_sgr=args[0] == "statusline")  # coloured by default
 
 
 def arg(rng):
@@ -198,8 +198,8 @@ def commands_for(rng, project):
               "--unit", rng.choice(["ms", "µs", arg(rng)]), "--direction", "lower"],
              ["rebaseline", "--repeat", "1"],
              ["hook", "session-start"], ["hook", "stop"], ["hook", "pre-tool-use"], ["hook", "pre-tool-use"],
-             ["statusline"], ["statusline", "--color"], ["restore", "1"], ["restore", "1.2", "--json"],
-             ["setup-permissions", "--json"], ["clear"], ["start", arg(rng)]]
+             ["statusline"], ["statusline", "--no-color"], ["restore", "1"], ["restore", "1.2", "--json"],
+             ["setup-permissions", "--json"], ["clear"], ["start", arg(rng)], ["detect"]]
     assert {args[0] for args in calls} == set(autotune.COMMANDS), "a command is not fuzzed"
     data = {"session-start": payload, "stop": payload, "pre-tool-use": guard}
     out = []

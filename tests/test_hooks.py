@@ -281,17 +281,25 @@ def test_stop_hook_respects_stop_hook_active(tmp_path):
     not the client, ends the turn); a new turn may block again."""
     project = make_loop(tmp_path / "repo", config={"autoResume": "continue"})
     turn = [stop(project, OWNER)]
-    while not turn[-1].silent and len(turn) < 20:
+    while is_block(turn[-1]) and len(turn) < 20:
         turn.append(stop(project, OWNER, again=True))
     assert len(turn) == 7, [r.out for r in turn]  # 6 blocks, then the stop goes through
     assert all(r.json["decision"] == "block" for r in turn[:6])
+    # its last message says once why it stopped resuming
+    assert "reached its cap of 6 automatic resumes in a row" in turn[6].json["systemMessage"]
     assert [e["streak"] for e in blocks(project)] == [1, 2, 3, 4, 5, 6]
     assert stop(project, OWNER, again=True).silent, "stays quiet for the rest of the turn"
     assert stop(project, OWNER).json["decision"] == "block", "a new turn (stop_hook_active false)"
     config_file(project, {"autoResume": "continue", "resume": {"maxConsecutiveBlocks": 2}})
     assert stop(project, OWNER).json["decision"] == "block"
     assert stop(project, OWNER, again=True).json["decision"] == "block"
+    capped = stop(project, OWNER, again=True)
+    assert not is_block(capped) and "cap of 2" in capped.json["systemMessage"]
     assert stop(project, OWNER, again=True).silent
+
+
+def is_block(result):
+    return result.json is not None and result.json.get("decision") == "block"
 
 
 def test_stop_hook_does_not_loop_forever(tmp_path):
@@ -304,11 +312,16 @@ def test_stop_hook_does_not_loop_forever(tmp_path):
     for _ in range(12):  # turns
         result = stop(project, OWNER)
         answers.append(result)
-        while not result.silent and len(answers) < 100:
+        while is_block(result) and len(answers) < 100:
             result = stop(project, OWNER, again=True)
             answers.append(result)
-    blocked = [r for r in answers if not r.silent]
+    blocked = [r for r in answers if is_block(r)]
     assert len(blocked) == 5 and len(blocks(project)) == 5
+    said = [r.json["systemMessage"] for r in answers if not is_block(r) and not r.silent]
+    # each cap is said once, in the last message: two turns end on the consecutive cap,
+    # then the total cap is said once and every later stop goes through silently
+    assert len(said) == 3 and "5 automatic resumes in this segment" in said[-1], said
+    assert all(r.silent for r in answers[-9:])
     # progress (a logged result) resets the streak but never the total
     log_run(project, 50, "more progress")
     assert stop(project, OWNER).silent
@@ -892,9 +905,9 @@ def briefed(tmp_path_factory):
 
 
 @pytest.mark.parametrize("source", ["startup", "resume", "clear", "compact"])
-def test_session_start_briefs_any_session_on_an_active_loop(briefed, source):
+def test_session_start_briefs_the_session_that_runs_the_loop(briefed, source):
     before = log_bytes(briefed)
-    payload = sample("SessionStart", briefed.path, session_id=OTHER, source=source)
+    payload = sample("SessionStart", briefed.path, session_id=OWNER, source=source)
     answer = hook("session-start", payload, briefed.path).json
     out = answer["hookSpecificOutput"]
     assert out["hookEventName"] == "SessionStart"
@@ -934,8 +947,8 @@ def test_session_start_summary_stays_compact(tmp_path):
             handle.write(json.dumps(entry) + "\n")
     project.write("autotune.ideas.md", "\n".join("- idea %d %s" % (i, long) for i in range(50)))
     project.write("autotune.md", "## Objective\n" + long + "\n")
-    context = hook("session-start", sample("SessionStart", project.path), project.path).json[
-        "hookSpecificOutput"]["additionalContext"]
+    context = hook("session-start", sample("SessionStart", project.path, session_id=OWNER),
+                   project.path).json["hookSpecificOutput"]["additionalContext"]
     assert "experiment 8" in context and "experiment 3 " in context and "experiment 2 " not in context
     assert len(context) < 6000, "%d characters:\n%s" % (len(context), "\n".join(
         "%6d  %s" % (len(line), line[:100]) for line in context.splitlines()))

@@ -1,6 +1,7 @@
 """`autotune statusline` (SPEC 10) from the reference's real 2.1.197 status-line payload,
-`--chain CMD` without shell injection, and `setup-permissions DIR` (idempotent merge
-that keeps every existing setting, refuses a broken settings file untouched)."""
+`--chain CMD` through the shell (the user's own command; the payload stays data), and
+`setup-permissions DIR` (idempotent merge that keeps every existing setting, refuses a
+broken settings file untouched)."""
 
 import json
 import os
@@ -46,7 +47,8 @@ def test_statusline_with_a_session_renders_the_spec_line(loop, via_wrapper):
     assert proc.returncode == 0, proc.stderr
     assert proc.text.endswith("\n") and proc.text.count("\n") == 1, repr(proc.text)
     line = proc.text.rstrip("\n")
-    assert not ANSI.search(line), "no colours unless --color"
+    assert ANSI.search(line), "colour by default, as the first implementation's line (issue 13)"
+    line = ANSI.sub("", line)
     loop_part, _, claude_part = line.partition(" │ ")
     # health icon and name, experiment count, streaks, heals, best
     assert re.search(r"autotune \S improving", loop_part), line
@@ -91,8 +93,12 @@ def test_statusline_before_the_first_reply_and_with_odd_payloads(loop):
 
 
 def test_statusline_color(loop):
+    """Colour by default (issue 13); --color is still accepted; NO_COLOR and --no-color turn it off."""
     colored = statusline(loop.path, sample("statusLine", loop.path), args=["--color"]).text
-    assert ANSI.search(colored) and ANSI.sub("", colored) == statusline(loop.path, sample("statusLine", loop.path)).text
+    default = statusline(loop.path, sample("statusLine", loop.path)).text
+    plain = statusline(loop.path, sample("statusLine", loop.path), args=["--no-color"]).text
+    assert ANSI.search(colored) and colored == default
+    assert not ANSI.search(plain) and ANSI.sub("", colored) == plain
     env = clean_env(NO_COLOR="1")
     assert not ANSI.search(statusline(loop.path, sample("statusLine", loop.path), args=["--color"], env=env).text)
 
@@ -109,21 +115,23 @@ def test_statusline_chain_runs_the_other_command_with_the_payload(loop):
     assert proc.text.split("\n")[1] == "Opus 4.8 (1M context)"
 
 
-@pytest.mark.parametrize("chain", [
-    "echo hi; touch {d}/pwned",
-    "echo hi && touch {d}/pwned",
-    "echo hi | touch {d}/pwned",
-    "echo $(touch {d}/pwned)",
-    "echo `touch {d}/pwned`",
-    "echo hi\ntouch {d}/pwned",
-    "echo hi > {d}/pwned",
-])
-def test_statusline_chain_is_not_injectable(loop, tmp_path, chain):
-    command = chain.replace("{d}", str(tmp_path))
-    proc = statusline(tmp_path, sample("statusLine", loop.path), args=["--chain", command])
+def test_statusline_chain_runs_through_the_shell_and_the_payload_stays_data(loop, tmp_path):
+    """--chain is the user's own status-line command from their settings: like the first
+    implementation, it runs through the shell (issue 13: `~` and pipes work). The payload
+    reaches it on stdin only, so text inside it is never executed."""
+    home = tmp_path / "home"
+    os.makedirs(str(home / ".claude" / "hud"))
+    with open(str(home / ".claude" / "hud" / "hud.py"), "w") as handle:
+        handle.write("import json, sys\nprint('HUD', json.load(sys.stdin)['model']['display_name'])\n")
+    payload = sample("statusLine", loop.path)
+    payload["model"]["display_name"] = "$(touch %s/pwned) `touch %s/pwned`" % (tmp_path, tmp_path)
+    env = clean_env(HOME=str(home), NO_COLOR="1")
+    proc = statusline(loop.path, payload, env=env,
+                      args=["--chain", "%s ~/.claude/hud/hud.py | tr a-z A-Z" % sys.executable])
     assert proc.returncode == 0
-    assert not (tmp_path / "pwned").exists(), "the chain went through a shell: %r" % command
-    assert proc.text.count("\n") == 2, proc.text
+    first, second = proc.text.rstrip("\n").split("\n")
+    assert "improving" in first and second.startswith("HUD $(TOUCH "), proc.text
+    assert not (tmp_path / "pwned").exists(), "the payload was executed"
 
 
 def test_statusline_chain_failures_keep_our_line(loop):
