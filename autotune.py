@@ -67,7 +67,9 @@ MODES = ("optimize", "repair")
 HEALTHS = ("running", "improving", "plateaued", "crashing", "healing", "paused", "stopped", "completed")
 AUTO_RESUME_MODES = ("prompt", "headless", "off", "continue")
 # Verdicts after which a keep needs --force and --reason.
-BLOCKING_VERDICTS = ("crash", "checks_failed", "guardrail_failed", "holdout_failed", "worse")
+BLOCKING_VERDICTS = ("crash", "timeout", "checks_failed", "guardrail_failed", "holdout_failed", "worse")
+# Verdicts of a result equal to the best: the simplicity rule decides keep or discard.
+EQUAL_VERDICTS = ("unchanged", "within_noise")
 
 PLAYBOOKS = ("reset_worktree", "rebaseline", "shrink_scope", "diagnose", "pause")
 FAILURE_PLAYBOOK_ORDER = {
@@ -99,7 +101,7 @@ CHECKS_TAIL_LINES, CHECKS_TAIL_BYTES = 20, 2048
 MAX_LINE_BYTES = 65536        # a longer output line is cut (METRIC lines are short)
 MAX_TEXT_CHARS = 20000        # descriptions and reasons
 MAX_JSON_ARG_CHARS = 200000   # --metrics / --asi
-STATE_FORMAT = 5              # bump when the state cache changes shape
+STATE_FORMAT = 6              # bump when the state cache changes shape
 
 AGENT_COMMANDS = ("init", "run", "log", "rebaseline", "hook", "detect")
 
@@ -480,6 +482,7 @@ class Result(Record):
         ("samples", None), ("evidence", None), ("holdout", None), ("confidence", None),
         ("git", None), ("snapshot", None), ("env", None), ("run_dur", None),
         ("session_id", None), ("forced", None), ("override_reason", None), ("hashes", None),
+        ("diagnosis", None), ("rule", None),
         ("judge", None), ("inputs", None), ("measurement", None),
     )
     __slots__ = tuple(name for name, _ in FIELDS)
@@ -506,7 +509,9 @@ class State(Record):
         # segment summary
         ("segment", 0), ("segments", 0), ("config", None), ("config_offset", None),
         ("started_at", None), ("session_id", None),
-        ("kept", 0), ("discarded", 0), ("crashed", 0), ("checks_failed", 0),
+        ("kept", 0), ("discarded", 0), ("crashed", 0), ("checks_failed", 0), ("timed_out", 0),
+        # the kinds (crash, timeout, checks_failed) of the current failure streak, oldest first
+        ("streak_kinds", list),
         ("metric_points", 0), ("total_results", 0), ("measured_results", 0), ("hashes", None),
         ("baseline", None), ("best", None), ("reference", None), ("last", None),
         ("confidence", None), ("snapshot", None), ("metric_names", None),
@@ -541,6 +546,7 @@ class Measurement(Record):
         ("verdict", None), ("suggested_status", None), ("evidence", None),
         ("sampling", None), ("guardrails", None), ("holdout", None), ("env", None),
         ("tree", None), ("head", None), ("reason", None), ("warnings", list), ("hashes", None),
+        ("diagnosis", None), ("status_rule", None),
         ("inputs", None), ("judge", None),
         ("reference", None),  # the kept code's samples, when `run` measured it first
     )
@@ -647,6 +653,8 @@ class _ConfigReader(object):
                 parsed = int(value.strip()) if whole else float(value.strip())
             except ValueError:
                 self.error(key, value, expected)
+        if whole and _is_number(parsed) and isinstance(parsed, float) and parsed.is_integer():
+            parsed = int(parsed)  # 5.0 is 5 (the first implementation read it with int())
         ok = _is_int(parsed) if whole else _is_number(parsed)
         if not ok or (opts.get("low") is not None and parsed < opts["low"]) or (
                 opts.get("high") is not None and parsed > opts["high"]):
@@ -1283,6 +1291,14 @@ def _fold_config(state, entry, offset):
     state.judge = entry.get("judge") if isinstance(entry.get("judge"), dict) else legacy_judge(entry)
 
 
+def failure_kind(status, verdict):
+    """A failed result's kind: `timeout` (a crash whose verdict says the benchmark ran out
+    of time), `crash` or `checks_failed`; None for keep and discard."""
+    if status == "crash":
+        return "timeout" if verdict == "timeout" else "crash"
+    return "checks_failed" if status == "checks_failed" else None
+
+
 def _fold_result(state, entry):
     status = entry.get("status")
     if status not in STATUSES or state.config is None:
@@ -1292,7 +1308,7 @@ def _fold_result(state, entry):
     state.total_results += 1
     index = entry.get("index") if _is_int(entry.get("index")) else state.n_exp
     metric = float(entry["metric"]) if _is_number(entry.get("metric")) else None
-    point = metric if status != "crash" else None
+    point = metric if status not in CRASH_STATUSES else None  # failures are not the code's speed
     timestamp = entry.get("timestamp")
     if point is not None:
         state.metric_points += 1
@@ -1307,15 +1323,20 @@ def _fold_result(state, entry):
         state.kept += 1
         state.no_improve, state.crash_streak, state.heals = 0, 0, 0
         state.keep_streak += 1
+        state.streak_kinds = []
     elif status == "discard":
         state.discarded += 1
         state.no_improve += 1
         state.crash_streak, state.keep_streak = 0, 0
+        state.streak_kinds = []
     else:
+        kind = failure_kind(status, entry.get("verdict"))
         if status == "crash":
             state.crashed += 1
+            state.timed_out += kind == "timeout"
         else:
             state.checks_failed += 1
+        state.streak_kinds = (state.streak_kinds + [kind])[-10:]
         state.no_improve += 1
         state.crash_streak += 1
         state.keep_streak = 0
@@ -1361,6 +1382,9 @@ def _fold_result(state, entry):
     state.last = {"index": index, "status": status, "metric": metric, "commit": entry.get("commit"),
                   "description": entry.get("description"), "timestamp": timestamp,
                   "verdict": entry.get("verdict")}
+    for name in ("diagnosis", "rule"):   # why it failed, or which rule kept or discarded it
+        if isinstance(entry.get(name), (dict, str)):
+            state.last[name] = entry[name]
     _fold_toolchain(state, toolchain_of(entry.get("env")), index, status)
     state.exp_at = timestamp
     conf = entry.get("confidence")
@@ -1401,6 +1425,7 @@ def _fold_control(state, entry):
         state.reason = "resumed"
         state.heals = state.no_improve = state.crash_streak = state.failures = 0
         state.stop_streak = 0
+        state.streak_kinds = []
         state.resume_capped = None
     elif action == "snapshot" and isinstance(entry.get("snapshot"), dict):
         state.snapshot = entry["snapshot"]
@@ -1643,7 +1668,7 @@ def torn_tail_error(session, loaded):
              "into a backup file." % (session.log_path, len(loaded.torn)))
 
 
-_VALUES_MAGIC = b"ATV1"
+_VALUES_MAGIC = b"ATV2"  # v2: checks_failed values are not points
 
 
 def segment_values(session, loaded):
@@ -2142,7 +2167,8 @@ def assess(candidate, reference, direction, alpha, min_pct=0.0, noise_mad=None, 
         evidence["noise"] = {"sigma": 0, "deterministic": True}
         if gain > 0 and big_enough:
             return "improved", evidence
-        return ("worse" if gain < 0 else "within_noise"), evidence
+        # an identical value is `unchanged`: a deterministic benchmark has no noise to be within
+        return ("worse" if gain < 0 else "unchanged" if gain == 0 else "within_noise"), evidence
     if min_p_value(len(candidate), len(reference)) > alpha:
         if not final:
             return None, evidence  # the exact test cannot reach alpha yet: sample more
@@ -2271,9 +2297,10 @@ def regression_pct(value, reference, direction):
 
 def verdict_of(m, reference, reference_info, direction, settings, noise_mad, alpha, baseline_metrics):
     """The verdict on a measurement and its evidence, before any holdout (pure; sets
-    m.guardrails). A `baseline` or `improved` verdict then goes to holdout_verdict."""
+    m.guardrails). A verdict that would be kept (`baseline`, `improved`, or an equal
+    result the simplicity rule keeps) then goes to holdout_verdict."""
     if m.crashed:
-        return "crash", None
+        return ("timeout" if m.timeout else "crash"), None
     if reference:
         verdict, evidence = assess(m.samples, reference, direction, alpha, settings.min_improvement_pct,
                                    noise_mad, final=True, deterministic=bool(reference_info.get("deterministic")))
@@ -2293,10 +2320,10 @@ def verdict_of(m, reference, reference_info, direction, settings, noise_mad, alp
 def holdout_verdict(verdict, holdout, reference, direction, tolerance_pct):
     """The verdict once the holdout ran (pure; records its judgement in `holdout`): a
     crashed holdout, or one that regressed beyond tolerance against the baseline's,
-    fails the candidate."""
+    fails the candidate (an improvement, or an equal result kept for being simpler)."""
     if holdout.get("reason"):
         return "holdout_failed"
-    if verdict == "improved" and reference is not None:
+    if verdict != "baseline" and reference is not None:
         regression = regression_pct(holdout["value"], reference, direction)
         holdout["reference"] = reference
         holdout["regression_pct"] = _round(regression, 3) if regression != float("inf") else None
@@ -2305,6 +2332,239 @@ def holdout_verdict(verdict, holdout, reference, direction, tolerance_pct):
                 regression, _fmt(tolerance_pct)))
             return "holdout_failed"
     return verdict
+
+
+def suggested_status(verdict, lines_added=None, lines_removed=None):
+    """What `log --status auto` records for a verdict, and the rule that decided it, as
+    (status, {"rule", "why", "lines_added", "lines_removed"}). Pure.
+
+    Simpler is better: at a result equal to the best (`unchanged`, `within_noise`) an
+    experiment that removes more lines than it adds is kept (removing code for an
+    equal result is a win); one that adds code, or changes as many lines as it removes,
+    is discarded (a within-noise change that adds code is not). Line counts of None
+    (unknown) never keep. Every other verdict decides alone."""
+    rule = {"rule": "verdict", "lines_added": lines_added, "lines_removed": lines_removed}
+    if verdict in EQUAL_VERDICTS:
+        equal = "an unchanged result" if verdict == "unchanged" else "a result within the noise"
+        if lines_added is None or lines_removed is None:
+            rule.update(rule="not_simpler", why="%s, and the lines the experiment changes are unknown, "
+                        "so it is discarded" % equal)
+            return "discard", rule
+        counts = "removes %d line%s and adds %d" % (lines_removed, "" if lines_removed == 1 else "s",
+                                                    lines_added)
+        if lines_removed > lines_added:
+            rule.update(rule="simpler", why="simpler is better: %s, and the experiment %s, so it is "
+                        "kept (the best does not move)" % (equal, counts))
+            return "keep", rule
+        rule.update(rule="not_simpler", why="simpler is better: %s, and the experiment %s, so it is "
+                    "discarded (an equal result does not pay for more code)" % (equal, counts))
+        return "discard", rule
+    status = {"baseline": "keep", "improved": "keep", "crash": "crash", "timeout": "crash",
+              "checks_failed": "checks_failed"}.get(verdict, "discard")
+    rule["why"] = "the verdict is %s" % verdict
+    return status, rule
+
+
+# Diagnosis of a failed run: the last error line of the output, and whether it looks like
+# the edit (it points at a file the experiment changed) or the environment. Pure.
+
+_ENVIRONMENT_SIGNS = (
+    (r"command not found|executable file not found|not recognized as an internal", "a command is missing"),
+    (r"no module named|modulenotfounderror|cannot find module|cannot find package|"
+     r"error while loading shared libraries|importerror", "a module or library is missing"),
+    (r"no space left on device|disk quota exceeded", "the disk is full"),
+    (r"out of memory|cannot allocate memory|memoryerror|bad_alloc|oom-kill", "memory ran out"),
+    (r"connection refused|connection reset|address already in use|network is unreachable|"
+     r"could not resolve|name resolution|name or service not known", "the network or a service"),
+    (r"too many open files|resource temporarily unavailable", "a resource limit"),
+    (r"read-only file system", "the file system is read-only"),
+    (r"permission denied|operation not permitted", "a permission"),
+    (r"no such file or directory", "a file is missing"),
+)
+_ERROR_WORDS = (r"(?i)(error|exception|traceback|fatal|panic|abort|segmentation fault|core dumped|"
+                r"\bfail(ed|ure|s)?\b|not found|no such file|permission denied|\bkilled\b|assert)")
+
+
+def clean_output_lines(text):
+    """The lines of a process's output as a terminal would show them, without colour
+    sequences or other control characters (they must not reach the agent's terminal)."""
+    import re
+    import unicodedata
+    text = re.sub(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)?|\x1b.", "", text or "")
+    lines = []
+    for raw in text.splitlines():
+        line = "".join(" " if ch == "\t" else ch for ch in raw
+                       if ch == "\t" or unicodedata.category(ch) not in ("Cc", "Cf"))
+        lines.append(line.rstrip())
+    return lines
+
+
+def last_error_line(lines):
+    """The line that says what went wrong: a Python traceback's exception line, else the
+    last line that reads like an error, else the last line (METRIC lines and autotune's
+    own notes skipped); None for no output."""
+    import re
+    lines = [l for l in lines if l.strip() and not l.lstrip().startswith(("METRIC ", "[checks timed out"))]
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("Traceback (most recent call last)"):
+            after = [l for l in lines[i + 1:] if not l.startswith((" ", "\t"))]
+            if after:
+                return _one_line(after[0], 300)
+            break
+    for line in reversed(lines):
+        if re.search(_ERROR_WORDS, line):
+            return _one_line(line, 300)
+    return _one_line(lines[-1], 300) if lines else None
+
+
+def _file_refs(lines):
+    """The paths an output points at, in order: traceback frames (`File "x.py", line 3`)
+    and `path.ext:line` mentions (compilers, Node, Rust and Go panics)."""
+    import re
+    refs = []
+    for line in lines:
+        for match in re.finditer(r'File "([^"]+)", line \d+|((?:[A-Za-z]:)?[\w.~/\\+@-]*\w\.\w{1,10}):\d+', line):
+            refs.append((match.group(1) or match.group(2)).replace("\\", "/"))
+    return refs
+
+
+def _changed_match(ref, changed, roots):
+    """The changed file (a repository path) that `ref` names, or None."""
+    if ref.startswith("/"):
+        for root in roots:
+            prefix = root.rstrip("/") + "/"
+            if ref.startswith(prefix) and ref[len(prefix):] in changed:
+                return ref[len(prefix):]
+        return None
+    while ref.startswith("./"):
+        ref = ref[2:]
+    for name in changed:
+        if ref == name or name.endswith("/" + ref):
+            return name
+    return None
+
+
+def _changed_file_named(lines, changed, roots):
+    """The changed file the output points at (the innermost mention wins), or None: a
+    traceback frame or `path:line`, or a module that cannot be found or imported whose
+    name is a changed file's."""
+    import re
+    hit = None
+    for ref in _file_refs(lines):
+        hit = _changed_match(ref, changed, roots) or hit
+    if hit:
+        return hit
+    for line in reversed(lines[-40:]):
+        missing = re.search(r"no module named '?([\w.]+)|cannot find module '([^']+)'|"
+                            r"cannot import name '?\w+'? from '([\w.]+)'", line, re.I)
+        name = missing and [g for g in missing.groups() if g][0].replace("/", ".").split(".")[-1]
+        if name:
+            return next((c for c in changed if c.rsplit("/", 1)[-1].rsplit(".", 1)[0] == name
+                         or ("/%s/" % name) in "/" + c), None)
+    return None
+
+
+def _environment_sign(line, lines, changed_files):
+    """Why the failure reads like the environment (the last error line is asked first,
+    then the output's tail), or None."""
+    import re
+    sign = None
+    for text in (line or "", "\n".join(lines[-40:])):
+        sign = next((label for pattern, label in _ENVIRONMENT_SIGNS if re.search(pattern, text, re.I)), None)
+        if sign:
+            break
+    if changed_files is not None and not changed_files:   # nothing differs from the kept code
+        sign = "the experiment changes no file, so the edit cannot be the cause" + (
+            "; the output says %s" % sign if sign else "")
+    return sign
+
+
+def _timeout_advice(kind, line, sign, limit, load):
+    """(origin, why, text) for a benchmark or checks timeout: the environment when the
+    machine was overloaded (load above CPUs + 1) or nothing changed, else the edit."""
+    what, stays = (("the benchmark", "benchmark") if kind == "timeout"
+                   else ("the correctness checks", "checks"))
+    head = "%s ran past %s timeout%s and %s killed." % (
+        what[0].upper() + what[1:], "its" if kind == "timeout" else "their",
+        (" (%ss)" % _fmt(limit)) if limit else "", "was" if kind == "timeout" else "were")
+    if line:
+        head += ' Its output ends with "%s".' % line
+    known = load is not None and load[0] is not None and bool(load[1])
+    if (known and load[0] > load[1] + 1) or (sign and sign.startswith("the experiment changes no file")):
+        why = "the machine was overloaded (load %s on %d CPUs)" % (_fmt(load[0]), load[1]) \
+            if known and load[0] > load[1] + 1 else sign
+        return "environment", why, ("%s It may be the environment: %s. Run again on a quieter machine; "
+                                    "the %s stays as it is." % (head, why, stays))
+    why = "the kept code finished within the limit%s" % (
+        (" and the machine was not overloaded (load %s on %d CPUs)" % (_fmt(load[0]), load[1])) if known else "")
+    return "edit", why, ("%s It looks like the edit made %s much slower or made it hang (an infinite "
+                         "loop, a deadlock, a wait for input): %s. Look for that in the change, or drop "
+                         "the idea; the timeout and the %s stay as they are." % (head, what, why, stays))
+
+
+def _checks_advice(line, hit, sign):
+    """(origin, why, text) for failed correctness checks: the edit unless the output
+    reads like the environment (the kept code passed the same checks)."""
+    head = "The benchmark ran, but the correctness checks failed%s." % ((': "%s"' % line) if line else "")
+    if sign:
+        why = "the checks' output says %s" % sign
+        return "environment", why, ("%s It looks like the environment (%s), not the edit: run ./%s by "
+                                    "hand on the kept code; if it fails the same way, fix the "
+                                    "environment, not the checks." % (head, sign, CHECKS_FILE))
+    why = ("the failure points at %s, which the experiment changed" % hit if hit
+           else "the kept code passed the same checks")
+    return "edit", why, ("%s It looks like the edit: %s, so the change alters what the code computes. "
+                         "Fix the behaviour or drop the idea; never edit the checks or the tests that "
+                         "define correctness." % (head, why))
+
+
+def _crash_advice(line, hit, sign, changed):
+    """(origin, why, text) for a benchmark crash."""
+    head = "The benchmark crashed%s." % ((': its output ends with "%s"' % line) if line else " without any output")
+    if hit:
+        why = "the error points at %s, which the experiment changed" % hit
+        return "edit", why, ("%s It looks like the edit: %s. Fix the bug and retry the idea (after the "
+                             "log, `autotune restore --list` finds the reverted change), or drop it; the "
+                             "benchmark stays as it is." % (head, why))
+    if sign:
+        return "environment", "the output says %s" % sign, (
+            "%s It looks like the environment (%s), not the edit: run ./%s by hand on the kept code; if it "
+            "fails the same way, fix the environment (install, free or restart what is missing), not the "
+            "benchmark, then retry the idea." % (head, sign, BENCH_FILE))
+    why = "the error names no file the experiment changed%s" % (
+        (" (%s)" % ", ".join(changed[:5])) if changed else "")
+    return "unclear", why, ("%s The cause is not certain: %s. The kept code passed this benchmark, so the "
+                            "edit is still the likely cause (through code that calls it or data it "
+                            "changes); run ./%s by hand on the kept code to rule out the environment. The "
+                            "benchmark stays as it is." % (head, why, BENCH_FILE))
+
+
+def diagnose_crash(output, changed_files, kind="crash", roots=(), limit=None, load=None):
+    """What a failed run says about its cause, for `run`, `log` and `explain` (pure).
+
+    kind is `crash`, `timeout`, `checks_failed` or `checks_timeout`; output is the tail
+    of the benchmark's (or the checks') output; changed_files the experiment's paths
+    relative to the repository root `roots` (as given and as resolved), None when
+    unknown; limit the timeout in seconds; load (load average, CPU count). Returns
+    {"kind", "line", "origin", "file", "why", "text"}: origin `edit` when the error
+    points at a file the experiment changed (or the checks reject its result),
+    `environment` when it reads like a missing tool, a full disk, memory or the network
+    (or nothing changed, or the machine was overloaded at a timeout), else `unclear`.
+    `text` is the advice: it never suggests editing the benchmark or the checks, which
+    the agent's rules forbid."""
+    lines = clean_output_lines(output)
+    line = last_error_line(lines)
+    changed = list(changed_files or [])
+    hit = _changed_file_named(lines, changed, roots)
+    sign = None if hit else _environment_sign(line, lines, changed_files)
+    if kind in ("timeout", "checks_timeout"):
+        origin, why, text = _timeout_advice(kind, line, sign, limit, load)
+        hit = None
+    elif kind == "checks_failed":
+        origin, why, text = _checks_advice(line, hit, sign)
+    else:
+        origin, why, text = _crash_advice(line, hit, sign, changed)
+    return {"kind": kind, "line": line, "origin": origin, "file": hit, "why": why, "text": text}
 
 
 def check_guardrails(rules, metrics, baseline_metrics):
@@ -2349,9 +2609,14 @@ PLAYBOOK_TEXT = {
         "the dead ends in autotune.md, pick the most promising untried idea from "
         "autotune.ideas.md, and cut it down to its smallest testable step."),
     "diagnose": (
-        "Stop changing the code under test and find the cause first: read the output tail "
-        "of the last run (and chk_out for checks), run ./autotune.sh by hand, and fix the "
-        "environment, the benchmark or the checks before the next experiment."),
+        "Stop trying new ideas and find the cause first: read the output tail of the last "
+        "run (and chk_out for the checks), run ./autotune.sh by hand on the kept code, and "
+        "fix the environment or the edit before the next experiment (the benchmark and the "
+        "checks stay as they are: they define the goal)."),
+    "diagnose_plateau": (
+        "Stop trying ideas of the same kind and find where the metric is spent: profile the "
+        "workload the benchmark runs, read the secondary metrics and the dead ends in "
+        "autotune.md, and write down what dominates before the next experiment targets it."),
     "reset_worktree": (
         "Start the next experiment from a clean tree: autotune already reverted the failed "
         "change; check that `git status` shows nothing of it, delete leftovers such as "
@@ -2372,20 +2637,26 @@ def health_fields(state):
         "no_improve", "crash_streak", "keep_streak")}
 
 
-def choose_playbook(failure, attempt, settings):
+def choose_playbook(failure, attempt, settings, deterministic=False):
     """The attempt-th healing action (1-based) for this failure: escalation through
-    the failure's preferred order, keeping only configured playbooks."""
+    the failure's preferred order, keeping only configured playbooks. A plateau of a
+    deterministic benchmark skips `rebaseline`: identical re-measurements teach nothing."""
     allowed = [p for p in settings.playbooks if settings.pause_on_exhausted or p != "pause"]
+    if deterministic and failure == "plateau":
+        allowed = [p for p in allowed if p != "rebaseline"]
     order = [p for p in FAILURE_PLAYBOOK_ORDER[failure] if p in allowed] or allowed or ["diagnose"]
     return order[min(attempt, len(order)) - 1]
 
 
-def advance(prev, status, improved, settings):
+def advance(prev, status, improved, settings, deterministic=False, timeout=False):
     """The health machine (SPEC 6): the health fields after one logged result.
 
     `prev` holds the fields of health_fields(); the answer is a new dict. A `pause`
     playbook pauses the loop; `pauseOnExhaustedRecovery: false` removes it, so the
     loop keeps healing with its last action instead of ever pausing itself.
+    `deterministic` (the benchmark's values are identical on re-measurement) takes
+    `rebaseline` out of a plateau's recovery; `timeout` (a crash whose verdict is a
+    timeout) makes the reason `timeout`, not `crash`.
     """
     nxt = dict(prev)
     nxt.update(active=True, recovery=None)
@@ -2408,7 +2679,7 @@ def advance(prev, status, improved, settings):
         nxt["crash_streak"] = prev["crash_streak"] + 1
         crash = status == "crash"
         nxt.update(failure="benchmark_crash" if crash else "checks_failed", health="crashing",
-                   reason="crash" if crash else "checks_failed")
+                   reason=("timeout" if timeout else "crash") if crash else "checks_failed")
     heal = (nxt["failure"] == "plateau" or
             (nxt["failure"] in ("benchmark_crash", "checks_failed")
              and nxt["crash_streak"] >= settings.max_crash_streak))
@@ -2418,7 +2689,7 @@ def advance(prev, status, improved, settings):
         nxt.update(health="paused", recovery="pause", mode="repair",
                    reason="recovery_exhausted", active=False)
         return nxt
-    action = choose_playbook(nxt["failure"], prev["heals"] + 1, settings)
+    action = choose_playbook(nxt["failure"], prev["heals"] + 1, settings, deterministic)
     nxt.update(heals=prev["heals"] + 1, recovery=action, mode="repair", reason="heal:" + action,
                health="healing")
     if action == "pause":
@@ -2444,7 +2715,27 @@ def budget_reason(runs, best_metric, direction, settings, started_epoch, now_epo
 
 
 def next_action(state):
-    """The suggested next step for this state, as (code, what it means in practice)."""
+    """The suggested next step for this state, as (code, what it means in practice);
+    during a failure streak the text ends with the diagnosis of the last failure."""
+    action, text = playbook_action(state)
+    diagnosis = failure_diagnosis(state)
+    if diagnosis and action not in ("init", "report"):
+        text = "%s %s" % (text, diagnosis["text"])
+    return action, text
+
+
+def failure_diagnosis(state):
+    """The diagnosis of the last result while the loop is in its failure streak, or None."""
+    last = state.last or {}
+    diagnosis = last.get("diagnosis")
+    if state.crash_streak and last.get("status") in CRASH_STATUSES and isinstance(diagnosis, dict) \
+            and isinstance(diagnosis.get("text"), str):
+        return diagnosis
+    return None
+
+
+def playbook_action(state):
+    """next_action without the diagnosis: the playbook this state calls for."""
     if state.config is None:
         return "init", "Start a session with `autotune init`."
     if state.health == "completed":
@@ -2473,8 +2764,11 @@ def next_action(state):
     if state.recovery == "manual_repair":
         return "repair", PLAYBOOK_TEXT["manual_repair"]
     if state.health == "healing" and state.recovery:
-        return state.recovery, PLAYBOOK_TEXT.get(state.recovery, "Apply the %s playbook." % state.recovery)
+        key = "diagnose_plateau" if (state.recovery, state.failure) == ("diagnose", "plateau") else state.recovery
+        return state.recovery, PLAYBOOK_TEXT.get(key, "Apply the %s playbook." % state.recovery)
     if state.health == "plateaued":
+        if (state.reference or {}).get("deterministic"):  # identical re-measurements teach nothing
+            return "shrink_scope", PLAYBOOK_TEXT["shrink_scope"]
         return "rebaseline", PLAYBOOK_TEXT["rebaseline"]
     if state.health == "crashing":
         return "diagnose", PLAYBOOK_TEXT["diagnose"]
@@ -2737,6 +3031,26 @@ def diff_trees(session, base, current, tracked_only=False):
     return changes
 
 
+def line_counts(session, base, current, changes=None):
+    """(lines added, lines removed) by the experiment between two snapshot trees: git's
+    numstat, exact and one process, over the paths diff_trees calls the experiment's
+    (protected files and paths outside the working directory are not); a binary file
+    counts as neither."""
+    if changes is None:
+        changes = diff_trees(session, base, current)
+    paths = {c.path for c in changes}
+    if not paths:
+        return 0, 0
+    proc = session.repo.run(["diff-tree", "-r", "-z", "--numstat", "--no-renames", base, current])
+    added = removed = 0
+    for record in proc.stdout.split(b"\0"):
+        parts = record.split(b"\t", 2)
+        if len(parts) == 3 and parts[2] in paths and parts[0].isdigit() and parts[1].isdigit():
+            added += int(parts[0])
+            removed += int(parts[1])
+    return added, removed
+
+
 def _identity_retry(repo, args, **kwargs):
     """Runs a committing git command; with no user identity configured, uses autotune's."""
     proc = repo.run(args, check=False, **kwargs)
@@ -2814,6 +3128,16 @@ def ignored_by_base(session, base, paths):
         proc = repo.run(["--work-tree=" + rules, "check-ignore", "--no-index", "-z", "--stdin"],
                         input=b"".join(p + b"\0" for p in paths), check=False)
     return set(proc.stdout.split(b"\0")) - {b""}
+
+
+def ignored_by_git(repo, workdir, glob):
+    """Whether a file the size glob matches would be ignored by git (checked on a sample
+    path made from the glob, so it works before the build ran)."""
+    sample = glob.replace("**/", "").replace("*", "x").replace("?", "x").replace("[", "").replace("]", "")
+    path = os.path.relpath(os.path.join(workdir, sample), repo.root)
+    if path.startswith(".."):
+        return True  # outside the repository: git never sees it
+    return repo.run(["check-ignore", "-q", "--no-index", "--", path], check=False).returncode == 0
 
 
 def without_users_ignored(session, base, changes):
@@ -4233,6 +4557,11 @@ def cmd_init(args):
                               "(scaffolding never overwrites)" % (" and ".join(skipped),
                                                                   "them" if len(skipped) > 1 else "it"))
         result.update(proposal_answer(session, args, sizes))
+        unignored = [glob for glob in sizes if not ignored_by_git(repo, session.workdir, glob)]
+        if unignored:
+            result["size_note"] = ("git does not ignore %s: the build output would look like the "
+                                   "experiment's change (a keep commits it); add its directory to "
+                                   ".gitignore" % ", ".join(unignored))
     if not session.settings.protect:
         proposal = [g for g in ("tests/**", "test/**", "benchmark/data/**", "bench/data/**",
                                 "data/**", "fixtures/**", "testdata/**")
@@ -4492,6 +4821,7 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
     m = Measurement(segment=state.segment, timestamp=utc_now(), command=shown, pname=pname,
                     warnings=warnings, head=head, hashes=hashes, inputs=inputs,
                     judge=judge_of(settings.raw))
+    experiment = ExperimentFiles(session, (state.snapshot or {}).get("tree"), tree_before)
     with ProcessSweep() as sweep:
         if tree_before and reference_to_measure(state.reference, repeat):
             kept, problem = measure_kept_code(session, state, tree_before, head, argv, shell, timeout,
@@ -4504,7 +4834,9 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
                 warnings.append("the kept code could not be measured (%s), so the verdict compares "
                                 "with the best's one recorded value" % problem)
         plan = sampling_plan(reference, repeat, settings, deterministic)
-        runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep)
+        # the checks run after the candidate's first passing sample (fail fast), never on the kept code
+        gate = ChecksGate(session.path(CHECKS_FILE), session.workdir, checks_timeout, env, sweep)
+        runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep, gate)
         m.samples, m.sample_metrics, notes = collect_samples(
             runner.take, plan, reference, direction, settings, noise_mad, deterministic)
         outcome = runner.last
@@ -4517,30 +4849,31 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
                               "secondary metrics; %s ignored (autotune keeps at most %d names)" % (
                                   runner.dropped, "" if runner.dropped == 1 else "s", MAX_METRIC_NAMES,
                                   "it was" if runner.dropped == 1 else "they were", MAX_METRIC_NAMES))
+        m.checks, m.chk_out, checks_timed_out = gate.result()
         if m.passed:
             m.primary = median(m.samples)
             m.metrics = median_metrics(m.sample_metrics, exclude=pname)
-            if os.path.isfile(session.path(CHECKS_FILE)):
-                checks = run_process(script_argv(session.path(CHECKS_FILE)), session.workdir,
-                                     checks_timeout, env=env, tail_lines=CHECKS_TAIL_LINES,
-                                     tail_bytes=CHECKS_TAIL_BYTES, sweep=sweep)
-                m.checks = checks.exit == 0 and not checks.timeout and not checks.error
-                m.chk_out = checks.error or checks.output
-                if checks.timeout:
-                    m.chk_out = (m.chk_out + "\n[checks timed out after %ss]" % _fmt(checks_timeout)).strip()
         m.verdict, m.evidence = verdict_of(m, reference, reference_info, direction, settings,
                                            noise_mad, plan.alpha, (state.baseline or {}).get("metrics"))
-        if m.verdict in ("baseline", "improved") and os.path.isfile(session.path(HOLDOUT_FILE)):
+        m.suggested_status, m.status_rule = suggested_status(
+            m.verdict, *(experiment.lines() if m.verdict in EQUAL_VERDICTS else (None, None)))
+        if m.suggested_status == "keep" and os.path.isfile(session.path(HOLDOUT_FILE)):
             m.holdout = run_holdout(session, pname, timeout, env, sweep)
             m.verdict = holdout_verdict(m.verdict, m.holdout, (state.baseline or {}).get("holdout"),
                                         direction, settings.holdout_tolerance_pct)
-    m.suggested_status = {"baseline": "keep", "improved": "keep", "crash": "crash",
-                          "checks_failed": "checks_failed"}.get(m.verdict, "discard")
+            if m.verdict == "holdout_failed":
+                m.suggested_status, m.status_rule = suggested_status(m.verdict)
     samples = m.samples
     m.sampling = describe_sampling(plan, samples, notes, m, reference, settings.max_samples)
     if m.reference:
         m.sampling = "%s; first the kept code: %s" % (m.sampling, m.reference["why"])
     m.env = environment(head, session, env)
+    if m.crashed or m.checks is False:
+        kind = (("timeout" if m.timeout else "crash") if m.crashed
+                else "checks_timeout" if checks_timed_out else "checks_failed")
+        m.diagnosis = diagnose_crash(m.output if m.crashed else m.chk_out, experiment.names(), kind,
+                                     experiment.roots(), timeout if m.crashed else checks_timeout,
+                                     ((m.env.get("load") or [None])[0], m.env.get("cpus")))
     drift = toolchain_warning(toolchain_changes(state.toolchain, toolchain_of(m.env)))
     if drift:
         m.warnings.append(drift)
@@ -4569,9 +4902,12 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
               "timeout": m.timeout, "metrics": m.metrics, "primary": _round(m.primary),
               "pname": pname, "output": m.output, "checks": m.checks, "chk_out": m.chk_out,
               "samples": [_round(s) for s in samples], "n": len(samples), "sampling": m.sampling,
-              "verdict": m.verdict, "suggested_status": m.suggested_status, "evidence": m.evidence,
+              "verdict": m.verdict, "suggested_status": m.suggested_status, "status_rule": m.status_rule,
+              "evidence": m.evidence,
               "guardrails": m.guardrails, "holdout": m.holdout, "reason": m.reason,
               "command": shown, "env": m.env}
+    if m.diagnosis:
+        result["diagnosis"] = m.diagnosis
     if m.reference:
         result["reference"] = {k: m.reference[k] for k in ("source", "commit", "samples", "n", "deterministic")}
     if m.warnings:
@@ -4579,11 +4915,43 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
     output(result)
 
 
-def crash_reason(outcome, pname):
+class ExperimentFiles(object):
+    """The experiment as `run` sees it: what differs between the last logged snapshot and
+    the tree it measures. Asked only when needed (a failure's diagnosis, an equal
+    result's line counts), and computed once."""
+
+    def __init__(self, session, base, tree):
+        self.session, self.base, self.tree = session, base, tree
+        self._changes = None
+
+    def changes(self):
+        """The Change list, or None when unknown (no git, no snapshot: an old session)."""
+        if self._changes is None and self.base and self.tree and self.session.repo:
+            self._changes = diff_trees(self.session, self.base, self.tree)
+        return self._changes
+
+    def names(self):
+        changes = self.changes()
+        return None if changes is None else [c.name for c in changes]
+
+    def lines(self):
+        """(added, removed), or (None, None) when unknown."""
+        changes = self.changes()
+        if changes is None:
+            return None, None
+        return line_counts(self.session, self.base, self.tree, changes)
+
+    def roots(self):
+        repo = self.session.repo
+        return (repo.root, os.path.realpath(repo.root)) if repo else ()
+
+
+def crash_reason(outcome, pname, limit=None):
     if outcome.error:
         return outcome.error
     if outcome.timeout:
-        return "timed out after %ss; the benchmark's process group was killed" % _fmt(outcome.dur)
+        return "timed out: still running after %ss (the timeout), so its process group was killed" % (
+            _fmt(limit if limit is not None else outcome.dur))
     if outcome.exit != 0:
         if outcome.exit is not None and outcome.exit < 0:
             return "killed by signal %d" % -outcome.exit
@@ -4593,25 +4961,67 @@ def crash_reason(outcome, pname):
     return None
 
 
+class ChecksGate(object):
+    """Fail fast: autotune.checks.sh runs once, right after the candidate's first passing
+    sample, so a candidate that fails them is known before its remaining samples are
+    taken. Call after_candidate_sample() only while the candidate's own files are in
+    place: the checks judge the candidate, never the best."""
+
+    def __init__(self, path, cwd, timeout, env, sweep):
+        self.path = path if path and os.path.isfile(path) else None   # None: no checks
+        self.cwd, self.timeout, self.env, self.sweep = cwd, timeout, env, sweep
+        self.outcome = None
+
+    def after_candidate_sample(self):
+        """Runs the checks the first time; False when they failed (stop sampling)."""
+        if self.path is None:
+            return True
+        if self.outcome is None:
+            self.outcome = run_process(script_argv(self.path), self.cwd, self.timeout, env=self.env,
+                                       tail_lines=CHECKS_TAIL_LINES, tail_bytes=CHECKS_TAIL_BYTES,
+                                       sweep=self.sweep)
+        return self.passed()
+
+    def passed(self):
+        run = self.outcome
+        return run is None or (run.exit == 0 and not run.timeout and not run.error)
+
+    def result(self):
+        """(checks, chk_out, timed out) as `run` reports them; checks is None when they
+        did not run (no checks file, or no passing sample)."""
+        run = self.outcome
+        if run is None:
+            return None, "", False
+        out = run.error or run.output
+        if run.timeout:
+            out = (out + "\n[checks timed out after %ss]" % _fmt(self.timeout)).strip()
+        return self.passed(), out, bool(run.timeout)
+
+
 class SampleRunner(object):
     """`take` for collect_samples: one execution of the benchmark per sample; remembers
-    the last outcome, the total time, and why it failed."""
+    the last outcome, the total time, and why it failed. With a ChecksGate, the checks
+    run after the first passing sample, and a failure ends the sampling (`halted`)."""
 
-    def __init__(self, argv, shell, cwd, timeout, env, pname, sweep):
+    def __init__(self, argv, shell, cwd, timeout, env, pname, sweep, gate=None):
         self.argv, self.shell, self.cwd, self.timeout = argv, shell, cwd, timeout
-        self.env, self.pname, self.sweep = env, pname, sweep
-        self.last, self.problem, self.dur = None, None, 0.0
+        self.env, self.pname, self.sweep, self.gate = env, pname, sweep, gate
+        self.last, self.problem, self.dur, self.halted = None, None, 0.0, False
         self.dropped = 0  # METRIC lines beyond the cap of names, in the sample that had most
 
     def take(self, number):
+        if self.halted:
+            return None   # the checks failed: no more samples of a candidate that cannot be kept
         self.env["AUTOTUNE_SAMPLE"] = str(number)
         self.last = run_process(self.argv, self.cwd, self.timeout, shell=self.shell, env=self.env,
                                 sweep=self.sweep, primary=self.pname)
         self.dur += self.last.dur
         self.dropped = max(self.dropped, self.last.dropped)
-        self.problem = crash_reason(self.last, self.pname)
+        self.problem = crash_reason(self.last, self.pname, self.timeout)
         if self.problem:
             return None
+        if self.gate is not None and not self.gate.after_candidate_sample():
+            self.halted = True
         return self.last.metrics[self.pname], self.last.metrics
 
 
@@ -4649,7 +5059,7 @@ def run_holdout(session, pname, timeout, env, sweep):
     run = run_process(script_argv(session.path(HOLDOUT_FILE)), session.workdir, timeout, env=env,
                       tail_lines=CHECKS_TAIL_LINES, tail_bytes=CHECKS_TAIL_BYTES, sweep=sweep,
                       primary=pname)
-    problem = crash_reason(run, pname)
+    problem = crash_reason(run, pname, timeout)
     holdout = {"value": run.metrics.get(pname), "reference": None, "ok": problem is None,
                "tolerance_pct": session.settings.holdout_tolerance_pct, "output": run.output}
     if problem:
@@ -4661,7 +5071,9 @@ def describe_sampling(plan, samples, notes, m, reference, max_samples=DEFAULT_MA
     count = len(samples)
     text = "%d sample%s" % (count, "" if count == 1 else "s")
     if m.crashed:
-        return text + " before the crash"
+        return text + (" before the timeout" if m.timeout else " before the crash")
+    if m.checks is False:
+        return text + ": the correctness checks failed after the first sample, so no more were taken"
     if plan.probe:
         if is_deterministic(samples):
             text += ": baseline; identical, so the benchmark is treated as deterministic and later runs take 1 sample"
@@ -4810,7 +5222,9 @@ def cmd_log(args):
                                                 index, current, head, skip_git, args.commit)
         if next_tree != snap.get("tree"):
             anchor_snapshot(session, next_tree)
-        health = advance(health_fields(state), d.status, d.improved, settings)
+        health = advance(health_fields(state), d.status, d.improved, settings,
+                         deterministic=bool((state.reference or {}).get("deterministic")),
+                         timeout=d.verdict == "timeout")
         best_metric = d.metric if d.improved else (state.best or {}).get("metric")
         finished = budget_reason(index, best_metric, direction, settings,
                                  iso_to_epoch(state.started_at), time.time())
@@ -4834,6 +5248,11 @@ def cmd_log(args):
                              else input_hashes(session))
         if ref is not None:
             result.measurement = ref
+        if m is not None and (d.measured or m.crashed):
+            if d.status in CRASH_STATUSES and m.diagnosis:
+                result.diagnosis = m.diagnosis
+            if m.status_rule and d.status == m.suggested_status:
+                result.rule = m.status_rule.get("rule")
         if m is not None and d.measured:
             result.samples = [_round(s) for s in m.samples] or None
             result.verdict, result.evidence, result.env, result.run_dur = m.verdict, m.evidence, m.env, m.dur
@@ -4936,7 +5355,7 @@ def log_answer(state, settings, result, pname, git_info, notes=(), warnings=()):
     baseline = (state.baseline or {}).get("metric")
     metric = result.metric
     delta = (metric - baseline) if (metric is not None and baseline is not None) else None
-    action, _ = next_action(state)
+    action, advice = next_action(state)
     answer = {"status": result.status, "index": result.index, "commit": result.commit,
             "metric": metric, "name": pname, "baseline": _round(baseline), "delta": _round(delta),
             "d_pct": _round(pct_change(metric, baseline), 2),
@@ -4946,7 +5365,11 @@ def log_answer(state, settings, result, pname, git_info, notes=(), warnings=()):
             "health": state.health, "failure": state.failure, "recovery": state.recovery,
             "reason": state.reason, "mode": state.mode, "active": state.active,
             "improved": result.improved, "best": _round((state.best or {}).get("metric")),
-            "verdict": result.verdict, "measured": result.measured, "next": action}
+            "verdict": result.verdict, "measured": result.measured, "next": action, "next_text": advice}
+    if result.rule:
+        answer["rule"] = result.rule
+    if result.diagnosis:
+        answer["diagnosis"] = result.diagnosis
     if notes:
         answer["notes"] = list(notes)
     if warnings:
@@ -4997,13 +5420,15 @@ def metric_for_log(status, metric_flag, m, force):
                          _fmt(metric_flag), _fmt(m.primary)))
             return metric_flag, False
         if m is not None and m.crashed and status not in CRASH_STATUSES and not force:
-            fail("metric_mismatch", "The last run crashed and measured nothing (%s); log it with "
-                 "--status crash, or pass --force to log an invented --metric." % (m.reason or "crash"))
+            fail("metric_mismatch", "The last run %s and measured nothing (%s); log it with "
+                 "--status crash, or pass --force to log an invented --metric." % (
+                     "timed out" if m.timeout else "crashed", m.reason or "crash"))
         return metric_flag, m is not None and status in CRASH_STATUSES
     if m is not None:
         if m.primary is None and status in ("keep", "discard"):
-            fail("missing_metric", "The last run crashed (%s), so there is no metric to %s; log "
-                 "it with --status crash." % (m.reason or "no metric", status))
+            fail("missing_metric", "The last run %s (%s), so there is no metric to %s; log "
+                 "it with --status crash." % ("timed out" if m.timeout else "crashed",
+                                              m.reason or "no metric", status))
         return m.primary, True
     if status in ("keep", "discard"):
         fail("missing_metric", "No measurement to log: run the benchmark first (`autotune run`).")
@@ -5326,21 +5751,64 @@ def _discard_label(text):
     return text
 
 
+FAILURE_WORDS = {"crash": ("benchmark crash", "benchmark crashes"),
+                 "timeout": ("benchmark timeout", "benchmark timeouts"),
+                 "checks_failed": ("checks failure", "checks failures")}
+
+
+def streak_text(state):
+    """The current failure streak in words, its kinds in order (a crash and a checks
+    failure that follows it are different failures): "2 failures in a row: a benchmark
+    crash, then a checks failure"; None without a streak."""
+    streak = state.crash_streak or 0
+    kinds = [k for k in (state.streak_kinds or []) if k in FAILURE_WORDS][-streak:] if streak else []
+    if not kinds:
+        return None
+    groups = []
+    for kind in kinds:
+        if groups and groups[-1][0] == kind:
+            groups[-1][1] += 1
+        else:
+            groups.append([kind, 1])
+    if len(groups) == 1 and len(kinds) == streak:
+        what = {"crash": "the benchmark failed", "timeout": "the benchmark timed out",
+                "checks_failed": "the correctness checks failed"}[kinds[0]]
+        return "%s %s in a row" % (what, "once" if streak == 1 else "%d times" % streak)
+    parts = ["%s %s" % ("a" if n == 1 else n, FAILURE_WORDS[k][n != 1]) for k, n in groups]
+    return "%d failure%s in a row: %s%s" % (streak, "" if streak == 1 else "s",
+                                            "..., " if len(kinds) < streak else "", ", then ".join(parts))
+
+
+def recovery_subject(state):
+    """Which failure a recovery is about when the streak mixes kinds: the last one."""
+    kinds = set((state.streak_kinds or [])[-(state.crash_streak or 0):]) if state.crash_streak else set()
+    last = (state.streak_kinds or [None])[-1]
+    if len(kinds) < 2 or last not in FAILURE_WORDS:
+        return ""
+    what = {"crash": "the benchmark crash", "timeout": "the benchmark timeout",
+            "checks_failed": "the correctness checks"}[last]
+    return ", about the last failure, %s, not the earlier %s" % (what, " or ".join(
+        FAILURE_WORDS[k][0] for k in sorted(kinds - {last})))
+
+
 def reason_text(state, settings):
     """The last decision of the loop, in a sentence."""
     reason = state.reason or ""
+    streak = streak_text(state)
     cause = {
         "plateau": "%d experiments in a row did not beat the best (%d make a plateau)" % (
             state.no_improve, settings.max_no_improve),
-        "benchmark_crash": "the benchmark failed %d times in a row (%d start recovery)" % (
-            state.crash_streak, settings.max_crash_streak),
-        "checks_failed": "experiments failed %d times in a row, the last on the correctness checks "
-                         "(%d start recovery)" % (state.crash_streak, settings.max_crash_streak),
+        "benchmark_crash": "%s (%d start recovery)" % (
+            streak or "the benchmark failed %d times in a row" % state.crash_streak, settings.max_crash_streak),
+        "checks_failed": "%s (%d start recovery)" % (
+            streak or "experiments failed %d times in a row, the last on the correctness checks"
+            % state.crash_streak, settings.max_crash_streak),
     }.get(state.failure, state.failure or "")
     if state.health == "stopped":
         return "%s stopped the loop%s; its data is kept" % (
             "the agent" if state.stopped_by == "agent" else "a person",
             "" if reason in ("", "stopped by a person") else " (%s)" % reason)
+    last = state.last or {}
     if reason == "initialized":
         return "a new segment started; nothing has been logged in it yet"
     if reason == "improved" and state.n_exp == 1:
@@ -5348,20 +5816,26 @@ def reason_text(state, settings):
     if reason == "improved":
         return "the last experiment beat the best, so it was kept"
     if reason == "kept_no_degrade":
+        if last.get("rule") == "simpler":
+            return ("the last experiment was kept without beating the best: at an equal result it "
+                    "removes more lines than it adds (simpler is better), and the best stays %s" % (
+                        _fmt((state.best or {}).get("metric"))))
         return "the last experiment was kept without beating the best"
     if reason == "no_improve":
         return "the last experiment did not beat the best and was reverted (%d in a row; %d make a plateau)" % (
             state.no_improve, settings.max_no_improve)
-    if reason == "crash":
-        return "the benchmark crashed on the last experiment (%d failure%s in a row; %d start recovery)" % (
-            state.crash_streak, "" if state.crash_streak == 1 else "s", settings.max_crash_streak)
-    if reason == "checks_failed":
-        return "the correctness checks failed on the last experiment (%d failure%s in a row; %d start recovery)" % (
-            state.crash_streak, "" if state.crash_streak == 1 else "s", settings.max_crash_streak)
+    if reason in ("crash", "timeout", "checks_failed"):
+        what = ("the benchmark timed out" if reason == "timeout" or last.get("verdict") == "timeout"
+                else "the benchmark crashed" if reason == "crash" else "the correctness checks failed")
+        mixed = streak and ": " in streak
+        return "%s on the last experiment (%s; %d start recovery)" % (
+            what, streak if mixed else "%d failure%s in a row" % (
+                state.crash_streak, "" if state.crash_streak == 1 else "s"), settings.max_crash_streak)
     if reason == "heal:pause":
         return "%s, and the next recovery playbook is to pause, so the loop paused itself" % cause
     if reason.startswith("heal:"):
-        return "%s, so recovery attempt %d of %d is %s" % (cause, state.heals, settings.max_heals, reason[5:])
+        return "%s, so recovery attempt %d of %d is %s%s" % (cause, state.heals, settings.max_heals, reason[5:],
+                                                             recovery_subject(state))
     if reason == "recovery_exhausted":
         return "%s even after %d recovery attempt%s (the most allowed), so the loop paused itself" % (
             cause or "the loop kept failing", state.heals, "" if state.heals == 1 else "s")
@@ -5418,11 +5892,13 @@ def explain_data(session, loaded, disk=False):
         "best_commit": (state.best or {}).get("commit"), "best_description": (state.best or {}).get("description"),
         "last_metric": _round((state.last or {}).get("metric")), "last_status": (state.last or {}).get("status"),
         "last_index": (state.last or {}).get("index"), "last_description": (state.last or {}).get("description"),
+        "last_verdict": (state.last or {}).get("verdict"),
         "no_improve": state.no_improve, "crash_streak": state.crash_streak, "keep_streak": state.keep_streak,
         "heals": state.heals, "max_heals": settings.max_heals, "max_no_improve": settings.max_no_improve,
         "max_crash_streak": settings.max_crash_streak,
         "runs": state.n_exp, "kept": state.kept, "discarded": state.discarded, "crashed": state.crashed,
-        "checks_failed": state.checks_failed, "max_iterations": settings.max_iterations,
+        "checks_failed": state.checks_failed, "timed_out": state.timed_out,
+        "max_iterations": settings.max_iterations, "diagnosis": failure_diagnosis(state),
         "confidence": state.confidence, "next": action, "next_text": advice, "warnings": warnings,
         "path": session.workdir,
     }
@@ -6811,14 +7287,25 @@ class Guard(object):
         known (an Edit or Write), lets a file with protected entries (package.json's
         scripts) be edited where the entries stay the same."""
         real = real_target(path)
-        rel = os.path.relpath(real, self.root)
-        inside = rel != ".." and not rel.startswith(".." + os.sep)
+        rel = os.path.relpath(real, self.root).replace(os.sep, "/")
+        inside = rel != ".." and not rel.startswith("../")
         if inside and kind == "tree":
-            return self._tree_reason(rel.replace(os.sep, "/"), how)
-        if inside:
-            found = self._file_reason(rel.replace(os.sep, "/"), kind, content, how)
+            found = self._tree_reason(rel, how)
+            if found and found[1] != rel:  # a directory that holds protected files
+                return ("autotune: %s on %s would reach %s; name the files you mean instead "
+                        "(to undo an experiment, `autotune log --status discard` reverts it). %s" % (
+                            how or "this command", rel, found[1], found[0][len("autotune: "):]))
+            if found:
+                return found[0]
+        elif inside:
+            found = self._file_reason(rel, kind, content, how)
             if found:
                 return found
+        cache = os.path.realpath(os.path.dirname(self.session.cache_dir))  # <git dir>/autotune
+        if real == cache or real.startswith(cache + os.sep) or (
+                kind == "tree" and cache.startswith(real.rstrip(os.sep) + os.sep)):
+            return ("autotune: %s is autotune's private cache of the loop (the benchmark lock, "
+                    "the snapshot index, the last run); only autotune writes it." % path)
         try:
             st = os.stat(real)
         except OSError:
@@ -6835,7 +7322,7 @@ class Guard(object):
         if rel in self.names:
             return guard_reason(rel, self.state)
         if rel in self.files:
-            return self._input_reason(rel, how)
+            return self._input_reason(rel, how, self._pattern_of(rel))
         if rel in self.entries:
             keys = self.entries[rel]
             if kind.startswith("entry:"):
@@ -6857,22 +7344,25 @@ class Guard(object):
         return None
 
     def _tree_reason(self, rel, how):
+        """(reason, first protected path) for an operation on everything under `rel`."""
         under = lambda name: rel == "." or name == rel or name.startswith(rel.rstrip("/") + "/")
         for name in self.names:
             if under(name):
-                return guard_reason(name, self.state)
+                return guard_reason(name, self.state), name
         for name in sorted(self.files) + sorted(self.entries):
             if under(name):
-                return self._input_reason(name, how)
+                return self._input_reason(name, how, self._pattern_of(name)), name
         for pattern, regex, prefix in self.globs:
             if rel == "." or under(prefix) or regex.match(rel) or prefix.startswith(rel.rstrip("/") + "/"):
-                return self._input_reason(rel, how, pattern)
+                return self._input_reason(rel, how, pattern), prefix or rel
         return None
+
+    def _pattern_of(self, rel):
+        return next((pattern for pattern, regex, _ in self.globs if regex.match(rel)), None)
 
     def _input_reason(self, key, how, pattern=None):
         why = ("it matches `protect` %s in %s" % (json.dumps(pattern), CONFIG_FILE) if pattern
-               else "it defines a command the benchmark or checks call" if "#" in key or
-               key not in self.session.settings.protect else "it is protected")
+               else "it defines a command the benchmark or checks call")
         return ("autotune: %s is a protected input of the active segment %d (%s), hashed at its "
                 "baseline: a change to it would move the judge, not measure the code%s. Change "
                 "the code under test instead; to change it, `autotune stop`, change it, then start "
@@ -7334,10 +7824,11 @@ def render_explain(data, colors):
     health = data["health"] or "running"
     lines = ['autotune · %s · segment %s of %s' % (
         json.dumps(data.get("name"), ensure_ascii=False), data["segment"], data["segments"])]
-    lines.append("Metric:  %s%s, %s is better · %d run%s: %d kept, %d discarded, %d crashed, %d failed checks" % (
+    timed_out = data.get("timed_out") or 0   # timeouts are crashes in the log, not in words
+    lines.append("Metric:  %s%s, %s is better · %d run%s: %d kept, %d discarded, %d crashed, %s%d failed checks" % (
         data.get("metric"), (" (%s)" % unit) if unit else "", data.get("direction"), data["runs"],
-        "" if data["runs"] == 1 else "s", data["kept"], data["discarded"], data["crashed"],
-        data["checks_failed"]))
+        "" if data["runs"] == 1 else "s", data["kept"], data["discarded"], data["crashed"] - timed_out,
+        ("%d timed out, " % timed_out) if timed_out else "", data["checks_failed"]))
     lines.append("")
     state_text = "%s — %s mode, %s" % (health.upper(), data["mode"], "active" if data["active"] else "not active")
     lines.append("State:   " + colors.paint(HEALTH_COLOR.get(health, "bold"), state_text))
@@ -7355,8 +7846,9 @@ def render_explain(data, colors):
             best += ", %s" % json.dumps(data["best_description"], ensure_ascii=False)
         lines.append(_wrap("Best:", best + conf_text))
     if data.get("last_status"):
-        lines.append(_wrap("Last:", "#%s %s %s, %s" % (
-            data.get("last_index"), data["last_status"], fmt_metric(data.get("last_metric"), unit),
+        lines.append(_wrap("Last:", "#%s %s%s %s, %s" % (
+            data.get("last_index"), data["last_status"],
+            " (timed out)" if data.get("last_verdict") == "timeout" else "", fmt_metric(data.get("last_metric"), unit),
             json.dumps(data.get("last_description"), ensure_ascii=False))))
     lines.append("Streaks: keep %d · no-improvement %d/%d · crash %d/%d · heals %d/%d%s" % (
         data["keep_streak"], data["no_improve"], data["max_no_improve"], data["crash_streak"],
@@ -7601,8 +8093,9 @@ def cmd_dashboard(args):
                 except FileNotFoundError:  # cleared between the check and the read
                     continue
             else:
-                text = _fit("autotune: waiting for a session in %s (`autotune init` starts one; Ctrl-C "
-                            "quits)" % strip_controls(session.workdir, ""), width)
+                text = "\n".join(_fit(line, width) for line in (
+                    "autotune: waiting for a session in %s" % strip_controls(session.workdir, ""),
+                    "(`autotune init` starts one there; Ctrl-C quits)"))
             say(("\033[H\033[2J" if tty else "") + text + ("" if tty else "\n"), painted=tty)
             time.sleep(args.interval)
     except KeyboardInterrupt:
@@ -8164,7 +8657,8 @@ COMMANDS = {
 def build_parser(only=None):
     Parser = make_parser_class()
     parser = Parser(prog="autotune", description="Autonomous optimization loops: edit, "
-                    "benchmark, keep what improves the metric, revert the rest.")
+                    "benchmark, keep what improves the metric, revert the rest.",
+                    epilog="`autotune help COMMAND` shows the options of one command.")
     parser.add_argument("--version", "-v", action="version", version="autotune %s" % VERSION)
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND", parser_class=Parser)
     for name, (_, builder, summary) in COMMANDS.items():

@@ -6,8 +6,9 @@ frequent words of a text) to a temporary directory, makes it a git repository, a
 drives the real CLI (`python3 autotune.py ...`, reading its JSON) through the edits in
 examples/edits/, in order: a baseline, real improvements (kept: committed), a
 regression (discarded: reverted), a crash, a change that fails the correctness checks,
-and enough non-improvements to plateau and heal. After each result it does what
-autotune's `next` says (diagnose, rebaseline, shrink_scope, ...). At the end it prints
+enough non-improvements to plateau and heal, and a dead-code removal kept for being simpler.
+After each result it does what autotune's `next` says (diagnose, rebaseline, shrink_scope,
+...), and shows autotune's own diagnosis of a failure. At the end it prints
 `autotune explain`, the dashboard and the git log, and writes the HTML report.
 
     python3 examples/demo.py [--keep DIR] [--quiet]
@@ -168,6 +169,8 @@ class Demo(object):
                              edit.get("title") or edit["description"])))
         for warning in run.get("warnings") or []:
             self.aside("warning", warning)
+        if (run.get("status_rule") or {}).get("rule") in ("simpler", "not_simpler"):
+            self.aside("rule", run["status_rule"]["why"])
         if log["status"] != edit["expect"]:
             raise DemoError("experiment %d (%s): expected status %s, autotune logged %s (verdict %s)" % (
                 log["index"], edit["description"], edit["expect"], log["status"], run.get("verdict")))
@@ -185,15 +188,17 @@ class Demo(object):
         if action == "continue":
             return
         self.aside("why", self.explain_json("explain")["why"])
-        if action == "diagnose":
-            if run.get("crashed"):
-                self.aside("diagnose", "the benchmark's output ends with \"%s\": a bug in the edit, not "
-                           "in the benchmark; the idea may deserve a fixed retry" % last_line(run.get("output")))
-            else:
-                failed = failed_tests(run.get("chk_out"))
-                self.aside("diagnose", "%d test%s failed (%s%s): the edit changes the results, a dead end" % (
-                    len(failed), "" if len(failed) == 1 else "s", ", ".join(failed[:2]),
-                    ", ..." if len(failed) > 2 else ""))
+        if action == "diagnose" and log.get("diagnosis"):
+            # autotune's own diagnosis: the last error line, and the edit or the environment
+            self.aside("autotune", log["diagnosis"]["text"])
+            self.aside("diagnose", "the agent notes the idea %s" % (
+                "as a dead end: it changes the results" if run.get("checks") is False
+                else "for a retry with the bug fixed"))
+        elif action == "diagnose":
+            note = ("Diagnosis (plateau): the calls metric says normalize() runs once per token, two "
+                    "lines each time: the next idea targets that call.")
+            add_note(os.path.join(self.project, "autotune.md"), "## Scope", "- " + note)
+            self.aside("diagnose", "wrote to autotune.md: " + note)
         elif action == "rebaseline":
             again = self.autotune("rebaseline")
             self.aside("rebaseline", "`autotune rebaseline`: %d samples of the kept code, median %s, drift %s%%%s; "
@@ -201,8 +206,7 @@ class Demo(object):
                            again["n"], fmt(again["metric"]), fmt(again.get("drift_pct") or 0),
                            ", deterministic" if again.get("deterministic") else ""))
         elif action == "shrink_scope":
-            note = ("Scope narrowed (shrink_scope): one function at a time. The calls metric says "
-                    "normalize() runs once per token: start there.")
+            note = "Scope narrowed (shrink_scope): one function at a time, starting with normalize()."
             add_note(os.path.join(self.project, "autotune.md"), "## Scope", "- " + note)
             self.aside("shrink_scope", "wrote to autotune.md: " + note)
         elif action == "reset_worktree":
@@ -266,7 +270,8 @@ def read_edit(path):
 def observe(run):
     """The observation the agent writes down, from what `run` measured."""
     if run.get("crashed"):
-        return "crashed: %s (%s)" % (last_line(run.get("output")), run.get("reason"))
+        return "crashed: %s (%s)" % ((run.get("diagnosis") or {}).get("line") or last_line(run.get("output")),
+                                     run.get("reason"))
     if run.get("checks") is False:
         return "%s %s, but the checks failed (%s)" % (
             METRIC, fmt(run["primary"]), ", ".join(failed_tests(run.get("chk_out"))) or last_line(run.get("chk_out")))

@@ -481,6 +481,11 @@ def agent_run(tmp_path_factory):
         scenario.shell("autotune log --status %s --description 'harness %+d'" % (status, delta),
                        note="more experiments for the field check")
         scenario.shell("autotune explain --json", note="more experiments for the field check")
+    # and a crash, for the fields of a failure (diagnosis)
+    project.write("work.py", "DELAY_MS = oops\n")
+    scenario.shell("autotune run", note="a crash for the field check")
+    scenario.shell("autotune log --status auto --description 'harness crash'", note="a crash for the field check")
+    scenario.shell("autotune explain --json", note="a crash for the field check")
     return text, scenario
 
 

@@ -242,7 +242,7 @@ def test_size_benchmark_prints_gzip_bytes_after_the_build(tmp_path):
     project.git("commit", "-q", "-m", "build")
     init = project.ok("init", "--name", "bundle", "--metric", "bundle_gzip", "--direction", "lower",
                       "--scaffold", "--size", "dist/**/*.js", "--benchmark", "python3 build.py")
-    assert init["unit"] == "B" and "autotune.sh" in init["scaffolded"]
+    assert init["unit"] == "B" and "autotune.sh" in init["scaffolded"] and "size_note" not in init
     ran = project.ok("run")
     assert ran["passed"], ran
     js = ["dist/app.js", "dist/chunks/vendor.js"]  # not the css
@@ -265,8 +265,9 @@ def test_size_benchmark_in_kilobytes_and_no_match_is_a_crash(tmp_path):
     os.unlink(str(project.path / "autotune.sh"))
     project.write("out/a.js", "x = 1;\n" * 500)
     hostile = "out/$(touch PWNED)*.js"
-    project.ok("init", "--name", "kb", "--metric", "bundle_kb", "--unit", "KB", "--direction", "lower",
-               "--scaffold", "--size", "out/*.js", "--size", hostile)
+    init = project.ok("init", "--name", "kb", "--metric", "bundle_kb", "--unit", "KB", "--direction", "lower",
+                      "--scaffold", "--size", "out/*.js", "--size", hostile)
+    assert "git does not ignore out/*.js" in init["size_note"]
     ran = project.ok("run")
     gz, _ = gzip_total(project, ["out/a.js"])
     assert ran["primary"] == round(gz / 1000.0, 3), ran

@@ -56,6 +56,12 @@ def test_an_unknown_key_is_a_warning_with_did_you_mean(data, key, suggestion):
     assert len(s.warnings) == 1 and key in s.warnings[0] and "did you mean %s?" % suggestion in s.warnings[0]
 
 
+def test_a_whole_number_written_as_a_float_is_that_number():
+    s = read({"health": {"maxCrashStreak": 3.0}, "maxIterations": 0.0})
+    assert not s.errors and s.max_crash_streak == 3 and s.max_iterations is None
+    assert read({"health": {"maxCrashStreak": 2.5}}).errors
+
+
 def test_budget_max_iterations_zero_is_unlimited_too():
     assert read({"maxIterations": 5, "budget": {"maxIterations": 0}}).max_iterations is None
     assert read({"budget": {"maxIterations": "7"}}).max_iterations == 7

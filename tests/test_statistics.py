@@ -274,7 +274,7 @@ def test_assess_exact_for_deterministic_benchmarks():
     assert verdict == "improved" and ev["method"] == "exact"
     assert ev["noise"]["deterministic"] is True and ev["delta"] == -10
     assert autotune.assess([110.0], ref, "lower", 0.05)[0] == "worse"
-    assert autotune.assess([100.0], ref, "lower", 0.05)[0] == "within_noise"
+    assert autotune.assess([100.0], ref, "lower", 0.05)[0] == "unchanged"  # no noise to be within
     assert autotune.assess([110.0], ref, "higher", 0.05)[0] == "improved"
     # a one-sample reference is deterministic when the state says so
     assert autotune.assess([99.0], [100.0], "lower", 0.05, deterministic=True)[1]["method"] == "exact"
