@@ -157,18 +157,35 @@ def fail(code, message, exit_code=1):
 # ---------------------------------------------------------- text and numbers ----
 
 
+def _finite(value):
+    """The value when it is a finite number, else None: the guard every computed figure
+    (a difference, a ratio, a mean) passes before it is shown or stored, since two
+    finite metrics such as 1.7976931348623157e308 and -1e308 can differ by infinity."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return value if value - value == 0 else None
+    except (TypeError, OverflowError):
+        return None
+
+
 def _round(value, digits=6):
+    value = _finite(value)
     if value is None:
         return None
+    if value and abs(value) < 10.0 ** (3 - digits):  # keep significant digits of tiny values
+        return float("%.*g" % (max(3, digits), value))
     rounded = round(value, digits)
-    return int(rounded) if rounded == int(rounded) and abs(rounded) < 1e15 else rounded
+    return int(rounded) if abs(rounded) < 1e15 and rounded == int(rounded) else rounded
 
 
 def _fmt(value):
     if value is None:
         return "-"
     if isinstance(value, float):
-        if value == int(value) and abs(value) < 1e15:
+        if _finite(value) is None:
+            return "overflow" if value == value else "-"
+        if abs(value) < 1e15 and value == int(value):
             return str(int(value))
         return ("%.6g" % value)
     return str(value)
@@ -181,7 +198,38 @@ def fmt_metric(value, unit):
 
 
 def fmt_pct(value):
-    return "-" if value is None else "%+.1f%%" % value
+    if value is None:
+        return "-"
+    return "%+.1f%%" % value if _finite(value) is not None else "overflow"
+
+
+def midpoint(low, high):
+    """(low + high) / 2 that cannot overflow: the median of two huge metrics is finite."""
+    if low == high:
+        return low
+    if (low < 0) == (high < 0):
+        return low + (high - low) / 2.0
+    return (low + high) / 2.0
+
+
+def pct_change(value, reference):
+    """(value - reference) / |reference| in percent, or None when there is no reference
+    or the result overflows a float (a denormal reference, opposite huge values)."""
+    if value is None or not reference:
+        return None
+    return _finite((value - reference) / abs(reference) * 100.0)
+
+
+def fraction(value, low, high):
+    """Where value sits in [low, high], from 0 to 1, for charts: finite for every finite
+    input (the span of two huge metrics overflows; halves do not)."""
+    span = high - low
+    if not span > 0:
+        return 0.5
+    if span != float("inf"):
+        return min(1.0, max(0.0, (value - low) / span))
+    half = high / 2.0 - low / 2.0
+    return min(1.0, max(0.0, (value / 2.0 - low / 2.0) / half)) if half > 0 else 0.5
 
 
 def _one_line(text, limit):
@@ -190,8 +238,144 @@ def _one_line(text, limit):
 
 
 def _shell_quote(text):
+    """One shell word that pastes back as exactly `text`: shlex.quote, or bash's $'...'
+    with escapes when the text holds control characters (which must not reach a terminal
+    raw, and would not survive a paste)."""
     import shlex
-    return shlex.quote(text)
+    text = str(text)
+    if not any(_is_control(ch) for ch in text):
+        return shlex.quote(text)
+    escaped = []
+    for ch in text:
+        if ch in "\\'":
+            escaped.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7f:
+            escaped.append("\\x%02x" % ord(ch))
+        elif _is_control(ch):
+            escaped.append("\\u%04x" % ord(ch))
+        else:
+            escaped.append(ch)
+    return "$'%s'" % "".join(escaped)
+
+
+# Terminal safety. Text from the log, the config, the benchmark or the agent is data: it
+# must never reach a terminal as control (ESC sequences that clear the screen, set the
+# title, write the clipboard with OSC 52, ...). strip_controls is the one sanitizer:
+# every text renderer passes what it prints through it, and adds its own colours after.
+
+_ESC_FINAL = {"[": "csi", "]": "string", "P": "string", "X": "string", "^": "string", "_": "string"}
+_C1_STRING = {"\x90", "\x98", "\x9d", "\x9e", "\x9f"}  # DCS, SOS, OSC, PM, APC
+
+
+def _is_control(ch):
+    code = ord(ch)
+    return code < 0x20 or 0x7f <= code <= 0x9f
+
+
+_CONTROL_TABLE = dict.fromkeys(list(range(0x20)) + list(range(0x7f, 0xa0)))
+_control_search = []
+
+
+def strip_controls(text, keep="\n", sgr=False):
+    """The text without terminal control: whole escape sequences (CSI, OSC, DCS, ... and
+    their 8-bit C1 forms) are removed, tab, CR, VT and FF become spaces, newlines stay
+    when in `keep` (else spaces), every other C0/C1 control and DEL is removed. With
+    `sgr`, colour sequences (ESC [ digits ; ... m) are kept: only for the output of the
+    user's own status-line command. Text without controls costs one C-level pass."""
+    if not isinstance(text, str):
+        text = str(text)
+    controls = len(text) - len(text.translate(_CONTROL_TABLE))
+    if not controls or controls == sum(text.count(k) for k in keep):
+        return text
+    if not _control_search:
+        import re
+        _control_search.append(re.compile("[\x00-\x1f\x7f-\x9f]").search)
+    search = _control_search[0]
+    out, i, n = [], 0, len(text)
+    while i < n:
+        found = search(text, i)
+        if found is None:
+            out.append(text[i:])
+            break
+        at = found.start()
+        out.append(text[i:at])
+        ch = text[at]
+        if ch in keep:
+            out.append(ch)
+            i = at + 1
+            continue
+        kind, start = None, at + 1
+        if ch == "\x1b" and at + 1 < n and "\x20" <= text[at + 1] <= "\x7e":
+            kind = _ESC_FINAL.get(text[at + 1], "short")
+            start = at + 2 if kind != "short" else at + 1
+        elif ch == "\x9b":
+            kind = "csi"
+        elif ch in _C1_STRING:
+            kind = "string"
+        if kind == "csi":  # parameters and intermediates 0x20-0x3f, then a final byte
+            end = start
+            while end < n and "\x20" <= text[end] <= "\x3f":
+                end += 1
+            end = end + 1 if end < n and "\x40" <= text[end] <= "\x7e" else end
+            if sgr and text[end - 1:end] == "m" and all(c in "0123456789;" for c in text[start:end - 1]):
+                out.append("\x1b[" + text[start:end])
+            i = end
+        elif kind == "string":  # up to BEL or ST (ESC \\, 0x9c); never past the line's end
+            end = start
+            while end < n and text[end] not in "\x07\x9c\x1b\n":
+                end += 1
+            i = end + (2 if text[end:end + 2] == "\x1b\\" else 1 if text[end:end + 1] in ("\x07", "\x9c")
+                       else 0)
+        elif kind == "short":  # ESC, intermediates, a final byte (ESC c resets, ESC ( B)
+            end = start
+            while end < n and "\x20" <= text[end] <= "\x2f":
+                end += 1
+            i = end + 1 if end < n and "\x30" <= text[end] <= "\x7e" else end
+        else:
+            if ch in "\t\r\x0b\x0c\n":
+                out.append(" ")
+            i = start
+    return "".join(out)
+
+
+def clean_data(value, keep=""):
+    """A copy of a JSON-like value whose strings (keys too) went through strip_controls:
+    what a renderer receives before it formats and colours anything."""
+    if isinstance(value, str):
+        return strip_controls(value, keep)
+    if isinstance(value, dict):
+        return {clean_data(k, keep) if isinstance(k, str) else k: clean_data(v, keep)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_data(v, keep) for v in value]
+    return value
+
+
+def spreadsheet_cell(value):
+    """A CSV/TSV cell that a spreadsheet shows as text, never runs as a formula (OWASP
+    CSV injection): text starting with = + - @ tab or CR gets a leading apostrophe.
+    Numbers stay numbers (-5 is a number, not a formula)."""
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _fmt(value)
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    formula = text.lstrip(" ")[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number_text(text)
+    text = strip_controls(text)  # newlines stay (quoted in CSV); tab and CR become spaces
+    return "'" + text if formula else text
+
+
+def _is_number_text(text):
+    """A plain decimal number as autotune writes one (-5, 1.5e-07), nothing else."""
+    return (bool(text) and all(c in "0123456789+-.e" for c in text)
+            and any(c.isdigit() for c in text) and _finite(_to_float(text)) is not None)
+
+
+def _to_float(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 _ANSI = None
@@ -349,7 +533,7 @@ class Outcome(Record):
     """One execution of a benchmark, checks or holdout script."""
 
     FIELDS = (("exit", None), ("dur", 0.0), ("timeout", False), ("metrics", dict),
-              ("output", ""), ("error", None))
+              ("output", ""), ("error", None), ("dropped", 0))
     __slots__ = tuple(name for name, _ in FIELDS)
 
 
@@ -556,7 +740,12 @@ def _cfg_guardrails(reader, key, value, opts):
         reader.error(key, value, "an object")
     rules = {}
     for name, rule in value.items():
-        where = "%s.%s" % (key, name)
+        if name.startswith(("_", "$")) and not valid_metric_name(name):
+            continue  # a comment
+        where = "%s.%s" % (key, strip_controls(name, "")[:60])
+        if not valid_metric_name(name):
+            reader.error(key, name, "an object whose keys are metric names (a letter, digit or _, then "
+                         "letters, digits and _ . : / % -)")
         if not isinstance(rule, dict):
             reader.error(where, rule, "an object")
         reader.unknown_keys(rule, ("maxRegressionPct", "max", "min", "direction"), where + ".")
@@ -1183,6 +1372,8 @@ def _fold_result(state, entry):
     active = entry.get("active")
     state.active = active if isinstance(active, bool) else state.health not in ("paused", "stopped", "completed")
     metrics = entry.get("metrics") if isinstance(entry.get("metrics"), dict) else {}
+    if len(metrics) > MAX_METRIC_NAMES:  # a hand-made line: the state stays small
+        metrics = dict(list(metrics.items())[:MAX_METRIC_NAMES])
     if state.baseline is None and point is not None and status in ("keep", "discard"):
         state.baseline = {"index": index, "metric": point, "commit": entry.get("commit"),
                           "samples": _samples_of(entry, point), "metrics": metrics,
@@ -1623,29 +1814,86 @@ def drop_measurement(session):
 # ------------------------------------------------------------------ metrics ----
 
 
+# The METRIC grammar, in one place (README "The metric protocol" quotes it):
+#
+#   line    = [blanks] "METRIC" blanks name [blanks] "=" [blanks] number [blanks]
+#   blanks  = one or more spaces or tabs
+#   name    = first rest{0,127}     first = A-Z a-z 0-9 _     rest = first or . : / % -
+#             (not __proto__, constructor or prototype)
+#   number  = [+|-] (digits [. [digits]] | . digits) [(e|E) [+|-] digits]
+#             digits = ASCII 0-9 only; finite (1e999, inf, nan, 1_000, 0x1A, ١٢ are not numbers)
+#
+# Lines are separated by LF, CR or CRLF: a progress bar's `50%\rMETRIC x=5` holds a
+# METRIC line. Everything else a benchmark prints is ignored.
+
+METRIC_NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+METRIC_NAME_REST = METRIC_NAME_FIRST | frozenset(".:/%-")
+MAX_METRIC_NAME = 128
+MAX_METRIC_NAMES = 100       # secondary names kept per run and per result; the rest are counted
+_NUMBER_CHARS = frozenset("0123456789+-.eE")
+# the grammar as regular expressions (compiled on first use: only `run` scans output)
+_NAME_RE = r"[A-Za-z0-9_][A-Za-z0-9_.:/%%-]{0,%d}" % (MAX_METRIC_NAME - 1)
+_NUMBER_RE = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_LINE_RE = r"[ \t]*METRIC[ \t]+(%s)[ \t]*=[ \t]*(%s)[ \t]*" % (_NAME_RE, _NUMBER_RE)
+_metric_patterns = []
+# a unit is shown next to numbers and written into files: letters, digits and a few signs
+UNIT_EXTRA = frozenset(" _.,:/%()[]^*°µ+-#")
+MAX_UNIT = 32
+
+
+def metric_patterns():
+    """(one line as str, every line of a bytes chunk) compiled from the grammar above."""
+    if not _metric_patterns:
+        import re
+        _metric_patterns.append(re.compile(_LINE_RE))
+        _metric_patterns.append(re.compile(
+            (r"(?:^|(?<=[\r\n]))%s(?=[\r\n]|\Z)" % _LINE_RE).encode("ascii")))
+    return _metric_patterns
+
+
 def parse_metric_line(line):
-    """('name', value) for a `METRIC name=value` line, else None."""
-    text = line.strip()
-    if not text.startswith("METRIC"):
-        return None
-    rest = text[6:]
-    if not rest or not rest[0].isspace():
-        return None
-    name, sep, value = rest.strip().partition("=")
-    name, value = name.strip(), value.strip()
-    if not sep or not valid_metric_name(name):
+    """('name', value) for a physical line holding a line of the METRIC grammar above
+    (the last one when carriage returns split it into several), else None."""
+    pattern = metric_patterns()[0]
+    for part in reversed(line.rstrip("\n").split("\r")):
+        match = pattern.fullmatch(part)
+        if match is not None and match.group(1) not in RESERVED_METRIC_NAMES:
+            number = parse_number(match.group(2))
+            if number is not None:
+                return match.group(1), number
+    return None
+
+
+def parse_number(text):
+    """A finite float from ASCII decimal text (the grammar's `number`), else None:
+    float() alone would also take 1_000, inf, nan and non-ASCII digits."""
+    if not text or not all(ch in _NUMBER_CHARS for ch in text) or not any(ch.isdigit() for ch in text):
         return None
     try:
-        number = float(value)
+        number = float(text)
     except ValueError:
         return None
-    return (name, number) if _is_number(number) else None
+    return number if _is_number(number) else None
 
 
 def valid_metric_name(name):
-    return (isinstance(name, str) and 0 < len(name) <= 200 and name not in RESERVED_METRIC_NAMES
-            and "=" not in name and not any(ch.isspace() for ch in name)
-            and all(ch.isprintable() for ch in name))
+    """A name of the METRIC grammar: safe in a shell word, a Python string, a file, a
+    spreadsheet header and a terminal, so no place it is written to can run it."""
+    return (isinstance(name, str) and 0 < len(name) <= MAX_METRIC_NAME and name[0] in METRIC_NAME_FIRST
+            and all(ch in METRIC_NAME_REST for ch in name) and name not in RESERVED_METRIC_NAMES)
+
+
+def metric_name_error(flag, name, code="bad_metric_name"):
+    fail(code, "%s %s is not a valid metric name: it starts with a letter, digit or _, "
+         "then letters, digits and _ . : / %% - (at most %d characters; not __proto__, constructor or "
+         "prototype), e.g. time_ms." % (flag, json.dumps(name), MAX_METRIC_NAME))
+
+
+def valid_unit(unit):
+    """A unit (ms, KB, ops/s, µs, °C): letters, digits, spaces and a few signs; no quotes,
+    backslashes, $ or backticks, no control characters."""
+    return (isinstance(unit, str) and len(unit) <= MAX_UNIT
+            and all(ch.isalnum() or ch in UNIT_EXTRA for ch in unit))
 
 
 class OutputScanner(object):
@@ -1653,8 +1901,10 @@ class OutputScanner(object):
     Works per chunk (bytes.find/rfind), not per line, so a flood of short lines costs
     nothing and memory stays bounded whatever the benchmark prints."""
 
-    def __init__(self, tail_bytes=16384):
+    def __init__(self, tail_bytes=16384, primary=None):
         self.metrics = {}
+        self.primary = primary  # always kept, even after the cap of distinct names
+        self.dropped = 0        # METRIC lines with a new name beyond MAX_METRIC_NAMES
         self.partial = b""      # the unterminated last line (at most MAX_LINE_BYTES)
         self.tailbuf = b""      # the last tail_bytes of complete lines
         self.tail_limit = tail_bytes
@@ -1666,14 +1916,14 @@ class OutputScanner(object):
     def feed(self, chunk):
         self.bytes += len(chunk)
         self.lines += chunk.count(b"\n")
-        if self.skip:  # drop the rest of an overlong line, up to its end
-            end = chunk.find(b"\n")
-            if end < 0:
+        if self.skip:  # drop the rest of an overlong line, up to its end (LF or CR)
+            ends = [i for i in (chunk.find(b"\n"), chunk.find(b"\r")) if i >= 0]
+            if not ends:
                 return
             self.skip = False
-            chunk = chunk[end:]
+            chunk = chunk[min(ends):]
         data = self.partial + chunk
-        end = data.rfind(b"\n")
+        end = max(data.rfind(b"\n"), data.rfind(b"\r"))
         if end < 0:
             complete, self.partial = b"", data
         else:
@@ -1686,15 +1936,22 @@ class OutputScanner(object):
             self.tailbuf = (self.tailbuf + complete)[-self.tail_limit:]
 
     def _scan(self, data):
-        pos = data.find(b"METRIC")
-        while pos >= 0:
-            start = data.rfind(b"\n", 0, pos) + 1
-            stop = data.find(b"\n", pos)
-            stop = len(data) if stop < 0 else stop
-            parsed = parse_metric_line(data[start:stop][:MAX_LINE_BYTES].decode("utf-8", "replace"))
-            if parsed:
-                self.metrics[parsed[0]] = parsed[1]
-            pos = data.find(b"METRIC", stop)
+        """Finds the METRIC lines of complete output (a line ends at LF or CR), keeping
+        the primary and at most MAX_METRIC_NAMES other names; the rest are counted."""
+        if b"METRIC" not in data:
+            return
+        metrics, primary = self.metrics, self.primary
+        for match in metric_patterns()[1].finditer(data):
+            name = match.group(1).decode("ascii")
+            if name in RESERVED_METRIC_NAMES:
+                continue
+            if (name not in metrics and name != primary
+                    and len(metrics) - (primary in metrics) >= MAX_METRIC_NAMES):
+                self.dropped += 1
+                continue
+            number = parse_number(match.group(2).decode("ascii"))
+            if number is not None:
+                metrics[name] = number
 
     def close(self):
         if self.partial:
@@ -1727,7 +1984,7 @@ def median(values):
     if not count:
         return None
     mid = count // 2
-    return ordered[mid] if count % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+    return ordered[mid] if count % 2 else midpoint(ordered[mid - 1], ordered[mid])
 
 
 def mad(values):
@@ -1762,7 +2019,7 @@ def sorted_mad(ordered):
     if not count:
         return None
     mid = count // 2
-    center = ordered[mid] if count % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+    center = ordered[mid] if count % 2 else midpoint(ordered[mid - 1], ordered[mid])
     split = bisect.bisect_left(ordered, center)
 
     def below(i):
@@ -1774,8 +2031,8 @@ def sorted_mad(ordered):
     below_len, above_len = split, count - split
     if count % 2:
         return kth_of_two(below, below_len, above, above_len, mid)
-    return (kth_of_two(below, below_len, above, above_len, mid - 1)
-            + kth_of_two(below, below_len, above, above_len, mid)) / 2.0
+    return midpoint(kth_of_two(below, below_len, above, above_len, mid - 1),
+                    kth_of_two(below, below_len, above, above_len, mid))
 
 
 def confidence(ordered_values, state):
@@ -1792,13 +2049,19 @@ def confidence(ordered_values, state):
     improvement = (baseline - best) if direction == "lower" else (best - baseline)
     result["best_delta"] = _round(best - baseline)
     result["noise_mad"] = _round(noise)
+    if _finite(improvement) is None or _finite(noise) is None:
+        result["label"] = "overflow"  # the metrics differ by more than a float holds
+        return result
     if noise == 0:
         if improvement > 0:
             result.update(label="high", infinite=True)
         else:
             result.update(label="no_signal")
         return result
-    score = abs(improvement) / noise
+    score = _finite(abs(improvement) / noise)
+    if score is None:
+        result["label"] = "overflow"  # a huge improvement over a denormal noise
+        return result
     result["score"] = round(score, 3)
     result["label"] = "high" if score >= 2.0 else "marginal" if score >= 1.0 else "within_noise"
     return result
@@ -3885,6 +4148,94 @@ def _drain(poller, fd, scanner, limit=1 << 20):
         scanner.feed(chunk)
 
 
+# Descendants that escape. A benchmark's processes run in their own process group, which
+# a timeout kills. What leaves the group (setsid, a daemon) and even clears its
+# environment (`setsid env -i sleep 3333 &`) is still found: on Linux autotune makes
+# itself a child subreaper (prctl PR_SET_CHILD_SUBREAPER, through ctypes), so an orphaned
+# descendant is re-parented to autotune instead of init, and the sweep kills every
+# process below autotune in /proc, repeatedly, until none is left. Limits: a descendant
+# that outlives a SIGKILLed autotune goes to init (nothing can follow it then); on other
+# systems, or where prctl is refused, the sweep falls back to the process group and the
+# AUTOTUNE_RUN_TOKEN environment variable, which a process can shed.
+
+PR_SET_CHILD_SUBREAPER = 36
+_subreaper = []  # [True/False] once tried
+
+
+def become_subreaper():
+    """Makes this process the reaper of its orphaned descendants (Linux); True if so."""
+    if not _subreaper:
+        ok = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+                libc = ctypes.CDLL(None, use_errno=True)
+                ok = libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+            except (ImportError, OSError, AttributeError, TypeError):
+                ok = False
+        _subreaper.append(ok)
+    return _subreaper[0]
+
+
+def _process_table():
+    """{pid: (ppid, state)} of every process, from /proc; {} where there is none."""
+    table = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return table
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name, "rb") as handle:
+                stat = handle.read()
+            fields = stat[stat.rindex(b")") + 2:].split()
+            table[int(name)] = (int(fields[1]), fields[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return table
+
+
+def descendants(root, exclude=()):
+    """[(pid, state)] of the processes below `root` (a breadth-first walk of /proc),
+    without the subtrees of the pids in `exclude`."""
+    children = {}
+    for pid, (ppid, state) in _process_table().items():
+        children.setdefault(ppid, []).append((pid, state))
+    found, queue = [], [root]
+    while queue:
+        for pid, state in children.get(queue.pop(), ()):
+            if pid not in exclude:
+                found.append((pid, state))
+                queue.append(pid)
+    return found
+
+
+def kill_descendants(exclude=(), rounds=50):
+    """SIGKILLs every live process below this one, reaping the zombies re-parented to
+    it, until none is left (killing a parent hands its children to this process)."""
+    import signal
+    me = os.getpid()
+    for _ in range(rounds):
+        found = descendants(me, exclude)
+        alive = [pid for pid, state in found if state not in (b"Z", b"X")]
+        for pid, state in found:
+            if state in (b"Z", b"X"):
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except OSError:  # not our child: its own parent reaps it
+                    pass
+        if not alive:
+            return
+        for pid in alive:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.01)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP while benchmarks run: unwind like Ctrl-C, so they are killed."""
 
@@ -3894,13 +4245,14 @@ class Terminated(KeyboardInterrupt):
 
 
 class ProcessSweep(object):
-    """Context for a command that runs benchmarks: every process it starts carries a
-    token in its environment, and on the way out (normal, error, Ctrl-C, SIGTERM,
-    SIGHUP) whatever still carries it is killed, including descendants that left their
-    process group (setsid, daemonizing servers)."""
+    """Context for a command that runs benchmarks: on the way out (normal, error,
+    Ctrl-C, SIGTERM, SIGHUP) every process the benchmarks left is killed: all
+    descendants of autotune (a subreaper on Linux, see above) and, as a fallback, every
+    process carrying this run's token in its environment."""
 
     def __init__(self):
         self.token = "%d-%d" % (os.getpid(), time.monotonic_ns())
+        self.before = ()
 
     def __enter__(self):
         import signal
@@ -3909,26 +4261,38 @@ class ProcessSweep(object):
             raise Terminated(signum)
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, terminate)
+        become_subreaper()
+        # children this process had before (none on the command line) are not the sweep's
+        self.before = frozenset(pid for pid, _ in descendants(os.getpid()))
         return self
 
     def __exit__(self, *exc):
-        _kill_tagged(self.token)
+        self.sweep()
         return False
+
+    def sweep(self):
+        kill_descendants(self.before)
+        _kill_tagged(self.token)
 
 
 def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_TAIL_LINES,
-                tail_bytes=OUTPUT_TAIL_BYTES, sweep=None):
+                tail_bytes=OUTPUT_TAIL_BYTES, sweep=None, primary=None):
     """Runs a benchmark-like command in its own process group, streaming its output
-    (only METRIC lines and a bounded tail are kept), killing the whole group on a
-    timeout, and leaving no background process behind (with `sweep`, the escaped ones
-    are killed when the sweep ends; without it, right away)."""
+    (only METRIC lines and a bounded tail are kept), killing the whole group when the
+    deadline passes (also after it closed its output), and leaving no background
+    process behind (with `sweep`, the escaped ones are killed when the sweep ends;
+    without it, right away)."""
     import select
     import signal
     import subprocess
     started = time.monotonic()
     outcome = Outcome()
-    token = sweep.token if sweep is not None else "%d-%d" % (os.getpid(), time.monotonic_ns())
-    env = dict(os.environ if env is None else env, AUTOTUNE_RUN_TOKEN=token)
+    own_sweep = sweep is None
+    if own_sweep:
+        sweep = ProcessSweep()
+        become_subreaper()
+        sweep.before = frozenset(pid for pid, _ in descendants(os.getpid()))
+    env = dict(os.environ if env is None else env, AUTOTUNE_RUN_TOKEN=sweep.token)
     try:
         proc = subprocess.Popen(command, shell=shell, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -3937,12 +4301,13 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
         outcome.error = "could not start %s: %s" % (command if shell else command[0], exc.strerror or exc)
         outcome.exit = 127
         return outcome
-    scanner = OutputScanner(tail_bytes=max(tail_bytes * 4, 16384))
+    scanner = OutputScanner(tail_bytes=max(tail_bytes * 4, 16384), primary=primary)
     fd = proc.stdout.fileno()
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
     deadline = started + timeout
-    exited_at = None
+    exited_at = None   # when the benchmark's own process ended (or was killed)
+    eof = False        # its output closed: it may still run (`exec >/dev/null 2>&1; sleep`)
     try:
         while True:
             now = time.monotonic()
@@ -3959,31 +4324,36 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
                 _kill_group(proc.pid, signal.SIGKILL)
                 proc.wait()
                 exited_at = time.monotonic()
-            if exited_at is not None and time.monotonic() > exited_at + 1.0:
-                _drain(poller, fd, scanner)
-                break  # the pipe is held by a process outside the group
+            if exited_at is not None and (eof or time.monotonic() > exited_at + 1.0):
+                if not eof:
+                    _drain(poller, fd, scanner)
+                break  # done, or the pipe is held by a process outside the group
+            if eof:  # nothing more to read: wait for the exit, never past the deadline
+                try:
+                    proc.wait(timeout=max(0.01, min(deadline - now, 0.5)))
+                except subprocess.TimeoutExpired:
+                    pass
+                continue
             budget = (deadline - now) if exited_at is None else 0.2
             if not poller.poll(max(0.0, min(budget, 0.5)) * 1000):
                 continue
             chunk = os.read(fd, 1 << 16)
             if not chunk:
-                if exited_at is None:
-                    proc.wait()
-                    exited_at = time.monotonic()
-                    _reap_group(proc.pid, 1.0)
-                break
+                eof = True
+                continue
             scanner.feed(chunk)
     finally:
         proc.stdout.close()
         if proc.returncode is None:
             _kill_group(proc.pid, signal.SIGKILL)
             proc.wait()
-        if sweep is None:
-            _kill_tagged(token)
+        if own_sweep:
+            sweep.sweep()
     scanner.close()
     outcome.exit = 124 if outcome.timeout else proc.returncode  # as timeout(1) reports it
     outcome.dur = round(time.monotonic() - started, 3)
     outcome.metrics = scanner.metrics
+    outcome.dropped = scanner.dropped
     text = clean_tail(scanner.text(tail_lines, scanner.tail_limit))  # clean first, then cut
     if len(text.encode("utf-8")) > tail_bytes:
         text = text.encode("utf-8")[-tail_bytes:].decode("utf-8", "ignore")
@@ -4557,9 +4927,12 @@ def metrics_arg(text, flag="--metrics"):
     value = json_arg(text, flag)
     if value is None:
         return None
+    if len(value) > MAX_METRIC_NAMES:
+        fail("bad_metrics", "%s has %d metrics; at most %d are kept per result." % (
+            flag, len(value), MAX_METRIC_NAMES))
     for name, number in value.items():
         if not valid_metric_name(name):
-            fail("bad_metrics", "%s: %s is not a valid metric name." % (flag, json.dumps(name)))
+            metric_name_error(flag + ":", name, "bad_metrics")
         if not _is_number(number):
             fail("bad_metrics", "%s: %s must be a finite number, got %s." % (
                 flag, name, json.dumps(number)))
@@ -4570,15 +4943,28 @@ def same_number(a, b):
     return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
 
 
+# JSON escapes C0 controls itself; DEL and the C1 range (0x9b is a one-byte CSI) it
+# writes raw unless told to escape all of non-ASCII, so they are escaped here.
+_JSON_C1 = {code: "\\u%04x" % code for code in range(0x7f, 0xa0)}
+
+
 def output(obj):
-    """One JSON object on stdout (agent-facing commands)."""
-    data = json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n"
+    """One JSON object on stdout (agent-facing commands): no raw control character in
+    it, so it is safe on a terminal too."""
+    data = json.dumps(obj, ensure_ascii=False, allow_nan=False)
+    if not data.isascii() or "\x7f" in data:  # both fast: most output needs no translation
+        data = data.translate(_JSON_C1)
+    data += "\n"
     sys.stdout.buffer.write(data.encode("utf-8", "replace"))
     sys.stdout.flush()
 
 
-def say(text, stream=None):
+def say(text, stream=None, painted=False):
+    """Prints text for a person. Everything passes strip_controls, except text a
+    renderer already built from cleaned values and painted with its own colours."""
     stream = stream or sys.stdout
+    if not painted:
+        text = strip_controls(text)
     data = text if text.endswith("\n") else text + "\n"
     encoding = getattr(stream, "encoding", None) or "utf-8"
     stream.buffer.write(data.encode(encoding, "replace"))
@@ -4906,6 +5292,18 @@ def require_config(session, state):
         fail("no_session", "%s has no config line; run `autotune init` first." % session.log_path)
 
 
+def require_metric_name(state):
+    """The segment's primary metric name, which must be one a benchmark can print under
+    the METRIC grammar (a log from before it, or edited by hand, may hold another)."""
+    name = state.config.get("metric_name")
+    if not valid_metric_name(name):
+        config = State(config=dict(state.config, metric_name="NEW_NAME"))
+        fail("bad_metric_name", "The segment's metric name %s is not a valid metric name (a "
+             "letter, digit or _, then letters, digits and _ . : / %% -), so no METRIC line can report "
+             "it. Start a new segment with a valid one: %s" % (json.dumps(name), new_segment_command(config)))
+    return name
+
+
 def check_active(session, state, logging=False):
     """`run` needs an active loop with budget left. `log` records what `run` measured, so
     only the iteration count stops it: time and target budgets end the loop once the
@@ -4935,8 +5333,10 @@ def cmd_init(args):
     name = text_arg(args.name, "--name")
     unit = text_arg(args.unit or "", "--unit", allow_empty=True)
     if not valid_metric_name(args.metric):
-        fail("bad_metric_name", "--metric %s is not a valid metric name (no spaces or '=', not "
-             "__proto__/constructor/prototype)." % json.dumps(args.metric))
+        metric_name_error("--metric", args.metric)
+    if not valid_unit(unit):
+        fail("bad_unit", "--unit %s is not a valid unit: at most %d letters, digits, spaces and "
+             "%s (e.g. ms, KB, ops/s, µs)." % (json.dumps(unit, ensure_ascii=False), MAX_UNIT, " ".join(sorted(UNIT_EXTRA - {" "}))))
     if args.benchmark is not None:
         text_arg(args.benchmark, "--benchmark")
     if args.checks is not None:
@@ -5161,7 +5561,10 @@ def size_benchmark_body(metric, scale, patterns, build):
 
 
 def scaffold(session, name, metric, unit, direction, workload, checks, sizes=None):
-    """Writes the session templates that do not exist yet; never overwrites a file."""
+    """Writes the session templates that do not exist yet; never overwrites a file.
+    Values are quoted where they land (shlex.quote in shell, repr in Python, JSON in
+    comments), never pasted into code; only --benchmark and --checks, which are the
+    user's commands, are written as commands."""
     import shlex
     written = []
 
@@ -5181,8 +5584,8 @@ def scaffold(session, name, metric, unit, direction, workload, checks, sizes=Non
               "# Prints `METRIC %s=<number>` (%s is better); other METRIC lines are secondary\n"
               "# metrics. Edit it until the baseline is logged; from then on it is fixed for the\n"
               "# segment (`autotune init` again starts a new segment with a changed benchmark).\n"
-              "set -euo pipefail\ncd \"$(dirname \"$0\")\"\n\n") % (json.dumps(name, ensure_ascii=False),
-                                                                     metric, direction)
+              "set -euo pipefail\ncd \"$(dirname \"$0\")\"\n\n") % (
+                  json.dumps(name, ensure_ascii=False).translate(_JSON_C1), metric, direction)
     if sizes:
         body = size_benchmark_body(metric, size_scale(metric, unit), sizes, workload)
     elif workload and scale:
@@ -5196,8 +5599,8 @@ def scaffold(session, name, metric, unit, direction, workload, checks, sizes=Non
                 "    tail = done.stdout.decode(\"utf-8\", \"replace\").splitlines()[-40:]\n"
                 "    print(\"\\n\".join(tail))\n"
                 "    sys.exit(\"workload failed with exit code %%d\" %% done.returncode)\n"
-                "print(\"METRIC %s=%%.6g\" %% (elapsed * %r))\n"
-                "PY\n") % (shlex.quote(workload), metric, scale)
+                "print(%r + format(elapsed * %r, \".6g\"))\n"
+                "PY\n") % (shlex.quote(workload), "METRIC %s=" % metric, scale)
     elif workload:
         body = ("# The workload; make it print the METRIC line.\n%s\n" % workload)
     else:
@@ -5267,7 +5670,7 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
     timeout = args.timeout if args.timeout is not None else settings.timeout
     checks_timeout = args.checks_timeout if args.checks_timeout is not None else settings.checks_timeout
     config = state.config
-    pname, direction = config.get("metric_name"), config.get("direction", "lower")
+    pname, direction = require_metric_name(state), config.get("direction", "lower")
     repo = session.repo
     head = repo.head() if repo else None
     warnings = config_notes(session)
@@ -5324,6 +5727,11 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
         m.output = outcome.error or outcome.output
         m.passed = runner.problem is None
         m.crashed = not m.passed
+        if runner.dropped:
+            m.warnings.append("the benchmark printed %d METRIC line%s with names beyond the first %d "
+                              "secondary metrics; %s ignored (autotune keeps at most %d names)" % (
+                                  runner.dropped, "" if runner.dropped == 1 else "s", MAX_METRIC_NAMES,
+                                  "it was" if runner.dropped == 1 else "they were", MAX_METRIC_NAMES))
         m.checks, m.chk_out, checks_timed_out = gate.result()
         if m.passed:
             m.primary = median(m.samples)
@@ -5482,14 +5890,16 @@ class SampleRunner(object):
         self.argv, self.shell, self.cwd, self.timeout = argv, shell, cwd, timeout
         self.env, self.pname, self.sweep, self.gate = env, pname, sweep, gate
         self.last, self.problem, self.dur, self.halted = None, None, 0.0, False
+        self.dropped = 0  # METRIC lines beyond the cap of names, in the sample that had most
 
     def take(self, number):
         if self.halted:
             return None   # the checks failed: no more samples of a candidate that cannot be kept
         self.env["AUTOTUNE_SAMPLE"] = str(number)
         self.last = run_process(self.argv, self.cwd, self.timeout, shell=self.shell, env=self.env,
-                                sweep=self.sweep)
+                                sweep=self.sweep, primary=self.pname)
         self.dur += self.last.dur
+        self.dropped = max(self.dropped, self.last.dropped)
         self.problem = crash_reason(self.last, self.pname, self.timeout)
         if self.problem:
             return None
@@ -5530,7 +5940,8 @@ def measure_kept_code(session, state, current, head, argv, shell, timeout, env, 
 def run_holdout(session, pname, timeout, env, sweep):
     """Runs autotune.holdout.sh once; its judgement is verdict_of's."""
     run = run_process(script_argv(session.path(HOLDOUT_FILE)), session.workdir, timeout, env=env,
-                      tail_lines=CHECKS_TAIL_LINES, tail_bytes=CHECKS_TAIL_BYTES, sweep=sweep)
+                      tail_lines=CHECKS_TAIL_LINES, tail_bytes=CHECKS_TAIL_BYTES, sweep=sweep,
+                      primary=pname)
     problem = crash_reason(run, pname, timeout)
     holdout = {"value": run.metrics.get(pname), "reference": None, "ok": problem is None,
                "tolerance_pct": session.settings.holdout_tolerance_pct, "output": run.output}
@@ -5844,7 +6255,7 @@ def log_answer(state, settings, result, pname, git_info, notes=(), warnings=()):
     action, advice = next_action(state)
     answer = {"status": result.status, "index": result.index, "commit": result.commit,
             "metric": metric, "name": pname, "baseline": _round(baseline), "delta": _round(delta),
-            "d_pct": _round(delta / abs(baseline) * 100, 2) if delta is not None and baseline else None,
+            "d_pct": _round(pct_change(metric, baseline), 2),
             "desc": result.description, "confidence": result.confidence, "git": git_info,
             "limit": {"max_iterations": settings.max_iterations, "runs": state.n_exp,
                       "remaining": (settings.max_iterations - state.n_exp) if settings.max_iterations else None},
@@ -5895,7 +6306,8 @@ def own_unlogged_commit(repo, head, snapshot_head):
     if first != snapshot_head or not message.startswith("autotune: ") or "Autotune-Metric:" not in message:
         return None
     subject = message.split("\n", 1)[0][len("autotune: "):]
-    value = message.split("Autotune-Metric:", 1)[1].strip().split("\n")[0].split("=", 1)[-1].split()[0]
+    # the last trailer is autotune's: a description may quote one
+    value = (message.rsplit("Autotune-Metric:", 1)[1].strip().split("\n")[0].split("=", 1)[-1].split() or ["?"])[0]
     return subject, value
 
 
@@ -5903,7 +6315,7 @@ def head_moved_message(snapshot_head, head, own):
     if own is not None:
         return ("HEAD (%s) is autotune's own keep of \"%s\", whose log line was lost (the process was "
                 "killed after committing). Record it with: autotune log --status keep --commit %s "
-                "--metric %s --description %s" % (head[:7], own[0], head[:7], _shell_quote(own[1]),
+                "--metric %s --description %s" % (head[:7], strip_controls(own[0], ""), head[:7], _shell_quote(own[1]),
                                                   _shell_quote(own[0])))
     return ("HEAD moved from %s to %s outside autotune since the last logged result, so autotune "
             "will not guess what to commit or revert. Check `git log` and `git status`; `autotune "
@@ -6004,10 +6416,12 @@ def apply_git(session, state, status, description, pname, metric, unit, label, i
              "Fix that, then run the same command again to restore the rest: %s" % (
                  why_no_room(exc), ref, again))
     left = [c.name for c in changes if GITLINK in (c.old_mode, c.new_mode)]
-    info = {"action": "revert", "files": [c.name for c in changes if c.name not in left], "saved": ref,
-            "restore": "autotune restore %s" % (index if ref.endswith("/" + label) else ref.rsplit("/", 1)[-1])}
+    info = {"action": "revert", "saved": ref,
+            "restore": "autotune restore %s" % _shell_quote(
+                str(index) if ref.endswith("/" + label) else ref.rsplit("/", 1)[-1])}
+    listed_files(info, [c.name for c in changes if c.name not in left])
     if left:
-        info["left"] = left
+        info["left"] = left[:MAX_FILES_LISTED]
         info["message"] = ("submodules are not reverted (%s): check them out by hand" % ", ".join(left))
     exact = not (keep_created or left or len(changes) != len(every))
     return with_large(info, large, "reverted"), short, (base if exact else snapshot_tree(session))
@@ -6028,7 +6442,7 @@ def snapshot_or_fail(session):
 def with_large(info, large, verb):
     """Adds to `log`'s git info the large files the experiment changed, which are not."""
     if large:
-        info["large"] = large
+        info["large"] = large[:MAX_FILES_LISTED]
         note = "%s %s over the snapshot size limit (git.maxFileMB), so not %s" % (
             ", ".join(large[:10]), "is" if len(large) == 1 else "are", verb)
         info["message"] = "%s; %s" % (info["message"], note) if info.get("message") else note
@@ -6059,7 +6473,8 @@ def keep_changes(session, changes, description, pname, metric, unit, short):
              "repository, your index and the log are unchanged). Free space or raise the limit, "
              "then run the same command again: %s" % (problem, again))
     message = "autotune: %s\n\nAutotune-Metric: %s=%s%s\n" % (
-        description.rstrip(), pname, trailer_number(metric), (" " + unit) if unit else "")
+        description.rstrip(), strip_controls(pname, ""), trailer_number(metric),
+        (" " + strip_controls(unit, "")) if unit else "")
     try:
         new_head = commit_changes(session, changes, message, again)
     except (GitError, OSError) as exc:
@@ -6070,7 +6485,19 @@ def keep_changes(session, changes, description, pname, metric, unit, short):
              "same command again: %s" % (why_no_room(exc), remedy(exc), again))
     if new_head is None:
         return {"action": "none", "message": "nothing to commit"}, short
-    return {"action": "commit", "commit": new_head[:7], "files": [c.name for c in changes]}, new_head[:7]
+    return listed_files({"action": "commit", "commit": new_head[:7]}, [c.name for c in changes]), new_head[:7]
+
+
+MAX_FILES_LISTED = 1000  # file names one result lists; a keep of a generated tree says how many more
+
+
+def listed_files(info, names):
+    """Puts the changed files into git info, at most MAX_FILES_LISTED of them (the log
+    line of one result stays small whatever an experiment touched)."""
+    info["files"] = names[:MAX_FILES_LISTED]
+    if len(names) > MAX_FILES_LISTED:
+        info["files_more"] = len(names) - MAX_FILES_LISTED
+    return info
 
 
 def control(action, check=None, **fields):
@@ -6193,7 +6620,7 @@ def cmd_rebaseline(args):
 
 def rebaseline(args, session, state, argv, shell):
     """`rebaseline` under the benchmark lock."""
-    pname = state.config.get("metric_name")
+    pname = require_metric_name(state)
     if session.repo and state.snapshot:
         with LogLock(session):
             tree = snapshot_tree(session)
@@ -6235,7 +6662,7 @@ def rebaseline(args, session, state, argv, shell):
     before = previous.get("metric")
     output({"status": "rebaselined", "metric": _round(value), "samples": entry["samples"],
             "n": len(samples), "previous": entry["previous"],
-            "drift_pct": _round((value - before) / abs(before) * 100, 3) if before else None,
+            "drift_pct": _round(pct_change(value, before), 3),
             "deterministic": is_deterministic(samples),
             "noise": {"sigma": _round(sigma), "sigma_pct": _round(sigma / abs(value) * 100, 3)
                       if sigma and value else None}})
@@ -6270,7 +6697,7 @@ def cmd_restore(args):
         lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         fail("restore_conflict", "Experiment %s does not apply to the working tree as it is now "
              "(%s); nothing was changed. Inspect it with `git show %s`." % (
-                 label, lines[-1] if lines else "git apply failed", ref))
+                 label, lines[-1] if lines else "git apply failed", _shell_quote(ref)))
     files = [p.decode("utf-8", "replace") for p in repo.run(
         ["diff-tree", "-r", "-z", "--name-only", ref + "^", ref]).stdout.split(b"\0") if p]
     changed = dependency_files([os.path.relpath(os.path.join(repo.root, f), session.workdir) for f in files])
@@ -6454,7 +6881,7 @@ def explain_data(session, loaded, disk=False):
         "active": state.active, "mode": state.mode, "health": state.health, "failure": state.failure,
         "recovery": state.recovery, "reason": state.reason, "why": reason_text(state, settings),
         "baseline": _round(base), "best": _round(best),
-        "best_pct": _round((best - base) / abs(base) * 100, 2) if base and best is not None else None,
+        "best_pct": _round(pct_change(best, base), 2),
         "best_commit": (state.best or {}).get("commit"), "best_description": (state.best or {}).get("description"),
         "last_metric": _round((state.last or {}).get("metric")), "last_status": (state.last or {}).get("status"),
         "last_index": (state.last or {}).get("index"), "last_description": (state.last or {}).get("description"),
@@ -6478,7 +6905,8 @@ def cmd_explain(args):
     if args.json:
         output(data)
     else:
-        say(render_explain(data, Colors(sys.stdout)))
+        colors = Colors(sys.stdout)
+        say(render_explain(data, colors), painted=colors.enabled)
 
 
 def cmd_status(args):
@@ -6492,7 +6920,8 @@ def cmd_status(args):
     if args.json:
         output(data)
     else:
-        say(render_status(data, Colors(sys.stdout)))
+        colors = Colors(sys.stdout)
+        say(render_status(data, colors), painted=colors.enabled)
 
 
 def cmd_start(args):
@@ -6733,7 +7162,8 @@ def doctor_report(args, session, problems):
         for p in problems:
             mark = (colors.green("fixed") if p["fixed"] else colors.yellow("fixable") if p["fixable"]
                     else colors.yellow("warning") if p.get("warning") else colors.red("problem"))
-            say("%s  %s: %s" % (mark, p["code"], p["message"]))
+            say("%s  %s: %s" % (mark, strip_controls(p["code"], ""), strip_controls(p["message"], "")),
+                painted=colors.enabled)
         if problems and not args.fix and any(p["fixable"] for p in problems):
             say("Run `autotune doctor --fix` to repair what is marked fixable.")
     return 0 if healthy else 1
@@ -8181,8 +8611,8 @@ def run_hook(event):
             raise
         say("autotune hook %s: %s: %s" % (event, type(exc).__name__, exc), sys.stderr)
         answer = None
-    if answer:
-        output(answer)
+    if answer:  # Claude Code shows this text to a person: no control reaches their terminal
+        output(clean_data(answer, keep="\n"))
     return 0
 
 
@@ -8194,7 +8624,7 @@ def statusline_text(payload, colors):
     session, loaded = payload_session({"cwd": cwd}) if isinstance(cwd, str) else (None, None)
     if session is not None:
         state = loaded.state
-        health = state.health or "running"
+        health = strip_controls(state.health or "running", "")
         text = "%s %s" % (HEALTH_ICON.get(health, "●"), health)
         if health == "stopped":
             text += " (autotune resume)"
@@ -8207,8 +8637,8 @@ def statusline_text(payload, colors):
         best = (state.best or {}).get("metric")
         if best is not None:
             base = (state.baseline or {}).get("metric")
-            pct = (best - base) / abs(base) * 100 if base else None
-            parts.append("best %s%s" % (fmt_metric(best, (state.config or {}).get("metric_unit")),
+            pct = pct_change(best, base)
+            parts.append("best %s%s" % (fmt_metric(best, strip_controls((state.config or {}).get("metric_unit") or "", "")),
                                         (" (%s)" % fmt_pct(pct)) if pct is not None else ""))
     cost = payload.get("cost") if isinstance(payload.get("cost"), dict) else {}
     claude = []
@@ -8241,9 +8671,9 @@ def cmd_statusline(args):
         if os.environ.get("AUTOTUNE_DEBUG"):
             raise
         line = "autotune: status unavailable (%s)" % type(exc).__name__
-    say(line)
-    if args.chain:
-        say(chained_statusline(args.chain, raw))
+    say(line, painted=colors.enabled)
+    if args.chain:  # the user's own status line: its colours stay, nothing else of control
+        say(strip_controls(chained_statusline(args.chain, raw), sgr=True), painted=True)
     return 0
 
 
@@ -8431,6 +8861,7 @@ def _wrap(label, text, width=80, indent=9):
 
 
 def render_explain(data, colors):
+    data = clean_data(data)
     unit = data.get("unit") or ""
     health = data["health"] or "running"
     lines = ['autotune · %s · segment %s of %s' % (
@@ -8473,6 +8904,7 @@ def render_explain(data, colors):
 
 
 def render_status(data, colors):
+    data = clean_data(data)
     health = data["health"] or "running"
     unit = data.get("unit") or ""
     rows = [
@@ -8522,6 +8954,12 @@ def segment_rows(entries):
     for entry in entries:
         kind = entry.get("type")
         if kind == "config":
+            entry = dict(entry)
+            for name in ("name", "metric_name", "metric_unit"):  # as the fold does: text
+                if not isinstance(entry.get(name), str):
+                    entry[name] = "" if entry.get(name) is None else json.dumps(entry[name], ensure_ascii=False)
+            if entry.get("direction") not in DIRECTIONS:
+                entry["direction"] = "lower"
             number = entry.get("segment") if _is_int(entry.get("segment")) else len(segments) + 1
             if segments and segments[-1]["number"] == number and not segments[-1]["results"]:
                 segments[-1]["config"] = entry  # a re-init before any result
@@ -8550,11 +8988,11 @@ def sparkline(values, width):
         for i in range(width):
             chunk = [v for v in values[i * len(values) // width:(i + 1) * len(values) // width]
                      if v is not None]
-            buckets.append(sum(chunk) / len(chunk) if chunk else None)
+            buckets.append(sum(v / len(chunk) for v in chunk) if chunk else None)  # no overflow
         values = buckets
     low, high = min(present), max(present)
     return "".join(" " if v is None else SPARKS[3] if high == low else
-                   SPARKS[int((v - low) / (high - low) * (len(SPARKS) - 1) + 0.5)] for v in values)
+                   SPARKS[int(fraction(v, low, high) * (len(SPARKS) - 1) + 0.5)] for v in values)
 
 
 def best_so_far(results, direction):
@@ -8582,10 +9020,8 @@ def dashboard_data(session, loaded, full=False, limit=20):
         row, metric = results[i], row_metric(results[i])
         before = bests[i - 1] if i else None  # the best this experiment was judged against
         rows.append({"index": row.get("index"), "status": row.get("status"), "metric": _round(metric),
-                     "vs_best_pct": _round((metric - before) / abs(before) * 100, 2)
-                     if metric is not None and before else None,
-                     "vs_baseline_pct": _round((metric - base) / abs(base) * 100, 2)
-                     if metric is not None and base else None,
+                     "vs_best_pct": _round(pct_change(metric, before), 2),
+                     "vs_baseline_pct": _round(pct_change(metric, base), 2),
                      "commit": row.get("commit"), "description": row.get("description"),
                      "verdict": row.get("verdict"), "timestamp": row.get("timestamp")})
     series = [row_metric(row) for row in results]
@@ -8619,6 +9055,7 @@ def _fit(line, width):
 
 
 def render_dashboard(data, colors, width=80):
+    data = clean_data(data)
     unit = data.get("unit") or ""
     health = data.get("health") or "running"
     conf = data.get("confidence") or {}
@@ -8685,7 +9122,7 @@ def cmd_dashboard(args):
         if args.json:
             output(data)
         else:
-            say(render_dashboard(data, colors, width))
+            say(render_dashboard(data, colors, width), painted=colors.enabled)
         return 0
     tty = sys.stdout.isatty()
     try:
@@ -8699,9 +9136,9 @@ def cmd_dashboard(args):
                     continue
             else:
                 text = "\n".join(_fit(line, width) for line in (
-                    "autotune: waiting for a session in %s" % session.workdir,
+                    "autotune: waiting for a session in %s" % strip_controls(session.workdir, ""),
                     "(`autotune init` starts one there; Ctrl-C quits)"))
-            say(("\033[H\033[2J" if tty else "") + text + ("" if tty else "\n"))
+            say(("\033[H\033[2J" if tty else "") + text + ("" if tty else "\n"), painted=tty)
             time.sleep(args.interval)
     except KeyboardInterrupt:
         say("")
@@ -8719,23 +9156,36 @@ def terminal_columns():
 
 
 def nice_ticks(low, high, count=5):
-    """Round tick values (steps of 1, 2 or 5 times a power of ten) covering [low, high]."""
+    """Round tick values (steps of 1, 2 or 5 times a power of ten) covering [low, high];
+    just the ends when the range has no round steps a float can hold (1e308, denormals)."""
     import math
     span = high - low if high > low else 1.0
     raw = span / max(1, count - 1)
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
-    start = math.floor(low / step) * step
-    ticks, value = [], start
-    while value <= high + step * 0.5 and len(ticks) < 50:
-        ticks.append(round(value, 12))
-        value += step
-    return ticks
+    try:
+        if not raw > 0 or _finite(raw) is None:
+            raise ValueError("no step")
+        power = 10.0 ** math.floor(math.log10(raw))
+        step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+        start = math.floor(low / step) * step
+        ticks, value = [], start
+        while value <= high + step * 0.5 and len(ticks) < 50:
+            ticks.append(round(value, 12))
+            value += step
+        if not ticks or len(set(ticks)) != len(ticks) or any(_finite(t) is None for t in ticks):
+            raise ValueError("steps vanish")
+        return ticks
+    except (ValueError, OverflowError, ZeroDivisionError, StopIteration):
+        return [low] if low == high else [low, high]
+
+
+def _html(value):
+    """A value from the log as HTML text: escaped (quotes too), without control characters."""
+    import html
+    return html.escape(strip_controls(value if isinstance(value, str) else str(value), ""))
 
 
 def _svg_chart(group, width=960, height=340):
     """One inline SVG chart of the experiments of consecutive segments sharing a metric."""
-    import html
     pad_left, pad_right, pad_top, pad_bottom = 64, 16, 38, 40
     points = []
     for segment in group:
@@ -8748,7 +9198,9 @@ def _svg_chart(group, width=960, height=340):
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
     if high == low:
         low, high = low - 1, high + 1
-    margin = (high - low) * 0.08
+    margin = _finite((high - low) * 0.08) or 0.0
+    if _finite(low - margin) is None or _finite(high + margin) is None:
+        margin = 0.0
     ticks = nice_ticks(low - margin, high + margin)
     low, high = min(ticks[0], low - margin), max(ticks[-1], high + margin)
     plot_w, plot_h = width - pad_left - pad_right, height - pad_top - pad_bottom
@@ -8758,26 +9210,26 @@ def _svg_chart(group, width=960, height=340):
         return pad_left + (plot_w * (i + 0.5) / count)
 
     def y_at(value):
-        return pad_top + plot_h * (1 - (value - low) / (high - low))
+        return pad_top + plot_h * (1 - fraction(value, low, high))
 
     config = group[0]["config"]
     direction = config.get("direction", "lower")
     unit = config.get("metric_unit") or ""
     parts = ['<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" role="img" '
-             'aria-label="%s by experiment">' % (width, height, html.escape(config.get("metric_name") or ""))]
+             'aria-label="%s by experiment">' % (width, height, _html(config.get("metric_name") or ""))]
     parts.append('<rect x="%d" y="%d" width="%d" height="%d" class="plot"/>' % (pad_left, pad_top, plot_w, plot_h))
     for value in ticks:
         y = y_at(value)
         parts.append('<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>' % (pad_left, width - pad_right, y, y))
         parts.append('<text class="tick" x="%d" y="%.1f" text-anchor="end">%s</text>' % (
-            pad_left - 6, y + 4, html.escape(_fmt(round(value, 9)))))
+            pad_left - 6, y + 4, _html(_fmt(round(value, 9)))))
     every = max(1, nice_ticks(0, count, 8)[1] - nice_ticks(0, count, 8)[0])
     for i in range(0, count, int(every)):
         parts.append('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%d</text>' % (
             x_at(i), height - pad_bottom + 16, i + 1))
     parts.append('<text class="axis" x="%d" y="%d">%s%s (%s is better)</text>' % (
-        pad_left, 13, html.escape(config.get("metric_name") or ""), html.escape(" [%s]" % unit) if unit else "",
-        direction))
+        pad_left, 13, _html(config.get("metric_name") or ""), _html(" [%s]" % unit) if unit else "",
+        _html(direction)))
     parts.append('<text class="axis" x="%d" y="%d" text-anchor="end">experiment</text>' % (width - pad_right, height - 6))
     position = 0
     for segment in group:
@@ -8789,13 +9241,13 @@ def _svg_chart(group, width=960, height=340):
             parts.append('<line class="segment" x1="%.1f" x2="%.1f" y1="%d" y2="%d"/>' % (x, x, pad_top, pad_top + plot_h))
         parts.append('<text class="segment-label" x="%.1f" y="%d">segment %s: %s</text>' % (
             pad_left + plot_w * first / count + 4, pad_top - 5, segment["number"],
-            html.escape(_one_line(seg_conf.get("name") or "", 40))))
+            _html(_one_line(seg_conf.get("name") or "", 40))))
         base = next((r.get("metric") for r in results if _is_number(r.get("metric"))
                      and r.get("status") in ("keep", "discard")), None)
         x0, x1 = pad_left + plot_w * first / count, pad_left + plot_w * (first + len(results)) / count
         if base is not None:
             parts.append('<line class="baseline" x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f"><title>baseline %s</title></line>' % (
-                x0, x1, y_at(base), y_at(base), html.escape(fmt_metric(base, unit))))
+                x0, x1, y_at(base), y_at(base), _html(fmt_metric(base, unit))))
         bests = best_so_far(results, seg_conf.get("direction", direction))
         path = []
         for i, value in enumerate(bests):
@@ -8818,8 +9270,8 @@ def _svg_chart(group, width=960, height=340):
                                            fmt_metric(metric, unit), _one_line(row.get("description") or "", 120))
             parts.append('<circle class="point %s" cx="%.1f" cy="%.1f" r="%s" data-index="%s" data-segment="%s">'
                          '<title>%s</title></circle>' % (
-                             html.escape(status or ""), x_at(first + i), y, "5" if status == "keep" else "4",
-                             row.get("index"), segment["number"], html.escape(label)))
+                             _html(status or ""), x_at(first + i), y, "5" if status == "keep" else "4",
+                             _html(row.get("index")), segment["number"], _html(label)))
         position += len(results)
     parts.append("</svg>")
     return "\n".join(parts)
@@ -8851,9 +9303,8 @@ def _code_spans(escaped):
 
 
 def render_report(session, loaded, entries):
-    import html
     segments = segment_rows(entries)
-    esc = html.escape
+    esc = _html
     data = explain_data(session, loaded)
     out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -8903,9 +9354,9 @@ def render_report(session, loaded, entries):
                    '<td class="num">%d</td><td class="num">%d</td><td class="num">%d</td><td class="num">%d</td>'
                    '<td class="num">%s</td><td class="num">%s</td><td class="num">%s</td></tr>' % (
                        segment["number"], esc(config.get("name") or ""), esc(config.get("metric_name") or ""),
-                       unit_text + ", " if unit_text else "", direction, len(results), counts["keep"],
+                       unit_text + ", " if unit_text else "", esc(direction), len(results), counts["keep"],
                        counts["discard"], counts["crash"], counts["checks_failed"], esc(_fmt(base)), esc(_fmt(best)),
-                       fmt_pct((best - base) / abs(base) * 100) if base and best is not None else "-"))
+                       fmt_pct(pct_change(best, base))))
     out.append('</table><h2>All experiments</h2><table><tr><th>#</th><th>status</th><th class="num">metric</th>'
                '<th>verdict</th><th>health</th><th>commit</th><th>description and notes</th></tr>')
     for segment in segments:
@@ -9016,7 +9467,8 @@ def cmd_export(args):
             fail("no_such_segment", "There is no segment %d in %s." % (args.segment, LOG_FILE))
     rows = [(s, r) for s in segments for r in s["results"]]
     if args.format == "jsonl":
-        text = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for _, r in rows)
+        text = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False).translate(_JSON_C1) + "\n"
+                       for _, r in rows)
     else:
         names = sorted({k for _, r in rows if isinstance(r.get("metrics"), dict) for k in r["metrics"]})
         metric_names = {s["config"].get("metric_name") for s in segments
@@ -9027,13 +9479,15 @@ def cmd_export(args):
         table = [header]
         for segment, row in rows:
             metrics = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
-            metric = row_metric(row)
-            table.append([row.get("commit") or "", "" if metric is None else _fmt(metric), row.get("status") or "",
-                          row.get("description") or "", segment["number"], row.get("index"),
-                          row.get("timestamp") or "", row.get("verdict") or "", row.get("health") or "",
-                          row.get("reason") or ""] + [_fmt(metrics.get(n)) if n in metrics else "" for n in names])
-        if args.format == "tsv":
-            text = "".join("\t".join(" ".join(str(cell).split()) for cell in line) + "\n" for line in table)
+            table.append([row.get("commit"), row_metric(row), row.get("status"), row.get("description"),
+                          segment["number"], row.get("index"), row.get("timestamp"), row.get("verdict"),
+                          row.get("health"), row.get("reason")] + [metrics.get(n) for n in names])
+        tsv = args.format == "tsv"
+        # every cell is data: numbers as numbers, text never a formula (spreadsheet_cell)
+        table = [[spreadsheet_cell(" ".join(cell.split()) if tsv and isinstance(cell, str) else cell)
+                  for cell in line] for line in table]
+        if tsv:
+            text = "".join("\t".join(" ".join(cell.split()) for cell in line) + "\n" for line in table)
         else:
             buffer = io.StringIO()
             csv.writer(buffer, lineterminator="\n").writerows(table)
@@ -9061,6 +9515,12 @@ def make_parser_class():
     import argparse
 
     class Parser(argparse.ArgumentParser):
+        def __init__(self, *args, **kwargs):
+            argparse.ArgumentParser.__init__(self, *args, **kwargs)
+            # `--metric -1.79e308` is a value, not an option (argparse knows only -5, -.5)
+            import re
+            self._negative_number_matcher = re.compile(r"^-(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
+
         def error(self, message):
             shown = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
                             for ch in message)
