@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PYTEST_ARGS ?= -q
 
-.PHONY: test demo bench latency decisions bigoutput plugin-check report-check clean
+.PHONY: test demo bench latency decisions bigoutput manynames plugin-check report-check clean
 
 # Everything but the real-Claude-CLI checks (those are `make plugin-check`).
 test:
@@ -11,7 +11,7 @@ test:
 demo:
 	$(PYTHON) examples/demo.py
 
-bench: latency decisions bigoutput
+bench: latency decisions bigoutput manynames
 
 latency:
 	$(PYTHON) bench/latency.py
@@ -21,6 +21,9 @@ decisions:
 
 bigoutput:
 	$(PYTHON) bench/bigoutput.py
+
+manynames:
+	$(PYTHON) bench/manynames.py
 
 # Installs the pinned @anthropic-ai/claude-code into .tools/claude when missing, validates the
 # plugin with it and drives real `claude -p` sessions against a stand-in API on loopback.
