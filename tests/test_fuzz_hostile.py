@@ -196,7 +196,7 @@ def commands_for(rng, project):
               repr(rng.choice(NUMBERS)), "--force", "--reason", arg(rng)],
              ["init", "--name", arg(rng), "--metric", rng.choice(["time_ms", arg(rng)]),
               "--unit", rng.choice(["ms", "µs", arg(rng)]), "--direction", "lower"],
-             ["rebaseline", "--repeat", "1"],
+             ["rebaseline", "--repeat", "1"], ["verify", "--pairs", "2"],
              ["hook", "session-start"], ["hook", "stop"], ["hook", "pre-tool-use"], ["hook", "pre-tool-use"],
              ["statusline"], ["statusline", "--no-color"], ["restore", "1"], ["restore", "1.2", "--json"],
              ["setup-permissions", "--json"], ["clear"], ["start", arg(rng)], ["detect"]]
