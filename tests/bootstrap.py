@@ -6,18 +6,26 @@ unpacked into .tools/pytest; `pip install --target .tools/pytest`; and, on a mac
 with python3 but no pip at all, the pinned wheels fetched from PyPI's simple index,
 checked against the sha256 below and unpacked into .tools/pytest. pytest is the only
 test dependency; autotune.py itself needs nothing but the standard library.
+
+`--jobs N` (first argument) runs the test files in N pytest processes at once, largest
+file first, each file's output printed whole when it ends, then one closing line for
+all of them. The tests spawn autotune as a subprocess and wait on it, so a second
+process keeps the second core busy; every test works in its own scratch directory.
 """
 
+import glob
 import hashlib
 import os
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.path.join(ROOT, ".tools", "pytest")
+TARGET_LOGS = os.path.join(ROOT, ".tools", "test-logs")
 WHEELS = [  # (file, sha256, needed on this Python)
     ("pytest-8.3.5-py3-none-any.whl", "c69214aa47deac29fad6c2a4f590b9c4a9fdb16a403176fe154b79c0b4d4d820", True),
     ("pluggy-1.5.0-py3-none-any.whl", "44e1ad92c8ca002de6377e165f3e0f1be63266ab4d554740532335b9d75ea669", True),
@@ -69,7 +77,74 @@ def fetch_wheels():
         os.unlink(path)
 
 
+def test_files(args):
+    """The test files the pytest arguments name (directories expanded, --ignore honoured),
+    and the arguments that are options, kept for every process."""
+    options, paths, ignored = [], [], []
+    args = list(args)
+    while args:
+        arg = args.pop(0)
+        if arg.startswith("--ignore="):
+            ignored.append(os.path.abspath(arg.split("=", 1)[1]))
+        elif arg == "-p" and args:
+            options += [arg, args.pop(0)]
+        elif arg.startswith("-"):
+            options.append(arg)
+        else:
+            paths.append(arg)
+    files = []
+    for path in paths or ["tests"]:
+        found = sorted(glob.glob(os.path.join(path, "**", "test_*.py"), recursive=True)) \
+            if os.path.isdir(path) else [path]
+        files += [f for f in found if not any(os.path.abspath(f).startswith(i.rstrip(os.sep) + os.sep)
+                                              or os.path.abspath(f) == i for i in ignored)]
+    return options, files
+
+
+def run_parallel(jobs, args):
+    """Runs each test file in its own pytest process, `jobs` at a time."""
+    options, files = test_files(args)
+    queue = sorted(files, key=os.path.getsize, reverse=True)  # long files first balance best
+    running, totals, failed_files = [], {"passed": 0, "failed": 0, "skipped": 0, "error": 0}, []
+    started = time.time()
+    while queue or running:
+        while queue and len(running) < jobs:
+            path = queue.pop(0)
+            log = open(os.path.join(TARGET_LOGS, os.path.basename(path) + ".log"), "w+b")
+            proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)] + options + [path],
+                                    stdout=log, stderr=subprocess.STDOUT)
+            running.append((proc, path, log))
+        time.sleep(0.05)
+        for item in list(running):
+            proc, path, log = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            log.seek(0)
+            text = log.read().decode("utf-8", "replace")
+            log.close()
+            sys.stdout.write("== %s\n%s" % (path, text if text.endswith("\n") else text + "\n"))
+            sys.stdout.flush()
+            counts = dict.fromkeys(totals, 0)
+            for number, word in re.findall(r"(\d+) (passed|failed|skipped|errors?)\b", text.splitlines()[-1] if text else ""):
+                counts["error" if word.startswith("error") else word] += int(number)
+            for key in totals:
+                totals[key] += counts[key]
+            if proc.returncode not in (0, 5) or counts["failed"] or counts["error"]:
+                failed_files.append(path)
+    print("%d test files in %d processes, %.0f s%s" % (
+        len(files), jobs, time.time() - started,
+        "; failing: " + ", ".join(failed_files) if failed_files else ""))
+    print("tests: %d passed, %d failed, %d skipped" % (
+        totals["passed"], totals["failed"] + totals["error"], totals["skipped"]))
+    return 1 if failed_files or not files else 0
+
+
 def main():
+    jobs = 1
+    if sys.argv[1:2] == ["--jobs"]:
+        jobs = max(1, int(sys.argv[2]) if sys.argv[2] != "auto" else min(4, os.cpu_count() or 1))
+        del sys.argv[1:3]
     if not have_pytest():
         sys.path.insert(0, TARGET)
         if not have_pytest():
@@ -80,6 +155,9 @@ def main():
             if not have_pytest():
                 raise SystemExit("bootstrap: could not install pytest")
         os.environ["PYTHONPATH"] = TARGET + os.pathsep + os.environ.get("PYTHONPATH", "")
+    if jobs > 1:
+        os.makedirs(TARGET_LOGS, exist_ok=True)
+        return run_parallel(jobs, sys.argv[1:])
     import pytest
     return pytest.main(sys.argv[1:])
 
