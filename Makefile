@@ -4,7 +4,7 @@ PYTEST_ARGS ?= -q
 # test files run in this many pytest processes at once (auto: one per core, at most 4)
 JOBS ?= auto
 
-.PHONY: test demo bench latency decisions bigoutput plugin-check report-check clean
+.PHONY: test demo bench latency decisions bigoutput manynames plugin-check report-check clean
 
 # Everything but the real-Claude-CLI checks (those are `make plugin-check`).
 test:
@@ -13,7 +13,7 @@ test:
 demo:
 	$(PYTHON) examples/demo.py
 
-bench: latency decisions bigoutput
+bench: latency decisions bigoutput manynames
 
 latency:
 	$(PYTHON) bench/latency.py
@@ -23,6 +23,9 @@ decisions:
 
 bigoutput:
 	$(PYTHON) bench/bigoutput.py
+
+manynames:
+	$(PYTHON) bench/manynames.py
 
 # Installs the pinned @anthropic-ai/claude-code into .tools/claude when missing, validates the
 # plugin with it and drives real `claude -p` sessions against a stand-in API on loopback.

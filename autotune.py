@@ -95,6 +95,7 @@ DEFAULT_MAX_RESUMES = 20
 DEFAULT_RESUME_INTERVAL_MIN = 5.0
 DEFAULT_MAX_CONSECUTIVE_BLOCKS = 6
 DEFAULT_MAX_BLOCKS = 200
+DEFAULT_MAX_FILE_MB = 50   # untracked files larger than this are recorded, not snapshotted
 
 OUTPUT_TAIL_LINES, OUTPUT_TAIL_BYTES = 50, 4096
 CHECKS_TAIL_LINES, CHECKS_TAIL_BYTES = 20, 2048
@@ -156,18 +157,35 @@ def fail(code, message, exit_code=1):
 # ---------------------------------------------------------- text and numbers ----
 
 
+def _finite(value):
+    """The value when it is a finite number, else None: the guard every computed figure
+    (a difference, a ratio, a mean) passes before it is shown or stored, since two
+    finite metrics such as 1.7976931348623157e308 and -1e308 can differ by infinity."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return value if value - value == 0 else None
+    except (TypeError, OverflowError):
+        return None
+
+
 def _round(value, digits=6):
+    value = _finite(value)
     if value is None:
         return None
+    if value and abs(value) < 10.0 ** (3 - digits):  # keep significant digits of tiny values
+        return float("%.*g" % (max(3, digits), value))
     rounded = round(value, digits)
-    return int(rounded) if rounded == int(rounded) and abs(rounded) < 1e15 else rounded
+    return int(rounded) if abs(rounded) < 1e15 and rounded == int(rounded) else rounded
 
 
 def _fmt(value):
     if value is None:
         return "-"
     if isinstance(value, float):
-        if value == int(value) and abs(value) < 1e15:
+        if _finite(value) is None:
+            return "overflow" if value == value else "-"
+        if abs(value) < 1e15 and value == int(value):
             return str(int(value))
         return ("%.6g" % value)
     return str(value)
@@ -180,7 +198,38 @@ def fmt_metric(value, unit):
 
 
 def fmt_pct(value):
-    return "-" if value is None else "%+.1f%%" % value
+    if value is None:
+        return "-"
+    return "%+.1f%%" % value if _finite(value) is not None else "overflow"
+
+
+def midpoint(low, high):
+    """(low + high) / 2 that cannot overflow: the median of two huge metrics is finite."""
+    if low == high:
+        return low
+    if (low < 0) == (high < 0):
+        return low + (high - low) / 2.0
+    return (low + high) / 2.0
+
+
+def pct_change(value, reference):
+    """(value - reference) / |reference| in percent, or None when there is no reference
+    or the result overflows a float (a denormal reference, opposite huge values)."""
+    if value is None or not reference:
+        return None
+    return _finite((value - reference) / abs(reference) * 100.0)
+
+
+def fraction(value, low, high):
+    """Where value sits in [low, high], from 0 to 1, for charts: finite for every finite
+    input (the span of two huge metrics overflows; halves do not)."""
+    span = high - low
+    if not span > 0:
+        return 0.5
+    if span != float("inf"):
+        return min(1.0, max(0.0, (value - low) / span))
+    half = high / 2.0 - low / 2.0
+    return min(1.0, max(0.0, (value / 2.0 - low / 2.0) / half)) if half > 0 else 0.5
 
 
 def _one_line(text, limit):
@@ -189,8 +238,144 @@ def _one_line(text, limit):
 
 
 def _shell_quote(text):
+    """One shell word that pastes back as exactly `text`: shlex.quote, or bash's $'...'
+    with escapes when the text holds control characters (which must not reach a terminal
+    raw, and would not survive a paste)."""
     import shlex
-    return shlex.quote(text)
+    text = str(text)
+    if not any(_is_control(ch) for ch in text):
+        return shlex.quote(text)
+    escaped = []
+    for ch in text:
+        if ch in "\\'":
+            escaped.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7f:
+            escaped.append("\\x%02x" % ord(ch))
+        elif _is_control(ch):
+            escaped.append("\\u%04x" % ord(ch))
+        else:
+            escaped.append(ch)
+    return "$'%s'" % "".join(escaped)
+
+
+# Terminal safety. Text from the log, the config, the benchmark or the agent is data: it
+# must never reach a terminal as control (ESC sequences that clear the screen, set the
+# title, write the clipboard with OSC 52, ...). strip_controls is the one sanitizer:
+# every text renderer passes what it prints through it, and adds its own colours after.
+
+_ESC_FINAL = {"[": "csi", "]": "string", "P": "string", "X": "string", "^": "string", "_": "string"}
+_C1_STRING = {"\x90", "\x98", "\x9d", "\x9e", "\x9f"}  # DCS, SOS, OSC, PM, APC
+
+
+def _is_control(ch):
+    code = ord(ch)
+    return code < 0x20 or 0x7f <= code <= 0x9f
+
+
+_CONTROL_TABLE = dict.fromkeys(list(range(0x20)) + list(range(0x7f, 0xa0)))
+_control_search = []
+
+
+def strip_controls(text, keep="\n", sgr=False):
+    """The text without terminal control: whole escape sequences (CSI, OSC, DCS, ... and
+    their 8-bit C1 forms) are removed, tab, CR, VT and FF become spaces, newlines stay
+    when in `keep` (else spaces), every other C0/C1 control and DEL is removed. With
+    `sgr`, colour sequences (ESC [ digits ; ... m) are kept: only for the output of the
+    user's own status-line command. Text without controls costs one C-level pass."""
+    if not isinstance(text, str):
+        text = str(text)
+    controls = len(text) - len(text.translate(_CONTROL_TABLE))
+    if not controls or controls == sum(text.count(k) for k in keep):
+        return text
+    if not _control_search:
+        import re
+        _control_search.append(re.compile("[\x00-\x1f\x7f-\x9f]").search)
+    search = _control_search[0]
+    out, i, n = [], 0, len(text)
+    while i < n:
+        found = search(text, i)
+        if found is None:
+            out.append(text[i:])
+            break
+        at = found.start()
+        out.append(text[i:at])
+        ch = text[at]
+        if ch in keep:
+            out.append(ch)
+            i = at + 1
+            continue
+        kind, start = None, at + 1
+        if ch == "\x1b" and at + 1 < n and "\x20" <= text[at + 1] <= "\x7e":
+            kind = _ESC_FINAL.get(text[at + 1], "short")
+            start = at + 2 if kind != "short" else at + 1
+        elif ch == "\x9b":
+            kind = "csi"
+        elif ch in _C1_STRING:
+            kind = "string"
+        if kind == "csi":  # parameters and intermediates 0x20-0x3f, then a final byte
+            end = start
+            while end < n and "\x20" <= text[end] <= "\x3f":
+                end += 1
+            end = end + 1 if end < n and "\x40" <= text[end] <= "\x7e" else end
+            if sgr and text[end - 1:end] == "m" and all(c in "0123456789;" for c in text[start:end - 1]):
+                out.append("\x1b[" + text[start:end])
+            i = end
+        elif kind == "string":  # up to BEL or ST (ESC \\, 0x9c); never past the line's end
+            end = start
+            while end < n and text[end] not in "\x07\x9c\x1b\n":
+                end += 1
+            i = end + (2 if text[end:end + 2] == "\x1b\\" else 1 if text[end:end + 1] in ("\x07", "\x9c")
+                       else 0)
+        elif kind == "short":  # ESC, intermediates, a final byte (ESC c resets, ESC ( B)
+            end = start
+            while end < n and "\x20" <= text[end] <= "\x2f":
+                end += 1
+            i = end + 1 if end < n and "\x30" <= text[end] <= "\x7e" else end
+        else:
+            if ch in "\t\r\x0b\x0c\n":
+                out.append(" ")
+            i = start
+    return "".join(out)
+
+
+def clean_data(value, keep=""):
+    """A copy of a JSON-like value whose strings (keys too) went through strip_controls:
+    what a renderer receives before it formats and colours anything."""
+    if isinstance(value, str):
+        return strip_controls(value, keep)
+    if isinstance(value, dict):
+        return {clean_data(k, keep) if isinstance(k, str) else k: clean_data(v, keep)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_data(v, keep) for v in value]
+    return value
+
+
+def spreadsheet_cell(value):
+    """A CSV/TSV cell that a spreadsheet shows as text, never runs as a formula (OWASP
+    CSV injection): text starting with = + - @ tab or CR gets a leading apostrophe.
+    Numbers stay numbers (-5 is a number, not a formula)."""
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _fmt(value)
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    formula = text.lstrip(" ")[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number_text(text)
+    text = strip_controls(text)  # newlines stay (quoted in CSV); tab and CR become spaces
+    return "'" + text if formula else text
+
+
+def _is_number_text(text):
+    """A plain decimal number as autotune writes one (-5, 1.5e-07), nothing else."""
+    return (bool(text) and all(c in "0123456789+-.e" for c in text)
+            and any(c.isdigit() for c in text) and _finite(_to_float(text)) is not None)
+
+
+def _to_float(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 _ANSI = None
@@ -276,6 +461,7 @@ class Settings(Record):
         ("timeout", DEFAULT_TIMEOUT), ("checks_timeout", DEFAULT_CHECKS_TIMEOUT),
         ("max_resumes", DEFAULT_MAX_RESUMES), ("resume_interval_min", DEFAULT_RESUME_INTERVAL_MIN),
         ("max_consecutive_blocks", DEFAULT_MAX_CONSECUTIVE_BLOCKS), ("max_blocks", DEFAULT_MAX_BLOCKS),
+        ("max_file_bytes", int(DEFAULT_MAX_FILE_MB * (1 << 20))),
         ("sync_command", None), ("env", dict),
         ("protect", list), ("protect_defaults", True),
         # one line each, naming the file and the key: accepted with a note / broken
@@ -347,7 +533,7 @@ class Outcome(Record):
     """One execution of a benchmark, checks or holdout script."""
 
     FIELDS = (("exit", None), ("dur", 0.0), ("timeout", False), ("metrics", dict),
-              ("output", ""), ("error", None))
+              ("output", ""), ("error", None), ("dropped", 0))
     __slots__ = tuple(name for name, _ in FIELDS)
 
 
@@ -426,6 +612,7 @@ CONFIG_SCHEMA = (
     ("env", "env", "env", {}),
     ("protect", "protect", "protect", {}),
     ("protectDefaults", "bool", "protect_defaults", {}),
+    ("git.maxFileMB", "megabytes", "max_file_bytes", {"low": 0}),
 )
 
 
@@ -490,6 +677,11 @@ def _cfg_number(reader, key, value, opts):
     return reader.number(key, value, opts, whole=False)
 
 
+def _cfg_megabytes(reader, key, value, opts):
+    """A size in MB (fractions allowed) as bytes; 0 means no limit."""
+    return int(reader.number(key, value, opts, whole=False) * (1 << 20))
+
+
 def _cfg_iterations(reader, key, value, opts):
     """maxIterations: 0 meant "no limit" to the first implementation, and still does."""
     count = reader.number(key, value, {"low": 0}, whole=True)
@@ -548,7 +740,12 @@ def _cfg_guardrails(reader, key, value, opts):
         reader.error(key, value, "an object")
     rules = {}
     for name, rule in value.items():
-        where = "%s.%s" % (key, name)
+        if name.startswith(("_", "$")) and not valid_metric_name(name):
+            continue  # a comment
+        where = "%s.%s" % (key, strip_controls(name, "")[:60])
+        if not valid_metric_name(name):
+            reader.error(key, name, "an object whose keys are metric names (a letter, digit or _, then "
+                         "letters, digits and _ . : / % -)")
         if not isinstance(rule, dict):
             reader.error(where, rule, "an object")
         reader.unknown_keys(rule, ("maxRegressionPct", "max", "min", "direction"), where + ".")
@@ -591,7 +788,7 @@ def _cfg_protect(reader, key, value, opts):
 CONFIG_KINDS = {"int": _cfg_int, "number": _cfg_number, "iterations": _cfg_iterations,
                 "bool": _cfg_bool, "str": _cfg_str, "choice": _cfg_choice, "repeat": _cfg_repeat,
                 "playbooks": _cfg_playbooks, "retired": _cfg_retired, "guardrails": _cfg_guardrails,
-                "env": _cfg_env, "protect": _cfg_protect}
+                "env": _cfg_env, "protect": _cfg_protect, "megabytes": _cfg_megabytes}
 
 
 def _range_text(low, high):
@@ -776,7 +973,7 @@ class Session(object):
     """Where a loop lives: its working directory, repository, settings and files."""
 
     __slots__ = ("workdir", "repo", "settings", "log_path", "state_path", "_cache_dir", "config_error",
-                 "config_errors")
+                 "config_errors", "oversized", "converts")
 
     def __init__(self, workdir, repo, settings, config_errors=()):
         self.workdir = workdir
@@ -787,6 +984,8 @@ class Session(object):
         self.log_path = os.path.join(workdir, LOG_FILE)
         self.state_path = os.path.join(workdir, STATE_FILE)
         self._cache_dir = None
+        self.oversized = {}  # set by snapshot_tree: files left out of it for their size
+        self.converts = None  # set by snapshot_tree: False when git can convert no file's bytes
 
     def path(self, name):
         return os.path.join(self.workdir, name)
@@ -930,11 +1129,21 @@ class LogLock(object):
         return self
 
     def append(self, entries):
+        """Appends whole lines; a write that fails (a full disk) is cut back off, so the
+        log never keeps half a line from it."""
         data = b"".join(dumps_line(entry) for entry in entries)
         view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
+        start = os.lseek(self.fd, 0, os.SEEK_END)
+        try:
+            while view:
+                written = os.write(self.fd, view)
+                view = view[written:]
+        except OSError:
+            try:
+                os.ftruncate(self.fd, start)
+            except OSError:
+                pass
+            raise
 
     def __exit__(self, *exc):
         os.close(self.fd)  # closing releases the flock
@@ -1163,6 +1372,8 @@ def _fold_result(state, entry):
     active = entry.get("active")
     state.active = active if isinstance(active, bool) else state.health not in ("paused", "stopped", "completed")
     metrics = entry.get("metrics") if isinstance(entry.get("metrics"), dict) else {}
+    if len(metrics) > MAX_METRIC_NAMES:  # a hand-made line: the state stays small
+        metrics = dict(list(metrics.items())[:MAX_METRIC_NAMES])
     if state.baseline is None and point is not None and status in ("keep", "discard"):
         state.baseline = {"index": index, "metric": point, "commit": entry.get("commit"),
                           "samples": _samples_of(entry, point), "metrics": metrics,
@@ -1603,29 +1814,86 @@ def drop_measurement(session):
 # ------------------------------------------------------------------ metrics ----
 
 
+# The METRIC grammar, in one place (README "The metric protocol" quotes it):
+#
+#   line    = [blanks] "METRIC" blanks name [blanks] "=" [blanks] number [blanks]
+#   blanks  = one or more spaces or tabs
+#   name    = first rest{0,127}     first = A-Z a-z 0-9 _     rest = first or . : / % -
+#             (not __proto__, constructor or prototype)
+#   number  = [+|-] (digits [. [digits]] | . digits) [(e|E) [+|-] digits]
+#             digits = ASCII 0-9 only; finite (1e999, inf, nan, 1_000, 0x1A, ١٢ are not numbers)
+#
+# Lines are separated by LF, CR or CRLF: a progress bar's `50%\rMETRIC x=5` holds a
+# METRIC line. Everything else a benchmark prints is ignored.
+
+METRIC_NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+METRIC_NAME_REST = METRIC_NAME_FIRST | frozenset(".:/%-")
+MAX_METRIC_NAME = 128
+MAX_METRIC_NAMES = 100       # secondary names kept per run and per result; the rest are counted
+_NUMBER_CHARS = frozenset("0123456789+-.eE")
+# the grammar as regular expressions (compiled on first use: only `run` scans output)
+_NAME_RE = r"[A-Za-z0-9_][A-Za-z0-9_.:/%%-]{0,%d}" % (MAX_METRIC_NAME - 1)
+_NUMBER_RE = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_LINE_RE = r"[ \t]*METRIC[ \t]+(%s)[ \t]*=[ \t]*(%s)[ \t]*" % (_NAME_RE, _NUMBER_RE)
+_metric_patterns = []
+# a unit is shown next to numbers and written into files: letters, digits and a few signs
+UNIT_EXTRA = frozenset(" _.,:/%()[]^*°µ+-#")
+MAX_UNIT = 32
+
+
+def metric_patterns():
+    """(one line as str, every line of a bytes chunk) compiled from the grammar above."""
+    if not _metric_patterns:
+        import re
+        _metric_patterns.append(re.compile(_LINE_RE))
+        _metric_patterns.append(re.compile(
+            (r"(?:^|(?<=[\r\n]))%s(?=[\r\n]|\Z)" % _LINE_RE).encode("ascii")))
+    return _metric_patterns
+
+
 def parse_metric_line(line):
-    """('name', value) for a `METRIC name=value` line, else None."""
-    text = line.strip()
-    if not text.startswith("METRIC"):
-        return None
-    rest = text[6:]
-    if not rest or not rest[0].isspace():
-        return None
-    name, sep, value = rest.strip().partition("=")
-    name, value = name.strip(), value.strip()
-    if not sep or not valid_metric_name(name):
+    """('name', value) for a physical line holding a line of the METRIC grammar above
+    (the last one when carriage returns split it into several), else None."""
+    pattern = metric_patterns()[0]
+    for part in reversed(line.rstrip("\n").split("\r")):
+        match = pattern.fullmatch(part)
+        if match is not None and match.group(1) not in RESERVED_METRIC_NAMES:
+            number = parse_number(match.group(2))
+            if number is not None:
+                return match.group(1), number
+    return None
+
+
+def parse_number(text):
+    """A finite float from ASCII decimal text (the grammar's `number`), else None:
+    float() alone would also take 1_000, inf, nan and non-ASCII digits."""
+    if not text or not all(ch in _NUMBER_CHARS for ch in text) or not any(ch.isdigit() for ch in text):
         return None
     try:
-        number = float(value)
+        number = float(text)
     except ValueError:
         return None
-    return (name, number) if _is_number(number) else None
+    return number if _is_number(number) else None
 
 
 def valid_metric_name(name):
-    return (isinstance(name, str) and 0 < len(name) <= 200 and name not in RESERVED_METRIC_NAMES
-            and "=" not in name and not any(ch.isspace() for ch in name)
-            and all(ch.isprintable() for ch in name))
+    """A name of the METRIC grammar: safe in a shell word, a Python string, a file, a
+    spreadsheet header and a terminal, so no place it is written to can run it."""
+    return (isinstance(name, str) and 0 < len(name) <= MAX_METRIC_NAME and name[0] in METRIC_NAME_FIRST
+            and all(ch in METRIC_NAME_REST for ch in name) and name not in RESERVED_METRIC_NAMES)
+
+
+def metric_name_error(flag, name, code="bad_metric_name"):
+    fail(code, "%s %s is not a valid metric name: it starts with a letter, digit or _, "
+         "then letters, digits and _ . : / %% - (at most %d characters; not __proto__, constructor or "
+         "prototype), e.g. time_ms." % (flag, json.dumps(name), MAX_METRIC_NAME))
+
+
+def valid_unit(unit):
+    """A unit (ms, KB, ops/s, µs, °C): letters, digits, spaces and a few signs; no quotes,
+    backslashes, $ or backticks, no control characters."""
+    return (isinstance(unit, str) and len(unit) <= MAX_UNIT
+            and all(ch.isalnum() or ch in UNIT_EXTRA for ch in unit))
 
 
 class OutputScanner(object):
@@ -1633,8 +1901,10 @@ class OutputScanner(object):
     Works per chunk (bytes.find/rfind), not per line, so a flood of short lines costs
     nothing and memory stays bounded whatever the benchmark prints."""
 
-    def __init__(self, tail_bytes=16384):
+    def __init__(self, tail_bytes=16384, primary=None):
         self.metrics = {}
+        self.primary = primary  # always kept, even after the cap of distinct names
+        self.dropped = 0        # METRIC lines with a new name beyond MAX_METRIC_NAMES
         self.partial = b""      # the unterminated last line (at most MAX_LINE_BYTES)
         self.tailbuf = b""      # the last tail_bytes of complete lines
         self.tail_limit = tail_bytes
@@ -1646,14 +1916,14 @@ class OutputScanner(object):
     def feed(self, chunk):
         self.bytes += len(chunk)
         self.lines += chunk.count(b"\n")
-        if self.skip:  # drop the rest of an overlong line, up to its end
-            end = chunk.find(b"\n")
-            if end < 0:
+        if self.skip:  # drop the rest of an overlong line, up to its end (LF or CR)
+            ends = [i for i in (chunk.find(b"\n"), chunk.find(b"\r")) if i >= 0]
+            if not ends:
                 return
             self.skip = False
-            chunk = chunk[end:]
+            chunk = chunk[min(ends):]
         data = self.partial + chunk
-        end = data.rfind(b"\n")
+        end = max(data.rfind(b"\n"), data.rfind(b"\r"))
         if end < 0:
             complete, self.partial = b"", data
         else:
@@ -1666,15 +1936,22 @@ class OutputScanner(object):
             self.tailbuf = (self.tailbuf + complete)[-self.tail_limit:]
 
     def _scan(self, data):
-        pos = data.find(b"METRIC")
-        while pos >= 0:
-            start = data.rfind(b"\n", 0, pos) + 1
-            stop = data.find(b"\n", pos)
-            stop = len(data) if stop < 0 else stop
-            parsed = parse_metric_line(data[start:stop][:MAX_LINE_BYTES].decode("utf-8", "replace"))
-            if parsed:
-                self.metrics[parsed[0]] = parsed[1]
-            pos = data.find(b"METRIC", stop)
+        """Finds the METRIC lines of complete output (a line ends at LF or CR), keeping
+        the primary and at most MAX_METRIC_NAMES other names; the rest are counted."""
+        if b"METRIC" not in data:
+            return
+        metrics, primary = self.metrics, self.primary
+        for match in metric_patterns()[1].finditer(data):
+            name = match.group(1).decode("ascii")
+            if name in RESERVED_METRIC_NAMES:
+                continue
+            if (name not in metrics and name != primary
+                    and len(metrics) - (primary in metrics) >= MAX_METRIC_NAMES):
+                self.dropped += 1
+                continue
+            number = parse_number(match.group(2).decode("ascii"))
+            if number is not None:
+                metrics[name] = number
 
     def close(self):
         if self.partial:
@@ -1707,7 +1984,7 @@ def median(values):
     if not count:
         return None
     mid = count // 2
-    return ordered[mid] if count % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+    return ordered[mid] if count % 2 else midpoint(ordered[mid - 1], ordered[mid])
 
 
 def mad(values):
@@ -1742,7 +2019,7 @@ def sorted_mad(ordered):
     if not count:
         return None
     mid = count // 2
-    center = ordered[mid] if count % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+    center = ordered[mid] if count % 2 else midpoint(ordered[mid - 1], ordered[mid])
     split = bisect.bisect_left(ordered, center)
 
     def below(i):
@@ -1754,8 +2031,8 @@ def sorted_mad(ordered):
     below_len, above_len = split, count - split
     if count % 2:
         return kth_of_two(below, below_len, above, above_len, mid)
-    return (kth_of_two(below, below_len, above, above_len, mid - 1)
-            + kth_of_two(below, below_len, above, above_len, mid)) / 2.0
+    return midpoint(kth_of_two(below, below_len, above, above_len, mid - 1),
+                    kth_of_two(below, below_len, above, above_len, mid))
 
 
 def confidence(ordered_values, state):
@@ -1772,13 +2049,19 @@ def confidence(ordered_values, state):
     improvement = (baseline - best) if direction == "lower" else (best - baseline)
     result["best_delta"] = _round(best - baseline)
     result["noise_mad"] = _round(noise)
+    if _finite(improvement) is None or _finite(noise) is None:
+        result["label"] = "overflow"  # the metrics differ by more than a float holds
+        return result
     if noise == 0:
         if improvement > 0:
             result.update(label="high", infinite=True)
         else:
             result.update(label="no_signal")
         return result
-    score = abs(improvement) / noise
+    score = _finite(abs(improvement) / noise)
+    if score is None:
+        result["label"] = "overflow"  # a huge improvement over a denormal noise
+        return result
     result["score"] = round(score, 3)
     result["label"] = "high" if score >= 2.0 else "marginal" if score >= 1.0 else "within_noise"
     return result
@@ -2520,12 +2803,47 @@ def playbook_action(state):
 
 
 class GitError(AutotuneError):
+    """A git command that failed; the message carries git's own words (a hook's too)."""
+
     def __init__(self, args, returncode, stderr):
-        text = stderr.decode("utf-8", "replace").strip().splitlines()
-        detail = text[-1] if text else "exit %s" % returncode
+        self.returncode, self.stderr = returncode, stderr
+        lines = [_printable(line.strip()) for line in stderr.decode("utf-8", "replace").splitlines()]
+        lines = [line for line in lines if line and not line.startswith("hint:")]
+        if lines:
+            detail = _one_line(" / ".join(lines[-8:]), 900)
+        elif returncode is not None and returncode < 0:
+            detail = "killed by signal %d" % -returncode
+        else:
+            detail = "exit %s" % returncode
         AutotuneError.__init__(self, "git_error", "git %s failed: %s" % (args[0], detail))
 
 
+def _printable(text):
+    return "".join(c for c in text if c >= " " and not ("\x7f" <= c <= "\x9f"))
+
+
+DISK_ERRNOS = ("ENOSPC", "EFBIG", "EDQUOT")
+
+
+def disk_full(exc):
+    """True when a write failed for want of room: a full disk, a quota, or a file-size
+    limit (`ulimit -f`; git dies of SIGXFSZ there, Python gets EFBIG)."""
+    import errno
+    if isinstance(exc, GitError):
+        import signal
+        return (exc.returncode == -getattr(signal, "SIGXFSZ", 25) or any(
+            text in exc.stderr for text in (b"No space left", b"File too large", b"quota exceeded")))
+    return isinstance(exc, OSError) and exc.errno in {getattr(errno, n, -1) for n in DISK_ERRNOS}
+
+
+def remedy(exc):
+    return "Free space (or raise the file-size limit)" if disk_full(exc) else "Fix that"
+
+
+def why_no_room(exc):
+    if isinstance(exc, GitError):
+        return "git could not write: %s" % exc.message
+    return exc.strerror or str(exc)
 
 
 class Repo(object):
@@ -2596,6 +2914,9 @@ class Repo(object):
         rel = os.path.relpath(os.path.realpath(path), os.path.realpath(self.root))
         return "" if rel == "." else rel.replace(os.sep, "/")
 
+    def index_path(self):
+        return os.path.join(self.git_dir, "index")
+
 
 def _is_hash(text):
     return len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text)
@@ -2638,21 +2959,119 @@ def find_repo(path):
         probe = parent
 
 
-def exclude_locally(repo, path):
-    """Keeps a file out of experiments and commits with a line in .git/info/exclude (a
-    personal list git reads like .gitignore), unless git already ignores it or tracks it."""
-    if repo is None or not _is_inside(path, repo.root):
-        return False
-    rel = os.path.relpath(os.path.realpath(path), os.path.realpath(repo.root)).replace(os.sep, "/")
-    if repo.run(["ls-files", "--error-unmatch", "--", rel], check=False).returncode == 0:
-        return False  # tracked: the user's decision
-    if repo.run(["check-ignore", "-q", "--", rel], check=False).returncode == 0:
-        return False
-    exclude = os.path.join(repo.common_dir, "info", "exclude")
-    os.makedirs(os.path.dirname(exclude), exist_ok=True)
-    with open(exclude, "a", encoding="utf-8") as handle:
-        handle.write("\n/%s\n" % "".join("\\" + c if c in "*?[]!#\\ " else c for c in rel))
-    return True
+def exclude_pattern(rel):
+    """The info/exclude line that matches exactly the file at repository path `rel`
+    (bytes) and nothing else, or None when no line can (a newline, or a carriage return
+    at the end, which git strips). Anchored with a leading /, so a leading ! or # is
+    just a character; every glob character, backslash and space is escaped."""
+    if b"\n" in rel or rel.endswith(b"\r") or not rel:
+        return None
+    return b"/" + b"".join(b"\\" + bytes((c,)) if c in b"*?[]!#\\ \t" else bytes((c,)) for c in rel)
+
+
+def _outputs_file(repo):
+    return os.path.join(repo.common_dir, "autotune", "outputs")
+
+
+def exclude_locally(repo, *paths, **kwargs):
+    """Keeps files out of `git status`, experiments and commits with lines in
+    .git/info/exclude (a personal list git reads like .gitignore; never the user's
+    .gitignore), unless git already tracks or ignores them. `globs` are extra patterns
+    (relative to the repository, already escaped) added as they are. A name no exclude
+    line can match exactly is listed in <git dir>/autotune/outputs instead, which keeps
+    it out of snapshots. Returns the number of lines added."""
+    globs = kwargs.get("globs", ())
+    if repo is None:
+        return 0
+    rels = [os.fsencode(repo.relpath(p)) for p in paths if _is_inside(p, repo.root)]
+    rels = [r for r in rels if r]
+    wanted = []
+    if rels:
+        tracked = set(repo.run(["ls-files", "-z", "--full-name", "--"] + [
+            ":(top,literal)" + os.fsdecode(r) for r in rels], check=False).stdout.split(b"\0"))
+        ignored = set(repo.run(["check-ignore", "-z", "--stdin"], input=b"".join(
+            r + b"\0" for r in rels), check=False).stdout.split(b"\0"))
+        unmatched = []
+        for rel in rels:
+            if rel in tracked or rel in ignored:
+                continue  # tracked: the user's decision; ignored: nothing to do
+            line = exclude_pattern(rel)
+            if line is None:
+                unmatched.append(rel)
+            else:
+                wanted.append(line)
+        if unmatched:
+            _add_lines(_outputs_file(repo), unmatched, b"\0")
+    wanted += [os.fsencode(g) for g in globs]
+    return _add_lines(os.path.join(repo.common_dir, "info", "exclude"), wanted, b"\n") if wanted else 0
+
+
+def _add_lines(path, lines, sep):
+    """Appends the lines a file does not hold yet (idempotent: init runs again and again)."""
+    try:
+        with open(path, "rb") as handle:
+            existing = set(handle.read().split(sep))
+    except OSError:
+        existing = set()
+    new = []
+    for line in lines:
+        if line not in existing and line not in new:
+            new.append(line)
+    if new:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "ab") as handle:
+            if sep == b"\n":
+                handle.write(b"\n# autotune session files (never committed, never reverted)\n"
+                             if not any(l.startswith(b"# autotune") for l in existing) else b"")
+            handle.write(b"".join(line + sep for line in new))
+    return len(new)
+
+
+def ensure_excluded(session):
+    """exclude_session_files for a session started by an older version: one file read
+    when the exclude file already has autotune's lines."""
+    try:
+        with open(os.path.join(session.repo.common_dir, "info", "exclude"), "rb") as handle:
+            if b"# autotune session files" in handle.read():
+                return
+    except OSError:
+        pass
+    exclude_session_files(session)
+
+
+def exclude_session_files(session):
+    """Keeps what autotune writes in the working directory out of `git status`: the log,
+    the state, the living document and idea backlog, their temporary files, and a copy
+    of autotune.py with its bytecode."""
+    repo = session.repo
+    names = [session.path(n) for n in (LOG_FILE, STATE_FILE, NOTES_FILE, IDEAS_FILE)]
+    copy = copied_autotune(session)
+    if copy:
+        names.append(copy)
+    prefix = exclude_pattern(os.fsencode(repo.relpath(session.workdir)))
+    prefix = prefix or b""
+    globs = [prefix + b"/" + g for g in (b"autotune.jsonl.*", b".autotune.state.*",
+                                        b"__pycache__/autotune.*.pyc")]
+    return exclude_locally(repo, *names, globs=[os.fsdecode(g) for g in globs])
+
+
+_AUTOTUNE_MARK = b'"""autotune: autonomous optimization loops'
+
+
+def copied_autotune(session):
+    """The path of a copy of autotune.py in the working directory, whichever launcher
+    runs: the file that runs when it is inside, else an autotune.py that starts like this
+    one (read 200 bytes, no process)."""
+    me = os.path.realpath(os.path.abspath(__file__))
+    if _is_inside(me, session.workdir):
+        return me
+    candidate = session.path("autotune.py")
+    try:
+        with open(candidate, "rb") as handle:
+            head = handle.read(200)
+    except OSError:
+        return None
+    return candidate if _AUTOTUNE_MARK in head else None
 
 
 def require_repo(session):
@@ -2682,27 +3101,86 @@ class Change(object):
         return Change(self.new_mode, self.old_mode, self.new_sha, self.old_sha, self.status, self.path)
 
 
+ZERO_MODE = b"000000"
+GITLINK = b"160000"
+SYMLINK = b"120000"
+
+
 def _excluded_paths(session):
-    """Pathspecs that keep the protected files (and this script) out of snapshots."""
+    """Pathspecs that keep the protected files, a copy of this script (whichever
+    launcher runs), outputs no exclude line can name, and files over the size limit
+    out of snapshots."""
     specs = [":(exclude,literal)" + name for name in PROTECTED_FILES]
     specs += [":(exclude,glob)" + pattern for pattern in PROTECTED_GLOBS]
-    me = os.path.realpath(os.path.abspath(__file__))
-    if _is_inside(me, session.workdir):  # a copied autotune.py, and its cached bytecode
-        rel = os.path.relpath(me, os.path.realpath(session.workdir))
+    specs.append(":(exclude,glob)__pycache__/autotune.*.pyc")
+    copy = copied_autotune(session)
+    if copy:
+        rel = os.path.relpath(copy, os.path.realpath(session.workdir))
         specs.append(":(exclude,literal)" + rel)
         specs.append(":(exclude,glob)" + os.path.join(os.path.dirname(rel), "__pycache__", "autotune.*.pyc"))
+    try:
+        with open(_outputs_file(session.repo), "rb") as handle:
+            specs += [":(top,exclude,literal)" + os.fsdecode(n) for n in handle.read().split(b"\0") if n]
+    except OSError:
+        pass
+    specs += [":(top,exclude,literal)" + os.fsdecode(p) for p in (session.oversized or {})]
     return specs
 
 
+def oversized_files(session):
+    """{repository path: [size, mtime_ns]} of the files the user's git does not track
+    that are over the size limit (git.maxFileMB): they are recorded, not copied into
+    .git by every snapshot, and an experiment never commits or reverts them."""
+    limit = session.settings.max_file_bytes
+    if not limit:
+        return {}
+    repo = session.repo
+    _, env = private_index(session, "snapshot.index")
+    listed = repo.run(["ls-files", "-z", "--full-name", "--others", "--modified", "--exclude-standard"],
+                      env=env, cwd=session.workdir, check=False).stdout.split(b"\0")
+    big = {}
+    for rel in listed:
+        if rel and rel not in big:
+            try:
+                st = os.lstat(os.path.join(repo.root, os.fsdecode(rel)))
+            except OSError:
+                continue
+            if st.st_size > limit and not os.path.islink(os.path.join(repo.root, os.fsdecode(rel))):
+                big[rel] = [st.st_size, st.st_mtime_ns]
+    if big:
+        tracked = set(repo.run(["ls-files", "-z", "--full-name", "--"] + [
+            ":(top,literal)" + os.fsdecode(r) for r in big], check=False).stdout.split(b"\0"))
+        big = {rel: value for rel, value in big.items() if rel not in tracked}
+    if big:
+        repo.run(["update-index", "-z", "--force-remove", "--stdin"], env=env,
+                 input=b"".join(rel + b"\0" for rel in big), check=False)
+    return big
+
+
+def large_record(session):
+    """The size limit's record for a log line's snapshot: {path: [size, mtime_ns]}."""
+    return {os.fsdecode(k): v for k, v in sorted((session.oversized or {}).items())}
+
+
+def large_changes(before, after):
+    """The large files that appeared, changed or vanished between two records."""
+    before, after = before or {}, after or {}
+    return sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+
+
 def snapshot_tree(session):
-    """The tree of the working directory as it is now (untracked files included,
-    ignored and protected files not), written through autotune's own index so the
-    user's index is never touched. The index persists, so git re-hashes only what
-    changed since the last snapshot."""
+    """The tree of the working directory as it is now, byte for byte (untracked files
+    included; ignored, protected and oversized files not), written through autotune's
+    own index so the user's index is never touched. The index persists, so git re-hashes
+    only what changed since the last snapshot. Entries follow the ignore rules in force
+    (an ignored file never lingers from an earlier snapshot), and a file that a clean
+    filter or end-of-line conversion would change is stored as its raw bytes. Sets
+    session.oversized to the files left out for their size."""
     repo = require_repo(session)
     index, env = private_index(session, "snapshot.index")
     if not os.path.exists(index):
         _seed_index(repo, index)
+    session.oversized = oversized_files(session)
     for attempt in (1, 2):
         proc = repo.run(["add", "-A", "--ignore-errors", "--", "."] + _excluded_paths(session),
                         env=env, cwd=session.workdir, check=False)
@@ -2711,6 +3189,7 @@ def snapshot_tree(session):
                 raise GitError(["add"], proc.returncode, proc.stderr)
             _reset_index(repo, index)
             continue
+        _keep_raw_bytes(session, env, _drop_ignored(session, env))
         tree = repo.run(["write-tree"], env=env, check=False)
         if tree.returncode == 0:
             return tree.stdout.decode("ascii").strip()
@@ -2721,7 +3200,7 @@ def snapshot_tree(session):
 
 def _seed_index(repo, index):
     import shutil
-    source = os.path.join(repo.git_dir, "index")
+    source = repo.index_path()
     if os.path.isfile(source):
         shutil.copy2(source, index)  # keep the mtime: git's racy-entry check depends on it
 
@@ -2733,6 +3212,187 @@ def _reset_index(repo, index):
         pass
     if repo.head():
         repo.run(["read-tree", "HEAD"], env=git_env(GIT_INDEX_FILE=index))
+
+
+def ignored_entries(session, env, attributes=None):
+    """Entries of the private index that the ignore rules in force ignore and that the
+    user's own index does not track: left over from an experiment that un-ignored them.
+    With a list `attributes`, the same git call also appends the .gitattributes files
+    the index holds (listed as if ignored by an extra -x pattern, then told apart)."""
+    repo = session.repo
+    extra = ["-x", ".gitattributes"] if attributes is not None else []
+    listed = [p for p in repo.run(["ls-files", "-z", "--full-name", "--cached", "--ignored",
+                                   "--exclude-standard"] + extra, env=env, cwd=repo.root,
+                                  check=False).stdout.split(b"\0") if p]
+    if attributes is not None:
+        attributes.extend(p for p in listed if p.rsplit(b"/", 1)[-1] == b".gitattributes")
+        listed = [p for p in listed if p.rsplit(b"/", 1)[-1] != b".gitattributes"]
+    if not listed:
+        return []
+    tracked = set(repo.run(["ls-files", "-z", "--full-name"]).stdout.split(b"\0"))
+    return [p for p in listed if p not in tracked]
+
+
+def _drop_ignored(session, env):
+    """Removes stale ignored entries; returns the .gitattributes files the index holds."""
+    attributes = []
+    stale = ignored_entries(session, env, attributes)
+    if stale:
+        session.repo.run(["update-index", "-z", "--force-remove", "--stdin"], env=env,
+                         input=b"".join(p + b"\0" for p in stale))
+    return attributes
+
+
+def _config_may_convert(repo):
+    """False when no config file can set core.autocrlf or core.attributesFile (read as
+    text, so the everyday case costs no process); True means ask git."""
+    if os.environ.get("GIT_CONFIG_PARAMETERS") or os.environ.get("GIT_CONFIG_COUNT"):
+        return True
+    home = os.path.expanduser("~")
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    for path in (os.path.join(repo.common_dir, "config"), os.path.join(repo.git_dir, "config.worktree"),
+                 os.path.join(home, ".gitconfig"), os.path.join(xdg, "git", "config"),
+                 os.environ.get("GIT_CONFIG_GLOBAL") or "", "/etc/gitconfig"):
+        try:
+            with open(path, "rb") as handle:
+                text = handle.read().lower()
+        except (OSError, ValueError):
+            continue
+        if b"autocrlf" in text or b"attributesfile" in text or b"include" in text:
+            return True
+    return False
+
+
+def _conversion_config(repo):
+    """(autocrlf on, any attributes file outside the tree), asking git only when a
+    config file mentions them."""
+    autocrlf, attributes = False, False
+    home = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    if not _config_may_convert(repo):
+        return False, (os.path.isfile(os.path.join(repo.common_dir, "info", "attributes"))
+                       or os.path.isfile(os.path.join(home, "git", "attributes")))
+    proc = repo.run(["config", "-z", "--get-regexp", r"^core\.(autocrlf|attributesfile)$"], check=False)
+    for item in proc.stdout.split(b"\0"):
+        key, _, value = item.partition(b"\n")
+        if key == b"core.autocrlf":
+            autocrlf = value.strip().lower() in (b"true", b"input", b"yes", b"on", b"1")
+        elif key == b"core.attributesfile" and value.strip():
+            attributes = True
+    attributes = attributes or os.path.isfile(os.path.join(repo.common_dir, "info", "attributes")) \
+        or os.path.isfile(os.path.join(home, "git", "attributes"))
+    return autocrlf, attributes
+
+
+_CONVERSION_ATTRS = (b"filter", b"ident", b"working-tree-encoding", b"text", b"eol", b"crlf")
+
+
+def converted_paths(repo, paths, autocrlf=None):
+    """The paths whose bytes git may change between the working tree and a blob (a
+    clean/smudge filter, ident, an encoding, or end-of-line conversion)."""
+    if not paths:
+        return set()
+    if autocrlf is None:
+        autocrlf = _conversion_config(repo)[0]
+    proc = repo.run(["check-attr", "-z", "--stdin"] + [a.decode() for a in _CONVERSION_ATTRS],
+                    input=b"".join(p + b"\0" for p in paths))
+    fields = proc.stdout.split(b"\0")
+    found, text_unset = set(), set()
+    for i in range(0, len(fields) - 2, 3):
+        path, attr, value = fields[i], fields[i + 1], fields[i + 2]
+        if attr == b"text" and value == b"unset":
+            text_unset.add(path)
+        elif value not in (b"unspecified", b"unset"):
+            found.add(path)
+    if autocrlf:
+        found |= set(paths) - text_unset
+    return found
+
+
+def _blob_id(data, length):
+    import hashlib
+    digest = hashlib.sha256() if length == 64 else hashlib.sha1()
+    digest.update(b"blob %d\0" % len(data))
+    digest.update(data)
+    return digest.hexdigest().encode("ascii")
+
+
+def _raw_record(session):
+    """autotune's record of converted files: "known" {path: [size, mtime_ns, raw sha]}
+    (so an unchanged file is not re-read) and "cleaned" [[path, sha]] (files over the
+    size limit whose snapshot holds git's cleaned blob: a restore smudges those)."""
+    try:
+        with open(session.cache("raw.json"), "rb") as handle:
+            data = json.loads(handle.read().decode("utf-8"))
+        if isinstance(data, dict):
+            return {"known": data.get("known") or {}, "cleaned": data.get("cleaned") or []}
+    except (OSError, ValueError, UnicodeDecodeError):
+        pass
+    return {"known": {}, "cleaned": []}
+
+
+def _keep_raw_bytes(session, env, attribute_files):
+    """Replaces, in the private index, every blob that git's clean filter or end-of-line
+    conversion made different from the file on disk by the file's raw bytes, so a
+    restore writes back exactly what was there (a notebook's outputs, CRLF endings). A
+    file over the size limit (a Git LFS object) keeps its cleaned blob and is recorded,
+    so a restore smudges it as git would; a file whose size and mtime are as recorded
+    is not read again."""
+    repo = session.repo
+    autocrlf, attributes = _conversion_config(repo)
+    session.converts = bool(autocrlf or attributes or attribute_files)
+    if not session.converts:
+        return  # nothing can convert: the everyday case, no extra process
+    entries = {}
+    for line in repo.run(["ls-files", "-z", "-s", "--full-name"], env=env, cwd=session.workdir
+                         ).stdout.split(b"\0"):
+        if line:
+            meta, _, path = line.partition(b"\t")
+            mode, sha, _stage = meta.split(b" ")
+            if mode in (b"100644", b"100755"):
+                entries[path] = (mode, sha)
+    record = _raw_record(session)
+    known, cleaned = record["known"], {tuple(pair) for pair in record["cleaned"]}
+    limit, now = session.settings.max_file_bytes, time.time_ns() if hasattr(time, "time_ns") else int(time.time() * 1e9)
+    fix, hash_paths = {}, []
+    for path in converted_paths(repo, list(entries), autocrlf):
+        name = os.fsdecode(path)
+        try:
+            st = os.lstat(os.path.join(repo.root, name))
+        except OSError:
+            continue
+        mode, sha = entries[path]
+        if limit and st.st_size > limit:
+            cleaned.add((name, sha.decode()))
+            continue
+        mark = known.get(name)
+        if mark and mark[:2] == [st.st_size, st.st_mtime_ns]:
+            if mark[2].encode() != sha:
+                fix[path] = mark[2].encode()
+            continue
+        try:
+            with open(os.path.join(repo.root, name), "rb") as handle:
+                data = handle.read()
+        except OSError:
+            continue
+        raw = _blob_id(data, len(sha))
+        if raw != sha:
+            hash_paths.append(path)
+        if st.st_mtime_ns < now - 2 * 10 ** 9:  # an older mtime cannot hide a same-tick edit
+            known[name] = [st.st_size, st.st_mtime_ns, raw.decode()]
+    if hash_paths:
+        shas = repo.run(["hash-object", "-w", "--no-filters", "--stdin-paths"], cwd=repo.root,
+                        input=b"".join(p + b"\n" for p in hash_paths)).stdout.split()
+        fix.update(zip(hash_paths, shas))
+    if fix:
+        repo.run(["update-index", "-z", "--index-info"], env=env, input=_index_records(
+            (entries[p][0], sha, p) for p, sha in fix.items()))
+    data = {"known": {k: v for k, v in known.items() if os.fsencode(k) in entries},
+            "cleaned": sorted(list(pair) for pair in cleaned)}
+    if data != record:
+        try:
+            write_atomic(session.cache("raw.json"), json.dumps(data).encode("utf-8"))
+        except OSError:
+            pass  # only a cache: the next snapshot reads the files again
 
 
 def diff_trees(session, base, current, tracked_only=False):
@@ -2762,9 +3422,28 @@ def diff_trees(session, base, current, tracked_only=False):
         if path in protected or (b"/" not in rest and any(
                 fnmatch.fnmatch(os.fsdecode(rest), glob) for glob in PROTECTED_GLOBS)):
             continue  # whatever an index holds, session files are never the experiment's
-        if tracked_only and old_mode == b"000000":
+        if tracked_only and old_mode == ZERO_MODE:
             continue
         changes.append(Change(old_mode, new_mode, old_sha, new_sha, status.decode("ascii"), path))
+    return changes
+
+
+def experiment_changes(session, base, current, tracked_only=False, every=None):
+    """What the experiment changed between two snapshots: diff_trees (or `every`, its
+    answer) without the files that are the user's whatever a snapshot holds: files
+    ignored by the rules before or after the experiment (and not tracked), and files
+    over the size limit."""
+    if every is None:
+        every = diff_trees(session, base, current, tracked_only)
+    changes = without_users_ignored(session, base, every)
+    large = set(session.oversized or ())
+    changes = [c for c in changes if c.path not in large]
+    gone = [c.path for c in changes if c.new_mode == ZERO_MODE]
+    if gone:
+        repo = session.repo
+        ignored = set(repo.run(["check-ignore", "-z", "--stdin"], input=b"".join(
+            p + b"\0" for p in gone), check=False).stdout.split(b"\0"))
+        changes = [c for c in changes if c.path not in ignored]
     return changes
 
 
@@ -2816,29 +3495,263 @@ def private_index(session, name):
 def _index_records(entries):
     """`git update-index -z --index-info` input for (mode, sha, path) entries; a 000000
     mode removes the path."""
-    return b"".join((b"0 " + b"0" * len(sha) if mode == b"000000" else mode + b" " + sha)
+    return b"".join((b"0 " + b"0" * len(sha) if mode == ZERO_MODE else mode + b" " + sha)
                     + b"\t" + path + b"\0" for mode, sha, path in entries)
 
 
-def commit_changes(session, changes, message):
-    """Commits the measured contents of the experiment's paths on top of HEAD through a
-    private index: no pathspecs, hooks or --only semantics, and what is committed is what
-    the snapshot measured. The user's index then agrees with the new HEAD for those paths;
-    their other staged work stays staged. Returns the new HEAD, or None when HEAD already
-    holds exactly this tree."""
+def _ls_entries(repo, args, env=None):
+    """{path: (mode, sha)} from `git ls-files -s -z` (stage 0) or `git ls-tree -r -z`."""
+    out = {}
+    for line in repo.run(args, env=env).stdout.split(b"\0"):
+        if not line:
+            continue
+        meta, _, path = line.partition(b"\t")
+        parts = meta.split(b" ")
+        if args[0] == "ls-tree":
+            out[path] = (parts[0], parts[2])
+        elif parts[2] == b"0":
+            out[path] = (parts[0], parts[1])
+        else:
+            out[path] = (b"conflict", b"")
+    return out
+
+
+def _cat_blobs(repo, shas):
+    """{sha: bytes} for blobs, from one `git cat-file --batch`."""
+    wanted = sorted(set(shas))
+    if not wanted:
+        return {}
+    data = repo.run(["cat-file", "--batch"], input=b"".join(s + b"\n" for s in wanted)).stdout
+    out, pos = {}, 0
+    for sha in wanted:
+        end = data.index(b"\n", pos)
+        header = data[pos:end].split(b" ")
+        size = int(header[2])
+        out[sha] = data[end + 1:end + 1 + size]
+        pos = end + 1 + size + 1
+    return out
+
+
+def _clean_blob(repo, sha, path):
+    """The blob git would store for raw bytes `sha` at `path` (its clean filter applied)."""
+    data = repo.run(["cat-file", "blob", sha.decode()]).stdout
+    return repo.run(["hash-object", "-w", "--stdin", "--path=" + os.fsdecode(path)],
+                    input=data).stdout.strip()
+
+
+def _hunks(a, b):
+    """The differing regions between line lists a and b: (a1, a2, b1, b2) tuples."""
+    import difflib
+    return [(i1, i2, j1, j2) for tag, i1, i2, j1, j2 in
+            difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes() if tag != "equal"]
+
+
+def _overlaps(one, other):
+    """Whether two base-line ranges touch the same lines: ranges overlap; an insertion
+    conflicts with an insertion at the same place or with a range around it (an edit
+    right next to another is not a conflict)."""
+    a1, a2 = one
+    c1, c2 = other
+    if a1 == a2 and c1 == c2:
+        return a1 == c1
+    if a1 == a2:
+        return c1 < a1 < c2
+    if c1 == c2:
+        return a1 < c1 < a2
+    return a1 < c2 and c1 < a2
+
+
+def apply_experiment(head, base, ours):
+    """HEAD's text with the experiment's hunks (base -> ours) applied, where base is
+    HEAD plus the user's uncommitted hunks: the user's hunks are left out, the
+    experiment's kept. Pure, on bytes; None when a hunk of each touches the same lines
+    (or the text is binary)."""
+    if b"\0" in head or b"\0" in base or b"\0" in ours:
+        return None
+    h, b, o = head.splitlines(True), base.splitlines(True), ours.splitlines(True)
+    users = [(j1, j2, h[i1:i2]) for i1, i2, j1, j2 in _hunks(h, b)]   # in base: j1..j2 <- HEAD's lines
+    experiment = [(i1, i2, o[j1:j2]) for i1, i2, j1, j2 in _hunks(b, o)]
+    for e1, e2, _ in experiment:
+        if any(_overlaps((e1, e2), (u1, u2)) for u1, u2, _ in users):
+            return None
+    edits = sorted(users + experiment, key=lambda edit: (edit[0], edit[1]))
+    out, pos = [], 0
+    for start, stop, lines in edits:
+        out.extend(b[pos:start])
+        out.extend(lines)
+        pos = stop
+    out.extend(b[pos:])
+    return b"".join(out)
+
+
+def _merge_blobs(repo, at_head, base, ours):
+    """apply_experiment on three blobs; the written result blob, or None."""
+    blobs = _cat_blobs(repo, [at_head, base, ours])
+    merged = apply_experiment(blobs[at_head], blobs[base], blobs[ours])
+    if merged is None:
+        return None
+    return repo.run(["hash-object", "-w", "--no-filters", "--stdin"], input=merged).stdout.strip()
+
+
+def session_head_entries(session, head, paths):
+    """{path: (mode, sha)} of HEAD for these repository paths (one ls-tree)."""
+    if not head or not paths:
+        return {}
+    return _ls_entries(session.repo, ["ls-tree", "-r", "-z", "--full-tree", head, "--"] + [
+        ":(literal)" + os.fsdecode(p) for p in paths])
+
+
+def commit_entries(session, changes, head):
+    """The (mode, sha, path) entries a keep commits: the experiment's change applied to
+    HEAD's version of each file. Where the user had uncommitted edits in a file before
+    the experiment (the snapshot differs from HEAD there), the experiment's hunks are
+    merged onto HEAD's version (3-way: base = the snapshot, ours = the experiment's file,
+    HEAD), so the user's edits stay uncommitted in the working tree. Refuses, naming the
+    files, when the two cannot be separated. Blobs are cleaned as git would commit them."""
+    repo = session.repo
+    head_entries = session_head_entries(session, head, [c.path for c in changes])
+    regular = (b"100644", b"100755")
+    converted = converted_paths(repo, [c.path for c in changes if c.old_mode in regular
+                                       or c.new_mode in regular]) if session.converts is not False else set()
+
+    def entry(mode, sha, path):
+        if mode == ZERO_MODE:
+            return None
+        if mode in regular and path in converted:
+            sha = _clean_blob(repo, sha, path)
+        return (mode, sha)
+
+    out, mixed = [], []
+    for c in changes:
+        base, ours, at_head = entry(c.old_mode, c.old_sha, c.path), entry(c.new_mode, c.new_sha, c.path), \
+            head_entries.get(c.path)
+        if base == at_head or ours == at_head:  # no uncommitted edit of the user's here, or nothing to do
+            if ours != at_head:
+                out.append((ours[0], ours[1], c.path) if ours else (ZERO_MODE, c.old_sha, c.path))
+            continue
+        if ours is None:  # the experiment deleted a file that held the user's edit
+            out.append((ZERO_MODE, c.old_sha, c.path))
+            continue
+        if base is None or at_head is None or not (base[0] in regular and ours[0] in regular
+                                                   and at_head[0] in regular):
+            mixed.append((c.name, "not committed" if at_head is None else "not a plain file"))
+            continue
+        merged = _merge_blobs(repo, at_head[1], base[1], ours[1])
+        if merged is None:
+            mixed.append((c.name, "the same lines"))
+            continue
+        out.append((ours[0] if base[0] != ours[0] else at_head[0], merged, c.path))
+    if mixed:
+        fail("mixed_changes", "The experiment changed %s, which also hold%s your own uncommitted "
+             "work (%s), and the two cannot be told apart, so nothing was committed or logged. "
+             "Commit or stash your own change first (then `autotune doctor --fix`), or undo the "
+             "experiment's edit there; or log it with --status discard." % (
+                 ", ".join(name for name, _ in mixed), "s" if len(mixed) == 1 else "",
+                 "; ".join("%s: %s" % pair for pair in mixed)))
+    return out
+
+
+INDEX_LOCK_WAIT = 2.0  # seconds a keep waits for another git process to release the index
+
+
+def lock_user_index(repo, again):
+    """Takes the user's index lock (index.lock) the way git does, retrying briefly while
+    another git process (an editor's `git status`) holds it; refuses after that."""
+    path = repo.index_path() + ".lock"
+    deadline = time.time() + INDEX_LOCK_WAIT
+    while True:
+        try:
+            return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            if time.time() >= deadline:
+                fail("git_locked", "%s exists: another git process (an editor or a `git status`) "
+                     "is using the index, or one was killed. Nothing was committed and nothing "
+                     "was logged. When no git process is running (delete the file if one was "
+                     "killed), run the same command again: %s" % (path, again))
+            time.sleep(0.1)
+
+
+def _new_user_index(session, head_entries, entries):
+    """The bytes of the user's index after a keep: each committed path staged as
+    committed where the user had staged nothing else; a path the user staged differently
+    gets the 3-way merge of their staged version with the keep (refused on a conflict)."""
+    import shutil
+    repo = session.repo
+    index = session.cache("user.index", create=True)
+    source = repo.index_path()
+    if os.path.isfile(source):
+        shutil.copy2(source, index)
+    else:
+        try:
+            os.unlink(index)
+        except OSError:
+            pass
+    env = git_env(GIT_INDEX_FILE=index)
+    staged = _ls_entries(repo, ["ls-files", "-s", "-z", "--full-name", "--"] + [
+        ":(top,literal)" + os.fsdecode(p) for _, _, p in entries], env=env) if os.path.isfile(index) else {}
+    records, mixed = [], []
+    for mode, sha, path in entries:
+        old, mine = head_entries.get(path), staged.get(path)
+        new = None if mode == ZERO_MODE else (mode, sha)
+        if mine == old or mine == new:
+            records.append((mode, sha, path))
+        elif mine is not None and old is not None and new is not None and mine[0] == old[0] == new[0]:
+            merged = _merge_blobs(repo, mine[1], old[1], new[1])
+            if merged is None:
+                mixed.append(path.decode("utf-8", "replace"))
+            else:
+                records.append((mode, merged, path))
+        else:
+            mixed.append(path.decode("utf-8", "replace"))
+    if mixed:
+        fail("mixed_changes", "You have staged changes to %s that overlap the experiment's, so "
+             "nothing was committed or logged. Commit or unstage them (`git restore --staged`), "
+             "then run the same command again." % ", ".join(mixed))
+    repo.run(["update-index", "-z", "--index-info"], input=_index_records(records), env=env)
+    with open(index, "rb") as handle:
+        return handle.read()
+
+
+def commit_changes(session, changes, message, again="autotune log"):
+    """Commits the experiment's change on top of HEAD through a private index: no
+    pathspecs, hooks or --only semantics. What is committed is the experiment's hunks
+    applied to HEAD's version of each file (commit_entries: the user's own uncommitted
+    edits stay uncommitted). Commit, branch and the user's index change together or not
+    at all: the index is locked first (waiting briefly on another git process), the new
+    index is prepared in the lock file, then the ref moves and the lock file becomes the
+    index. Returns the new HEAD, or None when HEAD already holds exactly this tree."""
     repo = session.repo
     head = repo.head()
+    entries = commit_entries(session, changes, head)
     _, env = private_index(session, "commit.index")
     repo.run(["read-tree"] + ([head] if head else ["--empty"]), env=env)
-    records = _index_records((c.new_mode, c.new_sha, c.path) for c in changes)
+    records = _index_records(entries)
     repo.run(["update-index", "-z", "--index-info"], input=records, env=env)
     tree = repo.run(["write-tree"], env=env).stdout.decode().strip()
     if head and tree == head_tree(repo, head):
         return None
-    commit = _identity_retry(repo, ["commit-tree", tree, "-F", "-"] + (["-p", head] if head else []),
-                             input=message.encode("utf-8", "surrogateescape")).stdout.decode().strip()
-    repo.run(["update-ref", "-m", "autotune: keep", "HEAD", commit, head or "0" * len(commit)])
-    repo.run(["update-index", "-z", "--index-info"], input=records, check=False)
+    head_entries = session_head_entries(session, head, [p for _, _, p in entries])
+    lock_path, fd = lock_user_index(repo, again)
+    try:
+        data = _new_user_index(session, head_entries, entries)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.close(fd)
+        fd = None
+        commit = _identity_retry(repo, ["commit-tree", tree, "-F", "-"] + (["-p", head] if head else []),
+                                 input=message.encode("utf-8", "surrogateescape")).stdout.decode().strip()
+        repo.run(["update-ref", "-m", "autotune: keep", "HEAD", commit, head or "0" * len(commit)])
+        os.replace(lock_path, repo.index_path())
+        lock_path = None
+    finally:
+        if fd is not None:
+            os.close(fd)
+        if lock_path is not None:
+            try:
+                os.unlink(lock_path)
+            except OSError:
+                pass
     return commit
 
 
@@ -2881,7 +3794,7 @@ def without_users_ignored(session, base, changes):
     """Drops the files an experiment seems to create only because it edited .gitignore."""
     if not any(c.path.rsplit(b"/", 1)[-1] == b".gitignore" for c in changes):
         return changes
-    created = [c.path for c in changes if c.old_mode == b"000000"]
+    created = [c.path for c in changes if c.old_mode == ZERO_MODE]
     users = ignored_by_base(session, base, created) if created else set()
     return [c for c in changes if c.path not in users]
 
@@ -2900,34 +3813,224 @@ def save_discarded(session, base_tree, current_tree, label, description):
     zero = "0" * len(after)
     for attempt in range(1, 100):  # create-only: a ref left by a killed `log` is never replaced
         ref = "refs/autotune/discarded/%s%s" % (label, "" if attempt == 1 else "-%d" % attempt)
-        if repo.run(["update-ref", "-m", "autotune discard", ref, after, zero], check=False).returncode == 0:
+        proc = repo.run(["update-ref", "-m", "autotune discard", ref, after, zero], check=False)
+        if proc.returncode == 0:
             return ref
+        if b"exists" not in proc.stderr and b"reference already" not in proc.stderr \
+                and b"cannot lock" not in proc.stderr:
+            raise GitError(["update-ref"], proc.returncode, proc.stderr)  # a hook, a full disk
     raise GitError(["update-ref"], 1, b"cannot create a discard ref for " + label.encode())
 
 
-def restore_changes(session, changes):
-    """Returns the changed paths to their snapshot state: modified and deleted files get
-    their old content back, files the experiment created are removed, submodules are left
-    alone (reported by the caller). Directories are never removed: an empty one is
-    invisible to git, and it may be the user's."""
-    repo = session.repo
-    _, env = private_index(session, "snapshot.index")
-    files = [c for c in changes if b"160000" not in (c.old_mode, c.new_mode)]
-    if files:
-        repo.run(["update-index", "-z", "--index-info"], env=env,
-                 input=_index_records((c.old_mode, c.old_sha, c.path) for c in files))
-    checkout = [c.path for c in files if c.old_mode != b"000000"]
-    if checkout:
-        repo.run(["checkout-index", "-f", "-u", "-z", "--stdin"],
-                 input=b"\0".join(checkout) + b"\0", env=env)
-    for change in files:
-        if change.old_mode == b"000000":
-            full = os.path.join(repo.root, os.fsdecode(change.path))
+# Working-tree writes that never follow a symlink: every leading component of a path is
+# opened with O_NOFOLLOW relative to its parent's descriptor, so a symlink where a
+# directory was (or the reverse) is never written or deleted through.
+
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _parent_fd(root, rel, create=False):
+    """A descriptor of the real directory holding `rel`'s last component, reached from
+    `root` without following a symlink; None when a leading component is missing or is
+    not a real directory (with `create`, missing directories are made and a symlink or
+    file in the way of one is removed, never followed: a directory stood there before)."""
+    import errno
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        for part in rel.split(b"/")[:-1]:
             try:
-                if os.path.islink(full) or os.path.isfile(full):
-                    os.unlink(full)
+                child = os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if not create or exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                    if create:
+                        raise
+                    os.close(fd)
+                    return None
+                if exc.errno != errno.ENOENT:
+                    os.unlink(part, dir_fd=fd)  # a symlink or a file: removed itself, never its target
+                os.mkdir(part, 0o777, dir_fd=fd)
+                child = os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _remove_tree_at(parent, name):
+    """Removes directory `name` under descriptor `parent` and all it holds, descending
+    by descriptors: a symlink inside is removed, never followed."""
+    import stat
+    fd = os.open(name, _DIR_FLAGS | _NOFOLLOW, dir_fd=parent)
+    try:
+        for entry in os.listdir(fd):
+            if stat.S_ISDIR(os.stat(entry, dir_fd=fd, follow_symlinks=False).st_mode):
+                _remove_tree_at(fd, entry)
+            else:
+                os.unlink(entry, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)
+
+
+def unlink_in_tree(root, rel):
+    """Deletes file or symlink `rel` under `root`; nothing when a leading component is a
+    symlink (the file is not there, whatever is behind the link) or it is a directory."""
+    import stat
+    fd = _parent_fd(root, rel)
+    if fd is None:
+        return False
+    name = rel.rsplit(b"/", 1)[-1]
+    try:
+        if stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+            return False
+        os.unlink(name, dir_fd=fd)
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def write_in_tree(root, rel, mode, data):
+    """Writes `data` at `rel` under `root` as git mode `mode` (a file, an executable, or a
+    symlink whose target is `data`), byte for byte, without following a symlink: written
+    to a temporary name beside it and renamed over (a symlink in the way is replaced, not
+    written through; a directory in the way holds only what came after the snapshot and
+    is removed)."""
+    import stat
+    fd = _parent_fd(root, rel, create=True)
+    name = rel.rsplit(b"/", 1)[-1]
+    tmp = b".%s.autotune-%d.tmp" % (name[:80], os.getpid())
+    try:
+        if mode == SYMLINK:
+            os.symlink(data, tmp, dir_fd=fd)
+        else:
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW,
+                          0o777 if mode == b"100755" else 0o666, dir_fd=fd)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(out, view):]
+            finally:
+                os.close(out)
+        try:
+            if stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                _remove_tree_at(fd, name)
+        except FileNotFoundError:
+            pass
+        os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+        tmp = None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp, dir_fd=fd)
             except OSError:
                 pass
+        os.close(fd)
+
+
+def restore_sizes(session, changes):
+    """{sha: size} of the blobs restore_changes would write (for a room check first)."""
+    shas = sorted({c.old_sha for c in changes if c.old_mode not in (ZERO_MODE, GITLINK)
+                   and c.new_mode != GITLINK})
+    if not shas:
+        return {}
+    out = session.repo.run(["cat-file", "--batch-check"], input=b"".join(s + b"\n" for s in shas)).stdout
+    return {line.split(b" ")[0]: int(line.split(b" ")[2]) for line in out.splitlines() if line.count(b" ") == 2}
+
+
+def restore_changes(session, changes):
+    """Returns the changed paths to their snapshot state, byte for byte: files the
+    change created are deleted first, then modified and deleted files get the snapshot's
+    raw bytes back (git's smudge filters and end-of-line conversion are not applied: the
+    snapshot holds what was on disk). No path is written or deleted through a symlink
+    (see write_in_tree). Submodules are left alone (reported by the caller); directories
+    are never removed (an empty one is invisible to git, and it may be the user's),
+    except one standing where a snapshot file must go. Then the private index records
+    the snapshot's entries for those paths. An OSError (a full disk) leaves the files
+    already restored restored; calling again finishes the job."""
+    repo = session.repo
+    files = [c for c in changes if GITLINK not in (c.old_mode, c.new_mode)]
+    if not files:
+        return
+    for change in files:
+        if change.old_mode == ZERO_MODE:
+            unlink_in_tree(repo.root, change.path)
+    restore = [c for c in files if c.old_mode != ZERO_MODE]
+    cleaned = {(os.fsencode(p), s.encode()) for p, s in _raw_record(session)["cleaned"]} \
+        if session.converts is not False else set()
+    smudge = [c for c in restore if (c.path, c.old_sha) in cleaned]
+    blobs = _cat_blobs(repo, [c.old_sha for c in restore if c not in smudge])
+    for change in restore:
+        if change not in smudge:
+            write_in_tree(repo.root, change.path, change.old_mode, blobs[change.old_sha])
+    _, env = private_index(session, "snapshot.index")
+    repo.run(["update-index", "-z", "--index-info"], env=env,
+             input=_index_records((c.old_mode, c.old_sha, c.path) for c in files))
+    if smudge:  # a large file whose snapshot is git's cleaned blob (an LFS pointer): as git would
+        repo.run(["checkout-index", "-f", "-u", "-z", "--stdin"], env=env,
+                 input=b"".join(c.path + b"\0" for c in smudge))
+
+
+def rebased_snapshot(session, tree, old_head, new_head):
+    """The snapshot `tree` with the files that changed between two HEADs (a commit of the
+    user's own made mid-experiment) taken from the new HEAD: the experiment in progress
+    stays the difference between the working tree and the snapshot, and what the user
+    committed is not mistaken for it."""
+    repo = session.repo
+    _, env = private_index(session, "rebase.index")
+    repo.run(["read-tree", tree], env=env)
+    if old_head and new_head:
+        moved = repo.run(["diff-tree", "-r", "-z", "--no-renames", old_head, new_head]).stdout.split(b"\0")
+        records = []
+        for i in range(0, len(moved) - 1, 2):
+            meta, path = moved[i], moved[i + 1]
+            if meta.startswith(b":"):
+                parts = meta[1:].split(b" ")
+                records.append((parts[1], parts[3], path))
+        if records:
+            repo.run(["update-index", "-z", "--index-info"], env=env, input=_index_records(records))
+    return repo.run(["write-tree"], env=env).stdout.decode().strip()
+
+
+def without_paths(session, tree, paths):
+    """`tree` with `paths` removed (an index polluted by ignored files, repaired)."""
+    repo = session.repo
+    _, env = private_index(session, "rebase.index")
+    repo.run(["read-tree", tree], env=env)
+    repo.run(["update-index", "-z", "--force-remove", "--stdin"], env=env,
+             input=b"".join(p + b"\0" for p in paths))
+    return repo.run(["write-tree"], env=env).stdout.decode().strip()
+
+
+def room_problem(paths_sizes, directory):
+    """Why writing files of these final sizes would fail, or None: a file-size limit
+    (`ulimit -f`) below one of them, or less free space on the disk than they need."""
+    sizes = [size for _, size in paths_sizes]
+    if not sizes:
+        return None
+    try:
+        import resource
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, ValueError, OSError):
+        limit = -1
+    if limit not in (-1, getattr(sys.modules.get("resource"), "RLIM_INFINITY", -1)):
+        over = [(name, size) for name, size in paths_sizes if size > limit]
+        if over:
+            return "%s needs %d bytes and the file-size limit (ulimit -f) is %d bytes" % (
+                over[0][0], over[0][1], limit)
+    try:
+        st = os.statvfs(directory)
+        free = st.f_bavail * st.f_frsize
+    except (AttributeError, OSError):
+        return None
+    need = sum(sizes) + (1 << 20)
+    if free < need:
+        return "about %d bytes must be written and the disk has %d bytes free" % (need, free)
+    return None
 
 
 def swap_out(session, base, current, tracked_only):
@@ -2935,7 +4038,7 @@ def swap_out(session, base, current, tracked_only):
     measure it beside the candidate; returns the changes swap_back re-applies. The
     candidate's tree is anchored by a ref and named in a marker file first, so a process
     killed in between leaves a way back (recover_swap)."""
-    changes = diff_trees(session, base, current, tracked_only=tracked_only)
+    changes = experiment_changes(session, base, current, tracked_only=tracked_only)
     if not changes:
         return []
     session.repo.run(["update-ref", "--no-deref", _swap_ref(session), current])
@@ -2970,7 +4073,7 @@ def recover_swap(session):
     if _is_int(pid) and pid != os.getpid() and _pid_alive(pid):
         return False  # that run is still measuring
     if isinstance(tree, str) and _is_hash(tree):
-        changes = diff_trees(session, tree, snapshot_tree(session), tracked_only=True)
+        changes = experiment_changes(session, tree, snapshot_tree(session), tracked_only=True)
         restore_changes(session, changes)
     _drop_swap(session)
     return True
@@ -3045,6 +4148,94 @@ def _drain(poller, fd, scanner, limit=1 << 20):
         scanner.feed(chunk)
 
 
+# Descendants that escape. A benchmark's processes run in their own process group, which
+# a timeout kills. What leaves the group (setsid, a daemon) and even clears its
+# environment (`setsid env -i sleep 3333 &`) is still found: on Linux autotune makes
+# itself a child subreaper (prctl PR_SET_CHILD_SUBREAPER, through ctypes), so an orphaned
+# descendant is re-parented to autotune instead of init, and the sweep kills every
+# process below autotune in /proc, repeatedly, until none is left. Limits: a descendant
+# that outlives a SIGKILLed autotune goes to init (nothing can follow it then); on other
+# systems, or where prctl is refused, the sweep falls back to the process group and the
+# AUTOTUNE_RUN_TOKEN environment variable, which a process can shed.
+
+PR_SET_CHILD_SUBREAPER = 36
+_subreaper = []  # [True/False] once tried
+
+
+def become_subreaper():
+    """Makes this process the reaper of its orphaned descendants (Linux); True if so."""
+    if not _subreaper:
+        ok = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+                libc = ctypes.CDLL(None, use_errno=True)
+                ok = libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+            except (ImportError, OSError, AttributeError, TypeError):
+                ok = False
+        _subreaper.append(ok)
+    return _subreaper[0]
+
+
+def _process_table():
+    """{pid: (ppid, state)} of every process, from /proc; {} where there is none."""
+    table = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return table
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name, "rb") as handle:
+                stat = handle.read()
+            fields = stat[stat.rindex(b")") + 2:].split()
+            table[int(name)] = (int(fields[1]), fields[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return table
+
+
+def descendants(root, exclude=()):
+    """[(pid, state)] of the processes below `root` (a breadth-first walk of /proc),
+    without the subtrees of the pids in `exclude`."""
+    children = {}
+    for pid, (ppid, state) in _process_table().items():
+        children.setdefault(ppid, []).append((pid, state))
+    found, queue = [], [root]
+    while queue:
+        for pid, state in children.get(queue.pop(), ()):
+            if pid not in exclude:
+                found.append((pid, state))
+                queue.append(pid)
+    return found
+
+
+def kill_descendants(exclude=(), rounds=50):
+    """SIGKILLs every live process below this one, reaping the zombies re-parented to
+    it, until none is left (killing a parent hands its children to this process)."""
+    import signal
+    me = os.getpid()
+    for _ in range(rounds):
+        found = descendants(me, exclude)
+        alive = [pid for pid, state in found if state not in (b"Z", b"X")]
+        for pid, state in found:
+            if state in (b"Z", b"X"):
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except OSError:  # not our child: its own parent reaps it
+                    pass
+        if not alive:
+            return
+        for pid in alive:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.01)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP while benchmarks run: unwind like Ctrl-C, so they are killed."""
 
@@ -3054,13 +4245,14 @@ class Terminated(KeyboardInterrupt):
 
 
 class ProcessSweep(object):
-    """Context for a command that runs benchmarks: every process it starts carries a
-    token in its environment, and on the way out (normal, error, Ctrl-C, SIGTERM,
-    SIGHUP) whatever still carries it is killed, including descendants that left their
-    process group (setsid, daemonizing servers)."""
+    """Context for a command that runs benchmarks: on the way out (normal, error,
+    Ctrl-C, SIGTERM, SIGHUP) every process the benchmarks left is killed: all
+    descendants of autotune (a subreaper on Linux, see above) and, as a fallback, every
+    process carrying this run's token in its environment."""
 
     def __init__(self):
         self.token = "%d-%d" % (os.getpid(), time.monotonic_ns())
+        self.before = ()
 
     def __enter__(self):
         import signal
@@ -3069,26 +4261,38 @@ class ProcessSweep(object):
             raise Terminated(signum)
         for signum in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, terminate)
+        become_subreaper()
+        # children this process had before (none on the command line) are not the sweep's
+        self.before = frozenset(pid for pid, _ in descendants(os.getpid()))
         return self
 
     def __exit__(self, *exc):
-        _kill_tagged(self.token)
+        self.sweep()
         return False
+
+    def sweep(self):
+        kill_descendants(self.before)
+        _kill_tagged(self.token)
 
 
 def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_TAIL_LINES,
-                tail_bytes=OUTPUT_TAIL_BYTES, sweep=None):
+                tail_bytes=OUTPUT_TAIL_BYTES, sweep=None, primary=None):
     """Runs a benchmark-like command in its own process group, streaming its output
-    (only METRIC lines and a bounded tail are kept), killing the whole group on a
-    timeout, and leaving no background process behind (with `sweep`, the escaped ones
-    are killed when the sweep ends; without it, right away)."""
+    (only METRIC lines and a bounded tail are kept), killing the whole group when the
+    deadline passes (also after it closed its output), and leaving no background
+    process behind (with `sweep`, the escaped ones are killed when the sweep ends;
+    without it, right away)."""
     import select
     import signal
     import subprocess
     started = time.monotonic()
     outcome = Outcome()
-    token = sweep.token if sweep is not None else "%d-%d" % (os.getpid(), time.monotonic_ns())
-    env = dict(os.environ if env is None else env, AUTOTUNE_RUN_TOKEN=token)
+    own_sweep = sweep is None
+    if own_sweep:
+        sweep = ProcessSweep()
+        become_subreaper()
+        sweep.before = frozenset(pid for pid, _ in descendants(os.getpid()))
+    env = dict(os.environ if env is None else env, AUTOTUNE_RUN_TOKEN=sweep.token)
     try:
         proc = subprocess.Popen(command, shell=shell, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -3097,12 +4301,13 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
         outcome.error = "could not start %s: %s" % (command if shell else command[0], exc.strerror or exc)
         outcome.exit = 127
         return outcome
-    scanner = OutputScanner(tail_bytes=max(tail_bytes * 4, 16384))
+    scanner = OutputScanner(tail_bytes=max(tail_bytes * 4, 16384), primary=primary)
     fd = proc.stdout.fileno()
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
     deadline = started + timeout
-    exited_at = None
+    exited_at = None   # when the benchmark's own process ended (or was killed)
+    eof = False        # its output closed: it may still run (`exec >/dev/null 2>&1; sleep`)
     try:
         while True:
             now = time.monotonic()
@@ -3119,31 +4324,36 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
                 _kill_group(proc.pid, signal.SIGKILL)
                 proc.wait()
                 exited_at = time.monotonic()
-            if exited_at is not None and time.monotonic() > exited_at + 1.0:
-                _drain(poller, fd, scanner)
-                break  # the pipe is held by a process outside the group
+            if exited_at is not None and (eof or time.monotonic() > exited_at + 1.0):
+                if not eof:
+                    _drain(poller, fd, scanner)
+                break  # done, or the pipe is held by a process outside the group
+            if eof:  # nothing more to read: wait for the exit, never past the deadline
+                try:
+                    proc.wait(timeout=max(0.01, min(deadline - now, 0.5)))
+                except subprocess.TimeoutExpired:
+                    pass
+                continue
             budget = (deadline - now) if exited_at is None else 0.2
             if not poller.poll(max(0.0, min(budget, 0.5)) * 1000):
                 continue
             chunk = os.read(fd, 1 << 16)
             if not chunk:
-                if exited_at is None:
-                    proc.wait()
-                    exited_at = time.monotonic()
-                    _reap_group(proc.pid, 1.0)
-                break
+                eof = True
+                continue
             scanner.feed(chunk)
     finally:
         proc.stdout.close()
         if proc.returncode is None:
             _kill_group(proc.pid, signal.SIGKILL)
             proc.wait()
-        if sweep is None:
-            _kill_tagged(token)
+        if own_sweep:
+            sweep.sweep()
     scanner.close()
     outcome.exit = 124 if outcome.timeout else proc.returncode  # as timeout(1) reports it
     outcome.dur = round(time.monotonic() - started, 3)
     outcome.metrics = scanner.metrics
+    outcome.dropped = scanner.dropped
     text = clean_tail(scanner.text(tail_lines, scanner.tail_limit))  # clean first, then cut
     if len(text.encode("utf-8")) > tail_bytes:
         text = text.encode("utf-8")[-tail_bytes:].decode("utf-8", "ignore")
@@ -3717,9 +4927,12 @@ def metrics_arg(text, flag="--metrics"):
     value = json_arg(text, flag)
     if value is None:
         return None
+    if len(value) > MAX_METRIC_NAMES:
+        fail("bad_metrics", "%s has %d metrics; at most %d are kept per result." % (
+            flag, len(value), MAX_METRIC_NAMES))
     for name, number in value.items():
         if not valid_metric_name(name):
-            fail("bad_metrics", "%s: %s is not a valid metric name." % (flag, json.dumps(name)))
+            metric_name_error(flag + ":", name, "bad_metrics")
         if not _is_number(number):
             fail("bad_metrics", "%s: %s must be a finite number, got %s." % (
                 flag, name, json.dumps(number)))
@@ -3730,15 +4943,28 @@ def same_number(a, b):
     return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
 
 
+# JSON escapes C0 controls itself; DEL and the C1 range (0x9b is a one-byte CSI) it
+# writes raw unless told to escape all of non-ASCII, so they are escaped here.
+_JSON_C1 = {code: "\\u%04x" % code for code in range(0x7f, 0xa0)}
+
+
 def output(obj):
-    """One JSON object on stdout (agent-facing commands)."""
-    data = json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n"
+    """One JSON object on stdout (agent-facing commands): no raw control character in
+    it, so it is safe on a terminal too."""
+    data = json.dumps(obj, ensure_ascii=False, allow_nan=False)
+    if not data.isascii() or "\x7f" in data:  # both fast: most output needs no translation
+        data = data.translate(_JSON_C1)
+    data += "\n"
     sys.stdout.buffer.write(data.encode("utf-8", "replace"))
     sys.stdout.flush()
 
 
-def say(text, stream=None):
+def say(text, stream=None, painted=False):
+    """Prints text for a person. Everything passes strip_controls, except text a
+    renderer already built from cleaned values and painted with its own colours."""
     stream = stream or sys.stdout
+    if not painted:
+        text = strip_controls(text)
     data = text if text.endswith("\n") else text + "\n"
     encoding = getattr(stream, "encoding", None) or "utf-8"
     stream.buffer.write(data.encode(encoding, "replace"))
@@ -4066,6 +5292,18 @@ def require_config(session, state):
         fail("no_session", "%s has no config line; run `autotune init` first." % session.log_path)
 
 
+def require_metric_name(state):
+    """The segment's primary metric name, which must be one a benchmark can print under
+    the METRIC grammar (a log from before it, or edited by hand, may hold another)."""
+    name = state.config.get("metric_name")
+    if not valid_metric_name(name):
+        config = State(config=dict(state.config, metric_name="NEW_NAME"))
+        fail("bad_metric_name", "The segment's metric name %s is not a valid metric name (a "
+             "letter, digit or _, then letters, digits and _ . : / %% -), so no METRIC line can report "
+             "it. Start a new segment with a valid one: %s" % (json.dumps(name), new_segment_command(config)))
+    return name
+
+
 def check_active(session, state, logging=False):
     """`run` needs an active loop with budget left. `log` records what `run` measured, so
     only the iteration count stops it: time and target budgets end the loop once the
@@ -4095,8 +5333,10 @@ def cmd_init(args):
     name = text_arg(args.name, "--name")
     unit = text_arg(args.unit or "", "--unit", allow_empty=True)
     if not valid_metric_name(args.metric):
-        fail("bad_metric_name", "--metric %s is not a valid metric name (no spaces or '=', not "
-             "__proto__/constructor/prototype)." % json.dumps(args.metric))
+        metric_name_error("--metric", args.metric)
+    if not valid_unit(unit):
+        fail("bad_unit", "--unit %s is not a valid unit: at most %d letters, digits, spaces and "
+             "%s (e.g. ms, KB, ops/s, µs)." % (json.dumps(unit, ensure_ascii=False), MAX_UNIT, " ".join(sorted(UNIT_EXTRA - {" "}))))
     if args.benchmark is not None:
         text_arg(args.benchmark, "--benchmark")
     if args.checks is not None:
@@ -4114,10 +5354,12 @@ def cmd_init(args):
             state = loaded.state
             reinit = state.config is not None
             segment = state.segment if (reinit and state.n_exp == 0) else state.segment + 1
-            if not reinit:
-                exclude_locally(repo, session.state_path)  # a cache, never anybody's work
+            exclude_session_files(session)  # out of `git status`; never the user's .gitignore
             snapshot = {"tree": snapshot_tree(session), "head": repo.head()}
+            if session.oversized:
+                snapshot["large"] = large_record(session)
             anchor_snapshot(session, snapshot["tree"])
+            warnings = init_warnings(session, snapshot)
             entry = {"type": "config", "name": name, "metric_name": args.metric, "metric_unit": unit,
                      "direction": args.direction, "segment": segment, "mode": session.settings.mode,
                      "objective": {"primaryMetric": args.metric, "direction": args.direction}}
@@ -4172,12 +5414,46 @@ def cmd_init(args):
                               "experiment can change them: add \"protect\": %s to %s, then run "
                               "init again." % (json.dumps(proposal), CONFIG_FILE))
     if not os.path.isfile(session.path(BENCH_FILE)):
-        result["warning"] = "%s does not exist yet; `run` needs it (or --command)." % BENCH_FILE
+        warnings.insert(0, "%s does not exist yet; `run` needs it (or --command)." % BENCH_FILE)
     elif not snapshot["head"]:
-        result["warning"] = "the repository has no commit yet: the first keep becomes its first commit"
+        warnings.insert(0, "the repository has no commit yet: the first keep becomes its first commit")
+    if warnings:
+        result["warning"] = "; ".join(warnings)
     if config_notes(session):
         result["warnings"] = config_notes(session)
     output(result)
+
+
+def init_warnings(session, snapshot):
+    """What a new user should know before the first experiment: their own uncommitted
+    edits (a keep separates them from the experiment's, but not on the same lines), and
+    files too large to snapshot."""
+    warnings = []
+    head = snapshot["head"]
+    if head:
+        dirty = [c.name for c in diff_trees(session, head_tree(session.repo, head), snapshot["tree"],
+                                            tracked_only=True)]
+        if dirty:
+            warnings.append(
+                "you have uncommitted changes in %s%s: they stay yours (a keep commits only the "
+                "experiment's hunks), but an experiment that edits the same lines cannot be kept; "
+                "commit or stash them first for the cleanest history" % (
+                    ", ".join(dirty[:10]), " and %d more" % (len(dirty) - 10) if len(dirty) > 10 else ""))
+    if session.oversized:
+        big = sorted(session.oversized.items())
+        warnings.append(
+            "%s %s over the snapshot size limit (git.maxFileMB = %s): recorded by size and time, "
+            "never copied into .git, committed or reverted by autotune" % (
+                ", ".join("%s (%s)" % (os.fsdecode(p), _size_text(v[0])) for p, v in big[:10]),
+                "is" if len(big) == 1 else "are", _fmt(session.settings.max_file_bytes / float(1 << 20))))
+    return warnings
+
+
+def _size_text(size):
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if size >= scale:
+            return "%.1f %s" % (size / float(scale), unit)
+    return "%d bytes" % size
 
 
 _TIME_UNITS = {"s": 1.0, "sec": 1.0, "seconds": 1.0, "ms": 1e3, "us": 1e6, "µs": 1e6, "ns": 1e9}
@@ -4285,7 +5561,10 @@ def size_benchmark_body(metric, scale, patterns, build):
 
 
 def scaffold(session, name, metric, unit, direction, workload, checks, sizes=None):
-    """Writes the session templates that do not exist yet; never overwrites a file."""
+    """Writes the session templates that do not exist yet; never overwrites a file.
+    Values are quoted where they land (shlex.quote in shell, repr in Python, JSON in
+    comments), never pasted into code; only --benchmark and --checks, which are the
+    user's commands, are written as commands."""
     import shlex
     written = []
 
@@ -4305,8 +5584,8 @@ def scaffold(session, name, metric, unit, direction, workload, checks, sizes=Non
               "# Prints `METRIC %s=<number>` (%s is better); other METRIC lines are secondary\n"
               "# metrics. Edit it until the baseline is logged; from then on it is fixed for the\n"
               "# segment (`autotune init` again starts a new segment with a changed benchmark).\n"
-              "set -euo pipefail\ncd \"$(dirname \"$0\")\"\n\n") % (json.dumps(name, ensure_ascii=False),
-                                                                     metric, direction)
+              "set -euo pipefail\ncd \"$(dirname \"$0\")\"\n\n") % (
+                  json.dumps(name, ensure_ascii=False).translate(_JSON_C1), metric, direction)
     if sizes:
         body = size_benchmark_body(metric, size_scale(metric, unit), sizes, workload)
     elif workload and scale:
@@ -4320,8 +5599,8 @@ def scaffold(session, name, metric, unit, direction, workload, checks, sizes=Non
                 "    tail = done.stdout.decode(\"utf-8\", \"replace\").splitlines()[-40:]\n"
                 "    print(\"\\n\".join(tail))\n"
                 "    sys.exit(\"workload failed with exit code %%d\" %% done.returncode)\n"
-                "print(\"METRIC %s=%%.6g\" %% (elapsed * %r))\n"
-                "PY\n") % (shlex.quote(workload), metric, scale)
+                "print(%r + format(elapsed * %r, \".6g\"))\n"
+                "PY\n") % (shlex.quote(workload), "METRIC %s=" % metric, scale)
     elif workload:
         body = ("# The workload; make it print the METRIC line.\n%s\n" % workload)
     else:
@@ -4391,7 +5670,7 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
     timeout = args.timeout if args.timeout is not None else settings.timeout
     checks_timeout = args.checks_timeout if args.checks_timeout is not None else settings.checks_timeout
     config = state.config
-    pname, direction = config.get("metric_name"), config.get("direction", "lower")
+    pname, direction = require_metric_name(state), config.get("direction", "lower")
     repo = session.repo
     head = repo.head() if repo else None
     warnings = config_notes(session)
@@ -4401,10 +5680,17 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
     tree_before = None
     if repo:
         with LogLock(session):
+            ensure_excluded(session)
             if recover_swap(session):
                 warnings.append("a killed `run` had left the kept code in place of the experiment; "
                                 "the experiment's files were restored first")
             tree_before = snapshot_tree(session)
+        large = large_changes((state.snapshot or {}).get("large"), large_record(session))
+        if large:
+            warnings.append("%s changed but %s over the snapshot size limit (git.maxFileMB): "
+                            "autotune neither commits nor reverts %s" % (
+                                ", ".join(large[:10]), "is" if len(large) == 1 else "are",
+                                "it" if len(large) == 1 else "them"))
         if state.snapshot and tree_before == state.snapshot.get("tree") and state.n_exp:
             warnings.append("the working tree has no change since the last logged result, so "
                             "this run measures the kept code")
@@ -4441,6 +5727,11 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
         m.output = outcome.error or outcome.output
         m.passed = runner.problem is None
         m.crashed = not m.passed
+        if runner.dropped:
+            m.warnings.append("the benchmark printed %d METRIC line%s with names beyond the first %d "
+                              "secondary metrics; %s ignored (autotune keeps at most %d names)" % (
+                                  runner.dropped, "" if runner.dropped == 1 else "s", MAX_METRIC_NAMES,
+                                  "it was" if runner.dropped == 1 else "they were", MAX_METRIC_NAMES))
         m.checks, m.chk_out, checks_timed_out = gate.result()
         if m.passed:
             m.primary = median(m.samples)
@@ -4519,7 +5810,7 @@ class ExperimentFiles(object):
     def changes(self):
         """The Change list, or None when unknown (no git, no snapshot: an old session)."""
         if self._changes is None and self.base and self.tree and self.session.repo:
-            self._changes = diff_trees(self.session, self.base, self.tree)
+            self._changes = experiment_changes(self.session, self.base, self.tree)
         return self._changes
 
     def names(self):
@@ -4599,14 +5890,16 @@ class SampleRunner(object):
         self.argv, self.shell, self.cwd, self.timeout = argv, shell, cwd, timeout
         self.env, self.pname, self.sweep, self.gate = env, pname, sweep, gate
         self.last, self.problem, self.dur, self.halted = None, None, 0.0, False
+        self.dropped = 0  # METRIC lines beyond the cap of names, in the sample that had most
 
     def take(self, number):
         if self.halted:
             return None   # the checks failed: no more samples of a candidate that cannot be kept
         self.env["AUTOTUNE_SAMPLE"] = str(number)
         self.last = run_process(self.argv, self.cwd, self.timeout, shell=self.shell, env=self.env,
-                                sweep=self.sweep)
+                                sweep=self.sweep, primary=self.pname)
         self.dur += self.last.dur
+        self.dropped = max(self.dropped, self.last.dropped)
         self.problem = crash_reason(self.last, self.pname, self.timeout)
         if self.problem:
             return None
@@ -4647,7 +5940,8 @@ def measure_kept_code(session, state, current, head, argv, shell, timeout, env, 
 def run_holdout(session, pname, timeout, env, sweep):
     """Runs autotune.holdout.sh once; its judgement is verdict_of's."""
     run = run_process(script_argv(session.path(HOLDOUT_FILE)), session.workdir, timeout, env=env,
-                      tail_lines=CHECKS_TAIL_LINES, tail_bytes=CHECKS_TAIL_BYTES, sweep=sweep)
+                      tail_lines=CHECKS_TAIL_LINES, tail_bytes=CHECKS_TAIL_BYTES, sweep=sweep,
+                      primary=pname)
     problem = crash_reason(run, pname, timeout)
     holdout = {"value": run.metrics.get(pname), "reference": None, "ok": problem is None,
                "tolerance_pct": session.settings.holdout_tolerance_pct, "output": run.output}
@@ -4796,10 +6090,15 @@ def cmd_log(args):
             skip_git = not adopting
             d.forced = d.forced or skip_git
         index = state.n_exp + 1
-        current = snapshot_tree(session)
+        current = snapshot_or_fail(session)
         if m is not None and not skip_git and args.commit is None:
-            if m.tree and current != m.tree:
-                changed = [c.name for c in diff_trees(session, m.tree, current)]
+            measured = m.tree
+            if measured and m.head and head and m.head != head:
+                # HEAD moved since `run` and `doctor --fix` adopted it: what the user
+                # committed meanwhile is theirs, not a change to the measured experiment
+                measured = rebased_snapshot(session, measured, m.head, head)
+            if measured and current != measured:
+                changed = [c.name for c in diff_trees(session, measured, current)]
                 fail("stale_run", "The working tree changed after `autotune run` measured it (%s); "
                      "nothing was logged. Run the benchmark again (`autotune run`), so the log "
                      "records the numbers of the code it keeps or discards." % (
@@ -4810,7 +6109,11 @@ def cmd_log(args):
                                                 config.get("metric_unit"), "%d.%d" % (state.segment, index),
                                                 index, current, head, skip_git, args.commit)
         if next_tree != snap.get("tree"):
-            anchor_snapshot(session, next_tree)
+            try:
+                anchor_snapshot(session, next_tree)
+            except (GitError, OSError) as exc:  # after git changed: say so, never fail now
+                git_info["warning"] = "the new snapshot could not be anchored against `git gc` (%s)" % (
+                    exc.message if isinstance(exc, GitError) else exc)
         health = advance(health_fields(state), d.status, d.improved, settings,
                          deterministic=bool((state.reference or {}).get("deterministic")),
                          timeout=d.verdict == "timeout")
@@ -4826,7 +6129,8 @@ def cmd_log(args):
             failure=health["failure"], health=health["health"], recovery=health["recovery"],
             reason=health["reason"], files=git_info.get("files", []), mode=health["mode"],
             active=health["active"], improved=d.improved, measured=d.measured, git=git_info,
-            snapshot={"tree": next_tree, "head": repo.head()},
+            snapshot=dict({"tree": next_tree, "head": repo.head()},
+                          **({"large": large_record(session)} if session.oversized else {})),
             session_id=os.environ.get("CLAUDE_CODE_SESSION_ID") or None,
             hashes=((m.hashes if m is not None and m.hashes else file_hashes(session))
                     if state.n_exp == 0 else None))
@@ -4863,7 +6167,11 @@ def cmd_log(args):
             bisect.insort(values, point)
         result.confidence = confidence(values, preview)
         entries[-1] = result.to_entry()
-        append_entries(lock, session, loaded, entries)
+        try:
+            append_entries(lock, session, loaded, entries)
+        except OSError as exc:
+            fail("disk_full" if disk_full(exc) else "io_error",
+                 unlogged_message(exc, d.status, git_info, result.commit, description))
         try:
             save_values(session, loaded.state, values)
         except OSError:
@@ -4947,7 +6255,7 @@ def log_answer(state, settings, result, pname, git_info, notes=(), warnings=()):
     action, advice = next_action(state)
     answer = {"status": result.status, "index": result.index, "commit": result.commit,
             "metric": metric, "name": pname, "baseline": _round(baseline), "delta": _round(delta),
-            "d_pct": _round(delta / abs(baseline) * 100, 2) if delta is not None and baseline else None,
+            "d_pct": _round(pct_change(metric, baseline), 2),
             "desc": result.description, "confidence": result.confidence, "git": git_info,
             "limit": {"max_iterations": settings.max_iterations, "runs": state.n_exp,
                       "remaining": (settings.max_iterations - state.n_exp) if settings.max_iterations else None},
@@ -4966,6 +6274,25 @@ def log_answer(state, settings, result, pname, git_info, notes=(), warnings=()):
     return answer
 
 
+def unlogged_message(exc, status, git_info, commit, description):
+    """What a `log` whose git work is done but whose log line could not be written
+    says: the state of the repository and of the log, and the one command that repairs."""
+    why = why_no_room(exc)
+    action = git_info.get("action")
+    if action == "commit":
+        return ("%s: the keep was committed as %s (HEAD and your index agree), but the log is "
+                "unchanged: its line could not be written. Free space, then record it with: "
+                "autotune log --status keep --commit %s --description %s" % (
+                    why, commit, commit, _shell_quote(description)))
+    if action == "revert":
+        return ("%s: the experiment was reverted (saved as %s), but the log is unchanged: its "
+                "line could not be written. Free space, then run the same command again (it finds "
+                "nothing left to revert and records the result): %s" % (
+                    why, git_info.get("saved"), again_command()))
+    return ("%s: git was not changed and the log is unchanged: its line could not be written. "
+            "Free space, then run the same command again: %s" % (why, again_command()))
+
+
 def own_unlogged_commit(repo, head, snapshot_head):
     """(subject, trailer metric) when HEAD is autotune's own keep on top of the snapshot's
     HEAD (a `log` killed between its commit and its log line), else None."""
@@ -4979,7 +6306,8 @@ def own_unlogged_commit(repo, head, snapshot_head):
     if first != snapshot_head or not message.startswith("autotune: ") or "Autotune-Metric:" not in message:
         return None
     subject = message.split("\n", 1)[0][len("autotune: "):]
-    value = message.split("Autotune-Metric:", 1)[1].strip().split("\n")[0].split("=", 1)[-1].split()[0]
+    # the last trailer is autotune's: a description may quote one
+    value = (message.rsplit("Autotune-Metric:", 1)[1].strip().split("\n")[0].split("=", 1)[-1].split() or ["?"])[0]
     return subject, value
 
 
@@ -4987,12 +6315,12 @@ def head_moved_message(snapshot_head, head, own):
     if own is not None:
         return ("HEAD (%s) is autotune's own keep of \"%s\", whose log line was lost (the process was "
                 "killed after committing). Record it with: autotune log --status keep --commit %s "
-                "--metric %s --description %s" % (head[:7], own[0], head[:7], _shell_quote(own[1]),
+                "--metric %s --description %s" % (head[:7], strip_controls(own[0], ""), head[:7], _shell_quote(own[1]),
                                                   _shell_quote(own[0])))
     return ("HEAD moved from %s to %s outside autotune since the last logged result, so autotune "
             "will not guess what to commit or revert. Check `git log` and `git status`; `autotune "
-            "doctor --fix` takes a new snapshot, and `autotune log ... --force` records the result "
-            "without touching git." % (snapshot_head[:7], (head or "nothing")[:7]))
+            "doctor --fix` moves the snapshot onto the new HEAD and keeps the experiment pending, "
+            "and `autotune log ... --force` records the result without touching git." % (snapshot_head[:7], (head or "nothing")[:7]))
 
 
 def metric_for_log(status, metric_flag, m, force):
@@ -5038,47 +6366,138 @@ def head_tree(repo, head):
 
 def apply_git(session, state, status, description, pname, metric, unit, label, index, current,
               head, skip_git, given_commit):
-    """Commits a keep, reverts anything else; returns (git info, commit, next snapshot)."""
+    """Commits a keep, reverts anything else; returns (git info, commit, next snapshot).
+    Either it completes, or it refuses having changed nothing, or (a disk that fills up
+    midway) it says exactly what state the repository is in and what to run."""
     repo = session.repo
     base = (state.snapshot or {}).get("tree")
     short = head[:7] if head else None
     if skip_git:
         return {"action": "none", "message": "skipped: HEAD moved outside autotune (--force)"}, short, current
-    if status == "keep":
-        if given_commit:
-            proc = repo.run(["rev-parse", "-q", "--verify", given_commit + "^{commit}"], check=False)
-            if proc.returncode != 0:
-                fail("bad_commit", "--commit %s is not a commit in this repository." % given_commit)
-            full = proc.stdout.decode().strip()
-            return {"action": "none", "message": "recorded the given commit"}, full[:7], current
-        # without a snapshot (a session of the first implementation) untracked files are
-        # not known to be the experiment's: they are neither committed nor deleted
-        base_tree = base or head_tree(repo, head)
-        changes = without_users_ignored(session, base_tree, diff_trees(
-            session, base_tree, current, tracked_only=base is None))
-        new_head = commit_changes(session, changes, "autotune: %s\n\nAutotune-Metric: %s=%s%s\n" % (
-            description.rstrip(), pname, trailer_number(metric), (" " + unit) if unit else "")) \
-            if changes else None
-        if new_head is None:
-            return {"action": "none", "message": "nothing to commit"}, short, current
-        return ({"action": "commit", "commit": new_head[:7], "files": [c.name for c in changes]},
-                new_head[:7], current)
+    large = large_changes((state.snapshot or {}).get("large"), large_record(session))
+    if status == "keep" and given_commit:
+        proc = repo.run(["rev-parse", "-q", "--verify", given_commit + "^{commit}"], check=False)
+        if proc.returncode != 0:
+            fail("bad_commit", "--commit %s is not a commit in this repository." % given_commit)
+        full = proc.stdout.decode().strip()
+        return {"action": "none", "message": "recorded the given commit"}, full[:7], current
+    # without a snapshot (a session of the first implementation) untracked files are
+    # not known to be the experiment's: they are neither committed nor deleted
     keep_created = base is None
     base = base or head_tree(repo, head)
     every = diff_trees(session, base, current, tracked_only=keep_created)
-    changes = without_users_ignored(session, base, every)
+    changes = experiment_changes(session, base, current, every=every)
+    if status == "keep":
+        info, commit = keep_changes(session, changes, description, pname, metric, unit, short)
+        return with_large(info, large, "kept"), commit, current
     if not changes:
-        return {"action": "none", "message": "nothing to revert"}, short, current
-    ref = save_discarded(session, base, current, label, description)
-    restore_changes(session, changes)
-    left = [c.name for c in changes if b"160000" in (c.old_mode, c.new_mode)]
-    info = {"action": "revert", "files": [c.name for c in changes if c.name not in left], "saved": ref,
-            "restore": "autotune restore %s" % (index if ref.endswith("/" + label) else ref.rsplit("/", 1)[-1])}
+        return with_large({"action": "none", "message": "nothing to revert"}, large, "reverted"), short, current
+    again = again_command()
+    sizes = restore_sizes(session, changes)
+    problem = room_problem([(c.name, sizes.get(c.old_sha, 0)) for c in changes if c.old_sha in sizes]
+                           + _session_writes(session), repo.root)
+    if problem:
+        fail("disk_full", "Not enough room: %s. Nothing was reverted and nothing was logged (the "
+             "working tree, the repository and the log are unchanged). Free space or raise the "
+             "limit, then run the same command again: %s" % (problem, again))
+    try:
+        ref = save_discarded(session, base, current, label, description)
+    except (GitError, OSError) as exc:
+        if isinstance(exc, GitError) and not disk_full(exc):
+            raise
+        fail("disk_full" if disk_full(exc) else "io_error", "%s while saving the experiment: nothing was reverted and nothing was "
+             "logged. %s, then run the same command again: %s" % (why_no_room(exc), remedy(exc), again))
+    try:
+        restore_changes(session, changes)
+    except (GitError, OSError) as exc:
+        fail("disk_full" if disk_full(exc) else "restore_failed",
+             "%s while restoring the experiment's files: the experiment is saved as %s; some "
+             "files are restored and the others still hold the experiment; the log is unchanged. "
+             "Fix that, then run the same command again to restore the rest: %s" % (
+                 why_no_room(exc), ref, again))
+    left = [c.name for c in changes if GITLINK in (c.old_mode, c.new_mode)]
+    info = {"action": "revert", "saved": ref,
+            "restore": "autotune restore %s" % _shell_quote(
+                str(index) if ref.endswith("/" + label) else ref.rsplit("/", 1)[-1])}
+    listed_files(info, [c.name for c in changes if c.name not in left])
     if left:
-        info["left"] = left
+        info["left"] = left[:MAX_FILES_LISTED]
         info["message"] = ("submodules are not reverted (%s): check them out by hand" % ", ".join(left))
     exact = not (keep_created or left or len(changes) != len(every))
-    return info, short, (base if exact else snapshot_tree(session))
+    return with_large(info, large, "reverted"), short, (base if exact else snapshot_tree(session))
+
+
+def snapshot_or_fail(session):
+    """snapshot_tree for `log`, with a full disk said plainly (nothing changed yet)."""
+    try:
+        return snapshot_tree(session)
+    except (GitError, OSError) as exc:
+        if isinstance(exc, GitError) and not disk_full(exc):
+            raise
+        fail("disk_full" if disk_full(exc) else "io_error", "%s while taking the snapshot of the "
+             "working tree: nothing was committed, reverted or logged. Fix that, then run the same "
+             "command again: %s" % (why_no_room(exc), again_command()))
+
+
+def with_large(info, large, verb):
+    """Adds to `log`'s git info the large files the experiment changed, which are not."""
+    if large:
+        info["large"] = large[:MAX_FILES_LISTED]
+        note = "%s %s over the snapshot size limit (git.maxFileMB), so not %s" % (
+            ", ".join(large[:10]), "is" if len(large) == 1 else "are", verb)
+        info["message"] = "%s; %s" % (info["message"], note) if info.get("message") else note
+    return info
+
+
+def _session_writes(session):
+    """The files every `log` grows or rewrites, at about their final sizes."""
+    out = []
+    for name, path, extra in (("the index", session.repo.index_path(), 0),
+                              (LOG_FILE, session.log_path, 1 << 14)):
+        try:
+            out.append((name, os.path.getsize(path) + extra))
+        except OSError:
+            pass
+    return out
+
+
+def keep_changes(session, changes, description, pname, metric, unit, short):
+    """Commits a keep (see commit_changes); (git info, commit) or a clear refusal."""
+    if not changes:
+        return {"action": "none", "message": "nothing to commit"}, short
+    again = again_command()
+    problem = room_problem(_session_writes(session) + [("the commit index", os.path.getsize(
+        session.repo.index_path()) if os.path.isfile(session.repo.index_path()) else 0)], session.repo.git_dir)
+    if problem:
+        fail("disk_full", "Not enough room: %s. Nothing was committed and nothing was logged (the "
+             "repository, your index and the log are unchanged). Free space or raise the limit, "
+             "then run the same command again: %s" % (problem, again))
+    message = "autotune: %s\n\nAutotune-Metric: %s=%s%s\n" % (
+        description.rstrip(), strip_controls(pname, ""), trailer_number(metric),
+        (" " + strip_controls(unit, "")) if unit else "")
+    try:
+        new_head = commit_changes(session, changes, message, again)
+    except (GitError, OSError) as exc:
+        if isinstance(exc, GitError) and not disk_full(exc):
+            raise
+        fail("disk_full" if disk_full(exc) else "io_error", "%s while committing the keep: nothing was committed and nothing was "
+             "logged (the repository, your index and the log are unchanged). %s, then run the "
+             "same command again: %s" % (why_no_room(exc), remedy(exc), again))
+    if new_head is None:
+        return {"action": "none", "message": "nothing to commit"}, short
+    return listed_files({"action": "commit", "commit": new_head[:7]}, [c.name for c in changes]), new_head[:7]
+
+
+MAX_FILES_LISTED = 1000  # file names one result lists; a keep of a generated tree says how many more
+
+
+def listed_files(info, names):
+    """Puts the changed files into git info, at most MAX_FILES_LISTED of them (the log
+    line of one result stays small whatever an experiment touched)."""
+    info["files"] = names[:MAX_FILES_LISTED]
+    if len(names) > MAX_FILES_LISTED:
+        info["files_more"] = len(names) - MAX_FILES_LISTED
+    return info
 
 
 def control(action, check=None, **fields):
@@ -5201,12 +6620,13 @@ def cmd_rebaseline(args):
 
 def rebaseline(args, session, state, argv, shell):
     """`rebaseline` under the benchmark lock."""
-    pname = state.config.get("metric_name")
+    pname = require_metric_name(state)
     if session.repo and state.snapshot:
         with LogLock(session):
             tree = snapshot_tree(session)
-        if tree != state.snapshot.get("tree"):
-            changed = [c.name for c in diff_trees(session, state.snapshot["tree"], tree)]
+        changed = ([c.name for c in experiment_changes(session, state.snapshot["tree"], tree)]
+                   if tree != state.snapshot.get("tree") else [])
+        if changed:
             fail("dirty_worktree", "The working tree has changes since the last logged result (%s): "
                  "an experiment in progress. Finish it first (`autotune run`, then `autotune log`), "
                  "so rebaseline measures the kept code." % ", ".join(changed[:10]))
@@ -5242,7 +6662,7 @@ def rebaseline(args, session, state, argv, shell):
     before = previous.get("metric")
     output({"status": "rebaselined", "metric": _round(value), "samples": entry["samples"],
             "n": len(samples), "previous": entry["previous"],
-            "drift_pct": _round((value - before) / abs(before) * 100, 3) if before else None,
+            "drift_pct": _round(pct_change(value, before), 3),
             "deterministic": is_deterministic(samples),
             "noise": {"sigma": _round(sigma), "sigma_pct": _round(sigma / abs(value) * 100, 3)
                       if sigma and value else None}})
@@ -5277,7 +6697,7 @@ def cmd_restore(args):
         lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
         fail("restore_conflict", "Experiment %s does not apply to the working tree as it is now "
              "(%s); nothing was changed. Inspect it with `git show %s`." % (
-                 label, lines[-1] if lines else "git apply failed", ref))
+                 label, lines[-1] if lines else "git apply failed", _shell_quote(ref)))
     files = [p.decode("utf-8", "replace") for p in repo.run(
         ["diff-tree", "-r", "-z", "--name-only", ref + "^", ref]).stdout.split(b"\0") if p]
     changed = dependency_files([os.path.relpath(os.path.join(repo.root, f), session.workdir) for f in files])
@@ -5461,7 +6881,7 @@ def explain_data(session, loaded, disk=False):
         "active": state.active, "mode": state.mode, "health": state.health, "failure": state.failure,
         "recovery": state.recovery, "reason": state.reason, "why": reason_text(state, settings),
         "baseline": _round(base), "best": _round(best),
-        "best_pct": _round((best - base) / abs(base) * 100, 2) if base and best is not None else None,
+        "best_pct": _round(pct_change(best, base), 2),
         "best_commit": (state.best or {}).get("commit"), "best_description": (state.best or {}).get("description"),
         "last_metric": _round((state.last or {}).get("metric")), "last_status": (state.last or {}).get("status"),
         "last_index": (state.last or {}).get("index"), "last_description": (state.last or {}).get("description"),
@@ -5485,7 +6905,8 @@ def cmd_explain(args):
     if args.json:
         output(data)
     else:
-        say(render_explain(data, Colors(sys.stdout)))
+        colors = Colors(sys.stdout)
+        say(render_explain(data, colors), painted=colors.enabled)
 
 
 def cmd_status(args):
@@ -5499,7 +6920,8 @@ def cmd_status(args):
     if args.json:
         output(data)
     else:
-        say(render_status(data, Colors(sys.stdout)))
+        colors = Colors(sys.stdout)
+        say(render_status(data, colors), painted=colors.enabled)
 
 
 def cmd_start(args):
@@ -5601,6 +7023,16 @@ def cmd_doctor(args):
     if holder is not None:
         problem("benchmark_running", "A benchmark is running (%s)." % holder_text(holder))
     if session.repo is not None and state.config is not None:
+        stale = ignored_entries(session, private_index(session, "snapshot.index")[1]) \
+            if os.path.exists(session.cache("snapshot.index")) else []
+        if stale:
+            problem("snapshot_ignored", "autotune's snapshot index holds %d file%s that git ignores "
+                    "and you do not track (%s), left over from an experiment that edited the ignore "
+                    "rules: a keep could commit them and a discard revert them. The fix removes them "
+                    "from the snapshot; the files stay on disk." % (
+                        len(stale), "" if len(stale) == 1 else "s",
+                        ", ".join(os.fsdecode(p) for p in stale[:10])),
+                    fix=lambda lock: _fix_ignored(session, lock, stale))
         head = session.repo.head()
         snap = state.snapshot or {}
         if snap.get("head") and head != snap.get("head"):
@@ -5608,10 +7040,7 @@ def cmd_doctor(args):
             if own is not None:
                 problem("unlogged_keep", head_moved_message(snap["head"], head, own))
             else:
-                problem("head_moved", "HEAD moved from %s to %s outside autotune since the last "
-                        "logged result; `log` will refuse to commit or revert. The fix takes a new "
-                        "snapshot of the working tree as the start of the next experiment." % (
-                            snap["head"][:7], (head or "none")[:7]),
+                problem("head_moved", head_moved_problem(session, snap, head),
                         fix=lambda lock: _fix_snapshot(session, lock))
         if os.path.exists(os.path.join(session.repo.git_dir, "index.lock")):
             problem("git_locked", "%s exists: a git command is running or was killed. Delete it if "
@@ -5672,12 +7101,54 @@ def _fix_state(session):
         fail("io_error", "Cannot write %s; check its directory's permissions and free space." % STATE_FILE)
 
 
+def head_moved_problem(session, snap, head):
+    """doctor's words for a HEAD moved outside autotune, naming the experiment in
+    progress that the fix keeps pending."""
+    text = ("HEAD moved from %s to %s outside autotune since the last logged result; `log` will "
+            "refuse to commit or revert. " % (snap["head"][:7], (head or "none")[:7]))
+    pending = []
+    if snap.get("tree"):
+        with LogLock(session):
+            current = snapshot_tree(session)
+            base = rebased_snapshot(session, snap["tree"], snap["head"], head)
+            pending = [c.name for c in experiment_changes(session, base, current)]
+    if pending:
+        return text + ("The fix moves the snapshot onto the new HEAD (what you committed is yours) "
+                       "and keeps the experiment in progress pending (%s%s): `log` then keeps or "
+                       "discards it as usual." % (", ".join(pending[:10]), ", ..." if len(pending) > 10 else ""))
+    return text + "The fix moves the snapshot onto the new HEAD; no experiment is in progress."
+
+
 def _fix_snapshot(session, lock):
+    """Moves the snapshot onto the new HEAD without swallowing a pending experiment: the
+    files the user's commits changed are taken from HEAD, the rest stays as the snapshot
+    had it (rebased_snapshot)."""
     loaded = load_state(session)
+    snap = loaded.state.snapshot or {}
+    head = session.repo.head()
+    tree = (rebased_snapshot(session, snap["tree"], snap.get("head"), head) if snap.get("tree")
+            else snapshot_tree(session))
     entry = {"type": "control", "action": "snapshot", "timestamp": utc_now(),
-             "snapshot": {"tree": snapshot_tree(session), "head": session.repo.head()}}
-    anchor_snapshot(session, entry["snapshot"]["tree"])
+             "snapshot": dict(snap, tree=tree, head=head)}
+    anchor_snapshot(session, tree)
     append_entries(lock, session, loaded, [entry])
+
+
+def _fix_ignored(session, lock, stale):
+    """Removes ignored, untracked files from the private index and from the logged
+    snapshot, keeping any experiment in progress pending."""
+    _, env = private_index(session, "snapshot.index")
+    session.repo.run(["update-index", "-z", "--force-remove", "--stdin"], env=env,
+                     input=b"".join(p + b"\0" for p in stale))
+    loaded = load_state(session)
+    snap = loaded.state.snapshot or {}
+    if snap.get("tree"):
+        tree = without_paths(session, snap["tree"], stale)
+        if tree != snap["tree"]:
+            anchor_snapshot(session, tree)
+            append_entries(lock, session, loaded, [{"type": "control", "action": "snapshot",
+                                                    "timestamp": utc_now(),
+                                                    "snapshot": dict(snap, tree=tree)}])
 
 
 def doctor_report(args, session, problems):
@@ -5691,7 +7162,8 @@ def doctor_report(args, session, problems):
         for p in problems:
             mark = (colors.green("fixed") if p["fixed"] else colors.yellow("fixable") if p["fixable"]
                     else colors.yellow("warning") if p.get("warning") else colors.red("problem"))
-            say("%s  %s: %s" % (mark, p["code"], p["message"]))
+            say("%s  %s: %s" % (mark, strip_controls(p["code"], ""), strip_controls(p["message"], "")),
+                painted=colors.enabled)
         if problems and not args.fix and any(p["fixable"] for p in problems):
             say("Run `autotune doctor --fix` to repair what is marked fixable.")
     return 0 if healthy else 1
@@ -7139,8 +8611,8 @@ def run_hook(event):
             raise
         say("autotune hook %s: %s: %s" % (event, type(exc).__name__, exc), sys.stderr)
         answer = None
-    if answer:
-        output(answer)
+    if answer:  # Claude Code shows this text to a person: no control reaches their terminal
+        output(clean_data(answer, keep="\n"))
     return 0
 
 
@@ -7152,7 +8624,7 @@ def statusline_text(payload, colors):
     session, loaded = payload_session({"cwd": cwd}) if isinstance(cwd, str) else (None, None)
     if session is not None:
         state = loaded.state
-        health = state.health or "running"
+        health = strip_controls(state.health or "running", "")
         text = "%s %s" % (HEALTH_ICON.get(health, "●"), health)
         if health == "stopped":
             text += " (autotune resume)"
@@ -7165,8 +8637,8 @@ def statusline_text(payload, colors):
         best = (state.best or {}).get("metric")
         if best is not None:
             base = (state.baseline or {}).get("metric")
-            pct = (best - base) / abs(base) * 100 if base else None
-            parts.append("best %s%s" % (fmt_metric(best, (state.config or {}).get("metric_unit")),
+            pct = pct_change(best, base)
+            parts.append("best %s%s" % (fmt_metric(best, strip_controls((state.config or {}).get("metric_unit") or "", "")),
                                         (" (%s)" % fmt_pct(pct)) if pct is not None else ""))
     cost = payload.get("cost") if isinstance(payload.get("cost"), dict) else {}
     claude = []
@@ -7199,9 +8671,9 @@ def cmd_statusline(args):
         if os.environ.get("AUTOTUNE_DEBUG"):
             raise
         line = "autotune: status unavailable (%s)" % type(exc).__name__
-    say(line)
-    if args.chain:
-        say(chained_statusline(args.chain, raw))
+    say(line, painted=colors.enabled)
+    if args.chain:  # the user's own status line: its colours stay, nothing else of control
+        say(strip_controls(chained_statusline(args.chain, raw), sgr=True), painted=True)
     return 0
 
 
@@ -7389,6 +8861,7 @@ def _wrap(label, text, width=80, indent=9):
 
 
 def render_explain(data, colors):
+    data = clean_data(data)
     unit = data.get("unit") or ""
     health = data["health"] or "running"
     lines = ['autotune · %s · segment %s of %s' % (
@@ -7431,6 +8904,7 @@ def render_explain(data, colors):
 
 
 def render_status(data, colors):
+    data = clean_data(data)
     health = data["health"] or "running"
     unit = data.get("unit") or ""
     rows = [
@@ -7480,6 +8954,12 @@ def segment_rows(entries):
     for entry in entries:
         kind = entry.get("type")
         if kind == "config":
+            entry = dict(entry)
+            for name in ("name", "metric_name", "metric_unit"):  # as the fold does: text
+                if not isinstance(entry.get(name), str):
+                    entry[name] = "" if entry.get(name) is None else json.dumps(entry[name], ensure_ascii=False)
+            if entry.get("direction") not in DIRECTIONS:
+                entry["direction"] = "lower"
             number = entry.get("segment") if _is_int(entry.get("segment")) else len(segments) + 1
             if segments and segments[-1]["number"] == number and not segments[-1]["results"]:
                 segments[-1]["config"] = entry  # a re-init before any result
@@ -7508,11 +8988,11 @@ def sparkline(values, width):
         for i in range(width):
             chunk = [v for v in values[i * len(values) // width:(i + 1) * len(values) // width]
                      if v is not None]
-            buckets.append(sum(chunk) / len(chunk) if chunk else None)
+            buckets.append(sum(v / len(chunk) for v in chunk) if chunk else None)  # no overflow
         values = buckets
     low, high = min(present), max(present)
     return "".join(" " if v is None else SPARKS[3] if high == low else
-                   SPARKS[int((v - low) / (high - low) * (len(SPARKS) - 1) + 0.5)] for v in values)
+                   SPARKS[int(fraction(v, low, high) * (len(SPARKS) - 1) + 0.5)] for v in values)
 
 
 def best_so_far(results, direction):
@@ -7540,10 +9020,8 @@ def dashboard_data(session, loaded, full=False, limit=20):
         row, metric = results[i], row_metric(results[i])
         before = bests[i - 1] if i else None  # the best this experiment was judged against
         rows.append({"index": row.get("index"), "status": row.get("status"), "metric": _round(metric),
-                     "vs_best_pct": _round((metric - before) / abs(before) * 100, 2)
-                     if metric is not None and before else None,
-                     "vs_baseline_pct": _round((metric - base) / abs(base) * 100, 2)
-                     if metric is not None and base else None,
+                     "vs_best_pct": _round(pct_change(metric, before), 2),
+                     "vs_baseline_pct": _round(pct_change(metric, base), 2),
                      "commit": row.get("commit"), "description": row.get("description"),
                      "verdict": row.get("verdict"), "timestamp": row.get("timestamp")})
     series = [row_metric(row) for row in results]
@@ -7577,6 +9055,7 @@ def _fit(line, width):
 
 
 def render_dashboard(data, colors, width=80):
+    data = clean_data(data)
     unit = data.get("unit") or ""
     health = data.get("health") or "running"
     conf = data.get("confidence") or {}
@@ -7643,7 +9122,7 @@ def cmd_dashboard(args):
         if args.json:
             output(data)
         else:
-            say(render_dashboard(data, colors, width))
+            say(render_dashboard(data, colors, width), painted=colors.enabled)
         return 0
     tty = sys.stdout.isatty()
     try:
@@ -7657,9 +9136,9 @@ def cmd_dashboard(args):
                     continue
             else:
                 text = "\n".join(_fit(line, width) for line in (
-                    "autotune: waiting for a session in %s" % session.workdir,
+                    "autotune: waiting for a session in %s" % strip_controls(session.workdir, ""),
                     "(`autotune init` starts one there; Ctrl-C quits)"))
-            say(("\033[H\033[2J" if tty else "") + text + ("" if tty else "\n"))
+            say(("\033[H\033[2J" if tty else "") + text + ("" if tty else "\n"), painted=tty)
             time.sleep(args.interval)
     except KeyboardInterrupt:
         say("")
@@ -7677,23 +9156,36 @@ def terminal_columns():
 
 
 def nice_ticks(low, high, count=5):
-    """Round tick values (steps of 1, 2 or 5 times a power of ten) covering [low, high]."""
+    """Round tick values (steps of 1, 2 or 5 times a power of ten) covering [low, high];
+    just the ends when the range has no round steps a float can hold (1e308, denormals)."""
     import math
     span = high - low if high > low else 1.0
     raw = span / max(1, count - 1)
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
-    start = math.floor(low / step) * step
-    ticks, value = [], start
-    while value <= high + step * 0.5 and len(ticks) < 50:
-        ticks.append(round(value, 12))
-        value += step
-    return ticks
+    try:
+        if not raw > 0 or _finite(raw) is None:
+            raise ValueError("no step")
+        power = 10.0 ** math.floor(math.log10(raw))
+        step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+        start = math.floor(low / step) * step
+        ticks, value = [], start
+        while value <= high + step * 0.5 and len(ticks) < 50:
+            ticks.append(round(value, 12))
+            value += step
+        if not ticks or len(set(ticks)) != len(ticks) or any(_finite(t) is None for t in ticks):
+            raise ValueError("steps vanish")
+        return ticks
+    except (ValueError, OverflowError, ZeroDivisionError, StopIteration):
+        return [low] if low == high else [low, high]
+
+
+def _html(value):
+    """A value from the log as HTML text: escaped (quotes too), without control characters."""
+    import html
+    return html.escape(strip_controls(value if isinstance(value, str) else str(value), ""))
 
 
 def _svg_chart(group, width=960, height=340):
     """One inline SVG chart of the experiments of consecutive segments sharing a metric."""
-    import html
     pad_left, pad_right, pad_top, pad_bottom = 64, 16, 38, 40
     points = []
     for segment in group:
@@ -7706,7 +9198,9 @@ def _svg_chart(group, width=960, height=340):
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
     if high == low:
         low, high = low - 1, high + 1
-    margin = (high - low) * 0.08
+    margin = _finite((high - low) * 0.08) or 0.0
+    if _finite(low - margin) is None or _finite(high + margin) is None:
+        margin = 0.0
     ticks = nice_ticks(low - margin, high + margin)
     low, high = min(ticks[0], low - margin), max(ticks[-1], high + margin)
     plot_w, plot_h = width - pad_left - pad_right, height - pad_top - pad_bottom
@@ -7716,26 +9210,26 @@ def _svg_chart(group, width=960, height=340):
         return pad_left + (plot_w * (i + 0.5) / count)
 
     def y_at(value):
-        return pad_top + plot_h * (1 - (value - low) / (high - low))
+        return pad_top + plot_h * (1 - fraction(value, low, high))
 
     config = group[0]["config"]
     direction = config.get("direction", "lower")
     unit = config.get("metric_unit") or ""
     parts = ['<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" role="img" '
-             'aria-label="%s by experiment">' % (width, height, html.escape(config.get("metric_name") or ""))]
+             'aria-label="%s by experiment">' % (width, height, _html(config.get("metric_name") or ""))]
     parts.append('<rect x="%d" y="%d" width="%d" height="%d" class="plot"/>' % (pad_left, pad_top, plot_w, plot_h))
     for value in ticks:
         y = y_at(value)
         parts.append('<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>' % (pad_left, width - pad_right, y, y))
         parts.append('<text class="tick" x="%d" y="%.1f" text-anchor="end">%s</text>' % (
-            pad_left - 6, y + 4, html.escape(_fmt(round(value, 9)))))
+            pad_left - 6, y + 4, _html(_fmt(round(value, 9)))))
     every = max(1, nice_ticks(0, count, 8)[1] - nice_ticks(0, count, 8)[0])
     for i in range(0, count, int(every)):
         parts.append('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%d</text>' % (
             x_at(i), height - pad_bottom + 16, i + 1))
     parts.append('<text class="axis" x="%d" y="%d">%s%s (%s is better)</text>' % (
-        pad_left, 13, html.escape(config.get("metric_name") or ""), html.escape(" [%s]" % unit) if unit else "",
-        direction))
+        pad_left, 13, _html(config.get("metric_name") or ""), _html(" [%s]" % unit) if unit else "",
+        _html(direction)))
     parts.append('<text class="axis" x="%d" y="%d" text-anchor="end">experiment</text>' % (width - pad_right, height - 6))
     position = 0
     for segment in group:
@@ -7747,13 +9241,13 @@ def _svg_chart(group, width=960, height=340):
             parts.append('<line class="segment" x1="%.1f" x2="%.1f" y1="%d" y2="%d"/>' % (x, x, pad_top, pad_top + plot_h))
         parts.append('<text class="segment-label" x="%.1f" y="%d">segment %s: %s</text>' % (
             pad_left + plot_w * first / count + 4, pad_top - 5, segment["number"],
-            html.escape(_one_line(seg_conf.get("name") or "", 40))))
+            _html(_one_line(seg_conf.get("name") or "", 40))))
         base = next((r.get("metric") for r in results if _is_number(r.get("metric"))
                      and r.get("status") in ("keep", "discard")), None)
         x0, x1 = pad_left + plot_w * first / count, pad_left + plot_w * (first + len(results)) / count
         if base is not None:
             parts.append('<line class="baseline" x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f"><title>baseline %s</title></line>' % (
-                x0, x1, y_at(base), y_at(base), html.escape(fmt_metric(base, unit))))
+                x0, x1, y_at(base), y_at(base), _html(fmt_metric(base, unit))))
         bests = best_so_far(results, seg_conf.get("direction", direction))
         path = []
         for i, value in enumerate(bests):
@@ -7776,8 +9270,8 @@ def _svg_chart(group, width=960, height=340):
                                            fmt_metric(metric, unit), _one_line(row.get("description") or "", 120))
             parts.append('<circle class="point %s" cx="%.1f" cy="%.1f" r="%s" data-index="%s" data-segment="%s">'
                          '<title>%s</title></circle>' % (
-                             html.escape(status or ""), x_at(first + i), y, "5" if status == "keep" else "4",
-                             row.get("index"), segment["number"], html.escape(label)))
+                             _html(status or ""), x_at(first + i), y, "5" if status == "keep" else "4",
+                             _html(row.get("index")), segment["number"], _html(label)))
         position += len(results)
     parts.append("</svg>")
     return "\n".join(parts)
@@ -7809,9 +9303,8 @@ def _code_spans(escaped):
 
 
 def render_report(session, loaded, entries):
-    import html
     segments = segment_rows(entries)
-    esc = html.escape
+    esc = _html
     data = explain_data(session, loaded)
     out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -7861,9 +9354,9 @@ def render_report(session, loaded, entries):
                    '<td class="num">%d</td><td class="num">%d</td><td class="num">%d</td><td class="num">%d</td>'
                    '<td class="num">%s</td><td class="num">%s</td><td class="num">%s</td></tr>' % (
                        segment["number"], esc(config.get("name") or ""), esc(config.get("metric_name") or ""),
-                       unit_text + ", " if unit_text else "", direction, len(results), counts["keep"],
+                       unit_text + ", " if unit_text else "", esc(direction), len(results), counts["keep"],
                        counts["discard"], counts["crash"], counts["checks_failed"], esc(_fmt(base)), esc(_fmt(best)),
-                       fmt_pct((best - base) / abs(base) * 100) if base and best is not None else "-"))
+                       fmt_pct(pct_change(best, base))))
     out.append('</table><h2>All experiments</h2><table><tr><th>#</th><th>status</th><th class="num">metric</th>'
                '<th>verdict</th><th>health</th><th>commit</th><th>description and notes</th></tr>')
     for segment in segments:
@@ -7974,7 +9467,8 @@ def cmd_export(args):
             fail("no_such_segment", "There is no segment %d in %s." % (args.segment, LOG_FILE))
     rows = [(s, r) for s in segments for r in s["results"]]
     if args.format == "jsonl":
-        text = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for _, r in rows)
+        text = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False).translate(_JSON_C1) + "\n"
+                       for _, r in rows)
     else:
         names = sorted({k for _, r in rows if isinstance(r.get("metrics"), dict) for k in r["metrics"]})
         metric_names = {s["config"].get("metric_name") for s in segments
@@ -7985,13 +9479,15 @@ def cmd_export(args):
         table = [header]
         for segment, row in rows:
             metrics = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
-            metric = row_metric(row)
-            table.append([row.get("commit") or "", "" if metric is None else _fmt(metric), row.get("status") or "",
-                          row.get("description") or "", segment["number"], row.get("index"),
-                          row.get("timestamp") or "", row.get("verdict") or "", row.get("health") or "",
-                          row.get("reason") or ""] + [_fmt(metrics.get(n)) if n in metrics else "" for n in names])
-        if args.format == "tsv":
-            text = "".join("\t".join(" ".join(str(cell).split()) for cell in line) + "\n" for line in table)
+            table.append([row.get("commit"), row_metric(row), row.get("status"), row.get("description"),
+                          segment["number"], row.get("index"), row.get("timestamp"), row.get("verdict"),
+                          row.get("health"), row.get("reason")] + [metrics.get(n) for n in names])
+        tsv = args.format == "tsv"
+        # every cell is data: numbers as numbers, text never a formula (spreadsheet_cell)
+        table = [[spreadsheet_cell(" ".join(cell.split()) if tsv and isinstance(cell, str) else cell)
+                  for cell in line] for line in table]
+        if tsv:
+            text = "".join("\t".join(" ".join(cell.split()) for cell in line) + "\n" for line in table)
         else:
             buffer = io.StringIO()
             csv.writer(buffer, lineterminator="\n").writerows(table)
@@ -8019,6 +9515,12 @@ def make_parser_class():
     import argparse
 
     class Parser(argparse.ArgumentParser):
+        def __init__(self, *args, **kwargs):
+            argparse.ArgumentParser.__init__(self, *args, **kwargs)
+            # `--metric -1.79e308` is a value, not an option (argparse knows only -5, -.5)
+            import re
+            self._negative_number_matcher = re.compile(r"^-(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
+
         def error(self, message):
             shown = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
                             for ch in message)
@@ -8208,8 +9710,17 @@ def build_parser(only=None):
     return parser
 
 
+_INVOCATION = []
+
+
+def again_command():
+    """The command line of this call, to tell the user what to run again."""
+    return " ".join(["autotune"] + [_shell_quote(a) for a in _INVOCATION])
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    _INVOCATION[:] = argv
     if argv[:1] == ["help"]:  # the first implementation's spelling
         argv = argv[1:2] + ["--help"] if argv[1:2] and argv[1] in COMMANDS else ["--help"]
     command = argv[0] if argv and argv[0] in COMMANDS else None

@@ -296,10 +296,14 @@ def test_description_is_stored_verbatim_and_executes_nothing(tmp_path):
 def test_name_and_unit_are_data_too(bare_project):
     p = bare_project
     name = "speed $(touch pwned) `touch pwned` 'q' \"dq\" ü"
-    init = p.ok("init", "--name", name, "--metric", "time_ms", "--unit", "µs $(x)",
+    # a unit is restricted to a safe alphabet (issue 12): `$(x)` is refused, µs is not
+    refused = p.cli("init", "--name", name, "--metric", "time_ms", "--unit", "µs $(x)",
+                    "--direction", "lower")
+    assert refused.rc != 0 and refused.json["error"] == "bad_unit"
+    init = p.ok("init", "--name", name, "--metric", "time_ms", "--unit", "µs",
                 "--direction", "lower")
     assert init["name"] == name
-    assert p.log_lines()[0]["name"] == name and p.log_lines()[0]["metric_unit"] == "µs $(x)"
+    assert p.log_lines()[0]["name"] == name and p.log_lines()[0]["metric_unit"] == "µs"
     _no_pwned(p.path)
 
 
