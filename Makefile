@@ -1,7 +1,7 @@
 # autotune: `make demo` runs the whole loop on a bundled example; `make test` runs the tests.
 PYTHON ?= python3
 PYTEST_ARGS ?= -q
-# test files run in this many pytest processes at once (auto: one per core, at most 4)
+# the tests run in this many pytest processes at once (auto: one per core, at most 4)
 JOBS ?= auto
 
 .PHONY: test demo bench latency decisions bigoutput manynames plugin-check report-check clean

@@ -7,13 +7,11 @@ with python3 but no pip at all, the pinned wheels fetched from PyPI's simple ind
 checked against the sha256 below and unpacked into .tools/pytest. pytest is the only
 test dependency; autotune.py itself needs nothing but the standard library.
 
-`--jobs N` (first argument) runs the test files in N pytest processes at once, largest
-file first, each file's output printed whole when it ends, then one closing line for
-all of them. The tests spawn autotune as a subprocess and wait on it, so a second
-process keeps the second core busy; every test works in its own scratch directory.
+`--jobs N` (first argument; `auto` is one per core, at most 4) runs the suite in N
+pytest processes at once, each taking every N-th test, then prints one closing line for
+all of them. Every test works in its own scratch directory, so they cannot collide.
 """
 
-import glob
 import hashlib
 import os
 import re
@@ -77,67 +75,31 @@ def fetch_wheels():
         os.unlink(path)
 
 
-def test_files(args):
-    """The test files the pytest arguments name (directories expanded, --ignore honoured),
-    and the arguments that are options, kept for every process."""
-    options, paths, ignored = [], [], []
-    args = list(args)
-    while args:
-        arg = args.pop(0)
-        if arg.startswith("--ignore="):
-            ignored.append(os.path.abspath(arg.split("=", 1)[1]))
-        elif arg == "-p" and args:
-            options += [arg, args.pop(0)]
-        elif arg.startswith("-"):
-            options.append(arg)
-        else:
-            paths.append(arg)
-    files = []
-    for path in paths or ["tests"]:
-        found = sorted(glob.glob(os.path.join(path, "**", "test_*.py"), recursive=True)) \
-            if os.path.isdir(path) else [path]
-        files += [f for f in found if not any(os.path.abspath(f).startswith(i.rstrip(os.sep) + os.sep)
-                                              or os.path.abspath(f) == i for i in ignored)]
-    return options, files
-
-
 def run_parallel(jobs, args):
-    """Runs each test file in its own pytest process, `jobs` at a time."""
-    options, files = test_files(args)
-    queue = sorted(files, key=os.path.getsize, reverse=True)  # long files first balance best
-    running, totals, failed_files = [], {"passed": 0, "failed": 0, "skipped": 0, "error": 0}, []
-    started = time.time()
-    while queue or running:
-        while queue and len(running) < jobs:
-            path = queue.pop(0)
-            log = open(os.path.join(TARGET_LOGS, os.path.basename(path) + ".log"), "w+b")
-            proc = subprocess.Popen([sys.executable, os.path.abspath(__file__)] + options + [path],
-                                    stdout=log, stderr=subprocess.STDOUT)
-            running.append((proc, path, log))
-        time.sleep(0.05)
-        for item in list(running):
-            proc, path, log = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            log.seek(0)
-            text = log.read().decode("utf-8", "replace")
-            log.close()
-            sys.stdout.write("== %s\n%s" % (path, text if text.endswith("\n") else text + "\n"))
-            sys.stdout.flush()
-            counts = dict.fromkeys(totals, 0)
-            for number, word in re.findall(r"(\d+) (passed|failed|skipped|errors?)\b", text.splitlines()[-1] if text else ""):
-                counts["error" if word.startswith("error") else word] += int(number)
-            for key in totals:
-                totals[key] += counts[key]
-            if proc.returncode not in (0, 5) or counts["failed"] or counts["error"]:
-                failed_files.append(path)
-    print("%d test files in %d processes, %.0f s%s" % (
-        len(files), jobs, time.time() - started,
-        "; failing: " + ", ".join(failed_files) if failed_files else ""))
+    """Runs the suite in `jobs` pytest processes, each taking every jobs-th test
+    (tests/conftest.py reads AUTOTUNE_TEST_SHARD); prints each one's output whole."""
+    started, procs = time.time(), []
+    for index in range(jobs):
+        log = open(os.path.join(TARGET_LOGS, "shard-%d.log" % index), "w+b")
+        env = dict(os.environ, AUTOTUNE_TEST_SHARD="%d/%d" % (index, jobs))
+        procs.append((subprocess.Popen([sys.executable, os.path.abspath(__file__)] + list(args),
+                                       stdout=log, stderr=subprocess.STDOUT, env=env), log))
+    totals, failed = {"passed": 0, "failed": 0, "skipped": 0, "error": 0}, False
+    for index, (proc, log) in enumerate(procs):
+        proc.wait()
+        log.seek(0)
+        text = log.read().decode("utf-8", "replace")
+        log.close()
+        sys.stdout.write("== shard %d of %d\n%s" % (index + 1, jobs, text if text.endswith("\n") else text + "\n"))
+        sys.stdout.flush()
+        last = text.strip().splitlines()[-1] if text.strip() else ""
+        for number, word in re.findall(r"(\d+) (passed|failed|skipped|errors?)\b", last):
+            totals["error" if word.startswith("error") else word] += int(number)
+        failed = failed or proc.returncode != 0
+    print("%d processes, %.0f s" % (jobs, time.time() - started))
     print("tests: %d passed, %d failed, %d skipped" % (
         totals["passed"], totals["failed"] + totals["error"], totals["skipped"]))
-    return 1 if failed_files or not files else 0
+    return 1 if failed or not totals["passed"] else 0
 
 
 def main():
