@@ -1,12 +1,14 @@
 # autotune: `make demo` runs the whole loop on a bundled example; `make test` runs the tests.
 PYTHON ?= python3
 PYTEST_ARGS ?= -q
+# the tests run in this many pytest processes at once (auto: one per core, at most 4)
+JOBS ?= auto
 
 .PHONY: test demo bench latency decisions bigoutput manynames plugin-check report-check clean
 
 # Everything but the real-Claude-CLI checks (those are `make plugin-check`).
 test:
-	$(PYTHON) tests/bootstrap.py $(PYTEST_ARGS) -p no:cacheprovider --ignore=tests/plugin tests
+	$(PYTHON) tests/bootstrap.py --jobs $(JOBS) $(PYTEST_ARGS) -p no:cacheprovider --ignore=tests/plugin tests
 
 demo:
 	$(PYTHON) examples/demo.py

@@ -6,6 +6,10 @@ unpacked into .tools/pytest; `pip install --target .tools/pytest`; and, on a mac
 with python3 but no pip at all, the pinned wheels fetched from PyPI's simple index,
 checked against the sha256 below and unpacked into .tools/pytest. pytest is the only
 test dependency; autotune.py itself needs nothing but the standard library.
+
+`--jobs N` (first argument; `auto` is one per core, at most 4) runs the suite in N
+pytest processes at once, each taking every N-th test, then prints one closing line for
+all of them. Every test works in its own scratch directory, so they cannot collide.
 """
 
 import hashlib
@@ -13,11 +17,13 @@ import os
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.path.join(ROOT, ".tools", "pytest")
+TARGET_LOGS = os.path.join(ROOT, ".tools", "test-logs")
 WHEELS = [  # (file, sha256, needed on this Python)
     ("pytest-8.3.5-py3-none-any.whl", "c69214aa47deac29fad6c2a4f590b9c4a9fdb16a403176fe154b79c0b4d4d820", True),
     ("pluggy-1.5.0-py3-none-any.whl", "44e1ad92c8ca002de6377e165f3e0f1be63266ab4d554740532335b9d75ea669", True),
@@ -69,7 +75,38 @@ def fetch_wheels():
         os.unlink(path)
 
 
+def run_parallel(jobs, args):
+    """Runs the suite in `jobs` pytest processes, each taking every jobs-th test
+    (tests/conftest.py reads AUTOTUNE_TEST_SHARD); prints each one's output whole."""
+    started, procs = time.time(), []
+    for index in range(jobs):
+        log = open(os.path.join(TARGET_LOGS, "shard-%d.log" % index), "w+b")
+        env = dict(os.environ, AUTOTUNE_TEST_SHARD="%d/%d" % (index, jobs))
+        procs.append((subprocess.Popen([sys.executable, os.path.abspath(__file__)] + list(args),
+                                       stdout=log, stderr=subprocess.STDOUT, env=env), log))
+    totals, failed = {"passed": 0, "failed": 0, "skipped": 0, "error": 0}, False
+    for index, (proc, log) in enumerate(procs):
+        proc.wait()
+        log.seek(0)
+        text = log.read().decode("utf-8", "replace")
+        log.close()
+        sys.stdout.write("== shard %d of %d\n%s" % (index + 1, jobs, text if text.endswith("\n") else text + "\n"))
+        sys.stdout.flush()
+        last = text.strip().splitlines()[-1] if text.strip() else ""
+        for number, word in re.findall(r"(\d+) (passed|failed|skipped|errors?)\b", last):
+            totals["error" if word.startswith("error") else word] += int(number)
+        failed = failed or proc.returncode != 0
+    print("%d processes, %.0f s" % (jobs, time.time() - started))
+    print("tests: %d passed, %d failed, %d skipped" % (
+        totals["passed"], totals["failed"] + totals["error"], totals["skipped"]))
+    return 1 if failed or not totals["passed"] else 0
+
+
 def main():
+    jobs = 1
+    if sys.argv[1:2] == ["--jobs"]:
+        jobs = max(1, int(sys.argv[2]) if sys.argv[2] != "auto" else min(4, os.cpu_count() or 1))
+        del sys.argv[1:3]
     if not have_pytest():
         sys.path.insert(0, TARGET)
         if not have_pytest():
@@ -80,6 +117,9 @@ def main():
             if not have_pytest():
                 raise SystemExit("bootstrap: could not install pytest")
         os.environ["PYTHONPATH"] = TARGET + os.pathsep + os.environ.get("PYTHONPATH", "")
+    if jobs > 1:
+        os.makedirs(TARGET_LOGS, exist_ok=True)
+        return run_parallel(jobs, sys.argv[1:])
     import pytest
     return pytest.main(sys.argv[1:])
 
