@@ -3034,9 +3034,10 @@ def playbook_action(state):
         if state.reason == "recovery_exhausted" or state.recovery == "pause":
             return "manual_repair", (
                 "The loop paused itself: its recovery playbooks did not get it moving again. "
-                "A person should read the recent results, fix the cause (benchmark, checks, "
-                "scope or the idea backlog), then `autotune resume` (or `autotune repair` to "
-                "resume in repair mode).")
+                "A person should read the recent results, fix the cause (the environment, the "
+                "scope or the idea backlog; a benchmark or checks that are wrong take a new "
+                "segment, `autotune init`), then `autotune resume` (or `autotune repair` to "
+                "resume in repair mode). The agent stops here and edits nothing.")
         return "manual_repair", ("The loop is stopped (%s). Run `autotune resume` to continue "
                                  "it, or `autotune repair` to continue in repair mode."
                                  % (state.reason or "paused"))

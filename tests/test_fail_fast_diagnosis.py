@@ -11,9 +11,30 @@ import pytest
 import autotune
 from conftest import make_project
 
-# Advice that would have the agent change the benchmark or the checks (its rules forbid it).
-EDIT_BENCHMARK = re.compile(r"(?<!never )(edit|fix|change|rewrite|adjust)\w* (the |\./)?(autotune\.(checks\.)?sh|benchmark|checks)\b",
-                            re.I)
+# Advice that would have the agent change the benchmark or the checks (its rules forbid it):
+# an imperative verb and one of them in the same clause, once the negations are taken out.
+NEGATIONS = re.compile(r"(not|never \w+) (the )?(benchmark|checks)\b|(the timeout and )?(the )?(benchmark|checks)"
+                       r"( and the (benchmark|checks))? stays? as (it is|they are)", re.I)
+ADVICE = re.compile(r"(?<!the )\b(edit|fix|change|rewrite|adjust|modify|update)\w*\b[^.;:]{0,60}?"
+                    r"\b(autotune\.(checks\.)?sh|benchmark|checks)\b", re.I)
+
+
+class _EditBenchmark(object):
+    def search(self, text):
+        return ADVICE.search(NEGATIONS.sub("", text))
+
+
+EDIT_BENCHMARK = _EditBenchmark()
+
+
+def test_the_advice_detector_catches_what_it_must():
+    for bad in ("fix the environment, the benchmark or the checks before the next experiment",
+                "fix the cause (benchmark, checks, scope or the idea backlog)",
+                "Edit autotune.sh so that it prints the metric", "change the checks to accept it"):
+        assert EDIT_BENCHMARK.search(bad), bad
+    for good in ("fix the environment, not the benchmark", "never edit the checks",
+                 "It looks like the edit made the benchmark much slower", "the benchmark stays as it is"):
+        assert not EDIT_BENCHMARK.search(good), good
 
 
 def counting_project(tmp_path, checks=None, noisy=True, config=None):
@@ -275,3 +296,13 @@ def test_diagnose_checks_failures_never_advise_editing_the_checks():
                                 ["calc.py"], "checks_failed", (ROOT,))
     assert d["origin"] == "edit" and d["line"] == "FAILED (failures=1)"
     assert "never edit the checks" in d["text"] and not EDIT_BENCHMARK.search(d["text"])
+
+
+def test_no_playbook_or_pause_text_advises_editing_the_benchmark():
+    texts = list(autotune.PLAYBOOK_TEXT.values())
+    for reason in ("recovery_exhausted", "stopped by a person"):
+        state = autotune.State(config={"metric_name": "t"}, health="paused", active=False, reason=reason,
+                               recovery="pause" if reason == "recovery_exhausted" else None)
+        texts.append(autotune.next_action(state)[1])
+    for text in texts:
+        assert not EDIT_BENCHMARK.search(text), text
