@@ -13,8 +13,9 @@ The loop, as the agent drives it:
     autotune explain                  # what state the loop is in, and what to do next
 
 Files in the working directory (the "protected files": never committed, never reverted):
-    autotune.jsonl        append-only log; one config line per segment, one result per
-                          experiment. It is the truth: everything else derives from it.
+    autotune.jsonl        append-only log; one config line per segment, one measurement
+                          line per `run`, one result per experiment, one line per
+                          `verify`. It is the truth: everything else derives from it.
     .autotune.state       a cache of the fold of the log (rebuilt when missing or stale)
     autotune.md, autotune.ideas.md   the agent's living notes and idea backlog
     autotune.sh           the benchmark; prints `METRIC name=value` lines
@@ -22,8 +23,10 @@ Files in the working directory (the "protected files": never committed, never re
     autotune.holdout.sh   optional holdout workload, run before a keep is accepted
     autotune.config.json  optional configuration
 Private caches live in <git dir>/autotune/<key>/: the snapshot index that lets a revert
-restore exactly the state before the experiment, the last run's measurement (which
-`log` consumes), and the sorted metric values behind the confidence score.
+restore exactly the state before the experiment, a display copy of the last run's
+measurement (`log` reads the measurement line in the log, never this copy), the journal
+of a swap of the kept code in and out during interleaved sampling, the benchmark lock,
+and the sorted metric values behind the confidence score.
 
 Design. A functional core and an imperative shell: parsing, statistics, the fold of the
 log into state, and the health machine are pure functions of plain data; files, git
@@ -31,8 +34,9 @@ and processes are touched only at the edges. Records are small __slots__ classes
 (importing dataclasses costs more than the whole interpreter start-up, and every call
 is one process in the agent's inner loop); heavy modules are imported where used.
 
-Sections: constants, errors, data model, configuration, storage, metrics, statistics,
-health, git, running, commands, hooks, rendering, CLI.
+Sections: constants, errors, text and numbers, data model, configuration, storage,
+metrics, statistics, health, git, running, projects, arguments and output, commands,
+hooks, shell words, rendering, CLI.
 
 Tests: `make test` drives this file as a black box in scratch git repositories.
 """
@@ -44,7 +48,7 @@ import time
 
 # ---------------------------------------------------------------- constants ----
 
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 
 LOG_FILE = "autotune.jsonl"
 STATE_FILE = ".autotune.state"
