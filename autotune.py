@@ -1409,10 +1409,13 @@ def _fold_result(state, entry):
                       "samples": samples, "metrics": metrics, "timestamp": timestamp,
                       "description": entry.get("description"),
                       "holdout": entry.get("holdout") if _is_number(entry.get("holdout")) else None}
-        inherited = len(samples) == 1 and bool((state.reference or {}).get("deterministic"))
+        # the baseline decides whether the benchmark is deterministic; a later keep keeps
+        # that (one sample of a deterministic benchmark; identical samples of a noisy one)
+        inherited = (state.reference or {}).get("deterministic")
         state.reference = {"metric": median(samples), "samples": samples, "source": "#%d" % index,
                            "timestamp": timestamp,
-                           "deterministic": is_deterministic(samples) or inherited}
+                           "deterministic": (is_deterministic(samples) if inherited is None else
+                                             bool(inherited) and (len(samples) == 1 or is_deterministic(samples)))}
         state.progress_at = timestamp
     if status != "crash" and entry.get("metrics") is not None:
         # every secondary name the segment has seen (a new one is noted once, when it
@@ -2178,13 +2181,20 @@ def is_deterministic(samples):
     return len(samples) >= 2 and max(samples) == min(samples)
 
 
+def known_deterministic(flag, reference):
+    """Whether the benchmark is deterministic: the recorded flag when there is one (the
+    baseline decides, so a noisy timer's coarse ticks that happen to agree do not turn a
+    noisy benchmark into a deterministic one), else whether the reference samples agree."""
+    return bool(flag) if flag is not None else is_deterministic(reference)
+
+
 def robust_sigma(values):
     spread = mad(values) if len(values) >= 3 else None
     return None if spread is None else 1.4826 * spread
 
 
 def assess(candidate, reference, direction, alpha, min_pct=0.0, noise_mad=None, final=True,
-           deterministic=False):
+           deterministic=None):
     """Compares candidate samples with the reference (the best's samples).
 
     Returns (verdict, evidence); verdict None means "ambiguous, more samples may
@@ -2203,7 +2213,7 @@ def assess(candidate, reference, direction, alpha, min_pct=0.0, noise_mad=None, 
                 "candidate": {"median": _round(cand_med), "n": len(candidate)},
                 "delta": _round(delta), "delta_pct": _round(delta_pct, 3) if delta_pct is not None else None,
                 "noise": None, "p_value": None, "alpha": _round(alpha)}
-    if (deterministic or is_deterministic(reference)) and max(candidate) == min(candidate):
+    if known_deterministic(deterministic, reference) and max(candidate) == min(candidate):
         evidence["method"] = "exact"
         evidence["noise"] = {"sigma": 0, "deterministic": True}
         if gain > 0 and big_enough:
@@ -2464,12 +2474,12 @@ def _judged(cand, best):
     return sum(disturbed_pairs(ratios))
 
 
-def interleaved_looks(reference, repeat, settings, deterministic=False):
+def interleaved_looks(reference, repeat, settings, deterministic=None):
     """The interleaved plan of `run` ([(pairs, alpha), ...]), or None when the present
     rule applies: before the baseline, for a deterministic benchmark (one execution
     decides), with evaluator.mode "reference", or when a fixed repeat or maxSamples
     allows too few pairs for the exact test to reach alpha."""
-    if settings.eval_mode != "interleaved" or not reference or deterministic or is_deterministic(reference):
+    if settings.eval_mode != "interleaved" or not reference or known_deterministic(deterministic, reference):
         return None
     looks = [(max(1, repeat), settings.alpha)] if repeat != "auto" else pair_looks(settings.max_samples,
                                                                                    settings.alpha)
@@ -2488,7 +2498,7 @@ class SamplingPlan(object):
         self.alpha, self.why, self.adaptive, self.probe = alpha, why, adaptive, probe
 
 
-def sampling_plan(reference, repeat, settings, deterministic=False):
+def sampling_plan(reference, repeat, settings, deterministic=None):
     """Deterministic benchmarks cost one execution after the baseline; noisy ones get
     batches of samples until the test decides, up to a cap (alpha split over looks)."""
     if repeat != "auto":
@@ -2497,7 +2507,7 @@ def sampling_plan(reference, repeat, settings, deterministic=False):
     if not reference:
         return SamplingPlan(min(DEFAULT_PROBE, limit), 0, min(DEFAULT_BATCH, limit), settings.alpha,
                             "baseline: measuring the noise", probe=True)
-    if deterministic or is_deterministic(reference):
+    if known_deterministic(deterministic, reference):
         return SamplingPlan(1, 0, 1, settings.alpha,
                             "the reference samples are identical (a deterministic benchmark)")
     batch = min(DEFAULT_BATCH, limit)
@@ -2517,7 +2527,7 @@ def reference_to_measure(reference, repeat):
     return len(reference.get("samples") or ()) < 2 and not reference.get("deterministic")
 
 
-def collect_samples(take, plan, reference, direction, settings, noise_mad=None, deterministic=False):
+def collect_samples(take, plan, reference, direction, settings, noise_mad=None, deterministic=None):
     """The adaptive sampling loop of `run`, over a `take(n)` that measures sample n and
     returns (value, metrics), or None when the benchmark failed (which ends the loop).
     Returns (samples, per-sample metrics, notes on why more samples were taken)."""
@@ -2583,7 +2593,7 @@ def verdict_of(m, reference, reference_info, direction, settings, noise_mad, alp
         verdict, evidence = judged
     elif reference:
         verdict, evidence = assess(m.samples, reference, direction, alpha, settings.min_improvement_pct,
-                                   noise_mad, final=True, deterministic=bool(reference_info.get("deterministic")))
+                                   noise_mad, final=True, deterministic=reference_info.get("deterministic"))
         evidence["reference"]["source"] = reference_info.get("source")
     else:
         verdict, evidence = "baseline", None
@@ -6109,7 +6119,7 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
     env = benchmark_env(settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_RUN=str(state.n_exp + 1))
     reference_info = state.reference or {}
     reference = reference_info.get("samples") or None
-    deterministic = bool(reference_info.get("deterministic"))
+    deterministic = reference_info.get("deterministic")
     looks = interleaved_looks(reference, repeat, settings, deterministic)
     if looks is not None:
         why_not = interleave_obstacle(session, state, head)
@@ -7489,13 +7499,19 @@ def current_verification(state):
 
 
 def headline_text(logged_pct, verified, against=""):
-    """"logged -61.3%; verified -10.2% ± 1.1%" (the verified part when there is one)."""
+    """"logged -61.3%; verified -10.2% ± 1.1%" (the verified part when there is one). The
+    interval of the pairs' estimate need not be centred on it: then it is shown as it is,
+    "verified -48.1% (95% CI -55.6% to -44.7%)", since a ± would misplace it."""
     text = ("logged %s" % fmt_pct(logged_pct) if logged_pct is not None else "logged -") + against
     if verified and verified.get("delta_pct") is not None:
         low, high = verified.get("low_pct"), verified.get("high_pct")
         text += "; verified %s" % fmt_pct(verified["delta_pct"])
-        if low is not None and high is not None:
-            text += " ± %s%%" % _fmt(round((high - low) / 2.0, 1))
+        if _is_number(low) and _is_number(high):
+            half = round((high - low) / 2.0, 1)
+            if abs((high + low) / 2.0 - verified["delta_pct"]) <= 0.05:
+                text += " ± %s%%" % _fmt(half)
+            else:
+                text += " (95%% CI %s to %s)" % (fmt_pct(low), fmt_pct(high))
     return text
 
 

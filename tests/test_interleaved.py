@@ -421,3 +421,30 @@ def test_verify_of_a_deterministic_benchmark_takes_two_pairs_and_next_suggests_i
     assert verified["pairs"] == 2 and verified["delta_pct"] == -20
     assert verified["low_pct"] == verified["high_pct"] == -20
     assert project.ok("explain", "--json")["next"] == "report"
+
+
+def test_identical_samples_of_a_kept_candidate_do_not_make_a_noisy_benchmark_deterministic(tmp_path):
+    """The baseline decides determinism: a keep whose samples happen to agree (a coarse timer,
+    a quiet minute) leaves a noisy benchmark noisy, so the next run still interleaves."""
+    project, machine = noisy_project(tmp_path)      # the baseline's samples differ
+    machine.set(noise=0.0)                           # this minute every execution agrees
+    project.write("work.py", "DELAY_MS = 50\n")
+    won = run(project)
+    assert won["verdict"] == "improved" and len(set(won["samples"])) == 1, won
+    project.ok("log", "--status", "auto", "--description", "half the delay")
+    assert project.log_lines()[-1]["status"] == "keep"
+    machine.set(noise=0.004)
+    project.write("work.py", "DELAY_MS = 50\n# a comment only\n")
+    ran = run(project)
+    assert ran["interleaved"] is not None and ran["executions"] > 1, ran
+    assert "deterministic" not in ran["sampling"], ran["sampling"]
+
+
+def test_the_headline_shows_an_off_centre_interval_as_it_is():
+    import autotune
+    centred = {"delta_pct": -10.2, "low_pct": -11.3, "high_pct": -9.1}
+    off_centre = {"delta_pct": -48.127, "low_pct": -55.633, "high_pct": -44.724}
+    assert autotune.headline_text(-61.3, centred) == "logged -61.3%; verified -10.2% ± 1.1%"
+    assert autotune.headline_text(-61.3, off_centre) == \
+        "logged -61.3%; verified -48.1% (95% CI -55.6% to -44.7%)"
+    assert autotune.headline_text(-5.0, None) == "logged -5.0%"
