@@ -7053,8 +7053,31 @@ def apply_git(session, state, status, description, pname, metric, unit, label, i
     if left:
         info["left"] = left[:MAX_FILES_LISTED]
         info["message"] = ("submodules are not reverted (%s): check them out by hand" % ", ".join(left))
+    staged = staged_among(repo, head, [c.path for c in changes])
+    if staged:
+        names = [path.decode("utf-8", "replace") for path in staged]
+        info["staged"] = names[:MAX_FILES_LISTED]
+        info["index_note"] = (
+            "your git index still stages changes to %s, which the experiment touched (a `git add` "
+            "or `git mv` of the experiment's, or your own staging): the files are restored, the "
+            "index is left as it is; `git restore --staged -- %s` unstages them" % (
+                ", ".join(names[:10]) + (" and %d more" % (len(names) - 10) if len(names) > 10 else ""),
+                " ".join(_shell_quote(":/" + name) for name in names[:10])))
     exact = not (keep_created or left or len(changes) != len(every))
     return with_large(info, large, "reverted"), short, (base if exact else snapshot_tree(session))
+
+
+def staged_among(repo, head, paths):
+    """Those of `paths` whose entry in the user's own index differs from HEAD's: a discard
+    restores files, not the index, so a staged rename or add of the experiment's would
+    otherwise ride along in the user's next `git commit` unannounced."""
+    if not head or not paths:
+        return []
+    proc = repo.run(["diff-index", "--cached", "--name-only", "-z", "--no-renames", head], check=False)
+    if proc.returncode != 0:
+        return []
+    staged = set(proc.stdout.split(b"\0"))
+    return sorted(path for path in paths if path in staged)
 
 
 def snapshot_or_fail(session):

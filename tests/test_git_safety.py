@@ -649,3 +649,26 @@ def test_a_large_file_behind_a_clean_filter_is_not_copied_raw_and_is_restored_by
         handle.write(os.urandom(30000))
     worse(p)
     assert read(p.path / "model.bin") == model
+
+
+def test_a_discard_says_when_the_users_index_still_stages_the_experiments_rename(tmp_path):
+    """A discard restores files, not the user's index: a `git mv` the experiment made stays
+    staged, and the answer says so with the command that unstages it (run from anywhere)."""
+    p = repo(tmp_path, files={"doc.txt": "the user's document\n", "sub/keep.txt": "k\n"})
+    start(p)
+    p.git("mv", "doc.txt", "doc2.txt")
+    p.write("value.txt", "20\n")
+    p.ok("run")
+    answer = p.ok("log", "--status", "discard", "--description", "rename the doc")
+    assert read(p.path / "doc.txt") == b"the user's document\n" and not (p.path / "doc2.txt").exists()
+    assert answer["git"]["staged"] == ["doc.txt", "doc2.txt"], answer["git"]
+    note = answer["git"]["index_note"]
+    assert "git restore --staged -- :/doc.txt :/doc2.txt" in note, note
+    subprocess.run(["git", "restore", "--staged", "--", ":/doc.txt", ":/doc2.txt"], cwd=str(p.path / "sub"),
+                   check=True, env=clean_env())
+    assert p.git("status", "--porcelain", "--", "doc.txt", "doc2.txt") == ""
+    # an ordinary discard (nothing staged) says nothing about the index
+    p.write("value.txt", "30\n")
+    p.ok("run")
+    plain = p.ok("log", "--status", "discard", "--description", "worse")
+    assert "staged" not in plain["git"] and "index_note" not in plain["git"], plain["git"]
