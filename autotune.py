@@ -8321,6 +8321,24 @@ def _read_heredocs(text, i, pending):
     return i
 
 
+def _substitution_end(text, i, subs):
+    """Index just past the `$(...)` or backquoted command starting at text[i], whether or
+    not inside double quotes, with the command it runs added to `subs` (an arithmetic
+    `$((...))` runs none); -1 when it is not closed."""
+    if text.startswith("$(", i):
+        end = _balanced_end(text, i + 2)
+        if end >= 0 and not text.startswith("$((", i):
+            subs.append(text[i + 2:end - 1])
+        return end
+    j, n = i + 1, len(text)
+    while j < n and text[j] != "`":
+        j += 2 if text[j] == "\\" else 1
+    if j >= n:
+        return -1
+    subs.append(text[i + 1:j].replace("\\`", "`"))
+    return j + 1
+
+
 def shell_parse(text, nested=False, depth=0):
     """The simple commands of a Bash command line (substitutions included, marked
     nested), plus how many top-level simple commands there are; None when it does
@@ -8417,24 +8435,12 @@ def shell_parse(text, nested=False, depth=0):
                 quoted = True
                 i = j + 1
                 continue
-            if c == "$" and text.startswith("$(", i):
-                end = _balanced_end(text, i + 2)
+            if text.startswith(("$(", "`"), i):
+                end = _substitution_end(text, i, subs)
                 if end < 0:
                     return None
-                if not text.startswith("$((", i):
-                    subs.append(text[i + 2:end - 1])
                 word.append(text[i:end])
                 i = end
-                continue
-            if c == "`":
-                j = i + 1
-                while j < n and text[j] != "`":
-                    j += 2 if text[j] == "\\" else 1
-                if j >= n:
-                    return None
-                subs.append(text[i + 1:j].replace("\\`", "`"))
-                word.append(text[i:j + 1])
-                i = j + 1
                 continue
             if c == '"':
                 quoted = True
@@ -8448,23 +8454,12 @@ def shell_parse(text, nested=False, depth=0):
                             word.append(text[i:i + 2])
                         i += 2
                         continue
-                    if text.startswith("$(", i) and not text.startswith("$((", i):
-                        end = _balanced_end(text, i + 2)
+                    if text.startswith(("$(", "`"), i):
+                        end = _substitution_end(text, i, subs)
                         if end < 0:
                             return None
-                        subs.append(text[i + 2:end - 1])
                         word.append(text[i:end])
                         i = end
-                        continue
-                    if c == "`":
-                        j = i + 1
-                        while j < n and text[j] != "`":
-                            j += 2 if text[j] == "\\" else 1
-                        if j >= n:
-                            return None
-                        subs.append(text[i + 1:j])
-                        word.append(text[i:j + 1])
-                        i = j + 1
                         continue
                     word.append(c)
                     i += 1
