@@ -21,6 +21,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bigoutput import env_for  # noqa: E402  (the same scratch environment as bigoutput)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEAKRSS = os.path.join(ROOT, "tests", "support", "peakrss.py")
 LIMIT_MIB = 64.0
@@ -29,15 +32,6 @@ BENCHMARK = """#!/usr/bin/env bash
 echo "METRIC time_ms=42"
 awk 'BEGIN { for (i = 0; i < %d; i++) printf "METRIC m%%d=1\\n", i }'
 """
-
-
-def env_for(home, **extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "AUTOTUNE", "CLAUDE"))}
-    env.update(GIT_AUTHOR_NAME="bench", GIT_AUTHOR_EMAIL="bench@example.com",
-               GIT_COMMITTER_NAME="bench", GIT_COMMITTER_EMAIL="bench@example.com",
-               GIT_CONFIG_NOSYSTEM="1", HOME=home)
-    env.update(extra)
-    return env
 
 
 def measured(autotune, args, repo, scratch, stdin=None):
