@@ -2679,15 +2679,9 @@ _ERROR_WORDS = (r"(?i)(error|exception|traceback|fatal|panic|abort|segmentation 
 def clean_output_lines(text):
     """The lines of a process's output as a terminal would show them, without colour
     sequences or other control characters (they must not reach the agent's terminal)."""
-    import re
     import unicodedata
-    text = re.sub(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)?|\x1b.", "", text or "")
-    lines = []
-    for raw in text.splitlines():
-        line = "".join(" " if ch == "\t" else ch for ch in raw
-                       if ch == "\t" or unicodedata.category(ch) not in ("Cc", "Cf"))
-        lines.append(line.rstrip())
-    return lines
+    return ["".join(ch for ch in strip_controls(raw, keep="") if unicodedata.category(ch) != "Cf").rstrip()
+            for raw in (text or "").splitlines()]
 
 
 def last_error_line(lines):
@@ -3084,7 +3078,7 @@ class GitError(AutotuneError):
 
     def __init__(self, args, returncode, stderr):
         self.returncode, self.stderr = returncode, stderr
-        lines = [_printable(line.strip()) for line in stderr.decode("utf-8", "replace").splitlines()]
+        lines = [line.strip().translate(_CONTROL_TABLE) for line in stderr.decode("utf-8", "replace").splitlines()]
         lines = [line for line in lines if line and not line.startswith("hint:")]
         if lines:
             detail = _one_line(" / ".join(lines[-8:]), 900)
@@ -3093,10 +3087,6 @@ class GitError(AutotuneError):
         else:
             detail = "exit %s" % returncode
         AutotuneError.__init__(self, "git_error", "git %s failed: %s" % (args[0], detail))
-
-
-def _printable(text):
-    return "".join(c for c in text if c >= " " and not ("\x7f" <= c <= "\x9f"))
 
 
 DISK_ERRNOS = ("ENOSPC", "EFBIG", "EDQUOT")
@@ -7461,8 +7451,7 @@ def cmd_verify(args):
 
         def pct(x):
             return _round((math.expm1(x) if relative else x) * 100.0, 3)
-        logged = (_round((best["metric"] - base["metric"]) / abs(base["metric"]) * 100, 3)
-                  if base.get("metric") else None)
+        logged = _round(pct_change(best["metric"], base.get("metric")), 3)
         entry = {"type": "verify", "timestamp": utc_now(), "segment": state.segment,
                  "baseline": {"index": base.get("index"), "commit": base_commit[:7]},
                  "best": {"index": best.get("index"), "commit": best_commit[:7],
@@ -9037,8 +9026,9 @@ def _run_command_values(args):
 
 # A Bash command without any of these words cannot write a file the guard knows how to
 # recognize nor run the benchmark: the hook answers it without reading the loop.
-_BASH_HINT = (r"[>]|\b(?:tee|sponge|g?sed|perl|g?awk|g?cp|g?mv|install|ln|rsync|scp|rm|unlink|shred|"
-              r"truncate|ch(?:mod|own|grp)|dd|curl|wget|patch|git|npm|pnpm|yarn|bun|python[\d.]*|pypy3?|"
+_BASH_HINT = (r"[>]|\b(?:tee|sponge|g?sed|perl|g?awk|g?cp|g?mv|install|ln|rsync|scp|unlink|s?rm|shred|"
+              r"trash(?:-put)?|truncate|ch(?:mod|own|grp|attr)|setfacl|dd|curl|wget|patch|git|npm|pnpm|yarn|"
+              r"bun|python[\d.]*|pypy3?|"
               r"node|ruby|php|deno|bash|sh|zsh|dash|ksh|eval|xargs|autotune|run-experiment)\b")
 _EDIT_TOOLS = ("Edit", "Write", "MultiEdit", "NotebookEdit")
 
