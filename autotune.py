@@ -1083,12 +1083,17 @@ def require_session(session):
     return session
 
 
-def write_atomic(path, data):
-    """Write-then-rename, so a reader sees the old file or the new one, never half."""
+def write_atomic(path, data, durable=False):
+    """Write-then-rename, so a reader sees the old file or the new one, never half.
+    `durable` also syncs the file and its directory: for what must survive a power cut
+    or a kill -9 (the journal of a swap, before the first file of the best's code moves)."""
     tmp = "%s.%d.tmp" % (path, os.getpid())
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -1096,6 +1101,15 @@ def write_atomic(path, data):
         except OSError:
             pass
         raise
+    if durable:
+        try:
+            fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
 
 
 def dumps_line(entry):
@@ -4304,32 +4318,6 @@ def room_problem(paths_sizes, directory):
 SWAP_JOURNAL = "swap.json"
 
 
-def _fsync_write(path, data):
-    """write_atomic, made durable: the journal of a swap must survive a power cut or a
-    kill -9 before the first file of the best's code is put in place."""
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        fd = os.open(os.path.dirname(path), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
 def _flipped(changes):
     """The same changes seen from the other side: restore_changes of these writes the
     `new` side (the candidate's files)."""
@@ -4382,11 +4370,11 @@ class Swap(object):
         self.journal = session.cache(SWAP_JOURNAL, create=True)
         anchor = "refs/autotune/swap/" + os.path.basename(session.cache_dir)
         session.repo.run(["update-ref", "--no-deref", anchor, self.candidate_tree])
-        _fsync_write(self.journal, json.dumps({
+        write_atomic(self.journal, json.dumps({
             "purpose": self.purpose, "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
             "started": utc_now(),
             "candidate_tree": self.candidate_tree, "best_tree": self.best_tree,
-            "paths": self.paths[:200]}).encode("utf-8"))
+            "paths": self.paths[:200]}).encode("utf-8"), durable=True)
 
     def _stamp(self, side):
         """Gives the swapped files a modification time in a later whole second than the
