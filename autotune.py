@@ -2275,18 +2275,25 @@ def assess(candidate, reference, direction, alpha, min_pct=0.0, noise_mad=None, 
 # random order makes each pair's ratio symmetric about 1 under "no change" whatever the
 # drift, which is exactly the test's assumption; ranks make one pair hit by a burst of
 # load count as one pair, not as a huge mean; log-ratios cancel a slowdown that hits
-# both sides of a pair. Sequential: looks at 5, 7, 10, ... pairs (up to maxSamples);
-# the first look spends 2/3 of alpha, the later ones share the rest (a Bonferroni
-# bound, so false keeps stay <= alpha), and a candidate not even ahead stops early.
+# both sides of a pair. Given the pairs' magnitudes, the signs are fair coins under "no
+# change", so every probability below is counted exactly over sign patterns, ties and
+# zeros included (conditional on what was observed). Sequential: looks at 5, 6, 7, 8,
+# 11, 15, ... informative pairs (up to maxSamples); alpha is spent look by look (see
+# LookSpending), a look spends only what its discrete test can attain (the rest carries
+# over), and a rejection region is charged only for the sign patterns that an earlier
+# look would not already have stopped at; so false keeps stay <= alpha. A candidate not
+# even ahead stops early.
 
 
 def paired_ratios(candidate, best):
     """Per pair, log(candidate / best), or the difference in units of the best's median
     when a value is not positive (a score that can be 0 or negative). Returns
-    (ratios, relative) where relative says they are log-ratios."""
+    (ratios, relative) where relative says they are log-ratios. A pair's magnitude does
+    not depend on which side was faster (log(a/b) is computed as -log(b/a) when a < b),
+    so the two orders of the same two values tie exactly, as the test's ranks require."""
     import math
     if all(v > 0 for v in candidate) and all(v > 0 for v in best):
-        return [math.log(c / b) for c, b in zip(candidate, best)], True
+        return [math.log(c / b) if c >= b else -math.log(b / c) for c, b in zip(candidate, best)], True
     scale = abs(median(best)) or 1.0
     return [(c - b) / scale for c, b in zip(candidate, best)], False
 
@@ -2300,33 +2307,28 @@ def hodges_lehmann(values):
     return median(walsh)
 
 
-def signed_rank_p(gains):
-    """One-sided p-values (gains > 0, gains < 0) of the Wilcoxon signed-rank statistic:
-    zeros dropped, tied magnitudes get mid-ranks, and the null distribution is counted
-    exactly over the 2^n sign flips (a normal approximation above 60 pairs)."""
-    import math
-    gains = [g for g in gains if g != 0]
-    n = len(gains)
-    if not n:
-        return 1.0, 1.0
-    order = sorted(range(n), key=lambda i: abs(gains[i]))
-    ranks2 = [0] * n           # doubled mid-ranks: integers
+def signed_ranks(gains):
+    """The doubled mid-ranks (integers) of the gains' magnitudes, in the gains' order:
+    a zero gets 0 and is left out of the ranking (Wilcoxon's rule: a pair whose two sides
+    measured the same, as a coarse timer often makes them, has no sign to count);
+    tied magnitudes share their mid-rank."""
+    nonzero = sorted((abs(g), i) for i, g in enumerate(gains) if g != 0)
+    ranks2 = [0] * len(gains)
     i = 0
-    while i < n:
+    while i < len(nonzero):
         j = i
-        while j + 1 < n and abs(gains[order[j + 1]]) == abs(gains[order[i]]):
+        while j + 1 < len(nonzero) and nonzero[j + 1][0] == nonzero[i][0]:
             j += 1
         for k in range(i, j + 1):
-            ranks2[order[k]] = i + j + 2
+            ranks2[nonzero[k][1]] = i + j + 2
         i = j + 1
-    observed = sum(r for r, g in zip(ranks2, gains) if g > 0)
-    total = sum(ranks2)
-    if n > 60:
-        mean = total / 2.0
-        sd = math.sqrt(sum(r * r for r in ranks2) / 4.0)
-        return (0.5 * math.erfc((observed - mean - 1) / sd / math.sqrt(2)),
-                0.5 * math.erfc((mean - observed - 1) / sd / math.sqrt(2)))
-    counts = [0] * (total + 1)
+    return ranks2
+
+
+def rank_sum_counts(ranks2):
+    """counts[s] = how many of the 2^n sign patterns give a rank sum of the positive
+    pairs of s: the exact null distribution of the statistic given these (mid-)ranks."""
+    counts = [0] * (sum(ranks2) + 1)
     counts[0] = 1
     top = 0
     for r in ranks2:
@@ -2334,8 +2336,103 @@ def signed_rank_p(gains):
             if counts[s]:
                 counts[s + r] += counts[s]
         top += r
+    return counts
+
+
+def signed_rank_p(gains):
+    """One-sided p-values (gains > 0, gains < 0) of the Wilcoxon signed-rank statistic:
+    zeros dropped, tied magnitudes get mid-ranks, and the null distribution is counted
+    exactly over the 2^n sign flips given those ranks (the permutation distribution, so
+    ties cost no validity); a normal approximation above 60 pairs."""
+    import math
+    ranks2 = [r for r in signed_ranks(gains) if r]
+    n = len(ranks2)
+    if not n:
+        return 1.0, 1.0
+    observed = sum(r for r, g in zip(signed_ranks(gains), gains) if g > 0)
+    total = sum(ranks2)
+    if n > 60:
+        mean = total / 2.0
+        sd = math.sqrt(sum(r * r for r in ranks2) / 4.0)
+        return (0.5 * math.erfc((observed - mean - 1) / sd / math.sqrt(2)),
+                0.5 * math.erfc((mean - observed - 1) / sd / math.sqrt(2)))
+    counts = rank_sum_counts(ranks2)
     flips = float(2 ** n)
     return sum(counts[observed:]) / flips, sum(counts[:observed + 1]) / flips
+
+
+class LookSpending(object):
+    """The alpha of one sequential decision, spent look by look (pure bookkeeping; one
+    object per decision, fed the looks in order).
+
+    Each look adds its nominal share to the budget. Its rejection region is the largest
+    "rank sum >= c" whose cost fits what is left, and the cost is counted exactly over
+    the sign patterns given the pairs' magnitudes: only the part of the region that no
+    earlier look's all-wins pattern covers (such a pattern already ended the decision
+    there), so nested looks close together cost little; what a discrete look cannot
+    spend carries to the next. Given the magnitudes the signs are fair coins under "no
+    change", the costs add up to at most alpha for every magnitude configuration, and so
+    false keeps stay <= alpha overall. (A region counted by the normal approximation,
+    above 60 pairs, is charged its full budget.)"""
+
+    def __init__(self):
+        self.budget = 0.0
+        self.spent = 0.0
+        self.stoppers = []    # earlier looks' judged pair indices whose all-wins pattern stopped
+        self.last = 0.0       # the level of the latest look
+
+    def level(self, gains, judged, nominal):
+        """The p-value at or below which this look decides (0.0: it cannot); records the
+        look. gains are all pairs' so far, judged says which the test counts."""
+        self.last = self._level(gains, judged, nominal)
+        return self.last
+
+    def _level(self, gains, judged, nominal):
+        self.budget += nominal
+        allowed = self.budget - self.spent
+        ranks_all = signed_ranks([g if ok else 0 for g, ok in zip(gains, judged)])
+        members = [i for i, r in enumerate(ranks_all) if r]
+        if not members or allowed <= 0:
+            return 0.0
+        if len(members) > 60:
+            self.spent = self.budget
+            return allowed
+        ranks2 = [ranks_all[i] for i in members]
+        tails = _suffix_sums(rank_sum_counts(ranks2))
+        flips = float(2 ** len(members))
+        overlaps = [self._overlap(ranks_all, members, earlier) for earlier in self.stoppers]
+        best = None
+        for c in range(len(tails) - 1, -1, -1):
+            if c + 1 < len(tails) and tails[c] == tails[c + 1]:
+                continue      # no sign pattern has this rank sum
+            tail = tails[c] / flips
+            cost = tail - max([overlap(c) for overlap in overlaps] or [0.0])
+            if cost > allowed + 1e-15:
+                break
+            best = (c, tail, cost)
+        if best is None:
+            return 0.0
+        self.spent += max(0.0, best[2])
+        self.stoppers.append(frozenset(members))
+        return best[1]
+
+    @staticmethod
+    def _overlap(ranks_all, members, earlier):
+        """c -> P(rank sum >= c and every pair of the earlier look a win)."""
+        fixed = sum(ranks_all[i] for i in members if i in earlier)
+        free = [ranks_all[i] for i in members if i not in earlier]
+        tails = _suffix_sums(rank_sum_counts(free)) + [0]
+        scale = float(2 ** (len(free) + len(earlier)))
+        return lambda c: tails[min(max(0, c - fixed), len(tails) - 1)] / scale
+
+
+def _suffix_sums(counts):
+    """tails[c] = sum(counts[c:]), integers (exact)."""
+    tails, running = [0] * len(counts), 0
+    for c in range(len(counts) - 1, -1, -1):
+        running += counts[c]
+        tails[c] = running
+    return tails
 
 
 def hl_interval(values, level=0.95):
@@ -2368,12 +2465,18 @@ def hl_interval(values, level=0.95):
 
 
 def pair_looks(limit, alpha):
-    """The sequential plan: (pairs, alpha) at each look, up to `limit` pairs."""
+    """The sequential plan: (informative pairs, nominal alpha) at each look, up to `limit`
+    pairs. Looks come one pair apart at first (5, 6, 7, 8: a single lost or disturbed
+    pair among the first five then costs a pair or two, not a jump to a large look),
+    then about a third apart (5, 6, 7, 8, 11, 15 for 15). The first look's share is 2/3 of alpha (all it can
+    use is 2^-5, the five-wins pattern; the rest carries over), the others share the
+    remaining third; the nominal shares add up to alpha (see LookSpending)."""
     limit = max(1, limit)
     sizes = [min(FIRST_PAIRS, limit)]
     while sizes[-1] < limit:
-        grown = sizes[-1] + -(-sizes[-1] * 2 // 5)
-        sizes.append(limit if grown >= limit - 2 else grown)
+        last = sizes[-1]
+        grown = last + (1 if last < FIRST_PAIRS + 3 else -(-last // 3))
+        sizes.append(limit if grown >= limit - 1 and grown > FIRST_PAIRS + 3 else min(grown, limit))
     if len(sizes) == 1:
         return [(sizes[0], alpha)]
     rest = alpha / 3.0 / (len(sizes) - 1)
@@ -2392,13 +2495,17 @@ def disturbed_pairs(gains):
     return [m <= OUTLIER_FACTOR * center for m in magnitudes]
 
 
-def assess_paired(candidate, best, direction, alpha, min_pct=0.0, final=True):
+def assess_paired(candidate, best, direction, alpha, min_pct=0.0, final=True, spending=None):
     """Judges interleaved samples (candidate[i] and best[i] measured side by side).
-    Returns (verdict, evidence) like `assess`; None means "look again with more pairs"."""
+    Returns (verdict, evidence) like `assess`; None means "look again with more pairs".
+    With `spending` (a LookSpending: this is one look of a sequential decision), alpha is
+    this look's nominal share and the level the test uses is what the spending allows."""
     import math
     ratios, relative = paired_ratios(candidate, best)
     gains = [-r for r in ratios] if direction == "lower" else list(ratios)
     kept = disturbed_pairs(gains)
+    if spending is not None:
+        alpha = spending.level(gains, kept, alpha)
     p_better, p_worse = signed_rank_p([g for g, ok in zip(gains, kept) if ok])
     shift = hodges_lehmann(ratios)
     delta_pct = (math.expm1(shift) if relative else shift) * 100.0
@@ -2453,14 +2560,16 @@ def collect_pairs(take, looks, direction, settings, rng):
     """The interleaved sampling loop: `take(side, n)` measures side "best" or "candidate"
     (returning (value, metrics), or None when it failed, which ends the loop). The order
     within each pair is drawn from `rng`. A look happens once it has its number of
-    undisturbed pairs (see disturbed_pairs), taking at most twice the last look's pairs.
-    Returns (candidate samples, candidate metrics, best samples, best metrics, the order
-    of each pair, the verdict and evidence of the last look, notes, its alpha)."""
+    informative pairs (not disturbed, not a tie: see _judged), taking at most twice the
+    last look's pairs; alpha is spent across the looks by one LookSpending. Returns
+    (candidate samples, candidate metrics, best samples, best metrics, the order of each
+    pair, the verdict and evidence of the last look, notes, the level of its test)."""
     cand, cand_m, best, best_m, orders, notes = [], [], [], [], [], []
     verdict = evidence = None
-    alpha = looks[0][1]
+    alpha = 0.0
     ceiling = 2 * looks[-1][0]
-    for number, (size, alpha) in enumerate(looks):
+    spending = LookSpending()
+    for number, (size, nominal) in enumerate(looks):
         while len(cand) < ceiling and (len(cand) < size or _judged(cand, best) < size):
             order = ("best", "candidate") if rng.random() < 0.5 else ("candidate", "best")
             got = {}
@@ -2475,7 +2584,9 @@ def collect_pairs(take, looks, direction, settings, rng):
             best.append(got["best"][0])
             best_m.append(got["best"][1])
         final = number == len(looks) - 1 or len(cand) >= ceiling
-        verdict, evidence = assess_paired(cand, best, direction, alpha, settings.min_improvement_pct, final)
+        verdict, evidence = assess_paired(cand, best, direction, nominal, settings.min_improvement_pct, final,
+                                          spending)
+        alpha = spending.last
         if verdict is not None:
             break
         notes.append("p=%s after %d pairs was ambiguous, so more" % (_fmt(evidence.get("p_value")), len(cand)))
@@ -2483,9 +2594,11 @@ def collect_pairs(take, looks, direction, settings, rng):
 
 
 def _judged(cand, best):
-    """How many of the pairs so far the test would judge (not disturbed by load)."""
+    """How many of the pairs so far inform the test: not disturbed by load, and not a
+    tie (a zero ratio, as a coarse timer makes often, has no sign: the test drops it, so
+    a look that counted it would judge fewer pairs than planned)."""
     ratios, _ = paired_ratios(cand, best)
-    return sum(disturbed_pairs(ratios))
+    return sum(1 for r, ok in zip(ratios, disturbed_pairs(ratios)) if ok and r != 0)
 
 
 def interleaved_looks(reference, repeat, settings, deterministic=None):
@@ -2497,7 +2610,7 @@ def interleaved_looks(reference, repeat, settings, deterministic=None):
         return None
     looks = [(max(1, repeat), settings.alpha)] if repeat != "auto" else pair_looks(settings.max_samples,
                                                                                    settings.alpha)
-    if 0.5 ** looks[-1][0] > looks[-1][1]:
+    if 0.5 ** looks[-1][0] > sum(nominal for _, nominal in looks):
         return None   # too few pairs to ever reach alpha (repeat or maxSamples below 5)
     return looks
 

@@ -63,6 +63,8 @@ TARGET_FALSE_KEEPS = 0.05
 TARGET_DETECTION_3SD = 0.90
 TARGET_NOOP_RUNS = 20             # executions per no-op decision, both sides counted
 TARGET_WIN_RUNS = 12              # executions per decision on a 3-sigma win
+METRIC = "time"
+LOG_ARGS = argparse.Namespace(status="auto", force=False)   # `log --status auto`
 _LN_MEAN = math.exp(0.5)
 _LN_SD = math.sqrt((math.e - 1.0) * math.e)
 
@@ -155,90 +157,91 @@ RULE_LABELS = {"interleaved": "interleaved (default)", "present": "present (earl
 
 
 def measure(bench, reference, settings, deterministic=False, noise_mad=None,
-            direction=DIRECTION, repeat=None):
-    """`cmd_run` without a process: the same plan, sampling loop (autotune.collect_samples)
-    and final assessment.
+            direction=DIRECTION, repeat=None, best_bench=None, rng=None):
+    """`cmd_run`'s `measure` without a process: the same plan (autotune.interleaved_looks,
+    autotune.sampling_plan), sampling loop (autotune.collect_pairs with the kept code
+    beside the candidate, or autotune.collect_samples), verdict (autotune.verdict_of) and
+    suggested status (autotune.suggested_status; the simulated change's lines are
+    unknown, so an equal result is discarded).
 
-    bench() returns one sample; reference is the current best's samples (None before
-    the baseline); deterministic and noise_mad are what `cmd_run` reads from the state.
-    Returns (samples, verdict, suggested_status, evidence).
-    """
+    bench() returns one sample of the candidate, best_bench() one of the kept code (None:
+    the present rule, or before the baseline); reference is the best's samples (None
+    before the baseline); deterministic and noise_mad are what `cmd_run` reads from the
+    state. Returns (samples, verdict, suggested_status, evidence, executions)."""
     repeat = settings.repeat if repeat is None else repeat
+    looks = autotune.interleaved_looks(reference, repeat, settings, deterministic) if best_bench else None
     plan = autotune.sampling_plan(reference, repeat, settings, deterministic)
-    samples, _, _ = autotune.collect_samples(lambda n: (bench(), {}), plan, reference, direction,
-                                             settings, noise_mad, deterministic)
-    if reference:
-        verdict, evidence = autotune.assess(samples, reference, direction, plan.alpha,
-                                            settings.min_improvement_pct, noise_mad,
-                                            final=True, deterministic=deterministic)
-    else:
-        verdict, evidence = "baseline", None
-    suggested = {"baseline": "keep", "improved": "keep"}.get(verdict, "discard")
-    return samples, verdict, suggested, evidence
-
-
-def measure_interleaved(best_bench, bench, reference, settings, rng, deterministic=False,
-                        noise_mad=None, direction=DIRECTION):
-    """`cmd_run` in the default mode: the interleaved plan when autotune.interleaved_looks
-    gives one (the best and the candidate alternately, order drawn from rng), else the
-    present path. Returns (candidate samples, verdict, suggested_status, executions)."""
-    looks = autotune.interleaved_looks(reference, settings.repeat, settings, deterministic)
+    m = autotune.Measurement(pname=METRIC, passed=True)
+    judged, executions = None, 0
     if looks is None:
-        samples, verdict, suggested, _ = measure(bench, reference, settings, deterministic, noise_mad,
-                                                 direction)
-        return samples, verdict, suggested, len(samples)
-    benches = {"best": best_bench, "candidate": bench}
-    cand, _, best, _, _, verdict, _, _, _ = autotune.collect_pairs(
-        lambda side, n: (benches[side](), {}), looks, direction, settings, rng)
-    suggested = {"improved": "keep"}.get(verdict, "discard")
-    return cand, verdict, suggested, len(cand) + len(best)
+        m.samples, m.sample_metrics, _ = autotune.collect_samples(
+            lambda n: (bench(), {}), plan, reference, direction, settings, noise_mad, deterministic)
+        executions = len(m.samples)
+    else:
+        benches = {"best": best_bench, "candidate": bench}
+        (m.samples, m.sample_metrics, best, _, _, verdict, evidence, _, alpha) = autotune.collect_pairs(
+            lambda side, n: (benches[side](), {}), looks, direction, settings, rng)
+        judged, plan.alpha, executions = (verdict, evidence), alpha, len(m.samples) + len(best)
+    m.primary = autotune.median(m.samples)
+    reference_info = {"deterministic": deterministic, "source": "#best"}
+    m.verdict, m.evidence = autotune.verdict_of(m, reference, reference_info, direction, settings,
+                                                noise_mad, plan.alpha, None, judged)
+    m.suggested_status, m.status_rule = autotune.suggested_status(m.verdict)
+    return m.samples, m.verdict, m.suggested_status, m.evidence, executions
 
 
 class Ledger(object):
-    """What `cmd_log` writes and the fold of the log keeps: the reference (the best's
-    samples and whether they look deterministic), the metric points and the noise MAD
-    of the confidence score (which `run` passes to `assess`)."""
+    """A loop's log, kept by autotune's own code: `log --status auto` decides with
+    autotune.decide_log (status, improved), the result line is folded with
+    autotune.fold_entry (which keeps the reference: the best's samples and whether the
+    benchmark is deterministic, inherited from the baseline) and the confidence score
+    comes from autotune.confidence (its noise MAD is what `run` passes to `assess`)."""
 
     def __init__(self, direction=DIRECTION):
-        self.direction = direction
-        self.reference, self.deterministic, self.noise_mad = None, False, None
-        self.points, self.baseline, self.best = [], None, None
+        self.state = autotune.State()
+        autotune.fold_entry(self.state, {"type": "config", "segment": 1, "metric_name": METRIC,
+                                         "direction": direction, "timestamp": "2026-01-01T00:00:00Z"})
+        self.points = []
+
+    @property
+    def reference(self):
+        return (self.state.reference or {}).get("samples") or None
+
+    @property
+    def deterministic(self):
+        return (self.state.reference or {}).get("deterministic")
+
+    @property
+    def noise_mad(self):
+        return (self.state.confidence or {}).get("noise_mad")
 
     def log(self, samples, verdict, status):
-        """`log --status <status>` after `run` measured samples with this verdict."""
-        rounded = [autotune._round(s) for s in samples]
-        metric = autotune._round(autotune.median(samples))
-        improved = status == "keep" and (verdict in ("baseline", "improved") or self.best is None)
-        bisect.insort(self.points, float(metric))
-        if self.baseline is None:
-            self.baseline = float(metric)
-        if improved:
-            self.best = float(metric)
-            kept = [float(s) for s in rounded]
-            inherited = len(kept) == 1 and self.deterministic
-            self.reference = kept
-            self.deterministic = autotune.is_deterministic(kept) or inherited
-        state = autotune.State(config={"direction": self.direction},
-                               baseline={"metric": self.baseline}, best={"metric": self.best})
-        self.noise_mad = autotune.confidence(self.points, state)["noise_mad"]
-        return improved
+        """`log --status auto` after `run` measured samples with this verdict and status."""
+        m = autotune.Measurement(pname=METRIC, passed=True, samples=list(samples),
+                                 primary=autotune.median(samples), verdict=verdict,
+                                 suggested_status=status)
+        decision = autotune.decide_log(LOG_ARGS, (None, None, None), self.state, m)
+        entry = {"type": "result", "status": decision.status, "metric": autotune._round(decision.metric),
+                 "samples": [autotune._round(s) for s in samples], "improved": bool(decision.improved),
+                 "verdict": decision.verdict, "measured": True}
+        point = autotune.fold_entry(self.state, entry)
+        if point is not None:
+            bisect.insort(self.points, point)
+        self.state.confidence = autotune.confidence(self.points, self.state)
+        return bool(decision.improved)
 
     def rebaseline(self, samples):
         """A `rebaseline` line: the reference becomes these samples."""
-        kept = [float(autotune._round(s)) for s in samples]
-        self.reference, self.deterministic = kept, autotune.is_deterministic(kept)
+        autotune.fold_entry(self.state, {"type": "rebaseline", "samples": [autotune._round(s) for s in samples],
+                                         "metric": autotune._round(autotune.median(samples))})
 
     def step(self, bench, settings, best_bench=None, rng=None):
         """One experiment, `run` then `log --status auto`: (verdict, executions). With
         best_bench (the kept code on the same machine), the interleaved default."""
-        if best_bench is not None:
-            samples, verdict, status, runs = measure_interleaved(
-                best_bench, bench, self.reference, settings, rng, self.deterministic, self.noise_mad,
-                self.direction)
-        else:
-            samples, verdict, status, _ = measure(bench, self.reference, settings,
-                                                  self.deterministic, self.noise_mad, self.direction)
-            runs = len(samples)
+        samples, verdict, status, _, runs = measure(
+            bench, self.reference, settings, self.deterministic, self.noise_mad
+            if settings.repeat == "auto" else None, self.state.config["direction"],
+            best_bench=best_bench, rng=rng)
         self.log(samples, verdict, status)
         return verdict, runs
 
@@ -278,7 +281,7 @@ def single_decisions(noise, effect, trials, settings, seed, rules=RULES):
                 machine.next_run()
             verdict, runs = ledger.step(best, settings)
             baseline_runs += runs
-            deterministic += ledger.deterministic
+            deterministic += bool(ledger.deterministic)
             if machine:
                 machine.next_run()
             if rule == "interleaved":

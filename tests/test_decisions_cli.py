@@ -305,7 +305,7 @@ def test_the_bench_simulation_decides_exactly_like_run(tmp_path):
         project.write("state/count", "0\n")
         ran = project.ok("run")
         replay = iter(values)
-        samples, verdict, status, evidence = decisions.measure(lambda: next(replay), BASELINE,
+        samples, verdict, status, evidence, _ = decisions.measure(lambda: next(replay), BASELINE,
                                                                autotune.Settings())
         assert ran["samples"] == samples and ran["verdict"] == verdict, candidate
         assert ran["suggested_status"] == status
