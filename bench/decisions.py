@@ -2,10 +2,12 @@
 """Measured decision quality of autotune's keep/discard verdicts (issue 4, point 10).
 
 Simulates optimization loops on synthetic benchmarks whose noise and true effects are
-known, and applies autotune's real decision code -- `sampling_plan` and `assess`, in
-the same sequence as `cmd_run` (see `measure` below) and the same bookkeeping as
-`cmd_log` and the fold of the log (see `Ledger`) -- with a fake benchmark function in
-place of a process. Side by side, three rules: the interleaved default (the best and
+known, and applies autotune's real decision code with a fake benchmark function in place
+of a process: `run`'s plan, sampling loop, verdict and suggested status
+(`interleaved_looks`, `collect_pairs`, `sampling_plan`, `collect_samples`, `verdict_of`,
+`suggested_status`; see `measure` below) and `log`'s decision and the fold of the log
+(`decide_log`, `fold_entry`, `confidence`; see `Ledger`). The bench has no decision rule
+of its own. Side by side, three rules: the interleaved default (the best and
 the candidate measured alternately in the same window, `autotune.collect_pairs`), the
 present rule (the candidate against the best's samples taken at an earlier run,
 `evaluator.mode: "reference"`), and the naive rule "keep if a single sample is better
@@ -36,8 +38,10 @@ every measured value):
 Usage:
   python3 bench/decisions.py              # Markdown tables (for the README)
   python3 bench/decisions.py --json       # the same numbers as JSON
+  python3 bench/decisions.py --quick      # 400 trials per cell: about 5x faster, rates +-1%
   python3 bench/decisions.py --probe 4    # what-if: module constants and settings
-Seeded (deterministic output); stdlib only; runs in well under a minute.
+Seeded (deterministic output); stdlib only; the default run takes about 90 s of CPU
+(the running time goes to stderr).
 """
 
 import argparse
@@ -504,9 +508,11 @@ def render(report):
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    p.add_argument("--quick", action="store_true",
+                   help="a fast look: 400 trials per cell and 50 ratchet loops (rates to about +-1%%)")
     p.add_argument("--seed", type=int, default=4)
-    p.add_argument("--trials", type=int, default=2000, help="trials per table cell")
-    p.add_argument("--loops", type=int, default=200, help="loops in the ratchet scenario")
+    p.add_argument("--trials", type=int, help="trials per table cell (default 2000)")
+    p.add_argument("--loops", type=int, help="loops in the ratchet scenario (default 200)")
     p.add_argument("--experiments", type=int, default=50, help="null experiments per loop")
     p.add_argument("--noise", action="append", choices=[n.key for n in NOISES],
                    help="only these noise models (repeatable)")
@@ -523,6 +529,10 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.trials is None:
+        args.trials = 400 if args.quick else 2000
+    if args.loops is None:
+        args.loops = 50 if args.quick else 200
     # u_distribution is a pure function of (n, m); memoizing it changes no decision,
     # only the running time of the exact Mann-Whitney p-values
     original = autotune.u_distribution
