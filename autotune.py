@@ -98,6 +98,7 @@ DEFAULT_BATCH = 5          # samples per look for a noisy benchmark
 DEFAULT_PROBE = 4          # baseline samples that decide "deterministic or noisy"
 OUTLIER_FACTOR = 5.0       # a pair this many median magnitudes off was disturbed (load)
 FIRST_PAIRS = 5            # interleaved: the first look (2^-5 is the smallest p of 5 pairs)
+FUTILITY_P = 0.5           # interleaved: a look whose p is above this stops (not clearly ahead)
 DEFAULT_REBASELINE = 5
 DEFAULT_HOLDOUT_TOLERANCE_PCT = 5.0
 VERIFY_PAIRS = 10          # `verify`: pairs of (baseline commit, best commit) executions
@@ -2278,7 +2279,7 @@ def assess(candidate, reference, direction, alpha, min_pct=0.0, noise_mad=None, 
 # both sides of a pair. Given the pairs' magnitudes, the signs are fair coins under "no
 # change", so every probability below is counted exactly over sign patterns, ties and
 # zeros included (conditional on what was observed). Sequential: looks at 5, 6, 7, 8,
-# 11, 15, ... informative pairs (up to maxSamples); alpha is spent look by look (see
+# 11, 15, ... undisturbed pairs (up to maxSamples); alpha is spent look by look (see
 # LookSpending), a look spends only what its discrete test can attain (the rest carries
 # over), and a rejection region is charged only for the sign patterns that an earlier
 # look would not already have stopped at; so false keeps stay <= alpha. A candidate not
@@ -2465,7 +2466,7 @@ def hl_interval(values, level=0.95):
 
 
 def pair_looks(limit, alpha):
-    """The sequential plan: (informative pairs, nominal alpha) at each look, up to `limit`
+    """The sequential plan: (undisturbed pairs, nominal alpha) at each look, up to `limit`
     pairs. Looks come one pair apart at first (5, 6, 7, 8: a single lost or disturbed
     pair among the first five then costs a pair or two, not a jump to a large look),
     then about a third apart (5, 6, 7, 8, 11, 15 for 15). The first look's share is 2/3 of alpha (all it can
@@ -2526,8 +2527,8 @@ def assess_paired(candidate, best, direction, alpha, min_pct=0.0, final=True, sp
         return ("improved" if min_pct <= 0 or gain_pct >= min_pct else "within_noise"), evidence
     if p_worse <= alpha and gain_pct < 0:
         return "worse", evidence
-    if final or gain_pct <= 0:
-        return "within_noise", evidence   # not ahead: more pairs would not make it a keep
+    if final or gain_pct <= 0 or p_better > FUTILITY_P:
+        return "within_noise", evidence   # not (clearly) ahead: more pairs would rarely make it a keep
     return None, evidence
 
 
@@ -2560,8 +2561,7 @@ def collect_pairs(take, looks, direction, settings, rng):
     """The interleaved sampling loop: `take(side, n)` measures side "best" or "candidate"
     (returning (value, metrics), or None when it failed, which ends the loop). The order
     within each pair is drawn from `rng`. A look happens once it has its number of
-    informative pairs (not disturbed, not a tie: see _judged), taking at most twice the
-    last look's pairs; alpha is spent across the looks by one LookSpending. Returns
+    undisturbed pairs (see _judged), taking at most twice the last look's pairs; alpha is spent across the looks by one LookSpending. Returns
     (candidate samples, candidate metrics, best samples, best metrics, the order of each
     pair, the verdict and evidence of the last look, notes, the level of its test)."""
     cand, cand_m, best, best_m, orders, notes = [], [], [], [], [], []
@@ -2594,11 +2594,12 @@ def collect_pairs(take, looks, direction, settings, rng):
 
 
 def _judged(cand, best):
-    """How many of the pairs so far inform the test: not disturbed by load, and not a
-    tie (a zero ratio, as a coarse timer makes often, has no sign: the test drops it, so
-    a look that counted it would judge fewer pairs than planned)."""
+    """How many of the pairs so far the test would judge (not disturbed by load). A tie
+    (a zero ratio, as a coarse timer makes often) counts: the look then judges fewer
+    signed pairs and may be unable to decide, but such a look spends no alpha (see
+    LookSpending), while waiting for signed pairs would make a no-op cost far more."""
     ratios, _ = paired_ratios(cand, best)
-    return sum(1 for r, ok in zip(ratios, disturbed_pairs(ratios)) if ok and r != 0)
+    return sum(disturbed_pairs(ratios))
 
 
 def interleaved_looks(reference, repeat, settings, deterministic=None):
