@@ -2585,7 +2585,7 @@ def collect_pairs(take, looks, direction, settings, rng):
             best_m.append(got["best"][1])
         final = number == len(looks) - 1 or len(cand) >= ceiling
         verdict, evidence = assess_paired(cand, best, direction, nominal, settings.min_improvement_pct, final,
-                                          spending)
+                                          spending=spending)
         alpha = spending.last
         if verdict is not None:
             break

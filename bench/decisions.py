@@ -512,7 +512,7 @@ def build_parser():
                    help="a fast look: 400 trials per cell and 50 ratchet loops (rates to about +-1%%)")
     p.add_argument("--seed", type=int, default=4)
     p.add_argument("--trials", type=int, help="trials per table cell (default 2000)")
-    p.add_argument("--loops", type=int, help="loops in the ratchet scenario (default 200)")
+    p.add_argument("--loops", type=int, help="loops in the ratchet scenario (default 100)")
     p.add_argument("--experiments", type=int, default=50, help="null experiments per loop")
     p.add_argument("--noise", action="append", choices=[n.key for n in NOISES],
                    help="only these noise models (repeatable)")
@@ -532,7 +532,7 @@ def main(argv=None):
     if args.trials is None:
         args.trials = 400 if args.quick else 2000
     if args.loops is None:
-        args.loops = 50 if args.quick else 200
+        args.loops = 50 if args.quick else 100
     # u_distribution is a pure function of (n, m); memoizing it changes no decision,
     # only the running time of the exact Mann-Whitney p-values
     original = autotune.u_distribution
