@@ -38,9 +38,9 @@ every measured value):
 Usage:
   python3 bench/decisions.py              # Markdown tables (for the README)
   python3 bench/decisions.py --json       # the same numbers as JSON
-  python3 bench/decisions.py --quick      # 400 trials per cell: about 5x faster, rates +-1%
+  python3 bench/decisions.py --quick      # 400 trials per cell, 50 loops: about 35 s, rates +-1%
   python3 bench/decisions.py --probe 4    # what-if: module constants and settings
-Seeded (deterministic output); stdlib only; the default run takes about 90 s of CPU
+Seeded (deterministic output); stdlib only; the default run takes about 105 s of CPU
 (the running time goes to stderr).
 """
 
