@@ -470,9 +470,13 @@ def test_stricter_alpha_never_keeps_more_noise():
 def test_coarse_timer_is_not_mistaken_for_a_deterministic_benchmark():
     """A timer whose tick is 2 sigma often prints 3 identical baseline samples: treated as
     deterministic, every later run takes one sample and any tick down is `improved`."""
+    trials = 1500
     for rule in ("interleaved", "present"):
-        rates = _rates("quantized2", autotune.Settings(), effects=(0,), trials=1500, rule=rule)
-        assert rates[0] <= 0.05, (rule, rates)
+        rates = _rates("quantized2", autotune.Settings(), effects=(0,), trials=trials, rule=rule)
+        # the interleaved test spends alpha exactly, so its measured rate sits near 5%: allow
+        # two standard errors of the simulation, as for the drifting machines (taken for a
+        # deterministic benchmark, the rate would be several times higher)
+        assert rates[0] <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / trials), (rule, rates)
 
 
 def test_present_rule_still_meets_the_targets_on_a_stationary_machine():
