@@ -2421,12 +2421,15 @@ def unequal_load(one, other):
     varies between two neighbouring executions. The rule reads both readings the same
     way and never the benchmark's values, so it is symmetric in the two sides and blind
     to which was faster. None readings (a short execution, no /proc) decide nothing."""
+    import math
     if not one or not other:
         return False
     cpus = max(one.get("cpus") or 1, other.get("cpus") or 1)
-    floor = 0.05 * cpus
+    floor = 0.01 * cpus
     free = [max(cpus - (r.get("others") or 0.0), floor) for r in (one, other)]
-    resolution = cpus * 0.01 * 2 / max(min(one.get("wall") or 1, other.get("wall") or 1), 1e-3)
+    # each CPU's busy count is off by up to a 10 ms jiffy, independently: the difference
+    # of two readings is off by about sqrt(2 * cpus) jiffies over the shorter wall time
+    resolution = 0.01 * math.sqrt(2 * cpus) / max(min(one.get("wall") or 1, other.get("wall") or 1), 1e-3)
     if abs(free[0] - free[1]) > resolution and max(free) / min(free) > 1.0 + CONTENTION_GAP:
         return True
     stalls = [r.get("stall") for r in (one, other)]
@@ -2490,7 +2493,8 @@ def assess_paired(candidate, best, direction, alpha, min_pct=0.0, final=True, lo
         evidence["contention"] = {"candidate": contention_summary([c for c, _ in loads]),
                                   "best": contention_summary([b for _, b in loads]),
                                   "unequal_pairs": sum(load_set_aside(loads)), "pairs": len(loads),
-                                  "judged": sum(kept)}
+                                  "judged": sum(kept),
+                                  "others": [[(r or {}).get("others") for r in pair] for pair in loads]}
     if p_better <= alpha and gain_pct > 0:
         return ("improved" if min_pct <= 0 or gain_pct >= min_pct else "within_noise"), evidence
     if p_worse <= alpha and gain_pct < 0:
