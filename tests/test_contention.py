@@ -128,31 +128,40 @@ def test_a_reading_is_the_rest_of_the_machines_cpu_or_nothing():
 # ---------------------------------------------------------- the running section ----
 
 
-def test_process_sweep_puts_back_the_signal_handlers_it_installed():
-    def mine(signum, frame):
-        pass
-    previous = signal.signal(signal.SIGTERM, mine)
-    hup = signal.getsignal(signal.SIGHUP)
-    try:
-        with autotune.ProcessSweep():
-            assert signal.getsignal(signal.SIGTERM) is not mine
-        assert signal.getsignal(signal.SIGTERM) is mine
-        assert signal.getsignal(signal.SIGHUP) == hup
-        with pytest.raises(ValueError):
-            with autotune.ProcessSweep():
-                raise ValueError("a failure inside")
-        assert signal.getsignal(signal.SIGTERM) is mine
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+# In a child Python: a ProcessSweep makes its process a subreaper, which the test
+# runner's own process must not become.
+SWEEP_CHILD = r"""
+import json, signal, sys
+sys.path.insert(0, sys.argv[1])
+import autotune
+def mine(signum, frame):
+    pass
+signal.signal(signal.SIGTERM, mine)
+hup = signal.getsignal(signal.SIGHUP)
+seen = {}
+with autotune.ProcessSweep() as sweep:
+    seen["inside"] = signal.getsignal(signal.SIGTERM) is not mine
+    env = {"PATH": "/usr/bin:/bin"}
+    runner = autotune.SampleRunner(["bash", "-c", 'echo "METRIC t=${AUTOTUNE_SAMPLE}"'], False,
+                                   sys.argv[2], 30, env, "t", sweep, side="candidate")
+    seen["value"] = runner.take(3)[0]
+    seen["leaked"] = sorted(k for k in env if k.startswith("AUTOTUNE_"))
+seen["restored"] = signal.getsignal(signal.SIGTERM) is mine and signal.getsignal(signal.SIGHUP) == hup
+try:
+    with autotune.ProcessSweep():
+        raise ValueError("a failure inside")
+except ValueError:
+    seen["restored_after_error"] = signal.getsignal(signal.SIGTERM) is mine
+print(json.dumps(seen))
+"""
 
 
-def test_a_sample_runner_keeps_its_sample_number_to_itself(tmp_path):
-    env = clean_env()
-    with autotune.ProcessSweep() as sweep:
-        runner = autotune.SampleRunner(["bash", "-c", 'echo "METRIC t=${AUTOTUNE_SAMPLE}"'], False,
-                                       str(tmp_path), 30, env, "t", sweep, side="candidate")
-        assert runner.take(3)[0] == 3
-    assert "AUTOTUNE_SAMPLE" not in env and "AUTOTUNE_SIDE" not in env
+def test_process_sweep_restores_its_handlers_and_a_runner_keeps_its_sample_number_to_itself(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", SWEEP_CHILD, os.path.dirname(autotune.__file__), str(tmp_path)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen == {"inside": True, "value": 3, "leaked": [], "restored": True, "restored_after_error": True}
 
 
 def test_the_checks_and_the_holdout_do_not_see_a_samples_variables(tmp_path):
