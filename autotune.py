@@ -98,7 +98,6 @@ DEFAULT_BATCH = 5          # samples per look for a noisy benchmark
 DEFAULT_PROBE = 4          # baseline samples that decide "deterministic or noisy"
 OUTLIER_FACTOR = 5.0       # a pair this many median magnitudes off was disturbed (load)
 FIRST_PAIRS = 5            # interleaved: the first look (2^-5 is the smallest p of 5 pairs)
-FUTILITY_P = 0.5           # interleaved: a look whose p is above this stops (not clearly ahead)
 CONTENTION_MIN_WALL = 0.2  # seconds: shorter executions get no contention reading (10 ms jiffies)
 CONTENTION_GAP = 0.25      # a pair whose sides had CPU shares this much apart (relative) is set aside
 STALL_GAP = 0.5            # ... or whose CPU-pressure stall fractions differ by this much
@@ -2608,8 +2607,11 @@ def assess_paired(candidate, best, direction, alpha, min_pct=0.0, final=True, lo
         return ("improved" if min_pct <= 0 or gain_pct >= min_pct else "within_noise"), evidence
     if p_worse <= alpha and gain_pct < 0:
         return "worse", evidence
-    if final or gain_pct <= 0 or p_better > FUTILITY_P:
-        return "within_noise", evidence   # not (clearly) ahead: more pairs would rarely make it a keep
+    # ahead means winning more than half of the judged pairs (a tie is not a win); the
+    # count, unlike the estimate, is not pulled by a few pairs that load hit unseen
+    behind = 2 * sum(1 for g, ok in zip(gains, kept) if ok and g > 0) <= sum(kept)
+    if final or behind:
+        return "within_noise", evidence   # not ahead: more pairs would rarely make it a keep
     return None, evidence
 
 
