@@ -8247,6 +8247,11 @@ class ParsedCommands(list):
 
     operators = 0
 
+    def close(self, command):
+        """Ends `command` at an operator: kept when it has a word or a redirection."""
+        if command.words or command.redirs:
+            self.append(command)
+
 
 def _balanced_end(text, i):
     """Index just past the `)` closing the `(` before text[i] (quotes and nesting
@@ -8316,6 +8321,119 @@ def _substitution_end(text, i, subs):
     return j + 1
 
 
+def _ansi_c_quoted(text, i):
+    """($'...' at text[i] with \\n, \\t, \\' and \\\\ decoded, True, index past it), or None
+    when it is not closed: Bash expands it to those characters before the command sees it."""
+    j, n = i + 2, len(text)
+    while j < n and text[j] != "'":
+        j += 2 if text[j] == "\\" else 1
+    if j >= n:
+        return None
+    return (text[i + 2:j].replace("\\n", "\n").replace("\\t", "\t").replace("\\'", "'")
+            .replace("\\\\", "\\"), True, j + 1)
+
+
+def _double_quoted(text, i, subs):
+    """(the text of the "..." at text[i], True, index past it), or None when it is not
+    closed. Inside double quotes a backslash escapes only $ ` " \\ and a newline, and a
+    substitution still runs (its command is added to `subs`)."""
+    piece, i, n = [], i + 1, len(text)
+    while i < n and text[i] != '"':
+        c = text[i]
+        if c == "\\" and i + 1 < n:
+            if text[i + 1] in '$`"\\':
+                piece.append(text[i + 1])
+            elif text[i + 1] != "\n":
+                piece.append(text[i:i + 2])
+            i += 2
+            continue
+        if text.startswith(("$(", "`"), i):
+            end = _substitution_end(text, i, subs)
+            if end < 0:
+                return None
+            piece.append(text[i:end])
+            i = end
+            continue
+        piece.append(c)
+        i += 1
+    if i >= n:
+        return None
+    return "".join(piece), True, i + 1
+
+
+def _word_part(text, i, subs):
+    """(text, quoted, index past it) of the quoted or escaped part of a word at text[i]
+    (\\x, '...', $'...', "...", $(...) or `...`), or None when it is not closed."""
+    c = text[i]
+    if c == "\\":
+        return (text[i + 1] if i + 1 < len(text) and text[i + 1] != "\n" else ""), False, i + 2
+    if c == "'":
+        j = text.find("'", i + 1)
+        return None if j < 0 else (text[i + 1:j], True, j + 1)
+    if text.startswith("$'", i):
+        return _ansi_c_quoted(text, i)
+    if text.startswith(("$(", "`"), i):
+        end = _substitution_end(text, i, subs)
+        return None if end < 0 else (text[i:end], False, end)
+    if c == '"':
+        return _double_quoted(text, i, subs)
+    return c, False, i + 1
+
+
+def _read_word(text, i, subs):
+    """(word with its quoting removed, whether any part was quoted, index past it) of the
+    word at text[i], or None when a quote is not closed. A quoted empty word ('') is a
+    word; an empty unquoted one is not."""
+    parts, quoted, n = [], False, len(text)
+    while i < n:
+        c = text[i]
+        if c in " \t\r\n;|&()<>":
+            break
+        if c in "\\'\"$`":
+            part = _word_part(text, i, subs)
+            if part is None:
+                return None
+            parts.append(part[0])
+            quoted = quoted or part[1]
+            i = part[2]
+            continue
+        parts.append(c)
+        i += 1
+    return "".join(parts), quoted, i
+
+
+def _redirection_at(text, i):
+    """(operator, index of the operator) of a redirection at text[i], after an optional
+    file descriptor number (2>, 10<&); (None, ...) when there is none."""
+    j, n = i, len(text)
+    while j < n and text[j].isdigit():
+        j += 1
+    return next((o for o in _REDIR_OPS if text.startswith(o, j)), None), j
+
+
+def _process_substitution(text, i, subs):
+    """Index just past the <(...) or >(...) at text[i], its command added to `subs`;
+    -1 when it is not closed."""
+    end = _balanced_end(text, i + 2)
+    if end >= 0:
+        subs.append(text[i + 2:end - 1])
+    return end
+
+
+# How many levels of `bash -c` and `eval` the guard reads through (a substitution's own
+# nesting is bounded by shell_parse).
+_WRAPPED_DEPTH = 4
+
+
+def nested_commands(text, depth, deepest=None):
+    """The commands of a command line that another one runs (a substitution's, or the
+    text of `bash -c` and `eval`), read as a command line of its own and marked nested;
+    None when it does not parse or lies deeper than `deepest` levels."""
+    if deepest is not None and depth >= deepest:
+        return None
+    return shell_parse(text, nested=True, depth=depth + 1)
+
+
 def shell_parse(text, nested=False, depth=0):
     """The simple commands of a Bash command line (substitutions included, marked
     nested), plus how many top-level simple commands there are; None when it does
@@ -8326,11 +8444,6 @@ def shell_parse(text, nested=False, depth=0):
     subs, pending_heredocs = [], []
     i, n = 0, len(text)
     expect_target = None
-
-    def finish():
-        if current.words or current.redirs:
-            commands.append(current)
-
     while i < n:
         c = text[i]
         if c in " \t\r":
@@ -8340,13 +8453,13 @@ def shell_parse(text, nested=False, depth=0):
             i += 2
             continue
         if c == "#" and expect_target is None:
-            while i < n and text[i] != "\n":
-                i += 1
+            end = text.find("\n", i)
+            i = n if end < 0 else end
             continue
         if expect_target is None and not text.startswith("&>", i):
             op = next((o for o in _SHELL_OPS if text.startswith(o, i)), None)
             if op is not None:
-                finish()
+                commands.close(current)
                 commands.operators += 1
                 current = SimpleCommand(nested)
                 i += len(op)
@@ -8354,99 +8467,32 @@ def shell_parse(text, nested=False, depth=0):
                     i = _read_heredocs(text, i, pending_heredocs)
                     pending_heredocs = []
                 continue
-        # a redirection, with an optional file descriptor number before it
-        j = i
-        while j < n and text[j].isdigit():
-            j += 1
-        redir = next((o for o in _REDIR_OPS if text.startswith(o, j)), None)
-        if redir is not None and expect_target is None:
+        if expect_target is None:
+            redir, j = _redirection_at(text, i)
             if redir in ("<", ">") and j == i and text.startswith("(", j + 1):
-                end = _balanced_end(text, j + 2)  # <(...) or >(...): a word that runs a command
-                if end < 0:
+                i = _process_substitution(text, j, subs)  # <(...) or >(...): a word that runs a command
+                if i < 0:
                     return None
-                subs.append(text[j + 2:end - 1])
-                current.words.append(text[j:end])
-                i = end
+                current.words.append(text[j:i])
                 continue
-            i = j + len(redir)
-            expect_target = redir
-            continue
-        if expect_target is not None and text.startswith(("<(", ">("), i):
-            end = _balanced_end(text, i + 2)
+            if redir is not None:
+                i = j + len(redir)
+                expect_target = redir
+                continue
+        elif text.startswith(("<(", ">("), i):
+            end = _process_substitution(text, i, subs)
             if end < 0:
                 return None
-            subs.append(text[i + 2:end - 1])
             current.redirs.append((expect_target, text[i:end]))
             expect_target = None
             i = end
             continue
-        if expect_target is not None and c in ";|&()<>\n":
+        elif c in ";|&()<>\n":
             return None
-        # a word
-        word, quoted = [], False
-        while i < n:
-            c = text[i]
-            if c in " \t\r\n;|&()<>":
-                break
-            if c == "\\":
-                if i + 1 < n and text[i + 1] != "\n":
-                    word.append(text[i + 1])
-                i += 2
-                continue
-            if c == "'":
-                j = text.find("'", i + 1)
-                if j < 0:
-                    return None
-                word.append(text[i + 1:j])
-                quoted = True
-                i = j + 1
-                continue
-            if c == "$" and text.startswith("$'", i):
-                j = i + 2
-                while j < n and text[j] != "'":
-                    j += 2 if text[j] == "\\" else 1
-                if j >= n:
-                    return None
-                word.append(text[i + 2:j].replace("\\n", "\n").replace("\\t", "\t")
-                            .replace("\\'", "'").replace("\\\\", "\\"))
-                quoted = True
-                i = j + 1
-                continue
-            if text.startswith(("$(", "`"), i):
-                end = _substitution_end(text, i, subs)
-                if end < 0:
-                    return None
-                word.append(text[i:end])
-                i = end
-                continue
-            if c == '"':
-                quoted = True
-                i += 1
-                while i < n and text[i] != '"':
-                    c = text[i]
-                    if c == "\\" and i + 1 < n:
-                        if text[i + 1] in '$`"\\':
-                            word.append(text[i + 1])
-                        elif text[i + 1] != "\n":
-                            word.append(text[i:i + 2])
-                        i += 2
-                        continue
-                    if text.startswith(("$(", "`"), i):
-                        end = _substitution_end(text, i, subs)
-                        if end < 0:
-                            return None
-                        word.append(text[i:end])
-                        i = end
-                        continue
-                    word.append(c)
-                    i += 1
-                if i >= n:
-                    return None
-                i += 1
-                continue
-            word.append(c)
-            i += 1
-        value = "".join(word)
+        word = _read_word(text, i, subs)
+        if word is None:
+            return None
+        value, quoted, i = word
         if expect_target is not None:
             if expect_target in ("<<", "<<-"):
                 pending_heredocs.append((value, expect_target == "<<-", current))
@@ -8456,9 +8502,9 @@ def shell_parse(text, nested=False, depth=0):
             current.words.append(value)
     if expect_target is not None and expect_target not in ("<<", "<<-"):
         return None
-    finish()
+    commands.close(current)
     for body in subs:
-        inner = shell_parse(body, nested=True, depth=depth + 1)
+        inner = nested_commands(body, depth)
         if inner is None:
             return None
         commands.extend(inner)
@@ -8577,7 +8623,7 @@ def run_invocations(commands, depth=0):
     for command in commands:
         program, args, wrapped, assigned, nested = command_program(command.words)
         if nested is not None:
-            inner = shell_parse(nested, nested=True, depth=depth + 1) if depth < 4 else None
+            inner = nested_commands(nested, depth, _WRAPPED_DEPTH)
             if inner is None:
                 if "autotune" in nested or "run-experiment" in nested:
                     found.append(([], False))
@@ -8591,15 +8637,19 @@ def run_invocations(commands, depth=0):
     return found
 
 
-def _operands(args, takes=()):
+def _operands(args, takes=(), options=None):
     """The non-option arguments (options in `takes` consume the next word; `--` ends
-    the options)."""
+    the options). `options`, a list, receives each option as (option, the next word when
+    it takes one and there is one, else None), for a caller that reads some of them."""
     found, i, done = [], 0, False
     while i < len(args):
         arg = args[i]
         if not done and arg == "--":
             done = True
         elif not done and arg.startswith("-") and len(arg) > 1:
+            value = args[i + 1] if arg in takes and i + 1 < len(args) else None
+            if options is not None:
+                options.append((arg, value))
             if arg in takes:
                 i += 1
         else:
@@ -8659,34 +8709,38 @@ _COPY_TAKES = {
 }
 
 
+def _copy_destination(program, options):
+    """(target directory or None, whether -T forbids one, whether it only makes
+    directories) from the options of cp/mv/install/ln (-t DIR, -tDIR,
+    --target-directory[=]DIR, -T; install -d), the last -t winning."""
+    target_dir, no_target_dir = None, False
+    for arg, value in options:
+        if program in ("cp", "mv", "install", "ln"):
+            if arg in ("-t", "--target-directory") and value is not None:
+                target_dir = value
+            elif arg.startswith("--target-directory="):
+                target_dir = arg.split("=", 1)[1]
+            elif arg.startswith("-t") and not arg.startswith("--"):
+                target_dir = arg[2:]
+            elif arg in ("-T", "--no-target-directory"):
+                no_target_dir = True
+        if program == "install" and arg in ("-d", "--directory"):
+            return None, False, True
+    return target_dir, no_target_dir, False
+
+
 def _copy_targets(program, args, cwd):
     """What cp/mv/install/ln/rsync/scp write: the destination (a file, or each source's
     name inside a destination directory, -t DIR included), the files a directory copy
     lands on, and for mv the sources too (they disappear)."""
     takes = _COPY_TAKES.get(program, ())
-    target_dir, no_target_dir, operands, i, done = None, False, [], 0, False
-    while i < len(args):
-        arg = args[i]
-        if not done and arg == "--":
-            done = True
-        elif not done and arg.startswith("-") and len(arg) > 1:
-            if program in ("cp", "mv", "install", "ln"):
-                if arg in ("-t", "--target-directory") and i + 1 < len(args):
-                    target_dir = args[i + 1]
-                    i += 1
-                elif arg.startswith("--target-directory="):
-                    target_dir = arg.split("=", 1)[1]
-                elif arg.startswith("-t") and not arg.startswith("--"):
-                    target_dir = arg[2:]
-                elif arg in ("-T", "--no-target-directory"):
-                    no_target_dir = True
-            if program == "install" and arg in ("-d", "--directory"):
-                return []
-            if arg in takes:
-                i += 1
-        else:
-            operands.append(arg)
-        i += 1
+    if program in ("cp", "mv", "install", "ln"):
+        takes += ("-t", "--target-directory")
+    options = []
+    operands = _operands(args, takes, options)
+    target_dir, no_target_dir, directories_only = _copy_destination(program, options)
+    if directories_only:
+        return []
     full = lambda p: os.path.join(cwd, os.path.expanduser(p))
     if target_dir is not None:
         sources, dest_dir = operands, target_dir
@@ -8949,7 +9003,7 @@ def bash_write_targets(commands, cwd, depth=0):
                 found.append((os.path.join(cwd, os.path.expanduser(target)), "file", "a redirection (%s)" % op))
         program, args, _, _, nested = command_program(command.words)
         if nested is not None:
-            inner = shell_parse(nested, nested=True, depth=depth + 1) if depth < 4 else None
+            inner = nested_commands(nested, depth, _WRAPPED_DEPTH)
             if inner:
                 found += bash_write_targets(inner, cwd, depth + 1)
             continue
