@@ -8676,14 +8676,11 @@ def _diff_paths(text, strip=None):
 
 
 def _patch_text(command, cwd, files):
+    """The diff a `patch` reads: its heredocs and here-strings, then the patch files and
+    the file redirected to its stdin (the first MiB of each)."""
     texts = list(command.heredocs)
     texts += [target for op, target in command.redirs if op == "<<<"]
-    for name in files + [target for op, target in command.redirs if op == "<"]:
-        try:
-            with open(os.path.join(cwd, name), "rb") as handle:
-                texts.append(handle.read(1 << 20).decode("utf-8", "replace"))
-        except OSError:
-            pass
+    texts += _read_texts(cwd, files + [target for op, target in command.redirs if op == "<"])
     return "\n".join(texts)
 
 
@@ -8859,6 +8856,8 @@ def _git_targets(args, cwd):
 
 
 def _read_texts(cwd, names):
+    """The first MiB of each named file that can be read, as text (a guess at a diff
+    needs no more; an unreadable name is skipped)."""
     texts = []
     for name in names:
         try:
@@ -8890,95 +8889,135 @@ def _cluster_value(args, letter, long):
     return values
 
 
+def _sed_targets(args):
+    """The files `sed -i` rewrites: its operands, less the script when no -e/-f gave one."""
+    if not any(a.startswith("--in-place") or (a.startswith("-") and not a.startswith("--")
+                                              and "i" in a[1:]) for a in args):
+        return []
+    has_script = any(a in ("-e", "-f", "--expression", "--file") or
+                     a.startswith(("--expression=", "--file=")) for a in args)
+    files = _operands(args, ("-e", "-f", "--expression", "--file", "-l", "--line-length"))
+    return [(p, "file") for p in (files if has_script else files[1:])]
+
+
+def _perl_targets(command, args):
+    """The files `perl -i` rewrites (its operands, less the script when no -e gave one);
+    without -i, what its one-liner writes."""
+    clusters = [a for a in args if a.startswith("-") and not a.startswith("--") and len(a) > 1
+                and a[1] not in "MmIdDx"]
+    if not any("i" in a[1:] for a in clusters):
+        return _interpreter_targets(command, args)
+    files, code, i = [], False, 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("-") and len(arg) > 1 and not arg.startswith("--"):
+            if arg[-1] in "eE" and arg[1] not in "MmIdDx":
+                code = True
+                i += 1
+        else:
+            files.append(arg)
+        i += 1
+    return [(p, "file") for p in (files if code else files[1:])]
+
+
+def _awk_targets(args):
+    """The files gawk's inplace extension rewrites: its operands (not var=value), less
+    the program when no -f gave one."""
+    joined = " ".join(args)
+    if not ("-i inplace" in joined or "-iinplace" in joined or "--include=inplace" in joined
+            or "--include inplace" in joined):
+        return []
+    files = [a for a in _operands(args, ("-v", "-f", "-F", "-i", "--include", "--assign",
+                                         "--file", "--field-separator"))
+             if not _is_assignment(a)]
+    has_file = any(a in ("-f", "--file") for a in args)
+    return [(p, "file") for p in (files if has_file else files[1:])]
+
+
+def _mode_targets(args):
+    """The files chmod/chown/chgrp/setfacl/chattr change: the operands after the mode or
+    owner (all of them with --reference); a mode such as -w is not an option."""
+    import re
+    words = [a for a in args if a != "--" and not (a.startswith("-") and not re.match(
+        r"-[rwxXstugoa=+,0-7]+\Z", a))]
+    reference = any(a.startswith("--reference") for a in args)
+    return [(p, "file") for p in (words if reference else words[1:])]
+
+
+def _curl_targets(args):
+    """The files curl writes: -o/--output values, the URL's last component with -O,
+    under --output-dir."""
+    values = _cluster_value(args, "o", "--output")
+    if any(a in ("-O", "--remote-name", "--remote-name-all") or
+           (a.startswith("-") and not a.startswith("--") and "O" in a[1:]) for a in args):
+        values += [os.path.basename(u.split("?")[0].rstrip("/")) for u in _operands(args)
+                   if "://" in u]
+    directory = (_cluster_value(args, "\0", "--output-dir") or [""])[-1]
+    return [(os.path.join(directory, v), "file") for v in values if v and v != "-"]
+
+
+def _patch_targets(command, args, cwd):
+    """The files `patch` writes: -o FILE alone, else the file it is given and every file
+    the diff names (read from -i, a second operand, stdin or a heredoc), under -d DIR."""
+    output = _strip_option(args, "-o", "--output")
+    if output:
+        return [(output, "file")]
+    strip = _strip_option(args, "-p", "--strip")
+    directory = _strip_option(args, "-d", "--directory") or ""
+    operands = _operands(args, ("-p", "-i", "-o", "-d", "-D", "-F", "-z", "-B", "-Y", "-V",
+                                "--input", "--directory", "--strip", "-r"))
+    patch_files = [v for v in [_strip_option(args, "-i", "--input")] if v] + operands[1:2]
+    targets = []
+    if operands:
+        targets = [(os.path.join(directory, operands[0]), "file")]
+    text = _patch_text(command, cwd, patch_files)
+    targets += [(os.path.join(directory, p), "file") for p in _diff_paths(
+        text, int(strip) if (strip or "").isdigit() else None)]
+    return targets
+
+
+def _package_script_targets(args):
+    """The package.json entries `npm pkg set|delete` and `set-script` change."""
+    words = [a for a in args if not a.startswith("-")]
+    if words[:2] in (["pkg", "set"], ["pkg", "delete"]):
+        return [("package.json", "entry:" + word.split("=", 1)[0]) for word in words[2:]]
+    if words[:1] == ["set-script"] and len(words) > 1:
+        return [("package.json", "entry:scripts." + words[1])]
+    return []
+
+
 def command_writes(command, program, args, cwd):
     """[(path, kind)] one simple command would write; kind "file", "tree" (anything
     under it) or "entry:scripts.NAME" (one package.json script)."""
-    targets = []
     if program in ("tee", "sponge"):
-        targets = [(p, "file") for p in _operands(args)]
-    elif program in ("sed", "gsed"):
-        if any(a.startswith("--in-place") or (a.startswith("-") and not a.startswith("--")
-                                              and "i" in a[1:]) for a in args):
-            has_script = any(a in ("-e", "-f", "--expression", "--file") or
-                             a.startswith(("--expression=", "--file=")) for a in args)
-            files = _operands(args, ("-e", "-f", "--expression", "--file", "-l", "--line-length"))
-            targets = [(p, "file") for p in (files if has_script else files[1:])]
-    elif program == "perl":
-        clusters = [a for a in args if a.startswith("-") and not a.startswith("--") and len(a) > 1
-                    and a[1] not in "MmIdDx"]
-        if any("i" in a[1:] for a in clusters):
-            files, code, i = [], False, 0
-            while i < len(args):
-                arg = args[i]
-                if arg.startswith("-") and len(arg) > 1 and not arg.startswith("--"):
-                    if arg[-1] in "eE" and arg[1] not in "MmIdDx":
-                        code = True
-                        i += 1
-                else:
-                    files.append(arg)
-                i += 1
-            targets = [(p, "file") for p in (files if code else files[1:])]
-        else:
-            targets = _interpreter_targets(command, args)
-    elif program in ("awk", "gawk"):
-        joined = " ".join(args)
-        if "-i inplace" in joined or "-iinplace" in joined or "--include=inplace" in joined \
-                or "--include inplace" in joined:
-            files = [a for a in _operands(args, ("-v", "-f", "-F", "-i", "--include", "--assign",
-                                                 "--file", "--field-separator"))
-                     if not _is_assignment(a)]
-            has_file = any(a in ("-f", "--file") for a in args)
-            targets = [(p, "file") for p in (files if has_file else files[1:])]
-    elif program in ("cp", "mv", "install", "ln", "rsync", "scp", "gcp", "gmv"):
-        targets = _copy_targets(program.lstrip("g") if program in ("gcp", "gmv") else program, args, cwd)
-    elif program in ("rm", "unlink", "shred", "srm", "trash", "trash-put"):
-        targets = [(p, "tree") for p in _operands(args)]
-    elif program == "truncate":
-        targets = [(p, "file") for p in _operands(args, ("-s", "--size", "-r", "--reference"))]
-    elif program in ("chmod", "chown", "chgrp", "setfacl", "chattr"):
-        import re
-        words = [a for a in args if a != "--" and not (a.startswith("-") and not re.match(
-            r"-[rwxXstugoa=+,0-7]+\Z", a))]
-        reference = any(a.startswith("--reference") for a in args)
-        targets = [(p, "file") for p in (words if reference else words[1:])]
-    elif program == "dd":
-        targets = [(a[3:], "file") for a in args if a.startswith("of=")]
-    elif program == "curl":
-        values = _cluster_value(args, "o", "--output")
-        if any(a in ("-O", "--remote-name", "--remote-name-all") or
-               (a.startswith("-") and not a.startswith("--") and "O" in a[1:]) for a in args):
-            values += [os.path.basename(u.split("?")[0].rstrip("/")) for u in _operands(args)
-                       if "://" in u]
-        directory = (_cluster_value(args, "\0", "--output-dir") or [""])[-1]
-        targets = [(os.path.join(directory, v), "file") for v in values if v and v != "-"]
-    elif program == "wget":
-        targets = [(v, "file") for v in _cluster_value(args, "O", "--output-document") if v != "-"]
-    elif program == "patch":
-        output = _strip_option(args, "-o", "--output")
-        if output:
-            return [(output, "file")]
-        strip = _strip_option(args, "-p", "--strip")
-        directory = _strip_option(args, "-d", "--directory") or ""
-        operands = _operands(args, ("-p", "-i", "-o", "-d", "-D", "-F", "-z", "-B", "-Y", "-V",
-                                    "--input", "--directory", "--strip", "-r"))
-        patch_files = [v for v in [_strip_option(args, "-i", "--input")] if v] + operands[1:2]
-        if operands:
-            targets = [(os.path.join(directory, operands[0]), "file")]
-        text = _patch_text(command, cwd, patch_files)
-        targets += [(os.path.join(directory, p), "file") for p in _diff_paths(
-            text, int(strip) if (strip or "").isdigit() else None)]
-    elif program in ("npm", "pnpm", "yarn", "bun"):
-        words = [a for a in args if not a.startswith("-")]
-        if words[:2] in (["pkg", "set"], ["pkg", "delete"]):
-            for word in words[2:]:
-                key = word.split("=", 1)[0]
-                targets.append(("package.json", "entry:" + key if key.startswith("scripts.")
-                                else "entry:" + key))
-        elif words[:1] == ["set-script"] and len(words) > 1:
-            targets.append(("package.json", "entry:scripts." + words[1]))
-    elif program.startswith(_CODE_PROGRAMS):
-        targets = _interpreter_targets(command, args)
-    return targets
+        return [(p, "file") for p in _operands(args)]
+    if program in ("sed", "gsed"):
+        return _sed_targets(args)
+    if program == "perl":
+        return _perl_targets(command, args)
+    if program in ("awk", "gawk"):
+        return _awk_targets(args)
+    if program in ("cp", "mv", "install", "ln", "rsync", "scp", "gcp", "gmv"):
+        return _copy_targets(program.lstrip("g") if program in ("gcp", "gmv") else program, args, cwd)
+    if program in ("rm", "unlink", "shred", "srm", "trash", "trash-put"):
+        return [(p, "tree") for p in _operands(args)]
+    if program == "truncate":
+        return [(p, "file") for p in _operands(args, ("-s", "--size", "-r", "--reference"))]
+    if program in ("chmod", "chown", "chgrp", "setfacl", "chattr"):
+        return _mode_targets(args)
+    if program == "dd":
+        return [(a[3:], "file") for a in args if a.startswith("of=")]
+    if program == "curl":
+        return _curl_targets(args)
+    if program == "wget":
+        return [(v, "file") for v in _cluster_value(args, "O", "--output-document") if v != "-"]
+    if program == "patch":
+        return _patch_targets(command, args, cwd)
+    if program in ("npm", "pnpm", "yarn", "bun"):
+        return _package_script_targets(args)
+    if program.startswith(_CODE_PROGRAMS):
+        return _interpreter_targets(command, args)
+    return []
 
 
 def _interpreter_targets(command, args):
