@@ -8036,32 +8036,57 @@ def doctor_report(args, session, problems):
 # with no session, a malformed payload or any error it exits 0 and stays silent.
 
 
-def read_payload(stream=None):
-    stream = stream or sys.stdin
+def payload_object(data):
+    """The JSON object Claude Code sends on stdin (bytes or text); {} for anything else,
+    so a hook or the status line never fails on what it is given."""
     try:
-        data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
         payload = json.loads(data.decode("utf-8", "replace") if isinstance(data, bytes) else data)
-    except (ValueError, OSError, RecursionError):
+    except (ValueError, RecursionError):
         return {}
     return payload if isinstance(payload, dict) else {}
 
 
-def payload_session(payload):
-    """The session of the payload's directory (a broken config means defaults, and
-    session.config_error says so: a typo must not switch the guard off), or None."""
+def read_payload(stream=None):
+    stream = stream or sys.stdin
+    try:
+        data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
+    except (ValueError, OSError):
+        return {}
+    return payload_object(data)
+
+
+def payload_cwd(payload):
+    """The payload's directory when it is one that exists, else ours."""
     cwd = payload.get("cwd")
-    if not isinstance(cwd, str) or not os.path.isdir(cwd):
-        cwd = os.getcwd()
+    return cwd if isinstance(cwd, str) and os.path.isdir(cwd) else os.getcwd()
+
+
+def loop_session(cwd):
+    """The session of the loop `cwd` belongs to, or None when it has no log or cannot be
+    found (a broken config means defaults, and session.config_error says so: a typo must
+    not switch the guard off)."""
     try:
         session = find_session(cwd, lenient=True)
-        if not session.exists():
-            return None, None
+        return session if session.exists() else None
+    except (AutotuneError, OSError):
+        return None
+
+
+def loop_state(session):
+    """The loaded state of a loop that has a config line, or None (unreadable, or not
+    initialized)."""
+    try:
         loaded = load_state(session)
     except (AutotuneError, OSError):
-        return None, None
-    if loaded.state.config is None:
-        return None, None
-    return session, loaded
+        return None
+    return loaded if loaded.state.config is not None else None
+
+
+def payload_session(payload):
+    """(session, loaded state) of the loop in the payload's directory, or (None, None)."""
+    session = loop_session(payload_cwd(payload))
+    loaded = loop_state(session) if session is not None else None
+    return (session, loaded) if loaded is not None else (None, None)
 
 
 def tail_entries(session, start, count, kinds=("result",)):
@@ -9061,21 +9086,25 @@ def bash_write_targets(commands, cwd, depth=0):
 
 
 
-def classify_run_command(command):
+def classify_run_command(command, commands=False):
     """Whether a Bash command runs `autotune run`, and whether it does so plainly.
 
     Returns (invokes_run, plain, run_args): plain means a single simple command whose
     program is autotune (bin/autotune, autotune.py via python, or run-experiment.sh),
     with no operators, redirections, substitutions, assignments or wrappers around it.
     A command that merely mentions `autotune run` in its data (a commit message, a
-    grep pattern) does not invoke it."""
+    grep pattern) does not invoke it. The command is judged without its surrounding
+    blank space (`autotune run` followed by a newline is plain): `commands` is
+    shell_parse of that text when the caller has read it already (None when it does
+    not parse), False to read it here."""
     import re
     if not isinstance(command, str):
         return False, False, []
     if "autotune" not in command and "run-experiment" not in command:
         return False, True, []
     mentions = re.search(r"(?:autotune(?:\.py)?['\"]?\s+(?:\S+\s+)*?run\b|run-experiment)", command)
-    commands = shell_parse(command.strip())
+    if commands is False:
+        commands = shell_parse(command.strip())
     if commands is None:
         return (True, False, []) if mentions else (False, True, [])
     found = run_invocations(commands)
@@ -9121,9 +9150,7 @@ def hook_pre_tool_use(payload):
     import re
     tool = payload.get("tool_name")
     tool_input = payload.get("tool_input") if isinstance(payload.get("tool_input"), dict) else {}
-    cwd = payload.get("cwd")
-    if not isinstance(cwd, str) or not os.path.isdir(cwd):
-        cwd = os.getcwd()
+    cwd = payload_cwd(payload)
     if tool == "Bash":
         command = tool_input.get("command")
         if not isinstance(command, str) or not re.search(_BASH_HINT, command):
@@ -9164,8 +9191,13 @@ def edited_content(path, tool, tool_input):
 
 
 def bash_denial(command, guards):
-    """Why a Bash command must not run while a loop is active, or None."""
-    invokes, plain, args = classify_run_command(command)
+    """Why a Bash command must not run while a loop is active, or None. The command is
+    read once: the writes are looked for in it as Bash reads it, and the run check reads
+    the same words unless blank space around the command changes them (then it reads
+    the trimmed text, as classify_run_command does)."""
+    commands = shell_parse(command)
+    invokes, plain, args = classify_run_command(
+        command, commands if command == command.strip() else False)
     if invokes:
         guard = guards.at(guards.cwd)
         if guard is not None:
@@ -9183,7 +9215,6 @@ def bash_denial(command, guards):
                             json.dumps(value))
         if plain:
             return None
-    commands = shell_parse(command)
     if commands is None:
         return None  # Bash cannot run it either
     for path, kind, how in bash_write_targets(commands, guards.cwd):
@@ -9379,16 +9410,20 @@ class Guards(object):
             if parent == probe:
                 return None
             probe = parent
-        if probe in self.by_dir:
-            return self.by_dir[probe]
-        guard = None
-        session, loaded = payload_session({"cwd": probe})
-        if session is not None and loaded.state.active:
-            root = os.path.realpath(session.workdir)
-            guard = self.by_root.get(root) or Guard(session, loaded.state)
-            self.by_root[root] = guard
-        self.by_dir[probe] = guard
-        return guard
+        if probe not in self.by_dir:
+            session = loop_session(probe)
+            self.by_dir[probe] = self._loop_guard(session) if session is not None else None
+        return self.by_dir[probe]
+
+    def _loop_guard(self, session):
+        """The guard of an active loop, None for any other, read once per loop: the
+        directories of one loop share it without reading its log again."""
+        root = os.path.realpath(session.workdir)
+        if root not in self.by_root:
+            loaded = loop_state(session)
+            self.by_root[root] = (Guard(session, loaded.state)
+                                  if loaded is not None and loaded.state.active else None)
+        return self.by_root[root]
 
     def for_path(self, path):
         guards = []
@@ -9607,14 +9642,11 @@ def statusline_text(payload, colors):
 
 
 def cmd_statusline(args):
-    raw = b""
     try:
         raw = sys.stdin.buffer.read(4 << 20)
-        payload = json.loads(raw.decode("utf-8", "replace")) if raw.strip() else {}
-        if not isinstance(payload, dict):
-            payload = {}
-    except (ValueError, OSError, RecursionError):
-        payload = {}
+    except (ValueError, OSError):
+        raw = b""
+    payload = payload_object(raw)
     # colour by default, as before (Claude Code renders it); NO_COLOR or --no-color turn it off
     colors = Colors(sys.stdout, force="NO_COLOR" not in os.environ and not args.no_color)
     try:
