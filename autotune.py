@@ -9663,8 +9663,8 @@ def cmd_statusline(args):
 
 def chained_statusline(command, payload):
     """Runs the user's other status-line command (their own settings, like the benchmark
-    the one other command autotune hands to a shell) through the shell, as the first
-    implementation did: `~`, pipes and variables work. It gets the same payload on stdin,
+    the one other command autotune hands to a shell) through the shell, as the bash
+    implementation (autotune 0.3) did: `~`, pipes and variables work. It gets the same payload on stdin,
     and is killed with its process group after 5 s."""
     import signal
     import subprocess
@@ -9707,7 +9707,7 @@ def permission_rules(root):
     if os.path.isdir(os.path.join(root, "bin")):
         scripts = ("init-experiment.sh", "run-experiment.sh", "log-experiment.sh", "dashboard.sh")
         rules += ["Bash(%s*)" % name for name in scripts[:3]]
-        # the first implementation's skill ran them as `bash <plugin>/bin/NAME.sh ...`
+        # the skill of the bash implementation (autotune 0.3) ran them as `bash <plugin>/bin/NAME.sh ...`
         rules += ["Bash(bash %s*)" % os.path.join(root, "bin", name) for name in scripts]
     return rules + ["Bash(./autotune.sh)", "Bash(bash autotune.sh)", "Bash(./autotune.checks.sh)",
                     "Bash(./autotune.holdout.sh)", "Bash(git checkout -b autotune/*)",
@@ -10133,8 +10133,8 @@ def cmd_dashboard(args):
 
 
 def terminal_columns():
-    """The width to draw in: $COLUMNS when it is a sane number (the first implementation
-    honoured it too), else 80, whatever the terminal's size."""
+    """The width to draw in: $COLUMNS when it is a sane number (the bash implementation,
+    autotune 0.3, honoured it too), else 80, whatever the terminal's size."""
     try:
         columns = int(os.environ.get("COLUMNS", ""))
     except ValueError:
@@ -10171,17 +10171,38 @@ def _html(value):
     return html.escape(strip_controls(value if isinstance(value, str) else str(value), ""))
 
 
-def _svg_chart(group, width=960, height=340):
-    """One inline SVG chart of the experiments of consecutive segments sharing a metric."""
-    pad_left, pad_right, pad_top, pad_bottom = 64, 16, 38, 40
-    points = []
-    for segment in group:
-        for row in segment["results"]:
-            points.append((segment, row))
-    values = [row.get("metric") for _, row in points
-              if _is_number(row.get("metric")) and row.get("status") != "crash"]
-    if not points:
-        return ""
+def segment_baseline(results):
+    """A segment's baseline as its report shows it: the metric of its first kept or
+    discarded result, or None."""
+    return next((r.get("metric") for r in results if _is_number(r.get("metric"))
+                 and r.get("status") in ("keep", "discard")), None)
+
+
+class _ChartArea(object):
+    """Where a report chart draws: its size, the padding around the plot, and the
+    position of an experiment (by its place among `count`) and of a value."""
+
+    left, right, top, bottom = 64, 16, 38, 40
+
+    def __init__(self, width, height, count, low, high):
+        self.width, self.height, self.count, self.low, self.high = width, height, count, low, high
+        self.plot_w = width - self.left - self.right
+        self.plot_h = height - self.top - self.bottom
+
+    def x_at(self, i):
+        return self.left + (self.plot_w * (i + 0.5) / self.count)
+
+    def x_edge(self, i):
+        """The left edge of the i-th experiment's slot (a segment's boundary)."""
+        return self.left + self.plot_w * i / self.count
+
+    def y_at(self, value):
+        return self.top + self.plot_h * (1 - fraction(value, self.low, self.high))
+
+
+def _chart_range(values):
+    """(low, high, ticks) of a chart's value axis: the values' span (any span for one
+    value or none) with an 8% margin (none where it would overflow), out to round ticks."""
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
     if high == low:
         low, high = low - 1, high + 1
@@ -10189,77 +10210,100 @@ def _svg_chart(group, width=960, height=340):
     if _finite(low - margin) is None or _finite(high + margin) is None:
         margin = 0.0
     ticks = nice_ticks(low - margin, high + margin)
-    low, high = min(ticks[0], low - margin), max(ticks[-1], high + margin)
-    plot_w, plot_h = width - pad_left - pad_right, height - pad_top - pad_bottom
-    count = len(points)
+    return min(ticks[0], low - margin), max(ticks[-1], high + margin), ticks
 
-    def x_at(i):
-        return pad_left + (plot_w * (i + 0.5) / count)
 
-    def y_at(value):
-        return pad_top + plot_h * (1 - fraction(value, low, high))
+def _chart_axes(area, ticks, config):
+    """The chart's frame: the plot, the value grid and ticks, the experiment numbers
+    and the two axis titles."""
+    unit = config.get("metric_unit") or ""
+    parts = ['<rect x="%d" y="%d" width="%d" height="%d" class="plot"/>' % (
+        area.left, area.top, area.plot_w, area.plot_h)]
+    for value in ticks:
+        y = area.y_at(value)
+        parts.append('<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>' % (
+            area.left, area.width - area.right, y, y))
+        parts.append('<text class="tick" x="%d" y="%.1f" text-anchor="end">%s</text>' % (
+            area.left - 6, y + 4, _html(_fmt(round(value, 9)))))
+    every = max(1, nice_ticks(0, area.count, 8)[1] - nice_ticks(0, area.count, 8)[0])
+    for i in range(0, area.count, int(every)):
+        parts.append('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%d</text>' % (
+            area.x_at(i), area.height - area.bottom + 16, i + 1))
+    parts.append('<text class="axis" x="%d" y="%d">%s%s (%s is better)</text>' % (
+        area.left, 13, _html(config.get("metric_name") or ""), _html(" [%s]" % unit) if unit else "",
+        _html(config.get("direction", "lower"))))
+    parts.append('<text class="axis" x="%d" y="%d" text-anchor="end">experiment</text>' % (
+        area.width - area.right, area.height - 6))
+    return parts
 
+
+def _best_path(area, bests, first, end_x):
+    """The SVG path of the best-so-far steps of a segment starting at slot `first`,
+    drawn on to `end_x`; "" before the first keep."""
+    path = []
+    for i, value in enumerate(bests):
+        if value is None:
+            continue
+        x = area.x_at(first + i)
+        if path:
+            path.append("H%.1f" % x)
+        path.append(("M" if not path else "V") + ("%.1f,%.1f" % (x, area.y_at(value)) if not path
+                                                   else "%.1f" % area.y_at(value)))
+    if path:
+        path.append("H%.1f" % end_x)
+    return " ".join(path)
+
+
+def _chart_segment(area, segment, first, unit, direction):
+    """One segment of a chart from slot `first`: its boundary and label, baseline,
+    best-so-far line and one point per experiment (a crash sits on the axis)."""
+    results, seg_conf = segment["results"], segment["config"]
+    parts = []
+    if first > 0:
+        x = area.x_edge(first)
+        parts.append('<line class="segment" x1="%.1f" x2="%.1f" y1="%d" y2="%d"/>' % (
+            x, x, area.top, area.top + area.plot_h))
+    parts.append('<text class="segment-label" x="%.1f" y="%d">segment %s: %s</text>' % (
+        area.x_edge(first) + 4, area.top - 5, segment["number"],
+        _html(_one_line(seg_conf.get("name") or "", 40))))
+    base = segment_baseline(results)
+    x0, x1 = area.x_edge(first), area.x_edge(first + len(results))
+    if base is not None:
+        parts.append('<line class="baseline" x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f"><title>baseline %s</title></line>' % (
+            x0, x1, area.y_at(base), area.y_at(base), _html(fmt_metric(base, unit))))
+    path = _best_path(area, best_so_far(results, seg_conf.get("direction", direction)), first, x1)
+    if path:
+        parts.append('<path class="best" d="%s"><title>best so far</title></path>' % path)
+    for i, row in enumerate(results):
+        status = row.get("status")
+        metric = row_metric(row)
+        y = area.y_at(metric) if metric is not None else area.top + area.plot_h  # no metric: on the axis
+        label = "#%s.%s %s %s — %s" % (segment["number"], row.get("index"), status,
+                                       fmt_metric(metric, unit), _one_line(row.get("description") or "", 120))
+        parts.append('<circle class="point %s" cx="%.1f" cy="%.1f" r="%s" data-index="%s" data-segment="%s">'
+                     '<title>%s</title></circle>' % (
+                         _html(status or ""), area.x_at(first + i), y, "5" if status == "keep" else "4",
+                         _html(row.get("index")), segment["number"], _html(label)))
+    return parts
+
+
+def _svg_chart(group, width=960, height=340):
+    """One inline SVG chart of the experiments of consecutive segments sharing a metric."""
+    rows = [row for segment in group for row in segment["results"]]
+    if not rows:
+        return ""
+    low, high, ticks = _chart_range([m for m in map(row_metric, rows) if m is not None])
+    area = _ChartArea(width, height, len(rows), low, high)
     config = group[0]["config"]
     direction = config.get("direction", "lower")
     unit = config.get("metric_unit") or ""
     parts = ['<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" role="img" '
              'aria-label="%s by experiment">' % (width, height, _html(config.get("metric_name") or ""))]
-    parts.append('<rect x="%d" y="%d" width="%d" height="%d" class="plot"/>' % (pad_left, pad_top, plot_w, plot_h))
-    for value in ticks:
-        y = y_at(value)
-        parts.append('<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>' % (pad_left, width - pad_right, y, y))
-        parts.append('<text class="tick" x="%d" y="%.1f" text-anchor="end">%s</text>' % (
-            pad_left - 6, y + 4, _html(_fmt(round(value, 9)))))
-    every = max(1, nice_ticks(0, count, 8)[1] - nice_ticks(0, count, 8)[0])
-    for i in range(0, count, int(every)):
-        parts.append('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%d</text>' % (
-            x_at(i), height - pad_bottom + 16, i + 1))
-    parts.append('<text class="axis" x="%d" y="%d">%s%s (%s is better)</text>' % (
-        pad_left, 13, _html(config.get("metric_name") or ""), _html(" [%s]" % unit) if unit else "",
-        _html(direction)))
-    parts.append('<text class="axis" x="%d" y="%d" text-anchor="end">experiment</text>' % (width - pad_right, height - 6))
+    parts += _chart_axes(area, ticks, config)
     position = 0
     for segment in group:
-        first = position
-        results = segment["results"]
-        seg_conf = segment["config"]
-        if first > 0:
-            x = pad_left + plot_w * first / count
-            parts.append('<line class="segment" x1="%.1f" x2="%.1f" y1="%d" y2="%d"/>' % (x, x, pad_top, pad_top + plot_h))
-        parts.append('<text class="segment-label" x="%.1f" y="%d">segment %s: %s</text>' % (
-            pad_left + plot_w * first / count + 4, pad_top - 5, segment["number"],
-            _html(_one_line(seg_conf.get("name") or "", 40))))
-        base = next((r.get("metric") for r in results if _is_number(r.get("metric"))
-                     and r.get("status") in ("keep", "discard")), None)
-        x0, x1 = pad_left + plot_w * first / count, pad_left + plot_w * (first + len(results)) / count
-        if base is not None:
-            parts.append('<line class="baseline" x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f"><title>baseline %s</title></line>' % (
-                x0, x1, y_at(base), y_at(base), _html(fmt_metric(base, unit))))
-        bests = best_so_far(results, seg_conf.get("direction", direction))
-        path = []
-        for i, value in enumerate(bests):
-            if value is None:
-                continue
-            x = x_at(first + i)
-            if path:
-                path.append("H%.1f" % x)
-            path.append(("M" if not path else "V") + ("%.1f,%.1f" % (x, y_at(value)) if not path
-                                                       else "%.1f" % y_at(value)))
-        if path:
-            path.append("H%.1f" % x1)
-        if path:
-            parts.append('<path class="best" d="%s"><title>best so far</title></path>' % " ".join(path))
-        for i, row in enumerate(results):
-            status = row.get("status")
-            metric = row.get("metric") if _is_number(row.get("metric")) and status != "crash" else None
-            y = y_at(metric) if metric is not None else pad_top + plot_h  # no metric: on the axis
-            label = "#%s.%s %s %s — %s" % (segment["number"], row.get("index"), status,
-                                           fmt_metric(metric, unit), _one_line(row.get("description") or "", 120))
-            parts.append('<circle class="point %s" cx="%.1f" cy="%.1f" r="%s" data-index="%s" data-segment="%s">'
-                         '<title>%s</title></circle>' % (
-                             _html(status or ""), x_at(first + i), y, "5" if status == "keep" else "4",
-                             _html(row.get("index")), segment["number"], _html(label)))
-        position += len(results)
+        parts += _chart_segment(area, segment, position, unit, direction)
+        position += len(segment["results"])
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -10289,18 +10333,17 @@ def _code_spans(escaped):
     return "".join(part if i % 2 == 0 else "<code>%s</code>" % part for i, part in enumerate(parts))
 
 
-def render_report(session, loaded, entries):
-    segments = segment_rows(entries)
+def _report_head(session, data, segments):
+    """The report's HTML head, title, counts line, summary cards and next step."""
     esc = _html
-    data = explain_data(session, loaded)
+    experiments = sum(len(s["results"]) for s in segments)
     out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            '<title>autotune report: %s</title><style>%s</style></head><body>' % (
                esc(data.get("name") or ""), REPORT_CSS)]
     out.append('<h1>autotune report: %s</h1>' % esc(data.get("name") or "-"))
     out.append('<p class="muted">%s · generated %s · %d experiment%s in %d segment%s</p>' % (
-        esc(session.workdir), utc_now(), sum(len(s["results"]) for s in segments),
-        "" if sum(len(s["results"]) for s in segments) == 1 else "s", len(segments),
+        esc(session.workdir), utc_now(), experiments, "" if experiments == 1 else "s", len(segments),
         "" if len(segments) == 1 else "s"))
     conf = data.get("confidence") or {}
     cards = [("health", "%s" % data["health"]), ("mode", data["mode"]),
@@ -10312,6 +10355,11 @@ def render_report(session, loaded, entries):
         '<div class="card"><span class="muted">%s</span><b>%s</b></div>' % (esc(k), esc(v)) for k, v in cards))
     out.append('<p>%s. <b>Next:</b> %s</p>' % (esc(data["why"][:1].upper() + data["why"][1:]),
                                                _code_spans(esc(data["next_text"]))))
+    return out
+
+
+def _chart_groups(segments):
+    """Consecutive segments with the same metric, unit and direction: one chart each."""
     groups = []
     for segment in segments:
         key = (segment["config"].get("metric_name"), segment["config"].get("metric_unit"),
@@ -10320,55 +10368,71 @@ def render_report(session, loaded, entries):
             groups[-1][1].append(segment)
         else:
             groups.append((key, [segment]))
+    return [group for _, group in groups]
+
+
+def _segment_table_row(segment):
+    """A segment's row of the report's table: its counts, baseline, best and change."""
+    esc = _html
+    config = segment["config"]
+    direction = config.get("direction", "lower")
+    results = segment["results"]
+    base = segment_baseline(results)
+    best = ([b for b in best_so_far(results, direction) if b is not None] or [None])[-1]
+    counts = {s: sum(1 for r in results if r.get("status") == s) for s in STATUSES}
+    unit_text = esc(config.get("metric_unit") or "")
+    return ('<tr><td>%s</td><td>%s</td><td>%s (%s%s is better)</td><td class="num">%d</td>'
+            '<td class="num">%d</td><td class="num">%d</td><td class="num">%d</td><td class="num">%d</td>'
+            '<td class="num">%s</td><td class="num">%s</td><td class="num">%s</td></tr>' % (
+                segment["number"], esc(config.get("name") or ""), esc(config.get("metric_name") or ""),
+                unit_text + ", " if unit_text else "", esc(direction), len(results), counts["keep"],
+                counts["discard"], counts["crash"], counts["checks_failed"], esc(_fmt(base)), esc(_fmt(best)),
+                fmt_pct(pct_change(best, base))))
+
+
+def _experiment_row(segment, row, unit):
+    """One experiment's row of the report: status, metric, verdict, health (with a
+    heal's failure and remedy), commit, description, secondary metrics and notes."""
+    esc = _html
+    asi = row.get("asi") if isinstance(row.get("asi"), dict) else {}
+    notes = "".join('<div class="asi"><b>%s</b>: %s</div>' % (
+        esc(str(k)), esc(_one_line(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False), 400)))
+        for k, v in asi.items())
+    metric = row_metric(row)
+    secondary = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
+    if secondary and row.get("status") != "crash":
+        notes = '<div class="asi">%s</div>' % esc(" · ".join(
+            "%s %s" % (k, _fmt(v)) for k, v in sorted(secondary.items()) if _is_number(v))) + notes
+    reason = row.get("reason") if isinstance(row.get("reason"), str) else ""
+    health = esc(str(row.get("health") or "-"))
+    if reason.startswith("heal:") or reason == "recovery_exhausted":
+        health += '<div class="asi">%s → %s</div>' % (esc(str(row.get("failure") or "-")), esc(
+            reason[5:] if reason.startswith("heal:") else "pause"))
+    return ('<tr><td>%s.%s</td><td><span class="badge %s">%s</span></td><td class="num">%s</td>'
+            '<td>%s</td><td>%s</td><td><code>%s</code></td><td>%s%s</td></tr>' % (
+                segment["number"], esc(str(row.get("index"))), esc(row.get("status") or ""),
+                esc(row.get("status") or ""), esc(fmt_metric(metric, unit)),
+                esc(row.get("verdict") or "-"), health, esc(row.get("commit") or "-"),
+                esc(row.get("description") or ""), notes))
+
+
+def render_report(session, loaded, entries):
+    segments = segment_rows(entries)
+    data = explain_data(session, loaded)
+    out = _report_head(session, data, segments)
     out.append('<h2>Experiments by index</h2><p class="legend muted"><span style="color:#1a8f4c">● kept</span>'
                '<span>○ discarded</span><span style="color:#c9302c">○ crashed (no metric: on the axis)</span><span style="color:#d98b0a">● checks failed</span>'
                '<span style="color:#1a8f4c">— best so far</span><span>- - baseline</span></p>')
-    for _, group in groups:
-        out.append(_svg_chart(group))
+    out += [_svg_chart(group) for group in _chart_groups(segments)]
     out.append('<h2>Segments</h2><table><tr><th>#</th><th>name</th><th>metric</th><th class="num">runs</th>'
                '<th class="num">kept</th><th class="num">discarded</th><th class="num">crashed</th>'
                '<th class="num">failed checks</th><th class="num">baseline</th><th class="num">best</th><th class="num">change</th></tr>')
-    for segment in segments:
-        config = segment["config"]
-        direction = config.get("direction", "lower")
-        results = segment["results"]
-        base = next((r.get("metric") for r in results if _is_number(r.get("metric"))
-                     and r.get("status") in ("keep", "discard")), None)
-        best = ([b for b in best_so_far(results, direction) if b is not None] or [None])[-1]
-        counts = {s: sum(1 for r in results if r.get("status") == s) for s in STATUSES}
-        unit_text = esc(config.get("metric_unit") or "")
-        out.append('<tr><td>%s</td><td>%s</td><td>%s (%s%s is better)</td><td class="num">%d</td>'
-                   '<td class="num">%d</td><td class="num">%d</td><td class="num">%d</td><td class="num">%d</td>'
-                   '<td class="num">%s</td><td class="num">%s</td><td class="num">%s</td></tr>' % (
-                       segment["number"], esc(config.get("name") or ""), esc(config.get("metric_name") or ""),
-                       unit_text + ", " if unit_text else "", esc(direction), len(results), counts["keep"],
-                       counts["discard"], counts["crash"], counts["checks_failed"], esc(_fmt(base)), esc(_fmt(best)),
-                       fmt_pct(pct_change(best, base))))
+    out += [_segment_table_row(segment) for segment in segments]
     out.append('</table><h2>All experiments</h2><table><tr><th>#</th><th>status</th><th class="num">metric</th>'
                '<th>verdict</th><th>health</th><th>commit</th><th>description and notes</th></tr>')
     for segment in segments:
         unit = segment["config"].get("metric_unit") or ""
-        for row in segment["results"]:
-            asi = row.get("asi") if isinstance(row.get("asi"), dict) else {}
-            notes = "".join('<div class="asi"><b>%s</b>: %s</div>' % (
-                esc(str(k)), esc(_one_line(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False), 400)))
-                for k, v in asi.items())
-            metric = row_metric(row)
-            secondary = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
-            if secondary and row.get("status") != "crash":
-                notes = '<div class="asi">%s</div>' % esc(" · ".join(
-                    "%s %s" % (k, _fmt(v)) for k, v in sorted(secondary.items()) if _is_number(v))) + notes
-            reason = row.get("reason") if isinstance(row.get("reason"), str) else ""
-            health = esc(str(row.get("health") or "-"))
-            if reason.startswith("heal:") or reason == "recovery_exhausted":
-                health += '<div class="asi">%s → %s</div>' % (esc(str(row.get("failure") or "-")), esc(
-                    reason[5:] if reason.startswith("heal:") else "pause"))
-            out.append('<tr><td>%s.%s</td><td><span class="badge %s">%s</span></td><td class="num">%s</td>'
-                       '<td>%s</td><td>%s</td><td><code>%s</code></td><td>%s%s</td></tr>' % (
-                           segment["number"], esc(str(row.get("index"))), esc(row.get("status") or ""),
-                           esc(row.get("status") or ""), esc(fmt_metric(metric, unit)),
-                           esc(row.get("verdict") or "-"), health, esc(row.get("commit") or "-"),
-                           esc(row.get("description") or ""), notes))
+        out += [_experiment_row(segment, row, unit) for row in segment["results"]]
     out.append('</table><p class="muted">Made by autotune %s from %s.</p></body></html>' % (VERSION, LOG_FILE))
     return "\n".join(out) + "\n"
 
@@ -10726,7 +10790,7 @@ def again_command():
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     _INVOCATION[:] = argv
-    if argv[:1] == ["help"]:  # the first implementation's spelling
+    if argv[:1] == ["help"]:  # the bash implementation's (autotune 0.3) spelling
         argv = argv[1:2] + ["--help"] if argv[1:2] and argv[1] in COMMANDS else ["--help"]
     command = argv[0] if argv and argv[0] in COMMANDS else None
     wants_json = command in AGENT_COMMANDS or "--json" in argv
