@@ -1374,15 +1374,13 @@ def _fold_result(state, entry):
             if isinstance(entry.get(name), dict):
                 setattr(state, name, entry[name])
     state.pending = None  # a result consumes the measurement before it
+    for name, value in count_result(health_fields(state), status).items():
+        setattr(state, name, value)
     if status == "keep":
         state.kept += 1
-        state.no_improve, state.crash_streak, state.heals = 0, 0, 0
-        state.keep_streak += 1
         state.streak_kinds = []
     elif status == "discard":
         state.discarded += 1
-        state.no_improve += 1
-        state.crash_streak, state.keep_streak = 0, 0
         state.streak_kinds = []
     else:
         kind = failure_kind(status, entry.get("verdict"))
@@ -1392,9 +1390,6 @@ def _fold_result(state, entry):
         else:
             state.checks_failed += 1
         state.streak_kinds = (state.streak_kinds + [kind])[-10:]
-        state.no_improve += 1
-        state.crash_streak += 1
-        state.keep_streak = 0
     reason = entry.get("reason")
     if isinstance(reason, str) and reason.startswith("heal:"):
         state.heals += 1
@@ -1481,7 +1476,9 @@ def _fold_control(state, entry):
         state.mode = "optimize"
         state.failure = state.recovery = None
         state.reason = "resumed"
-        state.heals = state.no_improve = state.crash_streak = state.failures = 0
+        for name, value in count_result(health_fields(state), "resume").items():
+            setattr(state, name, value)
+        state.failures = 0
         state.stop_streak = 0
         state.streak_kinds = []
         state.resume_capped = None
@@ -2947,6 +2944,30 @@ def choose_playbook(failure, attempt, settings, deterministic=False):
     return order[min(attempt, len(order)) - 1]
 
 
+STREAK_FIELDS = ("no_improve", "crash_streak", "keep_streak", "heals")
+
+
+def count_result(streaks, status):
+    """The streak counters (STREAK_FIELDS, read from the mapping `streaks`, which is not
+    changed) after one result, as a new dict: the one place they are counted, for the
+    health machine (`advance`) and for the fold of the log. A keep ends the
+    no-improvement, failure and healing streaks and extends the keep streak; a discard
+    extends the no-improvement streak and ends the others but healing; a failure (crash,
+    checks_failed) extends the no-improvement and failure streaks. A person's `resume`
+    ends the no-improvement, failure and healing streaks and leaves the keep streak."""
+    counts = {name: streaks[name] for name in STREAK_FIELDS}
+    if status == "keep":
+        counts.update(no_improve=0, crash_streak=0, heals=0, keep_streak=counts["keep_streak"] + 1)
+    elif status == "resume":
+        counts.update(no_improve=0, crash_streak=0, heals=0)
+    elif status == "discard":
+        counts.update(no_improve=counts["no_improve"] + 1, crash_streak=0, keep_streak=0)
+    else:
+        counts.update(no_improve=counts["no_improve"] + 1, crash_streak=counts["crash_streak"] + 1,
+                      keep_streak=0)
+    return counts
+
+
 def advance(prev, status, improved, settings, deterministic=False, timeout=False):
     """The health machine (SPEC 6): the health fields after one logged result.
 
@@ -2958,24 +2979,19 @@ def advance(prev, status, improved, settings, deterministic=False, timeout=False
     timeout) makes the reason `timeout`, not `crash`.
     """
     nxt = dict(prev)
-    nxt.update(active=True, recovery=None)
+    nxt.update(count_result(prev, status), active=True, recovery=None)
     if status == "keep":
-        nxt.update(no_improve=0, crash_streak=0, keep_streak=prev["keep_streak"] + 1, heals=0,
-                   mode="optimize", failure=None,
+        nxt.update(mode="optimize", failure=None,
                    health="improving" if improved else "running",
                    reason="improved" if improved else "kept_no_degrade")
         return nxt
-    nxt["no_improve"] = prev["no_improve"] + 1
-    nxt["keep_streak"] = 0
     if status == "discard":
-        nxt["crash_streak"] = 0
         nxt["reason"] = "no_improve"
         if nxt["no_improve"] >= settings.max_no_improve:
             nxt.update(failure="plateau", health="plateaued")
         else:
             nxt.update(failure=None, health="running")
     else:
-        nxt["crash_streak"] = prev["crash_streak"] + 1
         crash = status == "crash"
         nxt.update(failure="benchmark_crash" if crash else "checks_failed", health="crashing",
                    reason=("timeout" if timeout else "crash") if crash else "checks_failed")
