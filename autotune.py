@@ -223,12 +223,25 @@ def midpoint(low, high):
     return (low + high) / 2.0
 
 
+def percent_of(amount, reference):
+    """`amount` as a percentage of |reference| (reference not zero): the one formula
+    behind every percent change, regression and noise figure; may be inf (callers
+    that show it pass it through _finite or _round)."""
+    return amount / abs(reference) * 100.0
+
+
 def pct_change(value, reference):
     """(value - reference) / |reference| in percent, or None when there is no reference
     or the result overflows a float (a denormal reference, opposite huge values)."""
     if value is None or not reference:
         return None
-    return _finite((value - reference) / abs(reference) * 100.0)
+    return _finite(percent_of(value - reference, reference))
+
+
+def sigma_pct(sigma, reference):
+    """A noise figure (a robust sigma) as a percentage of the value it is noise around,
+    or None when there is no noise or no reference to scale it by."""
+    return percent_of(sigma, reference) if sigma and reference else None
 
 
 def fraction(value, low, high):
@@ -284,24 +297,39 @@ def _is_control(ch):
 
 
 _CONTROL_TABLE = dict.fromkeys(list(range(0x20)) + list(range(0x7f, 0xa0)))
-_control_search = []
+_SEQUENCE_STARTS = ("\x1b", "\x9b") + tuple(sorted(_C1_STRING))  # ESC, CSI and the C1 strings
+_control_search = {}
 
 
-def strip_controls(text, keep="\n", sgr=False):
+def _search_for(sequences_only):
+    """The compiled search for the next character strip_controls acts on: every control,
+    or only the starts of escape sequences."""
+    if sequences_only not in _control_search:
+        import re
+        chars = "".join(_SEQUENCE_STARTS) if sequences_only else "\x00-\x1f\x7f-\x9f"
+        _control_search[sequences_only] = re.compile("[%s]" % chars).search
+    return _control_search[sequences_only]
+
+
+def strip_controls(text, keep="\n", sgr=False, sequences_only=False):
     """The text without terminal control: whole escape sequences (CSI, OSC, DCS, ... and
     their 8-bit C1 forms) are removed, tab, CR, VT and FF become spaces, newlines stay
     when in `keep` (else spaces), every other C0/C1 control and DEL is removed. With
     `sgr`, colour sequences (ESC [ digits ; ... m) are kept: only for the output of the
-    user's own status-line command. Text without controls costs one C-level pass."""
+    user's own status-line command. With `sequences_only`, only the escape sequences
+    (and a lone ESC) go and every other character stays: for captured output tails,
+    stored as the program wrote them and stripped again when shown. Text without
+    controls costs one C-level pass."""
     if not isinstance(text, str):
         text = str(text)
-    controls = len(text) - len(text.translate(_CONTROL_TABLE))
-    if not controls or controls == sum(text.count(k) for k in keep):
-        return text
-    if not _control_search:
-        import re
-        _control_search.append(re.compile("[\x00-\x1f\x7f-\x9f]").search)
-    search = _control_search[0]
+    if sequences_only:
+        if not any(start in text for start in _SEQUENCE_STARTS):
+            return text
+    else:
+        controls = len(text) - len(text.translate(_CONTROL_TABLE))
+        if not controls or controls == sum(text.count(k) for k in keep):
+            return text
+    search = _search_for(sequences_only)
     out, i, n = [], 0, len(text)
     while i < n:
         found = search(text, i)
@@ -343,7 +371,9 @@ def strip_controls(text, keep="\n", sgr=False):
                 end += 1
             i = end + 1 if end < n and "\x30" <= text[end] <= "\x7e" else end
         else:
-            if ch in "\t\r\x0b\x0c\n":
+            if sequences_only:
+                out.append(ch if ch != "\x1b" else "")
+            elif ch in "\t\r\x0b\x0c\n":
                 out.append(" ")
             i = start
     return "".join(out)
@@ -365,48 +395,27 @@ def clean_data(value, keep=""):
 def spreadsheet_cell(value):
     """A CSV/TSV cell that a spreadsheet shows as text, never runs as a formula (OWASP
     CSV injection): text starting with = + - @ tab or CR gets a leading apostrophe.
-    Numbers stay numbers (-5 is a number, not a formula)."""
+    Numbers stay numbers (-5 is a number, not a formula: parse_number, the METRIC
+    grammar's number, tells them)."""
     if value is None:
         return ""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return _fmt(value)
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    formula = text.lstrip(" ")[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number_text(text)
+    formula = text.lstrip(" ")[:1] in ("=", "+", "-", "@", "\t", "\r") and parse_number(text) is None
     text = strip_controls(text)  # newlines stay (quoted in CSV); tab and CR become spaces
     return "'" + text if formula else text
 
 
-def _is_number_text(text):
-    """A plain decimal number as autotune writes one (-5, 1.5e-07), nothing else."""
-    return (bool(text) and all(c in "0123456789+-.e" for c in text)
-            and any(c.isdigit() for c in text) and _finite(_to_float(text)) is not None)
-
-
-def _to_float(text):
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-_ANSI = None
-
-
 def clean_tail(text):
-    """A captured output tail as a terminal would show it: ANSI escape sequences (colours,
-    cursor moves, OSC titles and links) removed, and of a line redrawn with carriage
-    returns (a progress bar) only its last state kept. Test runners colour their output;
-    an agent reads these tails as text."""
-    global _ANSI
-    if "\x1b" not in text and "\x9b" not in text and "\r" not in text:
+    """A captured output tail as a terminal would show it: escape sequences (colours,
+    cursor moves, OSC titles and links) removed by strip_controls, and of a line redrawn
+    with carriage returns (a progress bar) only its last state kept. Test runners colour
+    their output; an agent reads these tails as text."""
+    text = strip_controls(text, sequences_only=True)
+    if "\r" not in text:
         return text
-    if _ANSI is None:
-        import re
-        _ANSI = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"       # CSI: colours, cursor
-                           r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC
-                           r"|\x1b[PX^_][^\x1b\x9c]*(?:\x1b\\|\x9c)?"  # DCS, SOS, PM, APC
-                           r"|\x1b[ -/]*[0-~]?")                     # other escapes
-    lines = _ANSI.sub("", text).split("\n")
+    lines = text.split("\n")
     for i, line in enumerate(lines):
         if "\r" in line:
             line = line.rstrip("\r")
@@ -1178,19 +1187,32 @@ class LogLock(object):
         return False
 
 
-def try_lock(session):
-    """A non-blocking LogLock, or None when another process holds it."""
+def open_locked(path, flags):
+    """Opens `path` (OSError propagates) and takes an exclusive flock on it without
+    waiting: the one lock opener of the log's try_lock and of the benchmark lock.
+    Returns (fd, taken): taken is True when the lock is ours, False when another process
+    holds it (the fd stays open, so its holder can be read), None when the platform has
+    no advisory locks. The caller closes the fd; closing releases the lock."""
+    fd = os.open(path, flags, 0o644)
     try:
         import fcntl
     except ImportError:
-        return None
-    try:
-        fd = os.open(session.log_path, os.O_RDWR | os.O_APPEND)
-    except OSError:
-        return None
+        return fd, None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
+        return fd, False
+    return fd, True
+
+
+def try_lock(session):
+    """A non-blocking LogLock, or None when another process holds it (or, without
+    advisory locks, always: nobody can tell)."""
+    try:
+        fd, taken = open_locked(session.log_path, os.O_RDWR | os.O_APPEND)
+    except OSError:
+        return None
+    if not taken:
         os.close(fd)
         return None
     lock = LogLock(session)
@@ -2217,8 +2239,8 @@ def assess(candidate, reference, direction, alpha, min_pct=0.0, noise_mad=None, 
     cand_med, ref_med = median(candidate), median(reference)
     delta = cand_med - ref_med
     gain = -delta if direction == "lower" else delta
-    delta_pct = (delta / abs(ref_med) * 100.0) if ref_med else None
-    gain_pct = (gain / abs(ref_med) * 100.0) if ref_med else None
+    delta_pct = percent_of(delta, ref_med) if ref_med else None
+    gain_pct = percent_of(gain, ref_med) if ref_med else None
     big_enough = min_pct <= 0 or (gain_pct is not None and gain_pct >= min_pct)
     evidence = {"method": None, "reference": {"median": _round(ref_med), "n": len(reference)},
                 "candidate": {"median": _round(cand_med), "n": len(candidate)},
@@ -2250,7 +2272,7 @@ def assess(candidate, reference, direction, alpha, min_pct=0.0, noise_mad=None, 
     sigma = robust_sigma(reference)
     evidence["method"] = "mann-whitney"
     evidence["noise"] = {"sigma": _round(sigma), "deterministic": False,
-                         "sigma_pct": _round(sigma / abs(ref_med) * 100, 3) if sigma and ref_med else None}
+                         "sigma_pct": _round(sigma_pct(sigma, ref_med), 3)}
     evidence["p_value"] = _round(p_better, 6)
     evidence["p_worse"] = _round(p_worse, 6)
     evidence["u"] = u
@@ -2286,6 +2308,13 @@ def paired_ratios(candidate, best):
         return [math.log(c / b) for c, b in zip(candidate, best)], True
     scale = abs(median(best)) or 1.0
     return [(c - b) / scale for c, b in zip(candidate, best)], False
+
+
+def shift_pct(shift, relative):
+    """A shift of paired_ratios' scale (a log-ratio when `relative`, else a fraction of
+    the best's median) as a percent change of the candidate against the best."""
+    import math
+    return (math.expm1(shift) if relative else shift) * 100.0
 
 
 def hodges_lehmann(values):
@@ -2587,7 +2616,7 @@ def regression_pct(value, reference, direction):
     """How much worse `value` is than `reference`, in percent (inf from a zero reference)."""
     worse = value - reference if direction == "lower" else reference - value
     if reference:
-        return worse / abs(reference) * 100.0
+        return percent_of(worse, reference)
     return float("inf") if worse > 0 else 0.0
 
 
@@ -4789,15 +4818,10 @@ class BenchmarkLock(object):
     def __enter__(self):
         path = self.session.cache("bench.lock", create=True)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd, taken = open_locked(path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
             fail("io_error", "Cannot open %s (%s)." % (path, exc.strerror))
-        try:
-            import fcntl
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:
-            pass  # no advisory locks on this platform: one caller assumed
-        except OSError:
+        if taken is False:  # None: no advisory locks on this platform, one caller assumed
             holder = _lock_holder(fd)
             os.close(fd)
             fail("benchmark_running", "Another benchmark of this loop is running (%s); benchmarks "
@@ -4840,19 +4864,12 @@ def holder_text(holder):
 
 def running_benchmark(session):
     """The holder of the benchmark lock ({} when it does not say), or None when free."""
-    path = session.cache("bench.lock")
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd, taken = open_locked(session.cache("bench.lock"), os.O_RDWR)
     except OSError:
         return None
     try:
-        import fcntl
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return None
-    except ImportError:
-        return None
-    except OSError:
-        return _lock_holder(fd)
+        return _lock_holder(fd) if taken is False else None
     finally:
         os.close(fd)
 
@@ -6584,11 +6601,10 @@ def describe_sampling(plan, samples, notes, m, reference, max_samples=DEFAULT_MA
         if is_deterministic(samples):
             text += ": baseline; identical, so the benchmark is treated as deterministic and later runs take 1 sample"
         else:
-            sigma = robust_sigma(samples)
-            mid = median(samples)
+            noise = sigma_pct(robust_sigma(samples), median(samples))
             text += (": baseline; they differ (noise ±%s%%), so later runs take %d-%d samples (pairs of the "
                      "kept code and the candidate, unless evaluator.mode is reference)") % (
-                _fmt(round(sigma / abs(mid) * 100, 2)) if sigma and mid else "?",
+                _fmt(round(noise, 2)) if noise is not None else "?",
                 min(DEFAULT_BATCH, max_samples), max(1, max_samples))
     elif not plan.adaptive:
         text += ": " + plan.why
@@ -7328,8 +7344,7 @@ def rebaseline(args, session, state, argv, shell):
               "drift_pct": _round(pct_change(value, before), 3),
               "deterministic": is_deterministic(samples), "metrics": entry["metrics"],
               "holdout": entry.get("holdout"),
-              "noise": {"sigma": _round(sigma), "sigma_pct": _round(sigma / abs(value) * 100, 3)
-                        if sigma and value else None}}
+              "noise": {"sigma": _round(sigma), "sigma_pct": _round(sigma_pct(sigma, value), 3)}}
     if drift:
         result["warnings"] = [drift["message"]]
     output(result)
@@ -7447,14 +7462,13 @@ def cmd_verify(args):
             finally:
                 swap.close()
                 progress.done()
-        import math
         old, new = values["best"], values["candidate"]
         ratios, relative = paired_ratios(new, old)
         shift = hodges_lehmann(ratios)
         interval = (shift, shift) if is_deterministic(old) and is_deterministic(new) else hl_interval(ratios)
 
         def pct(x):
-            return _round((math.expm1(x) if relative else x) * 100.0, 3)
+            return _round(shift_pct(x, relative), 3)
         logged = _round(pct_change(best["metric"], base.get("metric")), 3)
         entry = {"type": "verify", "timestamp": utc_now(), "segment": state.segment,
                  "baseline": {"index": base.get("index"), "commit": base_commit[:7]},
