@@ -70,7 +70,7 @@ DIRECTIONS = ("lower", "higher")
 MODES = ("optimize", "repair")
 HEALTHS = ("running", "improving", "plateaued", "crashing", "healing", "paused", "stopped", "completed")
 # how `run` judges a noisy benchmark: the best and the candidate measured alternately in
-# the same time window, or (the first implementation) against the best's earlier samples
+# the same time window, or (the old bash scripts' rule) against the best's earlier samples
 EVAL_MODES = ("interleaved", "reference")
 AUTO_RESUME_MODES = ("prompt", "headless", "off", "continue")
 # Verdicts after which a keep needs --force and --reason.
@@ -491,8 +491,8 @@ class Settings(Record):
 
 
 class Result(Record):
-    """One `result` line of the log: the first implementation's fields (always
-    written, in its order), then ours (written when set)."""
+    """One `result` line of the log: the fields the old bash scripts wrote (always
+    written, in their order), then ours (written when set)."""
 
     FIELDS = (
         ("type", "result"), ("index", 0), ("commit", None), ("metric", None),
@@ -516,7 +516,8 @@ class Result(Record):
 
 
 class State(Record):
-    """The fold of the log: the SPEC's state fields first, then the segment summary.
+    """The fold of the log: the fields .autotune.state has always had (the old bash
+    scripts read and wrote them) first, then the segment summary.
 
     Written to .autotune.state as a cache keyed by the log's size, so a call reads
     only what was appended since (history-independent cost).
@@ -525,7 +526,7 @@ class State(Record):
     FIELDS = (
         ("active", False), ("mode", "optimize"), ("health", "running"), ("failure", None),
         ("reason", None), ("recovery", None), ("heals", 0), ("no_improve", 0),
-        # `failures` is the crash streak under the first implementation's name
+        # `failures` is the crash streak under the name the old bash scripts gave it
         ("failures", 0), ("crash_streak", 0), ("keep_streak", 0), ("n_exp", 0),
         ("resume_count", 0), ("resume_at", 0), ("exp_at", None), ("progress_at", None),
         # segment summary
@@ -597,7 +598,7 @@ def _is_number(value):
 # The configuration file, one row per key: (dotted path, kind, Settings field, options).
 # A row applies when its key is present and not null; a later row overrides an earlier
 # one (budget.maxIterations beats maxIterations). The first part of a dotted path is a
-# section, which must be an object. Keys of the first implementation that mean nothing
+# section, which must be an object. Keys of the old bash scripts that mean nothing
 # here any more are "retired": accepted, with a warning saying what does that job now.
 CONFIG_SCHEMA = (
     ("workingDir", "str", "working_dir", {}),
@@ -669,7 +670,7 @@ class _ConfigReader(object):
                 " (did you mean %s%s?)" % (prefix, close[0]) if close else " (known: %s)" % ", ".join(known)))
 
     def number(self, key, value, opts, whole):
-        """An int or a finite number in range; "3" (the first implementation read numbers
+        """An int or a finite number in range; "3" (the old bash scripts read numbers
         given as strings) is read as 3, with a warning."""
         expected = ("a whole number" if whole else "a number") + _range_text(opts.get("low"), opts.get("high"))
         parsed = value
@@ -679,7 +680,7 @@ class _ConfigReader(object):
             except ValueError:
                 self.error(key, value, expected)
         if whole and _is_number(parsed) and isinstance(parsed, float) and parsed.is_integer():
-            parsed = int(parsed)  # 5.0 is 5 (the first implementation read it with int())
+            parsed = int(parsed)  # 5.0 is 5 (the old bash scripts read it with int())
         ok = _is_int(parsed) if whole else _is_number(parsed)
         if not ok or (opts.get("low") is not None and parsed < opts["low"]) or (
                 opts.get("high") is not None and parsed > opts["high"]):
@@ -705,7 +706,7 @@ def _cfg_megabytes(reader, key, value, opts):
 
 
 def _cfg_iterations(reader, key, value, opts):
-    """maxIterations: 0 meant "no limit" to the first implementation, and still does."""
+    """maxIterations: 0 meant "no limit" to the old bash scripts, and still does."""
     count = reader.number(key, value, {"low": 0}, whole=True)
     if count == 0:
         reader.warn(key, "is 0, which means no iteration limit (as before); leave it out instead.")
@@ -741,7 +742,7 @@ def _cfg_repeat(reader, key, value, opts):
 
 
 def _cfg_playbooks(reader, key, value, opts):
-    """A list of playbook names; a name autotune does not know (the first implementation
+    """A list of playbook names; a name autotune does not know (the old bash scripts
     accepted any) is skipped with a warning."""
     if not isinstance(value, list) or not all(isinstance(b, str) for b in value):
         reader.error(key, value, "a list of playbook names (%s)" % ", ".join(PLAYBOOKS))
@@ -915,7 +916,7 @@ def _without_comments(value):
 
 def legacy_judge(entry):
     """The judge of a config line written before fingerprints: the sections it copied
-    (None for the first implementation's lines, which copied none)."""
+    (None for lines written by the old bash scripts, which copied none)."""
     if "version" not in entry:
         return None
     judge = {key: _without_comments(entry[key]) for key in LEGACY_JUDGE_SECTIONS if key in entry}
@@ -1032,7 +1033,7 @@ class Session(object):
 
 
 def find_session(cwd=None, lenient=False):
-    """Resolves the working directory as SPEC section 3 says; never creates anything.
+    """Resolves the loop's working directory; never creates anything.
 
     `workingDir` in ./autotune.config.json wins; else the nearest directory from here
     up to the git root that holds autotune.jsonl; else the current directory. A broken
@@ -1546,10 +1547,10 @@ def load_state(session):
             checksum = data.pop("checksum", None)
             if checksum == "%08x" % zlib.crc32(_state_text(data).encode("utf-8")):
                 cached = State.from_dict(data)
-            else:  # ours, edited since by someone else (the first implementation's stop/repair)
+            else:  # ours, edited since by someone else (the old bash scripts' stop/repair)
                 foreign = OldState.from_file(data, written_at, data.get("log_size"))
         elif isinstance(data, dict) and "format" not in data:
-            foreign = OldState.from_file(data, written_at)  # the first implementation's
+            foreign = OldState.from_file(data, written_at)  # written by the old bash scripts
     except (OSError, ValueError, UnicodeDecodeError, TypeError, RecursionError):
         pass
     if cached is not None:
@@ -1562,8 +1563,8 @@ def load_state(session):
 
 
 def fold_log(session, foreign=None):
-    """The state rebuilt from the whole log. A loop controlled by the first implementation
-    (its `stop` and `repair` wrote only .autotune.state) keeps what that file said when
+    """The state rebuilt from the whole log. A loop controlled by the old bash scripts
+    (their `stop` and `repair` wrote only .autotune.state) keeps what that file said when
     no line of the log set the loop's activity after it; the file is remembered in the
     cache directory, so a later rebuild keeps honouring it."""
     loaded = Loaded(State())
@@ -2093,7 +2094,9 @@ def sorted_mad(ordered):
 
 
 def confidence(ordered_values, state):
-    """SPEC 7: |best - baseline| / MAD of the segment's metric points."""
+    """How far the best is from the baseline in units of noise: |best - baseline| / MAD
+    of the segment's metric points, with a label (high from 2, marginal from 1, else
+    within_noise; insufficient_data, no_signal and overflow when no score can be given)."""
     baseline = state.baseline["metric"] if state.baseline else None
     best = state.best["metric"] if state.best else None
     count = len(ordered_values)
@@ -2558,7 +2561,7 @@ def sampling_plan(reference, repeat, settings, deterministic=None):
 
 def reference_to_measure(reference, repeat):
     """True when the best the next verdict is judged against is one recorded number and no
-    samples (a session of the first implementation logged one value per experiment), so
+    samples (a session written by the old bash scripts logged one value per experiment), so
     `run` measures the kept code first rather than taking the spread of *other
     experiments'* values for noise. (When `run` measures the best beside every candidate,
     this is the case where that reference is missing.)"""
@@ -2605,7 +2608,7 @@ def median_metrics(sample_metrics, exclude=None):
 def metric_name_changes(known, metrics, pname):
     """(new, missing) secondary metric names of a result against the segment's earlier
     ones. Neither refuses a result: `run` records what the benchmark printed, and the
-    first implementation's agent typed --metrics by hand, often a subset, sometimes with
+    agent of the old bash scripts typed --metrics by hand, often a subset, sometimes with
     the primary among them (never a secondary metric, so it is left out)."""
     known = set(known or ()) - {pname}
     names = set(metrics) - {pname}
@@ -2622,47 +2625,49 @@ def regression_pct(value, reference, direction):
 
 def verdict_of(m, reference, reference_info, direction, settings, noise_mad, alpha, baseline_metrics,
                judged=None):
-    """The verdict on a measurement and its evidence, before any holdout (pure; sets
-    m.guardrails). A verdict that would be kept (`baseline`, `improved`, or an equal
-    result the simplicity rule keeps) then goes to holdout_verdict.
-    `judged` is the interleaved verdict and evidence (collect_pairs), and then
-    baseline_metrics are the kept code's, measured in the same window."""
+    """The verdict on a measurement, its evidence and the guardrails' judgement (None
+    when none were checked), before any holdout, as (verdict, evidence, guardrails).
+    Pure: `m` and `judged` are read, not changed. A verdict that would be kept
+    (`baseline`, `improved`, or an equal result the simplicity rule keeps) then goes
+    to holdout_verdict. `judged` is the interleaved verdict and evidence (collect_pairs),
+    and then baseline_metrics are the kept code's, measured in the same window."""
     if m.crashed:
-        return ("timeout" if m.timeout else "crash"), None
+        return ("timeout" if m.timeout else "crash"), None, None
     if judged is not None:
         verdict, evidence = judged
     elif reference:
         verdict, evidence = assess(m.samples, reference, direction, alpha, settings.min_improvement_pct,
                                    noise_mad, final=True, deterministic=reference_info.get("deterministic"))
-        evidence["reference"]["source"] = reference_info.get("source")
+        evidence["reference"]["source"] = reference_info.get("source")  # assess's new dict
     else:
         verdict, evidence = "baseline", None
     if m.checks is False:
-        return "checks_failed", evidence
-    if settings.guardrails:
-        breaches = check_guardrails(settings.guardrails, m.metrics, baseline_metrics if reference else None,
-                                    "the kept code measured beside it" if judged else "the baseline")
-        m.guardrails = {"ok": not breaches, "breaches": breaches}
-        if breaches:
-            return "guardrail_failed", evidence
-    return verdict, evidence
+        return "checks_failed", evidence, None
+    if not settings.guardrails:
+        return verdict, evidence, None
+    breaches = check_guardrails(settings.guardrails, m.metrics, baseline_metrics if reference else None,
+                                "the kept code measured beside it" if judged else "the baseline")
+    guardrails = {"ok": not breaches, "breaches": breaches}
+    return ("guardrail_failed" if breaches else verdict), evidence, guardrails
 
 
 def holdout_verdict(verdict, holdout, reference, direction, tolerance_pct):
-    """The verdict once the holdout ran (pure; records its judgement in `holdout`): a
+    """The verdict once the holdout ran, and the holdout record with its judgement added,
+    as (verdict, holdout). Pure: `holdout` is not changed; the answer is a copy. A
     crashed holdout, or one that regressed beyond tolerance against the baseline's,
     fails the candidate (an improvement, or an equal result kept for being simpler)."""
     if holdout.get("reason"):
-        return "holdout_failed"
-    if verdict != "baseline" and reference is not None:
-        regression = regression_pct(holdout["value"], reference, direction)
-        holdout["reference"] = reference
-        holdout["regression_pct"] = _round(regression, 3) if regression != float("inf") else None
-        if regression > tolerance_pct:
-            holdout.update(ok=False, reason="the holdout regressed %.2f%% (allowed %s%%)" % (
-                regression, _fmt(tolerance_pct)))
-            return "holdout_failed"
-    return verdict
+        return "holdout_failed", holdout
+    if verdict == "baseline" or reference is None:
+        return verdict, holdout
+    regression = regression_pct(holdout["value"], reference, direction)
+    judged = dict(holdout, reference=reference,
+                  regression_pct=_round(regression, 3) if regression != float("inf") else None)
+    if regression > tolerance_pct:
+        judged.update(ok=False, reason="the holdout regressed %.2f%% (allowed %s%%)" % (
+            regression, _fmt(tolerance_pct)))
+        return "holdout_failed", judged
+    return verdict, judged
 
 
 def suggested_status(verdict, lines_added=None, lines_removed=None):
@@ -2998,7 +3003,7 @@ def count_result(streaks, status):
 
 
 def advance(prev, status, improved, settings, deterministic=False, timeout=False):
-    """The health machine (SPEC 6): the health fields after one logged result.
+    """The health machine: the health fields after one logged result.
 
     `prev` holds the fields of health_fields(); the answer is a new dict. A `pause`
     playbook pauses the loop; `pauseOnExhaustedRecovery: false` removes it, so the
@@ -4520,7 +4525,8 @@ def restore_swap(session, journal):
     best, candidate = journal.get("best_tree"), journal.get("candidate_tree")
     legacy = journal.get("tree")
     if candidate is None and isinstance(legacy, str) and _is_hash(legacy):
-        # the marker of an earlier build: the candidate's tree; its tracked files come back
+        # the marker an earlier autotune.py wrote ({"tree", "pid"}: the candidate's tree, no
+        # best_tree); its tracked files come back
         restore_changes(session, experiment_changes(session, legacy, snapshot_tree(session), tracked_only=True))
         _drop_swap(session)
         return []
@@ -5736,9 +5742,10 @@ def require_metric_name(state):
 
 
 def check_active(session, state, logging=False):
-    """`run` needs an active loop with budget left. `log` records what `run` measured, so
-    only the iteration count stops it: time and target budgets end the loop once the
-    result is recorded."""
+    """Refuses (`inactive`, then `budget_spent`) unless the loop is active AND its budget
+    is not spent: two checks, not one. `run` needs both; `log` records what `run`
+    measured, so of the budgets only the iteration count stops it: time and target
+    budgets end the loop once the result is recorded."""
     require_config(session, state)
     if not state.active:
         _, advice = next_action(state)
@@ -6224,8 +6231,8 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
             m.metrics = median_metrics(m.sample_metrics, exclude=pname)
         baseline_metrics = paired["best_metrics"] if paired else (
             (state.reference or {}).get("metrics") or (state.baseline or {}).get("metrics"))
-        m.verdict, m.evidence = verdict_of(m, reference, reference_info, direction, settings,
-                                           noise_mad, plan.alpha, baseline_metrics, judged)
+        m.verdict, m.evidence, m.guardrails = verdict_of(m, reference, reference_info, direction, settings,
+                                                         noise_mad, plan.alpha, baseline_metrics, judged)
         m.suggested_status, m.status_rule = suggested_status(
             m.verdict, *(experiment.lines() if m.verdict in EQUAL_VERDICTS else (None, None)))
         if m.suggested_status == "keep" and os.path.isfile(session.path(HOLDOUT_FILE)):
@@ -6236,8 +6243,8 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
                 holdout_ref = (state.reference or {}).get("holdout")
                 if not _is_number(holdout_ref):
                     holdout_ref = (state.baseline or {}).get("holdout")
-            m.verdict = holdout_verdict(m.verdict, m.holdout, holdout_ref, direction,
-                                        settings.holdout_tolerance_pct)
+            m.verdict, m.holdout = holdout_verdict(m.verdict, m.holdout, holdout_ref, direction,
+                                                   settings.holdout_tolerance_pct)
             if m.verdict == "holdout_failed":
                 m.suggested_status, m.status_rule = suggested_status(m.verdict)
     m.load = {"before": load_before, "after": load_average()}
@@ -7021,7 +7028,7 @@ def apply_git(session, state, status, description, pname, metric, unit, label, i
             fail("bad_commit", "--commit %s is not a commit in this repository." % given_commit)
         full = proc.stdout.decode().strip()
         return {"action": "none", "message": "recorded the given commit"}, full[:7], current
-    # without a snapshot (a session of the first implementation) untracked files are
+    # without a snapshot (a session written by the old bash scripts) untracked files are
     # not known to be the experiment's: they are neither committed nor deleted
     keep_created = base is None
     base = base or head_tree(repo, head)

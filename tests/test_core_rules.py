@@ -5,6 +5,7 @@ and the fold of the log both use, the percentage helpers, and the pure judges th
 leave their arguments as they found them."""
 
 import copy
+import math
 
 import pytest
 
@@ -52,3 +53,74 @@ def test_advance_and_the_fold_count_the_same_streaks():
             assert getattr(state, name) == prev[name], (i, status, name)
     autotune.fold_entry(state, {"type": "control", "action": "resume"}, None)
     assert (state.no_improve, state.crash_streak, state.heals, state.keep_streak) == (0, 0, 0, 0)
+
+
+# ------------------------------------------------------------- percentages ----
+
+def test_one_percent_formula_behind_every_percentage():
+    assert autotune.percent_of(-5, -50) == -10.0
+    assert autotune.pct_change(90, 100) == -10.0 and autotune.pct_change(90, 0) is None
+    assert autotune.pct_change(1.7976931348623157e308, -1e308) is None   # overflow is no figure
+    assert autotune.regression_pct(110, 100, "lower") == 10.0
+    assert autotune.regression_pct(90, 100, "higher") == 10.0
+    assert autotune.sigma_pct(2.0, -40) == 5.0
+    assert autotune.sigma_pct(0, 40) is None and autotune.sigma_pct(2.0, 0) is None
+    assert autotune.shift_pct(0.0, True) == 0.0 and autotune.shift_pct(-0.25, False) == -25.0
+    assert abs(autotune.shift_pct(math.log(0.9), True) - -10.0) < 1e-9
+
+
+def test_spreadsheet_cells_tell_numbers_with_the_metric_grammar():
+    assert autotune.spreadsheet_cell("-5") == "-5"
+    assert autotune.spreadsheet_cell("-1.5e-07") == "-1.5e-07"
+    assert autotune.spreadsheet_cell("-1e999") == "'-1e999"      # not a finite number: text
+    assert autotune.spreadsheet_cell("=1+1") == "'=1+1"
+    assert autotune.spreadsheet_cell("-1_000") == "'-1_000"
+
+
+def test_clean_tail_drops_sequences_and_keeps_other_characters():
+    """The tail keeps what the program wrote but escape sequences (tab, NUL and bell
+    stay; strip_controls removes them when the tail is shown)."""
+    assert autotune.clean_tail("\x1b[31mF\x1b[0m\tx\x00\x07") == "F\tx\x00\x07"
+    assert autotune.clean_tail("a\x1b") == "a"
+    assert autotune.clean_tail("1%\r\x1b[K99%\rok\nnext") == "ok\nnext"
+
+
+# ------------------------------------------------------------ pure judges ----
+
+def measured(**fields):
+    m = autotune.Measurement()
+    m.passed, m.samples, m.metrics, m.checks = True, [9.0, 9.1, 9.0], {"mem_mb": 120}, True
+    for name, value in fields.items():
+        setattr(m, name, value)
+    return m
+
+
+def test_verdict_of_leaves_its_arguments_unchanged():
+    settings = autotune.Settings()
+    settings.guardrails = {"mem_mb": {"maxRegressionPct": 5}}
+    m = measured()
+    judged = ("improved", {"method": "interleaved-signed-rank", "reference": {"median": 10.0}})
+    before_m, before_judged = copy.deepcopy(m.to_dict()), copy.deepcopy(judged)
+    verdict, evidence, guardrails = autotune.verdict_of(
+        m, [10.0], {"source": "#1"}, "lower", settings, None, 0.05, {"mem_mb": 100}, judged)
+    assert verdict == "guardrail_failed" and guardrails["ok"] is False
+    assert guardrails["breaches"][0]["metric"] == "mem_mb"
+    assert m.to_dict() == before_m and m.guardrails is None
+    assert judged == before_judged
+    settings.guardrails = {}
+    assert autotune.verdict_of(m, [10.0, 10.1, 10.0], {"source": "#1"}, "lower", settings, None, 0.05,
+                               {}, judged) == ("improved", judged[1], None)
+    assert autotune.verdict_of(measured(crashed=True), [], {}, "lower", settings, None, 0.05, {}) == \
+        ("crash", None, None)
+
+
+def test_holdout_verdict_answers_a_copy():
+    holdout = {"value": 130.0, "ok": True, "reason": None}
+    kept = copy.deepcopy(holdout)
+    verdict, judged = autotune.holdout_verdict("improved", holdout, 100.0, "lower", 10.0)
+    assert verdict == "holdout_failed" and holdout == kept
+    assert judged["ok"] is False and judged["regression_pct"] == 30.0 and judged["reference"] == 100.0
+    assert list(judged) == ["value", "ok", "reason", "reference", "regression_pct"]
+    verdict, judged = autotune.holdout_verdict("improved", holdout, 125.0, "lower", 10.0)
+    assert verdict == "improved" and judged["ok"] is True and holdout == kept
+    assert autotune.holdout_verdict("baseline", holdout, 100.0, "lower", 10.0) == ("baseline", holdout)
