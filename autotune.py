@@ -1377,26 +1377,10 @@ def failure_kind(status, verdict):
     return "checks_failed" if status == "checks_failed" else None
 
 
-def _fold_result(state, entry):
-    status = entry.get("status")
-    if status not in STATUSES or state.config is None:
-        return None
-    direction = state.config.get("direction", "lower")
-    state.n_exp += 1
-    state.total_results += 1
-    index = entry.get("index") if _is_int(entry.get("index")) else state.n_exp
-    metric = float(entry["metric"]) if _is_number(entry.get("metric")) else None
-    point = metric if status not in CRASH_STATUSES else None  # failures are not the code's speed
-    timestamp = entry.get("timestamp")
-    if point is not None:
-        state.metric_points += 1
-    if entry.get("measured") is True:
-        state.measured_results += 1
-    if state.n_exp == 1:  # the benchmark, its inputs and its judge as they were at the baseline
-        for name in ("hashes", "inputs", "judge"):
-            if isinstance(entry.get(name), dict):
-                setattr(state, name, entry[name])
-    state.pending = None  # a result consumes the measurement before it
+def _fold_counts(state, entry, status):
+    """A result's counts: the tally per status, the streaks (count_result), the kinds of
+    the failures in the current streak, and the heals (a result whose reason is a
+    playbook, `heal:...`)."""
     for name, value in count_result(health_fields(state), status).items():
         setattr(state, name, value)
     if status == "keep":
@@ -1417,6 +1401,11 @@ def _fold_result(state, entry):
     if isinstance(reason, str) and reason.startswith("heal:"):
         state.heals += 1
     state.failures = state.crash_streak
+
+
+def _fold_health(state, entry):
+    """The health fields as the result line says (`log` wrote them from the health
+    machine); junk types become text, a missing `active` follows the health."""
     for name in ("health", "failure", "recovery", "reason"):
         value = entry.get(name)
         setattr(state, name, value if value is None or isinstance(value, str) else str(value))
@@ -1424,9 +1413,13 @@ def _fold_result(state, entry):
         state.mode = entry["mode"]
     active = entry.get("active")
     state.active = active if isinstance(active, bool) else state.health not in ("paused", "stopped", "completed")
-    metrics = entry.get("metrics") if isinstance(entry.get("metrics"), dict) else {}
-    if len(metrics) > MAX_METRIC_NAMES:  # a hand-made line: the state stays small
-        metrics = dict(list(metrics.items())[:MAX_METRIC_NAMES])
+
+
+def _fold_best(state, entry, status, index, point, metrics):
+    """The segment's baseline (its first measured keep or discard) and best (an improved
+    keep; a line without `improved` is judged here), and the reference the next verdict
+    compares with: the best's samples."""
+    timestamp = entry.get("timestamp")
     if state.baseline is None and point is not None and status in ("keep", "discard"):
         state.baseline = {"index": index, "metric": point, "commit": entry.get("commit"),
                           "samples": _samples_of(entry, point), "metrics": metrics,
@@ -1434,7 +1427,8 @@ def _fold_result(state, entry):
     improved = entry.get("improved")
     if not isinstance(improved, bool):
         improved = (status == "keep" and point is not None and
-                    (state.best is None or is_better(point, state.best["metric"], direction)))
+                    (state.best is None or is_better(point, state.best["metric"],
+                                                     state.config.get("direction", "lower"))))
     if improved and point is not None:
         samples = _samples_of(entry, point)
         state.best = {"index": index, "metric": point, "commit": entry.get("commit"),
@@ -1449,6 +1443,33 @@ def _fold_result(state, entry):
                            "deterministic": (is_deterministic(samples) if inherited is None else
                                              bool(inherited) and (len(samples) == 1 or is_deterministic(samples)))}
         state.progress_at = timestamp
+
+
+def _fold_result(state, entry):
+    status = entry.get("status")
+    if status not in STATUSES or state.config is None:
+        return None
+    state.n_exp += 1
+    state.total_results += 1
+    index = entry.get("index") if _is_int(entry.get("index")) else state.n_exp
+    metric = float(entry["metric"]) if _is_number(entry.get("metric")) else None
+    point = metric if status not in CRASH_STATUSES else None  # failures are not the code's speed
+    timestamp = entry.get("timestamp")
+    if point is not None:
+        state.metric_points += 1
+    if entry.get("measured") is True:
+        state.measured_results += 1
+    if state.n_exp == 1:  # the benchmark, its inputs and its judge as they were at the baseline
+        for name in ("hashes", "inputs", "judge"):
+            if isinstance(entry.get(name), dict):
+                setattr(state, name, entry[name])
+    state.pending = None  # a result consumes the measurement before it
+    _fold_counts(state, entry, status)
+    _fold_health(state, entry)
+    metrics = entry.get("metrics") if isinstance(entry.get("metrics"), dict) else {}
+    if len(metrics) > MAX_METRIC_NAMES:  # a hand-made line: the state stays small
+        metrics = dict(list(metrics.items())[:MAX_METRIC_NAMES])
+    _fold_best(state, entry, status, index, point, metrics)
     if status != "crash" and entry.get("metrics") is not None:
         # every secondary name the segment has seen (a new one is noted once, when it
         # appears); the primary is not a secondary metric even when a result listed it
@@ -6699,9 +6720,10 @@ def decide_log(args, flags, state, m):
     return decision
 
 
-def cmd_log(args):
-    session = require_session(find_session())
-    settings = session.settings
+def _log_arguments(args):
+    """`log`'s own arguments, checked before the log is locked or read (bad input changes
+    nothing): the description, the (metric, metrics, reason) flags decide_log weighs,
+    and the --asi object."""
     description = text_arg(args.description, "--description")
     flags = (number_arg(args.metric, "--metric") if args.metric is not None else None,
              metrics_arg(args.metrics),
@@ -6710,6 +6732,122 @@ def cmd_log(args):
     if args.commit is not None and not (4 <= len(args.commit) <= 64 and
                                         all(c in "0123456789abcdefABCDEF" for c in args.commit)):
         fail("bad_commit", "--commit %s is not a commit hash." % json.dumps(args.commit))
+    return description, flags, asi
+
+
+def _log_head(repo, state, d, args):
+    """HEAD, and whether `log` leaves git alone, as (head, skip_git). HEAD moved past the
+    snapshot: a keep that names the loop's own unlogged commit (--commit) adopts it;
+    anything else is refused, or with --force recorded without touching git."""
+    head = repo.head()
+    snap = state.snapshot or {}
+    skip_git = False
+    if snap.get("head") is not None and snap.get("head") != head:
+        own = own_unlogged_commit(repo, head, snap["head"])
+        adopting = (own is not None and d.status == "keep" and args.commit is not None
+                    and head.startswith(args.commit.lower()))
+        if not adopting and not args.force:
+            fail("head_moved", head_moved_message(snap["head"], head, own))
+        skip_git = not adopting
+        d.forced = d.forced or skip_git
+    return head, skip_git
+
+
+def _check_measured_tree(session, state, m, head, current):
+    """Refuses to log numbers of other code: the working tree (`current`) or a protected
+    input changed after `run` measured it."""
+    measured = m.tree
+    if measured and m.head and head and m.head != head:
+        # HEAD moved since `run` and `doctor --fix` adopted it: what the user
+        # committed meanwhile is theirs, not a change to the measured experiment
+        measured = rebased_snapshot(session, measured, m.head, head)
+    if measured and current != measured:
+        changed = [c.name for c in diff_trees(session, measured, current)]
+        fail("stale_run", "The working tree changed after `autotune run` measured it (%s); "
+             "nothing was logged. Run the benchmark again (`autotune run`), so the log "
+             "records the numbers of the code it keeps or discards." % (
+                 ", ".join(changed[:10]) or "files changed"))
+    if isinstance(m.inputs, dict):
+        check_inputs(session, state, input_hashes(session), since=m.inputs, run_again=True)
+
+
+def _log_health(state, d, settings, index):
+    """The health fields the result line carries: the health machine's step, then
+    "completed" when this result spends a budget."""
+    health = advance(health_fields(state), d.status, d.improved, settings,
+                     deterministic=bool((state.reference or {}).get("deterministic")),
+                     timeout=d.verdict == "timeout")
+    best_metric = d.metric if d.improved else (state.best or {}).get("metric")
+    finished = budget_reason(index, best_metric, state.config.get("direction", "lower"), settings,
+                             iso_to_epoch(state.started_at), time.time())
+    if finished:
+        health.update(health="completed", active=False, reason=finished)
+    return health
+
+
+def _add_measurement(result, session, state, m, ref, d, flags, head):
+    """What the result line takes from the measurement `run` recorded (samples, verdict,
+    evidence, diagnosis, rule) and, at the baseline, the judge and protected inputs
+    it fixes for the segment; the machine facts when nothing was measured."""
+    if state.n_exp == 0:  # the baseline fixes the judge and the protected inputs
+        result.judge = (m.judge if m is not None and isinstance(m.judge, dict)
+                        else judge_of(session.settings.raw))
+        result.inputs = (m.inputs if m is not None and isinstance(m.inputs, dict)
+                         else input_hashes(session))
+    if ref is not None:
+        result.measurement = ref
+    if m is not None and (d.measured or m.crashed):
+        if d.status in CRASH_STATUSES and m.diagnosis:
+            result.diagnosis = m.diagnosis
+        if m.status_rule and d.status == m.suggested_status:
+            result.rule = m.status_rule.get("rule")
+    if m is not None and d.measured:
+        result.samples = [_round(s) for s in m.samples] or None
+        result.verdict, result.evidence, result.env, result.run_dur = m.verdict, m.evidence, m.env, m.dur
+        if m.holdout and m.holdout.get("value") is not None:
+            result.holdout = m.holdout["value"]
+    else:
+        result.env = environment(head, session)
+    if d.forced:
+        result.forced, result.override_reason = True, flags[2]
+        result.verdict = result.verdict or d.verdict
+
+
+def _log_entries(session, loaded, result, m, d):
+    """The lines to append (the kept code's samples first, when `run` measured them),
+    the result carrying its confidence, and the segment's sorted metric values with
+    the result's point: confidence is computed on a fold of the result as it will read."""
+    state = loaded.state
+    entries = [result.to_entry()]
+    if m is not None and d.measured and m.reference:
+        entries.insert(0, kept_code_entry(m, state))
+    values = segment_values(session, loaded)
+    preview = state.copy()
+    point = fold_entry(preview, json.loads(dumps_line(result.to_entry()).decode("utf-8")))
+    if point is not None:
+        import bisect
+        bisect.insort(values, point)
+    result.confidence = confidence(values, preview)
+    entries[-1] = result.to_entry()
+    return entries, values
+
+
+def _with_dependencies(answer, session, git_info):
+    """`log`'s answer, with what a kept or discarded lockfile change means for the
+    installed dependencies (and the config's sync command run, when there is one)."""
+    deps = dependency_change(session, git_info)
+    if deps is not None:
+        answer["dependencies"] = deps
+        if session.settings.sync_command:
+            deps["ran"] = run_sync(session)
+            deps["message"] = sync_message(git_info, deps)
+    return answer
+
+
+def cmd_log(args):
+    session = require_session(find_session())
+    settings = session.settings
+    description, flags, asi = _log_arguments(args)
     repo = require_repo(session)
     with LogLock(session) as lock:
         recover_swap(session)  # the experiment's files first, if a killed `run` swapped them out
@@ -6718,40 +6856,19 @@ def cmd_log(args):
         state = loaded.state
         check_active(session, state, logging=True)
         config = state.config
-        pname, direction = config.get("metric_name"), config.get("direction", "lower")
+        pname = config.get("metric_name")
         holder = running_benchmark(session)
         if holder is not None:
             fail("benchmark_running", "A benchmark of this loop is running (%s); nothing was "
                  "logged. Log when its measurement is recorded." % holder_text(holder))
         m, ref = pending_measurement(session, state)
         d = decide_log(args, flags, state, m)
-        head = repo.head()
+        head, skip_git = _log_head(repo, state, d, args)
         snap = state.snapshot or {}
-        skip_git = False
-        if snap.get("head") is not None and snap.get("head") != head:
-            own = own_unlogged_commit(repo, head, snap["head"])
-            adopting = (own is not None and d.status == "keep" and args.commit is not None
-                        and head.startswith(args.commit.lower()))
-            if not adopting and not args.force:
-                fail("head_moved", head_moved_message(snap["head"], head, own))
-            skip_git = not adopting
-            d.forced = d.forced or skip_git
         index = state.n_exp + 1
         current = snapshot_or_fail(session)
         if m is not None and not skip_git and args.commit is None:
-            measured = m.tree
-            if measured and m.head and head and m.head != head:
-                # HEAD moved since `run` and `doctor --fix` adopted it: what the user
-                # committed meanwhile is theirs, not a change to the measured experiment
-                measured = rebased_snapshot(session, measured, m.head, head)
-            if measured and current != measured:
-                changed = [c.name for c in diff_trees(session, measured, current)]
-                fail("stale_run", "The working tree changed after `autotune run` measured it (%s); "
-                     "nothing was logged. Run the benchmark again (`autotune run`), so the log "
-                     "records the numbers of the code it keeps or discards." % (
-                         ", ".join(changed[:10]) or "files changed"))
-            if isinstance(m.inputs, dict):
-                check_inputs(session, state, input_hashes(session), since=m.inputs, run_again=True)
+            _check_measured_tree(session, state, m, head, current)
         git_info, commit, next_tree = apply_git(session, state, d.status, description, pname, d.metric,
                                                 config.get("metric_unit"), "%d.%d" % (state.segment, index),
                                                 index, current, head, skip_git, args.commit)
@@ -6761,14 +6878,7 @@ def cmd_log(args):
             except (GitError, OSError) as exc:  # after git changed: say so, never fail now
                 git_info["warning"] = "the new snapshot could not be anchored against `git gc` (%s)" % (
                     exc.message if isinstance(exc, GitError) else exc)
-        health = advance(health_fields(state), d.status, d.improved, settings,
-                         deterministic=bool((state.reference or {}).get("deterministic")),
-                         timeout=d.verdict == "timeout")
-        best_metric = d.metric if d.improved else (state.best or {}).get("metric")
-        finished = budget_reason(index, best_metric, direction, settings,
-                                 iso_to_epoch(state.started_at), time.time())
-        if finished:
-            health.update(health="completed", active=False, reason=finished)
+        health = _log_health(state, d, settings, index)
         result = Result(
             index=index, commit=commit, metric=_round(d.metric), status=d.status,
             description=description, timestamp=utc_now(), segment=state.segment,
@@ -6781,39 +6891,8 @@ def cmd_log(args):
             session_id=os.environ.get("CLAUDE_CODE_SESSION_ID") or None,
             hashes=((m.hashes if m is not None and m.hashes else file_hashes(session))
                     if state.n_exp == 0 else None))
-        if state.n_exp == 0:  # the baseline fixes the judge and the protected inputs
-            result.judge = (m.judge if m is not None and isinstance(m.judge, dict)
-                            else judge_of(settings.raw))
-            result.inputs = (m.inputs if m is not None and isinstance(m.inputs, dict)
-                             else input_hashes(session))
-        if ref is not None:
-            result.measurement = ref
-        if m is not None and (d.measured or m.crashed):
-            if d.status in CRASH_STATUSES and m.diagnosis:
-                result.diagnosis = m.diagnosis
-            if m.status_rule and d.status == m.suggested_status:
-                result.rule = m.status_rule.get("rule")
-        if m is not None and d.measured:
-            result.samples = [_round(s) for s in m.samples] or None
-            result.verdict, result.evidence, result.env, result.run_dur = m.verdict, m.evidence, m.env, m.dur
-            if m.holdout and m.holdout.get("value") is not None:
-                result.holdout = m.holdout["value"]
-        else:
-            result.env = environment(head, session)
-        if d.forced:
-            result.forced, result.override_reason = True, flags[2]
-            result.verdict = result.verdict or d.verdict
-        entries = [result.to_entry()]
-        if m is not None and d.measured and m.reference:
-            entries.insert(0, kept_code_entry(m, state))
-        values = segment_values(session, loaded)
-        preview = state.copy()
-        point = fold_entry(preview, json.loads(dumps_line(result.to_entry()).decode("utf-8")))
-        if point is not None:
-            import bisect
-            bisect.insort(values, point)
-        result.confidence = confidence(values, preview)
-        entries[-1] = result.to_entry()
+        _add_measurement(result, session, state, m, ref, d, flags, head)
+        entries, values = _log_entries(session, loaded, result, m, d)
         try:
             append_entries(lock, session, loaded, entries)
         except OSError as exc:
@@ -6824,14 +6903,8 @@ def cmd_log(args):
         except OSError:
             pass  # values.bin is keyed by the point count: a stale one is rescanned
         drop_measurement(session)
-    answer = log_answer(loaded.state, settings, result, pname, git_info, d.notes, d.warnings)
-    deps = dependency_change(session, git_info)
-    if deps is not None:
-        answer["dependencies"] = deps
-        if settings.sync_command:
-            deps["ran"] = run_sync(session)
-            deps["message"] = sync_message(git_info, deps)
-    output(answer)
+    output(_with_dependencies(log_answer(loaded.state, settings, result, pname, git_info, d.notes,
+                                         d.warnings), session, git_info))
 
 
 def dependency_change(session, git_info):
