@@ -5787,8 +5787,9 @@ def spent_budget(session, state):
                          iso_to_epoch(state.started_at), time.time())
 
 
-def cmd_init(args):
-    session = find_session()
+def _init_arguments(session, args):
+    """`init`'s arguments checked before anything is written: the name, the unit (as
+    the scaffold plan settles it) and the --size globs, as (name, unit, sizes)."""
     name = text_arg(args.name, "--name")
     unit = text_arg(args.unit or "", "--unit", allow_empty=True)
     if not valid_metric_name(args.metric):
@@ -5801,7 +5802,71 @@ def cmd_init(args):
     if args.checks is not None:
         text_arg(args.checks, "--checks")
     sizes = [text_arg(glob, "--size") for glob in args.size or []]
-    unit = check_scaffold_plan(session, args, unit, sizes)
+    return name, check_scaffold_plan(session, args, unit, sizes), sizes
+
+
+def _config_entry(session, args, name, unit, segment, sizes, snapshot, inputs):
+    """The segment's config line: the objective, the config sections that judge and
+    steer the loop as written, the project commands given, and the fingerprints
+    (benchmark files, protected inputs, judge, snapshot) later lines are checked against."""
+    entry = {"type": "config", "name": name, "metric_name": args.metric, "metric_unit": unit,
+             "direction": args.direction, "segment": segment, "mode": session.settings.mode,
+             "objective": {"primaryMetric": args.metric, "direction": args.direction}}
+    for section in ("health", "recovery", "budget", "evaluator", "guardrails", "holdout"):
+        if section in session.settings.raw:
+            entry[section] = session.settings.raw[section]
+    if session.settings.max_iterations:
+        entry["maxIterations"] = session.settings.max_iterations
+    commands = {key: value for key, value in (("benchmark", args.benchmark), ("checks", args.checks),
+                                              ("size", sizes)) if value}
+    if commands:  # what setup-permissions --with-project-commands allows
+        entry["commands"] = commands
+    entry.update(timestamp=utc_now(), session_id=os.environ.get("CLAUDE_CODE_SESSION_ID"),
+                 hashes=file_hashes(session), inputs=inputs,
+                 judge=judge_of(session.settings.raw), snapshot=snapshot, version=VERSION)
+    return entry
+
+
+def _scaffold_answer(session, repo, args, scaffolded, sizes):
+    """What `init --scaffold` adds to the answer: the files it wrote, those it left as
+    they were (scaffolding never overwrites), the proposed project commands, and a
+    --size glob git does not ignore."""
+    result = {"scaffolded": scaffolded}
+    skipped = [n for n in (BENCH_FILE, CHECKS_FILE) if n not in scaffolded and (
+        args.benchmark or sizes if n == BENCH_FILE else args.checks)]
+    if skipped:
+        result["kept_existing"] = skipped
+        result["note"] = ("%s already existed, so --benchmark/--checks/--size did not change %s "
+                          "(scaffolding never overwrites)" % (" and ".join(skipped),
+                                                              "them" if len(skipped) > 1 else "it"))
+    result.update(proposal_answer(session, args, sizes))
+    unignored = [glob for glob in sizes if not ignored_by_git(repo, session.workdir, glob)]
+    if unignored:
+        result["size_note"] = ("git does not ignore %s: the build output would look like the "
+                               "experiment's change (a keep commits it); add its directory to "
+                               ".gitignore" % ", ".join(unignored))
+    return result
+
+
+def _protect_hint(session):
+    """Without a "protect" list: the usual data and test directories this project has,
+    proposed for one (an experiment could otherwise change them), or {}."""
+    if session.settings.protect:
+        return {}
+    proposal = [g for g in ("tests/**", "test/**", "benchmark/data/**", "bench/data/**",
+                            "data/**", "fixtures/**", "testdata/**")
+                if os.path.isdir(session.path(g[:-3]))]
+    if not proposal:
+        return {}
+    return {"suggest_protect": proposal,
+            "hint": ("Protect the benchmark's data and the correctness tests so no "
+                     "experiment can change them: add \"protect\": %s to %s, then run "
+                     "init again." % (json.dumps(proposal), CONFIG_FILE))}
+
+
+def cmd_init(args):
+    session = find_session()
+    name, unit, sizes = _init_arguments(session, args)
     repo = require_repo(session)
     refuse_pending_swap(session)
     created_log = not os.path.exists(session.log_path)
@@ -5820,22 +5885,8 @@ def cmd_init(args):
                 snapshot["large"] = large_record(session)
             anchor_snapshot(session, snapshot["tree"])
             warnings = init_warnings(session, snapshot)
-            entry = {"type": "config", "name": name, "metric_name": args.metric, "metric_unit": unit,
-                     "direction": args.direction, "segment": segment, "mode": session.settings.mode,
-                     "objective": {"primaryMetric": args.metric, "direction": args.direction}}
-            for section in ("health", "recovery", "budget", "evaluator", "guardrails", "holdout"):
-                if section in session.settings.raw:
-                    entry[section] = session.settings.raw[section]
-            if session.settings.max_iterations:
-                entry["maxIterations"] = session.settings.max_iterations
-            commands = {key: value for key, value in (("benchmark", args.benchmark), ("checks", args.checks),
-                                                      ("size", sizes)) if value}
-            if commands:  # what setup-permissions --with-project-commands allows
-                entry["commands"] = commands
             inputs = input_hashes(session)
-            entry.update(timestamp=utc_now(), session_id=os.environ.get("CLAUDE_CODE_SESSION_ID"),
-                         hashes=file_hashes(session), inputs=inputs,
-                         judge=judge_of(session.settings.raw), snapshot=snapshot, version=VERSION)
+            entry = _config_entry(session, args, name, unit, segment, sizes, snapshot, inputs)
             append_entries(lock, session, loaded, [entry])
             from array import array
             save_values(session, state, array("d"))
@@ -5850,29 +5901,8 @@ def cmd_init(args):
               "mode": state.mode, "branch": repo.branch(), "commit": (snapshot["head"] or "")[:7] or None}
     result["protected"] = sorted(inputs)
     if args.scaffold:
-        result["scaffolded"] = scaffolded
-        skipped = [n for n in (BENCH_FILE, CHECKS_FILE) if n not in scaffolded and (
-            args.benchmark or sizes if n == BENCH_FILE else args.checks)]
-        if skipped:
-            result["kept_existing"] = skipped
-            result["note"] = ("%s already existed, so --benchmark/--checks/--size did not change %s "
-                              "(scaffolding never overwrites)" % (" and ".join(skipped),
-                                                                  "them" if len(skipped) > 1 else "it"))
-        result.update(proposal_answer(session, args, sizes))
-        unignored = [glob for glob in sizes if not ignored_by_git(repo, session.workdir, glob)]
-        if unignored:
-            result["size_note"] = ("git does not ignore %s: the build output would look like the "
-                                   "experiment's change (a keep commits it); add its directory to "
-                                   ".gitignore" % ", ".join(unignored))
-    if not session.settings.protect:
-        proposal = [g for g in ("tests/**", "test/**", "benchmark/data/**", "bench/data/**",
-                                "data/**", "fixtures/**", "testdata/**")
-                    if os.path.isdir(session.path(g[:-3]))]
-        if proposal:
-            result["suggest_protect"] = proposal
-            result["hint"] = ("Protect the benchmark's data and the correctness tests so no "
-                              "experiment can change them: add \"protect\": %s to %s, then run "
-                              "init again." % (json.dumps(proposal), CONFIG_FILE))
+        result.update(_scaffold_answer(session, repo, args, scaffolded, sizes))
+    result.update(_protect_hint(session))
     if not os.path.isfile(session.path(BENCH_FILE)):
         warnings.insert(0, "%s does not exist yet; `run` needs it (or --command)." % BENCH_FILE)
     elif not snapshot["head"]:
@@ -7473,16 +7503,10 @@ def resolve_commit(repo, short, what, index):
     return proc.stdout.decode().strip()
 
 
-def cmd_verify(args):
-    """The honest headline: the segment's baseline commit against the best commit,
-    measured interleaved in one window, with a 95% interval; recorded as a log line."""
-    session = require_session(find_session())
-    loaded = load_state(session)
-    state = loaded.state
-    require_config(session, state)
-    repo = require_repo(session)
-    argv, shell, shown = benchmark_command(session, None)
-    check_integrity(session, state)
+def _verify_commits(repo, state):
+    """The two commits `verify` compares and where HEAD stands, as (base, best,
+    base_commit, best_commit, head, on_top); refuses when there is nothing to verify
+    or HEAD does not hold the best (HEAD may carry kept equal-result changes on top)."""
     base, best = state.baseline or {}, state.best or {}
     if not base or not best:
         fail("nothing_to_verify", "`verify` compares the baseline with the best kept result; this "
@@ -7499,64 +7523,100 @@ def cmd_verify(args):
         fail("head_not_best", "HEAD is %s, which does not contain the best result's commit %s: `verify` "
              "measures the working tree as the best, so check out the best first." % (
                  (head or "none")[:7], best_commit[:7]))
+    return base, best, base_commit, best_commit, head, on_top
+
+
+def _verify_trees(session, state, repo, base_commit, head):
+    """The working tree (the kept code, refused when an experiment is in progress) and
+    the tree with the baseline's version of the files they differ in, as (current,
+    baseline_tree). Callers hold the LogLock."""
+    current = snapshot_tree(session)
+    if state.snapshot and current != state.snapshot.get("tree"):
+        changed = [c.name for c in diff_trees(session, state.snapshot["tree"], current)]
+        fail("dirty_worktree", "The working tree has changes since the last logged result (%s): an "
+             "experiment in progress. Finish it first (`autotune run`, then `autotune log`), so verify "
+             "measures the kept code." % ", ".join(changed[:10]))
+    return current, tree_with_paths_of(session, current, head_tree(repo, base_commit), head_tree(repo, head))
+
+
+def _verify_pairs(session, argv, shell, timeout, env, pname, swap, pairs):
+    """Runs the baseline ("best" side of the swap) and the best ("candidate" side)
+    alternately, in random order per pair, until `pairs` pairs (two identical pairs of
+    a deterministic benchmark suffice). Returns (values per side, orders: "A" when the
+    baseline ran first); a failed run is refused, the tree put back."""
+    progress = Progress("verify")
+    values = {"best": [], "candidate": []}
+    orders = []
+    rng = pair_order_rng()
+    with ProcessSweep() as sweep:
+        runners = {side: SampleRunner(argv, shell, session.workdir, timeout, dict(env), pname, sweep,
+                                      progress=progress, side=side) for side in ("best", "candidate")}
+        try:
+            while len(values["candidate"]) < pairs:
+                order = ("best", "candidate") if rng.random() < 0.5 else ("candidate", "best")
+                for side in order:
+                    swap.to(side)
+                    taken = runners[side].take(len(values["candidate"]) + 1)
+                    if taken is None:
+                        runner = runners[side]
+                        fail("benchmark_crashed", "The benchmark failed on the %s commit (%s); nothing was "
+                             "recorded and the working tree is as it was. Output tail: %s" % (
+                                 "baseline" if side == "best" else "best", runner.problem,
+                                 _one_line(runner.last.output, 300)))
+                    values[side].append(taken[0])
+                orders.append("A" if order[0] == "best" else "B")   # A: the baseline ran first
+                if len(orders) == 2 and is_deterministic(values["best"]) \
+                        and is_deterministic(values["candidate"]):
+                    break   # a deterministic benchmark: two identical pairs say all there is
+        finally:
+            swap.close()
+            progress.done()
+    return values, orders
+
+
+def _verify_change(old, new):
+    """The best's change against the baseline from the pairs, in percent, as (delta,
+    interval): the Hodges-Lehmann shift and its 95% interval as (low, high), None when
+    there are too few pairs (the shift itself for a deterministic benchmark)."""
+    ratios, relative = paired_ratios(new, old)
+    shift = hodges_lehmann(ratios)
+    interval = (shift, shift) if is_deterministic(old) and is_deterministic(new) else hl_interval(ratios)
+
+    def pct(x):
+        return _round(shift_pct(x, relative), 3)
+    return pct(shift), ((pct(interval[0]), pct(interval[1])) if interval else None)
+
+
+def cmd_verify(args):
+    """The honest headline: the segment's baseline commit against the best commit,
+    measured interleaved in one window, with a 95% interval; recorded as a log line."""
+    session = require_session(find_session())
+    loaded = load_state(session)
+    state = loaded.state
+    require_config(session, state)
+    repo = require_repo(session)
+    argv, shell, shown = benchmark_command(session, None)
+    check_integrity(session, state)
+    base, best, base_commit, best_commit, head, on_top = _verify_commits(repo, state)
     with BenchmarkLock(session, "verify: " + shown):
         refuse_pending_swap(session)
         with LogLock(session):
-            current = snapshot_tree(session)
-            if state.snapshot and current != state.snapshot.get("tree"):
-                changed = [c.name for c in diff_trees(session, state.snapshot["tree"], current)]
-                fail("dirty_worktree", "The working tree has changes since the last logged result (%s): an "
-                     "experiment in progress. Finish it first (`autotune run`, then `autotune log`), so verify "
-                     "measures the kept code." % ", ".join(changed[:10]))
-            baseline_tree = tree_with_paths_of(session, current, head_tree(repo, base_commit),
-                                               head_tree(repo, head))
+            current, baseline_tree = _verify_trees(session, state, repo, base_commit, head)
         pairs = args.pairs or VERIFY_PAIRS
         timeout = args.timeout if args.timeout is not None else session.settings.timeout
-        pname, direction = state.config.get("metric_name"), state.config.get("direction", "lower")
+        pname = state.config.get("metric_name")
         env = benchmark_env(session.settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_VERIFY="1")
         swap = Swap(session, baseline_tree, current, purpose="verify")
-        progress = Progress("verify")
-        values = {"best": [], "candidate": []}
-        orders = []
-        rng = pair_order_rng()
-        with ProcessSweep() as sweep:
-            runners = {side: SampleRunner(argv, shell, session.workdir, timeout, dict(env), pname, sweep,
-                                          progress=progress, side=side) for side in ("best", "candidate")}
-            try:
-                while len(values["candidate"]) < pairs:
-                    order = ("best", "candidate") if rng.random() < 0.5 else ("candidate", "best")
-                    for side in order:
-                        swap.to(side)
-                        taken = runners[side].take(len(values["candidate"]) + 1)
-                        if taken is None:
-                            runner = runners[side]
-                            fail("benchmark_crashed", "The benchmark failed on the %s commit (%s); nothing was "
-                                 "recorded and the working tree is as it was. Output tail: %s" % (
-                                     "baseline" if side == "best" else "best", runner.problem,
-                                     _one_line(runner.last.output, 300)))
-                        values[side].append(taken[0])
-                    orders.append("A" if order[0] == "best" else "B")   # A: the baseline ran first
-                    if len(orders) == 2 and is_deterministic(values["best"]) \
-                            and is_deterministic(values["candidate"]):
-                        break   # a deterministic benchmark: two identical pairs say all there is
-            finally:
-                swap.close()
-                progress.done()
+        values, orders = _verify_pairs(session, argv, shell, timeout, env, pname, swap, pairs)
         old, new = values["best"], values["candidate"]
-        ratios, relative = paired_ratios(new, old)
-        shift = hodges_lehmann(ratios)
-        interval = (shift, shift) if is_deterministic(old) and is_deterministic(new) else hl_interval(ratios)
-
-        def pct(x):
-            return _round(shift_pct(x, relative), 3)
+        delta, interval = _verify_change(old, new)
         logged = _round(pct_change(best["metric"], base.get("metric")), 3)
         entry = {"type": "verify", "timestamp": utc_now(), "segment": state.segment,
                  "baseline": {"index": base.get("index"), "commit": base_commit[:7]},
                  "best": {"index": best.get("index"), "commit": best_commit[:7],
                           "measured": head[:7]},
-                 "pairs": len(new), "delta_pct": pct(shift),
-                 "low_pct": pct(interval[0]) if interval else None,
-                 "high_pct": pct(interval[1]) if interval else None, "logged_pct": logged,
+                 "pairs": len(new), "delta_pct": delta, "low_pct": interval[0] if interval else None,
+                 "high_pct": interval[1] if interval else None, "logged_pct": logged,
                  "samples": {"baseline": [_round(v) for v in old], "best": [_round(v) for v in new]},
                  "order": "".join(orders),
                  "swapped": swap.paths[:50], "env": environment(head, session, env), "load": load_average()}
@@ -7913,22 +7973,9 @@ def plugin_installed(claude):
 
 # Doctor: every check returns problems as (code, message, fix or None).
 
-def cmd_doctor(args):
-    session = find_session(lenient=True)
-    problems = []  # dicts: code, message, fixable, fixed
-    fixes = []
-
-    def problem(code, message, fix=None):
-        problems.append({"code": code, "message": message, "fixable": fix is not None, "fixed": False})
-        if fix is not None:
-            fixes.append((problems[-1], fix))
-
-    if session.repo is None:
-        problem("not_git_repo", "%s is not inside a git repository." % session.workdir)
-    if not session.exists():
-        problem("no_session", "No %s in %s: there is no session to check." % (LOG_FILE, session.workdir))
-        return doctor_report(args, session, problems)
-    loaded = load_state(session)
+def _doctor_log(session, loaded, problem):
+    """doctor's checks of the log and of the state cache beside it: a torn last line,
+    lines that are not JSON, no config line, a missing, stale or old-format state."""
     state = loaded.state
     if loaded.torn:
         problem("torn_tail", "%s ends with a truncated line of %d bytes (a write that was cut short). "
@@ -7954,11 +8001,15 @@ def cmd_doctor(args):
     elif cached.get("format") != STATE_FORMAT:
         problem("state_legacy", "%s was written by another version; it will be rebuilt from the log." %
                 STATE_FILE, fix=lambda lock: _fix_state(session))
+
+
+def _doctor_judge(session, state, problem):
+    """doctor's checks of what judges the loop: the config, the benchmark file, the
+    judge's settings and protected inputs against the baseline, a running benchmark."""
     for error in session.config_errors:
         problem("bad_config", error)
     for note in session.settings.warnings:
-        problem("config_warning", note)
-        problems[-1]["warning"] = True
+        problem("config_warning", note)["warning"] = True
     bench = session.path(BENCH_FILE)
     if not os.path.isfile(bench):
         problem("no_benchmark", "%s does not exist; `run` needs it." % BENCH_FILE)
@@ -7981,46 +8032,82 @@ def cmd_doctor(args):
     holder = running_benchmark(session) if session.repo is not None else None
     if holder is not None:
         problem("benchmark_running", "A benchmark is running (%s)." % holder_text(holder))
+
+
+def _doctor_swap(session, problem):
+    """doctor's check of a swap journal: a live measurement with the kept code in place,
+    or an interrupted one whose fix puts the experiment's files back."""
+    journal = pending_swap(session)
+    if journal is None:
+        return
+    if swap_owner_alive(journal):
+        problem("measuring", "`autotune %s` (pid %s) has the kept version of the experiment's "
+                "files in place while it measures them beside yours; it puts yours back when "
+                "it ends." % (journal.get("purpose", "run"), journal.get("pid")))
+    else:
+        problem("interrupted_swap", "An interrupted `autotune %s` (started %s) left the kept "
+                "version of the experiment's files in place of yours (%s); the fix puts yours "
+                "back, exactly as they were when it started." % (
+                    journal.get("purpose", "run"), journal.get("started", "?"),
+                    ", ".join(str(p) for p in (journal.get("paths") or [])[:10]) or "?"),
+                fix=lambda lock: restore_swap(session, journal))
+
+
+def _doctor_git(session, state, problem):
+    """doctor's checks of git and autotune's private files in it: ignored files in the
+    snapshot, HEAD moved past the snapshot, a git index lock, a swap, a saved
+    measurement of another segment."""
+    stale = ignored_entries(session, private_index(session, "snapshot.index")[1]) \
+        if os.path.exists(session.cache("snapshot.index")) else []
+    if stale:
+        problem("snapshot_ignored", "autotune's snapshot index holds %d file%s that git ignores "
+                "and you do not track (%s), left over from an experiment that edited the ignore "
+                "rules: a keep could commit them and a discard revert them. The fix removes them "
+                "from the snapshot; the files stay on disk." % (
+                    len(stale), "" if len(stale) == 1 else "s",
+                    ", ".join(os.fsdecode(p) for p in stale[:10])),
+                fix=lambda lock: _fix_ignored(session, lock, stale))
+    head = session.repo.head()
+    snap = state.snapshot or {}
+    if snap.get("head") and head != snap.get("head"):
+        own = own_unlogged_commit(session.repo, head, snap["head"])
+        if own is not None:
+            problem("unlogged_keep", head_moved_message(snap["head"], head, own))
+        else:
+            problem("head_moved", head_moved_problem(session, snap, head),
+                    fix=lambda lock: _fix_snapshot(session, lock))
+    if os.path.exists(os.path.join(session.repo.git_dir, "index.lock")):
+        problem("git_locked", "%s exists: a git command is running or was killed. Delete it if "
+                "no git process is running." % os.path.join(session.repo.git_dir, "index.lock"))
+    _doctor_swap(session, problem)
+    m = load_measurement(session)
+    if m is not None and m.segment != state.segment:
+        problem("stale_measurement", "The saved measurement is from segment %s; it will be dropped." %
+                m.segment, fix=lambda lock: drop_measurement(session))
+
+
+def cmd_doctor(args):
+    session = find_session(lenient=True)
+    problems = []  # dicts: code, message, fixable, fixed
+    fixes = []
+
+    def problem(code, message, fix=None):
+        problems.append({"code": code, "message": message, "fixable": fix is not None, "fixed": False})
+        if fix is not None:
+            fixes.append((problems[-1], fix))
+        return problems[-1]
+
+    if session.repo is None:
+        problem("not_git_repo", "%s is not inside a git repository." % session.workdir)
+    if not session.exists():
+        problem("no_session", "No %s in %s: there is no session to check." % (LOG_FILE, session.workdir))
+        return doctor_report(args, session, problems)
+    loaded = load_state(session)
+    state = loaded.state
+    _doctor_log(session, loaded, problem)
+    _doctor_judge(session, state, problem)
     if session.repo is not None and state.config is not None:
-        stale = ignored_entries(session, private_index(session, "snapshot.index")[1]) \
-            if os.path.exists(session.cache("snapshot.index")) else []
-        if stale:
-            problem("snapshot_ignored", "autotune's snapshot index holds %d file%s that git ignores "
-                    "and you do not track (%s), left over from an experiment that edited the ignore "
-                    "rules: a keep could commit them and a discard revert them. The fix removes them "
-                    "from the snapshot; the files stay on disk." % (
-                        len(stale), "" if len(stale) == 1 else "s",
-                        ", ".join(os.fsdecode(p) for p in stale[:10])),
-                    fix=lambda lock: _fix_ignored(session, lock, stale))
-        head = session.repo.head()
-        snap = state.snapshot or {}
-        if snap.get("head") and head != snap.get("head"):
-            own = own_unlogged_commit(session.repo, head, snap["head"])
-            if own is not None:
-                problem("unlogged_keep", head_moved_message(snap["head"], head, own))
-            else:
-                problem("head_moved", head_moved_problem(session, snap, head),
-                        fix=lambda lock: _fix_snapshot(session, lock))
-        if os.path.exists(os.path.join(session.repo.git_dir, "index.lock")):
-            problem("git_locked", "%s exists: a git command is running or was killed. Delete it if "
-                    "no git process is running." % os.path.join(session.repo.git_dir, "index.lock"))
-        journal = pending_swap(session)
-        if journal is not None:
-            if swap_owner_alive(journal):
-                problem("measuring", "`autotune %s` (pid %s) has the kept version of the experiment's "
-                        "files in place while it measures them beside yours; it puts yours back when "
-                        "it ends." % (journal.get("purpose", "run"), journal.get("pid")))
-            else:
-                problem("interrupted_swap", "An interrupted `autotune %s` (started %s) left the kept "
-                        "version of the experiment's files in place of yours (%s); the fix puts yours "
-                        "back, exactly as they were when it started." % (
-                            journal.get("purpose", "run"), journal.get("started", "?"),
-                            ", ".join(str(p) for p in (journal.get("paths") or [])[:10]) or "?"),
-                        fix=lambda lock: restore_swap(session, journal))
-        m = load_measurement(session)
-        if m is not None and m.segment != state.segment:
-            problem("stale_measurement", "The saved measurement is from segment %s; it will be dropped." %
-                    m.segment, fix=lambda lock: drop_measurement(session))
+        _doctor_git(session, state, problem)
     leftovers = [name for name in os.listdir(session.workdir)
                  if name.startswith((STATE_FILE + ".", LOG_FILE + ".")) and name.endswith(".tmp")]
     if leftovers:
