@@ -6691,11 +6691,22 @@ class LogDecision(Record):
     __slots__ = tuple(name for name, _ in FIELDS)
 
 
-def decide_log(args, flags, state, m):
-    """The status, numbers and verdict a `log` records, from its flags and the pending
-    measurement; every refusal about them happens here, before git is touched."""
-    metric_flag, metrics_flag, override = flags
-    status = args.status
+class LogRequest(Record):
+    """What a `log` call asks for, its arguments checked (_log_arguments): the status
+    (or "auto"), a typed --metric and --metrics (None when not given), the --reason of
+    an override, --force, --commit, the description and the --asi object."""
+
+    FIELDS = (("status", None), ("metric", None), ("metrics", None), ("reason", None),
+              ("force", False), ("commit", None), ("description", None), ("asi", dict))
+    __slots__ = tuple(name for name, _ in FIELDS)
+
+
+def decide_log(request, state, m):
+    """The status, numbers and verdict a `log` records, from its request (a LogRequest)
+    and the pending measurement `m`; every refusal about them happens here, before git
+    is touched."""
+    metric_flag, metrics_flag, override = request.metric, request.metrics, request.reason
+    status = request.status
     if status == "auto":
         if m is None:
             fail("no_measurement", "--status auto needs a measurement: run `autotune run` first.")
@@ -6703,14 +6714,14 @@ def decide_log(args, flags, state, m):
     # a keep sets the best the next runs are judged against: in a segment driven by `run`,
     # a typed-in number there is an invention unless a person says otherwise
     typed_keep = m is None and metric_flag is not None and status == "keep" and state.measured_results
-    if typed_keep and not (args.force and override):
+    if typed_keep and not (request.force and override):
         fail("unmeasured_metric", "This segment's results come from `autotune run`, and there "
              "is no measurement to keep: run the benchmark (`autotune run`), then log without "
              "--metric. A typed-in number needs --force --reason \"why\" (recorded).")
     decision = LogDecision(status=status, forced=bool(typed_keep))
-    decision.metric, decision.measured = metric_for_log(status, metric_flag, m, args.force)
+    decision.metric, decision.measured = metric_for_log(status, metric_flag, m, request.force)
     measured_metrics = m is not None and m.passed
-    if metrics_flag is not None and measured_metrics and not args.force:
+    if metrics_flag is not None and measured_metrics and not request.force:
         unmeasured = sorted(k for k in metrics_flag if k not in m.metrics and k != m.pname)
         differing = sorted(k for k in metrics_flag if k in m.metrics
                            and not same_number(metrics_flag[k], m.metrics[k]))
@@ -6721,7 +6732,7 @@ def decide_log(args, flags, state, m):
         if differing:
             fail("metric_mismatch", "--metrics differs from what `run` measured for %s; log "
                  "without --metrics to record the measured values." % ", ".join(differing))
-    decision.metrics = (dict(m.metrics) if measured_metrics and not (args.force and metrics_flag is not None)
+    decision.metrics = (dict(m.metrics) if measured_metrics and not (request.force and metrics_flag is not None)
                         else metrics_flag if metrics_flag is not None else {})
     if status != "crash" and state.metric_names is not None:
         new, missing = metric_name_changes(state.metric_names, decision.metrics,
@@ -6736,7 +6747,7 @@ def decide_log(args, flags, state, m):
                                               "were" if len(missing) > 1 else "was"))
     decision.verdict = m.verdict if (m is not None and (decision.measured or m.crashed)) else None
     if status == "keep" and decision.verdict in BLOCKING_VERDICTS:
-        if not (args.force and override):
+        if not (request.force and override):
             fail("keep_refused", "The measurement's verdict is %s%s, so a keep is refused; log "
                  "--status %s, or a person overrides it with --force --reason \"why\"." % (
                      decision.verdict, " (significantly worse than the best)"
@@ -6751,21 +6762,21 @@ def decide_log(args, flags, state, m):
 
 
 def _log_arguments(args):
-    """`log`'s own arguments, checked before the log is locked or read (bad input changes
-    nothing): the description, the (metric, metrics, reason) flags decide_log weighs,
-    and the --asi object."""
+    """`log`'s own arguments as a LogRequest, checked before the log is locked or read
+    (bad input changes nothing)."""
     description = text_arg(args.description, "--description")
-    flags = (number_arg(args.metric, "--metric") if args.metric is not None else None,
-             metrics_arg(args.metrics),
-             text_arg(args.reason, "--reason") if args.reason is not None else None)
+    metric = number_arg(args.metric, "--metric") if args.metric is not None else None
+    metrics = metrics_arg(args.metrics)
+    reason = text_arg(args.reason, "--reason") if args.reason is not None else None
     asi = json_arg(args.asi, "--asi") or {}
     if args.commit is not None and not (4 <= len(args.commit) <= 64 and
                                         all(c in "0123456789abcdefABCDEF" for c in args.commit)):
         fail("bad_commit", "--commit %s is not a commit hash." % json.dumps(args.commit))
-    return description, flags, asi
+    return LogRequest(status=args.status, metric=metric, metrics=metrics, reason=reason,
+                      force=bool(args.force), commit=args.commit, description=description, asi=asi)
 
 
-def _log_head(repo, state, d, args):
+def _log_head(repo, state, d, request):
     """HEAD, and whether `log` leaves git alone, as (head, skip_git). HEAD moved past the
     snapshot: a keep that names the loop's own unlogged commit (--commit) adopts it;
     anything else is refused, or with --force recorded without touching git."""
@@ -6774,9 +6785,9 @@ def _log_head(repo, state, d, args):
     skip_git = False
     if snap.get("head") is not None and snap.get("head") != head:
         own = own_unlogged_commit(repo, head, snap["head"])
-        adopting = (own is not None and d.status == "keep" and args.commit is not None
-                    and head.startswith(args.commit.lower()))
-        if not adopting and not args.force:
+        adopting = (own is not None and d.status == "keep" and request.commit is not None
+                    and head.startswith(request.commit.lower()))
+        if not adopting and not request.force:
             fail("head_moved", head_moved_message(snap["head"], head, own))
         skip_git = not adopting
         d.forced = d.forced or skip_git
@@ -6815,7 +6826,7 @@ def _log_health(state, d, settings, index):
     return health
 
 
-def _add_measurement(result, session, state, m, ref, d, flags, head):
+def _add_measurement(result, session, state, m, ref, d, reason, head):
     """What the result line takes from the measurement `run` recorded (samples, verdict,
     evidence, diagnosis, rule) and, at the baseline, the judge and protected inputs
     it fixes for the segment; the machine facts when nothing was measured."""
@@ -6839,7 +6850,7 @@ def _add_measurement(result, session, state, m, ref, d, flags, head):
     else:
         result.env = environment(head, session)
     if d.forced:
-        result.forced, result.override_reason = True, flags[2]
+        result.forced, result.override_reason = True, reason
         result.verdict = result.verdict or d.verdict
 
 
@@ -6877,7 +6888,8 @@ def _with_dependencies(answer, session, git_info):
 def cmd_log(args):
     session = require_session(find_session())
     settings = session.settings
-    description, flags, asi = _log_arguments(args)
+    request = _log_arguments(args)
+    description = request.description
     repo = require_repo(session)
     with LogLock(session) as lock:
         recover_swap(session)  # the experiment's files first, if a killed `run` swapped them out
@@ -6892,16 +6904,16 @@ def cmd_log(args):
             fail("benchmark_running", "A benchmark of this loop is running (%s); nothing was "
                  "logged. Log when its measurement is recorded." % holder_text(holder))
         m, ref = pending_measurement(session, state)
-        d = decide_log(args, flags, state, m)
-        head, skip_git = _log_head(repo, state, d, args)
+        d = decide_log(request, state, m)
+        head, skip_git = _log_head(repo, state, d, request)
         snap = state.snapshot or {}
         index = state.n_exp + 1
         current = snapshot_or_fail(session)
-        if m is not None and not skip_git and args.commit is None:
+        if m is not None and not skip_git and request.commit is None:
             _check_measured_tree(session, state, m, head, current)
         git_info, commit, next_tree = apply_git(session, state, d.status, description, pname, d.metric,
                                                 config.get("metric_unit"), "%d.%d" % (state.segment, index),
-                                                index, current, head, skip_git, args.commit)
+                                                index, current, head, skip_git, request.commit)
         if next_tree != snap.get("tree"):
             try:
                 anchor_snapshot(session, next_tree)
@@ -6912,7 +6924,7 @@ def cmd_log(args):
         result = Result(
             index=index, commit=commit, metric=_round(d.metric), status=d.status,
             description=description, timestamp=utc_now(), segment=state.segment,
-            metrics=d.metrics if d.status != "crash" or flags[1] else {}, asi=asi,
+            metrics=d.metrics if d.status != "crash" or request.metrics else {}, asi=request.asi,
             failure=health["failure"], health=health["health"], recovery=health["recovery"],
             reason=health["reason"], files=git_info.get("files", []), mode=health["mode"],
             active=health["active"], improved=d.improved, measured=d.measured, git=git_info,
@@ -6921,7 +6933,7 @@ def cmd_log(args):
             session_id=os.environ.get("CLAUDE_CODE_SESSION_ID") or None,
             hashes=((m.hashes if m is not None and m.hashes else file_hashes(session))
                     if state.n_exp == 0 else None))
-        _add_measurement(result, session, state, m, ref, d, flags, head)
+        _add_measurement(result, session, state, m, ref, d, request.reason, head)
         entries, values = _log_entries(session, loaded, result, m, d)
         try:
             append_entries(lock, session, loaded, entries)
