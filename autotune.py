@@ -1128,6 +1128,53 @@ def dumps_line(entry):
             + "\n").encode("utf-8")
 
 
+def read_json(path, default=None):
+    """The JSON value a file holds, or `default` when the file is missing or unreadable,
+    is not UTF-8, is not JSON or nests too deep: the one reader of autotune's own JSON
+    files (caches, journals), with one set of exceptions."""
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read().decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return default
+
+
+class LogLines(object):
+    """The log's complete lines from byte `offset`, as (offset, raw) pairs: the one
+    forward reader of the log. A last line without its newline (a write cut short) is
+    not a line: it ends the iteration and is kept in `torn`; `offset` ends after the
+    last complete line."""
+
+    def __init__(self, handle, offset=0):
+        self.handle, self.offset, self.torn = handle, offset, b""
+
+    def __iter__(self):
+        self.handle.seek(self.offset)
+        for raw in self.handle:
+            if not raw.endswith(b"\n"):
+                self.torn = raw
+                return
+            yield self.offset, raw
+            self.offset += len(raw)
+
+
+def lines_backward(handle, start=0):
+    """The lines of a file after byte `start`, last first, read in 64 KiB blocks from
+    the end (cost independent of the file's length): the one backward reader. The
+    first one is what follows the last newline (b"" when the file ends with one)."""
+    end = handle.seek(0, 2)
+    position, carry = end, b""
+    while position > start:
+        step = min(1 << 16, position - start)
+        position -= step
+        handle.seek(position)
+        lines = (handle.read(step) + carry).split(b"\n")
+        carry = lines.pop(0)
+        for raw in reversed(lines):
+            yield raw
+    yield carry
+
+
 def parse_line(raw):
     """A log line as a dict, or None when it is not one (junk lines are skipped)."""
     try:
@@ -1624,11 +1671,10 @@ class OldState(object):
     def load(cls, session):
         if session.repo is None:
             return None
+        data = read_json(session.cache("old-state.json"))
         try:
-            with open(session.cache("old-state.json"), "rb") as handle:
-                data = json.loads(handle.read().decode("utf-8"))
             return cls(data["fields"], float(data["written_at"]), data["log_size"])
-        except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return None
 
     def save(self, session):
@@ -1681,11 +1727,8 @@ def _tail_matches(handle, cached):
 
 def _fold_from(handle, loaded, offset):
     state = loaded.state
-    handle.seek(offset)
-    for raw in handle:
-        if not raw.endswith(b"\n"):
-            loaded.torn = raw
-            break
+    lines = LogLines(handle, offset)
+    for offset, raw in lines:
         state.lines += 1
         entry = parse_line(raw)
         if entry is None:
@@ -1700,8 +1743,10 @@ def _fold_from(handle, loaded, offset):
             point = fold_entry(state, entry, offset)
             if point is not None:
                 loaded.points.append(point)
-        offset += len(raw)
         loaded.changed = True
+    offset = lines.offset
+    if lines.torn:
+        loaded.torn = lines.torn
     if offset != state.log_size or loaded.changed:
         state.log_size = offset
         start = max(0, offset - 32)
@@ -1797,11 +1842,8 @@ def segment_values(session, loaded):
 def scan_segment_points(session, state):
     points = []
     with open(session.log_path, "rb") as handle:
-        handle.seek(state.config_offset or 0)
         scratch = State()
-        for raw in handle:
-            if not raw.endswith(b"\n"):
-                break
+        for _, raw in LogLines(handle, state.config_offset or 0):
             entry = parse_line(raw)
             if entry is None:
                 continue
@@ -1849,18 +1891,13 @@ def pending_measurement(session, state):
             handle.seek(offset - 1)
             if handle.read(1) != b"\n":
                 return None, None  # not the start of a line: a damaged or forged cache
-        handle.seek(offset)
-        position = offset
-        for raw in handle:
-            if not raw.endswith(b"\n"):
-                break
+        for position, raw in LogLines(handle, offset):
             entry = parse_line(raw)
             kind = entry.get("type") if entry is not None else None
             if kind == "measurement" and entry.get("segment") == state.segment:
                 found = (position, raw, entry)
             elif kind in ("result", "config"):
                 found = None
-            position += len(raw)
     if found is None:
         return None, None
     position, raw, entry = found
@@ -1871,10 +1908,11 @@ def pending_measurement(session, state):
 def load_measurement(session):
     """run.json: the last run's full answer (output tails included), for display only;
     `log` never reads it (an agent can rewrite it)."""
+    missing = object()
+    data = read_json(session.cache("run.json"), missing)
     try:
-        with open(session.cache("run.json"), "rb") as handle:
-            return Measurement.from_dict(json.loads(handle.read().decode("utf-8")))
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError, TypeError):
+        return Measurement.from_dict(data) if data is not missing else None
+    except (ValueError, TypeError, RecursionError):
         return None
 
 
@@ -3672,13 +3710,9 @@ def _raw_record(session):
     """autotune's record of converted files: "known" {path: [size, mtime_ns, raw sha]}
     (so an unchanged file is not re-read) and "cleaned" [[path, sha]] (files over the
     size limit whose snapshot holds git's cleaned blob: a restore smudges those)."""
-    try:
-        with open(session.cache("raw.json"), "rb") as handle:
-            data = json.loads(handle.read().decode("utf-8"))
-        if isinstance(data, dict):
-            return {"known": data.get("known") or {}, "cleaned": data.get("cleaned") or []}
-    except (OSError, ValueError, UnicodeDecodeError):
-        pass
+    data = read_json(session.cache("raw.json"))
+    if isinstance(data, dict):
+        return {"known": data.get("known") or {}, "cleaned": data.get("cleaned") or []}
     return {"known": {}, "cleaned": []}
 
 
@@ -4487,10 +4521,9 @@ def pending_swap(session):
     files were in place), or None."""
     if session.repo is None:
         return None
-    try:
-        with open(session.cache(SWAP_JOURNAL), "rb") as handle:
-            data = json.loads(handle.read().decode("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+    missing = object()
+    data = read_json(session.cache(SWAP_JOURNAL), missing)
+    if data is missing:
         return None
     return data if isinstance(data, dict) else {}
 
@@ -5058,12 +5091,8 @@ def tool_versions(session, tools, env, files, now=None):
     now = time.time() if now is None else now
     path = env.get("PATH")
     cache_path = session.cache("toolchain.json") if session.repo else None  # never litter a non-repo
-    try:
-        with open(cache_path or os.devnull, "rb") as handle:
-            cache = json.loads(handle.read().decode("utf-8"))
-        if not isinstance(cache, dict):
-            cache = {}
-    except (OSError, ValueError):
+    cache = read_json(cache_path or os.devnull)
+    if not isinstance(cache, dict):
         cache = {}
     pins = _pins_signature(files)
     me = os.path.realpath(sys.executable)
@@ -8134,30 +8163,21 @@ def cmd_doctor(args):
 
 
 def _read_state_file(session):
-    try:
-        with open(session.state_path, "rb") as handle:
-            data = json.loads(handle.read().decode("utf-8"))
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
-        return None
+    data = read_json(session.state_path)
+    return data if isinstance(data, dict) else None
 
 
 def _fix_torn_tail(session, lock):
     """Moves the bytes after the last newline into a backup file, then cuts them off."""
     with open(session.log_path, "rb") as handle:
         end = handle.seek(0, 2)
-        position, tail = end, b""
-        while position > 0 and b"\n" not in tail:
-            step = min(1 << 16, position)
-            position -= step
-            handle.seek(position)
-            tail = handle.read(step) + tail
-    cut = end - len(tail) + tail.rfind(b"\n") + 1
+        torn = next(lines_backward(handle))
+    cut = end - len(torn)
     if cut == end:
         return
     backup = "%s.torn-%s" % (session.log_path, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     with open(backup, "wb") as handle:
-        handle.write(tail[tail.rfind(b"\n") + 1:])
+        handle.write(torn)
     os.truncate(session.log_path, cut)
     _fix_state(session)
 
@@ -8278,23 +8298,10 @@ def tail_entries(session, start, count, kinds=("result",)):
     read from the end of the file (cost independent of the log's length)."""
     found = []
     with open(session.log_path, "rb") as handle:
-        end = handle.seek(0, 2)
-        position, carry = end, b""
-        while position > start and len(found) < count:
-            step = min(1 << 16, position - start)
-            position -= step
-            handle.seek(position)
-            block = handle.read(step) + carry
-            lines = block.split(b"\n")
-            carry = lines.pop(0) if position > start else b""
-            for raw in reversed(lines):
-                entry = parse_line(raw) if raw.strip() else None
-                if entry is not None and entry.get("type") in kinds:
-                    found.append(entry)
-                    if len(found) >= count:
-                        break
-        if carry and len(found) < count:
-            entry = parse_line(carry)
+        for raw in lines_backward(handle, start):
+            if len(found) >= count:
+                break
+            entry = parse_line(raw) if raw.strip() else None
             if entry is not None and entry.get("type") in kinds:
                 found.append(entry)
     return list(reversed(found))
@@ -10004,10 +10011,7 @@ def read_entries(session, start=0):
     """Every parseable entry of the log from byte offset `start` (skipping junk)."""
     entries = []
     with open(session.log_path, "rb") as handle:
-        handle.seek(start)
-        for raw in handle:
-            if not raw.endswith(b"\n"):
-                break
+        for _, raw in LogLines(handle, start):
             entry = parse_line(raw)
             if entry is not None:
                 entries.append(entry)

@@ -124,3 +124,36 @@ def test_holdout_verdict_answers_a_copy():
     verdict, judged = autotune.holdout_verdict("improved", holdout, 125.0, "lower", 10.0)
     assert verdict == "improved" and judged["ok"] is True and holdout == kept
     assert autotune.holdout_verdict("baseline", holdout, 100.0, "lower", 10.0) == ("baseline", holdout)
+
+
+# ------------------------------------------------------------------ storage ----
+
+def test_log_lines_stop_at_a_torn_line(tmp_path):
+    path = tmp_path / "log"
+    path.write_bytes(b'{"a": 1}\n\n{"b": 2}\n{"c"')
+    with open(str(path), "rb") as handle:
+        lines = autotune.LogLines(handle, 9)
+        assert list(lines) == [(9, b"\n"), (10, b'{"b": 2}\n')]
+        assert lines.torn == b'{"c"' and lines.offset == 19
+
+
+@pytest.mark.parametrize("data", [b"", b"a\n", b"a\nb", b"x" * 70000 + b"\n" + b"y" * 70000, b"\n\n"])
+def test_lines_backward_reads_every_line_last_first(tmp_path, data):
+    path = tmp_path / "log"
+    path.write_bytes(data)
+    with open(str(path), "rb") as handle:
+        assert list(autotune.lines_backward(handle)) == list(reversed(data.split(b"\n")))
+        start = len(data) // 2
+        assert list(autotune.lines_backward(handle, start)) == list(reversed(data[start:].split(b"\n")))
+
+
+def test_read_json_answers_the_default_for_anything_unreadable(tmp_path):
+    missing = object()
+    cases = {"ok.json": (b'{"a": [1]}', {"a": [1]}), "null.json": (b"null", None),
+             "junk.json": (b"{", missing), "latin.json": (b'"\xff"', missing),
+             "deep.json": (b"[" * 100000 + b"]" * 100000, missing)}
+    for name, (data, expected) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert autotune.read_json(str(tmp_path / name), missing) is expected or \
+            autotune.read_json(str(tmp_path / name), missing) == expected, name
+    assert autotune.read_json(str(tmp_path / "absent.json")) is None
