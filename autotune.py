@@ -8554,32 +8554,57 @@ def doctor_report(args, session, problems):
 # with no session, a malformed payload or any error it exits 0 and stays silent.
 
 
-def read_payload(stream=None):
-    stream = stream or sys.stdin
+def payload_object(data):
+    """The JSON object Claude Code sends on stdin (bytes or text); {} for anything else,
+    so a hook or the status line never fails on what it is given."""
     try:
-        data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
         payload = json.loads(data.decode("utf-8", "replace") if isinstance(data, bytes) else data)
-    except (ValueError, OSError, RecursionError):
+    except (ValueError, RecursionError):
         return {}
     return payload if isinstance(payload, dict) else {}
 
 
-def payload_session(payload):
-    """The session of the payload's directory (a broken config means defaults, and
-    session.config_error says so: a typo must not switch the guard off), or None."""
+def read_payload(stream=None):
+    stream = stream or sys.stdin
+    try:
+        data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
+    except (ValueError, OSError):
+        return {}
+    return payload_object(data)
+
+
+def payload_cwd(payload):
+    """The payload's directory when it is one that exists, else ours."""
     cwd = payload.get("cwd")
-    if not isinstance(cwd, str) or not os.path.isdir(cwd):
-        cwd = os.getcwd()
+    return cwd if isinstance(cwd, str) and os.path.isdir(cwd) else os.getcwd()
+
+
+def loop_session(cwd):
+    """The session of the loop `cwd` belongs to, or None when it has no log or cannot be
+    found (a broken config means defaults, and session.config_error says so: a typo must
+    not switch the guard off)."""
     try:
         session = find_session(cwd, lenient=True)
-        if not session.exists():
-            return None, None
+        return session if session.exists() else None
+    except (AutotuneError, OSError):
+        return None
+
+
+def loop_state(session):
+    """The loaded state of a loop that has a config line, or None (unreadable, or not
+    initialized)."""
+    try:
         loaded = load_state(session)
     except (AutotuneError, OSError):
-        return None, None
-    if loaded.state.config is None:
-        return None, None
-    return session, loaded
+        return None
+    return loaded if loaded.state.config is not None else None
+
+
+def payload_session(payload):
+    """(session, loaded state) of the loop in the payload's directory, or (None, None)."""
+    session = loop_session(payload_cwd(payload))
+    loaded = loop_state(session) if session is not None else None
+    return (session, loaded) if loaded is not None else (None, None)
 
 
 def tail_entries(session, start, count, kinds=("result",)):
@@ -8752,6 +8777,11 @@ class ParsedCommands(list):
 
     operators = 0
 
+    def close(self, command):
+        """Ends `command` at an operator: kept when it has a word or a redirection."""
+        if command.words or command.redirs:
+            self.append(command)
+
 
 def _balanced_end(text, i):
     """Index just past the `)` closing the `(` before text[i] (quotes and nesting
@@ -8821,6 +8851,119 @@ def _substitution_end(text, i, subs):
     return j + 1
 
 
+def _ansi_c_quoted(text, i):
+    """($'...' at text[i] with \\n, \\t, \\' and \\\\ decoded, True, index past it), or None
+    when it is not closed: Bash expands it to those characters before the command sees it."""
+    j, n = i + 2, len(text)
+    while j < n and text[j] != "'":
+        j += 2 if text[j] == "\\" else 1
+    if j >= n:
+        return None
+    return (text[i + 2:j].replace("\\n", "\n").replace("\\t", "\t").replace("\\'", "'")
+            .replace("\\\\", "\\"), True, j + 1)
+
+
+def _double_quoted(text, i, subs):
+    """(the text of the "..." at text[i], True, index past it), or None when it is not
+    closed. Inside double quotes a backslash escapes only $ ` " \\ and a newline, and a
+    substitution still runs (its command is added to `subs`)."""
+    piece, i, n = [], i + 1, len(text)
+    while i < n and text[i] != '"':
+        c = text[i]
+        if c == "\\" and i + 1 < n:
+            if text[i + 1] in '$`"\\':
+                piece.append(text[i + 1])
+            elif text[i + 1] != "\n":
+                piece.append(text[i:i + 2])
+            i += 2
+            continue
+        if text.startswith(("$(", "`"), i):
+            end = _substitution_end(text, i, subs)
+            if end < 0:
+                return None
+            piece.append(text[i:end])
+            i = end
+            continue
+        piece.append(c)
+        i += 1
+    if i >= n:
+        return None
+    return "".join(piece), True, i + 1
+
+
+def _word_part(text, i, subs):
+    """(text, quoted, index past it) of the quoted or escaped part of a word at text[i]
+    (\\x, '...', $'...', "...", $(...) or `...`), or None when it is not closed."""
+    c = text[i]
+    if c == "\\":
+        return (text[i + 1] if i + 1 < len(text) and text[i + 1] != "\n" else ""), False, i + 2
+    if c == "'":
+        j = text.find("'", i + 1)
+        return None if j < 0 else (text[i + 1:j], True, j + 1)
+    if text.startswith("$'", i):
+        return _ansi_c_quoted(text, i)
+    if text.startswith(("$(", "`"), i):
+        end = _substitution_end(text, i, subs)
+        return None if end < 0 else (text[i:end], False, end)
+    if c == '"':
+        return _double_quoted(text, i, subs)
+    return c, False, i + 1
+
+
+def _read_word(text, i, subs):
+    """(word with its quoting removed, whether any part was quoted, index past it) of the
+    word at text[i], or None when a quote is not closed. A quoted empty word ('') is a
+    word; an empty unquoted one is not."""
+    parts, quoted, n = [], False, len(text)
+    while i < n:
+        c = text[i]
+        if c in " \t\r\n;|&()<>":
+            break
+        if c in "\\'\"$`":
+            part = _word_part(text, i, subs)
+            if part is None:
+                return None
+            parts.append(part[0])
+            quoted = quoted or part[1]
+            i = part[2]
+            continue
+        parts.append(c)
+        i += 1
+    return "".join(parts), quoted, i
+
+
+def _redirection_at(text, i):
+    """(operator, index of the operator) of a redirection at text[i], after an optional
+    file descriptor number (2>, 10<&); (None, ...) when there is none."""
+    j, n = i, len(text)
+    while j < n and text[j].isdigit():
+        j += 1
+    return next((o for o in _REDIR_OPS if text.startswith(o, j)), None), j
+
+
+def _process_substitution(text, i, subs):
+    """Index just past the <(...) or >(...) at text[i], its command added to `subs`;
+    -1 when it is not closed."""
+    end = _balanced_end(text, i + 2)
+    if end >= 0:
+        subs.append(text[i + 2:end - 1])
+    return end
+
+
+# How many levels of `bash -c` and `eval` the guard reads through (a substitution's own
+# nesting is bounded by shell_parse).
+_WRAPPED_DEPTH = 4
+
+
+def nested_commands(text, depth, deepest=None):
+    """The commands of a command line that another one runs (a substitution's, or the
+    text of `bash -c` and `eval`), read as a command line of its own and marked nested;
+    None when it does not parse or lies deeper than `deepest` levels."""
+    if deepest is not None and depth >= deepest:
+        return None
+    return shell_parse(text, nested=True, depth=depth + 1)
+
+
 def shell_parse(text, nested=False, depth=0):
     """The simple commands of a Bash command line (substitutions included, marked
     nested), plus how many top-level simple commands there are; None when it does
@@ -8831,11 +8974,6 @@ def shell_parse(text, nested=False, depth=0):
     subs, pending_heredocs = [], []
     i, n = 0, len(text)
     expect_target = None
-
-    def finish():
-        if current.words or current.redirs:
-            commands.append(current)
-
     while i < n:
         c = text[i]
         if c in " \t\r":
@@ -8845,13 +8983,13 @@ def shell_parse(text, nested=False, depth=0):
             i += 2
             continue
         if c == "#" and expect_target is None:
-            while i < n and text[i] != "\n":
-                i += 1
+            end = text.find("\n", i)
+            i = n if end < 0 else end
             continue
         if expect_target is None and not text.startswith("&>", i):
             op = next((o for o in _SHELL_OPS if text.startswith(o, i)), None)
             if op is not None:
-                finish()
+                commands.close(current)
                 commands.operators += 1
                 current = SimpleCommand(nested)
                 i += len(op)
@@ -8859,99 +8997,32 @@ def shell_parse(text, nested=False, depth=0):
                     i = _read_heredocs(text, i, pending_heredocs)
                     pending_heredocs = []
                 continue
-        # a redirection, with an optional file descriptor number before it
-        j = i
-        while j < n and text[j].isdigit():
-            j += 1
-        redir = next((o for o in _REDIR_OPS if text.startswith(o, j)), None)
-        if redir is not None and expect_target is None:
+        if expect_target is None:
+            redir, j = _redirection_at(text, i)
             if redir in ("<", ">") and j == i and text.startswith("(", j + 1):
-                end = _balanced_end(text, j + 2)  # <(...) or >(...): a word that runs a command
-                if end < 0:
+                i = _process_substitution(text, j, subs)  # <(...) or >(...): a word that runs a command
+                if i < 0:
                     return None
-                subs.append(text[j + 2:end - 1])
-                current.words.append(text[j:end])
-                i = end
+                current.words.append(text[j:i])
                 continue
-            i = j + len(redir)
-            expect_target = redir
-            continue
-        if expect_target is not None and text.startswith(("<(", ">("), i):
-            end = _balanced_end(text, i + 2)
+            if redir is not None:
+                i = j + len(redir)
+                expect_target = redir
+                continue
+        elif text.startswith(("<(", ">("), i):
+            end = _process_substitution(text, i, subs)
             if end < 0:
                 return None
-            subs.append(text[i + 2:end - 1])
             current.redirs.append((expect_target, text[i:end]))
             expect_target = None
             i = end
             continue
-        if expect_target is not None and c in ";|&()<>\n":
+        elif c in ";|&()<>\n":
             return None
-        # a word
-        word, quoted = [], False
-        while i < n:
-            c = text[i]
-            if c in " \t\r\n;|&()<>":
-                break
-            if c == "\\":
-                if i + 1 < n and text[i + 1] != "\n":
-                    word.append(text[i + 1])
-                i += 2
-                continue
-            if c == "'":
-                j = text.find("'", i + 1)
-                if j < 0:
-                    return None
-                word.append(text[i + 1:j])
-                quoted = True
-                i = j + 1
-                continue
-            if c == "$" and text.startswith("$'", i):
-                j = i + 2
-                while j < n and text[j] != "'":
-                    j += 2 if text[j] == "\\" else 1
-                if j >= n:
-                    return None
-                word.append(text[i + 2:j].replace("\\n", "\n").replace("\\t", "\t")
-                            .replace("\\'", "'").replace("\\\\", "\\"))
-                quoted = True
-                i = j + 1
-                continue
-            if text.startswith(("$(", "`"), i):
-                end = _substitution_end(text, i, subs)
-                if end < 0:
-                    return None
-                word.append(text[i:end])
-                i = end
-                continue
-            if c == '"':
-                quoted = True
-                i += 1
-                while i < n and text[i] != '"':
-                    c = text[i]
-                    if c == "\\" and i + 1 < n:
-                        if text[i + 1] in '$`"\\':
-                            word.append(text[i + 1])
-                        elif text[i + 1] != "\n":
-                            word.append(text[i:i + 2])
-                        i += 2
-                        continue
-                    if text.startswith(("$(", "`"), i):
-                        end = _substitution_end(text, i, subs)
-                        if end < 0:
-                            return None
-                        word.append(text[i:end])
-                        i = end
-                        continue
-                    word.append(c)
-                    i += 1
-                if i >= n:
-                    return None
-                i += 1
-                continue
-            word.append(c)
-            i += 1
-        value = "".join(word)
+        word = _read_word(text, i, subs)
+        if word is None:
+            return None
+        value, quoted, i = word
         if expect_target is not None:
             if expect_target in ("<<", "<<-"):
                 pending_heredocs.append((value, expect_target == "<<-", current))
@@ -8961,9 +9032,9 @@ def shell_parse(text, nested=False, depth=0):
             current.words.append(value)
     if expect_target is not None and expect_target not in ("<<", "<<-"):
         return None
-    finish()
+    commands.close(current)
     for body in subs:
-        inner = shell_parse(body, nested=True, depth=depth + 1)
+        inner = nested_commands(body, depth)
         if inner is None:
             return None
         commands.extend(inner)
@@ -9082,7 +9153,7 @@ def run_invocations(commands, depth=0):
     for command in commands:
         program, args, wrapped, assigned, nested = command_program(command.words)
         if nested is not None:
-            inner = shell_parse(nested, nested=True, depth=depth + 1) if depth < 4 else None
+            inner = nested_commands(nested, depth, _WRAPPED_DEPTH)
             if inner is None:
                 if "autotune" in nested or "run-experiment" in nested:
                     found.append(([], False))
@@ -9096,15 +9167,19 @@ def run_invocations(commands, depth=0):
     return found
 
 
-def _operands(args, takes=()):
+def _operands(args, takes=(), options=None):
     """The non-option arguments (options in `takes` consume the next word; `--` ends
-    the options)."""
+    the options). `options`, a list, receives each option as (option, the next word when
+    it takes one and there is one, else None), for a caller that reads some of them."""
     found, i, done = [], 0, False
     while i < len(args):
         arg = args[i]
         if not done and arg == "--":
             done = True
         elif not done and arg.startswith("-") and len(arg) > 1:
+            value = args[i + 1] if arg in takes and i + 1 < len(args) else None
+            if options is not None:
+                options.append((arg, value))
             if arg in takes:
                 i += 1
         else:
@@ -9131,14 +9206,11 @@ def _diff_paths(text, strip=None):
 
 
 def _patch_text(command, cwd, files):
+    """The diff a `patch` reads: its heredocs and here-strings, then the patch files and
+    the file redirected to its stdin (the first MiB of each)."""
     texts = list(command.heredocs)
     texts += [target for op, target in command.redirs if op == "<<<"]
-    for name in files + [target for op, target in command.redirs if op == "<"]:
-        try:
-            with open(os.path.join(cwd, name), "rb") as handle:
-                texts.append(handle.read(1 << 20).decode("utf-8", "replace"))
-        except OSError:
-            pass
+    texts += _read_texts(cwd, files + [target for op, target in command.redirs if op == "<"])
     return "\n".join(texts)
 
 
@@ -9164,34 +9236,38 @@ _COPY_TAKES = {
 }
 
 
+def _copy_destination(program, options):
+    """(target directory or None, whether -T forbids one, whether it only makes
+    directories) from the options of cp/mv/install/ln (-t DIR, -tDIR,
+    --target-directory[=]DIR, -T; install -d), the last -t winning."""
+    target_dir, no_target_dir = None, False
+    for arg, value in options:
+        if program in ("cp", "mv", "install", "ln"):
+            if arg in ("-t", "--target-directory") and value is not None:
+                target_dir = value
+            elif arg.startswith("--target-directory="):
+                target_dir = arg.split("=", 1)[1]
+            elif arg.startswith("-t") and not arg.startswith("--"):
+                target_dir = arg[2:]
+            elif arg in ("-T", "--no-target-directory"):
+                no_target_dir = True
+        if program == "install" and arg in ("-d", "--directory"):
+            return None, False, True
+    return target_dir, no_target_dir, False
+
+
 def _copy_targets(program, args, cwd):
     """What cp/mv/install/ln/rsync/scp write: the destination (a file, or each source's
     name inside a destination directory, -t DIR included), the files a directory copy
     lands on, and for mv the sources too (they disappear)."""
     takes = _COPY_TAKES.get(program, ())
-    target_dir, no_target_dir, operands, i, done = None, False, [], 0, False
-    while i < len(args):
-        arg = args[i]
-        if not done and arg == "--":
-            done = True
-        elif not done and arg.startswith("-") and len(arg) > 1:
-            if program in ("cp", "mv", "install", "ln"):
-                if arg in ("-t", "--target-directory") and i + 1 < len(args):
-                    target_dir = args[i + 1]
-                    i += 1
-                elif arg.startswith("--target-directory="):
-                    target_dir = arg.split("=", 1)[1]
-                elif arg.startswith("-t") and not arg.startswith("--"):
-                    target_dir = arg[2:]
-                elif arg in ("-T", "--no-target-directory"):
-                    no_target_dir = True
-            if program == "install" and arg in ("-d", "--directory"):
-                return []
-            if arg in takes:
-                i += 1
-        else:
-            operands.append(arg)
-        i += 1
+    if program in ("cp", "mv", "install", "ln"):
+        takes += ("-t", "--target-directory")
+    options = []
+    operands = _operands(args, takes, options)
+    target_dir, no_target_dir, directories_only = _copy_destination(program, options)
+    if directories_only:
+        return []
     full = lambda p: os.path.join(cwd, os.path.expanduser(p))
     if target_dir is not None:
         sources, dest_dir = operands, target_dir
@@ -9310,6 +9386,8 @@ def _git_targets(args, cwd):
 
 
 def _read_texts(cwd, names):
+    """The first MiB of each named file that can be read, as text (a guess at a diff
+    needs no more; an unreadable name is skipped)."""
     texts = []
     for name in names:
         try:
@@ -9341,95 +9419,135 @@ def _cluster_value(args, letter, long):
     return values
 
 
+def _sed_targets(args):
+    """The files `sed -i` rewrites: its operands, less the script when no -e/-f gave one."""
+    if not any(a.startswith("--in-place") or (a.startswith("-") and not a.startswith("--")
+                                              and "i" in a[1:]) for a in args):
+        return []
+    has_script = any(a in ("-e", "-f", "--expression", "--file") or
+                     a.startswith(("--expression=", "--file=")) for a in args)
+    files = _operands(args, ("-e", "-f", "--expression", "--file", "-l", "--line-length"))
+    return [(p, "file") for p in (files if has_script else files[1:])]
+
+
+def _perl_targets(command, args):
+    """The files `perl -i` rewrites (its operands, less the script when no -e gave one);
+    without -i, what its one-liner writes."""
+    clusters = [a for a in args if a.startswith("-") and not a.startswith("--") and len(a) > 1
+                and a[1] not in "MmIdDx"]
+    if not any("i" in a[1:] for a in clusters):
+        return _interpreter_targets(command, args)
+    files, code, i = [], False, 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("-") and len(arg) > 1 and not arg.startswith("--"):
+            if arg[-1] in "eE" and arg[1] not in "MmIdDx":
+                code = True
+                i += 1
+        else:
+            files.append(arg)
+        i += 1
+    return [(p, "file") for p in (files if code else files[1:])]
+
+
+def _awk_targets(args):
+    """The files gawk's inplace extension rewrites: its operands (not var=value), less
+    the program when no -f gave one."""
+    joined = " ".join(args)
+    if not ("-i inplace" in joined or "-iinplace" in joined or "--include=inplace" in joined
+            or "--include inplace" in joined):
+        return []
+    files = [a for a in _operands(args, ("-v", "-f", "-F", "-i", "--include", "--assign",
+                                         "--file", "--field-separator"))
+             if not _is_assignment(a)]
+    has_file = any(a in ("-f", "--file") for a in args)
+    return [(p, "file") for p in (files if has_file else files[1:])]
+
+
+def _mode_targets(args):
+    """The files chmod/chown/chgrp/setfacl/chattr change: the operands after the mode or
+    owner (all of them with --reference); a mode such as -w is not an option."""
+    import re
+    words = [a for a in args if a != "--" and not (a.startswith("-") and not re.match(
+        r"-[rwxXstugoa=+,0-7]+\Z", a))]
+    reference = any(a.startswith("--reference") for a in args)
+    return [(p, "file") for p in (words if reference else words[1:])]
+
+
+def _curl_targets(args):
+    """The files curl writes: -o/--output values, the URL's last component with -O,
+    under --output-dir."""
+    values = _cluster_value(args, "o", "--output")
+    if any(a in ("-O", "--remote-name", "--remote-name-all") or
+           (a.startswith("-") and not a.startswith("--") and "O" in a[1:]) for a in args):
+        values += [os.path.basename(u.split("?")[0].rstrip("/")) for u in _operands(args)
+                   if "://" in u]
+    directory = (_cluster_value(args, "\0", "--output-dir") or [""])[-1]
+    return [(os.path.join(directory, v), "file") for v in values if v and v != "-"]
+
+
+def _patch_targets(command, args, cwd):
+    """The files `patch` writes: -o FILE alone, else the file it is given and every file
+    the diff names (read from -i, a second operand, stdin or a heredoc), under -d DIR."""
+    output = _strip_option(args, "-o", "--output")
+    if output:
+        return [(output, "file")]
+    strip = _strip_option(args, "-p", "--strip")
+    directory = _strip_option(args, "-d", "--directory") or ""
+    operands = _operands(args, ("-p", "-i", "-o", "-d", "-D", "-F", "-z", "-B", "-Y", "-V",
+                                "--input", "--directory", "--strip", "-r"))
+    patch_files = [v for v in [_strip_option(args, "-i", "--input")] if v] + operands[1:2]
+    targets = []
+    if operands:
+        targets = [(os.path.join(directory, operands[0]), "file")]
+    text = _patch_text(command, cwd, patch_files)
+    targets += [(os.path.join(directory, p), "file") for p in _diff_paths(
+        text, int(strip) if (strip or "").isdigit() else None)]
+    return targets
+
+
+def _package_script_targets(args):
+    """The package.json entries `npm pkg set|delete` and `set-script` change."""
+    words = [a for a in args if not a.startswith("-")]
+    if words[:2] in (["pkg", "set"], ["pkg", "delete"]):
+        return [("package.json", "entry:" + word.split("=", 1)[0]) for word in words[2:]]
+    if words[:1] == ["set-script"] and len(words) > 1:
+        return [("package.json", "entry:scripts." + words[1])]
+    return []
+
+
 def command_writes(command, program, args, cwd):
     """[(path, kind)] one simple command would write; kind "file", "tree" (anything
     under it) or "entry:scripts.NAME" (one package.json script)."""
-    targets = []
     if program in ("tee", "sponge"):
-        targets = [(p, "file") for p in _operands(args)]
-    elif program in ("sed", "gsed"):
-        if any(a.startswith("--in-place") or (a.startswith("-") and not a.startswith("--")
-                                              and "i" in a[1:]) for a in args):
-            has_script = any(a in ("-e", "-f", "--expression", "--file") or
-                             a.startswith(("--expression=", "--file=")) for a in args)
-            files = _operands(args, ("-e", "-f", "--expression", "--file", "-l", "--line-length"))
-            targets = [(p, "file") for p in (files if has_script else files[1:])]
-    elif program == "perl":
-        clusters = [a for a in args if a.startswith("-") and not a.startswith("--") and len(a) > 1
-                    and a[1] not in "MmIdDx"]
-        if any("i" in a[1:] for a in clusters):
-            files, code, i = [], False, 0
-            while i < len(args):
-                arg = args[i]
-                if arg.startswith("-") and len(arg) > 1 and not arg.startswith("--"):
-                    if arg[-1] in "eE" and arg[1] not in "MmIdDx":
-                        code = True
-                        i += 1
-                else:
-                    files.append(arg)
-                i += 1
-            targets = [(p, "file") for p in (files if code else files[1:])]
-        else:
-            targets = _interpreter_targets(command, args)
-    elif program in ("awk", "gawk"):
-        joined = " ".join(args)
-        if "-i inplace" in joined or "-iinplace" in joined or "--include=inplace" in joined \
-                or "--include inplace" in joined:
-            files = [a for a in _operands(args, ("-v", "-f", "-F", "-i", "--include", "--assign",
-                                                 "--file", "--field-separator"))
-                     if not _is_assignment(a)]
-            has_file = any(a in ("-f", "--file") for a in args)
-            targets = [(p, "file") for p in (files if has_file else files[1:])]
-    elif program in ("cp", "mv", "install", "ln", "rsync", "scp", "gcp", "gmv"):
-        targets = _copy_targets(program.lstrip("g") if program in ("gcp", "gmv") else program, args, cwd)
-    elif program in ("rm", "unlink", "shred", "srm", "trash", "trash-put"):
-        targets = [(p, "tree") for p in _operands(args)]
-    elif program == "truncate":
-        targets = [(p, "file") for p in _operands(args, ("-s", "--size", "-r", "--reference"))]
-    elif program in ("chmod", "chown", "chgrp", "setfacl", "chattr"):
-        import re
-        words = [a for a in args if a != "--" and not (a.startswith("-") and not re.match(
-            r"-[rwxXstugoa=+,0-7]+\Z", a))]
-        reference = any(a.startswith("--reference") for a in args)
-        targets = [(p, "file") for p in (words if reference else words[1:])]
-    elif program == "dd":
-        targets = [(a[3:], "file") for a in args if a.startswith("of=")]
-    elif program == "curl":
-        values = _cluster_value(args, "o", "--output")
-        if any(a in ("-O", "--remote-name", "--remote-name-all") or
-               (a.startswith("-") and not a.startswith("--") and "O" in a[1:]) for a in args):
-            values += [os.path.basename(u.split("?")[0].rstrip("/")) for u in _operands(args)
-                       if "://" in u]
-        directory = (_cluster_value(args, "\0", "--output-dir") or [""])[-1]
-        targets = [(os.path.join(directory, v), "file") for v in values if v and v != "-"]
-    elif program == "wget":
-        targets = [(v, "file") for v in _cluster_value(args, "O", "--output-document") if v != "-"]
-    elif program == "patch":
-        output = _strip_option(args, "-o", "--output")
-        if output:
-            return [(output, "file")]
-        strip = _strip_option(args, "-p", "--strip")
-        directory = _strip_option(args, "-d", "--directory") or ""
-        operands = _operands(args, ("-p", "-i", "-o", "-d", "-D", "-F", "-z", "-B", "-Y", "-V",
-                                    "--input", "--directory", "--strip", "-r"))
-        patch_files = [v for v in [_strip_option(args, "-i", "--input")] if v] + operands[1:2]
-        if operands:
-            targets = [(os.path.join(directory, operands[0]), "file")]
-        text = _patch_text(command, cwd, patch_files)
-        targets += [(os.path.join(directory, p), "file") for p in _diff_paths(
-            text, int(strip) if (strip or "").isdigit() else None)]
-    elif program in ("npm", "pnpm", "yarn", "bun"):
-        words = [a for a in args if not a.startswith("-")]
-        if words[:2] in (["pkg", "set"], ["pkg", "delete"]):
-            for word in words[2:]:
-                key = word.split("=", 1)[0]
-                targets.append(("package.json", "entry:" + key if key.startswith("scripts.")
-                                else "entry:" + key))
-        elif words[:1] == ["set-script"] and len(words) > 1:
-            targets.append(("package.json", "entry:scripts." + words[1]))
-    elif program.startswith(_CODE_PROGRAMS):
-        targets = _interpreter_targets(command, args)
-    return targets
+        return [(p, "file") for p in _operands(args)]
+    if program in ("sed", "gsed"):
+        return _sed_targets(args)
+    if program == "perl":
+        return _perl_targets(command, args)
+    if program in ("awk", "gawk"):
+        return _awk_targets(args)
+    if program in ("cp", "mv", "install", "ln", "rsync", "scp", "gcp", "gmv"):
+        return _copy_targets(program.lstrip("g") if program in ("gcp", "gmv") else program, args, cwd)
+    if program in ("rm", "unlink", "shred", "srm", "trash", "trash-put"):
+        return [(p, "tree") for p in _operands(args)]
+    if program == "truncate":
+        return [(p, "file") for p in _operands(args, ("-s", "--size", "-r", "--reference"))]
+    if program in ("chmod", "chown", "chgrp", "setfacl", "chattr"):
+        return _mode_targets(args)
+    if program == "dd":
+        return [(a[3:], "file") for a in args if a.startswith("of=")]
+    if program == "curl":
+        return _curl_targets(args)
+    if program == "wget":
+        return [(v, "file") for v in _cluster_value(args, "O", "--output-document") if v != "-"]
+    if program == "patch":
+        return _patch_targets(command, args, cwd)
+    if program in ("npm", "pnpm", "yarn", "bun"):
+        return _package_script_targets(args)
+    if program.startswith(_CODE_PROGRAMS):
+        return _interpreter_targets(command, args)
+    return []
 
 
 def _interpreter_targets(command, args):
@@ -9454,7 +9572,7 @@ def bash_write_targets(commands, cwd, depth=0):
                 found.append((os.path.join(cwd, os.path.expanduser(target)), "file", "a redirection (%s)" % op))
         program, args, _, _, nested = command_program(command.words)
         if nested is not None:
-            inner = shell_parse(nested, nested=True, depth=depth + 1) if depth < 4 else None
+            inner = nested_commands(nested, depth, _WRAPPED_DEPTH)
             if inner:
                 found += bash_write_targets(inner, cwd, depth + 1)
             continue
@@ -9473,21 +9591,25 @@ def bash_write_targets(commands, cwd, depth=0):
 
 
 
-def classify_run_command(command):
+def classify_run_command(command, commands=False):
     """Whether a Bash command runs `autotune run`, and whether it does so plainly.
 
     Returns (invokes_run, plain, run_args): plain means a single simple command whose
     program is autotune (bin/autotune, autotune.py via python, or run-experiment.sh),
     with no operators, redirections, substitutions, assignments or wrappers around it.
     A command that merely mentions `autotune run` in its data (a commit message, a
-    grep pattern) does not invoke it."""
+    grep pattern) does not invoke it. The command is judged without its surrounding
+    blank space (`autotune run` followed by a newline is plain): `commands` is
+    shell_parse of that text when the caller has read it already (None when it does
+    not parse), False to read it here."""
     import re
     if not isinstance(command, str):
         return False, False, []
     if "autotune" not in command and "run-experiment" not in command:
         return False, True, []
     mentions = re.search(r"(?:autotune(?:\.py)?['\"]?\s+(?:\S+\s+)*?run\b|run-experiment)", command)
-    commands = shell_parse(command.strip())
+    if commands is False:
+        commands = shell_parse(command.strip())
     if commands is None:
         return (True, False, []) if mentions else (False, True, [])
     found = run_invocations(commands)
@@ -9533,9 +9655,7 @@ def hook_pre_tool_use(payload):
     import re
     tool = payload.get("tool_name")
     tool_input = payload.get("tool_input") if isinstance(payload.get("tool_input"), dict) else {}
-    cwd = payload.get("cwd")
-    if not isinstance(cwd, str) or not os.path.isdir(cwd):
-        cwd = os.getcwd()
+    cwd = payload_cwd(payload)
     if tool == "Bash":
         command = tool_input.get("command")
         if not isinstance(command, str) or not re.search(_BASH_HINT, command):
@@ -9576,8 +9696,13 @@ def edited_content(path, tool, tool_input):
 
 
 def bash_denial(command, guards):
-    """Why a Bash command must not run while a loop is active, or None."""
-    invokes, plain, args = classify_run_command(command)
+    """Why a Bash command must not run while a loop is active, or None. The command is
+    read once: the writes are looked for in it as Bash reads it, and the run check reads
+    the same words unless blank space around the command changes them (then it reads
+    the trimmed text, as classify_run_command does)."""
+    commands = shell_parse(command)
+    invokes, plain, args = classify_run_command(
+        command, commands if command == command.strip() else False)
     if invokes:
         guard = guards.at(guards.cwd)
         if guard is not None:
@@ -9595,7 +9720,6 @@ def bash_denial(command, guards):
                             json.dumps(value))
         if plain:
             return None
-    commands = shell_parse(command)
     if commands is None:
         return None  # Bash cannot run it either
     for path, kind, how in bash_write_targets(commands, guards.cwd):
@@ -9791,16 +9915,20 @@ class Guards(object):
             if parent == probe:
                 return None
             probe = parent
-        if probe in self.by_dir:
-            return self.by_dir[probe]
-        guard = None
-        session, loaded = payload_session({"cwd": probe})
-        if session is not None and loaded.state.active:
-            root = os.path.realpath(session.workdir)
-            guard = self.by_root.get(root) or Guard(session, loaded.state)
-            self.by_root[root] = guard
-        self.by_dir[probe] = guard
-        return guard
+        if probe not in self.by_dir:
+            session = loop_session(probe)
+            self.by_dir[probe] = self._loop_guard(session) if session is not None else None
+        return self.by_dir[probe]
+
+    def _loop_guard(self, session):
+        """The guard of an active loop, None for any other, read once per loop: the
+        directories of one loop share it without reading its log again."""
+        root = os.path.realpath(session.workdir)
+        if root not in self.by_root:
+            loaded = loop_state(session)
+            self.by_root[root] = (Guard(session, loaded.state)
+                                  if loaded is not None and loaded.state.active else None)
+        return self.by_root[root]
 
     def for_path(self, path):
         guards = []
@@ -10019,14 +10147,11 @@ def statusline_text(payload, colors):
 
 
 def cmd_statusline(args):
-    raw = b""
     try:
         raw = sys.stdin.buffer.read(4 << 20)
-        payload = json.loads(raw.decode("utf-8", "replace")) if raw.strip() else {}
-        if not isinstance(payload, dict):
-            payload = {}
-    except (ValueError, OSError, RecursionError):
-        payload = {}
+    except (ValueError, OSError):
+        raw = b""
+    payload = payload_object(raw)
     # colour by default, as before (Claude Code renders it); NO_COLOR or --no-color turn it off
     colors = Colors(sys.stdout, force="NO_COLOR" not in os.environ and not args.no_color)
     try:
@@ -10043,8 +10168,8 @@ def cmd_statusline(args):
 
 def chained_statusline(command, payload):
     """Runs the user's other status-line command (their own settings, like the benchmark
-    the one other command autotune hands to a shell) through the shell, as the first
-    implementation did: `~`, pipes and variables work. It gets the same payload on stdin,
+    the one other command autotune hands to a shell) through the shell, as the bash
+    implementation (autotune 0.3) did: `~`, pipes and variables work. It gets the same payload on stdin,
     and is killed with its process group after 5 s."""
     import signal
     import subprocess
@@ -10087,7 +10212,7 @@ def permission_rules(root):
     if os.path.isdir(os.path.join(root, "bin")):
         scripts = ("init-experiment.sh", "run-experiment.sh", "log-experiment.sh", "dashboard.sh")
         rules += ["Bash(%s*)" % name for name in scripts[:3]]
-        # the first implementation's skill ran them as `bash <plugin>/bin/NAME.sh ...`
+        # the skill of the bash implementation (autotune 0.3) ran them as `bash <plugin>/bin/NAME.sh ...`
         rules += ["Bash(bash %s*)" % os.path.join(root, "bin", name) for name in scripts]
     return rules + ["Bash(./autotune.sh)", "Bash(bash autotune.sh)", "Bash(./autotune.checks.sh)",
                     "Bash(./autotune.holdout.sh)", "Bash(git checkout -b autotune/*)",
@@ -10516,8 +10641,8 @@ def cmd_dashboard(args):
 
 
 def terminal_columns():
-    """The width to draw in: $COLUMNS when it is a sane number (the first implementation
-    honoured it too), else 80, whatever the terminal's size."""
+    """The width to draw in: $COLUMNS when it is a sane number (the bash implementation,
+    autotune 0.3, honoured it too), else 80, whatever the terminal's size."""
     try:
         columns = int(os.environ.get("COLUMNS", ""))
     except ValueError:
@@ -10554,17 +10679,38 @@ def _html(value):
     return html.escape(strip_controls(value if isinstance(value, str) else str(value), ""))
 
 
-def _svg_chart(group, width=960, height=340):
-    """One inline SVG chart of the experiments of consecutive segments sharing a metric."""
-    pad_left, pad_right, pad_top, pad_bottom = 64, 16, 38, 40
-    points = []
-    for segment in group:
-        for row in segment["results"]:
-            points.append((segment, row))
-    values = [row.get("metric") for _, row in points
-              if _is_number(row.get("metric")) and row.get("status") != "crash"]
-    if not points:
-        return ""
+def segment_baseline(results):
+    """A segment's baseline as its report shows it: the metric of its first kept or
+    discarded result, or None."""
+    return next((r.get("metric") for r in results if _is_number(r.get("metric"))
+                 and r.get("status") in ("keep", "discard")), None)
+
+
+class _ChartArea(object):
+    """Where a report chart draws: its size, the padding around the plot, and the
+    position of an experiment (by its place among `count`) and of a value."""
+
+    left, right, top, bottom = 64, 16, 38, 40
+
+    def __init__(self, width, height, count, low, high):
+        self.width, self.height, self.count, self.low, self.high = width, height, count, low, high
+        self.plot_w = width - self.left - self.right
+        self.plot_h = height - self.top - self.bottom
+
+    def x_at(self, i):
+        return self.left + (self.plot_w * (i + 0.5) / self.count)
+
+    def x_edge(self, i):
+        """The left edge of the i-th experiment's slot (a segment's boundary)."""
+        return self.left + self.plot_w * i / self.count
+
+    def y_at(self, value):
+        return self.top + self.plot_h * (1 - fraction(value, self.low, self.high))
+
+
+def _chart_range(values):
+    """(low, high, ticks) of a chart's value axis: the values' span (any span for one
+    value or none) with an 8% margin (none where it would overflow), out to round ticks."""
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
     if high == low:
         low, high = low - 1, high + 1
@@ -10572,77 +10718,100 @@ def _svg_chart(group, width=960, height=340):
     if _finite(low - margin) is None or _finite(high + margin) is None:
         margin = 0.0
     ticks = nice_ticks(low - margin, high + margin)
-    low, high = min(ticks[0], low - margin), max(ticks[-1], high + margin)
-    plot_w, plot_h = width - pad_left - pad_right, height - pad_top - pad_bottom
-    count = len(points)
+    return min(ticks[0], low - margin), max(ticks[-1], high + margin), ticks
 
-    def x_at(i):
-        return pad_left + (plot_w * (i + 0.5) / count)
 
-    def y_at(value):
-        return pad_top + plot_h * (1 - fraction(value, low, high))
+def _chart_axes(area, ticks, config):
+    """The chart's frame: the plot, the value grid and ticks, the experiment numbers
+    and the two axis titles."""
+    unit = config.get("metric_unit") or ""
+    parts = ['<rect x="%d" y="%d" width="%d" height="%d" class="plot"/>' % (
+        area.left, area.top, area.plot_w, area.plot_h)]
+    for value in ticks:
+        y = area.y_at(value)
+        parts.append('<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>' % (
+            area.left, area.width - area.right, y, y))
+        parts.append('<text class="tick" x="%d" y="%.1f" text-anchor="end">%s</text>' % (
+            area.left - 6, y + 4, _html(_fmt(round(value, 9)))))
+    every = max(1, nice_ticks(0, area.count, 8)[1] - nice_ticks(0, area.count, 8)[0])
+    for i in range(0, area.count, int(every)):
+        parts.append('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%d</text>' % (
+            area.x_at(i), area.height - area.bottom + 16, i + 1))
+    parts.append('<text class="axis" x="%d" y="%d">%s%s (%s is better)</text>' % (
+        area.left, 13, _html(config.get("metric_name") or ""), _html(" [%s]" % unit) if unit else "",
+        _html(config.get("direction", "lower"))))
+    parts.append('<text class="axis" x="%d" y="%d" text-anchor="end">experiment</text>' % (
+        area.width - area.right, area.height - 6))
+    return parts
 
+
+def _best_path(area, bests, first, end_x):
+    """The SVG path of the best-so-far steps of a segment starting at slot `first`,
+    drawn on to `end_x`; "" before the first keep."""
+    path = []
+    for i, value in enumerate(bests):
+        if value is None:
+            continue
+        x = area.x_at(first + i)
+        if path:
+            path.append("H%.1f" % x)
+        path.append(("M" if not path else "V") + ("%.1f,%.1f" % (x, area.y_at(value)) if not path
+                                                   else "%.1f" % area.y_at(value)))
+    if path:
+        path.append("H%.1f" % end_x)
+    return " ".join(path)
+
+
+def _chart_segment(area, segment, first, unit, direction):
+    """One segment of a chart from slot `first`: its boundary and label, baseline,
+    best-so-far line and one point per experiment (a crash sits on the axis)."""
+    results, seg_conf = segment["results"], segment["config"]
+    parts = []
+    if first > 0:
+        x = area.x_edge(first)
+        parts.append('<line class="segment" x1="%.1f" x2="%.1f" y1="%d" y2="%d"/>' % (
+            x, x, area.top, area.top + area.plot_h))
+    parts.append('<text class="segment-label" x="%.1f" y="%d">segment %s: %s</text>' % (
+        area.x_edge(first) + 4, area.top - 5, segment["number"],
+        _html(_one_line(seg_conf.get("name") or "", 40))))
+    base = segment_baseline(results)
+    x0, x1 = area.x_edge(first), area.x_edge(first + len(results))
+    if base is not None:
+        parts.append('<line class="baseline" x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f"><title>baseline %s</title></line>' % (
+            x0, x1, area.y_at(base), area.y_at(base), _html(fmt_metric(base, unit))))
+    path = _best_path(area, best_so_far(results, seg_conf.get("direction", direction)), first, x1)
+    if path:
+        parts.append('<path class="best" d="%s"><title>best so far</title></path>' % path)
+    for i, row in enumerate(results):
+        status = row.get("status")
+        metric = row_metric(row)
+        y = area.y_at(metric) if metric is not None else area.top + area.plot_h  # no metric: on the axis
+        label = "#%s.%s %s %s — %s" % (segment["number"], row.get("index"), status,
+                                       fmt_metric(metric, unit), _one_line(row.get("description") or "", 120))
+        parts.append('<circle class="point %s" cx="%.1f" cy="%.1f" r="%s" data-index="%s" data-segment="%s">'
+                     '<title>%s</title></circle>' % (
+                         _html(status or ""), area.x_at(first + i), y, "5" if status == "keep" else "4",
+                         _html(row.get("index")), segment["number"], _html(label)))
+    return parts
+
+
+def _svg_chart(group, width=960, height=340):
+    """One inline SVG chart of the experiments of consecutive segments sharing a metric."""
+    rows = [row for segment in group for row in segment["results"]]
+    if not rows:
+        return ""
+    low, high, ticks = _chart_range([m for m in map(row_metric, rows) if m is not None])
+    area = _ChartArea(width, height, len(rows), low, high)
     config = group[0]["config"]
     direction = config.get("direction", "lower")
     unit = config.get("metric_unit") or ""
     parts = ['<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" role="img" '
              'aria-label="%s by experiment">' % (width, height, _html(config.get("metric_name") or ""))]
-    parts.append('<rect x="%d" y="%d" width="%d" height="%d" class="plot"/>' % (pad_left, pad_top, plot_w, plot_h))
-    for value in ticks:
-        y = y_at(value)
-        parts.append('<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>' % (pad_left, width - pad_right, y, y))
-        parts.append('<text class="tick" x="%d" y="%.1f" text-anchor="end">%s</text>' % (
-            pad_left - 6, y + 4, _html(_fmt(round(value, 9)))))
-    every = max(1, nice_ticks(0, count, 8)[1] - nice_ticks(0, count, 8)[0])
-    for i in range(0, count, int(every)):
-        parts.append('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%d</text>' % (
-            x_at(i), height - pad_bottom + 16, i + 1))
-    parts.append('<text class="axis" x="%d" y="%d">%s%s (%s is better)</text>' % (
-        pad_left, 13, _html(config.get("metric_name") or ""), _html(" [%s]" % unit) if unit else "",
-        _html(direction)))
-    parts.append('<text class="axis" x="%d" y="%d" text-anchor="end">experiment</text>' % (width - pad_right, height - 6))
+    parts += _chart_axes(area, ticks, config)
     position = 0
     for segment in group:
-        first = position
-        results = segment["results"]
-        seg_conf = segment["config"]
-        if first > 0:
-            x = pad_left + plot_w * first / count
-            parts.append('<line class="segment" x1="%.1f" x2="%.1f" y1="%d" y2="%d"/>' % (x, x, pad_top, pad_top + plot_h))
-        parts.append('<text class="segment-label" x="%.1f" y="%d">segment %s: %s</text>' % (
-            pad_left + plot_w * first / count + 4, pad_top - 5, segment["number"],
-            _html(_one_line(seg_conf.get("name") or "", 40))))
-        base = next((r.get("metric") for r in results if _is_number(r.get("metric"))
-                     and r.get("status") in ("keep", "discard")), None)
-        x0, x1 = pad_left + plot_w * first / count, pad_left + plot_w * (first + len(results)) / count
-        if base is not None:
-            parts.append('<line class="baseline" x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f"><title>baseline %s</title></line>' % (
-                x0, x1, y_at(base), y_at(base), _html(fmt_metric(base, unit))))
-        bests = best_so_far(results, seg_conf.get("direction", direction))
-        path = []
-        for i, value in enumerate(bests):
-            if value is None:
-                continue
-            x = x_at(first + i)
-            if path:
-                path.append("H%.1f" % x)
-            path.append(("M" if not path else "V") + ("%.1f,%.1f" % (x, y_at(value)) if not path
-                                                       else "%.1f" % y_at(value)))
-        if path:
-            path.append("H%.1f" % x1)
-        if path:
-            parts.append('<path class="best" d="%s"><title>best so far</title></path>' % " ".join(path))
-        for i, row in enumerate(results):
-            status = row.get("status")
-            metric = row.get("metric") if _is_number(row.get("metric")) and status != "crash" else None
-            y = y_at(metric) if metric is not None else pad_top + plot_h  # no metric: on the axis
-            label = "#%s.%s %s %s — %s" % (segment["number"], row.get("index"), status,
-                                           fmt_metric(metric, unit), _one_line(row.get("description") or "", 120))
-            parts.append('<circle class="point %s" cx="%.1f" cy="%.1f" r="%s" data-index="%s" data-segment="%s">'
-                         '<title>%s</title></circle>' % (
-                             _html(status or ""), x_at(first + i), y, "5" if status == "keep" else "4",
-                             _html(row.get("index")), segment["number"], _html(label)))
-        position += len(results)
+        parts += _chart_segment(area, segment, position, unit, direction)
+        position += len(segment["results"])
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -10672,18 +10841,17 @@ def _code_spans(escaped):
     return "".join(part if i % 2 == 0 else "<code>%s</code>" % part for i, part in enumerate(parts))
 
 
-def render_report(session, loaded, entries):
-    segments = segment_rows(entries)
+def _report_head(session, data, segments):
+    """The report's HTML head, title, counts line, summary cards and next step."""
     esc = _html
-    data = explain_data(session, loaded)
+    experiments = sum(len(s["results"]) for s in segments)
     out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            '<title>autotune report: %s</title><style>%s</style></head><body>' % (
                esc(data.get("name") or ""), REPORT_CSS)]
     out.append('<h1>autotune report: %s</h1>' % esc(data.get("name") or "-"))
     out.append('<p class="muted">%s · generated %s · %d experiment%s in %d segment%s</p>' % (
-        esc(session.workdir), utc_now(), sum(len(s["results"]) for s in segments),
-        "" if sum(len(s["results"]) for s in segments) == 1 else "s", len(segments),
+        esc(session.workdir), utc_now(), experiments, "" if experiments == 1 else "s", len(segments),
         "" if len(segments) == 1 else "s"))
     conf = data.get("confidence") or {}
     cards = [("health", "%s" % data["health"]), ("mode", data["mode"]),
@@ -10695,6 +10863,11 @@ def render_report(session, loaded, entries):
         '<div class="card"><span class="muted">%s</span><b>%s</b></div>' % (esc(k), esc(v)) for k, v in cards))
     out.append('<p>%s. <b>Next:</b> %s</p>' % (esc(data["why"][:1].upper() + data["why"][1:]),
                                                _code_spans(esc(data["next_text"]))))
+    return out
+
+
+def _chart_groups(segments):
+    """Consecutive segments with the same metric, unit and direction: one chart each."""
     groups = []
     for segment in segments:
         key = (segment["config"].get("metric_name"), segment["config"].get("metric_unit"),
@@ -10703,55 +10876,71 @@ def render_report(session, loaded, entries):
             groups[-1][1].append(segment)
         else:
             groups.append((key, [segment]))
+    return [group for _, group in groups]
+
+
+def _segment_table_row(segment):
+    """A segment's row of the report's table: its counts, baseline, best and change."""
+    esc = _html
+    config = segment["config"]
+    direction = config.get("direction", "lower")
+    results = segment["results"]
+    base = segment_baseline(results)
+    best = ([b for b in best_so_far(results, direction) if b is not None] or [None])[-1]
+    counts = {s: sum(1 for r in results if r.get("status") == s) for s in STATUSES}
+    unit_text = esc(config.get("metric_unit") or "")
+    return ('<tr><td>%s</td><td>%s</td><td>%s (%s%s is better)</td><td class="num">%d</td>'
+            '<td class="num">%d</td><td class="num">%d</td><td class="num">%d</td><td class="num">%d</td>'
+            '<td class="num">%s</td><td class="num">%s</td><td class="num">%s</td></tr>' % (
+                segment["number"], esc(config.get("name") or ""), esc(config.get("metric_name") or ""),
+                unit_text + ", " if unit_text else "", esc(direction), len(results), counts["keep"],
+                counts["discard"], counts["crash"], counts["checks_failed"], esc(_fmt(base)), esc(_fmt(best)),
+                fmt_pct(pct_change(best, base))))
+
+
+def _experiment_row(segment, row, unit):
+    """One experiment's row of the report: status, metric, verdict, health (with a
+    heal's failure and remedy), commit, description, secondary metrics and notes."""
+    esc = _html
+    asi = row.get("asi") if isinstance(row.get("asi"), dict) else {}
+    notes = "".join('<div class="asi"><b>%s</b>: %s</div>' % (
+        esc(str(k)), esc(_one_line(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False), 400)))
+        for k, v in asi.items())
+    metric = row_metric(row)
+    secondary = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
+    if secondary and row.get("status") != "crash":
+        notes = '<div class="asi">%s</div>' % esc(" · ".join(
+            "%s %s" % (k, _fmt(v)) for k, v in sorted(secondary.items()) if _is_number(v))) + notes
+    reason = row.get("reason") if isinstance(row.get("reason"), str) else ""
+    health = esc(str(row.get("health") or "-"))
+    if reason.startswith("heal:") or reason == "recovery_exhausted":
+        health += '<div class="asi">%s → %s</div>' % (esc(str(row.get("failure") or "-")), esc(
+            reason[5:] if reason.startswith("heal:") else "pause"))
+    return ('<tr><td>%s.%s</td><td><span class="badge %s">%s</span></td><td class="num">%s</td>'
+            '<td>%s</td><td>%s</td><td><code>%s</code></td><td>%s%s</td></tr>' % (
+                segment["number"], esc(str(row.get("index"))), esc(row.get("status") or ""),
+                esc(row.get("status") or ""), esc(fmt_metric(metric, unit)),
+                esc(row.get("verdict") or "-"), health, esc(row.get("commit") or "-"),
+                esc(row.get("description") or ""), notes))
+
+
+def render_report(session, loaded, entries):
+    segments = segment_rows(entries)
+    data = explain_data(session, loaded)
+    out = _report_head(session, data, segments)
     out.append('<h2>Experiments by index</h2><p class="legend muted"><span style="color:#1a8f4c">● kept</span>'
                '<span>○ discarded</span><span style="color:#c9302c">○ crashed (no metric: on the axis)</span><span style="color:#d98b0a">● checks failed</span>'
                '<span style="color:#1a8f4c">— best so far</span><span>- - baseline</span></p>')
-    for _, group in groups:
-        out.append(_svg_chart(group))
+    out += [_svg_chart(group) for group in _chart_groups(segments)]
     out.append('<h2>Segments</h2><table><tr><th>#</th><th>name</th><th>metric</th><th class="num">runs</th>'
                '<th class="num">kept</th><th class="num">discarded</th><th class="num">crashed</th>'
                '<th class="num">failed checks</th><th class="num">baseline</th><th class="num">best</th><th class="num">change</th></tr>')
-    for segment in segments:
-        config = segment["config"]
-        direction = config.get("direction", "lower")
-        results = segment["results"]
-        base = next((r.get("metric") for r in results if _is_number(r.get("metric"))
-                     and r.get("status") in ("keep", "discard")), None)
-        best = ([b for b in best_so_far(results, direction) if b is not None] or [None])[-1]
-        counts = {s: sum(1 for r in results if r.get("status") == s) for s in STATUSES}
-        unit_text = esc(config.get("metric_unit") or "")
-        out.append('<tr><td>%s</td><td>%s</td><td>%s (%s%s is better)</td><td class="num">%d</td>'
-                   '<td class="num">%d</td><td class="num">%d</td><td class="num">%d</td><td class="num">%d</td>'
-                   '<td class="num">%s</td><td class="num">%s</td><td class="num">%s</td></tr>' % (
-                       segment["number"], esc(config.get("name") or ""), esc(config.get("metric_name") or ""),
-                       unit_text + ", " if unit_text else "", esc(direction), len(results), counts["keep"],
-                       counts["discard"], counts["crash"], counts["checks_failed"], esc(_fmt(base)), esc(_fmt(best)),
-                       fmt_pct(pct_change(best, base))))
+    out += [_segment_table_row(segment) for segment in segments]
     out.append('</table><h2>All experiments</h2><table><tr><th>#</th><th>status</th><th class="num">metric</th>'
                '<th>verdict</th><th>health</th><th>commit</th><th>description and notes</th></tr>')
     for segment in segments:
         unit = segment["config"].get("metric_unit") or ""
-        for row in segment["results"]:
-            asi = row.get("asi") if isinstance(row.get("asi"), dict) else {}
-            notes = "".join('<div class="asi"><b>%s</b>: %s</div>' % (
-                esc(str(k)), esc(_one_line(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False), 400)))
-                for k, v in asi.items())
-            metric = row_metric(row)
-            secondary = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
-            if secondary and row.get("status") != "crash":
-                notes = '<div class="asi">%s</div>' % esc(" · ".join(
-                    "%s %s" % (k, _fmt(v)) for k, v in sorted(secondary.items()) if _is_number(v))) + notes
-            reason = row.get("reason") if isinstance(row.get("reason"), str) else ""
-            health = esc(str(row.get("health") or "-"))
-            if reason.startswith("heal:") or reason == "recovery_exhausted":
-                health += '<div class="asi">%s → %s</div>' % (esc(str(row.get("failure") or "-")), esc(
-                    reason[5:] if reason.startswith("heal:") else "pause"))
-            out.append('<tr><td>%s.%s</td><td><span class="badge %s">%s</span></td><td class="num">%s</td>'
-                       '<td>%s</td><td>%s</td><td><code>%s</code></td><td>%s%s</td></tr>' % (
-                           segment["number"], esc(str(row.get("index"))), esc(row.get("status") or ""),
-                           esc(row.get("status") or ""), esc(fmt_metric(metric, unit)),
-                           esc(row.get("verdict") or "-"), health, esc(row.get("commit") or "-"),
-                           esc(row.get("description") or ""), notes))
+        out += [_experiment_row(segment, row, unit) for row in segment["results"]]
     out.append('</table><p class="muted">Made by autotune %s from %s.</p></body></html>' % (VERSION, LOG_FILE))
     return "\n".join(out) + "\n"
 
@@ -11109,7 +11298,7 @@ def again_command():
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     _INVOCATION[:] = argv
-    if argv[:1] == ["help"]:  # the first implementation's spelling
+    if argv[:1] == ["help"]:  # the bash implementation's (autotune 0.3) spelling
         argv = argv[1:2] + ["--help"] if argv[1:2] and argv[1] in COMMANDS else ["--help"]
     command = argv[0] if argv and argv[0] in COMMANDS else None
     wants_json = command in AGENT_COMMANDS or "--json" in argv
