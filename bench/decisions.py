@@ -68,7 +68,7 @@ TARGET_DETECTION_3SD = 0.90
 TARGET_NOOP_RUNS = 20             # executions per no-op decision, both sides counted
 TARGET_WIN_RUNS = 12              # executions per decision on a 3-sigma win
 METRIC = "time"
-LOG_ARGS = argparse.Namespace(status="auto", force=False)   # `log --status auto`
+LOG_REQUEST = autotune.LogRequest(status="auto")   # `log --status auto`
 _LN_MEAN = math.exp(0.5)
 _LN_SD = math.sqrt((math.e - 1.0) * math.e)
 
@@ -188,8 +188,8 @@ def measure(bench, reference, settings, deterministic=False, noise_mad=None,
         judged, plan.alpha, executions = (verdict, evidence), alpha, len(m.samples) + len(best)
     m.primary = autotune.median(m.samples)
     reference_info = {"deterministic": deterministic, "source": "#best"}
-    m.verdict, m.evidence = autotune.verdict_of(m, reference, reference_info, direction, settings,
-                                                noise_mad, plan.alpha, None, judged)
+    m.verdict, m.evidence, m.guardrails = autotune.verdict_of(m, reference, reference_info, direction,
+                                                              settings, noise_mad, plan.alpha, None, judged)
     m.suggested_status, m.status_rule = autotune.suggested_status(m.verdict)
     return m.samples, m.verdict, m.suggested_status, m.evidence, executions
 
@@ -224,7 +224,7 @@ class Ledger(object):
         m = autotune.Measurement(pname=METRIC, passed=True, samples=list(samples),
                                  primary=autotune.median(samples), verdict=verdict,
                                  suggested_status=status)
-        decision = autotune.decide_log(LOG_ARGS, (None, None, None), self.state, m)
+        decision = autotune.decide_log(LOG_REQUEST, self.state, m)
         entry = {"type": "result", "status": decision.status, "metric": autotune._round(decision.metric),
                  "samples": [autotune._round(s) for s in samples], "improved": bool(decision.improved),
                  "verdict": decision.verdict, "measured": True}
