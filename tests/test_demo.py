@@ -5,7 +5,6 @@ files it leaves: the session log, the git history of the copied project, the rep
 and the repository itself, which must be untouched.
 """
 
-import ast
 import json
 import os
 import re
@@ -125,13 +124,6 @@ def test_keep_refuses_a_non_empty_directory(tmp_path):
     assert proc.returncode == 2
     assert b"not an empty directory" in proc.stderr
     assert sorted(os.listdir(str(tmp_path))) == ["something"]
-
-
-@pytest.mark.parametrize("path", ["examples/demo.py", "tests/support/report_check_demo.py",
-                                  "tests/test_demo.py"])
-def test_python38_syntax(path):
-    with open(os.path.join(ROOT, path), encoding="utf-8") as handle:
-        ast.parse(handle.read(), path, feature_version=(3, 8))
 
 
 def test_the_demo_shows_autotunes_own_diagnosis(demo):
