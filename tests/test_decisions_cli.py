@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from conftest import ROOT, make_project
+from support.refusals import clear_error
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
@@ -120,9 +121,7 @@ def log(project, status="auto", description="experiment", *extra):
 
 
 def refused(result, code):
-    assert result.rc != 0, result
-    assert result.json is not None and result.json.get("error") == code, result
-    return result.json["message"]
+    return clear_error(result, code)
 
 
 # ---------------------------------------------------- 1. run -> log flow ----

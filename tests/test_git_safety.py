@@ -17,6 +17,7 @@ import sys
 import pytest
 
 from conftest import AUTOTUNE, ROOT, Project, clean_env, run_cli
+from support.refusals import clear_error
 
 BENCH = "#!/usr/bin/env bash\necho \"METRIC t=$(cat value.txt)\"\n"
 
@@ -199,7 +200,7 @@ def test_a_keep_with_the_index_locked_refuses_and_changes_nothing(tmp_path):
         pass
     state, log, tree = git_state(p), p.snapshot_bytes(), tree_bytes(p.path)
     refused = p.cli("log", "--status", "keep", "--description", "better")
-    assert refused.rc != 0 and refused.json["error"] == "git_locked", refused
+    clear_error(refused, "git_locked")
     assert "index.lock" in refused.json["message"]
     assert git_state(p) == state and p.snapshot_bytes() == log and tree_bytes(p.path) == tree
     os.unlink(lock)
@@ -253,7 +254,7 @@ def test_a_keep_whose_hunks_overlap_the_users_refuses_naming_the_file(tmp_path):
     p.ok("run")
     state, log, tree = git_state(p), p.snapshot_bytes(), tree_bytes(p.path)
     refused = p.cli("log", "--status", "keep", "--description", "experiment")
-    assert refused.rc != 0 and refused.json["error"] == "mixed_changes", refused
+    clear_error(refused, "mixed_changes")
     assert "code.py" in refused.json["message"] and "commit" in refused.json["message"]
     assert git_state(p) == state and p.snapshot_bytes() == log and tree_bytes(p.path) == tree
 
@@ -530,7 +531,7 @@ def test_doctor_fix_after_head_moved_keeps_the_experiment_pending(tmp_path):
     p.git("add", "mine.txt")
     p.git("commit", "-q", "-m", "my own change")
     refused = p.cli("log", "--status", "discard", "--description", "worse")
-    assert refused.rc != 0 and refused.json["error"] == "head_moved"
+    clear_error(refused, "head_moved")
     fixed = p.ok("doctor", "--fix", "--json")
     message = " ".join(x["message"] for x in fixed["problems"])
     assert "pending" in message and "code.py" in message

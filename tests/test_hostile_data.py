@@ -4,7 +4,6 @@ formula or unbounded work. Each test feeds the hostile input and checks that not
 ran, nothing leaked and the command still answers."""
 
 import csv
-import html.parser
 import io
 import json
 import os
@@ -17,6 +16,7 @@ import uuid
 import pytest
 
 from conftest import clean_env, make_project
+from support.html_tags import TagCollector
 from support.reliability import assert_clean_exit, autotune
 
 CONFIG = {"health": {"maxNoImprovementRuns": 1000, "maxCrashStreak": 1000}, "repeat": 1}
@@ -277,16 +277,6 @@ def test_strip_controls(text, expected):
 
 # ------------------------------------------------ 6. nothing reaches a browser ----
 
-class Tags(html.parser.HTMLParser):
-    def __init__(self):
-        html.parser.HTMLParser.__init__(self)
-        self.tags, self.attrs = set(), set()
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.add(tag)
-        self.attrs.update(name for name, _ in attrs)
-
-
 def test_the_html_report_escapes_every_field(tmp_path):
     project = bench_project(tmp_path, 'echo "METRIC time_ms=5"\n')
     evil = "<x-evil onload=alert(1)>\"'&"
@@ -301,7 +291,7 @@ def test_the_html_report_escapes_every_field(tmp_path):
     result = project.cli("report", "--html", "r.html")
     assert result.rc == 0, result
     page = project.read("r.html")
-    parser = Tags()
+    parser = TagCollector()
     parser.feed(page)
     assert "x-evil" not in parser.tags and not any("onload" in a for a in parser.attrs), (parser.tags, parser.attrs)
     assert "<x-evil" not in page and "&lt;x-evil onload=alert(1)&gt;&quot;&#x27;&amp;" in page

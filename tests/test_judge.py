@@ -15,6 +15,7 @@ import time
 
 from conftest import clean_env, cli_argv, make_project
 from support.plugin_helpers import run_hook, sample
+from support.refusals import clear_error
 
 OWNER = "0b5e55ed-0000-4000-8000-0000000000d1"
 OTHER = "0b5e55ed-0000-4000-8000-0000000000d2"
@@ -30,12 +31,9 @@ def snap(project):
 
 
 def refused(result, code, *needles):
-    assert result.rc != 0, result
-    assert result.json is not None and set(result.json) == {"error", "message"}, result
-    assert result.json["error"] == code, result
-    for needle in needles:
-        assert needle in result.json["message"], (needle, result.json["message"])
-    return result.json["message"]
+    message = clear_error(result, code, *needles)
+    assert set(result.json) == {"error", "message"}, result
+    return message
 
 
 def run_cache(project):

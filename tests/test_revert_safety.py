@@ -11,6 +11,7 @@ import os
 from conftest import BENCHMARK, Project, make_project, run_cli
 from support.core_helpers import (commit_files, git_init, make_nested_project, racy_edit,
                                   write_config)
+from support.refusals import clear_error
 
 GITIGNORE = "build/\n*.log\n"
 
@@ -111,7 +112,7 @@ def test_discard_restores_exactly_the_state_before_the_experiment_and_restore_un
 
 def test_restore_of_an_unknown_experiment_is_a_clear_error(project):
     result = project.cli("restore", "7", "--json")
-    assert result.rc != 0 and result.json["error"]
+    clear_error(result)
     assert "7" in result.json["message"]
 
 
