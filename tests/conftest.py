@@ -174,9 +174,17 @@ def bare_project(tmp_path):
     return make_project(tmp_path / "repo", init=False)
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: takes seconds (many processes, a whole loop, a kill at every step): "
+                   "`make test` runs it, `make test-fast` (-m \"not slow\") leaves it out")
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """`make test` runs the suite in one process per core: AUTOTUNE_TEST_SHARD=k/n keeps
-    every n-th test from the k-th, so the slow files are shared out evenly."""
+    every n-th test from the k-th, so the slow files are shared out evenly. It runs last,
+    after `-m "not slow"` has deselected, so each shard gets its share of what is left."""
     shard = os.environ.get("AUTOTUNE_TEST_SHARD")
     if not shard:
         return

@@ -201,6 +201,7 @@ def tear(project):
         handle.write(TORN)
 
 
+@pytest.mark.slow
 def test_truncated_last_line_readers_skip_it_and_say_so(project):
     project.loop(100, description="baseline")
     project.loop(90, description="faster")
@@ -222,6 +223,7 @@ def test_truncated_last_line_readers_skip_it_and_say_so(project):
         assert handle.read() == before["autotune.jsonl"]
 
 
+@pytest.mark.slow
 def test_truncated_last_line_log_refuses(project):
     project.loop(100, description="baseline")
     project.set_delay(90)
@@ -234,6 +236,7 @@ def test_truncated_last_line_log_refuses(project):
         assert handle.read().endswith(TORN)
 
 
+@pytest.mark.slow
 def test_junk_line_in_the_middle_is_skipped_and_reported(project):
     project.loop(100, description="baseline")
     with open(os.path.join(str(project.path), "autotune.jsonl"), "ab") as handle:
@@ -244,6 +247,7 @@ def test_junk_line_in_the_middle_is_skipped_and_reported(project):
     assert any("skipped" in w or "could not be read" in w for w in data["warnings"])
 
 
+@pytest.mark.slow
 def test_corrupt_state_cache_is_rebuilt_from_the_log(project):
     project.loop(100, description="baseline")
     project.loop(90, description="faster")
@@ -266,6 +270,7 @@ def _no_pwned(root):
             assert not name.startswith("pwned"), os.path.join(_dirpath, name)
 
 
+@pytest.mark.slow
 def test_description_is_stored_verbatim_and_executes_nothing(tmp_path):
     p = make_project(tmp_path / "repo")
     p.loop(100, description=NASTY)

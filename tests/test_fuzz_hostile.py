@@ -13,6 +13,8 @@ import random
 import shutil
 import time
 
+import pytest
+
 from conftest import clean_env, make_project, run_cli
 from support.html_tags import TagCollector
 from support.reliability import assert_clean_exit, autotune
@@ -236,6 +238,7 @@ def one_round(tmp_path, rng, number, good):
     return problems
 
 
+@pytest.mark.slow
 def test_hostile_input_through_every_command_hook_and_status_line(tmp_path):
     base = make_project(tmp_path / "base")
     base.ok("log", "--status", "keep", "--metric", "100", "--description", "baseline")

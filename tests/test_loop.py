@@ -6,6 +6,8 @@ with the JSON of SPEC section 5."""
 import json
 import re
 
+import pytest
+
 from conftest import make_project
 from support.core_helpers import (RESULT_FIELDS, SESSION_FILES, STATE_FIELDS, commit_files,
                                   naive_mad, tracked_files)
@@ -30,6 +32,7 @@ def _has_keys(obj, keys):
     assert not missing, "missing %s in %s" % (missing, obj)
 
 
+@pytest.mark.slow
 def test_full_loop_through_the_cli(tmp_path):
     p = make_project(tmp_path / "repo", init=False)
     p.write("autotune.checks.sh", CHECKS, mode=0o755)
@@ -143,6 +146,7 @@ def test_full_loop_through_the_cli(tmp_path):
     assert state["health"] == "healing" and state["progress_at"] == results[1]["timestamp"]
 
 
+@pytest.mark.slow
 def test_log_uses_the_measurement_of_run(project):
     """`log` without --metric logs what `run` measured; a different --metric is refused."""
     project.loop(100, description="baseline")
@@ -157,6 +161,7 @@ def test_log_uses_the_measurement_of_run(project):
     assert logged["metric"] == 90 and project.results()[-1]["metric"] == 90
 
 
+@pytest.mark.slow
 def test_status_auto_applies_the_suggestion(project):
     project.loop(100, description="baseline")
     ran, logged = project.loop(90)
@@ -182,6 +187,7 @@ def test_benchmark_without_primary_metric_is_a_failure(tmp_path):
     assert "time_ms" in (result.json.get("reason") or "")
 
 
+@pytest.mark.slow
 def test_reinit_starts_a_new_segment(project):
     project.loop(100, description="baseline")
     again = project.ok("init", "--name", "memory", "--metric", "mem_mb", "--direction", "lower")
@@ -202,6 +208,7 @@ def test_init_twice_without_results_stays_in_the_same_segment(project):
     assert project.ok("explain", "--json")["name"] == "renamed"
 
 
+@pytest.mark.slow
 def test_confidence_with_zero_noise_is_json_safe(project):
     """MAD 0 with an improvement: `high`, an infinite score shown as null plus a flag."""
     project.loop(100, description="baseline")
