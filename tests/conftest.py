@@ -169,6 +169,14 @@ def project(tmp_path):
 
 
 @pytest.fixture
+def seed(tmp_path):
+    """The first implementation's session (tests/fixtures/seed-session) in a git repository
+    with the same benchmark, as its README.txt describes."""
+    from support.core_helpers import seed_project
+    return seed_project(tmp_path)
+
+
+@pytest.fixture
 def bare_project(tmp_path):
     """The same repository without `init`."""
     return make_project(tmp_path / "repo", init=False)

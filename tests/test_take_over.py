@@ -9,13 +9,8 @@ import os
 
 import pytest
 
-from support.core_helpers import seed_bytes, seed_project
+from support.core_helpers import seed_bytes
 from support.refusals import clear_error
-
-
-@pytest.fixture
-def seed(tmp_path):
-    return seed_project(tmp_path)
 
 
 def patch_log(p, change):
