@@ -98,6 +98,9 @@ DEFAULT_BATCH = 5          # samples per look for a noisy benchmark
 DEFAULT_PROBE = 4          # baseline samples that decide "deterministic or noisy"
 OUTLIER_FACTOR = 5.0       # a pair this many median magnitudes off was disturbed (load)
 FIRST_PAIRS = 5            # interleaved: the first look (2^-5 is the smallest p of 5 pairs)
+CONTENTION_MIN_WALL = 0.2  # seconds: shorter executions get no contention reading (10 ms jiffies)
+CONTENTION_GAP = 0.25      # a pair whose sides had CPU shares this much apart (relative) is set aside
+STALL_GAP = 0.5            # ... or whose CPU-pressure stall fractions differ by this much
 DEFAULT_REBASELINE = 5
 DEFAULT_HOLDOUT_TOLERANCE_PCT = 5.0
 VERIFY_PAIRS = 10          # `verify`: pairs of (baseline commit, best commit) executions
@@ -544,7 +547,7 @@ class Outcome(Record):
     """One execution of a benchmark, checks or holdout script."""
 
     FIELDS = (("exit", None), ("dur", 0.0), ("timeout", False), ("metrics", dict),
-              ("output", ""), ("error", None), ("dropped", 0))
+              ("output", ""), ("error", None), ("dropped", 0), ("contention", None))
     __slots__ = tuple(name for name, _ in FIELDS)
 
 
@@ -1354,6 +1357,17 @@ def failure_kind(status, verdict):
     return "checks_failed" if status == "checks_failed" else None
 
 
+def last_load(evidence):
+    """From a result's evidence: how many pairs were set aside for unequal load, and
+    whether the machine was too busy to decide ({"unequal_pairs", "pairs", "busy"}), or
+    None when no pair was."""
+    load = evidence.get("contention") if isinstance(evidence, dict) else None
+    if not isinstance(load, dict) or not _is_int(load.get("unequal_pairs")) or load["unequal_pairs"] <= 0:
+        return None
+    return {"unequal_pairs": load["unequal_pairs"], "pairs": load.get("pairs") if _is_int(load.get("pairs")) else None,
+            "busy": bool(load.get("busy"))}
+
+
 def _fold_result(state, entry):
     status = entry.get("status")
     if status not in STATUSES or state.config is None:
@@ -1443,6 +1457,9 @@ def _fold_result(state, entry):
     for name in ("diagnosis", "rule"):   # why it failed, or which rule kept or discarded it
         if isinstance(entry.get(name), (dict, str)):
             state.last[name] = entry[name]
+    load = last_load(entry.get("evidence"))
+    if load:
+        state.last["load"] = load
     _fold_toolchain(state, toolchain_of(entry.get("env")), index, status)
     state.exp_at = timestamp
     conf = entry.get("confidence")
@@ -2392,13 +2409,70 @@ def disturbed_pairs(gains):
     return [m <= OUTLIER_FACTOR * center for m in magnitudes]
 
 
-def assess_paired(candidate, best, direction, alpha, min_pct=0.0, final=True):
+def unequal_load(one, other):
+    """True when the two executions of a pair ran on clearly different machines: the
+    CPU share the rest of the machine left free differs by more than CONTENTION_GAP
+    (relative, and by more than the jiffy resolution of the readings), or the fraction of
+    time something waited for a CPU (pressure stall) differs by more than STALL_GAP.
+
+    The free share, cpus - others' cores, is what a CPU-bound benchmark can get once the
+    machine is full: a hog taking one core of two halves it, a 20-50% slowdown as seen on
+    a 2-core machine; 25% sits at the low end of that and above what a steady machine
+    varies between two neighbouring executions. The rule reads both readings the same
+    way and never the benchmark's values, so it is symmetric in the two sides and blind
+    to which was faster. None readings (a short execution, no /proc) decide nothing."""
+    import math
+    if not one or not other:
+        return False
+    cpus = max(one.get("cpus") or 1, other.get("cpus") or 1)
+    floor = 0.01 * cpus
+    free = [max(cpus - (r.get("others") or 0.0), floor) for r in (one, other)]
+    # each CPU's busy count is off by up to a 10 ms jiffy, independently: the difference
+    # of two readings is off by about sqrt(2 * cpus) jiffies over the shorter wall time
+    resolution = 0.01 * math.sqrt(2 * cpus) / max(min(one.get("wall") or 1, other.get("wall") or 1), 1e-3)
+    if abs(free[0] - free[1]) > resolution and max(free) / min(free) > 1.0 + CONTENTION_GAP:
+        return True
+    stalls = [r.get("stall") for r in (one, other)]
+    return None not in stalls and abs(stalls[0] - stalls[1]) > STALL_GAP
+
+
+def load_set_aside(loads):
+    """For each pair's (candidate reading, best reading): True when it is set aside
+    because its two sides saw unequal load (see unequal_load)."""
+    return [unequal_load(c, b) for c, b in (loads or ())]
+
+
+def judged_pairs(gains, loads=None):
+    """Which pairs the signed-rank test judges: neither a magnitude outlier
+    (disturbed_pairs) nor a pair whose sides saw unequal load. Both rules are blind to
+    the signs and to which side is which, so under "no change" the kept signs stay fair
+    coins and the test stays exact."""
+    kept = disturbed_pairs(gains)
+    if loads:
+        kept = [ok and not aside for ok, aside in zip(kept, load_set_aside(loads) + [False] * len(kept))]
+    return kept
+
+
+def contention_summary(readings):
+    """One side's contention over its executions: median others' cores, their maximum,
+    median stall fraction; None when no execution could be read."""
+    known = [r for r in readings if r]
+    if not known:
+        return None
+    stalls = [r["stall"] for r in known if r.get("stall") is not None]
+    return {"others_cores": _round(median([r["others"] for r in known]), 3),
+            "max_others_cores": _round(max(r["others"] for r in known), 3),
+            "stall": _round(median(stalls), 3) if stalls else None,
+            "cpus": known[0].get("cpus"), "read": len(known), "of": len(readings)}
+
+
+def assess_paired(candidate, best, direction, alpha, min_pct=0.0, final=True, loads=None):
     """Judges interleaved samples (candidate[i] and best[i] measured side by side).
     Returns (verdict, evidence) like `assess`; None means "look again with more pairs"."""
     import math
     ratios, relative = paired_ratios(candidate, best)
     gains = [-r for r in ratios] if direction == "lower" else list(ratios)
-    kept = disturbed_pairs(gains)
+    kept = judged_pairs(gains, loads)
     p_better, p_worse = signed_rank_p([g for g, ok in zip(gains, kept) if ok])
     shift = hodges_lehmann(ratios)
     delta_pct = (math.expm1(shift) if relative else shift) * 100.0
@@ -2415,6 +2489,12 @@ def assess_paired(candidate, best, direction, alpha, min_pct=0.0, final=True):
                 "pairs": len(gains), "wins": sum(1 for g in gains if g > 0)}
     if not all(kept):
         evidence["disturbed_pairs"] = len(kept) - sum(kept)
+    if loads and any(c or b for c, b in loads):
+        evidence["contention"] = {"candidate": contention_summary([c for c, _ in loads]),
+                                  "best": contention_summary([b for _, b in loads]),
+                                  "unequal_pairs": sum(load_set_aside(loads)), "pairs": len(loads),
+                                  "judged": sum(kept),
+                                  "others": [[(r or {}).get("others") for r in pair] for pair in loads]}
     if p_better <= alpha and gain_pct > 0:
         return ("improved" if min_pct <= 0 or gain_pct >= min_pct else "within_noise"), evidence
     if p_worse <= alpha and gain_pct < 0:
@@ -2451,17 +2531,18 @@ def _normal_quantile(p):
 
 def collect_pairs(take, looks, direction, settings, rng):
     """The interleaved sampling loop: `take(side, n)` measures side "best" or "candidate"
-    (returning (value, metrics), or None when it failed, which ends the loop). The order
-    within each pair is drawn from `rng`. A look happens once it has its number of
-    undisturbed pairs (see disturbed_pairs), taking at most twice the last look's pairs.
-    Returns (candidate samples, candidate metrics, best samples, best metrics, the order
-    of each pair, the verdict and evidence of the last look, notes, its alpha)."""
-    cand, cand_m, best, best_m, orders, notes = [], [], [], [], [], []
+    (returning (value, metrics) or (value, metrics, contention reading), or None when it
+    failed, which ends the loop). The order within each pair is drawn from `rng`. A look
+    happens once it has its number of judged pairs (see judged_pairs: not disturbed, not
+    unequally loaded), taking at most twice the last look's pairs. Returns (candidate
+    samples, candidate metrics, best samples, best metrics, the order of each pair, the
+    verdict and evidence of the last look, notes, its alpha)."""
+    cand, cand_m, best, best_m, orders, notes, loads = [], [], [], [], [], [], []
     verdict = evidence = None
     alpha = looks[0][1]
     ceiling = 2 * looks[-1][0]
     for number, (size, alpha) in enumerate(looks):
-        while len(cand) < ceiling and (len(cand) < size or _judged(cand, best) < size):
+        while len(cand) < ceiling and (len(cand) < size or _judged(cand, best, loads) < size):
             order = ("best", "candidate") if rng.random() < 0.5 else ("candidate", "best")
             got = {}
             for side in order:
@@ -2474,18 +2555,20 @@ def collect_pairs(take, looks, direction, settings, rng):
             cand_m.append(got["candidate"][1])
             best.append(got["best"][0])
             best_m.append(got["best"][1])
+            loads.append(tuple(got[side][2] if len(got[side]) > 2 else None for side in ("candidate", "best")))
         final = number == len(looks) - 1 or len(cand) >= ceiling
-        verdict, evidence = assess_paired(cand, best, direction, alpha, settings.min_improvement_pct, final)
+        verdict, evidence = assess_paired(cand, best, direction, alpha, settings.min_improvement_pct, final,
+                                          loads)
         if verdict is not None:
             break
         notes.append("p=%s after %d pairs was ambiguous, so more" % (_fmt(evidence.get("p_value")), len(cand)))
     return cand, cand_m, best, best_m, orders, verdict, evidence, notes, alpha
 
 
-def _judged(cand, best):
+def _judged(cand, best, loads=None):
     """How many of the pairs so far the test would judge (not disturbed by load)."""
     ratios, _ = paired_ratios(cand, best)
-    return sum(disturbed_pairs(ratios))
+    return sum(judged_pairs(ratios, loads))
 
 
 def interleaved_looks(reference, repeat, settings, deterministic=None):
@@ -4573,8 +4656,10 @@ def become_subreaper():
     return _subreaper[0]
 
 
-def _process_table():
-    """{pid: (ppid, state)} of every process, from /proc; {} where there is none."""
+def _process_table(needle=None):
+    """{pid: (ppid, state, tagged)} of every process, from /proc; {} where there is none.
+    `tagged`: the process's environment holds the variable `needle` (read only when
+    given: one walk of /proc finds both the descendants and the tagged escapees)."""
     table = {}
     try:
         names = os.listdir("/proc")
@@ -4587,18 +4672,25 @@ def _process_table():
             with open("/proc/%s/stat" % name, "rb") as handle:
                 stat = handle.read()
             fields = stat[stat.rindex(b")") + 2:].split()
-            table[int(name)] = (int(fields[1]), fields[0])
+            tagged = False
+            if needle is not None:
+                try:
+                    with open("/proc/%s/environ" % name, "rb") as handle:
+                        tagged = needle in handle.read().split(b"\0")
+                except OSError:
+                    pass
+            table[int(name)] = (int(fields[1]), fields[0], tagged)
         except (OSError, ValueError, IndexError):
             pass
     return table
 
 
-def descendants(root, exclude=()):
-    """[(pid, state)] of the processes below `root` (a breadth-first walk of /proc),
-    without the subtrees of the pids in `exclude`."""
+def descendants(root, exclude=(), table=None):
+    """[(pid, state)] of the processes below `root` (a breadth-first walk of /proc, or of
+    `table`), without the subtrees of the pids in `exclude`."""
     children = {}
-    for pid, (ppid, state) in _process_table().items():
-        children.setdefault(ppid, []).append((pid, state))
+    for pid, row in (_process_table() if table is None else table).items():
+        children.setdefault(row[0], []).append((pid, row[1]))
     found, queue = [], [root]
     while queue:
         for pid, state in children.get(queue.pop(), ()):
@@ -4608,14 +4700,24 @@ def descendants(root, exclude=()):
     return found
 
 
-def kill_descendants(exclude=(), rounds=50):
+def kill_descendants(exclude=(), rounds=50, token=None):
     """SIGKILLs every live process below this one, reaping the zombies re-parented to
-    it, until none is left (killing a parent hands its children to this process)."""
+    it, until none is left (killing a parent hands its children to this process). With
+    `token`, the first walk of /proc also kills the processes that carry it in their
+    environment (AUTOTUNE_RUN_TOKEN): escapees that left for init where no subreaper is."""
     import signal
     me = os.getpid()
+    needle = None if token is None else b"AUTOTUNE_RUN_TOKEN=" + token.encode()
     for _ in range(rounds):
-        found = descendants(me, exclude)
+        table = _process_table(needle)
+        found = descendants(me, exclude, table)
         alive = [pid for pid, state in found if state not in (b"Z", b"X")]
+        if needle is not None:
+            below = set(pid for pid, _ in found)
+            alive += [pid for pid, (_, state, tagged) in table.items()
+                      if tagged and pid != me and pid not in below and pid not in exclude
+                      and state not in (b"Z", b"X")]
+            needle = None   # escapees are found once; later rounds follow the subreaper's orphans
         for pid, state in found:
             if state in (b"Z", b"X"):
                 try:
@@ -4644,11 +4746,13 @@ class ProcessSweep(object):
     """Context for a command that runs benchmarks: on the way out (normal, error,
     Ctrl-C, SIGTERM, SIGHUP) every process the benchmarks left is killed: all
     descendants of autotune (a subreaper on Linux, see above) and, as a fallback, every
-    process carrying this run's token in its environment."""
+    process carrying this run's token in its environment. The SIGTERM/SIGHUP handlers it
+    installs are put back as they were on the way out."""
 
     def __init__(self):
         self.token = "%d-%d" % (os.getpid(), time.monotonic_ns())
         self.before = ()
+        self.saved = {}
 
     def __enter__(self):
         import signal
@@ -4656,19 +4760,29 @@ class ProcessSweep(object):
         def terminate(signum, frame):
             raise Terminated(signum)
         for signum in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, terminate)
+            self.saved[signum] = signal.signal(signum, terminate)
+        self.start()
+        return self
+
+    def start(self):
+        """Becomes the subreaper and notes the children this process already had (none
+        on the command line): they are not the sweep's. Without `with`: no handlers."""
         become_subreaper()
-        # children this process had before (none on the command line) are not the sweep's
         self.before = frozenset(pid for pid, _ in descendants(os.getpid()))
         return self
 
     def __exit__(self, *exc):
-        self.sweep()
+        import signal
+        try:
+            self.sweep()
+        finally:
+            for signum, handler in self.saved.items():
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+            self.saved = {}
         return False
 
     def sweep(self):
-        kill_descendants(self.before)
-        _kill_tagged(self.token)
+        kill_descendants(self.before, token=self.token)
 
 
 def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_TAIL_LINES,
@@ -4685,10 +4799,9 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
     outcome = Outcome()
     own_sweep = sweep is None
     if own_sweep:
-        sweep = ProcessSweep()
-        become_subreaper()
-        sweep.before = frozenset(pid for pid, _ in descendants(os.getpid()))
+        sweep = ProcessSweep().start()
     env = dict(os.environ if env is None else env, AUTOTUNE_RUN_TOKEN=sweep.token)
+    counters = cpu_counters()
     try:
         proc = subprocess.Popen(command, shell=shell, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -4745,6 +4858,7 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
             proc.wait()
         if own_sweep:
             sweep.sweep()
+    outcome.contention = contention(counters, cpu_counters())
     scanner.close()
     outcome.exit = 124 if outcome.timeout else proc.returncode  # as timeout(1) reports it
     outcome.dur = round(time.monotonic() - started, 3)
@@ -4755,6 +4869,68 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
         text = text.encode("utf-8")[-tail_bytes:].decode("utf-8", "ignore")
     outcome.output = text
     return outcome
+
+
+# Contention: how much CPU the rest of the machine used while one execution ran.
+# Read from /proc/stat (every CPU's busy jiffies, steal included: a hypervisor's other
+# guests are "the rest of the machine" too) minus the CPU of autotune and of the children
+# it reaped (getrusage: the benchmark's whole waited-for tree), over the wall time: the
+# others' CPU, in cores. /proc/stat is the primary signal because it says WHO used the
+# CPU and exists on every Linux, containers included. /proc/pressure/cpu ("some" total:
+# microseconds during which something waited for a CPU) is read beside it where the
+# kernel has PSI (4.20+, not disabled): it says whether anyone waited, but it counts the
+# benchmark's own threads waiting for each other and third parties queueing among
+# themselves, and reads ~100% on both sides of a saturated machine, so it only sets a
+# pair aside when the two sides differ by a lot (STALL_GAP). Jiffies are 10 ms: an
+# execution shorter than CONTENTION_MIN_WALL gets no reading (None) rather than noise;
+# without /proc (macOS) every reading is None and pairs are judged as before.
+
+def cpu_counters():
+    """(monotonic seconds, the machine's busy CPU seconds, CPU pressure stall seconds or
+    None, this process's plus its reaped children's CPU seconds), or None without
+    /proc/stat."""
+    import resource
+    try:
+        with open("/proc/stat", "rb") as handle:
+            fields = handle.readline().split()
+        ticks = [int(x) for x in fields[1:9]]
+        hz = float(os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, AttributeError):
+        return None
+    if len(ticks) < 8 or fields[0] != b"cpu":
+        return None
+    busy = (sum(ticks[:3]) + sum(ticks[5:8])) / hz    # user nice system + irq softirq steal
+    stall = None
+    try:
+        with open("/proc/pressure/cpu", "rb") as handle:
+            first = handle.readline()
+        if first.startswith(b"some"):
+            stall = int(first.rsplit(b"total=", 1)[1]) / 1e6
+    except (OSError, ValueError, IndexError):
+        pass
+    own = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        own += usage.ru_utime + usage.ru_stime
+    return time.monotonic(), busy, stall, own
+
+
+def contention(before, after):
+    """The reading of one execution between two cpu_counters(): {"others": cores the rest
+    of the machine used, "stall": fraction of the time something waited for a CPU (or
+    None), "cpus", "wall"}, or None when unknown or too short to measure."""
+    if not before or not after:
+        return None
+    wall = after[0] - before[0]
+    if wall < CONTENTION_MIN_WALL:
+        return None
+    cpus = os.cpu_count() or 1
+    others = ((after[1] - before[1]) - (after[3] - before[3])) / wall
+    stall = None
+    if before[2] is not None and after[2] is not None:
+        stall = _round(min(1.0, max(0.0, (after[2] - before[2]) / wall)), 3)
+    return {"others": _round(min(float(cpus), max(0.0, others)), 3), "stall": stall,
+            "cpus": cpus, "wall": _round(wall, 3)}
 
 
 class BenchmarkLock(object):
@@ -6061,184 +6237,203 @@ def cmd_run(args):
         measure(args, session, state, argv, shell, shown, hashes, inputs)
 
 
-def measure(args, session, state, argv, shell, shown, hashes, inputs):
-    """`run` under the benchmark lock: samples, checks, holdout, verdict; the measurement
-    is appended to the log (what `log` records) and cached in run.json (for display).
-    A noisy benchmark is measured interleaved: the kept code beside the candidate."""
-    settings = session.settings
-    repeat = args.repeat if args.repeat is not None else settings.repeat
-    timeout = args.timeout if args.timeout is not None else settings.timeout
-    checks_timeout = args.checks_timeout if args.checks_timeout is not None else settings.checks_timeout
-    config = state.config
-    pname, direction = require_metric_name(state), config.get("direction", "lower")
-    repo = session.repo
-    head = repo.head() if repo else None
+class RunContext(object):
+    """What one `run` measures with: its settings, command, environment and the sweep
+    that kills what its benchmarks leave behind (set once the sweep starts)."""
+
+    def __init__(self, args, session, state, argv, shell, shown):
+        settings = session.settings
+        self.session, self.state, self.settings = session, state, settings
+        self.argv, self.shell, self.shown = argv, shell, shown
+        self.repeat = args.repeat if args.repeat is not None else settings.repeat
+        self.timeout = args.timeout if args.timeout is not None else settings.timeout
+        self.checks_timeout = args.checks_timeout if args.checks_timeout is not None else settings.checks_timeout
+        self.pname, self.direction = require_metric_name(state), state.config.get("direction", "lower")
+        self.head = session.repo.head() if session.repo else None
+        self.env = benchmark_env(settings.env, AUTOTUNE_SEGMENT=str(state.segment),
+                                 AUTOTUNE_RUN=str(state.n_exp + 1))
+        self.sweep = None
+
+    def runner(self, gate=None, progress=None, side=None):
+        return SampleRunner(self.argv, self.shell, self.session.workdir, self.timeout, self.env, self.pname,
+                            self.sweep, gate, progress, side)
+
+
+def run_prelude(ctx):
+    """Before any execution: the config notes, a recovered swap, the tree to measure and
+    the warnings about it. Returns (warnings, tree_before)."""
+    session, state = ctx.session, ctx.state
     warnings = config_notes(session)
-    if state.snapshot and state.snapshot.get("head") and head != state.snapshot.get("head"):
+    if state.snapshot and state.snapshot.get("head") and ctx.head != state.snapshot.get("head"):
         warnings.append("HEAD moved outside autotune since the last logged result; `log` will "
                         "refuse to commit or revert until you check it (see `autotune doctor`).")
-    tree_before = None
-    if repo:
-        with LogLock(session):
-            ensure_excluded(session)
-            if recover_swap(session):
-                warnings.append("a killed `run` had left the kept code in place of the experiment; "
-                                "the experiment's files were restored first")
-            tree_before = snapshot_tree(session)
-        large = large_changes((state.snapshot or {}).get("large"), large_record(session))
-        if large:
-            warnings.append("%s changed but %s over the snapshot size limit (git.maxFileMB): "
-                            "autotune neither commits nor reverts %s" % (
-                                ", ".join(large[:10]), "is" if len(large) == 1 else "are",
-                                "it" if len(large) == 1 else "them"))
-        if state.snapshot and tree_before == state.snapshot.get("tree") and state.n_exp:
-            warnings.append("the working tree has no change since the last logged result, so "
-                            "this run measures the kept code")
-    env = benchmark_env(settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_RUN=str(state.n_exp + 1))
-    reference_info = state.reference or {}
-    reference = reference_info.get("samples") or None
-    deterministic = reference_info.get("deterministic")
-    looks = interleaved_looks(reference, repeat, settings, deterministic)
+    if not session.repo:
+        return warnings, None
+    with LogLock(session):
+        ensure_excluded(session)
+        if recover_swap(session):
+            warnings.append("a killed `run` had left the kept code in place of the experiment; "
+                            "the experiment's files were restored first")
+        tree_before = snapshot_tree(session)
+    large = large_changes((state.snapshot or {}).get("large"), large_record(session))
+    if large:
+        warnings.append("%s changed but %s over the snapshot size limit (git.maxFileMB): "
+                        "autotune neither commits nor reverts %s" % (
+                            ", ".join(large[:10]), "is" if len(large) == 1 else "are",
+                            "it" if len(large) == 1 else "them"))
+    if state.snapshot and tree_before == state.snapshot.get("tree") and state.n_exp:
+        warnings.append("the working tree has no change since the last logged result, so "
+                        "this run measures the kept code")
+    return warnings, tree_before
+
+
+def run_looks(ctx, reference, deterministic, warnings):
+    """The interleaved plan (see interleaved_looks), or None with a warning when the kept
+    code cannot be measured beside the candidate."""
+    looks = interleaved_looks(reference, ctx.repeat, ctx.settings, deterministic)
     if looks is not None:
-        why_not = interleave_obstacle(session, state, head)
+        why_not = interleave_obstacle(ctx.session, ctx.state, ctx.head)
         if why_not:
             warnings.append("judged against the kept code's earlier samples, not measured beside it: "
                             "%s; a change of the machine's speed since then decides the verdict" % why_not)
             looks = None
-    # the segment's MAD is the spread of its results (progress included): a fallback
-    # for the adaptive default's small references only, never for a fixed repeat
-    noise_mad = (state.confidence or {}).get("noise_mad") if repeat == "auto" else None
-    m = Measurement(segment=state.segment, timestamp=utc_now(), command=shown, pname=pname,
-                    warnings=warnings, head=head, hashes=hashes, inputs=inputs,
-                    judge=judge_of(settings.raw))
-    experiment = ExperimentFiles(session, (state.snapshot or {}).get("tree"), tree_before)
-    load_before = load_average()
-    judged = paired = swap = None
-    notes = []
-    progress = Progress("run")
-    with ProcessSweep() as sweep:
-        if looks is None and tree_before and reference_to_measure(state.reference, repeat):
-            kept, problem = measure_kept_code(session, state, tree_before, head, argv, shell, timeout,
-                                              env, pname, direction, settings, sweep)
-            if kept is not None:
-                m.reference = kept
-                reference, deterministic, noise_mad = kept["samples"], kept["deterministic"], None
-                reference_info = {"source": kept["source"], "deterministic": deterministic}
-            else:
-                warnings.append("the kept code could not be measured (%s), so the verdict compares "
-                                "with the best's one recorded value" % problem)
-        plan = sampling_plan(reference, repeat, settings, deterministic)
-        # the checks run after the candidate's first passing sample (fail fast), never on the
-        # kept code: in the interleaved loop the candidate is in place after its own sample
-        gate = ChecksGate(session.path(CHECKS_FILE), session.workdir, checks_timeout, env, sweep)
-        runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep, gate, progress)
-        if looks is None:
-            m.samples, m.sample_metrics, notes = collect_samples(
-                runner.take, plan, reference, direction, settings, noise_mad, deterministic)
-        else:
-            swap = Swap(session, state.snapshot["tree"], tree_before)
-            kept_runner = SampleRunner(argv, shell, session.workdir, timeout, dict(env), pname, sweep,
-                                       progress=progress, side="best")
-            runner.side = "candidate"
-            sides = {"best": kept_runner, "candidate": runner}
+    return looks
 
-            def take(side, number):
-                swap.to(side)
-                return sides[side].take(number)
-            warmup = None
-            if gate.path:
-                # fail fast: with checks, the candidate's first execution is a warm-up (not
-                # judged: pairs keep their random order) after which the checks run, on the
-                # candidate's own files; a failure ends the run before the kept code runs
-                warmup = runner.take(0)
-            try:
-                if gate.path and (warmup is None or runner.halted):
-                    m.samples, m.sample_metrics = ([warmup[0]], [warmup[1]]) if warmup else ([], [])
-                    best_samples, best_metrics, orders, verdict, evidence, alpha = [], [], [], None, None, None
-                else:
-                    (m.samples, m.sample_metrics, best_samples, best_metrics, orders, verdict, evidence, notes,
-                     alpha) = collect_pairs(take, looks, direction, settings, pair_order_rng())
-            finally:
-                swap.close()
-                progress.done()
-            if warmup is not None:
-                notes = ["a warm-up execution of the candidate ran the checks first"] + notes
-            if kept_runner.problem:
-                fail("kept_code_failed", "The kept code failed while it was measured beside your change "
-                     "(%s), so the change cannot be judged; nothing was recorded and your files are as "
-                     "they were. Output tail: %s. Check the environment with `autotune rebaseline`, or "
-                     "set evaluator.mode to \"reference\" in %s to judge against earlier samples." % (
-                         kept_runner.problem, _one_line(kept_runner.last.output, 300), CONFIG_FILE))
-            if verdict is not None:
-                judged = (verdict, evidence)
-                plan.alpha = alpha
-            paired = {"best": [_round(v) for v in best_samples], "order": "".join(o[0] for o in orders),
-                      "swapped": swap.paths[:50], "alpha": alpha, "warmup": _round(warmup[0]) if warmup else None,
-                      "best_metrics": median_metrics(best_metrics, exclude=pname)}
-        outcome = runner.last
-        m.exit, m.timeout, m.reason, m.dur = outcome.exit, outcome.timeout, runner.problem, round(runner.dur, 3)
-        m.output = outcome.error or outcome.output
-        m.passed = runner.problem is None
-        m.crashed = not m.passed
-        if runner.dropped:
-            m.warnings.append("the benchmark printed %d METRIC line%s with names beyond the first %d "
-                              "secondary metrics; %s ignored (autotune keeps at most %d names)" % (
-                                  runner.dropped, "" if runner.dropped == 1 else "s", MAX_METRIC_NAMES,
-                                  "it was" if runner.dropped == 1 else "they were", MAX_METRIC_NAMES))
-        m.checks, m.chk_out, checks_timed_out = gate.result()
-        if m.passed:
-            m.primary = median(m.samples)
-            m.metrics = median_metrics(m.sample_metrics, exclude=pname)
-        baseline_metrics = paired["best_metrics"] if paired else (
-            (state.reference or {}).get("metrics") or (state.baseline or {}).get("metrics"))
-        m.verdict, m.evidence = verdict_of(m, reference, reference_info, direction, settings,
-                                           noise_mad, plan.alpha, baseline_metrics, judged)
-        m.suggested_status, m.status_rule = suggested_status(
-            m.verdict, *(experiment.lines() if m.verdict in EQUAL_VERDICTS else (None, None)))
-        if m.suggested_status == "keep" and os.path.isfile(session.path(HOLDOUT_FILE)):
-            if paired:
-                m.holdout, holdout_ref = holdout_pairs(session, pname, timeout, env, sweep, swap)
-            else:
-                m.holdout = run_holdout(session, pname, timeout, env, sweep)
-                holdout_ref = (state.reference or {}).get("holdout")
-                if not _is_number(holdout_ref):
-                    holdout_ref = (state.baseline or {}).get("holdout")
-            m.verdict = holdout_verdict(m.verdict, m.holdout, holdout_ref, direction,
-                                        settings.holdout_tolerance_pct)
-            if m.verdict == "holdout_failed":
-                m.suggested_status, m.status_rule = suggested_status(m.verdict)
-    m.load = {"before": load_before, "after": load_average()}
+
+def sample_interleaved(ctx, m, runner, gate, looks, tree_before, progress):
+    """The kept code and the candidate, alternately (collect_pairs), with the experiment's
+    files swapped in place. Fills m.samples/m.sample_metrics; returns (judged verdict and
+    evidence or None, the paired record, the swap, notes)."""
+    swap = Swap(ctx.session, ctx.state.snapshot["tree"], tree_before)
+    kept_runner = ctx.runner(progress=progress, side="best")
+    runner.side = "candidate"
+    sides = {"best": kept_runner, "candidate": runner}
+
+    def take(side, number):
+        swap.to(side)
+        return sides[side].take(number)
+    warmup, notes = None, []
+    if gate.path:
+        # fail fast: with checks, the candidate's first execution is a warm-up (not
+        # judged: pairs keep their random order) after which the checks run, on the
+        # candidate's own files; a failure ends the run before the kept code runs
+        warmup = runner.take(0)
+    try:
+        if gate.path and (warmup is None or runner.halted):
+            m.samples, m.sample_metrics = ([warmup[0]], [warmup[1]]) if warmup else ([], [])
+            best_samples, best_metrics, orders, verdict, evidence, alpha = [], [], [], None, None, None
+        else:
+            (m.samples, m.sample_metrics, best_samples, best_metrics, orders, verdict, evidence, notes,
+             alpha) = collect_pairs(take, looks, ctx.direction, ctx.settings, pair_order_rng())
+    finally:
+        swap.close()
+        progress.done()
+    if warmup is not None:
+        notes = ["a warm-up execution of the candidate ran the checks first"] + notes
+    if kept_runner.problem:
+        fail("kept_code_failed", "The kept code failed while it was measured beside your change "
+             "(%s), so the change cannot be judged; nothing was recorded and your files are as "
+             "they were. Output tail: %s. Check the environment with `autotune rebaseline`, or "
+             "set evaluator.mode to \"reference\" in %s to judge against earlier samples." % (
+                 kept_runner.problem, _one_line(kept_runner.last.output, 300), CONFIG_FILE))
+    paired = {"best": [_round(v) for v in best_samples], "order": "".join(o[0] for o in orders),
+              "swapped": swap.paths[:50], "alpha": alpha, "warmup": _round(warmup[0]) if warmup else None,
+              "best_metrics": median_metrics(best_metrics, exclude=ctx.pname)}
+    return ((verdict, evidence) if verdict is not None else None), paired, swap, notes
+
+
+def take_outcome(m, runner, gate):
+    """What the candidate's last execution and the checks say: exit, output, pass/crash,
+    the medians of its samples."""
+    outcome = runner.last
+    m.exit, m.timeout, m.reason, m.dur = outcome.exit, outcome.timeout, runner.problem, round(runner.dur, 3)
+    m.output = outcome.error or outcome.output
+    m.passed = runner.problem is None
+    m.crashed = not m.passed
+    if runner.dropped:
+        m.warnings.append("the benchmark printed %d METRIC line%s with names beyond the first %d "
+                          "secondary metrics; %s ignored (autotune keeps at most %d names)" % (
+                              runner.dropped, "" if runner.dropped == 1 else "s", MAX_METRIC_NAMES,
+                              "it was" if runner.dropped == 1 else "they were", MAX_METRIC_NAMES))
+    m.checks, m.chk_out, checks_timed_out = gate.result()
+    if m.passed:
+        m.primary = median(m.samples)
+        m.metrics = median_metrics(m.sample_metrics, exclude=m.pname)
+    return checks_timed_out
+
+
+def judge_run(ctx, m, basis, paired, swap, experiment, judged):
+    """The verdict, the suggested status and, for a keep, the holdout. `basis` is
+    (reference samples, reference info, noise MAD, plan)."""
+    state, settings = ctx.state, ctx.settings
+    reference, reference_info, noise_mad, plan = basis
+    baseline_metrics = paired["best_metrics"] if paired else (
+        (state.reference or {}).get("metrics") or (state.baseline or {}).get("metrics"))
+    m.verdict, m.evidence = verdict_of(m, reference, reference_info, ctx.direction, settings,
+                                       noise_mad, plan.alpha, baseline_metrics, judged)
+    m.suggested_status, m.status_rule = suggested_status(
+        m.verdict, *(experiment.lines() if m.verdict in EQUAL_VERDICTS else (None, None)))
+    if m.suggested_status != "keep" or not os.path.isfile(ctx.session.path(HOLDOUT_FILE)):
+        return
     if paired:
-        paired["load"] = m.load
-        m.paired = paired
-        if m.evidence is not None:
-            too_noisy = noise_verdict(m.evidence, plan.alpha, looks, settings, m.load)
-            if too_noisy:
-                m.evidence["too_noisy"] = too_noisy
-                m.warnings.append(too_noisy["message"])
-            m.evidence["interleaved"] = {"best": paired["best"], "order": paired["order"], "load": m.load}
-    samples = m.samples
-    m.sampling = describe_pairs(paired, m, notes) if paired else describe_sampling(
-        plan, samples, notes, m, reference, settings.max_samples)
-    if m.reference:
-        m.sampling = "%s; first the kept code: %s" % (m.sampling, m.reference["why"])
-    m.env = environment(head, session, env)
+        m.holdout, holdout_ref = holdout_pairs(ctx.session, ctx.pname, ctx.timeout, ctx.env, ctx.sweep, swap)
+    else:
+        m.holdout = run_holdout(ctx.session, ctx.pname, ctx.timeout, ctx.env, ctx.sweep)
+        holdout_ref = (state.reference or {}).get("holdout")
+        if not _is_number(holdout_ref):
+            holdout_ref = (state.baseline or {}).get("holdout")
+    m.verdict = holdout_verdict(m.verdict, m.holdout, holdout_ref, ctx.direction, settings.holdout_tolerance_pct)
+    if m.verdict == "holdout_failed":
+        m.suggested_status, m.status_rule = suggested_status(m.verdict)
+
+
+def note_window(m, paired, plan, looks, settings):
+    """The machine during the pairs: the load average, a too-noisy or too-busy verdict
+    with its cause and remedies, the per-side contention."""
+    if not paired:
+        return
+    paired["load"] = m.load
+    m.paired = paired
+    if m.evidence is None:
+        return
+    too_noisy = noise_verdict(m.evidence, plan.alpha, looks, settings, m.load)
+    if too_noisy:
+        m.evidence["too_noisy"] = too_noisy
+        m.warnings.append(too_noisy["message"])
+    busy = busy_verdict(m.verdict, m.evidence, looks)
+    if busy:
+        m.evidence["contention"]["busy"] = busy
+        m.warnings.append(busy)
+    if m.evidence.get("contention"):
+        paired["contention"] = m.evidence["contention"]
+    m.evidence["interleaved"] = {"best": paired["best"], "order": paired["order"], "load": m.load}
+
+
+def diagnose_run(ctx, m, experiment, checks_timed_out):
+    """A failure's diagnosis, the toolchain drift and protected inputs the benchmark
+    changed; the environment recorded with the measurement."""
+    m.env = environment(ctx.head, ctx.session, ctx.env)
     m.env["load_run"] = m.load    # the load average before and after this run's executions
     if m.crashed or m.checks is False:
         kind = (("timeout" if m.timeout else "crash") if m.crashed
                 else "checks_timeout" if checks_timed_out else "checks_failed")
         m.diagnosis = diagnose_crash(m.output if m.crashed else m.chk_out, experiment.names(), kind,
-                                     experiment.roots(), timeout if m.crashed else checks_timeout,
+                                     experiment.roots(), ctx.timeout if m.crashed else ctx.checks_timeout,
                                      ((m.env.get("load") or [None])[0], m.env.get("cpus")))
-    drift = toolchain_warning(toolchain_changes(state.toolchain, toolchain_of(m.env)))
+    drift = toolchain_warning(toolchain_changes(ctx.state.toolchain, toolchain_of(m.env)))
     if drift:
         m.warnings.append(drift)
-    after = input_hashes(session)
-    touched = sorted(k for k in set(after) | set(inputs) if after.get(k) != inputs.get(k))
+    after = input_hashes(ctx.session)
+    touched = sorted(k for k in set(after) | set(m.inputs) if after.get(k) != m.inputs.get(k))
     if touched:
         m.inputs = after
         m.warnings.append("the benchmark changed protected inputs (%s); the next run will be "
                           "refused until they are put back" % ", ".join(touched[:10]))
+
+
+def record_measurement(session, m, tree_before):
+    """Appends the measurement line to the log (what `log` records) and caches run.json."""
+    repo = session.repo
     with LogLock(session) as lock:
         if repo:
             m.tree = snapshot_tree(session)
@@ -6254,14 +6449,19 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
                           "would commit them and a discard removes them: add them to "
                           ".gitignore" % ", ".join(created[:10]))
     save_measurement(session, m)
+
+
+def run_answer(m, paired):
+    """The JSON `run` prints."""
+    samples = m.samples
     result = {"exit": m.exit, "dur": m.dur, "passed": m.passed, "crashed": m.crashed,
               "timeout": m.timeout, "metrics": m.metrics, "primary": _round(m.primary),
-              "pname": pname, "output": m.output, "checks": m.checks, "chk_out": m.chk_out,
+              "pname": m.pname, "output": m.output, "checks": m.checks, "chk_out": m.chk_out,
               "samples": [_round(s) for s in samples], "n": len(samples), "sampling": m.sampling,
               "verdict": m.verdict, "suggested_status": m.suggested_status, "status_rule": m.status_rule,
               "evidence": m.evidence,
               "guardrails": m.guardrails, "holdout": m.holdout, "reason": m.reason,
-              "command": shown, "env": m.env, "load": m.load,
+              "command": m.command, "env": m.env, "load": m.load,
               "interleaved": paired,
               "executions": len(samples) + (len(paired["best"]) + (paired["warmup"] is not None) if paired else 0)}
     if m.diagnosis:
@@ -6270,7 +6470,65 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
         result["reference"] = {k: m.reference[k] for k in ("source", "commit", "samples", "n", "deterministic")}
     if m.warnings:
         result["warnings"] = m.warnings
-    output(result)
+    return result
+
+
+def measure(args, session, state, argv, shell, shown, hashes, inputs):
+    """`run` under the benchmark lock: samples, checks, holdout, verdict; the measurement
+    is appended to the log (what `log` records) and cached in run.json (for display).
+    A noisy benchmark is measured interleaved: the kept code beside the candidate."""
+    ctx = RunContext(args, session, state, argv, shell, shown)
+    settings = session.settings
+    warnings, tree_before = run_prelude(ctx)
+    reference_info = state.reference or {}
+    reference = reference_info.get("samples") or None
+    deterministic = reference_info.get("deterministic")
+    looks = run_looks(ctx, reference, deterministic, warnings)
+    # the segment's MAD is the spread of its results (progress included): a fallback
+    # for the adaptive default's small references only, never for a fixed repeat
+    noise_mad = (state.confidence or {}).get("noise_mad") if ctx.repeat == "auto" else None
+    m = Measurement(segment=state.segment, timestamp=utc_now(), command=shown, pname=ctx.pname,
+                    warnings=warnings, head=ctx.head, hashes=hashes, inputs=inputs,
+                    judge=judge_of(settings.raw))
+    experiment = ExperimentFiles(session, (state.snapshot or {}).get("tree"), tree_before)
+    load_before = load_average()
+    judged = paired = swap = None
+    notes = []
+    progress = Progress("run")
+    with ProcessSweep() as ctx.sweep:
+        if looks is None and tree_before and reference_to_measure(state.reference, ctx.repeat):
+            kept, problem = measure_kept_code(session, state, tree_before, ctx.head, argv, shell, ctx.timeout,
+                                              ctx.env, ctx.pname, ctx.direction, settings, ctx.sweep)
+            if kept is not None:
+                m.reference = kept
+                reference, deterministic, noise_mad = kept["samples"], kept["deterministic"], None
+                reference_info = {"source": kept["source"], "deterministic": deterministic}
+            else:
+                warnings.append("the kept code could not be measured (%s), so the verdict compares "
+                                "with the best's one recorded value" % problem)
+        plan = sampling_plan(reference, ctx.repeat, settings, deterministic)
+        # the checks run after the candidate's first passing sample (fail fast), never on the
+        # kept code: in the interleaved loop the candidate is in place after its own sample
+        gate = ChecksGate(session.path(CHECKS_FILE), session.workdir, ctx.checks_timeout, ctx.env, ctx.sweep)
+        runner = ctx.runner(gate, progress)
+        if looks is None:
+            m.samples, m.sample_metrics, notes = collect_samples(
+                runner.take, plan, reference, ctx.direction, settings, noise_mad, deterministic)
+        else:
+            judged, paired, swap, notes = sample_interleaved(ctx, m, runner, gate, looks, tree_before, progress)
+            if judged is not None:
+                plan.alpha = paired["alpha"]
+        checks_timed_out = take_outcome(m, runner, gate)
+        judge_run(ctx, m, (reference, reference_info, noise_mad, plan), paired, swap, experiment, judged)
+    m.load = {"before": load_before, "after": load_average()}
+    note_window(m, paired, plan, looks, settings)
+    m.sampling = describe_pairs(paired, m, notes) if paired else describe_sampling(
+        plan, m.samples, notes, m, reference, settings.max_samples)
+    if m.reference:
+        m.sampling = "%s; first the kept code: %s" % (m.sampling, m.reference["why"])
+    diagnose_run(ctx, m, experiment, checks_timed_out)
+    record_measurement(session, m, tree_before)
+    output(run_answer(m, paired))
 
 
 def interleave_obstacle(session, state, head):
@@ -6328,6 +6586,29 @@ def noise_verdict(evidence, alpha, looks, settings, load):
     return {"resolvable_pct": _round(resolvable, 3), "cause": cause, "message": message}
 
 
+def busy_verdict(verdict, evidence, looks):
+    """`within_noise` because so many pairs saw unequal load on their two sides (and were
+    set aside) that the cap came before enough pairs could be judged: the cause and what
+    to do, or None."""
+    load = (evidence or {}).get("contention") or {}
+    if verdict != "within_noise" or not load.get("unequal_pairs") or not looks:
+        return None
+    if load.get("pairs", 0) < 2 * looks[-1][0] or load.get("judged", 0) >= looks[-1][0]:
+        return None   # the cap was not reached, or enough pairs were judged: the data decided
+    sides = ""
+    best, cand = load.get("best") or {}, load.get("candidate") or {}
+    if best.get("others_cores") is not None and cand.get("others_cores") is not None:
+        sides = (" (other processes used a median %s cores during the kept code's executions and %s "
+                 "during the candidate's, up to %s and %s, on %s CPUs)" % (
+                     _fmt(best["others_cores"]), _fmt(cand["others_cores"]), _fmt(best["max_others_cores"]),
+                     _fmt(cand["max_others_cores"]), best.get("cpus") or cand.get("cpus")))
+    return ("the machine was busy: %d of %d pairs saw unequal load on their two sides%s and were set "
+            "aside, leaving %d to judge, too few for a decision within the sample cap. What to do: stop "
+            "what else runs on this machine (builds, other benchmarks, a second loop) or run when it is "
+            "quiet, then `autotune run` again; or raise evaluator.maxSamples." % (
+                load["unequal_pairs"], load["pairs"], sides, load.get("judged", 0)))
+
+
 def describe_pairs(paired, m, notes):
     count = len(m.samples)
     if m.crashed:
@@ -6344,9 +6625,14 @@ def describe_pairs(paired, m, notes):
     if evidence.get("p_value") is not None and paired.get("alpha") is not None:
         text += "; signed-rank p=%s (alpha at this look %s)" % (_fmt(evidence["p_value"]),
                                                               _fmt(round(paired["alpha"], 4)))
-    if evidence.get("disturbed_pairs"):
-        text += "; %d pair%s set aside as disturbed by load on one side" % (
-            evidence["disturbed_pairs"], "" if evidence["disturbed_pairs"] == 1 else "s")
+    load = evidence.get("contention") or {}
+    unequal = load.get("unequal_pairs") or 0
+    outliers = (evidence.get("disturbed_pairs") or 0) - unequal
+    if outliers > 0:
+        text += "; %d pair%s set aside as disturbed by load on one side" % (outliers, "" if outliers == 1 else "s")
+    if unequal:
+        text += ("; %d pair%s set aside because the rest of the machine used clearly more CPU during one "
+                 "side than the other" % (unequal, "" if unequal == 1 else "s"))
     return text
 
 
@@ -6463,7 +6749,9 @@ class SampleRunner(object):
 
     def __init__(self, argv, shell, cwd, timeout, env, pname, sweep, gate=None, progress=None, side=None):
         self.argv, self.shell, self.cwd, self.timeout = argv, shell, cwd, timeout
-        self.env, self.pname, self.sweep, self.gate = env, pname, sweep, gate
+        # its own copy: AUTOTUNE_SAMPLE/AUTOTUNE_SIDE must not reach the checks or the
+        # holdout through an env dict shared with them
+        self.env, self.pname, self.sweep, self.gate = dict(env), pname, sweep, gate
         self.last, self.problem, self.dur, self.halted = None, None, 0.0, False
         self.progress, self.side = progress, side
         self.dropped = 0  # METRIC lines beyond the cap of names, in the sample that had most
@@ -6486,7 +6774,7 @@ class SampleRunner(object):
             return None
         if self.gate is not None and not self.gate.after_candidate_sample():
             self.halted = True
-        return self.last.metrics[self.pname], self.last.metrics
+        return self.last.metrics[self.pname], self.last.metrics, self.last.contention
 
 
 def measure_kept_code(session, state, current, head, argv, shell, timeout, env, pname, direction,
@@ -7734,7 +8022,7 @@ def explain_data(session, loaded, disk=False):
         "verified": current_verification(state),
         "last_metric": _round((state.last or {}).get("metric")), "last_status": (state.last or {}).get("status"),
         "last_index": (state.last or {}).get("index"), "last_description": (state.last or {}).get("description"),
-        "last_verdict": (state.last or {}).get("verdict"),
+        "last_verdict": (state.last or {}).get("verdict"), "last_load": (state.last or {}).get("load"),
         "no_improve": state.no_improve, "crash_streak": state.crash_streak, "keep_streak": state.keep_streak,
         "heals": state.heals, "max_heals": settings.max_heals, "max_no_improve": settings.max_no_improve,
         "max_crash_streak": settings.max_crash_streak,
@@ -9753,6 +10041,12 @@ def render_explain(data, colors):
             data.get("last_index"), data["last_status"],
             " (timed out)" if data.get("last_verdict") == "timeout" else "", fmt_metric(data.get("last_metric"), unit),
             json.dumps(data.get("last_description"), ensure_ascii=False))))
+    load = data.get("last_load") or {}
+    if load.get("unequal_pairs"):
+        lines.append(_wrap("", "%s of %s pairs set aside: the rest of the machine used clearly more CPU "
+                               "during one side than the other%s" % (
+                                   load["unequal_pairs"], load.get("pairs") or "?",
+                                   " (too busy to decide: within noise)" if load.get("busy") else "")))
     lines.append("Streaks: keep %d · no-improvement %d/%d · crash %d/%d · heals %d/%d%s" % (
         data["keep_streak"], data["no_improve"], data["max_no_improve"], data["crash_streak"],
         data["max_crash_streak"], data["heals"], data["max_heals"],
