@@ -70,7 +70,7 @@ DIRECTIONS = ("lower", "higher")
 MODES = ("optimize", "repair")
 HEALTHS = ("running", "improving", "plateaued", "crashing", "healing", "paused", "stopped", "completed")
 # how `run` judges a noisy benchmark: the best and the candidate measured alternately in
-# the same time window, or (the first implementation) against the best's earlier samples
+# the same time window, or (the old bash scripts' rule) against the best's earlier samples
 EVAL_MODES = ("interleaved", "reference")
 AUTO_RESUME_MODES = ("prompt", "headless", "off", "continue")
 # Verdicts after which a keep needs --force and --reason.
@@ -226,12 +226,25 @@ def midpoint(low, high):
     return (low + high) / 2.0
 
 
+def percent_of(amount, reference):
+    """`amount` as a percentage of |reference| (reference not zero): the one formula
+    behind every percent change, regression and noise figure; may be inf (callers
+    that show it pass it through _finite or _round)."""
+    return amount / abs(reference) * 100.0
+
+
 def pct_change(value, reference):
     """(value - reference) / |reference| in percent, or None when there is no reference
     or the result overflows a float (a denormal reference, opposite huge values)."""
     if value is None or not reference:
         return None
-    return _finite((value - reference) / abs(reference) * 100.0)
+    return _finite(percent_of(value - reference, reference))
+
+
+def sigma_pct(sigma, reference):
+    """A noise figure (a robust sigma) as a percentage of the value it is noise around,
+    or None when there is no noise or no reference to scale it by."""
+    return percent_of(sigma, reference) if sigma and reference else None
 
 
 def fraction(value, low, high):
@@ -287,24 +300,39 @@ def _is_control(ch):
 
 
 _CONTROL_TABLE = dict.fromkeys(list(range(0x20)) + list(range(0x7f, 0xa0)))
-_control_search = []
+_SEQUENCE_STARTS = ("\x1b", "\x9b") + tuple(sorted(_C1_STRING))  # ESC, CSI and the C1 strings
+_control_search = {}
 
 
-def strip_controls(text, keep="\n", sgr=False):
+def _search_for(sequences_only):
+    """The compiled search for the next character strip_controls acts on: every control,
+    or only the starts of escape sequences."""
+    if sequences_only not in _control_search:
+        import re
+        chars = "".join(_SEQUENCE_STARTS) if sequences_only else "\x00-\x1f\x7f-\x9f"
+        _control_search[sequences_only] = re.compile("[%s]" % chars).search
+    return _control_search[sequences_only]
+
+
+def strip_controls(text, keep="\n", sgr=False, sequences_only=False):
     """The text without terminal control: whole escape sequences (CSI, OSC, DCS, ... and
     their 8-bit C1 forms) are removed, tab, CR, VT and FF become spaces, newlines stay
     when in `keep` (else spaces), every other C0/C1 control and DEL is removed. With
     `sgr`, colour sequences (ESC [ digits ; ... m) are kept: only for the output of the
-    user's own status-line command. Text without controls costs one C-level pass."""
+    user's own status-line command. With `sequences_only`, only the escape sequences
+    (and a lone ESC) go and every other character stays: for captured output tails,
+    stored as the program wrote them and stripped again when shown. Text without
+    controls costs one C-level pass."""
     if not isinstance(text, str):
         text = str(text)
-    controls = len(text) - len(text.translate(_CONTROL_TABLE))
-    if not controls or controls == sum(text.count(k) for k in keep):
-        return text
-    if not _control_search:
-        import re
-        _control_search.append(re.compile("[\x00-\x1f\x7f-\x9f]").search)
-    search = _control_search[0]
+    if sequences_only:
+        if not any(start in text for start in _SEQUENCE_STARTS):
+            return text
+    else:
+        controls = len(text) - len(text.translate(_CONTROL_TABLE))
+        if not controls or controls == sum(text.count(k) for k in keep):
+            return text
+    search = _search_for(sequences_only)
     out, i, n = [], 0, len(text)
     while i < n:
         found = search(text, i)
@@ -346,7 +374,9 @@ def strip_controls(text, keep="\n", sgr=False):
                 end += 1
             i = end + 1 if end < n and "\x30" <= text[end] <= "\x7e" else end
         else:
-            if ch in "\t\r\x0b\x0c\n":
+            if sequences_only:
+                out.append(ch if ch != "\x1b" else "")
+            elif ch in "\t\r\x0b\x0c\n":
                 out.append(" ")
             i = start
     return "".join(out)
@@ -368,48 +398,27 @@ def clean_data(value, keep=""):
 def spreadsheet_cell(value):
     """A CSV/TSV cell that a spreadsheet shows as text, never runs as a formula (OWASP
     CSV injection): text starting with = + - @ tab or CR gets a leading apostrophe.
-    Numbers stay numbers (-5 is a number, not a formula)."""
+    Numbers stay numbers (-5 is a number, not a formula: parse_number, the METRIC
+    grammar's number, tells them)."""
     if value is None:
         return ""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return _fmt(value)
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    formula = text.lstrip(" ")[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number_text(text)
+    formula = text.lstrip(" ")[:1] in ("=", "+", "-", "@", "\t", "\r") and parse_number(text) is None
     text = strip_controls(text)  # newlines stay (quoted in CSV); tab and CR become spaces
     return "'" + text if formula else text
 
 
-def _is_number_text(text):
-    """A plain decimal number as autotune writes one (-5, 1.5e-07), nothing else."""
-    return (bool(text) and all(c in "0123456789+-.e" for c in text)
-            and any(c.isdigit() for c in text) and _finite(_to_float(text)) is not None)
-
-
-def _to_float(text):
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-_ANSI = None
-
-
 def clean_tail(text):
-    """A captured output tail as a terminal would show it: ANSI escape sequences (colours,
-    cursor moves, OSC titles and links) removed, and of a line redrawn with carriage
-    returns (a progress bar) only its last state kept. Test runners colour their output;
-    an agent reads these tails as text."""
-    global _ANSI
-    if "\x1b" not in text and "\x9b" not in text and "\r" not in text:
+    """A captured output tail as a terminal would show it: escape sequences (colours,
+    cursor moves, OSC titles and links) removed by strip_controls, and of a line redrawn
+    with carriage returns (a progress bar) only its last state kept. Test runners colour
+    their output; an agent reads these tails as text."""
+    text = strip_controls(text, sequences_only=True)
+    if "\r" not in text:
         return text
-    if _ANSI is None:
-        import re
-        _ANSI = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"       # CSI: colours, cursor
-                           r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"  # OSC
-                           r"|\x1b[PX^_][^\x1b\x9c]*(?:\x1b\\|\x9c)?"  # DCS, SOS, PM, APC
-                           r"|\x1b[ -/]*[0-~]?")                     # other escapes
-    lines = _ANSI.sub("", text).split("\n")
+    lines = text.split("\n")
     for i, line in enumerate(lines):
         if "\r" in line:
             line = line.rstrip("\r")
@@ -485,8 +494,8 @@ class Settings(Record):
 
 
 class Result(Record):
-    """One `result` line of the log: the first implementation's fields (always
-    written, in its order), then ours (written when set)."""
+    """One `result` line of the log: the fields the old bash scripts wrote (always
+    written, in their order), then ours (written when set)."""
 
     FIELDS = (
         ("type", "result"), ("index", 0), ("commit", None), ("metric", None),
@@ -510,7 +519,8 @@ class Result(Record):
 
 
 class State(Record):
-    """The fold of the log: the SPEC's state fields first, then the segment summary.
+    """The fold of the log: the fields .autotune.state has always had (the old bash
+    scripts read and wrote them) first, then the segment summary.
 
     Written to .autotune.state as a cache keyed by the log's size, so a call reads
     only what was appended since (history-independent cost).
@@ -519,7 +529,7 @@ class State(Record):
     FIELDS = (
         ("active", False), ("mode", "optimize"), ("health", "running"), ("failure", None),
         ("reason", None), ("recovery", None), ("heals", 0), ("no_improve", 0),
-        # `failures` is the crash streak under the first implementation's name
+        # `failures` is the crash streak under the name the old bash scripts gave it
         ("failures", 0), ("crash_streak", 0), ("keep_streak", 0), ("n_exp", 0),
         ("resume_count", 0), ("resume_at", 0), ("exp_at", None), ("progress_at", None),
         # segment summary
@@ -591,7 +601,7 @@ def _is_number(value):
 # The configuration file, one row per key: (dotted path, kind, Settings field, options).
 # A row applies when its key is present and not null; a later row overrides an earlier
 # one (budget.maxIterations beats maxIterations). The first part of a dotted path is a
-# section, which must be an object. Keys of the first implementation that mean nothing
+# section, which must be an object. Keys of the old bash scripts that mean nothing
 # here any more are "retired": accepted, with a warning saying what does that job now.
 CONFIG_SCHEMA = (
     ("workingDir", "str", "working_dir", {}),
@@ -663,7 +673,7 @@ class _ConfigReader(object):
                 " (did you mean %s%s?)" % (prefix, close[0]) if close else " (known: %s)" % ", ".join(known)))
 
     def number(self, key, value, opts, whole):
-        """An int or a finite number in range; "3" (the first implementation read numbers
+        """An int or a finite number in range; "3" (the old bash scripts read numbers
         given as strings) is read as 3, with a warning."""
         expected = ("a whole number" if whole else "a number") + _range_text(opts.get("low"), opts.get("high"))
         parsed = value
@@ -673,7 +683,7 @@ class _ConfigReader(object):
             except ValueError:
                 self.error(key, value, expected)
         if whole and _is_number(parsed) and isinstance(parsed, float) and parsed.is_integer():
-            parsed = int(parsed)  # 5.0 is 5 (the first implementation read it with int())
+            parsed = int(parsed)  # 5.0 is 5 (the old bash scripts read it with int())
         ok = _is_int(parsed) if whole else _is_number(parsed)
         if not ok or (opts.get("low") is not None and parsed < opts["low"]) or (
                 opts.get("high") is not None and parsed > opts["high"]):
@@ -699,7 +709,7 @@ def _cfg_megabytes(reader, key, value, opts):
 
 
 def _cfg_iterations(reader, key, value, opts):
-    """maxIterations: 0 meant "no limit" to the first implementation, and still does."""
+    """maxIterations: 0 meant "no limit" to the old bash scripts, and still does."""
     count = reader.number(key, value, {"low": 0}, whole=True)
     if count == 0:
         reader.warn(key, "is 0, which means no iteration limit (as before); leave it out instead.")
@@ -735,7 +745,7 @@ def _cfg_repeat(reader, key, value, opts):
 
 
 def _cfg_playbooks(reader, key, value, opts):
-    """A list of playbook names; a name autotune does not know (the first implementation
+    """A list of playbook names; a name autotune does not know (the old bash scripts
     accepted any) is skipped with a warning."""
     if not isinstance(value, list) or not all(isinstance(b, str) for b in value):
         reader.error(key, value, "a list of playbook names (%s)" % ", ".join(PLAYBOOKS))
@@ -909,7 +919,7 @@ def _without_comments(value):
 
 def legacy_judge(entry):
     """The judge of a config line written before fingerprints: the sections it copied
-    (None for the first implementation's lines, which copied none)."""
+    (None for lines written by the old bash scripts, which copied none)."""
     if "version" not in entry:
         return None
     judge = {key: _without_comments(entry[key]) for key in LEGACY_JUDGE_SECTIONS if key in entry}
@@ -1026,7 +1036,7 @@ class Session(object):
 
 
 def find_session(cwd=None, lenient=False):
-    """Resolves the working directory as SPEC section 3 says; never creates anything.
+    """Resolves the loop's working directory; never creates anything.
 
     `workingDir` in ./autotune.config.json wins; else the nearest directory from here
     up to the git root that holds autotune.jsonl; else the current directory. A broken
@@ -1121,6 +1131,53 @@ def dumps_line(entry):
             + "\n").encode("utf-8")
 
 
+def read_json(path, default=None):
+    """The JSON value a file holds, or `default` when the file is missing or unreadable,
+    is not UTF-8, is not JSON or nests too deep: the one reader of autotune's own JSON
+    files (caches, journals), with one set of exceptions."""
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read().decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return default
+
+
+class LogLines(object):
+    """The log's complete lines from byte `offset`, as (offset, raw) pairs: the one
+    forward reader of the log. A last line without its newline (a write cut short) is
+    not a line: it ends the iteration and is kept in `torn`; `offset` ends after the
+    last complete line."""
+
+    def __init__(self, handle, offset=0):
+        self.handle, self.offset, self.torn = handle, offset, b""
+
+    def __iter__(self):
+        self.handle.seek(self.offset)
+        for raw in self.handle:
+            if not raw.endswith(b"\n"):
+                self.torn = raw
+                return
+            yield self.offset, raw
+            self.offset += len(raw)
+
+
+def lines_backward(handle, start=0):
+    """The lines of a file after byte `start`, last first, read in 64 KiB blocks from
+    the end (cost independent of the file's length): the one backward reader. The
+    first one is what follows the last newline (b"" when the file ends with one)."""
+    end = handle.seek(0, 2)
+    position, carry = end, b""
+    while position > start:
+        step = min(1 << 16, position - start)
+        position -= step
+        handle.seek(position)
+        lines = (handle.read(step) + carry).split(b"\n")
+        carry = lines.pop(0)
+        for raw in reversed(lines):
+            yield raw
+    yield carry
+
+
 def parse_line(raw):
     """A log line as a dict, or None when it is not one (junk lines are skipped)."""
     try:
@@ -1181,19 +1238,32 @@ class LogLock(object):
         return False
 
 
-def try_lock(session):
-    """A non-blocking LogLock, or None when another process holds it."""
+def open_locked(path, flags):
+    """Opens `path` (OSError propagates) and takes an exclusive flock on it without
+    waiting: the one lock opener of the log's try_lock and of the benchmark lock.
+    Returns (fd, taken): taken is True when the lock is ours, False when another process
+    holds it (the fd stays open, so its holder can be read), None when the platform has
+    no advisory locks. The caller closes the fd; closing releases the lock."""
+    fd = os.open(path, flags, 0o644)
     try:
         import fcntl
     except ImportError:
-        return None
-    try:
-        fd = os.open(session.log_path, os.O_RDWR | os.O_APPEND)
-    except OSError:
-        return None
+        return fd, None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
+        return fd, False
+    return fd, True
+
+
+def try_lock(session):
+    """A non-blocking LogLock, or None when another process holds it (or, without
+    advisory locks, always: nobody can tell)."""
+    try:
+        fd, taken = open_locked(session.log_path, os.O_RDWR | os.O_APPEND)
+    except OSError:
+        return None
+    if not taken:
         os.close(fd)
         return None
     lock = LogLock(session)
@@ -1368,11 +1438,78 @@ def last_load(evidence):
             "busy": bool(load.get("busy"))}
 
 
+def _fold_counts(state, entry, status):
+    """A result's counts: the tally per status, the streaks (count_result), the kinds of
+    the failures in the current streak, and the heals (a result whose reason is a
+    playbook, `heal:...`)."""
+    for name, value in count_result(health_fields(state), status).items():
+        setattr(state, name, value)
+    if status == "keep":
+        state.kept += 1
+        state.streak_kinds = []
+    elif status == "discard":
+        state.discarded += 1
+        state.streak_kinds = []
+    else:
+        kind = failure_kind(status, entry.get("verdict"))
+        if status == "crash":
+            state.crashed += 1
+            state.timed_out += kind == "timeout"
+        else:
+            state.checks_failed += 1
+        state.streak_kinds = (state.streak_kinds + [kind])[-10:]
+    reason = entry.get("reason")
+    if isinstance(reason, str) and reason.startswith("heal:"):
+        state.heals += 1
+    state.failures = state.crash_streak
+
+
+def _fold_health(state, entry):
+    """The health fields as the result line says (`log` wrote them from the health
+    machine); junk types become text, a missing `active` follows the health."""
+    for name in ("health", "failure", "recovery", "reason"):
+        value = entry.get(name)
+        setattr(state, name, value if value is None or isinstance(value, str) else str(value))
+    if entry.get("mode") in MODES:
+        state.mode = entry["mode"]
+    active = entry.get("active")
+    state.active = active if isinstance(active, bool) else state.health not in ("paused", "stopped", "completed")
+
+
+def _fold_best(state, entry, status, index, point, metrics):
+    """The segment's baseline (its first measured keep or discard) and best (an improved
+    keep; a line without `improved` is judged here), and the reference the next verdict
+    compares with: the best's samples."""
+    timestamp = entry.get("timestamp")
+    if state.baseline is None and point is not None and status in ("keep", "discard"):
+        state.baseline = {"index": index, "metric": point, "commit": entry.get("commit"),
+                          "samples": _samples_of(entry, point), "metrics": metrics,
+                          "holdout": entry.get("holdout") if _is_number(entry.get("holdout")) else None}
+    improved = entry.get("improved")
+    if not isinstance(improved, bool):
+        improved = (status == "keep" and point is not None and
+                    (state.best is None or is_better(point, state.best["metric"],
+                                                     state.config.get("direction", "lower"))))
+    if improved and point is not None:
+        samples = _samples_of(entry, point)
+        state.best = {"index": index, "metric": point, "commit": entry.get("commit"),
+                      "samples": samples, "metrics": metrics, "timestamp": timestamp,
+                      "description": entry.get("description"),
+                      "holdout": entry.get("holdout") if _is_number(entry.get("holdout")) else None}
+        # the baseline decides whether the benchmark is deterministic; a later keep keeps
+        # that (one sample of a deterministic benchmark; identical samples of a noisy one)
+        inherited = (state.reference or {}).get("deterministic")
+        state.reference = {"metric": median(samples), "samples": samples, "source": "#%d" % index,
+                           "timestamp": timestamp,
+                           "deterministic": (is_deterministic(samples) if inherited is None else
+                                             bool(inherited) and (len(samples) == 1 or is_deterministic(samples)))}
+        state.progress_at = timestamp
+
+
 def _fold_result(state, entry):
     status = entry.get("status")
     if status not in STATUSES or state.config is None:
         return None
-    direction = state.config.get("direction", "lower")
     state.n_exp += 1
     state.total_results += 1
     index = entry.get("index") if _is_int(entry.get("index")) else state.n_exp
@@ -1388,63 +1525,12 @@ def _fold_result(state, entry):
             if isinstance(entry.get(name), dict):
                 setattr(state, name, entry[name])
     state.pending = None  # a result consumes the measurement before it
-    if status == "keep":
-        state.kept += 1
-        state.no_improve, state.crash_streak, state.heals = 0, 0, 0
-        state.keep_streak += 1
-        state.streak_kinds = []
-    elif status == "discard":
-        state.discarded += 1
-        state.no_improve += 1
-        state.crash_streak, state.keep_streak = 0, 0
-        state.streak_kinds = []
-    else:
-        kind = failure_kind(status, entry.get("verdict"))
-        if status == "crash":
-            state.crashed += 1
-            state.timed_out += kind == "timeout"
-        else:
-            state.checks_failed += 1
-        state.streak_kinds = (state.streak_kinds + [kind])[-10:]
-        state.no_improve += 1
-        state.crash_streak += 1
-        state.keep_streak = 0
-    reason = entry.get("reason")
-    if isinstance(reason, str) and reason.startswith("heal:"):
-        state.heals += 1
-    state.failures = state.crash_streak
-    for name in ("health", "failure", "recovery", "reason"):
-        value = entry.get(name)
-        setattr(state, name, value if value is None or isinstance(value, str) else str(value))
-    if entry.get("mode") in MODES:
-        state.mode = entry["mode"]
-    active = entry.get("active")
-    state.active = active if isinstance(active, bool) else state.health not in ("paused", "stopped", "completed")
+    _fold_counts(state, entry, status)
+    _fold_health(state, entry)
     metrics = entry.get("metrics") if isinstance(entry.get("metrics"), dict) else {}
     if len(metrics) > MAX_METRIC_NAMES:  # a hand-made line: the state stays small
         metrics = dict(list(metrics.items())[:MAX_METRIC_NAMES])
-    if state.baseline is None and point is not None and status in ("keep", "discard"):
-        state.baseline = {"index": index, "metric": point, "commit": entry.get("commit"),
-                          "samples": _samples_of(entry, point), "metrics": metrics,
-                          "holdout": entry.get("holdout") if _is_number(entry.get("holdout")) else None}
-    improved = entry.get("improved")
-    if not isinstance(improved, bool):
-        improved = (status == "keep" and point is not None and
-                    (state.best is None or is_better(point, state.best["metric"], direction)))
-    if improved and point is not None:
-        samples = _samples_of(entry, point)
-        state.best = {"index": index, "metric": point, "commit": entry.get("commit"),
-                      "samples": samples, "metrics": metrics, "timestamp": timestamp,
-                      "description": entry.get("description"),
-                      "holdout": entry.get("holdout") if _is_number(entry.get("holdout")) else None}
-        # the baseline decides whether the benchmark is deterministic; a later keep keeps
-        # that (one sample of a deterministic benchmark; identical samples of a noisy one)
-        inherited = (state.reference or {}).get("deterministic")
-        state.reference = {"metric": median(samples), "samples": samples, "source": "#%d" % index,
-                           "timestamp": timestamp,
-                           "deterministic": (is_deterministic(samples) if inherited is None else
-                                             bool(inherited) and (len(samples) == 1 or is_deterministic(samples)))}
-        state.progress_at = timestamp
+    _fold_best(state, entry, status, index, point, metrics)
     if status != "crash" and entry.get("metrics") is not None:
         # every secondary name the segment has seen (a new one is noted once, when it
         # appears); the primary is not a secondary metric even when a result listed it
@@ -1498,7 +1584,9 @@ def _fold_control(state, entry):
         state.mode = "optimize"
         state.failure = state.recovery = None
         state.reason = "resumed"
-        state.heals = state.no_improve = state.crash_streak = state.failures = 0
+        for name, value in count_result(health_fields(state), "resume").items():
+            setattr(state, name, value)
+        state.failures = 0
         state.stop_streak = 0
         state.streak_kinds = []
         state.resume_capped = None
@@ -1544,10 +1632,10 @@ def load_state(session):
             checksum = data.pop("checksum", None)
             if checksum == "%08x" % zlib.crc32(_state_text(data).encode("utf-8")):
                 cached = State.from_dict(data)
-            else:  # ours, edited since by someone else (the first implementation's stop/repair)
+            else:  # ours, edited since by someone else (the old bash scripts' stop/repair)
                 foreign = OldState.from_file(data, written_at, data.get("log_size"))
         elif isinstance(data, dict) and "format" not in data:
-            foreign = OldState.from_file(data, written_at)  # the first implementation's
+            foreign = OldState.from_file(data, written_at)  # written by the old bash scripts
     except (OSError, ValueError, UnicodeDecodeError, TypeError, RecursionError):
         pass
     if cached is not None:
@@ -1560,8 +1648,8 @@ def load_state(session):
 
 
 def fold_log(session, foreign=None):
-    """The state rebuilt from the whole log. A loop controlled by the first implementation
-    (its `stop` and `repair` wrote only .autotune.state) keeps what that file said when
+    """The state rebuilt from the whole log. A loop controlled by the old bash scripts
+    (their `stop` and `repair` wrote only .autotune.state) keeps what that file said when
     no line of the log set the loop's activity after it; the file is remembered in the
     cache directory, so a later rebuild keeps honouring it."""
     loaded = Loaded(State())
@@ -1600,11 +1688,10 @@ class OldState(object):
     def load(cls, session):
         if session.repo is None:
             return None
+        data = read_json(session.cache("old-state.json"))
         try:
-            with open(session.cache("old-state.json"), "rb") as handle:
-                data = json.loads(handle.read().decode("utf-8"))
             return cls(data["fields"], float(data["written_at"]), data["log_size"])
-        except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return None
 
     def save(self, session):
@@ -1657,11 +1744,8 @@ def _tail_matches(handle, cached):
 
 def _fold_from(handle, loaded, offset):
     state = loaded.state
-    handle.seek(offset)
-    for raw in handle:
-        if not raw.endswith(b"\n"):
-            loaded.torn = raw
-            break
+    lines = LogLines(handle, offset)
+    for offset, raw in lines:
         state.lines += 1
         entry = parse_line(raw)
         if entry is None:
@@ -1676,8 +1760,10 @@ def _fold_from(handle, loaded, offset):
             point = fold_entry(state, entry, offset)
             if point is not None:
                 loaded.points.append(point)
-        offset += len(raw)
         loaded.changed = True
+    offset = lines.offset
+    if lines.torn:
+        loaded.torn = lines.torn
     if offset != state.log_size or loaded.changed:
         state.log_size = offset
         start = max(0, offset - 32)
@@ -1773,11 +1859,8 @@ def segment_values(session, loaded):
 def scan_segment_points(session, state):
     points = []
     with open(session.log_path, "rb") as handle:
-        handle.seek(state.config_offset or 0)
         scratch = State()
-        for raw in handle:
-            if not raw.endswith(b"\n"):
-                break
+        for _, raw in LogLines(handle, state.config_offset or 0):
             entry = parse_line(raw)
             if entry is None:
                 continue
@@ -1825,18 +1908,13 @@ def pending_measurement(session, state):
             handle.seek(offset - 1)
             if handle.read(1) != b"\n":
                 return None, None  # not the start of a line: a damaged or forged cache
-        handle.seek(offset)
-        position = offset
-        for raw in handle:
-            if not raw.endswith(b"\n"):
-                break
+        for position, raw in LogLines(handle, offset):
             entry = parse_line(raw)
             kind = entry.get("type") if entry is not None else None
             if kind == "measurement" and entry.get("segment") == state.segment:
                 found = (position, raw, entry)
             elif kind in ("result", "config"):
                 found = None
-            position += len(raw)
     if found is None:
         return None, None
     position, raw, entry = found
@@ -1847,10 +1925,11 @@ def pending_measurement(session, state):
 def load_measurement(session):
     """run.json: the last run's full answer (output tails included), for display only;
     `log` never reads it (an agent can rewrite it)."""
+    missing = object()
+    data = read_json(session.cache("run.json"), missing)
     try:
-        with open(session.cache("run.json"), "rb") as handle:
-            return Measurement.from_dict(json.loads(handle.read().decode("utf-8")))
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError, TypeError):
+        return Measurement.from_dict(data) if data is not missing else None
+    except (ValueError, TypeError, RecursionError):
         return None
 
 
@@ -2091,7 +2170,9 @@ def sorted_mad(ordered):
 
 
 def confidence(ordered_values, state):
-    """SPEC 7: |best - baseline| / MAD of the segment's metric points."""
+    """How far the best is from the baseline in units of noise: |best - baseline| / MAD
+    of the segment's metric points, with a label (high from 2, marginal from 1, else
+    within_noise; insufficient_data, no_signal and overflow when no score can be given)."""
     baseline = state.baseline["metric"] if state.baseline else None
     best = state.best["metric"] if state.best else None
     count = len(ordered_values)
@@ -2237,8 +2318,8 @@ def assess(candidate, reference, direction, alpha, min_pct=0.0, noise_mad=None, 
     cand_med, ref_med = median(candidate), median(reference)
     delta = cand_med - ref_med
     gain = -delta if direction == "lower" else delta
-    delta_pct = (delta / abs(ref_med) * 100.0) if ref_med else None
-    gain_pct = (gain / abs(ref_med) * 100.0) if ref_med else None
+    delta_pct = percent_of(delta, ref_med) if ref_med else None
+    gain_pct = percent_of(gain, ref_med) if ref_med else None
     big_enough = min_pct <= 0 or (gain_pct is not None and gain_pct >= min_pct)
     evidence = {"method": None, "reference": {"median": _round(ref_med), "n": len(reference)},
                 "candidate": {"median": _round(cand_med), "n": len(candidate)},
@@ -2270,7 +2351,7 @@ def assess(candidate, reference, direction, alpha, min_pct=0.0, noise_mad=None, 
     sigma = robust_sigma(reference)
     evidence["method"] = "mann-whitney"
     evidence["noise"] = {"sigma": _round(sigma), "deterministic": False,
-                         "sigma_pct": _round(sigma / abs(ref_med) * 100, 3) if sigma and ref_med else None}
+                         "sigma_pct": _round(sigma_pct(sigma, ref_med), 3)}
     evidence["p_value"] = _round(p_better, 6)
     evidence["p_worse"] = _round(p_worse, 6)
     evidence["u"] = u
@@ -2306,6 +2387,13 @@ def paired_ratios(candidate, best):
         return [math.log(c / b) for c, b in zip(candidate, best)], True
     scale = abs(median(best)) or 1.0
     return [(c - b) / scale for c, b in zip(candidate, best)], False
+
+
+def shift_pct(shift, relative):
+    """A shift of paired_ratios' scale (a log-ratio when `relative`, else a fraction of
+    the best's median) as a percent change of the candidate against the best."""
+    import math
+    return (math.expm1(shift) if relative else shift) * 100.0
 
 
 def hodges_lehmann(values):
@@ -2615,7 +2703,7 @@ def sampling_plan(reference, repeat, settings, deterministic=None):
 
 def reference_to_measure(reference, repeat):
     """True when the best the next verdict is judged against is one recorded number and no
-    samples (a session of the first implementation logged one value per experiment), so
+    samples (a session written by the old bash scripts logged one value per experiment), so
     `run` measures the kept code first rather than taking the spread of *other
     experiments'* values for noise. (When `run` measures the best beside every candidate,
     this is the case where that reference is missing.)"""
@@ -2662,7 +2750,7 @@ def median_metrics(sample_metrics, exclude=None):
 def metric_name_changes(known, metrics, pname):
     """(new, missing) secondary metric names of a result against the segment's earlier
     ones. Neither refuses a result: `run` records what the benchmark printed, and the
-    first implementation's agent typed --metrics by hand, often a subset, sometimes with
+    agent of the old bash scripts typed --metrics by hand, often a subset, sometimes with
     the primary among them (never a secondary metric, so it is left out)."""
     known = set(known or ()) - {pname}
     names = set(metrics) - {pname}
@@ -2673,53 +2761,55 @@ def regression_pct(value, reference, direction):
     """How much worse `value` is than `reference`, in percent (inf from a zero reference)."""
     worse = value - reference if direction == "lower" else reference - value
     if reference:
-        return worse / abs(reference) * 100.0
+        return percent_of(worse, reference)
     return float("inf") if worse > 0 else 0.0
 
 
 def verdict_of(m, reference, reference_info, direction, settings, noise_mad, alpha, baseline_metrics,
                judged=None):
-    """The verdict on a measurement and its evidence, before any holdout (pure; sets
-    m.guardrails). A verdict that would be kept (`baseline`, `improved`, or an equal
-    result the simplicity rule keeps) then goes to holdout_verdict.
-    `judged` is the interleaved verdict and evidence (collect_pairs), and then
-    baseline_metrics are the kept code's, measured in the same window."""
+    """The verdict on a measurement, its evidence and the guardrails' judgement (None
+    when none were checked), before any holdout, as (verdict, evidence, guardrails).
+    Pure: `m` and `judged` are read, not changed. A verdict that would be kept
+    (`baseline`, `improved`, or an equal result the simplicity rule keeps) then goes
+    to holdout_verdict. `judged` is the interleaved verdict and evidence (collect_pairs),
+    and then baseline_metrics are the kept code's, measured in the same window."""
     if m.crashed:
-        return ("timeout" if m.timeout else "crash"), None
+        return ("timeout" if m.timeout else "crash"), None, None
     if judged is not None:
         verdict, evidence = judged
     elif reference:
         verdict, evidence = assess(m.samples, reference, direction, alpha, settings.min_improvement_pct,
                                    noise_mad, final=True, deterministic=reference_info.get("deterministic"))
-        evidence["reference"]["source"] = reference_info.get("source")
+        evidence["reference"]["source"] = reference_info.get("source")  # assess's new dict
     else:
         verdict, evidence = "baseline", None
     if m.checks is False:
-        return "checks_failed", evidence
-    if settings.guardrails:
-        breaches = check_guardrails(settings.guardrails, m.metrics, baseline_metrics if reference else None,
-                                    "the kept code measured beside it" if judged else "the baseline")
-        m.guardrails = {"ok": not breaches, "breaches": breaches}
-        if breaches:
-            return "guardrail_failed", evidence
-    return verdict, evidence
+        return "checks_failed", evidence, None
+    if not settings.guardrails:
+        return verdict, evidence, None
+    breaches = check_guardrails(settings.guardrails, m.metrics, baseline_metrics if reference else None,
+                                "the kept code measured beside it" if judged else "the baseline")
+    guardrails = {"ok": not breaches, "breaches": breaches}
+    return ("guardrail_failed" if breaches else verdict), evidence, guardrails
 
 
 def holdout_verdict(verdict, holdout, reference, direction, tolerance_pct):
-    """The verdict once the holdout ran (pure; records its judgement in `holdout`): a
+    """The verdict once the holdout ran, and the holdout record with its judgement added,
+    as (verdict, holdout). Pure: `holdout` is not changed; the answer is a copy. A
     crashed holdout, or one that regressed beyond tolerance against the baseline's,
     fails the candidate (an improvement, or an equal result kept for being simpler)."""
     if holdout.get("reason"):
-        return "holdout_failed"
-    if verdict != "baseline" and reference is not None:
-        regression = regression_pct(holdout["value"], reference, direction)
-        holdout["reference"] = reference
-        holdout["regression_pct"] = _round(regression, 3) if regression != float("inf") else None
-        if regression > tolerance_pct:
-            holdout.update(ok=False, reason="the holdout regressed %.2f%% (allowed %s%%)" % (
-                regression, _fmt(tolerance_pct)))
-            return "holdout_failed"
-    return verdict
+        return "holdout_failed", holdout
+    if verdict == "baseline" or reference is None:
+        return verdict, holdout
+    regression = regression_pct(holdout["value"], reference, direction)
+    judged = dict(holdout, reference=reference,
+                  regression_pct=_round(regression, 3) if regression != float("inf") else None)
+    if regression > tolerance_pct:
+        judged.update(ok=False, reason="the holdout regressed %.2f%% (allowed %s%%)" % (
+            regression, _fmt(tolerance_pct)))
+        return "holdout_failed", judged
+    return verdict, judged
 
 
 def suggested_status(verdict, lines_added=None, lines_removed=None):
@@ -3030,8 +3120,32 @@ def choose_playbook(failure, attempt, settings, deterministic=False):
     return order[min(attempt, len(order)) - 1]
 
 
+STREAK_FIELDS = ("no_improve", "crash_streak", "keep_streak", "heals")
+
+
+def count_result(streaks, status):
+    """The streak counters (STREAK_FIELDS, read from the mapping `streaks`, which is not
+    changed) after one result, as a new dict: the one place they are counted, for the
+    health machine (`advance`) and for the fold of the log. A keep ends the
+    no-improvement, failure and healing streaks and extends the keep streak; a discard
+    extends the no-improvement streak and ends the others but healing; a failure (crash,
+    checks_failed) extends the no-improvement and failure streaks. A person's `resume`
+    ends the no-improvement, failure and healing streaks and leaves the keep streak."""
+    counts = {name: streaks[name] for name in STREAK_FIELDS}
+    if status == "keep":
+        counts.update(no_improve=0, crash_streak=0, heals=0, keep_streak=counts["keep_streak"] + 1)
+    elif status == "resume":
+        counts.update(no_improve=0, crash_streak=0, heals=0)
+    elif status == "discard":
+        counts.update(no_improve=counts["no_improve"] + 1, crash_streak=0, keep_streak=0)
+    else:
+        counts.update(no_improve=counts["no_improve"] + 1, crash_streak=counts["crash_streak"] + 1,
+                      keep_streak=0)
+    return counts
+
+
 def advance(prev, status, improved, settings, deterministic=False, timeout=False):
-    """The health machine (SPEC 6): the health fields after one logged result.
+    """The health machine: the health fields after one logged result.
 
     `prev` holds the fields of health_fields(); the answer is a new dict. A `pause`
     playbook pauses the loop; `pauseOnExhaustedRecovery: false` removes it, so the
@@ -3041,24 +3155,19 @@ def advance(prev, status, improved, settings, deterministic=False, timeout=False
     timeout) makes the reason `timeout`, not `crash`.
     """
     nxt = dict(prev)
-    nxt.update(active=True, recovery=None)
+    nxt.update(count_result(prev, status), active=True, recovery=None)
     if status == "keep":
-        nxt.update(no_improve=0, crash_streak=0, keep_streak=prev["keep_streak"] + 1, heals=0,
-                   mode="optimize", failure=None,
+        nxt.update(mode="optimize", failure=None,
                    health="improving" if improved else "running",
                    reason="improved" if improved else "kept_no_degrade")
         return nxt
-    nxt["no_improve"] = prev["no_improve"] + 1
-    nxt["keep_streak"] = 0
     if status == "discard":
-        nxt["crash_streak"] = 0
         nxt["reason"] = "no_improve"
         if nxt["no_improve"] >= settings.max_no_improve:
             nxt.update(failure="plateau", health="plateaued")
         else:
             nxt.update(failure=None, health="running")
     else:
-        nxt["crash_streak"] = prev["crash_streak"] + 1
         crash = status == "crash"
         nxt.update(failure="benchmark_crash" if crash else "checks_failed", health="crashing",
                    reason=("timeout" if timeout else "crash") if crash else "checks_failed")
@@ -3684,13 +3793,9 @@ def _raw_record(session):
     """autotune's record of converted files: "known" {path: [size, mtime_ns, raw sha]}
     (so an unchanged file is not re-read) and "cleaned" [[path, sha]] (files over the
     size limit whose snapshot holds git's cleaned blob: a restore smudges those)."""
-    try:
-        with open(session.cache("raw.json"), "rb") as handle:
-            data = json.loads(handle.read().decode("utf-8"))
-        if isinstance(data, dict):
-            return {"known": data.get("known") or {}, "cleaned": data.get("cleaned") or []}
-    except (OSError, ValueError, UnicodeDecodeError):
-        pass
+    data = read_json(session.cache("raw.json"))
+    if isinstance(data, dict):
+        return {"known": data.get("known") or {}, "cleaned": data.get("cleaned") or []}
     return {"known": {}, "cleaned": []}
 
 
@@ -4499,10 +4604,9 @@ def pending_swap(session):
     files were in place), or None."""
     if session.repo is None:
         return None
-    try:
-        with open(session.cache(SWAP_JOURNAL), "rb") as handle:
-            data = json.loads(handle.read().decode("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+    missing = object()
+    data = read_json(session.cache(SWAP_JOURNAL), missing)
+    if data is missing:
         return None
     return data if isinstance(data, dict) else {}
 
@@ -4558,7 +4662,8 @@ def restore_swap(session, journal):
     best, candidate = journal.get("best_tree"), journal.get("candidate_tree")
     legacy = journal.get("tree")
     if candidate is None and isinstance(legacy, str) and _is_hash(legacy):
-        # the marker of an earlier build: the candidate's tree; its tracked files come back
+        # the marker an earlier autotune.py wrote ({"tree", "pid"}: the candidate's tree, no
+        # best_tree); its tracked files come back
         restore_changes(session, experiment_changes(session, legacy, snapshot_tree(session), tracked_only=True))
         _drop_swap(session)
         return []
@@ -4949,15 +5054,10 @@ class BenchmarkLock(object):
     def __enter__(self):
         path = self.session.cache("bench.lock", create=True)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd, taken = open_locked(path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
             fail("io_error", "Cannot open %s (%s)." % (path, exc.strerror))
-        try:
-            import fcntl
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:
-            pass  # no advisory locks on this platform: one caller assumed
-        except OSError:
+        if taken is False:  # None: no advisory locks on this platform, one caller assumed
             holder = _lock_holder(fd)
             os.close(fd)
             fail("benchmark_running", "Another benchmark of this loop is running (%s); benchmarks "
@@ -5000,19 +5100,12 @@ def holder_text(holder):
 
 def running_benchmark(session):
     """The holder of the benchmark lock ({} when it does not say), or None when free."""
-    path = session.cache("bench.lock")
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd, taken = open_locked(session.cache("bench.lock"), os.O_RDWR)
     except OSError:
         return None
     try:
-        import fcntl
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return None
-    except ImportError:
-        return None
-    except OSError:
-        return _lock_holder(fd)
+        return _lock_holder(fd) if taken is False else None
     finally:
         os.close(fd)
 
@@ -5174,12 +5267,8 @@ def tool_versions(session, tools, env, files, now=None):
     now = time.time() if now is None else now
     path = env.get("PATH")
     cache_path = session.cache("toolchain.json") if session.repo else None  # never litter a non-repo
-    try:
-        with open(cache_path or os.devnull, "rb") as handle:
-            cache = json.loads(handle.read().decode("utf-8"))
-        if not isinstance(cache, dict):
-            cache = {}
-    except (OSError, ValueError):
+    cache = read_json(cache_path or os.devnull)
+    if not isinstance(cache, dict):
         cache = {}
     pins = _pins_signature(files)
     me = os.path.realpath(sys.executable)
@@ -5879,9 +5968,10 @@ def require_metric_name(state):
 
 
 def check_active(session, state, logging=False):
-    """`run` needs an active loop with budget left. `log` records what `run` measured, so
-    only the iteration count stops it: time and target budgets end the loop once the
-    result is recorded."""
+    """Refuses (`inactive`, then `budget_spent`) unless the loop is active AND its budget
+    is not spent: two checks, not one. `run` needs both; `log` records what `run`
+    measured, so of the budgets only the iteration count stops it: time and target
+    budgets end the loop once the result is recorded."""
     require_config(session, state)
     if not state.active:
         _, advice = next_action(state)
@@ -5902,8 +5992,9 @@ def spent_budget(session, state):
                          iso_to_epoch(state.started_at), time.time())
 
 
-def cmd_init(args):
-    session = find_session()
+def _init_arguments(session, args):
+    """`init`'s arguments checked before anything is written: the name, the unit (as
+    the scaffold plan settles it) and the --size globs, as (name, unit, sizes)."""
     name = text_arg(args.name, "--name")
     unit = text_arg(args.unit or "", "--unit", allow_empty=True)
     if not valid_metric_name(args.metric):
@@ -5916,7 +6007,71 @@ def cmd_init(args):
     if args.checks is not None:
         text_arg(args.checks, "--checks")
     sizes = [text_arg(glob, "--size") for glob in args.size or []]
-    unit = check_scaffold_plan(session, args, unit, sizes)
+    return name, check_scaffold_plan(session, args, unit, sizes), sizes
+
+
+def _config_entry(session, args, name, unit, segment, sizes, snapshot, inputs):
+    """The segment's config line: the objective, the config sections that judge and
+    steer the loop as written, the project commands given, and the fingerprints
+    (benchmark files, protected inputs, judge, snapshot) later lines are checked against."""
+    entry = {"type": "config", "name": name, "metric_name": args.metric, "metric_unit": unit,
+             "direction": args.direction, "segment": segment, "mode": session.settings.mode,
+             "objective": {"primaryMetric": args.metric, "direction": args.direction}}
+    for section in ("health", "recovery", "budget", "evaluator", "guardrails", "holdout"):
+        if section in session.settings.raw:
+            entry[section] = session.settings.raw[section]
+    if session.settings.max_iterations:
+        entry["maxIterations"] = session.settings.max_iterations
+    commands = {key: value for key, value in (("benchmark", args.benchmark), ("checks", args.checks),
+                                              ("size", sizes)) if value}
+    if commands:  # what setup-permissions --with-project-commands allows
+        entry["commands"] = commands
+    entry.update(timestamp=utc_now(), session_id=os.environ.get("CLAUDE_CODE_SESSION_ID"),
+                 hashes=file_hashes(session), inputs=inputs,
+                 judge=judge_of(session.settings.raw), snapshot=snapshot, version=VERSION)
+    return entry
+
+
+def _scaffold_answer(session, repo, args, scaffolded, sizes):
+    """What `init --scaffold` adds to the answer: the files it wrote, those it left as
+    they were (scaffolding never overwrites), the proposed project commands, and a
+    --size glob git does not ignore."""
+    result = {"scaffolded": scaffolded}
+    skipped = [n for n in (BENCH_FILE, CHECKS_FILE) if n not in scaffolded and (
+        args.benchmark or sizes if n == BENCH_FILE else args.checks)]
+    if skipped:
+        result["kept_existing"] = skipped
+        result["note"] = ("%s already existed, so --benchmark/--checks/--size did not change %s "
+                          "(scaffolding never overwrites)" % (" and ".join(skipped),
+                                                              "them" if len(skipped) > 1 else "it"))
+    result.update(proposal_answer(session, args, sizes))
+    unignored = [glob for glob in sizes if not ignored_by_git(repo, session.workdir, glob)]
+    if unignored:
+        result["size_note"] = ("git does not ignore %s: the build output would look like the "
+                               "experiment's change (a keep commits it); add its directory to "
+                               ".gitignore" % ", ".join(unignored))
+    return result
+
+
+def _protect_hint(session):
+    """Without a "protect" list: the usual data and test directories this project has,
+    proposed for one (an experiment could otherwise change them), or {}."""
+    if session.settings.protect:
+        return {}
+    proposal = [g for g in ("tests/**", "test/**", "benchmark/data/**", "bench/data/**",
+                            "data/**", "fixtures/**", "testdata/**")
+                if os.path.isdir(session.path(g[:-3]))]
+    if not proposal:
+        return {}
+    return {"suggest_protect": proposal,
+            "hint": ("Protect the benchmark's data and the correctness tests so no "
+                     "experiment can change them: add \"protect\": %s to %s, then run "
+                     "init again." % (json.dumps(proposal), CONFIG_FILE))}
+
+
+def cmd_init(args):
+    session = find_session()
+    name, unit, sizes = _init_arguments(session, args)
     repo = require_repo(session)
     refuse_pending_swap(session)
     created_log = not os.path.exists(session.log_path)
@@ -5935,22 +6090,8 @@ def cmd_init(args):
                 snapshot["large"] = large_record(session)
             anchor_snapshot(session, snapshot["tree"])
             warnings = init_warnings(session, snapshot)
-            entry = {"type": "config", "name": name, "metric_name": args.metric, "metric_unit": unit,
-                     "direction": args.direction, "segment": segment, "mode": session.settings.mode,
-                     "objective": {"primaryMetric": args.metric, "direction": args.direction}}
-            for section in ("health", "recovery", "budget", "evaluator", "guardrails", "holdout"):
-                if section in session.settings.raw:
-                    entry[section] = session.settings.raw[section]
-            if session.settings.max_iterations:
-                entry["maxIterations"] = session.settings.max_iterations
-            commands = {key: value for key, value in (("benchmark", args.benchmark), ("checks", args.checks),
-                                                      ("size", sizes)) if value}
-            if commands:  # what setup-permissions --with-project-commands allows
-                entry["commands"] = commands
             inputs = input_hashes(session)
-            entry.update(timestamp=utc_now(), session_id=os.environ.get("CLAUDE_CODE_SESSION_ID"),
-                         hashes=file_hashes(session), inputs=inputs,
-                         judge=judge_of(session.settings.raw), snapshot=snapshot, version=VERSION)
+            entry = _config_entry(session, args, name, unit, segment, sizes, snapshot, inputs)
             append_entries(lock, session, loaded, [entry])
             from array import array
             save_values(session, state, array("d"))
@@ -5965,29 +6106,8 @@ def cmd_init(args):
               "mode": state.mode, "branch": repo.branch(), "commit": (snapshot["head"] or "")[:7] or None}
     result["protected"] = sorted(inputs)
     if args.scaffold:
-        result["scaffolded"] = scaffolded
-        skipped = [n for n in (BENCH_FILE, CHECKS_FILE) if n not in scaffolded and (
-            args.benchmark or sizes if n == BENCH_FILE else args.checks)]
-        if skipped:
-            result["kept_existing"] = skipped
-            result["note"] = ("%s already existed, so --benchmark/--checks/--size did not change %s "
-                              "(scaffolding never overwrites)" % (" and ".join(skipped),
-                                                                  "them" if len(skipped) > 1 else "it"))
-        result.update(proposal_answer(session, args, sizes))
-        unignored = [glob for glob in sizes if not ignored_by_git(repo, session.workdir, glob)]
-        if unignored:
-            result["size_note"] = ("git does not ignore %s: the build output would look like the "
-                                   "experiment's change (a keep commits it); add its directory to "
-                                   ".gitignore" % ", ".join(unignored))
-    if not session.settings.protect:
-        proposal = [g for g in ("tests/**", "test/**", "benchmark/data/**", "bench/data/**",
-                                "data/**", "fixtures/**", "testdata/**")
-                    if os.path.isdir(session.path(g[:-3]))]
-        if proposal:
-            result["suggest_protect"] = proposal
-            result["hint"] = ("Protect the benchmark's data and the correctness tests so no "
-                              "experiment can change them: add \"protect\": %s to %s, then run "
-                              "init again." % (json.dumps(proposal), CONFIG_FILE))
+        result.update(_scaffold_answer(session, repo, args, scaffolded, sizes))
+    result.update(_protect_hint(session))
     if not os.path.isfile(session.path(BENCH_FILE)):
         warnings.insert(0, "%s does not exist yet; `run` needs it (or --command)." % BENCH_FILE)
     elif not snapshot["head"]:
@@ -6369,8 +6489,8 @@ def judge_run(ctx, m, basis, paired, swap, experiment, judged):
     reference, reference_info, noise_mad, plan = basis
     baseline_metrics = paired["best_metrics"] if paired else (
         (state.reference or {}).get("metrics") or (state.baseline or {}).get("metrics"))
-    m.verdict, m.evidence = verdict_of(m, reference, reference_info, ctx.direction, settings,
-                                       noise_mad, plan.alpha, baseline_metrics, judged)
+    m.verdict, m.evidence, m.guardrails = verdict_of(m, reference, reference_info, ctx.direction, settings,
+                                                     noise_mad, plan.alpha, baseline_metrics, judged)
     m.suggested_status, m.status_rule = suggested_status(
         m.verdict, *(experiment.lines() if m.verdict in EQUAL_VERDICTS else (None, None)))
     if m.suggested_status != "keep" or not os.path.isfile(ctx.session.path(HOLDOUT_FILE)):
@@ -6382,7 +6502,8 @@ def judge_run(ctx, m, basis, paired, swap, experiment, judged):
         holdout_ref = (state.reference or {}).get("holdout")
         if not _is_number(holdout_ref):
             holdout_ref = (state.baseline or {}).get("holdout")
-    m.verdict = holdout_verdict(m.verdict, m.holdout, holdout_ref, ctx.direction, settings.holdout_tolerance_pct)
+    m.verdict, m.holdout = holdout_verdict(m.verdict, m.holdout, holdout_ref, ctx.direction,
+                                           settings.holdout_tolerance_pct)
     if m.verdict == "holdout_failed":
         m.suggested_status, m.status_rule = suggested_status(m.verdict)
 
@@ -6856,11 +6977,10 @@ def describe_sampling(plan, samples, notes, m, reference, max_samples=DEFAULT_MA
         if is_deterministic(samples):
             text += ": baseline; identical, so the benchmark is treated as deterministic and later runs take 1 sample"
         else:
-            sigma = robust_sigma(samples)
-            mid = median(samples)
+            noise = sigma_pct(robust_sigma(samples), median(samples))
             text += (": baseline; they differ (noise ±%s%%), so later runs take %d-%d samples (pairs of the "
                      "kept code and the candidate, unless evaluator.mode is reference)") % (
-                _fmt(round(sigma / abs(mid) * 100, 2)) if sigma and mid else "?",
+                _fmt(round(noise, 2)) if noise is not None else "?",
                 min(DEFAULT_BATCH, max_samples), max(1, max_samples))
     elif not plan.adaptive:
         text += ": " + plan.why
@@ -6889,11 +7009,22 @@ class LogDecision(Record):
     __slots__ = tuple(name for name, _ in FIELDS)
 
 
-def decide_log(args, flags, state, m):
-    """The status, numbers and verdict a `log` records, from its flags and the pending
-    measurement; every refusal about them happens here, before git is touched."""
-    metric_flag, metrics_flag, override = flags
-    status = args.status
+class LogRequest(Record):
+    """What a `log` call asks for, its arguments checked (_log_arguments): the status
+    (or "auto"), a typed --metric and --metrics (None when not given), the --reason of
+    an override, --force, --commit, the description and the --asi object."""
+
+    FIELDS = (("status", None), ("metric", None), ("metrics", None), ("reason", None),
+              ("force", False), ("commit", None), ("description", None), ("asi", dict))
+    __slots__ = tuple(name for name, _ in FIELDS)
+
+
+def decide_log(request, state, m):
+    """The status, numbers and verdict a `log` records, from its request (a LogRequest)
+    and the pending measurement `m`; every refusal about them happens here, before git
+    is touched."""
+    metric_flag, metrics_flag, override = request.metric, request.metrics, request.reason
+    status = request.status
     if status == "auto":
         if m is None:
             fail("no_measurement", "--status auto needs a measurement: run `autotune run` first.")
@@ -6901,14 +7032,14 @@ def decide_log(args, flags, state, m):
     # a keep sets the best the next runs are judged against: in a segment driven by `run`,
     # a typed-in number there is an invention unless a person says otherwise
     typed_keep = m is None and metric_flag is not None and status == "keep" and state.measured_results
-    if typed_keep and not (args.force and override):
+    if typed_keep and not (request.force and override):
         fail("unmeasured_metric", "This segment's results come from `autotune run`, and there "
              "is no measurement to keep: run the benchmark (`autotune run`), then log without "
              "--metric. A typed-in number needs --force --reason \"why\" (recorded).")
     decision = LogDecision(status=status, forced=bool(typed_keep))
-    decision.metric, decision.measured = metric_for_log(status, metric_flag, m, args.force)
+    decision.metric, decision.measured = metric_for_log(status, metric_flag, m, request.force)
     measured_metrics = m is not None and m.passed
-    if metrics_flag is not None and measured_metrics and not args.force:
+    if metrics_flag is not None and measured_metrics and not request.force:
         unmeasured = sorted(k for k in metrics_flag if k not in m.metrics and k != m.pname)
         differing = sorted(k for k in metrics_flag if k in m.metrics
                            and not same_number(metrics_flag[k], m.metrics[k]))
@@ -6919,7 +7050,7 @@ def decide_log(args, flags, state, m):
         if differing:
             fail("metric_mismatch", "--metrics differs from what `run` measured for %s; log "
                  "without --metrics to record the measured values." % ", ".join(differing))
-    decision.metrics = (dict(m.metrics) if measured_metrics and not (args.force and metrics_flag is not None)
+    decision.metrics = (dict(m.metrics) if measured_metrics and not (request.force and metrics_flag is not None)
                         else metrics_flag if metrics_flag is not None else {})
     if status != "crash" and state.metric_names is not None:
         new, missing = metric_name_changes(state.metric_names, decision.metrics,
@@ -6934,7 +7065,7 @@ def decide_log(args, flags, state, m):
                                               "were" if len(missing) > 1 else "was"))
     decision.verdict = m.verdict if (m is not None and (decision.measured or m.crashed)) else None
     if status == "keep" and decision.verdict in BLOCKING_VERDICTS:
-        if not (args.force and override):
+        if not (request.force and override):
             fail("keep_refused", "The measurement's verdict is %s%s, so a keep is refused; log "
                  "--status %s, or a person overrides it with --force --reason \"why\"." % (
                      decision.verdict, " (significantly worse than the best)"
@@ -6948,17 +7079,135 @@ def decide_log(args, flags, state, m):
     return decision
 
 
-def cmd_log(args):
-    session = require_session(find_session())
-    settings = session.settings
+def _log_arguments(args):
+    """`log`'s own arguments as a LogRequest, checked before the log is locked or read
+    (bad input changes nothing)."""
     description = text_arg(args.description, "--description")
-    flags = (number_arg(args.metric, "--metric") if args.metric is not None else None,
-             metrics_arg(args.metrics),
-             text_arg(args.reason, "--reason") if args.reason is not None else None)
+    metric = number_arg(args.metric, "--metric") if args.metric is not None else None
+    metrics = metrics_arg(args.metrics)
+    reason = text_arg(args.reason, "--reason") if args.reason is not None else None
     asi = json_arg(args.asi, "--asi") or {}
     if args.commit is not None and not (4 <= len(args.commit) <= 64 and
                                         all(c in "0123456789abcdefABCDEF" for c in args.commit)):
         fail("bad_commit", "--commit %s is not a commit hash." % json.dumps(args.commit))
+    return LogRequest(status=args.status, metric=metric, metrics=metrics, reason=reason,
+                      force=bool(args.force), commit=args.commit, description=description, asi=asi)
+
+
+def _log_head(repo, state, d, request):
+    """HEAD, and whether `log` leaves git alone, as (head, skip_git). HEAD moved past the
+    snapshot: a keep that names the loop's own unlogged commit (--commit) adopts it;
+    anything else is refused, or with --force recorded without touching git."""
+    head = repo.head()
+    snap = state.snapshot or {}
+    skip_git = False
+    if snap.get("head") is not None and snap.get("head") != head:
+        own = own_unlogged_commit(repo, head, snap["head"])
+        adopting = (own is not None and d.status == "keep" and request.commit is not None
+                    and head.startswith(request.commit.lower()))
+        if not adopting and not request.force:
+            fail("head_moved", head_moved_message(snap["head"], head, own))
+        skip_git = not adopting
+        d.forced = d.forced or skip_git
+    return head, skip_git
+
+
+def _check_measured_tree(session, state, m, head, current):
+    """Refuses to log numbers of other code: the working tree (`current`) or a protected
+    input changed after `run` measured it."""
+    measured = m.tree
+    if measured and m.head and head and m.head != head:
+        # HEAD moved since `run` and `doctor --fix` adopted it: what the user
+        # committed meanwhile is theirs, not a change to the measured experiment
+        measured = rebased_snapshot(session, measured, m.head, head)
+    if measured and current != measured:
+        changed = [c.name for c in diff_trees(session, measured, current)]
+        fail("stale_run", "The working tree changed after `autotune run` measured it (%s); "
+             "nothing was logged. Run the benchmark again (`autotune run`), so the log "
+             "records the numbers of the code it keeps or discards." % (
+                 ", ".join(changed[:10]) or "files changed"))
+    if isinstance(m.inputs, dict):
+        check_inputs(session, state, input_hashes(session), since=m.inputs, run_again=True)
+
+
+def _log_health(state, d, settings, index):
+    """The health fields the result line carries: the health machine's step, then
+    "completed" when this result spends a budget."""
+    health = advance(health_fields(state), d.status, d.improved, settings,
+                     deterministic=bool((state.reference or {}).get("deterministic")),
+                     timeout=d.verdict == "timeout")
+    best_metric = d.metric if d.improved else (state.best or {}).get("metric")
+    finished = budget_reason(index, best_metric, state.config.get("direction", "lower"), settings,
+                             iso_to_epoch(state.started_at), time.time())
+    if finished:
+        health.update(health="completed", active=False, reason=finished)
+    return health
+
+
+def _add_measurement(result, session, state, m, ref, d, reason, head):
+    """What the result line takes from the measurement `run` recorded (samples, verdict,
+    evidence, diagnosis, rule) and, at the baseline, the judge and protected inputs
+    it fixes for the segment; the machine facts when nothing was measured."""
+    if state.n_exp == 0:  # the baseline fixes the judge and the protected inputs
+        result.judge = (m.judge if m is not None and isinstance(m.judge, dict)
+                        else judge_of(session.settings.raw))
+        result.inputs = (m.inputs if m is not None and isinstance(m.inputs, dict)
+                         else input_hashes(session))
+    if ref is not None:
+        result.measurement = ref
+    if m is not None and (d.measured or m.crashed):
+        if d.status in CRASH_STATUSES and m.diagnosis:
+            result.diagnosis = m.diagnosis
+        if m.status_rule and d.status == m.suggested_status:
+            result.rule = m.status_rule.get("rule")
+    if m is not None and d.measured:
+        result.samples = [_round(s) for s in m.samples] or None
+        result.verdict, result.evidence, result.env, result.run_dur = m.verdict, m.evidence, m.env, m.dur
+        if m.holdout and m.holdout.get("value") is not None:
+            result.holdout = m.holdout["value"]
+    else:
+        result.env = environment(head, session)
+    if d.forced:
+        result.forced, result.override_reason = True, reason
+        result.verdict = result.verdict or d.verdict
+
+
+def _log_entries(session, loaded, result, m, d):
+    """The lines to append (the kept code's samples first, when `run` measured them),
+    the result carrying its confidence, and the segment's sorted metric values with
+    the result's point: confidence is computed on a fold of the result as it will read."""
+    state = loaded.state
+    entries = [result.to_entry()]
+    if m is not None and d.measured and m.reference:
+        entries.insert(0, kept_code_entry(m, state))
+    values = segment_values(session, loaded)
+    preview = state.copy()
+    point = fold_entry(preview, json.loads(dumps_line(result.to_entry()).decode("utf-8")))
+    if point is not None:
+        import bisect
+        bisect.insort(values, point)
+    result.confidence = confidence(values, preview)
+    entries[-1] = result.to_entry()
+    return entries, values
+
+
+def _with_dependencies(answer, session, git_info):
+    """`log`'s answer, with what a kept or discarded lockfile change means for the
+    installed dependencies (and the config's sync command run, when there is one)."""
+    deps = dependency_change(session, git_info)
+    if deps is not None:
+        answer["dependencies"] = deps
+        if session.settings.sync_command:
+            deps["ran"] = run_sync(session)
+            deps["message"] = sync_message(git_info, deps)
+    return answer
+
+
+def cmd_log(args):
+    session = require_session(find_session())
+    settings = session.settings
+    request = _log_arguments(args)
+    description = request.description
     repo = require_repo(session)
     with LogLock(session) as lock:
         recover_swap(session)  # the experiment's files first, if a killed `run` swapped them out
@@ -6967,61 +7216,33 @@ def cmd_log(args):
         state = loaded.state
         check_active(session, state, logging=True)
         config = state.config
-        pname, direction = config.get("metric_name"), config.get("direction", "lower")
+        pname = config.get("metric_name")
         holder = running_benchmark(session)
         if holder is not None:
             fail("benchmark_running", "A benchmark of this loop is running (%s); nothing was "
                  "logged. Log when its measurement is recorded." % holder_text(holder))
         m, ref = pending_measurement(session, state)
-        d = decide_log(args, flags, state, m)
-        head = repo.head()
+        d = decide_log(request, state, m)
+        head, skip_git = _log_head(repo, state, d, request)
         snap = state.snapshot or {}
-        skip_git = False
-        if snap.get("head") is not None and snap.get("head") != head:
-            own = own_unlogged_commit(repo, head, snap["head"])
-            adopting = (own is not None and d.status == "keep" and args.commit is not None
-                        and head.startswith(args.commit.lower()))
-            if not adopting and not args.force:
-                fail("head_moved", head_moved_message(snap["head"], head, own))
-            skip_git = not adopting
-            d.forced = d.forced or skip_git
         index = state.n_exp + 1
         current = snapshot_or_fail(session)
-        if m is not None and not skip_git and args.commit is None:
-            measured = m.tree
-            if measured and m.head and head and m.head != head:
-                # HEAD moved since `run` and `doctor --fix` adopted it: what the user
-                # committed meanwhile is theirs, not a change to the measured experiment
-                measured = rebased_snapshot(session, measured, m.head, head)
-            if measured and current != measured:
-                changed = [c.name for c in diff_trees(session, measured, current)]
-                fail("stale_run", "The working tree changed after `autotune run` measured it (%s); "
-                     "nothing was logged. Run the benchmark again (`autotune run`), so the log "
-                     "records the numbers of the code it keeps or discards." % (
-                         ", ".join(changed[:10]) or "files changed"))
-            if isinstance(m.inputs, dict):
-                check_inputs(session, state, input_hashes(session), since=m.inputs, run_again=True)
+        if m is not None and not skip_git and request.commit is None:
+            _check_measured_tree(session, state, m, head, current)
         git_info, commit, next_tree = apply_git(session, state, d.status, description, pname, d.metric,
                                                 config.get("metric_unit"), "%d.%d" % (state.segment, index),
-                                                index, current, head, skip_git, args.commit)
+                                                index, current, head, skip_git, request.commit)
         if next_tree != snap.get("tree"):
             try:
                 anchor_snapshot(session, next_tree)
             except (GitError, OSError) as exc:  # after git changed: say so, never fail now
                 git_info["warning"] = "the new snapshot could not be anchored against `git gc` (%s)" % (
                     exc.message if isinstance(exc, GitError) else exc)
-        health = advance(health_fields(state), d.status, d.improved, settings,
-                         deterministic=bool((state.reference or {}).get("deterministic")),
-                         timeout=d.verdict == "timeout")
-        best_metric = d.metric if d.improved else (state.best or {}).get("metric")
-        finished = budget_reason(index, best_metric, direction, settings,
-                                 iso_to_epoch(state.started_at), time.time())
-        if finished:
-            health.update(health="completed", active=False, reason=finished)
+        health = _log_health(state, d, settings, index)
         result = Result(
             index=index, commit=commit, metric=_round(d.metric), status=d.status,
             description=description, timestamp=utc_now(), segment=state.segment,
-            metrics=d.metrics if d.status != "crash" or flags[1] else {}, asi=asi,
+            metrics=d.metrics if d.status != "crash" or request.metrics else {}, asi=request.asi,
             failure=health["failure"], health=health["health"], recovery=health["recovery"],
             reason=health["reason"], files=git_info.get("files", []), mode=health["mode"],
             active=health["active"], improved=d.improved, measured=d.measured, git=git_info,
@@ -7030,39 +7251,8 @@ def cmd_log(args):
             session_id=os.environ.get("CLAUDE_CODE_SESSION_ID") or None,
             hashes=((m.hashes if m is not None and m.hashes else file_hashes(session))
                     if state.n_exp == 0 else None))
-        if state.n_exp == 0:  # the baseline fixes the judge and the protected inputs
-            result.judge = (m.judge if m is not None and isinstance(m.judge, dict)
-                            else judge_of(settings.raw))
-            result.inputs = (m.inputs if m is not None and isinstance(m.inputs, dict)
-                             else input_hashes(session))
-        if ref is not None:
-            result.measurement = ref
-        if m is not None and (d.measured or m.crashed):
-            if d.status in CRASH_STATUSES and m.diagnosis:
-                result.diagnosis = m.diagnosis
-            if m.status_rule and d.status == m.suggested_status:
-                result.rule = m.status_rule.get("rule")
-        if m is not None and d.measured:
-            result.samples = [_round(s) for s in m.samples] or None
-            result.verdict, result.evidence, result.env, result.run_dur = m.verdict, m.evidence, m.env, m.dur
-            if m.holdout and m.holdout.get("value") is not None:
-                result.holdout = m.holdout["value"]
-        else:
-            result.env = environment(head, session)
-        if d.forced:
-            result.forced, result.override_reason = True, flags[2]
-            result.verdict = result.verdict or d.verdict
-        entries = [result.to_entry()]
-        if m is not None and d.measured and m.reference:
-            entries.insert(0, kept_code_entry(m, state))
-        values = segment_values(session, loaded)
-        preview = state.copy()
-        point = fold_entry(preview, json.loads(dumps_line(result.to_entry()).decode("utf-8")))
-        if point is not None:
-            import bisect
-            bisect.insort(values, point)
-        result.confidence = confidence(values, preview)
-        entries[-1] = result.to_entry()
+        _add_measurement(result, session, state, m, ref, d, request.reason, head)
+        entries, values = _log_entries(session, loaded, result, m, d)
         try:
             append_entries(lock, session, loaded, entries)
         except OSError as exc:
@@ -7073,14 +7263,8 @@ def cmd_log(args):
         except OSError:
             pass  # values.bin is keyed by the point count: a stale one is rescanned
         drop_measurement(session)
-    answer = log_answer(loaded.state, settings, result, pname, git_info, d.notes, d.warnings)
-    deps = dependency_change(session, git_info)
-    if deps is not None:
-        answer["dependencies"] = deps
-        if settings.sync_command:
-            deps["ran"] = run_sync(session)
-            deps["message"] = sync_message(git_info, deps)
-    output(answer)
+    output(_with_dependencies(log_answer(loaded.state, settings, result, pname, git_info, d.notes,
+                                         d.warnings), session, git_info))
 
 
 def dependency_change(session, git_info):
@@ -7277,7 +7461,7 @@ def apply_git(session, state, status, description, pname, metric, unit, label, i
             fail("bad_commit", "--commit %s is not a commit in this repository." % given_commit)
         full = proc.stdout.decode().strip()
         return {"action": "none", "message": "recorded the given commit"}, full[:7], current
-    # without a snapshot (a session of the first implementation) untracked files are
+    # without a snapshot (a session written by the old bash scripts) untracked files are
     # not known to be the experiment's: they are neither committed nor deleted
     keep_created = base is None
     base = base or head_tree(repo, head)
@@ -7600,8 +7784,7 @@ def rebaseline(args, session, state, argv, shell):
               "drift_pct": _round(pct_change(value, before), 3),
               "deterministic": is_deterministic(samples), "metrics": entry["metrics"],
               "holdout": entry.get("holdout"),
-              "noise": {"sigma": _round(sigma), "sigma_pct": _round(sigma / abs(value) * 100, 3)
-                        if sigma and value else None}}
+              "noise": {"sigma": _round(sigma), "sigma_pct": _round(sigma_pct(sigma, value), 3)}}
     if drift:
         result["warnings"] = [drift["message"]]
     output(result)
@@ -7650,16 +7833,10 @@ def resolve_commit(repo, short, what, index):
     return proc.stdout.decode().strip()
 
 
-def cmd_verify(args):
-    """The honest headline: the segment's baseline commit against the best commit,
-    measured interleaved in one window, with a 95% interval; recorded as a log line."""
-    session = require_session(find_session())
-    loaded = load_state(session)
-    state = loaded.state
-    require_config(session, state)
-    repo = require_repo(session)
-    argv, shell, shown = benchmark_command(session, None)
-    check_integrity(session, state)
+def _verify_commits(repo, state):
+    """The two commits `verify` compares and where HEAD stands, as (base, best,
+    base_commit, best_commit, head, on_top); refuses when there is nothing to verify
+    or HEAD does not hold the best (HEAD may carry kept equal-result changes on top)."""
     base, best = state.baseline or {}, state.best or {}
     if not base or not best:
         fail("nothing_to_verify", "`verify` compares the baseline with the best kept result; this "
@@ -7676,65 +7853,100 @@ def cmd_verify(args):
         fail("head_not_best", "HEAD is %s, which does not contain the best result's commit %s: `verify` "
              "measures the working tree as the best, so check out the best first." % (
                  (head or "none")[:7], best_commit[:7]))
+    return base, best, base_commit, best_commit, head, on_top
+
+
+def _verify_trees(session, state, repo, base_commit, head):
+    """The working tree (the kept code, refused when an experiment is in progress) and
+    the tree with the baseline's version of the files they differ in, as (current,
+    baseline_tree). Callers hold the LogLock."""
+    current = snapshot_tree(session)
+    if state.snapshot and current != state.snapshot.get("tree"):
+        changed = [c.name for c in diff_trees(session, state.snapshot["tree"], current)]
+        fail("dirty_worktree", "The working tree has changes since the last logged result (%s): an "
+             "experiment in progress. Finish it first (`autotune run`, then `autotune log`), so verify "
+             "measures the kept code." % ", ".join(changed[:10]))
+    return current, tree_with_paths_of(session, current, head_tree(repo, base_commit), head_tree(repo, head))
+
+
+def _verify_pairs(session, argv, shell, timeout, env, pname, swap, pairs):
+    """Runs the baseline ("best" side of the swap) and the best ("candidate" side)
+    alternately, in random order per pair, until `pairs` pairs (two identical pairs of
+    a deterministic benchmark suffice). Returns (values per side, orders: "A" when the
+    baseline ran first); a failed run is refused, the tree put back."""
+    progress = Progress("verify")
+    values = {"best": [], "candidate": []}
+    orders = []
+    rng = pair_order_rng()
+    with ProcessSweep() as sweep:
+        runners = {side: SampleRunner(argv, shell, session.workdir, timeout, dict(env), pname, sweep,
+                                      progress=progress, side=side) for side in ("best", "candidate")}
+        try:
+            while len(values["candidate"]) < pairs:
+                order = ("best", "candidate") if rng.random() < 0.5 else ("candidate", "best")
+                for side in order:
+                    swap.to(side)
+                    taken = runners[side].take(len(values["candidate"]) + 1)
+                    if taken is None:
+                        runner = runners[side]
+                        fail("benchmark_crashed", "The benchmark failed on the %s commit (%s); nothing was "
+                             "recorded and the working tree is as it was. Output tail: %s" % (
+                                 "baseline" if side == "best" else "best", runner.problem,
+                                 _one_line(runner.last.output, 300)))
+                    values[side].append(taken[0])
+                orders.append("A" if order[0] == "best" else "B")   # A: the baseline ran first
+                if len(orders) == 2 and is_deterministic(values["best"]) \
+                        and is_deterministic(values["candidate"]):
+                    break   # a deterministic benchmark: two identical pairs say all there is
+        finally:
+            swap.close()
+            progress.done()
+    return values, orders
+
+
+def _verify_change(old, new):
+    """The best's change against the baseline from the pairs, in percent, as (delta,
+    interval): the Hodges-Lehmann shift and its 95% interval as (low, high), None when
+    there are too few pairs (the shift itself for a deterministic benchmark)."""
+    ratios, relative = paired_ratios(new, old)
+    shift = hodges_lehmann(ratios)
+    interval = (shift, shift) if is_deterministic(old) and is_deterministic(new) else hl_interval(ratios)
+
+    def pct(x):
+        return _round(shift_pct(x, relative), 3)
+    return pct(shift), ((pct(interval[0]), pct(interval[1])) if interval else None)
+
+
+def cmd_verify(args):
+    """The honest headline: the segment's baseline commit against the best commit,
+    measured interleaved in one window, with a 95% interval; recorded as a log line."""
+    session = require_session(find_session())
+    loaded = load_state(session)
+    state = loaded.state
+    require_config(session, state)
+    repo = require_repo(session)
+    argv, shell, shown = benchmark_command(session, None)
+    check_integrity(session, state)
+    base, best, base_commit, best_commit, head, on_top = _verify_commits(repo, state)
     with BenchmarkLock(session, "verify: " + shown):
         refuse_pending_swap(session)
         with LogLock(session):
-            current = snapshot_tree(session)
-            if state.snapshot and current != state.snapshot.get("tree"):
-                changed = [c.name for c in diff_trees(session, state.snapshot["tree"], current)]
-                fail("dirty_worktree", "The working tree has changes since the last logged result (%s): an "
-                     "experiment in progress. Finish it first (`autotune run`, then `autotune log`), so verify "
-                     "measures the kept code." % ", ".join(changed[:10]))
-            baseline_tree = tree_with_paths_of(session, current, head_tree(repo, base_commit),
-                                               head_tree(repo, head))
+            current, baseline_tree = _verify_trees(session, state, repo, base_commit, head)
         pairs = args.pairs or VERIFY_PAIRS
         timeout = args.timeout if args.timeout is not None else session.settings.timeout
-        pname, direction = state.config.get("metric_name"), state.config.get("direction", "lower")
+        pname = state.config.get("metric_name")
         env = benchmark_env(session.settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_VERIFY="1")
         swap = Swap(session, baseline_tree, current, purpose="verify")
-        progress = Progress("verify")
-        values = {"best": [], "candidate": []}
-        orders = []
-        rng = pair_order_rng()
-        with ProcessSweep() as sweep:
-            runners = {side: SampleRunner(argv, shell, session.workdir, timeout, dict(env), pname, sweep,
-                                          progress=progress, side=side) for side in ("best", "candidate")}
-            try:
-                while len(values["candidate"]) < pairs:
-                    order = ("best", "candidate") if rng.random() < 0.5 else ("candidate", "best")
-                    for side in order:
-                        swap.to(side)
-                        taken = runners[side].take(len(values["candidate"]) + 1)
-                        if taken is None:
-                            runner = runners[side]
-                            fail("benchmark_crashed", "The benchmark failed on the %s commit (%s); nothing was "
-                                 "recorded and the working tree is as it was. Output tail: %s" % (
-                                     "baseline" if side == "best" else "best", runner.problem,
-                                     _one_line(runner.last.output, 300)))
-                        values[side].append(taken[0])
-                    orders.append("A" if order[0] == "best" else "B")   # A: the baseline ran first
-                    if len(orders) == 2 and is_deterministic(values["best"]) \
-                            and is_deterministic(values["candidate"]):
-                        break   # a deterministic benchmark: two identical pairs say all there is
-            finally:
-                swap.close()
-                progress.done()
-        import math
+        values, orders = _verify_pairs(session, argv, shell, timeout, env, pname, swap, pairs)
         old, new = values["best"], values["candidate"]
-        ratios, relative = paired_ratios(new, old)
-        shift = hodges_lehmann(ratios)
-        interval = (shift, shift) if is_deterministic(old) and is_deterministic(new) else hl_interval(ratios)
-
-        def pct(x):
-            return _round((math.expm1(x) if relative else x) * 100.0, 3)
+        delta, interval = _verify_change(old, new)
         logged = _round(pct_change(best["metric"], base.get("metric")), 3)
         entry = {"type": "verify", "timestamp": utc_now(), "segment": state.segment,
                  "baseline": {"index": base.get("index"), "commit": base_commit[:7]},
                  "best": {"index": best.get("index"), "commit": best_commit[:7],
                           "measured": head[:7]},
-                 "pairs": len(new), "delta_pct": pct(shift),
-                 "low_pct": pct(interval[0]) if interval else None,
-                 "high_pct": pct(interval[1]) if interval else None, "logged_pct": logged,
+                 "pairs": len(new), "delta_pct": delta, "low_pct": interval[0] if interval else None,
+                 "high_pct": interval[1] if interval else None, "logged_pct": logged,
                  "samples": {"baseline": [_round(v) for v in old], "best": [_round(v) for v in new]},
                  "order": "".join(orders),
                  "swapped": swap.paths[:50], "env": environment(head, session, env), "load": load_average()}
@@ -8091,22 +8303,9 @@ def plugin_installed(claude):
 
 # Doctor: every check returns problems as (code, message, fix or None).
 
-def cmd_doctor(args):
-    session = find_session(lenient=True)
-    problems = []  # dicts: code, message, fixable, fixed
-    fixes = []
-
-    def problem(code, message, fix=None):
-        problems.append({"code": code, "message": message, "fixable": fix is not None, "fixed": False})
-        if fix is not None:
-            fixes.append((problems[-1], fix))
-
-    if session.repo is None:
-        problem("not_git_repo", "%s is not inside a git repository." % session.workdir)
-    if not session.exists():
-        problem("no_session", "No %s in %s: there is no session to check." % (LOG_FILE, session.workdir))
-        return doctor_report(args, session, problems)
-    loaded = load_state(session)
+def _doctor_log(session, loaded, problem):
+    """doctor's checks of the log and of the state cache beside it: a torn last line,
+    lines that are not JSON, no config line, a missing, stale or old-format state."""
     state = loaded.state
     if loaded.torn:
         problem("torn_tail", "%s ends with a truncated line of %d bytes (a write that was cut short). "
@@ -8132,11 +8331,15 @@ def cmd_doctor(args):
     elif cached.get("format") != STATE_FORMAT:
         problem("state_legacy", "%s was written by another version; it will be rebuilt from the log." %
                 STATE_FILE, fix=lambda lock: _fix_state(session))
+
+
+def _doctor_judge(session, state, problem):
+    """doctor's checks of what judges the loop: the config, the benchmark file, the
+    judge's settings and protected inputs against the baseline, a running benchmark."""
     for error in session.config_errors:
         problem("bad_config", error)
     for note in session.settings.warnings:
-        problem("config_warning", note)
-        problems[-1]["warning"] = True
+        problem("config_warning", note)["warning"] = True
     bench = session.path(BENCH_FILE)
     if not os.path.isfile(bench):
         problem("no_benchmark", "%s does not exist; `run` needs it." % BENCH_FILE)
@@ -8159,46 +8362,82 @@ def cmd_doctor(args):
     holder = running_benchmark(session) if session.repo is not None else None
     if holder is not None:
         problem("benchmark_running", "A benchmark is running (%s)." % holder_text(holder))
+
+
+def _doctor_swap(session, problem):
+    """doctor's check of a swap journal: a live measurement with the kept code in place,
+    or an interrupted one whose fix puts the experiment's files back."""
+    journal = pending_swap(session)
+    if journal is None:
+        return
+    if swap_owner_alive(journal):
+        problem("measuring", "`autotune %s` (pid %s) has the kept version of the experiment's "
+                "files in place while it measures them beside yours; it puts yours back when "
+                "it ends." % (journal.get("purpose", "run"), journal.get("pid")))
+    else:
+        problem("interrupted_swap", "An interrupted `autotune %s` (started %s) left the kept "
+                "version of the experiment's files in place of yours (%s); the fix puts yours "
+                "back, exactly as they were when it started." % (
+                    journal.get("purpose", "run"), journal.get("started", "?"),
+                    ", ".join(str(p) for p in (journal.get("paths") or [])[:10]) or "?"),
+                fix=lambda lock: restore_swap(session, journal))
+
+
+def _doctor_git(session, state, problem):
+    """doctor's checks of git and autotune's private files in it: ignored files in the
+    snapshot, HEAD moved past the snapshot, a git index lock, a swap, a saved
+    measurement of another segment."""
+    stale = ignored_entries(session, private_index(session, "snapshot.index")[1]) \
+        if os.path.exists(session.cache("snapshot.index")) else []
+    if stale:
+        problem("snapshot_ignored", "autotune's snapshot index holds %d file%s that git ignores "
+                "and you do not track (%s), left over from an experiment that edited the ignore "
+                "rules: a keep could commit them and a discard revert them. The fix removes them "
+                "from the snapshot; the files stay on disk." % (
+                    len(stale), "" if len(stale) == 1 else "s",
+                    ", ".join(os.fsdecode(p) for p in stale[:10])),
+                fix=lambda lock: _fix_ignored(session, lock, stale))
+    head = session.repo.head()
+    snap = state.snapshot or {}
+    if snap.get("head") and head != snap.get("head"):
+        own = own_unlogged_commit(session.repo, head, snap["head"])
+        if own is not None:
+            problem("unlogged_keep", head_moved_message(snap["head"], head, own))
+        else:
+            problem("head_moved", head_moved_problem(session, snap, head),
+                    fix=lambda lock: _fix_snapshot(session, lock))
+    if os.path.exists(os.path.join(session.repo.git_dir, "index.lock")):
+        problem("git_locked", "%s exists: a git command is running or was killed. Delete it if "
+                "no git process is running." % os.path.join(session.repo.git_dir, "index.lock"))
+    _doctor_swap(session, problem)
+    m = load_measurement(session)
+    if m is not None and m.segment != state.segment:
+        problem("stale_measurement", "The saved measurement is from segment %s; it will be dropped." %
+                m.segment, fix=lambda lock: drop_measurement(session))
+
+
+def cmd_doctor(args):
+    session = find_session(lenient=True)
+    problems = []  # dicts: code, message, fixable, fixed
+    fixes = []
+
+    def problem(code, message, fix=None):
+        problems.append({"code": code, "message": message, "fixable": fix is not None, "fixed": False})
+        if fix is not None:
+            fixes.append((problems[-1], fix))
+        return problems[-1]
+
+    if session.repo is None:
+        problem("not_git_repo", "%s is not inside a git repository." % session.workdir)
+    if not session.exists():
+        problem("no_session", "No %s in %s: there is no session to check." % (LOG_FILE, session.workdir))
+        return doctor_report(args, session, problems)
+    loaded = load_state(session)
+    state = loaded.state
+    _doctor_log(session, loaded, problem)
+    _doctor_judge(session, state, problem)
     if session.repo is not None and state.config is not None:
-        stale = ignored_entries(session, private_index(session, "snapshot.index")[1]) \
-            if os.path.exists(session.cache("snapshot.index")) else []
-        if stale:
-            problem("snapshot_ignored", "autotune's snapshot index holds %d file%s that git ignores "
-                    "and you do not track (%s), left over from an experiment that edited the ignore "
-                    "rules: a keep could commit them and a discard revert them. The fix removes them "
-                    "from the snapshot; the files stay on disk." % (
-                        len(stale), "" if len(stale) == 1 else "s",
-                        ", ".join(os.fsdecode(p) for p in stale[:10])),
-                    fix=lambda lock: _fix_ignored(session, lock, stale))
-        head = session.repo.head()
-        snap = state.snapshot or {}
-        if snap.get("head") and head != snap.get("head"):
-            own = own_unlogged_commit(session.repo, head, snap["head"])
-            if own is not None:
-                problem("unlogged_keep", head_moved_message(snap["head"], head, own))
-            else:
-                problem("head_moved", head_moved_problem(session, snap, head),
-                        fix=lambda lock: _fix_snapshot(session, lock))
-        if os.path.exists(os.path.join(session.repo.git_dir, "index.lock")):
-            problem("git_locked", "%s exists: a git command is running or was killed. Delete it if "
-                    "no git process is running." % os.path.join(session.repo.git_dir, "index.lock"))
-        journal = pending_swap(session)
-        if journal is not None:
-            if swap_owner_alive(journal):
-                problem("measuring", "`autotune %s` (pid %s) has the kept version of the experiment's "
-                        "files in place while it measures them beside yours; it puts yours back when "
-                        "it ends." % (journal.get("purpose", "run"), journal.get("pid")))
-            else:
-                problem("interrupted_swap", "An interrupted `autotune %s` (started %s) left the kept "
-                        "version of the experiment's files in place of yours (%s); the fix puts yours "
-                        "back, exactly as they were when it started." % (
-                            journal.get("purpose", "run"), journal.get("started", "?"),
-                            ", ".join(str(p) for p in (journal.get("paths") or [])[:10]) or "?"),
-                        fix=lambda lock: restore_swap(session, journal))
-        m = load_measurement(session)
-        if m is not None and m.segment != state.segment:
-            problem("stale_measurement", "The saved measurement is from segment %s; it will be dropped." %
-                    m.segment, fix=lambda lock: drop_measurement(session))
+        _doctor_git(session, state, problem)
     leftovers = [name for name in os.listdir(session.workdir)
                  if name.startswith((STATE_FILE + ".", LOG_FILE + ".")) and name.endswith(".tmp")]
     if leftovers:
@@ -8213,30 +8452,21 @@ def cmd_doctor(args):
 
 
 def _read_state_file(session):
-    try:
-        with open(session.state_path, "rb") as handle:
-            data = json.loads(handle.read().decode("utf-8"))
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
-        return None
+    data = read_json(session.state_path)
+    return data if isinstance(data, dict) else None
 
 
 def _fix_torn_tail(session, lock):
     """Moves the bytes after the last newline into a backup file, then cuts them off."""
     with open(session.log_path, "rb") as handle:
         end = handle.seek(0, 2)
-        position, tail = end, b""
-        while position > 0 and b"\n" not in tail:
-            step = min(1 << 16, position)
-            position -= step
-            handle.seek(position)
-            tail = handle.read(step) + tail
-    cut = end - len(tail) + tail.rfind(b"\n") + 1
+        torn = next(lines_backward(handle))
+    cut = end - len(torn)
     if cut == end:
         return
     backup = "%s.torn-%s" % (session.log_path, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     with open(backup, "wb") as handle:
-        handle.write(tail[tail.rfind(b"\n") + 1:])
+        handle.write(torn)
     os.truncate(session.log_path, cut)
     _fix_state(session)
 
@@ -8324,32 +8554,57 @@ def doctor_report(args, session, problems):
 # with no session, a malformed payload or any error it exits 0 and stays silent.
 
 
-def read_payload(stream=None):
-    stream = stream or sys.stdin
+def payload_object(data):
+    """The JSON object Claude Code sends on stdin (bytes or text); {} for anything else,
+    so a hook or the status line never fails on what it is given."""
     try:
-        data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
         payload = json.loads(data.decode("utf-8", "replace") if isinstance(data, bytes) else data)
-    except (ValueError, OSError, RecursionError):
+    except (ValueError, RecursionError):
         return {}
     return payload if isinstance(payload, dict) else {}
 
 
-def payload_session(payload):
-    """The session of the payload's directory (a broken config means defaults, and
-    session.config_error says so: a typo must not switch the guard off), or None."""
+def read_payload(stream=None):
+    stream = stream or sys.stdin
+    try:
+        data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
+    except (ValueError, OSError):
+        return {}
+    return payload_object(data)
+
+
+def payload_cwd(payload):
+    """The payload's directory when it is one that exists, else ours."""
     cwd = payload.get("cwd")
-    if not isinstance(cwd, str) or not os.path.isdir(cwd):
-        cwd = os.getcwd()
+    return cwd if isinstance(cwd, str) and os.path.isdir(cwd) else os.getcwd()
+
+
+def loop_session(cwd):
+    """The session of the loop `cwd` belongs to, or None when it has no log or cannot be
+    found (a broken config means defaults, and session.config_error says so: a typo must
+    not switch the guard off)."""
     try:
         session = find_session(cwd, lenient=True)
-        if not session.exists():
-            return None, None
+        return session if session.exists() else None
+    except (AutotuneError, OSError):
+        return None
+
+
+def loop_state(session):
+    """The loaded state of a loop that has a config line, or None (unreadable, or not
+    initialized)."""
+    try:
         loaded = load_state(session)
     except (AutotuneError, OSError):
-        return None, None
-    if loaded.state.config is None:
-        return None, None
-    return session, loaded
+        return None
+    return loaded if loaded.state.config is not None else None
+
+
+def payload_session(payload):
+    """(session, loaded state) of the loop in the payload's directory, or (None, None)."""
+    session = loop_session(payload_cwd(payload))
+    loaded = loop_state(session) if session is not None else None
+    return (session, loaded) if loaded is not None else (None, None)
 
 
 def tail_entries(session, start, count, kinds=("result",)):
@@ -8357,23 +8612,10 @@ def tail_entries(session, start, count, kinds=("result",)):
     read from the end of the file (cost independent of the log's length)."""
     found = []
     with open(session.log_path, "rb") as handle:
-        end = handle.seek(0, 2)
-        position, carry = end, b""
-        while position > start and len(found) < count:
-            step = min(1 << 16, position - start)
-            position -= step
-            handle.seek(position)
-            block = handle.read(step) + carry
-            lines = block.split(b"\n")
-            carry = lines.pop(0) if position > start else b""
-            for raw in reversed(lines):
-                entry = parse_line(raw) if raw.strip() else None
-                if entry is not None and entry.get("type") in kinds:
-                    found.append(entry)
-                    if len(found) >= count:
-                        break
-        if carry and len(found) < count:
-            entry = parse_line(carry)
+        for raw in lines_backward(handle, start):
+            if len(found) >= count:
+                break
+            entry = parse_line(raw) if raw.strip() else None
             if entry is not None and entry.get("type") in kinds:
                 found.append(entry)
     return list(reversed(found))
@@ -8535,6 +8777,11 @@ class ParsedCommands(list):
 
     operators = 0
 
+    def close(self, command):
+        """Ends `command` at an operator: kept when it has a word or a redirection."""
+        if command.words or command.redirs:
+            self.append(command)
+
 
 def _balanced_end(text, i):
     """Index just past the `)` closing the `(` before text[i] (quotes and nesting
@@ -8604,6 +8851,119 @@ def _substitution_end(text, i, subs):
     return j + 1
 
 
+def _ansi_c_quoted(text, i):
+    """($'...' at text[i] with \\n, \\t, \\' and \\\\ decoded, True, index past it), or None
+    when it is not closed: Bash expands it to those characters before the command sees it."""
+    j, n = i + 2, len(text)
+    while j < n and text[j] != "'":
+        j += 2 if text[j] == "\\" else 1
+    if j >= n:
+        return None
+    return (text[i + 2:j].replace("\\n", "\n").replace("\\t", "\t").replace("\\'", "'")
+            .replace("\\\\", "\\"), True, j + 1)
+
+
+def _double_quoted(text, i, subs):
+    """(the text of the "..." at text[i], True, index past it), or None when it is not
+    closed. Inside double quotes a backslash escapes only $ ` " \\ and a newline, and a
+    substitution still runs (its command is added to `subs`)."""
+    piece, i, n = [], i + 1, len(text)
+    while i < n and text[i] != '"':
+        c = text[i]
+        if c == "\\" and i + 1 < n:
+            if text[i + 1] in '$`"\\':
+                piece.append(text[i + 1])
+            elif text[i + 1] != "\n":
+                piece.append(text[i:i + 2])
+            i += 2
+            continue
+        if text.startswith(("$(", "`"), i):
+            end = _substitution_end(text, i, subs)
+            if end < 0:
+                return None
+            piece.append(text[i:end])
+            i = end
+            continue
+        piece.append(c)
+        i += 1
+    if i >= n:
+        return None
+    return "".join(piece), True, i + 1
+
+
+def _word_part(text, i, subs):
+    """(text, quoted, index past it) of the quoted or escaped part of a word at text[i]
+    (\\x, '...', $'...', "...", $(...) or `...`), or None when it is not closed."""
+    c = text[i]
+    if c == "\\":
+        return (text[i + 1] if i + 1 < len(text) and text[i + 1] != "\n" else ""), False, i + 2
+    if c == "'":
+        j = text.find("'", i + 1)
+        return None if j < 0 else (text[i + 1:j], True, j + 1)
+    if text.startswith("$'", i):
+        return _ansi_c_quoted(text, i)
+    if text.startswith(("$(", "`"), i):
+        end = _substitution_end(text, i, subs)
+        return None if end < 0 else (text[i:end], False, end)
+    if c == '"':
+        return _double_quoted(text, i, subs)
+    return c, False, i + 1
+
+
+def _read_word(text, i, subs):
+    """(word with its quoting removed, whether any part was quoted, index past it) of the
+    word at text[i], or None when a quote is not closed. A quoted empty word ('') is a
+    word; an empty unquoted one is not."""
+    parts, quoted, n = [], False, len(text)
+    while i < n:
+        c = text[i]
+        if c in " \t\r\n;|&()<>":
+            break
+        if c in "\\'\"$`":
+            part = _word_part(text, i, subs)
+            if part is None:
+                return None
+            parts.append(part[0])
+            quoted = quoted or part[1]
+            i = part[2]
+            continue
+        parts.append(c)
+        i += 1
+    return "".join(parts), quoted, i
+
+
+def _redirection_at(text, i):
+    """(operator, index of the operator) of a redirection at text[i], after an optional
+    file descriptor number (2>, 10<&); (None, ...) when there is none."""
+    j, n = i, len(text)
+    while j < n and text[j].isdigit():
+        j += 1
+    return next((o for o in _REDIR_OPS if text.startswith(o, j)), None), j
+
+
+def _process_substitution(text, i, subs):
+    """Index just past the <(...) or >(...) at text[i], its command added to `subs`;
+    -1 when it is not closed."""
+    end = _balanced_end(text, i + 2)
+    if end >= 0:
+        subs.append(text[i + 2:end - 1])
+    return end
+
+
+# How many levels of `bash -c` and `eval` the guard reads through (a substitution's own
+# nesting is bounded by shell_parse).
+_WRAPPED_DEPTH = 4
+
+
+def nested_commands(text, depth, deepest=None):
+    """The commands of a command line that another one runs (a substitution's, or the
+    text of `bash -c` and `eval`), read as a command line of its own and marked nested;
+    None when it does not parse or lies deeper than `deepest` levels."""
+    if deepest is not None and depth >= deepest:
+        return None
+    return shell_parse(text, nested=True, depth=depth + 1)
+
+
 def shell_parse(text, nested=False, depth=0):
     """The simple commands of a Bash command line (substitutions included, marked
     nested), plus how many top-level simple commands there are; None when it does
@@ -8614,11 +8974,6 @@ def shell_parse(text, nested=False, depth=0):
     subs, pending_heredocs = [], []
     i, n = 0, len(text)
     expect_target = None
-
-    def finish():
-        if current.words or current.redirs:
-            commands.append(current)
-
     while i < n:
         c = text[i]
         if c in " \t\r":
@@ -8628,13 +8983,13 @@ def shell_parse(text, nested=False, depth=0):
             i += 2
             continue
         if c == "#" and expect_target is None:
-            while i < n and text[i] != "\n":
-                i += 1
+            end = text.find("\n", i)
+            i = n if end < 0 else end
             continue
         if expect_target is None and not text.startswith("&>", i):
             op = next((o for o in _SHELL_OPS if text.startswith(o, i)), None)
             if op is not None:
-                finish()
+                commands.close(current)
                 commands.operators += 1
                 current = SimpleCommand(nested)
                 i += len(op)
@@ -8642,99 +8997,32 @@ def shell_parse(text, nested=False, depth=0):
                     i = _read_heredocs(text, i, pending_heredocs)
                     pending_heredocs = []
                 continue
-        # a redirection, with an optional file descriptor number before it
-        j = i
-        while j < n and text[j].isdigit():
-            j += 1
-        redir = next((o for o in _REDIR_OPS if text.startswith(o, j)), None)
-        if redir is not None and expect_target is None:
+        if expect_target is None:
+            redir, j = _redirection_at(text, i)
             if redir in ("<", ">") and j == i and text.startswith("(", j + 1):
-                end = _balanced_end(text, j + 2)  # <(...) or >(...): a word that runs a command
-                if end < 0:
+                i = _process_substitution(text, j, subs)  # <(...) or >(...): a word that runs a command
+                if i < 0:
                     return None
-                subs.append(text[j + 2:end - 1])
-                current.words.append(text[j:end])
-                i = end
+                current.words.append(text[j:i])
                 continue
-            i = j + len(redir)
-            expect_target = redir
-            continue
-        if expect_target is not None and text.startswith(("<(", ">("), i):
-            end = _balanced_end(text, i + 2)
+            if redir is not None:
+                i = j + len(redir)
+                expect_target = redir
+                continue
+        elif text.startswith(("<(", ">("), i):
+            end = _process_substitution(text, i, subs)
             if end < 0:
                 return None
-            subs.append(text[i + 2:end - 1])
             current.redirs.append((expect_target, text[i:end]))
             expect_target = None
             i = end
             continue
-        if expect_target is not None and c in ";|&()<>\n":
+        elif c in ";|&()<>\n":
             return None
-        # a word
-        word, quoted = [], False
-        while i < n:
-            c = text[i]
-            if c in " \t\r\n;|&()<>":
-                break
-            if c == "\\":
-                if i + 1 < n and text[i + 1] != "\n":
-                    word.append(text[i + 1])
-                i += 2
-                continue
-            if c == "'":
-                j = text.find("'", i + 1)
-                if j < 0:
-                    return None
-                word.append(text[i + 1:j])
-                quoted = True
-                i = j + 1
-                continue
-            if c == "$" and text.startswith("$'", i):
-                j = i + 2
-                while j < n and text[j] != "'":
-                    j += 2 if text[j] == "\\" else 1
-                if j >= n:
-                    return None
-                word.append(text[i + 2:j].replace("\\n", "\n").replace("\\t", "\t")
-                            .replace("\\'", "'").replace("\\\\", "\\"))
-                quoted = True
-                i = j + 1
-                continue
-            if text.startswith(("$(", "`"), i):
-                end = _substitution_end(text, i, subs)
-                if end < 0:
-                    return None
-                word.append(text[i:end])
-                i = end
-                continue
-            if c == '"':
-                quoted = True
-                i += 1
-                while i < n and text[i] != '"':
-                    c = text[i]
-                    if c == "\\" and i + 1 < n:
-                        if text[i + 1] in '$`"\\':
-                            word.append(text[i + 1])
-                        elif text[i + 1] != "\n":
-                            word.append(text[i:i + 2])
-                        i += 2
-                        continue
-                    if text.startswith(("$(", "`"), i):
-                        end = _substitution_end(text, i, subs)
-                        if end < 0:
-                            return None
-                        word.append(text[i:end])
-                        i = end
-                        continue
-                    word.append(c)
-                    i += 1
-                if i >= n:
-                    return None
-                i += 1
-                continue
-            word.append(c)
-            i += 1
-        value = "".join(word)
+        word = _read_word(text, i, subs)
+        if word is None:
+            return None
+        value, quoted, i = word
         if expect_target is not None:
             if expect_target in ("<<", "<<-"):
                 pending_heredocs.append((value, expect_target == "<<-", current))
@@ -8744,9 +9032,9 @@ def shell_parse(text, nested=False, depth=0):
             current.words.append(value)
     if expect_target is not None and expect_target not in ("<<", "<<-"):
         return None
-    finish()
+    commands.close(current)
     for body in subs:
-        inner = shell_parse(body, nested=True, depth=depth + 1)
+        inner = nested_commands(body, depth)
         if inner is None:
             return None
         commands.extend(inner)
@@ -8865,7 +9153,7 @@ def run_invocations(commands, depth=0):
     for command in commands:
         program, args, wrapped, assigned, nested = command_program(command.words)
         if nested is not None:
-            inner = shell_parse(nested, nested=True, depth=depth + 1) if depth < 4 else None
+            inner = nested_commands(nested, depth, _WRAPPED_DEPTH)
             if inner is None:
                 if "autotune" in nested or "run-experiment" in nested:
                     found.append(([], False))
@@ -8879,15 +9167,19 @@ def run_invocations(commands, depth=0):
     return found
 
 
-def _operands(args, takes=()):
+def _operands(args, takes=(), options=None):
     """The non-option arguments (options in `takes` consume the next word; `--` ends
-    the options)."""
+    the options). `options`, a list, receives each option as (option, the next word when
+    it takes one and there is one, else None), for a caller that reads some of them."""
     found, i, done = [], 0, False
     while i < len(args):
         arg = args[i]
         if not done and arg == "--":
             done = True
         elif not done and arg.startswith("-") and len(arg) > 1:
+            value = args[i + 1] if arg in takes and i + 1 < len(args) else None
+            if options is not None:
+                options.append((arg, value))
             if arg in takes:
                 i += 1
         else:
@@ -8914,14 +9206,11 @@ def _diff_paths(text, strip=None):
 
 
 def _patch_text(command, cwd, files):
+    """The diff a `patch` reads: its heredocs and here-strings, then the patch files and
+    the file redirected to its stdin (the first MiB of each)."""
     texts = list(command.heredocs)
     texts += [target for op, target in command.redirs if op == "<<<"]
-    for name in files + [target for op, target in command.redirs if op == "<"]:
-        try:
-            with open(os.path.join(cwd, name), "rb") as handle:
-                texts.append(handle.read(1 << 20).decode("utf-8", "replace"))
-        except OSError:
-            pass
+    texts += _read_texts(cwd, files + [target for op, target in command.redirs if op == "<"])
     return "\n".join(texts)
 
 
@@ -8947,34 +9236,38 @@ _COPY_TAKES = {
 }
 
 
+def _copy_destination(program, options):
+    """(target directory or None, whether -T forbids one, whether it only makes
+    directories) from the options of cp/mv/install/ln (-t DIR, -tDIR,
+    --target-directory[=]DIR, -T; install -d), the last -t winning."""
+    target_dir, no_target_dir = None, False
+    for arg, value in options:
+        if program in ("cp", "mv", "install", "ln"):
+            if arg in ("-t", "--target-directory") and value is not None:
+                target_dir = value
+            elif arg.startswith("--target-directory="):
+                target_dir = arg.split("=", 1)[1]
+            elif arg.startswith("-t") and not arg.startswith("--"):
+                target_dir = arg[2:]
+            elif arg in ("-T", "--no-target-directory"):
+                no_target_dir = True
+        if program == "install" and arg in ("-d", "--directory"):
+            return None, False, True
+    return target_dir, no_target_dir, False
+
+
 def _copy_targets(program, args, cwd):
     """What cp/mv/install/ln/rsync/scp write: the destination (a file, or each source's
     name inside a destination directory, -t DIR included), the files a directory copy
     lands on, and for mv the sources too (they disappear)."""
     takes = _COPY_TAKES.get(program, ())
-    target_dir, no_target_dir, operands, i, done = None, False, [], 0, False
-    while i < len(args):
-        arg = args[i]
-        if not done and arg == "--":
-            done = True
-        elif not done and arg.startswith("-") and len(arg) > 1:
-            if program in ("cp", "mv", "install", "ln"):
-                if arg in ("-t", "--target-directory") and i + 1 < len(args):
-                    target_dir = args[i + 1]
-                    i += 1
-                elif arg.startswith("--target-directory="):
-                    target_dir = arg.split("=", 1)[1]
-                elif arg.startswith("-t") and not arg.startswith("--"):
-                    target_dir = arg[2:]
-                elif arg in ("-T", "--no-target-directory"):
-                    no_target_dir = True
-            if program == "install" and arg in ("-d", "--directory"):
-                return []
-            if arg in takes:
-                i += 1
-        else:
-            operands.append(arg)
-        i += 1
+    if program in ("cp", "mv", "install", "ln"):
+        takes += ("-t", "--target-directory")
+    options = []
+    operands = _operands(args, takes, options)
+    target_dir, no_target_dir, directories_only = _copy_destination(program, options)
+    if directories_only:
+        return []
     full = lambda p: os.path.join(cwd, os.path.expanduser(p))
     if target_dir is not None:
         sources, dest_dir = operands, target_dir
@@ -9093,6 +9386,8 @@ def _git_targets(args, cwd):
 
 
 def _read_texts(cwd, names):
+    """The first MiB of each named file that can be read, as text (a guess at a diff
+    needs no more; an unreadable name is skipped)."""
     texts = []
     for name in names:
         try:
@@ -9124,95 +9419,135 @@ def _cluster_value(args, letter, long):
     return values
 
 
+def _sed_targets(args):
+    """The files `sed -i` rewrites: its operands, less the script when no -e/-f gave one."""
+    if not any(a.startswith("--in-place") or (a.startswith("-") and not a.startswith("--")
+                                              and "i" in a[1:]) for a in args):
+        return []
+    has_script = any(a in ("-e", "-f", "--expression", "--file") or
+                     a.startswith(("--expression=", "--file=")) for a in args)
+    files = _operands(args, ("-e", "-f", "--expression", "--file", "-l", "--line-length"))
+    return [(p, "file") for p in (files if has_script else files[1:])]
+
+
+def _perl_targets(command, args):
+    """The files `perl -i` rewrites (its operands, less the script when no -e gave one);
+    without -i, what its one-liner writes."""
+    clusters = [a for a in args if a.startswith("-") and not a.startswith("--") and len(a) > 1
+                and a[1] not in "MmIdDx"]
+    if not any("i" in a[1:] for a in clusters):
+        return _interpreter_targets(command, args)
+    files, code, i = [], False, 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("-") and len(arg) > 1 and not arg.startswith("--"):
+            if arg[-1] in "eE" and arg[1] not in "MmIdDx":
+                code = True
+                i += 1
+        else:
+            files.append(arg)
+        i += 1
+    return [(p, "file") for p in (files if code else files[1:])]
+
+
+def _awk_targets(args):
+    """The files gawk's inplace extension rewrites: its operands (not var=value), less
+    the program when no -f gave one."""
+    joined = " ".join(args)
+    if not ("-i inplace" in joined or "-iinplace" in joined or "--include=inplace" in joined
+            or "--include inplace" in joined):
+        return []
+    files = [a for a in _operands(args, ("-v", "-f", "-F", "-i", "--include", "--assign",
+                                         "--file", "--field-separator"))
+             if not _is_assignment(a)]
+    has_file = any(a in ("-f", "--file") for a in args)
+    return [(p, "file") for p in (files if has_file else files[1:])]
+
+
+def _mode_targets(args):
+    """The files chmod/chown/chgrp/setfacl/chattr change: the operands after the mode or
+    owner (all of them with --reference); a mode such as -w is not an option."""
+    import re
+    words = [a for a in args if a != "--" and not (a.startswith("-") and not re.match(
+        r"-[rwxXstugoa=+,0-7]+\Z", a))]
+    reference = any(a.startswith("--reference") for a in args)
+    return [(p, "file") for p in (words if reference else words[1:])]
+
+
+def _curl_targets(args):
+    """The files curl writes: -o/--output values, the URL's last component with -O,
+    under --output-dir."""
+    values = _cluster_value(args, "o", "--output")
+    if any(a in ("-O", "--remote-name", "--remote-name-all") or
+           (a.startswith("-") and not a.startswith("--") and "O" in a[1:]) for a in args):
+        values += [os.path.basename(u.split("?")[0].rstrip("/")) for u in _operands(args)
+                   if "://" in u]
+    directory = (_cluster_value(args, "\0", "--output-dir") or [""])[-1]
+    return [(os.path.join(directory, v), "file") for v in values if v and v != "-"]
+
+
+def _patch_targets(command, args, cwd):
+    """The files `patch` writes: -o FILE alone, else the file it is given and every file
+    the diff names (read from -i, a second operand, stdin or a heredoc), under -d DIR."""
+    output = _strip_option(args, "-o", "--output")
+    if output:
+        return [(output, "file")]
+    strip = _strip_option(args, "-p", "--strip")
+    directory = _strip_option(args, "-d", "--directory") or ""
+    operands = _operands(args, ("-p", "-i", "-o", "-d", "-D", "-F", "-z", "-B", "-Y", "-V",
+                                "--input", "--directory", "--strip", "-r"))
+    patch_files = [v for v in [_strip_option(args, "-i", "--input")] if v] + operands[1:2]
+    targets = []
+    if operands:
+        targets = [(os.path.join(directory, operands[0]), "file")]
+    text = _patch_text(command, cwd, patch_files)
+    targets += [(os.path.join(directory, p), "file") for p in _diff_paths(
+        text, int(strip) if (strip or "").isdigit() else None)]
+    return targets
+
+
+def _package_script_targets(args):
+    """The package.json entries `npm pkg set|delete` and `set-script` change."""
+    words = [a for a in args if not a.startswith("-")]
+    if words[:2] in (["pkg", "set"], ["pkg", "delete"]):
+        return [("package.json", "entry:" + word.split("=", 1)[0]) for word in words[2:]]
+    if words[:1] == ["set-script"] and len(words) > 1:
+        return [("package.json", "entry:scripts." + words[1])]
+    return []
+
+
 def command_writes(command, program, args, cwd):
     """[(path, kind)] one simple command would write; kind "file", "tree" (anything
     under it) or "entry:scripts.NAME" (one package.json script)."""
-    targets = []
     if program in ("tee", "sponge"):
-        targets = [(p, "file") for p in _operands(args)]
-    elif program in ("sed", "gsed"):
-        if any(a.startswith("--in-place") or (a.startswith("-") and not a.startswith("--")
-                                              and "i" in a[1:]) for a in args):
-            has_script = any(a in ("-e", "-f", "--expression", "--file") or
-                             a.startswith(("--expression=", "--file=")) for a in args)
-            files = _operands(args, ("-e", "-f", "--expression", "--file", "-l", "--line-length"))
-            targets = [(p, "file") for p in (files if has_script else files[1:])]
-    elif program == "perl":
-        clusters = [a for a in args if a.startswith("-") and not a.startswith("--") and len(a) > 1
-                    and a[1] not in "MmIdDx"]
-        if any("i" in a[1:] for a in clusters):
-            files, code, i = [], False, 0
-            while i < len(args):
-                arg = args[i]
-                if arg.startswith("-") and len(arg) > 1 and not arg.startswith("--"):
-                    if arg[-1] in "eE" and arg[1] not in "MmIdDx":
-                        code = True
-                        i += 1
-                else:
-                    files.append(arg)
-                i += 1
-            targets = [(p, "file") for p in (files if code else files[1:])]
-        else:
-            targets = _interpreter_targets(command, args)
-    elif program in ("awk", "gawk"):
-        joined = " ".join(args)
-        if "-i inplace" in joined or "-iinplace" in joined or "--include=inplace" in joined \
-                or "--include inplace" in joined:
-            files = [a for a in _operands(args, ("-v", "-f", "-F", "-i", "--include", "--assign",
-                                                 "--file", "--field-separator"))
-                     if not _is_assignment(a)]
-            has_file = any(a in ("-f", "--file") for a in args)
-            targets = [(p, "file") for p in (files if has_file else files[1:])]
-    elif program in ("cp", "mv", "install", "ln", "rsync", "scp", "gcp", "gmv"):
-        targets = _copy_targets(program.lstrip("g") if program in ("gcp", "gmv") else program, args, cwd)
-    elif program in ("rm", "unlink", "shred", "srm", "trash", "trash-put"):
-        targets = [(p, "tree") for p in _operands(args)]
-    elif program == "truncate":
-        targets = [(p, "file") for p in _operands(args, ("-s", "--size", "-r", "--reference"))]
-    elif program in ("chmod", "chown", "chgrp", "setfacl", "chattr"):
-        import re
-        words = [a for a in args if a != "--" and not (a.startswith("-") and not re.match(
-            r"-[rwxXstugoa=+,0-7]+\Z", a))]
-        reference = any(a.startswith("--reference") for a in args)
-        targets = [(p, "file") for p in (words if reference else words[1:])]
-    elif program == "dd":
-        targets = [(a[3:], "file") for a in args if a.startswith("of=")]
-    elif program == "curl":
-        values = _cluster_value(args, "o", "--output")
-        if any(a in ("-O", "--remote-name", "--remote-name-all") or
-               (a.startswith("-") and not a.startswith("--") and "O" in a[1:]) for a in args):
-            values += [os.path.basename(u.split("?")[0].rstrip("/")) for u in _operands(args)
-                       if "://" in u]
-        directory = (_cluster_value(args, "\0", "--output-dir") or [""])[-1]
-        targets = [(os.path.join(directory, v), "file") for v in values if v and v != "-"]
-    elif program == "wget":
-        targets = [(v, "file") for v in _cluster_value(args, "O", "--output-document") if v != "-"]
-    elif program == "patch":
-        output = _strip_option(args, "-o", "--output")
-        if output:
-            return [(output, "file")]
-        strip = _strip_option(args, "-p", "--strip")
-        directory = _strip_option(args, "-d", "--directory") or ""
-        operands = _operands(args, ("-p", "-i", "-o", "-d", "-D", "-F", "-z", "-B", "-Y", "-V",
-                                    "--input", "--directory", "--strip", "-r"))
-        patch_files = [v for v in [_strip_option(args, "-i", "--input")] if v] + operands[1:2]
-        if operands:
-            targets = [(os.path.join(directory, operands[0]), "file")]
-        text = _patch_text(command, cwd, patch_files)
-        targets += [(os.path.join(directory, p), "file") for p in _diff_paths(
-            text, int(strip) if (strip or "").isdigit() else None)]
-    elif program in ("npm", "pnpm", "yarn", "bun"):
-        words = [a for a in args if not a.startswith("-")]
-        if words[:2] in (["pkg", "set"], ["pkg", "delete"]):
-            for word in words[2:]:
-                key = word.split("=", 1)[0]
-                targets.append(("package.json", "entry:" + key if key.startswith("scripts.")
-                                else "entry:" + key))
-        elif words[:1] == ["set-script"] and len(words) > 1:
-            targets.append(("package.json", "entry:scripts." + words[1]))
-    elif program.startswith(_CODE_PROGRAMS):
-        targets = _interpreter_targets(command, args)
-    return targets
+        return [(p, "file") for p in _operands(args)]
+    if program in ("sed", "gsed"):
+        return _sed_targets(args)
+    if program == "perl":
+        return _perl_targets(command, args)
+    if program in ("awk", "gawk"):
+        return _awk_targets(args)
+    if program in ("cp", "mv", "install", "ln", "rsync", "scp", "gcp", "gmv"):
+        return _copy_targets(program.lstrip("g") if program in ("gcp", "gmv") else program, args, cwd)
+    if program in ("rm", "unlink", "shred", "srm", "trash", "trash-put"):
+        return [(p, "tree") for p in _operands(args)]
+    if program == "truncate":
+        return [(p, "file") for p in _operands(args, ("-s", "--size", "-r", "--reference"))]
+    if program in ("chmod", "chown", "chgrp", "setfacl", "chattr"):
+        return _mode_targets(args)
+    if program == "dd":
+        return [(a[3:], "file") for a in args if a.startswith("of=")]
+    if program == "curl":
+        return _curl_targets(args)
+    if program == "wget":
+        return [(v, "file") for v in _cluster_value(args, "O", "--output-document") if v != "-"]
+    if program == "patch":
+        return _patch_targets(command, args, cwd)
+    if program in ("npm", "pnpm", "yarn", "bun"):
+        return _package_script_targets(args)
+    if program.startswith(_CODE_PROGRAMS):
+        return _interpreter_targets(command, args)
+    return []
 
 
 def _interpreter_targets(command, args):
@@ -9237,7 +9572,7 @@ def bash_write_targets(commands, cwd, depth=0):
                 found.append((os.path.join(cwd, os.path.expanduser(target)), "file", "a redirection (%s)" % op))
         program, args, _, _, nested = command_program(command.words)
         if nested is not None:
-            inner = shell_parse(nested, nested=True, depth=depth + 1) if depth < 4 else None
+            inner = nested_commands(nested, depth, _WRAPPED_DEPTH)
             if inner:
                 found += bash_write_targets(inner, cwd, depth + 1)
             continue
@@ -9256,21 +9591,25 @@ def bash_write_targets(commands, cwd, depth=0):
 
 
 
-def classify_run_command(command):
+def classify_run_command(command, commands=False):
     """Whether a Bash command runs `autotune run`, and whether it does so plainly.
 
     Returns (invokes_run, plain, run_args): plain means a single simple command whose
     program is autotune (bin/autotune, autotune.py via python, or run-experiment.sh),
     with no operators, redirections, substitutions, assignments or wrappers around it.
     A command that merely mentions `autotune run` in its data (a commit message, a
-    grep pattern) does not invoke it."""
+    grep pattern) does not invoke it. The command is judged without its surrounding
+    blank space (`autotune run` followed by a newline is plain): `commands` is
+    shell_parse of that text when the caller has read it already (None when it does
+    not parse), False to read it here."""
     import re
     if not isinstance(command, str):
         return False, False, []
     if "autotune" not in command and "run-experiment" not in command:
         return False, True, []
     mentions = re.search(r"(?:autotune(?:\.py)?['\"]?\s+(?:\S+\s+)*?run\b|run-experiment)", command)
-    commands = shell_parse(command.strip())
+    if commands is False:
+        commands = shell_parse(command.strip())
     if commands is None:
         return (True, False, []) if mentions else (False, True, [])
     found = run_invocations(commands)
@@ -9316,9 +9655,7 @@ def hook_pre_tool_use(payload):
     import re
     tool = payload.get("tool_name")
     tool_input = payload.get("tool_input") if isinstance(payload.get("tool_input"), dict) else {}
-    cwd = payload.get("cwd")
-    if not isinstance(cwd, str) or not os.path.isdir(cwd):
-        cwd = os.getcwd()
+    cwd = payload_cwd(payload)
     if tool == "Bash":
         command = tool_input.get("command")
         if not isinstance(command, str) or not re.search(_BASH_HINT, command):
@@ -9359,8 +9696,13 @@ def edited_content(path, tool, tool_input):
 
 
 def bash_denial(command, guards):
-    """Why a Bash command must not run while a loop is active, or None."""
-    invokes, plain, args = classify_run_command(command)
+    """Why a Bash command must not run while a loop is active, or None. The command is
+    read once: the writes are looked for in it as Bash reads it, and the run check reads
+    the same words unless blank space around the command changes them (then it reads
+    the trimmed text, as classify_run_command does)."""
+    commands = shell_parse(command)
+    invokes, plain, args = classify_run_command(
+        command, commands if command == command.strip() else False)
     if invokes:
         guard = guards.at(guards.cwd)
         if guard is not None:
@@ -9378,7 +9720,6 @@ def bash_denial(command, guards):
                             json.dumps(value))
         if plain:
             return None
-    commands = shell_parse(command)
     if commands is None:
         return None  # Bash cannot run it either
     for path, kind, how in bash_write_targets(commands, guards.cwd):
@@ -9574,16 +9915,20 @@ class Guards(object):
             if parent == probe:
                 return None
             probe = parent
-        if probe in self.by_dir:
-            return self.by_dir[probe]
-        guard = None
-        session, loaded = payload_session({"cwd": probe})
-        if session is not None and loaded.state.active:
-            root = os.path.realpath(session.workdir)
-            guard = self.by_root.get(root) or Guard(session, loaded.state)
-            self.by_root[root] = guard
-        self.by_dir[probe] = guard
-        return guard
+        if probe not in self.by_dir:
+            session = loop_session(probe)
+            self.by_dir[probe] = self._loop_guard(session) if session is not None else None
+        return self.by_dir[probe]
+
+    def _loop_guard(self, session):
+        """The guard of an active loop, None for any other, read once per loop: the
+        directories of one loop share it without reading its log again."""
+        root = os.path.realpath(session.workdir)
+        if root not in self.by_root:
+            loaded = loop_state(session)
+            self.by_root[root] = (Guard(session, loaded.state)
+                                  if loaded is not None and loaded.state.active else None)
+        return self.by_root[root]
 
     def for_path(self, path):
         guards = []
@@ -9802,14 +10147,11 @@ def statusline_text(payload, colors):
 
 
 def cmd_statusline(args):
-    raw = b""
     try:
         raw = sys.stdin.buffer.read(4 << 20)
-        payload = json.loads(raw.decode("utf-8", "replace")) if raw.strip() else {}
-        if not isinstance(payload, dict):
-            payload = {}
-    except (ValueError, OSError, RecursionError):
-        payload = {}
+    except (ValueError, OSError):
+        raw = b""
+    payload = payload_object(raw)
     # colour by default, as before (Claude Code renders it); NO_COLOR or --no-color turn it off
     colors = Colors(sys.stdout, force="NO_COLOR" not in os.environ and not args.no_color)
     try:
@@ -9826,8 +10168,8 @@ def cmd_statusline(args):
 
 def chained_statusline(command, payload):
     """Runs the user's other status-line command (their own settings, like the benchmark
-    the one other command autotune hands to a shell) through the shell, as the first
-    implementation did: `~`, pipes and variables work. It gets the same payload on stdin,
+    the one other command autotune hands to a shell) through the shell, as the bash
+    implementation (autotune 0.3) did: `~`, pipes and variables work. It gets the same payload on stdin,
     and is killed with its process group after 5 s."""
     import signal
     import subprocess
@@ -9870,7 +10212,7 @@ def permission_rules(root):
     if os.path.isdir(os.path.join(root, "bin")):
         scripts = ("init-experiment.sh", "run-experiment.sh", "log-experiment.sh", "dashboard.sh")
         rules += ["Bash(%s*)" % name for name in scripts[:3]]
-        # the first implementation's skill ran them as `bash <plugin>/bin/NAME.sh ...`
+        # the skill of the bash implementation (autotune 0.3) ran them as `bash <plugin>/bin/NAME.sh ...`
         rules += ["Bash(bash %s*)" % os.path.join(root, "bin", name) for name in scripts]
     return rules + ["Bash(./autotune.sh)", "Bash(bash autotune.sh)", "Bash(./autotune.checks.sh)",
                     "Bash(./autotune.holdout.sh)", "Bash(git checkout -b autotune/*)",
@@ -10089,10 +10431,7 @@ def read_entries(session, start=0):
     """Every parseable entry of the log from byte offset `start` (skipping junk)."""
     entries = []
     with open(session.log_path, "rb") as handle:
-        handle.seek(start)
-        for raw in handle:
-            if not raw.endswith(b"\n"):
-                break
+        for _, raw in LogLines(handle, start):
             entry = parse_line(raw)
             if entry is not None:
                 entries.append(entry)
@@ -10302,8 +10641,8 @@ def cmd_dashboard(args):
 
 
 def terminal_columns():
-    """The width to draw in: $COLUMNS when it is a sane number (the first implementation
-    honoured it too), else 80, whatever the terminal's size."""
+    """The width to draw in: $COLUMNS when it is a sane number (the bash implementation,
+    autotune 0.3, honoured it too), else 80, whatever the terminal's size."""
     try:
         columns = int(os.environ.get("COLUMNS", ""))
     except ValueError:
@@ -10340,17 +10679,38 @@ def _html(value):
     return html.escape(strip_controls(value if isinstance(value, str) else str(value), ""))
 
 
-def _svg_chart(group, width=960, height=340):
-    """One inline SVG chart of the experiments of consecutive segments sharing a metric."""
-    pad_left, pad_right, pad_top, pad_bottom = 64, 16, 38, 40
-    points = []
-    for segment in group:
-        for row in segment["results"]:
-            points.append((segment, row))
-    values = [row.get("metric") for _, row in points
-              if _is_number(row.get("metric")) and row.get("status") != "crash"]
-    if not points:
-        return ""
+def segment_baseline(results):
+    """A segment's baseline as its report shows it: the metric of its first kept or
+    discarded result, or None."""
+    return next((r.get("metric") for r in results if _is_number(r.get("metric"))
+                 and r.get("status") in ("keep", "discard")), None)
+
+
+class _ChartArea(object):
+    """Where a report chart draws: its size, the padding around the plot, and the
+    position of an experiment (by its place among `count`) and of a value."""
+
+    left, right, top, bottom = 64, 16, 38, 40
+
+    def __init__(self, width, height, count, low, high):
+        self.width, self.height, self.count, self.low, self.high = width, height, count, low, high
+        self.plot_w = width - self.left - self.right
+        self.plot_h = height - self.top - self.bottom
+
+    def x_at(self, i):
+        return self.left + (self.plot_w * (i + 0.5) / self.count)
+
+    def x_edge(self, i):
+        """The left edge of the i-th experiment's slot (a segment's boundary)."""
+        return self.left + self.plot_w * i / self.count
+
+    def y_at(self, value):
+        return self.top + self.plot_h * (1 - fraction(value, self.low, self.high))
+
+
+def _chart_range(values):
+    """(low, high, ticks) of a chart's value axis: the values' span (any span for one
+    value or none) with an 8% margin (none where it would overflow), out to round ticks."""
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
     if high == low:
         low, high = low - 1, high + 1
@@ -10358,77 +10718,100 @@ def _svg_chart(group, width=960, height=340):
     if _finite(low - margin) is None or _finite(high + margin) is None:
         margin = 0.0
     ticks = nice_ticks(low - margin, high + margin)
-    low, high = min(ticks[0], low - margin), max(ticks[-1], high + margin)
-    plot_w, plot_h = width - pad_left - pad_right, height - pad_top - pad_bottom
-    count = len(points)
+    return min(ticks[0], low - margin), max(ticks[-1], high + margin), ticks
 
-    def x_at(i):
-        return pad_left + (plot_w * (i + 0.5) / count)
 
-    def y_at(value):
-        return pad_top + plot_h * (1 - fraction(value, low, high))
+def _chart_axes(area, ticks, config):
+    """The chart's frame: the plot, the value grid and ticks, the experiment numbers
+    and the two axis titles."""
+    unit = config.get("metric_unit") or ""
+    parts = ['<rect x="%d" y="%d" width="%d" height="%d" class="plot"/>' % (
+        area.left, area.top, area.plot_w, area.plot_h)]
+    for value in ticks:
+        y = area.y_at(value)
+        parts.append('<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>' % (
+            area.left, area.width - area.right, y, y))
+        parts.append('<text class="tick" x="%d" y="%.1f" text-anchor="end">%s</text>' % (
+            area.left - 6, y + 4, _html(_fmt(round(value, 9)))))
+    every = max(1, nice_ticks(0, area.count, 8)[1] - nice_ticks(0, area.count, 8)[0])
+    for i in range(0, area.count, int(every)):
+        parts.append('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%d</text>' % (
+            area.x_at(i), area.height - area.bottom + 16, i + 1))
+    parts.append('<text class="axis" x="%d" y="%d">%s%s (%s is better)</text>' % (
+        area.left, 13, _html(config.get("metric_name") or ""), _html(" [%s]" % unit) if unit else "",
+        _html(config.get("direction", "lower"))))
+    parts.append('<text class="axis" x="%d" y="%d" text-anchor="end">experiment</text>' % (
+        area.width - area.right, area.height - 6))
+    return parts
 
+
+def _best_path(area, bests, first, end_x):
+    """The SVG path of the best-so-far steps of a segment starting at slot `first`,
+    drawn on to `end_x`; "" before the first keep."""
+    path = []
+    for i, value in enumerate(bests):
+        if value is None:
+            continue
+        x = area.x_at(first + i)
+        if path:
+            path.append("H%.1f" % x)
+        path.append(("M" if not path else "V") + ("%.1f,%.1f" % (x, area.y_at(value)) if not path
+                                                   else "%.1f" % area.y_at(value)))
+    if path:
+        path.append("H%.1f" % end_x)
+    return " ".join(path)
+
+
+def _chart_segment(area, segment, first, unit, direction):
+    """One segment of a chart from slot `first`: its boundary and label, baseline,
+    best-so-far line and one point per experiment (a crash sits on the axis)."""
+    results, seg_conf = segment["results"], segment["config"]
+    parts = []
+    if first > 0:
+        x = area.x_edge(first)
+        parts.append('<line class="segment" x1="%.1f" x2="%.1f" y1="%d" y2="%d"/>' % (
+            x, x, area.top, area.top + area.plot_h))
+    parts.append('<text class="segment-label" x="%.1f" y="%d">segment %s: %s</text>' % (
+        area.x_edge(first) + 4, area.top - 5, segment["number"],
+        _html(_one_line(seg_conf.get("name") or "", 40))))
+    base = segment_baseline(results)
+    x0, x1 = area.x_edge(first), area.x_edge(first + len(results))
+    if base is not None:
+        parts.append('<line class="baseline" x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f"><title>baseline %s</title></line>' % (
+            x0, x1, area.y_at(base), area.y_at(base), _html(fmt_metric(base, unit))))
+    path = _best_path(area, best_so_far(results, seg_conf.get("direction", direction)), first, x1)
+    if path:
+        parts.append('<path class="best" d="%s"><title>best so far</title></path>' % path)
+    for i, row in enumerate(results):
+        status = row.get("status")
+        metric = row_metric(row)
+        y = area.y_at(metric) if metric is not None else area.top + area.plot_h  # no metric: on the axis
+        label = "#%s.%s %s %s — %s" % (segment["number"], row.get("index"), status,
+                                       fmt_metric(metric, unit), _one_line(row.get("description") or "", 120))
+        parts.append('<circle class="point %s" cx="%.1f" cy="%.1f" r="%s" data-index="%s" data-segment="%s">'
+                     '<title>%s</title></circle>' % (
+                         _html(status or ""), area.x_at(first + i), y, "5" if status == "keep" else "4",
+                         _html(row.get("index")), segment["number"], _html(label)))
+    return parts
+
+
+def _svg_chart(group, width=960, height=340):
+    """One inline SVG chart of the experiments of consecutive segments sharing a metric."""
+    rows = [row for segment in group for row in segment["results"]]
+    if not rows:
+        return ""
+    low, high, ticks = _chart_range([m for m in map(row_metric, rows) if m is not None])
+    area = _ChartArea(width, height, len(rows), low, high)
     config = group[0]["config"]
     direction = config.get("direction", "lower")
     unit = config.get("metric_unit") or ""
     parts = ['<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" role="img" '
              'aria-label="%s by experiment">' % (width, height, _html(config.get("metric_name") or ""))]
-    parts.append('<rect x="%d" y="%d" width="%d" height="%d" class="plot"/>' % (pad_left, pad_top, plot_w, plot_h))
-    for value in ticks:
-        y = y_at(value)
-        parts.append('<line class="grid" x1="%d" x2="%d" y1="%.1f" y2="%.1f"/>' % (pad_left, width - pad_right, y, y))
-        parts.append('<text class="tick" x="%d" y="%.1f" text-anchor="end">%s</text>' % (
-            pad_left - 6, y + 4, _html(_fmt(round(value, 9)))))
-    every = max(1, nice_ticks(0, count, 8)[1] - nice_ticks(0, count, 8)[0])
-    for i in range(0, count, int(every)):
-        parts.append('<text class="tick" x="%.1f" y="%d" text-anchor="middle">%d</text>' % (
-            x_at(i), height - pad_bottom + 16, i + 1))
-    parts.append('<text class="axis" x="%d" y="%d">%s%s (%s is better)</text>' % (
-        pad_left, 13, _html(config.get("metric_name") or ""), _html(" [%s]" % unit) if unit else "",
-        _html(direction)))
-    parts.append('<text class="axis" x="%d" y="%d" text-anchor="end">experiment</text>' % (width - pad_right, height - 6))
+    parts += _chart_axes(area, ticks, config)
     position = 0
     for segment in group:
-        first = position
-        results = segment["results"]
-        seg_conf = segment["config"]
-        if first > 0:
-            x = pad_left + plot_w * first / count
-            parts.append('<line class="segment" x1="%.1f" x2="%.1f" y1="%d" y2="%d"/>' % (x, x, pad_top, pad_top + plot_h))
-        parts.append('<text class="segment-label" x="%.1f" y="%d">segment %s: %s</text>' % (
-            pad_left + plot_w * first / count + 4, pad_top - 5, segment["number"],
-            _html(_one_line(seg_conf.get("name") or "", 40))))
-        base = next((r.get("metric") for r in results if _is_number(r.get("metric"))
-                     and r.get("status") in ("keep", "discard")), None)
-        x0, x1 = pad_left + plot_w * first / count, pad_left + plot_w * (first + len(results)) / count
-        if base is not None:
-            parts.append('<line class="baseline" x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f"><title>baseline %s</title></line>' % (
-                x0, x1, y_at(base), y_at(base), _html(fmt_metric(base, unit))))
-        bests = best_so_far(results, seg_conf.get("direction", direction))
-        path = []
-        for i, value in enumerate(bests):
-            if value is None:
-                continue
-            x = x_at(first + i)
-            if path:
-                path.append("H%.1f" % x)
-            path.append(("M" if not path else "V") + ("%.1f,%.1f" % (x, y_at(value)) if not path
-                                                       else "%.1f" % y_at(value)))
-        if path:
-            path.append("H%.1f" % x1)
-        if path:
-            parts.append('<path class="best" d="%s"><title>best so far</title></path>' % " ".join(path))
-        for i, row in enumerate(results):
-            status = row.get("status")
-            metric = row.get("metric") if _is_number(row.get("metric")) and status != "crash" else None
-            y = y_at(metric) if metric is not None else pad_top + plot_h  # no metric: on the axis
-            label = "#%s.%s %s %s — %s" % (segment["number"], row.get("index"), status,
-                                           fmt_metric(metric, unit), _one_line(row.get("description") or "", 120))
-            parts.append('<circle class="point %s" cx="%.1f" cy="%.1f" r="%s" data-index="%s" data-segment="%s">'
-                         '<title>%s</title></circle>' % (
-                             _html(status or ""), x_at(first + i), y, "5" if status == "keep" else "4",
-                             _html(row.get("index")), segment["number"], _html(label)))
-        position += len(results)
+        parts += _chart_segment(area, segment, position, unit, direction)
+        position += len(segment["results"])
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -10458,18 +10841,17 @@ def _code_spans(escaped):
     return "".join(part if i % 2 == 0 else "<code>%s</code>" % part for i, part in enumerate(parts))
 
 
-def render_report(session, loaded, entries):
-    segments = segment_rows(entries)
+def _report_head(session, data, segments):
+    """The report's HTML head, title, counts line, summary cards and next step."""
     esc = _html
-    data = explain_data(session, loaded)
+    experiments = sum(len(s["results"]) for s in segments)
     out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            '<title>autotune report: %s</title><style>%s</style></head><body>' % (
                esc(data.get("name") or ""), REPORT_CSS)]
     out.append('<h1>autotune report: %s</h1>' % esc(data.get("name") or "-"))
     out.append('<p class="muted">%s · generated %s · %d experiment%s in %d segment%s</p>' % (
-        esc(session.workdir), utc_now(), sum(len(s["results"]) for s in segments),
-        "" if sum(len(s["results"]) for s in segments) == 1 else "s", len(segments),
+        esc(session.workdir), utc_now(), experiments, "" if experiments == 1 else "s", len(segments),
         "" if len(segments) == 1 else "s"))
     conf = data.get("confidence") or {}
     cards = [("health", "%s" % data["health"]), ("mode", data["mode"]),
@@ -10481,6 +10863,11 @@ def render_report(session, loaded, entries):
         '<div class="card"><span class="muted">%s</span><b>%s</b></div>' % (esc(k), esc(v)) for k, v in cards))
     out.append('<p>%s. <b>Next:</b> %s</p>' % (esc(data["why"][:1].upper() + data["why"][1:]),
                                                _code_spans(esc(data["next_text"]))))
+    return out
+
+
+def _chart_groups(segments):
+    """Consecutive segments with the same metric, unit and direction: one chart each."""
     groups = []
     for segment in segments:
         key = (segment["config"].get("metric_name"), segment["config"].get("metric_unit"),
@@ -10489,55 +10876,71 @@ def render_report(session, loaded, entries):
             groups[-1][1].append(segment)
         else:
             groups.append((key, [segment]))
+    return [group for _, group in groups]
+
+
+def _segment_table_row(segment):
+    """A segment's row of the report's table: its counts, baseline, best and change."""
+    esc = _html
+    config = segment["config"]
+    direction = config.get("direction", "lower")
+    results = segment["results"]
+    base = segment_baseline(results)
+    best = ([b for b in best_so_far(results, direction) if b is not None] or [None])[-1]
+    counts = {s: sum(1 for r in results if r.get("status") == s) for s in STATUSES}
+    unit_text = esc(config.get("metric_unit") or "")
+    return ('<tr><td>%s</td><td>%s</td><td>%s (%s%s is better)</td><td class="num">%d</td>'
+            '<td class="num">%d</td><td class="num">%d</td><td class="num">%d</td><td class="num">%d</td>'
+            '<td class="num">%s</td><td class="num">%s</td><td class="num">%s</td></tr>' % (
+                segment["number"], esc(config.get("name") or ""), esc(config.get("metric_name") or ""),
+                unit_text + ", " if unit_text else "", esc(direction), len(results), counts["keep"],
+                counts["discard"], counts["crash"], counts["checks_failed"], esc(_fmt(base)), esc(_fmt(best)),
+                fmt_pct(pct_change(best, base))))
+
+
+def _experiment_row(segment, row, unit):
+    """One experiment's row of the report: status, metric, verdict, health (with a
+    heal's failure and remedy), commit, description, secondary metrics and notes."""
+    esc = _html
+    asi = row.get("asi") if isinstance(row.get("asi"), dict) else {}
+    notes = "".join('<div class="asi"><b>%s</b>: %s</div>' % (
+        esc(str(k)), esc(_one_line(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False), 400)))
+        for k, v in asi.items())
+    metric = row_metric(row)
+    secondary = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
+    if secondary and row.get("status") != "crash":
+        notes = '<div class="asi">%s</div>' % esc(" · ".join(
+            "%s %s" % (k, _fmt(v)) for k, v in sorted(secondary.items()) if _is_number(v))) + notes
+    reason = row.get("reason") if isinstance(row.get("reason"), str) else ""
+    health = esc(str(row.get("health") or "-"))
+    if reason.startswith("heal:") or reason == "recovery_exhausted":
+        health += '<div class="asi">%s → %s</div>' % (esc(str(row.get("failure") or "-")), esc(
+            reason[5:] if reason.startswith("heal:") else "pause"))
+    return ('<tr><td>%s.%s</td><td><span class="badge %s">%s</span></td><td class="num">%s</td>'
+            '<td>%s</td><td>%s</td><td><code>%s</code></td><td>%s%s</td></tr>' % (
+                segment["number"], esc(str(row.get("index"))), esc(row.get("status") or ""),
+                esc(row.get("status") or ""), esc(fmt_metric(metric, unit)),
+                esc(row.get("verdict") or "-"), health, esc(row.get("commit") or "-"),
+                esc(row.get("description") or ""), notes))
+
+
+def render_report(session, loaded, entries):
+    segments = segment_rows(entries)
+    data = explain_data(session, loaded)
+    out = _report_head(session, data, segments)
     out.append('<h2>Experiments by index</h2><p class="legend muted"><span style="color:#1a8f4c">● kept</span>'
                '<span>○ discarded</span><span style="color:#c9302c">○ crashed (no metric: on the axis)</span><span style="color:#d98b0a">● checks failed</span>'
                '<span style="color:#1a8f4c">— best so far</span><span>- - baseline</span></p>')
-    for _, group in groups:
-        out.append(_svg_chart(group))
+    out += [_svg_chart(group) for group in _chart_groups(segments)]
     out.append('<h2>Segments</h2><table><tr><th>#</th><th>name</th><th>metric</th><th class="num">runs</th>'
                '<th class="num">kept</th><th class="num">discarded</th><th class="num">crashed</th>'
                '<th class="num">failed checks</th><th class="num">baseline</th><th class="num">best</th><th class="num">change</th></tr>')
-    for segment in segments:
-        config = segment["config"]
-        direction = config.get("direction", "lower")
-        results = segment["results"]
-        base = next((r.get("metric") for r in results if _is_number(r.get("metric"))
-                     and r.get("status") in ("keep", "discard")), None)
-        best = ([b for b in best_so_far(results, direction) if b is not None] or [None])[-1]
-        counts = {s: sum(1 for r in results if r.get("status") == s) for s in STATUSES}
-        unit_text = esc(config.get("metric_unit") or "")
-        out.append('<tr><td>%s</td><td>%s</td><td>%s (%s%s is better)</td><td class="num">%d</td>'
-                   '<td class="num">%d</td><td class="num">%d</td><td class="num">%d</td><td class="num">%d</td>'
-                   '<td class="num">%s</td><td class="num">%s</td><td class="num">%s</td></tr>' % (
-                       segment["number"], esc(config.get("name") or ""), esc(config.get("metric_name") or ""),
-                       unit_text + ", " if unit_text else "", esc(direction), len(results), counts["keep"],
-                       counts["discard"], counts["crash"], counts["checks_failed"], esc(_fmt(base)), esc(_fmt(best)),
-                       fmt_pct(pct_change(best, base))))
+    out += [_segment_table_row(segment) for segment in segments]
     out.append('</table><h2>All experiments</h2><table><tr><th>#</th><th>status</th><th class="num">metric</th>'
                '<th>verdict</th><th>health</th><th>commit</th><th>description and notes</th></tr>')
     for segment in segments:
         unit = segment["config"].get("metric_unit") or ""
-        for row in segment["results"]:
-            asi = row.get("asi") if isinstance(row.get("asi"), dict) else {}
-            notes = "".join('<div class="asi"><b>%s</b>: %s</div>' % (
-                esc(str(k)), esc(_one_line(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False), 400)))
-                for k, v in asi.items())
-            metric = row_metric(row)
-            secondary = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
-            if secondary and row.get("status") != "crash":
-                notes = '<div class="asi">%s</div>' % esc(" · ".join(
-                    "%s %s" % (k, _fmt(v)) for k, v in sorted(secondary.items()) if _is_number(v))) + notes
-            reason = row.get("reason") if isinstance(row.get("reason"), str) else ""
-            health = esc(str(row.get("health") or "-"))
-            if reason.startswith("heal:") or reason == "recovery_exhausted":
-                health += '<div class="asi">%s → %s</div>' % (esc(str(row.get("failure") or "-")), esc(
-                    reason[5:] if reason.startswith("heal:") else "pause"))
-            out.append('<tr><td>%s.%s</td><td><span class="badge %s">%s</span></td><td class="num">%s</td>'
-                       '<td>%s</td><td>%s</td><td><code>%s</code></td><td>%s%s</td></tr>' % (
-                           segment["number"], esc(str(row.get("index"))), esc(row.get("status") or ""),
-                           esc(row.get("status") or ""), esc(fmt_metric(metric, unit)),
-                           esc(row.get("verdict") or "-"), health, esc(row.get("commit") or "-"),
-                           esc(row.get("description") or ""), notes))
+        out += [_experiment_row(segment, row, unit) for row in segment["results"]]
     out.append('</table><p class="muted">Made by autotune %s from %s.</p></body></html>' % (VERSION, LOG_FILE))
     return "\n".join(out) + "\n"
 
@@ -10895,7 +11298,7 @@ def again_command():
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     _INVOCATION[:] = argv
-    if argv[:1] == ["help"]:  # the first implementation's spelling
+    if argv[:1] == ["help"]:  # the bash implementation's (autotune 0.3) spelling
         argv = argv[1:2] + ["--help"] if argv[1:2] and argv[1] in COMMANDS else ["--help"]
     command = argv[0] if argv and argv[0] in COMMANDS else None
     wants_json = command in AGENT_COMMANDS or "--json" in argv
