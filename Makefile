@@ -1,14 +1,19 @@
-# autotune: `make demo` runs the whole loop on a bundled example; `make test` runs the tests.
+# autotune: `make demo` runs the whole loop on a bundled example; `make test` runs the tests
+# (`make test-fast`: all but the ones marked slow, in well under a minute).
 PYTHON ?= python3
 PYTEST_ARGS ?= -q
 # the tests run in this many pytest processes at once (auto: one per core, at most 4)
 JOBS ?= auto
 
-.PHONY: test demo bench latency decisions bigoutput manynames plugin-check report-check clean
+.PHONY: test test-fast demo bench latency decisions bigoutput manynames plugin-check report-check clean
 
 # Everything but the real-Claude-CLI checks (those are `make plugin-check`).
 test:
 	$(PYTHON) tests/bootstrap.py --jobs $(JOBS) $(PYTEST_ARGS) -p no:cacheprovider --ignore=tests/plugin tests
+
+# The pure core and the quick CLI tests: everything but @pytest.mark.slow (see README, Development).
+test-fast:
+	$(PYTHON) tests/bootstrap.py --jobs $(JOBS) $(PYTEST_ARGS) -p no:cacheprovider --ignore=tests/plugin -m "not slow" tests
 
 demo:
 	$(PYTHON) examples/demo.py

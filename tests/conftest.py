@@ -169,14 +169,30 @@ def project(tmp_path):
 
 
 @pytest.fixture
+def seed(tmp_path):
+    """The first implementation's session (tests/fixtures/seed-session) in a git repository
+    with the same benchmark, as its README.txt describes."""
+    from support.core_helpers import seed_project
+    return seed_project(tmp_path)
+
+
+@pytest.fixture
 def bare_project(tmp_path):
     """The same repository without `init`."""
     return make_project(tmp_path / "repo", init=False)
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: takes seconds (many processes, a whole loop, a kill at every step): "
+                   "`make test` runs it, `make test-fast` (-m \"not slow\") leaves it out")
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """`make test` runs the suite in one process per core: AUTOTUNE_TEST_SHARD=k/n keeps
-    every n-th test from the k-th, so the slow files are shared out evenly."""
+    every n-th test from the k-th, so the slow files are shared out evenly. It runs last,
+    after `-m "not slow"` has deselected, so each shard gets its share of what is left."""
     shard = os.environ.get("AUTOTUNE_TEST_SHARD")
     if not shard:
         return

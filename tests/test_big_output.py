@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import AUTOTUNE, clean_env, make_project
 
 PEAKRSS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "support", "peakrss.py")
@@ -58,6 +60,7 @@ def check_tail(result):
     assert len(output.encode("utf-8")) <= 4096 and len(output.split("\n")) <= 50, len(output)
 
 
+@pytest.mark.slow
 def test_200_mb_of_output_keeps_only_tail_and_metrics(tmp_path):
     project = make_project(tmp_path / "repo", benchmark=LOTS_OF_LINES % {"half": 100 * MB})
     result, peak = run_measured(project, "run", "--repeat", "1", "--timeout", "120")
@@ -71,6 +74,7 @@ def test_200_mb_of_output_keeps_only_tail_and_metrics(tmp_path):
     assert peak["vmhwm_kib"] < LIMIT_KIB, "run peaked at %.1f MiB" % (peak["vmhwm_kib"] / 1024.0)
 
 
+@pytest.mark.slow
 def test_a_100_mb_line_without_newline(tmp_path):
     project = make_project(tmp_path / "repo", benchmark=ENDLESS_LINE % {"size": 100 * MB})
     result, peak = run_measured(project, "run", "--repeat", "1", "--timeout", "120")

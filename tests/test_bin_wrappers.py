@@ -102,6 +102,7 @@ def test_a_copy_of_the_plugin_runs_its_own_autotune(tmp_path):
     assert hook.returncode == 0 and hook.text == ""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("plugin_root", sorted(PLUGIN_ROOTS))
 def test_wrappers_drive_a_whole_loop(tmp_path, links, plugin_root):
     """init, run, log, dashboard, statusline and setup-permissions through the wrappers,

@@ -9,6 +9,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from conftest import make_project
 from support.reliability import (assert_clean_exit, assert_state_matches_log, autotune,
                                  complete_lines, expected_confidence, read_bytes)
@@ -89,6 +91,7 @@ def check_log(project, records, calls):
     return results
 
 
+@pytest.mark.slow
 def test_two_writers_at_once_lose_nothing(tmp_path):
     project = make_project(tmp_path / "repo", config=CONFIG)
     records, elapsed = run_writers(project, CALLS)
@@ -98,6 +101,7 @@ def test_two_writers_at_once_lose_nothing(tmp_path):
     assert elapsed < 120, "%d concurrent log calls took %.1f s" % (WORKERS * CALLS, elapsed)
 
 
+@pytest.mark.slow
 def test_readers_during_writes_see_a_consistent_log(tmp_path):
     """explain/status/doctor running while two writers append: every call ends cleanly,
     the run count they report never goes back, and afterwards the cache is exact."""

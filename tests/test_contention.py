@@ -235,6 +235,7 @@ while not os.path.exists(os.path.join(control, "stop")):
 """
 
 
+@pytest.mark.slow
 def test_a_hog_on_the_kept_codes_side_only_does_not_get_a_noop_kept(tmp_path):
     if autotune.cpu_counters() is None:
         pytest.skip("no /proc/stat: no contention readings on this system")

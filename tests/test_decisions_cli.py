@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from conftest import ROOT, make_project
+from support.refusals import clear_error
 
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
@@ -120,9 +121,7 @@ def log(project, status="auto", description="experiment", *extra):
 
 
 def refused(result, code):
-    assert result.rc != 0, result
-    assert result.json is not None and result.json.get("error") == code, result
-    return result.json["message"]
+    return clear_error(result, code)
 
 
 # ---------------------------------------------------- 1. run -> log flow ----
@@ -153,6 +152,7 @@ def test_log_refuses_a_metric_that_differs_from_the_measurement(project):
     assert logged["metric"] == 90 and logged["measured"] is True
 
 
+@pytest.mark.slow
 def test_forced_metric_is_logged_as_not_measured(project):
     project.loop(100)
     project.set_delay(90)
@@ -174,6 +174,7 @@ def test_a_measurement_is_logged_once(project):
     refused(log(project, "auto", "again"), "no_measurement")
 
 
+@pytest.mark.slow
 def test_secondary_metrics_flow_from_run(project):
     project.ok("run")
     project.ok("log", "--status", "keep", "--description", "baseline")
@@ -204,6 +205,7 @@ def test_repeat_flag_takes_n_samples_and_logs_them(tmp_path):
     assert result["samples"] == [103, 101, 102] and result["metric"] == 102
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", [{"repeat": 4}, {"evaluator": {"repeat": 4}}])
 def test_config_repeat_is_used_by_every_run(tmp_path, config):
     project = make_project(tmp_path / "repo", config=config)
@@ -247,6 +249,7 @@ def noisy_baseline(tmp_path, config=None):
     return project
 
 
+@pytest.mark.slow
 def test_clear_noisy_improvement_decides_after_one_batch(tmp_path):
     project = noisy_baseline(tmp_path)
     feed(project, BETTER + [50.0] * 10)
@@ -262,6 +265,7 @@ def test_clear_noisy_improvement_decides_after_one_batch(tmp_path):
     assert logged["status"] == "keep" and logged["git"]["action"] == "commit"
 
 
+@pytest.mark.slow
 def test_ambiguous_noisy_result_samples_up_to_the_cap(tmp_path):
     project = noisy_baseline(tmp_path)
     feed(project, AMBIGUOUS)
@@ -283,6 +287,7 @@ def test_a_candidate_that_is_not_even_ahead_stops_after_one_batch(tmp_path):
     assert consumed(project) == len(BASELINE) + 5
 
 
+@pytest.mark.slow
 def test_noisy_worse_result(tmp_path):
     project = noisy_baseline(tmp_path)
     feed(project, WORSE)
@@ -292,6 +297,7 @@ def test_noisy_worse_result(tmp_path):
     assert ran["evidence"]["p_worse"] <= 0.05
 
 
+@pytest.mark.slow
 def test_the_bench_simulation_decides_exactly_like_run(tmp_path):
     """bench/decisions.py replays `cmd_run`'s sampling loop; this keeps the two in step.
     Runs without a log all compare with the same reference (the baseline)."""
@@ -316,6 +322,7 @@ def test_the_bench_simulation_decides_exactly_like_run(tmp_path):
 # ------------------------------------------------------------ 3. verdicts ----
 
 
+@pytest.mark.slow
 def test_deterministic_verdicts_and_auto_status(project):
     expected = [(100, "baseline", "keep"), (90, "improved", "keep"), (90, "unchanged", "discard"),
                 (95, "worse", "discard"), (80, "improved", "keep")]
@@ -325,6 +332,7 @@ def test_deterministic_verdicts_and_auto_status(project):
         assert logged["status"] == status and project.results()[-1]["verdict"] == verdict
 
 
+@pytest.mark.slow
 def test_crash_verdict_and_crashes_stay_out_of_the_confidence(project):
     project.loop(100)
     project.loop(90)
@@ -337,6 +345,7 @@ def test_crash_verdict_and_crashes_stay_out_of_the_confidence(project):
     assert project.results()[-1]["confidence"]["n"] == 3
 
 
+@pytest.mark.slow
 def test_checks_failed_verdict(tmp_path):
     project = work_project(tmp_path, checks=True)
     project.ok("run")
@@ -372,6 +381,7 @@ def blocked_keep(tmp_path, verdict):
     return project
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("verdict", ["checks_failed", "guardrail_failed", "holdout_failed"])
 def test_keep_is_refused_after_a_failed_run_unless_forced_with_a_reason(tmp_path, verdict):
     project = blocked_keep(tmp_path, verdict)
@@ -387,6 +397,7 @@ def test_keep_is_refused_after_a_failed_run_unless_forced_with_a_reason(tmp_path
     assert result["verdict"] == verdict
 
 
+@pytest.mark.slow
 def test_keep_after_a_crash_is_refused_unless_forced_with_a_reason(tmp_path):
     """A crash measured nothing, so a keep needs an invented --metric; that is an override
     of a failed run like any other: --force alone is not enough, and it is recorded."""
@@ -406,6 +417,7 @@ def test_keep_after_a_crash_is_refused_unless_forced_with_a_reason(tmp_path):
 # ---------------------------------------------------------- 4. guardrails ----
 
 
+@pytest.mark.slow
 def test_guardrail_regression_is_measured_against_the_segment_baseline(tmp_path):
     project = work_project(tmp_path, config={"guardrails": {"mem_mb": {"maxRegressionPct": 5}}})
     project.ok("run")
@@ -422,6 +434,7 @@ def test_guardrail_regression_is_measured_against_the_segment_baseline(tmp_path)
     assert breach["baseline"] == 50
 
 
+@pytest.mark.slow
 def test_guardrail_max_names_the_metric(tmp_path):
     project = work_project(tmp_path, config={"guardrails": {"errors": {"max": 0}}})
     project.ok("run")
@@ -436,6 +449,7 @@ def test_guardrail_max_names_the_metric(tmp_path):
 # ------------------------------------------------------------- 7. holdout ----
 
 
+@pytest.mark.slow
 def test_holdout_guards_a_keep(tmp_path):
     project = work_project(tmp_path, holdout=True)
     ran = project.ok("run")
@@ -511,6 +525,7 @@ def test_plateau_playbook_points_to_rebaseline(tmp_path):
 # ------------------------------------------------------ 6. stop conditions ----
 
 
+@pytest.mark.slow
 def test_target_value_completes_the_loop(tmp_path):
     project = make_project(tmp_path / "repo", config={"budget": {"target": 95}})
     _, logged = project.loop(100)
@@ -537,6 +552,7 @@ def age_segment(project, minutes):
     os.remove(os.path.join(str(project.path), ".autotune.state"))
 
 
+@pytest.mark.slow
 def test_time_budget_completes_the_loop_at_the_next_log(tmp_path):
     project = make_project(tmp_path / "repo", config={"budget": {"maxMinutes": 30}})
     project.loop(100)
@@ -565,6 +581,7 @@ def test_time_budget_spent_between_runs_shows_the_loop_completed(tmp_path):
 # --------------------------------------------------------- 8. environment ----
 
 
+@pytest.mark.slow
 def test_every_result_records_its_environment(project):
     head = project.head()
     ran, _ = project.loop(100)
@@ -615,6 +632,7 @@ def test_benchmark_edited_between_the_baseline_run_and_its_log_is_caught(project
 # ----------------------------------------------- fixed repeat of one sample ----
 
 
+@pytest.mark.slow
 def test_repeat_one_on_a_deterministic_benchmark_keeps_real_improvements(tmp_path):
     """With `repeat: 1` the reference has one sample, so the threshold borrows the MAD of
     the segment's results -- which is the loop's own progress, not noise."""

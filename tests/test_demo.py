@@ -5,7 +5,6 @@ files it leaves: the session log, the git history of the copied project, the rep
 and the repository itself, which must be untouched.
 """
 
-import ast
 import json
 import os
 import re
@@ -58,12 +57,14 @@ def demo(tmp_path_factory):
             "before": before, "after": after}
 
 
+@pytest.mark.slow
 def test_demo_succeeds_quickly(demo):
     assert demo["proc"].returncode == 0, demo["out"] + demo["err"]
     assert demo["seconds"] < 60, "the demo took %.1f s; it must stay under a minute" % demo["seconds"]
     assert re.search(r"^demo: \d+ experiments in [\d.]+ s", demo["out"], re.M), demo["out"]
 
 
+@pytest.mark.slow
 def test_every_status_is_shown(demo):
     statuses = [r["status"] for r in demo["results"]]
     for status in STATUSES:
@@ -76,6 +77,7 @@ def test_every_status_is_shown(demo):
     assert last["metric"] == demo["results"][-2]["metric"]
 
 
+@pytest.mark.slow
 def test_the_loop_plateaus_and_heals_with_escalation(demo):
     heals = [r["reason"] for r in demo["results"] if (r.get("reason") or "").startswith("heal:")]
     # the benchmark is deterministic: re-measuring teaches nothing, so the plateau skips rebaseline
@@ -88,6 +90,7 @@ def test_the_loop_plateaus_and_heals_with_escalation(demo):
     assert "shrink_scope" in notes
 
 
+@pytest.mark.slow
 def test_keeps_are_commits_and_the_rest_reverted(demo):
     log = subprocess.run(["git", "log", "--format=%s"], cwd=demo["project"], env=_env(),
                          stdout=subprocess.PIPE, check=True).stdout.decode().splitlines()
@@ -103,6 +106,7 @@ def test_keeps_are_commits_and_the_rest_reverted(demo):
     assert best < first
 
 
+@pytest.mark.slow
 def test_report_has_one_point_per_experiment(demo):
     path = os.path.join(demo["workspace"], "report.html")
     assert os.path.isfile(path)
@@ -112,6 +116,7 @@ def test_report_has_one_point_per_experiment(demo):
     assert not re.search(r'(src|href)="https?:', html), "the report must not load anything from the network"
 
 
+@pytest.mark.slow
 def test_repository_untouched(demo):
     if demo["before"] is None:
         pytest.skip("not a git checkout")
@@ -127,13 +132,7 @@ def test_keep_refuses_a_non_empty_directory(tmp_path):
     assert sorted(os.listdir(str(tmp_path))) == ["something"]
 
 
-@pytest.mark.parametrize("path", ["examples/demo.py", "tests/support/report_check_demo.py",
-                                  "tests/test_demo.py"])
-def test_python38_syntax(path):
-    with open(os.path.join(ROOT, path), encoding="utf-8") as handle:
-        ast.parse(handle.read(), path, feature_version=(3, 8))
-
-
+@pytest.mark.slow
 def test_the_demo_shows_autotunes_own_diagnosis(demo):
     """The crash and the checks failure are diagnosed by autotune (the demo quotes it)."""
     crash = next(r for r in demo["results"] if r["status"] == "crash")

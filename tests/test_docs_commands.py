@@ -252,6 +252,7 @@ git status
 """
 
 
+@pytest.mark.slow
 def test_the_checker_catches_a_bad_document(spec):
     found = mentions(BAD_DOC)
     problems = check_mentions(found, spec)
@@ -500,6 +501,7 @@ def skill_run(tmp_path_factory):
     return text, run_document(scenario, commands)
 
 
+@pytest.mark.slow
 def test_agent_manual_commands_run(agent_run):
     text, scenario = agent_run
     assert any(n for n, _, c in fenced_commands(text) if normalize(c)), "no command found: extractor broken?"
@@ -507,12 +509,14 @@ def test_agent_manual_commands_run(agent_run):
     assert not scenario.failures, report(scenario)
 
 
+@pytest.mark.slow
 def test_skill_commands_run(skill_run):
     text, scenario = skill_run
     assert not scenario.failures, report(scenario)
     assert os.path.exists(str(scenario.project.path / "autotune.checks.sh"))
 
 
+@pytest.mark.slow
 def test_readme_commands_run(tmp_path):
     text, commands = doc_commands("README.md")
     scenario = DocScenario(tmp_path, "README.md")
@@ -521,6 +525,7 @@ def test_readme_commands_run(tmp_path):
     assert not scenario.failures, report(scenario)
 
 
+@pytest.mark.slow
 def test_skill_baseline_commits_no_personal_settings(skill_run):
     """The wizard runs setup-permissions between init and the baseline: the personal
     .claude/settings.local.json it writes must not end up in a kept commit."""
@@ -529,6 +534,7 @@ def test_skill_baseline_commits_no_personal_settings(skill_run):
     assert not any(name.startswith(".claude/") for name in committed), committed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rel", DOCS)
 def test_inline_commands_and_flags_exist(spec, rel):
     text = read_doc(rel)
@@ -586,6 +592,7 @@ def all_keys(obj, into=None):
     return into
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command,start", [
     ("run", r"### `autotune run`[\s\S]*?JSON fields:"),
     ("log", r"### `autotune log`[\s\S]*?JSON fields:"),

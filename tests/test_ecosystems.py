@@ -72,6 +72,7 @@ def sha(project, name):
 # ------------------------------------------------------------ 1. toolchain ----
 
 
+@pytest.mark.slow
 def test_every_result_records_toolchains_and_lockfiles_and_a_change_is_a_warning(tmp_path):
     env, calls = fake_tools(tmp_path)
     project = node_project(tmp_path, env=env, extra={
@@ -135,6 +136,7 @@ def test_version_parsing():
 # ------------------------------------------------- 2. dependencies follow ----
 
 
+@pytest.mark.slow
 def test_a_discard_that_reverts_a_dependency_change_names_npm_ci(tmp_path):
     env, calls = fake_tools(tmp_path)
     project = node_project(tmp_path, env=env)
@@ -163,6 +165,7 @@ def test_a_discard_that_reverts_a_dependency_change_names_npm_ci(tmp_path):
     assert "dependencies" not in project.ok("log", "--status", "auto", "--description", "slow", env=env)
 
 
+@pytest.mark.slow
 def test_sync_command_runs_after_a_keep_and_a_discard_with_its_tail_and_exit(tmp_path):
     env, calls = fake_tools(tmp_path)
     project = node_project(tmp_path, config={"syncCommand": "npm ci --no-audit"}, env=env)
@@ -232,6 +235,7 @@ def gzip_total(project, names):
     return sum(len(gzip.compress(d, compresslevel=9, mtime=0)) for d in data), sum(len(d) for d in data)
 
 
+@pytest.mark.slow
 def test_size_benchmark_prints_gzip_bytes_after_the_build(tmp_path):
     project = make_project(tmp_path / "repo", init=False)
     os.unlink(str(project.path / "autotune.sh"))
@@ -260,6 +264,7 @@ def test_size_benchmark_prints_gzip_bytes_after_the_build(tmp_path):
     assert crashed["crashed"] and "the build failed" in crashed["output"] and "ValueError" in crashed["output"]
 
 
+@pytest.mark.slow
 def test_size_benchmark_in_kilobytes_and_no_match_is_a_crash(tmp_path):
     project = make_project(tmp_path / "repo", init=False)
     os.unlink(str(project.path / "autotune.sh"))
@@ -387,6 +392,7 @@ def test_setup_permissions_allows_the_project_commands_only_when_asked(tmp_path)
 # ---------------------------------------------------------------- 7. words ----
 
 
+@pytest.mark.slow
 def test_a_voluntary_stop_is_stopped_everywhere_with_how_to_resume(tmp_path):
     project = make_project(tmp_path / "repo")
     project.loop(100)

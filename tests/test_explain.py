@@ -4,6 +4,8 @@ in, why, and exactly what to do next (what the current playbook means in practic
 import json
 import re
 
+import pytest
+
 from conftest import make_project
 
 
@@ -62,6 +64,7 @@ def test_fresh_session_says_measure_the_baseline(tmp_path):
     has_all(section(text, "Next:"), "baseline", "autotune run", "autotune log")
 
 
+@pytest.mark.slow
 def test_improving_says_continue_and_shows_the_numbers(tmp_path):
     p = session(tmp_path)
     p.loop(80)
@@ -82,6 +85,7 @@ def test_improving_says_continue_and_shows_the_numbers(tmp_path):
     has_all(section(text, "Next:"), "autotune run")
 
 
+@pytest.mark.slow
 def test_plateau_healing_rebaseline_then_shrink_scope(tmp_path):
     p = session(tmp_path, config={"health": {"maxNoImprovementRuns": 2}, "repeat": 1})  # not known deterministic
     discard(p, 2)
@@ -101,6 +105,7 @@ def test_plateau_healing_rebaseline_then_shrink_scope(tmp_path):
     has_all(section(text, "Next:"), "smaller changes", "autotune.ideas.md")
 
 
+@pytest.mark.slow
 def test_crashing_diagnose_then_healing_then_the_pause_playbook(tmp_path):
     p = session(tmp_path)
     crash(p)
@@ -124,6 +129,7 @@ def test_crashing_diagnose_then_healing_then_the_pause_playbook(tmp_path):
     has_all(section(text, "Next:"), "autotune resume")
 
 
+@pytest.mark.slow
 def test_paused_recovery_exhausted_says_a_person_must_act(tmp_path):
     p = session(tmp_path, config={"recovery": {"maxHealingAttempts": 1}})
     crash(p, 3)
@@ -135,6 +141,7 @@ def test_paused_recovery_exhausted_says_a_person_must_act(tmp_path):
     has_all(section(text, "Next:"), "person", "fix", "autotune resume")
 
 
+@pytest.mark.slow
 def test_completed_says_report(tmp_path):
     p = session(tmp_path, config={"maxIterations": 2})
     p.loop(90)

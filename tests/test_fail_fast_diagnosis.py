@@ -10,6 +10,7 @@ import pytest
 
 import autotune
 from conftest import make_project
+from support.refusals import clear_error
 
 # Advice that would have the agent change the benchmark or the checks (its rules forbid it):
 # an imperative verb and one of them in the same clause, once the negations are taken out.
@@ -58,6 +59,7 @@ def executions(counter):
     return lines.count("bench"), lines.count("checks")
 
 
+@pytest.mark.slow
 def test_checks_run_after_the_first_sample_and_a_failure_stops_the_sampling(tmp_path):
     p, counter = counting_project(tmp_path, checks="grep -q BROKEN work.py && { echo 'FAILED: test_total'; exit 1; }\nexit 0\n")
     base = p.ok("run")
@@ -88,6 +90,7 @@ def test_a_deterministic_benchmark_runs_the_checks_once_after_its_one_sample(tmp
     assert ran["n"] == 1 and ran["checks"] is True and executions(counter) == (1, 1)
 
 
+@pytest.mark.slow
 def test_checks_do_not_run_when_the_first_sample_crashes(tmp_path):
     p, counter = counting_project(tmp_path, checks="exit 0\n")
     p.ok("run")
@@ -98,6 +101,7 @@ def test_checks_do_not_run_when_the_first_sample_crashes(tmp_path):
     assert ran["verdict"] == "crash" and ran["checks"] is None and executions(counter) == (1, 0)
 
 
+@pytest.mark.slow
 def test_a_timeout_is_reported_as_a_timeout_everywhere(tmp_path):
     bench = "#!/usr/bin/env bash\ngrep -q SLOW work.py && sleep 30\necho 'METRIC time_ms=5'\n"
     p = make_project(tmp_path / "repo", benchmark=bench)
@@ -111,7 +115,7 @@ def test_a_timeout_is_reported_as_a_timeout_everywhere(tmp_path):
     assert "before the timeout" in ran["sampling"]
     # a keep is refused like after a crash
     refused = p.cli("log", "--status", "keep", "--description", "slow")
-    assert refused.rc != 0 and refused.json["error"] == "missing_metric"
+    clear_error(refused, "missing_metric")
     assert "timed out" in refused.json["message"] and "crashed" not in refused.json["message"]
     logged = p.ok("log", "--status", "auto", "--description", "sleeps")
     assert logged["status"] == "crash" and logged["verdict"] == "timeout"   # the log's status vocabulary
@@ -126,6 +130,7 @@ def test_a_timeout_is_reported_as_a_timeout_everywhere(tmp_path):
     assert p.results()[-1]["verdict"] == "timeout"
 
 
+@pytest.mark.slow
 def test_a_crash_then_a_checks_failure_are_two_kinds_and_recovery_is_about_the_checks(tmp_path):
     p, _ = counting_project(tmp_path, checks="grep -q BROKEN work.py && exit 1\nexit 0\n", noisy=False)
     p.loop(100, description="baseline")
@@ -162,6 +167,7 @@ def lib_project(tmp_path):
     return p
 
 
+@pytest.mark.slow
 def test_a_crash_in_a_file_the_experiment_changed_looks_like_the_edit(tmp_path):
     p = lib_project(tmp_path)
     p.write("lib.py", "def run():\n    return 1 / 0\n")
@@ -186,6 +192,7 @@ def test_a_crash_in_a_file_the_experiment_changed_looks_like_the_edit(tmp_path):
     assert data["diagnosis"] is None and "ZeroDivision" not in data["next_text"]
 
 
+@pytest.mark.slow
 def test_a_missing_command_looks_like_the_environment(tmp_path):
     p = lib_project(tmp_path)
     # the edit is in helper.py; the failure is a missing tool, in no file the experiment changed

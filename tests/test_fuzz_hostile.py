@@ -7,14 +7,16 @@ Seeded (the same inputs on every machine) and bounded in time: rounds run until
 BUDGET_S seconds have passed (at least MIN_ROUNDS), so it stays a few seconds of
 `make test` however slow the machine; a failure prints the seed and round to replay."""
 
-import html.parser
 import json
 import os
 import random
 import shutil
 import time
 
+import pytest
+
 from conftest import clean_env, make_project, run_cli
+from support.html_tags import TagCollector
 from support.reliability import assert_clean_exit, autotune
 
 SEED = 12
@@ -109,18 +111,6 @@ def hostile_benchmark(rng):
     lines.append("printf 'METRIC mem_mb=%r\\n'" % rng.choice(NUMBERS))
     lines.append("printf '%%s\\n' %s" % autotune._shell_quote("METRIC %s=1" % hostile_text(rng).replace("\x00", "")))
     return "#!/usr/bin/env bash\n" + "\n".join(lines) + "\n"
-
-
-class TagCheck(html.parser.HTMLParser):
-    """Collects the tags and attribute names of a document."""
-
-    def __init__(self):
-        html.parser.HTMLParser.__init__(self)
-        self.tags, self.attrs = set(), set()
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.add(tag)
-        self.attrs.update(name for name, _ in attrs)
 
 
 REPORT_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "div", "span", "b",
@@ -234,7 +224,7 @@ def one_round(tmp_path, rng, number, good):
             if args[:2] == ["report", "--html"] and result.rc == 0:
                 with open(os.path.join(str(path), "report.html"), encoding="utf-8") as handle:
                     page = handle.read()
-                parser = TagCheck()
+                parser = TagCollector()
                 parser.feed(page)
                 assert parser.tags <= REPORT_TAGS, "%s: unexpected tags %s" % (label, parser.tags - REPORT_TAGS)
                 assert parser.attrs <= REPORT_ATTRS, "%s: unexpected attributes %s" % (
@@ -248,6 +238,7 @@ def one_round(tmp_path, rng, number, good):
     return problems
 
 
+@pytest.mark.slow
 def test_hostile_input_through_every_command_hook_and_status_line(tmp_path):
     base = make_project(tmp_path / "base")
     base.ok("log", "--status", "keep", "--metric", "100", "--description", "baseline")

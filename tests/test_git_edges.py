@@ -5,6 +5,8 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from conftest import clean_env, git, make_project
 
 VALUE_BENCH = """#!/usr/bin/env bash
@@ -39,6 +41,7 @@ def experiment(project, value, status="auto", description="experiment"):
     return project.ok("log", "--status", status, "--description", description)
 
 
+@pytest.mark.slow
 def test_an_experiment_that_edits_gitignore_neither_commits_nor_deletes_ignored_files(tmp_path):
     project = value_project(tmp_path, extra={".gitignore": ".env\ndata/\n"})
     project.write(".env", "API_KEY=secret\n")
@@ -56,6 +59,7 @@ def test_an_experiment_that_edits_gitignore_neither_commits_nor_deletes_ignored_
     assert project.read(".gitignore") == "# tidied up\n"
 
 
+@pytest.mark.slow
 def test_the_snapshot_survives_git_gc(tmp_path):
     project = value_project(tmp_path)
     project.write("local.cfg", "local v1\n")
@@ -67,6 +71,7 @@ def test_the_snapshot_survives_git_gc(tmp_path):
     assert project.read("local.cfg") == "local v1\n"
 
 
+@pytest.mark.slow
 def test_a_keep_that_deletes_an_untracked_file_commits(tmp_path):
     project = value_project(tmp_path)
     project.write("scratch.txt", "scratch\n")
@@ -91,6 +96,7 @@ def test_a_keep_whose_net_effect_is_head_reports_nothing_to_commit(tmp_path):
     assert logged["git"] == {"action": "none", "message": "nothing to commit"}
 
 
+@pytest.mark.slow
 def test_a_keep_leaves_the_users_other_staged_work_staged(tmp_path):
     project = value_project(tmp_path)
     start(project)
@@ -106,6 +112,7 @@ def test_a_keep_leaves_the_users_other_staged_work_staged(tmp_path):
     assert project.git("status", "--porcelain", "value.txt") == ""
 
 
+@pytest.mark.slow
 def test_restore_uses_the_ref_the_log_recorded_even_after_clear(tmp_path):
     project = value_project(tmp_path)
     start(project)
@@ -123,6 +130,7 @@ def test_restore_uses_the_ref_the_log_recorded_even_after_clear(tmp_path):
     assert project.read("new.txt") == "new idea\n" and project.read("code.txt") == "hello\n"
 
 
+@pytest.mark.slow
 def test_restore_works_whatever_the_users_diff_settings(tmp_path):
     project = value_project(tmp_path)
     start(project)
@@ -163,6 +171,7 @@ def test_session_files_are_never_reverted_even_from_a_staged_index(tmp_path):
     assert project.read("autotune.md") == "notes v3, unsaved\n"
 
 
+@pytest.mark.slow
 def test_a_submodule_change_is_reported_as_left_not_reverted(tmp_path):
     sub = tmp_path / "subsrc"
     subprocess.run(["git", "init", "-q", "-b", "main", str(sub)], check=True, env=clean_env())
@@ -181,6 +190,7 @@ def test_a_submodule_change_is_reported_as_left_not_reverted(tmp_path):
     assert logged["git"]["files"] == ["value.txt"]  # the left submodule is not swept into a keep
 
 
+@pytest.mark.slow
 def test_numbers_beyond_float_range_are_refused_or_skipped(tmp_path):
     project = make_project(tmp_path / "repo")
     project.ok("run")

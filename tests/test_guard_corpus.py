@@ -76,6 +76,7 @@ def test_the_corpus_is_large_and_balanced():
     assert len(set((r["command"], r.get("cwd")) for r in rows)) == len(rows), "duplicates"
 
 
+@pytest.mark.slow
 def test_the_guard_makes_no_wrong_decision(loop, tmp_path):
     rows = load_corpus()
     root = str(loop.path)

@@ -4,7 +4,6 @@ formula or unbounded work. Each test feeds the hostile input and checks that not
 ran, nothing leaked and the command still answers."""
 
 import csv
-import html.parser
 import io
 import json
 import os
@@ -17,6 +16,7 @@ import uuid
 import pytest
 
 from conftest import clean_env, make_project
+from support.html_tags import TagCollector
 from support.reliability import assert_clean_exit, autotune
 
 CONFIG = {"health": {"maxNoImprovementRuns": 1000, "maxCrashStreak": 1000}, "repeat": 1}
@@ -44,6 +44,7 @@ def append_lines(project, lines):
 
 # ------------------------------------------------------ 1. no code from a name ----
 
+@pytest.mark.slow
 def test_a_metric_name_never_becomes_code(bare_project, tmp_path):
     marker = str(tmp_path / "P")
     evil = 'x"+str(__import__("os").system("touch %s"))+"' % marker
@@ -77,6 +78,7 @@ def test_scaffold_quotes_every_value(bare_project, tmp_path):
     assert not os.path.exists(marker)
 
 
+@pytest.mark.slow
 def test_benchmark_changed_suggests_a_command_that_pastes_exactly(tmp_path):
     project = make_project(tmp_path / "repo", init=False, config=CONFIG)
     name = "it's $(touch PWNED) `x` \\ \"q\"\tand\x1b[2J"
@@ -110,6 +112,7 @@ def test_the_timeout_holds_after_the_benchmark_closes_its_output(tmp_path):
 
 # ------------------------------------------------------------ 3. bounded work ----
 
+@pytest.mark.slow
 def test_distinct_metric_names_are_capped_and_counted_once(tmp_path):
     cap = autotune.MAX_METRIC_NAMES
     body = ("awk 'BEGIN { for (i = 0; i < 5000; i++) printf \"METRIC m%d=1\\n\", i }'\n"
@@ -132,6 +135,7 @@ def test_distinct_metric_names_are_capped_and_counted_once(tmp_path):
     assert project.snapshot_bytes() == before
 
 
+@pytest.mark.slow
 def test_a_result_line_with_huge_metrics_keeps_the_state_small(tmp_path):
     project = bench_project(tmp_path, 'echo "METRIC time_ms=5"\n')
     append_lines(project, [{"type": "result", "index": 1, "status": "keep", "metric": 5, "segment": 1,
@@ -148,6 +152,7 @@ def test_a_result_line_with_huge_metrics_keeps_the_state_small(tmp_path):
 EXTREMES = ["1.7976931348623157e308", "-1.79e308", "5e-324", "4e-324", "-5e-324", "1e-310"]
 
 
+@pytest.mark.slow
 def test_extreme_numbers_through_every_command(tmp_path):
     body = 'v=$(cat value.txt)\necho "METRIC time_ms=$v"\necho "METRIC mem_mb=$v"\n'
     project = bench_project(tmp_path, body, init=False)
@@ -220,6 +225,7 @@ def hostile_session(tmp_path):
     return project
 
 
+@pytest.mark.slow
 def test_no_control_character_reaches_a_terminal(tmp_path):
     project = hostile_session(tmp_path)
     root = str(project.path).encode()
@@ -277,16 +283,6 @@ def test_strip_controls(text, expected):
 
 # ------------------------------------------------ 6. nothing reaches a browser ----
 
-class Tags(html.parser.HTMLParser):
-    def __init__(self):
-        html.parser.HTMLParser.__init__(self)
-        self.tags, self.attrs = set(), set()
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.add(tag)
-        self.attrs.update(name for name, _ in attrs)
-
-
 def test_the_html_report_escapes_every_field(tmp_path):
     project = bench_project(tmp_path, 'echo "METRIC time_ms=5"\n')
     evil = "<x-evil onload=alert(1)>\"'&"
@@ -301,7 +297,7 @@ def test_the_html_report_escapes_every_field(tmp_path):
     result = project.cli("report", "--html", "r.html")
     assert result.rc == 0, result
     page = project.read("r.html")
-    parser = Tags()
+    parser = TagCollector()
     parser.feed(page)
     assert "x-evil" not in parser.tags and not any("onload" in a for a in parser.attrs), (parser.tags, parser.attrs)
     assert "<x-evil" not in page and "&lt;x-evil onload=alert(1)&gt;&quot;&#x27;&amp;" in page
@@ -400,6 +396,7 @@ def escaped_sleepers(tag):
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the subreaper is Linux's")
 @pytest.mark.parametrize("ending", ["exit", "timeout"])
 def test_descendants_cannot_escape_the_sweep(tmp_path, ending):

@@ -16,6 +16,8 @@ import shutil
 import sys
 import threading
 
+import pytest
+
 from conftest import AUTOTUNE, clean_env, make_project
 from support.reliability import FAST, assert_clean_exit, autotune, session_bytes
 from support.reliability import run_fast as run_cli
@@ -236,6 +238,7 @@ def fuzz_lane(project, commands, rng, failures):
                 restore_tree(project.path, before)
 
 
+@pytest.mark.slow
 def test_every_command_survives_hostile_arguments(tmp_path):
     commands = [name for name in autotune.COMMANDS]
     assert {"init", "run", "log", "explain", "status", "stop", "resume", "repair", "rebaseline",
@@ -259,6 +262,7 @@ def test_every_command_survives_hostile_arguments(tmp_path):
 
 # ----------------------------------------------------- unreadable files ----
 
+@pytest.mark.slow
 def test_unreadable_session_files(tmp_path):
     """A config, log or state that cannot be read (mode 000, or a directory in its
     place, which blocks even root) is a clear error or ignored, never a traceback."""
@@ -357,6 +361,7 @@ def junk_lines(rng, good):
                              ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
+@pytest.mark.slow
 def test_a_log_full_of_junk_lines(tmp_path):
     """A log where most lines are junk: every command still works (junk skipped and
     counted), `log` appends after it with the right index, and nothing crashes."""
@@ -403,6 +408,7 @@ def test_a_log_full_of_junk_lines(tmp_path):
     assert any(r.get("description") == "after the junk" for r in results)
 
 
+@pytest.mark.slow
 def test_a_junk_line_nested_too_deeply(project):
     """One line of JSON nested deeper than the parser's recursion limit (junk from any
     writer) must be skipped like any other junk line, not stop every command."""
@@ -420,6 +426,7 @@ def test_a_junk_line_nested_too_deeply(project):
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.slow
 def test_deeply_nested_json_never_escapes_as_internal_error(project):
     """JSON nested just below the parser's limit is accepted by `--asi` then breaks the
     encoder (RecursionError) after git acted; the same for an escaped lone surrogate

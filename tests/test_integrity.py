@@ -3,9 +3,12 @@ nor run a benchmark that something else rewrote on the way (review findings)."""
 
 import json
 
+import pytest
+
 from conftest import clean_env
 
 
+@pytest.mark.slow
 def test_a_typed_in_keep_in_a_measured_segment_needs_an_override(project):
     project.loop(100, description="baseline")
     before = project.snapshot_bytes()
@@ -20,6 +23,7 @@ def test_a_typed_in_keep_in_a_measured_segment_needs_an_override(project):
     assert line["override_reason"] == "measured on the lab machine"
 
 
+@pytest.mark.slow
 def test_typed_in_numbers_still_work_where_nothing_is_measured(project):
     """Sessions driven by hand (or by the first implementation) log with --metric."""
     first = project.ok("log", "--status", "keep", "--metric", "100", "--description", "by hand")
@@ -27,6 +31,7 @@ def test_typed_in_numbers_still_work_where_nothing_is_measured(project):
     assert first["measured"] is False and second["improved"] is True
 
 
+@pytest.mark.slow
 def test_a_significantly_worse_result_is_not_kept_without_a_reason(project):
     project.loop(100, description="baseline")
     project.set_delay(130)

@@ -13,8 +13,11 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from conftest import clean_env, cli_argv, make_project
 from support.plugin_helpers import run_hook, sample
+from support.refusals import clear_error
 
 OWNER = "0b5e55ed-0000-4000-8000-0000000000d1"
 OTHER = "0b5e55ed-0000-4000-8000-0000000000d2"
@@ -30,12 +33,9 @@ def snap(project):
 
 
 def refused(result, code, *needles):
-    assert result.rc != 0, result
-    assert result.json is not None and set(result.json) == {"error", "message"}, result
-    assert result.json["error"] == code, result
-    for needle in needles:
-        assert needle in result.json["message"], (needle, result.json["message"])
-    return result.json["message"]
+    message = clear_error(result, code, *needles)
+    assert set(result.json) == {"error", "message"}, result
+    return message
 
 
 def run_cache(project):
@@ -45,6 +45,7 @@ def run_cache(project):
 
 # ------------------------------------------------- 1. log records what run measured ----
 
+@pytest.mark.slow
 def test_log_after_the_tree_changed_since_run_is_refused_whatever_the_status(project):
     project.loop(100, description="baseline")
     project.set_delay(90)
@@ -60,6 +61,7 @@ def test_log_after_the_tree_changed_since_run_is_refused_whatever_the_status(pro
     assert logged["metric"] == 95 and logged["measured"] is True
 
 
+@pytest.mark.slow
 def test_a_forged_run_cache_cannot_turn_a_measured_regression_into_a_keep(project):
     project.loop(100, description="baseline")
     project.set_delay(150)
@@ -88,6 +90,7 @@ def test_a_forged_run_cache_cannot_turn_a_measured_regression_into_a_keep(projec
     refused(project.cli("log", "--status", "auto", "--description", "again"), "no_measurement")
 
 
+@pytest.mark.slow
 def test_a_forged_state_cannot_point_log_at_an_old_measurement(project):
     project.loop(100, description="baseline")
     first_offset = project.results()[0]["measurement"]["offset"]
@@ -122,6 +125,7 @@ def wait_for(path, seconds=60):
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_a_second_run_is_refused_at_once_and_a_killed_one_never_blocks(tmp_path):
     started, go = str(tmp_path / "started"), str(tmp_path / "go")
     project = make_project(tmp_path / "repo", benchmark=WAITING.format(
@@ -193,6 +197,7 @@ def alive(pid):
 
 # -------------------------------------------- 3. the judge is fixed per segment ----
 
+@pytest.mark.slow
 def test_a_changed_judge_is_refused_with_the_init_command_and_budgets_may_change(tmp_path):
     config = {"guardrails": {"mem_mb": {"maxRegressionPct": 10}}, "evaluator": {"alpha": 0.05},
               "maxIterations": 50}
@@ -251,6 +256,7 @@ def data_project(tmp_path):
     return project
 
 
+@pytest.mark.slow
 def test_a_changed_protected_input_refuses_run_naming_it(tmp_path):
     project = data_project(tmp_path)
     project.write("data/input.csv", "a\n")  # truncating the data would be "improved -66%"
@@ -277,6 +283,7 @@ def test_a_changed_protected_input_refuses_run_naming_it(tmp_path):
     assert project.ok("log", "--status", "auto", "--description", "dependency")["status"] == "keep"
 
 
+@pytest.mark.slow
 def test_an_experiment_that_changes_a_protected_input_cannot_be_kept(tmp_path):
     project = data_project(tmp_path)
     project.set_delay(90)
@@ -310,6 +317,7 @@ def edit(path, cwd, name="Edit", **fields):
     return "deny" if '"deny"' in result.out else "allow"
 
 
+@pytest.mark.slow
 def test_edits_are_resolved_against_the_loop_through_links_and_directories(tmp_path):
     project = data_project(tmp_path)
     root = project.path
@@ -330,6 +338,7 @@ def test_edits_are_resolved_against_the_loop_through_links_and_directories(tmp_p
 
 # ---------------------------------------------- 8. SessionStart speaks to the owner ----
 
+@pytest.mark.slow
 def test_session_start_continues_the_loop_only_for_its_owner(tmp_path):
     project = make_project(tmp_path / "repo", init=False)
     env = clean_env(CLAUDE_CODE_SESSION_ID=OWNER)

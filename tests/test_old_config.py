@@ -90,6 +90,7 @@ def test_the_schema_is_one_table():
 
 # ----------------------------------------------------------------- the CLI ----
 
+@pytest.mark.slow
 def test_an_old_config_runs_the_loop_with_its_warnings_shown(tmp_path):
     p = make_project(tmp_path / "repo", config=OLD_CONFIG)
     ran = p.ok("run")

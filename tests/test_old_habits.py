@@ -59,6 +59,7 @@ def test_dashboard_dir(tmp_path):
     assert missing.rc != 0 and "--dir" in missing.err and missing.out == ""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("columns, width", [(None, 80), ("120", 120), ("60", 60), ("junk", 80)])
 def test_dashboard_honours_columns(tmp_path, columns, width):
     p = make_project(tmp_path / "repo")

@@ -8,9 +8,12 @@ working directory are left alone; the discarded change comes back with
 import json
 import os
 
+import pytest
+
 from conftest import BENCHMARK, Project, make_project, run_cli
 from support.core_helpers import (commit_files, git_init, make_nested_project, racy_edit,
                                   write_config)
+from support.refusals import clear_error
 
 GITIGNORE = "build/\n*.log\n"
 
@@ -67,6 +70,7 @@ def experiment(p):
     p.write("autotune.ideas.md", "- idea v2\n")
 
 
+@pytest.mark.slow
 def test_discard_restores_exactly_the_state_before_the_experiment_and_restore_undoes_it(tmp_path):
     p = prepared(tmp_path)
     # the baseline keep committed nothing of the user's work in progress
@@ -111,10 +115,11 @@ def test_discard_restores_exactly_the_state_before_the_experiment_and_restore_un
 
 def test_restore_of_an_unknown_experiment_is_a_clear_error(project):
     result = project.cli("restore", "7", "--json")
-    assert result.rc != 0 and result.json["error"]
+    clear_error(result)
     assert "7" in result.json["message"]
 
 
+@pytest.mark.slow
 def test_crash_and_checks_failed_revert_the_same_way(tmp_path):
     p = prepared(tmp_path, checks=True)
     for status, work in (("crash", "DELAY_MS = CRASH\n"), ("checks_failed", "DELAY_MS = 90\n# BROKEN\n")):
@@ -130,6 +135,7 @@ def test_crash_and_checks_failed_revert_the_same_way(tmp_path):
         user_work_is_intact(p)
 
 
+@pytest.mark.slow
 def test_protected_benchmark_checks_and_config_survive_a_discard(tmp_path):
     p = make_project(tmp_path / "repo", init=False)
     p.write("autotune.checks.sh", "#!/usr/bin/env bash\nexit 0\n", mode=0o755)
@@ -154,6 +160,7 @@ def test_protected_benchmark_checks_and_config_survive_a_discard(tmp_path):
     assert p.exists("autotune.jsonl") and p.exists(".autotune.state")
 
 
+@pytest.mark.slow
 def test_keep_commits_only_the_experiment(tmp_path):
     p = prepared(tmp_path)
     p.set_delay(80)
@@ -175,6 +182,7 @@ def test_keep_commits_only_the_experiment(tmp_path):
     assert p.git("status", "--porcelain", "--", "work.py", "helper.py") == ""
 
 
+@pytest.mark.slow
 def test_subdirectory_session_leaves_the_rest_of_the_repository_alone(tmp_path):
     top, s = make_nested_project(tmp_path)
     s.loop(100, description="baseline")
@@ -204,6 +212,7 @@ def test_subdirectory_session_leaves_the_rest_of_the_repository_alone(tmp_path):
     assert top.exists("sub/autotune.jsonl") and not top.exists("autotune.jsonl")
 
 
+@pytest.mark.slow
 def test_working_dir_from_config_leaves_the_outside_alone(tmp_path):
     root = tmp_path / "repo"
     git_init(root)
@@ -232,6 +241,7 @@ def test_working_dir_from_config_leaves_the_outside_alone(tmp_path):
     assert logged["git"]["files"] and all(f.startswith("bench/") for f in logged["git"]["files"])
 
 
+@pytest.mark.slow
 def test_nothing_to_revert_is_reported_not_an_error(project):
     project.loop(100, description="baseline")
     project.ok("run")
@@ -246,6 +256,7 @@ def test_nested_session_is_found_from_its_directory_not_from_above(tmp_path):
     assert s.ok("explain", "--json")["name"] == "nested"
 
 
+@pytest.mark.slow
 def test_type_changes_and_unusual_names_are_restored(tmp_path):
     p = make_project(tmp_path / "repo", init=False)
     p.write("data", "user data file\n")
@@ -273,6 +284,7 @@ def test_type_changes_and_unusual_names_are_restored(tmp_path):
     assert p.read("new ✓ file.txt") == "new\n"
 
 
+@pytest.mark.slow
 def test_racy_uncommitted_edit_before_init_survives_a_discard(tmp_path):
     p = make_project(tmp_path / "repo", init=False)
     racy_edit(p, "work.py", "DELAY_MS = 200\n")
@@ -287,6 +299,7 @@ def test_racy_uncommitted_edit_before_init_survives_a_discard(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_restore_that_does_not_apply_changes_nothing(project):
     project.loop(100, description="baseline")
     project.loop(150, status="discard")            # experiment 2: work.py -> 150, saved

@@ -7,10 +7,8 @@ import json
 import os
 import re
 
-import pytest
-
 import autotune
-from support.core_helpers import naive_mad, racy_edit, seed_bytes, seed_project
+from support.core_helpers import naive_mad, racy_edit, seed_bytes
 
 # The README's numbers, typed in from tests/fixtures/seed-session/README.txt.
 SEG2 = {"runs": 7, "kept": 2, "discarded": 5, "crashed": 0, "baseline": 1265, "best": 1428,
@@ -22,11 +20,6 @@ SEG2 = {"runs": 7, "kept": 2, "discarded": 5, "crashed": 0, "baseline": 1265, "b
 SEG1 = {"runs": 8, "kept": 4, "discarded": 1, "crashed": 2, "checks_failed": 1, "baseline": 100,
         "best": 79, "best_commit": "bb8c6ca", "best_pct": -21.0, "health": "improving",
         "mode": "optimize", "keep_streak": 1, "no_improve": 0, "crash_streak": 0, "heals": 0}
-
-
-@pytest.fixture
-def seed(tmp_path):
-    return seed_project(tmp_path)
 
 
 def test_the_readme_numbers_are_self_consistent():

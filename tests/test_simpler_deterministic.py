@@ -51,6 +51,7 @@ def test_suggested_status_rules(verdict, added, removed, status, rule):
         assert "removes %d line" % removed in why["why"] and "kept" in why["why"]
 
 
+@pytest.mark.slow
 def test_an_equal_result_that_removes_code_is_kept_without_moving_the_best(tmp_path):
     p = project_with_extra(tmp_path)
     p.loop(100, description="baseline")
@@ -121,6 +122,7 @@ def test_within_noise_removal_is_kept_by_the_simplicity_rule(tmp_path):
     assert logged["status"] == "keep" and logged["improved"] is False
 
 
+@pytest.mark.slow
 def test_a_simpler_keep_still_has_to_pass_the_holdout(tmp_path):
     p = project_with_extra(tmp_path)
     p.write("hold.txt", "100\n")
@@ -140,6 +142,7 @@ def test_a_simpler_keep_still_has_to_pass_the_holdout(tmp_path):
 # -------------------------------------------------------------- point 9 --------
 
 
+@pytest.mark.slow
 def test_deterministic_plateau_skips_rebaseline(tmp_path):
     p = project_with_extra(tmp_path, config={"health": {"maxNoImprovementRuns": 2}})
     p.loop(100, description="baseline")
@@ -174,6 +177,7 @@ def test_identical_values_are_unchanged_not_within_noise():
     assert autotune.assess([99.0, 100.0, 101.0], [99.5, 100.0, 100.5], "lower", 0.05)[0] == "within_noise"
 
 
+@pytest.mark.slow
 def test_confidence_excludes_checks_failed_values(tmp_path):
     p = project_with_extra(tmp_path)
     p.write("autotune.checks.sh", "#!/usr/bin/env bash\n! grep -q BROKEN work.py\n", mode=0o755)

@@ -457,6 +457,7 @@ def _rates(noise_key, settings, effects=(0, 3), trials=1500, probe=None, rule="i
                 for e in effects}
 
 
+@pytest.mark.slow
 def test_defaults_meet_the_decision_targets_on_gaussian_noise():
     rates = _rates("gaussian", autotune.Settings())
     assert rates[0] <= 0.05 and rates[3] >= 0.90, rates
@@ -467,6 +468,7 @@ def test_stricter_alpha_never_keeps_more_noise():
     assert rates[0] <= 0.05, rates
 
 
+@pytest.mark.slow
 def test_coarse_timer_is_not_mistaken_for_a_deterministic_benchmark():
     """A timer whose tick is 2 sigma often prints 3 identical baseline samples: treated as
     deterministic, every later run takes one sample and any tick down is `improved`."""
@@ -479,11 +481,13 @@ def test_coarse_timer_is_not_mistaken_for_a_deterministic_benchmark():
         assert rates[0] <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / trials), (rule, rates)
 
 
+@pytest.mark.slow
 def test_present_rule_still_meets_the_targets_on_a_stationary_machine():
     rates = _rates("gaussian", autotune.Settings(eval_mode="reference"), rule="present", trials=800)
     assert rates[0] <= 0.05 and rates[3] >= 0.90, rates
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("machine", ["faster", "slower", "drift", "bursty", "lognormal"])
 def test_interleaved_default_meets_the_targets_on_a_drifting_machine(machine):
     """Issue 9: a step change between runs, gradual drift and bursts of load decide

@@ -41,6 +41,7 @@ def loop(tmp_path_factory):
 
 # ------------------------------------------------------------------ status line ----
 
+@pytest.mark.slow
 @pytest.mark.parametrize("via_wrapper", [False, True])
 def test_statusline_with_a_session_renders_the_spec_line(loop, via_wrapper):
     proc = statusline(loop.path, sample("statusLine", loop.path), via_wrapper=via_wrapper)
@@ -71,6 +72,7 @@ def test_statusline_without_a_session(tmp_path):
     assert proc.text == "0m · $0.00 · ctx 0%\n"
 
 
+@pytest.mark.slow
 def test_statusline_finds_the_loop_from_the_workspace_dir(loop, tmp_path):
     payload = sample("statusLine", loop.path / "sub")
     assert "improving" in statusline(loop.path / "sub", payload).text
@@ -79,6 +81,7 @@ def test_statusline_finds_the_loop_from_the_workspace_dir(loop, tmp_path):
     assert "improving" in statusline(tmp_path, elsewhere).text, "workspace.current_dir is the project"
 
 
+@pytest.mark.slow
 def test_statusline_before_the_first_reply_and_with_odd_payloads(loop):
     early = sample("statusLine", loop.path)
     del early["prompt_id"]
@@ -92,6 +95,7 @@ def test_statusline_before_the_first_reply_and_with_odd_payloads(loop):
         assert proc.returncode == 0 and proc.text.count("\n") == 1 and "Traceback" not in proc.stderr.decode(), raw[:40]
 
 
+@pytest.mark.slow
 def test_statusline_color(loop):
     """Colour by default (issue 13); --color is still accepted; NO_COLOR and --no-color turn it off."""
     colored = statusline(loop.path, sample("statusLine", loop.path), args=["--color"]).text
@@ -103,6 +107,7 @@ def test_statusline_color(loop):
     assert not ANSI.search(statusline(loop.path, sample("statusLine", loop.path), args=["--color"], env=env).text)
 
 
+@pytest.mark.slow
 def test_statusline_chain_runs_the_other_command_with_the_payload(loop):
     payload = sample("statusLine", loop.path)
     proc = statusline(loop.path, payload, args=["--chain", "echo CHAINED-LINE"])
@@ -134,6 +139,7 @@ def test_statusline_chain_runs_through_the_shell_and_the_payload_stays_data(loop
     assert not (tmp_path / "pwned").exists(), "the payload was executed"
 
 
+@pytest.mark.slow
 def test_statusline_chain_failures_keep_our_line(loop):
     payload = sample("statusLine", loop.path)
     for chain in ("/nonexistent/statusline-command", "'unbalanced", "false"):

@@ -66,6 +66,7 @@ def test_exit_zero_with_a_background_child_leaves_nothing_behind(tmp_path, marke
     assert wait_no_processes(marker) == []
 
 
+@pytest.mark.slow
 def test_exit_zero_with_a_child_ignoring_sigterm_leaves_nothing_behind(tmp_path, marker):
     """The child outlives SIGTERM, so it needs the KILL; meanwhile the benchmark's own
     output (its METRIC line) must not be lost. Three samples, because whether the
