@@ -34,9 +34,15 @@ and processes are touched only at the edges. Records are small __slots__ classes
 (importing dataclasses costs more than the whole interpreter start-up, and every call
 is one process in the agent's inner loop); heavy modules are imported where used.
 
-Sections: constants, errors, text and numbers, data model, configuration, storage,
-metrics, statistics, health, git, running, projects, arguments and output, commands,
-hooks, shell words, rendering, CLI.
+Sections are layers; each uses only what is above it: foundations (constants to
+records); pure core (metric lines to views); shell (files to projects); edges (output to
+CLI).
+
+Sections: constants, errors, text and numbers, records, metric lines, configuration,
+arguments, statistics, decision, diagnosis, health, the fold, views, files, git,
+snapshots, storage, inputs, keep and restore, processes, projects, output, text
+rendering, HTML report, init, run, log, rebaseline and verify, person commands, doctor,
+shell words, write targets, hooks, command guard, Claude Code integration, CLI.
 
 Tests: `make test` drives this file as a black box in scratch git repositories.
 """
@@ -45,6 +51,9 @@ import json
 import os
 import sys
 import time
+
+
+# ============================================================== FOUNDATIONS ====
 
 # ---------------------------------------------------------------- constants ----
 
@@ -151,8 +160,8 @@ TOOLCHAIN_CACHE_SECONDS = 3600  # a version manager can switch a tool behind the
 DEFAULT_BENCH_ENV = (("NO_COLOR", "1"), ("FORCE_COLOR", "0"))
 SYNC_TAIL_LINES, SYNC_TAIL_BYTES = 20, 2048
 
-# -------------------------------------------------------------------- errors ----
 
+# ------------------------------------------------------------------- errors ----
 
 class AutotuneError(Exception):
     """An expected failure: one clear sentence, a stable code, nothing written."""
@@ -168,8 +177,7 @@ def fail(code, message, exit_code=1):
     raise AutotuneError(code, message, exit_code)
 
 
-# ---------------------------------------------------------- text and numbers ----
-
+# --------------------------------------------------------- text and numbers ----
 
 def _finite(value):
     """The value when it is a finite number, else None: the guard every computed figure
@@ -395,21 +403,6 @@ def clean_data(value, keep=""):
     return value
 
 
-def spreadsheet_cell(value):
-    """A CSV/TSV cell that a spreadsheet shows as text, never runs as a formula (OWASP
-    CSV injection): text starting with = + - @ tab or CR gets a leading apostrophe.
-    Numbers stay numbers (-5 is a number, not a formula: parse_number, the METRIC
-    grammar's number, tells them)."""
-    if value is None:
-        return ""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return _fmt(value)
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    formula = text.lstrip(" ")[:1] in ("=", "+", "-", "@", "\t", "\r") and parse_number(text) is None
-    text = strip_controls(text)  # newlines stay (quoted in CSV); tab and CR become spaces
-    return "'" + text if formula else text
-
-
 def clean_tail(text):
     """A captured output tail as a terminal would show it: escape sequences (colours,
     cursor moves, OSC titles and links) removed by strip_controls, and of a line redrawn
@@ -426,8 +419,45 @@ def clean_tail(text):
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------- data model ----
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
 
+
+def _is_number(value):
+    """A finite int or float (not a bool; not an int too big for a float)."""
+    import math
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _reject_constant(name):
+    raise ValueError("%s is not a number JSON allows" % name)
+
+
+def iso_to_epoch(text):
+    """Parses our own 'YYYY-MM-DDTHH:MM:SS[.f]Z' (and +00:00) timestamps; None if not one."""
+    if not isinstance(text, str) or len(text) < 19:
+        return None
+    try:
+        year, month, day = int(text[0:4]), int(text[5:7]), int(text[8:10])
+        hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    except ValueError:
+        return None
+    # days from civil (Howard Hinnant), so no calendar/datetime import is needed
+    year -= month <= 2
+    era = year // 400
+    yoe = year - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = era * 146097 + doe - 719468
+    return days * 86400 + hour * 3600 + minute * 60 + second
+
+
+# ------------------------------------------------------------------ records ----
 
 class Record(object):
     """A named bag of fields with defaults that reads and writes plain dicts.
@@ -580,23 +610,168 @@ class Measurement(Record):
     __slots__ = tuple(name for name, _ in FIELDS)
 
 
-# ------------------------------------------------------------- configuration ----
+# ================================================================ PURE CORE ====
+
+# ------------------------------------------------------------- metric lines ----
+
+# The METRIC grammar, in one place (README "The metric protocol" quotes it):
+#
+#   line    = [blanks] "METRIC" blanks name [blanks] "=" [blanks] number [blanks]
+#   blanks  = one or more spaces or tabs
+#   name    = first rest{0,127}     first = A-Z a-z 0-9 _     rest = first or . : / % -
+#             (not __proto__, constructor or prototype)
+#   number  = [+|-] (digits [. [digits]] | . digits) [(e|E) [+|-] digits]
+#             digits = ASCII 0-9 only; finite (1e999, inf, nan, 1_000, 0x1A, ١٢ are not numbers)
+#
+# Lines are separated by LF, CR or CRLF: a progress bar's `50%\rMETRIC x=5` holds a
+# METRIC line. Everything else a benchmark prints is ignored.
+
+METRIC_NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+METRIC_NAME_REST = METRIC_NAME_FIRST | frozenset(".:/%-")
+MAX_METRIC_NAME = 128
+MAX_METRIC_NAMES = 100       # secondary names kept per run and per result; the rest are counted
+_NUMBER_CHARS = frozenset("0123456789+-.eE")
+# the grammar as regular expressions (compiled on first use: only `run` scans output)
+_NAME_RE = r"[A-Za-z0-9_][A-Za-z0-9_.:/%%-]{0,%d}" % (MAX_METRIC_NAME - 1)
+_NUMBER_RE = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
+_LINE_RE = r"[ \t]*METRIC[ \t]+(%s)[ \t]*=[ \t]*(%s)[ \t]*" % (_NAME_RE, _NUMBER_RE)
+_metric_patterns = []
+# a unit is shown next to numbers and written into files: letters, digits and a few signs
+UNIT_EXTRA = frozenset(" _.,:/%()[]^*°µ+-#")
+MAX_UNIT = 32
 
 
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
+def metric_patterns():
+    """(one line as str, every line of a bytes chunk) compiled from the grammar above."""
+    if not _metric_patterns:
+        import re
+        _metric_patterns.append(re.compile(_LINE_RE))
+        _metric_patterns.append(re.compile(
+            (r"(?:^|(?<=[\r\n]))%s(?=[\r\n]|\Z)" % _LINE_RE).encode("ascii")))
+    return _metric_patterns
 
 
-def _is_number(value):
-    """A finite int or float (not a bool; not an int too big for a float)."""
-    import math
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
+def parse_metric_line(line):
+    """('name', value) for a physical line holding a line of the METRIC grammar above
+    (the last one when carriage returns split it into several), else None."""
+    pattern = metric_patterns()[0]
+    for part in reversed(line.rstrip("\n").split("\r")):
+        match = pattern.fullmatch(part)
+        if match is not None and match.group(1) not in RESERVED_METRIC_NAMES:
+            number = parse_number(match.group(2))
+            if number is not None:
+                return match.group(1), number
+    return None
+
+
+def parse_number(text):
+    """A finite float from ASCII decimal text (the grammar's `number`), else None:
+    float() alone would also take 1_000, inf, nan and non-ASCII digits."""
+    if not text or not all(ch in _NUMBER_CHARS for ch in text) or not any(ch.isdigit() for ch in text):
+        return None
     try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
+        number = float(text)
+    except ValueError:
+        return None
+    return number if _is_number(number) else None
 
+
+def valid_metric_name(name):
+    """A name of the METRIC grammar: safe in a shell word, a Python string, a file, a
+    spreadsheet header and a terminal, so no place it is written to can run it."""
+    return (isinstance(name, str) and 0 < len(name) <= MAX_METRIC_NAME and name[0] in METRIC_NAME_FIRST
+            and all(ch in METRIC_NAME_REST for ch in name) and name not in RESERVED_METRIC_NAMES)
+
+
+def metric_name_error(flag, name, code="bad_metric_name"):
+    fail(code, "%s %s is not a valid metric name: it starts with a letter, digit or _, "
+         "then letters, digits and _ . : / %% - (at most %d characters; not __proto__, constructor or "
+         "prototype), e.g. time_ms." % (flag, json.dumps(name), MAX_METRIC_NAME))
+
+
+def valid_unit(unit):
+    """A unit (ms, KB, ops/s, µs, °C): letters, digits, spaces and a few signs; no quotes,
+    backslashes, $ or backticks, no control characters."""
+    return (isinstance(unit, str) and len(unit) <= MAX_UNIT
+            and all(ch.isalnum() or ch in UNIT_EXTRA for ch in unit))
+
+
+class OutputScanner(object):
+    """Consumes a process's output in chunks: keeps METRIC values and a bounded tail.
+    Works per chunk (bytes.find/rfind), not per line, so a flood of short lines costs
+    nothing and memory stays bounded whatever the benchmark prints."""
+
+    def __init__(self, tail_bytes=16384, primary=None):
+        self.metrics = {}
+        self.primary = primary  # always kept, even after the cap of distinct names
+        self.dropped = 0        # METRIC lines with a new name beyond MAX_METRIC_NAMES
+        self.partial = b""      # the unterminated last line (at most MAX_LINE_BYTES)
+        self.tailbuf = b""      # the last tail_bytes of complete lines
+        self.tail_limit = tail_bytes
+        self.lines = 0
+        self.bytes = 0
+        self.cut = False
+        self.skip = False       # inside a line longer than MAX_LINE_BYTES
+
+    def feed(self, chunk):
+        self.bytes += len(chunk)
+        self.lines += chunk.count(b"\n")
+        if self.skip:  # drop the rest of an overlong line, up to its end (LF or CR)
+            ends = [i for i in (chunk.find(b"\n"), chunk.find(b"\r")) if i >= 0]
+            if not ends:
+                return
+            self.skip = False
+            chunk = chunk[min(ends):]
+        data = self.partial + chunk
+        end = max(data.rfind(b"\n"), data.rfind(b"\r"))
+        if end < 0:
+            complete, self.partial = b"", data
+        else:
+            complete, self.partial = data[:end + 1], data[end + 1:]
+        if len(self.partial) > MAX_LINE_BYTES:  # keep the head of an endless line
+            self.partial = self.partial[:MAX_LINE_BYTES]
+            self.skip = self.cut = True
+        if complete:
+            self._scan(complete)
+            self.tailbuf = (self.tailbuf + complete)[-self.tail_limit:]
+
+    def _scan(self, data):
+        """Finds the METRIC lines of complete output (a line ends at LF or CR), keeping
+        the primary and at most MAX_METRIC_NAMES other names; the rest are counted."""
+        if b"METRIC" not in data:
+            return
+        metrics, primary = self.metrics, self.primary
+        for match in metric_patterns()[1].finditer(data):
+            name = match.group(1).decode("ascii")
+            if name in RESERVED_METRIC_NAMES:
+                continue
+            if (name not in metrics and name != primary
+                    and len(metrics) - (primary in metrics) >= MAX_METRIC_NAMES):
+                self.dropped += 1
+                continue
+            number = parse_number(match.group(2).decode("ascii"))
+            if number is not None:
+                metrics[name] = number
+
+    def close(self):
+        if self.partial:
+            self.lines += 1
+            self._scan(self.partial)
+            self.tailbuf = (self.tailbuf + self.partial + b"\n")[-self.tail_limit:]
+            self.partial = b""
+
+    def text(self, max_lines, max_bytes):
+        lines = self.tailbuf.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        lines = [line[:MAX_LINE_BYTES] for line in lines[-max_lines:]]
+        text = b"\n".join(lines).decode("utf-8", "replace")
+        if len(text.encode("utf-8")) > max_bytes:
+            text = text.encode("utf-8")[-max_bytes:].decode("utf-8", "ignore")
+        return text
+
+
+# ------------------------------------------------------------ configuration ----
 
 # The configuration file, one row per key: (dotted path, kind, Settings field, options).
 # A row applies when its key is present and not null; a later row overrides an earlier
@@ -862,42 +1037,6 @@ def read_config(path, data):
     return settings
 
 
-def load_settings(path, lenient=False):
-    """Reads autotune.config.json; a missing file means defaults. A broken one is an
-    error, or with `lenient` (the commands that only show the loop) the defaults for what
-    is broken, with the problem in `settings.errors`."""
-    try:
-        with open(path, "rb") as handle:
-            text = handle.read()
-    except FileNotFoundError:
-        return Settings(path=path)
-    except OSError as exc:
-        return _config_failure(path, "%s: cannot be read (%s)." % (path, exc.strerror or exc), lenient)
-    try:
-        data = json.loads(text.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        return _config_failure(path, "%s: is not UTF-8 text." % path, lenient)
-    except ValueError as exc:
-        return _config_failure(path, "%s: invalid JSON (%s)." % (path, exc), lenient)
-    except RecursionError:
-        return _config_failure(path, "%s: the JSON is nested too deeply." % path, lenient)
-    if not isinstance(data, dict):
-        return _config_failure(path, "%s: must hold a JSON object, not %s." % (path, type(data).__name__),
-                               lenient)
-    settings = read_config(path, data)
-    if settings.errors and not lenient:
-        more = len(settings.errors) - 1
-        fail("bad_config", settings.errors[0] + (" (and %d more problem%s: `autotune doctor` lists them)" % (
-            more, "" if more == 1 else "s") if more else ""))
-    return settings
-
-
-def _config_failure(path, message, lenient):
-    if not lenient:
-        fail("bad_config", message)
-    return Settings(path=path, errors=[message])
-
-
 # Everything in the config that decides a verdict, compared as written: whole sections,
 # so a key added later (evaluator.mode, a new guardrail field) is covered without a list.
 JUDGE_SECTIONS = ("evaluator", "guardrails", "holdout", "repeat", "env", "protect", "protectDefaults")
@@ -965,311 +1104,1786 @@ def changes_text(changes, limit=4):
     return "; ".join(shown) + ("; and %d more" % more if more > 0 else "")
 
 
-def _reject_constant(name):
-    raise ValueError("%s is not a number JSON allows" % name)
+# ---------------------------------------------------------------- arguments ----
 
-
-# ------------------------------------------------------------------ storage ----
-
-
-def utc_now():
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def iso_to_epoch(text):
-    """Parses our own 'YYYY-MM-DDTHH:MM:SS[.f]Z' (and +00:00) timestamps; None if not one."""
-    if not isinstance(text, str) or len(text) < 19:
+def text_arg(value, flag, allow_empty=False, limit=MAX_TEXT_CHARS):
+    """A text argument as data: any Unicode, quotes and newlines kept verbatim; only
+    what cannot be stored (invalid UTF-8, NUL) or is absurdly long is refused."""
+    if value is None:
         return None
     try:
-        year, month, day = int(text[0:4]), int(text[5:7]), int(text[8:10])
-        hour, minute, second = int(text[11:13]), int(text[14:16]), int(text[17:19])
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        fail("bad_text", "%s is not valid UTF-8 text." % flag)
+    if "\0" in value:
+        fail("bad_text", "%s contains a NUL character." % flag)
+    if not allow_empty and not value.strip():
+        fail("bad_text", "%s must not be empty." % flag)
+    if len(value) > limit:
+        fail("bad_text", "%s is %d characters long; the limit is %d." % (flag, len(value), limit))
+    return value
+
+
+def number_arg(text, flag):
+    import math
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        fail("bad_number", "%s must be a number, got %s." % (flag, json.dumps(text)))
+    if not math.isfinite(value):
+        fail("bad_number", "%s must be a finite number, got %s." % (flag, json.dumps(text)))
+    return value
+
+
+def json_arg(text, flag):
+    if text is None:
+        return None
+    text_arg(text, flag, allow_empty=True, limit=MAX_JSON_ARG_CHARS)
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        fail("bad_json", "%s is not valid JSON (%s)." % (flag, exc))
+    except RecursionError:
+        fail("bad_json", "%s is nested too deeply." % flag)
+    if not isinstance(value, dict):
+        fail("bad_json", "%s must be a JSON object, got %s." % (flag, type(value).__name__))
+    if _json_depth(value) > 64:
+        fail("bad_json", "%s is nested more than 64 levels deep." % flag)
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        fail("bad_json", "%s contains an escaped lone surrogate (\\ud800-\\udfff), which is not text." % flag)
     except ValueError:
+        fail("bad_json", "%s contains a number too large for a finite value (like 1e400)." % flag)
+    return value
+
+
+def _json_depth(value):
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def metrics_arg(text, flag="--metrics"):
+    value = json_arg(text, flag)
+    if value is None:
         return None
-    # days from civil (Howard Hinnant), so no calendar/datetime import is needed
-    year -= month <= 2
-    era = year // 400
-    yoe = year - era * 400
-    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    days = era * 146097 + doe - 719468
-    return days * 86400 + hour * 3600 + minute * 60 + second
+    if len(value) > MAX_METRIC_NAMES:
+        fail("bad_metrics", "%s has %d metrics; at most %d are kept per result." % (
+            flag, len(value), MAX_METRIC_NAMES))
+    for name, number in value.items():
+        if not valid_metric_name(name):
+            metric_name_error(flag + ":", name, "bad_metrics")
+        if not _is_number(number):
+            fail("bad_metrics", "%s: %s must be a finite number, got %s." % (
+                flag, name, json.dumps(number)))
+    return {name: float(number) if isinstance(number, float) else number for name, number in value.items()}
 
 
-class Session(object):
-    """Where a loop lives: its working directory, repository, settings and files."""
-
-    __slots__ = ("workdir", "repo", "settings", "log_path", "state_path", "_cache_dir", "config_error",
-                 "config_errors", "oversized", "converts")
-
-    def __init__(self, workdir, repo, settings, config_errors=()):
-        self.workdir = workdir
-        self.repo = repo
-        self.settings = settings
-        self.config_errors = list(config_errors)  # set only by find_session(lenient=True)
-        self.config_error = " ".join(config_errors) or None
-        self.log_path = os.path.join(workdir, LOG_FILE)
-        self.state_path = os.path.join(workdir, STATE_FILE)
-        self._cache_dir = None
-        self.oversized = {}  # set by snapshot_tree: files left out of it for their size
-        self.converts = None  # set by snapshot_tree: False when git can convert no file's bytes
-
-    def path(self, name):
-        return os.path.join(self.workdir, name)
-
-    def exists(self):
-        return os.path.isfile(self.log_path)
-
-    @property
-    def cache_dir(self):
-        """<git dir>/autotune/<key>: private caches, invisible to `git status`."""
-        if self._cache_dir is None:
-            import zlib
-            base = self.repo.git_dir if self.repo else os.path.join(self.workdir, ".autotune-cache")
-            key = "%08x" % zlib.crc32(os.path.realpath(self.workdir).encode("utf-8", "surrogateescape"))
-            self._cache_dir = os.path.join(base, "autotune", key)
-        return self._cache_dir
-
-    def cache(self, name, create=False):
-        if create and not os.path.isdir(self.cache_dir):
-            os.makedirs(self.cache_dir, exist_ok=True)
-        return os.path.join(self.cache_dir, name)
+def same_number(a, b):
+    return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
 
 
-def find_session(cwd=None, lenient=False):
-    """Resolves the loop's working directory; never creates anything.
+def _type_error(message):
+    import argparse
+    return argparse.ArgumentTypeError(message)
 
-    `workingDir` in ./autotune.config.json wins; else the nearest directory from here
-    up to the git root that holds autotune.jsonl; else the current directory. A broken
-    config is an error, except with `lenient` (the commands that stop, clear or only show
-    the loop must work with a typo in it): then the defaults apply to what is broken and
-    `config_error` says what is wrong.
+
+_INVOCATION = []
+
+
+def again_command():
+    """The command line of this call, to tell the user what to run again."""
+    return " ".join(["autotune"] + [_shell_quote(a) for a in _INVOCATION])
+
+
+# --------------------------------------------------------------- statistics ----
+
+def is_better(value, other, direction):
+    return value < other if direction == "lower" else value > other
+
+
+def median(values):
+    ordered = sorted(values)
+    count = len(ordered)
+    if not count:
+        return None
+    mid = count // 2
+    return ordered[mid] if count % 2 else midpoint(ordered[mid - 1], ordered[mid])
+
+
+def mad(values):
+    """Median absolute deviation from the median (a robust noise scale)."""
+    center = median(values)
+    return None if center is None else median([abs(v - center) for v in values])
+
+
+def kth_of_two(first, first_len, second, second_len, k):
+    """The k-th smallest (0-based) of two ascending sequences given as accessors."""
+    low, high = max(0, k + 1 - second_len), min(k + 1, first_len)
+    while low < high:
+        taken = (low + high) // 2
+        rest = k + 1 - taken
+        if rest > 0 and first(taken) < second(rest - 1):
+            low = taken + 1
+        else:
+            high = taken
+    rest = k + 1 - low
+    best = []
+    if low > 0:
+        best.append(first(low - 1))
+    if rest > 0:
+        best.append(second(rest - 1))
+    return max(best)
+
+
+def sorted_mad(ordered):
+    """MAD of an ascending sequence in O(log n): deviations form two sorted runs."""
+    import bisect
+    count = len(ordered)
+    if not count:
+        return None
+    mid = count // 2
+    center = ordered[mid] if count % 2 else midpoint(ordered[mid - 1], ordered[mid])
+    split = bisect.bisect_left(ordered, center)
+
+    def below(i):
+        return center - ordered[split - 1 - i]
+
+    def above(j):
+        return ordered[split + j] - center
+
+    below_len, above_len = split, count - split
+    if count % 2:
+        return kth_of_two(below, below_len, above, above_len, mid)
+    return midpoint(kth_of_two(below, below_len, above, above_len, mid - 1),
+                    kth_of_two(below, below_len, above, above_len, mid))
+
+
+def confidence(ordered_values, state):
+    """How far the best is from the baseline in units of noise: |best - baseline| / MAD
+    of the segment's metric points, with a label (high from 2, marginal from 1, else
+    within_noise; insufficient_data, no_signal and overflow when no score can be given)."""
+    baseline = state.baseline["metric"] if state.baseline else None
+    best = state.best["metric"] if state.best else None
+    count = len(ordered_values)
+    result = {"score": None, "label": "insufficient_data", "best_delta": None,
+              "noise_mad": None, "n": count, "infinite": False}
+    if count < 3 or baseline is None or best is None:
+        return result
+    direction = (state.config or {}).get("direction", "lower")
+    noise = sorted_mad(ordered_values)
+    improvement = (baseline - best) if direction == "lower" else (best - baseline)
+    result["best_delta"] = _round(best - baseline)
+    result["noise_mad"] = _round(noise)
+    if _finite(improvement) is None or _finite(noise) is None:
+        result["label"] = "overflow"  # the metrics differ by more than a float holds
+        return result
+    if noise == 0:
+        if improvement > 0:
+            result.update(label="high", infinite=True)
+        else:
+            result.update(label="no_signal")
+        return result
+    score = _finite(abs(improvement) / noise)
+    if score is None:
+        result["label"] = "overflow"  # a huge improvement over a denormal noise
+        return result
+    result["score"] = round(score, 3)
+    result["label"] = "high" if score >= 2.0 else "marginal" if score >= 1.0 else "within_noise"
+    return result
+
+
+def u_distribution(n, m):
+    """Counts of the Mann-Whitney U statistic over all C(n+m, n) orderings (no ties).
+
+    They are the coefficients of the Gaussian binomial [n+m choose n]_q, built as
+    prod_{i=1..n} (1 - q^(m+i)) / (1 - q^i).
     """
-    cwd = os.path.abspath(cwd or os.getcwd())
-    errors = []
+    poly = [1]
+    for i in range(1, n + 1):
+        grown = poly + [0] * (m + i)
+        for k, coef in enumerate(poly):
+            grown[k + m + i] -= coef
+        for k in range(i, len(grown)):
+            grown[k] += grown[k - i]
+        poly = grown
+    return poly[:n * m + 1]
 
-    def settings_of(path):
-        settings = load_settings(path, lenient)
-        errors.extend(settings.errors)
-        return settings
 
-    local_config = os.path.join(cwd, CONFIG_FILE)
-    local = settings_of(local_config) if os.path.isfile(local_config) else None
-    workdir = os.path.normpath(os.path.join(cwd, local.working_dir)) if local and local.working_dir else None
-    if workdir is not None and not os.path.isdir(workdir):
-        message = "%s: workingDir %s is not a directory." % (local_config, json.dumps(local.working_dir))
-        if not lenient:
-            fail("bad_config", message)
-        errors.append(message)
-        workdir = local.working_dir = None
-    if workdir is not None:
-        return Session(workdir, find_repo(workdir), local, errors)
-    repo = find_repo(cwd)
-    workdir = cwd
-    if repo is not None:
-        probe = cwd
-        while True:
-            if os.path.isfile(os.path.join(probe, LOG_FILE)):
-                workdir = probe
+def mann_whitney(candidate, reference, direction):
+    """One-sided p-values (candidate better, candidate worse) and the U statistic.
+
+    Exact when there are no ties, else the normal approximation with tie and
+    continuity corrections.
+    """
+    import math
+    n, m = len(candidate), len(reference)
+    better = (lambda c, r: c < r) if direction == "lower" else (lambda c, r: c > r)
+    u = 0.0
+    for c in candidate:
+        for r in reference:
+            u += 1.0 if better(c, r) else 0.5 if c == r else 0.0
+    pooled = list(candidate) + list(reference)
+    if len(set(pooled)) < len(pooled) and n + m <= 40:
+        return _tied_p_values(candidate, reference, direction, u)
+    if len(set(pooled)) == len(pooled) and n <= 60 and m <= 60:
+        counts = u_distribution(n, m)
+        total = float(sum(counts))
+        k = int(round(u))
+        return sum(counts[k:]) / total, sum(counts[:k + 1]) / total, u
+    total_n = n + m
+    ties = {}
+    for value in pooled:
+        ties[value] = ties.get(value, 0) + 1
+    tie_term = sum(t ** 3 - t for t in ties.values()) / float(total_n * (total_n - 1))
+    variance = n * m / 12.0 * ((total_n + 1) - tie_term)
+    if variance <= 0:
+        return 1.0, 1.0, u
+    sd = math.sqrt(variance)
+    mean = n * m / 2.0
+    z_better = (u - mean - 0.5) / sd
+    z_worse = (u - mean + 0.5) / sd
+    return (0.5 * math.erfc(z_better / math.sqrt(2)), 0.5 * math.erfc(-z_worse / math.sqrt(2)), u)
+
+
+def _tied_p_values(candidate, reference, direction, u):
+    """Exact permutation p-values of U with ties (mid-ranks), counting the subsets of
+    each tie group: the normal approximation is up to 2x too small for small samples."""
+    import math
+    n = len(candidate)
+    counts = {}
+    for value in list(candidate) + list(reference):
+        counts[value] = counts.get(value, 0) + 1
+    ways, below = {0: {0: 1}}, 0      # chosen candidates -> doubled rank sum -> count
+    for value in sorted(counts, reverse=(direction == "lower")):   # worst to best
+        size = counts[value]
+        rank2 = 2 * below + size + 1                                # doubled mid-rank
+        grown = {}
+        for have, sums in ways.items():
+            for k in range(0, min(size, n - have) + 1):
+                weight = math.comb(size, k)
+                row = grown.setdefault(have + k, {})
+                for total, count in sums.items():
+                    row[total + k * rank2] = row.get(total + k * rank2, 0) + count * weight
+        ways, below = grown, below + size
+    dist = ways.get(n, {})
+    target = 2 * u + n * (n + 1)
+    total = float(sum(dist.values()))
+    return (sum(c for s, c in dist.items() if s >= target - 1e-9) / total,
+            sum(c for s, c in dist.items() if s <= target + 1e-9) / total, u)
+
+
+def min_p_value(n, m):
+    """The smallest one-sided p-value an exact U test can reach with these sizes."""
+    import math
+    return 1.0 / math.comb(n + m, n)
+
+
+def robust_sigma(values):
+    spread = mad(values) if len(values) >= 3 else None
+    return None if spread is None else 1.4826 * spread
+
+
+# Interleaved measurement (randomized multiple interleaved trials): the best and the
+# candidate run alternately, the order of each pair drawn at random, so whatever the
+# machine does (a step change, drift, load that comes and goes) hits both sides alike.
+# The judgement is the exact Wilcoxon signed-rank test on the pairs' log-ratios: the
+# random order makes each pair's ratio symmetric about 1 under "no change" whatever the
+# drift, which is exactly the test's assumption; ranks make one pair hit by a burst of
+# load count as one pair, not as a huge mean; log-ratios cancel a slowdown that hits
+# both sides of a pair. Given the pairs' magnitudes, the signs are fair coins under "no
+# change", so every probability below is counted exactly over sign patterns, ties and
+# zeros included (conditional on what was observed). Sequential: looks at 5, 6, 7, 8,
+# 11, 15, ... undisturbed pairs (up to maxSamples); alpha is spent look by look (see
+# LookSpending), a look spends only what its discrete test can attain (the rest carries
+# over), and a rejection region is charged only for the sign patterns that an earlier
+# look would not already have stopped at; so false keeps stay <= alpha. A candidate not
+# even ahead stops early.
+
+
+def paired_ratios(candidate, best):
+    """Per pair, log(candidate / best), or the difference in units of the best's median
+    when a value is not positive (a score that can be 0 or negative). Returns
+    (ratios, relative) where relative says they are log-ratios. A pair's magnitude does
+    not depend on which side was faster (log(a/b) is computed as -log(b/a) when a < b),
+    so the two orders of the same two values tie exactly, as the test's ranks require."""
+    import math
+    if all(v > 0 for v in candidate) and all(v > 0 for v in best):
+        return [math.log(c / b) if c >= b else -math.log(b / c) for c, b in zip(candidate, best)], True
+    scale = abs(median(best)) or 1.0
+    return [(c - b) / scale for c, b in zip(candidate, best)], False
+
+
+def shift_pct(shift, relative):
+    """A shift of paired_ratios' scale (a log-ratio when `relative`, else a fraction of
+    the best's median) as a percent change of the candidate against the best."""
+    import math
+    return (math.expm1(shift) if relative else shift) * 100.0
+
+
+def hodges_lehmann(values):
+    """The median of the pairwise (Walsh) averages: the estimate that goes with the
+    signed-rank test (robust, and exact for a constant shift)."""
+    if len(values) > 200:
+        return median(values)
+    walsh = [(values[i] + values[j]) / 2.0 for i in range(len(values)) for j in range(i, len(values))]
+    return median(walsh)
+
+
+def signed_ranks(gains):
+    """The doubled mid-ranks (integers) of the gains' magnitudes, in the gains' order:
+    a zero gets 0 and is left out of the ranking (Wilcoxon's rule: a pair whose two sides
+    measured the same, as a coarse timer often makes them, has no sign to count);
+    tied magnitudes share their mid-rank."""
+    nonzero = sorted((abs(g), i) for i, g in enumerate(gains) if g != 0)
+    ranks2 = [0] * len(gains)
+    i = 0
+    while i < len(nonzero):
+        j = i
+        while j + 1 < len(nonzero) and nonzero[j + 1][0] == nonzero[i][0]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks2[nonzero[k][1]] = i + j + 2
+        i = j + 1
+    return ranks2
+
+
+def rank_sum_counts(ranks2):
+    """counts[s] = how many of the 2^n sign patterns give a rank sum of the positive
+    pairs of s: the exact null distribution of the statistic given these (mid-)ranks."""
+    counts = [0] * (sum(ranks2) + 1)
+    counts[0] = 1
+    top = 0
+    for r in ranks2:
+        for s in range(top, -1, -1):
+            if counts[s]:
+                counts[s + r] += counts[s]
+        top += r
+    return counts
+
+
+def signed_rank_p(gains):
+    """One-sided p-values (gains > 0, gains < 0) of the Wilcoxon signed-rank statistic:
+    zeros dropped, tied magnitudes get mid-ranks, and the null distribution is counted
+    exactly over the 2^n sign flips given those ranks (the permutation distribution, so
+    ties cost no validity); a normal approximation above 60 pairs."""
+    import math
+    ranks2 = [r for r in signed_ranks(gains) if r]
+    n = len(ranks2)
+    if not n:
+        return 1.0, 1.0
+    observed = sum(r for r, g in zip(signed_ranks(gains), gains) if g > 0)
+    total = sum(ranks2)
+    if n > 60:
+        mean = total / 2.0
+        sd = math.sqrt(sum(r * r for r in ranks2) / 4.0)
+        return (0.5 * math.erfc((observed - mean - 1) / sd / math.sqrt(2)),
+                0.5 * math.erfc((mean - observed - 1) / sd / math.sqrt(2)))
+    counts = rank_sum_counts(ranks2)
+    flips = float(2 ** n)
+    return sum(counts[observed:]) / flips, sum(counts[:observed + 1]) / flips
+
+
+class LookSpending(object):
+    """The alpha of one sequential decision, spent look by look (pure bookkeeping; one
+    object per decision, fed the looks in order).
+
+    Each look adds its nominal share to the budget. Its rejection region is the largest
+    "rank sum >= c" whose cost fits what is left, and the cost is counted exactly over
+    the sign patterns given the pairs' magnitudes: only the part of the region that no
+    earlier look's all-wins pattern covers (such a pattern already ended the decision
+    there), so nested looks close together cost little; what a discrete look cannot
+    spend carries to the next. Given the magnitudes the signs are fair coins under "no
+    change", the costs add up to at most alpha for every magnitude configuration, and so
+    false keeps stay <= alpha overall. (A region counted by the normal approximation,
+    above 60 pairs, is charged its full budget.)"""
+
+    def __init__(self):
+        self.budget = 0.0
+        self.spent = 0.0
+        self.stoppers = []    # earlier looks' judged pair indices whose all-wins pattern stopped
+        self.last = 0.0       # the level of the latest look
+
+    def level(self, gains, judged, nominal):
+        """The p-value at or below which this look decides (0.0: it cannot); records the
+        look. gains are all pairs' so far, judged says which the test counts."""
+        self.last = self._level(gains, judged, nominal)
+        return self.last
+
+    def _level(self, gains, judged, nominal):
+        self.budget += nominal
+        allowed = self.budget - self.spent
+        ranks_all = signed_ranks([g if ok else 0 for g, ok in zip(gains, judged)])
+        members = [i for i, r in enumerate(ranks_all) if r]
+        if not members or allowed <= 0:
+            return 0.0
+        if len(members) > 60:
+            self.spent = self.budget
+            return allowed
+        ranks2 = [ranks_all[i] for i in members]
+        tails = _suffix_sums(rank_sum_counts(ranks2))
+        flips = float(2 ** len(members))
+        overlaps = [self._overlap(ranks_all, members, earlier) for earlier in self.stoppers]
+        best = None
+        for c in range(len(tails) - 1, -1, -1):
+            if c + 1 < len(tails) and tails[c] == tails[c + 1]:
+                continue      # no sign pattern has this rank sum
+            tail = tails[c] / flips
+            cost = tail - max([overlap(c) for overlap in overlaps] or [0.0])
+            if cost > allowed + 1e-15:
                 break
-            parent = os.path.dirname(probe)
-            if _same_path(probe, repo.root) or parent == probe:
+            best = (c, tail, cost)
+        if best is None:
+            return 0.0
+        self.spent += max(0.0, best[2])
+        self.stoppers.append(frozenset(members))
+        return best[1]
+
+    @staticmethod
+    def _overlap(ranks_all, members, earlier):
+        """c -> P(rank sum >= c and every pair of the earlier look a win)."""
+        fixed = sum(ranks_all[i] for i in members if i in earlier)
+        free = [ranks_all[i] for i in members if i not in earlier]
+        tails = _suffix_sums(rank_sum_counts(free)) + [0]
+        scale = float(2 ** (len(free) + len(earlier)))
+        return lambda c: tails[min(max(0, c - fixed), len(tails) - 1)] / scale
+
+
+def _suffix_sums(counts):
+    """tails[c] = sum(counts[c:]), integers (exact)."""
+    tails, running = [0] * len(counts), 0
+    for c in range(len(counts) - 1, -1, -1):
+        running += counts[c]
+        tails[c] = running
+    return tails
+
+
+def hl_interval(values, level=0.95):
+    """The distribution-free confidence interval of the Hodges-Lehmann shift (the one the
+    signed-rank test inverts): the k-th smallest and largest Walsh averages, k from the
+    exact null distribution of the statistic. None when n is too small for the level."""
+    import math
+    n = len(values)
+    tail = (1.0 - level) / 2.0
+    total = n * (n + 1) // 2
+    if n > 60:
+        k = int(math.floor(total / 2.0 - 1.959964 * math.sqrt(n * (n + 1) * (2 * n + 1) / 24.0)))
+    else:
+        counts = [0] * (total + 1)
+        counts[0] = 1
+        for r in range(1, n + 1):
+            for t in range(total - r, -1, -1):
+                if counts[t]:
+                    counts[t + r] += counts[t]
+        flips, cumulative, k = float(2 ** n), 0, 0
+        for t in range(total + 1):
+            cumulative += counts[t]
+            if cumulative / flips > tail:
                 break
-            probe = parent
-    settings = local if (workdir == cwd and local is not None) else settings_of(os.path.join(workdir, CONFIG_FILE))
-    return Session(workdir, repo, settings, errors)
-
-
-def _same_path(a, b):
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
-def _is_inside(path, root):
-    path, root = os.path.realpath(path), os.path.realpath(root)
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def require_session(session):
-    if not session.exists():
-        fail("no_session", "No autotune session in %s (no %s there or in a parent up to the "
-             "git root); start one with `autotune init --name NAME --metric METRIC "
-             "--direction lower|higher`." % (session.workdir, LOG_FILE))
-    return session
-
-
-def write_atomic(path, data, durable=False):
-    """Write-then-rename, so a reader sees the old file or the new one, never half.
-    `durable` also syncs the file and its directory: for what must survive a power cut
-    or a kill -9 (the journal of a swap, before the first file of the best's code moves)."""
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    if durable:
-        try:
-            fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
-
-
-def dumps_line(entry):
-    """One log line: compact JSON, no NaN/Infinity, non-ASCII kept as written."""
-    return (json.dumps(entry, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
-            + "\n").encode("utf-8")
-
-
-def read_json(path, default=None):
-    """The JSON value a file holds, or `default` when the file is missing or unreadable,
-    is not UTF-8, is not JSON or nests too deep: the one reader of autotune's own JSON
-    files (caches, journals), with one set of exceptions."""
-    try:
-        with open(path, "rb") as handle:
-            return json.loads(handle.read().decode("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
-        return default
-
-
-class LogLines(object):
-    """The log's complete lines from byte `offset`, as (offset, raw) pairs: the one
-    forward reader of the log. A last line without its newline (a write cut short) is
-    not a line: it ends the iteration and is kept in `torn`; `offset` ends after the
-    last complete line."""
-
-    def __init__(self, handle, offset=0):
-        self.handle, self.offset, self.torn = handle, offset, b""
-
-    def __iter__(self):
-        self.handle.seek(self.offset)
-        for raw in self.handle:
-            if not raw.endswith(b"\n"):
-                self.torn = raw
-                return
-            yield self.offset, raw
-            self.offset += len(raw)
-
-
-def lines_backward(handle, start=0):
-    """The lines of a file after byte `start`, last first, read in 64 KiB blocks from
-    the end (cost independent of the file's length): the one backward reader. The
-    first one is what follows the last newline (b"" when the file ends with one)."""
-    end = handle.seek(0, 2)
-    position, carry = end, b""
-    while position > start:
-        step = min(1 << 16, position - start)
-        position -= step
-        handle.seek(position)
-        lines = (handle.read(step) + carry).split(b"\n")
-        carry = lines.pop(0)
-        for raw in reversed(lines):
-            yield raw
-    yield carry
-
-
-def parse_line(raw):
-    """A log line as a dict, or None when it is not one (junk lines are skipped)."""
-    try:
-        entry = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
+            k = t + 1
+    if k < 1:
         return None
-    return entry if isinstance(entry, dict) else None
+    walsh = sorted((values[i] + values[j]) / 2.0 for i in range(n) for j in range(i, n))
+    return walsh[k - 1], walsh[len(walsh) - k]
 
 
-class LogLock(object):
-    """Exclusive lock on the log for read-modify-append; the log file is the lock."""
+def _normal_quantile(p):
+    """The standard normal quantile, by bisection of erfc (it only sizes a warning)."""
+    import math
+    lo, hi = -10.0, 10.0
+    for _ in range(80):
+        mid = (lo + hi) / 2.0
+        if 0.5 * math.erfc(-mid / math.sqrt(2)) < p:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2.0
 
-    def __init__(self, session, create=False):
-        self.session = session
-        self.create = create
-        self.fd = None
 
-    def __enter__(self):
-        if self.fd is not None:  # already locked by try_lock
-            return self
-        flags = os.O_RDWR | os.O_APPEND
-        if self.create:
-            flags |= os.O_CREAT
-        try:
-            self.fd = os.open(self.session.log_path, flags, 0o644)
-        except FileNotFoundError:
-            require_session(self.session)
-            raise
-        except OSError as exc:
-            fail("io_error", "Cannot open %s (%s)." % (self.session.log_path, exc.strerror))
-        try:
-            import fcntl
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-        except ImportError:  # no advisory locks on this platform: single writer assumed
-            pass
-        return self
+# ----------------------------------------------------------------- decision ----
 
-    def append(self, entries):
-        """Appends whole lines; a write that fails (a full disk) is cut back off, so the
-        log never keeps half a line from it."""
-        data = b"".join(dumps_line(entry) for entry in entries)
-        view = memoryview(data)
-        start = os.lseek(self.fd, 0, os.SEEK_END)
-        try:
-            while view:
-                written = os.write(self.fd, view)
-                view = view[written:]
-        except OSError:
-            try:
-                os.ftruncate(self.fd, start)
-            except OSError:
-                pass
-            raise
+def is_deterministic(samples):
+    return len(samples) >= 2 and max(samples) == min(samples)
 
-    def __exit__(self, *exc):
-        os.close(self.fd)  # closing releases the flock
-        self.fd = None
+
+def known_deterministic(flag, reference):
+    """Whether the benchmark is deterministic: the recorded flag when there is one (the
+    baseline decides, so a noisy timer's coarse ticks that happen to agree do not turn a
+    noisy benchmark into a deterministic one), else whether the reference samples agree."""
+    return bool(flag) if flag is not None else is_deterministic(reference)
+
+
+def assess(candidate, reference, direction, alpha, min_pct=0.0, noise_mad=None, final=True,
+           deterministic=None):
+    """Compares candidate samples with the reference (the best's samples).
+
+    Returns (verdict, evidence); verdict None means "ambiguous, more samples may
+    decide" (only when final is False). Three methods, chosen by what the data allow:
+    exact comparison for a deterministic benchmark, a one-sided Mann-Whitney U test
+    when both sides have enough samples to reach alpha, and otherwise a threshold of
+    two robust sigmas (from the reference or the segment's MAD).
+    """
+    cand_med, ref_med = median(candidate), median(reference)
+    delta = cand_med - ref_med
+    gain = -delta if direction == "lower" else delta
+    delta_pct = percent_of(delta, ref_med) if ref_med else None
+    gain_pct = percent_of(gain, ref_med) if ref_med else None
+    big_enough = min_pct <= 0 or (gain_pct is not None and gain_pct >= min_pct)
+    evidence = {"method": None, "reference": {"median": _round(ref_med), "n": len(reference)},
+                "candidate": {"median": _round(cand_med), "n": len(candidate)},
+                "delta": _round(delta), "delta_pct": _round(delta_pct, 3) if delta_pct is not None else None,
+                "noise": None, "p_value": None, "alpha": _round(alpha)}
+    if known_deterministic(deterministic, reference) and max(candidate) == min(candidate):
+        evidence["method"] = "exact"
+        evidence["noise"] = {"sigma": 0, "deterministic": True}
+        if gain > 0 and big_enough:
+            return "improved", evidence
+        # an identical value is `unchanged`: a deterministic benchmark has no noise to be within
+        return ("worse" if gain < 0 else "unchanged" if gain == 0 else "within_noise"), evidence
+    if min_p_value(len(candidate), len(reference)) > alpha:
+        if not final:
+            return None, evidence  # the exact test cannot reach alpha yet: sample more
+        sigma = robust_sigma(reference)
+        if not sigma and noise_mad:
+            sigma = 1.4826 * noise_mad
+        evidence["method"] = "threshold"
+        evidence["noise"] = {"sigma": _round(sigma), "deterministic": False,
+                             "threshold": _round(2 * sigma) if sigma else 0}
+        limit = 2 * sigma if sigma else 0.0
+        if gain > limit and big_enough:
+            return "improved", evidence
+        if gain < -limit:
+            return "worse", evidence
+        return "within_noise", evidence
+    p_better, p_worse, u = mann_whitney(candidate, reference, direction)
+    sigma = robust_sigma(reference)
+    evidence["method"] = "mann-whitney"
+    evidence["noise"] = {"sigma": _round(sigma), "deterministic": False,
+                         "sigma_pct": _round(sigma_pct(sigma, ref_med), 3)}
+    evidence["p_value"] = _round(p_better, 6)
+    evidence["p_worse"] = _round(p_worse, 6)
+    evidence["u"] = u
+    if p_better <= alpha and gain > 0:
+        if big_enough:
+            return "improved", evidence
+        return "within_noise", evidence
+    if p_worse <= alpha and gain < 0:
+        return "worse", evidence
+    if not final and gain <= 0:
+        return "within_noise", evidence  # not even ahead: more samples would not make it a keep
+    return ("within_noise" if final else None), evidence
+
+
+def pair_looks(limit, alpha):
+    """The sequential plan: (undisturbed pairs, nominal alpha) at each look, up to `limit`
+    pairs. Looks come one pair apart at first (5, 6, 7, 8: a single lost or disturbed
+    pair among the first five then costs a pair or two, not a jump to a large look),
+    then about a third apart (5, 6, 7, 8, 11, 15 for 15). The first look's share is 2/3 of alpha (all it can
+    use is 2^-5, the five-wins pattern; the rest carries over), the others share the
+    remaining third; the nominal shares add up to alpha (see LookSpending)."""
+    limit = max(1, limit)
+    sizes = [min(FIRST_PAIRS, limit)]
+    while sizes[-1] < limit:
+        last = sizes[-1]
+        grown = last + (1 if last < FIRST_PAIRS + 3 else -(-last // 3))
+        sizes.append(limit if grown >= limit - 1 and grown > FIRST_PAIRS + 3 else min(grown, limit))
+    if len(sizes) == 1:
+        return [(sizes[0], alpha)]
+    rest = alpha / 3.0 / (len(sizes) - 1)
+    return [(sizes[0], alpha * 2.0 / 3.0)] + [(size, rest) for size in sizes[1:]]
+
+
+def disturbed_pairs(gains):
+    """Which pairs to judge (True) and which a burst of load hit on one side only (False):
+    a ratio beyond OUTLIER_FACTOR times the median magnitude. The rule reads magnitudes,
+    never signs, so under "no change" the kept signs are still fair coins and the test
+    stays exact."""
+    magnitudes = [abs(g) for g in gains]
+    center = median(magnitudes) if len(magnitudes) >= 4 else None
+    if not center:
+        return [True] * len(gains)
+    return [m <= OUTLIER_FACTOR * center for m in magnitudes]
+
+
+def unequal_load(one, other):
+    """True when the two executions of a pair ran on clearly different machines: the
+    CPU share the rest of the machine left free differs by more than CONTENTION_GAP
+    (relative, and by more than the jiffy resolution of the readings), or the fraction of
+    time something waited for a CPU (pressure stall) differs by more than STALL_GAP.
+
+    The free share, cpus - others' cores, is what a CPU-bound benchmark can get once the
+    machine is full: a hog taking one core of two halves it, a 20-50% slowdown as seen on
+    a 2-core machine; 25% sits at the low end of that and above what a steady machine
+    varies between two neighbouring executions. The rule reads both readings the same
+    way and never the benchmark's values, so it is symmetric in the two sides and blind
+    to which was faster. None readings (a short execution, no /proc) decide nothing."""
+    import math
+    if not one or not other:
         return False
+    cpus = max(one.get("cpus") or 1, other.get("cpus") or 1)
+    floor = 0.01 * cpus
+    free = [max(cpus - (r.get("others") or 0.0), floor) for r in (one, other)]
+    # each CPU's busy count is off by up to a 10 ms jiffy, independently: the difference
+    # of two readings is off by about sqrt(2 * cpus) jiffies over the shorter wall time
+    resolution = 0.01 * math.sqrt(2 * cpus) / max(min(one.get("wall") or 1, other.get("wall") or 1), 1e-3)
+    if abs(free[0] - free[1]) > resolution and max(free) / min(free) > 1.0 + CONTENTION_GAP:
+        return True
+    stalls = [r.get("stall") for r in (one, other)]
+    return None not in stalls and abs(stalls[0] - stalls[1]) > STALL_GAP
 
 
-def open_locked(path, flags):
-    """Opens `path` (OSError propagates) and takes an exclusive flock on it without
-    waiting: the one lock opener of the log's try_lock and of the benchmark lock.
-    Returns (fd, taken): taken is True when the lock is ours, False when another process
-    holds it (the fd stays open, so its holder can be read), None when the platform has
-    no advisory locks. The caller closes the fd; closing releases the lock."""
-    fd = os.open(path, flags, 0o644)
-    try:
-        import fcntl
-    except ImportError:
-        return fd, None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return fd, False
-    return fd, True
+def load_set_aside(loads):
+    """For each pair's (candidate reading, best reading): True when it is set aside
+    because its two sides saw unequal load (see unequal_load)."""
+    return [unequal_load(c, b) for c, b in (loads or ())]
 
 
-def try_lock(session):
-    """A non-blocking LogLock, or None when another process holds it (or, without
-    advisory locks, always: nobody can tell)."""
-    try:
-        fd, taken = open_locked(session.log_path, os.O_RDWR | os.O_APPEND)
-    except OSError:
+def judged_pairs(gains, loads=None):
+    """Which pairs the signed-rank test judges: neither a magnitude outlier
+    (disturbed_pairs) nor a pair whose sides saw unequal load. Both rules are blind to
+    the signs and to which side is which, so under "no change" the kept signs stay fair
+    coins and the test stays exact."""
+    kept = disturbed_pairs(gains)
+    if loads:
+        kept = [ok and not aside for ok, aside in zip(kept, load_set_aside(loads) + [False] * len(kept))]
+    return kept
+
+
+def contention_summary(readings):
+    """One side's contention over its executions: median others' cores, their maximum,
+    median stall fraction; None when no execution could be read."""
+    known = [r for r in readings if r]
+    if not known:
         return None
-    if not taken:
-        os.close(fd)
-        return None
-    lock = LogLock(session)
-    lock.fd = fd
-    return lock
+    stalls = [r["stall"] for r in known if r.get("stall") is not None]
+    return {"others_cores": _round(median([r["others"] for r in known]), 3),
+            "max_others_cores": _round(max(r["others"] for r in known), 3),
+            "stall": _round(median(stalls), 3) if stalls else None,
+            "cpus": known[0].get("cpus"), "read": len(known), "of": len(readings)}
 
+
+def assess_paired(candidate, best, direction, alpha, min_pct=0.0, final=True, loads=None,
+                  spending=None):
+    """Judges interleaved samples (candidate[i] and best[i] measured side by side).
+    Returns (verdict, evidence) like `assess`; None means "look again with more pairs".
+    With `spending` (a LookSpending: this is one look of a sequential decision), alpha is
+    this look's nominal share and the level the test uses is what the spending allows."""
+    import math
+    ratios, relative = paired_ratios(candidate, best)
+    gains = [-r for r in ratios] if direction == "lower" else list(ratios)
+    kept = judged_pairs(gains, loads)
+    if spending is not None:
+        alpha = spending.level(gains, kept, alpha)
+    p_better, p_worse = signed_rank_p([g for g, ok in zip(gains, kept) if ok])
+    shift = hodges_lehmann(ratios)
+    delta_pct = (math.expm1(shift) if relative else shift) * 100.0
+    gain_pct = -delta_pct if direction == "lower" else delta_pct
+    spread = robust_sigma(ratios)
+    best_med = median(best)
+    evidence = {"method": "interleaved-signed-rank",
+                "reference": {"median": _round(best_med), "n": len(best), "source": "interleaved"},
+                "candidate": {"median": _round(median(candidate)), "n": len(candidate)},
+                "delta": _round(median(candidate) - best_med), "delta_pct": _round(delta_pct, 3),
+                "noise": {"sigma_pct": _round(spread * 100.0, 3) if spread is not None else None,
+                          "deterministic": False, "per": "pair"},
+                "p_value": _round(p_better, 6), "p_worse": _round(p_worse, 6), "alpha": _round(alpha),
+                "pairs": len(gains), "wins": sum(1 for g in gains if g > 0)}
+    if not all(kept):
+        evidence["disturbed_pairs"] = len(kept) - sum(kept)
+    if loads and any(c or b for c, b in loads):
+        evidence["contention"] = {"candidate": contention_summary([c for c, _ in loads]),
+                                  "best": contention_summary([b for _, b in loads]),
+                                  "unequal_pairs": sum(load_set_aside(loads)), "pairs": len(loads),
+                                  "judged": sum(kept),
+                                  "others": [[(r or {}).get("others") for r in pair] for pair in loads]}
+    if p_better <= alpha and gain_pct > 0:
+        return ("improved" if min_pct <= 0 or gain_pct >= min_pct else "within_noise"), evidence
+    if p_worse <= alpha and gain_pct < 0:
+        return "worse", evidence
+    # ahead means winning more than half of the judged pairs (a tie is not a win); the
+    # count, unlike the estimate, is not pulled by a few pairs that load hit unseen
+    behind = 2 * sum(1 for g, ok in zip(gains, kept) if ok and g > 0) <= sum(kept)
+    if final or behind:
+        return "within_noise", evidence   # not ahead: more pairs would rarely make it a keep
+    return None, evidence
+
+
+def resolvable_pct(evidence, alpha):
+    """The smallest change (percent) that this many pairs with this spread resolve
+    about 80% of the time: (z_alpha + z_0.8) * sigma / sqrt(n)."""
+    import math
+    sigma = (evidence.get("noise") or {}).get("sigma_pct")
+    pairs = evidence.get("pairs") or 0
+    if not sigma or not pairs:
+        return None
+    z_alpha = -_normal_quantile(max(1e-9, alpha))
+    return (z_alpha + 0.8416) * sigma / math.sqrt(pairs)
+
+
+def collect_pairs(take, looks, direction, settings, rng):
+    """The interleaved sampling loop: `take(side, n)` measures side "best" or "candidate"
+    (returning (value, metrics) or (value, metrics, contention reading), or None when it
+    failed, which ends the loop). The order within each pair is drawn from `rng`. A look
+    happens once it has its number of judged pairs (see judged_pairs: not disturbed, not
+    unequally loaded), taking at most twice the last look's pairs; alpha is spent across
+    the looks by one LookSpending. Returns (candidate samples, candidate metrics, best
+    samples, best metrics, the order of each pair, the verdict and evidence of the last
+    look, notes, the level of its test)."""
+    cand, cand_m, best, best_m, orders, notes, loads = [], [], [], [], [], [], []
+    verdict = evidence = None
+    alpha = 0.0
+    ceiling = 2 * looks[-1][0]
+    spending = LookSpending()
+    for number, (size, nominal) in enumerate(looks):
+        while len(cand) < ceiling and (len(cand) < size or _judged(cand, best, loads) < size):
+            order = ("best", "candidate") if rng.random() < 0.5 else ("candidate", "best")
+            got = {}
+            for side in order:
+                taken = take(side, len(cand) + 1)
+                if taken is None:
+                    return cand, cand_m, best, best_m, orders, None, None, notes, alpha
+                got[side] = taken
+            orders.append("BC" if order[0] == "best" else "CB")
+            cand.append(got["candidate"][0])
+            cand_m.append(got["candidate"][1])
+            best.append(got["best"][0])
+            best_m.append(got["best"][1])
+            loads.append(tuple(got[side][2] if len(got[side]) > 2 else None for side in ("candidate", "best")))
+        final = number == len(looks) - 1 or len(cand) >= ceiling
+        verdict, evidence = assess_paired(cand, best, direction, nominal, settings.min_improvement_pct, final,
+                                          loads, spending=spending)
+        alpha = spending.last
+        if verdict is not None:
+            break
+        notes.append("p=%s after %d pairs was ambiguous, so more" % (_fmt(evidence.get("p_value")), len(cand)))
+    return cand, cand_m, best, best_m, orders, verdict, evidence, notes, alpha
+
+
+def _judged(cand, best, loads=None):
+    """How many of the pairs so far the test would judge (not disturbed, not unequally
+    loaded). A tie (a zero ratio, as a coarse timer makes often) counts: the look then
+    judges fewer signed pairs and may be unable to decide, but such a look spends no
+    alpha (see LookSpending), while waiting for signed pairs would make a no-op cost far
+    more."""
+    ratios, _ = paired_ratios(cand, best)
+    return sum(judged_pairs(ratios, loads))
+
+
+def interleaved_looks(reference, repeat, settings, deterministic=None):
+    """The interleaved plan of `run` ([(pairs, alpha), ...]), or None when the present
+    rule applies: before the baseline, for a deterministic benchmark (one execution
+    decides), with evaluator.mode "reference", or when a fixed repeat or maxSamples
+    allows too few pairs for the exact test to reach alpha."""
+    if settings.eval_mode != "interleaved" or not reference or known_deterministic(deterministic, reference):
+        return None
+    looks = [(max(1, repeat), settings.alpha)] if repeat != "auto" else pair_looks(settings.max_samples,
+                                                                                   settings.alpha)
+    if 0.5 ** looks[-1][0] > sum(nominal for _, nominal in looks):
+        return None   # too few pairs to ever reach alpha (repeat or maxSamples below 5)
+    return looks
+
+
+class SamplingPlan(object):
+    """How many times to run the benchmark, and when to stop adding samples."""
+
+    __slots__ = ("first", "step", "limit", "alpha", "why", "adaptive", "probe")
+
+    def __init__(self, first, step, limit, alpha, why, adaptive=False, probe=False):
+        self.first, self.step, self.limit = first, step, limit
+        self.alpha, self.why, self.adaptive, self.probe = alpha, why, adaptive, probe
+
+
+def sampling_plan(reference, repeat, settings, deterministic=None):
+    """Deterministic benchmarks cost one execution after the baseline; noisy ones get
+    batches of samples until the test decides, up to a cap (alpha split over looks)."""
+    if repeat != "auto":
+        return SamplingPlan(repeat, 0, repeat, settings.alpha, "repeat=%d" % repeat)
+    limit = max(1, settings.max_samples)
+    if not reference:
+        return SamplingPlan(min(DEFAULT_PROBE, limit), 0, min(DEFAULT_BATCH, limit), settings.alpha,
+                            "baseline: measuring the noise", probe=True)
+    if known_deterministic(deterministic, reference):
+        return SamplingPlan(1, 0, 1, settings.alpha,
+                            "the reference samples are identical (a deterministic benchmark)")
+    batch = min(DEFAULT_BATCH, limit)
+    looks = 1 + max(0, -(-(limit - batch) // batch))
+    return SamplingPlan(batch, batch, limit, settings.alpha / looks,
+                        "noisy benchmark", adaptive=True)
+
+
+def reference_to_measure(reference, repeat):
+    """True when the best the next verdict is judged against is one recorded number and no
+    samples (a session written by the old bash scripts logged one value per experiment), so
+    `run` measures the kept code first rather than taking the spread of *other
+    experiments'* values for noise. (When `run` measures the best beside every candidate,
+    this is the case where that reference is missing.)"""
+    if repeat != "auto" or not reference:
+        return False
+    return len(reference.get("samples") or ()) < 2 and not reference.get("deterministic")
+
+
+def collect_samples(take, plan, reference, direction, settings, noise_mad=None, deterministic=None):
+    """The adaptive sampling loop of `run`, over a `take(n)` that measures sample n and
+    returns (value, metrics), or None when the benchmark failed (which ends the loop).
+    Returns (samples, per-sample metrics, notes on why more samples were taken)."""
+    samples, sample_metrics, notes = [], [], []
+    target = plan.first
+    while len(samples) < target:
+        taken = take(len(samples) + 1)
+        if taken is None:
+            break
+        samples.append(taken[0])
+        sample_metrics.append(taken[1])
+        if len(samples) < target:
+            continue
+        if plan.probe and not is_deterministic(samples) and target < plan.limit:
+            notes.append("the first %d samples differ, so %d more" % (len(samples), plan.limit - len(samples)))
+            target = plan.limit
+        elif plan.adaptive and reference:
+            verdict, evidence = assess(samples, reference, direction, plan.alpha,
+                                       settings.min_improvement_pct, noise_mad, final=False,
+                                       deterministic=deterministic)
+            if verdict is None and target < plan.limit:
+                step = min(plan.step, plan.limit - target)
+                notes.append("p=%s after %d samples was ambiguous, so %d more" % (
+                    _fmt(evidence.get("p_value")), len(samples), step))
+                target += step
+    return samples, sample_metrics, notes
+
+
+def median_metrics(sample_metrics, exclude=None):
+    """Each secondary metric's median over the samples that reported it."""
+    names = sorted({name for metrics in sample_metrics for name in metrics if name != exclude})
+    return {name: _round(median([m[name] for m in sample_metrics if name in m])) for name in names}
+
+
+def metric_name_changes(known, metrics, pname):
+    """(new, missing) secondary metric names of a result against the segment's earlier
+    ones. Neither refuses a result: `run` records what the benchmark printed, and the
+    agent of the old bash scripts typed --metrics by hand, often a subset, sometimes with
+    the primary among them (never a secondary metric, so it is left out)."""
+    known = set(known or ()) - {pname}
+    names = set(metrics) - {pname}
+    return sorted(names - known), sorted(known - names)
+
+
+def regression_pct(value, reference, direction):
+    """How much worse `value` is than `reference`, in percent (inf from a zero reference)."""
+    worse = value - reference if direction == "lower" else reference - value
+    if reference:
+        return percent_of(worse, reference)
+    return float("inf") if worse > 0 else 0.0
+
+
+def verdict_of(m, reference, reference_info, direction, settings, noise_mad, alpha, baseline_metrics,
+               judged=None):
+    """The verdict on a measurement, its evidence and the guardrails' judgement (None
+    when none were checked), before any holdout, as (verdict, evidence, guardrails).
+    Pure: `m` and `judged` are read, not changed. A verdict that would be kept
+    (`baseline`, `improved`, or an equal result the simplicity rule keeps) then goes
+    to holdout_verdict. `judged` is the interleaved verdict and evidence (collect_pairs),
+    and then baseline_metrics are the kept code's, measured in the same window."""
+    if m.crashed:
+        return ("timeout" if m.timeout else "crash"), None, None
+    if judged is not None:
+        verdict, evidence = judged
+    elif reference:
+        verdict, evidence = assess(m.samples, reference, direction, alpha, settings.min_improvement_pct,
+                                   noise_mad, final=True, deterministic=reference_info.get("deterministic"))
+        evidence["reference"]["source"] = reference_info.get("source")  # assess's new dict
+    else:
+        verdict, evidence = "baseline", None
+    if m.checks is False:
+        return "checks_failed", evidence, None
+    if not settings.guardrails:
+        return verdict, evidence, None
+    breaches = check_guardrails(settings.guardrails, m.metrics, baseline_metrics if reference else None,
+                                "the kept code measured beside it" if judged else "the baseline")
+    guardrails = {"ok": not breaches, "breaches": breaches}
+    return ("guardrail_failed" if breaches else verdict), evidence, guardrails
+
+
+def holdout_verdict(verdict, holdout, reference, direction, tolerance_pct):
+    """The verdict once the holdout ran, and the holdout record with its judgement added,
+    as (verdict, holdout). Pure: `holdout` is not changed; the answer is a copy. A
+    crashed holdout, or one that regressed beyond tolerance against the baseline's,
+    fails the candidate (an improvement, or an equal result kept for being simpler)."""
+    if holdout.get("reason"):
+        return "holdout_failed", holdout
+    if verdict == "baseline" or reference is None:
+        return verdict, holdout
+    regression = regression_pct(holdout["value"], reference, direction)
+    judged = dict(holdout, reference=reference,
+                  regression_pct=_round(regression, 3) if regression != float("inf") else None)
+    if regression > tolerance_pct:
+        judged.update(ok=False, reason="the holdout regressed %.2f%% (allowed %s%%)" % (
+            regression, _fmt(tolerance_pct)))
+        return "holdout_failed", judged
+    return verdict, judged
+
+
+def suggested_status(verdict, lines_added=None, lines_removed=None):
+    """What `log --status auto` records for a verdict, and the rule that decided it, as
+    (status, {"rule", "why", "lines_added", "lines_removed"}). Pure.
+
+    Simpler is better: at a result equal to the best (`unchanged`, `within_noise`) an
+    experiment that removes more lines than it adds is kept (removing code for an
+    equal result is a win); one that adds code, or changes as many lines as it removes,
+    is discarded (a within-noise change that adds code is not). Line counts of None
+    (unknown) never keep. Every other verdict decides alone."""
+    rule = {"rule": "verdict", "lines_added": lines_added, "lines_removed": lines_removed}
+    if verdict in EQUAL_VERDICTS:
+        equal = "an unchanged result" if verdict == "unchanged" else "a result within the noise"
+        if lines_added is None or lines_removed is None:
+            rule.update(rule="not_simpler", why="%s, and the lines the experiment changes are unknown, "
+                        "so it is discarded" % equal)
+            return "discard", rule
+        counts = "removes %d line%s and adds %d" % (lines_removed, "" if lines_removed == 1 else "s",
+                                                    lines_added)
+        if lines_removed > lines_added:
+            rule.update(rule="simpler", why="simpler is better: %s, and the experiment %s, so it is "
+                        "kept (the best does not move)" % (equal, counts))
+            return "keep", rule
+        rule.update(rule="not_simpler", why="simpler is better: %s, and the experiment %s, so it is "
+                    "discarded (an equal result does not pay for more code)" % (equal, counts))
+        return "discard", rule
+    status = {"baseline": "keep", "improved": "keep", "crash": "crash", "timeout": "crash",
+              "checks_failed": "checks_failed"}.get(verdict, "discard")
+    rule["why"] = "the verdict is %s" % verdict
+    return status, rule
+
+
+def check_guardrails(rules, metrics, baseline_metrics, against="the baseline"):
+    """Breaches of the configured guardrails, each with a sentence naming the metric."""
+    breaches = []
+    for name in sorted(rules):
+        rule = rules[name]
+        value = metrics.get(name)
+        if not _is_number(value):
+            breaches.append({"metric": name, "value": None,
+                             "message": "guardrail metric %s was not reported" % name})
+            continue
+        if rule.get("max") is not None and value > rule["max"]:
+            breaches.append({"metric": name, "value": value, "limit": rule["max"],
+                             "message": "%s=%s is above its max %s" % (name, _fmt(value), _fmt(rule["max"]))})
+        if rule.get("min") is not None and value < rule["min"]:
+            breaches.append({"metric": name, "value": value, "limit": rule["min"],
+                             "message": "%s=%s is below its min %s" % (name, _fmt(value), _fmt(rule["min"]))})
+        base = (baseline_metrics or {}).get(name)
+        pct = rule.get("maxRegressionPct")
+        if pct is not None and _is_number(base):
+            regression = regression_pct(value, base, rule.get("direction", "lower"))
+            if regression > pct:
+                breaches.append({"metric": name, "value": value, "baseline": base,
+                                 "regression_pct": _round(regression, 3) if regression != float("inf") else None,
+                                 "message": "%s=%s regressed %s against %s (%s; allowed %s%%)" % (
+                                     name, _fmt(value),
+                                     ("%.2f%%" % regression) if regression != float("inf") else "from 0",
+                                     against, _fmt(base), _fmt(pct))})
+    return breaches
+
+
+def interleave_obstacle(session, state, head):
+    """Why the kept code cannot be measured beside the candidate, or None."""
+    if session.repo is None:
+        return "the directory is not in a git repository"
+    snap = state.snapshot or {}
+    if not snap.get("tree"):
+        return "the log has no snapshot of the kept code (a session of an older autotune)"
+    if snap.get("head") and head != snap.get("head"):
+        return "HEAD moved outside autotune"
+    return None
+
+
+def noise_verdict(evidence, alpha, looks, settings, load):
+    """`within_noise` at the cap because the same-window samples spread too widely for
+    the cap to resolve the change asked for: the cause and what to do, or None."""
+    if evidence.get("method") != "interleaved-signed-rank" or (evidence.get("p_value") or 0) <= alpha:
+        return None
+    if (evidence.get("pairs") or 0) < looks[-1][0]:
+        return None
+    resolvable = resolvable_pct(evidence, alpha)
+    if resolvable is None or resolvable <= settings.min_improvement_pct:
+        return None
+    before, after = (load or {}).get("before") or {}, (load or {}).get("after") or {}
+    cpus = before.get("cpus") or after.get("cpus")
+    busiest = max(before.get("1m") or 0, after.get("1m") or 0)
+    cause = ("the machine was busy (load average %s -> %s on %s CPUs)" % (
+        _fmt(before.get("1m")), _fmt(after.get("1m")), cpus)
+        if cpus and busiest >= 0.75 * cpus else "the benchmark's own run-to-run spread")
+    asked = ("evaluator.minImprovementPct asks for %s%%" % _fmt(settings.min_improvement_pct)
+             if settings.min_improvement_pct else "no evaluator.minImprovementPct is set")
+    message = ("too noisy to decide: measured side by side, the kept code and the candidate differ by "
+               "±%s%% from pair to pair, so %d pairs resolve only changes above ~%s%% (%s). Cause: %s. "
+               "What to do: run on a quieter machine, raise evaluator.maxSamples, or make the "
+               "workload longer so each sample averages more noise away." % (
+                   _fmt(evidence["noise"]["sigma_pct"]), evidence["pairs"], _fmt(round(resolvable, 2)),
+                   asked, cause))
+    return {"resolvable_pct": _round(resolvable, 3), "cause": cause, "message": message}
+
+
+def describe_pairs(paired, m, notes):
+    count = len(m.samples)
+    if m.crashed:
+        return "%d pair%s before the %s" % (count, "" if count == 1 else "s", "timeout" if m.timeout else "crash")
+    if m.checks is False:
+        return ("%d sample%s: the correctness checks failed after the first sample, so no more were "
+                "taken%s" % (count, "" if count == 1 else "s",
+                             "" if paired.get("best") else " (the kept code did not run)"))
+    text = ("%d pairs, interleaved: the kept code and the candidate measured alternately, the order "
+            "of each pair at random (%s)" % (count, paired["order"]))
+    if notes:
+        text += "; " + "; ".join(notes)
+    evidence = m.evidence or {}
+    if evidence.get("p_value") is not None and paired.get("alpha") is not None:
+        text += "; signed-rank p=%s (alpha at this look %s)" % (_fmt(evidence["p_value"]),
+                                                              _fmt(round(paired["alpha"], 4)))
+    load = evidence.get("contention") or {}
+    unequal = load.get("unequal_pairs") or 0
+    outliers = (evidence.get("disturbed_pairs") or 0) - unequal
+    if outliers > 0:
+        text += "; %d pair%s set aside as disturbed by load on one side" % (outliers, "" if outliers == 1 else "s")
+    if unequal:
+        text += ("; %d pair%s set aside because the rest of the machine used clearly more CPU during one "
+                 "side than the other" % (unequal, "" if unequal == 1 else "s"))
+    return text
+
+
+def describe_sampling(plan, samples, notes, m, reference, max_samples=DEFAULT_MAX_SAMPLES):
+    count = len(samples)
+    text = "%d sample%s" % (count, "" if count == 1 else "s")
+    if m.crashed:
+        return text + (" before the timeout" if m.timeout else " before the crash")
+    if m.checks is False:
+        return text + ": the correctness checks failed after the first sample, so no more were taken"
+    if plan.probe:
+        if is_deterministic(samples):
+            text += ": baseline; identical, so the benchmark is treated as deterministic and later runs take 1 sample"
+        else:
+            noise = sigma_pct(robust_sigma(samples), median(samples))
+            text += (": baseline; they differ (noise ±%s%%), so later runs take %d-%d samples (pairs of the "
+                     "kept code and the candidate, unless evaluator.mode is reference)") % (
+                _fmt(round(noise, 2)) if noise is not None else "?",
+                min(DEFAULT_BATCH, max_samples), max(1, max_samples))
+    elif not plan.adaptive:
+        text += ": " + plan.why
+    else:
+        text += ": noisy benchmark"
+        if notes:
+            text += "; " + "; ".join(notes)
+        capped = count >= plan.limit and m.verdict == "within_noise"
+        if m.evidence and m.evidence.get("p_value") is not None:
+            text += "; %s p=%s (alpha per look %s)" % ("stopped at" if capped else "decided at",
+                                                       _fmt(m.evidence["p_value"]), _fmt(round(plan.alpha, 4)))
+        if capped:
+            text += "; the cap of %d samples was reached without a significant difference" % plan.limit
+    if reference and len(reference) < 3 and not is_deterministic(reference):
+        text += "; the reference has only %d sample%s, run `autotune rebaseline` for a sharper verdict" % (
+            len(reference), "" if len(reference) == 1 else "s")
+    return text
+
+
+class LogDecision(Record):
+    """What a `log` call records, settled before anything is written."""
+
+    FIELDS = (("status", None), ("metric", None), ("measured", False), ("metrics", dict),
+              ("verdict", None), ("forced", False), ("improved", False), ("notes", list),
+              ("warnings", list))
+    __slots__ = tuple(name for name, _ in FIELDS)
+
+
+class LogRequest(Record):
+    """What a `log` call asks for, its arguments checked (_log_arguments): the status
+    (or "auto"), a typed --metric and --metrics (None when not given), the --reason of
+    an override, --force, --commit, the description and the --asi object."""
+
+    FIELDS = (("status", None), ("metric", None), ("metrics", None), ("reason", None),
+              ("force", False), ("commit", None), ("description", None), ("asi", dict))
+    __slots__ = tuple(name for name, _ in FIELDS)
+
+
+def decide_log(request, state, m):
+    """The status, numbers and verdict a `log` records, from its request (a LogRequest)
+    and the pending measurement `m`; every refusal about them happens here, before git
+    is touched."""
+    metric_flag, metrics_flag, override = request.metric, request.metrics, request.reason
+    status = request.status
+    if status == "auto":
+        if m is None:
+            fail("no_measurement", "--status auto needs a measurement: run `autotune run` first.")
+        status = m.suggested_status
+    # a keep sets the best the next runs are judged against: in a segment driven by `run`,
+    # a typed-in number there is an invention unless a person says otherwise
+    typed_keep = m is None and metric_flag is not None and status == "keep" and state.measured_results
+    if typed_keep and not (request.force and override):
+        fail("unmeasured_metric", "This segment's results come from `autotune run`, and there "
+             "is no measurement to keep: run the benchmark (`autotune run`), then log without "
+             "--metric. A typed-in number needs --force --reason \"why\" (recorded).")
+    decision = LogDecision(status=status, forced=bool(typed_keep))
+    decision.metric, decision.measured = metric_for_log(status, metric_flag, m, request.force)
+    measured_metrics = m is not None and m.passed
+    if metrics_flag is not None and measured_metrics and not request.force:
+        unmeasured = sorted(k for k in metrics_flag if k not in m.metrics and k != m.pname)
+        differing = sorted(k for k in metrics_flag if k in m.metrics
+                           and not same_number(metrics_flag[k], m.metrics[k]))
+        if unmeasured:
+            fail("metric_mismatch", "--metrics names %s, which `run` did not measure (it measured "
+                 "%s); log without --metrics to record what was measured." % (
+                     ", ".join(unmeasured), ", ".join(sorted(m.metrics)) or "no secondary metric"))
+        if differing:
+            fail("metric_mismatch", "--metrics differs from what `run` measured for %s; log "
+                 "without --metrics to record the measured values." % ", ".join(differing))
+    decision.metrics = (dict(m.metrics) if measured_metrics and not (request.force and metrics_flag is not None)
+                        else metrics_flag if metrics_flag is not None else {})
+    if status != "crash" and state.metric_names is not None:
+        new, missing = metric_name_changes(state.metric_names, decision.metrics,
+                                           state.config.get("metric_name"))
+        if new:
+            decision.notes.append("new secondary metric%s %s recorded (the segment's earlier results "
+                                  "did not have %s)" % ("s" if len(new) > 1 else "", ", ".join(new),
+                                                         "them" if len(new) > 1 else "it"))
+        if missing:
+            decision.warnings.append("secondary metric%s %s of earlier results %s not reported by this "
+                                     "one" % ("s" if len(missing) > 1 else "", ", ".join(missing),
+                                              "were" if len(missing) > 1 else "was"))
+    decision.verdict = m.verdict if (m is not None and (decision.measured or m.crashed)) else None
+    if status == "keep" and decision.verdict in BLOCKING_VERDICTS:
+        if not (request.force and override):
+            fail("keep_refused", "The measurement's verdict is %s%s, so a keep is refused; log "
+                 "--status %s, or a person overrides it with --force --reason \"why\"." % (
+                     decision.verdict, " (significantly worse than the best)"
+                     if decision.verdict == "worse" else "", m.suggested_status))
+        decision.forced = True
+    if status == "keep":  # "improved" is the verdict's when there is one, else strictly better
+        direction = state.config.get("direction", "lower")
+        decision.improved = state.best is None or (
+            decision.verdict in ("baseline", "improved") if decision.verdict is not None
+            else is_better(decision.metric, state.best["metric"], direction))
+    return decision
+
+
+def metric_for_log(status, metric_flag, m, force):
+    """The primary metric of a result: what `run` measured, never a transcription.
+    Returns (metric, measured)."""
+    if metric_flag is not None:
+        if m is not None and m.primary is not None:
+            if same_number(metric_flag, m.primary):
+                return m.primary, True
+            if not force:
+                fail("metric_mismatch", "--metric %s differs from what `run` measured (%s); omit "
+                     "--metric to log the measured value, or pass --force to override it." % (
+                         _fmt(metric_flag), _fmt(m.primary)))
+            return metric_flag, False
+        if m is not None and m.crashed and status not in CRASH_STATUSES and not force:
+            fail("metric_mismatch", "The last run %s and measured nothing (%s); log it with "
+                 "--status crash, or pass --force to log an invented --metric." % (
+                     "timed out" if m.timeout else "crashed", m.reason or "crash"))
+        return metric_flag, m is not None and status in CRASH_STATUSES
+    if m is not None:
+        if m.primary is None and status in ("keep", "discard"):
+            fail("missing_metric", "The last run %s (%s), so there is no metric to %s; log "
+                 "it with --status crash." % ("timed out" if m.timeout else "crashed",
+                                              m.reason or "no metric", status))
+        return m.primary, True
+    if status in ("keep", "discard"):
+        fail("missing_metric", "No measurement to log: run the benchmark first (`autotune run`).")
+    return None, False
+
+
+def trailer_number(value):
+    """The shortest exact text of a number, for the Autotune-Metric trailer."""
+    if isinstance(value, float) and value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+# ---------------------------------------------------------------- diagnosis ----
+
+# Diagnosis of a failed run: the last error line of the output, and whether it looks like
+# the edit (it points at a file the experiment changed) or the environment. Pure.
+
+_ENVIRONMENT_SIGNS = (
+    (r"command not found|executable file not found|not recognized as an internal", "a command is missing"),
+    (r"no module named|modulenotfounderror|cannot find module|cannot find package|"
+     r"error while loading shared libraries|importerror", "a module or library is missing"),
+    (r"no space left on device|disk quota exceeded", "the disk is full"),
+    (r"out of memory|cannot allocate memory|memoryerror|bad_alloc|oom-kill", "memory ran out"),
+    (r"connection refused|connection reset|address already in use|network is unreachable|"
+     r"could not resolve|name resolution|name or service not known", "the network or a service"),
+    (r"too many open files|resource temporarily unavailable", "a resource limit"),
+    (r"read-only file system", "the file system is read-only"),
+    (r"permission denied|operation not permitted", "a permission"),
+    (r"no such file or directory", "a file is missing"),
+)
+_ERROR_WORDS = (r"(?i)(error|exception|traceback|fatal|panic|abort|segmentation fault|core dumped|"
+                r"\bfail(ed|ure|s)?\b|not found|no such file|permission denied|\bkilled\b|assert)")
+
+
+def clean_output_lines(text):
+    """The lines of a process's output as a terminal would show them, without colour
+    sequences or other control characters (they must not reach the agent's terminal)."""
+    import unicodedata
+    return ["".join(ch for ch in strip_controls(raw, keep="") if unicodedata.category(ch) != "Cf").rstrip()
+            for raw in (text or "").splitlines()]
+
+
+def last_error_line(lines):
+    """The line that says what went wrong: a Python traceback's exception line, else the
+    last line that reads like an error, else the last line (METRIC lines and autotune's
+    own notes skipped); None for no output."""
+    import re
+    lines = [l for l in lines if l.strip() and not l.lstrip().startswith(("METRIC ", "[checks timed out"))]
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("Traceback (most recent call last)"):
+            after = [l for l in lines[i + 1:] if not l.startswith((" ", "\t"))]
+            if after:
+                return _one_line(after[0], 300)
+            break
+    for line in reversed(lines):
+        if re.search(_ERROR_WORDS, line):
+            return _one_line(line, 300)
+    return _one_line(lines[-1], 300) if lines else None
+
+
+def _file_refs(lines):
+    """The paths an output points at, in order: traceback frames (`File "x.py", line 3`)
+    and `path.ext:line` mentions (compilers, Node, Rust and Go panics)."""
+    import re
+    refs = []
+    for line in lines:
+        for match in re.finditer(r'File "([^"]+)", line \d+|((?:[A-Za-z]:)?[\w.~/\\+@-]*\w\.\w{1,10}):\d+', line):
+            refs.append((match.group(1) or match.group(2)).replace("\\", "/"))
+    return refs
+
+
+def _changed_match(ref, changed, roots):
+    """The changed file (a repository path) that `ref` names, or None."""
+    if ref.startswith("/"):
+        for root in roots:
+            prefix = root.rstrip("/") + "/"
+            if ref.startswith(prefix) and ref[len(prefix):] in changed:
+                return ref[len(prefix):]
+        return None
+    while ref.startswith("./"):
+        ref = ref[2:]
+    for name in changed:
+        if ref == name or name.endswith("/" + ref):
+            return name
+    return None
+
+
+def _changed_file_named(lines, changed, roots):
+    """The changed file the output points at (the innermost mention wins), or None: a
+    traceback frame or `path:line`, or a module that cannot be found or imported whose
+    name is a changed file's."""
+    import re
+    hit = None
+    for ref in _file_refs(lines):
+        hit = _changed_match(ref, changed, roots) or hit
+    if hit:
+        return hit
+    for line in reversed(lines[-40:]):
+        missing = re.search(r"no module named '?([\w.]+)|cannot find module '([^']+)'|"
+                            r"cannot import name '?\w+'? from '([\w.]+)'", line, re.I)
+        name = missing and [g for g in missing.groups() if g][0].replace("/", ".").split(".")[-1]
+        if name:
+            return next((c for c in changed if c.rsplit("/", 1)[-1].rsplit(".", 1)[0] == name
+                         or ("/%s/" % name) in "/" + c), None)
+    return None
+
+
+def _environment_sign(line, lines, changed_files):
+    """Why the failure reads like the environment (the last error line is asked first,
+    then the output's tail), or None."""
+    import re
+    sign = None
+    for text in (line or "", "\n".join(lines[-40:])):
+        sign = next((label for pattern, label in _ENVIRONMENT_SIGNS if re.search(pattern, text, re.I)), None)
+        if sign:
+            break
+    if changed_files is not None and not changed_files:   # nothing differs from the kept code
+        sign = "the experiment changes no file, so the edit cannot be the cause" + (
+            "; the output says %s" % sign if sign else "")
+    return sign
+
+
+def _timeout_advice(kind, line, sign, limit, load):
+    """(origin, why, text) for a benchmark or checks timeout: the environment when the
+    machine was overloaded (load above CPUs + 1) or nothing changed, else the edit."""
+    what, stays = (("the benchmark", "benchmark") if kind == "timeout"
+                   else ("the correctness checks", "checks"))
+    head = "%s ran past %s timeout%s and %s killed." % (
+        what[0].upper() + what[1:], "its" if kind == "timeout" else "their",
+        (" (%ss)" % _fmt(limit)) if limit else "", "was" if kind == "timeout" else "were")
+    if line:
+        head += ' Its output ends with "%s".' % line
+    known = load is not None and load[0] is not None and bool(load[1])
+    if (known and load[0] > load[1] + 1) or (sign and sign.startswith("the experiment changes no file")):
+        why = "the machine was overloaded (load %s on %d CPUs)" % (_fmt(load[0]), load[1]) \
+            if known and load[0] > load[1] + 1 else sign
+        return "environment", why, ("%s It may be the environment: %s. Run again on a quieter machine; "
+                                    "the %s stays as it is." % (head, why, stays))
+    why = "the kept code finished within the limit%s" % (
+        (" and the machine was not overloaded (load %s on %d CPUs)" % (_fmt(load[0]), load[1])) if known else "")
+    return "edit", why, ("%s It looks like the edit made %s much slower or made it hang (an infinite "
+                         "loop, a deadlock, a wait for input): %s. Look for that in the change, or drop "
+                         "the idea; the timeout and the %s stay as they are." % (head, what, why, stays))
+
+
+def _checks_advice(line, hit, sign):
+    """(origin, why, text) for failed correctness checks: the edit unless the output
+    reads like the environment (the kept code passed the same checks)."""
+    head = "The benchmark ran, but the correctness checks failed%s." % ((': "%s"' % line) if line else "")
+    if sign:
+        why = "the checks' output says %s" % sign
+        return "environment", why, ("%s It looks like the environment (%s), not the edit: run ./%s by "
+                                    "hand on the kept code; if it fails the same way, fix the "
+                                    "environment, not the checks." % (head, sign, CHECKS_FILE))
+    why = ("the failure points at %s, which the experiment changed" % hit if hit
+           else "the kept code passed the same checks")
+    return "edit", why, ("%s It looks like the edit: %s, so the change alters what the code computes. "
+                         "Fix the behaviour or drop the idea; never edit the checks or the tests that "
+                         "define correctness." % (head, why))
+
+
+def _crash_advice(line, hit, sign, changed):
+    """(origin, why, text) for a benchmark crash."""
+    head = "The benchmark crashed%s." % ((': its output ends with "%s"' % line) if line else " without any output")
+    if hit:
+        why = "the error points at %s, which the experiment changed" % hit
+        return "edit", why, ("%s It looks like the edit: %s. Fix the bug and retry the idea (after the "
+                             "log, `autotune restore --list` finds the reverted change), or drop it; the "
+                             "benchmark stays as it is." % (head, why))
+    if sign:
+        return "environment", "the output says %s" % sign, (
+            "%s It looks like the environment (%s), not the edit: run ./%s by hand on the kept code; if it "
+            "fails the same way, fix the environment (install, free or restart what is missing), not the "
+            "benchmark, then retry the idea." % (head, sign, BENCH_FILE))
+    why = "the error names no file the experiment changed%s" % (
+        (" (%s)" % ", ".join(changed[:5])) if changed else "")
+    return "unclear", why, ("%s The cause is not certain: %s. The kept code passed this benchmark, so the "
+                            "edit is still the likely cause (through code that calls it or data it "
+                            "changes); run ./%s by hand on the kept code to rule out the environment. The "
+                            "benchmark stays as it is." % (head, why, BENCH_FILE))
+
+
+def diagnose_crash(output, changed_files, kind="crash", roots=(), limit=None, load=None):
+    """What a failed run says about its cause, for `run`, `log` and `explain` (pure).
+
+    kind is `crash`, `timeout`, `checks_failed` or `checks_timeout`; output is the tail
+    of the benchmark's (or the checks') output; changed_files the experiment's paths
+    relative to the repository root `roots` (as given and as resolved), None when
+    unknown; limit the timeout in seconds; load (load average, CPU count). Returns
+    {"kind", "line", "origin", "file", "why", "text"}: origin `edit` when the error
+    points at a file the experiment changed (or the checks reject its result),
+    `environment` when it reads like a missing tool, a full disk, memory or the network
+    (or nothing changed, or the machine was overloaded at a timeout), else `unclear`.
+    `text` is the advice: it never suggests editing the benchmark or the checks, which
+    the agent's rules forbid."""
+    lines = clean_output_lines(output)
+    line = last_error_line(lines)
+    changed = list(changed_files or [])
+    hit = _changed_file_named(lines, changed, roots)
+    sign = None if hit else _environment_sign(line, lines, changed_files)
+    if kind in ("timeout", "checks_timeout"):
+        origin, why, text = _timeout_advice(kind, line, sign, limit, load)
+        hit = None
+    elif kind == "checks_failed":
+        origin, why, text = _checks_advice(line, hit, sign)
+    else:
+        origin, why, text = _crash_advice(line, hit, sign, changed)
+    return {"kind": kind, "line": line, "origin": origin, "file": hit, "why": why, "text": text}
+
+
+def crash_reason(outcome, pname, limit=None):
+    if outcome.error:
+        return outcome.error
+    if outcome.timeout:
+        return "timed out: still running after %ss (the timeout), so its process group was killed" % (
+            _fmt(limit if limit is not None else outcome.dur))
+    if outcome.exit != 0:
+        if outcome.exit is not None and outcome.exit < 0:
+            return "killed by signal %d" % -outcome.exit
+        return "exited with code %s" % outcome.exit
+    if pname not in outcome.metrics:
+        return "exited 0 but printed no `METRIC %s=<number>` line" % pname
+    return None
+
+
+# ------------------------------------------------------------------- health ----
+
+PLAYBOOK_TEXT = {
+    "rebaseline": (
+        "Re-measure the current best without any change (`autotune rebaseline`), so the "
+        "next verdicts compare against fresh numbers rather than a lucky or drifted best; "
+        "then try an idea of a different kind than the last ones."),
+    "shrink_scope": (
+        "Make smaller changes: one function, one parameter or one file at a time. Re-read "
+        "the dead ends in autotune.md, pick the most promising untried idea from "
+        "autotune.ideas.md, and cut it down to its smallest testable step."),
+    "diagnose": (
+        "Stop trying new ideas and find the cause first: read the output tail of the last "
+        "run (and chk_out for the checks), run ./autotune.sh by hand on the kept code, and "
+        "fix the environment or the edit before the next experiment (the benchmark and the "
+        "checks stay as they are: they define the goal)."),
+    "diagnose_plateau": (
+        "Stop trying ideas of the same kind and find where the metric is spent: profile the "
+        "workload the benchmark runs, read the secondary metrics and the dead ends in "
+        "autotune.md, and write down what dominates before the next experiment targets it."),
+    "reset_worktree": (
+        "Start the next experiment from a clean tree: autotune already reverted the failed "
+        "change; check that `git status` shows nothing of it, delete leftovers such as "
+        "build artefacts, and start again from the last kept commit."),
+    "pause": (
+        "The recovery playbooks are used up: stop experimenting and hand the loop to a "
+        "person (`autotune explain` tells them why)."),
+    "manual_repair": (
+        "A person put the loop in repair mode: fix what is broken (the code, the environment; "
+        "not the benchmark), `autotune run`, and log a keep to return to optimize mode (or the "
+        "person runs `autotune resume`)."),
+}
+
+
+def health_fields(state):
+    return {name: getattr(state, name) for name in (
+        "active", "mode", "health", "failure", "recovery", "reason", "heals",
+        "no_improve", "crash_streak", "keep_streak")}
+
+
+def choose_playbook(failure, attempt, settings, deterministic=False):
+    """The attempt-th healing action (1-based) for this failure: escalation through
+    the failure's preferred order, keeping only configured playbooks. A plateau of a
+    deterministic benchmark skips `rebaseline`: identical re-measurements teach nothing."""
+    allowed = [p for p in settings.playbooks if settings.pause_on_exhausted or p != "pause"]
+    if deterministic and failure == "plateau":
+        allowed = [p for p in allowed if p != "rebaseline"]
+    order = [p for p in FAILURE_PLAYBOOK_ORDER[failure] if p in allowed] or allowed or ["diagnose"]
+    return order[min(attempt, len(order)) - 1]
+
+
+STREAK_FIELDS = ("no_improve", "crash_streak", "keep_streak", "heals")
+
+
+def count_result(streaks, status):
+    """The streak counters (STREAK_FIELDS, read from the mapping `streaks`, which is not
+    changed) after one result, as a new dict: the one place they are counted, for the
+    health machine (`advance`) and for the fold of the log. A keep ends the
+    no-improvement, failure and healing streaks and extends the keep streak; a discard
+    extends the no-improvement streak and ends the others but healing; a failure (crash,
+    checks_failed) extends the no-improvement and failure streaks. A person's `resume`
+    ends the no-improvement, failure and healing streaks and leaves the keep streak."""
+    counts = {name: streaks[name] for name in STREAK_FIELDS}
+    if status == "keep":
+        counts.update(no_improve=0, crash_streak=0, heals=0, keep_streak=counts["keep_streak"] + 1)
+    elif status == "resume":
+        counts.update(no_improve=0, crash_streak=0, heals=0)
+    elif status == "discard":
+        counts.update(no_improve=counts["no_improve"] + 1, crash_streak=0, keep_streak=0)
+    else:
+        counts.update(no_improve=counts["no_improve"] + 1, crash_streak=counts["crash_streak"] + 1,
+                      keep_streak=0)
+    return counts
+
+
+def advance(prev, status, improved, settings, deterministic=False, timeout=False):
+    """The health machine: the health fields after one logged result.
+
+    `prev` holds the fields of health_fields(); the answer is a new dict. A `pause`
+    playbook pauses the loop; `pauseOnExhaustedRecovery: false` removes it, so the
+    loop keeps healing with its last action instead of ever pausing itself.
+    `deterministic` (the benchmark's values are identical on re-measurement) takes
+    `rebaseline` out of a plateau's recovery; `timeout` (a crash whose verdict is a
+    timeout) makes the reason `timeout`, not `crash`.
+    """
+    nxt = dict(prev)
+    nxt.update(count_result(prev, status), active=True, recovery=None)
+    if status == "keep":
+        nxt.update(mode="optimize", failure=None,
+                   health="improving" if improved else "running",
+                   reason="improved" if improved else "kept_no_degrade")
+        return nxt
+    if status == "discard":
+        nxt["reason"] = "no_improve"
+        if nxt["no_improve"] >= settings.max_no_improve:
+            nxt.update(failure="plateau", health="plateaued")
+        else:
+            nxt.update(failure=None, health="running")
+    else:
+        crash = status == "crash"
+        nxt.update(failure="benchmark_crash" if crash else "checks_failed", health="crashing",
+                   reason=("timeout" if timeout else "crash") if crash else "checks_failed")
+    heal = (nxt["failure"] == "plateau" or
+            (nxt["failure"] in ("benchmark_crash", "checks_failed")
+             and nxt["crash_streak"] >= settings.max_crash_streak))
+    if not heal:
+        return nxt
+    if prev["heals"] >= settings.max_heals and settings.pause_on_exhausted:
+        nxt.update(health="paused", recovery="pause", mode="repair",
+                   reason="recovery_exhausted", active=False)
+        return nxt
+    action = choose_playbook(nxt["failure"], prev["heals"] + 1, settings, deterministic)
+    nxt.update(heals=prev["heals"] + 1, recovery=action, mode="repair", reason="heal:" + action,
+               health="healing")
+    if action == "pause":
+        nxt.update(health="paused", active=False)
+    return nxt
+
+
+def budget_reason(runs, best_metric, direction, settings, started_epoch, now_epoch):
+    """Why the loop is complete (iteration count, target value, wall clock), or None."""
+    if settings.max_iterations and runs >= settings.max_iterations:
+        return "iteration budget reached"
+    if settings.target is not None and best_metric is not None:
+        reached = (best_metric <= settings.target if direction == "lower"
+                   else best_metric >= settings.target)
+        if reached:
+            return "target reached: best %s %s target %s" % (
+                _fmt(best_metric), "<=" if direction == "lower" else ">=", _fmt(settings.target))
+    if settings.max_minutes and started_epoch is not None:
+        minutes = (now_epoch - started_epoch) / 60.0
+        if minutes >= settings.max_minutes:
+            return "time budget reached: %.1f of %s minutes used" % (minutes, _fmt(settings.max_minutes))
+    return None
+
+
+def next_action(state):
+    """The suggested next step for this state, as (code, what it means in practice);
+    during a failure streak the text ends with the diagnosis of the last failure."""
+    action, text = playbook_action(state)
+    diagnosis = failure_diagnosis(state)
+    if diagnosis and action not in ("init", "report"):
+        text = "%s %s" % (text, diagnosis["text"])
+    return action, text
+
+
+def failure_diagnosis(state):
+    """The diagnosis of the last result while the loop is in its failure streak, or None."""
+    last = state.last or {}
+    diagnosis = last.get("diagnosis")
+    if state.crash_streak and last.get("status") in CRASH_STATUSES and isinstance(diagnosis, dict) \
+            and isinstance(diagnosis.get("text"), str):
+        return diagnosis
+    return None
+
+
+def playbook_action(state):
+    """next_action without the diagnosis: the playbook this state calls for."""
+    if state.config is None:
+        return "init", "Start a session with `autotune init`."
+    if state.health == "completed" and needs_verify(state):
+        return "verify", ("The loop is complete (%s). Before reporting, check the headline: `autotune "
+                          "verify` measures the baseline commit beside the best one in the same window "
+                          "(the logged figure compares numbers taken at different times); then summarize "
+                          "the wins in autotune.md and read `autotune report`." % (state.reason or "budget reached"))
+    if state.health == "completed":
+        return "report", ("The loop is complete (%s). Summarize the wins in autotune.md, read "
+                          "`autotune report`, and start a new segment with `autotune init` if "
+                          "there is more to gain." % (state.reason or "budget reached"))
+    if state.health == "stopped":
+        reason = state.reason if state.reason not in (None, "stopped by a person") else None
+        return "resume", ("The loop is stopped (by %s%s). `autotune resume` continues it where it "
+                          "left off; `autotune repair` continues it in repair mode." % (
+                              "the agent" if state.stopped_by == "agent" else "a person",
+                              (": %s" % reason) if reason else ""))
+    if state.health == "paused" or not state.active:
+        if state.reason == "recovery_exhausted" or state.recovery == "pause":
+            return "manual_repair", (
+                "The loop paused itself: its recovery playbooks did not get it moving again. "
+                "A person should read the recent results, fix the cause (the environment, the "
+                "scope or the idea backlog; a benchmark or checks that are wrong take a new "
+                "segment, `autotune init`), then `autotune resume` (or `autotune repair` to "
+                "resume in repair mode). The agent stops here and edits nothing.")
+        return "manual_repair", ("The loop is stopped (%s). Run `autotune resume` to continue "
+                                 "it, or `autotune repair` to continue in repair mode."
+                                 % (state.reason or "paused"))
+    if state.health == "healing" and state.recovery == "rebaseline" and state.rebaselined_at == state.n_exp:
+        return "continue", ("The rebaseline is done: the best was re-measured after the last result. Now "
+                            "try an idea of a different kind than the last ones.")
+    if state.recovery == "manual_repair":
+        return "repair", PLAYBOOK_TEXT["manual_repair"]
+    if state.health == "healing" and state.recovery:
+        key = "diagnose_plateau" if (state.recovery, state.failure) == ("diagnose", "plateau") else state.recovery
+        return state.recovery, PLAYBOOK_TEXT.get(key, "Apply the %s playbook." % state.recovery)
+    if state.health == "plateaued":
+        if (state.reference or {}).get("deterministic"):  # identical re-measurements teach nothing
+            return "shrink_scope", PLAYBOOK_TEXT["shrink_scope"]
+        return "rebaseline", PLAYBOOK_TEXT["rebaseline"]
+    if state.health == "crashing":
+        return "diagnose", PLAYBOOK_TEXT["diagnose"]
+    if state.n_exp == 0:
+        return "baseline", ("Measure the baseline: `autotune run` on the unchanged code, then "
+                            "`autotune log --status keep --description baseline`.")
+    return "continue", ("Pick the next idea, make one focused change, `autotune run`, then "
+                        "`autotune log --status auto --description ...`.")
+
+
+def new_segment_command(state):
+    """The shell-quoted `autotune init` that starts a new segment of this loop."""
+    config = state.config or {}
+    unit = config.get("metric_unit")
+    return "autotune init --name %s --metric %s%s --direction %s" % (
+        _shell_quote(config.get("name") or "loop"), _shell_quote(config.get("metric_name") or "metric"),
+        (" --unit %s" % _shell_quote(unit)) if unit else "",
+        _shell_quote(config.get("direction") or "lower"))
+
+
+def require_config(session, state):
+    if state.config is None:
+        fail("no_session", "%s has no config line; run `autotune init` first." % session.log_path)
+
+
+def require_metric_name(state):
+    """The segment's primary metric name, which must be one a benchmark can print under
+    the METRIC grammar (a log from before it, or edited by hand, may hold another)."""
+    name = state.config.get("metric_name")
+    if not valid_metric_name(name):
+        config = State(config=dict(state.config, metric_name="NEW_NAME"))
+        fail("bad_metric_name", "The segment's metric name %s is not a valid metric name (a "
+             "letter, digit or _, then letters, digits and _ . : / %% -), so no METRIC line can report "
+             "it. Start a new segment with a valid one: %s" % (json.dumps(name), new_segment_command(config)))
+    return name
+
+
+def check_active(session, state, logging=False):
+    """Refuses (`inactive`, then `budget_spent`) unless the loop is active AND its budget
+    is not spent: two checks, not one. `run` needs both; `log` records what `run`
+    measured, so of the budgets only the iteration count stops it: time and target
+    budgets end the loop once the result is recorded."""
+    require_config(session, state)
+    if not state.active:
+        _, advice = next_action(state)
+        fail("inactive", "The loop is not active (health %s, reason %s)%s. %s" % (
+            state.health, state.reason or "-", "; nothing was logged" if logging else "", advice))
+    limit = session.settings.max_iterations
+    reason = (("%d results, its iteration budget" % state.n_exp) if limit and state.n_exp >= limit
+              else None) if logging else spent_budget(session, state)
+    if reason:
+        fail("budget_spent", "The budget of segment %d is spent (%s); raise it in %s or start a "
+             "new segment with `autotune init`." % (state.segment, reason, CONFIG_FILE))
+
+
+def spent_budget(session, state):
+    direction = state.config.get("direction", "lower")
+    best = state.best["metric"] if state.best else None
+    return budget_reason(state.n_exp, best, direction, session.settings,
+                         iso_to_epoch(state.started_at), time.time())
+
+
+def needs_verify(state):
+    """A kept change since the baseline that no `verify` has measured yet."""
+    best, base = state.best or {}, state.baseline or {}
+    return bool(best and base and best.get("index") != base.get("index")
+                and best.get("commit") and best.get("commit") != base.get("commit")
+                and current_verification(state) is None)
+
+
+def current_verification(state):
+    """The last `verify` of this segment if it measured the current best, else None."""
+    verified = state.verified
+    if not verified or not state.best or verified.get("best_index") != state.best.get("index"):
+        return None
+    return verified
+
+
+FAILURE_WORDS = {"crash": ("benchmark crash", "benchmark crashes"),
+                 "timeout": ("benchmark timeout", "benchmark timeouts"),
+                 "checks_failed": ("checks failure", "checks failures")}
+
+
+def streak_text(state):
+    """The current failure streak in words, its kinds in order (a crash and a checks
+    failure that follows it are different failures): "2 failures in a row: a benchmark
+    crash, then a checks failure"; None without a streak."""
+    streak = state.crash_streak or 0
+    kinds = [k for k in (state.streak_kinds or []) if k in FAILURE_WORDS][-streak:] if streak else []
+    if not kinds:
+        return None
+    groups = []
+    for kind in kinds:
+        if groups and groups[-1][0] == kind:
+            groups[-1][1] += 1
+        else:
+            groups.append([kind, 1])
+    if len(groups) == 1 and len(kinds) == streak:
+        what = {"crash": "the benchmark failed", "timeout": "the benchmark timed out",
+                "checks_failed": "the correctness checks failed"}[kinds[0]]
+        return "%s %s in a row" % (what, "once" if streak == 1 else "%d times" % streak)
+    parts = ["%s %s" % ("a" if n == 1 else n, FAILURE_WORDS[k][n != 1]) for k, n in groups]
+    return "%d failure%s in a row: %s%s" % (streak, "" if streak == 1 else "s",
+                                            "..., " if len(kinds) < streak else "", ", then ".join(parts))
+
+
+def recovery_subject(state):
+    """Which failure a recovery is about when the streak mixes kinds: the last one."""
+    kinds = set((state.streak_kinds or [])[-(state.crash_streak or 0):]) if state.crash_streak else set()
+    last = (state.streak_kinds or [None])[-1]
+    if len(kinds) < 2 or last not in FAILURE_WORDS:
+        return ""
+    what = {"crash": "the benchmark crash", "timeout": "the benchmark timeout",
+            "checks_failed": "the correctness checks"}[last]
+    return ", about the last failure, %s, not the earlier %s" % (what, " or ".join(
+        FAILURE_WORDS[k][0] for k in sorted(kinds - {last})))
+
+
+def reason_text(state, settings):
+    """The last decision of the loop, in a sentence."""
+    reason = state.reason or ""
+    streak = streak_text(state)
+    cause = {
+        "plateau": "%d experiments in a row did not beat the best (%d make a plateau)" % (
+            state.no_improve, settings.max_no_improve),
+        "benchmark_crash": "%s (%d start recovery)" % (
+            streak or "the benchmark failed %d times in a row" % state.crash_streak, settings.max_crash_streak),
+        "checks_failed": "%s (%d start recovery)" % (
+            streak or "experiments failed %d times in a row, the last on the correctness checks"
+            % state.crash_streak, settings.max_crash_streak),
+    }.get(state.failure, state.failure or "")
+    if state.health == "stopped":
+        return "%s stopped the loop%s; its data is kept" % (
+            "the agent" if state.stopped_by == "agent" else "a person",
+            "" if reason in ("", "stopped by a person") else " (%s)" % reason)
+    last = state.last or {}
+    if reason == "initialized":
+        return "a new segment started; nothing has been logged in it yet"
+    if reason == "improved" and state.n_exp == 1:
+        return "the baseline was measured and kept; every later experiment is judged against it"
+    if reason == "improved":
+        return "the last experiment beat the best, so it was kept"
+    if reason == "kept_no_degrade":
+        if last.get("rule") == "simpler":
+            return ("the last experiment was kept without beating the best: at an equal result it "
+                    "removes more lines than it adds (simpler is better), and the best stays %s" % (
+                        _fmt((state.best or {}).get("metric"))))
+        return "the last experiment was kept without beating the best"
+    if reason == "no_improve":
+        return "the last experiment did not beat the best and was reverted (%d in a row; %d make a plateau)" % (
+            state.no_improve, settings.max_no_improve)
+    if reason in ("crash", "timeout", "checks_failed"):
+        what = ("the benchmark timed out" if reason == "timeout" or last.get("verdict") == "timeout"
+                else "the benchmark crashed" if reason == "crash" else "the correctness checks failed")
+        mixed = streak and ": " in streak
+        return "%s on the last experiment (%s; %d start recovery)" % (
+            what, streak if mixed else "%d failure%s in a row" % (
+                state.crash_streak, "" if state.crash_streak == 1 else "s"), settings.max_crash_streak)
+    if reason == "heal:pause":
+        return "%s, and the next recovery playbook is to pause, so the loop paused itself" % cause
+    if reason.startswith("heal:"):
+        return "%s, so recovery attempt %d of %d is %s%s" % (cause, state.heals, settings.max_heals, reason[5:],
+                                                             recovery_subject(state))
+    if reason == "recovery_exhausted":
+        return "%s even after %d recovery attempt%s (the most allowed), so the loop paused itself" % (
+            cause or "the loop kept failing", state.heals, "" if state.heals == 1 else "s")
+    return reason or "-"
+
+
+# ----------------------------------------------------------------- the fold ----
 
 # The fold: the log, read top to bottom, becomes the state. Pure over parsed lines.
 
@@ -1601,1801 +3215,257 @@ def _fold_control(state, entry):
         state.stop_streak = 0
 
 
-class Loaded(object):
-    """What load_state found: the state, the metric points it folded, and the tail."""
+# -------------------------------------------------------------------- views ----
 
-    __slots__ = ("state", "points", "complete", "torn", "rebuilt", "changed")
-
-    def __init__(self, state):
-        self.state = state
-        self.points = []        # metric points folded by this call
-        self.complete = False   # True when `points` holds the whole current segment
-        self.torn = b""         # bytes after the last newline: a truncated last line
-        self.rebuilt = False
-        self.changed = False    # the state differs from the file on disk
-
-
-def load_state(session):
-    """The cached fold, brought up to the end of the log (or rebuilt from it)."""
-    try:
-        size = os.path.getsize(session.log_path)
-    except OSError:
-        require_session(session)
-        raise
-    cached, foreign = None, None
-    try:
-        with open(session.state_path, "rb") as handle:
-            data = json.loads(handle.read().decode("utf-8"), parse_constant=_reject_constant)
-            written_at = os.fstat(handle.fileno()).st_mtime
-        if isinstance(data, dict) and data.get("format") == STATE_FORMAT and _is_int(data.get("log_size")):
-            import zlib
-            checksum = data.pop("checksum", None)
-            if checksum == "%08x" % zlib.crc32(_state_text(data).encode("utf-8")):
-                cached = State.from_dict(data)
-            else:  # ours, edited since by someone else (the old bash scripts' stop/repair)
-                foreign = OldState.from_file(data, written_at, data.get("log_size"))
-        elif isinstance(data, dict) and "format" not in data:
-            foreign = OldState.from_file(data, written_at)  # written by the old bash scripts
-    except (OSError, ValueError, UnicodeDecodeError, TypeError, RecursionError):
-        pass
-    if cached is not None:
-        with open(session.log_path, "rb") as handle:
-            if cached.log_size <= size and _tail_matches(handle, cached):
-                loaded = Loaded(cached)
-                _fold_from(handle, loaded, cached.log_size)
-                return loaded
-    return fold_log(session, foreign)
+def sync_message(git_info, deps):
+    kept = git_info.get("action") == "commit"
+    text = "the %s %s %s" % ("keep" if kept else "discard", "committed" if kept else "reverted",
+                             ", ".join(deps["changed"][:6]))
+    suggested = " and ".join("`%s`" % c for c in deps["sync"]) or "the install"
+    ran = deps.get("ran")
+    if ran is None:
+        return ("%s: the installed dependencies %s; run %s before the next `autotune run` (set "
+                "\"syncCommand\" in %s to run it automatically)" % (
+                    text, "may not match them (unless the experiment installed them)" if kept
+                    else "no longer match the code", suggested, CONFIG_FILE))
+    if ran.get("exit") == 0 and not ran.get("timeout"):
+        return "%s; syncCommand `%s` brought the installed dependencies in line (exit 0, %ss)" % (
+            text, ran["command"], _fmt(ran.get("dur")))
+    return ("%s, and syncCommand `%s` failed (%s): the installed dependencies may not match the "
+            "code; fix them before the next `autotune run` (suggested: %s)" % (
+                text, ran["command"], "timed out" if ran.get("timeout") else "exit %s" % ran.get("exit"),
+                suggested))
 
 
-def fold_log(session, foreign=None):
-    """The state rebuilt from the whole log. A loop controlled by the old bash scripts
-    (their `stop` and `repair` wrote only .autotune.state) keeps what that file said when
-    no line of the log set the loop's activity after it; the file is remembered in the
-    cache directory, so a later rebuild keeps honouring it."""
-    loaded = Loaded(State())
-    loaded.rebuilt = loaded.changed = True
-    loaded.complete = True
-    with open(session.log_path, "rb") as handle:
-        _fold_from(handle, loaded, 0)
-    state = loaded.state
-    old = foreign if foreign is not None else OldState.load(session)
-    if old is not None and old.applies_to(state):
-        old.apply(state)
-        if foreign is not None and session.repo is not None:
-            old.log_size = state.log_size  # every line so far was judged against it
-            old.save(session)
-    if state.confidence is None and state.config is not None:
-        state.confidence = confidence(sorted(loaded.points), state)
-    return loaded
+def kept_code_entry(m, state):
+    """The kept code's samples that `run` measured (a best without samples), recorded as a
+    rebaseline line before the result: later verdicts compare with them."""
+    ref, previous = m.reference, state.reference or {}
+    return {"type": "rebaseline", "timestamp": m.timestamp, "segment": state.segment,
+            "commit": ref.get("commit"), "metric": ref.get("metric"), "samples": ref.get("samples"),
+            "metrics": ref.get("metrics") or {}, "source": "run",
+            "previous": {"metric": _round(previous.get("metric")),
+                         "n": len(previous.get("samples") or []), "source": previous.get("source")}}
 
 
-class OldState(object):
-    """The controls of a .autotune.state written by someone else: the first
-    implementation (no `format`), or its `stop`/`repair`/Stop hook editing ours."""
+def log_answer(state, settings, result, pname, git_info, notes=(), warnings=()):
+    """The JSON `log` prints: the result, what git did, and where the loop now stands."""
+    baseline = (state.baseline or {}).get("metric")
+    metric = result.metric
+    delta = (metric - baseline) if (metric is not None and baseline is not None) else None
+    action, advice = next_action(state)
+    answer = {"status": result.status, "index": result.index, "commit": result.commit,
+            "metric": metric, "name": pname, "baseline": _round(baseline), "delta": _round(delta),
+            "d_pct": _round(pct_change(metric, baseline), 2),
+            "desc": result.description, "confidence": result.confidence, "git": git_info,
+            "limit": {"max_iterations": settings.max_iterations, "runs": state.n_exp,
+                      "remaining": (settings.max_iterations - state.n_exp) if settings.max_iterations else None},
+            "health": state.health, "failure": state.failure, "recovery": state.recovery,
+            "reason": state.reason, "mode": state.mode, "active": state.active,
+            "improved": result.improved, "best": _round((state.best or {}).get("metric")),
+            "verdict": result.verdict, "measured": result.measured, "next": action, "next_text": advice}
+    if result.rule:
+        answer["rule"] = result.rule
+    if result.diagnosis:
+        answer["diagnosis"] = result.diagnosis
+    if notes:
+        answer["notes"] = list(notes)
+    if warnings:
+        answer["warnings"] = list(warnings)
+    return answer
 
-    __slots__ = ("fields", "written_at", "log_size")
-    NAMES = ("active", "mode", "recovery", "health", "reason", "resume_count", "resume_at")
 
-    def __init__(self, fields, written_at, log_size=None):
-        self.fields, self.written_at, self.log_size = fields, written_at, log_size
+def head_moved_message(snapshot_head, head, own):
+    if own is not None:
+        return ("HEAD (%s) is autotune's own keep of \"%s\", whose log line was lost (the process was "
+                "killed after committing). Record it with: autotune log --status keep --commit %s "
+                "--metric %s --description %s" % (head[:7], strip_controls(own[0], ""), head[:7], _shell_quote(own[1]),
+                                                  _shell_quote(own[0])))
+    return ("HEAD moved from %s to %s outside autotune since the last logged result, so autotune "
+            "will not guess what to commit or revert. Check `git log` and `git status`; `autotune "
+            "doctor --fix` moves the snapshot onto the new HEAD and keeps the experiment pending, "
+            "and `autotune log ... --force` records the result without touching git." % (snapshot_head[:7], (head or "nothing")[:7]))
 
-    @classmethod
-    def from_file(cls, data, written_at, log_size=None):
-        return cls({k: data[k] for k in cls.NAMES if k in data}, written_at,
-                   log_size if _is_int(log_size) else None)
 
-    @classmethod
-    def load(cls, session):
-        if session.repo is None:
-            return None
-        data = read_json(session.cache("old-state.json"))
-        try:
-            return cls(data["fields"], float(data["written_at"]), data["log_size"])
-        except (ValueError, KeyError, TypeError, RecursionError):
-            return None
+def with_large(info, large, verb):
+    """Adds to `log`'s git info the large files the experiment changed, which are not."""
+    if large:
+        info["large"] = large[:MAX_FILES_LISTED]
+        note = "%s %s over the snapshot size limit (git.maxFileMB), so not %s" % (
+            ", ".join(large[:10]), "is" if len(large) == 1 else "are", verb)
+        info["message"] = "%s; %s" % (info["message"], note) if info.get("message") else note
+    return info
 
-    def save(self, session):
-        try:
-            write_atomic(session.cache("old-state.json", create=True), json.dumps(
-                {"fields": self.fields, "written_at": self.written_at,
-                 "log_size": self.log_size}).encode("utf-8"))
-        except OSError:
-            pass  # only a later rebuild would forget it
 
-    def applies_to(self, state):
-        """True when no line of the log set the loop's activity after the file was
-        written: our own state saw the whole log, or every such line is older."""
-        if state.config is None:
-            return False
-        if _is_int(self.log_size):  # lines from this offset on came after the file
-            return state.set_offset is None or state.set_offset < self.log_size
-        set_at = iso_to_epoch(state.set_at)
-        return set_at is None or set_at < self.written_at
+MAX_FILES_LISTED = 1000  # file names one result lists; a keep of a generated tree says how many more
 
-    def apply(self, state):
-        old = self.fields
-        was_active, fold_reason = state.active, state.reason
-        if isinstance(old.get("active"), bool):
-            state.active = old["active"]
-        if old.get("mode") in MODES:
-            state.mode = old["mode"]
-        if "recovery" in old and (old["recovery"] is None or isinstance(old["recovery"], str)):
-            state.recovery = old["recovery"]
-        if old.get("health") in HEALTHS:
-            state.health = old["health"]
-        if isinstance(old.get("reason"), str):
-            state.reason = old["reason"]
-        if was_active and not state.active and state.health != "completed":
-            if state.reason == fold_reason:  # the old `stop`: it changed only active and health
-                state.health, state.stopped_by = "stopped", "person"
-                state.reason = "with the first implementation's `autotune stop`"
+
+def listed_files(info, names):
+    """Puts the changed files into git info, at most MAX_FILES_LISTED of them (the log
+    line of one result stays small whatever an experiment touched)."""
+    info["files"] = names[:MAX_FILES_LISTED]
+    if len(names) > MAX_FILES_LISTED:
+        info["files_more"] = len(names) - MAX_FILES_LISTED
+    return info
+
+
+def headline_text(logged_pct, verified, against=""):
+    """"logged -61.3%; verified -10.2% ± 1.1%" (the verified part when there is one). The
+    interval of the pairs' estimate need not be centred on it: then it is shown as it is,
+    "verified -48.1% (95% CI -55.6% to -44.7%)", since a ± would misplace it."""
+    text = ("logged %s" % fmt_pct(logged_pct) if logged_pct is not None else "logged -") + against
+    if verified and verified.get("delta_pct") is not None:
+        low, high = verified.get("low_pct"), verified.get("high_pct")
+        text += "; verified %s" % fmt_pct(verified["delta_pct"])
+        if _is_number(low) and _is_number(high):
+            half = round((high - low) / 2.0, 1)
+            if abs((high + low) / 2.0 - verified["delta_pct"]) <= 0.05:
+                text += " ± %s%%" % _fmt(half)
             else:
-                state.health = "paused"
-        for name in ("resume_count", "resume_at"):
-            if _is_int(old.get(name)):
-                setattr(state, name, max(getattr(state, name), old[name]))
+                text += " (95%% CI %s to %s)" % (fmt_pct(low), fmt_pct(high))
+    return text
 
 
-def _tail_matches(handle, cached):
-    start = max(0, cached.log_size - 32)
-    handle.seek(start)
-    return handle.read(cached.log_size - start).hex() == cached.log_tail
+def clock_state(session, state):
+    """A copy of the state in which a spent budget (the wall clock runs out between two
+    results) reads as `completed`, as the next `log` would record it."""
+    if state.config is None or not state.active or state.health == "completed":
+        return state
+    reason = spent_budget(session, state)
+    if not reason:
+        return state
+    state = state.copy()
+    state.health, state.active, state.reason = "completed", False, reason
+    return state
 
 
-def _fold_from(handle, loaded, offset):
-    state = loaded.state
-    lines = LogLines(handle, offset)
-    for offset, raw in lines:
-        state.lines += 1
-        entry = parse_line(raw)
-        if entry is None:
-            if raw.strip():
-                state.bad_lines += 1
-                if len(state.bad_line_numbers) < 10:
-                    state.bad_line_numbers.append(state.lines)
-        else:
-            if entry.get("type") == "config":
-                loaded.points = []
-                loaded.complete = True
-            point = fold_entry(state, entry, offset)
-            if point is not None:
-                loaded.points.append(point)
-        loaded.changed = True
-    offset = lines.offset
-    if lines.torn:
-        loaded.torn = lines.torn
-    if offset != state.log_size or loaded.changed:
-        state.log_size = offset
-        start = max(0, offset - 32)
-        handle.seek(start)
-        state.log_tail = handle.read(offset - start).hex()
+def row_metric(row):
+    """The metric a result line contributes: none for a crash, whatever it says."""
+    return row.get("metric") if _is_number(row.get("metric")) and row.get("status") != "crash" else None
 
 
-def _state_text(data):
-    return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False, sort_keys=True)
+def segment_rows(entries):
+    """Groups log entries into segments: [{"config": {...}, "results": [...]}, ...]."""
+    segments = []
+    for entry in entries:
+        kind = entry.get("type")
+        if kind == "config":
+            entry = dict(entry)
+            for name in ("name", "metric_name", "metric_unit"):  # as the fold does: text
+                if not isinstance(entry.get(name), str):
+                    entry[name] = "" if entry.get(name) is None else json.dumps(entry[name], ensure_ascii=False)
+            if entry.get("direction") not in DIRECTIONS:
+                entry["direction"] = "lower"
+            number = entry.get("segment") if _is_int(entry.get("segment")) else len(segments) + 1
+            if segments and segments[-1]["number"] == number and not segments[-1]["results"]:
+                segments[-1]["config"] = entry  # a re-init before any result
+            else:
+                segments.append({"number": number, "config": entry, "results": []})
+        elif kind == "result" and segments and entry.get("status") in STATUSES:
+            row = dict(entry)
+            for name in ("commit", "description", "verdict", "health", "reason", "failure", "timestamp"):
+                value = row.get(name)
+                if value is not None and not isinstance(value, str):
+                    row[name] = json.dumps(value, ensure_ascii=False)
+            segments[-1]["results"].append(row)
+    return segments
 
 
-def save_state(session, state):
-    """Writes the cache with a checksum, so a hand-edited or damaged file is rebuilt
-    instead of trusted. A cache that cannot be written is left stale: the log already
-    holds the truth, and the next call catches up."""
-    import zlib
-    data = state.to_dict()
-    data["checksum"] = "%08x" % zlib.crc32(_state_text(data).encode("utf-8"))
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def best_so_far(results, direction):
+    best, series = None, []
+    for row in results:
+        metric = row.get("metric") if _is_number(row.get("metric")) else None
+        if row.get("status") == "keep" and metric is not None and row.get("improved", True) is not False:
+            if best is None or is_better(metric, best, direction):
+                best = metric
+        series.append(best)
+    return series
+
+
+# ==================================================================== SHELL ====
+
+# -------------------------------------------------------------------- files ----
+
+def _same_path(a, b):
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _is_inside(path, root):
+    path, root = os.path.realpath(path), os.path.realpath(root)
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def write_atomic(path, data, durable=False):
+    """Write-then-rename, so a reader sees the old file or the new one, never half.
+    `durable` also syncs the file and its directory: for what must survive a power cut
+    or a kill -9 (the journal of a swap, before the first file of the best's code moves)."""
+    tmp = "%s.%d.tmp" % (path, os.getpid())
     try:
-        write_atomic(session.state_path, (_state_text(data) + "\n").encode("utf-8"))
-    except OSError:
-        return False
-    return True
-
-
-def append_entries(lock, session, loaded, entries):
-    """Appends lines under the lock and folds them into the loaded state, then
-    writes the state, so the cache always matches the log it was built from."""
-    state = loaded.state
-    lines = [dumps_line(entry) for entry in entries]
-    lock.append(entries)
-    offset = state.log_size
-    for entry, data in zip(entries, lines):
-        point = fold_entry(state, json.loads(data.decode("utf-8")), offset)
-        if point is not None:
-            loaded.points.append(point)
-        offset += len(data)
-        state.lines += 1
-    state.log_tail = (bytes.fromhex(state.log_tail) + b"".join(lines))[-32:].hex()
-    state.log_size = offset
-    save_state(session, state)
-
-
-def persist_if_stale(session, loaded):
-    """Read-only commands write back a rebuilt or caught-up state when nobody writes."""
-    if not loaded.changed:
-        return
-    lock = try_lock(session)
-    if lock is None:
-        return
-    with lock:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
         try:
-            if os.path.getsize(session.log_path) == loaded.state.log_size + len(loaded.torn):
-                save_state(session, loaded.state)  # only if nobody appended since our fold
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if durable:
+        try:
+            fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         except OSError:
             pass
 
 
-def torn_tail_error(session, loaded):
-    if loaded.torn:
-        fail("torn_log", "%s ends with a truncated line (%d bytes, a write that was cut "
-             "short); nothing was written. Run `autotune doctor --fix` to move it aside "
-             "into a backup file." % (session.log_path, len(loaded.torn)))
-
-
-_VALUES_MAGIC = b"ATV2"  # v2: checks_failed values are not points
-
-
-def segment_values(session, loaded):
-    """The current segment's metric points, sorted (cached in values.bin)."""
-    from array import array
-    import bisect
-    state = loaded.state
-    if loaded.complete:
-        return array("d", sorted(loaded.points))
-    expected = state.metric_points - len(loaded.points)
+def read_json(path, default=None):
+    """The JSON value a file holds, or `default` when the file is missing or unreadable,
+    is not UTF-8, is not JSON or nests too deep: the one reader of autotune's own JSON
+    files (caches, journals), with one set of exceptions."""
     try:
-        with open(session.cache("values.bin"), "rb") as handle:
-            data = handle.read()
-        if (data[:4] == _VALUES_MAGIC and int.from_bytes(data[4:8], "little") == state.segment
-                and int.from_bytes(data[8:16], "little") == expected
-                and len(data) == 16 + 8 * expected):
-            values = array("d")
-            values.frombytes(data[16:])
-            for point in loaded.points:
-                bisect.insort(values, point)
-            return values
-    except OSError:
-        pass
-    return array("d", sorted(scan_segment_points(session, state)))
+        with open(path, "rb") as handle:
+            return json.loads(handle.read().decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return default
 
 
-def scan_segment_points(session, state):
-    points = []
-    with open(session.log_path, "rb") as handle:
-        scratch = State()
-        for _, raw in LogLines(handle, state.config_offset or 0):
-            entry = parse_line(raw)
-            if entry is None:
-                continue
-            if entry.get("type") == "config":
-                points = []
-            point = fold_entry(scratch, entry)
-            if point is not None:
-                points.append(point)
-    return points
-
-
-def save_values(session, state, values):
-    header = (_VALUES_MAGIC + state.segment.to_bytes(4, "little")
-              + len(values).to_bytes(8, "little"))
-    write_atomic(session.cache("values.bin", create=True), header + values.tobytes())
-
-
-def measurement_entry(m):
-    """The log line `run` appends: what it measured and of which tree, without the output
-    tails (those stay in the run.json cache, which only displays)."""
-    data = m.to_dict()
-    for name in ("output", "chk_out", "warnings"):
-        data.pop(name, None)
-    if isinstance(data.get("holdout"), dict):
-        data["holdout"] = {k: v for k, v in data["holdout"].items() if k != "output"}
-    entry = {"type": "measurement"}
-    entry.update(data)
-    return entry
-
-
-def pending_measurement(session, state):
-    """The measurement that the next `log` records: the last `measurement` line `run`
-    appended to the log in this segment with no result after it, as (Measurement, ref)
-    where ref is {"offset", "sha256"} of that line; (None, None) when there is none.
-
-    It is read back from the log, never from a cache: the state only says where to start
-    looking, and a result or config line after a measurement means it was used."""
-    import hashlib
-    offset = state.pending
-    if not _is_int(offset) or offset < (state.config_offset or 0):
-        return None, None
-    found = None
-    with open(session.log_path, "rb") as handle:
-        if offset:
-            handle.seek(offset - 1)
-            if handle.read(1) != b"\n":
-                return None, None  # not the start of a line: a damaged or forged cache
-        for position, raw in LogLines(handle, offset):
-            entry = parse_line(raw)
-            kind = entry.get("type") if entry is not None else None
-            if kind == "measurement" and entry.get("segment") == state.segment:
-                found = (position, raw, entry)
-            elif kind in ("result", "config"):
-                found = None
-    if found is None:
-        return None, None
-    position, raw, entry = found
-    return (Measurement.from_dict(entry),
-            {"offset": position, "sha256": hashlib.sha256(raw).hexdigest()})
-
-
-def load_measurement(session):
-    """run.json: the last run's full answer (output tails included), for display only;
-    `log` never reads it (an agent can rewrite it)."""
-    missing = object()
-    data = read_json(session.cache("run.json"), missing)
+def _process_start(pid):
+    """The start time of a process (clock ticks since boot, /proc), so a pid that was
+    reused is not taken for the process that wrote a journal."""
     try:
-        return Measurement.from_dict(data) if data is not missing else None
-    except (ValueError, TypeError, RecursionError):
+        with open("/proc/%d/stat" % pid) as handle:
+            stat = handle.read()
+        return stat[stat.rindex(")") + 2:].split()[19]
+    except (OSError, ValueError, IndexError):
         return None
 
 
-def save_measurement(session, measurement):
-    write_atomic(session.cache("run.json", create=True),
-                 json.dumps(measurement.to_dict(), ensure_ascii=False, allow_nan=False).encode("utf-8"))
-
-
-def drop_measurement(session):
+def _pid_alive(pid):
+    """A live process (a zombie, left by an init that does not reap, is not live)."""
     try:
-        os.unlink(session.cache("run.json"))
-    except OSError:
-        pass
-
-
-# ------------------------------------------------------------------ metrics ----
-
-
-# The METRIC grammar, in one place (README "The metric protocol" quotes it):
-#
-#   line    = [blanks] "METRIC" blanks name [blanks] "=" [blanks] number [blanks]
-#   blanks  = one or more spaces or tabs
-#   name    = first rest{0,127}     first = A-Z a-z 0-9 _     rest = first or . : / % -
-#             (not __proto__, constructor or prototype)
-#   number  = [+|-] (digits [. [digits]] | . digits) [(e|E) [+|-] digits]
-#             digits = ASCII 0-9 only; finite (1e999, inf, nan, 1_000, 0x1A, ١٢ are not numbers)
-#
-# Lines are separated by LF, CR or CRLF: a progress bar's `50%\rMETRIC x=5` holds a
-# METRIC line. Everything else a benchmark prints is ignored.
-
-METRIC_NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
-METRIC_NAME_REST = METRIC_NAME_FIRST | frozenset(".:/%-")
-MAX_METRIC_NAME = 128
-MAX_METRIC_NAMES = 100       # secondary names kept per run and per result; the rest are counted
-_NUMBER_CHARS = frozenset("0123456789+-.eE")
-# the grammar as regular expressions (compiled on first use: only `run` scans output)
-_NAME_RE = r"[A-Za-z0-9_][A-Za-z0-9_.:/%%-]{0,%d}" % (MAX_METRIC_NAME - 1)
-_NUMBER_RE = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
-_LINE_RE = r"[ \t]*METRIC[ \t]+(%s)[ \t]*=[ \t]*(%s)[ \t]*" % (_NAME_RE, _NUMBER_RE)
-_metric_patterns = []
-# a unit is shown next to numbers and written into files: letters, digits and a few signs
-UNIT_EXTRA = frozenset(" _.,:/%()[]^*°µ+-#")
-MAX_UNIT = 32
-
-
-def metric_patterns():
-    """(one line as str, every line of a bytes chunk) compiled from the grammar above."""
-    if not _metric_patterns:
-        import re
-        _metric_patterns.append(re.compile(_LINE_RE))
-        _metric_patterns.append(re.compile(
-            (r"(?:^|(?<=[\r\n]))%s(?=[\r\n]|\Z)" % _LINE_RE).encode("ascii")))
-    return _metric_patterns
-
-
-def parse_metric_line(line):
-    """('name', value) for a physical line holding a line of the METRIC grammar above
-    (the last one when carriage returns split it into several), else None."""
-    pattern = metric_patterns()[0]
-    for part in reversed(line.rstrip("\n").split("\r")):
-        match = pattern.fullmatch(part)
-        if match is not None and match.group(1) not in RESERVED_METRIC_NAMES:
-            number = parse_number(match.group(2))
-            if number is not None:
-                return match.group(1), number
-    return None
-
-
-def parse_number(text):
-    """A finite float from ASCII decimal text (the grammar's `number`), else None:
-    float() alone would also take 1_000, inf, nan and non-ASCII digits."""
-    if not text or not all(ch in _NUMBER_CHARS for ch in text) or not any(ch.isdigit() for ch in text):
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    return number if _is_number(number) else None
-
-
-def valid_metric_name(name):
-    """A name of the METRIC grammar: safe in a shell word, a Python string, a file, a
-    spreadsheet header and a terminal, so no place it is written to can run it."""
-    return (isinstance(name, str) and 0 < len(name) <= MAX_METRIC_NAME and name[0] in METRIC_NAME_FIRST
-            and all(ch in METRIC_NAME_REST for ch in name) and name not in RESERVED_METRIC_NAMES)
-
-
-def metric_name_error(flag, name, code="bad_metric_name"):
-    fail(code, "%s %s is not a valid metric name: it starts with a letter, digit or _, "
-         "then letters, digits and _ . : / %% - (at most %d characters; not __proto__, constructor or "
-         "prototype), e.g. time_ms." % (flag, json.dumps(name), MAX_METRIC_NAME))
-
-
-def valid_unit(unit):
-    """A unit (ms, KB, ops/s, µs, °C): letters, digits, spaces and a few signs; no quotes,
-    backslashes, $ or backticks, no control characters."""
-    return (isinstance(unit, str) and len(unit) <= MAX_UNIT
-            and all(ch.isalnum() or ch in UNIT_EXTRA for ch in unit))
-
-
-class OutputScanner(object):
-    """Consumes a process's output in chunks: keeps METRIC values and a bounded tail.
-    Works per chunk (bytes.find/rfind), not per line, so a flood of short lines costs
-    nothing and memory stays bounded whatever the benchmark prints."""
-
-    def __init__(self, tail_bytes=16384, primary=None):
-        self.metrics = {}
-        self.primary = primary  # always kept, even after the cap of distinct names
-        self.dropped = 0        # METRIC lines with a new name beyond MAX_METRIC_NAMES
-        self.partial = b""      # the unterminated last line (at most MAX_LINE_BYTES)
-        self.tailbuf = b""      # the last tail_bytes of complete lines
-        self.tail_limit = tail_bytes
-        self.lines = 0
-        self.bytes = 0
-        self.cut = False
-        self.skip = False       # inside a line longer than MAX_LINE_BYTES
-
-    def feed(self, chunk):
-        self.bytes += len(chunk)
-        self.lines += chunk.count(b"\n")
-        if self.skip:  # drop the rest of an overlong line, up to its end (LF or CR)
-            ends = [i for i in (chunk.find(b"\n"), chunk.find(b"\r")) if i >= 0]
-            if not ends:
-                return
-            self.skip = False
-            chunk = chunk[min(ends):]
-        data = self.partial + chunk
-        end = max(data.rfind(b"\n"), data.rfind(b"\r"))
-        if end < 0:
-            complete, self.partial = b"", data
-        else:
-            complete, self.partial = data[:end + 1], data[end + 1:]
-        if len(self.partial) > MAX_LINE_BYTES:  # keep the head of an endless line
-            self.partial = self.partial[:MAX_LINE_BYTES]
-            self.skip = self.cut = True
-        if complete:
-            self._scan(complete)
-            self.tailbuf = (self.tailbuf + complete)[-self.tail_limit:]
-
-    def _scan(self, data):
-        """Finds the METRIC lines of complete output (a line ends at LF or CR), keeping
-        the primary and at most MAX_METRIC_NAMES other names; the rest are counted."""
-        if b"METRIC" not in data:
-            return
-        metrics, primary = self.metrics, self.primary
-        for match in metric_patterns()[1].finditer(data):
-            name = match.group(1).decode("ascii")
-            if name in RESERVED_METRIC_NAMES:
-                continue
-            if (name not in metrics and name != primary
-                    and len(metrics) - (primary in metrics) >= MAX_METRIC_NAMES):
-                self.dropped += 1
-                continue
-            number = parse_number(match.group(2).decode("ascii"))
-            if number is not None:
-                metrics[name] = number
-
-    def close(self):
-        if self.partial:
-            self.lines += 1
-            self._scan(self.partial)
-            self.tailbuf = (self.tailbuf + self.partial + b"\n")[-self.tail_limit:]
-            self.partial = b""
-
-    def text(self, max_lines, max_bytes):
-        lines = self.tailbuf.split(b"\n")
-        if lines and lines[-1] == b"":
-            lines.pop()
-        lines = [line[:MAX_LINE_BYTES] for line in lines[-max_lines:]]
-        text = b"\n".join(lines).decode("utf-8", "replace")
-        if len(text.encode("utf-8")) > max_bytes:
-            text = text.encode("utf-8")[-max_bytes:].decode("utf-8", "ignore")
-        return text
-
-
-# --------------------------------------------------------------- statistics ----
-
-
-def is_better(value, other, direction):
-    return value < other if direction == "lower" else value > other
-
-
-def median(values):
-    ordered = sorted(values)
-    count = len(ordered)
-    if not count:
-        return None
-    mid = count // 2
-    return ordered[mid] if count % 2 else midpoint(ordered[mid - 1], ordered[mid])
-
-
-def mad(values):
-    """Median absolute deviation from the median (a robust noise scale)."""
-    center = median(values)
-    return None if center is None else median([abs(v - center) for v in values])
-
-
-def kth_of_two(first, first_len, second, second_len, k):
-    """The k-th smallest (0-based) of two ascending sequences given as accessors."""
-    low, high = max(0, k + 1 - second_len), min(k + 1, first_len)
-    while low < high:
-        taken = (low + high) // 2
-        rest = k + 1 - taken
-        if rest > 0 and first(taken) < second(rest - 1):
-            low = taken + 1
-        else:
-            high = taken
-    rest = k + 1 - low
-    best = []
-    if low > 0:
-        best.append(first(low - 1))
-    if rest > 0:
-        best.append(second(rest - 1))
-    return max(best)
-
-
-def sorted_mad(ordered):
-    """MAD of an ascending sequence in O(log n): deviations form two sorted runs."""
-    import bisect
-    count = len(ordered)
-    if not count:
-        return None
-    mid = count // 2
-    center = ordered[mid] if count % 2 else midpoint(ordered[mid - 1], ordered[mid])
-    split = bisect.bisect_left(ordered, center)
-
-    def below(i):
-        return center - ordered[split - 1 - i]
-
-    def above(j):
-        return ordered[split + j] - center
-
-    below_len, above_len = split, count - split
-    if count % 2:
-        return kth_of_two(below, below_len, above, above_len, mid)
-    return midpoint(kth_of_two(below, below_len, above, above_len, mid - 1),
-                    kth_of_two(below, below_len, above, above_len, mid))
-
-
-def confidence(ordered_values, state):
-    """How far the best is from the baseline in units of noise: |best - baseline| / MAD
-    of the segment's metric points, with a label (high from 2, marginal from 1, else
-    within_noise; insufficient_data, no_signal and overflow when no score can be given)."""
-    baseline = state.baseline["metric"] if state.baseline else None
-    best = state.best["metric"] if state.best else None
-    count = len(ordered_values)
-    result = {"score": None, "label": "insufficient_data", "best_delta": None,
-              "noise_mad": None, "n": count, "infinite": False}
-    if count < 3 or baseline is None or best is None:
-        return result
-    direction = (state.config or {}).get("direction", "lower")
-    noise = sorted_mad(ordered_values)
-    improvement = (baseline - best) if direction == "lower" else (best - baseline)
-    result["best_delta"] = _round(best - baseline)
-    result["noise_mad"] = _round(noise)
-    if _finite(improvement) is None or _finite(noise) is None:
-        result["label"] = "overflow"  # the metrics differ by more than a float holds
-        return result
-    if noise == 0:
-        if improvement > 0:
-            result.update(label="high", infinite=True)
-        else:
-            result.update(label="no_signal")
-        return result
-    score = _finite(abs(improvement) / noise)
-    if score is None:
-        result["label"] = "overflow"  # a huge improvement over a denormal noise
-        return result
-    result["score"] = round(score, 3)
-    result["label"] = "high" if score >= 2.0 else "marginal" if score >= 1.0 else "within_noise"
-    return result
-
-
-def u_distribution(n, m):
-    """Counts of the Mann-Whitney U statistic over all C(n+m, n) orderings (no ties).
-
-    They are the coefficients of the Gaussian binomial [n+m choose n]_q, built as
-    prod_{i=1..n} (1 - q^(m+i)) / (1 - q^i).
-    """
-    poly = [1]
-    for i in range(1, n + 1):
-        grown = poly + [0] * (m + i)
-        for k, coef in enumerate(poly):
-            grown[k + m + i] -= coef
-        for k in range(i, len(grown)):
-            grown[k] += grown[k - i]
-        poly = grown
-    return poly[:n * m + 1]
-
-
-def mann_whitney(candidate, reference, direction):
-    """One-sided p-values (candidate better, candidate worse) and the U statistic.
-
-    Exact when there are no ties, else the normal approximation with tie and
-    continuity corrections.
-    """
-    import math
-    n, m = len(candidate), len(reference)
-    better = (lambda c, r: c < r) if direction == "lower" else (lambda c, r: c > r)
-    u = 0.0
-    for c in candidate:
-        for r in reference:
-            u += 1.0 if better(c, r) else 0.5 if c == r else 0.0
-    pooled = list(candidate) + list(reference)
-    if len(set(pooled)) < len(pooled) and n + m <= 40:
-        return _tied_p_values(candidate, reference, direction, u)
-    if len(set(pooled)) == len(pooled) and n <= 60 and m <= 60:
-        counts = u_distribution(n, m)
-        total = float(sum(counts))
-        k = int(round(u))
-        return sum(counts[k:]) / total, sum(counts[:k + 1]) / total, u
-    total_n = n + m
-    ties = {}
-    for value in pooled:
-        ties[value] = ties.get(value, 0) + 1
-    tie_term = sum(t ** 3 - t for t in ties.values()) / float(total_n * (total_n - 1))
-    variance = n * m / 12.0 * ((total_n + 1) - tie_term)
-    if variance <= 0:
-        return 1.0, 1.0, u
-    sd = math.sqrt(variance)
-    mean = n * m / 2.0
-    z_better = (u - mean - 0.5) / sd
-    z_worse = (u - mean + 0.5) / sd
-    return (0.5 * math.erfc(z_better / math.sqrt(2)), 0.5 * math.erfc(-z_worse / math.sqrt(2)), u)
-
-
-def _tied_p_values(candidate, reference, direction, u):
-    """Exact permutation p-values of U with ties (mid-ranks), counting the subsets of
-    each tie group: the normal approximation is up to 2x too small for small samples."""
-    import math
-    n = len(candidate)
-    counts = {}
-    for value in list(candidate) + list(reference):
-        counts[value] = counts.get(value, 0) + 1
-    ways, below = {0: {0: 1}}, 0      # chosen candidates -> doubled rank sum -> count
-    for value in sorted(counts, reverse=(direction == "lower")):   # worst to best
-        size = counts[value]
-        rank2 = 2 * below + size + 1                                # doubled mid-rank
-        grown = {}
-        for have, sums in ways.items():
-            for k in range(0, min(size, n - have) + 1):
-                weight = math.comb(size, k)
-                row = grown.setdefault(have + k, {})
-                for total, count in sums.items():
-                    row[total + k * rank2] = row.get(total + k * rank2, 0) + count * weight
-        ways, below = grown, below + size
-    dist = ways.get(n, {})
-    target = 2 * u + n * (n + 1)
-    total = float(sum(dist.values()))
-    return (sum(c for s, c in dist.items() if s >= target - 1e-9) / total,
-            sum(c for s, c in dist.items() if s <= target + 1e-9) / total, u)
-
-
-def min_p_value(n, m):
-    """The smallest one-sided p-value an exact U test can reach with these sizes."""
-    import math
-    return 1.0 / math.comb(n + m, n)
-
-
-def is_deterministic(samples):
-    return len(samples) >= 2 and max(samples) == min(samples)
-
-
-def known_deterministic(flag, reference):
-    """Whether the benchmark is deterministic: the recorded flag when there is one (the
-    baseline decides, so a noisy timer's coarse ticks that happen to agree do not turn a
-    noisy benchmark into a deterministic one), else whether the reference samples agree."""
-    return bool(flag) if flag is not None else is_deterministic(reference)
-
-
-def robust_sigma(values):
-    spread = mad(values) if len(values) >= 3 else None
-    return None if spread is None else 1.4826 * spread
-
-
-def assess(candidate, reference, direction, alpha, min_pct=0.0, noise_mad=None, final=True,
-           deterministic=None):
-    """Compares candidate samples with the reference (the best's samples).
-
-    Returns (verdict, evidence); verdict None means "ambiguous, more samples may
-    decide" (only when final is False). Three methods, chosen by what the data allow:
-    exact comparison for a deterministic benchmark, a one-sided Mann-Whitney U test
-    when both sides have enough samples to reach alpha, and otherwise a threshold of
-    two robust sigmas (from the reference or the segment's MAD).
-    """
-    cand_med, ref_med = median(candidate), median(reference)
-    delta = cand_med - ref_med
-    gain = -delta if direction == "lower" else delta
-    delta_pct = percent_of(delta, ref_med) if ref_med else None
-    gain_pct = percent_of(gain, ref_med) if ref_med else None
-    big_enough = min_pct <= 0 or (gain_pct is not None and gain_pct >= min_pct)
-    evidence = {"method": None, "reference": {"median": _round(ref_med), "n": len(reference)},
-                "candidate": {"median": _round(cand_med), "n": len(candidate)},
-                "delta": _round(delta), "delta_pct": _round(delta_pct, 3) if delta_pct is not None else None,
-                "noise": None, "p_value": None, "alpha": _round(alpha)}
-    if known_deterministic(deterministic, reference) and max(candidate) == min(candidate):
-        evidence["method"] = "exact"
-        evidence["noise"] = {"sigma": 0, "deterministic": True}
-        if gain > 0 and big_enough:
-            return "improved", evidence
-        # an identical value is `unchanged`: a deterministic benchmark has no noise to be within
-        return ("worse" if gain < 0 else "unchanged" if gain == 0 else "within_noise"), evidence
-    if min_p_value(len(candidate), len(reference)) > alpha:
-        if not final:
-            return None, evidence  # the exact test cannot reach alpha yet: sample more
-        sigma = robust_sigma(reference)
-        if not sigma and noise_mad:
-            sigma = 1.4826 * noise_mad
-        evidence["method"] = "threshold"
-        evidence["noise"] = {"sigma": _round(sigma), "deterministic": False,
-                             "threshold": _round(2 * sigma) if sigma else 0}
-        limit = 2 * sigma if sigma else 0.0
-        if gain > limit and big_enough:
-            return "improved", evidence
-        if gain < -limit:
-            return "worse", evidence
-        return "within_noise", evidence
-    p_better, p_worse, u = mann_whitney(candidate, reference, direction)
-    sigma = robust_sigma(reference)
-    evidence["method"] = "mann-whitney"
-    evidence["noise"] = {"sigma": _round(sigma), "deterministic": False,
-                         "sigma_pct": _round(sigma_pct(sigma, ref_med), 3)}
-    evidence["p_value"] = _round(p_better, 6)
-    evidence["p_worse"] = _round(p_worse, 6)
-    evidence["u"] = u
-    if p_better <= alpha and gain > 0:
-        if big_enough:
-            return "improved", evidence
-        return "within_noise", evidence
-    if p_worse <= alpha and gain < 0:
-        return "worse", evidence
-    if not final and gain <= 0:
-        return "within_noise", evidence  # not even ahead: more samples would not make it a keep
-    return ("within_noise" if final else None), evidence
-
-
-# Interleaved measurement (randomized multiple interleaved trials): the best and the
-# candidate run alternately, the order of each pair drawn at random, so whatever the
-# machine does (a step change, drift, load that comes and goes) hits both sides alike.
-# The judgement is the exact Wilcoxon signed-rank test on the pairs' log-ratios: the
-# random order makes each pair's ratio symmetric about 1 under "no change" whatever the
-# drift, which is exactly the test's assumption; ranks make one pair hit by a burst of
-# load count as one pair, not as a huge mean; log-ratios cancel a slowdown that hits
-# both sides of a pair. Given the pairs' magnitudes, the signs are fair coins under "no
-# change", so every probability below is counted exactly over sign patterns, ties and
-# zeros included (conditional on what was observed). Sequential: looks at 5, 6, 7, 8,
-# 11, 15, ... undisturbed pairs (up to maxSamples); alpha is spent look by look (see
-# LookSpending), a look spends only what its discrete test can attain (the rest carries
-# over), and a rejection region is charged only for the sign patterns that an earlier
-# look would not already have stopped at; so false keeps stay <= alpha. A candidate not
-# even ahead stops early.
-
-
-def paired_ratios(candidate, best):
-    """Per pair, log(candidate / best), or the difference in units of the best's median
-    when a value is not positive (a score that can be 0 or negative). Returns
-    (ratios, relative) where relative says they are log-ratios. A pair's magnitude does
-    not depend on which side was faster (log(a/b) is computed as -log(b/a) when a < b),
-    so the two orders of the same two values tie exactly, as the test's ranks require."""
-    import math
-    if all(v > 0 for v in candidate) and all(v > 0 for v in best):
-        return [math.log(c / b) if c >= b else -math.log(b / c) for c, b in zip(candidate, best)], True
-    scale = abs(median(best)) or 1.0
-    return [(c - b) / scale for c, b in zip(candidate, best)], False
-
-
-def shift_pct(shift, relative):
-    """A shift of paired_ratios' scale (a log-ratio when `relative`, else a fraction of
-    the best's median) as a percent change of the candidate against the best."""
-    import math
-    return (math.expm1(shift) if relative else shift) * 100.0
-
-
-def hodges_lehmann(values):
-    """The median of the pairwise (Walsh) averages: the estimate that goes with the
-    signed-rank test (robust, and exact for a constant shift)."""
-    if len(values) > 200:
-        return median(values)
-    walsh = [(values[i] + values[j]) / 2.0 for i in range(len(values)) for j in range(i, len(values))]
-    return median(walsh)
-
-
-def signed_ranks(gains):
-    """The doubled mid-ranks (integers) of the gains' magnitudes, in the gains' order:
-    a zero gets 0 and is left out of the ranking (Wilcoxon's rule: a pair whose two sides
-    measured the same, as a coarse timer often makes them, has no sign to count);
-    tied magnitudes share their mid-rank."""
-    nonzero = sorted((abs(g), i) for i, g in enumerate(gains) if g != 0)
-    ranks2 = [0] * len(gains)
-    i = 0
-    while i < len(nonzero):
-        j = i
-        while j + 1 < len(nonzero) and nonzero[j + 1][0] == nonzero[i][0]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks2[nonzero[k][1]] = i + j + 2
-        i = j + 1
-    return ranks2
-
-
-def rank_sum_counts(ranks2):
-    """counts[s] = how many of the 2^n sign patterns give a rank sum of the positive
-    pairs of s: the exact null distribution of the statistic given these (mid-)ranks."""
-    counts = [0] * (sum(ranks2) + 1)
-    counts[0] = 1
-    top = 0
-    for r in ranks2:
-        for s in range(top, -1, -1):
-            if counts[s]:
-                counts[s + r] += counts[s]
-        top += r
-    return counts
-
-
-def signed_rank_p(gains):
-    """One-sided p-values (gains > 0, gains < 0) of the Wilcoxon signed-rank statistic:
-    zeros dropped, tied magnitudes get mid-ranks, and the null distribution is counted
-    exactly over the 2^n sign flips given those ranks (the permutation distribution, so
-    ties cost no validity); a normal approximation above 60 pairs."""
-    import math
-    ranks2 = [r for r in signed_ranks(gains) if r]
-    n = len(ranks2)
-    if not n:
-        return 1.0, 1.0
-    observed = sum(r for r, g in zip(signed_ranks(gains), gains) if g > 0)
-    total = sum(ranks2)
-    if n > 60:
-        mean = total / 2.0
-        sd = math.sqrt(sum(r * r for r in ranks2) / 4.0)
-        return (0.5 * math.erfc((observed - mean - 1) / sd / math.sqrt(2)),
-                0.5 * math.erfc((mean - observed - 1) / sd / math.sqrt(2)))
-    counts = rank_sum_counts(ranks2)
-    flips = float(2 ** n)
-    return sum(counts[observed:]) / flips, sum(counts[:observed + 1]) / flips
-
-
-class LookSpending(object):
-    """The alpha of one sequential decision, spent look by look (pure bookkeeping; one
-    object per decision, fed the looks in order).
-
-    Each look adds its nominal share to the budget. Its rejection region is the largest
-    "rank sum >= c" whose cost fits what is left, and the cost is counted exactly over
-    the sign patterns given the pairs' magnitudes: only the part of the region that no
-    earlier look's all-wins pattern covers (such a pattern already ended the decision
-    there), so nested looks close together cost little; what a discrete look cannot
-    spend carries to the next. Given the magnitudes the signs are fair coins under "no
-    change", the costs add up to at most alpha for every magnitude configuration, and so
-    false keeps stay <= alpha overall. (A region counted by the normal approximation,
-    above 60 pairs, is charged its full budget.)"""
-
-    def __init__(self):
-        self.budget = 0.0
-        self.spent = 0.0
-        self.stoppers = []    # earlier looks' judged pair indices whose all-wins pattern stopped
-        self.last = 0.0       # the level of the latest look
-
-    def level(self, gains, judged, nominal):
-        """The p-value at or below which this look decides (0.0: it cannot); records the
-        look. gains are all pairs' so far, judged says which the test counts."""
-        self.last = self._level(gains, judged, nominal)
-        return self.last
-
-    def _level(self, gains, judged, nominal):
-        self.budget += nominal
-        allowed = self.budget - self.spent
-        ranks_all = signed_ranks([g if ok else 0 for g, ok in zip(gains, judged)])
-        members = [i for i, r in enumerate(ranks_all) if r]
-        if not members or allowed <= 0:
-            return 0.0
-        if len(members) > 60:
-            self.spent = self.budget
-            return allowed
-        ranks2 = [ranks_all[i] for i in members]
-        tails = _suffix_sums(rank_sum_counts(ranks2))
-        flips = float(2 ** len(members))
-        overlaps = [self._overlap(ranks_all, members, earlier) for earlier in self.stoppers]
-        best = None
-        for c in range(len(tails) - 1, -1, -1):
-            if c + 1 < len(tails) and tails[c] == tails[c + 1]:
-                continue      # no sign pattern has this rank sum
-            tail = tails[c] / flips
-            cost = tail - max([overlap(c) for overlap in overlaps] or [0.0])
-            if cost > allowed + 1e-15:
-                break
-            best = (c, tail, cost)
-        if best is None:
-            return 0.0
-        self.spent += max(0.0, best[2])
-        self.stoppers.append(frozenset(members))
-        return best[1]
-
-    @staticmethod
-    def _overlap(ranks_all, members, earlier):
-        """c -> P(rank sum >= c and every pair of the earlier look a win)."""
-        fixed = sum(ranks_all[i] for i in members if i in earlier)
-        free = [ranks_all[i] for i in members if i not in earlier]
-        tails = _suffix_sums(rank_sum_counts(free)) + [0]
-        scale = float(2 ** (len(free) + len(earlier)))
-        return lambda c: tails[min(max(0, c - fixed), len(tails) - 1)] / scale
-
-
-def _suffix_sums(counts):
-    """tails[c] = sum(counts[c:]), integers (exact)."""
-    tails, running = [0] * len(counts), 0
-    for c in range(len(counts) - 1, -1, -1):
-        running += counts[c]
-        tails[c] = running
-    return tails
-
-
-def hl_interval(values, level=0.95):
-    """The distribution-free confidence interval of the Hodges-Lehmann shift (the one the
-    signed-rank test inverts): the k-th smallest and largest Walsh averages, k from the
-    exact null distribution of the statistic. None when n is too small for the level."""
-    import math
-    n = len(values)
-    tail = (1.0 - level) / 2.0
-    total = n * (n + 1) // 2
-    if n > 60:
-        k = int(math.floor(total / 2.0 - 1.959964 * math.sqrt(n * (n + 1) * (2 * n + 1) / 24.0)))
-    else:
-        counts = [0] * (total + 1)
-        counts[0] = 1
-        for r in range(1, n + 1):
-            for t in range(total - r, -1, -1):
-                if counts[t]:
-                    counts[t + r] += counts[t]
-        flips, cumulative, k = float(2 ** n), 0, 0
-        for t in range(total + 1):
-            cumulative += counts[t]
-            if cumulative / flips > tail:
-                break
-            k = t + 1
-    if k < 1:
-        return None
-    walsh = sorted((values[i] + values[j]) / 2.0 for i in range(n) for j in range(i, n))
-    return walsh[k - 1], walsh[len(walsh) - k]
-
-
-def pair_looks(limit, alpha):
-    """The sequential plan: (undisturbed pairs, nominal alpha) at each look, up to `limit`
-    pairs. Looks come one pair apart at first (5, 6, 7, 8: a single lost or disturbed
-    pair among the first five then costs a pair or two, not a jump to a large look),
-    then about a third apart (5, 6, 7, 8, 11, 15 for 15). The first look's share is 2/3 of alpha (all it can
-    use is 2^-5, the five-wins pattern; the rest carries over), the others share the
-    remaining third; the nominal shares add up to alpha (see LookSpending)."""
-    limit = max(1, limit)
-    sizes = [min(FIRST_PAIRS, limit)]
-    while sizes[-1] < limit:
-        last = sizes[-1]
-        grown = last + (1 if last < FIRST_PAIRS + 3 else -(-last // 3))
-        sizes.append(limit if grown >= limit - 1 and grown > FIRST_PAIRS + 3 else min(grown, limit))
-    if len(sizes) == 1:
-        return [(sizes[0], alpha)]
-    rest = alpha / 3.0 / (len(sizes) - 1)
-    return [(sizes[0], alpha * 2.0 / 3.0)] + [(size, rest) for size in sizes[1:]]
-
-
-def disturbed_pairs(gains):
-    """Which pairs to judge (True) and which a burst of load hit on one side only (False):
-    a ratio beyond OUTLIER_FACTOR times the median magnitude. The rule reads magnitudes,
-    never signs, so under "no change" the kept signs are still fair coins and the test
-    stays exact."""
-    magnitudes = [abs(g) for g in gains]
-    center = median(magnitudes) if len(magnitudes) >= 4 else None
-    if not center:
-        return [True] * len(gains)
-    return [m <= OUTLIER_FACTOR * center for m in magnitudes]
-
-
-def unequal_load(one, other):
-    """True when the two executions of a pair ran on clearly different machines: the
-    CPU share the rest of the machine left free differs by more than CONTENTION_GAP
-    (relative, and by more than the jiffy resolution of the readings), or the fraction of
-    time something waited for a CPU (pressure stall) differs by more than STALL_GAP.
-
-    The free share, cpus - others' cores, is what a CPU-bound benchmark can get once the
-    machine is full: a hog taking one core of two halves it, a 20-50% slowdown as seen on
-    a 2-core machine; 25% sits at the low end of that and above what a steady machine
-    varies between two neighbouring executions. The rule reads both readings the same
-    way and never the benchmark's values, so it is symmetric in the two sides and blind
-    to which was faster. None readings (a short execution, no /proc) decide nothing."""
-    import math
-    if not one or not other:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
-    cpus = max(one.get("cpus") or 1, other.get("cpus") or 1)
-    floor = 0.01 * cpus
-    free = [max(cpus - (r.get("others") or 0.0), floor) for r in (one, other)]
-    # each CPU's busy count is off by up to a 10 ms jiffy, independently: the difference
-    # of two readings is off by about sqrt(2 * cpus) jiffies over the shorter wall time
-    resolution = 0.01 * math.sqrt(2 * cpus) / max(min(one.get("wall") or 1, other.get("wall") or 1), 1e-3)
-    if abs(free[0] - free[1]) > resolution and max(free) / min(free) > 1.0 + CONTENTION_GAP:
+    except OSError:
+        return True  # EPERM: it exists
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            stat = handle.read()
+        return stat[stat.rindex(")") + 2:].split()[0] not in ("Z", "X")
+    except (OSError, ValueError, IndexError):
         return True
-    stalls = [r.get("stall") for r in (one, other)]
-    return None not in stalls and abs(stalls[0] - stalls[1]) > STALL_GAP
-
-
-def load_set_aside(loads):
-    """For each pair's (candidate reading, best reading): True when it is set aside
-    because its two sides saw unequal load (see unequal_load)."""
-    return [unequal_load(c, b) for c, b in (loads or ())]
-
-
-def judged_pairs(gains, loads=None):
-    """Which pairs the signed-rank test judges: neither a magnitude outlier
-    (disturbed_pairs) nor a pair whose sides saw unequal load. Both rules are blind to
-    the signs and to which side is which, so under "no change" the kept signs stay fair
-    coins and the test stays exact."""
-    kept = disturbed_pairs(gains)
-    if loads:
-        kept = [ok and not aside for ok, aside in zip(kept, load_set_aside(loads) + [False] * len(kept))]
-    return kept
-
-
-def contention_summary(readings):
-    """One side's contention over its executions: median others' cores, their maximum,
-    median stall fraction; None when no execution could be read."""
-    known = [r for r in readings if r]
-    if not known:
-        return None
-    stalls = [r["stall"] for r in known if r.get("stall") is not None]
-    return {"others_cores": _round(median([r["others"] for r in known]), 3),
-            "max_others_cores": _round(max(r["others"] for r in known), 3),
-            "stall": _round(median(stalls), 3) if stalls else None,
-            "cpus": known[0].get("cpus"), "read": len(known), "of": len(readings)}
-
-
-def assess_paired(candidate, best, direction, alpha, min_pct=0.0, final=True, loads=None,
-                  spending=None):
-    """Judges interleaved samples (candidate[i] and best[i] measured side by side).
-    Returns (verdict, evidence) like `assess`; None means "look again with more pairs".
-    With `spending` (a LookSpending: this is one look of a sequential decision), alpha is
-    this look's nominal share and the level the test uses is what the spending allows."""
-    import math
-    ratios, relative = paired_ratios(candidate, best)
-    gains = [-r for r in ratios] if direction == "lower" else list(ratios)
-    kept = judged_pairs(gains, loads)
-    if spending is not None:
-        alpha = spending.level(gains, kept, alpha)
-    p_better, p_worse = signed_rank_p([g for g, ok in zip(gains, kept) if ok])
-    shift = hodges_lehmann(ratios)
-    delta_pct = (math.expm1(shift) if relative else shift) * 100.0
-    gain_pct = -delta_pct if direction == "lower" else delta_pct
-    spread = robust_sigma(ratios)
-    best_med = median(best)
-    evidence = {"method": "interleaved-signed-rank",
-                "reference": {"median": _round(best_med), "n": len(best), "source": "interleaved"},
-                "candidate": {"median": _round(median(candidate)), "n": len(candidate)},
-                "delta": _round(median(candidate) - best_med), "delta_pct": _round(delta_pct, 3),
-                "noise": {"sigma_pct": _round(spread * 100.0, 3) if spread is not None else None,
-                          "deterministic": False, "per": "pair"},
-                "p_value": _round(p_better, 6), "p_worse": _round(p_worse, 6), "alpha": _round(alpha),
-                "pairs": len(gains), "wins": sum(1 for g in gains if g > 0)}
-    if not all(kept):
-        evidence["disturbed_pairs"] = len(kept) - sum(kept)
-    if loads and any(c or b for c, b in loads):
-        evidence["contention"] = {"candidate": contention_summary([c for c, _ in loads]),
-                                  "best": contention_summary([b for _, b in loads]),
-                                  "unequal_pairs": sum(load_set_aside(loads)), "pairs": len(loads),
-                                  "judged": sum(kept),
-                                  "others": [[(r or {}).get("others") for r in pair] for pair in loads]}
-    if p_better <= alpha and gain_pct > 0:
-        return ("improved" if min_pct <= 0 or gain_pct >= min_pct else "within_noise"), evidence
-    if p_worse <= alpha and gain_pct < 0:
-        return "worse", evidence
-    # ahead means winning more than half of the judged pairs (a tie is not a win); the
-    # count, unlike the estimate, is not pulled by a few pairs that load hit unseen
-    behind = 2 * sum(1 for g, ok in zip(gains, kept) if ok and g > 0) <= sum(kept)
-    if final or behind:
-        return "within_noise", evidence   # not ahead: more pairs would rarely make it a keep
-    return None, evidence
-
-
-def resolvable_pct(evidence, alpha):
-    """The smallest change (percent) that this many pairs with this spread resolve
-    about 80% of the time: (z_alpha + z_0.8) * sigma / sqrt(n)."""
-    import math
-    sigma = (evidence.get("noise") or {}).get("sigma_pct")
-    pairs = evidence.get("pairs") or 0
-    if not sigma or not pairs:
-        return None
-    z_alpha = -_normal_quantile(max(1e-9, alpha))
-    return (z_alpha + 0.8416) * sigma / math.sqrt(pairs)
-
-
-def _normal_quantile(p):
-    """The standard normal quantile, by bisection of erfc (it only sizes a warning)."""
-    import math
-    lo, hi = -10.0, 10.0
-    for _ in range(80):
-        mid = (lo + hi) / 2.0
-        if 0.5 * math.erfc(-mid / math.sqrt(2)) < p:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2.0
-
-
-def collect_pairs(take, looks, direction, settings, rng):
-    """The interleaved sampling loop: `take(side, n)` measures side "best" or "candidate"
-    (returning (value, metrics) or (value, metrics, contention reading), or None when it
-    failed, which ends the loop). The order within each pair is drawn from `rng`. A look
-    happens once it has its number of judged pairs (see judged_pairs: not disturbed, not
-    unequally loaded), taking at most twice the last look's pairs; alpha is spent across
-    the looks by one LookSpending. Returns (candidate samples, candidate metrics, best
-    samples, best metrics, the order of each pair, the verdict and evidence of the last
-    look, notes, the level of its test)."""
-    cand, cand_m, best, best_m, orders, notes, loads = [], [], [], [], [], [], []
-    verdict = evidence = None
-    alpha = 0.0
-    ceiling = 2 * looks[-1][0]
-    spending = LookSpending()
-    for number, (size, nominal) in enumerate(looks):
-        while len(cand) < ceiling and (len(cand) < size or _judged(cand, best, loads) < size):
-            order = ("best", "candidate") if rng.random() < 0.5 else ("candidate", "best")
-            got = {}
-            for side in order:
-                taken = take(side, len(cand) + 1)
-                if taken is None:
-                    return cand, cand_m, best, best_m, orders, None, None, notes, alpha
-                got[side] = taken
-            orders.append("BC" if order[0] == "best" else "CB")
-            cand.append(got["candidate"][0])
-            cand_m.append(got["candidate"][1])
-            best.append(got["best"][0])
-            best_m.append(got["best"][1])
-            loads.append(tuple(got[side][2] if len(got[side]) > 2 else None for side in ("candidate", "best")))
-        final = number == len(looks) - 1 or len(cand) >= ceiling
-        verdict, evidence = assess_paired(cand, best, direction, nominal, settings.min_improvement_pct, final,
-                                          loads, spending=spending)
-        alpha = spending.last
-        if verdict is not None:
-            break
-        notes.append("p=%s after %d pairs was ambiguous, so more" % (_fmt(evidence.get("p_value")), len(cand)))
-    return cand, cand_m, best, best_m, orders, verdict, evidence, notes, alpha
-
-
-def _judged(cand, best, loads=None):
-    """How many of the pairs so far the test would judge (not disturbed, not unequally
-    loaded). A tie (a zero ratio, as a coarse timer makes often) counts: the look then
-    judges fewer signed pairs and may be unable to decide, but such a look spends no
-    alpha (see LookSpending), while waiting for signed pairs would make a no-op cost far
-    more."""
-    ratios, _ = paired_ratios(cand, best)
-    return sum(judged_pairs(ratios, loads))
-
-
-def interleaved_looks(reference, repeat, settings, deterministic=None):
-    """The interleaved plan of `run` ([(pairs, alpha), ...]), or None when the present
-    rule applies: before the baseline, for a deterministic benchmark (one execution
-    decides), with evaluator.mode "reference", or when a fixed repeat or maxSamples
-    allows too few pairs for the exact test to reach alpha."""
-    if settings.eval_mode != "interleaved" or not reference or known_deterministic(deterministic, reference):
-        return None
-    looks = [(max(1, repeat), settings.alpha)] if repeat != "auto" else pair_looks(settings.max_samples,
-                                                                                   settings.alpha)
-    if 0.5 ** looks[-1][0] > sum(nominal for _, nominal in looks):
-        return None   # too few pairs to ever reach alpha (repeat or maxSamples below 5)
-    return looks
-
-
-class SamplingPlan(object):
-    """How many times to run the benchmark, and when to stop adding samples."""
-
-    __slots__ = ("first", "step", "limit", "alpha", "why", "adaptive", "probe")
-
-    def __init__(self, first, step, limit, alpha, why, adaptive=False, probe=False):
-        self.first, self.step, self.limit = first, step, limit
-        self.alpha, self.why, self.adaptive, self.probe = alpha, why, adaptive, probe
-
-
-def sampling_plan(reference, repeat, settings, deterministic=None):
-    """Deterministic benchmarks cost one execution after the baseline; noisy ones get
-    batches of samples until the test decides, up to a cap (alpha split over looks)."""
-    if repeat != "auto":
-        return SamplingPlan(repeat, 0, repeat, settings.alpha, "repeat=%d" % repeat)
-    limit = max(1, settings.max_samples)
-    if not reference:
-        return SamplingPlan(min(DEFAULT_PROBE, limit), 0, min(DEFAULT_BATCH, limit), settings.alpha,
-                            "baseline: measuring the noise", probe=True)
-    if known_deterministic(deterministic, reference):
-        return SamplingPlan(1, 0, 1, settings.alpha,
-                            "the reference samples are identical (a deterministic benchmark)")
-    batch = min(DEFAULT_BATCH, limit)
-    looks = 1 + max(0, -(-(limit - batch) // batch))
-    return SamplingPlan(batch, batch, limit, settings.alpha / looks,
-                        "noisy benchmark", adaptive=True)
-
-
-def reference_to_measure(reference, repeat):
-    """True when the best the next verdict is judged against is one recorded number and no
-    samples (a session written by the old bash scripts logged one value per experiment), so
-    `run` measures the kept code first rather than taking the spread of *other
-    experiments'* values for noise. (When `run` measures the best beside every candidate,
-    this is the case where that reference is missing.)"""
-    if repeat != "auto" or not reference:
-        return False
-    return len(reference.get("samples") or ()) < 2 and not reference.get("deterministic")
-
-
-def collect_samples(take, plan, reference, direction, settings, noise_mad=None, deterministic=None):
-    """The adaptive sampling loop of `run`, over a `take(n)` that measures sample n and
-    returns (value, metrics), or None when the benchmark failed (which ends the loop).
-    Returns (samples, per-sample metrics, notes on why more samples were taken)."""
-    samples, sample_metrics, notes = [], [], []
-    target = plan.first
-    while len(samples) < target:
-        taken = take(len(samples) + 1)
-        if taken is None:
-            break
-        samples.append(taken[0])
-        sample_metrics.append(taken[1])
-        if len(samples) < target:
-            continue
-        if plan.probe and not is_deterministic(samples) and target < plan.limit:
-            notes.append("the first %d samples differ, so %d more" % (len(samples), plan.limit - len(samples)))
-            target = plan.limit
-        elif plan.adaptive and reference:
-            verdict, evidence = assess(samples, reference, direction, plan.alpha,
-                                       settings.min_improvement_pct, noise_mad, final=False,
-                                       deterministic=deterministic)
-            if verdict is None and target < plan.limit:
-                step = min(plan.step, plan.limit - target)
-                notes.append("p=%s after %d samples was ambiguous, so %d more" % (
-                    _fmt(evidence.get("p_value")), len(samples), step))
-                target += step
-    return samples, sample_metrics, notes
-
-
-def median_metrics(sample_metrics, exclude=None):
-    """Each secondary metric's median over the samples that reported it."""
-    names = sorted({name for metrics in sample_metrics for name in metrics if name != exclude})
-    return {name: _round(median([m[name] for m in sample_metrics if name in m])) for name in names}
-
-
-def metric_name_changes(known, metrics, pname):
-    """(new, missing) secondary metric names of a result against the segment's earlier
-    ones. Neither refuses a result: `run` records what the benchmark printed, and the
-    agent of the old bash scripts typed --metrics by hand, often a subset, sometimes with
-    the primary among them (never a secondary metric, so it is left out)."""
-    known = set(known or ()) - {pname}
-    names = set(metrics) - {pname}
-    return sorted(names - known), sorted(known - names)
-
-
-def regression_pct(value, reference, direction):
-    """How much worse `value` is than `reference`, in percent (inf from a zero reference)."""
-    worse = value - reference if direction == "lower" else reference - value
-    if reference:
-        return percent_of(worse, reference)
-    return float("inf") if worse > 0 else 0.0
-
-
-def verdict_of(m, reference, reference_info, direction, settings, noise_mad, alpha, baseline_metrics,
-               judged=None):
-    """The verdict on a measurement, its evidence and the guardrails' judgement (None
-    when none were checked), before any holdout, as (verdict, evidence, guardrails).
-    Pure: `m` and `judged` are read, not changed. A verdict that would be kept
-    (`baseline`, `improved`, or an equal result the simplicity rule keeps) then goes
-    to holdout_verdict. `judged` is the interleaved verdict and evidence (collect_pairs),
-    and then baseline_metrics are the kept code's, measured in the same window."""
-    if m.crashed:
-        return ("timeout" if m.timeout else "crash"), None, None
-    if judged is not None:
-        verdict, evidence = judged
-    elif reference:
-        verdict, evidence = assess(m.samples, reference, direction, alpha, settings.min_improvement_pct,
-                                   noise_mad, final=True, deterministic=reference_info.get("deterministic"))
-        evidence["reference"]["source"] = reference_info.get("source")  # assess's new dict
-    else:
-        verdict, evidence = "baseline", None
-    if m.checks is False:
-        return "checks_failed", evidence, None
-    if not settings.guardrails:
-        return verdict, evidence, None
-    breaches = check_guardrails(settings.guardrails, m.metrics, baseline_metrics if reference else None,
-                                "the kept code measured beside it" if judged else "the baseline")
-    guardrails = {"ok": not breaches, "breaches": breaches}
-    return ("guardrail_failed" if breaches else verdict), evidence, guardrails
-
-
-def holdout_verdict(verdict, holdout, reference, direction, tolerance_pct):
-    """The verdict once the holdout ran, and the holdout record with its judgement added,
-    as (verdict, holdout). Pure: `holdout` is not changed; the answer is a copy. A
-    crashed holdout, or one that regressed beyond tolerance against the baseline's,
-    fails the candidate (an improvement, or an equal result kept for being simpler)."""
-    if holdout.get("reason"):
-        return "holdout_failed", holdout
-    if verdict == "baseline" or reference is None:
-        return verdict, holdout
-    regression = regression_pct(holdout["value"], reference, direction)
-    judged = dict(holdout, reference=reference,
-                  regression_pct=_round(regression, 3) if regression != float("inf") else None)
-    if regression > tolerance_pct:
-        judged.update(ok=False, reason="the holdout regressed %.2f%% (allowed %s%%)" % (
-            regression, _fmt(tolerance_pct)))
-        return "holdout_failed", judged
-    return verdict, judged
-
-
-def suggested_status(verdict, lines_added=None, lines_removed=None):
-    """What `log --status auto` records for a verdict, and the rule that decided it, as
-    (status, {"rule", "why", "lines_added", "lines_removed"}). Pure.
-
-    Simpler is better: at a result equal to the best (`unchanged`, `within_noise`) an
-    experiment that removes more lines than it adds is kept (removing code for an
-    equal result is a win); one that adds code, or changes as many lines as it removes,
-    is discarded (a within-noise change that adds code is not). Line counts of None
-    (unknown) never keep. Every other verdict decides alone."""
-    rule = {"rule": "verdict", "lines_added": lines_added, "lines_removed": lines_removed}
-    if verdict in EQUAL_VERDICTS:
-        equal = "an unchanged result" if verdict == "unchanged" else "a result within the noise"
-        if lines_added is None or lines_removed is None:
-            rule.update(rule="not_simpler", why="%s, and the lines the experiment changes are unknown, "
-                        "so it is discarded" % equal)
-            return "discard", rule
-        counts = "removes %d line%s and adds %d" % (lines_removed, "" if lines_removed == 1 else "s",
-                                                    lines_added)
-        if lines_removed > lines_added:
-            rule.update(rule="simpler", why="simpler is better: %s, and the experiment %s, so it is "
-                        "kept (the best does not move)" % (equal, counts))
-            return "keep", rule
-        rule.update(rule="not_simpler", why="simpler is better: %s, and the experiment %s, so it is "
-                    "discarded (an equal result does not pay for more code)" % (equal, counts))
-        return "discard", rule
-    status = {"baseline": "keep", "improved": "keep", "crash": "crash", "timeout": "crash",
-              "checks_failed": "checks_failed"}.get(verdict, "discard")
-    rule["why"] = "the verdict is %s" % verdict
-    return status, rule
-
-
-# Diagnosis of a failed run: the last error line of the output, and whether it looks like
-# the edit (it points at a file the experiment changed) or the environment. Pure.
-
-_ENVIRONMENT_SIGNS = (
-    (r"command not found|executable file not found|not recognized as an internal", "a command is missing"),
-    (r"no module named|modulenotfounderror|cannot find module|cannot find package|"
-     r"error while loading shared libraries|importerror", "a module or library is missing"),
-    (r"no space left on device|disk quota exceeded", "the disk is full"),
-    (r"out of memory|cannot allocate memory|memoryerror|bad_alloc|oom-kill", "memory ran out"),
-    (r"connection refused|connection reset|address already in use|network is unreachable|"
-     r"could not resolve|name resolution|name or service not known", "the network or a service"),
-    (r"too many open files|resource temporarily unavailable", "a resource limit"),
-    (r"read-only file system", "the file system is read-only"),
-    (r"permission denied|operation not permitted", "a permission"),
-    (r"no such file or directory", "a file is missing"),
-)
-_ERROR_WORDS = (r"(?i)(error|exception|traceback|fatal|panic|abort|segmentation fault|core dumped|"
-                r"\bfail(ed|ure|s)?\b|not found|no such file|permission denied|\bkilled\b|assert)")
-
-
-def clean_output_lines(text):
-    """The lines of a process's output as a terminal would show them, without colour
-    sequences or other control characters (they must not reach the agent's terminal)."""
-    import unicodedata
-    return ["".join(ch for ch in strip_controls(raw, keep="") if unicodedata.category(ch) != "Cf").rstrip()
-            for raw in (text or "").splitlines()]
-
-
-def last_error_line(lines):
-    """The line that says what went wrong: a Python traceback's exception line, else the
-    last line that reads like an error, else the last line (METRIC lines and autotune's
-    own notes skipped); None for no output."""
-    import re
-    lines = [l for l in lines if l.strip() and not l.lstrip().startswith(("METRIC ", "[checks timed out"))]
-    for i in range(len(lines) - 1, -1, -1):
-        if lines[i].startswith("Traceback (most recent call last)"):
-            after = [l for l in lines[i + 1:] if not l.startswith((" ", "\t"))]
-            if after:
-                return _one_line(after[0], 300)
-            break
-    for line in reversed(lines):
-        if re.search(_ERROR_WORDS, line):
-            return _one_line(line, 300)
-    return _one_line(lines[-1], 300) if lines else None
-
-
-def _file_refs(lines):
-    """The paths an output points at, in order: traceback frames (`File "x.py", line 3`)
-    and `path.ext:line` mentions (compilers, Node, Rust and Go panics)."""
-    import re
-    refs = []
-    for line in lines:
-        for match in re.finditer(r'File "([^"]+)", line \d+|((?:[A-Za-z]:)?[\w.~/\\+@-]*\w\.\w{1,10}):\d+', line):
-            refs.append((match.group(1) or match.group(2)).replace("\\", "/"))
-    return refs
-
-
-def _changed_match(ref, changed, roots):
-    """The changed file (a repository path) that `ref` names, or None."""
-    if ref.startswith("/"):
-        for root in roots:
-            prefix = root.rstrip("/") + "/"
-            if ref.startswith(prefix) and ref[len(prefix):] in changed:
-                return ref[len(prefix):]
-        return None
-    while ref.startswith("./"):
-        ref = ref[2:]
-    for name in changed:
-        if ref == name or name.endswith("/" + ref):
-            return name
-    return None
-
-
-def _changed_file_named(lines, changed, roots):
-    """The changed file the output points at (the innermost mention wins), or None: a
-    traceback frame or `path:line`, or a module that cannot be found or imported whose
-    name is a changed file's."""
-    import re
-    hit = None
-    for ref in _file_refs(lines):
-        hit = _changed_match(ref, changed, roots) or hit
-    if hit:
-        return hit
-    for line in reversed(lines[-40:]):
-        missing = re.search(r"no module named '?([\w.]+)|cannot find module '([^']+)'|"
-                            r"cannot import name '?\w+'? from '([\w.]+)'", line, re.I)
-        name = missing and [g for g in missing.groups() if g][0].replace("/", ".").split(".")[-1]
-        if name:
-            return next((c for c in changed if c.rsplit("/", 1)[-1].rsplit(".", 1)[0] == name
-                         or ("/%s/" % name) in "/" + c), None)
-    return None
-
-
-def _environment_sign(line, lines, changed_files):
-    """Why the failure reads like the environment (the last error line is asked first,
-    then the output's tail), or None."""
-    import re
-    sign = None
-    for text in (line or "", "\n".join(lines[-40:])):
-        sign = next((label for pattern, label in _ENVIRONMENT_SIGNS if re.search(pattern, text, re.I)), None)
-        if sign:
-            break
-    if changed_files is not None and not changed_files:   # nothing differs from the kept code
-        sign = "the experiment changes no file, so the edit cannot be the cause" + (
-            "; the output says %s" % sign if sign else "")
-    return sign
-
-
-def _timeout_advice(kind, line, sign, limit, load):
-    """(origin, why, text) for a benchmark or checks timeout: the environment when the
-    machine was overloaded (load above CPUs + 1) or nothing changed, else the edit."""
-    what, stays = (("the benchmark", "benchmark") if kind == "timeout"
-                   else ("the correctness checks", "checks"))
-    head = "%s ran past %s timeout%s and %s killed." % (
-        what[0].upper() + what[1:], "its" if kind == "timeout" else "their",
-        (" (%ss)" % _fmt(limit)) if limit else "", "was" if kind == "timeout" else "were")
-    if line:
-        head += ' Its output ends with "%s".' % line
-    known = load is not None and load[0] is not None and bool(load[1])
-    if (known and load[0] > load[1] + 1) or (sign and sign.startswith("the experiment changes no file")):
-        why = "the machine was overloaded (load %s on %d CPUs)" % (_fmt(load[0]), load[1]) \
-            if known and load[0] > load[1] + 1 else sign
-        return "environment", why, ("%s It may be the environment: %s. Run again on a quieter machine; "
-                                    "the %s stays as it is." % (head, why, stays))
-    why = "the kept code finished within the limit%s" % (
-        (" and the machine was not overloaded (load %s on %d CPUs)" % (_fmt(load[0]), load[1])) if known else "")
-    return "edit", why, ("%s It looks like the edit made %s much slower or made it hang (an infinite "
-                         "loop, a deadlock, a wait for input): %s. Look for that in the change, or drop "
-                         "the idea; the timeout and the %s stay as they are." % (head, what, why, stays))
-
-
-def _checks_advice(line, hit, sign):
-    """(origin, why, text) for failed correctness checks: the edit unless the output
-    reads like the environment (the kept code passed the same checks)."""
-    head = "The benchmark ran, but the correctness checks failed%s." % ((': "%s"' % line) if line else "")
-    if sign:
-        why = "the checks' output says %s" % sign
-        return "environment", why, ("%s It looks like the environment (%s), not the edit: run ./%s by "
-                                    "hand on the kept code; if it fails the same way, fix the "
-                                    "environment, not the checks." % (head, sign, CHECKS_FILE))
-    why = ("the failure points at %s, which the experiment changed" % hit if hit
-           else "the kept code passed the same checks")
-    return "edit", why, ("%s It looks like the edit: %s, so the change alters what the code computes. "
-                         "Fix the behaviour or drop the idea; never edit the checks or the tests that "
-                         "define correctness." % (head, why))
-
-
-def _crash_advice(line, hit, sign, changed):
-    """(origin, why, text) for a benchmark crash."""
-    head = "The benchmark crashed%s." % ((': its output ends with "%s"' % line) if line else " without any output")
-    if hit:
-        why = "the error points at %s, which the experiment changed" % hit
-        return "edit", why, ("%s It looks like the edit: %s. Fix the bug and retry the idea (after the "
-                             "log, `autotune restore --list` finds the reverted change), or drop it; the "
-                             "benchmark stays as it is." % (head, why))
-    if sign:
-        return "environment", "the output says %s" % sign, (
-            "%s It looks like the environment (%s), not the edit: run ./%s by hand on the kept code; if it "
-            "fails the same way, fix the environment (install, free or restart what is missing), not the "
-            "benchmark, then retry the idea." % (head, sign, BENCH_FILE))
-    why = "the error names no file the experiment changed%s" % (
-        (" (%s)" % ", ".join(changed[:5])) if changed else "")
-    return "unclear", why, ("%s The cause is not certain: %s. The kept code passed this benchmark, so the "
-                            "edit is still the likely cause (through code that calls it or data it "
-                            "changes); run ./%s by hand on the kept code to rule out the environment. The "
-                            "benchmark stays as it is." % (head, why, BENCH_FILE))
-
-
-def diagnose_crash(output, changed_files, kind="crash", roots=(), limit=None, load=None):
-    """What a failed run says about its cause, for `run`, `log` and `explain` (pure).
-
-    kind is `crash`, `timeout`, `checks_failed` or `checks_timeout`; output is the tail
-    of the benchmark's (or the checks') output; changed_files the experiment's paths
-    relative to the repository root `roots` (as given and as resolved), None when
-    unknown; limit the timeout in seconds; load (load average, CPU count). Returns
-    {"kind", "line", "origin", "file", "why", "text"}: origin `edit` when the error
-    points at a file the experiment changed (or the checks reject its result),
-    `environment` when it reads like a missing tool, a full disk, memory or the network
-    (or nothing changed, or the machine was overloaded at a timeout), else `unclear`.
-    `text` is the advice: it never suggests editing the benchmark or the checks, which
-    the agent's rules forbid."""
-    lines = clean_output_lines(output)
-    line = last_error_line(lines)
-    changed = list(changed_files or [])
-    hit = _changed_file_named(lines, changed, roots)
-    sign = None if hit else _environment_sign(line, lines, changed_files)
-    if kind in ("timeout", "checks_timeout"):
-        origin, why, text = _timeout_advice(kind, line, sign, limit, load)
-        hit = None
-    elif kind == "checks_failed":
-        origin, why, text = _checks_advice(line, hit, sign)
-    else:
-        origin, why, text = _crash_advice(line, hit, sign, changed)
-    return {"kind": kind, "line": line, "origin": origin, "file": hit, "why": why, "text": text}
-
-
-def check_guardrails(rules, metrics, baseline_metrics, against="the baseline"):
-    """Breaches of the configured guardrails, each with a sentence naming the metric."""
-    breaches = []
-    for name in sorted(rules):
-        rule = rules[name]
-        value = metrics.get(name)
-        if not _is_number(value):
-            breaches.append({"metric": name, "value": None,
-                             "message": "guardrail metric %s was not reported" % name})
-            continue
-        if rule.get("max") is not None and value > rule["max"]:
-            breaches.append({"metric": name, "value": value, "limit": rule["max"],
-                             "message": "%s=%s is above its max %s" % (name, _fmt(value), _fmt(rule["max"]))})
-        if rule.get("min") is not None and value < rule["min"]:
-            breaches.append({"metric": name, "value": value, "limit": rule["min"],
-                             "message": "%s=%s is below its min %s" % (name, _fmt(value), _fmt(rule["min"]))})
-        base = (baseline_metrics or {}).get(name)
-        pct = rule.get("maxRegressionPct")
-        if pct is not None and _is_number(base):
-            regression = regression_pct(value, base, rule.get("direction", "lower"))
-            if regression > pct:
-                breaches.append({"metric": name, "value": value, "baseline": base,
-                                 "regression_pct": _round(regression, 3) if regression != float("inf") else None,
-                                 "message": "%s=%s regressed %s against %s (%s; allowed %s%%)" % (
-                                     name, _fmt(value),
-                                     ("%.2f%%" % regression) if regression != float("inf") else "from 0",
-                                     against, _fmt(base), _fmt(pct))})
-    return breaches
-
-
-# ------------------------------------------------------------------- health ----
-
-PLAYBOOK_TEXT = {
-    "rebaseline": (
-        "Re-measure the current best without any change (`autotune rebaseline`), so the "
-        "next verdicts compare against fresh numbers rather than a lucky or drifted best; "
-        "then try an idea of a different kind than the last ones."),
-    "shrink_scope": (
-        "Make smaller changes: one function, one parameter or one file at a time. Re-read "
-        "the dead ends in autotune.md, pick the most promising untried idea from "
-        "autotune.ideas.md, and cut it down to its smallest testable step."),
-    "diagnose": (
-        "Stop trying new ideas and find the cause first: read the output tail of the last "
-        "run (and chk_out for the checks), run ./autotune.sh by hand on the kept code, and "
-        "fix the environment or the edit before the next experiment (the benchmark and the "
-        "checks stay as they are: they define the goal)."),
-    "diagnose_plateau": (
-        "Stop trying ideas of the same kind and find where the metric is spent: profile the "
-        "workload the benchmark runs, read the secondary metrics and the dead ends in "
-        "autotune.md, and write down what dominates before the next experiment targets it."),
-    "reset_worktree": (
-        "Start the next experiment from a clean tree: autotune already reverted the failed "
-        "change; check that `git status` shows nothing of it, delete leftovers such as "
-        "build artefacts, and start again from the last kept commit."),
-    "pause": (
-        "The recovery playbooks are used up: stop experimenting and hand the loop to a "
-        "person (`autotune explain` tells them why)."),
-    "manual_repair": (
-        "A person put the loop in repair mode: fix what is broken (the code, the environment; "
-        "not the benchmark), `autotune run`, and log a keep to return to optimize mode (or the "
-        "person runs `autotune resume`)."),
-}
-
-
-def health_fields(state):
-    return {name: getattr(state, name) for name in (
-        "active", "mode", "health", "failure", "recovery", "reason", "heals",
-        "no_improve", "crash_streak", "keep_streak")}
-
-
-def choose_playbook(failure, attempt, settings, deterministic=False):
-    """The attempt-th healing action (1-based) for this failure: escalation through
-    the failure's preferred order, keeping only configured playbooks. A plateau of a
-    deterministic benchmark skips `rebaseline`: identical re-measurements teach nothing."""
-    allowed = [p for p in settings.playbooks if settings.pause_on_exhausted or p != "pause"]
-    if deterministic and failure == "plateau":
-        allowed = [p for p in allowed if p != "rebaseline"]
-    order = [p for p in FAILURE_PLAYBOOK_ORDER[failure] if p in allowed] or allowed or ["diagnose"]
-    return order[min(attempt, len(order)) - 1]
-
-
-STREAK_FIELDS = ("no_improve", "crash_streak", "keep_streak", "heals")
-
-
-def count_result(streaks, status):
-    """The streak counters (STREAK_FIELDS, read from the mapping `streaks`, which is not
-    changed) after one result, as a new dict: the one place they are counted, for the
-    health machine (`advance`) and for the fold of the log. A keep ends the
-    no-improvement, failure and healing streaks and extends the keep streak; a discard
-    extends the no-improvement streak and ends the others but healing; a failure (crash,
-    checks_failed) extends the no-improvement and failure streaks. A person's `resume`
-    ends the no-improvement, failure and healing streaks and leaves the keep streak."""
-    counts = {name: streaks[name] for name in STREAK_FIELDS}
-    if status == "keep":
-        counts.update(no_improve=0, crash_streak=0, heals=0, keep_streak=counts["keep_streak"] + 1)
-    elif status == "resume":
-        counts.update(no_improve=0, crash_streak=0, heals=0)
-    elif status == "discard":
-        counts.update(no_improve=counts["no_improve"] + 1, crash_streak=0, keep_streak=0)
-    else:
-        counts.update(no_improve=counts["no_improve"] + 1, crash_streak=counts["crash_streak"] + 1,
-                      keep_streak=0)
-    return counts
-
-
-def advance(prev, status, improved, settings, deterministic=False, timeout=False):
-    """The health machine: the health fields after one logged result.
-
-    `prev` holds the fields of health_fields(); the answer is a new dict. A `pause`
-    playbook pauses the loop; `pauseOnExhaustedRecovery: false` removes it, so the
-    loop keeps healing with its last action instead of ever pausing itself.
-    `deterministic` (the benchmark's values are identical on re-measurement) takes
-    `rebaseline` out of a plateau's recovery; `timeout` (a crash whose verdict is a
-    timeout) makes the reason `timeout`, not `crash`.
-    """
-    nxt = dict(prev)
-    nxt.update(count_result(prev, status), active=True, recovery=None)
-    if status == "keep":
-        nxt.update(mode="optimize", failure=None,
-                   health="improving" if improved else "running",
-                   reason="improved" if improved else "kept_no_degrade")
-        return nxt
-    if status == "discard":
-        nxt["reason"] = "no_improve"
-        if nxt["no_improve"] >= settings.max_no_improve:
-            nxt.update(failure="plateau", health="plateaued")
-        else:
-            nxt.update(failure=None, health="running")
-    else:
-        crash = status == "crash"
-        nxt.update(failure="benchmark_crash" if crash else "checks_failed", health="crashing",
-                   reason=("timeout" if timeout else "crash") if crash else "checks_failed")
-    heal = (nxt["failure"] == "plateau" or
-            (nxt["failure"] in ("benchmark_crash", "checks_failed")
-             and nxt["crash_streak"] >= settings.max_crash_streak))
-    if not heal:
-        return nxt
-    if prev["heals"] >= settings.max_heals and settings.pause_on_exhausted:
-        nxt.update(health="paused", recovery="pause", mode="repair",
-                   reason="recovery_exhausted", active=False)
-        return nxt
-    action = choose_playbook(nxt["failure"], prev["heals"] + 1, settings, deterministic)
-    nxt.update(heals=prev["heals"] + 1, recovery=action, mode="repair", reason="heal:" + action,
-               health="healing")
-    if action == "pause":
-        nxt.update(health="paused", active=False)
-    return nxt
-
-
-def budget_reason(runs, best_metric, direction, settings, started_epoch, now_epoch):
-    """Why the loop is complete (iteration count, target value, wall clock), or None."""
-    if settings.max_iterations and runs >= settings.max_iterations:
-        return "iteration budget reached"
-    if settings.target is not None and best_metric is not None:
-        reached = (best_metric <= settings.target if direction == "lower"
-                   else best_metric >= settings.target)
-        if reached:
-            return "target reached: best %s %s target %s" % (
-                _fmt(best_metric), "<=" if direction == "lower" else ">=", _fmt(settings.target))
-    if settings.max_minutes and started_epoch is not None:
-        minutes = (now_epoch - started_epoch) / 60.0
-        if minutes >= settings.max_minutes:
-            return "time budget reached: %.1f of %s minutes used" % (minutes, _fmt(settings.max_minutes))
-    return None
-
-
-def next_action(state):
-    """The suggested next step for this state, as (code, what it means in practice);
-    during a failure streak the text ends with the diagnosis of the last failure."""
-    action, text = playbook_action(state)
-    diagnosis = failure_diagnosis(state)
-    if diagnosis and action not in ("init", "report"):
-        text = "%s %s" % (text, diagnosis["text"])
-    return action, text
-
-
-def failure_diagnosis(state):
-    """The diagnosis of the last result while the loop is in its failure streak, or None."""
-    last = state.last or {}
-    diagnosis = last.get("diagnosis")
-    if state.crash_streak and last.get("status") in CRASH_STATUSES and isinstance(diagnosis, dict) \
-            and isinstance(diagnosis.get("text"), str):
-        return diagnosis
-    return None
-
-
-def playbook_action(state):
-    """next_action without the diagnosis: the playbook this state calls for."""
-    if state.config is None:
-        return "init", "Start a session with `autotune init`."
-    if state.health == "completed" and needs_verify(state):
-        return "verify", ("The loop is complete (%s). Before reporting, check the headline: `autotune "
-                          "verify` measures the baseline commit beside the best one in the same window "
-                          "(the logged figure compares numbers taken at different times); then summarize "
-                          "the wins in autotune.md and read `autotune report`." % (state.reason or "budget reached"))
-    if state.health == "completed":
-        return "report", ("The loop is complete (%s). Summarize the wins in autotune.md, read "
-                          "`autotune report`, and start a new segment with `autotune init` if "
-                          "there is more to gain." % (state.reason or "budget reached"))
-    if state.health == "stopped":
-        reason = state.reason if state.reason not in (None, "stopped by a person") else None
-        return "resume", ("The loop is stopped (by %s%s). `autotune resume` continues it where it "
-                          "left off; `autotune repair` continues it in repair mode." % (
-                              "the agent" if state.stopped_by == "agent" else "a person",
-                              (": %s" % reason) if reason else ""))
-    if state.health == "paused" or not state.active:
-        if state.reason == "recovery_exhausted" or state.recovery == "pause":
-            return "manual_repair", (
-                "The loop paused itself: its recovery playbooks did not get it moving again. "
-                "A person should read the recent results, fix the cause (the environment, the "
-                "scope or the idea backlog; a benchmark or checks that are wrong take a new "
-                "segment, `autotune init`), then `autotune resume` (or `autotune repair` to "
-                "resume in repair mode). The agent stops here and edits nothing.")
-        return "manual_repair", ("The loop is stopped (%s). Run `autotune resume` to continue "
-                                 "it, or `autotune repair` to continue in repair mode."
-                                 % (state.reason or "paused"))
-    if state.health == "healing" and state.recovery == "rebaseline" and state.rebaselined_at == state.n_exp:
-        return "continue", ("The rebaseline is done: the best was re-measured after the last result. Now "
-                            "try an idea of a different kind than the last ones.")
-    if state.recovery == "manual_repair":
-        return "repair", PLAYBOOK_TEXT["manual_repair"]
-    if state.health == "healing" and state.recovery:
-        key = "diagnose_plateau" if (state.recovery, state.failure) == ("diagnose", "plateau") else state.recovery
-        return state.recovery, PLAYBOOK_TEXT.get(key, "Apply the %s playbook." % state.recovery)
-    if state.health == "plateaued":
-        if (state.reference or {}).get("deterministic"):  # identical re-measurements teach nothing
-            return "shrink_scope", PLAYBOOK_TEXT["shrink_scope"]
-        return "rebaseline", PLAYBOOK_TEXT["rebaseline"]
-    if state.health == "crashing":
-        return "diagnose", PLAYBOOK_TEXT["diagnose"]
-    if state.n_exp == 0:
-        return "baseline", ("Measure the baseline: `autotune run` on the unchanged code, then "
-                            "`autotune log --status keep --description baseline`.")
-    return "continue", ("Pick the next idea, make one focused change, `autotune run`, then "
-                        "`autotune log --status auto --description ...`.")
 
 
 # ---------------------------------------------------------------------- git ----
-
 
 class GitError(AutotuneError):
     """A git command that failed; the message carries git's own words (a hook's too)."""
@@ -3673,6 +3743,57 @@ def require_repo(session):
     return session.repo
 
 
+ZERO_MODE = b"000000"
+GITLINK = b"160000"
+SYMLINK = b"120000"
+
+
+def ignored_by_base(session, base, paths):
+    """The paths that the .gitignore files of tree `base` ignore (with the repository's
+    own excludes): a file the user had ignored stays the user's, whatever an experiment
+    did to .gitignore."""
+    import tempfile
+    repo = session.repo
+    names = [n for n in repo.run(["ls-tree", "-r", "-z", "--name-only", base]).stdout.split(b"\0")
+             if n == b".gitignore" or n.endswith(b"/.gitignore")]
+    with tempfile.TemporaryDirectory(prefix="autotune-ignore-") as rules:
+        for name in names:
+            target = os.path.join(rules, os.fsdecode(name))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as handle:
+                handle.write(repo.run(["cat-file", "blob", "%s:%s" % (base, os.fsdecode(name))]).stdout)
+        proc = repo.run(["--work-tree=" + rules, "check-ignore", "--no-index", "-z", "--stdin"],
+                        input=b"".join(p + b"\0" for p in paths), check=False)
+    return set(proc.stdout.split(b"\0")) - {b""}
+
+
+def ignored_by_git(repo, workdir, glob):
+    """Whether a file the size glob matches would be ignored by git (checked on a sample
+    path made from the glob, so it works before the build ran)."""
+    sample = glob.replace("**/", "").replace("*", "x").replace("?", "x").replace("[", "").replace("]", "")
+    path = os.path.relpath(os.path.join(workdir, sample), repo.root)
+    if path.startswith(".."):
+        return True  # outside the repository: git never sees it
+    return repo.run(["check-ignore", "-q", "--no-index", "--", path], check=False).returncode == 0
+
+
+def without_users_ignored(session, base, changes):
+    """Drops the files an experiment seems to create only because it edited .gitignore."""
+    if not any(c.path.rsplit(b"/", 1)[-1] == b".gitignore" for c in changes):
+        return changes
+    created = [c.path for c in changes if c.old_mode == ZERO_MODE]
+    users = ignored_by_base(session, base, created) if created else set()
+    return [c for c in changes if c.path not in users]
+
+
+def head_tree(repo, head):
+    if head is None:
+        return repo.run(["hash-object", "-t", "tree", "--stdin"], input=b"").stdout.decode().strip()
+    return repo.run(["rev-parse", head + "^{tree}"]).stdout.decode().strip()
+
+
+# ---------------------------------------------------------------- snapshots ----
+
 class Change(object):
     """One path that differs between two snapshot trees (from git diff-tree)."""
 
@@ -3690,11 +3811,6 @@ class Change(object):
     def inverse(self):
         """The same path changed the other way (restore_changes of it re-applies this)."""
         return Change(self.new_mode, self.old_mode, self.new_sha, self.old_sha, self.status, self.path)
-
-
-ZERO_MODE = b"000000"
-GITLINK = b"160000"
-SYMLINK = b"120000"
 
 
 def _excluded_paths(session):
@@ -4188,6 +4304,886 @@ def session_head_entries(session, head, paths):
         ":(literal)" + os.fsdecode(p) for p in paths])
 
 
+# ------------------------------------------------------------------ storage ----
+
+def load_settings(path, lenient=False):
+    """Reads autotune.config.json; a missing file means defaults. A broken one is an
+    error, or with `lenient` (the commands that only show the loop) the defaults for what
+    is broken, with the problem in `settings.errors`."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return Settings(path=path)
+    except OSError as exc:
+        return _config_failure(path, "%s: cannot be read (%s)." % (path, exc.strerror or exc), lenient)
+    try:
+        data = json.loads(text.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        return _config_failure(path, "%s: is not UTF-8 text." % path, lenient)
+    except ValueError as exc:
+        return _config_failure(path, "%s: invalid JSON (%s)." % (path, exc), lenient)
+    except RecursionError:
+        return _config_failure(path, "%s: the JSON is nested too deeply." % path, lenient)
+    if not isinstance(data, dict):
+        return _config_failure(path, "%s: must hold a JSON object, not %s." % (path, type(data).__name__),
+                               lenient)
+    settings = read_config(path, data)
+    if settings.errors and not lenient:
+        more = len(settings.errors) - 1
+        fail("bad_config", settings.errors[0] + (" (and %d more problem%s: `autotune doctor` lists them)" % (
+            more, "" if more == 1 else "s") if more else ""))
+    return settings
+
+
+def _config_failure(path, message, lenient):
+    if not lenient:
+        fail("bad_config", message)
+    return Settings(path=path, errors=[message])
+
+
+def utc_now():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class Session(object):
+    """Where a loop lives: its working directory, repository, settings and files."""
+
+    __slots__ = ("workdir", "repo", "settings", "log_path", "state_path", "_cache_dir", "config_error",
+                 "config_errors", "oversized", "converts")
+
+    def __init__(self, workdir, repo, settings, config_errors=()):
+        self.workdir = workdir
+        self.repo = repo
+        self.settings = settings
+        self.config_errors = list(config_errors)  # set only by find_session(lenient=True)
+        self.config_error = " ".join(config_errors) or None
+        self.log_path = os.path.join(workdir, LOG_FILE)
+        self.state_path = os.path.join(workdir, STATE_FILE)
+        self._cache_dir = None
+        self.oversized = {}  # set by snapshot_tree: files left out of it for their size
+        self.converts = None  # set by snapshot_tree: False when git can convert no file's bytes
+
+    def path(self, name):
+        return os.path.join(self.workdir, name)
+
+    def exists(self):
+        return os.path.isfile(self.log_path)
+
+    @property
+    def cache_dir(self):
+        """<git dir>/autotune/<key>: private caches, invisible to `git status`."""
+        if self._cache_dir is None:
+            import zlib
+            base = self.repo.git_dir if self.repo else os.path.join(self.workdir, ".autotune-cache")
+            key = "%08x" % zlib.crc32(os.path.realpath(self.workdir).encode("utf-8", "surrogateescape"))
+            self._cache_dir = os.path.join(base, "autotune", key)
+        return self._cache_dir
+
+    def cache(self, name, create=False):
+        if create and not os.path.isdir(self.cache_dir):
+            os.makedirs(self.cache_dir, exist_ok=True)
+        return os.path.join(self.cache_dir, name)
+
+
+def find_session(cwd=None, lenient=False):
+    """Resolves the loop's working directory; never creates anything.
+
+    `workingDir` in ./autotune.config.json wins; else the nearest directory from here
+    up to the git root that holds autotune.jsonl; else the current directory. A broken
+    config is an error, except with `lenient` (the commands that stop, clear or only show
+    the loop must work with a typo in it): then the defaults apply to what is broken and
+    `config_error` says what is wrong.
+    """
+    cwd = os.path.abspath(cwd or os.getcwd())
+    errors = []
+
+    def settings_of(path):
+        settings = load_settings(path, lenient)
+        errors.extend(settings.errors)
+        return settings
+
+    local_config = os.path.join(cwd, CONFIG_FILE)
+    local = settings_of(local_config) if os.path.isfile(local_config) else None
+    workdir = os.path.normpath(os.path.join(cwd, local.working_dir)) if local and local.working_dir else None
+    if workdir is not None and not os.path.isdir(workdir):
+        message = "%s: workingDir %s is not a directory." % (local_config, json.dumps(local.working_dir))
+        if not lenient:
+            fail("bad_config", message)
+        errors.append(message)
+        workdir = local.working_dir = None
+    if workdir is not None:
+        return Session(workdir, find_repo(workdir), local, errors)
+    repo = find_repo(cwd)
+    workdir = cwd
+    if repo is not None:
+        probe = cwd
+        while True:
+            if os.path.isfile(os.path.join(probe, LOG_FILE)):
+                workdir = probe
+                break
+            parent = os.path.dirname(probe)
+            if _same_path(probe, repo.root) or parent == probe:
+                break
+            probe = parent
+    settings = local if (workdir == cwd and local is not None) else settings_of(os.path.join(workdir, CONFIG_FILE))
+    return Session(workdir, repo, settings, errors)
+
+
+def require_session(session):
+    if not session.exists():
+        fail("no_session", "No autotune session in %s (no %s there or in a parent up to the "
+             "git root); start one with `autotune init --name NAME --metric METRIC "
+             "--direction lower|higher`." % (session.workdir, LOG_FILE))
+    return session
+
+
+def dumps_line(entry):
+    """One log line: compact JSON, no NaN/Infinity, non-ASCII kept as written."""
+    return (json.dumps(entry, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+            + "\n").encode("utf-8")
+
+
+class LogLines(object):
+    """The log's complete lines from byte `offset`, as (offset, raw) pairs: the one
+    forward reader of the log. A last line without its newline (a write cut short) is
+    not a line: it ends the iteration and is kept in `torn`; `offset` ends after the
+    last complete line."""
+
+    def __init__(self, handle, offset=0):
+        self.handle, self.offset, self.torn = handle, offset, b""
+
+    def __iter__(self):
+        self.handle.seek(self.offset)
+        for raw in self.handle:
+            if not raw.endswith(b"\n"):
+                self.torn = raw
+                return
+            yield self.offset, raw
+            self.offset += len(raw)
+
+
+def lines_backward(handle, start=0):
+    """The lines of a file after byte `start`, last first, read in 64 KiB blocks from
+    the end (cost independent of the file's length): the one backward reader. The
+    first one is what follows the last newline (b"" when the file ends with one)."""
+    end = handle.seek(0, 2)
+    position, carry = end, b""
+    while position > start:
+        step = min(1 << 16, position - start)
+        position -= step
+        handle.seek(position)
+        lines = (handle.read(step) + carry).split(b"\n")
+        carry = lines.pop(0)
+        for raw in reversed(lines):
+            yield raw
+    yield carry
+
+
+def parse_line(raw):
+    """A log line as a dict, or None when it is not one (junk lines are skipped)."""
+    try:
+        entry = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+class LogLock(object):
+    """Exclusive lock on the log for read-modify-append; the log file is the lock."""
+
+    def __init__(self, session, create=False):
+        self.session = session
+        self.create = create
+        self.fd = None
+
+    def __enter__(self):
+        if self.fd is not None:  # already locked by try_lock
+            return self
+        flags = os.O_RDWR | os.O_APPEND
+        if self.create:
+            flags |= os.O_CREAT
+        try:
+            self.fd = os.open(self.session.log_path, flags, 0o644)
+        except FileNotFoundError:
+            require_session(self.session)
+            raise
+        except OSError as exc:
+            fail("io_error", "Cannot open %s (%s)." % (self.session.log_path, exc.strerror))
+        try:
+            import fcntl
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except ImportError:  # no advisory locks on this platform: single writer assumed
+            pass
+        return self
+
+    def append(self, entries):
+        """Appends whole lines; a write that fails (a full disk) is cut back off, so the
+        log never keeps half a line from it."""
+        data = b"".join(dumps_line(entry) for entry in entries)
+        view = memoryview(data)
+        start = os.lseek(self.fd, 0, os.SEEK_END)
+        try:
+            while view:
+                written = os.write(self.fd, view)
+                view = view[written:]
+        except OSError:
+            try:
+                os.ftruncate(self.fd, start)
+            except OSError:
+                pass
+            raise
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # closing releases the flock
+        self.fd = None
+        return False
+
+
+def open_locked(path, flags):
+    """Opens `path` (OSError propagates) and takes an exclusive flock on it without
+    waiting: the one lock opener of the log's try_lock and of the benchmark lock.
+    Returns (fd, taken): taken is True when the lock is ours, False when another process
+    holds it (the fd stays open, so its holder can be read), None when the platform has
+    no advisory locks. The caller closes the fd; closing releases the lock."""
+    fd = os.open(path, flags, 0o644)
+    try:
+        import fcntl
+    except ImportError:
+        return fd, None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return fd, False
+    return fd, True
+
+
+def try_lock(session):
+    """A non-blocking LogLock, or None when another process holds it (or, without
+    advisory locks, always: nobody can tell)."""
+    try:
+        fd, taken = open_locked(session.log_path, os.O_RDWR | os.O_APPEND)
+    except OSError:
+        return None
+    if not taken:
+        os.close(fd)
+        return None
+    lock = LogLock(session)
+    lock.fd = fd
+    return lock
+
+
+class Loaded(object):
+    """What load_state found: the state, the metric points it folded, and the tail."""
+
+    __slots__ = ("state", "points", "complete", "torn", "rebuilt", "changed")
+
+    def __init__(self, state):
+        self.state = state
+        self.points = []        # metric points folded by this call
+        self.complete = False   # True when `points` holds the whole current segment
+        self.torn = b""         # bytes after the last newline: a truncated last line
+        self.rebuilt = False
+        self.changed = False    # the state differs from the file on disk
+
+
+def load_state(session):
+    """The cached fold, brought up to the end of the log (or rebuilt from it)."""
+    try:
+        size = os.path.getsize(session.log_path)
+    except OSError:
+        require_session(session)
+        raise
+    cached, foreign = None, None
+    try:
+        with open(session.state_path, "rb") as handle:
+            data = json.loads(handle.read().decode("utf-8"), parse_constant=_reject_constant)
+            written_at = os.fstat(handle.fileno()).st_mtime
+        if isinstance(data, dict) and data.get("format") == STATE_FORMAT and _is_int(data.get("log_size")):
+            import zlib
+            checksum = data.pop("checksum", None)
+            if checksum == "%08x" % zlib.crc32(_state_text(data).encode("utf-8")):
+                cached = State.from_dict(data)
+            else:  # ours, edited since by someone else (the old bash scripts' stop/repair)
+                foreign = OldState.from_file(data, written_at, data.get("log_size"))
+        elif isinstance(data, dict) and "format" not in data:
+            foreign = OldState.from_file(data, written_at)  # written by the old bash scripts
+    except (OSError, ValueError, UnicodeDecodeError, TypeError, RecursionError):
+        pass
+    if cached is not None:
+        with open(session.log_path, "rb") as handle:
+            if cached.log_size <= size and _tail_matches(handle, cached):
+                loaded = Loaded(cached)
+                _fold_from(handle, loaded, cached.log_size)
+                return loaded
+    return fold_log(session, foreign)
+
+
+def fold_log(session, foreign=None):
+    """The state rebuilt from the whole log. A loop controlled by the old bash scripts
+    (their `stop` and `repair` wrote only .autotune.state) keeps what that file said when
+    no line of the log set the loop's activity after it; the file is remembered in the
+    cache directory, so a later rebuild keeps honouring it."""
+    loaded = Loaded(State())
+    loaded.rebuilt = loaded.changed = True
+    loaded.complete = True
+    with open(session.log_path, "rb") as handle:
+        _fold_from(handle, loaded, 0)
+    state = loaded.state
+    old = foreign if foreign is not None else OldState.load(session)
+    if old is not None and old.applies_to(state):
+        old.apply(state)
+        if foreign is not None and session.repo is not None:
+            old.log_size = state.log_size  # every line so far was judged against it
+            old.save(session)
+    if state.confidence is None and state.config is not None:
+        state.confidence = confidence(sorted(loaded.points), state)
+    return loaded
+
+
+class OldState(object):
+    """The controls of a .autotune.state written by someone else: the first
+    implementation (no `format`), or its `stop`/`repair`/Stop hook editing ours."""
+
+    __slots__ = ("fields", "written_at", "log_size")
+    NAMES = ("active", "mode", "recovery", "health", "reason", "resume_count", "resume_at")
+
+    def __init__(self, fields, written_at, log_size=None):
+        self.fields, self.written_at, self.log_size = fields, written_at, log_size
+
+    @classmethod
+    def from_file(cls, data, written_at, log_size=None):
+        return cls({k: data[k] for k in cls.NAMES if k in data}, written_at,
+                   log_size if _is_int(log_size) else None)
+
+    @classmethod
+    def load(cls, session):
+        if session.repo is None:
+            return None
+        data = read_json(session.cache("old-state.json"))
+        try:
+            return cls(data["fields"], float(data["written_at"]), data["log_size"])
+        except (ValueError, KeyError, TypeError, RecursionError):
+            return None
+
+    def save(self, session):
+        try:
+            write_atomic(session.cache("old-state.json", create=True), json.dumps(
+                {"fields": self.fields, "written_at": self.written_at,
+                 "log_size": self.log_size}).encode("utf-8"))
+        except OSError:
+            pass  # only a later rebuild would forget it
+
+    def applies_to(self, state):
+        """True when no line of the log set the loop's activity after the file was
+        written: our own state saw the whole log, or every such line is older."""
+        if state.config is None:
+            return False
+        if _is_int(self.log_size):  # lines from this offset on came after the file
+            return state.set_offset is None or state.set_offset < self.log_size
+        set_at = iso_to_epoch(state.set_at)
+        return set_at is None or set_at < self.written_at
+
+    def apply(self, state):
+        old = self.fields
+        was_active, fold_reason = state.active, state.reason
+        if isinstance(old.get("active"), bool):
+            state.active = old["active"]
+        if old.get("mode") in MODES:
+            state.mode = old["mode"]
+        if "recovery" in old and (old["recovery"] is None or isinstance(old["recovery"], str)):
+            state.recovery = old["recovery"]
+        if old.get("health") in HEALTHS:
+            state.health = old["health"]
+        if isinstance(old.get("reason"), str):
+            state.reason = old["reason"]
+        if was_active and not state.active and state.health != "completed":
+            if state.reason == fold_reason:  # the old `stop`: it changed only active and health
+                state.health, state.stopped_by = "stopped", "person"
+                state.reason = "with the first implementation's `autotune stop`"
+            else:
+                state.health = "paused"
+        for name in ("resume_count", "resume_at"):
+            if _is_int(old.get(name)):
+                setattr(state, name, max(getattr(state, name), old[name]))
+
+
+def _tail_matches(handle, cached):
+    start = max(0, cached.log_size - 32)
+    handle.seek(start)
+    return handle.read(cached.log_size - start).hex() == cached.log_tail
+
+
+def _fold_from(handle, loaded, offset):
+    state = loaded.state
+    lines = LogLines(handle, offset)
+    for offset, raw in lines:
+        state.lines += 1
+        entry = parse_line(raw)
+        if entry is None:
+            if raw.strip():
+                state.bad_lines += 1
+                if len(state.bad_line_numbers) < 10:
+                    state.bad_line_numbers.append(state.lines)
+        else:
+            if entry.get("type") == "config":
+                loaded.points = []
+                loaded.complete = True
+            point = fold_entry(state, entry, offset)
+            if point is not None:
+                loaded.points.append(point)
+        loaded.changed = True
+    offset = lines.offset
+    if lines.torn:
+        loaded.torn = lines.torn
+    if offset != state.log_size or loaded.changed:
+        state.log_size = offset
+        start = max(0, offset - 32)
+        handle.seek(start)
+        state.log_tail = handle.read(offset - start).hex()
+
+
+def _state_text(data):
+    return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False, sort_keys=True)
+
+
+def save_state(session, state):
+    """Writes the cache with a checksum, so a hand-edited or damaged file is rebuilt
+    instead of trusted. A cache that cannot be written is left stale: the log already
+    holds the truth, and the next call catches up."""
+    import zlib
+    data = state.to_dict()
+    data["checksum"] = "%08x" % zlib.crc32(_state_text(data).encode("utf-8"))
+    try:
+        write_atomic(session.state_path, (_state_text(data) + "\n").encode("utf-8"))
+    except OSError:
+        return False
+    return True
+
+
+def append_entries(lock, session, loaded, entries):
+    """Appends lines under the lock and folds them into the loaded state, then
+    writes the state, so the cache always matches the log it was built from."""
+    state = loaded.state
+    lines = [dumps_line(entry) for entry in entries]
+    lock.append(entries)
+    offset = state.log_size
+    for entry, data in zip(entries, lines):
+        point = fold_entry(state, json.loads(data.decode("utf-8")), offset)
+        if point is not None:
+            loaded.points.append(point)
+        offset += len(data)
+        state.lines += 1
+    state.log_tail = (bytes.fromhex(state.log_tail) + b"".join(lines))[-32:].hex()
+    state.log_size = offset
+    save_state(session, state)
+
+
+def persist_if_stale(session, loaded):
+    """Read-only commands write back a rebuilt or caught-up state when nobody writes."""
+    if not loaded.changed:
+        return
+    lock = try_lock(session)
+    if lock is None:
+        return
+    with lock:
+        try:
+            if os.path.getsize(session.log_path) == loaded.state.log_size + len(loaded.torn):
+                save_state(session, loaded.state)  # only if nobody appended since our fold
+        except OSError:
+            pass
+
+
+def torn_tail_error(session, loaded):
+    if loaded.torn:
+        fail("torn_log", "%s ends with a truncated line (%d bytes, a write that was cut "
+             "short); nothing was written. Run `autotune doctor --fix` to move it aside "
+             "into a backup file." % (session.log_path, len(loaded.torn)))
+
+
+_VALUES_MAGIC = b"ATV2"  # v2: checks_failed values are not points
+
+
+def segment_values(session, loaded):
+    """The current segment's metric points, sorted (cached in values.bin)."""
+    from array import array
+    import bisect
+    state = loaded.state
+    if loaded.complete:
+        return array("d", sorted(loaded.points))
+    expected = state.metric_points - len(loaded.points)
+    try:
+        with open(session.cache("values.bin"), "rb") as handle:
+            data = handle.read()
+        if (data[:4] == _VALUES_MAGIC and int.from_bytes(data[4:8], "little") == state.segment
+                and int.from_bytes(data[8:16], "little") == expected
+                and len(data) == 16 + 8 * expected):
+            values = array("d")
+            values.frombytes(data[16:])
+            for point in loaded.points:
+                bisect.insort(values, point)
+            return values
+    except OSError:
+        pass
+    return array("d", sorted(scan_segment_points(session, state)))
+
+
+def scan_segment_points(session, state):
+    points = []
+    with open(session.log_path, "rb") as handle:
+        scratch = State()
+        for _, raw in LogLines(handle, state.config_offset or 0):
+            entry = parse_line(raw)
+            if entry is None:
+                continue
+            if entry.get("type") == "config":
+                points = []
+            point = fold_entry(scratch, entry)
+            if point is not None:
+                points.append(point)
+    return points
+
+
+def save_values(session, state, values):
+    header = (_VALUES_MAGIC + state.segment.to_bytes(4, "little")
+              + len(values).to_bytes(8, "little"))
+    write_atomic(session.cache("values.bin", create=True), header + values.tobytes())
+
+
+def measurement_entry(m):
+    """The log line `run` appends: what it measured and of which tree, without the output
+    tails (those stay in the run.json cache, which only displays)."""
+    data = m.to_dict()
+    for name in ("output", "chk_out", "warnings"):
+        data.pop(name, None)
+    if isinstance(data.get("holdout"), dict):
+        data["holdout"] = {k: v for k, v in data["holdout"].items() if k != "output"}
+    entry = {"type": "measurement"}
+    entry.update(data)
+    return entry
+
+
+def pending_measurement(session, state):
+    """The measurement that the next `log` records: the last `measurement` line `run`
+    appended to the log in this segment with no result after it, as (Measurement, ref)
+    where ref is {"offset", "sha256"} of that line; (None, None) when there is none.
+
+    It is read back from the log, never from a cache: the state only says where to start
+    looking, and a result or config line after a measurement means it was used."""
+    import hashlib
+    offset = state.pending
+    if not _is_int(offset) or offset < (state.config_offset or 0):
+        return None, None
+    found = None
+    with open(session.log_path, "rb") as handle:
+        if offset:
+            handle.seek(offset - 1)
+            if handle.read(1) != b"\n":
+                return None, None  # not the start of a line: a damaged or forged cache
+        for position, raw in LogLines(handle, offset):
+            entry = parse_line(raw)
+            kind = entry.get("type") if entry is not None else None
+            if kind == "measurement" and entry.get("segment") == state.segment:
+                found = (position, raw, entry)
+            elif kind in ("result", "config"):
+                found = None
+    if found is None:
+        return None, None
+    position, raw, entry = found
+    return (Measurement.from_dict(entry),
+            {"offset": position, "sha256": hashlib.sha256(raw).hexdigest()})
+
+
+def load_measurement(session):
+    """run.json: the last run's full answer (output tails included), for display only;
+    `log` never reads it (an agent can rewrite it)."""
+    missing = object()
+    data = read_json(session.cache("run.json"), missing)
+    try:
+        return Measurement.from_dict(data) if data is not missing else None
+    except (ValueError, TypeError, RecursionError):
+        return None
+
+
+def save_measurement(session, measurement):
+    write_atomic(session.cache("run.json", create=True),
+                 json.dumps(measurement.to_dict(), ensure_ascii=False, allow_nan=False).encode("utf-8"))
+
+
+def drop_measurement(session):
+    try:
+        os.unlink(session.cache("run.json"))
+    except OSError:
+        pass
+
+
+def config_notes(session):
+    """The config file's warnings (keys read differently than written) and, for the
+    commands that read it leniently, its errors: one line each, shown wherever the
+    loop is shown."""
+    return list(session.settings.warnings) + [
+        "%s Its default applies here; the commands that run the loop refuse until it is fixed." % error
+        for error in session.config_errors]
+
+
+def read_entries(session, start=0):
+    """Every parseable entry of the log from byte offset `start` (skipping junk)."""
+    entries = []
+    with open(session.log_path, "rb") as handle:
+        for _, raw in LogLines(handle, start):
+            entry = parse_line(raw)
+            if entry is not None:
+                entries.append(entry)
+    return entries
+
+
+# ------------------------------------------------------------------- inputs ----
+
+def file_hashes(session):
+    import hashlib
+    hashes = {}
+    for name in INTEGRITY_FILES:
+        try:
+            with open(session.path(name), "rb") as handle:
+                hashes[name] = hashlib.sha256(handle.read()).hexdigest()
+        except OSError:
+            pass
+    return hashes
+
+
+# What defines the commands a benchmark calls: protected by default (protectDefaults),
+# since `npm pkg set scripts.test="... || true"` turns failing checks into a keep. Only
+# the definitions: package.json's scripts (not its dependencies: changing one is a fair
+# experiment), the Makefile, the test runner's settings, build scripts.
+_CALLS = (
+    ("npm", r"\b(?:npm|pnpm|yarn|bun)\s+(?:(?:-s|--silent|-q|--quiet)\s+)*(?:run(?:-script)?\s+)?"
+            r"(?:(?:-s|--silent|-q|--quiet)\s+)*([A-Za-z0-9][\w:.-]*)"),
+    ("make", r"(?:^|[\s;&|(])(?:g?make)(?:\s|$)"),
+    ("pytest", r"\b(?:pytest|py\.test)\b"),
+    ("tox", r"(?:^|[\s;&|(])tox(?:\s|$)"),
+    ("cargo", r"\bcargo\s+\w"),
+    ("jest", r"\b(?:jest|vitest)\b"),
+    ("script", r"(?:^|[\s;&|(])(?:bash\s+|sh\s+|\./)([\w./-]+\.sh)\b"),
+)
+_NPM_NOT_SCRIPTS = ("install", "i", "ci", "add", "remove", "uninstall", "exec", "x", "dlx", "pkg",
+                    "config", "init", "publish", "pack", "link", "audit", "outdated", "update",
+                    "why", "ls", "list", "set-script", "version", "view", "cache", "rebuild")
+_NPM_ALIASES = {"t": "test", "tst": "test"}
+
+
+def called_tools(text):
+    """{tool: set of arguments} for the commands a shell script calls (comments skipped)."""
+    import re
+    calls = {}
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    for tool, pattern in _CALLS:
+        for match in re.finditer(pattern, code, re.M):
+            value = match.group(1) if match.groups() else ""
+            if tool == "npm":
+                value = _NPM_ALIASES.get(value, value)
+                if value in _NPM_NOT_SCRIPTS:
+                    continue
+            calls.setdefault(tool, set()).add(value)
+    return calls
+
+
+def _read_bytes(path, limit=None):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read() if limit is None else handle.read(limit)
+    except OSError:
+        return None
+
+
+def ini_section(text, header):
+    """The lines of one [header] section of an INI or TOML file (header included), or None."""
+    lines, inside = [], False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            if inside:
+                break
+            inside = stripped.split("#", 1)[0].strip() == "[%s]" % header
+        if inside:
+            lines.append(line)
+    return "\n".join(lines) if lines else None
+
+
+def _npm_scripts(session):
+    try:
+        data = json.loads((_read_bytes(session.path("package.json")) or b"{}").decode("utf-8"))
+        scripts = data.get("scripts") if isinstance(data, dict) else None
+        return scripts if isinstance(scripts, dict) else {}
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return {}
+
+
+def indirect_inputs(session, texts):
+    """The keys of what defines the commands the given scripts call: "Makefile",
+    "package.json#scripts.test", "pyproject.toml#[tool.pytest.ini_options]"..."""
+    keys = []
+    calls = {}
+    for text in texts:
+        for tool, values in called_tools(text).items():
+            calls.setdefault(tool, set()).update(values)
+    exists = lambda name: os.path.isfile(session.path(name))
+    if "npm" in calls:
+        scripts = _npm_scripts(session)
+        todo, seen = sorted(calls["npm"]), set()
+        while todo:
+            name = todo.pop()
+            for entry in ("pre" + name, name, "post" + name):
+                if entry in scripts and entry not in seen:
+                    seen.add(entry)
+                    body = scripts[entry] if isinstance(scripts[entry], str) else ""
+                    nested = called_tools(body)
+                    todo.extend(sorted(nested.pop("npm", ())))
+                    for tool, values in nested.items():
+                        calls.setdefault(tool, set()).update(values)
+                    for word in body.split():
+                        word = word.strip("'\";&|()")
+                        if (word.endswith((".sh", ".bash")) or word.startswith(("scripts/", "./scripts/"))
+                                or os.path.basename(word).startswith("build.")) and exists(word):
+                            keys.append(os.path.normpath(word))
+        keys += ["package.json#scripts.%s" % name for name in sorted(seen)]
+    if "make" in calls:
+        for name in ("GNUmakefile", "makefile", "Makefile"):
+            if exists(name):
+                keys.append(name)
+                text = (_read_bytes(session.path(name), 1 << 20) or b"").decode("utf-8", "replace")
+                for line in text.splitlines():
+                    if line.startswith(("include ", "-include ", "sinclude ")):
+                        keys += [w for w in line.split()[1:] if exists(w)]
+                break
+    if "pytest" in calls or "tox" in calls:
+        keys += [name for name in ("pytest.ini", "conftest.py", "tests/conftest.py", "test/conftest.py")
+                 if exists(name)]
+        keys += ["%s#[%s]" % pair for pair in (("pyproject.toml", "tool.pytest.ini_options"),
+                                              ("setup.cfg", "tool:pytest"), ("tox.ini", "pytest"))]
+    if "tox" in calls:
+        keys += ["tox.ini" if exists("tox.ini") else "tox.ini#[tox]", "pyproject.toml#[tool.tox]",
+                 "setup.cfg#[tox:tox]"]
+    if "cargo" in calls:
+        keys += [name for name in ("build.rs",) if exists(name)]
+        keys += [".cargo/config.toml#[alias]", ".cargo/config#[alias]"]
+    if "jest" in calls:
+        keys += [name for name in os.listdir(session.workdir)
+                 if name.startswith(("jest.config.", "vitest.config.", "vite.config."))]
+        keys.append("package.json#jest")
+    keys += [os.path.normpath(path) for path in calls.get("script", ()) if exists(path)]
+    return sorted(set(k for k in keys if k not in PROTECTED_FILES))
+
+
+def _input_digest(session, key):
+    """sha256 of one protected input (a file, a package.json entry, an INI/TOML section),
+    or None when it does not exist."""
+    name, _, part = key.partition("#")
+    return _input_digest_of(_read_bytes(session.path(name)), part)
+
+
+def _input_digest_of(data, part):
+    import hashlib
+    if data is None:
+        return None
+    if part.startswith("[") and part.endswith("]"):
+        section = ini_section(data.decode("utf-8", "replace"), part[1:-1])
+        if section is None:
+            return None
+        data = section.encode("utf-8")
+    elif part:
+        try:
+            value = json.loads(data.decode("utf-8"))
+            for step in part.split(".", 1) if part.startswith("scripts.") else [part]:
+                value = value[step]
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
+            return None
+        data = json.dumps(value, sort_keys=True).encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+def protected_glob_files(session, patterns):
+    """The files (relative paths) the `protect` globs match, autotune's own files excepted."""
+    import fnmatch
+    import glob
+    found = set()
+    root = glob.escape(session.workdir)
+    for pattern in patterns:
+        for path in glob.glob(os.path.join(root, pattern), recursive=True):
+            rel = os.path.relpath(path, session.workdir)
+            if (os.path.isfile(path) and not rel.startswith(".git" + os.sep) and rel != ".git"
+                    and rel not in PROTECTED_FILES
+                    and not any(fnmatch.fnmatch(rel, g) for g in PROTECTED_GLOBS)):
+                found.add(rel)
+    return sorted(found)
+
+
+def input_hashes(session):
+    """{key: sha256} of the loop's protected inputs: the files the config's `protect` globs
+    match and, unless protectDefaults is false, what defines the commands the benchmark,
+    checks and holdout call. Hashed at the baseline like the benchmark."""
+    keys = protected_glob_files(session, session.settings.protect)
+    if session.settings.protect_defaults:
+        texts = [(_read_bytes(session.path(name), 1 << 20) or b"").decode("utf-8", "replace")
+                 for name in INTEGRITY_FILES]
+        keys += indirect_inputs(session, texts)
+    hashes = {}
+    for key in keys:
+        digest = _input_digest(session, key)
+        if digest is not None:
+            hashes[key] = digest
+    return hashes
+
+
+def check_inputs(session, state, current, since="the baseline of segment %d", run_again=False):
+    """A protected input changed since the baseline (or since `run`, for `log`): refuse."""
+    recorded = state.inputs if not isinstance(since, dict) else since
+    if not isinstance(recorded, dict) or current is None:
+        return
+    for key in sorted(set(recorded) | set(current)):
+        if recorded.get(key) != current.get(key):
+            what = ("was added" if key not in recorded else "was removed" if key not in current
+                    else "changed")
+            if run_again:
+                fail("stale_run", "The protected input %s %s after `autotune run` measured; nothing "
+                     "was logged. Put it back and run the benchmark again (`autotune run`)." % (
+                         key, what))
+            fail("protected_changed", "The protected input %s %s since the baseline of segment "
+                 "%d; the verdict must not depend on it, so nothing was run. Put it back (e.g. "
+                 "`git checkout -- %s`), or start a new segment with it: %s" % (
+                     key, what, state.segment, _shell_quote(key.partition("#")[0]),
+                     new_segment_command(state)))
+
+
+def check_judge(session, state):
+    """The settings that decide a verdict are fixed by the baseline, like the benchmark."""
+    if state.n_exp == 0 or state.config is None:
+        return
+    changes = judge_changes(state.judge, session.settings.raw)
+    if changes:
+        fail("judge_changed", "The judge's settings changed since the baseline of segment %d "
+             "(%s in %s); a segment is judged by one set of rules, so nothing was run. Put them "
+             "back, or start a new segment with them: %s" % (
+                 state.segment, changes_text(changes), CONFIG_FILE, new_segment_command(state)))
+
+
+def check_integrity(session, state, current=None):
+    """A benchmark changed within a segment would move the goalposts: refuse. It may be
+    edited freely until the baseline is logged; from then on it is fixed."""
+    recorded = state.hashes
+    if not isinstance(recorded, dict) or state.n_exp == 0:
+        return
+    current = current if current is not None else file_hashes(session)
+    for name in INTEGRITY_FILES:
+        if recorded.get(name) != current.get(name):
+            what = ("was added" if name not in recorded else "was removed" if name not in current
+                    else "changed")
+            fail("benchmark_changed", "%s %s since the baseline of segment %d; a segment measures "
+                 "with one benchmark. Start a new segment with it: %s" % (
+                     name, what, state.segment, new_segment_command(state)))
+
+
+# --------------------------------------------------------- keep and restore ----
+
 def commit_entries(session, changes, head):
     """The (mode, sha, path) entries a keep commits: the experiment's change applied to
     HEAD's version of each file. Where the user had uncommitted edits in a file before
@@ -4346,44 +5342,6 @@ def anchor_snapshot(session, tree):
     """Keeps the snapshot safe from `git gc`: for untracked files it is the only copy."""
     session.repo.run(["update-ref", "--no-deref", "refs/autotune/snapshot/" +
                       os.path.basename(session.cache_dir), tree])
-
-
-def ignored_by_base(session, base, paths):
-    """The paths that the .gitignore files of tree `base` ignore (with the repository's
-    own excludes): a file the user had ignored stays the user's, whatever an experiment
-    did to .gitignore."""
-    import tempfile
-    repo = session.repo
-    names = [n for n in repo.run(["ls-tree", "-r", "-z", "--name-only", base]).stdout.split(b"\0")
-             if n == b".gitignore" or n.endswith(b"/.gitignore")]
-    with tempfile.TemporaryDirectory(prefix="autotune-ignore-") as rules:
-        for name in names:
-            target = os.path.join(rules, os.fsdecode(name))
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with open(target, "wb") as handle:
-                handle.write(repo.run(["cat-file", "blob", "%s:%s" % (base, os.fsdecode(name))]).stdout)
-        proc = repo.run(["--work-tree=" + rules, "check-ignore", "--no-index", "-z", "--stdin"],
-                        input=b"".join(p + b"\0" for p in paths), check=False)
-    return set(proc.stdout.split(b"\0")) - {b""}
-
-
-def ignored_by_git(repo, workdir, glob):
-    """Whether a file the size glob matches would be ignored by git (checked on a sample
-    path made from the glob, so it works before the build ran)."""
-    sample = glob.replace("**/", "").replace("*", "x").replace("?", "x").replace("[", "").replace("]", "")
-    path = os.path.relpath(os.path.join(workdir, sample), repo.root)
-    if path.startswith(".."):
-        return True  # outside the repository: git never sees it
-    return repo.run(["check-ignore", "-q", "--no-index", "--", path], check=False).returncode == 0
-
-
-def without_users_ignored(session, base, changes):
-    """Drops the files an experiment seems to create only because it edited .gitignore."""
-    if not any(c.path.rsplit(b"/", 1)[-1] == b".gitignore" for c in changes):
-        return changes
-    created = [c.path for c in changes if c.old_mode == ZERO_MODE]
-    users = ignored_by_base(session, base, created) if created else set()
-    return [c for c in changes if c.path not in users]
 
 
 def save_discarded(session, base_tree, current_tree, label, description):
@@ -4620,7 +5578,6 @@ def room_problem(paths_sizes, directory):
     return None
 
 
-
 SWAP_JOURNAL = "swap.json"
 
 
@@ -4755,17 +5712,6 @@ def recover_swap(session):
     return True
 
 
-def _process_start(pid):
-    """The start time of a process (clock ticks since boot, /proc), so a pid that was
-    reused is not taken for the process that wrote a journal."""
-    try:
-        with open("/proc/%d/stat" % pid) as handle:
-            stat = handle.read()
-        return stat[stat.rindex(")") + 2:].split()[19]
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def swap_owner_alive(journal):
     pid = journal.get("pid")
     if not _is_int(pid) or pid <= 0 or not _pid_alive(pid):
@@ -4793,8 +5739,39 @@ def restore_swap(session, journal):
     _drop_swap(session)
     return changes
 
-# ------------------------------------------------------------------ running ----
 
+class ExperimentFiles(object):
+    """The experiment as `run` sees it: what differs between the last logged snapshot and
+    the tree it measures. Asked only when needed (a failure's diagnosis, an equal
+    result's line counts), and computed once."""
+
+    def __init__(self, session, base, tree):
+        self.session, self.base, self.tree = session, base, tree
+        self._changes = None
+
+    def changes(self):
+        """The Change list, or None when unknown (no git, no snapshot: an old session)."""
+        if self._changes is None and self.base and self.tree and self.session.repo:
+            self._changes = experiment_changes(self.session, self.base, self.tree)
+        return self._changes
+
+    def names(self):
+        changes = self.changes()
+        return None if changes is None else [c.name for c in changes]
+
+    def lines(self):
+        """(added, removed), or (None, None) when unknown."""
+        changes = self.changes()
+        if changes is None:
+            return None, None
+        return line_counts(self.session, self.base, self.tree, changes)
+
+    def roots(self):
+        repo = self.session.repo
+        return (repo.root, os.path.realpath(repo.root)) if repo else ()
+
+
+# ---------------------------------------------------------------- processes ----
 
 def _kill_group(pgid, sig):
     try:
@@ -5274,7 +6251,136 @@ def is_benchmark_command(command, workdir):
     return _same_path(os.path.join(workdir, path), os.path.join(workdir, BENCH_FILE))
 
 
+def benchmark_command(session, command):
+    """(argv-or-string, shell, shown) for the benchmark; refuses what is not it."""
+    bench = session.path(BENCH_FILE)
+    if os.path.isfile(bench):
+        if command is not None and not is_benchmark_command(command, session.workdir):
+            fail("refused_command", "%s is not the benchmark: while %s exists, `run` runs only "
+                 "./%s (anchored; no extra commands, arguments or wrappers)." % (
+                     json.dumps(command), BENCH_FILE, BENCH_FILE))
+        return script_argv(bench), False, command or "./" + BENCH_FILE
+    if command is None:
+        fail("no_benchmark", "No benchmark: %s does not exist in %s. Write it (it prints lines "
+             "like `METRIC %s=<number>`) or pass --command." % (
+                 BENCH_FILE, session.workdir, "metric"))
+    text_arg(command, "--command")
+    return command, True, command
+
+
+def pair_order_rng():
+    """The coin that orders each pair: seeded from the OS (AUTOTUNE_PAIR_SEED makes it
+    repeatable for tests)."""
+    import random
+    seed = os.environ.get("AUTOTUNE_PAIR_SEED")
+    return random.Random(seed if seed else os.urandom(16))
+
+
+def load_average():
+    """The 1-minute load average and the number of CPUs, or None where unknown."""
+    try:
+        return {"1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
+    except (OSError, AttributeError):
+        return None
+
+
+class Progress(object):
+    """Sample k of n on stderr, only when stderr is a terminal (never in JSON, never
+    when piped)."""
+
+    def __init__(self, what):
+        self.what = what
+        self.live = False
+        try:
+            self.live = sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            pass
+
+    def show(self, text):
+        if self.live:
+            sys.stderr.write("\r\033[Kautotune %s: %s" % (self.what, text))
+            sys.stderr.flush()
+
+    def done(self):
+        if self.live:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+class ChecksGate(object):
+    """Fail fast: autotune.checks.sh runs once, right after the candidate's first passing
+    sample, so a candidate that fails them is known before its remaining samples are
+    taken. Call after_candidate_sample() only while the candidate's own files are in
+    place: the checks judge the candidate, never the best."""
+
+    def __init__(self, path, cwd, timeout, env, sweep):
+        self.path = path if path and os.path.isfile(path) else None   # None: no checks
+        self.cwd, self.timeout, self.env, self.sweep = cwd, timeout, env, sweep
+        self.outcome = None
+
+    def after_candidate_sample(self):
+        """Runs the checks the first time; False when they failed (stop sampling)."""
+        if self.path is None:
+            return True
+        if self.outcome is None:
+            self.outcome = run_process(script_argv(self.path), self.cwd, self.timeout, env=self.env,
+                                       tail_lines=CHECKS_TAIL_LINES, tail_bytes=CHECKS_TAIL_BYTES,
+                                       sweep=self.sweep)
+        return self.passed()
+
+    def passed(self):
+        run = self.outcome
+        return run is None or (run.exit == 0 and not run.timeout and not run.error)
+
+    def result(self):
+        """(checks, chk_out, timed out) as `run` reports them; checks is None when they
+        did not run (no checks file, or no passing sample)."""
+        run = self.outcome
+        if run is None:
+            return None, "", False
+        out = run.error or run.output
+        if run.timeout:
+            out = (out + "\n[checks timed out after %ss]" % _fmt(self.timeout)).strip()
+        return self.passed(), out, bool(run.timeout)
+
+
+class SampleRunner(object):
+    """`take` for collect_samples: one execution of the benchmark per sample; remembers
+    the last outcome, the total time, and why it failed. With a ChecksGate, the checks
+    run after the first passing sample, and a failure ends the sampling (`halted`)."""
+
+    def __init__(self, argv, shell, cwd, timeout, env, pname, sweep, gate=None, progress=None, side=None):
+        self.argv, self.shell, self.cwd, self.timeout = argv, shell, cwd, timeout
+        # its own copy: AUTOTUNE_SAMPLE/AUTOTUNE_SIDE must not reach the checks or the
+        # holdout through an env dict shared with them
+        self.env, self.pname, self.sweep, self.gate = dict(env), pname, sweep, gate
+        self.last, self.problem, self.dur, self.halted = None, None, 0.0, False
+        self.progress, self.side = progress, side
+        self.dropped = 0  # METRIC lines beyond the cap of names, in the sample that had most
+
+    def take(self, number):
+        if self.halted:
+            return None   # the checks failed: no more samples of a candidate that cannot be kept
+        self.env["AUTOTUNE_SAMPLE"] = str(number)
+        if self.side:
+            self.env["AUTOTUNE_SIDE"] = self.side
+        if self.progress:
+            self.progress.show("sample %d%s" % (number, " (%s)" % ("kept code" if self.side == "best" else
+                                                                    "candidate") if self.side else ""))
+        self.last = run_process(self.argv, self.cwd, self.timeout, shell=self.shell, env=self.env,
+                                sweep=self.sweep, primary=self.pname)
+        self.dur += self.last.dur
+        self.dropped = max(self.dropped, self.last.dropped)
+        self.problem = crash_reason(self.last, self.pname, self.timeout)
+        if self.problem:
+            return None
+        if self.gate is not None and not self.gate.after_candidate_sample():
+            self.halted = True
+        return self.last.metrics[self.pname], self.last.metrics, self.last.contention
+
+
 # ----------------------------------------------------------------- projects ----
+
 # What a project is made of, read from its files: the toolchains it uses (and their
 # versions, cached), the lockfiles that pin its dependencies, the command that brings the
 # installed dependencies back in line with them, and its own build, test and benchmark
@@ -5637,377 +6743,6 @@ def project_report(session):
             "proposed": propose_commands(files)}
 
 
-# ------------------------------------------------------ arguments and output ----
-
-
-def text_arg(value, flag, allow_empty=False, limit=MAX_TEXT_CHARS):
-    """A text argument as data: any Unicode, quotes and newlines kept verbatim; only
-    what cannot be stored (invalid UTF-8, NUL) or is absurdly long is refused."""
-    if value is None:
-        return None
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        fail("bad_text", "%s is not valid UTF-8 text." % flag)
-    if "\0" in value:
-        fail("bad_text", "%s contains a NUL character." % flag)
-    if not allow_empty and not value.strip():
-        fail("bad_text", "%s must not be empty." % flag)
-    if len(value) > limit:
-        fail("bad_text", "%s is %d characters long; the limit is %d." % (flag, len(value), limit))
-    return value
-
-
-def number_arg(text, flag):
-    import math
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        fail("bad_number", "%s must be a number, got %s." % (flag, json.dumps(text)))
-    if not math.isfinite(value):
-        fail("bad_number", "%s must be a finite number, got %s." % (flag, json.dumps(text)))
-    return value
-
-
-def json_arg(text, flag):
-    if text is None:
-        return None
-    text_arg(text, flag, allow_empty=True, limit=MAX_JSON_ARG_CHARS)
-    try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
-        fail("bad_json", "%s is not valid JSON (%s)." % (flag, exc))
-    except RecursionError:
-        fail("bad_json", "%s is nested too deeply." % flag)
-    if not isinstance(value, dict):
-        fail("bad_json", "%s must be a JSON object, got %s." % (flag, type(value).__name__))
-    if _json_depth(value) > 64:
-        fail("bad_json", "%s is nested more than 64 levels deep." % flag)
-    try:
-        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
-    except UnicodeEncodeError:
-        fail("bad_json", "%s contains an escaped lone surrogate (\\ud800-\\udfff), which is not text." % flag)
-    except ValueError:
-        fail("bad_json", "%s contains a number too large for a finite value (like 1e400)." % flag)
-    return value
-
-
-def _json_depth(value):
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
-
-
-def metrics_arg(text, flag="--metrics"):
-    value = json_arg(text, flag)
-    if value is None:
-        return None
-    if len(value) > MAX_METRIC_NAMES:
-        fail("bad_metrics", "%s has %d metrics; at most %d are kept per result." % (
-            flag, len(value), MAX_METRIC_NAMES))
-    for name, number in value.items():
-        if not valid_metric_name(name):
-            metric_name_error(flag + ":", name, "bad_metrics")
-        if not _is_number(number):
-            fail("bad_metrics", "%s: %s must be a finite number, got %s." % (
-                flag, name, json.dumps(number)))
-    return {name: float(number) if isinstance(number, float) else number for name, number in value.items()}
-
-
-def same_number(a, b):
-    return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
-
-
-# JSON escapes C0 controls itself; DEL and the C1 range (0x9b is a one-byte CSI) it
-# writes raw unless told to escape all of non-ASCII, so they are escaped here.
-_JSON_C1 = {code: "\\u%04x" % code for code in range(0x7f, 0xa0)}
-
-
-def output(obj):
-    """One JSON object on stdout (agent-facing commands): no raw control character in
-    it, so it is safe on a terminal too."""
-    data = json.dumps(obj, ensure_ascii=False, allow_nan=False)
-    if not data.isascii() or "\x7f" in data:  # both fast: most output needs no translation
-        data = data.translate(_JSON_C1)
-    data += "\n"
-    sys.stdout.buffer.write(data.encode("utf-8", "replace"))
-    sys.stdout.flush()
-
-
-def say(text, stream=None, painted=False):
-    """Prints text for a person. Everything passes strip_controls, except text a
-    renderer already built from cleaned values and painted with its own colours."""
-    stream = stream or sys.stdout
-    if not painted:
-        text = strip_controls(text)
-    data = text if text.endswith("\n") else text + "\n"
-    encoding = getattr(stream, "encoding", None) or "utf-8"
-    stream.buffer.write(data.encode(encoding, "replace"))
-    stream.flush()
-
-
-# ----------------------------------------------------------------- commands ----
-
-
-def file_hashes(session):
-    import hashlib
-    hashes = {}
-    for name in INTEGRITY_FILES:
-        try:
-            with open(session.path(name), "rb") as handle:
-                hashes[name] = hashlib.sha256(handle.read()).hexdigest()
-        except OSError:
-            pass
-    return hashes
-
-
-# What defines the commands a benchmark calls: protected by default (protectDefaults),
-# since `npm pkg set scripts.test="... || true"` turns failing checks into a keep. Only
-# the definitions: package.json's scripts (not its dependencies: changing one is a fair
-# experiment), the Makefile, the test runner's settings, build scripts.
-_CALLS = (
-    ("npm", r"\b(?:npm|pnpm|yarn|bun)\s+(?:(?:-s|--silent|-q|--quiet)\s+)*(?:run(?:-script)?\s+)?"
-            r"(?:(?:-s|--silent|-q|--quiet)\s+)*([A-Za-z0-9][\w:.-]*)"),
-    ("make", r"(?:^|[\s;&|(])(?:g?make)(?:\s|$)"),
-    ("pytest", r"\b(?:pytest|py\.test)\b"),
-    ("tox", r"(?:^|[\s;&|(])tox(?:\s|$)"),
-    ("cargo", r"\bcargo\s+\w"),
-    ("jest", r"\b(?:jest|vitest)\b"),
-    ("script", r"(?:^|[\s;&|(])(?:bash\s+|sh\s+|\./)([\w./-]+\.sh)\b"),
-)
-_NPM_NOT_SCRIPTS = ("install", "i", "ci", "add", "remove", "uninstall", "exec", "x", "dlx", "pkg",
-                    "config", "init", "publish", "pack", "link", "audit", "outdated", "update",
-                    "why", "ls", "list", "set-script", "version", "view", "cache", "rebuild")
-_NPM_ALIASES = {"t": "test", "tst": "test"}
-
-
-def called_tools(text):
-    """{tool: set of arguments} for the commands a shell script calls (comments skipped)."""
-    import re
-    calls = {}
-    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-    for tool, pattern in _CALLS:
-        for match in re.finditer(pattern, code, re.M):
-            value = match.group(1) if match.groups() else ""
-            if tool == "npm":
-                value = _NPM_ALIASES.get(value, value)
-                if value in _NPM_NOT_SCRIPTS:
-                    continue
-            calls.setdefault(tool, set()).add(value)
-    return calls
-
-
-def _read_bytes(path, limit=None):
-    try:
-        with open(path, "rb") as handle:
-            return handle.read() if limit is None else handle.read(limit)
-    except OSError:
-        return None
-
-
-def ini_section(text, header):
-    """The lines of one [header] section of an INI or TOML file (header included), or None."""
-    lines, inside = [], False
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("["):
-            if inside:
-                break
-            inside = stripped.split("#", 1)[0].strip() == "[%s]" % header
-        if inside:
-            lines.append(line)
-    return "\n".join(lines) if lines else None
-
-
-def _npm_scripts(session):
-    try:
-        data = json.loads((_read_bytes(session.path("package.json")) or b"{}").decode("utf-8"))
-        scripts = data.get("scripts") if isinstance(data, dict) else None
-        return scripts if isinstance(scripts, dict) else {}
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return {}
-
-
-def indirect_inputs(session, texts):
-    """The keys of what defines the commands the given scripts call: "Makefile",
-    "package.json#scripts.test", "pyproject.toml#[tool.pytest.ini_options]"..."""
-    keys = []
-    calls = {}
-    for text in texts:
-        for tool, values in called_tools(text).items():
-            calls.setdefault(tool, set()).update(values)
-    exists = lambda name: os.path.isfile(session.path(name))
-    if "npm" in calls:
-        scripts = _npm_scripts(session)
-        todo, seen = sorted(calls["npm"]), set()
-        while todo:
-            name = todo.pop()
-            for entry in ("pre" + name, name, "post" + name):
-                if entry in scripts and entry not in seen:
-                    seen.add(entry)
-                    body = scripts[entry] if isinstance(scripts[entry], str) else ""
-                    nested = called_tools(body)
-                    todo.extend(sorted(nested.pop("npm", ())))
-                    for tool, values in nested.items():
-                        calls.setdefault(tool, set()).update(values)
-                    for word in body.split():
-                        word = word.strip("'\";&|()")
-                        if (word.endswith((".sh", ".bash")) or word.startswith(("scripts/", "./scripts/"))
-                                or os.path.basename(word).startswith("build.")) and exists(word):
-                            keys.append(os.path.normpath(word))
-        keys += ["package.json#scripts.%s" % name for name in sorted(seen)]
-    if "make" in calls:
-        for name in ("GNUmakefile", "makefile", "Makefile"):
-            if exists(name):
-                keys.append(name)
-                text = (_read_bytes(session.path(name), 1 << 20) or b"").decode("utf-8", "replace")
-                for line in text.splitlines():
-                    if line.startswith(("include ", "-include ", "sinclude ")):
-                        keys += [w for w in line.split()[1:] if exists(w)]
-                break
-    if "pytest" in calls or "tox" in calls:
-        keys += [name for name in ("pytest.ini", "conftest.py", "tests/conftest.py", "test/conftest.py")
-                 if exists(name)]
-        keys += ["%s#[%s]" % pair for pair in (("pyproject.toml", "tool.pytest.ini_options"),
-                                              ("setup.cfg", "tool:pytest"), ("tox.ini", "pytest"))]
-    if "tox" in calls:
-        keys += ["tox.ini" if exists("tox.ini") else "tox.ini#[tox]", "pyproject.toml#[tool.tox]",
-                 "setup.cfg#[tox:tox]"]
-    if "cargo" in calls:
-        keys += [name for name in ("build.rs",) if exists(name)]
-        keys += [".cargo/config.toml#[alias]", ".cargo/config#[alias]"]
-    if "jest" in calls:
-        keys += [name for name in os.listdir(session.workdir)
-                 if name.startswith(("jest.config.", "vitest.config.", "vite.config."))]
-        keys.append("package.json#jest")
-    keys += [os.path.normpath(path) for path in calls.get("script", ()) if exists(path)]
-    return sorted(set(k for k in keys if k not in PROTECTED_FILES))
-
-
-def _input_digest(session, key):
-    """sha256 of one protected input (a file, a package.json entry, an INI/TOML section),
-    or None when it does not exist."""
-    name, _, part = key.partition("#")
-    return _input_digest_of(_read_bytes(session.path(name)), part)
-
-
-def _input_digest_of(data, part):
-    import hashlib
-    if data is None:
-        return None
-    if part.startswith("[") and part.endswith("]"):
-        section = ini_section(data.decode("utf-8", "replace"), part[1:-1])
-        if section is None:
-            return None
-        data = section.encode("utf-8")
-    elif part:
-        try:
-            value = json.loads(data.decode("utf-8"))
-            for step in part.split(".", 1) if part.startswith("scripts.") else [part]:
-                value = value[step]
-        except (ValueError, UnicodeDecodeError, KeyError, TypeError, RecursionError):
-            return None
-        data = json.dumps(value, sort_keys=True).encode("utf-8")
-    return hashlib.sha256(data).hexdigest()
-
-
-def protected_glob_files(session, patterns):
-    """The files (relative paths) the `protect` globs match, autotune's own files excepted."""
-    import fnmatch
-    import glob
-    found = set()
-    root = glob.escape(session.workdir)
-    for pattern in patterns:
-        for path in glob.glob(os.path.join(root, pattern), recursive=True):
-            rel = os.path.relpath(path, session.workdir)
-            if (os.path.isfile(path) and not rel.startswith(".git" + os.sep) and rel != ".git"
-                    and rel not in PROTECTED_FILES
-                    and not any(fnmatch.fnmatch(rel, g) for g in PROTECTED_GLOBS)):
-                found.add(rel)
-    return sorted(found)
-
-
-def input_hashes(session):
-    """{key: sha256} of the loop's protected inputs: the files the config's `protect` globs
-    match and, unless protectDefaults is false, what defines the commands the benchmark,
-    checks and holdout call. Hashed at the baseline like the benchmark."""
-    keys = protected_glob_files(session, session.settings.protect)
-    if session.settings.protect_defaults:
-        texts = [(_read_bytes(session.path(name), 1 << 20) or b"").decode("utf-8", "replace")
-                 for name in INTEGRITY_FILES]
-        keys += indirect_inputs(session, texts)
-    hashes = {}
-    for key in keys:
-        digest = _input_digest(session, key)
-        if digest is not None:
-            hashes[key] = digest
-    return hashes
-
-
-def new_segment_command(state):
-    """The shell-quoted `autotune init` that starts a new segment of this loop."""
-    config = state.config or {}
-    unit = config.get("metric_unit")
-    return "autotune init --name %s --metric %s%s --direction %s" % (
-        _shell_quote(config.get("name") or "loop"), _shell_quote(config.get("metric_name") or "metric"),
-        (" --unit %s" % _shell_quote(unit)) if unit else "",
-        _shell_quote(config.get("direction") or "lower"))
-
-
-def check_inputs(session, state, current, since="the baseline of segment %d", run_again=False):
-    """A protected input changed since the baseline (or since `run`, for `log`): refuse."""
-    recorded = state.inputs if not isinstance(since, dict) else since
-    if not isinstance(recorded, dict) or current is None:
-        return
-    for key in sorted(set(recorded) | set(current)):
-        if recorded.get(key) != current.get(key):
-            what = ("was added" if key not in recorded else "was removed" if key not in current
-                    else "changed")
-            if run_again:
-                fail("stale_run", "The protected input %s %s after `autotune run` measured; nothing "
-                     "was logged. Put it back and run the benchmark again (`autotune run`)." % (
-                         key, what))
-            fail("protected_changed", "The protected input %s %s since the baseline of segment "
-                 "%d; the verdict must not depend on it, so nothing was run. Put it back (e.g. "
-                 "`git checkout -- %s`), or start a new segment with it: %s" % (
-                     key, what, state.segment, _shell_quote(key.partition("#")[0]),
-                     new_segment_command(state)))
-
-
-def check_judge(session, state):
-    """The settings that decide a verdict are fixed by the baseline, like the benchmark."""
-    if state.n_exp == 0 or state.config is None:
-        return
-    changes = judge_changes(state.judge, session.settings.raw)
-    if changes:
-        fail("judge_changed", "The judge's settings changed since the baseline of segment %d "
-             "(%s in %s); a segment is judged by one set of rules, so nothing was run. Put them "
-             "back, or start a new segment with them: %s" % (
-                 state.segment, changes_text(changes), CONFIG_FILE, new_segment_command(state)))
-
-
-def check_integrity(session, state, current=None):
-    """A benchmark changed within a segment would move the goalposts: refuse. It may be
-    edited freely until the baseline is logged; from then on it is fixed."""
-    recorded = state.hashes
-    if not isinstance(recorded, dict) or state.n_exp == 0:
-        return
-    current = current if current is not None else file_hashes(session)
-    for name in INTEGRITY_FILES:
-        if recorded.get(name) != current.get(name):
-            what = ("was added" if name not in recorded else "was removed" if name not in current
-                    else "changed")
-            fail("benchmark_changed", "%s %s since the baseline of segment %d; a segment measures "
-                 "with one benchmark. Start a new segment with it: %s" % (
-                     name, what, state.segment, new_segment_command(state)))
-
-
 def environment(head, session=None, run_env=None):
     """Facts that let a later reader tell machine drift from progress: the machine, and
     with `session` the project's toolchain versions (cached; see tool_versions) and the
@@ -6042,2277 +6777,39 @@ def environment(head, session=None, run_env=None):
     return env
 
 
-def benchmark_command(session, command):
-    """(argv-or-string, shell, shown) for the benchmark; refuses what is not it."""
-    bench = session.path(BENCH_FILE)
-    if os.path.isfile(bench):
-        if command is not None and not is_benchmark_command(command, session.workdir):
-            fail("refused_command", "%s is not the benchmark: while %s exists, `run` runs only "
-                 "./%s (anchored; no extra commands, arguments or wrappers)." % (
-                     json.dumps(command), BENCH_FILE, BENCH_FILE))
-        return script_argv(bench), False, command or "./" + BENCH_FILE
-    if command is None:
-        fail("no_benchmark", "No benchmark: %s does not exist in %s. Write it (it prints lines "
-             "like `METRIC %s=<number>`) or pass --command." % (
-                 BENCH_FILE, session.workdir, "metric"))
-    text_arg(command, "--command")
-    return command, True, command
-
-
-def config_notes(session):
-    """The config file's warnings (keys read differently than written) and, for the
-    commands that read it leniently, its errors: one line each, shown wherever the
-    loop is shown."""
-    return list(session.settings.warnings) + [
-        "%s Its default applies here; the commands that run the loop refuse until it is fixed." % error
-        for error in session.config_errors]
-
-
-def require_config(session, state):
-    if state.config is None:
-        fail("no_session", "%s has no config line; run `autotune init` first." % session.log_path)
-
-
-def require_metric_name(state):
-    """The segment's primary metric name, which must be one a benchmark can print under
-    the METRIC grammar (a log from before it, or edited by hand, may hold another)."""
-    name = state.config.get("metric_name")
-    if not valid_metric_name(name):
-        config = State(config=dict(state.config, metric_name="NEW_NAME"))
-        fail("bad_metric_name", "The segment's metric name %s is not a valid metric name (a "
-             "letter, digit or _, then letters, digits and _ . : / %% -), so no METRIC line can report "
-             "it. Start a new segment with a valid one: %s" % (json.dumps(name), new_segment_command(config)))
-    return name
-
-
-def check_active(session, state, logging=False):
-    """Refuses (`inactive`, then `budget_spent`) unless the loop is active AND its budget
-    is not spent: two checks, not one. `run` needs both; `log` records what `run`
-    measured, so of the budgets only the iteration count stops it: time and target
-    budgets end the loop once the result is recorded."""
-    require_config(session, state)
-    if not state.active:
-        _, advice = next_action(state)
-        fail("inactive", "The loop is not active (health %s, reason %s)%s. %s" % (
-            state.health, state.reason or "-", "; nothing was logged" if logging else "", advice))
-    limit = session.settings.max_iterations
-    reason = (("%d results, its iteration budget" % state.n_exp) if limit and state.n_exp >= limit
-              else None) if logging else spent_budget(session, state)
-    if reason:
-        fail("budget_spent", "The budget of segment %d is spent (%s); raise it in %s or start a "
-             "new segment with `autotune init`." % (state.segment, reason, CONFIG_FILE))
-
-
-def spent_budget(session, state):
-    direction = state.config.get("direction", "lower")
-    best = state.best["metric"] if state.best else None
-    return budget_reason(state.n_exp, best, direction, session.settings,
-                         iso_to_epoch(state.started_at), time.time())
-
-
-def _init_arguments(session, args):
-    """`init`'s arguments checked before anything is written: the name, the unit (as
-    the scaffold plan settles it) and the --size globs, as (name, unit, sizes)."""
-    name = text_arg(args.name, "--name")
-    unit = text_arg(args.unit or "", "--unit", allow_empty=True)
-    if not valid_metric_name(args.metric):
-        metric_name_error("--metric", args.metric)
-    if not valid_unit(unit):
-        fail("bad_unit", "--unit %s is not a valid unit: at most %d letters, digits, spaces and "
-             "%s (e.g. ms, KB, ops/s, µs)." % (json.dumps(unit, ensure_ascii=False), MAX_UNIT, " ".join(sorted(UNIT_EXTRA - {" "}))))
-    if args.benchmark is not None:
-        text_arg(args.benchmark, "--benchmark")
-    if args.checks is not None:
-        text_arg(args.checks, "--checks")
-    sizes = [text_arg(glob, "--size") for glob in args.size or []]
-    return name, check_scaffold_plan(session, args, unit, sizes), sizes
-
-
-def _config_entry(session, args, name, unit, segment, sizes, snapshot, inputs):
-    """The segment's config line: the objective, the config sections that judge and
-    steer the loop as written, the project commands given, and the fingerprints
-    (benchmark files, protected inputs, judge, snapshot) later lines are checked against."""
-    entry = {"type": "config", "name": name, "metric_name": args.metric, "metric_unit": unit,
-             "direction": args.direction, "segment": segment, "mode": session.settings.mode,
-             "objective": {"primaryMetric": args.metric, "direction": args.direction}}
-    for section in ("health", "recovery", "budget", "evaluator", "guardrails", "holdout"):
-        if section in session.settings.raw:
-            entry[section] = session.settings.raw[section]
-    if session.settings.max_iterations:
-        entry["maxIterations"] = session.settings.max_iterations
-    commands = {key: value for key, value in (("benchmark", args.benchmark), ("checks", args.checks),
-                                              ("size", sizes)) if value}
-    if commands:  # what setup-permissions --with-project-commands allows
-        entry["commands"] = commands
-    entry.update(timestamp=utc_now(), session_id=os.environ.get("CLAUDE_CODE_SESSION_ID"),
-                 hashes=file_hashes(session), inputs=inputs,
-                 judge=judge_of(session.settings.raw), snapshot=snapshot, version=VERSION)
-    return entry
-
-
-def _scaffold_answer(session, repo, args, scaffolded, sizes):
-    """What `init --scaffold` adds to the answer: the files it wrote, those it left as
-    they were (scaffolding never overwrites), the proposed project commands, and a
-    --size glob git does not ignore."""
-    result = {"scaffolded": scaffolded}
-    skipped = [n for n in (BENCH_FILE, CHECKS_FILE) if n not in scaffolded and (
-        args.benchmark or sizes if n == BENCH_FILE else args.checks)]
-    if skipped:
-        result["kept_existing"] = skipped
-        result["note"] = ("%s already existed, so --benchmark/--checks/--size did not change %s "
-                          "(scaffolding never overwrites)" % (" and ".join(skipped),
-                                                              "them" if len(skipped) > 1 else "it"))
-    result.update(proposal_answer(session, args, sizes))
-    unignored = [glob for glob in sizes if not ignored_by_git(repo, session.workdir, glob)]
-    if unignored:
-        result["size_note"] = ("git does not ignore %s: the build output would look like the "
-                               "experiment's change (a keep commits it); add its directory to "
-                               ".gitignore" % ", ".join(unignored))
-    return result
-
-
-def _protect_hint(session):
-    """Without a "protect" list: the usual data and test directories this project has,
-    proposed for one (an experiment could otherwise change them), or {}."""
-    if session.settings.protect:
-        return {}
-    proposal = [g for g in ("tests/**", "test/**", "benchmark/data/**", "bench/data/**",
-                            "data/**", "fixtures/**", "testdata/**")
-                if os.path.isdir(session.path(g[:-3]))]
-    if not proposal:
-        return {}
-    return {"suggest_protect": proposal,
-            "hint": ("Protect the benchmark's data and the correctness tests so no "
-                     "experiment can change them: add \"protect\": %s to %s, then run "
-                     "init again." % (json.dumps(proposal), CONFIG_FILE))}
-
-
-def cmd_init(args):
-    session = find_session()
-    name, unit, sizes = _init_arguments(session, args)
-    repo = require_repo(session)
-    refuse_pending_swap(session)
-    created_log = not os.path.exists(session.log_path)
-    scaffolded = scaffold(session, name, args.metric, unit, args.direction, args.benchmark,
-                          args.checks, sizes) if args.scaffold else []
-    try:
-        with LogLock(session, create=True) as lock:
-            loaded = load_state(session)
-            torn_tail_error(session, loaded)
-            state = loaded.state
-            reinit = state.config is not None
-            segment = state.segment if (reinit and state.n_exp == 0) else state.segment + 1
-            exclude_session_files(session)  # out of `git status`; never the user's .gitignore
-            snapshot = {"tree": snapshot_tree(session), "head": repo.head()}
-            if session.oversized:
-                snapshot["large"] = large_record(session)
-            anchor_snapshot(session, snapshot["tree"])
-            warnings = init_warnings(session, snapshot)
-            inputs = input_hashes(session)
-            entry = _config_entry(session, args, name, unit, segment, sizes, snapshot, inputs)
-            append_entries(lock, session, loaded, [entry])
-            from array import array
-            save_values(session, state, array("d"))
-            drop_measurement(session)
-    except BaseException:
-        if created_log and os.path.exists(session.log_path) and os.path.getsize(session.log_path) == 0:
-            os.unlink(session.log_path)
-        raise
-    result = {"status": "initialized", "name": name, "metric": args.metric, "unit": unit,
-              "direction": args.direction, "segment": segment, "reinit": reinit,
-              "path": session.workdir, "max_exp": session.settings.max_iterations,
-              "mode": state.mode, "branch": repo.branch(), "commit": (snapshot["head"] or "")[:7] or None}
-    result["protected"] = sorted(inputs)
-    if args.scaffold:
-        result.update(_scaffold_answer(session, repo, args, scaffolded, sizes))
-    result.update(_protect_hint(session))
-    if not os.path.isfile(session.path(BENCH_FILE)):
-        warnings.insert(0, "%s does not exist yet; `run` needs it (or --command)." % BENCH_FILE)
-    elif not snapshot["head"]:
-        warnings.insert(0, "the repository has no commit yet: the first keep becomes its first commit")
-    if warnings:
-        result["warning"] = "; ".join(warnings)
-    if config_notes(session):
-        result["warnings"] = config_notes(session)
-    output(result)
-
-
-def init_warnings(session, snapshot):
-    """What a new user should know before the first experiment: their own uncommitted
-    edits (a keep separates them from the experiment's, but not on the same lines), and
-    files too large to snapshot."""
-    warnings = []
-    head = snapshot["head"]
-    if head:
-        dirty = [c.name for c in diff_trees(session, head_tree(session.repo, head), snapshot["tree"],
-                                            tracked_only=True)]
-        if dirty:
-            warnings.append(
-                "you have uncommitted changes in %s%s: they stay yours (a keep commits only the "
-                "experiment's hunks), but an experiment that edits the same lines cannot be kept; "
-                "commit or stash them first for the cleanest history" % (
-                    ", ".join(dirty[:10]), " and %d more" % (len(dirty) - 10) if len(dirty) > 10 else ""))
-    if session.oversized:
-        big = sorted(session.oversized.items())
-        warnings.append(
-            "%s %s over the snapshot size limit (git.maxFileMB = %s): recorded by size and time, "
-            "never copied into .git, committed or reverted by autotune" % (
-                ", ".join("%s (%s)" % (os.fsdecode(p), _size_text(v[0])) for p, v in big[:10]),
-                "is" if len(big) == 1 else "are", _fmt(session.settings.max_file_bytes / float(1 << 20))))
-    return warnings
-
-
-def _size_text(size):
-    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
-        if size >= scale:
-            return "%.1f %s" % (size / float(scale), unit)
-    return "%d bytes" % size
-
-
-_TIME_UNITS = {"s": 1.0, "sec": 1.0, "seconds": 1.0, "ms": 1e3, "us": 1e6, "µs": 1e6, "ns": 1e9}
-_SIZE_UNITS = {"b": 1, "byte": 1, "bytes": 1, "kb": 1000, "kib": 1024, "mb": 1000000, "mib": 1048576}
-_SIZE_UNIT_NAMES = {1: "B", 1000: "KB", 1024: "KiB", 1000000: "MB", 1048576: "MiB"}
-
-
-def time_scale(metric, unit):
-    """Seconds -> the metric's time unit (from --unit, else a _ms or _s suffix), or None."""
-    return _TIME_UNITS.get(unit or ("ms" if metric.endswith("_ms") else "s" if metric.endswith("_s") else ""))
-
-
-def size_scale(metric, unit):
-    """Bytes per unit of a size metric (from --unit, else a _kb/_kib/... suffix; bytes by
-    default), or None for a unit that is not a size."""
-    if unit:
-        return _SIZE_UNITS.get(unit.lower())
-    return _SIZE_UNITS.get(metric.lower().rsplit("_", 1)[-1] if "_" in metric else "", 1)
-
-
-def check_scaffold_plan(session, args, unit, sizes):
-    """Refuses a scaffold that could not print the metric; returns the unit to record
-    (a size metric without --unit is in bytes, or in its suffix's unit)."""
-    if sizes and not args.scaffold:
-        fail("bad_arguments", "--size writes autotune.sh: add --scaffold.")
-    if not args.scaffold or os.path.exists(session.path(BENCH_FILE)):
-        return unit
-    if sizes:
-        scale = size_scale(args.metric, unit)
-        if scale is None:
-            fail("bad_unit", "--size measures bytes, so --unit must be a size (B, KB, KiB, MB or "
-                 "MiB), got %s." % json.dumps(unit))
-        return unit or _SIZE_UNIT_NAMES[scale]
-    if args.benchmark and time_scale(args.metric, unit) is None:
-        fail("benchmark_unit", "--benchmark CMD makes autotune.sh time CMD, which needs a time unit "
-             "(--unit s, ms, us or ns, or a metric ending in _s or _ms); %s%s is not a time. Either "
-             "measure file sizes with --size 'dist/**/*.js' (CMD then runs first, as the build), or "
-             "write %s yourself so that it runs the workload and prints the line `METRIC %s=<number>` "
-             "(secondary metrics are more METRIC lines; a non-zero exit marks a failure)." % (
-                 args.metric, (" (%s)" % unit) if unit else "", BENCH_FILE, args.metric))
-    return unit
-
-
-def proposal_answer(session, args, sizes):
-    """The project's own commands, proposed in init's answer (never used silently)."""
-    report = project_report(session)
-    answer = {"proposed": report["proposed"], "tools": report["tools"]}
-    if any(report["proposed"].values()):
-        answer["proposal_note"] = (
-            "commands found in the project's files (each with its `from`); autotune runs none of "
-            "them on its own: %s" % (
-                "choose the benchmark and checks and pass them as --benchmark / --checks / --size, "
-                "or write them into %s" % BENCH_FILE if not (args.benchmark or sizes) else
-                "%s runs only what you passed" % BENCH_FILE))
-    return answer
-
-
-def size_benchmark_body(metric, scale, patterns, build):
-    """The body of a size benchmark: runs the build (if any), then prints the total gzip
-    (level 9) size of the matching files as the primary metric, raw bytes and brotli
-    bytes (where a brotli module or CLI exists) as secondary ones. Deterministic: gzip
-    without a timestamp, files in sorted order. Values reach the code as arguments,
-    shell-quoted, never pasted into it."""
-    return (
-        "METRIC=%s\nBYTES_PER_UNIT=%s\nBUILD=%s  # runs first; empty for none\n"
-        "python3 - \"$METRIC\" \"$BYTES_PER_UNIT\" \"$BUILD\" %s <<'PY'\n"
-        "import glob, gzip, os, shutil, subprocess, sys\n"
-        "metric, scale, build, patterns = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]\n"
-        "if build:\n"
-        "    done = subprocess.run(build, shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)\n"
-        "    if done.returncode != 0:  # show why: the tail of the build's output\n"
-        "        print(\"\\n\".join(done.stdout.decode(\"utf-8\", \"replace\").splitlines()[-40:]))\n"
-        "        sys.exit(\"the build failed with exit code %%d\" %% done.returncode)\n"
-        "files = sorted({path for pattern in patterns for path in glob.glob(pattern, recursive=True)\n"
-        "                if os.path.isfile(path)})\n"
-        "if not files:\n"
-        "    sys.exit(\"no file matches %%s: did the build write them?\" %% \" \".join(patterns))\n"
-        "try:\n"
-        "    import brotli\n"
-        "    def brotli_size(path, data):\n"
-        "        return len(brotli.compress(data, quality=11))\n"
-        "except ImportError:\n"
-        "    tool = shutil.which(\"brotli\")\n"
-        "    def brotli_size(path, data):\n"
-        "        if tool is None:\n"
-        "            return None\n"
-        "        out = subprocess.run([tool, \"-c\", \"-q\", \"11\", \"--\", path], stdout=subprocess.PIPE)\n"
-        "        return len(out.stdout) if out.returncode == 0 else None\n"
-        "raw = gz = br = 0\n"
-        "for path in files:\n"
-        "    with open(path, \"rb\") as handle:\n"
-        "        data = handle.read()\n"
-        "    raw += len(data)\n"
-        "    gz += len(gzip.compress(data, compresslevel=9, mtime=0))\n"
-        "    size = brotli_size(path, data) if br is not None else None\n"
-        "    br = None if size is None else br + size\n"
-        "print(\"METRIC %%s=%%s\" %% (metric, gz if scale == 1 else \"%%.3f\" %% (gz / scale)))\n"
-        "if metric != \"raw_bytes\":\n"
-        "    print(\"METRIC raw_bytes=%%d\" %% raw)\n"
-        "if br is not None and metric != \"brotli_bytes\":\n"
-        "    print(\"METRIC brotli_bytes=%%d\" %% br)\n"
-        "print(\"%%d files, %%d bytes, %%d gzipped\" %% (len(files), raw, gz), file=sys.stderr)\n"
-        "PY\n") % (_shell_quote(metric), scale, _shell_quote(build or ""),
-                   " ".join(_shell_quote(p) for p in patterns))
-
-
-def scaffold(session, name, metric, unit, direction, workload, checks, sizes=None):
-    """Writes the session templates that do not exist yet; never overwrites a file.
-    Values are quoted where they land (shlex.quote in shell, repr in Python, JSON in
-    comments), never pasted into code; only --benchmark and --checks, which are the
-    user's commands, are written as commands."""
-    import shlex
-    written = []
-
-    def write(filename, text, executable=False):
-        path = session.path(filename)
-        if os.path.exists(path):
-            return
-        with open(path, "x", encoding="utf-8") as handle:
-            handle.write(text)
-        if executable:
-            os.chmod(path, 0o755)
-        written.append(filename)
-
-    scale = time_scale(metric, unit)
-    header = ("#!/usr/bin/env bash\n"
-              "# autotune benchmark for %s.\n"
-              "# Prints `METRIC %s=<number>` (%s is better); other METRIC lines are secondary\n"
-              "# metrics. Edit it until the baseline is logged; from then on it is fixed for the\n"
-              "# segment (`autotune init` again starts a new segment with a changed benchmark).\n"
-              "set -euo pipefail\ncd \"$(dirname \"$0\")\"\n\n") % (
-                  json.dumps(name, ensure_ascii=False).translate(_JSON_C1), metric, direction)
-    if sizes:
-        body = size_benchmark_body(metric, size_scale(metric, unit), sizes, workload)
-    elif workload and scale:
-        body = ("WORKLOAD=%s\n"
-                "python3 - \"$WORKLOAD\" <<'PY'\n"
-                "import subprocess, sys, time\n"
-                "start = time.perf_counter()\n"
-                "done = subprocess.run(sys.argv[1], shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)\n"
-                "elapsed = time.perf_counter() - start\n"
-                "if done.returncode != 0:  # show why: the tail of the workload's output\n"
-                "    tail = done.stdout.decode(\"utf-8\", \"replace\").splitlines()[-40:]\n"
-                "    print(\"\\n\".join(tail))\n"
-                "    sys.exit(\"workload failed with exit code %%d\" %% done.returncode)\n"
-                "print(%r + format(elapsed * %r, \".6g\"))\n"
-                "PY\n") % (shlex.quote(workload), "METRIC %s=" % metric, scale)
-    elif workload:
-        body = ("# The workload; make it print the METRIC line.\n%s\n" % workload)
-    else:
-        body = ("echo \"autotune.sh is still the template: replace it with the workload and a "
-                "'METRIC %s=<number>' line\" >&2\nexit 1\n\n"
-                "# Example (bundle size in KB, two decimals):\n"
-                "#   npm run build >/dev/null\n"
-                "#   echo \"METRIC %s=$(wc -c < dist/bundle.js | awk '{printf \"%%.2f\", $1 / 1024}')\"\n") % (
-                    metric, metric)
-    write(BENCH_FILE, header + body, executable=True)
-    if checks:
-        write(CHECKS_FILE, "#!/usr/bin/env bash\n# Correctness checks: a non-zero exit makes the "
-              "experiment checks_failed (reverted).\nset -euo pipefail\ncd \"$(dirname \"$0\")\"\n\n"
-              "%s\n" % checks, executable=True)
-    write(NOTES_FILE, (
-        "# autotune: {name}\n\n"
-        "## Objective\n{metric}{unit} — {direction} is better, measured by `./autotune.sh`.\n\n"
-        "## Scope\n- In scope: (files and directories the loop may change)\n"
-        "- Off limits: autotune.sh, autotune.checks.sh, the tests that define correctness\n\n"
-        "## Constraints\n- (correctness, API, dependencies, memory, ...)\n\n"
-        "## Current best\n(not measured yet: run the baseline)\n\n"
-        "## Wins\n\n## Dead ends\n\n## Notes\n").format(
-            name=name, metric=metric, unit=(" (%s)" % unit) if unit else "", direction=direction))
-    write(IDEAS_FILE, "# Ideas backlog\n\nOne idea per line; strike out what was tried.\n\n- \n")
-    return written
-
-
-def cmd_detect(args):
-    """What autotune reads from the project, before any session: its toolchains (with
-    versions), lockfiles, the command that syncs its dependencies, and its own build, test
-    and benchmark commands to propose in the setup questions. Writes nothing but the
-    private version cache (inside .git)."""
-    session = find_session(lenient=True)
-    report = project_report(session)
-    tools = report["tools"]
-    versions = tool_versions(session, tools, benchmark_env(session.settings.env), project_files(session))
-    deps = [name for name in report["lockfiles"] + sorted(project_files(session).names() & set(MANIFESTS))
-            if "/" not in name]
-    output({"path": session.workdir, "tools": versions, "lockfiles": report["lockfiles"],
-            "sync": sync_commands(session.workdir, deps), "proposed": report["proposed"],
-            "note": "proposals read from the project's files (each with its `from`); nothing was run "
-                    "but the tools' --version"})
-
-
-def cmd_run(args):
-    session = require_session(find_session())
-    settings = session.settings
-    loaded = load_state(session)
-    state = loaded.state
-    check_active(session, state)
-    argv, shell, shown = benchmark_command(session, args.command)
-    hashes = file_hashes(session)  # read once: checked now, recorded with the measurement
-    check_integrity(session, state, hashes)
-    check_judge(session, state)
-    inputs = input_hashes(session)
-    if state.n_exp:
-        check_inputs(session, state, inputs)
-    with BenchmarkLock(session, shown):
-        measure(args, session, state, argv, shell, shown, hashes, inputs)
-
-
-class RunContext(object):
-    """What one `run` measures with: its settings, command, environment and the sweep
-    that kills what its benchmarks leave behind (set once the sweep starts)."""
-
-    def __init__(self, args, session, state, argv, shell, shown):
-        settings = session.settings
-        self.session, self.state, self.settings = session, state, settings
-        self.argv, self.shell, self.shown = argv, shell, shown
-        self.repeat = args.repeat if args.repeat is not None else settings.repeat
-        self.timeout = args.timeout if args.timeout is not None else settings.timeout
-        self.checks_timeout = args.checks_timeout if args.checks_timeout is not None else settings.checks_timeout
-        self.pname, self.direction = require_metric_name(state), state.config.get("direction", "lower")
-        self.head = session.repo.head() if session.repo else None
-        self.env = benchmark_env(settings.env, AUTOTUNE_SEGMENT=str(state.segment),
-                                 AUTOTUNE_RUN=str(state.n_exp + 1))
-        self.sweep = None
-
-    def runner(self, gate=None, progress=None, side=None):
-        return SampleRunner(self.argv, self.shell, self.session.workdir, self.timeout, self.env, self.pname,
-                            self.sweep, gate, progress, side)
-
-
-def run_prelude(ctx):
-    """Before any execution: the config notes, a recovered swap, the tree to measure and
-    the warnings about it. Returns (warnings, tree_before)."""
-    session, state = ctx.session, ctx.state
-    warnings = config_notes(session)
-    if state.snapshot and state.snapshot.get("head") and ctx.head != state.snapshot.get("head"):
-        warnings.append("HEAD moved outside autotune since the last logged result; `log` will "
-                        "refuse to commit or revert until you check it (see `autotune doctor`).")
-    if not session.repo:
-        return warnings, None
-    with LogLock(session):
-        ensure_excluded(session)
-        if recover_swap(session):
-            warnings.append("a killed `run` had left the kept code in place of the experiment; "
-                            "the experiment's files were restored first")
-        tree_before = snapshot_tree(session)
-    large = large_changes((state.snapshot or {}).get("large"), large_record(session))
-    if large:
-        warnings.append("%s changed but %s over the snapshot size limit (git.maxFileMB): "
-                        "autotune neither commits nor reverts %s" % (
-                            ", ".join(large[:10]), "is" if len(large) == 1 else "are",
-                            "it" if len(large) == 1 else "them"))
-    if state.snapshot and tree_before == state.snapshot.get("tree") and state.n_exp:
-        warnings.append("the working tree has no change since the last logged result, so "
-                        "this run measures the kept code")
-    return warnings, tree_before
-
-
-def run_looks(ctx, reference, deterministic, warnings):
-    """The interleaved plan (see interleaved_looks), or None with a warning when the kept
-    code cannot be measured beside the candidate."""
-    looks = interleaved_looks(reference, ctx.repeat, ctx.settings, deterministic)
-    if looks is not None:
-        why_not = interleave_obstacle(ctx.session, ctx.state, ctx.head)
-        if why_not:
-            warnings.append("judged against the kept code's earlier samples, not measured beside it: "
-                            "%s; a change of the machine's speed since then decides the verdict" % why_not)
-            looks = None
-    return looks
-
-
-def sample_interleaved(ctx, m, runner, gate, looks, tree_before, progress):
-    """The kept code and the candidate, alternately (collect_pairs), with the experiment's
-    files swapped in place. Fills m.samples/m.sample_metrics; returns (judged verdict and
-    evidence or None, the paired record, the swap, notes)."""
-    swap = Swap(ctx.session, ctx.state.snapshot["tree"], tree_before)
-    kept_runner = ctx.runner(progress=progress, side="best")
-    runner.side = "candidate"
-    sides = {"best": kept_runner, "candidate": runner}
-
-    def take(side, number):
-        swap.to(side)
-        return sides[side].take(number)
-    warmup, notes = None, []
-    if gate.path:
-        # fail fast: with checks, the candidate's first execution is a warm-up (not
-        # judged: pairs keep their random order) after which the checks run, on the
-        # candidate's own files; a failure ends the run before the kept code runs
-        warmup = runner.take(0)
-    try:
-        if gate.path and (warmup is None or runner.halted):
-            m.samples, m.sample_metrics = ([warmup[0]], [warmup[1]]) if warmup else ([], [])
-            best_samples, best_metrics, orders, verdict, evidence, alpha = [], [], [], None, None, None
-        else:
-            (m.samples, m.sample_metrics, best_samples, best_metrics, orders, verdict, evidence, notes,
-             alpha) = collect_pairs(take, looks, ctx.direction, ctx.settings, pair_order_rng())
-    finally:
-        swap.close()
-        progress.done()
-    if warmup is not None:
-        notes = ["a warm-up execution of the candidate ran the checks first"] + notes
-    if kept_runner.problem:
-        fail("kept_code_failed", "The kept code failed while it was measured beside your change "
-             "(%s), so the change cannot be judged; nothing was recorded and your files are as "
-             "they were. Output tail: %s. Check the environment with `autotune rebaseline`, or "
-             "set evaluator.mode to \"reference\" in %s to judge against earlier samples." % (
-                 kept_runner.problem, _one_line(kept_runner.last.output, 300), CONFIG_FILE))
-    paired = {"best": [_round(v) for v in best_samples], "order": "".join(o[0] for o in orders),
-              "swapped": swap.paths[:50], "alpha": alpha, "warmup": _round(warmup[0]) if warmup else None,
-              "best_metrics": median_metrics(best_metrics, exclude=ctx.pname)}
-    return ((verdict, evidence) if verdict is not None else None), paired, swap, notes
-
-
-def take_outcome(m, runner, gate):
-    """What the candidate's last execution and the checks say: exit, output, pass/crash,
-    the medians of its samples."""
-    outcome = runner.last
-    m.exit, m.timeout, m.reason, m.dur = outcome.exit, outcome.timeout, runner.problem, round(runner.dur, 3)
-    m.output = outcome.error or outcome.output
-    m.passed = runner.problem is None
-    m.crashed = not m.passed
-    if runner.dropped:
-        m.warnings.append("the benchmark printed %d METRIC line%s with names beyond the first %d "
-                          "secondary metrics; %s ignored (autotune keeps at most %d names)" % (
-                              runner.dropped, "" if runner.dropped == 1 else "s", MAX_METRIC_NAMES,
-                              "it was" if runner.dropped == 1 else "they were", MAX_METRIC_NAMES))
-    m.checks, m.chk_out, checks_timed_out = gate.result()
-    if m.passed:
-        m.primary = median(m.samples)
-        m.metrics = median_metrics(m.sample_metrics, exclude=m.pname)
-    return checks_timed_out
-
-
-def judge_run(ctx, m, basis, paired, swap, experiment, judged):
-    """The verdict, the suggested status and, for a keep, the holdout. `basis` is
-    (reference samples, reference info, noise MAD, plan)."""
-    state, settings = ctx.state, ctx.settings
-    reference, reference_info, noise_mad, plan = basis
-    baseline_metrics = paired["best_metrics"] if paired else (
-        (state.reference or {}).get("metrics") or (state.baseline or {}).get("metrics"))
-    m.verdict, m.evidence, m.guardrails = verdict_of(m, reference, reference_info, ctx.direction, settings,
-                                                     noise_mad, plan.alpha, baseline_metrics, judged)
-    m.suggested_status, m.status_rule = suggested_status(
-        m.verdict, *(experiment.lines() if m.verdict in EQUAL_VERDICTS else (None, None)))
-    if m.suggested_status != "keep" or not os.path.isfile(ctx.session.path(HOLDOUT_FILE)):
-        return
-    if paired:
-        m.holdout, holdout_ref = holdout_pairs(ctx.session, ctx.pname, ctx.timeout, ctx.env, ctx.sweep, swap)
-    else:
-        m.holdout = run_holdout(ctx.session, ctx.pname, ctx.timeout, ctx.env, ctx.sweep)
-        holdout_ref = (state.reference or {}).get("holdout")
-        if not _is_number(holdout_ref):
-            holdout_ref = (state.baseline or {}).get("holdout")
-    m.verdict, m.holdout = holdout_verdict(m.verdict, m.holdout, holdout_ref, ctx.direction,
-                                           settings.holdout_tolerance_pct)
-    if m.verdict == "holdout_failed":
-        m.suggested_status, m.status_rule = suggested_status(m.verdict)
-
-
-def note_window(m, paired, plan, looks, settings):
-    """The machine during the pairs: the load average, a too-noisy or too-busy verdict
-    with its cause and remedies, the per-side contention."""
-    if not paired:
-        return
-    paired["load"] = m.load
-    m.paired = paired
-    if m.evidence is None:
-        return
-    too_noisy = noise_verdict(m.evidence, plan.alpha, looks, settings, m.load)
-    if too_noisy:
-        m.evidence["too_noisy"] = too_noisy
-        m.warnings.append(too_noisy["message"])
-    busy = busy_verdict(m.verdict, m.evidence, looks)
-    if busy:
-        m.evidence["contention"]["busy"] = busy
-        m.warnings.append(busy)
-    if m.evidence.get("contention"):
-        paired["contention"] = m.evidence["contention"]
-    m.evidence["interleaved"] = {"best": paired["best"], "order": paired["order"], "load": m.load}
-
-
-def diagnose_run(ctx, m, experiment, checks_timed_out):
-    """A failure's diagnosis, the toolchain drift and protected inputs the benchmark
-    changed; the environment recorded with the measurement."""
-    m.env = environment(ctx.head, ctx.session, ctx.env)
-    m.env["load_run"] = m.load    # the load average before and after this run's executions
-    if m.crashed or m.checks is False:
-        kind = (("timeout" if m.timeout else "crash") if m.crashed
-                else "checks_timeout" if checks_timed_out else "checks_failed")
-        m.diagnosis = diagnose_crash(m.output if m.crashed else m.chk_out, experiment.names(), kind,
-                                     experiment.roots(), ctx.timeout if m.crashed else ctx.checks_timeout,
-                                     ((m.env.get("load") or [None])[0], m.env.get("cpus")))
-    drift = toolchain_warning(toolchain_changes(ctx.state.toolchain, toolchain_of(m.env)))
-    if drift:
-        m.warnings.append(drift)
-    after = input_hashes(ctx.session)
-    touched = sorted(k for k in set(after) | set(m.inputs) if after.get(k) != m.inputs.get(k))
-    if touched:
-        m.inputs = after
-        m.warnings.append("the benchmark changed protected inputs (%s); the next run will be "
-                          "refused until they are put back" % ", ".join(touched[:10]))
-
-
-def record_measurement(session, m, tree_before):
-    """Appends the measurement line to the log (what `log` records) and caches run.json."""
-    repo = session.repo
-    with LogLock(session) as lock:
-        if repo:
-            m.tree = snapshot_tree(session)
-        loaded = load_state(session)
-        torn_tail_error(session, loaded)
-        if loaded.state.segment == m.segment and loaded.state.config is not None:
-            append_entries(lock, session, loaded, [measurement_entry(m)])
-        else:
-            m.warnings.append("a new segment started while this run measured; it was not recorded")
-    if repo and tree_before and m.tree != tree_before:
-        created = [c.name for c in diff_trees(session, tree_before, m.tree)]
-        m.warnings.append("the benchmark changed files that git does not ignore (%s); a keep "
-                          "would commit them and a discard removes them: add them to "
-                          ".gitignore" % ", ".join(created[:10]))
-    save_measurement(session, m)
-
-
-def run_answer(m, paired):
-    """The JSON `run` prints."""
-    samples = m.samples
-    result = {"exit": m.exit, "dur": m.dur, "passed": m.passed, "crashed": m.crashed,
-              "timeout": m.timeout, "metrics": m.metrics, "primary": _round(m.primary),
-              "pname": m.pname, "output": m.output, "checks": m.checks, "chk_out": m.chk_out,
-              "samples": [_round(s) for s in samples], "n": len(samples), "sampling": m.sampling,
-              "verdict": m.verdict, "suggested_status": m.suggested_status, "status_rule": m.status_rule,
-              "evidence": m.evidence,
-              "guardrails": m.guardrails, "holdout": m.holdout, "reason": m.reason,
-              "command": m.command, "env": m.env, "load": m.load,
-              "interleaved": paired,
-              "executions": len(samples) + (len(paired["best"]) + (paired["warmup"] is not None) if paired else 0)}
-    if m.diagnosis:
-        result["diagnosis"] = m.diagnosis
-    if m.reference:
-        result["reference"] = {k: m.reference[k] for k in ("source", "commit", "samples", "n", "deterministic")}
-    if m.warnings:
-        result["warnings"] = m.warnings
-    return result
-
-
-def measure(args, session, state, argv, shell, shown, hashes, inputs):
-    """`run` under the benchmark lock: samples, checks, holdout, verdict; the measurement
-    is appended to the log (what `log` records) and cached in run.json (for display).
-    A noisy benchmark is measured interleaved: the kept code beside the candidate."""
-    ctx = RunContext(args, session, state, argv, shell, shown)
-    settings = session.settings
-    warnings, tree_before = run_prelude(ctx)
-    reference_info = state.reference or {}
-    reference = reference_info.get("samples") or None
-    deterministic = reference_info.get("deterministic")
-    looks = run_looks(ctx, reference, deterministic, warnings)
-    # the segment's MAD is the spread of its results (progress included): a fallback
-    # for the adaptive default's small references only, never for a fixed repeat
-    noise_mad = (state.confidence or {}).get("noise_mad") if ctx.repeat == "auto" else None
-    m = Measurement(segment=state.segment, timestamp=utc_now(), command=shown, pname=ctx.pname,
-                    warnings=warnings, head=ctx.head, hashes=hashes, inputs=inputs,
-                    judge=judge_of(settings.raw))
-    experiment = ExperimentFiles(session, (state.snapshot or {}).get("tree"), tree_before)
-    load_before = load_average()
-    judged = paired = swap = None
-    notes = []
-    progress = Progress("run")
-    with ProcessSweep() as ctx.sweep:
-        if looks is None and tree_before and reference_to_measure(state.reference, ctx.repeat):
-            kept, problem = measure_kept_code(session, state, tree_before, ctx.head, argv, shell, ctx.timeout,
-                                              ctx.env, ctx.pname, ctx.direction, settings, ctx.sweep)
-            if kept is not None:
-                m.reference = kept
-                reference, deterministic, noise_mad = kept["samples"], kept["deterministic"], None
-                reference_info = {"source": kept["source"], "deterministic": deterministic}
-            else:
-                warnings.append("the kept code could not be measured (%s), so the verdict compares "
-                                "with the best's one recorded value" % problem)
-        plan = sampling_plan(reference, ctx.repeat, settings, deterministic)
-        # the checks run after the candidate's first passing sample (fail fast), never on the
-        # kept code: in the interleaved loop the candidate is in place after its own sample
-        gate = ChecksGate(session.path(CHECKS_FILE), session.workdir, ctx.checks_timeout, ctx.env, ctx.sweep)
-        runner = ctx.runner(gate, progress)
-        if looks is None:
-            m.samples, m.sample_metrics, notes = collect_samples(
-                runner.take, plan, reference, ctx.direction, settings, noise_mad, deterministic)
-        else:
-            judged, paired, swap, notes = sample_interleaved(ctx, m, runner, gate, looks, tree_before, progress)
-            if judged is not None:
-                plan.alpha = paired["alpha"]
-        checks_timed_out = take_outcome(m, runner, gate)
-        judge_run(ctx, m, (reference, reference_info, noise_mad, plan), paired, swap, experiment, judged)
-    m.load = {"before": load_before, "after": load_average()}
-    note_window(m, paired, plan, looks, settings)
-    m.sampling = describe_pairs(paired, m, notes) if paired else describe_sampling(
-        plan, m.samples, notes, m, reference, settings.max_samples)
-    if m.reference:
-        m.sampling = "%s; first the kept code: %s" % (m.sampling, m.reference["why"])
-    diagnose_run(ctx, m, experiment, checks_timed_out)
-    record_measurement(session, m, tree_before)
-    output(run_answer(m, paired))
-
-
-def interleave_obstacle(session, state, head):
-    """Why the kept code cannot be measured beside the candidate, or None."""
-    if session.repo is None:
-        return "the directory is not in a git repository"
-    snap = state.snapshot or {}
-    if not snap.get("tree"):
-        return "the log has no snapshot of the kept code (a session of an older autotune)"
-    if snap.get("head") and head != snap.get("head"):
-        return "HEAD moved outside autotune"
-    return None
-
-
-def pair_order_rng():
-    """The coin that orders each pair: seeded from the OS (AUTOTUNE_PAIR_SEED makes it
-    repeatable for tests)."""
-    import random
-    seed = os.environ.get("AUTOTUNE_PAIR_SEED")
-    return random.Random(seed if seed else os.urandom(16))
-
-
-def load_average():
-    """The 1-minute load average and the number of CPUs, or None where unknown."""
-    try:
-        return {"1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
-    except (OSError, AttributeError):
-        return None
-
-
-def noise_verdict(evidence, alpha, looks, settings, load):
-    """`within_noise` at the cap because the same-window samples spread too widely for
-    the cap to resolve the change asked for: the cause and what to do, or None."""
-    if evidence.get("method") != "interleaved-signed-rank" or (evidence.get("p_value") or 0) <= alpha:
-        return None
-    if (evidence.get("pairs") or 0) < looks[-1][0]:
-        return None
-    resolvable = resolvable_pct(evidence, alpha)
-    if resolvable is None or resolvable <= settings.min_improvement_pct:
-        return None
-    before, after = (load or {}).get("before") or {}, (load or {}).get("after") or {}
-    cpus = before.get("cpus") or after.get("cpus")
-    busiest = max(before.get("1m") or 0, after.get("1m") or 0)
-    cause = ("the machine was busy (load average %s -> %s on %s CPUs)" % (
-        _fmt(before.get("1m")), _fmt(after.get("1m")), cpus)
-        if cpus and busiest >= 0.75 * cpus else "the benchmark's own run-to-run spread")
-    asked = ("evaluator.minImprovementPct asks for %s%%" % _fmt(settings.min_improvement_pct)
-             if settings.min_improvement_pct else "no evaluator.minImprovementPct is set")
-    message = ("too noisy to decide: measured side by side, the kept code and the candidate differ by "
-               "±%s%% from pair to pair, so %d pairs resolve only changes above ~%s%% (%s). Cause: %s. "
-               "What to do: run on a quieter machine, raise evaluator.maxSamples, or make the "
-               "workload longer so each sample averages more noise away." % (
-                   _fmt(evidence["noise"]["sigma_pct"]), evidence["pairs"], _fmt(round(resolvable, 2)),
-                   asked, cause))
-    return {"resolvable_pct": _round(resolvable, 3), "cause": cause, "message": message}
-
-
-def busy_verdict(verdict, evidence, looks):
-    """`within_noise` because so many pairs saw unequal load on their two sides (and were
-    set aside) that the cap came before enough pairs could be judged: the cause and what
-    to do, or None."""
-    load = (evidence or {}).get("contention") or {}
-    if verdict != "within_noise" or not load.get("unequal_pairs") or not looks:
-        return None
-    if load.get("pairs", 0) < 2 * looks[-1][0] or load.get("judged", 0) >= looks[-1][0]:
-        return None   # the cap was not reached, or enough pairs were judged: the data decided
-    sides = ""
-    best, cand = load.get("best") or {}, load.get("candidate") or {}
-    if best.get("others_cores") is not None and cand.get("others_cores") is not None:
-        sides = (" (other processes used a median %s cores during the kept code's executions and %s "
-                 "during the candidate's, up to %s and %s, on %s CPUs)" % (
-                     _fmt(best["others_cores"]), _fmt(cand["others_cores"]), _fmt(best["max_others_cores"]),
-                     _fmt(cand["max_others_cores"]), best.get("cpus") or cand.get("cpus")))
-    return ("the machine was busy: %d of %d pairs saw unequal load on their two sides%s and were set "
-            "aside, leaving %d to judge, too few for a decision within the sample cap. What to do: stop "
-            "what else runs on this machine (builds, other benchmarks, a second loop) or run when it is "
-            "quiet, then `autotune run` again; or raise evaluator.maxSamples." % (
-                load["unequal_pairs"], load["pairs"], sides, load.get("judged", 0)))
-
-
-def describe_pairs(paired, m, notes):
-    count = len(m.samples)
-    if m.crashed:
-        return "%d pair%s before the %s" % (count, "" if count == 1 else "s", "timeout" if m.timeout else "crash")
-    if m.checks is False:
-        return ("%d sample%s: the correctness checks failed after the first sample, so no more were "
-                "taken%s" % (count, "" if count == 1 else "s",
-                             "" if paired.get("best") else " (the kept code did not run)"))
-    text = ("%d pairs, interleaved: the kept code and the candidate measured alternately, the order "
-            "of each pair at random (%s)" % (count, paired["order"]))
-    if notes:
-        text += "; " + "; ".join(notes)
-    evidence = m.evidence or {}
-    if evidence.get("p_value") is not None and paired.get("alpha") is not None:
-        text += "; signed-rank p=%s (alpha at this look %s)" % (_fmt(evidence["p_value"]),
-                                                              _fmt(round(paired["alpha"], 4)))
-    load = evidence.get("contention") or {}
-    unequal = load.get("unequal_pairs") or 0
-    outliers = (evidence.get("disturbed_pairs") or 0) - unequal
-    if outliers > 0:
-        text += "; %d pair%s set aside as disturbed by load on one side" % (outliers, "" if outliers == 1 else "s")
-    if unequal:
-        text += ("; %d pair%s set aside because the rest of the machine used clearly more CPU during one "
-                 "side than the other" % (unequal, "" if unequal == 1 else "s"))
-    return text
-
-
-class Progress(object):
-    """Sample k of n on stderr, only when stderr is a terminal (never in JSON, never
-    when piped)."""
-
-    def __init__(self, what):
-        self.what = what
-        self.live = False
-        try:
-            self.live = sys.stderr.isatty()
-        except (AttributeError, ValueError):
-            pass
-
-    def show(self, text):
-        if self.live:
-            sys.stderr.write("\r\033[Kautotune %s: %s" % (self.what, text))
-            sys.stderr.flush()
-
-    def done(self):
-        if self.live:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
-
-
-class ExperimentFiles(object):
-    """The experiment as `run` sees it: what differs between the last logged snapshot and
-    the tree it measures. Asked only when needed (a failure's diagnosis, an equal
-    result's line counts), and computed once."""
-
-    def __init__(self, session, base, tree):
-        self.session, self.base, self.tree = session, base, tree
-        self._changes = None
-
-    def changes(self):
-        """The Change list, or None when unknown (no git, no snapshot: an old session)."""
-        if self._changes is None and self.base and self.tree and self.session.repo:
-            self._changes = experiment_changes(self.session, self.base, self.tree)
-        return self._changes
-
-    def names(self):
-        changes = self.changes()
-        return None if changes is None else [c.name for c in changes]
-
-    def lines(self):
-        """(added, removed), or (None, None) when unknown."""
-        changes = self.changes()
-        if changes is None:
-            return None, None
-        return line_counts(self.session, self.base, self.tree, changes)
-
-    def roots(self):
-        repo = self.session.repo
-        return (repo.root, os.path.realpath(repo.root)) if repo else ()
-
-
-def crash_reason(outcome, pname, limit=None):
-    if outcome.error:
-        return outcome.error
-    if outcome.timeout:
-        return "timed out: still running after %ss (the timeout), so its process group was killed" % (
-            _fmt(limit if limit is not None else outcome.dur))
-    if outcome.exit != 0:
-        if outcome.exit is not None and outcome.exit < 0:
-            return "killed by signal %d" % -outcome.exit
-        return "exited with code %s" % outcome.exit
-    if pname not in outcome.metrics:
-        return "exited 0 but printed no `METRIC %s=<number>` line" % pname
-    return None
-
-
-class ChecksGate(object):
-    """Fail fast: autotune.checks.sh runs once, right after the candidate's first passing
-    sample, so a candidate that fails them is known before its remaining samples are
-    taken. Call after_candidate_sample() only while the candidate's own files are in
-    place: the checks judge the candidate, never the best."""
-
-    def __init__(self, path, cwd, timeout, env, sweep):
-        self.path = path if path and os.path.isfile(path) else None   # None: no checks
-        self.cwd, self.timeout, self.env, self.sweep = cwd, timeout, env, sweep
-        self.outcome = None
-
-    def after_candidate_sample(self):
-        """Runs the checks the first time; False when they failed (stop sampling)."""
-        if self.path is None:
-            return True
-        if self.outcome is None:
-            self.outcome = run_process(script_argv(self.path), self.cwd, self.timeout, env=self.env,
-                                       tail_lines=CHECKS_TAIL_LINES, tail_bytes=CHECKS_TAIL_BYTES,
-                                       sweep=self.sweep)
-        return self.passed()
-
-    def passed(self):
-        run = self.outcome
-        return run is None or (run.exit == 0 and not run.timeout and not run.error)
-
-    def result(self):
-        """(checks, chk_out, timed out) as `run` reports them; checks is None when they
-        did not run (no checks file, or no passing sample)."""
-        run = self.outcome
-        if run is None:
-            return None, "", False
-        out = run.error or run.output
-        if run.timeout:
-            out = (out + "\n[checks timed out after %ss]" % _fmt(self.timeout)).strip()
-        return self.passed(), out, bool(run.timeout)
-
-
-class SampleRunner(object):
-    """`take` for collect_samples: one execution of the benchmark per sample; remembers
-    the last outcome, the total time, and why it failed. With a ChecksGate, the checks
-    run after the first passing sample, and a failure ends the sampling (`halted`)."""
-
-    def __init__(self, argv, shell, cwd, timeout, env, pname, sweep, gate=None, progress=None, side=None):
-        self.argv, self.shell, self.cwd, self.timeout = argv, shell, cwd, timeout
-        # its own copy: AUTOTUNE_SAMPLE/AUTOTUNE_SIDE must not reach the checks or the
-        # holdout through an env dict shared with them
-        self.env, self.pname, self.sweep, self.gate = dict(env), pname, sweep, gate
-        self.last, self.problem, self.dur, self.halted = None, None, 0.0, False
-        self.progress, self.side = progress, side
-        self.dropped = 0  # METRIC lines beyond the cap of names, in the sample that had most
-
-    def take(self, number):
-        if self.halted:
-            return None   # the checks failed: no more samples of a candidate that cannot be kept
-        self.env["AUTOTUNE_SAMPLE"] = str(number)
-        if self.side:
-            self.env["AUTOTUNE_SIDE"] = self.side
-        if self.progress:
-            self.progress.show("sample %d%s" % (number, " (%s)" % ("kept code" if self.side == "best" else
-                                                                    "candidate") if self.side else ""))
-        self.last = run_process(self.argv, self.cwd, self.timeout, shell=self.shell, env=self.env,
-                                sweep=self.sweep, primary=self.pname)
-        self.dur += self.last.dur
-        self.dropped = max(self.dropped, self.last.dropped)
-        self.problem = crash_reason(self.last, self.pname, self.timeout)
-        if self.problem:
-            return None
-        if self.gate is not None and not self.gate.after_candidate_sample():
-            self.halted = True
-        return self.last.metrics[self.pname], self.last.metrics, self.last.contention
-
-
-def measure_kept_code(session, state, current, head, argv, shell, timeout, env, pname, direction,
-                      settings, sweep):
-    """Samples of the kept code, measured now with the experiment's files swapped out, for
-    a best that has no samples (reference_to_measure). Returns (reference, None), or
-    (None, why) when the kept code did not run."""
-    snap = (state.snapshot or {}).get("tree")
-    base = snap or head_tree(session.repo, head)
-    runner = SampleRunner(argv, shell, session.workdir, timeout, dict(env, AUTOTUNE_REFERENCE="1"),
-                          pname, sweep)
-    swap = Swap(session, base, current, tracked_only=snap is None)
-    try:
-        swap.to("best")
-        samples, sample_metrics, _ = collect_samples(runner.take, sampling_plan(None, "auto", settings),
-                                                     None, direction, settings)
-    finally:
-        swap.close()
-    if runner.problem:
-        return None, runner.problem
-    commit = head[:7] if head else None
-    same = is_deterministic(samples)
-    return {"source": "kept code (%s) measured by run" % (commit or "no commit"), "commit": commit,
-            "metric": _round(median(samples)), "samples": [_round(x) for x in samples], "n": len(samples),
-            "metrics": median_metrics(sample_metrics, exclude=pname), "deterministic": same,
-            "why": "the best was one recorded number without samples, so the kept code%s was measured "
-                   "%d times (%s)" % (" (%s)" % commit if commit else "", len(samples),
-                                      "identical: deterministic" if same else "they differ: noisy")}, None
-
-
-def run_holdout(session, pname, timeout, env, sweep):
-    """Runs autotune.holdout.sh once; its judgement is verdict_of's."""
-    run = run_process(script_argv(session.path(HOLDOUT_FILE)), session.workdir, timeout, env=env,
-                      tail_lines=CHECKS_TAIL_LINES, tail_bytes=CHECKS_TAIL_BYTES, sweep=sweep,
-                      primary=pname)
-    problem = crash_reason(run, pname, timeout)
-    holdout = {"value": run.metrics.get(pname), "reference": None, "ok": problem is None,
-               "tolerance_pct": session.settings.holdout_tolerance_pct, "output": run.output}
-    if problem:
-        holdout["reason"] = "holdout " + problem
-    return holdout
-
-
-def holdout_pairs(session, pname, timeout, env, sweep, swap, pairs=HOLDOUT_PAIRS):
-    """The holdout judged like the primary metric: the kept code's holdout and the
-    candidate's, alternately in the same window (order at random). Returns (holdout,
-    the kept code's median) for holdout_verdict."""
-    rng = pair_order_rng()
-    values = {"best": [], "candidate": []}
-    holdout = None
-    try:
-        for _ in range(pairs):
-            for side in (("best", "candidate") if rng.random() < 0.5 else ("candidate", "best")):
-                swap.to(side)
-                one = run_holdout(session, pname, timeout, env, sweep)
-                if one.get("reason"):
-                    if side == "best":
-                        one["reason"] = "the kept code's " + one["reason"]
-                    return one, None
-                values[side].append(one["value"])
-                holdout = one if side == "candidate" else holdout
-    finally:
-        swap.close()
-    holdout["value"] = _round(median(values["candidate"]))
-    holdout["samples"] = [_round(v) for v in values["candidate"]]
-    holdout["best_samples"] = [_round(v) for v in values["best"]]
-    holdout["against"] = "the kept code measured beside it"
-    return holdout, median(values["best"])
-
-
-def describe_sampling(plan, samples, notes, m, reference, max_samples=DEFAULT_MAX_SAMPLES):
-    count = len(samples)
-    text = "%d sample%s" % (count, "" if count == 1 else "s")
-    if m.crashed:
-        return text + (" before the timeout" if m.timeout else " before the crash")
-    if m.checks is False:
-        return text + ": the correctness checks failed after the first sample, so no more were taken"
-    if plan.probe:
-        if is_deterministic(samples):
-            text += ": baseline; identical, so the benchmark is treated as deterministic and later runs take 1 sample"
-        else:
-            noise = sigma_pct(robust_sigma(samples), median(samples))
-            text += (": baseline; they differ (noise ±%s%%), so later runs take %d-%d samples (pairs of the "
-                     "kept code and the candidate, unless evaluator.mode is reference)") % (
-                _fmt(round(noise, 2)) if noise is not None else "?",
-                min(DEFAULT_BATCH, max_samples), max(1, max_samples))
-    elif not plan.adaptive:
-        text += ": " + plan.why
-    else:
-        text += ": noisy benchmark"
-        if notes:
-            text += "; " + "; ".join(notes)
-        capped = count >= plan.limit and m.verdict == "within_noise"
-        if m.evidence and m.evidence.get("p_value") is not None:
-            text += "; %s p=%s (alpha per look %s)" % ("stopped at" if capped else "decided at",
-                                                       _fmt(m.evidence["p_value"]), _fmt(round(plan.alpha, 4)))
-        if capped:
-            text += "; the cap of %d samples was reached without a significant difference" % plan.limit
-    if reference and len(reference) < 3 and not is_deterministic(reference):
-        text += "; the reference has only %d sample%s, run `autotune rebaseline` for a sharper verdict" % (
-            len(reference), "" if len(reference) == 1 else "s")
-    return text
-
-
-class LogDecision(Record):
-    """What a `log` call records, settled before anything is written."""
-
-    FIELDS = (("status", None), ("metric", None), ("measured", False), ("metrics", dict),
-              ("verdict", None), ("forced", False), ("improved", False), ("notes", list),
-              ("warnings", list))
-    __slots__ = tuple(name for name, _ in FIELDS)
-
-
-class LogRequest(Record):
-    """What a `log` call asks for, its arguments checked (_log_arguments): the status
-    (or "auto"), a typed --metric and --metrics (None when not given), the --reason of
-    an override, --force, --commit, the description and the --asi object."""
-
-    FIELDS = (("status", None), ("metric", None), ("metrics", None), ("reason", None),
-              ("force", False), ("commit", None), ("description", None), ("asi", dict))
-    __slots__ = tuple(name for name, _ in FIELDS)
-
-
-def decide_log(request, state, m):
-    """The status, numbers and verdict a `log` records, from its request (a LogRequest)
-    and the pending measurement `m`; every refusal about them happens here, before git
-    is touched."""
-    metric_flag, metrics_flag, override = request.metric, request.metrics, request.reason
-    status = request.status
-    if status == "auto":
-        if m is None:
-            fail("no_measurement", "--status auto needs a measurement: run `autotune run` first.")
-        status = m.suggested_status
-    # a keep sets the best the next runs are judged against: in a segment driven by `run`,
-    # a typed-in number there is an invention unless a person says otherwise
-    typed_keep = m is None and metric_flag is not None and status == "keep" and state.measured_results
-    if typed_keep and not (request.force and override):
-        fail("unmeasured_metric", "This segment's results come from `autotune run`, and there "
-             "is no measurement to keep: run the benchmark (`autotune run`), then log without "
-             "--metric. A typed-in number needs --force --reason \"why\" (recorded).")
-    decision = LogDecision(status=status, forced=bool(typed_keep))
-    decision.metric, decision.measured = metric_for_log(status, metric_flag, m, request.force)
-    measured_metrics = m is not None and m.passed
-    if metrics_flag is not None and measured_metrics and not request.force:
-        unmeasured = sorted(k for k in metrics_flag if k not in m.metrics and k != m.pname)
-        differing = sorted(k for k in metrics_flag if k in m.metrics
-                           and not same_number(metrics_flag[k], m.metrics[k]))
-        if unmeasured:
-            fail("metric_mismatch", "--metrics names %s, which `run` did not measure (it measured "
-                 "%s); log without --metrics to record what was measured." % (
-                     ", ".join(unmeasured), ", ".join(sorted(m.metrics)) or "no secondary metric"))
-        if differing:
-            fail("metric_mismatch", "--metrics differs from what `run` measured for %s; log "
-                 "without --metrics to record the measured values." % ", ".join(differing))
-    decision.metrics = (dict(m.metrics) if measured_metrics and not (request.force and metrics_flag is not None)
-                        else metrics_flag if metrics_flag is not None else {})
-    if status != "crash" and state.metric_names is not None:
-        new, missing = metric_name_changes(state.metric_names, decision.metrics,
-                                           state.config.get("metric_name"))
-        if new:
-            decision.notes.append("new secondary metric%s %s recorded (the segment's earlier results "
-                                  "did not have %s)" % ("s" if len(new) > 1 else "", ", ".join(new),
-                                                         "them" if len(new) > 1 else "it"))
-        if missing:
-            decision.warnings.append("secondary metric%s %s of earlier results %s not reported by this "
-                                     "one" % ("s" if len(missing) > 1 else "", ", ".join(missing),
-                                              "were" if len(missing) > 1 else "was"))
-    decision.verdict = m.verdict if (m is not None and (decision.measured or m.crashed)) else None
-    if status == "keep" and decision.verdict in BLOCKING_VERDICTS:
-        if not (request.force and override):
-            fail("keep_refused", "The measurement's verdict is %s%s, so a keep is refused; log "
-                 "--status %s, or a person overrides it with --force --reason \"why\"." % (
-                     decision.verdict, " (significantly worse than the best)"
-                     if decision.verdict == "worse" else "", m.suggested_status))
-        decision.forced = True
-    if status == "keep":  # "improved" is the verdict's when there is one, else strictly better
-        direction = state.config.get("direction", "lower")
-        decision.improved = state.best is None or (
-            decision.verdict in ("baseline", "improved") if decision.verdict is not None
-            else is_better(decision.metric, state.best["metric"], direction))
-    return decision
-
-
-def _log_arguments(args):
-    """`log`'s own arguments as a LogRequest, checked before the log is locked or read
-    (bad input changes nothing)."""
-    description = text_arg(args.description, "--description")
-    metric = number_arg(args.metric, "--metric") if args.metric is not None else None
-    metrics = metrics_arg(args.metrics)
-    reason = text_arg(args.reason, "--reason") if args.reason is not None else None
-    asi = json_arg(args.asi, "--asi") or {}
-    if args.commit is not None and not (4 <= len(args.commit) <= 64 and
-                                        all(c in "0123456789abcdefABCDEF" for c in args.commit)):
-        fail("bad_commit", "--commit %s is not a commit hash." % json.dumps(args.commit))
-    return LogRequest(status=args.status, metric=metric, metrics=metrics, reason=reason,
-                      force=bool(args.force), commit=args.commit, description=description, asi=asi)
-
-
-def _log_head(repo, state, d, request):
-    """HEAD, and whether `log` leaves git alone, as (head, skip_git). HEAD moved past the
-    snapshot: a keep that names the loop's own unlogged commit (--commit) adopts it;
-    anything else is refused, or with --force recorded without touching git."""
-    head = repo.head()
-    snap = state.snapshot or {}
-    skip_git = False
-    if snap.get("head") is not None and snap.get("head") != head:
-        own = own_unlogged_commit(repo, head, snap["head"])
-        adopting = (own is not None and d.status == "keep" and request.commit is not None
-                    and head.startswith(request.commit.lower()))
-        if not adopting and not request.force:
-            fail("head_moved", head_moved_message(snap["head"], head, own))
-        skip_git = not adopting
-        d.forced = d.forced or skip_git
-    return head, skip_git
-
-
-def _check_measured_tree(session, state, m, head, current):
-    """Refuses to log numbers of other code: the working tree (`current`) or a protected
-    input changed after `run` measured it."""
-    measured = m.tree
-    if measured and m.head and head and m.head != head:
-        # HEAD moved since `run` and `doctor --fix` adopted it: what the user
-        # committed meanwhile is theirs, not a change to the measured experiment
-        measured = rebased_snapshot(session, measured, m.head, head)
-    if measured and current != measured:
-        changed = [c.name for c in diff_trees(session, measured, current)]
-        fail("stale_run", "The working tree changed after `autotune run` measured it (%s); "
-             "nothing was logged. Run the benchmark again (`autotune run`), so the log "
-             "records the numbers of the code it keeps or discards." % (
-                 ", ".join(changed[:10]) or "files changed"))
-    if isinstance(m.inputs, dict):
-        check_inputs(session, state, input_hashes(session), since=m.inputs, run_again=True)
-
-
-def _log_health(state, d, settings, index):
-    """The health fields the result line carries: the health machine's step, then
-    "completed" when this result spends a budget."""
-    health = advance(health_fields(state), d.status, d.improved, settings,
-                     deterministic=bool((state.reference or {}).get("deterministic")),
-                     timeout=d.verdict == "timeout")
-    best_metric = d.metric if d.improved else (state.best or {}).get("metric")
-    finished = budget_reason(index, best_metric, state.config.get("direction", "lower"), settings,
-                             iso_to_epoch(state.started_at), time.time())
-    if finished:
-        health.update(health="completed", active=False, reason=finished)
-    return health
-
-
-def _add_measurement(result, session, state, m, ref, d, reason, head):
-    """What the result line takes from the measurement `run` recorded (samples, verdict,
-    evidence, diagnosis, rule) and, at the baseline, the judge and protected inputs
-    it fixes for the segment; the machine facts when nothing was measured."""
-    if state.n_exp == 0:  # the baseline fixes the judge and the protected inputs
-        result.judge = (m.judge if m is not None and isinstance(m.judge, dict)
-                        else judge_of(session.settings.raw))
-        result.inputs = (m.inputs if m is not None and isinstance(m.inputs, dict)
-                         else input_hashes(session))
-    if ref is not None:
-        result.measurement = ref
-    if m is not None and (d.measured or m.crashed):
-        if d.status in CRASH_STATUSES and m.diagnosis:
-            result.diagnosis = m.diagnosis
-        if m.status_rule and d.status == m.suggested_status:
-            result.rule = m.status_rule.get("rule")
-    if m is not None and d.measured:
-        result.samples = [_round(s) for s in m.samples] or None
-        result.verdict, result.evidence, result.env, result.run_dur = m.verdict, m.evidence, m.env, m.dur
-        if m.holdout and m.holdout.get("value") is not None:
-            result.holdout = m.holdout["value"]
-    else:
-        result.env = environment(head, session)
-    if d.forced:
-        result.forced, result.override_reason = True, reason
-        result.verdict = result.verdict or d.verdict
-
-
-def _log_entries(session, loaded, result, m, d):
-    """The lines to append (the kept code's samples first, when `run` measured them),
-    the result carrying its confidence, and the segment's sorted metric values with
-    the result's point: confidence is computed on a fold of the result as it will read."""
-    state = loaded.state
-    entries = [result.to_entry()]
-    if m is not None and d.measured and m.reference:
-        entries.insert(0, kept_code_entry(m, state))
-    values = segment_values(session, loaded)
-    preview = state.copy()
-    point = fold_entry(preview, json.loads(dumps_line(result.to_entry()).decode("utf-8")))
-    if point is not None:
-        import bisect
-        bisect.insort(values, point)
-    result.confidence = confidence(values, preview)
-    entries[-1] = result.to_entry()
-    return entries, values
-
-
-def _with_dependencies(answer, session, git_info):
-    """`log`'s answer, with what a kept or discarded lockfile change means for the
-    installed dependencies (and the config's sync command run, when there is one)."""
-    deps = dependency_change(session, git_info)
-    if deps is not None:
-        answer["dependencies"] = deps
-        if session.settings.sync_command:
-            deps["ran"] = run_sync(session)
-            deps["message"] = sync_message(git_info, deps)
-    return answer
-
-
-def cmd_log(args):
-    session = require_session(find_session())
-    settings = session.settings
-    request = _log_arguments(args)
-    description = request.description
-    repo = require_repo(session)
-    with LogLock(session) as lock:
-        recover_swap(session)  # the experiment's files first, if a killed `run` swapped them out
-        loaded = load_state(session)
-        torn_tail_error(session, loaded)
-        state = loaded.state
-        check_active(session, state, logging=True)
-        config = state.config
-        pname = config.get("metric_name")
-        holder = running_benchmark(session)
-        if holder is not None:
-            fail("benchmark_running", "A benchmark of this loop is running (%s); nothing was "
-                 "logged. Log when its measurement is recorded." % holder_text(holder))
-        m, ref = pending_measurement(session, state)
-        d = decide_log(request, state, m)
-        head, skip_git = _log_head(repo, state, d, request)
-        snap = state.snapshot or {}
-        index = state.n_exp + 1
-        current = snapshot_or_fail(session)
-        if m is not None and not skip_git and request.commit is None:
-            _check_measured_tree(session, state, m, head, current)
-        git_info, commit, next_tree = apply_git(session, state, d.status, description, pname, d.metric,
-                                                config.get("metric_unit"), "%d.%d" % (state.segment, index),
-                                                index, current, head, skip_git, request.commit)
-        if next_tree != snap.get("tree"):
-            try:
-                anchor_snapshot(session, next_tree)
-            except (GitError, OSError) as exc:  # after git changed: say so, never fail now
-                git_info["warning"] = "the new snapshot could not be anchored against `git gc` (%s)" % (
-                    exc.message if isinstance(exc, GitError) else exc)
-        health = _log_health(state, d, settings, index)
-        result = Result(
-            index=index, commit=commit, metric=_round(d.metric), status=d.status,
-            description=description, timestamp=utc_now(), segment=state.segment,
-            metrics=d.metrics if d.status != "crash" or request.metrics else {}, asi=request.asi,
-            failure=health["failure"], health=health["health"], recovery=health["recovery"],
-            reason=health["reason"], files=git_info.get("files", []), mode=health["mode"],
-            active=health["active"], improved=d.improved, measured=d.measured, git=git_info,
-            snapshot=dict({"tree": next_tree, "head": repo.head()},
-                          **({"large": large_record(session)} if session.oversized else {})),
-            session_id=os.environ.get("CLAUDE_CODE_SESSION_ID") or None,
-            hashes=((m.hashes if m is not None and m.hashes else file_hashes(session))
-                    if state.n_exp == 0 else None))
-        _add_measurement(result, session, state, m, ref, d, request.reason, head)
-        entries, values = _log_entries(session, loaded, result, m, d)
-        try:
-            append_entries(lock, session, loaded, entries)
-        except OSError as exc:
-            fail("disk_full" if disk_full(exc) else "io_error",
-                 unlogged_message(exc, d.status, git_info, result.commit, description))
-        try:
-            save_values(session, loaded.state, values)
-        except OSError:
-            pass  # values.bin is keyed by the point count: a stale one is rescanned
-        drop_measurement(session)
-    output(_with_dependencies(log_answer(loaded.state, settings, result, pname, git_info, d.notes,
-                                         d.warnings), session, git_info))
-
-
-def dependency_change(session, git_info):
-    """What a keep or discard did to the dependencies: the manifests and lockfiles it
-    committed or reverted and the commands that bring the installed ones in line; None
-    when it touched none."""
-    if git_info.get("action") not in ("commit", "revert"):
-        return None
-    root = session.repo.root
-    files = [os.path.relpath(os.path.join(root, name), session.workdir) for name in git_info.get("files") or []]
-    changed = dependency_files(files)
-    if not changed:
-        return None
-    deps = {"changed": changed, "sync": sync_commands(session.workdir, changed),
-            "sync_command": session.settings.sync_command}
-    deps["message"] = sync_message(git_info, deps)
-    return deps
-
-
-def sync_message(git_info, deps):
-    kept = git_info.get("action") == "commit"
-    text = "the %s %s %s" % ("keep" if kept else "discard", "committed" if kept else "reverted",
-                             ", ".join(deps["changed"][:6]))
-    suggested = " and ".join("`%s`" % c for c in deps["sync"]) or "the install"
-    ran = deps.get("ran")
-    if ran is None:
-        return ("%s: the installed dependencies %s; run %s before the next `autotune run` (set "
-                "\"syncCommand\" in %s to run it automatically)" % (
-                    text, "may not match them (unless the experiment installed them)" if kept
-                    else "no longer match the code", suggested, CONFIG_FILE))
-    if ran.get("exit") == 0 and not ran.get("timeout"):
-        return "%s; syncCommand `%s` brought the installed dependencies in line (exit 0, %ss)" % (
-            text, ran["command"], _fmt(ran.get("dur")))
-    return ("%s, and syncCommand `%s` failed (%s): the installed dependencies may not match the "
-            "code; fix them before the next `autotune run` (suggested: %s)" % (
-                text, ran["command"], "timed out" if ran.get("timeout") else "exit %s" % ran.get("exit"),
-                suggested))
-
-
-def run_sync(session):
-    """Runs the config's syncCommand (the user's own command, through the shell like the
-    benchmark) in the working directory, with the benchmark's environment and timeout."""
-    settings = session.settings
-    env = benchmark_env(settings.env, AUTOTUNE_SYNC="1")
-    with ProcessSweep() as sweep:
-        outcome = run_process(settings.sync_command, session.workdir, settings.timeout, shell=True,
-                              env=env, tail_lines=SYNC_TAIL_LINES, tail_bytes=SYNC_TAIL_BYTES, sweep=sweep)
-    return {"command": settings.sync_command, "exit": outcome.exit, "dur": outcome.dur,
-            "timeout": outcome.timeout, "output": (outcome.error or outcome.output).strip("\n")}
-
-
-def kept_code_entry(m, state):
-    """The kept code's samples that `run` measured (a best without samples), recorded as a
-    rebaseline line before the result: later verdicts compare with them."""
-    ref, previous = m.reference, state.reference or {}
-    return {"type": "rebaseline", "timestamp": m.timestamp, "segment": state.segment,
-            "commit": ref.get("commit"), "metric": ref.get("metric"), "samples": ref.get("samples"),
-            "metrics": ref.get("metrics") or {}, "source": "run",
-            "previous": {"metric": _round(previous.get("metric")),
-                         "n": len(previous.get("samples") or []), "source": previous.get("source")}}
-
-
-def log_answer(state, settings, result, pname, git_info, notes=(), warnings=()):
-    """The JSON `log` prints: the result, what git did, and where the loop now stands."""
-    baseline = (state.baseline or {}).get("metric")
-    metric = result.metric
-    delta = (metric - baseline) if (metric is not None and baseline is not None) else None
-    action, advice = next_action(state)
-    answer = {"status": result.status, "index": result.index, "commit": result.commit,
-            "metric": metric, "name": pname, "baseline": _round(baseline), "delta": _round(delta),
-            "d_pct": _round(pct_change(metric, baseline), 2),
-            "desc": result.description, "confidence": result.confidence, "git": git_info,
-            "limit": {"max_iterations": settings.max_iterations, "runs": state.n_exp,
-                      "remaining": (settings.max_iterations - state.n_exp) if settings.max_iterations else None},
-            "health": state.health, "failure": state.failure, "recovery": state.recovery,
-            "reason": state.reason, "mode": state.mode, "active": state.active,
-            "improved": result.improved, "best": _round((state.best or {}).get("metric")),
-            "verdict": result.verdict, "measured": result.measured, "next": action, "next_text": advice}
-    if result.rule:
-        answer["rule"] = result.rule
-    if result.diagnosis:
-        answer["diagnosis"] = result.diagnosis
-    if notes:
-        answer["notes"] = list(notes)
-    if warnings:
-        answer["warnings"] = list(warnings)
-    return answer
-
-
-def unlogged_message(exc, status, git_info, commit, description):
-    """What a `log` whose git work is done but whose log line could not be written
-    says: the state of the repository and of the log, and the one command that repairs."""
-    why = why_no_room(exc)
-    action = git_info.get("action")
-    if action == "commit":
-        return ("%s: the keep was committed as %s (HEAD and your index agree), but the log is "
-                "unchanged: its line could not be written. Free space, then record it with: "
-                "autotune log --status keep --commit %s --description %s" % (
-                    why, commit, commit, _shell_quote(description)))
-    if action == "revert":
-        return ("%s: the experiment was reverted (saved as %s), but the log is unchanged: its "
-                "line could not be written. Free space, then run the same command again (it finds "
-                "nothing left to revert and records the result): %s" % (
-                    why, git_info.get("saved"), again_command()))
-    return ("%s: git was not changed and the log is unchanged: its line could not be written. "
-            "Free space, then run the same command again: %s" % (why, again_command()))
-
-
-def own_unlogged_commit(repo, head, snapshot_head):
-    """(subject, trailer metric) when HEAD is autotune's own keep on top of the snapshot's
-    HEAD (a `log` killed between its commit and its log line), else None."""
-    if not head:
-        return None
-    proc = repo.run(["cat-file", "commit", head], check=False)
-    if proc.returncode != 0:
-        return None
-    headers, _, message = proc.stdout.decode("utf-8", "replace").partition("\n\n")
-    first = next((line[7:] for line in headers.splitlines() if line.startswith("parent ")), "")
-    if first != snapshot_head or not message.startswith("autotune: ") or "Autotune-Metric:" not in message:
-        return None
-    subject = message.split("\n", 1)[0][len("autotune: "):]
-    # the last trailer is autotune's: a description may quote one
-    value = (message.rsplit("Autotune-Metric:", 1)[1].strip().split("\n")[0].split("=", 1)[-1].split() or ["?"])[0]
-    return subject, value
-
-
-def head_moved_message(snapshot_head, head, own):
-    if own is not None:
-        return ("HEAD (%s) is autotune's own keep of \"%s\", whose log line was lost (the process was "
-                "killed after committing). Record it with: autotune log --status keep --commit %s "
-                "--metric %s --description %s" % (head[:7], strip_controls(own[0], ""), head[:7], _shell_quote(own[1]),
-                                                  _shell_quote(own[0])))
-    return ("HEAD moved from %s to %s outside autotune since the last logged result, so autotune "
-            "will not guess what to commit or revert. Check `git log` and `git status`; `autotune "
-            "doctor --fix` moves the snapshot onto the new HEAD and keeps the experiment pending, "
-            "and `autotune log ... --force` records the result without touching git." % (snapshot_head[:7], (head or "nothing")[:7]))
-
-
-def metric_for_log(status, metric_flag, m, force):
-    """The primary metric of a result: what `run` measured, never a transcription.
-    Returns (metric, measured)."""
-    if metric_flag is not None:
-        if m is not None and m.primary is not None:
-            if same_number(metric_flag, m.primary):
-                return m.primary, True
-            if not force:
-                fail("metric_mismatch", "--metric %s differs from what `run` measured (%s); omit "
-                     "--metric to log the measured value, or pass --force to override it." % (
-                         _fmt(metric_flag), _fmt(m.primary)))
-            return metric_flag, False
-        if m is not None and m.crashed and status not in CRASH_STATUSES and not force:
-            fail("metric_mismatch", "The last run %s and measured nothing (%s); log it with "
-                 "--status crash, or pass --force to log an invented --metric." % (
-                     "timed out" if m.timeout else "crashed", m.reason or "crash"))
-        return metric_flag, m is not None and status in CRASH_STATUSES
-    if m is not None:
-        if m.primary is None and status in ("keep", "discard"):
-            fail("missing_metric", "The last run %s (%s), so there is no metric to %s; log "
-                 "it with --status crash." % ("timed out" if m.timeout else "crashed",
-                                              m.reason or "no metric", status))
-        return m.primary, True
-    if status in ("keep", "discard"):
-        fail("missing_metric", "No measurement to log: run the benchmark first (`autotune run`).")
-    return None, False
-
-
-def trailer_number(value):
-    """The shortest exact text of a number, for the Autotune-Metric trailer."""
-    if isinstance(value, float) and value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
-
-
-def head_tree(repo, head):
-    if head is None:
-        return repo.run(["hash-object", "-t", "tree", "--stdin"], input=b"").stdout.decode().strip()
-    return repo.run(["rev-parse", head + "^{tree}"]).stdout.decode().strip()
-
-
-def apply_git(session, state, status, description, pname, metric, unit, label, index, current,
-              head, skip_git, given_commit):
-    """Commits a keep, reverts anything else; returns (git info, commit, next snapshot).
-    Either it completes, or it refuses having changed nothing, or (a disk that fills up
-    midway) it says exactly what state the repository is in and what to run."""
-    repo = session.repo
-    base = (state.snapshot or {}).get("tree")
-    short = head[:7] if head else None
-    if skip_git:
-        return {"action": "none", "message": "skipped: HEAD moved outside autotune (--force)"}, short, current
-    large = large_changes((state.snapshot or {}).get("large"), large_record(session))
-    if status == "keep" and given_commit:
-        proc = repo.run(["rev-parse", "-q", "--verify", given_commit + "^{commit}"], check=False)
-        if proc.returncode != 0:
-            fail("bad_commit", "--commit %s is not a commit in this repository." % given_commit)
-        full = proc.stdout.decode().strip()
-        return {"action": "none", "message": "recorded the given commit"}, full[:7], current
-    # without a snapshot (a session written by the old bash scripts) untracked files are
-    # not known to be the experiment's: they are neither committed nor deleted
-    keep_created = base is None
-    base = base or head_tree(repo, head)
-    every = diff_trees(session, base, current, tracked_only=keep_created)
-    changes = experiment_changes(session, base, current, every=every)
-    if status == "keep":
-        info, commit = keep_changes(session, changes, description, pname, metric, unit, short)
-        return with_large(info, large, "kept"), commit, current
-    if not changes:
-        return with_large({"action": "none", "message": "nothing to revert"}, large, "reverted"), short, current
-    again = again_command()
-    sizes = restore_sizes(session, changes)
-    problem = room_problem([(c.name, sizes.get(c.old_sha, 0)) for c in changes if c.old_sha in sizes]
-                           + _session_writes(session), repo.root)
-    if problem:
-        fail("disk_full", "Not enough room: %s. Nothing was reverted and nothing was logged (the "
-             "working tree, the repository and the log are unchanged). Free space or raise the "
-             "limit, then run the same command again: %s" % (problem, again))
-    try:
-        ref = save_discarded(session, base, current, label, description)
-    except (GitError, OSError) as exc:
-        if isinstance(exc, GitError) and not disk_full(exc):
-            raise
-        fail("disk_full" if disk_full(exc) else "io_error", "%s while saving the experiment: nothing was reverted and nothing was "
-             "logged. %s, then run the same command again: %s" % (why_no_room(exc), remedy(exc), again))
-    try:
-        restore_changes(session, changes)
-    except (GitError, OSError) as exc:
-        fail("disk_full" if disk_full(exc) else "restore_failed",
-             "%s while restoring the experiment's files: the experiment is saved as %s; some "
-             "files are restored and the others still hold the experiment; the log is unchanged. "
-             "Fix that, then run the same command again to restore the rest: %s" % (
-                 why_no_room(exc), ref, again))
-    left = [c.name for c in changes if GITLINK in (c.old_mode, c.new_mode)]
-    info = {"action": "revert", "saved": ref,
-            "restore": "autotune restore %s" % _shell_quote(
-                str(index) if ref.endswith("/" + label) else ref.rsplit("/", 1)[-1])}
-    listed_files(info, [c.name for c in changes if c.name not in left])
-    if left:
-        info["left"] = left[:MAX_FILES_LISTED]
-        info["message"] = ("submodules are not reverted (%s): check them out by hand" % ", ".join(left))
-    staged = staged_among(repo, head, [c.path for c in changes])
-    if staged:
-        names = [path.decode("utf-8", "replace") for path in staged]
-        info["staged"] = names[:MAX_FILES_LISTED]
-        info["index_note"] = (
-            "your git index still stages changes to %s, which the experiment touched (a `git add` "
-            "or `git mv` of the experiment's, or your own staging): the files are restored, the "
-            "index is left as it is; `git restore --staged -- %s` unstages them" % (
-                ", ".join(names[:10]) + (" and %d more" % (len(names) - 10) if len(names) > 10 else ""),
-                " ".join(_shell_quote(":/" + name) for name in names[:10])))
-    exact = not (keep_created or left or len(changes) != len(every))
-    return with_large(info, large, "reverted"), short, (base if exact else snapshot_tree(session))
-
-
-def staged_among(repo, head, paths):
-    """Those of `paths` whose entry in the user's own index differs from HEAD's: a discard
-    restores files, not the index, so a staged rename or add of the experiment's would
-    otherwise ride along in the user's next `git commit` unannounced."""
-    if not head or not paths:
-        return []
-    proc = repo.run(["diff-index", "--cached", "--name-only", "-z", "--no-renames", head], check=False)
-    if proc.returncode != 0:
-        return []
-    staged = set(proc.stdout.split(b"\0"))
-    return sorted(path for path in paths if path in staged)
-
-
-def snapshot_or_fail(session):
-    """snapshot_tree for `log`, with a full disk said plainly (nothing changed yet)."""
-    try:
-        return snapshot_tree(session)
-    except (GitError, OSError) as exc:
-        if isinstance(exc, GitError) and not disk_full(exc):
-            raise
-        fail("disk_full" if disk_full(exc) else "io_error", "%s while taking the snapshot of the "
-             "working tree: nothing was committed, reverted or logged. Fix that, then run the same "
-             "command again: %s" % (why_no_room(exc), again_command()))
-
-
-def with_large(info, large, verb):
-    """Adds to `log`'s git info the large files the experiment changed, which are not."""
-    if large:
-        info["large"] = large[:MAX_FILES_LISTED]
-        note = "%s %s over the snapshot size limit (git.maxFileMB), so not %s" % (
-            ", ".join(large[:10]), "is" if len(large) == 1 else "are", verb)
-        info["message"] = "%s; %s" % (info["message"], note) if info.get("message") else note
-    return info
-
-
-def _session_writes(session):
-    """The files every `log` grows or rewrites, at about their final sizes."""
-    out = []
-    for name, path, extra in (("the index", session.repo.index_path(), 0),
-                              (LOG_FILE, session.log_path, 1 << 14)):
-        try:
-            out.append((name, os.path.getsize(path) + extra))
-        except OSError:
-            pass
-    return out
-
-
-def keep_changes(session, changes, description, pname, metric, unit, short):
-    """Commits a keep (see commit_changes); (git info, commit) or a clear refusal."""
-    if not changes:
-        return {"action": "none", "message": "nothing to commit"}, short
-    again = again_command()
-    problem = room_problem(_session_writes(session) + [("the commit index", os.path.getsize(
-        session.repo.index_path()) if os.path.isfile(session.repo.index_path()) else 0)], session.repo.git_dir)
-    if problem:
-        fail("disk_full", "Not enough room: %s. Nothing was committed and nothing was logged (the "
-             "repository, your index and the log are unchanged). Free space or raise the limit, "
-             "then run the same command again: %s" % (problem, again))
-    message = "autotune: %s\n\nAutotune-Metric: %s=%s%s\n" % (
-        description.rstrip(), strip_controls(pname, ""), trailer_number(metric),
-        (" " + strip_controls(unit, "")) if unit else "")
-    try:
-        new_head = commit_changes(session, changes, message, again)
-    except (GitError, OSError) as exc:
-        if isinstance(exc, GitError) and not disk_full(exc):
-            raise
-        fail("disk_full" if disk_full(exc) else "io_error", "%s while committing the keep: nothing was committed and nothing was "
-             "logged (the repository, your index and the log are unchanged). %s, then run the "
-             "same command again: %s" % (why_no_room(exc), remedy(exc), again))
-    if new_head is None:
-        return {"action": "none", "message": "nothing to commit"}, short
-    return listed_files({"action": "commit", "commit": new_head[:7]}, [c.name for c in changes]), new_head[:7]
-
-
-MAX_FILES_LISTED = 1000  # file names one result lists; a keep of a generated tree says how many more
-
-
-def listed_files(info, names):
-    """Puts the changed files into git info, at most MAX_FILES_LISTED of them (the log
-    line of one result stays small whatever an experiment touched)."""
-    info["files"] = names[:MAX_FILES_LISTED]
-    if len(names) > MAX_FILES_LISTED:
-        info["files_more"] = len(names) - MAX_FILES_LISTED
-    return info
-
-
-def control(action, check=None, **fields):
-    """Appends a control line (stop, resume, repair) unless `check` returns a note saying
-    why not; returns (session, state, note)."""
-    session = require_session(find_session(lenient=action == "stop"))
-    with LogLock(session) as lock:
-        loaded = load_state(session)
-        torn_tail_error(session, loaded)
-        state = loaded.state
-        require_config(session, state)
-        if check is not None:
-            message = check(session, state)
-            if message:
-                return session, state, message
-        entry = {"type": "control", "action": action, "timestamp": utc_now()}
-        entry.update(fields)
-        append_entries(lock, session, loaded, [entry])
-    return session, loaded.state, None
-
-
-def cmd_stop(args):
-    by = "agent" if os.environ.get("CLAUDE_CODE_SESSION_ID") else "person"
-    reason = text_arg(args.reason, "--reason") if args.reason else None
-    session, state, note = control("stop", by=by, reason=reason, check=lambda s, st: None if st.active else (
-        "already stopped" if st.health == "stopped" else "already not active (%s: %s)" % (
-            st.health, st.reason or "-")))
-    report_control(args, state, note or "stopped", "the loop is stopped and its data kept; "
-                   "`autotune resume` continues it", next_step="autotune resume")
-
-
-def cmd_resume(args):
-    def check(session, state):
-        if state.active and state.health not in ("paused", "stopped", "completed") and state.mode != "repair":
-            return "already active"
-        reason = spent_budget(session, state)
-        if reason:
-            fail("budget_spent", "The budget is still spent (%s); raise it in %s or start a new "
-                 "segment with `autotune init`." % (reason, CONFIG_FILE))
-        return None
-    session, state, note = control("resume", check=check)
-    report_control(args, state, note or "resumed", "active, optimize mode, streaks and heals reset")
-
-
-def cmd_repair(args):
-    session, state, _ = control("repair")
-    report_control(args, state, "repair mode", "active, health healing, recovery manual_repair")
-
-
-def report_control(args, state, status, detail, next_step=None):
-    if args.json:
-        answer = {"status": status, "active": state.active, "health": state.health,
-                  "mode": state.mode, "reason": state.reason, "recovery": state.recovery}
-        if next_step or not state.active:
-            answer["next"] = next_step or next_action(state)[1]
-        output(answer)
-    else:
-        say("autotune: %s%s" % (status, (": " + detail) if not status.startswith("already") else ""))
-
-
-def cmd_clear(args):
-    import shutil
-    session = find_session(lenient=True)
-    targets = [p for p in (session.log_path, session.state_path) if os.path.exists(p)]
-    cache = session.cache_dir if session.repo else None
-    if not targets and not (cache and os.path.isdir(cache)):
-        say("autotune: nothing to clear in %s" % session.workdir)
-        return 0
-    if not args.yes:
-        if not (sys.stdin.isatty() and sys.stdout.isatty()):
-            fail("needs_confirmation", "clear deletes %s; without a terminal to confirm on, pass "
-                 "--yes." % (", ".join(os.path.basename(p) for p in targets) or "the caches"))
-        say("This deletes %s in %s (autotune.md, the benchmark and git history stay)." % (
-            ", ".join(os.path.basename(p) for p in targets), session.workdir))
-        sys.stdout.write("Type 'yes' to confirm: ")
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            say("autotune: nothing deleted")
-            return 1
-    lock = LogLock(session) if session.exists() else None
-    if lock is not None:
-        lock.__enter__()  # a concurrent `log` must not append to a file being deleted
-    try:
-        for path in targets:
-            os.unlink(path)
-        if cache and os.path.isdir(cache):
-            shutil.rmtree(cache, ignore_errors=True)
-        if session.repo is not None and cache:
-            session.repo.run(["update-ref", "-d", "refs/autotune/snapshot/" + os.path.basename(cache)],
-                             check=False)
-    finally:
-        if lock is not None:
-            lock.__exit__(None, None, None)
-    say("autotune: cleared %s (discarded experiments stay under refs/autotune/)" % (
-        ", ".join(os.path.basename(p) for p in targets) or "caches"))
-    return 0
-
-
-def cmd_version(args):
-    if args.json:
-        output({"version": VERSION, "python": "%d.%d.%d" % sys.version_info[:3],
-                "path": os.path.abspath(__file__)})
-    else:
-        say("autotune %s" % VERSION)
-
-
-def cmd_rebaseline(args):
-    session = require_session(find_session())
-    loaded = load_state(session)
-    state = loaded.state
-    require_config(session, state)
-    argv, shell, shown = benchmark_command(session, None)
-    check_integrity(session, state)
-    check_judge(session, state)
-    if state.n_exp:
-        check_inputs(session, state, input_hashes(session))
-    with BenchmarkLock(session, "rebaseline: " + shown):
-        refuse_pending_swap(session)
-        rebaseline(args, session, state, argv, shell)
-
-
-def rebaseline(args, session, state, argv, shell):
-    """`rebaseline` under the benchmark lock."""
-    pname = require_metric_name(state)
-    if session.repo and state.snapshot:
-        with LogLock(session):
-            tree = snapshot_tree(session)
-        changed = ([c.name for c in experiment_changes(session, state.snapshot["tree"], tree)]
-                   if tree != state.snapshot.get("tree") else [])
-        if changed:
-            fail("dirty_worktree", "The working tree has changes since the last logged result (%s): "
-                 "an experiment in progress. Finish it first (`autotune run`, then `autotune log`), "
-                 "so rebaseline measures the kept code." % ", ".join(changed[:10]))
-    count = args.repeat or DEFAULT_REBASELINE
-    timeout = args.timeout if args.timeout is not None else session.settings.timeout
-    env = benchmark_env(session.settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_REBASELINE="1")
-    samples, sample_metrics = [], []
-    with ProcessSweep() as sweep:
-        runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep)
-        for number in range(1, count + 1):
-            taken = runner.take(number)
-            if taken is None:
-                fail("benchmark_crashed", "The benchmark failed on the unchanged code (sample %d: %s); "
-                     "nothing was recorded. Output tail: %s" % (
-                         number, runner.problem, _one_line(runner.last.output, 300)))
-            samples.append(taken[0])
-            sample_metrics.append(taken[1])
-        holdout = None
-        if os.path.isfile(session.path(HOLDOUT_FILE)):
-            values = []
-            for _ in range(HOLDOUT_PAIRS):
-                one = run_holdout(session, pname, timeout, env, sweep)
-                if one.get("reason"):
-                    fail("holdout_crashed", "The holdout failed on the unchanged code (%s); nothing was "
-                         "recorded. Output tail: %s" % (one["reason"], _one_line(one.get("output"), 300)))
-                values.append(one["value"])
-            holdout = median(values)
-    previous = state.reference or {}
-    value = median(samples)
-    head = session.repo.head() if session.repo else None
-    entry = {"type": "rebaseline", "timestamp": utc_now(), "segment": state.segment,
-             "commit": head[:7] if head else None, "metric": _round(value),
-             "samples": [_round(s) for s in samples],
-             "metrics": median_metrics(sample_metrics, exclude=pname),
-             "previous": {"metric": _round(previous.get("metric")), "n": len(previous.get("samples") or []),
-                          "source": previous.get("source")},
-             "env": environment(head, session, env)}
-    if holdout is not None:
-        entry["holdout"] = _round(holdout)
-    drift = rebaseline_drift(samples, previous, state.config.get("direction", "lower"), session.settings)
-    if drift:
-        entry["drift"] = drift
-    with LogLock(session) as lock:
-        loaded = load_state(session)
-        torn_tail_error(session, loaded)
-        append_entries(lock, session, loaded, [entry])
-    sigma = robust_sigma(samples)
-    before = previous.get("metric")
-    result = {"status": "rebaselined", "metric": _round(value), "samples": entry["samples"],
-              "n": len(samples), "previous": entry["previous"],
-              "drift_pct": _round(pct_change(value, before), 3),
-              "deterministic": is_deterministic(samples), "metrics": entry["metrics"],
-              "holdout": entry.get("holdout"),
-              "noise": {"sigma": _round(sigma), "sigma_pct": _round(sigma_pct(sigma, value), 3)}}
-    if drift:
-        result["warnings"] = [drift["message"]]
-    output(result)
-
-
-def rebaseline_drift(samples, previous, direction, settings):
-    """A warning when the kept code now measures beyond the noise of its previous
-    reference (the same code: only the machine can have changed), or None."""
-    before = previous.get("samples") or []
-    if not before:
-        return None
-    deterministic = is_deterministic(before) and is_deterministic(samples)
-    verdict, evidence = assess(samples, before, direction, settings.alpha, deterministic=deterministic)
-    if verdict not in ("improved", "worse"):
-        return None
-    pct = evidence.get("delta_pct")
-    load = load_average() or {}
-    p_value = evidence.get("p_value") if verdict == "improved" else evidence.get("p_worse")
-    return {"delta_pct": pct, "p_value": p_value,
-            "message": "the kept code now measures %s%% %s its previous reference (%s, %d sample%s), beyond "
-                       "the noise (%s): the same code, so the machine changed (load average now %s on %s CPUs). "
-                       "Earlier samples are no fair yardstick now; the interleaved default measures the kept "
-                       "code beside each candidate, so its verdicts do not depend on them." % (
-                           _fmt(abs(pct)) if pct is not None else "?",
-                           "off" if pct is None else ("below" if pct < 0 else "above"),
-                           previous.get("source") or "?", len(before), "" if len(before) == 1 else "s",
-                           "exact comparison" if deterministic else "%s, p=%s" % (
-                               evidence.get("method"), _fmt(evidence.get("p_value") if verdict == "improved"
-                                                            else evidence.get("p_worse"))),
-                           _fmt(load.get("1m")), load.get("cpus") or "?")}
-
-
-def resolve_commit(repo, short, what, index):
-    """The full hash of a commit the log recorded, or a clear error when history was
-    rewritten since (nothing is written)."""
-    if not isinstance(short, str) or not short:
-        fail("commit_missing", "The log records no commit for the %s (#%s), so it cannot be "
-             "measured; `verify` needs a segment whose results were logged by autotune in git." % (what, index))
-    proc = repo.run(["rev-parse", "-q", "--verify", "--end-of-options", short + "^{commit}"], check=False)
-    if proc.returncode != 0:
-        fail("commit_missing", "The %s commit %s (result #%s) is no longer in this repository: its history "
-             "was rewritten (rebase, reset, amend or gc). Nothing was measured or written. To recover, find "
-             "it with `git reflog` or a branch that still has it and restore it (e.g. `git branch "
-             "autotune-%s %s`), or start a new segment with `autotune init` so the baseline is code that "
-             "exists." % (what, short, index, what, short))
-    return proc.stdout.decode().strip()
-
-
-def _verify_commits(repo, state):
-    """The two commits `verify` compares and where HEAD stands, as (base, best,
-    base_commit, best_commit, head, on_top); refuses when there is nothing to verify
-    or HEAD does not hold the best (HEAD may carry kept equal-result changes on top)."""
-    base, best = state.baseline or {}, state.best or {}
-    if not base or not best:
-        fail("nothing_to_verify", "`verify` compares the baseline with the best kept result; this "
-             "segment has %s yet." % ("no baseline" if not base else "no kept result"))
-    base_commit = resolve_commit(repo, base.get("commit"), "baseline", base.get("index"))
-    best_commit = resolve_commit(repo, best.get("commit"), "best", best.get("index"))
-    if base_commit == best_commit:
-        fail("nothing_to_verify", "The best is the baseline commit %s: no kept change to verify yet." %
-             base_commit[:7])
-    head = repo.head()
-    on_top = head != best_commit and head is not None and repo.run(
-        ["merge-base", "--is-ancestor", best_commit, head], check=False).returncode == 0
-    if head != best_commit and not on_top:
-        fail("head_not_best", "HEAD is %s, which does not contain the best result's commit %s: `verify` "
-             "measures the working tree as the best, so check out the best first." % (
-                 (head or "none")[:7], best_commit[:7]))
-    return base, best, base_commit, best_commit, head, on_top
-
-
-def _verify_trees(session, state, repo, base_commit, head):
-    """The working tree (the kept code, refused when an experiment is in progress) and
-    the tree with the baseline's version of the files they differ in, as (current,
-    baseline_tree). Callers hold the LogLock."""
-    current = snapshot_tree(session)
-    if state.snapshot and current != state.snapshot.get("tree"):
-        changed = [c.name for c in diff_trees(session, state.snapshot["tree"], current)]
-        fail("dirty_worktree", "The working tree has changes since the last logged result (%s): an "
-             "experiment in progress. Finish it first (`autotune run`, then `autotune log`), so verify "
-             "measures the kept code." % ", ".join(changed[:10]))
-    return current, tree_with_paths_of(session, current, head_tree(repo, base_commit), head_tree(repo, head))
-
-
-def _verify_pairs(session, argv, shell, timeout, env, pname, swap, pairs):
-    """Runs the baseline ("best" side of the swap) and the best ("candidate" side)
-    alternately, in random order per pair, until `pairs` pairs (two identical pairs of
-    a deterministic benchmark suffice). Returns (values per side, orders: "A" when the
-    baseline ran first); a failed run is refused, the tree put back."""
-    progress = Progress("verify")
-    values = {"best": [], "candidate": []}
-    orders = []
-    rng = pair_order_rng()
-    with ProcessSweep() as sweep:
-        runners = {side: SampleRunner(argv, shell, session.workdir, timeout, dict(env), pname, sweep,
-                                      progress=progress, side=side) for side in ("best", "candidate")}
-        try:
-            while len(values["candidate"]) < pairs:
-                order = ("best", "candidate") if rng.random() < 0.5 else ("candidate", "best")
-                for side in order:
-                    swap.to(side)
-                    taken = runners[side].take(len(values["candidate"]) + 1)
-                    if taken is None:
-                        runner = runners[side]
-                        fail("benchmark_crashed", "The benchmark failed on the %s commit (%s); nothing was "
-                             "recorded and the working tree is as it was. Output tail: %s" % (
-                                 "baseline" if side == "best" else "best", runner.problem,
-                                 _one_line(runner.last.output, 300)))
-                    values[side].append(taken[0])
-                orders.append("A" if order[0] == "best" else "B")   # A: the baseline ran first
-                if len(orders) == 2 and is_deterministic(values["best"]) \
-                        and is_deterministic(values["candidate"]):
-                    break   # a deterministic benchmark: two identical pairs say all there is
-        finally:
-            swap.close()
-            progress.done()
-    return values, orders
-
-
-def _verify_change(old, new):
-    """The best's change against the baseline from the pairs, in percent, as (delta,
-    interval): the Hodges-Lehmann shift and its 95% interval as (low, high), None when
-    there are too few pairs (the shift itself for a deterministic benchmark)."""
-    ratios, relative = paired_ratios(new, old)
-    shift = hodges_lehmann(ratios)
-    interval = (shift, shift) if is_deterministic(old) and is_deterministic(new) else hl_interval(ratios)
-
-    def pct(x):
-        return _round(shift_pct(x, relative), 3)
-    return pct(shift), ((pct(interval[0]), pct(interval[1])) if interval else None)
-
-
-def cmd_verify(args):
-    """The honest headline: the segment's baseline commit against the best commit,
-    measured interleaved in one window, with a 95% interval; recorded as a log line."""
-    session = require_session(find_session())
-    loaded = load_state(session)
-    state = loaded.state
-    require_config(session, state)
-    repo = require_repo(session)
-    argv, shell, shown = benchmark_command(session, None)
-    check_integrity(session, state)
-    base, best, base_commit, best_commit, head, on_top = _verify_commits(repo, state)
-    with BenchmarkLock(session, "verify: " + shown):
-        refuse_pending_swap(session)
-        with LogLock(session):
-            current, baseline_tree = _verify_trees(session, state, repo, base_commit, head)
-        pairs = args.pairs or VERIFY_PAIRS
-        timeout = args.timeout if args.timeout is not None else session.settings.timeout
-        pname = state.config.get("metric_name")
-        env = benchmark_env(session.settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_VERIFY="1")
-        swap = Swap(session, baseline_tree, current, purpose="verify")
-        values, orders = _verify_pairs(session, argv, shell, timeout, env, pname, swap, pairs)
-        old, new = values["best"], values["candidate"]
-        delta, interval = _verify_change(old, new)
-        logged = _round(pct_change(best["metric"], base.get("metric")), 3)
-        entry = {"type": "verify", "timestamp": utc_now(), "segment": state.segment,
-                 "baseline": {"index": base.get("index"), "commit": base_commit[:7]},
-                 "best": {"index": best.get("index"), "commit": best_commit[:7],
-                          "measured": head[:7]},
-                 "pairs": len(new), "delta_pct": delta, "low_pct": interval[0] if interval else None,
-                 "high_pct": interval[1] if interval else None, "logged_pct": logged,
-                 "samples": {"baseline": [_round(v) for v in old], "best": [_round(v) for v in new]},
-                 "order": "".join(orders),
-                 "swapped": swap.paths[:50], "env": environment(head, session, env), "load": load_average()}
-        with LogLock(session) as lock:
-            loaded = load_state(session)
-            torn_tail_error(session, loaded)
-            append_entries(lock, session, loaded, [entry])
-        result = dict(entry, status="verified", headline=headline_text(logged, entry), command=shown)
-        result["warnings"] = []
-        if on_top:
-            result["warnings"].append("HEAD (%s) carries kept equal-result changes on top of the best commit %s; "
-                                      "verify measured HEAD, the code you have now" % (head[:7], best_commit[:7]))
-        if not interval:
-            result["warnings"].append("%d pairs are too few for a 95%% interval; run `autotune verify "
-                                      "--pairs 10`." % len(new))
-        if not result["warnings"]:
-            del result["warnings"]
-        output(result)
-
-
-def tree_with_paths_of(session, tree, old_tree, new_tree):
-    """`tree` (the working tree's snapshot) with the paths that differ between old_tree
-    and new_tree (two commits) set to old_tree's version: the working tree as it would
-    be with the baseline's code, every other file (untracked ones included) unchanged."""
-    changes = diff_trees(session, old_tree, new_tree)
-    index, env = private_index(session, "verify.index")
-    repo = session.repo
-    repo.run(["read-tree", tree], env=env)
-    if changes:
-        repo.run(["update-index", "-z", "--index-info"], env=env,
-                 input=_index_records((c.old_mode, c.old_sha, c.path) for c in changes
-                                      if b"160000" not in (c.old_mode, c.new_mode)))
-    return repo.run(["write-tree"], env=env).stdout.decode("ascii").strip()
-
-
-def needs_verify(state):
-    """A kept change since the baseline that no `verify` has measured yet."""
-    best, base = state.best or {}, state.baseline or {}
-    return bool(best and base and best.get("index") != base.get("index")
-                and best.get("commit") and best.get("commit") != base.get("commit")
-                and current_verification(state) is None)
-
-
-def current_verification(state):
-    """The last `verify` of this segment if it measured the current best, else None."""
-    verified = state.verified
-    if not verified or not state.best or verified.get("best_index") != state.best.get("index"):
-        return None
-    return verified
-
-
-def headline_text(logged_pct, verified, against=""):
-    """"logged -61.3%; verified -10.2% ± 1.1%" (the verified part when there is one). The
-    interval of the pairs' estimate need not be centred on it: then it is shown as it is,
-    "verified -48.1% (95% CI -55.6% to -44.7%)", since a ± would misplace it."""
-    text = ("logged %s" % fmt_pct(logged_pct) if logged_pct is not None else "logged -") + against
-    if verified and verified.get("delta_pct") is not None:
-        low, high = verified.get("low_pct"), verified.get("high_pct")
-        text += "; verified %s" % fmt_pct(verified["delta_pct"])
-        if _is_number(low) and _is_number(high):
-            half = round((high - low) / 2.0, 1)
-            if abs((high + low) / 2.0 - verified["delta_pct"]) <= 0.05:
-                text += " ± %s%%" % _fmt(half)
-            else:
-                text += " (95%% CI %s to %s)" % (fmt_pct(low), fmt_pct(high))
-    return text
-
-
-def cmd_restore(args):
-    session = find_session()
-    repo = require_repo(session)
-    refuse_pending_swap(session)
-    if args.list or args.index is None:
-        proc = repo.run(["for-each-ref", "--sort=-creatordate",
-                         "--format=%(refname)%00%(creatordate:iso-strict)%00%(subject)",
-                         "refs/autotune/discarded/"])
-        rows = []
-        for line in proc.stdout.decode("utf-8", "replace").splitlines():
-            ref, date, subject = line.split("\0", 2)
-            rows.append({"ref": ref, "label": ref.rsplit("/", 1)[-1], "date": date, "subject": subject})
-        if args.json:
-            output({"discarded": rows})
-        elif not rows:
-            say("autotune: no discarded experiments saved in this repository")
-        else:
-            for row in rows:
-                say("%-8s %s  %s" % (row["label"], row["date"][:19], row["subject"]))
-        return 0
-    ref, label = discarded_ref(session, args.index, args.segment)
-    if repo.run(["rev-parse", "-q", "--verify", ref + "^{commit}"], check=False).returncode != 0:
-        fail("no_such_experiment", "No discarded experiment %s is saved (no %s); `autotune restore "
-             "--list` shows what is." % (label, ref))
-    diff = repo.run(["diff-tree", "-p", "--binary", "--full-index", ref + "^", ref]).stdout
-    proc = repo.run(["apply", "--whitespace=nowarn"], input=diff, check=False)
-    if proc.returncode != 0:
-        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        fail("restore_conflict", "Experiment %s does not apply to the working tree as it is now "
-             "(%s); nothing was changed. Inspect it with `git show %s`." % (
-                 label, lines[-1] if lines else "git apply failed", _shell_quote(ref)))
-    files = [p.decode("utf-8", "replace") for p in repo.run(
-        ["diff-tree", "-r", "-z", "--name-only", ref + "^", ref]).stdout.split(b"\0") if p]
-    changed = dependency_files([os.path.relpath(os.path.join(repo.root, f), session.workdir) for f in files])
-    deps = {"changed": changed, "sync": sync_commands(session.workdir, changed),
-            "message": "the restore brought back %s: bring the installed dependencies in line with "
-                       "%s before `autotune run`" % (", ".join(changed[:6]), " and ".join(
-                           "`%s`" % c for c in sync_commands(session.workdir, changed)))} if changed else None
-    if args.json:
-        answer = {"status": "restored", "ref": ref, "files": files}
-        if deps:
-            answer["dependencies"] = deps
-        output(answer)
-    else:
-        say("autotune: restored experiment %s into the working tree (%s)" % (label, ", ".join(files)))
-        if deps:
-            say("autotune: %s" % deps["message"])
-    return 0
-
-
-def discarded_ref(session, which, segment=None):
-    """(ref, label) of a discarded experiment: a label such as 1.7 or 1.7-2, or an index
-    of the current (or given) segment, looked up in the log, which records the ref."""
-    if "." in which:
-        return "refs/autotune/discarded/" + which, which
-    index = int(which)
-    if session.exists():
-        state = load_state(session).state
-        segment = segment or state.segment
-        for entry in reversed(read_entries(session, state.config_offset if segment == state.segment else 0)):
-            if (entry.get("type") == "result" and entry.get("index") == index
-                    and entry.get("segment", segment) == segment and isinstance(entry.get("git"), dict)):
-                saved = entry["git"].get("saved")
-                if isinstance(saved, str) and saved.startswith("refs/autotune/discarded/"):
-                    return saved, saved.rsplit("/", 1)[-1]
-    label = "%d.%d" % (segment or 1, index)
-    return "refs/autotune/discarded/" + label, label
-
-
-def _discard_label(text):
-    """argparse type: 7, or a saved label such as 1.7 or 1.7-2."""
-    import re
-    if not re.match(r"^[0-9]{1,9}(\.[0-9]{1,9}(-[0-9]{1,4})?)?$", text or ""):
-        raise _type_error("must be an experiment index (7) or a label (1.7, 1.7-2), got %r" % text)
-    return text
-
-
-FAILURE_WORDS = {"crash": ("benchmark crash", "benchmark crashes"),
-                 "timeout": ("benchmark timeout", "benchmark timeouts"),
-                 "checks_failed": ("checks failure", "checks failures")}
-
-
-def streak_text(state):
-    """The current failure streak in words, its kinds in order (a crash and a checks
-    failure that follows it are different failures): "2 failures in a row: a benchmark
-    crash, then a checks failure"; None without a streak."""
-    streak = state.crash_streak or 0
-    kinds = [k for k in (state.streak_kinds or []) if k in FAILURE_WORDS][-streak:] if streak else []
-    if not kinds:
-        return None
-    groups = []
-    for kind in kinds:
-        if groups and groups[-1][0] == kind:
-            groups[-1][1] += 1
-        else:
-            groups.append([kind, 1])
-    if len(groups) == 1 and len(kinds) == streak:
-        what = {"crash": "the benchmark failed", "timeout": "the benchmark timed out",
-                "checks_failed": "the correctness checks failed"}[kinds[0]]
-        return "%s %s in a row" % (what, "once" if streak == 1 else "%d times" % streak)
-    parts = ["%s %s" % ("a" if n == 1 else n, FAILURE_WORDS[k][n != 1]) for k, n in groups]
-    return "%d failure%s in a row: %s%s" % (streak, "" if streak == 1 else "s",
-                                            "..., " if len(kinds) < streak else "", ", then ".join(parts))
-
-
-def recovery_subject(state):
-    """Which failure a recovery is about when the streak mixes kinds: the last one."""
-    kinds = set((state.streak_kinds or [])[-(state.crash_streak or 0):]) if state.crash_streak else set()
-    last = (state.streak_kinds or [None])[-1]
-    if len(kinds) < 2 or last not in FAILURE_WORDS:
-        return ""
-    what = {"crash": "the benchmark crash", "timeout": "the benchmark timeout",
-            "checks_failed": "the correctness checks"}[last]
-    return ", about the last failure, %s, not the earlier %s" % (what, " or ".join(
-        FAILURE_WORDS[k][0] for k in sorted(kinds - {last})))
-
-
-def reason_text(state, settings):
-    """The last decision of the loop, in a sentence."""
-    reason = state.reason or ""
-    streak = streak_text(state)
-    cause = {
-        "plateau": "%d experiments in a row did not beat the best (%d make a plateau)" % (
-            state.no_improve, settings.max_no_improve),
-        "benchmark_crash": "%s (%d start recovery)" % (
-            streak or "the benchmark failed %d times in a row" % state.crash_streak, settings.max_crash_streak),
-        "checks_failed": "%s (%d start recovery)" % (
-            streak or "experiments failed %d times in a row, the last on the correctness checks"
-            % state.crash_streak, settings.max_crash_streak),
-    }.get(state.failure, state.failure or "")
-    if state.health == "stopped":
-        return "%s stopped the loop%s; its data is kept" % (
-            "the agent" if state.stopped_by == "agent" else "a person",
-            "" if reason in ("", "stopped by a person") else " (%s)" % reason)
-    last = state.last or {}
-    if reason == "initialized":
-        return "a new segment started; nothing has been logged in it yet"
-    if reason == "improved" and state.n_exp == 1:
-        return "the baseline was measured and kept; every later experiment is judged against it"
-    if reason == "improved":
-        return "the last experiment beat the best, so it was kept"
-    if reason == "kept_no_degrade":
-        if last.get("rule") == "simpler":
-            return ("the last experiment was kept without beating the best: at an equal result it "
-                    "removes more lines than it adds (simpler is better), and the best stays %s" % (
-                        _fmt((state.best or {}).get("metric"))))
-        return "the last experiment was kept without beating the best"
-    if reason == "no_improve":
-        return "the last experiment did not beat the best and was reverted (%d in a row; %d make a plateau)" % (
-            state.no_improve, settings.max_no_improve)
-    if reason in ("crash", "timeout", "checks_failed"):
-        what = ("the benchmark timed out" if reason == "timeout" or last.get("verdict") == "timeout"
-                else "the benchmark crashed" if reason == "crash" else "the correctness checks failed")
-        mixed = streak and ": " in streak
-        return "%s on the last experiment (%s; %d start recovery)" % (
-            what, streak if mixed else "%d failure%s in a row" % (
-                state.crash_streak, "" if state.crash_streak == 1 else "s"), settings.max_crash_streak)
-    if reason == "heal:pause":
-        return "%s, and the next recovery playbook is to pause, so the loop paused itself" % cause
-    if reason.startswith("heal:"):
-        return "%s, so recovery attempt %d of %d is %s%s" % (cause, state.heals, settings.max_heals, reason[5:],
-                                                             recovery_subject(state))
-    if reason == "recovery_exhausted":
-        return "%s even after %d recovery attempt%s (the most allowed), so the loop paused itself" % (
-            cause or "the loop kept failing", state.heals, "" if state.heals == 1 else "s")
-    return reason or "-"
-
-
-def clock_state(session, state):
-    """A copy of the state in which a spent budget (the wall clock runs out between two
-    results) reads as `completed`, as the next `log` would record it."""
-    if state.config is None or not state.active or state.health == "completed":
-        return state
-    reason = spent_budget(session, state)
-    if not reason:
-        return state
-    state = state.copy()
-    state.health, state.active, state.reason = "completed", False, reason
-    return state
-
+# ==================================================================== EDGES ====
+
+# ------------------------------------------------------------------- output ----
+
+# JSON escapes C0 controls itself; DEL and the C1 range (0x9b is a one-byte CSI) it
+# writes raw unless told to escape all of non-ASCII, so they are escaped here.
+_JSON_C1 = {code: "\\u%04x" % code for code in range(0x7f, 0xa0)}
+
+
+def output(obj):
+    """One JSON object on stdout (agent-facing commands): no raw control character in
+    it, so it is safe on a terminal too."""
+    data = json.dumps(obj, ensure_ascii=False, allow_nan=False)
+    if not data.isascii() or "\x7f" in data:  # both fast: most output needs no translation
+        data = data.translate(_JSON_C1)
+    data += "\n"
+    sys.stdout.buffer.write(data.encode("utf-8", "replace"))
+    sys.stdout.flush()
+
+
+def say(text, stream=None, painted=False):
+    """Prints text for a person. Everything passes strip_controls, except text a
+    renderer already built from cleaned values and painted with its own colours."""
+    stream = stream or sys.stdout
+    if not painted:
+        text = strip_controls(text)
+    data = text if text.endswith("\n") else text + "\n"
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    stream.buffer.write(data.encode(encoding, "replace"))
+    stream.flush()
+
+
+# ----------------------------------------------------------- text rendering ----
 
 def explain_data(session, loaded, disk=False):
     """The data behind explain, status and the dashboard. With `disk`, the lockfiles on
@@ -8362,2067 +6859,6 @@ def explain_data(session, loaded, disk=False):
         "confidence": state.confidence, "next": action, "next_text": advice, "warnings": warnings,
         "path": session.workdir,
     }
-
-
-def cmd_explain(args):
-    session = require_session(find_session(lenient=True))
-    loaded = load_state(session)
-    persist_if_stale(session, loaded)
-    data = explain_data(session, loaded, disk=True)
-    if args.json:
-        output(data)
-    else:
-        colors = Colors(sys.stdout)
-        say(render_explain(data, colors), painted=colors.enabled)
-
-
-def cmd_status(args):
-    session = require_session(find_session(lenient=True))
-    loaded = load_state(session)
-    persist_if_stale(session, loaded)
-    data = explain_data(session, loaded, disk=True)
-    state = loaded.state
-    data.update(total_runs=state.total_results, resume_count=state.resume_count,
-                session_id=state.session_id, exp_at=state.exp_at, progress_at=state.progress_at)
-    if args.json:
-        output(data)
-    else:
-        colors = Colors(sys.stdout)
-        say(render_status(data, colors), painted=colors.enabled)
-
-
-def cmd_start(args):
-    import shutil
-    claude = shutil.which("claude")
-    if not claude:
-        fail("no_claude", "The `claude` command is not on PATH; install Claude Code, then run "
-             "`claude --agent autotune` in this directory.")
-    argv = [claude, "--agent", "autotune"]
-    root = os.path.dirname(os.path.realpath(os.path.abspath(__file__)))
-    if os.path.isfile(os.path.join(root, ".claude-plugin", "plugin.json")) and not plugin_installed(claude):
-        argv += ["--plugin-dir", root]  # a checkout or --plugin-dir user: load this plugin
-    if args.goal:
-        argv.append(" ".join(args.goal))
-    os.environ["AUTOTUNE_AGENT"] = "1"  # its SessionStart hook briefs it as the loop's owner
-    os.execv(claude, argv)
-
-
-def plugin_installed(claude):
-    import subprocess
-    try:
-        proc = subprocess.run([claude, "plugin", "list", "--json"], stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, timeout=30)
-        plugins = json.loads(proc.stdout.decode("utf-8", "replace") or "[]")
-    except (OSError, ValueError, subprocess.SubprocessError):
-        return True  # unknown: do not risk loading the plugin twice
-    return any(isinstance(p, dict) and str(p.get("id", "")).startswith("autotune@")
-               and p.get("enabled", True) for p in plugins if isinstance(plugins, list))
-
-
-# Doctor: every check returns problems as (code, message, fix or None).
-
-def _doctor_log(session, loaded, problem):
-    """doctor's checks of the log and of the state cache beside it: a torn last line,
-    lines that are not JSON, no config line, a missing, stale or old-format state."""
-    state = loaded.state
-    if loaded.torn:
-        problem("torn_tail", "%s ends with a truncated line of %d bytes (a write that was cut short). "
-                "Readers skip it; `log` refuses to append after it." % (LOG_FILE, len(loaded.torn)),
-                fix=lambda lock: _fix_torn_tail(session, lock))
-    if state.bad_lines:
-        problem("bad_lines", "%d line%s of %s are not valid JSON objects (line %s); every command "
-                "skips them." % (state.bad_lines, "" if state.bad_lines == 1 else "s", LOG_FILE,
-                                 ", ".join(str(n) for n in state.bad_line_numbers)))
-    if state.config is None:
-        problem("no_config", "%s has no config line; run `autotune init`." % LOG_FILE)
-    cached = _read_state_file(session)
-    if cached is None:
-        problem("state_missing", "%s is missing or unreadable; it will be rebuilt from the log." % STATE_FILE,
-                fix=lambda lock: _fix_state(session))
-    elif not loaded.rebuilt:
-        fresh = fold_log(session)
-        a, b = fresh.state.to_dict(), loaded.state.to_dict()
-        differing = sorted(k for k in a if k not in ("confidence",) and a[k] != b.get(k))
-        if differing:
-            problem("state_stale", "%s disagrees with the log (%s); it will be rebuilt." % (
-                STATE_FILE, ", ".join(differing[:8])), fix=lambda lock: _fix_state(session))
-    elif cached.get("format") != STATE_FORMAT:
-        problem("state_legacy", "%s was written by another version; it will be rebuilt from the log." %
-                STATE_FILE, fix=lambda lock: _fix_state(session))
-
-
-def _doctor_judge(session, state, problem):
-    """doctor's checks of what judges the loop: the config, the benchmark file, the
-    judge's settings and protected inputs against the baseline, a running benchmark."""
-    for error in session.config_errors:
-        problem("bad_config", error)
-    for note in session.settings.warnings:
-        problem("config_warning", note)["warning"] = True
-    bench = session.path(BENCH_FILE)
-    if not os.path.isfile(bench):
-        problem("no_benchmark", "%s does not exist; `run` needs it." % BENCH_FILE)
-    else:
-        if not os.access(bench, os.X_OK):
-            problem("benchmark_not_executable", "%s is not executable (autotune runs it with bash)." % BENCH_FILE)
-        if state.config is not None:
-            try:
-                check_integrity(session, state)
-            except AutotuneError as exc:
-                problem("benchmark_changed", exc.message)
-    if state.config is not None and state.n_exp:
-        for check, code in ((lambda: check_judge(session, state), "judge_changed"),
-                            (lambda: check_inputs(session, state, input_hashes(session)),
-                             "protected_changed")):
-            try:
-                check()
-            except AutotuneError as exc:
-                problem(code, exc.message.replace(", so nothing was run", ""))
-    holder = running_benchmark(session) if session.repo is not None else None
-    if holder is not None:
-        problem("benchmark_running", "A benchmark is running (%s)." % holder_text(holder))
-
-
-def _doctor_swap(session, problem):
-    """doctor's check of a swap journal: a live measurement with the kept code in place,
-    or an interrupted one whose fix puts the experiment's files back."""
-    journal = pending_swap(session)
-    if journal is None:
-        return
-    if swap_owner_alive(journal):
-        problem("measuring", "`autotune %s` (pid %s) has the kept version of the experiment's "
-                "files in place while it measures them beside yours; it puts yours back when "
-                "it ends." % (journal.get("purpose", "run"), journal.get("pid")))
-    else:
-        problem("interrupted_swap", "An interrupted `autotune %s` (started %s) left the kept "
-                "version of the experiment's files in place of yours (%s); the fix puts yours "
-                "back, exactly as they were when it started." % (
-                    journal.get("purpose", "run"), journal.get("started", "?"),
-                    ", ".join(str(p) for p in (journal.get("paths") or [])[:10]) or "?"),
-                fix=lambda lock: restore_swap(session, journal))
-
-
-def _doctor_git(session, state, problem):
-    """doctor's checks of git and autotune's private files in it: ignored files in the
-    snapshot, HEAD moved past the snapshot, a git index lock, a swap, a saved
-    measurement of another segment."""
-    stale = ignored_entries(session, private_index(session, "snapshot.index")[1]) \
-        if os.path.exists(session.cache("snapshot.index")) else []
-    if stale:
-        problem("snapshot_ignored", "autotune's snapshot index holds %d file%s that git ignores "
-                "and you do not track (%s), left over from an experiment that edited the ignore "
-                "rules: a keep could commit them and a discard revert them. The fix removes them "
-                "from the snapshot; the files stay on disk." % (
-                    len(stale), "" if len(stale) == 1 else "s",
-                    ", ".join(os.fsdecode(p) for p in stale[:10])),
-                fix=lambda lock: _fix_ignored(session, lock, stale))
-    head = session.repo.head()
-    snap = state.snapshot or {}
-    if snap.get("head") and head != snap.get("head"):
-        own = own_unlogged_commit(session.repo, head, snap["head"])
-        if own is not None:
-            problem("unlogged_keep", head_moved_message(snap["head"], head, own))
-        else:
-            problem("head_moved", head_moved_problem(session, snap, head),
-                    fix=lambda lock: _fix_snapshot(session, lock))
-    if os.path.exists(os.path.join(session.repo.git_dir, "index.lock")):
-        problem("git_locked", "%s exists: a git command is running or was killed. Delete it if "
-                "no git process is running." % os.path.join(session.repo.git_dir, "index.lock"))
-    _doctor_swap(session, problem)
-    m = load_measurement(session)
-    if m is not None and m.segment != state.segment:
-        problem("stale_measurement", "The saved measurement is from segment %s; it will be dropped." %
-                m.segment, fix=lambda lock: drop_measurement(session))
-
-
-def cmd_doctor(args):
-    session = find_session(lenient=True)
-    problems = []  # dicts: code, message, fixable, fixed
-    fixes = []
-
-    def problem(code, message, fix=None):
-        problems.append({"code": code, "message": message, "fixable": fix is not None, "fixed": False})
-        if fix is not None:
-            fixes.append((problems[-1], fix))
-        return problems[-1]
-
-    if session.repo is None:
-        problem("not_git_repo", "%s is not inside a git repository." % session.workdir)
-    if not session.exists():
-        problem("no_session", "No %s in %s: there is no session to check." % (LOG_FILE, session.workdir))
-        return doctor_report(args, session, problems)
-    loaded = load_state(session)
-    state = loaded.state
-    _doctor_log(session, loaded, problem)
-    _doctor_judge(session, state, problem)
-    if session.repo is not None and state.config is not None:
-        _doctor_git(session, state, problem)
-    leftovers = [name for name in os.listdir(session.workdir)
-                 if name.startswith((STATE_FILE + ".", LOG_FILE + ".")) and name.endswith(".tmp")]
-    if leftovers:
-        problem("temp_files", "Temporary files from an interrupted write: %s." % ", ".join(leftovers),
-                fix=lambda lock: [os.unlink(session.path(n)) for n in leftovers])
-    if args.fix and fixes:
-        with LogLock(session) as lock:
-            for entry, fix in fixes:
-                fix(lock)
-                entry["fixed"] = True
-    return doctor_report(args, session, problems)
-
-
-def _read_state_file(session):
-    data = read_json(session.state_path)
-    return data if isinstance(data, dict) else None
-
-
-def _fix_torn_tail(session, lock):
-    """Moves the bytes after the last newline into a backup file, then cuts them off."""
-    with open(session.log_path, "rb") as handle:
-        end = handle.seek(0, 2)
-        torn = next(lines_backward(handle))
-    cut = end - len(torn)
-    if cut == end:
-        return
-    backup = "%s.torn-%s" % (session.log_path, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
-    with open(backup, "wb") as handle:
-        handle.write(torn)
-    os.truncate(session.log_path, cut)
-    _fix_state(session)
-
-
-def _fix_state(session):
-    try:
-        os.unlink(session.state_path)
-    except OSError:
-        pass
-    loaded = load_state(session)
-    if not save_state(session, loaded.state):
-        fail("io_error", "Cannot write %s; check its directory's permissions and free space." % STATE_FILE)
-
-
-def head_moved_problem(session, snap, head):
-    """doctor's words for a HEAD moved outside autotune, naming the experiment in
-    progress that the fix keeps pending."""
-    text = ("HEAD moved from %s to %s outside autotune since the last logged result; `log` will "
-            "refuse to commit or revert. " % (snap["head"][:7], (head or "none")[:7]))
-    pending = []
-    if snap.get("tree"):
-        with LogLock(session):
-            current = snapshot_tree(session)
-            base = rebased_snapshot(session, snap["tree"], snap["head"], head)
-            pending = [c.name for c in experiment_changes(session, base, current)]
-    if pending:
-        return text + ("The fix moves the snapshot onto the new HEAD (what you committed is yours) "
-                       "and keeps the experiment in progress pending (%s%s): `log` then keeps or "
-                       "discards it as usual." % (", ".join(pending[:10]), ", ..." if len(pending) > 10 else ""))
-    return text + "The fix moves the snapshot onto the new HEAD; no experiment is in progress."
-
-
-def _fix_snapshot(session, lock):
-    """Moves the snapshot onto the new HEAD without swallowing a pending experiment: the
-    files the user's commits changed are taken from HEAD, the rest stays as the snapshot
-    had it (rebased_snapshot)."""
-    loaded = load_state(session)
-    snap = loaded.state.snapshot or {}
-    head = session.repo.head()
-    tree = (rebased_snapshot(session, snap["tree"], snap.get("head"), head) if snap.get("tree")
-            else snapshot_tree(session))
-    entry = {"type": "control", "action": "snapshot", "timestamp": utc_now(),
-             "snapshot": dict(snap, tree=tree, head=head)}
-    anchor_snapshot(session, tree)
-    append_entries(lock, session, loaded, [entry])
-
-
-def _fix_ignored(session, lock, stale):
-    """Removes ignored, untracked files from the private index and from the logged
-    snapshot, keeping any experiment in progress pending."""
-    _, env = private_index(session, "snapshot.index")
-    session.repo.run(["update-index", "-z", "--force-remove", "--stdin"], env=env,
-                     input=b"".join(p + b"\0" for p in stale))
-    loaded = load_state(session)
-    snap = loaded.state.snapshot or {}
-    if snap.get("tree"):
-        tree = without_paths(session, snap["tree"], stale)
-        if tree != snap["tree"]:
-            anchor_snapshot(session, tree)
-            append_entries(lock, session, loaded, [{"type": "control", "action": "snapshot",
-                                                    "timestamp": utc_now(),
-                                                    "snapshot": dict(snap, tree=tree)}])
-
-
-def doctor_report(args, session, problems):
-    healthy = not [p for p in problems if not p["fixed"] and not p.get("warning")]
-    if args.json:
-        output({"ok": healthy, "path": session.workdir, "problems": problems})
-    else:
-        colors = Colors(sys.stdout)
-        if healthy and not [p for p in problems if not p.get("warning")]:
-            say("autotune doctor: %s is healthy" % session.workdir)
-        for p in problems:
-            mark = (colors.green("fixed") if p["fixed"] else colors.yellow("fixable") if p["fixable"]
-                    else colors.yellow("warning") if p.get("warning") else colors.red("problem"))
-            say("%s  %s: %s" % (mark, strip_controls(p["code"], ""), strip_controls(p["message"], "")),
-                painted=colors.enabled)
-        if problems and not args.fix and any(p["fixable"] for p in problems):
-            say("Run `autotune doctor --fix` to repair what is marked fixable.")
-    return 0 if healthy else 1
-
-
-# -------------------------------------------------------------------- hooks ----
-# Claude Code calls these with a JSON payload on stdin. A hook never fails loudly:
-# with no session, a malformed payload or any error it exits 0 and stays silent.
-
-
-def payload_object(data):
-    """The JSON object Claude Code sends on stdin (bytes or text); {} for anything else,
-    so a hook or the status line never fails on what it is given."""
-    try:
-        payload = json.loads(data.decode("utf-8", "replace") if isinstance(data, bytes) else data)
-    except (ValueError, RecursionError):
-        return {}
-    return payload if isinstance(payload, dict) else {}
-
-
-def read_payload(stream=None):
-    stream = stream or sys.stdin
-    try:
-        data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
-    except (ValueError, OSError):
-        return {}
-    return payload_object(data)
-
-
-def payload_cwd(payload):
-    """The payload's directory when it is one that exists, else ours."""
-    cwd = payload.get("cwd")
-    return cwd if isinstance(cwd, str) and os.path.isdir(cwd) else os.getcwd()
-
-
-def loop_session(cwd):
-    """The session of the loop `cwd` belongs to, or None when it has no log or cannot be
-    found (a broken config means defaults, and session.config_error says so: a typo must
-    not switch the guard off)."""
-    try:
-        session = find_session(cwd, lenient=True)
-        return session if session.exists() else None
-    except (AutotuneError, OSError):
-        return None
-
-
-def loop_state(session):
-    """The loaded state of a loop that has a config line, or None (unreadable, or not
-    initialized)."""
-    try:
-        loaded = load_state(session)
-    except (AutotuneError, OSError):
-        return None
-    return loaded if loaded.state.config is not None else None
-
-
-def payload_session(payload):
-    """(session, loaded state) of the loop in the payload's directory, or (None, None)."""
-    session = loop_session(payload_cwd(payload))
-    loaded = loop_state(session) if session is not None else None
-    return (session, loaded) if loaded is not None else (None, None)
-
-
-def tail_entries(session, start, count, kinds=("result",)):
-    """The last `count` log entries of the given kinds after byte offset `start`,
-    read from the end of the file (cost independent of the log's length)."""
-    found = []
-    with open(session.log_path, "rb") as handle:
-        for raw in lines_backward(handle, start):
-            if len(found) >= count:
-                break
-            entry = parse_line(raw) if raw.strip() else None
-            if entry is not None and entry.get("type") in kinds:
-                found.append(entry)
-    return list(reversed(found))
-
-
-def resume_prompt(session, state):
-    action, advice = next_action(state)
-    best = (state.best or {}).get("metric")
-    unit = (state.config or {}).get("metric_unit") or ""
-    return ("Continue the autotune loop in %s: it is active (%s, %d runs in segment %d, best %s). "
-            "Re-read autotune.md and `autotune explain`, then keep going: one focused change, "
-            "`autotune run`, `autotune log --status auto --description ... --asi '{...}'`. "
-            "Next action: %s — %s Stop only when `autotune explain` says the loop is stopped, "
-            "paused or complete." % (session.workdir, state.health, state.n_exp, state.segment,
-                            fmt_metric(best, unit), action, advice))
-
-
-def hook_stop(payload):
-    session, loaded = payload_session(payload)
-    if session is None:
-        return None
-    state = clock_state(session, loaded.state)
-    mode = session.settings.auto_resume
-    if (mode == "off" or not state.active or state.health in ("paused", "stopped", "completed")
-            or state.n_exp == 0):
-        return None
-    session_id = payload.get("session_id")
-    owner = state.session_id
-    if mode == "prompt":
-        if owner and session_id != owner:
-            return None
-        return {"systemMessage": "autotune: the loop in %s is still active (%d runs, %s). Resume "
-                "it with `claude --agent autotune` or `autotune start`; stop it with `autotune "
-                "stop`.%s" % (session.workdir, state.n_exp, state.health, (
-                    " Its config is broken, so defaults apply: %s Run `autotune doctor`." %
-                    session.config_error) if session.config_error else "")}
-    if not owner or session_id != owner:
-        return None  # never hijack a session that does not run the loop
-    settings = session.settings
-    if mode == "continue":
-        streak = state.stop_streak + 1 if payload.get("stop_hook_active") is True else 1
-        if streak > settings.max_consecutive_blocks or state.stop_blocks >= settings.max_blocks:
-            total = state.stop_blocks >= settings.max_blocks
-            return resume_cap_message(session, state, "total" if total else "consecutive", (
-                "%d automatic resumes in this segment (resume.maxBlocks)" % settings.max_blocks if total
-                else "%d automatic resumes in a row (resume.maxConsecutiveBlocks)"
-                % settings.max_consecutive_blocks))
-        entry = {"type": "hook", "event": "stop", "action": "block", "streak": streak,
-                 "session_id": session_id, "timestamp": utc_now()}
-        if not _append_quietly(session, entry):
-            return None
-        return {"decision": "block", "reason": resume_prompt(session, state)}
-    if mode == "headless":
-        return headless_resume(session, state, session_id)
-    return None
-
-
-def resume_cap_message(session, state, cap, what):
-    """The Stop hook's last message when it stops resuming because it reached a cap: said
-    once (a `capped` hook line remembers it), silent after."""
-    if state.resume_capped == cap or not _append_quietly(session, {
-            "type": "hook", "event": "stop", "action": "capped", "cap": cap, "timestamp": utc_now()}):
-        return None
-    return {"systemMessage": "autotune: stopped resuming the loop in %s: it reached its cap of %s. "
-            "The loop is still active (%d runs, %s): continue it with `claude --agent autotune` or "
-            "`autotune start`, or raise the cap in %s." % (
-                session.workdir, what, state.n_exp, state.health, CONFIG_FILE)}
-
-
-def _append_quietly(session, entry):
-    try:
-        with LogLock(session) as lock:
-            loaded = load_state(session)
-            if loaded.torn:
-                return False
-            append_entries(lock, session, loaded, [entry])
-        return True
-    except (AutotuneError, OSError):
-        return False
-
-
-def _pid_alive(pid):
-    """A live process (a zombie, left by an init that does not reap, is not live)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # EPERM: it exists
-    try:
-        with open("/proc/%d/stat" % pid) as handle:
-            stat = handle.read()
-        return stat[stat.rindex(")") + 2:].split()[0] not in ("Z", "X")
-    except (OSError, ValueError, IndexError):
-        return True
-
-
-def headless_resume(session, state, caller=None):
-    """Starts `claude -p ... --agent autotune` detached: at most maxResumes, spaced by
-    minMinutesBetween, never while the last one it started is still running."""
-    import shutil
-    import subprocess
-    import uuid
-    settings = session.settings
-    if state.resume_count >= settings.max_resumes:
-        return resume_cap_message(session, state, "headless", "%d headless resumes (resume.maxResumes)"
-                                  % settings.max_resumes)
-    if state.resume_at and time.time() - state.resume_at < settings.resume_interval_min * 60:
-        return None
-    pid_file = session.cache("headless.pid", create=True)
-    try:
-        with open(pid_file) as handle:
-            pid_text, _, started_id = handle.read().strip().partition(" ")
-        pid = int(pid_text or 0)
-        if pid > 0 and started_id != caller and _pid_alive(pid):
-            return None  # the last headless session is still live (and is not the caller)
-    except (OSError, ValueError):
-        pass
-    claude = shutil.which("claude")
-    if not claude:
-        return {"systemMessage": "autotune: cannot resume headless: `claude` is not on PATH."}
-    new_id = str(uuid.uuid4())
-    log_path = session.cache("headless.log", create=True)
-    with open(log_path, "ab") as log_handle:
-        proc = subprocess.Popen([claude, "-p", resume_prompt(session, state), "--agent", "autotune",
-                                 "--session-id", new_id], cwd=session.workdir,
-                                stdin=subprocess.DEVNULL, stdout=log_handle, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True)
-    write_atomic(pid_file, ("%d %s" % (proc.pid, new_id)).encode())
-    _append_quietly(session, {"type": "resume", "via": "headless", "pid": proc.pid,
-                              "session_id": new_id, "timestamp": utc_now()})
-    return {"systemMessage": "autotune: resumed the loop in a headless session (resume %d of %d, "
-            "pid %d, output in %s)." % (state.resume_count + 1, settings.max_resumes, proc.pid, log_path)}
-
-
-# -------------------------------------------------------------- shell words ----
-# A small reader of Bash command lines for the PreToolUse guard: words with their
-# quoting removed, operators, redirections with their targets, heredoc bodies, and the
-# text of command and process substitutions (read again as commands of their own).
-# Best effort by design: what it cannot read, the hashes of the benchmark and of the
-# protected inputs still catch at the next `run`.
-
-_SHELL_OPS = ("&&", "||", ";;", "|&", ";", "|", "&", "(", ")", "\n")
-_REDIR_OPS = ("&>>", "&>", "<<<", "<<-", "<<", "<>", "<&", ">>", ">&", ">|", "<", ">")
-
-
-class SimpleCommand(object):
-    """One simple command: its words, its redirections [(op, target)], heredoc bodies,
-    and whether it sits inside a substitution or behind operators."""
-
-    __slots__ = ("words", "redirs", "heredocs", "nested")
-
-    def __init__(self, nested=False):
-        self.words, self.redirs, self.heredocs, self.nested = [], [], [], nested
-
-
-class ParsedCommands(list):
-    """shell_parse's answer: the simple commands, and how many operators joined them."""
-
-    operators = 0
-
-    def close(self, command):
-        """Ends `command` at an operator: kept when it has a word or a redirection."""
-        if command.words or command.redirs:
-            self.append(command)
-
-
-def _balanced_end(text, i):
-    """Index just past the `)` closing the `(` before text[i] (quotes and nesting
-    respected), or -1 when it is not closed."""
-    depth, n = 1, len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "'":
-            j = text.find("'", i + 1)
-            if j < 0:
-                return -1
-            i = j + 1
-            continue
-        if c == '"':
-            i += 1
-            while i < n and text[i] != '"':
-                i += 2 if text[i] == "\\" else 1
-            if i >= n:
-                return -1
-            i += 1
-            continue
-        if c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return -1
-
-
-def _read_heredocs(text, i, pending):
-    """Skips the bodies of the heredocs opened on the line that just ended, recording
-    each body on its command; returns where the next line starts."""
-    n = len(text)
-    for delimiter, strip_tabs, owner in pending:
-        body = []
-        while i < n:
-            end = text.find("\n", i)
-            line = text[i:] if end < 0 else text[i:end]
-            i = n if end < 0 else end + 1
-            if (line.lstrip("\t") if strip_tabs else line) == delimiter:
-                break
-            body.append(line)
-        owner.heredocs.append("\n".join(body))
-    return i
-
-
-def _substitution_end(text, i, subs):
-    """Index just past the `$(...)` or backquoted command starting at text[i], whether or
-    not inside double quotes, with the command it runs added to `subs` (an arithmetic
-    `$((...))` runs none); -1 when it is not closed."""
-    if text.startswith("$(", i):
-        end = _balanced_end(text, i + 2)
-        if end >= 0 and not text.startswith("$((", i):
-            subs.append(text[i + 2:end - 1])
-        return end
-    j, n = i + 1, len(text)
-    while j < n and text[j] != "`":
-        j += 2 if text[j] == "\\" else 1
-    if j >= n:
-        return -1
-    subs.append(text[i + 1:j].replace("\\`", "`"))
-    return j + 1
-
-
-def _ansi_c_quoted(text, i):
-    """($'...' at text[i] with \\n, \\t, \\' and \\\\ decoded, True, index past it), or None
-    when it is not closed: Bash expands it to those characters before the command sees it."""
-    j, n = i + 2, len(text)
-    while j < n and text[j] != "'":
-        j += 2 if text[j] == "\\" else 1
-    if j >= n:
-        return None
-    return (text[i + 2:j].replace("\\n", "\n").replace("\\t", "\t").replace("\\'", "'")
-            .replace("\\\\", "\\"), True, j + 1)
-
-
-def _double_quoted(text, i, subs):
-    """(the text of the "..." at text[i], True, index past it), or None when it is not
-    closed. Inside double quotes a backslash escapes only $ ` " \\ and a newline, and a
-    substitution still runs (its command is added to `subs`)."""
-    piece, i, n = [], i + 1, len(text)
-    while i < n and text[i] != '"':
-        c = text[i]
-        if c == "\\" and i + 1 < n:
-            if text[i + 1] in '$`"\\':
-                piece.append(text[i + 1])
-            elif text[i + 1] != "\n":
-                piece.append(text[i:i + 2])
-            i += 2
-            continue
-        if text.startswith(("$(", "`"), i):
-            end = _substitution_end(text, i, subs)
-            if end < 0:
-                return None
-            piece.append(text[i:end])
-            i = end
-            continue
-        piece.append(c)
-        i += 1
-    if i >= n:
-        return None
-    return "".join(piece), True, i + 1
-
-
-def _word_part(text, i, subs):
-    """(text, quoted, index past it) of the quoted or escaped part of a word at text[i]
-    (\\x, '...', $'...', "...", $(...) or `...`), or None when it is not closed."""
-    c = text[i]
-    if c == "\\":
-        return (text[i + 1] if i + 1 < len(text) and text[i + 1] != "\n" else ""), False, i + 2
-    if c == "'":
-        j = text.find("'", i + 1)
-        return None if j < 0 else (text[i + 1:j], True, j + 1)
-    if text.startswith("$'", i):
-        return _ansi_c_quoted(text, i)
-    if text.startswith(("$(", "`"), i):
-        end = _substitution_end(text, i, subs)
-        return None if end < 0 else (text[i:end], False, end)
-    if c == '"':
-        return _double_quoted(text, i, subs)
-    return c, False, i + 1
-
-
-def _read_word(text, i, subs):
-    """(word with its quoting removed, whether any part was quoted, index past it) of the
-    word at text[i], or None when a quote is not closed. A quoted empty word ('') is a
-    word; an empty unquoted one is not."""
-    parts, quoted, n = [], False, len(text)
-    while i < n:
-        c = text[i]
-        if c in " \t\r\n;|&()<>":
-            break
-        if c in "\\'\"$`":
-            part = _word_part(text, i, subs)
-            if part is None:
-                return None
-            parts.append(part[0])
-            quoted = quoted or part[1]
-            i = part[2]
-            continue
-        parts.append(c)
-        i += 1
-    return "".join(parts), quoted, i
-
-
-def _redirection_at(text, i):
-    """(operator, index of the operator) of a redirection at text[i], after an optional
-    file descriptor number (2>, 10<&); (None, ...) when there is none."""
-    j, n = i, len(text)
-    while j < n and text[j].isdigit():
-        j += 1
-    return next((o for o in _REDIR_OPS if text.startswith(o, j)), None), j
-
-
-def _process_substitution(text, i, subs):
-    """Index just past the <(...) or >(...) at text[i], its command added to `subs`;
-    -1 when it is not closed."""
-    end = _balanced_end(text, i + 2)
-    if end >= 0:
-        subs.append(text[i + 2:end - 1])
-    return end
-
-
-# How many levels of `bash -c` and `eval` the guard reads through (a substitution's own
-# nesting is bounded by shell_parse).
-_WRAPPED_DEPTH = 4
-
-
-def nested_commands(text, depth, deepest=None):
-    """The commands of a command line that another one runs (a substitution's, or the
-    text of `bash -c` and `eval`), read as a command line of its own and marked nested;
-    None when it does not parse or lies deeper than `deepest` levels."""
-    if deepest is not None and depth >= deepest:
-        return None
-    return shell_parse(text, nested=True, depth=depth + 1)
-
-
-def shell_parse(text, nested=False, depth=0):
-    """The simple commands of a Bash command line (substitutions included, marked
-    nested), plus how many top-level simple commands there are; None when it does
-    not parse (an unclosed quote or parenthesis: Bash would refuse it too)."""
-    if depth > 8:
-        return None
-    commands, current = ParsedCommands(), SimpleCommand(nested)
-    subs, pending_heredocs = [], []
-    i, n = 0, len(text)
-    expect_target = None
-    while i < n:
-        c = text[i]
-        if c in " \t\r":
-            i += 1
-            continue
-        if c == "\\" and i + 1 < n and text[i + 1] == "\n":
-            i += 2
-            continue
-        if c == "#" and expect_target is None:
-            end = text.find("\n", i)
-            i = n if end < 0 else end
-            continue
-        if expect_target is None and not text.startswith("&>", i):
-            op = next((o for o in _SHELL_OPS if text.startswith(o, i)), None)
-            if op is not None:
-                commands.close(current)
-                commands.operators += 1
-                current = SimpleCommand(nested)
-                i += len(op)
-                if op == "\n":
-                    i = _read_heredocs(text, i, pending_heredocs)
-                    pending_heredocs = []
-                continue
-        if expect_target is None:
-            redir, j = _redirection_at(text, i)
-            if redir in ("<", ">") and j == i and text.startswith("(", j + 1):
-                i = _process_substitution(text, j, subs)  # <(...) or >(...): a word that runs a command
-                if i < 0:
-                    return None
-                current.words.append(text[j:i])
-                continue
-            if redir is not None:
-                i = j + len(redir)
-                expect_target = redir
-                continue
-        elif text.startswith(("<(", ">("), i):
-            end = _process_substitution(text, i, subs)
-            if end < 0:
-                return None
-            current.redirs.append((expect_target, text[i:end]))
-            expect_target = None
-            i = end
-            continue
-        elif c in ";|&()<>\n":
-            return None
-        word = _read_word(text, i, subs)
-        if word is None:
-            return None
-        value, quoted, i = word
-        if expect_target is not None:
-            if expect_target in ("<<", "<<-"):
-                pending_heredocs.append((value, expect_target == "<<-", current))
-            current.redirs.append((expect_target, value))
-            expect_target = None
-        elif value or quoted:
-            current.words.append(value)
-    if expect_target is not None and expect_target not in ("<<", "<<-"):
-        return None
-    commands.close(current)
-    for body in subs:
-        inner = nested_commands(body, depth)
-        if inner is None:
-            return None
-        commands.extend(inner)
-    return commands
-
-
-_SHELL_PROGRAMS = ("bash", "sh", "zsh", "dash", "ksh", "fish")
-_SHELL_KEYWORDS = ("do", "then", "else", "elif", "if", "while", "until", "!", "{", "time", "coproc")
-_CODE_PROGRAMS = ("python", "pypy", "node", "ruby", "perl", "php", "deno", "bun")
-# Programs that run the rest of their arguments as a command: (name, options that take a value,
-# how many leading operands are theirs).
-_WRAPPERS = {
-    "env": ("-u", "-C", "-S", "--unset", "--chdir"), "nice": ("-n", "--adjustment"),
-    "nohup": (), "time": ("-f", "-o"), "command": (), "exec": ("-a",), "builtin": (),
-    "sudo": ("-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U"), "doas": ("-u", "-C"),
-    "stdbuf": ("-i", "-o", "-e"), "ionice": ("-c", "-n", "-p"), "setsid": (), "unbuffer": (),
-    "caffeinate": (), "xargs": ("-a", "-d", "-E", "-I", "-L", "-n", "-P", "-s", "--delimiter",
-                                "--max-args", "--max-procs", "--replace"),
-    "timeout": ("-k", "-s", "--kill-after", "--signal"), "watch": ("-n", "-d", "--interval"),
-    "strace": ("-e", "-o", "-p", "-s"), "ltrace": ("-e", "-o"), "chrt": (), "taskset": (),
-    "flock": ("-w", "-E", "--timeout"), "systemd-run": (), "proot": (), "fakeroot": (),
-}
-_WRAPPER_OPERANDS = {"timeout": 1, "taskset": 1, "chrt": 1, "flock": 1, "systemd-run": 0}
-_RUNNERS = {"uv": "run", "poetry": "run", "pipenv": "run", "pdm": "run", "hatch": "run",
-            "npx": None, "pnpx": None, "bunx": None, "conda": "run"}
-
-
-def _is_assignment(word):
-    name, eq, _ = word.partition("=")
-    return bool(eq) and bool(name) and (name[0].isalpha() or name[0] == "_") and \
-        name.replace("_", "a").isalnum()
-
-
-def command_program(words):
-    """(program, args, wrapped, assigned, nested_text) of a simple command's words:
-    leading VAR=value words and wrappers (env, timeout, sudo, xargs, nohup, uv run,
-    python -m, ...) are looked through; `bash -c TEXT` and `eval` give their text
-    as nested_text, to be read as a command line of its own."""
-    words = list(words)
-    assigned = wrapped = False
-    while words and _is_assignment(words[0]):
-        words.pop(0)
-        assigned = True
-    for _ in range(12):
-        while words and words[0] in _SHELL_KEYWORDS:
-            words.pop(0)  # `do autotune run`, `then cp x y`, `! cmd`
-            wrapped = True
-        if not words:
-            return "", [], wrapped, assigned, None
-        program = os.path.basename(words[0])
-        args = words[1:]
-        if program in _WRAPPERS:
-            wrapped = True
-            takes, operands, i = _WRAPPERS[program], _WRAPPER_OPERANDS.get(program, 0), 0
-            while i < len(args):
-                arg = args[i]
-                if arg == "--":
-                    i += 1
-                    break
-                if program == "env" and _is_assignment(arg):
-                    i += 1
-                elif arg.startswith("-") and len(arg) > 1:
-                    i += 2 if (arg in takes) else 1
-                elif program == "nice" and arg.lstrip("-").isdigit():
-                    i += 1
-                else:
-                    break
-            i += operands
-            words = args[i:]
-            continue
-        if program in _RUNNERS:
-            sub = _RUNNERS[program]
-            if sub is None or (args and args[0] == sub):
-                wrapped = True
-                rest = args if sub is None else args[1:]
-                while rest and rest[0].startswith("-"):
-                    rest = rest[1:]
-                words = rest
-                continue
-        if program.startswith("python") or program in ("pypy", "pypy3"):
-            i = 0
-            while i < len(args) and args[i].startswith("-") and args[i] not in ("-m", "-c"):
-                i += 2 if args[i] in ("-X", "-W") else 1
-            if i < len(args) and args[i] == "-m" and i + 1 < len(args):
-                words = [args[i + 1]] + args[i + 2:]
-                wrapped = wrapped or args[i + 1] not in ("autotune",)
-                continue
-            if i < len(args) and args[i] == "-c":
-                return program, args, wrapped, assigned, None
-            if i < len(args):
-                words = args[i:]
-                continue
-            return program, args, wrapped, assigned, None
-        if program in _SHELL_PROGRAMS:
-            i = 0
-            while i < len(args) and args[i].startswith("-") and args[i] != "-c":
-                i += 1
-            if i < len(args) and args[i] == "-c":
-                return program, args, wrapped, assigned, (args[i + 1] if i + 1 < len(args) else "")
-            if i < len(args):
-                words = args[i:]
-                wrapped = True
-                continue
-            return program, args, wrapped, assigned, None
-        if program in ("eval",):
-            return program, args, wrapped, assigned, " ".join(args)
-        return program, args, wrapped, assigned, None
-    return "", [], True, assigned, None
-
-
-def run_invocations(commands, depth=0):
-    """The simple commands (with their program and args) that run `autotune run`,
-    each as (args, plain_enough) where plain_enough is False when reached through a
-    wrapper, a substitution or an assignment."""
-    found = []
-    for command in commands:
-        program, args, wrapped, assigned, nested = command_program(command.words)
-        if nested is not None:
-            inner = nested_commands(nested, depth, _WRAPPED_DEPTH)
-            if inner is None:
-                if "autotune" in nested or "run-experiment" in nested:
-                    found.append(([], False))
-                continue
-            found += [(a, False) for a, _ in run_invocations(inner, depth + 1)]
-            continue
-        if program in ("autotune", "autotune.py") and args and args[0] == "run":
-            found.append((args[1:], not (wrapped or assigned or command.nested)))
-        elif program in ("run-experiment.sh", "run-experiment"):
-            found.append((args, not (wrapped or assigned or command.nested)))
-    return found
-
-
-def _operands(args, takes=(), options=None):
-    """The non-option arguments (options in `takes` consume the next word; `--` ends
-    the options). `options`, a list, receives each option as (option, the next word when
-    it takes one and there is one, else None), for a caller that reads some of them."""
-    found, i, done = [], 0, False
-    while i < len(args):
-        arg = args[i]
-        if not done and arg == "--":
-            done = True
-        elif not done and arg.startswith("-") and len(arg) > 1:
-            value = args[i + 1] if arg in takes and i + 1 < len(args) else None
-            if options is not None:
-                options.append((arg, value))
-            if arg in takes:
-                i += 1
-        else:
-            found.append(arg)
-        i += 1
-    return found
-
-
-def _diff_paths(text, strip=None):
-    """The file names a unified diff touches (--- / +++ headers), each with the given
-    number of leading components stripped, or with 0, 1 and all when unknown."""
-    paths = []
-    for line in text.splitlines():
-        if line.startswith(("--- ", "+++ ", "diff --git ")):
-            names = line.split()[2:] if line.startswith("diff --git") else [line[4:].split("\t")[0].strip()]
-            for name in names:
-                if name == "/dev/null" or not name:
-                    continue
-                parts = name.split("/")
-                for count in ([strip] if strip is not None else [0, 1, len(parts) - 1]):
-                    if 0 <= count < len(parts):
-                        paths.append("/".join(parts[count:]))
-    return paths
-
-
-def _patch_text(command, cwd, files):
-    """The diff a `patch` reads: its heredocs and here-strings, then the patch files and
-    the file redirected to its stdin (the first MiB of each)."""
-    texts = list(command.heredocs)
-    texts += [target for op, target in command.redirs if op == "<<<"]
-    texts += _read_texts(cwd, files + [target for op, target in command.redirs if op == "<"])
-    return "\n".join(texts)
-
-
-def _strip_option(args, short, long):
-    for i, arg in enumerate(args):
-        if arg == short and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(short) and len(arg) > len(short) and not arg.startswith("--"):
-            return arg[len(short):]
-        if arg.startswith(long + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-_COPY_TAKES = {
-    "cp": ("-S", "--suffix"), "mv": ("-S", "--suffix"), "ln": ("-S", "--suffix"),
-    "install": ("-m", "-o", "-g", "-S", "--mode", "--owner", "--group", "--suffix"),
-    "rsync": ("-e", "--rsh", "--exclude", "--include", "--filter", "-f", "--files-from",
-              "--exclude-from", "--include-from", "--rsync-path", "--log-file", "--partial-dir",
-              "--backup-dir", "--compare-dest", "--link-dest", "--copy-dest", "--chmod",
-              "--chown", "-T", "--temp-dir", "-B", "--block-size", "--port"),
-    "scp": ("-P", "-i", "-o", "-F", "-c", "-l", "-S", "-J"),
-}
-
-
-def _copy_destination(program, options):
-    """(target directory or None, whether -T forbids one, whether it only makes
-    directories) from the options of cp/mv/install/ln (-t DIR, -tDIR,
-    --target-directory[=]DIR, -T; install -d), the last -t winning."""
-    target_dir, no_target_dir = None, False
-    for arg, value in options:
-        if program in ("cp", "mv", "install", "ln"):
-            if arg in ("-t", "--target-directory") and value is not None:
-                target_dir = value
-            elif arg.startswith("--target-directory="):
-                target_dir = arg.split("=", 1)[1]
-            elif arg.startswith("-t") and not arg.startswith("--"):
-                target_dir = arg[2:]
-            elif arg in ("-T", "--no-target-directory"):
-                no_target_dir = True
-        if program == "install" and arg in ("-d", "--directory"):
-            return None, False, True
-    return target_dir, no_target_dir, False
-
-
-def _copy_targets(program, args, cwd):
-    """What cp/mv/install/ln/rsync/scp write: the destination (a file, or each source's
-    name inside a destination directory, -t DIR included), the files a directory copy
-    lands on, and for mv the sources too (they disappear)."""
-    takes = _COPY_TAKES.get(program, ())
-    if program in ("cp", "mv", "install", "ln"):
-        takes += ("-t", "--target-directory")
-    options = []
-    operands = _operands(args, takes, options)
-    target_dir, no_target_dir, directories_only = _copy_destination(program, options)
-    if directories_only:
-        return []
-    full = lambda p: os.path.join(cwd, os.path.expanduser(p))
-    if target_dir is not None:
-        sources, dest_dir = operands, target_dir
-    elif program == "ln" and len(operands) == 1:
-        sources, dest_dir = operands, "."
-    elif len(operands) >= 2:
-        sources, dest = operands[:-1], operands[-1]
-        if program in ("rsync", "scp") and ":" in dest.split("/", 1)[0]:
-            return []  # a remote destination
-        if no_target_dir or not (dest.endswith("/") or os.path.isdir(full(dest))):
-            targets = [(dest, "file")]
-            if len(sources) == 1 and os.path.isdir(full(sources[0])) and program != "ln":
-                targets += _tree_copy(full(sources[0]), dest)
-            return targets + ([(s, "tree") for s in sources] if program == "mv" else [])
-        dest_dir = dest
-    else:
-        return []
-    targets = []
-    for source in sources:
-        name = os.path.basename(source.rstrip("/")) or source
-        if name in (".", "..") or (program == "rsync" and source.endswith("/")
-                                   and not os.path.isdir(full(source))):
-            targets.append((dest_dir, "tree"))  # a directory's contents, unknown here
-            continue
-        if program == "rsync" and source.endswith("/"):
-            targets += _tree_copy(full(source), dest_dir)
-            continue
-        targets.append((os.path.join(dest_dir, name), "tree" if program == "mv" else "file"))
-        if os.path.isdir(full(source)) and program != "ln":
-            targets += _tree_copy(full(source), os.path.join(dest_dir, name))
-        if program == "mv":
-            targets.append((source, "tree"))
-    return targets
-
-
-def _tree_copy(source_dir, dest_dir, limit=5000):
-    """The files a recursive copy of source_dir writes under dest_dir (at most `limit`)."""
-    targets = []
-    for root, dirs, files in os.walk(source_dir):
-        dirs[:] = [d for d in dirs if d != ".git"]
-        for name in files:
-            rel = os.path.relpath(os.path.join(root, name), source_dir)
-            targets.append((os.path.join(dest_dir, rel), "file"))
-            if len(targets) >= limit:
-                return targets
-    return targets
-
-
-_CODE_WRITES = (r"open\([^)]*,\s*(?:mode\s*=\s*)?['\"][rbt]*[wax+]|(?<!stdout)(?<!stderr)\.write\(|"
-                r"write_text|write_bytes|unlink|os\.remove|rename|os\.replace|rmtree|shutil\.|"
-                r"truncate|writeFile|appendFile|rmSync|File\.write|File\.open\([^)]*['\"][wa]|"
-                r"IO\.write|FileUtils|open\s*\([^,)]*,\s*['\"]\+?>")
-
-
-def _code_targets(code):
-    """Paths quoted in interpreter code that writes files (a heuristic: the guard only
-    cares whether one of them is protected)."""
-    import re
-    if not re.search(_CODE_WRITES, code):
-        return []
-    literals = re.findall(r"['\"]([^'\"\n]{1,300})['\"]", code)
-    return [(literal.lstrip("+<>& ") or literal, "file") for literal in literals]  # perl's ">file"
-
-
-def _git_targets(args, cwd):
-    """(targets, cwd) of a git command: pathspecs that checkout/restore/reset/stash/clean/
-    rm/mv/apply would rewrite; -C DIR moves the directory."""
-    i = 0
-    while i < len(args) and args[i].startswith("-"):
-        if args[i] in ("-C", "-c", "--git-dir", "--work-tree", "--namespace") and i + 1 < len(args):
-            if args[i] == "-C":
-                cwd = os.path.join(cwd, args[i + 1])
-            i += 2
-        else:
-            i += 1
-    if i >= len(args):
-        return [], cwd
-    sub, rest = args[i], args[i + 1:]
-    paths_after = rest[rest.index("--") + 1:] if "--" in rest else None
-    before = rest[:rest.index("--")] if "--" in rest else rest
-
-    def existing(words, takes=()):
-        return [w for w in _operands(words, takes) if w in (".", "*", ":/") or
-                os.path.lexists(os.path.join(cwd, w))]
-
-    trees = []
-    if sub in ("checkout", "restore"):
-        takes = ("-b", "-B", "--orphan", "-s", "--source", "--conflict", "--pathspec-from-file")
-        trees = (paths_after or []) + existing(before, takes)
-        if sub == "restore" and paths_after is None:
-            trees = _operands(before, takes)
-    elif sub == "reset":
-        trees = (paths_after or []) + existing(before)
-        revs = [w for w in _operands(before) if w not in trees]
-        if "--hard" in rest and any(r not in ("HEAD", "@") for r in revs):
-            trees.append(".")  # resets every tracked file to another commit
-    elif sub == "stash":
-        action = rest[0] if rest and not rest[0].startswith("-") else "push"
-        if action in ("push", "save"):
-            if any(a in ("-u", "--include-untracked", "-a", "--all") for a in rest):
-                trees.append(".")
-            trees += paths_after or []
-    elif sub == "clean":
-        flags = "".join(a[1:] for a in before if a.startswith("-") and not a.startswith("--"))
-        forced = "f" in flags or "--force" in rest
-        if forced and "n" not in flags and "--dry-run" not in rest:
-            trees = (paths_after or []) + _operands(before, ("-e", "--exclude")) or ["."]
-    elif sub in ("rm", "mv"):
-        trees = (paths_after or []) + _operands(before)
-    elif sub == "apply":
-        if not any(a in ("--check", "--stat", "--numstat", "--summary") for a in rest):
-            strip = _strip_option(rest, "-p", "--p")
-            return [(p, "file") for p in _diff_paths(
-                "\n".join(_read_texts(cwd, _operands(before))), int(strip) if (strip or "").isdigit() else 1)], cwd
-    return [(p, "tree") for p in trees], cwd
-
-
-def _read_texts(cwd, names):
-    """The first MiB of each named file that can be read, as text (a guess at a diff
-    needs no more; an unreadable name is skipped)."""
-    texts = []
-    for name in names:
-        try:
-            with open(os.path.join(cwd, name), "rb") as handle:
-                texts.append(handle.read(1 << 20).decode("utf-8", "replace"))
-        except OSError:
-            pass
-    return texts
-
-
-def _cluster_value(args, letter, long):
-    """Values of a short option that may be clustered (-sSLo FILE, -oFILE) or long."""
-    values, i = [], 0
-    while i < len(args):
-        arg = args[i]
-        if arg.startswith(long + "="):
-            values.append(arg.split("=", 1)[1])
-        elif arg == long and i + 1 < len(args):
-            values.append(args[i + 1])
-            i += 1
-        elif arg.startswith("-") and not arg.startswith("--") and letter in arg[1:]:
-            rest = arg[arg.index(letter, 1) + 1:]
-            if rest:
-                values.append(rest)
-            elif i + 1 < len(args):
-                values.append(args[i + 1])
-                i += 1
-        i += 1
-    return values
-
-
-def _sed_targets(args):
-    """The files `sed -i` rewrites: its operands, less the script when no -e/-f gave one."""
-    if not any(a.startswith("--in-place") or (a.startswith("-") and not a.startswith("--")
-                                              and "i" in a[1:]) for a in args):
-        return []
-    has_script = any(a in ("-e", "-f", "--expression", "--file") or
-                     a.startswith(("--expression=", "--file=")) for a in args)
-    files = _operands(args, ("-e", "-f", "--expression", "--file", "-l", "--line-length"))
-    return [(p, "file") for p in (files if has_script else files[1:])]
-
-
-def _perl_targets(command, args):
-    """The files `perl -i` rewrites (its operands, less the script when no -e gave one);
-    without -i, what its one-liner writes."""
-    clusters = [a for a in args if a.startswith("-") and not a.startswith("--") and len(a) > 1
-                and a[1] not in "MmIdDx"]
-    if not any("i" in a[1:] for a in clusters):
-        return _interpreter_targets(command, args)
-    files, code, i = [], False, 0
-    while i < len(args):
-        arg = args[i]
-        if arg.startswith("-") and len(arg) > 1 and not arg.startswith("--"):
-            if arg[-1] in "eE" and arg[1] not in "MmIdDx":
-                code = True
-                i += 1
-        else:
-            files.append(arg)
-        i += 1
-    return [(p, "file") for p in (files if code else files[1:])]
-
-
-def _awk_targets(args):
-    """The files gawk's inplace extension rewrites: its operands (not var=value), less
-    the program when no -f gave one."""
-    joined = " ".join(args)
-    if not ("-i inplace" in joined or "-iinplace" in joined or "--include=inplace" in joined
-            or "--include inplace" in joined):
-        return []
-    files = [a for a in _operands(args, ("-v", "-f", "-F", "-i", "--include", "--assign",
-                                         "--file", "--field-separator"))
-             if not _is_assignment(a)]
-    has_file = any(a in ("-f", "--file") for a in args)
-    return [(p, "file") for p in (files if has_file else files[1:])]
-
-
-def _mode_targets(args):
-    """The files chmod/chown/chgrp/setfacl/chattr change: the operands after the mode or
-    owner (all of them with --reference); a mode such as -w is not an option."""
-    import re
-    words = [a for a in args if a != "--" and not (a.startswith("-") and not re.match(
-        r"-[rwxXstugoa=+,0-7]+\Z", a))]
-    reference = any(a.startswith("--reference") for a in args)
-    return [(p, "file") for p in (words if reference else words[1:])]
-
-
-def _curl_targets(args):
-    """The files curl writes: -o/--output values, the URL's last component with -O,
-    under --output-dir."""
-    values = _cluster_value(args, "o", "--output")
-    if any(a in ("-O", "--remote-name", "--remote-name-all") or
-           (a.startswith("-") and not a.startswith("--") and "O" in a[1:]) for a in args):
-        values += [os.path.basename(u.split("?")[0].rstrip("/")) for u in _operands(args)
-                   if "://" in u]
-    directory = (_cluster_value(args, "\0", "--output-dir") or [""])[-1]
-    return [(os.path.join(directory, v), "file") for v in values if v and v != "-"]
-
-
-def _patch_targets(command, args, cwd):
-    """The files `patch` writes: -o FILE alone, else the file it is given and every file
-    the diff names (read from -i, a second operand, stdin or a heredoc), under -d DIR."""
-    output = _strip_option(args, "-o", "--output")
-    if output:
-        return [(output, "file")]
-    strip = _strip_option(args, "-p", "--strip")
-    directory = _strip_option(args, "-d", "--directory") or ""
-    operands = _operands(args, ("-p", "-i", "-o", "-d", "-D", "-F", "-z", "-B", "-Y", "-V",
-                                "--input", "--directory", "--strip", "-r"))
-    patch_files = [v for v in [_strip_option(args, "-i", "--input")] if v] + operands[1:2]
-    targets = []
-    if operands:
-        targets = [(os.path.join(directory, operands[0]), "file")]
-    text = _patch_text(command, cwd, patch_files)
-    targets += [(os.path.join(directory, p), "file") for p in _diff_paths(
-        text, int(strip) if (strip or "").isdigit() else None)]
-    return targets
-
-
-def _package_script_targets(args):
-    """The package.json entries `npm pkg set|delete` and `set-script` change."""
-    words = [a for a in args if not a.startswith("-")]
-    if words[:2] in (["pkg", "set"], ["pkg", "delete"]):
-        return [("package.json", "entry:" + word.split("=", 1)[0]) for word in words[2:]]
-    if words[:1] == ["set-script"] and len(words) > 1:
-        return [("package.json", "entry:scripts." + words[1])]
-    return []
-
-
-def command_writes(command, program, args, cwd):
-    """[(path, kind)] one simple command would write; kind "file", "tree" (anything
-    under it) or "entry:scripts.NAME" (one package.json script)."""
-    if program in ("tee", "sponge"):
-        return [(p, "file") for p in _operands(args)]
-    if program in ("sed", "gsed"):
-        return _sed_targets(args)
-    if program == "perl":
-        return _perl_targets(command, args)
-    if program in ("awk", "gawk"):
-        return _awk_targets(args)
-    if program in ("cp", "mv", "install", "ln", "rsync", "scp", "gcp", "gmv"):
-        return _copy_targets(program.lstrip("g") if program in ("gcp", "gmv") else program, args, cwd)
-    if program in ("rm", "unlink", "shred", "srm", "trash", "trash-put"):
-        return [(p, "tree") for p in _operands(args)]
-    if program == "truncate":
-        return [(p, "file") for p in _operands(args, ("-s", "--size", "-r", "--reference"))]
-    if program in ("chmod", "chown", "chgrp", "setfacl", "chattr"):
-        return _mode_targets(args)
-    if program == "dd":
-        return [(a[3:], "file") for a in args if a.startswith("of=")]
-    if program == "curl":
-        return _curl_targets(args)
-    if program == "wget":
-        return [(v, "file") for v in _cluster_value(args, "O", "--output-document") if v != "-"]
-    if program == "patch":
-        return _patch_targets(command, args, cwd)
-    if program in ("npm", "pnpm", "yarn", "bun"):
-        return _package_script_targets(args)
-    if program.startswith(_CODE_PROGRAMS):
-        return _interpreter_targets(command, args)
-    return []
-
-
-def _interpreter_targets(command, args):
-    """What a one-liner (-c/-e code, or a heredoc fed to the interpreter) writes."""
-    targets = []
-    code = [args[i + 1] for i, a in enumerate(args[:-1])
-            if a in ("-c", "-e", "-E", "--eval", "-r", "-p", "--print") or
-            (a.startswith("-") and not a.startswith("--") and a[-1] in "eE" and a[1:2] not in "MmIdDx")]
-    for text in code + list(command.heredocs):
-        targets += _code_targets(text)
-    return targets
-
-
-def bash_write_targets(commands, cwd, depth=0):
-    """[(absolute path, kind, how)] every write the command line would make that the
-    reader recognizes; `cd DIR` moves the directory later paths resolve against."""
-    found = []
-    for command in commands:
-        for op, target in command.redirs:
-            if op in (">", ">>", ">|", "&>", "&>>", "<>") or (
-                    op == ">&" and not target.isdigit() and target != "-"):
-                found.append((os.path.join(cwd, os.path.expanduser(target)), "file", "a redirection (%s)" % op))
-        program, args, _, _, nested = command_program(command.words)
-        if nested is not None:
-            inner = nested_commands(nested, depth, _WRAPPED_DEPTH)
-            if inner:
-                found += bash_write_targets(inner, cwd, depth + 1)
-            continue
-        if program in ("cd", "pushd") and not command.nested:
-            if args and args[0] not in ("-", "--"):
-                cwd = os.path.join(cwd, os.path.expanduser(args[0]))
-            continue
-        if program == "git":
-            targets, git_cwd = _git_targets(args, cwd)
-            found += [(os.path.join(git_cwd, os.path.expanduser(p)), kind, "git " + " ".join(args[:1]))
-                      for p, kind in targets]
-            continue
-        for path, kind in command_writes(command, program, args, cwd):
-            found.append((os.path.join(cwd, os.path.expanduser(path)), kind, program))
-    return found
-
-
-
-def classify_run_command(command, commands=False):
-    """Whether a Bash command runs `autotune run`, and whether it does so plainly.
-
-    Returns (invokes_run, plain, run_args): plain means a single simple command whose
-    program is autotune (bin/autotune, autotune.py via python, or run-experiment.sh),
-    with no operators, redirections, substitutions, assignments or wrappers around it.
-    A command that merely mentions `autotune run` in its data (a commit message, a
-    grep pattern) does not invoke it. The command is judged without its surrounding
-    blank space (`autotune run` followed by a newline is plain): `commands` is
-    shell_parse of that text when the caller has read it already (None when it does
-    not parse), False to read it here."""
-    import re
-    if not isinstance(command, str):
-        return False, False, []
-    if "autotune" not in command and "run-experiment" not in command:
-        return False, True, []
-    mentions = re.search(r"(?:autotune(?:\.py)?['\"]?\s+(?:\S+\s+)*?run\b|run-experiment)", command)
-    if commands is False:
-        commands = shell_parse(command.strip())
-    if commands is None:
-        return (True, False, []) if mentions else (False, True, [])
-    found = run_invocations(commands)
-    if not found:
-        for simple in commands if mentions else ():
-            program, args, _, _, nested = command_program(simple.words)
-            if program in _SHELL_PROGRAMS and nested is None and not args:
-                return True, False, []  # `echo "autotune run" | bash`: a shell reading its stdin
-            if program.startswith(_CODE_PROGRAMS) and any(
-                    a in ("-c", "-e", "-E", "--eval") for a in args) and re.search(
-                    r"autotune\S*['\"]?(?:\s*,\s*['\"]|\s+)run\b|run-experiment", " ".join(args)):
-                return True, False, []  # os.system('autotune run') and the like
-        return False, True, []
-    args, plain = found[0]
-    plain = (plain and len(found) == 1 and len(commands) == 1 and not commands[0].redirs
-             and not commands.operators)
-    return True, plain, args
-
-
-def _run_command_values(args):
-    values = []
-    for i, arg in enumerate(args):
-        if arg == "--command":
-            values.append(args[i + 1] if i + 1 < len(args) else "")
-        elif arg.startswith("--command="):
-            values.append(arg[len("--command="):])
-    return values
-
-
-# A Bash command without any of these words cannot write a file the guard knows how to
-# recognize nor run the benchmark: the hook answers it without reading the loop.
-_BASH_HINT = (r"[>]|\b(?:tee|sponge|g?sed|perl|g?awk|g?cp|g?mv|install|ln|rsync|scp|unlink|s?rm|shred|"
-              r"trash(?:-put)?|truncate|ch(?:mod|own|grp|attr)|setfacl|dd|curl|wget|patch|git|npm|pnpm|yarn|"
-              r"bun|python[\d.]*|pypy3?|"
-              r"node|ruby|php|deno|bash|sh|zsh|dash|ksh|eval|xargs|autotune|run-experiment)\b")
-_EDIT_TOOLS = ("Edit", "Write", "MultiEdit", "NotebookEdit")
-
-
-def hook_pre_tool_use(payload):
-    """Denies what would move the judge of an active loop: a write (Edit, Write, or a
-    Bash command) to autotune's records, the benchmark, its config or a protected input,
-    and an `autotune run` that is not called on its own."""
-    import re
-    tool = payload.get("tool_name")
-    tool_input = payload.get("tool_input") if isinstance(payload.get("tool_input"), dict) else {}
-    cwd = payload_cwd(payload)
-    if tool == "Bash":
-        command = tool_input.get("command")
-        if not isinstance(command, str) or not re.search(_BASH_HINT, command):
-            return None
-        reason = bash_denial(command, Guards(cwd))
-    elif tool in _EDIT_TOOLS:
-        path = tool_input.get("file_path") or tool_input.get("notebook_path")
-        if not isinstance(path, str) or not path or "\0" in path:
-            return None
-        full = os.path.join(cwd, os.path.expanduser(path))
-        reason = Guards(cwd).reason(full, "file", None, lambda: edited_content(full, tool, tool_input))
-    else:
-        return None
-    if not reason:
-        return None
-    return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
-                                   "permissionDecisionReason": reason}}
-
-
-def edited_content(path, tool, tool_input):
-    """The bytes a Write/Edit/MultiEdit would leave in `path`, or None when unknown."""
-    if tool == "Write":
-        content = tool_input.get("content")
-        return content.encode("utf-8", "surrogateescape") if isinstance(content, str) else None
-    data = _read_bytes(path)
-    if data is None or tool not in ("Edit", "MultiEdit"):
-        return None
-    text = data.decode("utf-8", "surrogateescape")
-    edits = tool_input.get("edits") if tool == "MultiEdit" else [tool_input]
-    for edit in edits if isinstance(edits, list) else []:
-        if not isinstance(edit, dict):
-            return None
-        old, new = edit.get("old_string"), edit.get("new_string")
-        if not isinstance(old, str) or not isinstance(new, str) or old not in text:
-            return None
-        text = text.replace(old, new) if edit.get("replace_all") is True else text.replace(old, new, 1)
-    return text.encode("utf-8", "surrogateescape")
-
-
-def bash_denial(command, guards):
-    """Why a Bash command must not run while a loop is active, or None. The command is
-    read once: the writes are looked for in it as Bash reads it, and the run check reads
-    the same words unless blank space around the command changes them (then it reads
-    the trimmed text, as classify_run_command does)."""
-    commands = shell_parse(command)
-    invokes, plain, args = classify_run_command(
-        command, commands if command == command.strip() else False)
-    if invokes:
-        guard = guards.at(guards.cwd)
-        if guard is not None:
-            if not plain:
-                return ("autotune: `autotune run` must be called on its own, as `autotune run` "
-                        "(optionally --command ./autotune.sh, --timeout, --repeat): no other "
-                        "commands, pipes, redirections, substitutions, variable assignments or "
-                        "wrappers around it (to change directory, run `cd DIR` as a command of "
-                        "its own first).")
-            workdir = guard.session.workdir
-            for value in _run_command_values(args):
-                if os.path.isfile(os.path.join(workdir, BENCH_FILE)) and not is_benchmark_command(value, workdir):
-                    return ("autotune: %s is not the benchmark. While autotune.sh exists the loop "
-                            "measures only ./autotune.sh; run `autotune run` without --command." %
-                            json.dumps(value))
-        if plain:
-            return None
-    if commands is None:
-        return None  # Bash cannot run it either
-    for path, kind, how in bash_write_targets(commands, guards.cwd):
-        if "\0" in path:
-            continue  # not a path Bash could open
-        reason = guards.reason(path, kind, how)
-        if reason:
-            return reason
-    return None
-
-
-
-
-def glob_regex(pattern):
-    """A `protect` glob as a compiled regex over relative paths: `**` spans directories,
-    `*` and `?` stay within one, [abc] is a class."""
-    import re
-    out, i, n = [], 0, len(pattern)
-    while i < n:
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif pattern[i] == "[" and "]" in pattern[i + 2:]:
-            end = pattern.index("]", i + 2)
-            body = pattern[i + 1:end]
-            out.append("[%s%s]" % ("^" if body.startswith("!") else "", re.escape(body.lstrip("!"))))
-            i = end + 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out).rstrip("/") + r"(?:/.*)?\Z")
-
-
-def _glob_prefix(pattern):
-    """The directory part of a glob before its first wildcard ("tests/**" -> "tests")."""
-    parts = []
-    for part in pattern.split("/"):
-        if any(c in part for c in "*?["):
-            break
-        parts.append(part)
-    return "/".join(parts)
-
-
-def real_target(path):
-    """Where a write to `path` lands: symlinks followed, also for a file not created yet."""
-    if os.path.lexists(path):
-        return os.path.realpath(path)
-    return os.path.join(os.path.realpath(os.path.dirname(path) or "."), os.path.basename(path))
-
-
-class Guard(object):
-    """What an active loop protects from the agent's tools, for the PreToolUse hook:
-    autotune's own records always; from the baseline on, the benchmark, checks, holdout,
-    config and the protected inputs (the `protect` globs and what defines the commands
-    the benchmark calls). Paths are compared after following symlinks, and hard links
-    are recognized by their inode."""
-
-    def __init__(self, session, state):
-        self.session, self.state = session, state
-        self.root = os.path.realpath(session.workdir)
-        self.names = guarded_files(session, state)
-        inputs = state.inputs if (state.n_exp and isinstance(state.inputs, dict)) else {}
-        self.files, self.entries = set(), {}
-        for key in inputs:
-            name, _, part = key.partition("#")
-            if part:
-                self.entries.setdefault(os.path.normpath(name), []).append(key)
-            else:
-                self.files.add(os.path.normpath(key))
-        globs = session.settings.protect if state.n_exp else []
-        self.globs = [(g, glob_regex(g), _glob_prefix(g)) for g in globs]
-
-    def _inodes(self):
-        found = {}
-        for rel in list(self.names) + sorted(self.files)[:500]:
-            try:
-                st = os.stat(os.path.join(self.root, rel))
-                found[(st.st_dev, st.st_ino)] = rel
-            except OSError:
-                pass
-        return found
-
-    def reason(self, path, kind="file", how=None, content=None):
-        """Why a write of `kind` to `path` must be denied, or None. `content`, when
-        known (an Edit or Write), lets a file with protected entries (package.json's
-        scripts) be edited where the entries stay the same."""
-        real = real_target(path)
-        rel = os.path.relpath(real, self.root).replace(os.sep, "/")
-        inside = rel != ".." and not rel.startswith("../")
-        if inside and kind == "tree":
-            found = self._tree_reason(rel, how)
-            if found and found[1] != rel:  # a directory that holds protected files
-                return ("autotune: %s on %s would reach %s; name the files you mean instead "
-                        "(to undo an experiment, `autotune log --status discard` reverts it). %s" % (
-                            how or "this command", rel, found[1], found[0][len("autotune: "):]))
-            if found:
-                return found[0]
-        elif inside:
-            found = self._file_reason(rel, kind, content, how)
-            if found:
-                return found
-        cache = os.path.realpath(os.path.dirname(self.session.cache_dir))  # <git dir>/autotune
-        if real == cache or real.startswith(cache + os.sep) or (
-                kind == "tree" and cache.startswith(real.rstrip(os.sep) + os.sep)):
-            return ("autotune: %s is autotune's private cache of the loop (the benchmark lock, "
-                    "the snapshot index, the last run); only autotune writes it." % path)
-        try:
-            st = os.stat(real)
-        except OSError:
-            return None
-        if st.st_nlink > 1:
-            linked = self._inodes().get((st.st_dev, st.st_ino))
-            if linked:
-                base = self._file_reason(linked, "file", None, how) or guard_reason(linked, self.state)
-                return base.replace("autotune: ", "autotune: %s is a hard link to %s: " % (
-                    path, linked), 1)
-        return None
-
-    def _file_reason(self, rel, kind, content, how):
-        if rel in self.names:
-            return guard_reason(rel, self.state)
-        if rel in self.files:
-            return self._input_reason(rel, how, self._pattern_of(rel))
-        if rel in self.entries:
-            keys = self.entries[rel]
-            if kind.startswith("entry:"):
-                entry = kind[len("entry:"):]
-                stem = entry.split(".", 1)[-1]
-                touched = [k for k in keys if k.partition("#")[2] in (
-                    entry, "scripts." + stem[3:] if stem.startswith("pre") else None,
-                    "scripts." + stem[4:] if stem.startswith("post") else None)]
-                return self._input_reason(touched[0], how) if touched else None
-            data = content() if callable(content) else content
-            if data is not None:
-                changed = [k for k in keys if _input_digest_of(data, k.partition("#")[2])
-                           != self.state.inputs.get(k)]
-                return self._input_reason(changed[0], how) if changed else None
-            return self._input_reason(keys[0], how)
-        for pattern, regex, _ in self.globs:
-            if regex.match(rel):
-                return self._input_reason(rel, how, pattern)
-        return None
-
-    def _tree_reason(self, rel, how):
-        """(reason, first protected path) for an operation on everything under `rel`."""
-        under = lambda name: rel == "." or name == rel or name.startswith(rel.rstrip("/") + "/")
-        for name in self.names:
-            if under(name):
-                return guard_reason(name, self.state), name
-        for name in sorted(self.files) + sorted(self.entries):
-            if under(name):
-                return self._input_reason(name, how, self._pattern_of(name)), name
-        for pattern, regex, prefix in self.globs:
-            if rel == "." or under(prefix) or regex.match(rel) or prefix.startswith(rel.rstrip("/") + "/"):
-                return self._input_reason(rel, how, pattern), prefix or rel
-        return None
-
-    def _pattern_of(self, rel):
-        return next((pattern for pattern, regex, _ in self.globs if regex.match(rel)), None)
-
-    def _input_reason(self, key, how, pattern=None):
-        why = ("it matches `protect` %s in %s" % (json.dumps(pattern), CONFIG_FILE) if pattern
-               else "it defines a command the benchmark or checks call")
-        return ("autotune: %s is a protected input of the active segment %d (%s), hashed at its "
-                "baseline: a change to it would move the judge, not measure the code%s. Change "
-                "the code under test instead; to change it, `autotune stop`, change it, then start "
-                "a new segment with `autotune init`." % (
-                    key, self.state.segment, why, (" (denied: %s)" % how) if how else ""))
-
-
-class Guards(object):
-    """The guards of the loops a tool call may touch: the one of the session's cwd and
-    the one of each target's own directory (a loop in a subdirectory is guarded from its
-    parent too). Each loop is read once per hook call."""
-
-    def __init__(self, cwd):
-        self.cwd = cwd
-        self.by_dir, self.by_root = {}, {}
-
-    def at(self, directory):
-        probe = directory
-        while probe and not os.path.isdir(probe):
-            parent = os.path.dirname(probe)
-            if parent == probe:
-                return None
-            probe = parent
-        if probe not in self.by_dir:
-            session = loop_session(probe)
-            self.by_dir[probe] = self._loop_guard(session) if session is not None else None
-        return self.by_dir[probe]
-
-    def _loop_guard(self, session):
-        """The guard of an active loop, None for any other, read once per loop: the
-        directories of one loop share it without reading its log again."""
-        root = os.path.realpath(session.workdir)
-        if root not in self.by_root:
-            loaded = loop_state(session)
-            self.by_root[root] = (Guard(session, loaded.state)
-                                  if loaded is not None and loaded.state.active else None)
-        return self.by_root[root]
-
-    def for_path(self, path):
-        guards = []
-        for guard in (self.at(self.cwd), self.at(os.path.dirname(real_target(path)))):
-            if guard is not None and guard not in guards:
-                guards.append(guard)
-        return guards
-
-    def reason(self, path, kind="file", how=None, content=None):
-        for guard in self.for_path(path):
-            found = guard.reason(path, kind, how, content)
-            if found:
-                return found
-        return None
-
-
-
-GUARDED_UNTIL_BASELINE = INTEGRITY_FILES + (CONFIG_FILE,)
-GUARDED_ALWAYS = (LOG_FILE, STATE_FILE)
-
-
-def guarded_files(session, state):
-    """What the agent may not change during an active segment: autotune's own records, a
-    copy of autotune.py inside the working directory, and, once the baseline is logged,
-    the benchmark, checks, holdout and config (changing them would move the goalposts)."""
-    names = list(GUARDED_ALWAYS)
-    if state.n_exp:
-        names += GUARDED_UNTIL_BASELINE
-    me = os.path.realpath(os.path.abspath(__file__))
-    if os.path.dirname(me) == os.path.realpath(session.workdir):
-        names.append(os.path.basename(me))
-    return names
-
-
-def guard_reason(name, state):
-    if name in GUARDED_ALWAYS:
-        return ("autotune: %s is autotune's own record of the loop; only autotune writes it "
-                "(autotune log, stop, doctor --fix)." % name)
-    if name in GUARDED_UNTIL_BASELINE:
-        return ("autotune: %s is part of the benchmark of the active segment %d, fixed by its "
-                "baseline; changing it mid-segment would move the goalposts. To change it: "
-                "`autotune stop`, edit it, then `autotune init` again to start a new segment." % (
-                    name, state.segment))
-    return "autotune: %s is the loop's own decision engine, not part of the experiment." % name
-
-
-def hook_session_start(payload):
-    """The session that runs the loop gets the picture and "continue the loop"; any other
-    session in the directory gets one line saying a loop is active and whose it is."""
-    session, loaded = payload_session(payload)
-    if session is None or not loaded.state.active:
-        return None
-    state = loaded.state
-    if runs_the_loop(payload, state):
-        context = session_summary(session, loaded)
-    else:
-        context = ("autotune: an optimization loop is active in %s (segment %d, %d runs, %s), "
-                   "run by %s; this session is not asked to continue it. To work on it, start "
-                   "`autotune start` (or `claude --agent autotune`); to look at it, `autotune "
-                   "explain`." % (session.workdir, state.segment, state.n_exp, state.health,
-                                  ("session %s" % state.session_id) if state.session_id
-                                  else "no Claude session yet"))
-    return {"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": context}}
-
-
-def runs_the_loop(payload, state):
-    """The session that initialized or last logged the loop, a headless resume autotune
-    started (its id is in the log), or a session started as the autotune agent
-    (`autotune start` sets AUTOTUNE_AGENT; `claude --agent autotune` reports agent_type)."""
-    session_id = payload.get("session_id")
-    if state.session_id and session_id == state.session_id:
-        return True
-    agent = payload.get("agent_type")
-    if isinstance(agent, str) and agent.split(":")[-1] == "autotune":
-        return True
-    return os.environ.get("AUTOTUNE_AGENT") == "1"
-
-
-def session_summary(session, loaded, recent=6):
-    """A compact picture of the loop from the files on disk, for a fresh agent."""
-    state = loaded.state
-    data = explain_data(session, loaded)
-    unit = data.get("unit") or ""
-    lines = ["autotune: an optimization loop is active in %s (segment %d of %d)." % (
-        session.workdir, state.segment, state.segments)]
-    lines.append("Objective: %s — %s%s, %s is better." % (
-        data.get("name"), data.get("metric"), (" (%s)" % unit) if unit else "", data.get("direction")))
-    objective = _markdown_section(session.path(NOTES_FILE), "objective")
-    if objective:
-        lines.append("From autotune.md: " + _one_line(objective, 300))
-    lines.append("State: %s, %s mode; %s." % (state.health, state.mode, data["why"]))
-    lines.append("Next action: %s — %s" % (data["next"], data["next_text"]))
-    if data["best"] is not None:
-        conf = data.get("confidence") or {}
-        lines.append("Best: %s (%s) at %s, %s; confidence %s." % (
-            fmt_metric(data["best"], unit), headline_text(data.get("best_pct"), data.get("verified"),
-                                                          " vs baseline %s" % _fmt(data["baseline"])),
-            data.get("best_commit"), json.dumps(_one_line(data.get("best_description") or "", 100),
-                                                ensure_ascii=False),
-            conf.get("label", "-")))
-    rows = tail_entries(session, state.config_offset or 0, recent)
-    if rows:
-        lines.append("Recent runs (newest last):")
-        for row in rows:
-            asi = row.get("asi") if isinstance(row.get("asi"), dict) else {}
-            notes = "; ".join("%s: %s" % (k, _one_line(v, 120)) for k, v in list(asi.items())[:3])
-            lines.append("  #%s %s %s %s%s" % (row.get("index"), row.get("status"),
-                                                fmt_metric(row.get("metric"), unit),
-                                                json.dumps(_one_line(row.get("description") or "", 100),
-                                                           ensure_ascii=False),
-                                                (" — " + notes) if notes else ""))
-    ideas = open_ideas(session.path(IDEAS_FILE))
-    if ideas:
-        lines.append("Open ideas (autotune.ideas.md): " + " | ".join(ideas[:8]))
-    lines.append("Resume: read autotune.md, run `autotune explain`, then continue the loop.")
-    if session.config_error:
-        lines.append("Warning: %s (defaults apply until a person fixes it)." % session.config_error)
-    return "\n".join(lines)
-
-
-def _markdown_section(path, title):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            text = handle.read(65536)
-    except OSError:
-        return None
-    body, inside = [], False
-    for line in text.splitlines():
-        if line.startswith("#"):
-            if inside:
-                break
-            inside = line.lstrip("#").strip().lower().startswith(title)
-            continue
-        if inside and line.strip():
-            body.append(line.strip())
-    return " ".join(body) or None
-
-
-def open_ideas(path):
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            lines = handle.read(65536).splitlines()
-    except OSError:
-        return []
-    ideas = []
-    for line in lines:
-        text = line.strip()
-        if not text.startswith(("- ", "* ")) or "~~" in text or text[2:].startswith(("[x]", "[X]")):
-            continue
-        text = text[2:].replace("[ ]", "").strip()
-        if text:
-            ideas.append(_one_line(text, 120))
-    return ideas
-
-
-HOOKS = ("stop", "pre-tool-use", "session-start")
-
-
-def cmd_hook(args):
-    return run_hook(args.event)
-
-
-def run_hook(event):
-    """Hook entry point: always exits 0; prints a JSON answer or nothing."""
-    handler = {"stop": hook_stop, "pre-tool-use": hook_pre_tool_use,
-               "session-start": hook_session_start}[event]
-    try:
-        payload = read_payload()
-        answer = handler(payload) if payload else None
-    except Exception as exc:  # a hook must never break the user's session
-        if os.environ.get("AUTOTUNE_DEBUG"):
-            raise
-        say("autotune hook %s: %s: %s" % (event, type(exc).__name__, exc), sys.stderr)
-        answer = None
-    if answer:  # Claude Code shows this text to a person: no control reaches their terminal
-        output(clean_data(answer, keep="\n"))
-    return 0
-
-
-def statusline_text(payload, colors):
-    """The status line: the loop's health and counters, then Claude's session facts."""
-    parts = []
-    workspace = payload.get("workspace") if isinstance(payload.get("workspace"), dict) else {}
-    cwd = workspace.get("current_dir") or payload.get("cwd")
-    session, loaded = payload_session({"cwd": cwd}) if isinstance(cwd, str) else (None, None)
-    if session is not None:
-        state = loaded.state
-        health = strip_controls(state.health or "running", "")
-        text = "%s %s" % (HEALTH_ICON.get(health, "●"), health)
-        if health == "stopped":
-            text += " (autotune resume)"
-        parts.append("autotune " + colors.paint(HEALTH_COLOR.get(health, "bold"), text)
-                     + (colors.yellow(" ⚠ config") if session.config_error else ""))
-        parts.append("#%d" % state.n_exp)
-        parts.append("keep %d · no-imp %d · crash %d" % (state.keep_streak, state.no_improve,
-                                                        state.crash_streak))
-        parts.append("heals %d/%d" % (state.heals, session.settings.max_heals))
-        best = (state.best or {}).get("metric")
-        if best is not None:
-            base = (state.baseline or {}).get("metric")
-            pct = pct_change(best, base)
-            parts.append("best %s%s" % (fmt_metric(best, strip_controls((state.config or {}).get("metric_unit") or "", "")),
-                                        (" (%s)" % fmt_pct(pct)) if pct is not None else ""))
-    cost = payload.get("cost") if isinstance(payload.get("cost"), dict) else {}
-    claude = []
-    if _is_number(cost.get("total_duration_ms")):
-        claude.append("%dm" % int(cost["total_duration_ms"] // 60000))
-    if _is_number(cost.get("total_cost_usd")):
-        claude.append("$%.2f" % cost["total_cost_usd"])
-    window = payload.get("context_window") if isinstance(payload.get("context_window"), dict) else {}
-    if _is_number(window.get("used_percentage")):
-        claude.append("ctx %d%%" % round(window["used_percentage"]))
-    if parts and claude:  # without a loop here, only Claude's facts (a user-wide status line)
-        return " · ".join(parts) + " │ " + " · ".join(claude)
-    return " · ".join(parts or claude)
-
-
-def cmd_statusline(args):
-    try:
-        raw = sys.stdin.buffer.read(4 << 20)
-    except (ValueError, OSError):
-        raw = b""
-    payload = payload_object(raw)
-    # colour by default, as before (Claude Code renders it); NO_COLOR or --no-color turn it off
-    colors = Colors(sys.stdout, force="NO_COLOR" not in os.environ and not args.no_color)
-    try:
-        line = statusline_text(payload, colors)
-    except Exception as exc:
-        if os.environ.get("AUTOTUNE_DEBUG"):
-            raise
-        line = "autotune: status unavailable (%s)" % type(exc).__name__
-    say(line, painted=colors.enabled)
-    if args.chain:  # the user's own status line: its colours stay, nothing else of control
-        say(strip_controls(chained_statusline(args.chain, raw), sgr=True), painted=True)
-    return 0
-
-
-def chained_statusline(command, payload):
-    """Runs the user's other status-line command (their own settings, like the benchmark
-    the one other command autotune hands to a shell) through the shell, as the bash
-    implementation (autotune 0.3) did: `~`, pipes and variables work. It gets the same payload on stdin,
-    and is killed with its process group after 5 s."""
-    import signal
-    import subprocess
-    try:
-        proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
-    except (OSError, ValueError) as exc:
-        return "(status-line command failed: %s)" % type(exc).__name__
-    try:
-        out, _ = proc.communicate(payload, timeout=5)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc.pid, signal.SIGKILL)
-        try:
-            out, _ = proc.communicate(timeout=1)
-        except subprocess.TimeoutExpired:  # a child that left the group holds the pipe
-            out = b""
-    return out.decode("utf-8", "replace").rstrip("\n")
-
-
-AGENT_SUBCOMMANDS = ("init", "run", "log", "explain", "status", "dashboard", "report", "export",
-                     "rebaseline", "verify", "restore", "doctor", "stop", "version", "setup-permissions",
-                     "detect")
-
-
-def launchers(root):
-    """The ways to call autotune from a shell: the plugin's bin/ (bare on the Bash tool's
-    PATH, or absolute), or a copied autotune.py."""
-    if os.path.isfile(os.path.join(root, "bin", "autotune")):
-        return ["autotune", os.path.join(root, "bin", "autotune")]
-    return ["python3 autotune.py", "python3 " + os.path.join(root, "autotune.py")]
-
-
-def permission_rules(root):
-    """Allow rules for what the agent runs: the loop's subcommands (not clear, resume or
-    repair, which are the person's), the benchmark, and read-only git."""
-    every = launchers(root)
-    every += [l for l in ("python3 autotune.py", "python3 " + os.path.join(root, "autotune.py"))
-              if l not in every]  # a copied autotune.py, and the plugin's own as the agent runs it
-    rules = ["Bash(%s %s*)" % (launcher, command) for launcher in every for command in AGENT_SUBCOMMANDS]
-    if os.path.isdir(os.path.join(root, "bin")):
-        scripts = ("init-experiment.sh", "run-experiment.sh", "log-experiment.sh", "dashboard.sh")
-        rules += ["Bash(%s*)" % name for name in scripts[:3]]
-        # the skill of the bash implementation (autotune 0.3) ran them as `bash <plugin>/bin/NAME.sh ...`
-        rules += ["Bash(bash %s*)" % os.path.join(root, "bin", name) for name in scripts]
-    return rules + ["Bash(./autotune.sh)", "Bash(bash autotune.sh)", "Bash(./autotune.checks.sh)",
-                    "Bash(./autotune.holdout.sh)", "Bash(git checkout -b autotune/*)",
-                    "Bash(git status*)", "Bash(git diff*)", "Bash(git log*)", "Bash(git show*)"]
-
-
-def statusline_command(root):
-    script = os.path.join(root, "bin", "statusline.sh")
-    if os.path.isfile(script):
-        return "%s --color" % _shell_quote(script)
-    return ("python3 -I -S -c %s %s statusline --color" % (_shell_quote(
-        "import sys; sys.path.insert(0, sys.argv.pop(1)); import autotune; sys.exit(autotune.main())"),
-        _shell_quote(root)))
-
-
-def cmd_setup_permissions(args):
-    target = os.path.abspath(args.dir or os.getcwd())
-    if not os.path.isdir(target):
-        fail("bad_dir", "%s is not a directory." % target)
-    path = os.path.join(target, ".claude", "settings.local.json")
-    settings = {}
-    if os.path.exists(path):
-        try:
-            with open(path, "rb") as handle:
-                settings = json.loads(handle.read().decode("utf-8"))
-        except (ValueError, UnicodeDecodeError, OSError) as exc:
-            fail("bad_settings", "%s is not valid JSON (%s); fix it first, nothing was changed." % (path, exc))
-        if not isinstance(settings, dict):
-            fail("bad_settings", "%s does not hold a JSON object; nothing was changed." % path)
-    permissions = settings.setdefault("permissions", {})
-    if not isinstance(permissions, dict):
-        fail("bad_settings", "%s: permissions is not an object; nothing was changed." % path)
-    allow = permissions.setdefault("allow", [])
-    if not isinstance(allow, list):
-        fail("bad_settings", "%s: permissions.allow is not a list; nothing was changed." % path)
-    root = os.path.dirname(os.path.realpath(os.path.abspath(__file__)))
-    wanted = permission_rules(root)
-    project = project_commands(target) if args.with_project_commands else None
-    if project:
-        wanted += [rule for command in project for rule in ("Bash(%s)" % command, "Bash(%s *)" % command)]
-    added = [rule for rule in wanted if rule not in allow]
-    allow.extend(added)
-    statusline = None
-    if args.statusline:
-        statusline = {"type": "command", "padding": 0, "command": statusline_command(root)}
-        if settings.get("statusLine") != statusline:
-            if settings.get("statusLine") and not args.force:
-                fail("statusline_exists", "%s already has a statusLine; pass --force to replace it, or "
-                     "chain it: `autotune statusline --chain '<its command>'`." % path)
-            settings["statusLine"] = statusline
-        else:
-            statusline = None
-    if added or statusline:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_atomic(path, (json.dumps(settings, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-        exclude_locally(find_repo(target), path)
-    result = {"path": path, "added": added, "statusline": bool(statusline),
-              "note": "project rules apply only once the folder is trusted in Claude Code"}
-    if project is not None:
-        result["project_commands"] = project
-    if args.json:
-        output(result)
-    else:
-        say("autotune: %s %s" % (path, ("added %d rule%s" % (len(added), "" if len(added) == 1 else "s"))
-                                  if added else "already had every rule")
-            + ("; status line set" if statusline else ""))
-        if project is not None:
-            say("autotune: the project's commands allowed: %s" % (
-                ", ".join(project) if project else "none found (no package.json scripts, Makefile, "
-                "pyproject/tox, Cargo.toml or go.mod commands, and no --benchmark/--checks at init)"))
-    return 0
-
-
-def project_commands(target):
-    """The benchmark's and checks' commands to allow with --with-project-commands: what
-    `init` was given (--benchmark, --checks) and the build, test and benchmark commands it
-    proposed from the project's files, in that order, each once."""
-    session = find_session(target, lenient=True)
-    commands = []
-    if session.exists():
-        try:
-            config = load_state(session).state.config or {}
-        except (AutotuneError, OSError):
-            config = {}
-        given = config.get("commands") if isinstance(config.get("commands"), dict) else {}
-        commands += [given[key] for key in ("benchmark", "checks") if isinstance(given.get(key), str)]
-    proposed = project_report(session)["proposed"]
-    commands += [item["command"] for kind in ("build", "test", "benchmark") for item in proposed[kind]]
-    return [c for i, c in enumerate(commands) if c.strip() and c not in commands[:i]]
-
-
-# ---------------------------------------------------------------- rendering ----
 
 
 class Colors(object):
@@ -10545,52 +6981,6 @@ def render_status(data, colors):
     return "\n".join(lines)
 
 
-def read_entries(session, start=0):
-    """Every parseable entry of the log from byte offset `start` (skipping junk)."""
-    entries = []
-    with open(session.log_path, "rb") as handle:
-        for _, raw in LogLines(handle, start):
-            entry = parse_line(raw)
-            if entry is not None:
-                entries.append(entry)
-    return entries
-
-
-def row_metric(row):
-    """The metric a result line contributes: none for a crash, whatever it says."""
-    return row.get("metric") if _is_number(row.get("metric")) and row.get("status") != "crash" else None
-
-
-def segment_rows(entries):
-    """Groups log entries into segments: [{"config": {...}, "results": [...]}, ...]."""
-    segments = []
-    for entry in entries:
-        kind = entry.get("type")
-        if kind == "config":
-            entry = dict(entry)
-            for name in ("name", "metric_name", "metric_unit"):  # as the fold does: text
-                if not isinstance(entry.get(name), str):
-                    entry[name] = "" if entry.get(name) is None else json.dumps(entry[name], ensure_ascii=False)
-            if entry.get("direction") not in DIRECTIONS:
-                entry["direction"] = "lower"
-            number = entry.get("segment") if _is_int(entry.get("segment")) else len(segments) + 1
-            if segments and segments[-1]["number"] == number and not segments[-1]["results"]:
-                segments[-1]["config"] = entry  # a re-init before any result
-            else:
-                segments.append({"number": number, "config": entry, "results": []})
-        elif kind == "result" and segments and entry.get("status") in STATUSES:
-            row = dict(entry)
-            for name in ("commit", "description", "verdict", "health", "reason", "failure", "timestamp"):
-                value = row.get(name)
-                if value is not None and not isinstance(value, str):
-                    row[name] = json.dumps(value, ensure_ascii=False)
-            segments[-1]["results"].append(row)
-    return segments
-
-
-SPARKS = "▁▂▃▄▅▆▇█"
-
-
 def sparkline(values, width):
     """Values squeezed into `width` cells (bucket means), drawn with block characters."""
     present = [v for v in values if v is not None]
@@ -10606,17 +6996,6 @@ def sparkline(values, width):
     low, high = min(present), max(present)
     return "".join(" " if v is None else SPARKS[3] if high == low else
                    SPARKS[int(fraction(v, low, high) * (len(SPARKS) - 1) + 0.5)] for v in values)
-
-
-def best_so_far(results, direction):
-    best, series = None, []
-    for row in results:
-        metric = row.get("metric") if _is_number(row.get("metric")) else None
-        if row.get("status") == "keep" and metric is not None and row.get("improved", True) is not False:
-            if best is None or is_better(metric, best, direction):
-                best = metric
-        series.append(best)
-    return series
 
 
 def dashboard_data(session, loaded, full=False, limit=20):
@@ -10766,6 +7145,23 @@ def terminal_columns():
     except ValueError:
         return 80
     return columns if 20 <= columns <= 1000 else 80
+
+
+# -------------------------------------------------------------- HTML report ----
+
+def spreadsheet_cell(value):
+    """A CSV/TSV cell that a spreadsheet shows as text, never runs as a formula (OWASP
+    CSV injection): text starting with = + - @ tab or CR gets a leading apostrophe.
+    Numbers stay numbers (-5 is a number, not a formula: parse_number, the METRIC
+    grammar's number, tells them)."""
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _fmt(value)
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    formula = text.lstrip(" ")[:1] in ("=", "+", "-", "@", "\t", "\r") and parse_number(text) is None
+    text = strip_controls(text)  # newlines stay (quoted in CSV); tab and CR become spaces
+    return "'" + text if formula else text
 
 
 def nice_ticks(low, high, count=5):
@@ -11191,12 +7587,3663 @@ def cmd_export(args):
     return 0
 
 
+# --------------------------------------------------------------------- init ----
+
+def _init_arguments(session, args):
+    """`init`'s arguments checked before anything is written: the name, the unit (as
+    the scaffold plan settles it) and the --size globs, as (name, unit, sizes)."""
+    name = text_arg(args.name, "--name")
+    unit = text_arg(args.unit or "", "--unit", allow_empty=True)
+    if not valid_metric_name(args.metric):
+        metric_name_error("--metric", args.metric)
+    if not valid_unit(unit):
+        fail("bad_unit", "--unit %s is not a valid unit: at most %d letters, digits, spaces and "
+             "%s (e.g. ms, KB, ops/s, µs)." % (json.dumps(unit, ensure_ascii=False), MAX_UNIT, " ".join(sorted(UNIT_EXTRA - {" "}))))
+    if args.benchmark is not None:
+        text_arg(args.benchmark, "--benchmark")
+    if args.checks is not None:
+        text_arg(args.checks, "--checks")
+    sizes = [text_arg(glob, "--size") for glob in args.size or []]
+    return name, check_scaffold_plan(session, args, unit, sizes), sizes
+
+
+def _config_entry(session, args, name, unit, segment, sizes, snapshot, inputs):
+    """The segment's config line: the objective, the config sections that judge and
+    steer the loop as written, the project commands given, and the fingerprints
+    (benchmark files, protected inputs, judge, snapshot) later lines are checked against."""
+    entry = {"type": "config", "name": name, "metric_name": args.metric, "metric_unit": unit,
+             "direction": args.direction, "segment": segment, "mode": session.settings.mode,
+             "objective": {"primaryMetric": args.metric, "direction": args.direction}}
+    for section in ("health", "recovery", "budget", "evaluator", "guardrails", "holdout"):
+        if section in session.settings.raw:
+            entry[section] = session.settings.raw[section]
+    if session.settings.max_iterations:
+        entry["maxIterations"] = session.settings.max_iterations
+    commands = {key: value for key, value in (("benchmark", args.benchmark), ("checks", args.checks),
+                                              ("size", sizes)) if value}
+    if commands:  # what setup-permissions --with-project-commands allows
+        entry["commands"] = commands
+    entry.update(timestamp=utc_now(), session_id=os.environ.get("CLAUDE_CODE_SESSION_ID"),
+                 hashes=file_hashes(session), inputs=inputs,
+                 judge=judge_of(session.settings.raw), snapshot=snapshot, version=VERSION)
+    return entry
+
+
+def _scaffold_answer(session, repo, args, scaffolded, sizes):
+    """What `init --scaffold` adds to the answer: the files it wrote, those it left as
+    they were (scaffolding never overwrites), the proposed project commands, and a
+    --size glob git does not ignore."""
+    result = {"scaffolded": scaffolded}
+    skipped = [n for n in (BENCH_FILE, CHECKS_FILE) if n not in scaffolded and (
+        args.benchmark or sizes if n == BENCH_FILE else args.checks)]
+    if skipped:
+        result["kept_existing"] = skipped
+        result["note"] = ("%s already existed, so --benchmark/--checks/--size did not change %s "
+                          "(scaffolding never overwrites)" % (" and ".join(skipped),
+                                                              "them" if len(skipped) > 1 else "it"))
+    result.update(proposal_answer(session, args, sizes))
+    unignored = [glob for glob in sizes if not ignored_by_git(repo, session.workdir, glob)]
+    if unignored:
+        result["size_note"] = ("git does not ignore %s: the build output would look like the "
+                               "experiment's change (a keep commits it); add its directory to "
+                               ".gitignore" % ", ".join(unignored))
+    return result
+
+
+def _protect_hint(session):
+    """Without a "protect" list: the usual data and test directories this project has,
+    proposed for one (an experiment could otherwise change them), or {}."""
+    if session.settings.protect:
+        return {}
+    proposal = [g for g in ("tests/**", "test/**", "benchmark/data/**", "bench/data/**",
+                            "data/**", "fixtures/**", "testdata/**")
+                if os.path.isdir(session.path(g[:-3]))]
+    if not proposal:
+        return {}
+    return {"suggest_protect": proposal,
+            "hint": ("Protect the benchmark's data and the correctness tests so no "
+                     "experiment can change them: add \"protect\": %s to %s, then run "
+                     "init again." % (json.dumps(proposal), CONFIG_FILE))}
+
+
+def cmd_init(args):
+    session = find_session()
+    name, unit, sizes = _init_arguments(session, args)
+    repo = require_repo(session)
+    refuse_pending_swap(session)
+    created_log = not os.path.exists(session.log_path)
+    scaffolded = scaffold(session, name, args.metric, unit, args.direction, args.benchmark,
+                          args.checks, sizes) if args.scaffold else []
+    try:
+        with LogLock(session, create=True) as lock:
+            loaded = load_state(session)
+            torn_tail_error(session, loaded)
+            state = loaded.state
+            reinit = state.config is not None
+            segment = state.segment if (reinit and state.n_exp == 0) else state.segment + 1
+            exclude_session_files(session)  # out of `git status`; never the user's .gitignore
+            snapshot = {"tree": snapshot_tree(session), "head": repo.head()}
+            if session.oversized:
+                snapshot["large"] = large_record(session)
+            anchor_snapshot(session, snapshot["tree"])
+            warnings = init_warnings(session, snapshot)
+            inputs = input_hashes(session)
+            entry = _config_entry(session, args, name, unit, segment, sizes, snapshot, inputs)
+            append_entries(lock, session, loaded, [entry])
+            from array import array
+            save_values(session, state, array("d"))
+            drop_measurement(session)
+    except BaseException:
+        if created_log and os.path.exists(session.log_path) and os.path.getsize(session.log_path) == 0:
+            os.unlink(session.log_path)
+        raise
+    result = {"status": "initialized", "name": name, "metric": args.metric, "unit": unit,
+              "direction": args.direction, "segment": segment, "reinit": reinit,
+              "path": session.workdir, "max_exp": session.settings.max_iterations,
+              "mode": state.mode, "branch": repo.branch(), "commit": (snapshot["head"] or "")[:7] or None}
+    result["protected"] = sorted(inputs)
+    if args.scaffold:
+        result.update(_scaffold_answer(session, repo, args, scaffolded, sizes))
+    result.update(_protect_hint(session))
+    if not os.path.isfile(session.path(BENCH_FILE)):
+        warnings.insert(0, "%s does not exist yet; `run` needs it (or --command)." % BENCH_FILE)
+    elif not snapshot["head"]:
+        warnings.insert(0, "the repository has no commit yet: the first keep becomes its first commit")
+    if warnings:
+        result["warning"] = "; ".join(warnings)
+    if config_notes(session):
+        result["warnings"] = config_notes(session)
+    output(result)
+
+
+def init_warnings(session, snapshot):
+    """What a new user should know before the first experiment: their own uncommitted
+    edits (a keep separates them from the experiment's, but not on the same lines), and
+    files too large to snapshot."""
+    warnings = []
+    head = snapshot["head"]
+    if head:
+        dirty = [c.name for c in diff_trees(session, head_tree(session.repo, head), snapshot["tree"],
+                                            tracked_only=True)]
+        if dirty:
+            warnings.append(
+                "you have uncommitted changes in %s%s: they stay yours (a keep commits only the "
+                "experiment's hunks), but an experiment that edits the same lines cannot be kept; "
+                "commit or stash them first for the cleanest history" % (
+                    ", ".join(dirty[:10]), " and %d more" % (len(dirty) - 10) if len(dirty) > 10 else ""))
+    if session.oversized:
+        big = sorted(session.oversized.items())
+        warnings.append(
+            "%s %s over the snapshot size limit (git.maxFileMB = %s): recorded by size and time, "
+            "never copied into .git, committed or reverted by autotune" % (
+                ", ".join("%s (%s)" % (os.fsdecode(p), _size_text(v[0])) for p, v in big[:10]),
+                "is" if len(big) == 1 else "are", _fmt(session.settings.max_file_bytes / float(1 << 20))))
+    return warnings
+
+
+def _size_text(size):
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if size >= scale:
+            return "%.1f %s" % (size / float(scale), unit)
+    return "%d bytes" % size
+
+
+_TIME_UNITS = {"s": 1.0, "sec": 1.0, "seconds": 1.0, "ms": 1e3, "us": 1e6, "µs": 1e6, "ns": 1e9}
+_SIZE_UNITS = {"b": 1, "byte": 1, "bytes": 1, "kb": 1000, "kib": 1024, "mb": 1000000, "mib": 1048576}
+_SIZE_UNIT_NAMES = {1: "B", 1000: "KB", 1024: "KiB", 1000000: "MB", 1048576: "MiB"}
+
+
+def time_scale(metric, unit):
+    """Seconds -> the metric's time unit (from --unit, else a _ms or _s suffix), or None."""
+    return _TIME_UNITS.get(unit or ("ms" if metric.endswith("_ms") else "s" if metric.endswith("_s") else ""))
+
+
+def size_scale(metric, unit):
+    """Bytes per unit of a size metric (from --unit, else a _kb/_kib/... suffix; bytes by
+    default), or None for a unit that is not a size."""
+    if unit:
+        return _SIZE_UNITS.get(unit.lower())
+    return _SIZE_UNITS.get(metric.lower().rsplit("_", 1)[-1] if "_" in metric else "", 1)
+
+
+def check_scaffold_plan(session, args, unit, sizes):
+    """Refuses a scaffold that could not print the metric; returns the unit to record
+    (a size metric without --unit is in bytes, or in its suffix's unit)."""
+    if sizes and not args.scaffold:
+        fail("bad_arguments", "--size writes autotune.sh: add --scaffold.")
+    if not args.scaffold or os.path.exists(session.path(BENCH_FILE)):
+        return unit
+    if sizes:
+        scale = size_scale(args.metric, unit)
+        if scale is None:
+            fail("bad_unit", "--size measures bytes, so --unit must be a size (B, KB, KiB, MB or "
+                 "MiB), got %s." % json.dumps(unit))
+        return unit or _SIZE_UNIT_NAMES[scale]
+    if args.benchmark and time_scale(args.metric, unit) is None:
+        fail("benchmark_unit", "--benchmark CMD makes autotune.sh time CMD, which needs a time unit "
+             "(--unit s, ms, us or ns, or a metric ending in _s or _ms); %s%s is not a time. Either "
+             "measure file sizes with --size 'dist/**/*.js' (CMD then runs first, as the build), or "
+             "write %s yourself so that it runs the workload and prints the line `METRIC %s=<number>` "
+             "(secondary metrics are more METRIC lines; a non-zero exit marks a failure)." % (
+                 args.metric, (" (%s)" % unit) if unit else "", BENCH_FILE, args.metric))
+    return unit
+
+
+def proposal_answer(session, args, sizes):
+    """The project's own commands, proposed in init's answer (never used silently)."""
+    report = project_report(session)
+    answer = {"proposed": report["proposed"], "tools": report["tools"]}
+    if any(report["proposed"].values()):
+        answer["proposal_note"] = (
+            "commands found in the project's files (each with its `from`); autotune runs none of "
+            "them on its own: %s" % (
+                "choose the benchmark and checks and pass them as --benchmark / --checks / --size, "
+                "or write them into %s" % BENCH_FILE if not (args.benchmark or sizes) else
+                "%s runs only what you passed" % BENCH_FILE))
+    return answer
+
+
+def size_benchmark_body(metric, scale, patterns, build):
+    """The body of a size benchmark: runs the build (if any), then prints the total gzip
+    (level 9) size of the matching files as the primary metric, raw bytes and brotli
+    bytes (where a brotli module or CLI exists) as secondary ones. Deterministic: gzip
+    without a timestamp, files in sorted order. Values reach the code as arguments,
+    shell-quoted, never pasted into it."""
+    return (
+        "METRIC=%s\nBYTES_PER_UNIT=%s\nBUILD=%s  # runs first; empty for none\n"
+        "python3 - \"$METRIC\" \"$BYTES_PER_UNIT\" \"$BUILD\" %s <<'PY'\n"
+        "import glob, gzip, os, shutil, subprocess, sys\n"
+        "metric, scale, build, patterns = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]\n"
+        "if build:\n"
+        "    done = subprocess.run(build, shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)\n"
+        "    if done.returncode != 0:  # show why: the tail of the build's output\n"
+        "        print(\"\\n\".join(done.stdout.decode(\"utf-8\", \"replace\").splitlines()[-40:]))\n"
+        "        sys.exit(\"the build failed with exit code %%d\" %% done.returncode)\n"
+        "files = sorted({path for pattern in patterns for path in glob.glob(pattern, recursive=True)\n"
+        "                if os.path.isfile(path)})\n"
+        "if not files:\n"
+        "    sys.exit(\"no file matches %%s: did the build write them?\" %% \" \".join(patterns))\n"
+        "try:\n"
+        "    import brotli\n"
+        "    def brotli_size(path, data):\n"
+        "        return len(brotli.compress(data, quality=11))\n"
+        "except ImportError:\n"
+        "    tool = shutil.which(\"brotli\")\n"
+        "    def brotli_size(path, data):\n"
+        "        if tool is None:\n"
+        "            return None\n"
+        "        out = subprocess.run([tool, \"-c\", \"-q\", \"11\", \"--\", path], stdout=subprocess.PIPE)\n"
+        "        return len(out.stdout) if out.returncode == 0 else None\n"
+        "raw = gz = br = 0\n"
+        "for path in files:\n"
+        "    with open(path, \"rb\") as handle:\n"
+        "        data = handle.read()\n"
+        "    raw += len(data)\n"
+        "    gz += len(gzip.compress(data, compresslevel=9, mtime=0))\n"
+        "    size = brotli_size(path, data) if br is not None else None\n"
+        "    br = None if size is None else br + size\n"
+        "print(\"METRIC %%s=%%s\" %% (metric, gz if scale == 1 else \"%%.3f\" %% (gz / scale)))\n"
+        "if metric != \"raw_bytes\":\n"
+        "    print(\"METRIC raw_bytes=%%d\" %% raw)\n"
+        "if br is not None and metric != \"brotli_bytes\":\n"
+        "    print(\"METRIC brotli_bytes=%%d\" %% br)\n"
+        "print(\"%%d files, %%d bytes, %%d gzipped\" %% (len(files), raw, gz), file=sys.stderr)\n"
+        "PY\n") % (_shell_quote(metric), scale, _shell_quote(build or ""),
+                   " ".join(_shell_quote(p) for p in patterns))
+
+
+def scaffold(session, name, metric, unit, direction, workload, checks, sizes=None):
+    """Writes the session templates that do not exist yet; never overwrites a file.
+    Values are quoted where they land (shlex.quote in shell, repr in Python, JSON in
+    comments), never pasted into code; only --benchmark and --checks, which are the
+    user's commands, are written as commands."""
+    import shlex
+    written = []
+
+    def write(filename, text, executable=False):
+        path = session.path(filename)
+        if os.path.exists(path):
+            return
+        with open(path, "x", encoding="utf-8") as handle:
+            handle.write(text)
+        if executable:
+            os.chmod(path, 0o755)
+        written.append(filename)
+
+    scale = time_scale(metric, unit)
+    header = ("#!/usr/bin/env bash\n"
+              "# autotune benchmark for %s.\n"
+              "# Prints `METRIC %s=<number>` (%s is better); other METRIC lines are secondary\n"
+              "# metrics. Edit it until the baseline is logged; from then on it is fixed for the\n"
+              "# segment (`autotune init` again starts a new segment with a changed benchmark).\n"
+              "set -euo pipefail\ncd \"$(dirname \"$0\")\"\n\n") % (
+                  json.dumps(name, ensure_ascii=False).translate(_JSON_C1), metric, direction)
+    if sizes:
+        body = size_benchmark_body(metric, size_scale(metric, unit), sizes, workload)
+    elif workload and scale:
+        body = ("WORKLOAD=%s\n"
+                "python3 - \"$WORKLOAD\" <<'PY'\n"
+                "import subprocess, sys, time\n"
+                "start = time.perf_counter()\n"
+                "done = subprocess.run(sys.argv[1], shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)\n"
+                "elapsed = time.perf_counter() - start\n"
+                "if done.returncode != 0:  # show why: the tail of the workload's output\n"
+                "    tail = done.stdout.decode(\"utf-8\", \"replace\").splitlines()[-40:]\n"
+                "    print(\"\\n\".join(tail))\n"
+                "    sys.exit(\"workload failed with exit code %%d\" %% done.returncode)\n"
+                "print(%r + format(elapsed * %r, \".6g\"))\n"
+                "PY\n") % (shlex.quote(workload), "METRIC %s=" % metric, scale)
+    elif workload:
+        body = ("# The workload; make it print the METRIC line.\n%s\n" % workload)
+    else:
+        body = ("echo \"autotune.sh is still the template: replace it with the workload and a "
+                "'METRIC %s=<number>' line\" >&2\nexit 1\n\n"
+                "# Example (bundle size in KB, two decimals):\n"
+                "#   npm run build >/dev/null\n"
+                "#   echo \"METRIC %s=$(wc -c < dist/bundle.js | awk '{printf \"%%.2f\", $1 / 1024}')\"\n") % (
+                    metric, metric)
+    write(BENCH_FILE, header + body, executable=True)
+    if checks:
+        write(CHECKS_FILE, "#!/usr/bin/env bash\n# Correctness checks: a non-zero exit makes the "
+              "experiment checks_failed (reverted).\nset -euo pipefail\ncd \"$(dirname \"$0\")\"\n\n"
+              "%s\n" % checks, executable=True)
+    write(NOTES_FILE, (
+        "# autotune: {name}\n\n"
+        "## Objective\n{metric}{unit} — {direction} is better, measured by `./autotune.sh`.\n\n"
+        "## Scope\n- In scope: (files and directories the loop may change)\n"
+        "- Off limits: autotune.sh, autotune.checks.sh, the tests that define correctness\n\n"
+        "## Constraints\n- (correctness, API, dependencies, memory, ...)\n\n"
+        "## Current best\n(not measured yet: run the baseline)\n\n"
+        "## Wins\n\n## Dead ends\n\n## Notes\n").format(
+            name=name, metric=metric, unit=(" (%s)" % unit) if unit else "", direction=direction))
+    write(IDEAS_FILE, "# Ideas backlog\n\nOne idea per line; strike out what was tried.\n\n- \n")
+    return written
+
+
+def cmd_detect(args):
+    """What autotune reads from the project, before any session: its toolchains (with
+    versions), lockfiles, the command that syncs its dependencies, and its own build, test
+    and benchmark commands to propose in the setup questions. Writes nothing but the
+    private version cache (inside .git)."""
+    session = find_session(lenient=True)
+    report = project_report(session)
+    tools = report["tools"]
+    versions = tool_versions(session, tools, benchmark_env(session.settings.env), project_files(session))
+    deps = [name for name in report["lockfiles"] + sorted(project_files(session).names() & set(MANIFESTS))
+            if "/" not in name]
+    output({"path": session.workdir, "tools": versions, "lockfiles": report["lockfiles"],
+            "sync": sync_commands(session.workdir, deps), "proposed": report["proposed"],
+            "note": "proposals read from the project's files (each with its `from`); nothing was run "
+                    "but the tools' --version"})
+
+
+# ---------------------------------------------------------------------- run ----
+
+def cmd_run(args):
+    session = require_session(find_session())
+    settings = session.settings
+    loaded = load_state(session)
+    state = loaded.state
+    check_active(session, state)
+    argv, shell, shown = benchmark_command(session, args.command)
+    hashes = file_hashes(session)  # read once: checked now, recorded with the measurement
+    check_integrity(session, state, hashes)
+    check_judge(session, state)
+    inputs = input_hashes(session)
+    if state.n_exp:
+        check_inputs(session, state, inputs)
+    with BenchmarkLock(session, shown):
+        measure(args, session, state, argv, shell, shown, hashes, inputs)
+
+
+class RunContext(object):
+    """What one `run` measures with: its settings, command, environment and the sweep
+    that kills what its benchmarks leave behind (set once the sweep starts)."""
+
+    def __init__(self, args, session, state, argv, shell, shown):
+        settings = session.settings
+        self.session, self.state, self.settings = session, state, settings
+        self.argv, self.shell, self.shown = argv, shell, shown
+        self.repeat = args.repeat if args.repeat is not None else settings.repeat
+        self.timeout = args.timeout if args.timeout is not None else settings.timeout
+        self.checks_timeout = args.checks_timeout if args.checks_timeout is not None else settings.checks_timeout
+        self.pname, self.direction = require_metric_name(state), state.config.get("direction", "lower")
+        self.head = session.repo.head() if session.repo else None
+        self.env = benchmark_env(settings.env, AUTOTUNE_SEGMENT=str(state.segment),
+                                 AUTOTUNE_RUN=str(state.n_exp + 1))
+        self.sweep = None
+
+    def runner(self, gate=None, progress=None, side=None):
+        return SampleRunner(self.argv, self.shell, self.session.workdir, self.timeout, self.env, self.pname,
+                            self.sweep, gate, progress, side)
+
+
+def run_prelude(ctx):
+    """Before any execution: the config notes, a recovered swap, the tree to measure and
+    the warnings about it. Returns (warnings, tree_before)."""
+    session, state = ctx.session, ctx.state
+    warnings = config_notes(session)
+    if state.snapshot and state.snapshot.get("head") and ctx.head != state.snapshot.get("head"):
+        warnings.append("HEAD moved outside autotune since the last logged result; `log` will "
+                        "refuse to commit or revert until you check it (see `autotune doctor`).")
+    if not session.repo:
+        return warnings, None
+    with LogLock(session):
+        ensure_excluded(session)
+        if recover_swap(session):
+            warnings.append("a killed `run` had left the kept code in place of the experiment; "
+                            "the experiment's files were restored first")
+        tree_before = snapshot_tree(session)
+    large = large_changes((state.snapshot or {}).get("large"), large_record(session))
+    if large:
+        warnings.append("%s changed but %s over the snapshot size limit (git.maxFileMB): "
+                        "autotune neither commits nor reverts %s" % (
+                            ", ".join(large[:10]), "is" if len(large) == 1 else "are",
+                            "it" if len(large) == 1 else "them"))
+    if state.snapshot and tree_before == state.snapshot.get("tree") and state.n_exp:
+        warnings.append("the working tree has no change since the last logged result, so "
+                        "this run measures the kept code")
+    return warnings, tree_before
+
+
+def run_looks(ctx, reference, deterministic, warnings):
+    """The interleaved plan (see interleaved_looks), or None with a warning when the kept
+    code cannot be measured beside the candidate."""
+    looks = interleaved_looks(reference, ctx.repeat, ctx.settings, deterministic)
+    if looks is not None:
+        why_not = interleave_obstacle(ctx.session, ctx.state, ctx.head)
+        if why_not:
+            warnings.append("judged against the kept code's earlier samples, not measured beside it: "
+                            "%s; a change of the machine's speed since then decides the verdict" % why_not)
+            looks = None
+    return looks
+
+
+def sample_interleaved(ctx, m, runner, gate, looks, tree_before, progress):
+    """The kept code and the candidate, alternately (collect_pairs), with the experiment's
+    files swapped in place. Fills m.samples/m.sample_metrics; returns (judged verdict and
+    evidence or None, the paired record, the swap, notes)."""
+    swap = Swap(ctx.session, ctx.state.snapshot["tree"], tree_before)
+    kept_runner = ctx.runner(progress=progress, side="best")
+    runner.side = "candidate"
+    sides = {"best": kept_runner, "candidate": runner}
+
+    def take(side, number):
+        swap.to(side)
+        return sides[side].take(number)
+    warmup, notes = None, []
+    if gate.path:
+        # fail fast: with checks, the candidate's first execution is a warm-up (not
+        # judged: pairs keep their random order) after which the checks run, on the
+        # candidate's own files; a failure ends the run before the kept code runs
+        warmup = runner.take(0)
+    try:
+        if gate.path and (warmup is None or runner.halted):
+            m.samples, m.sample_metrics = ([warmup[0]], [warmup[1]]) if warmup else ([], [])
+            best_samples, best_metrics, orders, verdict, evidence, alpha = [], [], [], None, None, None
+        else:
+            (m.samples, m.sample_metrics, best_samples, best_metrics, orders, verdict, evidence, notes,
+             alpha) = collect_pairs(take, looks, ctx.direction, ctx.settings, pair_order_rng())
+    finally:
+        swap.close()
+        progress.done()
+    if warmup is not None:
+        notes = ["a warm-up execution of the candidate ran the checks first"] + notes
+    if kept_runner.problem:
+        fail("kept_code_failed", "The kept code failed while it was measured beside your change "
+             "(%s), so the change cannot be judged; nothing was recorded and your files are as "
+             "they were. Output tail: %s. Check the environment with `autotune rebaseline`, or "
+             "set evaluator.mode to \"reference\" in %s to judge against earlier samples." % (
+                 kept_runner.problem, _one_line(kept_runner.last.output, 300), CONFIG_FILE))
+    paired = {"best": [_round(v) for v in best_samples], "order": "".join(o[0] for o in orders),
+              "swapped": swap.paths[:50], "alpha": alpha, "warmup": _round(warmup[0]) if warmup else None,
+              "best_metrics": median_metrics(best_metrics, exclude=ctx.pname)}
+    return ((verdict, evidence) if verdict is not None else None), paired, swap, notes
+
+
+def take_outcome(m, runner, gate):
+    """What the candidate's last execution and the checks say: exit, output, pass/crash,
+    the medians of its samples."""
+    outcome = runner.last
+    m.exit, m.timeout, m.reason, m.dur = outcome.exit, outcome.timeout, runner.problem, round(runner.dur, 3)
+    m.output = outcome.error or outcome.output
+    m.passed = runner.problem is None
+    m.crashed = not m.passed
+    if runner.dropped:
+        m.warnings.append("the benchmark printed %d METRIC line%s with names beyond the first %d "
+                          "secondary metrics; %s ignored (autotune keeps at most %d names)" % (
+                              runner.dropped, "" if runner.dropped == 1 else "s", MAX_METRIC_NAMES,
+                              "it was" if runner.dropped == 1 else "they were", MAX_METRIC_NAMES))
+    m.checks, m.chk_out, checks_timed_out = gate.result()
+    if m.passed:
+        m.primary = median(m.samples)
+        m.metrics = median_metrics(m.sample_metrics, exclude=m.pname)
+    return checks_timed_out
+
+
+def judge_run(ctx, m, basis, paired, swap, experiment, judged):
+    """The verdict, the suggested status and, for a keep, the holdout. `basis` is
+    (reference samples, reference info, noise MAD, plan)."""
+    state, settings = ctx.state, ctx.settings
+    reference, reference_info, noise_mad, plan = basis
+    baseline_metrics = paired["best_metrics"] if paired else (
+        (state.reference or {}).get("metrics") or (state.baseline or {}).get("metrics"))
+    m.verdict, m.evidence, m.guardrails = verdict_of(m, reference, reference_info, ctx.direction, settings,
+                                                     noise_mad, plan.alpha, baseline_metrics, judged)
+    m.suggested_status, m.status_rule = suggested_status(
+        m.verdict, *(experiment.lines() if m.verdict in EQUAL_VERDICTS else (None, None)))
+    if m.suggested_status != "keep" or not os.path.isfile(ctx.session.path(HOLDOUT_FILE)):
+        return
+    if paired:
+        m.holdout, holdout_ref = holdout_pairs(ctx.session, ctx.pname, ctx.timeout, ctx.env, ctx.sweep, swap)
+    else:
+        m.holdout = run_holdout(ctx.session, ctx.pname, ctx.timeout, ctx.env, ctx.sweep)
+        holdout_ref = (state.reference or {}).get("holdout")
+        if not _is_number(holdout_ref):
+            holdout_ref = (state.baseline or {}).get("holdout")
+    m.verdict, m.holdout = holdout_verdict(m.verdict, m.holdout, holdout_ref, ctx.direction,
+                                           settings.holdout_tolerance_pct)
+    if m.verdict == "holdout_failed":
+        m.suggested_status, m.status_rule = suggested_status(m.verdict)
+
+
+def note_window(m, paired, plan, looks, settings):
+    """The machine during the pairs: the load average, a too-noisy or too-busy verdict
+    with its cause and remedies, the per-side contention."""
+    if not paired:
+        return
+    paired["load"] = m.load
+    m.paired = paired
+    if m.evidence is None:
+        return
+    too_noisy = noise_verdict(m.evidence, plan.alpha, looks, settings, m.load)
+    if too_noisy:
+        m.evidence["too_noisy"] = too_noisy
+        m.warnings.append(too_noisy["message"])
+    busy = busy_verdict(m.verdict, m.evidence, looks)
+    if busy:
+        m.evidence["contention"]["busy"] = busy
+        m.warnings.append(busy)
+    if m.evidence.get("contention"):
+        paired["contention"] = m.evidence["contention"]
+    m.evidence["interleaved"] = {"best": paired["best"], "order": paired["order"], "load": m.load}
+
+
+def diagnose_run(ctx, m, experiment, checks_timed_out):
+    """A failure's diagnosis, the toolchain drift and protected inputs the benchmark
+    changed; the environment recorded with the measurement."""
+    m.env = environment(ctx.head, ctx.session, ctx.env)
+    m.env["load_run"] = m.load    # the load average before and after this run's executions
+    if m.crashed or m.checks is False:
+        kind = (("timeout" if m.timeout else "crash") if m.crashed
+                else "checks_timeout" if checks_timed_out else "checks_failed")
+        m.diagnosis = diagnose_crash(m.output if m.crashed else m.chk_out, experiment.names(), kind,
+                                     experiment.roots(), ctx.timeout if m.crashed else ctx.checks_timeout,
+                                     ((m.env.get("load") or [None])[0], m.env.get("cpus")))
+    drift = toolchain_warning(toolchain_changes(ctx.state.toolchain, toolchain_of(m.env)))
+    if drift:
+        m.warnings.append(drift)
+    after = input_hashes(ctx.session)
+    touched = sorted(k for k in set(after) | set(m.inputs) if after.get(k) != m.inputs.get(k))
+    if touched:
+        m.inputs = after
+        m.warnings.append("the benchmark changed protected inputs (%s); the next run will be "
+                          "refused until they are put back" % ", ".join(touched[:10]))
+
+
+def record_measurement(session, m, tree_before):
+    """Appends the measurement line to the log (what `log` records) and caches run.json."""
+    repo = session.repo
+    with LogLock(session) as lock:
+        if repo:
+            m.tree = snapshot_tree(session)
+        loaded = load_state(session)
+        torn_tail_error(session, loaded)
+        if loaded.state.segment == m.segment and loaded.state.config is not None:
+            append_entries(lock, session, loaded, [measurement_entry(m)])
+        else:
+            m.warnings.append("a new segment started while this run measured; it was not recorded")
+    if repo and tree_before and m.tree != tree_before:
+        created = [c.name for c in diff_trees(session, tree_before, m.tree)]
+        m.warnings.append("the benchmark changed files that git does not ignore (%s); a keep "
+                          "would commit them and a discard removes them: add them to "
+                          ".gitignore" % ", ".join(created[:10]))
+    save_measurement(session, m)
+
+
+def run_answer(m, paired):
+    """The JSON `run` prints."""
+    samples = m.samples
+    result = {"exit": m.exit, "dur": m.dur, "passed": m.passed, "crashed": m.crashed,
+              "timeout": m.timeout, "metrics": m.metrics, "primary": _round(m.primary),
+              "pname": m.pname, "output": m.output, "checks": m.checks, "chk_out": m.chk_out,
+              "samples": [_round(s) for s in samples], "n": len(samples), "sampling": m.sampling,
+              "verdict": m.verdict, "suggested_status": m.suggested_status, "status_rule": m.status_rule,
+              "evidence": m.evidence,
+              "guardrails": m.guardrails, "holdout": m.holdout, "reason": m.reason,
+              "command": m.command, "env": m.env, "load": m.load,
+              "interleaved": paired,
+              "executions": len(samples) + (len(paired["best"]) + (paired["warmup"] is not None) if paired else 0)}
+    if m.diagnosis:
+        result["diagnosis"] = m.diagnosis
+    if m.reference:
+        result["reference"] = {k: m.reference[k] for k in ("source", "commit", "samples", "n", "deterministic")}
+    if m.warnings:
+        result["warnings"] = m.warnings
+    return result
+
+
+def measure(args, session, state, argv, shell, shown, hashes, inputs):
+    """`run` under the benchmark lock: samples, checks, holdout, verdict; the measurement
+    is appended to the log (what `log` records) and cached in run.json (for display).
+    A noisy benchmark is measured interleaved: the kept code beside the candidate."""
+    ctx = RunContext(args, session, state, argv, shell, shown)
+    settings = session.settings
+    warnings, tree_before = run_prelude(ctx)
+    reference_info = state.reference or {}
+    reference = reference_info.get("samples") or None
+    deterministic = reference_info.get("deterministic")
+    looks = run_looks(ctx, reference, deterministic, warnings)
+    # the segment's MAD is the spread of its results (progress included): a fallback
+    # for the adaptive default's small references only, never for a fixed repeat
+    noise_mad = (state.confidence or {}).get("noise_mad") if ctx.repeat == "auto" else None
+    m = Measurement(segment=state.segment, timestamp=utc_now(), command=shown, pname=ctx.pname,
+                    warnings=warnings, head=ctx.head, hashes=hashes, inputs=inputs,
+                    judge=judge_of(settings.raw))
+    experiment = ExperimentFiles(session, (state.snapshot or {}).get("tree"), tree_before)
+    load_before = load_average()
+    judged = paired = swap = None
+    notes = []
+    progress = Progress("run")
+    with ProcessSweep() as ctx.sweep:
+        if looks is None and tree_before and reference_to_measure(state.reference, ctx.repeat):
+            kept, problem = measure_kept_code(session, state, tree_before, ctx.head, argv, shell, ctx.timeout,
+                                              ctx.env, ctx.pname, ctx.direction, settings, ctx.sweep)
+            if kept is not None:
+                m.reference = kept
+                reference, deterministic, noise_mad = kept["samples"], kept["deterministic"], None
+                reference_info = {"source": kept["source"], "deterministic": deterministic}
+            else:
+                warnings.append("the kept code could not be measured (%s), so the verdict compares "
+                                "with the best's one recorded value" % problem)
+        plan = sampling_plan(reference, ctx.repeat, settings, deterministic)
+        # the checks run after the candidate's first passing sample (fail fast), never on the
+        # kept code: in the interleaved loop the candidate is in place after its own sample
+        gate = ChecksGate(session.path(CHECKS_FILE), session.workdir, ctx.checks_timeout, ctx.env, ctx.sweep)
+        runner = ctx.runner(gate, progress)
+        if looks is None:
+            m.samples, m.sample_metrics, notes = collect_samples(
+                runner.take, plan, reference, ctx.direction, settings, noise_mad, deterministic)
+        else:
+            judged, paired, swap, notes = sample_interleaved(ctx, m, runner, gate, looks, tree_before, progress)
+            if judged is not None:
+                plan.alpha = paired["alpha"]
+        checks_timed_out = take_outcome(m, runner, gate)
+        judge_run(ctx, m, (reference, reference_info, noise_mad, plan), paired, swap, experiment, judged)
+    m.load = {"before": load_before, "after": load_average()}
+    note_window(m, paired, plan, looks, settings)
+    m.sampling = describe_pairs(paired, m, notes) if paired else describe_sampling(
+        plan, m.samples, notes, m, reference, settings.max_samples)
+    if m.reference:
+        m.sampling = "%s; first the kept code: %s" % (m.sampling, m.reference["why"])
+    diagnose_run(ctx, m, experiment, checks_timed_out)
+    record_measurement(session, m, tree_before)
+    output(run_answer(m, paired))
+
+
+def busy_verdict(verdict, evidence, looks):
+    """`within_noise` because so many pairs saw unequal load on their two sides (and were
+    set aside) that the cap came before enough pairs could be judged: the cause and what
+    to do, or None."""
+    load = (evidence or {}).get("contention") or {}
+    if verdict != "within_noise" or not load.get("unequal_pairs") or not looks:
+        return None
+    if load.get("pairs", 0) < 2 * looks[-1][0] or load.get("judged", 0) >= looks[-1][0]:
+        return None   # the cap was not reached, or enough pairs were judged: the data decided
+    sides = ""
+    best, cand = load.get("best") or {}, load.get("candidate") or {}
+    if best.get("others_cores") is not None and cand.get("others_cores") is not None:
+        sides = (" (other processes used a median %s cores during the kept code's executions and %s "
+                 "during the candidate's, up to %s and %s, on %s CPUs)" % (
+                     _fmt(best["others_cores"]), _fmt(cand["others_cores"]), _fmt(best["max_others_cores"]),
+                     _fmt(cand["max_others_cores"]), best.get("cpus") or cand.get("cpus")))
+    return ("the machine was busy: %d of %d pairs saw unequal load on their two sides%s and were set "
+            "aside, leaving %d to judge, too few for a decision within the sample cap. What to do: stop "
+            "what else runs on this machine (builds, other benchmarks, a second loop) or run when it is "
+            "quiet, then `autotune run` again; or raise evaluator.maxSamples." % (
+                load["unequal_pairs"], load["pairs"], sides, load.get("judged", 0)))
+
+
+def measure_kept_code(session, state, current, head, argv, shell, timeout, env, pname, direction,
+                      settings, sweep):
+    """Samples of the kept code, measured now with the experiment's files swapped out, for
+    a best that has no samples (reference_to_measure). Returns (reference, None), or
+    (None, why) when the kept code did not run."""
+    snap = (state.snapshot or {}).get("tree")
+    base = snap or head_tree(session.repo, head)
+    runner = SampleRunner(argv, shell, session.workdir, timeout, dict(env, AUTOTUNE_REFERENCE="1"),
+                          pname, sweep)
+    swap = Swap(session, base, current, tracked_only=snap is None)
+    try:
+        swap.to("best")
+        samples, sample_metrics, _ = collect_samples(runner.take, sampling_plan(None, "auto", settings),
+                                                     None, direction, settings)
+    finally:
+        swap.close()
+    if runner.problem:
+        return None, runner.problem
+    commit = head[:7] if head else None
+    same = is_deterministic(samples)
+    return {"source": "kept code (%s) measured by run" % (commit or "no commit"), "commit": commit,
+            "metric": _round(median(samples)), "samples": [_round(x) for x in samples], "n": len(samples),
+            "metrics": median_metrics(sample_metrics, exclude=pname), "deterministic": same,
+            "why": "the best was one recorded number without samples, so the kept code%s was measured "
+                   "%d times (%s)" % (" (%s)" % commit if commit else "", len(samples),
+                                      "identical: deterministic" if same else "they differ: noisy")}, None
+
+
+def run_holdout(session, pname, timeout, env, sweep):
+    """Runs autotune.holdout.sh once; its judgement is verdict_of's."""
+    run = run_process(script_argv(session.path(HOLDOUT_FILE)), session.workdir, timeout, env=env,
+                      tail_lines=CHECKS_TAIL_LINES, tail_bytes=CHECKS_TAIL_BYTES, sweep=sweep,
+                      primary=pname)
+    problem = crash_reason(run, pname, timeout)
+    holdout = {"value": run.metrics.get(pname), "reference": None, "ok": problem is None,
+               "tolerance_pct": session.settings.holdout_tolerance_pct, "output": run.output}
+    if problem:
+        holdout["reason"] = "holdout " + problem
+    return holdout
+
+
+def holdout_pairs(session, pname, timeout, env, sweep, swap, pairs=HOLDOUT_PAIRS):
+    """The holdout judged like the primary metric: the kept code's holdout and the
+    candidate's, alternately in the same window (order at random). Returns (holdout,
+    the kept code's median) for holdout_verdict."""
+    rng = pair_order_rng()
+    values = {"best": [], "candidate": []}
+    holdout = None
+    try:
+        for _ in range(pairs):
+            for side in (("best", "candidate") if rng.random() < 0.5 else ("candidate", "best")):
+                swap.to(side)
+                one = run_holdout(session, pname, timeout, env, sweep)
+                if one.get("reason"):
+                    if side == "best":
+                        one["reason"] = "the kept code's " + one["reason"]
+                    return one, None
+                values[side].append(one["value"])
+                holdout = one if side == "candidate" else holdout
+    finally:
+        swap.close()
+    holdout["value"] = _round(median(values["candidate"]))
+    holdout["samples"] = [_round(v) for v in values["candidate"]]
+    holdout["best_samples"] = [_round(v) for v in values["best"]]
+    holdout["against"] = "the kept code measured beside it"
+    return holdout, median(values["best"])
+
+
+# ---------------------------------------------------------------------- log ----
+
+def _log_arguments(args):
+    """`log`'s own arguments as a LogRequest, checked before the log is locked or read
+    (bad input changes nothing)."""
+    description = text_arg(args.description, "--description")
+    metric = number_arg(args.metric, "--metric") if args.metric is not None else None
+    metrics = metrics_arg(args.metrics)
+    reason = text_arg(args.reason, "--reason") if args.reason is not None else None
+    asi = json_arg(args.asi, "--asi") or {}
+    if args.commit is not None and not (4 <= len(args.commit) <= 64 and
+                                        all(c in "0123456789abcdefABCDEF" for c in args.commit)):
+        fail("bad_commit", "--commit %s is not a commit hash." % json.dumps(args.commit))
+    return LogRequest(status=args.status, metric=metric, metrics=metrics, reason=reason,
+                      force=bool(args.force), commit=args.commit, description=description, asi=asi)
+
+
+def _log_head(repo, state, d, request):
+    """HEAD, and whether `log` leaves git alone, as (head, skip_git). HEAD moved past the
+    snapshot: a keep that names the loop's own unlogged commit (--commit) adopts it;
+    anything else is refused, or with --force recorded without touching git."""
+    head = repo.head()
+    snap = state.snapshot or {}
+    skip_git = False
+    if snap.get("head") is not None and snap.get("head") != head:
+        own = own_unlogged_commit(repo, head, snap["head"])
+        adopting = (own is not None and d.status == "keep" and request.commit is not None
+                    and head.startswith(request.commit.lower()))
+        if not adopting and not request.force:
+            fail("head_moved", head_moved_message(snap["head"], head, own))
+        skip_git = not adopting
+        d.forced = d.forced or skip_git
+    return head, skip_git
+
+
+def _check_measured_tree(session, state, m, head, current):
+    """Refuses to log numbers of other code: the working tree (`current`) or a protected
+    input changed after `run` measured it."""
+    measured = m.tree
+    if measured and m.head and head and m.head != head:
+        # HEAD moved since `run` and `doctor --fix` adopted it: what the user
+        # committed meanwhile is theirs, not a change to the measured experiment
+        measured = rebased_snapshot(session, measured, m.head, head)
+    if measured and current != measured:
+        changed = [c.name for c in diff_trees(session, measured, current)]
+        fail("stale_run", "The working tree changed after `autotune run` measured it (%s); "
+             "nothing was logged. Run the benchmark again (`autotune run`), so the log "
+             "records the numbers of the code it keeps or discards." % (
+                 ", ".join(changed[:10]) or "files changed"))
+    if isinstance(m.inputs, dict):
+        check_inputs(session, state, input_hashes(session), since=m.inputs, run_again=True)
+
+
+def _log_health(state, d, settings, index):
+    """The health fields the result line carries: the health machine's step, then
+    "completed" when this result spends a budget."""
+    health = advance(health_fields(state), d.status, d.improved, settings,
+                     deterministic=bool((state.reference or {}).get("deterministic")),
+                     timeout=d.verdict == "timeout")
+    best_metric = d.metric if d.improved else (state.best or {}).get("metric")
+    finished = budget_reason(index, best_metric, state.config.get("direction", "lower"), settings,
+                             iso_to_epoch(state.started_at), time.time())
+    if finished:
+        health.update(health="completed", active=False, reason=finished)
+    return health
+
+
+def _add_measurement(result, session, state, m, ref, d, reason, head):
+    """What the result line takes from the measurement `run` recorded (samples, verdict,
+    evidence, diagnosis, rule) and, at the baseline, the judge and protected inputs
+    it fixes for the segment; the machine facts when nothing was measured."""
+    if state.n_exp == 0:  # the baseline fixes the judge and the protected inputs
+        result.judge = (m.judge if m is not None and isinstance(m.judge, dict)
+                        else judge_of(session.settings.raw))
+        result.inputs = (m.inputs if m is not None and isinstance(m.inputs, dict)
+                         else input_hashes(session))
+    if ref is not None:
+        result.measurement = ref
+    if m is not None and (d.measured or m.crashed):
+        if d.status in CRASH_STATUSES and m.diagnosis:
+            result.diagnosis = m.diagnosis
+        if m.status_rule and d.status == m.suggested_status:
+            result.rule = m.status_rule.get("rule")
+    if m is not None and d.measured:
+        result.samples = [_round(s) for s in m.samples] or None
+        result.verdict, result.evidence, result.env, result.run_dur = m.verdict, m.evidence, m.env, m.dur
+        if m.holdout and m.holdout.get("value") is not None:
+            result.holdout = m.holdout["value"]
+    else:
+        result.env = environment(head, session)
+    if d.forced:
+        result.forced, result.override_reason = True, reason
+        result.verdict = result.verdict or d.verdict
+
+
+def _log_entries(session, loaded, result, m, d):
+    """The lines to append (the kept code's samples first, when `run` measured them),
+    the result carrying its confidence, and the segment's sorted metric values with
+    the result's point: confidence is computed on a fold of the result as it will read."""
+    state = loaded.state
+    entries = [result.to_entry()]
+    if m is not None and d.measured and m.reference:
+        entries.insert(0, kept_code_entry(m, state))
+    values = segment_values(session, loaded)
+    preview = state.copy()
+    point = fold_entry(preview, json.loads(dumps_line(result.to_entry()).decode("utf-8")))
+    if point is not None:
+        import bisect
+        bisect.insort(values, point)
+    result.confidence = confidence(values, preview)
+    entries[-1] = result.to_entry()
+    return entries, values
+
+
+def _with_dependencies(answer, session, git_info):
+    """`log`'s answer, with what a kept or discarded lockfile change means for the
+    installed dependencies (and the config's sync command run, when there is one)."""
+    deps = dependency_change(session, git_info)
+    if deps is not None:
+        answer["dependencies"] = deps
+        if session.settings.sync_command:
+            deps["ran"] = run_sync(session)
+            deps["message"] = sync_message(git_info, deps)
+    return answer
+
+
+def cmd_log(args):
+    session = require_session(find_session())
+    settings = session.settings
+    request = _log_arguments(args)
+    description = request.description
+    repo = require_repo(session)
+    with LogLock(session) as lock:
+        recover_swap(session)  # the experiment's files first, if a killed `run` swapped them out
+        loaded = load_state(session)
+        torn_tail_error(session, loaded)
+        state = loaded.state
+        check_active(session, state, logging=True)
+        config = state.config
+        pname = config.get("metric_name")
+        holder = running_benchmark(session)
+        if holder is not None:
+            fail("benchmark_running", "A benchmark of this loop is running (%s); nothing was "
+                 "logged. Log when its measurement is recorded." % holder_text(holder))
+        m, ref = pending_measurement(session, state)
+        d = decide_log(request, state, m)
+        head, skip_git = _log_head(repo, state, d, request)
+        snap = state.snapshot or {}
+        index = state.n_exp + 1
+        current = snapshot_or_fail(session)
+        if m is not None and not skip_git and request.commit is None:
+            _check_measured_tree(session, state, m, head, current)
+        git_info, commit, next_tree = apply_git(session, state, d.status, description, pname, d.metric,
+                                                config.get("metric_unit"), "%d.%d" % (state.segment, index),
+                                                index, current, head, skip_git, request.commit)
+        if next_tree != snap.get("tree"):
+            try:
+                anchor_snapshot(session, next_tree)
+            except (GitError, OSError) as exc:  # after git changed: say so, never fail now
+                git_info["warning"] = "the new snapshot could not be anchored against `git gc` (%s)" % (
+                    exc.message if isinstance(exc, GitError) else exc)
+        health = _log_health(state, d, settings, index)
+        result = Result(
+            index=index, commit=commit, metric=_round(d.metric), status=d.status,
+            description=description, timestamp=utc_now(), segment=state.segment,
+            metrics=d.metrics if d.status != "crash" or request.metrics else {}, asi=request.asi,
+            failure=health["failure"], health=health["health"], recovery=health["recovery"],
+            reason=health["reason"], files=git_info.get("files", []), mode=health["mode"],
+            active=health["active"], improved=d.improved, measured=d.measured, git=git_info,
+            snapshot=dict({"tree": next_tree, "head": repo.head()},
+                          **({"large": large_record(session)} if session.oversized else {})),
+            session_id=os.environ.get("CLAUDE_CODE_SESSION_ID") or None,
+            hashes=((m.hashes if m is not None and m.hashes else file_hashes(session))
+                    if state.n_exp == 0 else None))
+        _add_measurement(result, session, state, m, ref, d, request.reason, head)
+        entries, values = _log_entries(session, loaded, result, m, d)
+        try:
+            append_entries(lock, session, loaded, entries)
+        except OSError as exc:
+            fail("disk_full" if disk_full(exc) else "io_error",
+                 unlogged_message(exc, d.status, git_info, result.commit, description))
+        try:
+            save_values(session, loaded.state, values)
+        except OSError:
+            pass  # values.bin is keyed by the point count: a stale one is rescanned
+        drop_measurement(session)
+    output(_with_dependencies(log_answer(loaded.state, settings, result, pname, git_info, d.notes,
+                                         d.warnings), session, git_info))
+
+
+def dependency_change(session, git_info):
+    """What a keep or discard did to the dependencies: the manifests and lockfiles it
+    committed or reverted and the commands that bring the installed ones in line; None
+    when it touched none."""
+    if git_info.get("action") not in ("commit", "revert"):
+        return None
+    root = session.repo.root
+    files = [os.path.relpath(os.path.join(root, name), session.workdir) for name in git_info.get("files") or []]
+    changed = dependency_files(files)
+    if not changed:
+        return None
+    deps = {"changed": changed, "sync": sync_commands(session.workdir, changed),
+            "sync_command": session.settings.sync_command}
+    deps["message"] = sync_message(git_info, deps)
+    return deps
+
+
+def run_sync(session):
+    """Runs the config's syncCommand (the user's own command, through the shell like the
+    benchmark) in the working directory, with the benchmark's environment and timeout."""
+    settings = session.settings
+    env = benchmark_env(settings.env, AUTOTUNE_SYNC="1")
+    with ProcessSweep() as sweep:
+        outcome = run_process(settings.sync_command, session.workdir, settings.timeout, shell=True,
+                              env=env, tail_lines=SYNC_TAIL_LINES, tail_bytes=SYNC_TAIL_BYTES, sweep=sweep)
+    return {"command": settings.sync_command, "exit": outcome.exit, "dur": outcome.dur,
+            "timeout": outcome.timeout, "output": (outcome.error or outcome.output).strip("\n")}
+
+
+def unlogged_message(exc, status, git_info, commit, description):
+    """What a `log` whose git work is done but whose log line could not be written
+    says: the state of the repository and of the log, and the one command that repairs."""
+    why = why_no_room(exc)
+    action = git_info.get("action")
+    if action == "commit":
+        return ("%s: the keep was committed as %s (HEAD and your index agree), but the log is "
+                "unchanged: its line could not be written. Free space, then record it with: "
+                "autotune log --status keep --commit %s --description %s" % (
+                    why, commit, commit, _shell_quote(description)))
+    if action == "revert":
+        return ("%s: the experiment was reverted (saved as %s), but the log is unchanged: its "
+                "line could not be written. Free space, then run the same command again (it finds "
+                "nothing left to revert and records the result): %s" % (
+                    why, git_info.get("saved"), again_command()))
+    return ("%s: git was not changed and the log is unchanged: its line could not be written. "
+            "Free space, then run the same command again: %s" % (why, again_command()))
+
+
+def own_unlogged_commit(repo, head, snapshot_head):
+    """(subject, trailer metric) when HEAD is autotune's own keep on top of the snapshot's
+    HEAD (a `log` killed between its commit and its log line), else None."""
+    if not head:
+        return None
+    proc = repo.run(["cat-file", "commit", head], check=False)
+    if proc.returncode != 0:
+        return None
+    headers, _, message = proc.stdout.decode("utf-8", "replace").partition("\n\n")
+    first = next((line[7:] for line in headers.splitlines() if line.startswith("parent ")), "")
+    if first != snapshot_head or not message.startswith("autotune: ") or "Autotune-Metric:" not in message:
+        return None
+    subject = message.split("\n", 1)[0][len("autotune: "):]
+    # the last trailer is autotune's: a description may quote one
+    value = (message.rsplit("Autotune-Metric:", 1)[1].strip().split("\n")[0].split("=", 1)[-1].split() or ["?"])[0]
+    return subject, value
+
+
+def apply_git(session, state, status, description, pname, metric, unit, label, index, current,
+              head, skip_git, given_commit):
+    """Commits a keep, reverts anything else; returns (git info, commit, next snapshot).
+    Either it completes, or it refuses having changed nothing, or (a disk that fills up
+    midway) it says exactly what state the repository is in and what to run."""
+    repo = session.repo
+    base = (state.snapshot or {}).get("tree")
+    short = head[:7] if head else None
+    if skip_git:
+        return {"action": "none", "message": "skipped: HEAD moved outside autotune (--force)"}, short, current
+    large = large_changes((state.snapshot or {}).get("large"), large_record(session))
+    if status == "keep" and given_commit:
+        proc = repo.run(["rev-parse", "-q", "--verify", given_commit + "^{commit}"], check=False)
+        if proc.returncode != 0:
+            fail("bad_commit", "--commit %s is not a commit in this repository." % given_commit)
+        full = proc.stdout.decode().strip()
+        return {"action": "none", "message": "recorded the given commit"}, full[:7], current
+    # without a snapshot (a session written by the old bash scripts) untracked files are
+    # not known to be the experiment's: they are neither committed nor deleted
+    keep_created = base is None
+    base = base or head_tree(repo, head)
+    every = diff_trees(session, base, current, tracked_only=keep_created)
+    changes = experiment_changes(session, base, current, every=every)
+    if status == "keep":
+        info, commit = keep_changes(session, changes, description, pname, metric, unit, short)
+        return with_large(info, large, "kept"), commit, current
+    if not changes:
+        return with_large({"action": "none", "message": "nothing to revert"}, large, "reverted"), short, current
+    again = again_command()
+    sizes = restore_sizes(session, changes)
+    problem = room_problem([(c.name, sizes.get(c.old_sha, 0)) for c in changes if c.old_sha in sizes]
+                           + _session_writes(session), repo.root)
+    if problem:
+        fail("disk_full", "Not enough room: %s. Nothing was reverted and nothing was logged (the "
+             "working tree, the repository and the log are unchanged). Free space or raise the "
+             "limit, then run the same command again: %s" % (problem, again))
+    try:
+        ref = save_discarded(session, base, current, label, description)
+    except (GitError, OSError) as exc:
+        if isinstance(exc, GitError) and not disk_full(exc):
+            raise
+        fail("disk_full" if disk_full(exc) else "io_error", "%s while saving the experiment: nothing was reverted and nothing was "
+             "logged. %s, then run the same command again: %s" % (why_no_room(exc), remedy(exc), again))
+    try:
+        restore_changes(session, changes)
+    except (GitError, OSError) as exc:
+        fail("disk_full" if disk_full(exc) else "restore_failed",
+             "%s while restoring the experiment's files: the experiment is saved as %s; some "
+             "files are restored and the others still hold the experiment; the log is unchanged. "
+             "Fix that, then run the same command again to restore the rest: %s" % (
+                 why_no_room(exc), ref, again))
+    left = [c.name for c in changes if GITLINK in (c.old_mode, c.new_mode)]
+    info = {"action": "revert", "saved": ref,
+            "restore": "autotune restore %s" % _shell_quote(
+                str(index) if ref.endswith("/" + label) else ref.rsplit("/", 1)[-1])}
+    listed_files(info, [c.name for c in changes if c.name not in left])
+    if left:
+        info["left"] = left[:MAX_FILES_LISTED]
+        info["message"] = ("submodules are not reverted (%s): check them out by hand" % ", ".join(left))
+    staged = staged_among(repo, head, [c.path for c in changes])
+    if staged:
+        names = [path.decode("utf-8", "replace") for path in staged]
+        info["staged"] = names[:MAX_FILES_LISTED]
+        info["index_note"] = (
+            "your git index still stages changes to %s, which the experiment touched (a `git add` "
+            "or `git mv` of the experiment's, or your own staging): the files are restored, the "
+            "index is left as it is; `git restore --staged -- %s` unstages them" % (
+                ", ".join(names[:10]) + (" and %d more" % (len(names) - 10) if len(names) > 10 else ""),
+                " ".join(_shell_quote(":/" + name) for name in names[:10])))
+    exact = not (keep_created or left or len(changes) != len(every))
+    return with_large(info, large, "reverted"), short, (base if exact else snapshot_tree(session))
+
+
+def staged_among(repo, head, paths):
+    """Those of `paths` whose entry in the user's own index differs from HEAD's: a discard
+    restores files, not the index, so a staged rename or add of the experiment's would
+    otherwise ride along in the user's next `git commit` unannounced."""
+    if not head or not paths:
+        return []
+    proc = repo.run(["diff-index", "--cached", "--name-only", "-z", "--no-renames", head], check=False)
+    if proc.returncode != 0:
+        return []
+    staged = set(proc.stdout.split(b"\0"))
+    return sorted(path for path in paths if path in staged)
+
+
+def snapshot_or_fail(session):
+    """snapshot_tree for `log`, with a full disk said plainly (nothing changed yet)."""
+    try:
+        return snapshot_tree(session)
+    except (GitError, OSError) as exc:
+        if isinstance(exc, GitError) and not disk_full(exc):
+            raise
+        fail("disk_full" if disk_full(exc) else "io_error", "%s while taking the snapshot of the "
+             "working tree: nothing was committed, reverted or logged. Fix that, then run the same "
+             "command again: %s" % (why_no_room(exc), again_command()))
+
+
+def _session_writes(session):
+    """The files every `log` grows or rewrites, at about their final sizes."""
+    out = []
+    for name, path, extra in (("the index", session.repo.index_path(), 0),
+                              (LOG_FILE, session.log_path, 1 << 14)):
+        try:
+            out.append((name, os.path.getsize(path) + extra))
+        except OSError:
+            pass
+    return out
+
+
+def keep_changes(session, changes, description, pname, metric, unit, short):
+    """Commits a keep (see commit_changes); (git info, commit) or a clear refusal."""
+    if not changes:
+        return {"action": "none", "message": "nothing to commit"}, short
+    again = again_command()
+    problem = room_problem(_session_writes(session) + [("the commit index", os.path.getsize(
+        session.repo.index_path()) if os.path.isfile(session.repo.index_path()) else 0)], session.repo.git_dir)
+    if problem:
+        fail("disk_full", "Not enough room: %s. Nothing was committed and nothing was logged (the "
+             "repository, your index and the log are unchanged). Free space or raise the limit, "
+             "then run the same command again: %s" % (problem, again))
+    message = "autotune: %s\n\nAutotune-Metric: %s=%s%s\n" % (
+        description.rstrip(), strip_controls(pname, ""), trailer_number(metric),
+        (" " + strip_controls(unit, "")) if unit else "")
+    try:
+        new_head = commit_changes(session, changes, message, again)
+    except (GitError, OSError) as exc:
+        if isinstance(exc, GitError) and not disk_full(exc):
+            raise
+        fail("disk_full" if disk_full(exc) else "io_error", "%s while committing the keep: nothing was committed and nothing was "
+             "logged (the repository, your index and the log are unchanged). %s, then run the "
+             "same command again: %s" % (why_no_room(exc), remedy(exc), again))
+    if new_head is None:
+        return {"action": "none", "message": "nothing to commit"}, short
+    return listed_files({"action": "commit", "commit": new_head[:7]}, [c.name for c in changes]), new_head[:7]
+
+
+# ---------------------------------------------------- rebaseline and verify ----
+
+def cmd_rebaseline(args):
+    session = require_session(find_session())
+    loaded = load_state(session)
+    state = loaded.state
+    require_config(session, state)
+    argv, shell, shown = benchmark_command(session, None)
+    check_integrity(session, state)
+    check_judge(session, state)
+    if state.n_exp:
+        check_inputs(session, state, input_hashes(session))
+    with BenchmarkLock(session, "rebaseline: " + shown):
+        refuse_pending_swap(session)
+        rebaseline(args, session, state, argv, shell)
+
+
+def rebaseline(args, session, state, argv, shell):
+    """`rebaseline` under the benchmark lock."""
+    pname = require_metric_name(state)
+    if session.repo and state.snapshot:
+        with LogLock(session):
+            tree = snapshot_tree(session)
+        changed = ([c.name for c in experiment_changes(session, state.snapshot["tree"], tree)]
+                   if tree != state.snapshot.get("tree") else [])
+        if changed:
+            fail("dirty_worktree", "The working tree has changes since the last logged result (%s): "
+                 "an experiment in progress. Finish it first (`autotune run`, then `autotune log`), "
+                 "so rebaseline measures the kept code." % ", ".join(changed[:10]))
+    count = args.repeat or DEFAULT_REBASELINE
+    timeout = args.timeout if args.timeout is not None else session.settings.timeout
+    env = benchmark_env(session.settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_REBASELINE="1")
+    samples, sample_metrics = [], []
+    with ProcessSweep() as sweep:
+        runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep)
+        for number in range(1, count + 1):
+            taken = runner.take(number)
+            if taken is None:
+                fail("benchmark_crashed", "The benchmark failed on the unchanged code (sample %d: %s); "
+                     "nothing was recorded. Output tail: %s" % (
+                         number, runner.problem, _one_line(runner.last.output, 300)))
+            samples.append(taken[0])
+            sample_metrics.append(taken[1])
+        holdout = None
+        if os.path.isfile(session.path(HOLDOUT_FILE)):
+            values = []
+            for _ in range(HOLDOUT_PAIRS):
+                one = run_holdout(session, pname, timeout, env, sweep)
+                if one.get("reason"):
+                    fail("holdout_crashed", "The holdout failed on the unchanged code (%s); nothing was "
+                         "recorded. Output tail: %s" % (one["reason"], _one_line(one.get("output"), 300)))
+                values.append(one["value"])
+            holdout = median(values)
+    previous = state.reference or {}
+    value = median(samples)
+    head = session.repo.head() if session.repo else None
+    entry = {"type": "rebaseline", "timestamp": utc_now(), "segment": state.segment,
+             "commit": head[:7] if head else None, "metric": _round(value),
+             "samples": [_round(s) for s in samples],
+             "metrics": median_metrics(sample_metrics, exclude=pname),
+             "previous": {"metric": _round(previous.get("metric")), "n": len(previous.get("samples") or []),
+                          "source": previous.get("source")},
+             "env": environment(head, session, env)}
+    if holdout is not None:
+        entry["holdout"] = _round(holdout)
+    drift = rebaseline_drift(samples, previous, state.config.get("direction", "lower"), session.settings)
+    if drift:
+        entry["drift"] = drift
+    with LogLock(session) as lock:
+        loaded = load_state(session)
+        torn_tail_error(session, loaded)
+        append_entries(lock, session, loaded, [entry])
+    sigma = robust_sigma(samples)
+    before = previous.get("metric")
+    result = {"status": "rebaselined", "metric": _round(value), "samples": entry["samples"],
+              "n": len(samples), "previous": entry["previous"],
+              "drift_pct": _round(pct_change(value, before), 3),
+              "deterministic": is_deterministic(samples), "metrics": entry["metrics"],
+              "holdout": entry.get("holdout"),
+              "noise": {"sigma": _round(sigma), "sigma_pct": _round(sigma_pct(sigma, value), 3)}}
+    if drift:
+        result["warnings"] = [drift["message"]]
+    output(result)
+
+
+def rebaseline_drift(samples, previous, direction, settings):
+    """A warning when the kept code now measures beyond the noise of its previous
+    reference (the same code: only the machine can have changed), or None."""
+    before = previous.get("samples") or []
+    if not before:
+        return None
+    deterministic = is_deterministic(before) and is_deterministic(samples)
+    verdict, evidence = assess(samples, before, direction, settings.alpha, deterministic=deterministic)
+    if verdict not in ("improved", "worse"):
+        return None
+    pct = evidence.get("delta_pct")
+    load = load_average() or {}
+    p_value = evidence.get("p_value") if verdict == "improved" else evidence.get("p_worse")
+    return {"delta_pct": pct, "p_value": p_value,
+            "message": "the kept code now measures %s%% %s its previous reference (%s, %d sample%s), beyond "
+                       "the noise (%s): the same code, so the machine changed (load average now %s on %s CPUs). "
+                       "Earlier samples are no fair yardstick now; the interleaved default measures the kept "
+                       "code beside each candidate, so its verdicts do not depend on them." % (
+                           _fmt(abs(pct)) if pct is not None else "?",
+                           "off" if pct is None else ("below" if pct < 0 else "above"),
+                           previous.get("source") or "?", len(before), "" if len(before) == 1 else "s",
+                           "exact comparison" if deterministic else "%s, p=%s" % (
+                               evidence.get("method"), _fmt(evidence.get("p_value") if verdict == "improved"
+                                                            else evidence.get("p_worse"))),
+                           _fmt(load.get("1m")), load.get("cpus") or "?")}
+
+
+def resolve_commit(repo, short, what, index):
+    """The full hash of a commit the log recorded, or a clear error when history was
+    rewritten since (nothing is written)."""
+    if not isinstance(short, str) or not short:
+        fail("commit_missing", "The log records no commit for the %s (#%s), so it cannot be "
+             "measured; `verify` needs a segment whose results were logged by autotune in git." % (what, index))
+    proc = repo.run(["rev-parse", "-q", "--verify", "--end-of-options", short + "^{commit}"], check=False)
+    if proc.returncode != 0:
+        fail("commit_missing", "The %s commit %s (result #%s) is no longer in this repository: its history "
+             "was rewritten (rebase, reset, amend or gc). Nothing was measured or written. To recover, find "
+             "it with `git reflog` or a branch that still has it and restore it (e.g. `git branch "
+             "autotune-%s %s`), or start a new segment with `autotune init` so the baseline is code that "
+             "exists." % (what, short, index, what, short))
+    return proc.stdout.decode().strip()
+
+
+def _verify_commits(repo, state):
+    """The two commits `verify` compares and where HEAD stands, as (base, best,
+    base_commit, best_commit, head, on_top); refuses when there is nothing to verify
+    or HEAD does not hold the best (HEAD may carry kept equal-result changes on top)."""
+    base, best = state.baseline or {}, state.best or {}
+    if not base or not best:
+        fail("nothing_to_verify", "`verify` compares the baseline with the best kept result; this "
+             "segment has %s yet." % ("no baseline" if not base else "no kept result"))
+    base_commit = resolve_commit(repo, base.get("commit"), "baseline", base.get("index"))
+    best_commit = resolve_commit(repo, best.get("commit"), "best", best.get("index"))
+    if base_commit == best_commit:
+        fail("nothing_to_verify", "The best is the baseline commit %s: no kept change to verify yet." %
+             base_commit[:7])
+    head = repo.head()
+    on_top = head != best_commit and head is not None and repo.run(
+        ["merge-base", "--is-ancestor", best_commit, head], check=False).returncode == 0
+    if head != best_commit and not on_top:
+        fail("head_not_best", "HEAD is %s, which does not contain the best result's commit %s: `verify` "
+             "measures the working tree as the best, so check out the best first." % (
+                 (head or "none")[:7], best_commit[:7]))
+    return base, best, base_commit, best_commit, head, on_top
+
+
+def _verify_trees(session, state, repo, base_commit, head):
+    """The working tree (the kept code, refused when an experiment is in progress) and
+    the tree with the baseline's version of the files they differ in, as (current,
+    baseline_tree). Callers hold the LogLock."""
+    current = snapshot_tree(session)
+    if state.snapshot and current != state.snapshot.get("tree"):
+        changed = [c.name for c in diff_trees(session, state.snapshot["tree"], current)]
+        fail("dirty_worktree", "The working tree has changes since the last logged result (%s): an "
+             "experiment in progress. Finish it first (`autotune run`, then `autotune log`), so verify "
+             "measures the kept code." % ", ".join(changed[:10]))
+    return current, tree_with_paths_of(session, current, head_tree(repo, base_commit), head_tree(repo, head))
+
+
+def _verify_pairs(session, argv, shell, timeout, env, pname, swap, pairs):
+    """Runs the baseline ("best" side of the swap) and the best ("candidate" side)
+    alternately, in random order per pair, until `pairs` pairs (two identical pairs of
+    a deterministic benchmark suffice). Returns (values per side, orders: "A" when the
+    baseline ran first); a failed run is refused, the tree put back."""
+    progress = Progress("verify")
+    values = {"best": [], "candidate": []}
+    orders = []
+    rng = pair_order_rng()
+    with ProcessSweep() as sweep:
+        runners = {side: SampleRunner(argv, shell, session.workdir, timeout, dict(env), pname, sweep,
+                                      progress=progress, side=side) for side in ("best", "candidate")}
+        try:
+            while len(values["candidate"]) < pairs:
+                order = ("best", "candidate") if rng.random() < 0.5 else ("candidate", "best")
+                for side in order:
+                    swap.to(side)
+                    taken = runners[side].take(len(values["candidate"]) + 1)
+                    if taken is None:
+                        runner = runners[side]
+                        fail("benchmark_crashed", "The benchmark failed on the %s commit (%s); nothing was "
+                             "recorded and the working tree is as it was. Output tail: %s" % (
+                                 "baseline" if side == "best" else "best", runner.problem,
+                                 _one_line(runner.last.output, 300)))
+                    values[side].append(taken[0])
+                orders.append("A" if order[0] == "best" else "B")   # A: the baseline ran first
+                if len(orders) == 2 and is_deterministic(values["best"]) \
+                        and is_deterministic(values["candidate"]):
+                    break   # a deterministic benchmark: two identical pairs say all there is
+        finally:
+            swap.close()
+            progress.done()
+    return values, orders
+
+
+def _verify_change(old, new):
+    """The best's change against the baseline from the pairs, in percent, as (delta,
+    interval): the Hodges-Lehmann shift and its 95% interval as (low, high), None when
+    there are too few pairs (the shift itself for a deterministic benchmark)."""
+    ratios, relative = paired_ratios(new, old)
+    shift = hodges_lehmann(ratios)
+    interval = (shift, shift) if is_deterministic(old) and is_deterministic(new) else hl_interval(ratios)
+
+    def pct(x):
+        return _round(shift_pct(x, relative), 3)
+    return pct(shift), ((pct(interval[0]), pct(interval[1])) if interval else None)
+
+
+def cmd_verify(args):
+    """The honest headline: the segment's baseline commit against the best commit,
+    measured interleaved in one window, with a 95% interval; recorded as a log line."""
+    session = require_session(find_session())
+    loaded = load_state(session)
+    state = loaded.state
+    require_config(session, state)
+    repo = require_repo(session)
+    argv, shell, shown = benchmark_command(session, None)
+    check_integrity(session, state)
+    base, best, base_commit, best_commit, head, on_top = _verify_commits(repo, state)
+    with BenchmarkLock(session, "verify: " + shown):
+        refuse_pending_swap(session)
+        with LogLock(session):
+            current, baseline_tree = _verify_trees(session, state, repo, base_commit, head)
+        pairs = args.pairs or VERIFY_PAIRS
+        timeout = args.timeout if args.timeout is not None else session.settings.timeout
+        pname = state.config.get("metric_name")
+        env = benchmark_env(session.settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_VERIFY="1")
+        swap = Swap(session, baseline_tree, current, purpose="verify")
+        values, orders = _verify_pairs(session, argv, shell, timeout, env, pname, swap, pairs)
+        old, new = values["best"], values["candidate"]
+        delta, interval = _verify_change(old, new)
+        logged = _round(pct_change(best["metric"], base.get("metric")), 3)
+        entry = {"type": "verify", "timestamp": utc_now(), "segment": state.segment,
+                 "baseline": {"index": base.get("index"), "commit": base_commit[:7]},
+                 "best": {"index": best.get("index"), "commit": best_commit[:7],
+                          "measured": head[:7]},
+                 "pairs": len(new), "delta_pct": delta, "low_pct": interval[0] if interval else None,
+                 "high_pct": interval[1] if interval else None, "logged_pct": logged,
+                 "samples": {"baseline": [_round(v) for v in old], "best": [_round(v) for v in new]},
+                 "order": "".join(orders),
+                 "swapped": swap.paths[:50], "env": environment(head, session, env), "load": load_average()}
+        with LogLock(session) as lock:
+            loaded = load_state(session)
+            torn_tail_error(session, loaded)
+            append_entries(lock, session, loaded, [entry])
+        result = dict(entry, status="verified", headline=headline_text(logged, entry), command=shown)
+        result["warnings"] = []
+        if on_top:
+            result["warnings"].append("HEAD (%s) carries kept equal-result changes on top of the best commit %s; "
+                                      "verify measured HEAD, the code you have now" % (head[:7], best_commit[:7]))
+        if not interval:
+            result["warnings"].append("%d pairs are too few for a 95%% interval; run `autotune verify "
+                                      "--pairs 10`." % len(new))
+        if not result["warnings"]:
+            del result["warnings"]
+        output(result)
+
+
+def tree_with_paths_of(session, tree, old_tree, new_tree):
+    """`tree` (the working tree's snapshot) with the paths that differ between old_tree
+    and new_tree (two commits) set to old_tree's version: the working tree as it would
+    be with the baseline's code, every other file (untracked ones included) unchanged."""
+    changes = diff_trees(session, old_tree, new_tree)
+    index, env = private_index(session, "verify.index")
+    repo = session.repo
+    repo.run(["read-tree", tree], env=env)
+    if changes:
+        repo.run(["update-index", "-z", "--index-info"], env=env,
+                 input=_index_records((c.old_mode, c.old_sha, c.path) for c in changes
+                                      if b"160000" not in (c.old_mode, c.new_mode)))
+    return repo.run(["write-tree"], env=env).stdout.decode("ascii").strip()
+
+
+# ---------------------------------------------------------- person commands ----
+
+def control(action, check=None, **fields):
+    """Appends a control line (stop, resume, repair) unless `check` returns a note saying
+    why not; returns (session, state, note)."""
+    session = require_session(find_session(lenient=action == "stop"))
+    with LogLock(session) as lock:
+        loaded = load_state(session)
+        torn_tail_error(session, loaded)
+        state = loaded.state
+        require_config(session, state)
+        if check is not None:
+            message = check(session, state)
+            if message:
+                return session, state, message
+        entry = {"type": "control", "action": action, "timestamp": utc_now()}
+        entry.update(fields)
+        append_entries(lock, session, loaded, [entry])
+    return session, loaded.state, None
+
+
+def cmd_stop(args):
+    by = "agent" if os.environ.get("CLAUDE_CODE_SESSION_ID") else "person"
+    reason = text_arg(args.reason, "--reason") if args.reason else None
+    session, state, note = control("stop", by=by, reason=reason, check=lambda s, st: None if st.active else (
+        "already stopped" if st.health == "stopped" else "already not active (%s: %s)" % (
+            st.health, st.reason or "-")))
+    report_control(args, state, note or "stopped", "the loop is stopped and its data kept; "
+                   "`autotune resume` continues it", next_step="autotune resume")
+
+
+def cmd_resume(args):
+    def check(session, state):
+        if state.active and state.health not in ("paused", "stopped", "completed") and state.mode != "repair":
+            return "already active"
+        reason = spent_budget(session, state)
+        if reason:
+            fail("budget_spent", "The budget is still spent (%s); raise it in %s or start a new "
+                 "segment with `autotune init`." % (reason, CONFIG_FILE))
+        return None
+    session, state, note = control("resume", check=check)
+    report_control(args, state, note or "resumed", "active, optimize mode, streaks and heals reset")
+
+
+def cmd_repair(args):
+    session, state, _ = control("repair")
+    report_control(args, state, "repair mode", "active, health healing, recovery manual_repair")
+
+
+def report_control(args, state, status, detail, next_step=None):
+    if args.json:
+        answer = {"status": status, "active": state.active, "health": state.health,
+                  "mode": state.mode, "reason": state.reason, "recovery": state.recovery}
+        if next_step or not state.active:
+            answer["next"] = next_step or next_action(state)[1]
+        output(answer)
+    else:
+        say("autotune: %s%s" % (status, (": " + detail) if not status.startswith("already") else ""))
+
+
+def cmd_clear(args):
+    import shutil
+    session = find_session(lenient=True)
+    targets = [p for p in (session.log_path, session.state_path) if os.path.exists(p)]
+    cache = session.cache_dir if session.repo else None
+    if not targets and not (cache and os.path.isdir(cache)):
+        say("autotune: nothing to clear in %s" % session.workdir)
+        return 0
+    if not args.yes:
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            fail("needs_confirmation", "clear deletes %s; without a terminal to confirm on, pass "
+                 "--yes." % (", ".join(os.path.basename(p) for p in targets) or "the caches"))
+        say("This deletes %s in %s (autotune.md, the benchmark and git history stay)." % (
+            ", ".join(os.path.basename(p) for p in targets), session.workdir))
+        sys.stdout.write("Type 'yes' to confirm: ")
+        sys.stdout.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            say("autotune: nothing deleted")
+            return 1
+    lock = LogLock(session) if session.exists() else None
+    if lock is not None:
+        lock.__enter__()  # a concurrent `log` must not append to a file being deleted
+    try:
+        for path in targets:
+            os.unlink(path)
+        if cache and os.path.isdir(cache):
+            shutil.rmtree(cache, ignore_errors=True)
+        if session.repo is not None and cache:
+            session.repo.run(["update-ref", "-d", "refs/autotune/snapshot/" + os.path.basename(cache)],
+                             check=False)
+    finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)
+    say("autotune: cleared %s (discarded experiments stay under refs/autotune/)" % (
+        ", ".join(os.path.basename(p) for p in targets) or "caches"))
+    return 0
+
+
+def cmd_version(args):
+    if args.json:
+        output({"version": VERSION, "python": "%d.%d.%d" % sys.version_info[:3],
+                "path": os.path.abspath(__file__)})
+    else:
+        say("autotune %s" % VERSION)
+
+
+def cmd_restore(args):
+    session = find_session()
+    repo = require_repo(session)
+    refuse_pending_swap(session)
+    if args.list or args.index is None:
+        proc = repo.run(["for-each-ref", "--sort=-creatordate",
+                         "--format=%(refname)%00%(creatordate:iso-strict)%00%(subject)",
+                         "refs/autotune/discarded/"])
+        rows = []
+        for line in proc.stdout.decode("utf-8", "replace").splitlines():
+            ref, date, subject = line.split("\0", 2)
+            rows.append({"ref": ref, "label": ref.rsplit("/", 1)[-1], "date": date, "subject": subject})
+        if args.json:
+            output({"discarded": rows})
+        elif not rows:
+            say("autotune: no discarded experiments saved in this repository")
+        else:
+            for row in rows:
+                say("%-8s %s  %s" % (row["label"], row["date"][:19], row["subject"]))
+        return 0
+    ref, label = discarded_ref(session, args.index, args.segment)
+    if repo.run(["rev-parse", "-q", "--verify", ref + "^{commit}"], check=False).returncode != 0:
+        fail("no_such_experiment", "No discarded experiment %s is saved (no %s); `autotune restore "
+             "--list` shows what is." % (label, ref))
+    diff = repo.run(["diff-tree", "-p", "--binary", "--full-index", ref + "^", ref]).stdout
+    proc = repo.run(["apply", "--whitespace=nowarn"], input=diff, check=False)
+    if proc.returncode != 0:
+        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        fail("restore_conflict", "Experiment %s does not apply to the working tree as it is now "
+             "(%s); nothing was changed. Inspect it with `git show %s`." % (
+                 label, lines[-1] if lines else "git apply failed", _shell_quote(ref)))
+    files = [p.decode("utf-8", "replace") for p in repo.run(
+        ["diff-tree", "-r", "-z", "--name-only", ref + "^", ref]).stdout.split(b"\0") if p]
+    changed = dependency_files([os.path.relpath(os.path.join(repo.root, f), session.workdir) for f in files])
+    deps = {"changed": changed, "sync": sync_commands(session.workdir, changed),
+            "message": "the restore brought back %s: bring the installed dependencies in line with "
+                       "%s before `autotune run`" % (", ".join(changed[:6]), " and ".join(
+                           "`%s`" % c for c in sync_commands(session.workdir, changed)))} if changed else None
+    if args.json:
+        answer = {"status": "restored", "ref": ref, "files": files}
+        if deps:
+            answer["dependencies"] = deps
+        output(answer)
+    else:
+        say("autotune: restored experiment %s into the working tree (%s)" % (label, ", ".join(files)))
+        if deps:
+            say("autotune: %s" % deps["message"])
+    return 0
+
+
+def discarded_ref(session, which, segment=None):
+    """(ref, label) of a discarded experiment: a label such as 1.7 or 1.7-2, or an index
+    of the current (or given) segment, looked up in the log, which records the ref."""
+    if "." in which:
+        return "refs/autotune/discarded/" + which, which
+    index = int(which)
+    if session.exists():
+        state = load_state(session).state
+        segment = segment or state.segment
+        for entry in reversed(read_entries(session, state.config_offset if segment == state.segment else 0)):
+            if (entry.get("type") == "result" and entry.get("index") == index
+                    and entry.get("segment", segment) == segment and isinstance(entry.get("git"), dict)):
+                saved = entry["git"].get("saved")
+                if isinstance(saved, str) and saved.startswith("refs/autotune/discarded/"):
+                    return saved, saved.rsplit("/", 1)[-1]
+    label = "%d.%d" % (segment or 1, index)
+    return "refs/autotune/discarded/" + label, label
+
+
+def _discard_label(text):
+    """argparse type: 7, or a saved label such as 1.7 or 1.7-2."""
+    import re
+    if not re.match(r"^[0-9]{1,9}(\.[0-9]{1,9}(-[0-9]{1,4})?)?$", text or ""):
+        raise _type_error("must be an experiment index (7) or a label (1.7, 1.7-2), got %r" % text)
+    return text
+
+
+def cmd_explain(args):
+    session = require_session(find_session(lenient=True))
+    loaded = load_state(session)
+    persist_if_stale(session, loaded)
+    data = explain_data(session, loaded, disk=True)
+    if args.json:
+        output(data)
+    else:
+        colors = Colors(sys.stdout)
+        say(render_explain(data, colors), painted=colors.enabled)
+
+
+def cmd_status(args):
+    session = require_session(find_session(lenient=True))
+    loaded = load_state(session)
+    persist_if_stale(session, loaded)
+    data = explain_data(session, loaded, disk=True)
+    state = loaded.state
+    data.update(total_runs=state.total_results, resume_count=state.resume_count,
+                session_id=state.session_id, exp_at=state.exp_at, progress_at=state.progress_at)
+    if args.json:
+        output(data)
+    else:
+        colors = Colors(sys.stdout)
+        say(render_status(data, colors), painted=colors.enabled)
+
+
+def cmd_start(args):
+    import shutil
+    claude = shutil.which("claude")
+    if not claude:
+        fail("no_claude", "The `claude` command is not on PATH; install Claude Code, then run "
+             "`claude --agent autotune` in this directory.")
+    argv = [claude, "--agent", "autotune"]
+    root = os.path.dirname(os.path.realpath(os.path.abspath(__file__)))
+    if os.path.isfile(os.path.join(root, ".claude-plugin", "plugin.json")) and not plugin_installed(claude):
+        argv += ["--plugin-dir", root]  # a checkout or --plugin-dir user: load this plugin
+    if args.goal:
+        argv.append(" ".join(args.goal))
+    os.environ["AUTOTUNE_AGENT"] = "1"  # its SessionStart hook briefs it as the loop's owner
+    os.execv(claude, argv)
+
+
+def plugin_installed(claude):
+    import subprocess
+    try:
+        proc = subprocess.run([claude, "plugin", "list", "--json"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, timeout=30)
+        plugins = json.loads(proc.stdout.decode("utf-8", "replace") or "[]")
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return True  # unknown: do not risk loading the plugin twice
+    return any(isinstance(p, dict) and str(p.get("id", "")).startswith("autotune@")
+               and p.get("enabled", True) for p in plugins if isinstance(plugins, list))
+
+
+# ------------------------------------------------------------------- doctor ----
+
+# Doctor: every check returns problems as (code, message, fix or None).
+
+def _doctor_log(session, loaded, problem):
+    """doctor's checks of the log and of the state cache beside it: a torn last line,
+    lines that are not JSON, no config line, a missing, stale or old-format state."""
+    state = loaded.state
+    if loaded.torn:
+        problem("torn_tail", "%s ends with a truncated line of %d bytes (a write that was cut short). "
+                "Readers skip it; `log` refuses to append after it." % (LOG_FILE, len(loaded.torn)),
+                fix=lambda lock: _fix_torn_tail(session, lock))
+    if state.bad_lines:
+        problem("bad_lines", "%d line%s of %s are not valid JSON objects (line %s); every command "
+                "skips them." % (state.bad_lines, "" if state.bad_lines == 1 else "s", LOG_FILE,
+                                 ", ".join(str(n) for n in state.bad_line_numbers)))
+    if state.config is None:
+        problem("no_config", "%s has no config line; run `autotune init`." % LOG_FILE)
+    cached = _read_state_file(session)
+    if cached is None:
+        problem("state_missing", "%s is missing or unreadable; it will be rebuilt from the log." % STATE_FILE,
+                fix=lambda lock: _fix_state(session))
+    elif not loaded.rebuilt:
+        fresh = fold_log(session)
+        a, b = fresh.state.to_dict(), loaded.state.to_dict()
+        differing = sorted(k for k in a if k not in ("confidence",) and a[k] != b.get(k))
+        if differing:
+            problem("state_stale", "%s disagrees with the log (%s); it will be rebuilt." % (
+                STATE_FILE, ", ".join(differing[:8])), fix=lambda lock: _fix_state(session))
+    elif cached.get("format") != STATE_FORMAT:
+        problem("state_legacy", "%s was written by another version; it will be rebuilt from the log." %
+                STATE_FILE, fix=lambda lock: _fix_state(session))
+
+
+def _doctor_judge(session, state, problem):
+    """doctor's checks of what judges the loop: the config, the benchmark file, the
+    judge's settings and protected inputs against the baseline, a running benchmark."""
+    for error in session.config_errors:
+        problem("bad_config", error)
+    for note in session.settings.warnings:
+        problem("config_warning", note)["warning"] = True
+    bench = session.path(BENCH_FILE)
+    if not os.path.isfile(bench):
+        problem("no_benchmark", "%s does not exist; `run` needs it." % BENCH_FILE)
+    else:
+        if not os.access(bench, os.X_OK):
+            problem("benchmark_not_executable", "%s is not executable (autotune runs it with bash)." % BENCH_FILE)
+        if state.config is not None:
+            try:
+                check_integrity(session, state)
+            except AutotuneError as exc:
+                problem("benchmark_changed", exc.message)
+    if state.config is not None and state.n_exp:
+        for check, code in ((lambda: check_judge(session, state), "judge_changed"),
+                            (lambda: check_inputs(session, state, input_hashes(session)),
+                             "protected_changed")):
+            try:
+                check()
+            except AutotuneError as exc:
+                problem(code, exc.message.replace(", so nothing was run", ""))
+    holder = running_benchmark(session) if session.repo is not None else None
+    if holder is not None:
+        problem("benchmark_running", "A benchmark is running (%s)." % holder_text(holder))
+
+
+def _doctor_swap(session, problem):
+    """doctor's check of a swap journal: a live measurement with the kept code in place,
+    or an interrupted one whose fix puts the experiment's files back."""
+    journal = pending_swap(session)
+    if journal is None:
+        return
+    if swap_owner_alive(journal):
+        problem("measuring", "`autotune %s` (pid %s) has the kept version of the experiment's "
+                "files in place while it measures them beside yours; it puts yours back when "
+                "it ends." % (journal.get("purpose", "run"), journal.get("pid")))
+    else:
+        problem("interrupted_swap", "An interrupted `autotune %s` (started %s) left the kept "
+                "version of the experiment's files in place of yours (%s); the fix puts yours "
+                "back, exactly as they were when it started." % (
+                    journal.get("purpose", "run"), journal.get("started", "?"),
+                    ", ".join(str(p) for p in (journal.get("paths") or [])[:10]) or "?"),
+                fix=lambda lock: restore_swap(session, journal))
+
+
+def _doctor_git(session, state, problem):
+    """doctor's checks of git and autotune's private files in it: ignored files in the
+    snapshot, HEAD moved past the snapshot, a git index lock, a swap, a saved
+    measurement of another segment."""
+    stale = ignored_entries(session, private_index(session, "snapshot.index")[1]) \
+        if os.path.exists(session.cache("snapshot.index")) else []
+    if stale:
+        problem("snapshot_ignored", "autotune's snapshot index holds %d file%s that git ignores "
+                "and you do not track (%s), left over from an experiment that edited the ignore "
+                "rules: a keep could commit them and a discard revert them. The fix removes them "
+                "from the snapshot; the files stay on disk." % (
+                    len(stale), "" if len(stale) == 1 else "s",
+                    ", ".join(os.fsdecode(p) for p in stale[:10])),
+                fix=lambda lock: _fix_ignored(session, lock, stale))
+    head = session.repo.head()
+    snap = state.snapshot or {}
+    if snap.get("head") and head != snap.get("head"):
+        own = own_unlogged_commit(session.repo, head, snap["head"])
+        if own is not None:
+            problem("unlogged_keep", head_moved_message(snap["head"], head, own))
+        else:
+            problem("head_moved", head_moved_problem(session, snap, head),
+                    fix=lambda lock: _fix_snapshot(session, lock))
+    if os.path.exists(os.path.join(session.repo.git_dir, "index.lock")):
+        problem("git_locked", "%s exists: a git command is running or was killed. Delete it if "
+                "no git process is running." % os.path.join(session.repo.git_dir, "index.lock"))
+    _doctor_swap(session, problem)
+    m = load_measurement(session)
+    if m is not None and m.segment != state.segment:
+        problem("stale_measurement", "The saved measurement is from segment %s; it will be dropped." %
+                m.segment, fix=lambda lock: drop_measurement(session))
+
+
+def cmd_doctor(args):
+    session = find_session(lenient=True)
+    problems = []  # dicts: code, message, fixable, fixed
+    fixes = []
+
+    def problem(code, message, fix=None):
+        problems.append({"code": code, "message": message, "fixable": fix is not None, "fixed": False})
+        if fix is not None:
+            fixes.append((problems[-1], fix))
+        return problems[-1]
+
+    if session.repo is None:
+        problem("not_git_repo", "%s is not inside a git repository." % session.workdir)
+    if not session.exists():
+        problem("no_session", "No %s in %s: there is no session to check." % (LOG_FILE, session.workdir))
+        return doctor_report(args, session, problems)
+    loaded = load_state(session)
+    state = loaded.state
+    _doctor_log(session, loaded, problem)
+    _doctor_judge(session, state, problem)
+    if session.repo is not None and state.config is not None:
+        _doctor_git(session, state, problem)
+    leftovers = [name for name in os.listdir(session.workdir)
+                 if name.startswith((STATE_FILE + ".", LOG_FILE + ".")) and name.endswith(".tmp")]
+    if leftovers:
+        problem("temp_files", "Temporary files from an interrupted write: %s." % ", ".join(leftovers),
+                fix=lambda lock: [os.unlink(session.path(n)) for n in leftovers])
+    if args.fix and fixes:
+        with LogLock(session) as lock:
+            for entry, fix in fixes:
+                fix(lock)
+                entry["fixed"] = True
+    return doctor_report(args, session, problems)
+
+
+def _read_state_file(session):
+    data = read_json(session.state_path)
+    return data if isinstance(data, dict) else None
+
+
+def _fix_torn_tail(session, lock):
+    """Moves the bytes after the last newline into a backup file, then cuts them off."""
+    with open(session.log_path, "rb") as handle:
+        end = handle.seek(0, 2)
+        torn = next(lines_backward(handle))
+    cut = end - len(torn)
+    if cut == end:
+        return
+    backup = "%s.torn-%s" % (session.log_path, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+    with open(backup, "wb") as handle:
+        handle.write(torn)
+    os.truncate(session.log_path, cut)
+    _fix_state(session)
+
+
+def _fix_state(session):
+    try:
+        os.unlink(session.state_path)
+    except OSError:
+        pass
+    loaded = load_state(session)
+    if not save_state(session, loaded.state):
+        fail("io_error", "Cannot write %s; check its directory's permissions and free space." % STATE_FILE)
+
+
+def head_moved_problem(session, snap, head):
+    """doctor's words for a HEAD moved outside autotune, naming the experiment in
+    progress that the fix keeps pending."""
+    text = ("HEAD moved from %s to %s outside autotune since the last logged result; `log` will "
+            "refuse to commit or revert. " % (snap["head"][:7], (head or "none")[:7]))
+    pending = []
+    if snap.get("tree"):
+        with LogLock(session):
+            current = snapshot_tree(session)
+            base = rebased_snapshot(session, snap["tree"], snap["head"], head)
+            pending = [c.name for c in experiment_changes(session, base, current)]
+    if pending:
+        return text + ("The fix moves the snapshot onto the new HEAD (what you committed is yours) "
+                       "and keeps the experiment in progress pending (%s%s): `log` then keeps or "
+                       "discards it as usual." % (", ".join(pending[:10]), ", ..." if len(pending) > 10 else ""))
+    return text + "The fix moves the snapshot onto the new HEAD; no experiment is in progress."
+
+
+def _fix_snapshot(session, lock):
+    """Moves the snapshot onto the new HEAD without swallowing a pending experiment: the
+    files the user's commits changed are taken from HEAD, the rest stays as the snapshot
+    had it (rebased_snapshot)."""
+    loaded = load_state(session)
+    snap = loaded.state.snapshot or {}
+    head = session.repo.head()
+    tree = (rebased_snapshot(session, snap["tree"], snap.get("head"), head) if snap.get("tree")
+            else snapshot_tree(session))
+    entry = {"type": "control", "action": "snapshot", "timestamp": utc_now(),
+             "snapshot": dict(snap, tree=tree, head=head)}
+    anchor_snapshot(session, tree)
+    append_entries(lock, session, loaded, [entry])
+
+
+def _fix_ignored(session, lock, stale):
+    """Removes ignored, untracked files from the private index and from the logged
+    snapshot, keeping any experiment in progress pending."""
+    _, env = private_index(session, "snapshot.index")
+    session.repo.run(["update-index", "-z", "--force-remove", "--stdin"], env=env,
+                     input=b"".join(p + b"\0" for p in stale))
+    loaded = load_state(session)
+    snap = loaded.state.snapshot or {}
+    if snap.get("tree"):
+        tree = without_paths(session, snap["tree"], stale)
+        if tree != snap["tree"]:
+            anchor_snapshot(session, tree)
+            append_entries(lock, session, loaded, [{"type": "control", "action": "snapshot",
+                                                    "timestamp": utc_now(),
+                                                    "snapshot": dict(snap, tree=tree)}])
+
+
+def doctor_report(args, session, problems):
+    healthy = not [p for p in problems if not p["fixed"] and not p.get("warning")]
+    if args.json:
+        output({"ok": healthy, "path": session.workdir, "problems": problems})
+    else:
+        colors = Colors(sys.stdout)
+        if healthy and not [p for p in problems if not p.get("warning")]:
+            say("autotune doctor: %s is healthy" % session.workdir)
+        for p in problems:
+            mark = (colors.green("fixed") if p["fixed"] else colors.yellow("fixable") if p["fixable"]
+                    else colors.yellow("warning") if p.get("warning") else colors.red("problem"))
+            say("%s  %s: %s" % (mark, strip_controls(p["code"], ""), strip_controls(p["message"], "")),
+                painted=colors.enabled)
+        if problems and not args.fix and any(p["fixable"] for p in problems):
+            say("Run `autotune doctor --fix` to repair what is marked fixable.")
+    return 0 if healthy else 1
+
+
+# -------------------------------------------------------------- shell words ----
+
+# A small reader of Bash command lines for the PreToolUse guard: words with their
+# quoting removed, operators, redirections with their targets, heredoc bodies, and the
+# text of command and process substitutions (read again as commands of their own).
+# Best effort by design: what it cannot read, the hashes of the benchmark and of the
+# protected inputs still catch at the next `run`.
+
+_SHELL_OPS = ("&&", "||", ";;", "|&", ";", "|", "&", "(", ")", "\n")
+_REDIR_OPS = ("&>>", "&>", "<<<", "<<-", "<<", "<>", "<&", ">>", ">&", ">|", "<", ">")
+
+
+class SimpleCommand(object):
+    """One simple command: its words, its redirections [(op, target)], heredoc bodies,
+    and whether it sits inside a substitution or behind operators."""
+
+    __slots__ = ("words", "redirs", "heredocs", "nested")
+
+    def __init__(self, nested=False):
+        self.words, self.redirs, self.heredocs, self.nested = [], [], [], nested
+
+
+class ParsedCommands(list):
+    """shell_parse's answer: the simple commands, and how many operators joined them."""
+
+    operators = 0
+
+    def close(self, command):
+        """Ends `command` at an operator: kept when it has a word or a redirection."""
+        if command.words or command.redirs:
+            self.append(command)
+
+
+def _balanced_end(text, i):
+    """Index just past the `)` closing the `(` before text[i] (quotes and nesting
+    respected), or -1 when it is not closed."""
+    depth, n = 1, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "'":
+            j = text.find("'", i + 1)
+            if j < 0:
+                return -1
+            i = j + 1
+            continue
+        if c == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            if i >= n:
+                return -1
+            i += 1
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return -1
+
+
+def _read_heredocs(text, i, pending):
+    """Skips the bodies of the heredocs opened on the line that just ended, recording
+    each body on its command; returns where the next line starts."""
+    n = len(text)
+    for delimiter, strip_tabs, owner in pending:
+        body = []
+        while i < n:
+            end = text.find("\n", i)
+            line = text[i:] if end < 0 else text[i:end]
+            i = n if end < 0 else end + 1
+            if (line.lstrip("\t") if strip_tabs else line) == delimiter:
+                break
+            body.append(line)
+        owner.heredocs.append("\n".join(body))
+    return i
+
+
+def _substitution_end(text, i, subs):
+    """Index just past the `$(...)` or backquoted command starting at text[i], whether or
+    not inside double quotes, with the command it runs added to `subs` (an arithmetic
+    `$((...))` runs none); -1 when it is not closed."""
+    if text.startswith("$(", i):
+        end = _balanced_end(text, i + 2)
+        if end >= 0 and not text.startswith("$((", i):
+            subs.append(text[i + 2:end - 1])
+        return end
+    j, n = i + 1, len(text)
+    while j < n and text[j] != "`":
+        j += 2 if text[j] == "\\" else 1
+    if j >= n:
+        return -1
+    subs.append(text[i + 1:j].replace("\\`", "`"))
+    return j + 1
+
+
+def _ansi_c_quoted(text, i):
+    """($'...' at text[i] with \\n, \\t, \\' and \\\\ decoded, True, index past it), or None
+    when it is not closed: Bash expands it to those characters before the command sees it."""
+    j, n = i + 2, len(text)
+    while j < n and text[j] != "'":
+        j += 2 if text[j] == "\\" else 1
+    if j >= n:
+        return None
+    return (text[i + 2:j].replace("\\n", "\n").replace("\\t", "\t").replace("\\'", "'")
+            .replace("\\\\", "\\"), True, j + 1)
+
+
+def _double_quoted(text, i, subs):
+    """(the text of the "..." at text[i], True, index past it), or None when it is not
+    closed. Inside double quotes a backslash escapes only $ ` " \\ and a newline, and a
+    substitution still runs (its command is added to `subs`)."""
+    piece, i, n = [], i + 1, len(text)
+    while i < n and text[i] != '"':
+        c = text[i]
+        if c == "\\" and i + 1 < n:
+            if text[i + 1] in '$`"\\':
+                piece.append(text[i + 1])
+            elif text[i + 1] != "\n":
+                piece.append(text[i:i + 2])
+            i += 2
+            continue
+        if text.startswith(("$(", "`"), i):
+            end = _substitution_end(text, i, subs)
+            if end < 0:
+                return None
+            piece.append(text[i:end])
+            i = end
+            continue
+        piece.append(c)
+        i += 1
+    if i >= n:
+        return None
+    return "".join(piece), True, i + 1
+
+
+def _word_part(text, i, subs):
+    """(text, quoted, index past it) of the quoted or escaped part of a word at text[i]
+    (\\x, '...', $'...', "...", $(...) or `...`), or None when it is not closed."""
+    c = text[i]
+    if c == "\\":
+        return (text[i + 1] if i + 1 < len(text) and text[i + 1] != "\n" else ""), False, i + 2
+    if c == "'":
+        j = text.find("'", i + 1)
+        return None if j < 0 else (text[i + 1:j], True, j + 1)
+    if text.startswith("$'", i):
+        return _ansi_c_quoted(text, i)
+    if text.startswith(("$(", "`"), i):
+        end = _substitution_end(text, i, subs)
+        return None if end < 0 else (text[i:end], False, end)
+    if c == '"':
+        return _double_quoted(text, i, subs)
+    return c, False, i + 1
+
+
+def _read_word(text, i, subs):
+    """(word with its quoting removed, whether any part was quoted, index past it) of the
+    word at text[i], or None when a quote is not closed. A quoted empty word ('') is a
+    word; an empty unquoted one is not."""
+    parts, quoted, n = [], False, len(text)
+    while i < n:
+        c = text[i]
+        if c in " \t\r\n;|&()<>":
+            break
+        if c in "\\'\"$`":
+            part = _word_part(text, i, subs)
+            if part is None:
+                return None
+            parts.append(part[0])
+            quoted = quoted or part[1]
+            i = part[2]
+            continue
+        parts.append(c)
+        i += 1
+    return "".join(parts), quoted, i
+
+
+def _redirection_at(text, i):
+    """(operator, index of the operator) of a redirection at text[i], after an optional
+    file descriptor number (2>, 10<&); (None, ...) when there is none."""
+    j, n = i, len(text)
+    while j < n and text[j].isdigit():
+        j += 1
+    return next((o for o in _REDIR_OPS if text.startswith(o, j)), None), j
+
+
+def _process_substitution(text, i, subs):
+    """Index just past the <(...) or >(...) at text[i], its command added to `subs`;
+    -1 when it is not closed."""
+    end = _balanced_end(text, i + 2)
+    if end >= 0:
+        subs.append(text[i + 2:end - 1])
+    return end
+
+
+# How many levels of `bash -c` and `eval` the guard reads through (a substitution's own
+# nesting is bounded by shell_parse).
+_WRAPPED_DEPTH = 4
+
+
+def nested_commands(text, depth, deepest=None):
+    """The commands of a command line that another one runs (a substitution's, or the
+    text of `bash -c` and `eval`), read as a command line of its own and marked nested;
+    None when it does not parse or lies deeper than `deepest` levels."""
+    if deepest is not None and depth >= deepest:
+        return None
+    return shell_parse(text, nested=True, depth=depth + 1)
+
+
+def shell_parse(text, nested=False, depth=0):
+    """The simple commands of a Bash command line (substitutions included, marked
+    nested), plus how many top-level simple commands there are; None when it does
+    not parse (an unclosed quote or parenthesis: Bash would refuse it too)."""
+    if depth > 8:
+        return None
+    commands, current = ParsedCommands(), SimpleCommand(nested)
+    subs, pending_heredocs = [], []
+    i, n = 0, len(text)
+    expect_target = None
+    while i < n:
+        c = text[i]
+        if c in " \t\r":
+            i += 1
+            continue
+        if c == "\\" and i + 1 < n and text[i + 1] == "\n":
+            i += 2
+            continue
+        if c == "#" and expect_target is None:
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        if expect_target is None and not text.startswith("&>", i):
+            op = next((o for o in _SHELL_OPS if text.startswith(o, i)), None)
+            if op is not None:
+                commands.close(current)
+                commands.operators += 1
+                current = SimpleCommand(nested)
+                i += len(op)
+                if op == "\n":
+                    i = _read_heredocs(text, i, pending_heredocs)
+                    pending_heredocs = []
+                continue
+        if expect_target is None:
+            redir, j = _redirection_at(text, i)
+            if redir in ("<", ">") and j == i and text.startswith("(", j + 1):
+                i = _process_substitution(text, j, subs)  # <(...) or >(...): a word that runs a command
+                if i < 0:
+                    return None
+                current.words.append(text[j:i])
+                continue
+            if redir is not None:
+                i = j + len(redir)
+                expect_target = redir
+                continue
+        elif text.startswith(("<(", ">("), i):
+            end = _process_substitution(text, i, subs)
+            if end < 0:
+                return None
+            current.redirs.append((expect_target, text[i:end]))
+            expect_target = None
+            i = end
+            continue
+        elif c in ";|&()<>\n":
+            return None
+        word = _read_word(text, i, subs)
+        if word is None:
+            return None
+        value, quoted, i = word
+        if expect_target is not None:
+            if expect_target in ("<<", "<<-"):
+                pending_heredocs.append((value, expect_target == "<<-", current))
+            current.redirs.append((expect_target, value))
+            expect_target = None
+        elif value or quoted:
+            current.words.append(value)
+    if expect_target is not None and expect_target not in ("<<", "<<-"):
+        return None
+    commands.close(current)
+    for body in subs:
+        inner = nested_commands(body, depth)
+        if inner is None:
+            return None
+        commands.extend(inner)
+    return commands
+
+
+_SHELL_PROGRAMS = ("bash", "sh", "zsh", "dash", "ksh", "fish")
+_SHELL_KEYWORDS = ("do", "then", "else", "elif", "if", "while", "until", "!", "{", "time", "coproc")
+_CODE_PROGRAMS = ("python", "pypy", "node", "ruby", "perl", "php", "deno", "bun")
+# Programs that run the rest of their arguments as a command: (name, options that take a value,
+# how many leading operands are theirs).
+_WRAPPERS = {
+    "env": ("-u", "-C", "-S", "--unset", "--chdir"), "nice": ("-n", "--adjustment"),
+    "nohup": (), "time": ("-f", "-o"), "command": (), "exec": ("-a",), "builtin": (),
+    "sudo": ("-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U"), "doas": ("-u", "-C"),
+    "stdbuf": ("-i", "-o", "-e"), "ionice": ("-c", "-n", "-p"), "setsid": (), "unbuffer": (),
+    "caffeinate": (), "xargs": ("-a", "-d", "-E", "-I", "-L", "-n", "-P", "-s", "--delimiter",
+                                "--max-args", "--max-procs", "--replace"),
+    "timeout": ("-k", "-s", "--kill-after", "--signal"), "watch": ("-n", "-d", "--interval"),
+    "strace": ("-e", "-o", "-p", "-s"), "ltrace": ("-e", "-o"), "chrt": (), "taskset": (),
+    "flock": ("-w", "-E", "--timeout"), "systemd-run": (), "proot": (), "fakeroot": (),
+}
+_WRAPPER_OPERANDS = {"timeout": 1, "taskset": 1, "chrt": 1, "flock": 1, "systemd-run": 0}
+_RUNNERS = {"uv": "run", "poetry": "run", "pipenv": "run", "pdm": "run", "hatch": "run",
+            "npx": None, "pnpx": None, "bunx": None, "conda": "run"}
+
+
+def _is_assignment(word):
+    name, eq, _ = word.partition("=")
+    return bool(eq) and bool(name) and (name[0].isalpha() or name[0] == "_") and \
+        name.replace("_", "a").isalnum()
+
+
+def command_program(words):
+    """(program, args, wrapped, assigned, nested_text) of a simple command's words:
+    leading VAR=value words and wrappers (env, timeout, sudo, xargs, nohup, uv run,
+    python -m, ...) are looked through; `bash -c TEXT` and `eval` give their text
+    as nested_text, to be read as a command line of its own."""
+    words = list(words)
+    assigned = wrapped = False
+    while words and _is_assignment(words[0]):
+        words.pop(0)
+        assigned = True
+    for _ in range(12):
+        while words and words[0] in _SHELL_KEYWORDS:
+            words.pop(0)  # `do autotune run`, `then cp x y`, `! cmd`
+            wrapped = True
+        if not words:
+            return "", [], wrapped, assigned, None
+        program = os.path.basename(words[0])
+        args = words[1:]
+        if program in _WRAPPERS:
+            wrapped = True
+            takes, operands, i = _WRAPPERS[program], _WRAPPER_OPERANDS.get(program, 0), 0
+            while i < len(args):
+                arg = args[i]
+                if arg == "--":
+                    i += 1
+                    break
+                if program == "env" and _is_assignment(arg):
+                    i += 1
+                elif arg.startswith("-") and len(arg) > 1:
+                    i += 2 if (arg in takes) else 1
+                elif program == "nice" and arg.lstrip("-").isdigit():
+                    i += 1
+                else:
+                    break
+            i += operands
+            words = args[i:]
+            continue
+        if program in _RUNNERS:
+            sub = _RUNNERS[program]
+            if sub is None or (args and args[0] == sub):
+                wrapped = True
+                rest = args if sub is None else args[1:]
+                while rest and rest[0].startswith("-"):
+                    rest = rest[1:]
+                words = rest
+                continue
+        if program.startswith("python") or program in ("pypy", "pypy3"):
+            i = 0
+            while i < len(args) and args[i].startswith("-") and args[i] not in ("-m", "-c"):
+                i += 2 if args[i] in ("-X", "-W") else 1
+            if i < len(args) and args[i] == "-m" and i + 1 < len(args):
+                words = [args[i + 1]] + args[i + 2:]
+                wrapped = wrapped or args[i + 1] not in ("autotune",)
+                continue
+            if i < len(args) and args[i] == "-c":
+                return program, args, wrapped, assigned, None
+            if i < len(args):
+                words = args[i:]
+                continue
+            return program, args, wrapped, assigned, None
+        if program in _SHELL_PROGRAMS:
+            i = 0
+            while i < len(args) and args[i].startswith("-") and args[i] != "-c":
+                i += 1
+            if i < len(args) and args[i] == "-c":
+                return program, args, wrapped, assigned, (args[i + 1] if i + 1 < len(args) else "")
+            if i < len(args):
+                words = args[i:]
+                wrapped = True
+                continue
+            return program, args, wrapped, assigned, None
+        if program in ("eval",):
+            return program, args, wrapped, assigned, " ".join(args)
+        return program, args, wrapped, assigned, None
+    return "", [], True, assigned, None
+
+
+def run_invocations(commands, depth=0):
+    """The simple commands (with their program and args) that run `autotune run`,
+    each as (args, plain_enough) where plain_enough is False when reached through a
+    wrapper, a substitution or an assignment."""
+    found = []
+    for command in commands:
+        program, args, wrapped, assigned, nested = command_program(command.words)
+        if nested is not None:
+            inner = nested_commands(nested, depth, _WRAPPED_DEPTH)
+            if inner is None:
+                if "autotune" in nested or "run-experiment" in nested:
+                    found.append(([], False))
+                continue
+            found += [(a, False) for a, _ in run_invocations(inner, depth + 1)]
+            continue
+        if program in ("autotune", "autotune.py") and args and args[0] == "run":
+            found.append((args[1:], not (wrapped or assigned or command.nested)))
+        elif program in ("run-experiment.sh", "run-experiment"):
+            found.append((args, not (wrapped or assigned or command.nested)))
+    return found
+
+
+# ------------------------------------------------------------ write targets ----
+
+def _operands(args, takes=(), options=None):
+    """The non-option arguments (options in `takes` consume the next word; `--` ends
+    the options). `options`, a list, receives each option as (option, the next word when
+    it takes one and there is one, else None), for a caller that reads some of them."""
+    found, i, done = [], 0, False
+    while i < len(args):
+        arg = args[i]
+        if not done and arg == "--":
+            done = True
+        elif not done and arg.startswith("-") and len(arg) > 1:
+            value = args[i + 1] if arg in takes and i + 1 < len(args) else None
+            if options is not None:
+                options.append((arg, value))
+            if arg in takes:
+                i += 1
+        else:
+            found.append(arg)
+        i += 1
+    return found
+
+
+def _diff_paths(text, strip=None):
+    """The file names a unified diff touches (--- / +++ headers), each with the given
+    number of leading components stripped, or with 0, 1 and all when unknown."""
+    paths = []
+    for line in text.splitlines():
+        if line.startswith(("--- ", "+++ ", "diff --git ")):
+            names = line.split()[2:] if line.startswith("diff --git") else [line[4:].split("\t")[0].strip()]
+            for name in names:
+                if name == "/dev/null" or not name:
+                    continue
+                parts = name.split("/")
+                for count in ([strip] if strip is not None else [0, 1, len(parts) - 1]):
+                    if 0 <= count < len(parts):
+                        paths.append("/".join(parts[count:]))
+    return paths
+
+
+def _patch_text(command, cwd, files):
+    """The diff a `patch` reads: its heredocs and here-strings, then the patch files and
+    the file redirected to its stdin (the first MiB of each)."""
+    texts = list(command.heredocs)
+    texts += [target for op, target in command.redirs if op == "<<<"]
+    texts += _read_texts(cwd, files + [target for op, target in command.redirs if op == "<"])
+    return "\n".join(texts)
+
+
+def _strip_option(args, short, long):
+    for i, arg in enumerate(args):
+        if arg == short and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(short) and len(arg) > len(short) and not arg.startswith("--"):
+            return arg[len(short):]
+        if arg.startswith(long + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+_COPY_TAKES = {
+    "cp": ("-S", "--suffix"), "mv": ("-S", "--suffix"), "ln": ("-S", "--suffix"),
+    "install": ("-m", "-o", "-g", "-S", "--mode", "--owner", "--group", "--suffix"),
+    "rsync": ("-e", "--rsh", "--exclude", "--include", "--filter", "-f", "--files-from",
+              "--exclude-from", "--include-from", "--rsync-path", "--log-file", "--partial-dir",
+              "--backup-dir", "--compare-dest", "--link-dest", "--copy-dest", "--chmod",
+              "--chown", "-T", "--temp-dir", "-B", "--block-size", "--port"),
+    "scp": ("-P", "-i", "-o", "-F", "-c", "-l", "-S", "-J"),
+}
+
+
+def _copy_destination(program, options):
+    """(target directory or None, whether -T forbids one, whether it only makes
+    directories) from the options of cp/mv/install/ln (-t DIR, -tDIR,
+    --target-directory[=]DIR, -T; install -d), the last -t winning."""
+    target_dir, no_target_dir = None, False
+    for arg, value in options:
+        if program in ("cp", "mv", "install", "ln"):
+            if arg in ("-t", "--target-directory") and value is not None:
+                target_dir = value
+            elif arg.startswith("--target-directory="):
+                target_dir = arg.split("=", 1)[1]
+            elif arg.startswith("-t") and not arg.startswith("--"):
+                target_dir = arg[2:]
+            elif arg in ("-T", "--no-target-directory"):
+                no_target_dir = True
+        if program == "install" and arg in ("-d", "--directory"):
+            return None, False, True
+    return target_dir, no_target_dir, False
+
+
+def _copy_targets(program, args, cwd):
+    """What cp/mv/install/ln/rsync/scp write: the destination (a file, or each source's
+    name inside a destination directory, -t DIR included), the files a directory copy
+    lands on, and for mv the sources too (they disappear)."""
+    takes = _COPY_TAKES.get(program, ())
+    if program in ("cp", "mv", "install", "ln"):
+        takes += ("-t", "--target-directory")
+    options = []
+    operands = _operands(args, takes, options)
+    target_dir, no_target_dir, directories_only = _copy_destination(program, options)
+    if directories_only:
+        return []
+    full = lambda p: os.path.join(cwd, os.path.expanduser(p))
+    if target_dir is not None:
+        sources, dest_dir = operands, target_dir
+    elif program == "ln" and len(operands) == 1:
+        sources, dest_dir = operands, "."
+    elif len(operands) >= 2:
+        sources, dest = operands[:-1], operands[-1]
+        if program in ("rsync", "scp") and ":" in dest.split("/", 1)[0]:
+            return []  # a remote destination
+        if no_target_dir or not (dest.endswith("/") or os.path.isdir(full(dest))):
+            targets = [(dest, "file")]
+            if len(sources) == 1 and os.path.isdir(full(sources[0])) and program != "ln":
+                targets += _tree_copy(full(sources[0]), dest)
+            return targets + ([(s, "tree") for s in sources] if program == "mv" else [])
+        dest_dir = dest
+    else:
+        return []
+    targets = []
+    for source in sources:
+        name = os.path.basename(source.rstrip("/")) or source
+        if name in (".", "..") or (program == "rsync" and source.endswith("/")
+                                   and not os.path.isdir(full(source))):
+            targets.append((dest_dir, "tree"))  # a directory's contents, unknown here
+            continue
+        if program == "rsync" and source.endswith("/"):
+            targets += _tree_copy(full(source), dest_dir)
+            continue
+        targets.append((os.path.join(dest_dir, name), "tree" if program == "mv" else "file"))
+        if os.path.isdir(full(source)) and program != "ln":
+            targets += _tree_copy(full(source), os.path.join(dest_dir, name))
+        if program == "mv":
+            targets.append((source, "tree"))
+    return targets
+
+
+def _tree_copy(source_dir, dest_dir, limit=5000):
+    """The files a recursive copy of source_dir writes under dest_dir (at most `limit`)."""
+    targets = []
+    for root, dirs, files in os.walk(source_dir):
+        dirs[:] = [d for d in dirs if d != ".git"]
+        for name in files:
+            rel = os.path.relpath(os.path.join(root, name), source_dir)
+            targets.append((os.path.join(dest_dir, rel), "file"))
+            if len(targets) >= limit:
+                return targets
+    return targets
+
+
+_CODE_WRITES = (r"open\([^)]*,\s*(?:mode\s*=\s*)?['\"][rbt]*[wax+]|(?<!stdout)(?<!stderr)\.write\(|"
+                r"write_text|write_bytes|unlink|os\.remove|rename|os\.replace|rmtree|shutil\.|"
+                r"truncate|writeFile|appendFile|rmSync|File\.write|File\.open\([^)]*['\"][wa]|"
+                r"IO\.write|FileUtils|open\s*\([^,)]*,\s*['\"]\+?>")
+
+
+def _code_targets(code):
+    """Paths quoted in interpreter code that writes files (a heuristic: the guard only
+    cares whether one of them is protected)."""
+    import re
+    if not re.search(_CODE_WRITES, code):
+        return []
+    literals = re.findall(r"['\"]([^'\"\n]{1,300})['\"]", code)
+    return [(literal.lstrip("+<>& ") or literal, "file") for literal in literals]  # perl's ">file"
+
+
+def _git_targets(args, cwd):
+    """(targets, cwd) of a git command: pathspecs that checkout/restore/reset/stash/clean/
+    rm/mv/apply would rewrite; -C DIR moves the directory."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        if args[i] in ("-C", "-c", "--git-dir", "--work-tree", "--namespace") and i + 1 < len(args):
+            if args[i] == "-C":
+                cwd = os.path.join(cwd, args[i + 1])
+            i += 2
+        else:
+            i += 1
+    if i >= len(args):
+        return [], cwd
+    sub, rest = args[i], args[i + 1:]
+    paths_after = rest[rest.index("--") + 1:] if "--" in rest else None
+    before = rest[:rest.index("--")] if "--" in rest else rest
+
+    def existing(words, takes=()):
+        return [w for w in _operands(words, takes) if w in (".", "*", ":/") or
+                os.path.lexists(os.path.join(cwd, w))]
+
+    trees = []
+    if sub in ("checkout", "restore"):
+        takes = ("-b", "-B", "--orphan", "-s", "--source", "--conflict", "--pathspec-from-file")
+        trees = (paths_after or []) + existing(before, takes)
+        if sub == "restore" and paths_after is None:
+            trees = _operands(before, takes)
+    elif sub == "reset":
+        trees = (paths_after or []) + existing(before)
+        revs = [w for w in _operands(before) if w not in trees]
+        if "--hard" in rest and any(r not in ("HEAD", "@") for r in revs):
+            trees.append(".")  # resets every tracked file to another commit
+    elif sub == "stash":
+        action = rest[0] if rest and not rest[0].startswith("-") else "push"
+        if action in ("push", "save"):
+            if any(a in ("-u", "--include-untracked", "-a", "--all") for a in rest):
+                trees.append(".")
+            trees += paths_after or []
+    elif sub == "clean":
+        flags = "".join(a[1:] for a in before if a.startswith("-") and not a.startswith("--"))
+        forced = "f" in flags or "--force" in rest
+        if forced and "n" not in flags and "--dry-run" not in rest:
+            trees = (paths_after or []) + _operands(before, ("-e", "--exclude")) or ["."]
+    elif sub in ("rm", "mv"):
+        trees = (paths_after or []) + _operands(before)
+    elif sub == "apply":
+        if not any(a in ("--check", "--stat", "--numstat", "--summary") for a in rest):
+            strip = _strip_option(rest, "-p", "--p")
+            return [(p, "file") for p in _diff_paths(
+                "\n".join(_read_texts(cwd, _operands(before))), int(strip) if (strip or "").isdigit() else 1)], cwd
+    return [(p, "tree") for p in trees], cwd
+
+
+def _read_texts(cwd, names):
+    """The first MiB of each named file that can be read, as text (a guess at a diff
+    needs no more; an unreadable name is skipped)."""
+    texts = []
+    for name in names:
+        try:
+            with open(os.path.join(cwd, name), "rb") as handle:
+                texts.append(handle.read(1 << 20).decode("utf-8", "replace"))
+        except OSError:
+            pass
+    return texts
+
+
+def _cluster_value(args, letter, long):
+    """Values of a short option that may be clustered (-sSLo FILE, -oFILE) or long."""
+    values, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith(long + "="):
+            values.append(arg.split("=", 1)[1])
+        elif arg == long and i + 1 < len(args):
+            values.append(args[i + 1])
+            i += 1
+        elif arg.startswith("-") and not arg.startswith("--") and letter in arg[1:]:
+            rest = arg[arg.index(letter, 1) + 1:]
+            if rest:
+                values.append(rest)
+            elif i + 1 < len(args):
+                values.append(args[i + 1])
+                i += 1
+        i += 1
+    return values
+
+
+def _sed_targets(args):
+    """The files `sed -i` rewrites: its operands, less the script when no -e/-f gave one."""
+    if not any(a.startswith("--in-place") or (a.startswith("-") and not a.startswith("--")
+                                              and "i" in a[1:]) for a in args):
+        return []
+    has_script = any(a in ("-e", "-f", "--expression", "--file") or
+                     a.startswith(("--expression=", "--file=")) for a in args)
+    files = _operands(args, ("-e", "-f", "--expression", "--file", "-l", "--line-length"))
+    return [(p, "file") for p in (files if has_script else files[1:])]
+
+
+def _perl_targets(command, args):
+    """The files `perl -i` rewrites (its operands, less the script when no -e gave one);
+    without -i, what its one-liner writes."""
+    clusters = [a for a in args if a.startswith("-") and not a.startswith("--") and len(a) > 1
+                and a[1] not in "MmIdDx"]
+    if not any("i" in a[1:] for a in clusters):
+        return _interpreter_targets(command, args)
+    files, code, i = [], False, 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("-") and len(arg) > 1 and not arg.startswith("--"):
+            if arg[-1] in "eE" and arg[1] not in "MmIdDx":
+                code = True
+                i += 1
+        else:
+            files.append(arg)
+        i += 1
+    return [(p, "file") for p in (files if code else files[1:])]
+
+
+def _awk_targets(args):
+    """The files gawk's inplace extension rewrites: its operands (not var=value), less
+    the program when no -f gave one."""
+    joined = " ".join(args)
+    if not ("-i inplace" in joined or "-iinplace" in joined or "--include=inplace" in joined
+            or "--include inplace" in joined):
+        return []
+    files = [a for a in _operands(args, ("-v", "-f", "-F", "-i", "--include", "--assign",
+                                         "--file", "--field-separator"))
+             if not _is_assignment(a)]
+    has_file = any(a in ("-f", "--file") for a in args)
+    return [(p, "file") for p in (files if has_file else files[1:])]
+
+
+def _mode_targets(args):
+    """The files chmod/chown/chgrp/setfacl/chattr change: the operands after the mode or
+    owner (all of them with --reference); a mode such as -w is not an option."""
+    import re
+    words = [a for a in args if a != "--" and not (a.startswith("-") and not re.match(
+        r"-[rwxXstugoa=+,0-7]+\Z", a))]
+    reference = any(a.startswith("--reference") for a in args)
+    return [(p, "file") for p in (words if reference else words[1:])]
+
+
+def _curl_targets(args):
+    """The files curl writes: -o/--output values, the URL's last component with -O,
+    under --output-dir."""
+    values = _cluster_value(args, "o", "--output")
+    if any(a in ("-O", "--remote-name", "--remote-name-all") or
+           (a.startswith("-") and not a.startswith("--") and "O" in a[1:]) for a in args):
+        values += [os.path.basename(u.split("?")[0].rstrip("/")) for u in _operands(args)
+                   if "://" in u]
+    directory = (_cluster_value(args, "\0", "--output-dir") or [""])[-1]
+    return [(os.path.join(directory, v), "file") for v in values if v and v != "-"]
+
+
+def _patch_targets(command, args, cwd):
+    """The files `patch` writes: -o FILE alone, else the file it is given and every file
+    the diff names (read from -i, a second operand, stdin or a heredoc), under -d DIR."""
+    output = _strip_option(args, "-o", "--output")
+    if output:
+        return [(output, "file")]
+    strip = _strip_option(args, "-p", "--strip")
+    directory = _strip_option(args, "-d", "--directory") or ""
+    operands = _operands(args, ("-p", "-i", "-o", "-d", "-D", "-F", "-z", "-B", "-Y", "-V",
+                                "--input", "--directory", "--strip", "-r"))
+    patch_files = [v for v in [_strip_option(args, "-i", "--input")] if v] + operands[1:2]
+    targets = []
+    if operands:
+        targets = [(os.path.join(directory, operands[0]), "file")]
+    text = _patch_text(command, cwd, patch_files)
+    targets += [(os.path.join(directory, p), "file") for p in _diff_paths(
+        text, int(strip) if (strip or "").isdigit() else None)]
+    return targets
+
+
+def _package_script_targets(args):
+    """The package.json entries `npm pkg set|delete` and `set-script` change."""
+    words = [a for a in args if not a.startswith("-")]
+    if words[:2] in (["pkg", "set"], ["pkg", "delete"]):
+        return [("package.json", "entry:" + word.split("=", 1)[0]) for word in words[2:]]
+    if words[:1] == ["set-script"] and len(words) > 1:
+        return [("package.json", "entry:scripts." + words[1])]
+    return []
+
+
+def command_writes(command, program, args, cwd):
+    """[(path, kind)] one simple command would write; kind "file", "tree" (anything
+    under it) or "entry:scripts.NAME" (one package.json script)."""
+    if program in ("tee", "sponge"):
+        return [(p, "file") for p in _operands(args)]
+    if program in ("sed", "gsed"):
+        return _sed_targets(args)
+    if program == "perl":
+        return _perl_targets(command, args)
+    if program in ("awk", "gawk"):
+        return _awk_targets(args)
+    if program in ("cp", "mv", "install", "ln", "rsync", "scp", "gcp", "gmv"):
+        return _copy_targets(program.lstrip("g") if program in ("gcp", "gmv") else program, args, cwd)
+    if program in ("rm", "unlink", "shred", "srm", "trash", "trash-put"):
+        return [(p, "tree") for p in _operands(args)]
+    if program == "truncate":
+        return [(p, "file") for p in _operands(args, ("-s", "--size", "-r", "--reference"))]
+    if program in ("chmod", "chown", "chgrp", "setfacl", "chattr"):
+        return _mode_targets(args)
+    if program == "dd":
+        return [(a[3:], "file") for a in args if a.startswith("of=")]
+    if program == "curl":
+        return _curl_targets(args)
+    if program == "wget":
+        return [(v, "file") for v in _cluster_value(args, "O", "--output-document") if v != "-"]
+    if program == "patch":
+        return _patch_targets(command, args, cwd)
+    if program in ("npm", "pnpm", "yarn", "bun"):
+        return _package_script_targets(args)
+    if program.startswith(_CODE_PROGRAMS):
+        return _interpreter_targets(command, args)
+    return []
+
+
+def _interpreter_targets(command, args):
+    """What a one-liner (-c/-e code, or a heredoc fed to the interpreter) writes."""
+    targets = []
+    code = [args[i + 1] for i, a in enumerate(args[:-1])
+            if a in ("-c", "-e", "-E", "--eval", "-r", "-p", "--print") or
+            (a.startswith("-") and not a.startswith("--") and a[-1] in "eE" and a[1:2] not in "MmIdDx")]
+    for text in code + list(command.heredocs):
+        targets += _code_targets(text)
+    return targets
+
+
+def bash_write_targets(commands, cwd, depth=0):
+    """[(absolute path, kind, how)] every write the command line would make that the
+    reader recognizes; `cd DIR` moves the directory later paths resolve against."""
+    found = []
+    for command in commands:
+        for op, target in command.redirs:
+            if op in (">", ">>", ">|", "&>", "&>>", "<>") or (
+                    op == ">&" and not target.isdigit() and target != "-"):
+                found.append((os.path.join(cwd, os.path.expanduser(target)), "file", "a redirection (%s)" % op))
+        program, args, _, _, nested = command_program(command.words)
+        if nested is not None:
+            inner = nested_commands(nested, depth, _WRAPPED_DEPTH)
+            if inner:
+                found += bash_write_targets(inner, cwd, depth + 1)
+            continue
+        if program in ("cd", "pushd") and not command.nested:
+            if args and args[0] not in ("-", "--"):
+                cwd = os.path.join(cwd, os.path.expanduser(args[0]))
+            continue
+        if program == "git":
+            targets, git_cwd = _git_targets(args, cwd)
+            found += [(os.path.join(git_cwd, os.path.expanduser(p)), kind, "git " + " ".join(args[:1]))
+                      for p, kind in targets]
+            continue
+        for path, kind in command_writes(command, program, args, cwd):
+            found.append((os.path.join(cwd, os.path.expanduser(path)), kind, program))
+    return found
+
+
+# -------------------------------------------------------------------- hooks ----
+
+# Claude Code calls these with a JSON payload on stdin. A hook never fails loudly:
+# with no session, a malformed payload or any error it exits 0 and stays silent.
+
+
+def payload_object(data):
+    """The JSON object Claude Code sends on stdin (bytes or text); {} for anything else,
+    so a hook or the status line never fails on what it is given."""
+    try:
+        payload = json.loads(data.decode("utf-8", "replace") if isinstance(data, bytes) else data)
+    except (ValueError, RecursionError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def read_payload(stream=None):
+    stream = stream or sys.stdin
+    try:
+        data = stream.buffer.read() if hasattr(stream, "buffer") else stream.read()
+    except (ValueError, OSError):
+        return {}
+    return payload_object(data)
+
+
+def payload_cwd(payload):
+    """The payload's directory when it is one that exists, else ours."""
+    cwd = payload.get("cwd")
+    return cwd if isinstance(cwd, str) and os.path.isdir(cwd) else os.getcwd()
+
+
+def loop_session(cwd):
+    """The session of the loop `cwd` belongs to, or None when it has no log or cannot be
+    found (a broken config means defaults, and session.config_error says so: a typo must
+    not switch the guard off)."""
+    try:
+        session = find_session(cwd, lenient=True)
+        return session if session.exists() else None
+    except (AutotuneError, OSError):
+        return None
+
+
+def loop_state(session):
+    """The loaded state of a loop that has a config line, or None (unreadable, or not
+    initialized)."""
+    try:
+        loaded = load_state(session)
+    except (AutotuneError, OSError):
+        return None
+    return loaded if loaded.state.config is not None else None
+
+
+def payload_session(payload):
+    """(session, loaded state) of the loop in the payload's directory, or (None, None)."""
+    session = loop_session(payload_cwd(payload))
+    loaded = loop_state(session) if session is not None else None
+    return (session, loaded) if loaded is not None else (None, None)
+
+
+def tail_entries(session, start, count, kinds=("result",)):
+    """The last `count` log entries of the given kinds after byte offset `start`,
+    read from the end of the file (cost independent of the log's length)."""
+    found = []
+    with open(session.log_path, "rb") as handle:
+        for raw in lines_backward(handle, start):
+            if len(found) >= count:
+                break
+            entry = parse_line(raw) if raw.strip() else None
+            if entry is not None and entry.get("type") in kinds:
+                found.append(entry)
+    return list(reversed(found))
+
+
+def resume_prompt(session, state):
+    action, advice = next_action(state)
+    best = (state.best or {}).get("metric")
+    unit = (state.config or {}).get("metric_unit") or ""
+    return ("Continue the autotune loop in %s: it is active (%s, %d runs in segment %d, best %s). "
+            "Re-read autotune.md and `autotune explain`, then keep going: one focused change, "
+            "`autotune run`, `autotune log --status auto --description ... --asi '{...}'`. "
+            "Next action: %s — %s Stop only when `autotune explain` says the loop is stopped, "
+            "paused or complete." % (session.workdir, state.health, state.n_exp, state.segment,
+                            fmt_metric(best, unit), action, advice))
+
+
+def hook_stop(payload):
+    session, loaded = payload_session(payload)
+    if session is None:
+        return None
+    state = clock_state(session, loaded.state)
+    mode = session.settings.auto_resume
+    if (mode == "off" or not state.active or state.health in ("paused", "stopped", "completed")
+            or state.n_exp == 0):
+        return None
+    session_id = payload.get("session_id")
+    owner = state.session_id
+    if mode == "prompt":
+        if owner and session_id != owner:
+            return None
+        return {"systemMessage": "autotune: the loop in %s is still active (%d runs, %s). Resume "
+                "it with `claude --agent autotune` or `autotune start`; stop it with `autotune "
+                "stop`.%s" % (session.workdir, state.n_exp, state.health, (
+                    " Its config is broken, so defaults apply: %s Run `autotune doctor`." %
+                    session.config_error) if session.config_error else "")}
+    if not owner or session_id != owner:
+        return None  # never hijack a session that does not run the loop
+    settings = session.settings
+    if mode == "continue":
+        streak = state.stop_streak + 1 if payload.get("stop_hook_active") is True else 1
+        if streak > settings.max_consecutive_blocks or state.stop_blocks >= settings.max_blocks:
+            total = state.stop_blocks >= settings.max_blocks
+            return resume_cap_message(session, state, "total" if total else "consecutive", (
+                "%d automatic resumes in this segment (resume.maxBlocks)" % settings.max_blocks if total
+                else "%d automatic resumes in a row (resume.maxConsecutiveBlocks)"
+                % settings.max_consecutive_blocks))
+        entry = {"type": "hook", "event": "stop", "action": "block", "streak": streak,
+                 "session_id": session_id, "timestamp": utc_now()}
+        if not _append_quietly(session, entry):
+            return None
+        return {"decision": "block", "reason": resume_prompt(session, state)}
+    if mode == "headless":
+        return headless_resume(session, state, session_id)
+    return None
+
+
+def resume_cap_message(session, state, cap, what):
+    """The Stop hook's last message when it stops resuming because it reached a cap: said
+    once (a `capped` hook line remembers it), silent after."""
+    if state.resume_capped == cap or not _append_quietly(session, {
+            "type": "hook", "event": "stop", "action": "capped", "cap": cap, "timestamp": utc_now()}):
+        return None
+    return {"systemMessage": "autotune: stopped resuming the loop in %s: it reached its cap of %s. "
+            "The loop is still active (%d runs, %s): continue it with `claude --agent autotune` or "
+            "`autotune start`, or raise the cap in %s." % (
+                session.workdir, what, state.n_exp, state.health, CONFIG_FILE)}
+
+
+def _append_quietly(session, entry):
+    try:
+        with LogLock(session) as lock:
+            loaded = load_state(session)
+            if loaded.torn:
+                return False
+            append_entries(lock, session, loaded, [entry])
+        return True
+    except (AutotuneError, OSError):
+        return False
+
+
+def headless_resume(session, state, caller=None):
+    """Starts `claude -p ... --agent autotune` detached: at most maxResumes, spaced by
+    minMinutesBetween, never while the last one it started is still running."""
+    import shutil
+    import subprocess
+    import uuid
+    settings = session.settings
+    if state.resume_count >= settings.max_resumes:
+        return resume_cap_message(session, state, "headless", "%d headless resumes (resume.maxResumes)"
+                                  % settings.max_resumes)
+    if state.resume_at and time.time() - state.resume_at < settings.resume_interval_min * 60:
+        return None
+    pid_file = session.cache("headless.pid", create=True)
+    try:
+        with open(pid_file) as handle:
+            pid_text, _, started_id = handle.read().strip().partition(" ")
+        pid = int(pid_text or 0)
+        if pid > 0 and started_id != caller and _pid_alive(pid):
+            return None  # the last headless session is still live (and is not the caller)
+    except (OSError, ValueError):
+        pass
+    claude = shutil.which("claude")
+    if not claude:
+        return {"systemMessage": "autotune: cannot resume headless: `claude` is not on PATH."}
+    new_id = str(uuid.uuid4())
+    log_path = session.cache("headless.log", create=True)
+    with open(log_path, "ab") as log_handle:
+        proc = subprocess.Popen([claude, "-p", resume_prompt(session, state), "--agent", "autotune",
+                                 "--session-id", new_id], cwd=session.workdir,
+                                stdin=subprocess.DEVNULL, stdout=log_handle, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+    write_atomic(pid_file, ("%d %s" % (proc.pid, new_id)).encode())
+    _append_quietly(session, {"type": "resume", "via": "headless", "pid": proc.pid,
+                              "session_id": new_id, "timestamp": utc_now()})
+    return {"systemMessage": "autotune: resumed the loop in a headless session (resume %d of %d, "
+            "pid %d, output in %s)." % (state.resume_count + 1, settings.max_resumes, proc.pid, log_path)}
+
+
+# ------------------------------------------------------------ command guard ----
+
+def classify_run_command(command, commands=False):
+    """Whether a Bash command runs `autotune run`, and whether it does so plainly.
+
+    Returns (invokes_run, plain, run_args): plain means a single simple command whose
+    program is autotune (bin/autotune, autotune.py via python, or run-experiment.sh),
+    with no operators, redirections, substitutions, assignments or wrappers around it.
+    A command that merely mentions `autotune run` in its data (a commit message, a
+    grep pattern) does not invoke it. The command is judged without its surrounding
+    blank space (`autotune run` followed by a newline is plain): `commands` is
+    shell_parse of that text when the caller has read it already (None when it does
+    not parse), False to read it here."""
+    import re
+    if not isinstance(command, str):
+        return False, False, []
+    if "autotune" not in command and "run-experiment" not in command:
+        return False, True, []
+    mentions = re.search(r"(?:autotune(?:\.py)?['\"]?\s+(?:\S+\s+)*?run\b|run-experiment)", command)
+    if commands is False:
+        commands = shell_parse(command.strip())
+    if commands is None:
+        return (True, False, []) if mentions else (False, True, [])
+    found = run_invocations(commands)
+    if not found:
+        for simple in commands if mentions else ():
+            program, args, _, _, nested = command_program(simple.words)
+            if program in _SHELL_PROGRAMS and nested is None and not args:
+                return True, False, []  # `echo "autotune run" | bash`: a shell reading its stdin
+            if program.startswith(_CODE_PROGRAMS) and any(
+                    a in ("-c", "-e", "-E", "--eval") for a in args) and re.search(
+                    r"autotune\S*['\"]?(?:\s*,\s*['\"]|\s+)run\b|run-experiment", " ".join(args)):
+                return True, False, []  # os.system('autotune run') and the like
+        return False, True, []
+    args, plain = found[0]
+    plain = (plain and len(found) == 1 and len(commands) == 1 and not commands[0].redirs
+             and not commands.operators)
+    return True, plain, args
+
+
+def _run_command_values(args):
+    values = []
+    for i, arg in enumerate(args):
+        if arg == "--command":
+            values.append(args[i + 1] if i + 1 < len(args) else "")
+        elif arg.startswith("--command="):
+            values.append(arg[len("--command="):])
+    return values
+
+
+# A Bash command without any of these words cannot write a file the guard knows how to
+# recognize nor run the benchmark: the hook answers it without reading the loop.
+_BASH_HINT = (r"[>]|\b(?:tee|sponge|g?sed|perl|g?awk|g?cp|g?mv|install|ln|rsync|scp|unlink|s?rm|shred|"
+              r"trash(?:-put)?|truncate|ch(?:mod|own|grp|attr)|setfacl|dd|curl|wget|patch|git|npm|pnpm|yarn|"
+              r"bun|python[\d.]*|pypy3?|"
+              r"node|ruby|php|deno|bash|sh|zsh|dash|ksh|eval|xargs|autotune|run-experiment)\b")
+_EDIT_TOOLS = ("Edit", "Write", "MultiEdit", "NotebookEdit")
+
+
+def hook_pre_tool_use(payload):
+    """Denies what would move the judge of an active loop: a write (Edit, Write, or a
+    Bash command) to autotune's records, the benchmark, its config or a protected input,
+    and an `autotune run` that is not called on its own."""
+    import re
+    tool = payload.get("tool_name")
+    tool_input = payload.get("tool_input") if isinstance(payload.get("tool_input"), dict) else {}
+    cwd = payload_cwd(payload)
+    if tool == "Bash":
+        command = tool_input.get("command")
+        if not isinstance(command, str) or not re.search(_BASH_HINT, command):
+            return None
+        reason = bash_denial(command, Guards(cwd))
+    elif tool in _EDIT_TOOLS:
+        path = tool_input.get("file_path") or tool_input.get("notebook_path")
+        if not isinstance(path, str) or not path or "\0" in path:
+            return None
+        full = os.path.join(cwd, os.path.expanduser(path))
+        reason = Guards(cwd).reason(full, "file", None, lambda: edited_content(full, tool, tool_input))
+    else:
+        return None
+    if not reason:
+        return None
+    return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
+                                   "permissionDecisionReason": reason}}
+
+
+def edited_content(path, tool, tool_input):
+    """The bytes a Write/Edit/MultiEdit would leave in `path`, or None when unknown."""
+    if tool == "Write":
+        content = tool_input.get("content")
+        return content.encode("utf-8", "surrogateescape") if isinstance(content, str) else None
+    data = _read_bytes(path)
+    if data is None or tool not in ("Edit", "MultiEdit"):
+        return None
+    text = data.decode("utf-8", "surrogateescape")
+    edits = tool_input.get("edits") if tool == "MultiEdit" else [tool_input]
+    for edit in edits if isinstance(edits, list) else []:
+        if not isinstance(edit, dict):
+            return None
+        old, new = edit.get("old_string"), edit.get("new_string")
+        if not isinstance(old, str) or not isinstance(new, str) or old not in text:
+            return None
+        text = text.replace(old, new) if edit.get("replace_all") is True else text.replace(old, new, 1)
+    return text.encode("utf-8", "surrogateescape")
+
+
+def bash_denial(command, guards):
+    """Why a Bash command must not run while a loop is active, or None. The command is
+    read once: the writes are looked for in it as Bash reads it, and the run check reads
+    the same words unless blank space around the command changes them (then it reads
+    the trimmed text, as classify_run_command does)."""
+    commands = shell_parse(command)
+    invokes, plain, args = classify_run_command(
+        command, commands if command == command.strip() else False)
+    if invokes:
+        guard = guards.at(guards.cwd)
+        if guard is not None:
+            if not plain:
+                return ("autotune: `autotune run` must be called on its own, as `autotune run` "
+                        "(optionally --command ./autotune.sh, --timeout, --repeat): no other "
+                        "commands, pipes, redirections, substitutions, variable assignments or "
+                        "wrappers around it (to change directory, run `cd DIR` as a command of "
+                        "its own first).")
+            workdir = guard.session.workdir
+            for value in _run_command_values(args):
+                if os.path.isfile(os.path.join(workdir, BENCH_FILE)) and not is_benchmark_command(value, workdir):
+                    return ("autotune: %s is not the benchmark. While autotune.sh exists the loop "
+                            "measures only ./autotune.sh; run `autotune run` without --command." %
+                            json.dumps(value))
+        if plain:
+            return None
+    if commands is None:
+        return None  # Bash cannot run it either
+    for path, kind, how in bash_write_targets(commands, guards.cwd):
+        if "\0" in path:
+            continue  # not a path Bash could open
+        reason = guards.reason(path, kind, how)
+        if reason:
+            return reason
+    return None
+
+
+def glob_regex(pattern):
+    """A `protect` glob as a compiled regex over relative paths: `**` spans directories,
+    `*` and `?` stay within one, [abc] is a class."""
+    import re
+    out, i, n = [], 0, len(pattern)
+    while i < n:
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2:]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1:end]
+            out.append("[%s%s]" % ("^" if body.startswith("!") else "", re.escape(body.lstrip("!"))))
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out).rstrip("/") + r"(?:/.*)?\Z")
+
+
+def _glob_prefix(pattern):
+    """The directory part of a glob before its first wildcard ("tests/**" -> "tests")."""
+    parts = []
+    for part in pattern.split("/"):
+        if any(c in part for c in "*?["):
+            break
+        parts.append(part)
+    return "/".join(parts)
+
+
+def real_target(path):
+    """Where a write to `path` lands: symlinks followed, also for a file not created yet."""
+    if os.path.lexists(path):
+        return os.path.realpath(path)
+    return os.path.join(os.path.realpath(os.path.dirname(path) or "."), os.path.basename(path))
+
+
+class Guard(object):
+    """What an active loop protects from the agent's tools, for the PreToolUse hook:
+    autotune's own records always; from the baseline on, the benchmark, checks, holdout,
+    config and the protected inputs (the `protect` globs and what defines the commands
+    the benchmark calls). Paths are compared after following symlinks, and hard links
+    are recognized by their inode."""
+
+    def __init__(self, session, state):
+        self.session, self.state = session, state
+        self.root = os.path.realpath(session.workdir)
+        self.names = guarded_files(session, state)
+        inputs = state.inputs if (state.n_exp and isinstance(state.inputs, dict)) else {}
+        self.files, self.entries = set(), {}
+        for key in inputs:
+            name, _, part = key.partition("#")
+            if part:
+                self.entries.setdefault(os.path.normpath(name), []).append(key)
+            else:
+                self.files.add(os.path.normpath(key))
+        globs = session.settings.protect if state.n_exp else []
+        self.globs = [(g, glob_regex(g), _glob_prefix(g)) for g in globs]
+
+    def _inodes(self):
+        found = {}
+        for rel in list(self.names) + sorted(self.files)[:500]:
+            try:
+                st = os.stat(os.path.join(self.root, rel))
+                found[(st.st_dev, st.st_ino)] = rel
+            except OSError:
+                pass
+        return found
+
+    def reason(self, path, kind="file", how=None, content=None):
+        """Why a write of `kind` to `path` must be denied, or None. `content`, when
+        known (an Edit or Write), lets a file with protected entries (package.json's
+        scripts) be edited where the entries stay the same."""
+        real = real_target(path)
+        rel = os.path.relpath(real, self.root).replace(os.sep, "/")
+        inside = rel != ".." and not rel.startswith("../")
+        if inside and kind == "tree":
+            found = self._tree_reason(rel, how)
+            if found and found[1] != rel:  # a directory that holds protected files
+                return ("autotune: %s on %s would reach %s; name the files you mean instead "
+                        "(to undo an experiment, `autotune log --status discard` reverts it). %s" % (
+                            how or "this command", rel, found[1], found[0][len("autotune: "):]))
+            if found:
+                return found[0]
+        elif inside:
+            found = self._file_reason(rel, kind, content, how)
+            if found:
+                return found
+        cache = os.path.realpath(os.path.dirname(self.session.cache_dir))  # <git dir>/autotune
+        if real == cache or real.startswith(cache + os.sep) or (
+                kind == "tree" and cache.startswith(real.rstrip(os.sep) + os.sep)):
+            return ("autotune: %s is autotune's private cache of the loop (the benchmark lock, "
+                    "the snapshot index, the last run); only autotune writes it." % path)
+        try:
+            st = os.stat(real)
+        except OSError:
+            return None
+        if st.st_nlink > 1:
+            linked = self._inodes().get((st.st_dev, st.st_ino))
+            if linked:
+                base = self._file_reason(linked, "file", None, how) or guard_reason(linked, self.state)
+                return base.replace("autotune: ", "autotune: %s is a hard link to %s: " % (
+                    path, linked), 1)
+        return None
+
+    def _file_reason(self, rel, kind, content, how):
+        if rel in self.names:
+            return guard_reason(rel, self.state)
+        if rel in self.files:
+            return self._input_reason(rel, how, self._pattern_of(rel))
+        if rel in self.entries:
+            keys = self.entries[rel]
+            if kind.startswith("entry:"):
+                entry = kind[len("entry:"):]
+                stem = entry.split(".", 1)[-1]
+                touched = [k for k in keys if k.partition("#")[2] in (
+                    entry, "scripts." + stem[3:] if stem.startswith("pre") else None,
+                    "scripts." + stem[4:] if stem.startswith("post") else None)]
+                return self._input_reason(touched[0], how) if touched else None
+            data = content() if callable(content) else content
+            if data is not None:
+                changed = [k for k in keys if _input_digest_of(data, k.partition("#")[2])
+                           != self.state.inputs.get(k)]
+                return self._input_reason(changed[0], how) if changed else None
+            return self._input_reason(keys[0], how)
+        for pattern, regex, _ in self.globs:
+            if regex.match(rel):
+                return self._input_reason(rel, how, pattern)
+        return None
+
+    def _tree_reason(self, rel, how):
+        """(reason, first protected path) for an operation on everything under `rel`."""
+        under = lambda name: rel == "." or name == rel or name.startswith(rel.rstrip("/") + "/")
+        for name in self.names:
+            if under(name):
+                return guard_reason(name, self.state), name
+        for name in sorted(self.files) + sorted(self.entries):
+            if under(name):
+                return self._input_reason(name, how, self._pattern_of(name)), name
+        for pattern, regex, prefix in self.globs:
+            if rel == "." or under(prefix) or regex.match(rel) or prefix.startswith(rel.rstrip("/") + "/"):
+                return self._input_reason(rel, how, pattern), prefix or rel
+        return None
+
+    def _pattern_of(self, rel):
+        return next((pattern for pattern, regex, _ in self.globs if regex.match(rel)), None)
+
+    def _input_reason(self, key, how, pattern=None):
+        why = ("it matches `protect` %s in %s" % (json.dumps(pattern), CONFIG_FILE) if pattern
+               else "it defines a command the benchmark or checks call")
+        return ("autotune: %s is a protected input of the active segment %d (%s), hashed at its "
+                "baseline: a change to it would move the judge, not measure the code%s. Change "
+                "the code under test instead; to change it, `autotune stop`, change it, then start "
+                "a new segment with `autotune init`." % (
+                    key, self.state.segment, why, (" (denied: %s)" % how) if how else ""))
+
+
+class Guards(object):
+    """The guards of the loops a tool call may touch: the one of the session's cwd and
+    the one of each target's own directory (a loop in a subdirectory is guarded from its
+    parent too). Each loop is read once per hook call."""
+
+    def __init__(self, cwd):
+        self.cwd = cwd
+        self.by_dir, self.by_root = {}, {}
+
+    def at(self, directory):
+        probe = directory
+        while probe and not os.path.isdir(probe):
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                return None
+            probe = parent
+        if probe not in self.by_dir:
+            session = loop_session(probe)
+            self.by_dir[probe] = self._loop_guard(session) if session is not None else None
+        return self.by_dir[probe]
+
+    def _loop_guard(self, session):
+        """The guard of an active loop, None for any other, read once per loop: the
+        directories of one loop share it without reading its log again."""
+        root = os.path.realpath(session.workdir)
+        if root not in self.by_root:
+            loaded = loop_state(session)
+            self.by_root[root] = (Guard(session, loaded.state)
+                                  if loaded is not None and loaded.state.active else None)
+        return self.by_root[root]
+
+    def for_path(self, path):
+        guards = []
+        for guard in (self.at(self.cwd), self.at(os.path.dirname(real_target(path)))):
+            if guard is not None and guard not in guards:
+                guards.append(guard)
+        return guards
+
+    def reason(self, path, kind="file", how=None, content=None):
+        for guard in self.for_path(path):
+            found = guard.reason(path, kind, how, content)
+            if found:
+                return found
+        return None
+
+
+GUARDED_UNTIL_BASELINE = INTEGRITY_FILES + (CONFIG_FILE,)
+GUARDED_ALWAYS = (LOG_FILE, STATE_FILE)
+
+
+def guarded_files(session, state):
+    """What the agent may not change during an active segment: autotune's own records, a
+    copy of autotune.py inside the working directory, and, once the baseline is logged,
+    the benchmark, checks, holdout and config (changing them would move the goalposts)."""
+    names = list(GUARDED_ALWAYS)
+    if state.n_exp:
+        names += GUARDED_UNTIL_BASELINE
+    me = os.path.realpath(os.path.abspath(__file__))
+    if os.path.dirname(me) == os.path.realpath(session.workdir):
+        names.append(os.path.basename(me))
+    return names
+
+
+def guard_reason(name, state):
+    if name in GUARDED_ALWAYS:
+        return ("autotune: %s is autotune's own record of the loop; only autotune writes it "
+                "(autotune log, stop, doctor --fix)." % name)
+    if name in GUARDED_UNTIL_BASELINE:
+        return ("autotune: %s is part of the benchmark of the active segment %d, fixed by its "
+                "baseline; changing it mid-segment would move the goalposts. To change it: "
+                "`autotune stop`, edit it, then `autotune init` again to start a new segment." % (
+                    name, state.segment))
+    return "autotune: %s is the loop's own decision engine, not part of the experiment." % name
+
+
+# -------------------------------------------------- Claude Code integration ----
+
+def hook_session_start(payload):
+    """The session that runs the loop gets the picture and "continue the loop"; any other
+    session in the directory gets one line saying a loop is active and whose it is."""
+    session, loaded = payload_session(payload)
+    if session is None or not loaded.state.active:
+        return None
+    state = loaded.state
+    if runs_the_loop(payload, state):
+        context = session_summary(session, loaded)
+    else:
+        context = ("autotune: an optimization loop is active in %s (segment %d, %d runs, %s), "
+                   "run by %s; this session is not asked to continue it. To work on it, start "
+                   "`autotune start` (or `claude --agent autotune`); to look at it, `autotune "
+                   "explain`." % (session.workdir, state.segment, state.n_exp, state.health,
+                                  ("session %s" % state.session_id) if state.session_id
+                                  else "no Claude session yet"))
+    return {"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": context}}
+
+
+def runs_the_loop(payload, state):
+    """The session that initialized or last logged the loop, a headless resume autotune
+    started (its id is in the log), or a session started as the autotune agent
+    (`autotune start` sets AUTOTUNE_AGENT; `claude --agent autotune` reports agent_type)."""
+    session_id = payload.get("session_id")
+    if state.session_id and session_id == state.session_id:
+        return True
+    agent = payload.get("agent_type")
+    if isinstance(agent, str) and agent.split(":")[-1] == "autotune":
+        return True
+    return os.environ.get("AUTOTUNE_AGENT") == "1"
+
+
+def session_summary(session, loaded, recent=6):
+    """A compact picture of the loop from the files on disk, for a fresh agent."""
+    state = loaded.state
+    data = explain_data(session, loaded)
+    unit = data.get("unit") or ""
+    lines = ["autotune: an optimization loop is active in %s (segment %d of %d)." % (
+        session.workdir, state.segment, state.segments)]
+    lines.append("Objective: %s — %s%s, %s is better." % (
+        data.get("name"), data.get("metric"), (" (%s)" % unit) if unit else "", data.get("direction")))
+    objective = _markdown_section(session.path(NOTES_FILE), "objective")
+    if objective:
+        lines.append("From autotune.md: " + _one_line(objective, 300))
+    lines.append("State: %s, %s mode; %s." % (state.health, state.mode, data["why"]))
+    lines.append("Next action: %s — %s" % (data["next"], data["next_text"]))
+    if data["best"] is not None:
+        conf = data.get("confidence") or {}
+        lines.append("Best: %s (%s) at %s, %s; confidence %s." % (
+            fmt_metric(data["best"], unit), headline_text(data.get("best_pct"), data.get("verified"),
+                                                          " vs baseline %s" % _fmt(data["baseline"])),
+            data.get("best_commit"), json.dumps(_one_line(data.get("best_description") or "", 100),
+                                                ensure_ascii=False),
+            conf.get("label", "-")))
+    rows = tail_entries(session, state.config_offset or 0, recent)
+    if rows:
+        lines.append("Recent runs (newest last):")
+        for row in rows:
+            asi = row.get("asi") if isinstance(row.get("asi"), dict) else {}
+            notes = "; ".join("%s: %s" % (k, _one_line(v, 120)) for k, v in list(asi.items())[:3])
+            lines.append("  #%s %s %s %s%s" % (row.get("index"), row.get("status"),
+                                                fmt_metric(row.get("metric"), unit),
+                                                json.dumps(_one_line(row.get("description") or "", 100),
+                                                           ensure_ascii=False),
+                                                (" — " + notes) if notes else ""))
+    ideas = open_ideas(session.path(IDEAS_FILE))
+    if ideas:
+        lines.append("Open ideas (autotune.ideas.md): " + " | ".join(ideas[:8]))
+    lines.append("Resume: read autotune.md, run `autotune explain`, then continue the loop.")
+    if session.config_error:
+        lines.append("Warning: %s (defaults apply until a person fixes it)." % session.config_error)
+    return "\n".join(lines)
+
+
+def _markdown_section(path, title):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            text = handle.read(65536)
+    except OSError:
+        return None
+    body, inside = [], False
+    for line in text.splitlines():
+        if line.startswith("#"):
+            if inside:
+                break
+            inside = line.lstrip("#").strip().lower().startswith(title)
+            continue
+        if inside and line.strip():
+            body.append(line.strip())
+    return " ".join(body) or None
+
+
+def open_ideas(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = handle.read(65536).splitlines()
+    except OSError:
+        return []
+    ideas = []
+    for line in lines:
+        text = line.strip()
+        if not text.startswith(("- ", "* ")) or "~~" in text or text[2:].startswith(("[x]", "[X]")):
+            continue
+        text = text[2:].replace("[ ]", "").strip()
+        if text:
+            ideas.append(_one_line(text, 120))
+    return ideas
+
+
+HOOKS = ("stop", "pre-tool-use", "session-start")
+
+
+def cmd_hook(args):
+    return run_hook(args.event)
+
+
+def run_hook(event):
+    """Hook entry point: always exits 0; prints a JSON answer or nothing."""
+    handler = {"stop": hook_stop, "pre-tool-use": hook_pre_tool_use,
+               "session-start": hook_session_start}[event]
+    try:
+        payload = read_payload()
+        answer = handler(payload) if payload else None
+    except Exception as exc:  # a hook must never break the user's session
+        if os.environ.get("AUTOTUNE_DEBUG"):
+            raise
+        say("autotune hook %s: %s: %s" % (event, type(exc).__name__, exc), sys.stderr)
+        answer = None
+    if answer:  # Claude Code shows this text to a person: no control reaches their terminal
+        output(clean_data(answer, keep="\n"))
+    return 0
+
+
+def statusline_text(payload, colors):
+    """The status line: the loop's health and counters, then Claude's session facts."""
+    parts = []
+    workspace = payload.get("workspace") if isinstance(payload.get("workspace"), dict) else {}
+    cwd = workspace.get("current_dir") or payload.get("cwd")
+    session, loaded = payload_session({"cwd": cwd}) if isinstance(cwd, str) else (None, None)
+    if session is not None:
+        state = loaded.state
+        health = strip_controls(state.health or "running", "")
+        text = "%s %s" % (HEALTH_ICON.get(health, "●"), health)
+        if health == "stopped":
+            text += " (autotune resume)"
+        parts.append("autotune " + colors.paint(HEALTH_COLOR.get(health, "bold"), text)
+                     + (colors.yellow(" ⚠ config") if session.config_error else ""))
+        parts.append("#%d" % state.n_exp)
+        parts.append("keep %d · no-imp %d · crash %d" % (state.keep_streak, state.no_improve,
+                                                        state.crash_streak))
+        parts.append("heals %d/%d" % (state.heals, session.settings.max_heals))
+        best = (state.best or {}).get("metric")
+        if best is not None:
+            base = (state.baseline or {}).get("metric")
+            pct = pct_change(best, base)
+            parts.append("best %s%s" % (fmt_metric(best, strip_controls((state.config or {}).get("metric_unit") or "", "")),
+                                        (" (%s)" % fmt_pct(pct)) if pct is not None else ""))
+    cost = payload.get("cost") if isinstance(payload.get("cost"), dict) else {}
+    claude = []
+    if _is_number(cost.get("total_duration_ms")):
+        claude.append("%dm" % int(cost["total_duration_ms"] // 60000))
+    if _is_number(cost.get("total_cost_usd")):
+        claude.append("$%.2f" % cost["total_cost_usd"])
+    window = payload.get("context_window") if isinstance(payload.get("context_window"), dict) else {}
+    if _is_number(window.get("used_percentage")):
+        claude.append("ctx %d%%" % round(window["used_percentage"]))
+    if parts and claude:  # without a loop here, only Claude's facts (a user-wide status line)
+        return " · ".join(parts) + " │ " + " · ".join(claude)
+    return " · ".join(parts or claude)
+
+
+def cmd_statusline(args):
+    try:
+        raw = sys.stdin.buffer.read(4 << 20)
+    except (ValueError, OSError):
+        raw = b""
+    payload = payload_object(raw)
+    # colour by default, as before (Claude Code renders it); NO_COLOR or --no-color turn it off
+    colors = Colors(sys.stdout, force="NO_COLOR" not in os.environ and not args.no_color)
+    try:
+        line = statusline_text(payload, colors)
+    except Exception as exc:
+        if os.environ.get("AUTOTUNE_DEBUG"):
+            raise
+        line = "autotune: status unavailable (%s)" % type(exc).__name__
+    say(line, painted=colors.enabled)
+    if args.chain:  # the user's own status line: its colours stay, nothing else of control
+        say(strip_controls(chained_statusline(args.chain, raw), sgr=True), painted=True)
+    return 0
+
+
+def chained_statusline(command, payload):
+    """Runs the user's other status-line command (their own settings, like the benchmark
+    the one other command autotune hands to a shell) through the shell, as the bash
+    implementation (autotune 0.3) did: `~`, pipes and variables work. It gets the same payload on stdin,
+    and is killed with its process group after 5 s."""
+    import signal
+    import subprocess
+    try:
+        proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    except (OSError, ValueError) as exc:
+        return "(status-line command failed: %s)" % type(exc).__name__
+    try:
+        out, _ = proc.communicate(payload, timeout=5)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid, signal.SIGKILL)
+        try:
+            out, _ = proc.communicate(timeout=1)
+        except subprocess.TimeoutExpired:  # a child that left the group holds the pipe
+            out = b""
+    return out.decode("utf-8", "replace").rstrip("\n")
+
+
+AGENT_SUBCOMMANDS = ("init", "run", "log", "explain", "status", "dashboard", "report", "export",
+                     "rebaseline", "verify", "restore", "doctor", "stop", "version", "setup-permissions",
+                     "detect")
+
+
+def launchers(root):
+    """The ways to call autotune from a shell: the plugin's bin/ (bare on the Bash tool's
+    PATH, or absolute), or a copied autotune.py."""
+    if os.path.isfile(os.path.join(root, "bin", "autotune")):
+        return ["autotune", os.path.join(root, "bin", "autotune")]
+    return ["python3 autotune.py", "python3 " + os.path.join(root, "autotune.py")]
+
+
+def permission_rules(root):
+    """Allow rules for what the agent runs: the loop's subcommands (not clear, resume or
+    repair, which are the person's), the benchmark, and read-only git."""
+    every = launchers(root)
+    every += [l for l in ("python3 autotune.py", "python3 " + os.path.join(root, "autotune.py"))
+              if l not in every]  # a copied autotune.py, and the plugin's own as the agent runs it
+    rules = ["Bash(%s %s*)" % (launcher, command) for launcher in every for command in AGENT_SUBCOMMANDS]
+    if os.path.isdir(os.path.join(root, "bin")):
+        scripts = ("init-experiment.sh", "run-experiment.sh", "log-experiment.sh", "dashboard.sh")
+        rules += ["Bash(%s*)" % name for name in scripts[:3]]
+        # the skill of the bash implementation (autotune 0.3) ran them as `bash <plugin>/bin/NAME.sh ...`
+        rules += ["Bash(bash %s*)" % os.path.join(root, "bin", name) for name in scripts]
+    return rules + ["Bash(./autotune.sh)", "Bash(bash autotune.sh)", "Bash(./autotune.checks.sh)",
+                    "Bash(./autotune.holdout.sh)", "Bash(git checkout -b autotune/*)",
+                    "Bash(git status*)", "Bash(git diff*)", "Bash(git log*)", "Bash(git show*)"]
+
+
+def statusline_command(root):
+    script = os.path.join(root, "bin", "statusline.sh")
+    if os.path.isfile(script):
+        return "%s --color" % _shell_quote(script)
+    return ("python3 -I -S -c %s %s statusline --color" % (_shell_quote(
+        "import sys; sys.path.insert(0, sys.argv.pop(1)); import autotune; sys.exit(autotune.main())"),
+        _shell_quote(root)))
+
+
+def cmd_setup_permissions(args):
+    target = os.path.abspath(args.dir or os.getcwd())
+    if not os.path.isdir(target):
+        fail("bad_dir", "%s is not a directory." % target)
+    path = os.path.join(target, ".claude", "settings.local.json")
+    settings = {}
+    if os.path.exists(path):
+        try:
+            with open(path, "rb") as handle:
+                settings = json.loads(handle.read().decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, OSError) as exc:
+            fail("bad_settings", "%s is not valid JSON (%s); fix it first, nothing was changed." % (path, exc))
+        if not isinstance(settings, dict):
+            fail("bad_settings", "%s does not hold a JSON object; nothing was changed." % path)
+    permissions = settings.setdefault("permissions", {})
+    if not isinstance(permissions, dict):
+        fail("bad_settings", "%s: permissions is not an object; nothing was changed." % path)
+    allow = permissions.setdefault("allow", [])
+    if not isinstance(allow, list):
+        fail("bad_settings", "%s: permissions.allow is not a list; nothing was changed." % path)
+    root = os.path.dirname(os.path.realpath(os.path.abspath(__file__)))
+    wanted = permission_rules(root)
+    project = project_commands(target) if args.with_project_commands else None
+    if project:
+        wanted += [rule for command in project for rule in ("Bash(%s)" % command, "Bash(%s *)" % command)]
+    added = [rule for rule in wanted if rule not in allow]
+    allow.extend(added)
+    statusline = None
+    if args.statusline:
+        statusline = {"type": "command", "padding": 0, "command": statusline_command(root)}
+        if settings.get("statusLine") != statusline:
+            if settings.get("statusLine") and not args.force:
+                fail("statusline_exists", "%s already has a statusLine; pass --force to replace it, or "
+                     "chain it: `autotune statusline --chain '<its command>'`." % path)
+            settings["statusLine"] = statusline
+        else:
+            statusline = None
+    if added or statusline:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_atomic(path, (json.dumps(settings, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+        exclude_locally(find_repo(target), path)
+    result = {"path": path, "added": added, "statusline": bool(statusline),
+              "note": "project rules apply only once the folder is trusted in Claude Code"}
+    if project is not None:
+        result["project_commands"] = project
+    if args.json:
+        output(result)
+    else:
+        say("autotune: %s %s" % (path, ("added %d rule%s" % (len(added), "" if len(added) == 1 else "s"))
+                                  if added else "already had every rule")
+            + ("; status line set" if statusline else ""))
+        if project is not None:
+            say("autotune: the project's commands allowed: %s" % (
+                ", ".join(project) if project else "none found (no package.json scripts, Makefile, "
+                "pyproject/tox, Cargo.toml or go.mod commands, and no --benchmark/--checks at init)"))
+    return 0
+
+
+def project_commands(target):
+    """The benchmark's and checks' commands to allow with --with-project-commands: what
+    `init` was given (--benchmark, --checks) and the build, test and benchmark commands it
+    proposed from the project's files, in that order, each once."""
+    session = find_session(target, lenient=True)
+    commands = []
+    if session.exists():
+        try:
+            config = load_state(session).state.config or {}
+        except (AutotuneError, OSError):
+            config = {}
+        given = config.get("commands") if isinstance(config.get("commands"), dict) else {}
+        commands += [given[key] for key in ("benchmark", "checks") if isinstance(given.get(key), str)]
+    proposed = project_report(session)["proposed"]
+    commands += [item["command"] for kind in ("build", "test", "benchmark") for item in proposed[kind]]
+    return [c for i, c in enumerate(commands) if c.strip() and c not in commands[:i]]
+
+
 # ---------------------------------------------------------------------- CLI ----
-
-def _type_error(message):
-    import argparse
-    return argparse.ArgumentTypeError(message)
-
 
 def make_parser_class():
     """argparse, imported only when a command line needs parsing (the hooks, called on
@@ -11405,14 +11452,6 @@ def build_parser(only=None):
     return parser
 
 
-_INVOCATION = []
-
-
-def again_command():
-    """The command line of this call, to tell the user what to run again."""
-    return " ".join(["autotune"] + [_shell_quote(a) for a in _INVOCATION])
-
-
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     _INVOCATION[:] = argv
@@ -11455,3 +11494,5 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
