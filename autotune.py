@@ -1982,29 +1982,29 @@ def regression_pct(value, reference, direction):
     return float("inf") if worse > 0 else 0.0
 
 
-def verdict_of(m, reference, reference_info, direction, settings, noise_mad, alpha, baseline_metrics,
+def verdict_of(measurement, reference, reference_info, direction, settings, noise_mad, alpha, baseline_metrics,
                judged=None):
     """The verdict on a measurement, its evidence and the guardrails' judgement (None
     when none were checked), before any holdout, as (verdict, evidence, guardrails).
-    Pure: `m` and `judged` are read, not changed. A verdict that would be kept
+    Pure: `measurement` and `judged` are read, not changed. A verdict that would be kept
     (`baseline`, `improved`, or an equal result the simplicity rule keeps) then goes
     to holdout_verdict. `judged` is the interleaved verdict and evidence (collect_pairs),
     and then baseline_metrics are the kept code's, measured in the same window."""
-    if m.crashed:
-        return ("timeout" if m.timeout else "crash"), None, None
+    if measurement.crashed:
+        return ("timeout" if measurement.timeout else "crash"), None, None
     if judged is not None:
         verdict, evidence = judged
     elif reference:
-        verdict, evidence = assess(m.samples, reference, direction, alpha, settings.min_improvement_pct,
+        verdict, evidence = assess(measurement.samples, reference, direction, alpha, settings.min_improvement_pct,
                                    noise_mad, final=True, deterministic=reference_info.get("deterministic"))
         evidence["reference"]["source"] = reference_info.get("source")  # assess's new dict
     else:
         verdict, evidence = "baseline", None
-    if m.checks is False:
+    if measurement.checks is False:
         return "checks_failed", evidence, None
     if not settings.guardrails:
         return verdict, evidence, None
-    breaches = check_guardrails(settings.guardrails, m.metrics, baseline_metrics if reference else None,
+    breaches = check_guardrails(settings.guardrails, measurement.metrics, baseline_metrics if reference else None,
                                 "the kept code measured beside it" if judged else "the baseline")
     guardrails = {"ok": not breaches, "breaches": breaches}
     return ("guardrail_failed" if breaches else verdict), evidence, guardrails
@@ -2090,9 +2090,9 @@ def check_guardrails(rules, metrics, baseline_metrics, against="the baseline"):
     return breaches
 
 
-def interleave_obstacle(session, state, head):
+def interleave_obstacle(loop, state, head):
     """Why the kept code cannot be measured beside the candidate, or None."""
-    if session.repo is None:
+    if loop.repo is None:
         return "the directory is not in a git repository"
     snap = state.snapshot or {}
     if not snap.get("tree"):
@@ -2129,11 +2129,11 @@ def noise_verdict(evidence, alpha, looks, settings, load):
     return {"resolvable_pct": _round(resolvable, 3), "cause": cause, "message": message}
 
 
-def describe_pairs(paired, m, notes):
-    count = len(m.samples)
-    if m.crashed:
-        return "%d pair%s before the %s" % (count, "" if count == 1 else "s", "timeout" if m.timeout else "crash")
-    if m.checks is False:
+def describe_pairs(paired, measurement, notes):
+    count = len(measurement.samples)
+    if measurement.crashed:
+        return "%d pair%s before the %s" % (count, "" if count == 1 else "s", "timeout" if measurement.timeout else "crash")
+    if measurement.checks is False:
         return ("%d sample%s: the correctness checks failed after the first sample, so no more were "
                 "taken%s" % (count, "" if count == 1 else "s",
                              "" if paired.get("best") else " (the kept code did not run)"))
@@ -2141,7 +2141,7 @@ def describe_pairs(paired, m, notes):
             "of each pair at random (%s)" % (count, paired["order"]))
     if notes:
         text += "; " + "; ".join(notes)
-    evidence = m.evidence or {}
+    evidence = measurement.evidence or {}
     if evidence.get("p_value") is not None and paired.get("alpha") is not None:
         text += "; signed-rank p=%s (alpha at this look %s)" % (_fmt(evidence["p_value"]),
                                                               _fmt(round(paired["alpha"], 4)))
@@ -2156,12 +2156,12 @@ def describe_pairs(paired, m, notes):
     return text
 
 
-def describe_sampling(plan, samples, notes, m, reference, max_samples=DEFAULT_MAX_SAMPLES):
+def describe_sampling(plan, samples, notes, measurement, reference, max_samples=DEFAULT_MAX_SAMPLES):
     count = len(samples)
     text = "%d sample%s" % (count, "" if count == 1 else "s")
-    if m.crashed:
-        return text + (" before the timeout" if m.timeout else " before the crash")
-    if m.checks is False:
+    if measurement.crashed:
+        return text + (" before the timeout" if measurement.timeout else " before the crash")
+    if measurement.checks is False:
         return text + ": the correctness checks failed after the first sample, so no more were taken"
     if plan.probe:
         if is_deterministic(samples):
@@ -2178,10 +2178,10 @@ def describe_sampling(plan, samples, notes, m, reference, max_samples=DEFAULT_MA
         text += ": noisy benchmark"
         if notes:
             text += "; " + "; ".join(notes)
-        capped = count >= plan.limit and m.verdict == "within_noise"
-        if m.evidence and m.evidence.get("p_value") is not None:
+        capped = count >= plan.limit and measurement.verdict == "within_noise"
+        if measurement.evidence and measurement.evidence.get("p_value") is not None:
             text += "; %s p=%s (alpha per look %s)" % ("stopped at" if capped else "decided at",
-                                                       _fmt(m.evidence["p_value"]), _fmt(round(plan.alpha, 4)))
+                                                       _fmt(measurement.evidence["p_value"]), _fmt(round(plan.alpha, 4)))
         if capped:
             text += "; the cap of %d samples was reached without a significant difference" % plan.limit
     if reference and len(reference) < 3 and not is_deterministic(reference):
@@ -2209,38 +2209,38 @@ class LogRequest(Record):
     __slots__ = tuple(name for name, _ in FIELDS)
 
 
-def decide_log(request, state, m):
+def decide_log(request, state, measurement):
     """The status, numbers and verdict a `log` records, from its request (a LogRequest)
-    and the pending measurement `m`; every refusal about them happens here, before git
+    and the pending `measurement`; every refusal about them happens here, before git
     is touched."""
     metric_flag, metrics_flag, override = request.metric, request.metrics, request.reason
     status = request.status
     if status == "auto":
-        if m is None:
+        if measurement is None:
             fail("no_measurement", "--status auto needs a measurement: run `autotune run` first.")
-        status = m.suggested_status
+        status = measurement.suggested_status
     # a keep sets the best the next runs are judged against: in a segment driven by `run`,
     # a typed-in number there is an invention unless a person says otherwise
-    typed_keep = m is None and metric_flag is not None and status == "keep" and state.measured_results
+    typed_keep = measurement is None and metric_flag is not None and status == "keep" and state.measured_results
     if typed_keep and not (request.force and override):
         fail("unmeasured_metric", "This segment's results come from `autotune run`, and there "
              "is no measurement to keep: run the benchmark (`autotune run`), then log without "
              "--metric. A typed-in number needs --force --reason \"why\" (recorded).")
     decision = LogDecision(status=status, forced=bool(typed_keep))
-    decision.metric, decision.measured = metric_for_log(status, metric_flag, m, request.force)
-    measured_metrics = m is not None and m.passed
+    decision.metric, decision.measured = metric_for_log(status, metric_flag, measurement, request.force)
+    measured_metrics = measurement is not None and measurement.passed
     if metrics_flag is not None and measured_metrics and not request.force:
-        unmeasured = sorted(k for k in metrics_flag if k not in m.metrics and k != m.pname)
-        differing = sorted(k for k in metrics_flag if k in m.metrics
-                           and not same_number(metrics_flag[k], m.metrics[k]))
+        unmeasured = sorted(k for k in metrics_flag if k not in measurement.metrics and k != measurement.pname)
+        differing = sorted(k for k in metrics_flag if k in measurement.metrics
+                           and not same_number(metrics_flag[k], measurement.metrics[k]))
         if unmeasured:
             fail("metric_mismatch", "--metrics names %s, which `run` did not measure (it measured "
                  "%s); log without --metrics to record what was measured." % (
-                     ", ".join(unmeasured), ", ".join(sorted(m.metrics)) or "no secondary metric"))
+                     ", ".join(unmeasured), ", ".join(sorted(measurement.metrics)) or "no secondary metric"))
         if differing:
             fail("metric_mismatch", "--metrics differs from what `run` measured for %s; log "
                  "without --metrics to record the measured values." % ", ".join(differing))
-    decision.metrics = (dict(m.metrics) if measured_metrics and not (request.force and metrics_flag is not None)
+    decision.metrics = (dict(measurement.metrics) if measured_metrics and not (request.force and metrics_flag is not None)
                         else metrics_flag if metrics_flag is not None else {})
     if status != "crash" and state.metric_names is not None:
         new, missing = metric_name_changes(state.metric_names, decision.metrics,
@@ -2253,13 +2253,13 @@ def decide_log(request, state, m):
             decision.warnings.append("secondary metric%s %s of earlier results %s not reported by this "
                                      "one" % ("s" if len(missing) > 1 else "", ", ".join(missing),
                                               "were" if len(missing) > 1 else "was"))
-    decision.verdict = m.verdict if (m is not None and (decision.measured or m.crashed)) else None
+    decision.verdict = measurement.verdict if (measurement is not None and (decision.measured or measurement.crashed)) else None
     if status == "keep" and decision.verdict in BLOCKING_VERDICTS:
         if not (request.force and override):
             fail("keep_refused", "The measurement's verdict is %s%s, so a keep is refused; log "
                  "--status %s, or a person overrides it with --force --reason \"why\"." % (
                      decision.verdict, " (significantly worse than the best)"
-                     if decision.verdict == "worse" else "", m.suggested_status))
+                     if decision.verdict == "worse" else "", measurement.suggested_status))
         decision.forced = True
     if status == "keep":  # "improved" is the verdict's when there is one, else strictly better
         direction = state.config.get("direction", "lower")
@@ -2269,29 +2269,29 @@ def decide_log(request, state, m):
     return decision
 
 
-def metric_for_log(status, metric_flag, m, force):
+def metric_for_log(status, metric_flag, measurement, force):
     """The primary metric of a result: what `run` measured, never a transcription.
     Returns (metric, measured)."""
     if metric_flag is not None:
-        if m is not None and m.primary is not None:
-            if same_number(metric_flag, m.primary):
-                return m.primary, True
+        if measurement is not None and measurement.primary is not None:
+            if same_number(metric_flag, measurement.primary):
+                return measurement.primary, True
             if not force:
                 fail("metric_mismatch", "--metric %s differs from what `run` measured (%s); omit "
                      "--metric to log the measured value, or pass --force to override it." % (
-                         _fmt(metric_flag), _fmt(m.primary)))
+                         _fmt(metric_flag), _fmt(measurement.primary)))
             return metric_flag, False
-        if m is not None and m.crashed and status not in CRASH_STATUSES and not force:
+        if measurement is not None and measurement.crashed and status not in CRASH_STATUSES and not force:
             fail("metric_mismatch", "The last run %s and measured nothing (%s); log it with "
                  "--status crash, or pass --force to log an invented --metric." % (
-                     "timed out" if m.timeout else "crashed", m.reason or "crash"))
-        return metric_flag, m is not None and status in CRASH_STATUSES
-    if m is not None:
-        if m.primary is None and status in ("keep", "discard"):
+                     "timed out" if measurement.timeout else "crashed", measurement.reason or "crash"))
+        return metric_flag, measurement is not None and status in CRASH_STATUSES
+    if measurement is not None:
+        if measurement.primary is None and status in ("keep", "discard"):
             fail("missing_metric", "The last run %s (%s), so there is no metric to %s; log "
-                 "it with --status crash." % ("timed out" if m.timeout else "crashed",
-                                              m.reason or "no metric", status))
-        return m.primary, True
+                 "it with --status crash." % ("timed out" if measurement.timeout else "crashed",
+                                              measurement.reason or "no metric", status))
+        return measurement.primary, True
     if status in ("keep", "discard"):
         fail("missing_metric", "No measurement to log: run the benchmark first (`autotune run`).")
     return None, False
@@ -2474,7 +2474,7 @@ def _crash_advice(line, hit, sign, changed):
                             "benchmark stays as it is." % (head, why, BENCH_FILE))
 
 
-def diagnose_crash(output, changed_files, kind="crash", roots=(), limit=None, load=None):
+def diagnose_crash(print_json, changed_files, kind="crash", roots=(), limit=None, load=None):
     """What a failed run says about its cause, for `run`, `log` and `explain` (pure).
 
     kind is `crash`, `timeout`, `checks_failed` or `checks_timeout`; output is the tail
@@ -2487,7 +2487,7 @@ def diagnose_crash(output, changed_files, kind="crash", roots=(), limit=None, lo
     (or nothing changed, or the machine was overloaded at a timeout), else `unclear`.
     `text` is the advice: it never suggests editing the benchmark or the checks, which
     the agent's rules forbid."""
-    lines = clean_output_lines(output)
+    lines = clean_output_lines(print_json)
     line = last_error_line(lines)
     changed = list(changed_files or [])
     hit = _changed_file_named(lines, changed, roots)
@@ -2734,9 +2734,9 @@ def new_segment_command(state):
         _shell_quote(config.get("direction") or "lower"))
 
 
-def require_config(session, state):
+def require_config(loop, state):
     if state.config is None:
-        fail("no_session", "%s has no config line; run `autotune init` first." % session.log_path)
+        fail("no_session", "%s has no config line; run `autotune init` first." % loop.log_path)
 
 
 def require_metric_name(state):
@@ -2751,28 +2751,28 @@ def require_metric_name(state):
     return name
 
 
-def check_active(session, state, logging=False):
+def check_active(loop, state, logging=False):
     """Refuses (`inactive`, then `budget_spent`) unless the loop is active AND its budget
     is not spent: two checks, not one. `run` needs both; `log` records what `run`
     measured, so of the budgets only the iteration count stops it: time and target
     budgets end the loop once the result is recorded."""
-    require_config(session, state)
+    require_config(loop, state)
     if not state.active:
         _, advice = next_action(state)
         fail("inactive", "The loop is not active (health %s, reason %s)%s. %s" % (
             state.health, state.reason or "-", "; nothing was logged" if logging else "", advice))
-    limit = session.settings.max_iterations
+    limit = loop.settings.max_iterations
     reason = (("%d results, its iteration budget" % state.n_exp) if limit and state.n_exp >= limit
-              else None) if logging else spent_budget(session, state)
+              else None) if logging else spent_budget(loop, state)
     if reason:
         fail("budget_spent", "The budget of segment %d is spent (%s); raise it in %s or start a "
              "new segment with `autotune init`." % (state.segment, reason, CONFIG_FILE))
 
 
-def spent_budget(session, state):
+def spent_budget(loop, state):
     direction = state.config.get("direction", "lower")
     best = state.best["metric"] if state.best else None
-    return budget_reason(state.n_exp, best, direction, session.settings,
+    return budget_reason(state.n_exp, best, direction, loop.settings,
                          iso_to_epoch(state.started_at), time.time())
 
 
@@ -3237,11 +3237,11 @@ def sync_message(git_info, deps):
                 suggested))
 
 
-def kept_code_entry(m, state):
+def kept_code_entry(measurement, state):
     """The kept code's samples that `run` measured (a best without samples), recorded as a
     rebaseline line before the result: later verdicts compare with them."""
-    ref, previous = m.reference, state.reference or {}
-    return {"type": "rebaseline", "timestamp": m.timestamp, "segment": state.segment,
+    ref, previous = measurement.reference, state.reference or {}
+    return {"type": "rebaseline", "timestamp": measurement.timestamp, "segment": state.segment,
             "commit": ref.get("commit"), "metric": ref.get("metric"), "samples": ref.get("samples"),
             "metrics": ref.get("metrics") or {}, "source": "run",
             "previous": {"metric": _round(previous.get("metric")),
@@ -3326,12 +3326,12 @@ def headline_text(logged_pct, verified, against=""):
     return text
 
 
-def clock_state(session, state):
+def clock_state(loop, state):
     """A copy of the state in which a spent budget (the wall clock runs out between two
     results) reads as `completed`, as the next `log` would record it."""
     if state.config is None or not state.active or state.health == "completed":
         return state
-    reason = spent_budget(session, state)
+    reason = spent_budget(loop, state)
     if not reason:
         return state
     state = state.copy()
@@ -3688,28 +3688,28 @@ def _add_lines(path, lines, sep):
     return len(new)
 
 
-def ensure_excluded(session):
+def ensure_excluded(loop):
     """exclude_session_files for a session started by an older version: one file read
     when the exclude file already has autotune's lines."""
     try:
-        with open(os.path.join(session.repo.common_dir, "info", "exclude"), "rb") as handle:
+        with open(os.path.join(loop.repo.common_dir, "info", "exclude"), "rb") as handle:
             if b"# autotune session files" in handle.read():
                 return
     except OSError:
         pass
-    exclude_session_files(session)
+    exclude_session_files(loop)
 
 
-def exclude_session_files(session):
+def exclude_session_files(loop):
     """Keeps what autotune writes in the working directory out of `git status`: the log,
     the state, the living document and idea backlog, their temporary files, and a copy
     of autotune.py with its bytecode."""
-    repo = session.repo
-    names = [session.path(n) for n in (LOG_FILE, STATE_FILE, NOTES_FILE, IDEAS_FILE)]
-    copy = copied_autotune(session)
+    repo = loop.repo
+    names = [loop.path(n) for n in (LOG_FILE, STATE_FILE, NOTES_FILE, IDEAS_FILE)]
+    copy = copied_autotune(loop)
     if copy:
         names.append(copy)
-    prefix = exclude_pattern(os.fsencode(repo.relpath(session.workdir)))
+    prefix = exclude_pattern(os.fsencode(repo.relpath(loop.workdir)))
     prefix = prefix or b""
     globs = [prefix + b"/" + g for g in (b"autotune.jsonl.*", b".autotune.state.*",
                                         b"__pycache__/autotune.*.pyc")]
@@ -3719,14 +3719,14 @@ def exclude_session_files(session):
 _AUTOTUNE_MARK = b'"""autotune: autonomous optimization loops'
 
 
-def copied_autotune(session):
+def copied_autotune(loop):
     """The path of a copy of autotune.py in the working directory, whichever launcher
     runs: the file that runs when it is inside, else an autotune.py that starts like this
     one (read 200 bytes, no process)."""
     me = os.path.realpath(os.path.abspath(__file__))
-    if _is_inside(me, session.workdir):
+    if _is_inside(me, loop.workdir):
         return me
-    candidate = session.path("autotune.py")
+    candidate = loop.path("autotune.py")
     try:
         with open(candidate, "rb") as handle:
             head = handle.read(200)
@@ -3735,12 +3735,12 @@ def copied_autotune(session):
     return candidate if _AUTOTUNE_MARK in head else None
 
 
-def require_repo(session):
-    if session.repo is None:
+def require_repo(loop):
+    if loop.repo is None:
         fail("not_git_repo", "%s is not inside a git repository; autotune commits kept "
              "experiments and reverts the others, so it needs one (run `git init` and make "
-             "a first commit)." % session.workdir)
-    return session.repo
+             "a first commit)." % loop.workdir)
+    return loop.repo
 
 
 ZERO_MODE = b"000000"
@@ -3748,12 +3748,12 @@ GITLINK = b"160000"
 SYMLINK = b"120000"
 
 
-def ignored_by_base(session, base, paths):
+def ignored_by_base(loop, base, paths):
     """The paths that the .gitignore files of tree `base` ignore (with the repository's
     own excludes): a file the user had ignored stays the user's, whatever an experiment
     did to .gitignore."""
     import tempfile
-    repo = session.repo
+    repo = loop.repo
     names = [n for n in repo.run(["ls-tree", "-r", "-z", "--name-only", base]).stdout.split(b"\0")
              if n == b".gitignore" or n.endswith(b"/.gitignore")]
     with tempfile.TemporaryDirectory(prefix="autotune-ignore-") as rules:
@@ -3777,12 +3777,12 @@ def ignored_by_git(repo, workdir, glob):
     return repo.run(["check-ignore", "-q", "--no-index", "--", path], check=False).returncode == 0
 
 
-def without_users_ignored(session, base, changes):
+def without_users_ignored(loop, base, changes):
     """Drops the files an experiment seems to create only because it edited .gitignore."""
     if not any(c.path.rsplit(b"/", 1)[-1] == b".gitignore" for c in changes):
         return changes
     created = [c.path for c in changes if c.old_mode == ZERO_MODE]
-    users = ignored_by_base(session, base, created) if created else set()
+    users = ignored_by_base(loop, base, created) if created else set()
     return [c for c in changes if c.path not in users]
 
 
@@ -3813,38 +3813,38 @@ class Change(object):
         return Change(self.new_mode, self.old_mode, self.new_sha, self.old_sha, self.status, self.path)
 
 
-def _excluded_paths(session):
+def _excluded_paths(loop):
     """Pathspecs that keep the protected files, a copy of this script (whichever
     launcher runs), outputs no exclude line can name, and files over the size limit
     out of snapshots."""
     specs = [":(exclude,literal)" + name for name in PROTECTED_FILES]
     specs += [":(exclude,glob)" + pattern for pattern in PROTECTED_GLOBS]
     specs.append(":(exclude,glob)__pycache__/autotune.*.pyc")
-    copy = copied_autotune(session)
+    copy = copied_autotune(loop)
     if copy:
-        rel = os.path.relpath(copy, os.path.realpath(session.workdir))
+        rel = os.path.relpath(copy, os.path.realpath(loop.workdir))
         specs.append(":(exclude,literal)" + rel)
         specs.append(":(exclude,glob)" + os.path.join(os.path.dirname(rel), "__pycache__", "autotune.*.pyc"))
     try:
-        with open(_outputs_file(session.repo), "rb") as handle:
+        with open(_outputs_file(loop.repo), "rb") as handle:
             specs += [":(top,exclude,literal)" + os.fsdecode(n) for n in handle.read().split(b"\0") if n]
     except OSError:
         pass
-    specs += [":(top,exclude,literal)" + os.fsdecode(p) for p in (session.oversized or {})]
+    specs += [":(top,exclude,literal)" + os.fsdecode(p) for p in (loop.oversized or {})]
     return specs
 
 
-def oversized_files(session):
+def oversized_files(loop):
     """{repository path: [size, mtime_ns]} of the files the user's git does not track
     that are over the size limit (git.maxFileMB): they are recorded, not copied into
     .git by every snapshot, and an experiment never commits or reverts them."""
-    limit = session.settings.max_file_bytes
+    limit = loop.settings.max_file_bytes
     if not limit:
         return {}
-    repo = session.repo
-    _, env = private_index(session, "snapshot.index")
+    repo = loop.repo
+    _, env = private_index(loop, "snapshot.index")
     listed = repo.run(["ls-files", "-z", "--full-name", "--others", "--modified", "--exclude-standard"],
-                      env=env, cwd=session.workdir, check=False).stdout.split(b"\0")
+                      env=env, cwd=loop.workdir, check=False).stdout.split(b"\0")
     big = {}
     for rel in listed:
         if rel and rel not in big:
@@ -3864,9 +3864,9 @@ def oversized_files(session):
     return big
 
 
-def large_record(session):
+def large_record(loop):
     """The size limit's record for a log line's snapshot: {path: [size, mtime_ns]}."""
-    return {os.fsdecode(k): v for k, v in sorted((session.oversized or {}).items())}
+    return {os.fsdecode(k): v for k, v in sorted((loop.oversized or {}).items())}
 
 
 def large_changes(before, after):
@@ -3875,28 +3875,28 @@ def large_changes(before, after):
     return sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
 
 
-def snapshot_tree(session):
+def snapshot_tree(loop):
     """The tree of the working directory as it is now, byte for byte (untracked files
     included; ignored, protected and oversized files not), written through autotune's
     own index so the user's index is never touched. The index persists, so git re-hashes
     only what changed since the last snapshot. Entries follow the ignore rules in force
     (an ignored file never lingers from an earlier snapshot), and a file that a clean
     filter or end-of-line conversion would change is stored as its raw bytes. Sets
-    session.oversized to the files left out for their size."""
-    repo = require_repo(session)
-    index, env = private_index(session, "snapshot.index")
+    loop.oversized to the files left out for their size."""
+    repo = require_repo(loop)
+    index, env = private_index(loop, "snapshot.index")
     if not os.path.exists(index):
         _seed_index(repo, index)
-    session.oversized = oversized_files(session)
+    loop.oversized = oversized_files(loop)
     for attempt in (1, 2):
-        proc = repo.run(["add", "-A", "--ignore-errors", "--", "."] + _excluded_paths(session),
-                        env=env, cwd=session.workdir, check=False)
+        proc = repo.run(["add", "-A", "--ignore-errors", "--", "."] + _excluded_paths(loop),
+                        env=env, cwd=loop.workdir, check=False)
         if proc.returncode != 0 and b"fatal:" in proc.stderr:
             if attempt == 2:
                 raise GitError(["add"], proc.returncode, proc.stderr)
             _reset_index(repo, index)
             continue
-        _keep_raw_bytes(session, env, _drop_ignored(session, env))
+        _keep_raw_bytes(loop, env, _drop_ignored(loop, env))
         tree = repo.run(["write-tree"], env=env, check=False)
         if tree.returncode == 0:
             return tree.stdout.decode("ascii").strip()
@@ -3921,12 +3921,12 @@ def _reset_index(repo, index):
         repo.run(["read-tree", "HEAD"], env=git_env(GIT_INDEX_FILE=index))
 
 
-def ignored_entries(session, env, attributes=None):
+def ignored_entries(loop, env, attributes=None):
     """Entries of the private index that the ignore rules in force ignore and that the
     user's own index does not track: left over from an experiment that un-ignored them.
     With a list `attributes`, the same git call also appends the .gitattributes files
     the index holds (listed as if ignored by an extra -x pattern, then told apart)."""
-    repo = session.repo
+    repo = loop.repo
     extra = ["-x", ".gitattributes"] if attributes is not None else []
     listed = [p for p in repo.run(["ls-files", "-z", "--full-name", "--cached", "--ignored",
                                    "--exclude-standard"] + extra, env=env, cwd=repo.root,
@@ -3940,12 +3940,12 @@ def ignored_entries(session, env, attributes=None):
     return [p for p in listed if p not in tracked]
 
 
-def _drop_ignored(session, env):
+def _drop_ignored(loop, env):
     """Removes stale ignored entries; returns the .gitattributes files the index holds."""
     attributes = []
-    stale = ignored_entries(session, env, attributes)
+    stale = ignored_entries(loop, env, attributes)
     if stale:
-        session.repo.run(["update-index", "-z", "--force-remove", "--stdin"], env=env,
+        loop.repo.run(["update-index", "-z", "--force-remove", "--stdin"], env=env,
                          input=b"".join(p + b"\0" for p in stale))
     return attributes
 
@@ -4023,39 +4023,39 @@ def _blob_id(data, length):
     return digest.hexdigest().encode("ascii")
 
 
-def _raw_record(session):
+def _raw_record(loop):
     """autotune's record of converted files: "known" {path: [size, mtime_ns, raw sha]}
     (so an unchanged file is not re-read) and "cleaned" [[path, sha]] (files over the
     size limit whose snapshot holds git's cleaned blob: a restore smudges those)."""
-    data = read_json(session.cache("raw.json"))
+    data = read_json(loop.cache("raw.json"))
     if isinstance(data, dict):
         return {"known": data.get("known") or {}, "cleaned": data.get("cleaned") or []}
     return {"known": {}, "cleaned": []}
 
 
-def _keep_raw_bytes(session, env, attribute_files):
+def _keep_raw_bytes(loop, env, attribute_files):
     """Replaces, in the private index, every blob that git's clean filter or end-of-line
     conversion made different from the file on disk by the file's raw bytes, so a
     restore writes back exactly what was there (a notebook's outputs, CRLF endings). A
     file over the size limit (a Git LFS object) keeps its cleaned blob and is recorded,
     so a restore smudges it as git would; a file whose size and mtime are as recorded
     is not read again."""
-    repo = session.repo
+    repo = loop.repo
     autocrlf, attributes = _conversion_config(repo)
-    session.converts = bool(autocrlf or attributes or attribute_files)
-    if not session.converts:
+    loop.converts = bool(autocrlf or attributes or attribute_files)
+    if not loop.converts:
         return  # nothing can convert: the everyday case, no extra process
     entries = {}
-    for line in repo.run(["ls-files", "-z", "-s", "--full-name"], env=env, cwd=session.workdir
+    for line in repo.run(["ls-files", "-z", "-s", "--full-name"], env=env, cwd=loop.workdir
                          ).stdout.split(b"\0"):
         if line:
             meta, _, path = line.partition(b"\t")
             mode, sha, _stage = meta.split(b" ")
             if mode in (b"100644", b"100755"):
                 entries[path] = (mode, sha)
-    record = _raw_record(session)
+    record = _raw_record(loop)
     known, cleaned = record["known"], {tuple(pair) for pair in record["cleaned"]}
-    limit, now = session.settings.max_file_bytes, time.time_ns() if hasattr(time, "time_ns") else int(time.time() * 1e9)
+    limit, now = loop.settings.max_file_bytes, time.time_ns() if hasattr(time, "time_ns") else int(time.time() * 1e9)
     fix, hash_paths = {}, []
     for path in converted_paths(repo, list(entries), autocrlf):
         name = os.fsdecode(path)
@@ -4093,20 +4093,20 @@ def _keep_raw_bytes(session, env, attribute_files):
             "cleaned": sorted(list(pair) for pair in cleaned)}
     if data != record:
         try:
-            write_atomic(session.cache("raw.json"), json.dumps(data).encode("utf-8"))
+            write_atomic(loop.cache("raw.json"), json.dumps(data).encode("utf-8"))
         except OSError:
             pass  # only a cache: the next snapshot reads the files again
 
 
-def diff_trees(session, base, current, tracked_only=False):
+def diff_trees(loop, base, current, tracked_only=False):
     """The paths inside the working directory that differ between two trees
     (with tracked_only, not the ones `current` adds)."""
     if base == current:
         return []
     import fnmatch
-    proc = session.repo.run(["diff-tree", "-r", "-z", "--no-renames", base, current])
+    proc = loop.repo.run(["diff-tree", "-r", "-z", "--no-renames", base, current])
     fields = proc.stdout.split(b"\0")
-    prefix = session.repo.relpath(session.workdir).encode("utf-8", "surrogateescape")
+    prefix = loop.repo.relpath(loop.workdir).encode("utf-8", "surrogateescape")
     top = prefix + b"/" if prefix else b""
     protected = {top + name.encode() for name in PROTECTED_FILES}
     changes = []
@@ -4131,36 +4131,36 @@ def diff_trees(session, base, current, tracked_only=False):
     return changes
 
 
-def experiment_changes(session, base, current, tracked_only=False, every=None):
+def experiment_changes(loop, base, current, tracked_only=False, every=None):
     """What the experiment changed between two snapshots: diff_trees (or `every`, its
     answer) without the files that are the user's whatever a snapshot holds: files
     ignored by the rules before or after the experiment (and not tracked), and files
     over the size limit."""
     if every is None:
-        every = diff_trees(session, base, current, tracked_only)
-    changes = without_users_ignored(session, base, every)
-    large = set(session.oversized or ())
+        every = diff_trees(loop, base, current, tracked_only)
+    changes = without_users_ignored(loop, base, every)
+    large = set(loop.oversized or ())
     changes = [c for c in changes if c.path not in large]
     gone = [c.path for c in changes if c.new_mode == ZERO_MODE]
     if gone:
-        repo = session.repo
+        repo = loop.repo
         ignored = set(repo.run(["check-ignore", "-z", "--stdin"], input=b"".join(
             p + b"\0" for p in gone), check=False).stdout.split(b"\0"))
         changes = [c for c in changes if c.path not in ignored]
     return changes
 
 
-def line_counts(session, base, current, changes=None):
+def line_counts(loop, base, current, changes=None):
     """(lines added, lines removed) by the experiment between two snapshot trees: git's
     numstat, exact and one process, over the paths diff_trees calls the experiment's
     (protected files and paths outside the working directory are not); a binary file
     counts as neither."""
     if changes is None:
-        changes = diff_trees(session, base, current)
+        changes = diff_trees(loop, base, current)
     paths = {c.path for c in changes}
     if not paths:
         return 0, 0
-    proc = session.repo.run(["diff-tree", "-r", "-z", "--numstat", "--no-renames", base, current])
+    proc = loop.repo.run(["diff-tree", "-r", "-z", "--numstat", "--no-renames", base, current])
     added = removed = 0
     for record in proc.stdout.split(b"\0"):
         parts = record.split(b"\t", 2)
@@ -4184,10 +4184,10 @@ def _identity_retry(repo, args, **kwargs):
     return proc
 
 
-def private_index(session, name):
+def private_index(loop, name):
     """The environment for git to use one of autotune's own index files (a lock file
     left by a killed process is removed: callers hold the session lock)."""
-    index = session.cache(name, create=True)
+    index = loop.cache(name, create=True)
     try:
         os.unlink(index + ".lock")
     except OSError:
@@ -4296,11 +4296,11 @@ def _merge_blobs(repo, at_head, base, ours):
     return repo.run(["hash-object", "-w", "--no-filters", "--stdin"], input=merged).stdout.strip()
 
 
-def session_head_entries(session, head, paths):
+def session_head_entries(loop, head, paths):
     """{path: (mode, sha)} of HEAD for these repository paths (one ls-tree)."""
     if not head or not paths:
         return {}
-    return _ls_entries(session.repo, ["ls-tree", "-r", "-z", "--full-tree", head, "--"] + [
+    return _ls_entries(loop.repo, ["ls-tree", "-r", "-z", "--full-tree", head, "--"] + [
         ":(literal)" + os.fsdecode(p) for p in paths])
 
 
@@ -4346,7 +4346,7 @@ def utc_now():
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-class Session(object):
+class Loop(object):
     """Where a loop lives: its working directory, repository, settings and files."""
 
     __slots__ = ("workdir", "repo", "settings", "log_path", "state_path", "_cache_dir", "config_error",
@@ -4386,7 +4386,7 @@ class Session(object):
         return os.path.join(self.cache_dir, name)
 
 
-def find_session(cwd=None, lenient=False):
+def find_loop(cwd=None, lenient=False):
     """Resolves the loop's working directory; never creates anything.
 
     `workingDir` in ./autotune.config.json wins; else the nearest directory from here
@@ -4413,7 +4413,7 @@ def find_session(cwd=None, lenient=False):
         errors.append(message)
         workdir = local.working_dir = None
     if workdir is not None:
-        return Session(workdir, find_repo(workdir), local, errors)
+        return Loop(workdir, find_repo(workdir), local, errors)
     repo = find_repo(cwd)
     workdir = cwd
     if repo is not None:
@@ -4427,15 +4427,15 @@ def find_session(cwd=None, lenient=False):
                 break
             probe = parent
     settings = local if (workdir == cwd and local is not None) else settings_of(os.path.join(workdir, CONFIG_FILE))
-    return Session(workdir, repo, settings, errors)
+    return Loop(workdir, repo, settings, errors)
 
 
-def require_session(session):
-    if not session.exists():
+def require_loop(loop):
+    if not loop.exists():
         fail("no_session", "No autotune session in %s (no %s there or in a parent up to the "
              "git root); start one with `autotune init --name NAME --metric METRIC "
-             "--direction lower|higher`." % (session.workdir, LOG_FILE))
-    return session
+             "--direction lower|higher`." % (loop.workdir, LOG_FILE))
+    return loop
 
 
 def dumps_line(entry):
@@ -4492,8 +4492,8 @@ def parse_line(raw):
 class LogLock(object):
     """Exclusive lock on the log for read-modify-append; the log file is the lock."""
 
-    def __init__(self, session, create=False):
-        self.session = session
+    def __init__(self, loop, create=False):
+        self.loop = loop
         self.create = create
         self.fd = None
 
@@ -4504,12 +4504,12 @@ class LogLock(object):
         if self.create:
             flags |= os.O_CREAT
         try:
-            self.fd = os.open(self.session.log_path, flags, 0o644)
+            self.fd = os.open(self.loop.log_path, flags, 0o644)
         except FileNotFoundError:
-            require_session(self.session)
+            require_loop(self.loop)
             raise
         except OSError as exc:
-            fail("io_error", "Cannot open %s (%s)." % (self.session.log_path, exc.strerror))
+            fail("io_error", "Cannot open %s (%s)." % (self.loop.log_path, exc.strerror))
         try:
             import fcntl
             fcntl.flock(self.fd, fcntl.LOCK_EX)
@@ -4558,17 +4558,17 @@ def open_locked(path, flags):
     return fd, True
 
 
-def try_lock(session):
+def try_lock(loop):
     """A non-blocking LogLock, or None when another process holds it (or, without
     advisory locks, always: nobody can tell)."""
     try:
-        fd, taken = open_locked(session.log_path, os.O_RDWR | os.O_APPEND)
+        fd, taken = open_locked(loop.log_path, os.O_RDWR | os.O_APPEND)
     except OSError:
         return None
     if not taken:
         os.close(fd)
         return None
-    lock = LogLock(session)
+    lock = LogLock(loop)
     lock.fd = fd
     return lock
 
@@ -4587,16 +4587,16 @@ class Loaded(object):
         self.changed = False    # the state differs from the file on disk
 
 
-def load_state(session):
+def load_state(loop):
     """The cached fold, brought up to the end of the log (or rebuilt from it)."""
     try:
-        size = os.path.getsize(session.log_path)
+        size = os.path.getsize(loop.log_path)
     except OSError:
-        require_session(session)
+        require_loop(loop)
         raise
     cached, foreign = None, None
     try:
-        with open(session.state_path, "rb") as handle:
+        with open(loop.state_path, "rb") as handle:
             data = json.loads(handle.read().decode("utf-8"), parse_constant=_reject_constant)
             written_at = os.fstat(handle.fileno()).st_mtime
         if isinstance(data, dict) and data.get("format") == STATE_FORMAT and _is_int(data.get("log_size")):
@@ -4611,15 +4611,15 @@ def load_state(session):
     except (OSError, ValueError, UnicodeDecodeError, TypeError, RecursionError):
         pass
     if cached is not None:
-        with open(session.log_path, "rb") as handle:
+        with open(loop.log_path, "rb") as handle:
             if cached.log_size <= size and _tail_matches(handle, cached):
                 loaded = Loaded(cached)
                 _fold_from(handle, loaded, cached.log_size)
                 return loaded
-    return fold_log(session, foreign)
+    return fold_log(loop, foreign)
 
 
-def fold_log(session, foreign=None):
+def fold_log(loop, foreign=None):
     """The state rebuilt from the whole log. A loop controlled by the old bash scripts
     (their `stop` and `repair` wrote only .autotune.state) keeps what that file said when
     no line of the log set the loop's activity after it; the file is remembered in the
@@ -4627,15 +4627,15 @@ def fold_log(session, foreign=None):
     loaded = Loaded(State())
     loaded.rebuilt = loaded.changed = True
     loaded.complete = True
-    with open(session.log_path, "rb") as handle:
+    with open(loop.log_path, "rb") as handle:
         _fold_from(handle, loaded, 0)
     state = loaded.state
-    old = foreign if foreign is not None else OldState.load(session)
+    old = foreign if foreign is not None else OldState.load(loop)
     if old is not None and old.applies_to(state):
         old.apply(state)
-        if foreign is not None and session.repo is not None:
+        if foreign is not None and loop.repo is not None:
             old.log_size = state.log_size  # every line so far was judged against it
-            old.save(session)
+            old.save(loop)
     if state.confidence is None and state.config is not None:
         state.confidence = confidence(sorted(loaded.points), state)
     return loaded
@@ -4657,18 +4657,18 @@ class OldState(object):
                    log_size if _is_int(log_size) else None)
 
     @classmethod
-    def load(cls, session):
-        if session.repo is None:
+    def load(cls, loop):
+        if loop.repo is None:
             return None
-        data = read_json(session.cache("old-state.json"))
+        data = read_json(loop.cache("old-state.json"))
         try:
             return cls(data["fields"], float(data["written_at"]), data["log_size"])
         except (ValueError, KeyError, TypeError, RecursionError):
             return None
 
-    def save(self, session):
+    def save(self, loop):
         try:
-            write_atomic(session.cache("old-state.json", create=True), json.dumps(
+            write_atomic(loop.cache("old-state.json", create=True), json.dumps(
                 {"fields": self.fields, "written_at": self.written_at,
                  "log_size": self.log_size}).encode("utf-8"))
         except OSError:
@@ -4747,7 +4747,7 @@ def _state_text(data):
     return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False, sort_keys=True)
 
 
-def save_state(session, state):
+def save_state(loop, state):
     """Writes the cache with a checksum, so a hand-edited or damaged file is rebuilt
     instead of trusted. A cache that cannot be written is left stale: the log already
     holds the truth, and the next call catches up."""
@@ -4755,13 +4755,13 @@ def save_state(session, state):
     data = state.to_dict()
     data["checksum"] = "%08x" % zlib.crc32(_state_text(data).encode("utf-8"))
     try:
-        write_atomic(session.state_path, (_state_text(data) + "\n").encode("utf-8"))
+        write_atomic(loop.state_path, (_state_text(data) + "\n").encode("utf-8"))
     except OSError:
         return False
     return True
 
 
-def append_entries(lock, session, loaded, entries):
+def append_entries(lock, loop, loaded, entries):
     """Appends lines under the lock and folds them into the loaded state, then
     writes the state, so the cache always matches the log it was built from."""
     state = loaded.state
@@ -4776,35 +4776,35 @@ def append_entries(lock, session, loaded, entries):
         state.lines += 1
     state.log_tail = (bytes.fromhex(state.log_tail) + b"".join(lines))[-32:].hex()
     state.log_size = offset
-    save_state(session, state)
+    save_state(loop, state)
 
 
-def persist_if_stale(session, loaded):
+def persist_if_stale(loop, loaded):
     """Read-only commands write back a rebuilt or caught-up state when nobody writes."""
     if not loaded.changed:
         return
-    lock = try_lock(session)
+    lock = try_lock(loop)
     if lock is None:
         return
     with lock:
         try:
-            if os.path.getsize(session.log_path) == loaded.state.log_size + len(loaded.torn):
-                save_state(session, loaded.state)  # only if nobody appended since our fold
+            if os.path.getsize(loop.log_path) == loaded.state.log_size + len(loaded.torn):
+                save_state(loop, loaded.state)  # only if nobody appended since our fold
         except OSError:
             pass
 
 
-def torn_tail_error(session, loaded):
+def torn_tail_error(loop, loaded):
     if loaded.torn:
         fail("torn_log", "%s ends with a truncated line (%d bytes, a write that was cut "
              "short); nothing was written. Run `autotune doctor --fix` to move it aside "
-             "into a backup file." % (session.log_path, len(loaded.torn)))
+             "into a backup file." % (loop.log_path, len(loaded.torn)))
 
 
 _VALUES_MAGIC = b"ATV2"  # v2: checks_failed values are not points
 
 
-def segment_values(session, loaded):
+def segment_values(loop, loaded):
     """The current segment's metric points, sorted (cached in values.bin)."""
     from array import array
     import bisect
@@ -4813,7 +4813,7 @@ def segment_values(session, loaded):
         return array("d", sorted(loaded.points))
     expected = state.metric_points - len(loaded.points)
     try:
-        with open(session.cache("values.bin"), "rb") as handle:
+        with open(loop.cache("values.bin"), "rb") as handle:
             data = handle.read()
         if (data[:4] == _VALUES_MAGIC and int.from_bytes(data[4:8], "little") == state.segment
                 and int.from_bytes(data[8:16], "little") == expected
@@ -4825,12 +4825,12 @@ def segment_values(session, loaded):
             return values
     except OSError:
         pass
-    return array("d", sorted(scan_segment_points(session, state)))
+    return array("d", sorted(scan_segment_points(loop, state)))
 
 
-def scan_segment_points(session, state):
+def scan_segment_points(loop, state):
     points = []
-    with open(session.log_path, "rb") as handle:
+    with open(loop.log_path, "rb") as handle:
         scratch = State()
         for _, raw in LogLines(handle, state.config_offset or 0):
             entry = parse_line(raw)
@@ -4844,16 +4844,16 @@ def scan_segment_points(session, state):
     return points
 
 
-def save_values(session, state, values):
+def save_values(loop, state, values):
     header = (_VALUES_MAGIC + state.segment.to_bytes(4, "little")
               + len(values).to_bytes(8, "little"))
-    write_atomic(session.cache("values.bin", create=True), header + values.tobytes())
+    write_atomic(loop.cache("values.bin", create=True), header + values.tobytes())
 
 
-def measurement_entry(m):
+def measurement_entry(measurement):
     """The log line `run` appends: what it measured and of which tree, without the output
     tails (those stay in the run.json cache, which only displays)."""
-    data = m.to_dict()
+    data = measurement.to_dict()
     for name in ("output", "chk_out", "warnings"):
         data.pop(name, None)
     if isinstance(data.get("holdout"), dict):
@@ -4863,7 +4863,7 @@ def measurement_entry(m):
     return entry
 
 
-def pending_measurement(session, state):
+def pending_measurement(loop, state):
     """The measurement that the next `log` records: the last `measurement` line `run`
     appended to the log in this segment with no result after it, as (Measurement, ref)
     where ref is {"offset", "sha256"} of that line; (None, None) when there is none.
@@ -4875,7 +4875,7 @@ def pending_measurement(session, state):
     if not _is_int(offset) or offset < (state.config_offset or 0):
         return None, None
     found = None
-    with open(session.log_path, "rb") as handle:
+    with open(loop.log_path, "rb") as handle:
         if offset:
             handle.seek(offset - 1)
             if handle.read(1) != b"\n":
@@ -4894,42 +4894,42 @@ def pending_measurement(session, state):
             {"offset": position, "sha256": hashlib.sha256(raw).hexdigest()})
 
 
-def load_measurement(session):
+def load_measurement(loop):
     """run.json: the last run's full answer (output tails included), for display only;
     `log` never reads it (an agent can rewrite it)."""
     missing = object()
-    data = read_json(session.cache("run.json"), missing)
+    data = read_json(loop.cache("run.json"), missing)
     try:
         return Measurement.from_dict(data) if data is not missing else None
     except (ValueError, TypeError, RecursionError):
         return None
 
 
-def save_measurement(session, measurement):
-    write_atomic(session.cache("run.json", create=True),
+def save_measurement(loop, measurement):
+    write_atomic(loop.cache("run.json", create=True),
                  json.dumps(measurement.to_dict(), ensure_ascii=False, allow_nan=False).encode("utf-8"))
 
 
-def drop_measurement(session):
+def drop_measurement(loop):
     try:
-        os.unlink(session.cache("run.json"))
+        os.unlink(loop.cache("run.json"))
     except OSError:
         pass
 
 
-def config_notes(session):
+def config_notes(loop):
     """The config file's warnings (keys read differently than written) and, for the
     commands that read it leniently, its errors: one line each, shown wherever the
     loop is shown."""
-    return list(session.settings.warnings) + [
+    return list(loop.settings.warnings) + [
         "%s Its default applies here; the commands that run the loop refuse until it is fixed." % error
-        for error in session.config_errors]
+        for error in loop.config_errors]
 
 
-def read_entries(session, start=0):
+def read_entries(loop, start=0):
     """Every parseable entry of the log from byte offset `start` (skipping junk)."""
     entries = []
-    with open(session.log_path, "rb") as handle:
+    with open(loop.log_path, "rb") as handle:
         for _, raw in LogLines(handle, start):
             entry = parse_line(raw)
             if entry is not None:
@@ -4939,12 +4939,12 @@ def read_entries(session, start=0):
 
 # ------------------------------------------------------------------- inputs ----
 
-def file_hashes(session):
+def file_hashes(loop):
     import hashlib
     hashes = {}
     for name in INTEGRITY_FILES:
         try:
-            with open(session.path(name), "rb") as handle:
+            with open(loop.path(name), "rb") as handle:
                 hashes[name] = hashlib.sha256(handle.read()).hexdigest()
         except OSError:
             pass
@@ -5009,16 +5009,16 @@ def ini_section(text, header):
     return "\n".join(lines) if lines else None
 
 
-def _npm_scripts(session):
+def _npm_scripts(loop):
     try:
-        data = json.loads((_read_bytes(session.path("package.json")) or b"{}").decode("utf-8"))
+        data = json.loads((_read_bytes(loop.path("package.json")) or b"{}").decode("utf-8"))
         scripts = data.get("scripts") if isinstance(data, dict) else None
         return scripts if isinstance(scripts, dict) else {}
     except (ValueError, UnicodeDecodeError, RecursionError):
         return {}
 
 
-def indirect_inputs(session, texts):
+def indirect_inputs(loop, texts):
     """The keys of what defines the commands the given scripts call: "Makefile",
     "package.json#scripts.test", "pyproject.toml#[tool.pytest.ini_options]"..."""
     keys = []
@@ -5026,9 +5026,9 @@ def indirect_inputs(session, texts):
     for text in texts:
         for tool, values in called_tools(text).items():
             calls.setdefault(tool, set()).update(values)
-    exists = lambda name: os.path.isfile(session.path(name))
+    exists = lambda name: os.path.isfile(loop.path(name))
     if "npm" in calls:
-        scripts = _npm_scripts(session)
+        scripts = _npm_scripts(loop)
         todo, seen = sorted(calls["npm"]), set()
         while todo:
             name = todo.pop()
@@ -5050,7 +5050,7 @@ def indirect_inputs(session, texts):
         for name in ("GNUmakefile", "makefile", "Makefile"):
             if exists(name):
                 keys.append(name)
-                text = (_read_bytes(session.path(name), 1 << 20) or b"").decode("utf-8", "replace")
+                text = (_read_bytes(loop.path(name), 1 << 20) or b"").decode("utf-8", "replace")
                 for line in text.splitlines():
                     if line.startswith(("include ", "-include ", "sinclude ")):
                         keys += [w for w in line.split()[1:] if exists(w)]
@@ -5067,18 +5067,18 @@ def indirect_inputs(session, texts):
         keys += [name for name in ("build.rs",) if exists(name)]
         keys += [".cargo/config.toml#[alias]", ".cargo/config#[alias]"]
     if "jest" in calls:
-        keys += [name for name in os.listdir(session.workdir)
+        keys += [name for name in os.listdir(loop.workdir)
                  if name.startswith(("jest.config.", "vitest.config.", "vite.config."))]
         keys.append("package.json#jest")
     keys += [os.path.normpath(path) for path in calls.get("script", ()) if exists(path)]
     return sorted(set(k for k in keys if k not in PROTECTED_FILES))
 
 
-def _input_digest(session, key):
+def _input_digest(loop, key):
     """sha256 of one protected input (a file, a package.json entry, an INI/TOML section),
     or None when it does not exist."""
     name, _, part = key.partition("#")
-    return _input_digest_of(_read_bytes(session.path(name)), part)
+    return _input_digest_of(_read_bytes(loop.path(name)), part)
 
 
 def _input_digest_of(data, part):
@@ -5101,15 +5101,15 @@ def _input_digest_of(data, part):
     return hashlib.sha256(data).hexdigest()
 
 
-def protected_glob_files(session, patterns):
+def protected_glob_files(loop, patterns):
     """The files (relative paths) the `protect` globs match, autotune's own files excepted."""
     import fnmatch
     import glob
     found = set()
-    root = glob.escape(session.workdir)
+    root = glob.escape(loop.workdir)
     for pattern in patterns:
         for path in glob.glob(os.path.join(root, pattern), recursive=True):
-            rel = os.path.relpath(path, session.workdir)
+            rel = os.path.relpath(path, loop.workdir)
             if (os.path.isfile(path) and not rel.startswith(".git" + os.sep) and rel != ".git"
                     and rel not in PROTECTED_FILES
                     and not any(fnmatch.fnmatch(rel, g) for g in PROTECTED_GLOBS)):
@@ -5117,24 +5117,24 @@ def protected_glob_files(session, patterns):
     return sorted(found)
 
 
-def input_hashes(session):
+def input_hashes(loop):
     """{key: sha256} of the loop's protected inputs: the files the config's `protect` globs
     match and, unless protectDefaults is false, what defines the commands the benchmark,
     checks and holdout call. Hashed at the baseline like the benchmark."""
-    keys = protected_glob_files(session, session.settings.protect)
-    if session.settings.protect_defaults:
-        texts = [(_read_bytes(session.path(name), 1 << 20) or b"").decode("utf-8", "replace")
+    keys = protected_glob_files(loop, loop.settings.protect)
+    if loop.settings.protect_defaults:
+        texts = [(_read_bytes(loop.path(name), 1 << 20) or b"").decode("utf-8", "replace")
                  for name in INTEGRITY_FILES]
-        keys += indirect_inputs(session, texts)
+        keys += indirect_inputs(loop, texts)
     hashes = {}
     for key in keys:
-        digest = _input_digest(session, key)
+        digest = _input_digest(loop, key)
         if digest is not None:
             hashes[key] = digest
     return hashes
 
 
-def check_inputs(session, state, current, since="the baseline of segment %d", run_again=False):
+def check_inputs(loop, state, current, since="the baseline of segment %d", run_again=False):
     """A protected input changed since the baseline (or since `run`, for `log`): refuse."""
     recorded = state.inputs if not isinstance(since, dict) else since
     if not isinstance(recorded, dict) or current is None:
@@ -5154,11 +5154,11 @@ def check_inputs(session, state, current, since="the baseline of segment %d", ru
                      new_segment_command(state)))
 
 
-def check_judge(session, state):
+def check_judge(loop, state):
     """The settings that decide a verdict are fixed by the baseline, like the benchmark."""
     if state.n_exp == 0 or state.config is None:
         return
-    changes = judge_changes(state.judge, session.settings.raw)
+    changes = judge_changes(state.judge, loop.settings.raw)
     if changes:
         fail("judge_changed", "The judge's settings changed since the baseline of segment %d "
              "(%s in %s); a segment is judged by one set of rules, so nothing was run. Put them "
@@ -5166,13 +5166,13 @@ def check_judge(session, state):
                  state.segment, changes_text(changes), CONFIG_FILE, new_segment_command(state)))
 
 
-def check_integrity(session, state, current=None):
+def check_integrity(loop, state, current=None):
     """A benchmark changed within a segment would move the goalposts: refuse. It may be
     edited freely until the baseline is logged; from then on it is fixed."""
     recorded = state.hashes
     if not isinstance(recorded, dict) or state.n_exp == 0:
         return
-    current = current if current is not None else file_hashes(session)
+    current = current if current is not None else file_hashes(loop)
     for name in INTEGRITY_FILES:
         if recorded.get(name) != current.get(name):
             what = ("was added" if name not in recorded else "was removed" if name not in current
@@ -5184,18 +5184,18 @@ def check_integrity(session, state, current=None):
 
 # --------------------------------------------------------- keep and restore ----
 
-def commit_entries(session, changes, head):
+def commit_entries(loop, changes, head):
     """The (mode, sha, path) entries a keep commits: the experiment's change applied to
     HEAD's version of each file. Where the user had uncommitted edits in a file before
     the experiment (the snapshot differs from HEAD there), the experiment's hunks are
     merged onto HEAD's version (3-way: base = the snapshot, ours = the experiment's file,
     HEAD), so the user's edits stay uncommitted in the working tree. Refuses, naming the
     files, when the two cannot be separated. Blobs are cleaned as git would commit them."""
-    repo = session.repo
-    head_entries = session_head_entries(session, head, [c.path for c in changes])
+    repo = loop.repo
+    head_entries = session_head_entries(loop, head, [c.path for c in changes])
     regular = (b"100644", b"100755")
     converted = converted_paths(repo, [c.path for c in changes if c.old_mode in regular
-                                       or c.new_mode in regular]) if session.converts is not False else set()
+                                       or c.new_mode in regular]) if loop.converts is not False else set()
 
     def entry(mode, sha, path):
         if mode == ZERO_MODE:
@@ -5254,13 +5254,13 @@ def lock_user_index(repo, again):
             time.sleep(0.1)
 
 
-def _new_user_index(session, head_entries, entries):
+def _new_user_index(loop, head_entries, entries):
     """The bytes of the user's index after a keep: each committed path staged as
     committed where the user had staged nothing else; a path the user staged differently
     gets the 3-way merge of their staged version with the keep (refused on a conflict)."""
     import shutil
-    repo = session.repo
-    index = session.cache("user.index", create=True)
+    repo = loop.repo
+    index = loop.cache("user.index", create=True)
     source = repo.index_path()
     if os.path.isfile(source):
         shutil.copy2(source, index)
@@ -5295,7 +5295,7 @@ def _new_user_index(session, head_entries, entries):
         return handle.read()
 
 
-def commit_changes(session, changes, message, again="autotune log"):
+def commit_changes(loop, changes, message, again="autotune log"):
     """Commits the experiment's change on top of HEAD through a private index: no
     pathspecs, hooks or --only semantics. What is committed is the experiment's hunks
     applied to HEAD's version of each file (commit_entries: the user's own uncommitted
@@ -5303,20 +5303,20 @@ def commit_changes(session, changes, message, again="autotune log"):
     at all: the index is locked first (waiting briefly on another git process), the new
     index is prepared in the lock file, then the ref moves and the lock file becomes the
     index. Returns the new HEAD, or None when HEAD already holds exactly this tree."""
-    repo = session.repo
+    repo = loop.repo
     head = repo.head()
-    entries = commit_entries(session, changes, head)
-    _, env = private_index(session, "commit.index")
+    entries = commit_entries(loop, changes, head)
+    _, env = private_index(loop, "commit.index")
     repo.run(["read-tree"] + ([head] if head else ["--empty"]), env=env)
     records = _index_records(entries)
     repo.run(["update-index", "-z", "--index-info"], input=records, env=env)
     tree = repo.run(["write-tree"], env=env).stdout.decode().strip()
     if head and tree == head_tree(repo, head):
         return None
-    head_entries = session_head_entries(session, head, [p for _, _, p in entries])
+    head_entries = session_head_entries(loop, head, [p for _, _, p in entries])
     lock_path, fd = lock_user_index(repo, again)
     try:
-        data = _new_user_index(session, head_entries, entries)
+        data = _new_user_index(loop, head_entries, entries)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
@@ -5338,16 +5338,16 @@ def commit_changes(session, changes, message, again="autotune log"):
     return commit
 
 
-def anchor_snapshot(session, tree):
+def anchor_snapshot(loop, tree):
     """Keeps the snapshot safe from `git gc`: for untracked files it is the only copy."""
-    session.repo.run(["update-ref", "--no-deref", "refs/autotune/snapshot/" +
-                      os.path.basename(session.cache_dir), tree])
+    loop.repo.run(["update-ref", "--no-deref", "refs/autotune/snapshot/" +
+                      os.path.basename(loop.cache_dir), tree])
 
 
-def save_discarded(session, base_tree, current_tree, label, description):
+def save_discarded(loop, base_tree, current_tree, label, description):
     """Keeps a discarded experiment reachable: a commit of the worktree before it and a
     child commit of the worktree with it, so `git show REF` is exactly the change."""
-    repo = session.repo
+    repo = loop.repo
     head = repo.head()
     parents = ["-p", head] if head else []
     before = _identity_retry(repo, ["commit-tree", base_tree] + parents + [
@@ -5477,17 +5477,17 @@ def write_in_tree(root, rel, mode, data):
         os.close(fd)
 
 
-def restore_sizes(session, changes):
+def restore_sizes(loop, changes):
     """{sha: size} of the blobs restore_changes would write (for a room check first)."""
     shas = sorted({c.old_sha for c in changes if c.old_mode not in (ZERO_MODE, GITLINK)
                    and c.new_mode != GITLINK})
     if not shas:
         return {}
-    out = session.repo.run(["cat-file", "--batch-check"], input=b"".join(s + b"\n" for s in shas)).stdout
+    out = loop.repo.run(["cat-file", "--batch-check"], input=b"".join(s + b"\n" for s in shas)).stdout
     return {line.split(b" ")[0]: int(line.split(b" ")[2]) for line in out.splitlines() if line.count(b" ") == 2}
 
 
-def restore_changes(session, changes):
+def restore_changes(loop, changes):
     """Returns the changed paths to their snapshot state, byte for byte: files the
     change created are deleted first, then modified and deleted files get the snapshot's
     raw bytes back (git's smudge filters and end-of-line conversion are not applied: the
@@ -5497,7 +5497,7 @@ def restore_changes(session, changes):
     except one standing where a snapshot file must go. Then the private index records
     the snapshot's entries for those paths. An OSError (a full disk) leaves the files
     already restored restored; calling again finishes the job."""
-    repo = session.repo
+    repo = loop.repo
     files = [c for c in changes if GITLINK not in (c.old_mode, c.new_mode)]
     if not files:
         return
@@ -5505,14 +5505,14 @@ def restore_changes(session, changes):
         if change.old_mode == ZERO_MODE:
             unlink_in_tree(repo.root, change.path)
     restore = [c for c in files if c.old_mode != ZERO_MODE]
-    cleaned = {(os.fsencode(p), s.encode()) for p, s in _raw_record(session)["cleaned"]} \
-        if session.converts is not False else set()
+    cleaned = {(os.fsencode(p), s.encode()) for p, s in _raw_record(loop)["cleaned"]} \
+        if loop.converts is not False else set()
     smudge = [c for c in restore if (c.path, c.old_sha) in cleaned]
     blobs = _cat_blobs(repo, [c.old_sha for c in restore if c not in smudge])
     for change in restore:
         if change not in smudge:
             write_in_tree(repo.root, change.path, change.old_mode, blobs[change.old_sha])
-    _, env = private_index(session, "snapshot.index")
+    _, env = private_index(loop, "snapshot.index")
     repo.run(["update-index", "-z", "--index-info"], env=env,
              input=_index_records((c.old_mode, c.old_sha, c.path) for c in files))
     if smudge:  # a large file whose snapshot is git's cleaned blob (an LFS pointer): as git would
@@ -5520,13 +5520,13 @@ def restore_changes(session, changes):
                  input=b"".join(c.path + b"\0" for c in smudge))
 
 
-def rebased_snapshot(session, tree, old_head, new_head):
+def rebased_snapshot(loop, tree, old_head, new_head):
     """The snapshot `tree` with the files that changed between two HEADs (a commit of the
     user's own made mid-experiment) taken from the new HEAD: the experiment in progress
     stays the difference between the working tree and the snapshot, and what the user
     committed is not mistaken for it."""
-    repo = session.repo
-    _, env = private_index(session, "rebase.index")
+    repo = loop.repo
+    _, env = private_index(loop, "rebase.index")
     repo.run(["read-tree", tree], env=env)
     if old_head and new_head:
         moved = repo.run(["diff-tree", "-r", "-z", "--no-renames", old_head, new_head]).stdout.split(b"\0")
@@ -5541,10 +5541,10 @@ def rebased_snapshot(session, tree, old_head, new_head):
     return repo.run(["write-tree"], env=env).stdout.decode().strip()
 
 
-def without_paths(session, tree, paths):
+def without_paths(loop, tree, paths):
     """`tree` with `paths` removed (an index polluted by ignored files, repaired)."""
-    repo = session.repo
-    _, env = private_index(session, "rebase.index")
+    repo = loop.repo
+    _, env = private_index(loop, "rebase.index")
     repo.run(["read-tree", tree], env=env)
     repo.run(["update-index", "-z", "--force-remove", "--stdin"], env=env,
              input=b"".join(p + b"\0" for p in paths))
@@ -5600,10 +5600,10 @@ class Swap(object):
     `autotune doctor --fix` (restore_swap) puts the candidate back, and every command
     that reads or changes the tree refuses until then."""
 
-    def __init__(self, session, best_tree, candidate_tree, purpose="run", tracked_only=False):
-        self.session, self.best_tree, self.candidate_tree = session, best_tree, candidate_tree
+    def __init__(self, loop, best_tree, candidate_tree, purpose="run", tracked_only=False):
+        self.loop, self.best_tree, self.candidate_tree = loop, best_tree, candidate_tree
         self.purpose = purpose
-        self.changes = experiment_changes(session, best_tree, candidate_tree, tracked_only=tracked_only)
+        self.changes = experiment_changes(loop, best_tree, candidate_tree, tracked_only=tracked_only)
         self.side, self.journal, self.stamp = "candidate", None, 0
 
     @property
@@ -5621,18 +5621,18 @@ class Swap(object):
         try:                                                # Ctrl-C: it is delivered after it
             if self.journal is None:
                 self._open()
-            with LogLock(self.session):
-                restore_changes(self.session, self.changes if side == "best" else _flipped(self.changes))
+            with LogLock(self.loop):
+                restore_changes(self.loop, self.changes if side == "best" else _flipped(self.changes))
             self.side = side
             self._stamp(side)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
 
     def _open(self):
-        session = self.session
-        self.journal = session.cache(SWAP_JOURNAL, create=True)
-        anchor = "refs/autotune/swap/" + os.path.basename(session.cache_dir)
-        session.repo.run(["update-ref", "--no-deref", anchor, self.candidate_tree])
+        loop = self.loop
+        self.journal = loop.cache(SWAP_JOURNAL, create=True)
+        anchor = "refs/autotune/swap/" + os.path.basename(loop.cache_dir)
+        loop.repo.run(["update-ref", "--no-deref", anchor, self.candidate_tree])
         write_atomic(self.journal, json.dumps({
             "purpose": self.purpose, "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
             "started": utc_now(),
@@ -5645,7 +5645,7 @@ class Swap(object):
         would otherwise run one side's stale code for the other."""
         now = int(time.time())
         self.stamp = max(now, self.stamp + 1)
-        root = self.session.repo.root
+        root = self.loop.repo.root
         for change in (self.changes if side == "best" else _flipped(self.changes)):
             if change.old_mode in (b"000000", b"120000", b"160000"):
                 continue
@@ -5661,54 +5661,54 @@ class Swap(object):
         if self.journal is None:
             return
         self.to("candidate")
-        _drop_swap(self.session)
+        _drop_swap(self.loop)
         self.journal = None
 
 
-def _drop_swap(session):
+def _drop_swap(loop):
     try:
-        os.unlink(session.cache(SWAP_JOURNAL))
+        os.unlink(loop.cache(SWAP_JOURNAL))
     except OSError:
         pass
-    session.repo.run(["update-ref", "-d", "refs/autotune/swap/" + os.path.basename(session.cache_dir)],
+    loop.repo.run(["update-ref", "-d", "refs/autotune/swap/" + os.path.basename(loop.cache_dir)],
                      check=False)
 
 
-def pending_swap(session):
+def pending_swap(loop):
     """The journal of a swap that did not finish (a measurement killed while the best's
     files were in place), or None."""
-    if session.repo is None:
+    if loop.repo is None:
         return None
     missing = object()
-    data = read_json(session.cache(SWAP_JOURNAL), missing)
+    data = read_json(loop.cache(SWAP_JOURNAL), missing)
     if data is missing:
         return None
     return data if isinstance(data, dict) else {}
 
 
-def refuse_pending_swap(session):
+def refuse_pending_swap(loop):
     """Every command that reads or changes the experiment's files refuses while a live
     measurement has the kept version in their place, and first puts the experiment's
     files back after a killed one (as `doctor --fix` does). Returns a warning or None."""
-    journal = pending_swap(session)
+    journal = pending_swap(loop)
     if journal is None:
         return None
     if swap_owner_alive(journal):
         fail("measuring", "`autotune %s` (pid %s) is measuring the kept code beside the candidate "
              "and has the kept version of the experiment's files in place; wait for it to finish." % (
                  journal.get("purpose", "run"), journal.get("pid")))
-    with LogLock(session):
-        return "restored" if recover_swap(session) else None
+    with LogLock(loop):
+        return "restored" if recover_swap(loop) else None
 
 
-def recover_swap(session):
+def recover_swap(loop):
     """After a measurement killed while the kept code was in place (its process is gone):
     puts the experiment's files back, exactly. Returns True when it restored something.
     Callers hold the LogLock."""
-    journal = pending_swap(session)
+    journal = pending_swap(loop)
     if journal is None or swap_owner_alive(journal):
         return False
-    restore_swap(session, journal)
+    restore_swap(loop, journal)
     return True
 
 
@@ -5720,7 +5720,7 @@ def swap_owner_alive(journal):
     return start is None or _process_start(pid) in (None, start)
 
 
-def restore_swap(session, journal):
+def restore_swap(loop, journal):
     """Puts the candidate's files back after an interrupted swap (idempotent: every path
     of the swap is written from the candidate's tree, whatever step was reached)."""
     best, candidate = journal.get("best_tree"), journal.get("candidate_tree")
@@ -5728,15 +5728,15 @@ def restore_swap(session, journal):
     if candidate is None and isinstance(legacy, str) and _is_hash(legacy):
         # the marker an earlier autotune.py wrote ({"tree", "pid"}: the candidate's tree, no
         # best_tree); its tracked files come back
-        restore_changes(session, experiment_changes(session, legacy, snapshot_tree(session), tracked_only=True))
-        _drop_swap(session)
+        restore_changes(loop, experiment_changes(loop, legacy, snapshot_tree(loop), tracked_only=True))
+        _drop_swap(loop)
         return []
     if not (isinstance(best, str) and _is_hash(best) and isinstance(candidate, str) and _is_hash(candidate)):
         fail("bad_journal", "The swap journal %s is damaged; restore the experiment's files by hand "
-             "(`git status`), then delete it." % session.cache(SWAP_JOURNAL))
-    changes = experiment_changes(session, best, candidate)
-    restore_changes(session, _flipped(changes))
-    _drop_swap(session)
+             "(`git status`), then delete it." % loop.cache(SWAP_JOURNAL))
+    changes = experiment_changes(loop, best, candidate)
+    restore_changes(loop, _flipped(changes))
+    _drop_swap(loop)
     return changes
 
 
@@ -5745,14 +5745,14 @@ class ExperimentFiles(object):
     the tree it measures. Asked only when needed (a failure's diagnosis, an equal
     result's line counts), and computed once."""
 
-    def __init__(self, session, base, tree):
-        self.session, self.base, self.tree = session, base, tree
+    def __init__(self, loop, base, tree):
+        self.loop, self.base, self.tree = loop, base, tree
         self._changes = None
 
     def changes(self):
         """The Change list, or None when unknown (no git, no snapshot: an old session)."""
-        if self._changes is None and self.base and self.tree and self.session.repo:
-            self._changes = experiment_changes(self.session, self.base, self.tree)
+        if self._changes is None and self.base and self.tree and self.loop.repo:
+            self._changes = experiment_changes(self.loop, self.base, self.tree)
         return self._changes
 
     def names(self):
@@ -5764,10 +5764,10 @@ class ExperimentFiles(object):
         changes = self.changes()
         if changes is None:
             return None, None
-        return line_counts(self.session, self.base, self.tree, changes)
+        return line_counts(self.loop, self.base, self.tree, changes)
 
     def roots(self):
-        repo = self.session.repo
+        repo = self.loop.repo
         return (repo.root, os.path.realpath(repo.root)) if repo else ()
 
 
@@ -6143,11 +6143,11 @@ class BenchmarkLock(object):
     A second caller is refused at once rather than queued: its measurement would be of
     a machine busy with the first one."""
 
-    def __init__(self, session, command):
-        self.session, self.command, self.fd = session, command, None
+    def __init__(self, loop, command):
+        self.loop, self.command, self.fd = loop, command, None
 
     def __enter__(self):
-        path = self.session.cache("bench.lock", create=True)
+        path = self.loop.cache("bench.lock", create=True)
         try:
             fd, taken = open_locked(path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
@@ -6193,10 +6193,10 @@ def holder_text(holder):
                                         json.dumps(holder.get("command"), ensure_ascii=False))
 
 
-def running_benchmark(session):
+def running_benchmark(loop):
     """The holder of the benchmark lock ({} when it does not say), or None when free."""
     try:
-        fd, taken = open_locked(session.cache("bench.lock"), os.O_RDWR)
+        fd, taken = open_locked(loop.cache("bench.lock"), os.O_RDWR)
     except OSError:
         return None
     try:
@@ -6251,11 +6251,11 @@ def is_benchmark_command(command, workdir):
     return _same_path(os.path.join(workdir, path), os.path.join(workdir, BENCH_FILE))
 
 
-def benchmark_command(session, command):
+def benchmark_command(loop, command):
     """(argv-or-string, shell, shown) for the benchmark; refuses what is not it."""
-    bench = session.path(BENCH_FILE)
+    bench = loop.path(BENCH_FILE)
     if os.path.isfile(bench):
-        if command is not None and not is_benchmark_command(command, session.workdir):
+        if command is not None and not is_benchmark_command(command, loop.workdir):
             fail("refused_command", "%s is not the benchmark: while %s exists, `run` runs only "
                  "./%s (anchored; no extra commands, arguments or wrappers)." % (
                      json.dumps(command), BENCH_FILE, BENCH_FILE))
@@ -6263,7 +6263,7 @@ def benchmark_command(session, command):
     if command is None:
         fail("no_benchmark", "No benchmark: %s does not exist in %s. Write it (it prints lines "
              "like `METRIC %s=<number>`) or pass --command." % (
-                 BENCH_FILE, session.workdir, "metric"))
+                 BENCH_FILE, loop.workdir, "metric"))
     text_arg(command, "--command")
     return command, True, command
 
@@ -6419,8 +6419,8 @@ class ProjectFiles(object):
         return None
 
 
-def project_files(session):
-    return ProjectFiles(session.workdir, session.repo.root if session.repo else None)
+def project_files(loop):
+    return ProjectFiles(loop.workdir, loop.repo.root if loop.repo else None)
 
 
 def is_lockfile(name):
@@ -6483,14 +6483,14 @@ def _pins_signature(files):
     return ",".join(parts)
 
 
-def tool_versions(session, tools, env, files, now=None):
+def tool_versions(loop, tools, env, files, now=None):
     """{tool: version or None} for the project's toolchains. A version is cached in the
     private cache dir, keyed by the executable's real path, mtime and size and by the
     version pin files, for an hour at most (a version manager can switch a tool behind the
     same path): `run` spawns the probes (concurrently) only when that key changes."""
     now = time.time() if now is None else now
     path = env.get("PATH")
-    cache_path = session.cache("toolchain.json") if session.repo else None  # never litter a non-repo
+    cache_path = loop.cache("toolchain.json") if loop.repo else None  # never litter a non-repo
     cache = read_json(cache_path or os.devnull)
     if not isinstance(cache, dict):
         cache = {}
@@ -6518,7 +6518,7 @@ def tool_versions(session, tools, env, files, now=None):
         else:
             todo.append((tool, exe, key))
     if todo:
-        probed = probe_versions([(tool, exe) for tool, exe, _ in todo], session.workdir, env)
+        probed = probe_versions([(tool, exe) for tool, exe, _ in todo], loop.workdir, env)
         fresh = {k: v for k, v in cache.items() if isinstance(v, list) and len(v) == 2
                  and _is_number(v[1]) and 0 <= now - v[1] < TOOLCHAIN_CACHE_SECONDS}
         for tool, _, key in todo:
@@ -6527,7 +6527,7 @@ def tool_versions(session, tools, env, files, now=None):
                 fresh[key] = [found[tool], now]
         try:
             if cache_path:
-                session.cache("toolchain.json", create=True)
+                loop.cache("toolchain.json", create=True)
                 write_atomic(cache_path, json.dumps(fresh, sort_keys=True).encode("utf-8"))
         except OSError:
             pass  # a cache that cannot be written costs a probe next time, nothing else
@@ -6732,10 +6732,10 @@ def propose_commands(files):
     return found
 
 
-def project_report(session):
+def project_report(loop):
     """What `detect` and `init --scaffold` say about the project: its toolchains, lockfiles
     and proposed commands (no process is started)."""
-    files = project_files(session)
+    files = project_files(loop)
     names = files.names()
     return {"tools": project_tools(names),
             "lockfiles": sorted(prefix + name for _, prefix, found in files.dirs for name in found
@@ -6743,9 +6743,9 @@ def project_report(session):
             "proposed": propose_commands(files)}
 
 
-def environment(head, session=None, run_env=None):
+def machine_facts(head, loop=None, run_env=None):
     """Facts that let a later reader tell machine drift from progress: the machine, and
-    with `session` the project's toolchain versions (cached; see tool_versions) and the
+    with `loop` the project's toolchain versions (cached; see tool_versions) and the
     SHA-256 of its lockfiles."""
     env = {"python": "%d.%d.%d" % sys.version_info[:3], "implementation": sys.implementation.name,
            "cpus": os.cpu_count(), "commit": head[:7] if head else None}
@@ -6768,10 +6768,10 @@ def environment(head, session=None, run_env=None):
                     break
     except OSError:
         pass
-    if session is not None:
-        files = project_files(session)
+    if loop is not None:
+        files = project_files(loop)
         tools = project_tools(files.names())
-        env["toolchain"] = tool_versions(session, tools, run_env or benchmark_env(session.settings.env),
+        env["toolchain"] = tool_versions(loop, tools, run_env or benchmark_env(loop.settings.env),
                                          files) if tools else {}
         env["lockfiles"] = lockfile_hashes(files)
     return env
@@ -6786,7 +6786,7 @@ def environment(head, session=None, run_env=None):
 _JSON_C1 = {code: "\\u%04x" % code for code in range(0x7f, 0xa0)}
 
 
-def output(obj):
+def print_json(obj):
     """One JSON object on stdout (agent-facing commands): no raw control character in
     it, so it is safe on a terminal too."""
     data = json.dumps(obj, ensure_ascii=False, allow_nan=False)
@@ -6797,7 +6797,7 @@ def output(obj):
     sys.stdout.flush()
 
 
-def say(text, stream=None, painted=False):
+def print_text(text, stream=None, painted=False):
     """Prints text for a person. Everything passes strip_controls, except text a
     renderer already built from cleaned values and painted with its own colours."""
     stream = stream or sys.stdout
@@ -6811,12 +6811,12 @@ def say(text, stream=None, painted=False):
 
 # ----------------------------------------------------------- text rendering ----
 
-def explain_data(session, loaded, disk=False):
+def explain_data(loop, loaded, disk=False):
     """The data behind explain, status and the dashboard. With `disk`, the lockfiles on
     disk are hashed and compared with the kept code's (explain and status only: the
     dashboard redraws every few seconds)."""
-    state = clock_state(session, loaded.state)
-    settings = session.settings
+    state = clock_state(loop, loaded.state)
+    settings = loop.settings
     config = state.config or {}
     action, advice = next_action(state)
     base = (state.baseline or {}).get("metric")
@@ -6834,10 +6834,10 @@ def explain_data(session, loaded, disk=False):
         changes = ["%s (result #%s)" % ("; ".join(changes), state.last_toolchain.get("index"))]
     if disk and state.toolchain:
         changes += toolchain_changes(dict(state.toolchain, tools={}), {
-            "tools": {}, "locks": lockfile_hashes(project_files(session))})
+            "tools": {}, "locks": lockfile_hashes(project_files(loop))})
     if changes:
         warnings.append(toolchain_warning(changes) + ".")
-    warnings.extend(config_notes(session))
+    warnings.extend(config_notes(loop))
     return {
         "name": config.get("name"), "metric": config.get("metric_name"), "unit": config.get("metric_unit"),
         "direction": config.get("direction"), "segment": state.segment, "segments": state.segments,
@@ -6857,7 +6857,7 @@ def explain_data(session, loaded, disk=False):
         "checks_failed": state.checks_failed, "timed_out": state.timed_out,
         "max_iterations": settings.max_iterations, "diagnosis": failure_diagnosis(state),
         "confidence": state.confidence, "next": action, "next_text": advice, "warnings": warnings,
-        "path": session.workdir,
+        "path": loop.workdir,
     }
 
 
@@ -6998,10 +6998,10 @@ def sparkline(values, width):
                    SPARKS[int(fraction(v, low, high) * (len(SPARKS) - 1) + 0.5)] for v in values)
 
 
-def dashboard_data(session, loaded, full=False, limit=20):
+def dashboard_data(loop, loaded, full=False, limit=20):
     state = loaded.state
-    data = explain_data(session, loaded)
-    results = segment_rows(read_entries(session, state.config_offset or 0))
+    data = explain_data(loop, loaded)
+    results = segment_rows(read_entries(loop, state.config_offset or 0))
     results = results[-1]["results"] if results else []
     direction = data.get("direction") or "lower"
     base = data.get("baseline")
@@ -7109,31 +7109,31 @@ def cmd_dashboard(args):
     colors = Colors(sys.stdout)
     width = terminal_columns()
     if not args.watch:
-        session = require_session(find_session(args.dir, lenient=True))
-        data = dashboard_data(session, load_state(session), full=args.full)
+        loop = require_loop(find_loop(args.dir, lenient=True))
+        data = dashboard_data(loop, load_state(loop), full=args.full)
         if args.json:
-            output(data)
+            print_json(data)
         else:
-            say(render_dashboard(data, colors, width), painted=colors.enabled)
+            print_text(render_dashboard(data, colors, width), painted=colors.enabled)
         return 0
     tty = sys.stdout.isatty()
     try:
         while True:  # started before the loop (or across a `clear`): wait for a session
-            session = find_session(args.dir, lenient=True)
-            if session.exists():
+            loop = find_loop(args.dir, lenient=True)
+            if loop.exists():
                 try:
-                    text = render_dashboard(dashboard_data(session, load_state(session), full=args.full),
+                    text = render_dashboard(dashboard_data(loop, load_state(loop), full=args.full),
                                             colors, width)
                 except FileNotFoundError:  # cleared between the check and the read
                     continue
             else:
                 text = "\n".join(_fit(line, width) for line in (
-                    "autotune: waiting for a session in %s" % strip_controls(session.workdir, ""),
+                    "autotune: waiting for a session in %s" % strip_controls(loop.workdir, ""),
                     "(`autotune init` starts one there; Ctrl-C quits)"))
-            say(("\033[H\033[2J" if tty else "") + text + ("" if tty else "\n"), painted=tty)
+            print_text(("\033[H\033[2J" if tty else "") + text + ("" if tty else "\n"), painted=tty)
             time.sleep(args.interval)
     except KeyboardInterrupt:
-        say("")
+        print_text("")
     return 0
 
 
@@ -7355,7 +7355,7 @@ def _code_spans(escaped):
     return "".join(part if i % 2 == 0 else "<code>%s</code>" % part for i, part in enumerate(parts))
 
 
-def _report_head(session, data, segments):
+def _report_head(loop, data, segments):
     """The report's HTML head, title, counts line, summary cards and next step."""
     esc = _html
     experiments = sum(len(s["results"]) for s in segments)
@@ -7365,7 +7365,7 @@ def _report_head(session, data, segments):
                esc(data.get("name") or ""), REPORT_CSS)]
     out.append('<h1>autotune report: %s</h1>' % esc(data.get("name") or "-"))
     out.append('<p class="muted">%s · generated %s · %d experiment%s in %d segment%s</p>' % (
-        esc(session.workdir), utc_now(), experiments, "" if experiments == 1 else "s", len(segments),
+        esc(loop.workdir), utc_now(), experiments, "" if experiments == 1 else "s", len(segments),
         "" if len(segments) == 1 else "s"))
     conf = data.get("confidence") or {}
     cards = [("health", "%s" % data["health"]), ("mode", data["mode"]),
@@ -7438,10 +7438,10 @@ def _experiment_row(segment, row, unit):
                 esc(row.get("description") or ""), notes))
 
 
-def render_report(session, loaded, entries):
+def render_report(loop, loaded, entries):
     segments = segment_rows(entries)
-    data = explain_data(session, loaded)
-    out = _report_head(session, data, segments)
+    data = explain_data(loop, loaded)
+    out = _report_head(loop, data, segments)
     out.append('<h2>Experiments by index</h2><p class="legend muted"><span style="color:#1a8f4c">● kept</span>'
                '<span>○ discarded</span><span style="color:#c9302c">○ crashed (no metric: on the axis)</span><span style="color:#d98b0a">● checks failed</span>'
                '<span style="color:#1a8f4c">— best so far</span><span>- - baseline</span></p>')
@@ -7459,13 +7459,13 @@ def render_report(session, loaded, entries):
     return "\n".join(out) + "\n"
 
 
-def write_output_file(session, name, data, flag):
+def write_output_file(loop, name, data, flag):
     """Writes a file the user named: never a session file, never renamed over a device
     or a symlink (written through them instead); errors are one line."""
     import fnmatch
     path = os.path.abspath(name)
     real = os.path.realpath(path)
-    workdir = os.path.realpath(session.workdir)
+    workdir = os.path.realpath(loop.workdir)
     if any(real == os.path.join(workdir, p) for p in PROTECTED_FILES) or (
             os.path.dirname(real) == workdir and
             any(fnmatch.fnmatch(os.path.basename(real), g) for g in PROTECTED_GLOBS)):
@@ -7482,28 +7482,28 @@ def write_output_file(session, name, data, flag):
             write_atomic(path, data)
     except OSError as exc:
         fail("io_error", "Cannot write %s (%s)." % (name, exc.strerror or exc))
-    if session.repo is not None and _is_inside(real, workdir) and os.path.isfile(real):
-        exclude_locally(session.repo, real)  # a report is not part of the next experiment
+    if loop.repo is not None and _is_inside(real, workdir) and os.path.isfile(real):
+        exclude_locally(loop.repo, real)  # a report is not part of the next experiment
     return path
 
 
 def cmd_report(args):
-    session = require_session(find_session(lenient=True))
-    loaded = load_state(session)
-    entries = read_entries(session)
+    loop = require_loop(find_loop(lenient=True))
+    loaded = load_state(loop)
+    entries = read_entries(loop)
     if args.html:
-        path = write_output_file(session, args.html, render_report(session, loaded, entries).encode("utf-8"),
+        path = write_output_file(loop, args.html, render_report(loop, loaded, entries).encode("utf-8"),
                                  "--html")
         count = sum(len(s["results"]) for s in segment_rows(entries))
         if args.json:
-            output({"path": path, "experiments": count})
+            print_json({"path": path, "experiments": count})
         else:
-            say("autotune: wrote %s (%d experiments)" % (path, count))
+            print_text("autotune: wrote %s (%d experiments)" % (path, count))
         return 0
-    data = explain_data(session, loaded)
+    data = explain_data(loop, loaded)
     segments = segment_rows(entries)
     if args.json:
-        output({"summary": data, "segments": [{"number": s["number"], "config": s["config"],
+        print_json({"summary": data, "segments": [{"number": s["number"], "config": s["config"],
                                                 "results": len(s["results"])} for s in segments]})
         return 0
     lines = ["# autotune report: %s" % (data.get("name") or "-"), ""]
@@ -7537,15 +7537,15 @@ def cmd_report(args):
             len(segment["results"]), sum(1 for r in segment["results"] if r.get("status") == "keep"),
             sum(1 for r in segment["results"] if r.get("status") == "discard"),
             sum(1 for r in segment["results"] if r.get("status") in CRASH_STATUSES)))
-    say("\n".join(lines))
+    print_text("\n".join(lines))
     return 0
 
 
 def cmd_export(args):
     import csv
     import io
-    session = require_session(find_session(lenient=True))
-    segments = segment_rows(read_entries(session))
+    loop = require_loop(find_loop(lenient=True))
+    segments = segment_rows(read_entries(loop))
     if args.segment is not None:
         segments = [s for s in segments if s["number"] == args.segment]
         if not segments:
@@ -7577,11 +7577,11 @@ def cmd_export(args):
             buffer = io.StringIO()
             csv.writer(buffer, lineterminator="\n").writerows(table)
             text = buffer.getvalue()
-    for note in config_notes(session):
-        say("autotune: warning: " + note, sys.stderr)  # the data stays clean on stdout
+    for note in config_notes(loop):
+        print_text("autotune: warning: " + note, sys.stderr)  # the data stays clean on stdout
     if args.output:
-        write_output_file(session, args.output, text.encode("utf-8"), "--output")
-        say("autotune: wrote %d rows to %s" % (len(rows), args.output), sys.stderr)
+        write_output_file(loop, args.output, text.encode("utf-8"), "--output")
+        print_text("autotune: wrote %d rows to %s" % (len(rows), args.output), sys.stderr)
     else:
         sys.stdout.buffer.write(text.encode("utf-8", "replace"))
     return 0
@@ -7589,7 +7589,7 @@ def cmd_export(args):
 
 # --------------------------------------------------------------------- init ----
 
-def _init_arguments(session, args):
+def _init_arguments(loop, args):
     """`init`'s arguments checked before anything is written: the name, the unit (as
     the scaffold plan settles it) and the --size globs, as (name, unit, sizes)."""
     name = text_arg(args.name, "--name")
@@ -7604,32 +7604,32 @@ def _init_arguments(session, args):
     if args.checks is not None:
         text_arg(args.checks, "--checks")
     sizes = [text_arg(glob, "--size") for glob in args.size or []]
-    return name, check_scaffold_plan(session, args, unit, sizes), sizes
+    return name, check_scaffold_plan(loop, args, unit, sizes), sizes
 
 
-def _config_entry(session, args, name, unit, segment, sizes, snapshot, inputs):
+def _config_entry(loop, args, name, unit, segment, sizes, snapshot, inputs):
     """The segment's config line: the objective, the config sections that judge and
     steer the loop as written, the project commands given, and the fingerprints
     (benchmark files, protected inputs, judge, snapshot) later lines are checked against."""
     entry = {"type": "config", "name": name, "metric_name": args.metric, "metric_unit": unit,
-             "direction": args.direction, "segment": segment, "mode": session.settings.mode,
+             "direction": args.direction, "segment": segment, "mode": loop.settings.mode,
              "objective": {"primaryMetric": args.metric, "direction": args.direction}}
     for section in ("health", "recovery", "budget", "evaluator", "guardrails", "holdout"):
-        if section in session.settings.raw:
-            entry[section] = session.settings.raw[section]
-    if session.settings.max_iterations:
-        entry["maxIterations"] = session.settings.max_iterations
+        if section in loop.settings.raw:
+            entry[section] = loop.settings.raw[section]
+    if loop.settings.max_iterations:
+        entry["maxIterations"] = loop.settings.max_iterations
     commands = {key: value for key, value in (("benchmark", args.benchmark), ("checks", args.checks),
                                               ("size", sizes)) if value}
     if commands:  # what setup-permissions --with-project-commands allows
         entry["commands"] = commands
     entry.update(timestamp=utc_now(), session_id=os.environ.get("CLAUDE_CODE_SESSION_ID"),
-                 hashes=file_hashes(session), inputs=inputs,
-                 judge=judge_of(session.settings.raw), snapshot=snapshot, version=VERSION)
+                 hashes=file_hashes(loop), inputs=inputs,
+                 judge=judge_of(loop.settings.raw), snapshot=snapshot, version=VERSION)
     return entry
 
 
-def _scaffold_answer(session, repo, args, scaffolded, sizes):
+def _scaffold_answer(loop, repo, args, scaffolded, sizes):
     """What `init --scaffold` adds to the answer: the files it wrote, those it left as
     they were (scaffolding never overwrites), the proposed project commands, and a
     --size glob git does not ignore."""
@@ -7641,8 +7641,8 @@ def _scaffold_answer(session, repo, args, scaffolded, sizes):
         result["note"] = ("%s already existed, so --benchmark/--checks/--size did not change %s "
                           "(scaffolding never overwrites)" % (" and ".join(skipped),
                                                               "them" if len(skipped) > 1 else "it"))
-    result.update(proposal_answer(session, args, sizes))
-    unignored = [glob for glob in sizes if not ignored_by_git(repo, session.workdir, glob)]
+    result.update(proposal_answer(loop, args, sizes))
+    unignored = [glob for glob in sizes if not ignored_by_git(repo, loop.workdir, glob)]
     if unignored:
         result["size_note"] = ("git does not ignore %s: the build output would look like the "
                                "experiment's change (a keep commits it); add its directory to "
@@ -7650,14 +7650,14 @@ def _scaffold_answer(session, repo, args, scaffolded, sizes):
     return result
 
 
-def _protect_hint(session):
+def _protect_hint(loop):
     """Without a "protect" list: the usual data and test directories this project has,
     proposed for one (an experiment could otherwise change them), or {}."""
-    if session.settings.protect:
+    if loop.settings.protect:
         return {}
     proposal = [g for g in ("tests/**", "test/**", "benchmark/data/**", "bench/data/**",
                             "data/**", "fixtures/**", "testdata/**")
-                if os.path.isdir(session.path(g[:-3]))]
+                if os.path.isdir(loop.path(g[:-3]))]
     if not proposal:
         return {}
     return {"suggest_protect": proposal,
@@ -7667,63 +7667,63 @@ def _protect_hint(session):
 
 
 def cmd_init(args):
-    session = find_session()
-    name, unit, sizes = _init_arguments(session, args)
-    repo = require_repo(session)
-    refuse_pending_swap(session)
-    created_log = not os.path.exists(session.log_path)
-    scaffolded = scaffold(session, name, args.metric, unit, args.direction, args.benchmark,
+    loop = find_loop()
+    name, unit, sizes = _init_arguments(loop, args)
+    repo = require_repo(loop)
+    refuse_pending_swap(loop)
+    created_log = not os.path.exists(loop.log_path)
+    scaffolded = scaffold(loop, name, args.metric, unit, args.direction, args.benchmark,
                           args.checks, sizes) if args.scaffold else []
     try:
-        with LogLock(session, create=True) as lock:
-            loaded = load_state(session)
-            torn_tail_error(session, loaded)
+        with LogLock(loop, create=True) as lock:
+            loaded = load_state(loop)
+            torn_tail_error(loop, loaded)
             state = loaded.state
             reinit = state.config is not None
             segment = state.segment if (reinit and state.n_exp == 0) else state.segment + 1
-            exclude_session_files(session)  # out of `git status`; never the user's .gitignore
-            snapshot = {"tree": snapshot_tree(session), "head": repo.head()}
-            if session.oversized:
-                snapshot["large"] = large_record(session)
-            anchor_snapshot(session, snapshot["tree"])
-            warnings = init_warnings(session, snapshot)
-            inputs = input_hashes(session)
-            entry = _config_entry(session, args, name, unit, segment, sizes, snapshot, inputs)
-            append_entries(lock, session, loaded, [entry])
+            exclude_session_files(loop)  # out of `git status`; never the user's .gitignore
+            snapshot = {"tree": snapshot_tree(loop), "head": repo.head()}
+            if loop.oversized:
+                snapshot["large"] = large_record(loop)
+            anchor_snapshot(loop, snapshot["tree"])
+            warnings = init_warnings(loop, snapshot)
+            inputs = input_hashes(loop)
+            entry = _config_entry(loop, args, name, unit, segment, sizes, snapshot, inputs)
+            append_entries(lock, loop, loaded, [entry])
             from array import array
-            save_values(session, state, array("d"))
-            drop_measurement(session)
+            save_values(loop, state, array("d"))
+            drop_measurement(loop)
     except BaseException:
-        if created_log and os.path.exists(session.log_path) and os.path.getsize(session.log_path) == 0:
-            os.unlink(session.log_path)
+        if created_log and os.path.exists(loop.log_path) and os.path.getsize(loop.log_path) == 0:
+            os.unlink(loop.log_path)
         raise
     result = {"status": "initialized", "name": name, "metric": args.metric, "unit": unit,
               "direction": args.direction, "segment": segment, "reinit": reinit,
-              "path": session.workdir, "max_exp": session.settings.max_iterations,
+              "path": loop.workdir, "max_exp": loop.settings.max_iterations,
               "mode": state.mode, "branch": repo.branch(), "commit": (snapshot["head"] or "")[:7] or None}
     result["protected"] = sorted(inputs)
     if args.scaffold:
-        result.update(_scaffold_answer(session, repo, args, scaffolded, sizes))
-    result.update(_protect_hint(session))
-    if not os.path.isfile(session.path(BENCH_FILE)):
+        result.update(_scaffold_answer(loop, repo, args, scaffolded, sizes))
+    result.update(_protect_hint(loop))
+    if not os.path.isfile(loop.path(BENCH_FILE)):
         warnings.insert(0, "%s does not exist yet; `run` needs it (or --command)." % BENCH_FILE)
     elif not snapshot["head"]:
         warnings.insert(0, "the repository has no commit yet: the first keep becomes its first commit")
     if warnings:
         result["warning"] = "; ".join(warnings)
-    if config_notes(session):
-        result["warnings"] = config_notes(session)
-    output(result)
+    if config_notes(loop):
+        result["warnings"] = config_notes(loop)
+    print_json(result)
 
 
-def init_warnings(session, snapshot):
+def init_warnings(loop, snapshot):
     """What a new user should know before the first experiment: their own uncommitted
     edits (a keep separates them from the experiment's, but not on the same lines), and
     files too large to snapshot."""
     warnings = []
     head = snapshot["head"]
     if head:
-        dirty = [c.name for c in diff_trees(session, head_tree(session.repo, head), snapshot["tree"],
+        dirty = [c.name for c in diff_trees(loop, head_tree(loop.repo, head), snapshot["tree"],
                                             tracked_only=True)]
         if dirty:
             warnings.append(
@@ -7731,13 +7731,13 @@ def init_warnings(session, snapshot):
                 "experiment's hunks), but an experiment that edits the same lines cannot be kept; "
                 "commit or stash them first for the cleanest history" % (
                     ", ".join(dirty[:10]), " and %d more" % (len(dirty) - 10) if len(dirty) > 10 else ""))
-    if session.oversized:
-        big = sorted(session.oversized.items())
+    if loop.oversized:
+        big = sorted(loop.oversized.items())
         warnings.append(
             "%s %s over the snapshot size limit (git.maxFileMB = %s): recorded by size and time, "
             "never copied into .git, committed or reverted by autotune" % (
                 ", ".join("%s (%s)" % (os.fsdecode(p), _size_text(v[0])) for p, v in big[:10]),
-                "is" if len(big) == 1 else "are", _fmt(session.settings.max_file_bytes / float(1 << 20))))
+                "is" if len(big) == 1 else "are", _fmt(loop.settings.max_file_bytes / float(1 << 20))))
     return warnings
 
 
@@ -7766,12 +7766,12 @@ def size_scale(metric, unit):
     return _SIZE_UNITS.get(metric.lower().rsplit("_", 1)[-1] if "_" in metric else "", 1)
 
 
-def check_scaffold_plan(session, args, unit, sizes):
+def check_scaffold_plan(loop, args, unit, sizes):
     """Refuses a scaffold that could not print the metric; returns the unit to record
     (a size metric without --unit is in bytes, or in its suffix's unit)."""
     if sizes and not args.scaffold:
         fail("bad_arguments", "--size writes autotune.sh: add --scaffold.")
-    if not args.scaffold or os.path.exists(session.path(BENCH_FILE)):
+    if not args.scaffold or os.path.exists(loop.path(BENCH_FILE)):
         return unit
     if sizes:
         scale = size_scale(args.metric, unit)
@@ -7789,9 +7789,9 @@ def check_scaffold_plan(session, args, unit, sizes):
     return unit
 
 
-def proposal_answer(session, args, sizes):
+def proposal_answer(loop, args, sizes):
     """The project's own commands, proposed in init's answer (never used silently)."""
-    report = project_report(session)
+    report = project_report(loop)
     answer = {"proposed": report["proposed"], "tools": report["tools"]}
     if any(report["proposed"].values()):
         answer["proposal_note"] = (
@@ -7852,7 +7852,7 @@ def size_benchmark_body(metric, scale, patterns, build):
                    " ".join(_shell_quote(p) for p in patterns))
 
 
-def scaffold(session, name, metric, unit, direction, workload, checks, sizes=None):
+def scaffold(loop, name, metric, unit, direction, workload, checks, sizes=None):
     """Writes the session templates that do not exist yet; never overwrites a file.
     Values are quoted where they land (shlex.quote in shell, repr in Python, JSON in
     comments), never pasted into code; only --benchmark and --checks, which are the
@@ -7861,7 +7861,7 @@ def scaffold(session, name, metric, unit, direction, workload, checks, sizes=Non
     written = []
 
     def write(filename, text, executable=False):
-        path = session.path(filename)
+        path = loop.path(filename)
         if os.path.exists(path):
             return
         with open(path, "x", encoding="utf-8") as handle:
@@ -7925,14 +7925,14 @@ def cmd_detect(args):
     versions), lockfiles, the command that syncs its dependencies, and its own build, test
     and benchmark commands to propose in the setup questions. Writes nothing but the
     private version cache (inside .git)."""
-    session = find_session(lenient=True)
-    report = project_report(session)
+    loop = find_loop(lenient=True)
+    report = project_report(loop)
     tools = report["tools"]
-    versions = tool_versions(session, tools, benchmark_env(session.settings.env), project_files(session))
-    deps = [name for name in report["lockfiles"] + sorted(project_files(session).names() & set(MANIFESTS))
+    versions = tool_versions(loop, tools, benchmark_env(loop.settings.env), project_files(loop))
+    deps = [name for name in report["lockfiles"] + sorted(project_files(loop).names() & set(MANIFESTS))
             if "/" not in name]
-    output({"path": session.workdir, "tools": versions, "lockfiles": report["lockfiles"],
-            "sync": sync_commands(session.workdir, deps), "proposed": report["proposed"],
+    print_json({"path": loop.workdir, "tools": versions, "lockfiles": report["lockfiles"],
+            "sync": sync_commands(loop.workdir, deps), "proposed": report["proposed"],
             "note": "proposals read from the project's files (each with its `from`); nothing was run "
                     "but the tools' --version"})
 
@@ -7940,61 +7940,61 @@ def cmd_detect(args):
 # ---------------------------------------------------------------------- run ----
 
 def cmd_run(args):
-    session = require_session(find_session())
-    settings = session.settings
-    loaded = load_state(session)
+    loop = require_loop(find_loop())
+    settings = loop.settings
+    loaded = load_state(loop)
     state = loaded.state
-    check_active(session, state)
-    argv, shell, shown = benchmark_command(session, args.command)
-    hashes = file_hashes(session)  # read once: checked now, recorded with the measurement
-    check_integrity(session, state, hashes)
-    check_judge(session, state)
-    inputs = input_hashes(session)
+    check_active(loop, state)
+    argv, shell, shown = benchmark_command(loop, args.command)
+    hashes = file_hashes(loop)  # read once: checked now, recorded with the measurement
+    check_integrity(loop, state, hashes)
+    check_judge(loop, state)
+    inputs = input_hashes(loop)
     if state.n_exp:
-        check_inputs(session, state, inputs)
-    with BenchmarkLock(session, shown):
-        measure(args, session, state, argv, shell, shown, hashes, inputs)
+        check_inputs(loop, state, inputs)
+    with BenchmarkLock(loop, shown):
+        measure(args, loop, state, argv, shell, shown, hashes, inputs)
 
 
 class RunContext(object):
     """What one `run` measures with: its settings, command, environment and the sweep
     that kills what its benchmarks leave behind (set once the sweep starts)."""
 
-    def __init__(self, args, session, state, argv, shell, shown):
-        settings = session.settings
-        self.session, self.state, self.settings = session, state, settings
+    def __init__(self, args, loop, state, argv, shell, shown):
+        settings = loop.settings
+        self.loop, self.state, self.settings = loop, state, settings
         self.argv, self.shell, self.shown = argv, shell, shown
         self.repeat = args.repeat if args.repeat is not None else settings.repeat
         self.timeout = args.timeout if args.timeout is not None else settings.timeout
         self.checks_timeout = args.checks_timeout if args.checks_timeout is not None else settings.checks_timeout
         self.pname, self.direction = require_metric_name(state), state.config.get("direction", "lower")
-        self.head = session.repo.head() if session.repo else None
+        self.head = loop.repo.head() if loop.repo else None
         self.env = benchmark_env(settings.env, AUTOTUNE_SEGMENT=str(state.segment),
                                  AUTOTUNE_RUN=str(state.n_exp + 1))
         self.sweep = None
 
     def runner(self, gate=None, progress=None, side=None):
-        return SampleRunner(self.argv, self.shell, self.session.workdir, self.timeout, self.env, self.pname,
+        return SampleRunner(self.argv, self.shell, self.loop.workdir, self.timeout, self.env, self.pname,
                             self.sweep, gate, progress, side)
 
 
 def run_prelude(ctx):
     """Before any execution: the config notes, a recovered swap, the tree to measure and
     the warnings about it. Returns (warnings, tree_before)."""
-    session, state = ctx.session, ctx.state
-    warnings = config_notes(session)
+    loop, state = ctx.loop, ctx.state
+    warnings = config_notes(loop)
     if state.snapshot and state.snapshot.get("head") and ctx.head != state.snapshot.get("head"):
         warnings.append("HEAD moved outside autotune since the last logged result; `log` will "
                         "refuse to commit or revert until you check it (see `autotune doctor`).")
-    if not session.repo:
+    if not loop.repo:
         return warnings, None
-    with LogLock(session):
-        ensure_excluded(session)
-        if recover_swap(session):
+    with LogLock(loop):
+        ensure_excluded(loop)
+        if recover_swap(loop):
             warnings.append("a killed `run` had left the kept code in place of the experiment; "
                             "the experiment's files were restored first")
-        tree_before = snapshot_tree(session)
-    large = large_changes((state.snapshot or {}).get("large"), large_record(session))
+        tree_before = snapshot_tree(loop)
+    large = large_changes((state.snapshot or {}).get("large"), large_record(loop))
     if large:
         warnings.append("%s changed but %s over the snapshot size limit (git.maxFileMB): "
                         "autotune neither commits nor reverts %s" % (
@@ -8011,7 +8011,7 @@ def run_looks(ctx, reference, deterministic, warnings):
     code cannot be measured beside the candidate."""
     looks = interleaved_looks(reference, ctx.repeat, ctx.settings, deterministic)
     if looks is not None:
-        why_not = interleave_obstacle(ctx.session, ctx.state, ctx.head)
+        why_not = interleave_obstacle(ctx.loop, ctx.state, ctx.head)
         if why_not:
             warnings.append("judged against the kept code's earlier samples, not measured beside it: "
                             "%s; a change of the machine's speed since then decides the verdict" % why_not)
@@ -8019,11 +8019,11 @@ def run_looks(ctx, reference, deterministic, warnings):
     return looks
 
 
-def sample_interleaved(ctx, m, runner, gate, looks, tree_before, progress):
+def sample_interleaved(ctx, measurement, runner, gate, looks, tree_before, progress):
     """The kept code and the candidate, alternately (collect_pairs), with the experiment's
     files swapped in place. Fills m.samples/m.sample_metrics; returns (judged verdict and
     evidence or None, the paired record, the swap, notes)."""
-    swap = Swap(ctx.session, ctx.state.snapshot["tree"], tree_before)
+    swap = Swap(ctx.loop, ctx.state.snapshot["tree"], tree_before)
     kept_runner = ctx.runner(progress=progress, side="best")
     runner.side = "candidate"
     sides = {"best": kept_runner, "candidate": runner}
@@ -8039,10 +8039,10 @@ def sample_interleaved(ctx, m, runner, gate, looks, tree_before, progress):
         warmup = runner.take(0)
     try:
         if gate.path and (warmup is None or runner.halted):
-            m.samples, m.sample_metrics = ([warmup[0]], [warmup[1]]) if warmup else ([], [])
+            measurement.samples, measurement.sample_metrics = ([warmup[0]], [warmup[1]]) if warmup else ([], [])
             best_samples, best_metrics, orders, verdict, evidence, alpha = [], [], [], None, None, None
         else:
-            (m.samples, m.sample_metrics, best_samples, best_metrics, orders, verdict, evidence, notes,
+            (measurement.samples, measurement.sample_metrics, best_samples, best_metrics, orders, verdict, evidence, notes,
              alpha) = collect_pairs(take, looks, ctx.direction, ctx.settings, pair_order_rng())
     finally:
         swap.close()
@@ -8061,144 +8061,144 @@ def sample_interleaved(ctx, m, runner, gate, looks, tree_before, progress):
     return ((verdict, evidence) if verdict is not None else None), paired, swap, notes
 
 
-def take_outcome(m, runner, gate):
+def take_outcome(measurement, runner, gate):
     """What the candidate's last execution and the checks say: exit, output, pass/crash,
     the medians of its samples."""
     outcome = runner.last
-    m.exit, m.timeout, m.reason, m.dur = outcome.exit, outcome.timeout, runner.problem, round(runner.dur, 3)
-    m.output = outcome.error or outcome.output
-    m.passed = runner.problem is None
-    m.crashed = not m.passed
+    measurement.exit, measurement.timeout, measurement.reason, measurement.dur = outcome.exit, outcome.timeout, runner.problem, round(runner.dur, 3)
+    measurement.output = outcome.error or outcome.output
+    measurement.passed = runner.problem is None
+    measurement.crashed = not measurement.passed
     if runner.dropped:
-        m.warnings.append("the benchmark printed %d METRIC line%s with names beyond the first %d "
+        measurement.warnings.append("the benchmark printed %d METRIC line%s with names beyond the first %d "
                           "secondary metrics; %s ignored (autotune keeps at most %d names)" % (
                               runner.dropped, "" if runner.dropped == 1 else "s", MAX_METRIC_NAMES,
                               "it was" if runner.dropped == 1 else "they were", MAX_METRIC_NAMES))
-    m.checks, m.chk_out, checks_timed_out = gate.result()
-    if m.passed:
-        m.primary = median(m.samples)
-        m.metrics = median_metrics(m.sample_metrics, exclude=m.pname)
+    measurement.checks, measurement.chk_out, checks_timed_out = gate.result()
+    if measurement.passed:
+        measurement.primary = median(measurement.samples)
+        measurement.metrics = median_metrics(measurement.sample_metrics, exclude=measurement.pname)
     return checks_timed_out
 
 
-def judge_run(ctx, m, basis, paired, swap, experiment, judged):
+def judge_run(ctx, measurement, basis, paired, swap, experiment, judged):
     """The verdict, the suggested status and, for a keep, the holdout. `basis` is
     (reference samples, reference info, noise MAD, plan)."""
     state, settings = ctx.state, ctx.settings
     reference, reference_info, noise_mad, plan = basis
     baseline_metrics = paired["best_metrics"] if paired else (
         (state.reference or {}).get("metrics") or (state.baseline or {}).get("metrics"))
-    m.verdict, m.evidence, m.guardrails = verdict_of(m, reference, reference_info, ctx.direction, settings,
+    measurement.verdict, measurement.evidence, measurement.guardrails = verdict_of(measurement, reference, reference_info, ctx.direction, settings,
                                                      noise_mad, plan.alpha, baseline_metrics, judged)
-    m.suggested_status, m.status_rule = suggested_status(
-        m.verdict, *(experiment.lines() if m.verdict in EQUAL_VERDICTS else (None, None)))
-    if m.suggested_status != "keep" or not os.path.isfile(ctx.session.path(HOLDOUT_FILE)):
+    measurement.suggested_status, measurement.status_rule = suggested_status(
+        measurement.verdict, *(experiment.lines() if measurement.verdict in EQUAL_VERDICTS else (None, None)))
+    if measurement.suggested_status != "keep" or not os.path.isfile(ctx.loop.path(HOLDOUT_FILE)):
         return
     if paired:
-        m.holdout, holdout_ref = holdout_pairs(ctx.session, ctx.pname, ctx.timeout, ctx.env, ctx.sweep, swap)
+        measurement.holdout, holdout_ref = holdout_pairs(ctx.loop, ctx.pname, ctx.timeout, ctx.env, ctx.sweep, swap)
     else:
-        m.holdout = run_holdout(ctx.session, ctx.pname, ctx.timeout, ctx.env, ctx.sweep)
+        measurement.holdout = run_holdout(ctx.loop, ctx.pname, ctx.timeout, ctx.env, ctx.sweep)
         holdout_ref = (state.reference or {}).get("holdout")
         if not _is_number(holdout_ref):
             holdout_ref = (state.baseline or {}).get("holdout")
-    m.verdict, m.holdout = holdout_verdict(m.verdict, m.holdout, holdout_ref, ctx.direction,
+    measurement.verdict, measurement.holdout = holdout_verdict(measurement.verdict, measurement.holdout, holdout_ref, ctx.direction,
                                            settings.holdout_tolerance_pct)
-    if m.verdict == "holdout_failed":
-        m.suggested_status, m.status_rule = suggested_status(m.verdict)
+    if measurement.verdict == "holdout_failed":
+        measurement.suggested_status, measurement.status_rule = suggested_status(measurement.verdict)
 
 
-def note_window(m, paired, plan, looks, settings):
+def note_window(measurement, paired, plan, looks, settings):
     """The machine during the pairs: the load average, a too-noisy or too-busy verdict
     with its cause and remedies, the per-side contention."""
     if not paired:
         return
-    paired["load"] = m.load
-    m.paired = paired
-    if m.evidence is None:
+    paired["load"] = measurement.load
+    measurement.paired = paired
+    if measurement.evidence is None:
         return
-    too_noisy = noise_verdict(m.evidence, plan.alpha, looks, settings, m.load)
+    too_noisy = noise_verdict(measurement.evidence, plan.alpha, looks, settings, measurement.load)
     if too_noisy:
-        m.evidence["too_noisy"] = too_noisy
-        m.warnings.append(too_noisy["message"])
-    busy = busy_verdict(m.verdict, m.evidence, looks)
+        measurement.evidence["too_noisy"] = too_noisy
+        measurement.warnings.append(too_noisy["message"])
+    busy = busy_verdict(measurement.verdict, measurement.evidence, looks)
     if busy:
-        m.evidence["contention"]["busy"] = busy
-        m.warnings.append(busy)
-    if m.evidence.get("contention"):
-        paired["contention"] = m.evidence["contention"]
-    m.evidence["interleaved"] = {"best": paired["best"], "order": paired["order"], "load": m.load}
+        measurement.evidence["contention"]["busy"] = busy
+        measurement.warnings.append(busy)
+    if measurement.evidence.get("contention"):
+        paired["contention"] = measurement.evidence["contention"]
+    measurement.evidence["interleaved"] = {"best": paired["best"], "order": paired["order"], "load": measurement.load}
 
 
-def diagnose_run(ctx, m, experiment, checks_timed_out):
+def diagnose_run(ctx, measurement, experiment, checks_timed_out):
     """A failure's diagnosis, the toolchain drift and protected inputs the benchmark
     changed; the environment recorded with the measurement."""
-    m.env = environment(ctx.head, ctx.session, ctx.env)
-    m.env["load_run"] = m.load    # the load average before and after this run's executions
-    if m.crashed or m.checks is False:
-        kind = (("timeout" if m.timeout else "crash") if m.crashed
+    measurement.env = machine_facts(ctx.head, ctx.loop, ctx.env)
+    measurement.env["load_run"] = measurement.load    # the load average before and after this run's executions
+    if measurement.crashed or measurement.checks is False:
+        kind = (("timeout" if measurement.timeout else "crash") if measurement.crashed
                 else "checks_timeout" if checks_timed_out else "checks_failed")
-        m.diagnosis = diagnose_crash(m.output if m.crashed else m.chk_out, experiment.names(), kind,
-                                     experiment.roots(), ctx.timeout if m.crashed else ctx.checks_timeout,
-                                     ((m.env.get("load") or [None])[0], m.env.get("cpus")))
-    drift = toolchain_warning(toolchain_changes(ctx.state.toolchain, toolchain_of(m.env)))
+        measurement.diagnosis = diagnose_crash(measurement.output if measurement.crashed else measurement.chk_out, experiment.names(), kind,
+                                     experiment.roots(), ctx.timeout if measurement.crashed else ctx.checks_timeout,
+                                     ((measurement.env.get("load") or [None])[0], measurement.env.get("cpus")))
+    drift = toolchain_warning(toolchain_changes(ctx.state.toolchain, toolchain_of(measurement.env)))
     if drift:
-        m.warnings.append(drift)
-    after = input_hashes(ctx.session)
-    touched = sorted(k for k in set(after) | set(m.inputs) if after.get(k) != m.inputs.get(k))
+        measurement.warnings.append(drift)
+    after = input_hashes(ctx.loop)
+    touched = sorted(k for k in set(after) | set(measurement.inputs) if after.get(k) != measurement.inputs.get(k))
     if touched:
-        m.inputs = after
-        m.warnings.append("the benchmark changed protected inputs (%s); the next run will be "
+        measurement.inputs = after
+        measurement.warnings.append("the benchmark changed protected inputs (%s); the next run will be "
                           "refused until they are put back" % ", ".join(touched[:10]))
 
 
-def record_measurement(session, m, tree_before):
+def record_measurement(loop, measurement, tree_before):
     """Appends the measurement line to the log (what `log` records) and caches run.json."""
-    repo = session.repo
-    with LogLock(session) as lock:
+    repo = loop.repo
+    with LogLock(loop) as lock:
         if repo:
-            m.tree = snapshot_tree(session)
-        loaded = load_state(session)
-        torn_tail_error(session, loaded)
-        if loaded.state.segment == m.segment and loaded.state.config is not None:
-            append_entries(lock, session, loaded, [measurement_entry(m)])
+            measurement.tree = snapshot_tree(loop)
+        loaded = load_state(loop)
+        torn_tail_error(loop, loaded)
+        if loaded.state.segment == measurement.segment and loaded.state.config is not None:
+            append_entries(lock, loop, loaded, [measurement_entry(measurement)])
         else:
-            m.warnings.append("a new segment started while this run measured; it was not recorded")
-    if repo and tree_before and m.tree != tree_before:
-        created = [c.name for c in diff_trees(session, tree_before, m.tree)]
-        m.warnings.append("the benchmark changed files that git does not ignore (%s); a keep "
+            measurement.warnings.append("a new segment started while this run measured; it was not recorded")
+    if repo and tree_before and measurement.tree != tree_before:
+        created = [c.name for c in diff_trees(loop, tree_before, measurement.tree)]
+        measurement.warnings.append("the benchmark changed files that git does not ignore (%s); a keep "
                           "would commit them and a discard removes them: add them to "
                           ".gitignore" % ", ".join(created[:10]))
-    save_measurement(session, m)
+    save_measurement(loop, measurement)
 
 
-def run_answer(m, paired):
+def run_answer(measurement, paired):
     """The JSON `run` prints."""
-    samples = m.samples
-    result = {"exit": m.exit, "dur": m.dur, "passed": m.passed, "crashed": m.crashed,
-              "timeout": m.timeout, "metrics": m.metrics, "primary": _round(m.primary),
-              "pname": m.pname, "output": m.output, "checks": m.checks, "chk_out": m.chk_out,
-              "samples": [_round(s) for s in samples], "n": len(samples), "sampling": m.sampling,
-              "verdict": m.verdict, "suggested_status": m.suggested_status, "status_rule": m.status_rule,
-              "evidence": m.evidence,
-              "guardrails": m.guardrails, "holdout": m.holdout, "reason": m.reason,
-              "command": m.command, "env": m.env, "load": m.load,
+    samples = measurement.samples
+    result = {"exit": measurement.exit, "dur": measurement.dur, "passed": measurement.passed, "crashed": measurement.crashed,
+              "timeout": measurement.timeout, "metrics": measurement.metrics, "primary": _round(measurement.primary),
+              "pname": measurement.pname, "output": measurement.output, "checks": measurement.checks, "chk_out": measurement.chk_out,
+              "samples": [_round(s) for s in samples], "n": len(samples), "sampling": measurement.sampling,
+              "verdict": measurement.verdict, "suggested_status": measurement.suggested_status, "status_rule": measurement.status_rule,
+              "evidence": measurement.evidence,
+              "guardrails": measurement.guardrails, "holdout": measurement.holdout, "reason": measurement.reason,
+              "command": measurement.command, "env": measurement.env, "load": measurement.load,
               "interleaved": paired,
               "executions": len(samples) + (len(paired["best"]) + (paired["warmup"] is not None) if paired else 0)}
-    if m.diagnosis:
-        result["diagnosis"] = m.diagnosis
-    if m.reference:
-        result["reference"] = {k: m.reference[k] for k in ("source", "commit", "samples", "n", "deterministic")}
-    if m.warnings:
-        result["warnings"] = m.warnings
+    if measurement.diagnosis:
+        result["diagnosis"] = measurement.diagnosis
+    if measurement.reference:
+        result["reference"] = {k: measurement.reference[k] for k in ("source", "commit", "samples", "n", "deterministic")}
+    if measurement.warnings:
+        result["warnings"] = measurement.warnings
     return result
 
 
-def measure(args, session, state, argv, shell, shown, hashes, inputs):
+def measure(args, loop, state, argv, shell, shown, hashes, inputs):
     """`run` under the benchmark lock: samples, checks, holdout, verdict; the measurement
     is appended to the log (what `log` records) and cached in run.json (for display).
     A noisy benchmark is measured interleaved: the kept code beside the candidate."""
-    ctx = RunContext(args, session, state, argv, shell, shown)
-    settings = session.settings
+    ctx = RunContext(args, loop, state, argv, shell, shown)
+    settings = loop.settings
     warnings, tree_before = run_prelude(ctx)
     reference_info = state.reference or {}
     reference = reference_info.get("samples") or None
@@ -8207,20 +8207,20 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
     # the segment's MAD is the spread of its results (progress included): a fallback
     # for the adaptive default's small references only, never for a fixed repeat
     noise_mad = (state.confidence or {}).get("noise_mad") if ctx.repeat == "auto" else None
-    m = Measurement(segment=state.segment, timestamp=utc_now(), command=shown, pname=ctx.pname,
+    measurement = Measurement(segment=state.segment, timestamp=utc_now(), command=shown, pname=ctx.pname,
                     warnings=warnings, head=ctx.head, hashes=hashes, inputs=inputs,
                     judge=judge_of(settings.raw))
-    experiment = ExperimentFiles(session, (state.snapshot or {}).get("tree"), tree_before)
+    experiment = ExperimentFiles(loop, (state.snapshot or {}).get("tree"), tree_before)
     load_before = load_average()
     judged = paired = swap = None
     notes = []
     progress = Progress("run")
     with ProcessSweep() as ctx.sweep:
         if looks is None and tree_before and reference_to_measure(state.reference, ctx.repeat):
-            kept, problem = measure_kept_code(session, state, tree_before, ctx.head, argv, shell, ctx.timeout,
+            kept, problem = measure_kept_code(loop, state, tree_before, ctx.head, argv, shell, ctx.timeout,
                                               ctx.env, ctx.pname, ctx.direction, settings, ctx.sweep)
             if kept is not None:
-                m.reference = kept
+                measurement.reference = kept
                 reference, deterministic, noise_mad = kept["samples"], kept["deterministic"], None
                 reference_info = {"source": kept["source"], "deterministic": deterministic}
             else:
@@ -8229,26 +8229,26 @@ def measure(args, session, state, argv, shell, shown, hashes, inputs):
         plan = sampling_plan(reference, ctx.repeat, settings, deterministic)
         # the checks run after the candidate's first passing sample (fail fast), never on the
         # kept code: in the interleaved loop the candidate is in place after its own sample
-        gate = ChecksGate(session.path(CHECKS_FILE), session.workdir, ctx.checks_timeout, ctx.env, ctx.sweep)
+        gate = ChecksGate(loop.path(CHECKS_FILE), loop.workdir, ctx.checks_timeout, ctx.env, ctx.sweep)
         runner = ctx.runner(gate, progress)
         if looks is None:
-            m.samples, m.sample_metrics, notes = collect_samples(
+            measurement.samples, measurement.sample_metrics, notes = collect_samples(
                 runner.take, plan, reference, ctx.direction, settings, noise_mad, deterministic)
         else:
-            judged, paired, swap, notes = sample_interleaved(ctx, m, runner, gate, looks, tree_before, progress)
+            judged, paired, swap, notes = sample_interleaved(ctx, measurement, runner, gate, looks, tree_before, progress)
             if judged is not None:
                 plan.alpha = paired["alpha"]
-        checks_timed_out = take_outcome(m, runner, gate)
-        judge_run(ctx, m, (reference, reference_info, noise_mad, plan), paired, swap, experiment, judged)
-    m.load = {"before": load_before, "after": load_average()}
-    note_window(m, paired, plan, looks, settings)
-    m.sampling = describe_pairs(paired, m, notes) if paired else describe_sampling(
-        plan, m.samples, notes, m, reference, settings.max_samples)
-    if m.reference:
-        m.sampling = "%s; first the kept code: %s" % (m.sampling, m.reference["why"])
-    diagnose_run(ctx, m, experiment, checks_timed_out)
-    record_measurement(session, m, tree_before)
-    output(run_answer(m, paired))
+        checks_timed_out = take_outcome(measurement, runner, gate)
+        judge_run(ctx, measurement, (reference, reference_info, noise_mad, plan), paired, swap, experiment, judged)
+    measurement.load = {"before": load_before, "after": load_average()}
+    note_window(measurement, paired, plan, looks, settings)
+    measurement.sampling = describe_pairs(paired, measurement, notes) if paired else describe_sampling(
+        plan, measurement.samples, notes, measurement, reference, settings.max_samples)
+    if measurement.reference:
+        measurement.sampling = "%s; first the kept code: %s" % (measurement.sampling, measurement.reference["why"])
+    diagnose_run(ctx, measurement, experiment, checks_timed_out)
+    record_measurement(loop, measurement, tree_before)
+    print_json(run_answer(measurement, paired))
 
 
 def busy_verdict(verdict, evidence, looks):
@@ -8274,16 +8274,16 @@ def busy_verdict(verdict, evidence, looks):
                 load["unequal_pairs"], load["pairs"], sides, load.get("judged", 0)))
 
 
-def measure_kept_code(session, state, current, head, argv, shell, timeout, env, pname, direction,
+def measure_kept_code(loop, state, current, head, argv, shell, timeout, env, pname, direction,
                       settings, sweep):
     """Samples of the kept code, measured now with the experiment's files swapped out, for
     a best that has no samples (reference_to_measure). Returns (reference, None), or
     (None, why) when the kept code did not run."""
     snap = (state.snapshot or {}).get("tree")
-    base = snap or head_tree(session.repo, head)
-    runner = SampleRunner(argv, shell, session.workdir, timeout, dict(env, AUTOTUNE_REFERENCE="1"),
+    base = snap or head_tree(loop.repo, head)
+    runner = SampleRunner(argv, shell, loop.workdir, timeout, dict(env, AUTOTUNE_REFERENCE="1"),
                           pname, sweep)
-    swap = Swap(session, base, current, tracked_only=snap is None)
+    swap = Swap(loop, base, current, tracked_only=snap is None)
     try:
         swap.to("best")
         samples, sample_metrics, _ = collect_samples(runner.take, sampling_plan(None, "auto", settings),
@@ -8302,20 +8302,20 @@ def measure_kept_code(session, state, current, head, argv, shell, timeout, env, 
                                       "identical: deterministic" if same else "they differ: noisy")}, None
 
 
-def run_holdout(session, pname, timeout, env, sweep):
+def run_holdout(loop, pname, timeout, env, sweep):
     """Runs autotune.holdout.sh once; its judgement is verdict_of's."""
-    run = run_process(script_argv(session.path(HOLDOUT_FILE)), session.workdir, timeout, env=env,
+    run = run_process(script_argv(loop.path(HOLDOUT_FILE)), loop.workdir, timeout, env=env,
                       tail_lines=CHECKS_TAIL_LINES, tail_bytes=CHECKS_TAIL_BYTES, sweep=sweep,
                       primary=pname)
     problem = crash_reason(run, pname, timeout)
     holdout = {"value": run.metrics.get(pname), "reference": None, "ok": problem is None,
-               "tolerance_pct": session.settings.holdout_tolerance_pct, "output": run.output}
+               "tolerance_pct": loop.settings.holdout_tolerance_pct, "output": run.output}
     if problem:
         holdout["reason"] = "holdout " + problem
     return holdout
 
 
-def holdout_pairs(session, pname, timeout, env, sweep, swap, pairs=HOLDOUT_PAIRS):
+def holdout_pairs(loop, pname, timeout, env, sweep, swap, pairs=HOLDOUT_PAIRS):
     """The holdout judged like the primary metric: the kept code's holdout and the
     candidate's, alternately in the same window (order at random). Returns (holdout,
     the kept code's median) for holdout_verdict."""
@@ -8326,7 +8326,7 @@ def holdout_pairs(session, pname, timeout, env, sweep, swap, pairs=HOLDOUT_PAIRS
         for _ in range(pairs):
             for side in (("best", "candidate") if rng.random() < 0.5 else ("candidate", "best")):
                 swap.to(side)
-                one = run_holdout(session, pname, timeout, env, sweep)
+                one = run_holdout(loop, pname, timeout, env, sweep)
                 if one.get("reason"):
                     if side == "best":
                         one["reason"] = "the kept code's " + one["reason"]
@@ -8359,7 +8359,7 @@ def _log_arguments(args):
                       force=bool(args.force), commit=args.commit, description=description, asi=asi)
 
 
-def _log_head(repo, state, d, request):
+def _log_head(repo, state, decision, request):
     """HEAD, and whether `log` leaves git alone, as (head, skip_git). HEAD moved past the
     snapshot: a keep that names the loop's own unlogged commit (--commit) adopts it;
     anything else is refused, or with --force recorded without touching git."""
@@ -8368,40 +8368,40 @@ def _log_head(repo, state, d, request):
     skip_git = False
     if snap.get("head") is not None and snap.get("head") != head:
         own = own_unlogged_commit(repo, head, snap["head"])
-        adopting = (own is not None and d.status == "keep" and request.commit is not None
+        adopting = (own is not None and decision.status == "keep" and request.commit is not None
                     and head.startswith(request.commit.lower()))
         if not adopting and not request.force:
             fail("head_moved", head_moved_message(snap["head"], head, own))
         skip_git = not adopting
-        d.forced = d.forced or skip_git
+        decision.forced = decision.forced or skip_git
     return head, skip_git
 
 
-def _check_measured_tree(session, state, m, head, current):
+def _check_measured_tree(loop, state, measurement, head, current):
     """Refuses to log numbers of other code: the working tree (`current`) or a protected
     input changed after `run` measured it."""
-    measured = m.tree
-    if measured and m.head and head and m.head != head:
+    measured = measurement.tree
+    if measured and measurement.head and head and measurement.head != head:
         # HEAD moved since `run` and `doctor --fix` adopted it: what the user
         # committed meanwhile is theirs, not a change to the measured experiment
-        measured = rebased_snapshot(session, measured, m.head, head)
+        measured = rebased_snapshot(loop, measured, measurement.head, head)
     if measured and current != measured:
-        changed = [c.name for c in diff_trees(session, measured, current)]
+        changed = [c.name for c in diff_trees(loop, measured, current)]
         fail("stale_run", "The working tree changed after `autotune run` measured it (%s); "
              "nothing was logged. Run the benchmark again (`autotune run`), so the log "
              "records the numbers of the code it keeps or discards." % (
                  ", ".join(changed[:10]) or "files changed"))
-    if isinstance(m.inputs, dict):
-        check_inputs(session, state, input_hashes(session), since=m.inputs, run_again=True)
+    if isinstance(measurement.inputs, dict):
+        check_inputs(loop, state, input_hashes(loop), since=measurement.inputs, run_again=True)
 
 
-def _log_health(state, d, settings, index):
+def _log_health(state, decision, settings, index):
     """The health fields the result line carries: the health machine's step, then
     "completed" when this result spends a budget."""
-    health = advance(health_fields(state), d.status, d.improved, settings,
+    health = advance(health_fields(state), decision.status, decision.improved, settings,
                      deterministic=bool((state.reference or {}).get("deterministic")),
-                     timeout=d.verdict == "timeout")
-    best_metric = d.metric if d.improved else (state.best or {}).get("metric")
+                     timeout=decision.verdict == "timeout")
+    best_metric = decision.metric if decision.improved else (state.best or {}).get("metric")
     finished = budget_reason(index, best_metric, state.config.get("direction", "lower"), settings,
                              iso_to_epoch(state.started_at), time.time())
     if finished:
@@ -8409,43 +8409,43 @@ def _log_health(state, d, settings, index):
     return health
 
 
-def _add_measurement(result, session, state, m, ref, d, reason, head):
+def _add_measurement(result, loop, state, measurement, ref, decision, reason, head):
     """What the result line takes from the measurement `run` recorded (samples, verdict,
     evidence, diagnosis, rule) and, at the baseline, the judge and protected inputs
     it fixes for the segment; the machine facts when nothing was measured."""
     if state.n_exp == 0:  # the baseline fixes the judge and the protected inputs
-        result.judge = (m.judge if m is not None and isinstance(m.judge, dict)
-                        else judge_of(session.settings.raw))
-        result.inputs = (m.inputs if m is not None and isinstance(m.inputs, dict)
-                         else input_hashes(session))
+        result.judge = (measurement.judge if measurement is not None and isinstance(measurement.judge, dict)
+                        else judge_of(loop.settings.raw))
+        result.inputs = (measurement.inputs if measurement is not None and isinstance(measurement.inputs, dict)
+                         else input_hashes(loop))
     if ref is not None:
         result.measurement = ref
-    if m is not None and (d.measured or m.crashed):
-        if d.status in CRASH_STATUSES and m.diagnosis:
-            result.diagnosis = m.diagnosis
-        if m.status_rule and d.status == m.suggested_status:
-            result.rule = m.status_rule.get("rule")
-    if m is not None and d.measured:
-        result.samples = [_round(s) for s in m.samples] or None
-        result.verdict, result.evidence, result.env, result.run_dur = m.verdict, m.evidence, m.env, m.dur
-        if m.holdout and m.holdout.get("value") is not None:
-            result.holdout = m.holdout["value"]
+    if measurement is not None and (decision.measured or measurement.crashed):
+        if decision.status in CRASH_STATUSES and measurement.diagnosis:
+            result.diagnosis = measurement.diagnosis
+        if measurement.status_rule and decision.status == measurement.suggested_status:
+            result.rule = measurement.status_rule.get("rule")
+    if measurement is not None and decision.measured:
+        result.samples = [_round(s) for s in measurement.samples] or None
+        result.verdict, result.evidence, result.env, result.run_dur = measurement.verdict, measurement.evidence, measurement.env, measurement.dur
+        if measurement.holdout and measurement.holdout.get("value") is not None:
+            result.holdout = measurement.holdout["value"]
     else:
-        result.env = environment(head, session)
-    if d.forced:
+        result.env = machine_facts(head, loop)
+    if decision.forced:
         result.forced, result.override_reason = True, reason
-        result.verdict = result.verdict or d.verdict
+        result.verdict = result.verdict or decision.verdict
 
 
-def _log_entries(session, loaded, result, m, d):
+def _log_entries(loop, loaded, result, measurement, decision):
     """The lines to append (the kept code's samples first, when `run` measured them),
     the result carrying its confidence, and the segment's sorted metric values with
     the result's point: confidence is computed on a fold of the result as it will read."""
     state = loaded.state
     entries = [result.to_entry()]
-    if m is not None and d.measured and m.reference:
-        entries.insert(0, kept_code_entry(m, state))
-    values = segment_values(session, loaded)
+    if measurement is not None and decision.measured and measurement.reference:
+        entries.insert(0, kept_code_entry(measurement, state))
+    values = segment_values(loop, loaded)
     preview = state.copy()
     point = fold_entry(preview, json.loads(dumps_line(result.to_entry()).decode("utf-8")))
     if point is not None:
@@ -8456,106 +8456,106 @@ def _log_entries(session, loaded, result, m, d):
     return entries, values
 
 
-def _with_dependencies(answer, session, git_info):
+def _with_dependencies(answer, loop, git_info):
     """`log`'s answer, with what a kept or discarded lockfile change means for the
     installed dependencies (and the config's sync command run, when there is one)."""
-    deps = dependency_change(session, git_info)
+    deps = dependency_change(loop, git_info)
     if deps is not None:
         answer["dependencies"] = deps
-        if session.settings.sync_command:
-            deps["ran"] = run_sync(session)
+        if loop.settings.sync_command:
+            deps["ran"] = run_sync(loop)
             deps["message"] = sync_message(git_info, deps)
     return answer
 
 
 def cmd_log(args):
-    session = require_session(find_session())
-    settings = session.settings
+    loop = require_loop(find_loop())
+    settings = loop.settings
     request = _log_arguments(args)
     description = request.description
-    repo = require_repo(session)
-    with LogLock(session) as lock:
-        recover_swap(session)  # the experiment's files first, if a killed `run` swapped them out
-        loaded = load_state(session)
-        torn_tail_error(session, loaded)
+    repo = require_repo(loop)
+    with LogLock(loop) as lock:
+        recover_swap(loop)  # the experiment's files first, if a killed `run` swapped them out
+        loaded = load_state(loop)
+        torn_tail_error(loop, loaded)
         state = loaded.state
-        check_active(session, state, logging=True)
+        check_active(loop, state, logging=True)
         config = state.config
         pname = config.get("metric_name")
-        holder = running_benchmark(session)
+        holder = running_benchmark(loop)
         if holder is not None:
             fail("benchmark_running", "A benchmark of this loop is running (%s); nothing was "
                  "logged. Log when its measurement is recorded." % holder_text(holder))
-        m, ref = pending_measurement(session, state)
-        d = decide_log(request, state, m)
-        head, skip_git = _log_head(repo, state, d, request)
+        measurement, ref = pending_measurement(loop, state)
+        decision = decide_log(request, state, measurement)
+        head, skip_git = _log_head(repo, state, decision, request)
         snap = state.snapshot or {}
         index = state.n_exp + 1
-        current = snapshot_or_fail(session)
-        if m is not None and not skip_git and request.commit is None:
-            _check_measured_tree(session, state, m, head, current)
-        git_info, commit, next_tree = apply_git(session, state, d.status, description, pname, d.metric,
+        current = snapshot_or_fail(loop)
+        if measurement is not None and not skip_git and request.commit is None:
+            _check_measured_tree(loop, state, measurement, head, current)
+        git_info, commit, next_tree = apply_git(loop, state, decision.status, description, pname, decision.metric,
                                                 config.get("metric_unit"), "%d.%d" % (state.segment, index),
                                                 index, current, head, skip_git, request.commit)
         if next_tree != snap.get("tree"):
             try:
-                anchor_snapshot(session, next_tree)
+                anchor_snapshot(loop, next_tree)
             except (GitError, OSError) as exc:  # after git changed: say so, never fail now
                 git_info["warning"] = "the new snapshot could not be anchored against `git gc` (%s)" % (
                     exc.message if isinstance(exc, GitError) else exc)
-        health = _log_health(state, d, settings, index)
+        health = _log_health(state, decision, settings, index)
         result = Result(
-            index=index, commit=commit, metric=_round(d.metric), status=d.status,
+            index=index, commit=commit, metric=_round(decision.metric), status=decision.status,
             description=description, timestamp=utc_now(), segment=state.segment,
-            metrics=d.metrics if d.status != "crash" or request.metrics else {}, asi=request.asi,
+            metrics=decision.metrics if decision.status != "crash" or request.metrics else {}, asi=request.asi,
             failure=health["failure"], health=health["health"], recovery=health["recovery"],
             reason=health["reason"], files=git_info.get("files", []), mode=health["mode"],
-            active=health["active"], improved=d.improved, measured=d.measured, git=git_info,
+            active=health["active"], improved=decision.improved, measured=decision.measured, git=git_info,
             snapshot=dict({"tree": next_tree, "head": repo.head()},
-                          **({"large": large_record(session)} if session.oversized else {})),
+                          **({"large": large_record(loop)} if loop.oversized else {})),
             session_id=os.environ.get("CLAUDE_CODE_SESSION_ID") or None,
-            hashes=((m.hashes if m is not None and m.hashes else file_hashes(session))
+            hashes=((measurement.hashes if measurement is not None and measurement.hashes else file_hashes(loop))
                     if state.n_exp == 0 else None))
-        _add_measurement(result, session, state, m, ref, d, request.reason, head)
-        entries, values = _log_entries(session, loaded, result, m, d)
+        _add_measurement(result, loop, state, measurement, ref, decision, request.reason, head)
+        entries, values = _log_entries(loop, loaded, result, measurement, decision)
         try:
-            append_entries(lock, session, loaded, entries)
+            append_entries(lock, loop, loaded, entries)
         except OSError as exc:
             fail("disk_full" if disk_full(exc) else "io_error",
-                 unlogged_message(exc, d.status, git_info, result.commit, description))
+                 unlogged_message(exc, decision.status, git_info, result.commit, description))
         try:
-            save_values(session, loaded.state, values)
+            save_values(loop, loaded.state, values)
         except OSError:
             pass  # values.bin is keyed by the point count: a stale one is rescanned
-        drop_measurement(session)
-    output(_with_dependencies(log_answer(loaded.state, settings, result, pname, git_info, d.notes,
-                                         d.warnings), session, git_info))
+        drop_measurement(loop)
+    print_json(_with_dependencies(log_answer(loaded.state, settings, result, pname, git_info, decision.notes,
+                                         decision.warnings), loop, git_info))
 
 
-def dependency_change(session, git_info):
+def dependency_change(loop, git_info):
     """What a keep or discard did to the dependencies: the manifests and lockfiles it
     committed or reverted and the commands that bring the installed ones in line; None
     when it touched none."""
     if git_info.get("action") not in ("commit", "revert"):
         return None
-    root = session.repo.root
-    files = [os.path.relpath(os.path.join(root, name), session.workdir) for name in git_info.get("files") or []]
+    root = loop.repo.root
+    files = [os.path.relpath(os.path.join(root, name), loop.workdir) for name in git_info.get("files") or []]
     changed = dependency_files(files)
     if not changed:
         return None
-    deps = {"changed": changed, "sync": sync_commands(session.workdir, changed),
-            "sync_command": session.settings.sync_command}
+    deps = {"changed": changed, "sync": sync_commands(loop.workdir, changed),
+            "sync_command": loop.settings.sync_command}
     deps["message"] = sync_message(git_info, deps)
     return deps
 
 
-def run_sync(session):
+def run_sync(loop):
     """Runs the config's syncCommand (the user's own command, through the shell like the
     benchmark) in the working directory, with the benchmark's environment and timeout."""
-    settings = session.settings
+    settings = loop.settings
     env = benchmark_env(settings.env, AUTOTUNE_SYNC="1")
     with ProcessSweep() as sweep:
-        outcome = run_process(settings.sync_command, session.workdir, settings.timeout, shell=True,
+        outcome = run_process(settings.sync_command, loop.workdir, settings.timeout, shell=True,
                               env=env, tail_lines=SYNC_TAIL_LINES, tail_bytes=SYNC_TAIL_BYTES, sweep=sweep)
     return {"command": settings.sync_command, "exit": outcome.exit, "dur": outcome.dur,
             "timeout": outcome.timeout, "output": (outcome.error or outcome.output).strip("\n")}
@@ -8598,17 +8598,17 @@ def own_unlogged_commit(repo, head, snapshot_head):
     return subject, value
 
 
-def apply_git(session, state, status, description, pname, metric, unit, label, index, current,
+def apply_git(loop, state, status, description, pname, metric, unit, label, index, current,
               head, skip_git, given_commit):
     """Commits a keep, reverts anything else; returns (git info, commit, next snapshot).
     Either it completes, or it refuses having changed nothing, or (a disk that fills up
     midway) it says exactly what state the repository is in and what to run."""
-    repo = session.repo
+    repo = loop.repo
     base = (state.snapshot or {}).get("tree")
     short = head[:7] if head else None
     if skip_git:
         return {"action": "none", "message": "skipped: HEAD moved outside autotune (--force)"}, short, current
-    large = large_changes((state.snapshot or {}).get("large"), large_record(session))
+    large = large_changes((state.snapshot or {}).get("large"), large_record(loop))
     if status == "keep" and given_commit:
         proc = repo.run(["rev-parse", "-q", "--verify", given_commit + "^{commit}"], check=False)
         if proc.returncode != 0:
@@ -8619,30 +8619,30 @@ def apply_git(session, state, status, description, pname, metric, unit, label, i
     # not known to be the experiment's: they are neither committed nor deleted
     keep_created = base is None
     base = base or head_tree(repo, head)
-    every = diff_trees(session, base, current, tracked_only=keep_created)
-    changes = experiment_changes(session, base, current, every=every)
+    every = diff_trees(loop, base, current, tracked_only=keep_created)
+    changes = experiment_changes(loop, base, current, every=every)
     if status == "keep":
-        info, commit = keep_changes(session, changes, description, pname, metric, unit, short)
+        info, commit = keep_changes(loop, changes, description, pname, metric, unit, short)
         return with_large(info, large, "kept"), commit, current
     if not changes:
         return with_large({"action": "none", "message": "nothing to revert"}, large, "reverted"), short, current
     again = again_command()
-    sizes = restore_sizes(session, changes)
+    sizes = restore_sizes(loop, changes)
     problem = room_problem([(c.name, sizes.get(c.old_sha, 0)) for c in changes if c.old_sha in sizes]
-                           + _session_writes(session), repo.root)
+                           + _session_writes(loop), repo.root)
     if problem:
         fail("disk_full", "Not enough room: %s. Nothing was reverted and nothing was logged (the "
              "working tree, the repository and the log are unchanged). Free space or raise the "
              "limit, then run the same command again: %s" % (problem, again))
     try:
-        ref = save_discarded(session, base, current, label, description)
+        ref = save_discarded(loop, base, current, label, description)
     except (GitError, OSError) as exc:
         if isinstance(exc, GitError) and not disk_full(exc):
             raise
         fail("disk_full" if disk_full(exc) else "io_error", "%s while saving the experiment: nothing was reverted and nothing was "
              "logged. %s, then run the same command again: %s" % (why_no_room(exc), remedy(exc), again))
     try:
-        restore_changes(session, changes)
+        restore_changes(loop, changes)
     except (GitError, OSError) as exc:
         fail("disk_full" if disk_full(exc) else "restore_failed",
              "%s while restoring the experiment's files: the experiment is saved as %s; some "
@@ -8668,7 +8668,7 @@ def apply_git(session, state, status, description, pname, metric, unit, label, i
                 ", ".join(names[:10]) + (" and %d more" % (len(names) - 10) if len(names) > 10 else ""),
                 " ".join(_shell_quote(":/" + name) for name in names[:10])))
     exact = not (keep_created or left or len(changes) != len(every))
-    return with_large(info, large, "reverted"), short, (base if exact else snapshot_tree(session))
+    return with_large(info, large, "reverted"), short, (base if exact else snapshot_tree(loop))
 
 
 def staged_among(repo, head, paths):
@@ -8684,10 +8684,10 @@ def staged_among(repo, head, paths):
     return sorted(path for path in paths if path in staged)
 
 
-def snapshot_or_fail(session):
+def snapshot_or_fail(loop):
     """snapshot_tree for `log`, with a full disk said plainly (nothing changed yet)."""
     try:
-        return snapshot_tree(session)
+        return snapshot_tree(loop)
     except (GitError, OSError) as exc:
         if isinstance(exc, GitError) and not disk_full(exc):
             raise
@@ -8696,11 +8696,11 @@ def snapshot_or_fail(session):
              "command again: %s" % (why_no_room(exc), again_command()))
 
 
-def _session_writes(session):
+def _session_writes(loop):
     """The files every `log` grows or rewrites, at about their final sizes."""
     out = []
-    for name, path, extra in (("the index", session.repo.index_path(), 0),
-                              (LOG_FILE, session.log_path, 1 << 14)):
+    for name, path, extra in (("the index", loop.repo.index_path(), 0),
+                              (LOG_FILE, loop.log_path, 1 << 14)):
         try:
             out.append((name, os.path.getsize(path) + extra))
         except OSError:
@@ -8708,13 +8708,13 @@ def _session_writes(session):
     return out
 
 
-def keep_changes(session, changes, description, pname, metric, unit, short):
+def keep_changes(loop, changes, description, pname, metric, unit, short):
     """Commits a keep (see commit_changes); (git info, commit) or a clear refusal."""
     if not changes:
         return {"action": "none", "message": "nothing to commit"}, short
     again = again_command()
-    problem = room_problem(_session_writes(session) + [("the commit index", os.path.getsize(
-        session.repo.index_path()) if os.path.isfile(session.repo.index_path()) else 0)], session.repo.git_dir)
+    problem = room_problem(_session_writes(loop) + [("the commit index", os.path.getsize(
+        loop.repo.index_path()) if os.path.isfile(loop.repo.index_path()) else 0)], loop.repo.git_dir)
     if problem:
         fail("disk_full", "Not enough room: %s. Nothing was committed and nothing was logged (the "
              "repository, your index and the log are unchanged). Free space or raise the limit, "
@@ -8723,7 +8723,7 @@ def keep_changes(session, changes, description, pname, metric, unit, short):
         description.rstrip(), strip_controls(pname, ""), trailer_number(metric),
         (" " + strip_controls(unit, "")) if unit else "")
     try:
-        new_head = commit_changes(session, changes, message, again)
+        new_head = commit_changes(loop, changes, message, again)
     except (GitError, OSError) as exc:
         if isinstance(exc, GitError) and not disk_full(exc):
             raise
@@ -8738,38 +8738,38 @@ def keep_changes(session, changes, description, pname, metric, unit, short):
 # ---------------------------------------------------- rebaseline and verify ----
 
 def cmd_rebaseline(args):
-    session = require_session(find_session())
-    loaded = load_state(session)
+    loop = require_loop(find_loop())
+    loaded = load_state(loop)
     state = loaded.state
-    require_config(session, state)
-    argv, shell, shown = benchmark_command(session, None)
-    check_integrity(session, state)
-    check_judge(session, state)
+    require_config(loop, state)
+    argv, shell, shown = benchmark_command(loop, None)
+    check_integrity(loop, state)
+    check_judge(loop, state)
     if state.n_exp:
-        check_inputs(session, state, input_hashes(session))
-    with BenchmarkLock(session, "rebaseline: " + shown):
-        refuse_pending_swap(session)
-        rebaseline(args, session, state, argv, shell)
+        check_inputs(loop, state, input_hashes(loop))
+    with BenchmarkLock(loop, "rebaseline: " + shown):
+        refuse_pending_swap(loop)
+        rebaseline(args, loop, state, argv, shell)
 
 
-def rebaseline(args, session, state, argv, shell):
+def rebaseline(args, loop, state, argv, shell):
     """`rebaseline` under the benchmark lock."""
     pname = require_metric_name(state)
-    if session.repo and state.snapshot:
-        with LogLock(session):
-            tree = snapshot_tree(session)
-        changed = ([c.name for c in experiment_changes(session, state.snapshot["tree"], tree)]
+    if loop.repo and state.snapshot:
+        with LogLock(loop):
+            tree = snapshot_tree(loop)
+        changed = ([c.name for c in experiment_changes(loop, state.snapshot["tree"], tree)]
                    if tree != state.snapshot.get("tree") else [])
         if changed:
             fail("dirty_worktree", "The working tree has changes since the last logged result (%s): "
                  "an experiment in progress. Finish it first (`autotune run`, then `autotune log`), "
                  "so rebaseline measures the kept code." % ", ".join(changed[:10]))
     count = args.repeat or DEFAULT_REBASELINE
-    timeout = args.timeout if args.timeout is not None else session.settings.timeout
-    env = benchmark_env(session.settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_REBASELINE="1")
+    timeout = args.timeout if args.timeout is not None else loop.settings.timeout
+    env = benchmark_env(loop.settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_REBASELINE="1")
     samples, sample_metrics = [], []
     with ProcessSweep() as sweep:
-        runner = SampleRunner(argv, shell, session.workdir, timeout, env, pname, sweep)
+        runner = SampleRunner(argv, shell, loop.workdir, timeout, env, pname, sweep)
         for number in range(1, count + 1):
             taken = runner.take(number)
             if taken is None:
@@ -8779,10 +8779,10 @@ def rebaseline(args, session, state, argv, shell):
             samples.append(taken[0])
             sample_metrics.append(taken[1])
         holdout = None
-        if os.path.isfile(session.path(HOLDOUT_FILE)):
+        if os.path.isfile(loop.path(HOLDOUT_FILE)):
             values = []
             for _ in range(HOLDOUT_PAIRS):
-                one = run_holdout(session, pname, timeout, env, sweep)
+                one = run_holdout(loop, pname, timeout, env, sweep)
                 if one.get("reason"):
                     fail("holdout_crashed", "The holdout failed on the unchanged code (%s); nothing was "
                          "recorded. Output tail: %s" % (one["reason"], _one_line(one.get("output"), 300)))
@@ -8790,23 +8790,23 @@ def rebaseline(args, session, state, argv, shell):
             holdout = median(values)
     previous = state.reference or {}
     value = median(samples)
-    head = session.repo.head() if session.repo else None
+    head = loop.repo.head() if loop.repo else None
     entry = {"type": "rebaseline", "timestamp": utc_now(), "segment": state.segment,
              "commit": head[:7] if head else None, "metric": _round(value),
              "samples": [_round(s) for s in samples],
              "metrics": median_metrics(sample_metrics, exclude=pname),
              "previous": {"metric": _round(previous.get("metric")), "n": len(previous.get("samples") or []),
                           "source": previous.get("source")},
-             "env": environment(head, session, env)}
+             "env": machine_facts(head, loop, env)}
     if holdout is not None:
         entry["holdout"] = _round(holdout)
-    drift = rebaseline_drift(samples, previous, state.config.get("direction", "lower"), session.settings)
+    drift = rebaseline_drift(samples, previous, state.config.get("direction", "lower"), loop.settings)
     if drift:
         entry["drift"] = drift
-    with LogLock(session) as lock:
-        loaded = load_state(session)
-        torn_tail_error(session, loaded)
-        append_entries(lock, session, loaded, [entry])
+    with LogLock(loop) as lock:
+        loaded = load_state(loop)
+        torn_tail_error(loop, loaded)
+        append_entries(lock, loop, loaded, [entry])
     sigma = robust_sigma(samples)
     before = previous.get("metric")
     result = {"status": "rebaselined", "metric": _round(value), "samples": entry["samples"],
@@ -8817,7 +8817,7 @@ def rebaseline(args, session, state, argv, shell):
               "noise": {"sigma": _round(sigma), "sigma_pct": _round(sigma_pct(sigma, value), 3)}}
     if drift:
         result["warnings"] = [drift["message"]]
-    output(result)
+    print_json(result)
 
 
 def rebaseline_drift(samples, previous, direction, settings):
@@ -8886,20 +8886,20 @@ def _verify_commits(repo, state):
     return base, best, base_commit, best_commit, head, on_top
 
 
-def _verify_trees(session, state, repo, base_commit, head):
+def _verify_trees(loop, state, repo, base_commit, head):
     """The working tree (the kept code, refused when an experiment is in progress) and
     the tree with the baseline's version of the files they differ in, as (current,
     baseline_tree). Callers hold the LogLock."""
-    current = snapshot_tree(session)
+    current = snapshot_tree(loop)
     if state.snapshot and current != state.snapshot.get("tree"):
-        changed = [c.name for c in diff_trees(session, state.snapshot["tree"], current)]
+        changed = [c.name for c in diff_trees(loop, state.snapshot["tree"], current)]
         fail("dirty_worktree", "The working tree has changes since the last logged result (%s): an "
              "experiment in progress. Finish it first (`autotune run`, then `autotune log`), so verify "
              "measures the kept code." % ", ".join(changed[:10]))
-    return current, tree_with_paths_of(session, current, head_tree(repo, base_commit), head_tree(repo, head))
+    return current, tree_with_paths_of(loop, current, head_tree(repo, base_commit), head_tree(repo, head))
 
 
-def _verify_pairs(session, argv, shell, timeout, env, pname, swap, pairs):
+def _verify_pairs(loop, argv, shell, timeout, env, pname, swap, pairs):
     """Runs the baseline ("best" side of the swap) and the best ("candidate" side)
     alternately, in random order per pair, until `pairs` pairs (two identical pairs of
     a deterministic benchmark suffice). Returns (values per side, orders: "A" when the
@@ -8909,7 +8909,7 @@ def _verify_pairs(session, argv, shell, timeout, env, pname, swap, pairs):
     orders = []
     rng = pair_order_rng()
     with ProcessSweep() as sweep:
-        runners = {side: SampleRunner(argv, shell, session.workdir, timeout, dict(env), pname, sweep,
+        runners = {side: SampleRunner(argv, shell, loop.workdir, timeout, dict(env), pname, sweep,
                                       progress=progress, side=side) for side in ("best", "candidate")}
         try:
             while len(values["candidate"]) < pairs:
@@ -8950,24 +8950,24 @@ def _verify_change(old, new):
 def cmd_verify(args):
     """The honest headline: the segment's baseline commit against the best commit,
     measured interleaved in one window, with a 95% interval; recorded as a log line."""
-    session = require_session(find_session())
-    loaded = load_state(session)
+    loop = require_loop(find_loop())
+    loaded = load_state(loop)
     state = loaded.state
-    require_config(session, state)
-    repo = require_repo(session)
-    argv, shell, shown = benchmark_command(session, None)
-    check_integrity(session, state)
+    require_config(loop, state)
+    repo = require_repo(loop)
+    argv, shell, shown = benchmark_command(loop, None)
+    check_integrity(loop, state)
     base, best, base_commit, best_commit, head, on_top = _verify_commits(repo, state)
-    with BenchmarkLock(session, "verify: " + shown):
-        refuse_pending_swap(session)
-        with LogLock(session):
-            current, baseline_tree = _verify_trees(session, state, repo, base_commit, head)
+    with BenchmarkLock(loop, "verify: " + shown):
+        refuse_pending_swap(loop)
+        with LogLock(loop):
+            current, baseline_tree = _verify_trees(loop, state, repo, base_commit, head)
         pairs = args.pairs or VERIFY_PAIRS
-        timeout = args.timeout if args.timeout is not None else session.settings.timeout
+        timeout = args.timeout if args.timeout is not None else loop.settings.timeout
         pname = state.config.get("metric_name")
-        env = benchmark_env(session.settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_VERIFY="1")
-        swap = Swap(session, baseline_tree, current, purpose="verify")
-        values, orders = _verify_pairs(session, argv, shell, timeout, env, pname, swap, pairs)
+        env = benchmark_env(loop.settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_VERIFY="1")
+        swap = Swap(loop, baseline_tree, current, purpose="verify")
+        values, orders = _verify_pairs(loop, argv, shell, timeout, env, pname, swap, pairs)
         old, new = values["best"], values["candidate"]
         delta, interval = _verify_change(old, new)
         logged = _round(pct_change(best["metric"], base.get("metric")), 3)
@@ -8979,11 +8979,11 @@ def cmd_verify(args):
                  "high_pct": interval[1] if interval else None, "logged_pct": logged,
                  "samples": {"baseline": [_round(v) for v in old], "best": [_round(v) for v in new]},
                  "order": "".join(orders),
-                 "swapped": swap.paths[:50], "env": environment(head, session, env), "load": load_average()}
-        with LogLock(session) as lock:
-            loaded = load_state(session)
-            torn_tail_error(session, loaded)
-            append_entries(lock, session, loaded, [entry])
+                 "swapped": swap.paths[:50], "env": machine_facts(head, loop, env), "load": load_average()}
+        with LogLock(loop) as lock:
+            loaded = load_state(loop)
+            torn_tail_error(loop, loaded)
+            append_entries(lock, loop, loaded, [entry])
         result = dict(entry, status="verified", headline=headline_text(logged, entry), command=shown)
         result["warnings"] = []
         if on_top:
@@ -8994,16 +8994,16 @@ def cmd_verify(args):
                                       "--pairs 10`." % len(new))
         if not result["warnings"]:
             del result["warnings"]
-        output(result)
+        print_json(result)
 
 
-def tree_with_paths_of(session, tree, old_tree, new_tree):
+def tree_with_paths_of(loop, tree, old_tree, new_tree):
     """`tree` (the working tree's snapshot) with the paths that differ between old_tree
     and new_tree (two commits) set to old_tree's version: the working tree as it would
     be with the baseline's code, every other file (untracked ones included) unchanged."""
-    changes = diff_trees(session, old_tree, new_tree)
-    index, env = private_index(session, "verify.index")
-    repo = session.repo
+    changes = diff_trees(loop, old_tree, new_tree)
+    index, env = private_index(loop, "verify.index")
+    repo = loop.repo
     repo.run(["read-tree", tree], env=env)
     if changes:
         repo.run(["update-index", "-z", "--index-info"], env=env,
@@ -9016,27 +9016,27 @@ def tree_with_paths_of(session, tree, old_tree, new_tree):
 
 def control(action, check=None, **fields):
     """Appends a control line (stop, resume, repair) unless `check` returns a note saying
-    why not; returns (session, state, note)."""
-    session = require_session(find_session(lenient=action == "stop"))
-    with LogLock(session) as lock:
-        loaded = load_state(session)
-        torn_tail_error(session, loaded)
+    why not; returns (loop, state, note)."""
+    loop = require_loop(find_loop(lenient=action == "stop"))
+    with LogLock(loop) as lock:
+        loaded = load_state(loop)
+        torn_tail_error(loop, loaded)
         state = loaded.state
-        require_config(session, state)
+        require_config(loop, state)
         if check is not None:
-            message = check(session, state)
+            message = check(loop, state)
             if message:
-                return session, state, message
+                return loop, state, message
         entry = {"type": "control", "action": action, "timestamp": utc_now()}
         entry.update(fields)
-        append_entries(lock, session, loaded, [entry])
-    return session, loaded.state, None
+        append_entries(lock, loop, loaded, [entry])
+    return loop, loaded.state, None
 
 
 def cmd_stop(args):
     by = "agent" if os.environ.get("CLAUDE_CODE_SESSION_ID") else "person"
     reason = text_arg(args.reason, "--reason") if args.reason else None
-    session, state, note = control("stop", by=by, reason=reason, check=lambda s, st: None if st.active else (
+    loop, state, note = control("stop", by=by, reason=reason, check=lambda s, st: None if st.active else (
         "already stopped" if st.health == "stopped" else "already not active (%s: %s)" % (
             st.health, st.reason or "-")))
     report_control(args, state, note or "stopped", "the loop is stopped and its data kept; "
@@ -9044,20 +9044,20 @@ def cmd_stop(args):
 
 
 def cmd_resume(args):
-    def check(session, state):
+    def check(loop, state):
         if state.active and state.health not in ("paused", "stopped", "completed") and state.mode != "repair":
             return "already active"
-        reason = spent_budget(session, state)
+        reason = spent_budget(loop, state)
         if reason:
             fail("budget_spent", "The budget is still spent (%s); raise it in %s or start a new "
                  "segment with `autotune init`." % (reason, CONFIG_FILE))
         return None
-    session, state, note = control("resume", check=check)
+    loop, state, note = control("resume", check=check)
     report_control(args, state, note or "resumed", "active, optimize mode, streaks and heals reset")
 
 
 def cmd_repair(args):
-    session, state, _ = control("repair")
+    loop, state, _ = control("repair")
     report_control(args, state, "repair mode", "active, health healing, recovery manual_repair")
 
 
@@ -9067,31 +9067,31 @@ def report_control(args, state, status, detail, next_step=None):
                   "mode": state.mode, "reason": state.reason, "recovery": state.recovery}
         if next_step or not state.active:
             answer["next"] = next_step or next_action(state)[1]
-        output(answer)
+        print_json(answer)
     else:
-        say("autotune: %s%s" % (status, (": " + detail) if not status.startswith("already") else ""))
+        print_text("autotune: %s%s" % (status, (": " + detail) if not status.startswith("already") else ""))
 
 
 def cmd_clear(args):
     import shutil
-    session = find_session(lenient=True)
-    targets = [p for p in (session.log_path, session.state_path) if os.path.exists(p)]
-    cache = session.cache_dir if session.repo else None
+    loop = find_loop(lenient=True)
+    targets = [p for p in (loop.log_path, loop.state_path) if os.path.exists(p)]
+    cache = loop.cache_dir if loop.repo else None
     if not targets and not (cache and os.path.isdir(cache)):
-        say("autotune: nothing to clear in %s" % session.workdir)
+        print_text("autotune: nothing to clear in %s" % loop.workdir)
         return 0
     if not args.yes:
         if not (sys.stdin.isatty() and sys.stdout.isatty()):
             fail("needs_confirmation", "clear deletes %s; without a terminal to confirm on, pass "
                  "--yes." % (", ".join(os.path.basename(p) for p in targets) or "the caches"))
-        say("This deletes %s in %s (autotune.md, the benchmark and git history stay)." % (
-            ", ".join(os.path.basename(p) for p in targets), session.workdir))
+        print_text("This deletes %s in %s (autotune.md, the benchmark and git history stay)." % (
+            ", ".join(os.path.basename(p) for p in targets), loop.workdir))
         sys.stdout.write("Type 'yes' to confirm: ")
         sys.stdout.flush()
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            say("autotune: nothing deleted")
+            print_text("autotune: nothing deleted")
             return 1
-    lock = LogLock(session) if session.exists() else None
+    lock = LogLock(loop) if loop.exists() else None
     if lock is not None:
         lock.__enter__()  # a concurrent `log` must not append to a file being deleted
     try:
@@ -9099,29 +9099,29 @@ def cmd_clear(args):
             os.unlink(path)
         if cache and os.path.isdir(cache):
             shutil.rmtree(cache, ignore_errors=True)
-        if session.repo is not None and cache:
-            session.repo.run(["update-ref", "-d", "refs/autotune/snapshot/" + os.path.basename(cache)],
+        if loop.repo is not None and cache:
+            loop.repo.run(["update-ref", "-d", "refs/autotune/snapshot/" + os.path.basename(cache)],
                              check=False)
     finally:
         if lock is not None:
             lock.__exit__(None, None, None)
-    say("autotune: cleared %s (discarded experiments stay under refs/autotune/)" % (
+    print_text("autotune: cleared %s (discarded experiments stay under refs/autotune/)" % (
         ", ".join(os.path.basename(p) for p in targets) or "caches"))
     return 0
 
 
 def cmd_version(args):
     if args.json:
-        output({"version": VERSION, "python": "%d.%d.%d" % sys.version_info[:3],
+        print_json({"version": VERSION, "python": "%d.%d.%d" % sys.version_info[:3],
                 "path": os.path.abspath(__file__)})
     else:
-        say("autotune %s" % VERSION)
+        print_text("autotune %s" % VERSION)
 
 
 def cmd_restore(args):
-    session = find_session()
-    repo = require_repo(session)
-    refuse_pending_swap(session)
+    loop = find_loop()
+    repo = require_repo(loop)
+    refuse_pending_swap(loop)
     if args.list or args.index is None:
         proc = repo.run(["for-each-ref", "--sort=-creatordate",
                          "--format=%(refname)%00%(creatordate:iso-strict)%00%(subject)",
@@ -9131,14 +9131,14 @@ def cmd_restore(args):
             ref, date, subject = line.split("\0", 2)
             rows.append({"ref": ref, "label": ref.rsplit("/", 1)[-1], "date": date, "subject": subject})
         if args.json:
-            output({"discarded": rows})
+            print_json({"discarded": rows})
         elif not rows:
-            say("autotune: no discarded experiments saved in this repository")
+            print_text("autotune: no discarded experiments saved in this repository")
         else:
             for row in rows:
-                say("%-8s %s  %s" % (row["label"], row["date"][:19], row["subject"]))
+                print_text("%-8s %s  %s" % (row["label"], row["date"][:19], row["subject"]))
         return 0
-    ref, label = discarded_ref(session, args.index, args.segment)
+    ref, label = discarded_ref(loop, args.index, args.segment)
     if repo.run(["rev-parse", "-q", "--verify", ref + "^{commit}"], check=False).returncode != 0:
         fail("no_such_experiment", "No discarded experiment %s is saved (no %s); `autotune restore "
              "--list` shows what is." % (label, ref))
@@ -9151,33 +9151,33 @@ def cmd_restore(args):
                  label, lines[-1] if lines else "git apply failed", _shell_quote(ref)))
     files = [p.decode("utf-8", "replace") for p in repo.run(
         ["diff-tree", "-r", "-z", "--name-only", ref + "^", ref]).stdout.split(b"\0") if p]
-    changed = dependency_files([os.path.relpath(os.path.join(repo.root, f), session.workdir) for f in files])
-    deps = {"changed": changed, "sync": sync_commands(session.workdir, changed),
+    changed = dependency_files([os.path.relpath(os.path.join(repo.root, f), loop.workdir) for f in files])
+    deps = {"changed": changed, "sync": sync_commands(loop.workdir, changed),
             "message": "the restore brought back %s: bring the installed dependencies in line with "
                        "%s before `autotune run`" % (", ".join(changed[:6]), " and ".join(
-                           "`%s`" % c for c in sync_commands(session.workdir, changed)))} if changed else None
+                           "`%s`" % c for c in sync_commands(loop.workdir, changed)))} if changed else None
     if args.json:
         answer = {"status": "restored", "ref": ref, "files": files}
         if deps:
             answer["dependencies"] = deps
-        output(answer)
+        print_json(answer)
     else:
-        say("autotune: restored experiment %s into the working tree (%s)" % (label, ", ".join(files)))
+        print_text("autotune: restored experiment %s into the working tree (%s)" % (label, ", ".join(files)))
         if deps:
-            say("autotune: %s" % deps["message"])
+            print_text("autotune: %s" % deps["message"])
     return 0
 
 
-def discarded_ref(session, which, segment=None):
+def discarded_ref(loop, which, segment=None):
     """(ref, label) of a discarded experiment: a label such as 1.7 or 1.7-2, or an index
     of the current (or given) segment, looked up in the log, which records the ref."""
     if "." in which:
         return "refs/autotune/discarded/" + which, which
     index = int(which)
-    if session.exists():
-        state = load_state(session).state
+    if loop.exists():
+        state = load_state(loop).state
         segment = segment or state.segment
-        for entry in reversed(read_entries(session, state.config_offset if segment == state.segment else 0)):
+        for entry in reversed(read_entries(loop, state.config_offset if segment == state.segment else 0)):
             if (entry.get("type") == "result" and entry.get("index") == index
                     and entry.get("segment", segment) == segment and isinstance(entry.get("git"), dict)):
                 saved = entry["git"].get("saved")
@@ -9196,30 +9196,30 @@ def _discard_label(text):
 
 
 def cmd_explain(args):
-    session = require_session(find_session(lenient=True))
-    loaded = load_state(session)
-    persist_if_stale(session, loaded)
-    data = explain_data(session, loaded, disk=True)
+    loop = require_loop(find_loop(lenient=True))
+    loaded = load_state(loop)
+    persist_if_stale(loop, loaded)
+    data = explain_data(loop, loaded, disk=True)
     if args.json:
-        output(data)
+        print_json(data)
     else:
         colors = Colors(sys.stdout)
-        say(render_explain(data, colors), painted=colors.enabled)
+        print_text(render_explain(data, colors), painted=colors.enabled)
 
 
 def cmd_status(args):
-    session = require_session(find_session(lenient=True))
-    loaded = load_state(session)
-    persist_if_stale(session, loaded)
-    data = explain_data(session, loaded, disk=True)
+    loop = require_loop(find_loop(lenient=True))
+    loaded = load_state(loop)
+    persist_if_stale(loop, loaded)
+    data = explain_data(loop, loaded, disk=True)
     state = loaded.state
     data.update(total_runs=state.total_results, resume_count=state.resume_count,
                 session_id=state.session_id, exp_at=state.exp_at, progress_at=state.progress_at)
     if args.json:
-        output(data)
+        print_json(data)
     else:
         colors = Colors(sys.stdout)
-        say(render_status(data, colors), painted=colors.enabled)
+        print_text(render_status(data, colors), painted=colors.enabled)
 
 
 def cmd_start(args):
@@ -9254,44 +9254,44 @@ def plugin_installed(claude):
 
 # Doctor: every check returns problems as (code, message, fix or None).
 
-def _doctor_log(session, loaded, problem):
+def _doctor_log(loop, loaded, problem):
     """doctor's checks of the log and of the state cache beside it: a torn last line,
     lines that are not JSON, no config line, a missing, stale or old-format state."""
     state = loaded.state
     if loaded.torn:
         problem("torn_tail", "%s ends with a truncated line of %d bytes (a write that was cut short). "
                 "Readers skip it; `log` refuses to append after it." % (LOG_FILE, len(loaded.torn)),
-                fix=lambda lock: _fix_torn_tail(session, lock))
+                fix=lambda lock: _fix_torn_tail(loop, lock))
     if state.bad_lines:
         problem("bad_lines", "%d line%s of %s are not valid JSON objects (line %s); every command "
                 "skips them." % (state.bad_lines, "" if state.bad_lines == 1 else "s", LOG_FILE,
                                  ", ".join(str(n) for n in state.bad_line_numbers)))
     if state.config is None:
         problem("no_config", "%s has no config line; run `autotune init`." % LOG_FILE)
-    cached = _read_state_file(session)
+    cached = _read_state_file(loop)
     if cached is None:
         problem("state_missing", "%s is missing or unreadable; it will be rebuilt from the log." % STATE_FILE,
-                fix=lambda lock: _fix_state(session))
+                fix=lambda lock: _fix_state(loop))
     elif not loaded.rebuilt:
-        fresh = fold_log(session)
+        fresh = fold_log(loop)
         a, b = fresh.state.to_dict(), loaded.state.to_dict()
         differing = sorted(k for k in a if k not in ("confidence",) and a[k] != b.get(k))
         if differing:
             problem("state_stale", "%s disagrees with the log (%s); it will be rebuilt." % (
-                STATE_FILE, ", ".join(differing[:8])), fix=lambda lock: _fix_state(session))
+                STATE_FILE, ", ".join(differing[:8])), fix=lambda lock: _fix_state(loop))
     elif cached.get("format") != STATE_FORMAT:
         problem("state_legacy", "%s was written by another version; it will be rebuilt from the log." %
-                STATE_FILE, fix=lambda lock: _fix_state(session))
+                STATE_FILE, fix=lambda lock: _fix_state(loop))
 
 
-def _doctor_judge(session, state, problem):
+def _doctor_judge(loop, state, problem):
     """doctor's checks of what judges the loop: the config, the benchmark file, the
     judge's settings and protected inputs against the baseline, a running benchmark."""
-    for error in session.config_errors:
+    for error in loop.config_errors:
         problem("bad_config", error)
-    for note in session.settings.warnings:
+    for note in loop.settings.warnings:
         problem("config_warning", note)["warning"] = True
-    bench = session.path(BENCH_FILE)
+    bench = loop.path(BENCH_FILE)
     if not os.path.isfile(bench):
         problem("no_benchmark", "%s does not exist; `run` needs it." % BENCH_FILE)
     else:
@@ -9299,26 +9299,26 @@ def _doctor_judge(session, state, problem):
             problem("benchmark_not_executable", "%s is not executable (autotune runs it with bash)." % BENCH_FILE)
         if state.config is not None:
             try:
-                check_integrity(session, state)
+                check_integrity(loop, state)
             except AutotuneError as exc:
                 problem("benchmark_changed", exc.message)
     if state.config is not None and state.n_exp:
-        for check, code in ((lambda: check_judge(session, state), "judge_changed"),
-                            (lambda: check_inputs(session, state, input_hashes(session)),
+        for check, code in ((lambda: check_judge(loop, state), "judge_changed"),
+                            (lambda: check_inputs(loop, state, input_hashes(loop)),
                              "protected_changed")):
             try:
                 check()
             except AutotuneError as exc:
                 problem(code, exc.message.replace(", so nothing was run", ""))
-    holder = running_benchmark(session) if session.repo is not None else None
+    holder = running_benchmark(loop) if loop.repo is not None else None
     if holder is not None:
         problem("benchmark_running", "A benchmark is running (%s)." % holder_text(holder))
 
 
-def _doctor_swap(session, problem):
+def _doctor_swap(loop, problem):
     """doctor's check of a swap journal: a live measurement with the kept code in place,
     or an interrupted one whose fix puts the experiment's files back."""
-    journal = pending_swap(session)
+    journal = pending_swap(loop)
     if journal is None:
         return
     if swap_owner_alive(journal):
@@ -9331,15 +9331,15 @@ def _doctor_swap(session, problem):
                 "back, exactly as they were when it started." % (
                     journal.get("purpose", "run"), journal.get("started", "?"),
                     ", ".join(str(p) for p in (journal.get("paths") or [])[:10]) or "?"),
-                fix=lambda lock: restore_swap(session, journal))
+                fix=lambda lock: restore_swap(loop, journal))
 
 
-def _doctor_git(session, state, problem):
+def _doctor_git(loop, state, problem):
     """doctor's checks of git and autotune's private files in it: ignored files in the
     snapshot, HEAD moved past the snapshot, a git index lock, a swap, a saved
     measurement of another segment."""
-    stale = ignored_entries(session, private_index(session, "snapshot.index")[1]) \
-        if os.path.exists(session.cache("snapshot.index")) else []
+    stale = ignored_entries(loop, private_index(loop, "snapshot.index")[1]) \
+        if os.path.exists(loop.cache("snapshot.index")) else []
     if stale:
         problem("snapshot_ignored", "autotune's snapshot index holds %d file%s that git ignores "
                 "and you do not track (%s), left over from an experiment that edited the ignore "
@@ -9347,28 +9347,28 @@ def _doctor_git(session, state, problem):
                 "from the snapshot; the files stay on disk." % (
                     len(stale), "" if len(stale) == 1 else "s",
                     ", ".join(os.fsdecode(p) for p in stale[:10])),
-                fix=lambda lock: _fix_ignored(session, lock, stale))
-    head = session.repo.head()
+                fix=lambda lock: _fix_ignored(loop, lock, stale))
+    head = loop.repo.head()
     snap = state.snapshot or {}
     if snap.get("head") and head != snap.get("head"):
-        own = own_unlogged_commit(session.repo, head, snap["head"])
+        own = own_unlogged_commit(loop.repo, head, snap["head"])
         if own is not None:
             problem("unlogged_keep", head_moved_message(snap["head"], head, own))
         else:
-            problem("head_moved", head_moved_problem(session, snap, head),
-                    fix=lambda lock: _fix_snapshot(session, lock))
-    if os.path.exists(os.path.join(session.repo.git_dir, "index.lock")):
+            problem("head_moved", head_moved_problem(loop, snap, head),
+                    fix=lambda lock: _fix_snapshot(loop, lock))
+    if os.path.exists(os.path.join(loop.repo.git_dir, "index.lock")):
         problem("git_locked", "%s exists: a git command is running or was killed. Delete it if "
-                "no git process is running." % os.path.join(session.repo.git_dir, "index.lock"))
-    _doctor_swap(session, problem)
-    m = load_measurement(session)
-    if m is not None and m.segment != state.segment:
+                "no git process is running." % os.path.join(loop.repo.git_dir, "index.lock"))
+    _doctor_swap(loop, problem)
+    measurement = load_measurement(loop)
+    if measurement is not None and measurement.segment != state.segment:
         problem("stale_measurement", "The saved measurement is from segment %s; it will be dropped." %
-                m.segment, fix=lambda lock: drop_measurement(session))
+                measurement.segment, fix=lambda lock: drop_measurement(loop))
 
 
 def cmd_doctor(args):
-    session = find_session(lenient=True)
+    loop = find_loop(lenient=True)
     problems = []  # dicts: code, message, fixable, fixed
     fixes = []
 
@@ -9378,71 +9378,71 @@ def cmd_doctor(args):
             fixes.append((problems[-1], fix))
         return problems[-1]
 
-    if session.repo is None:
-        problem("not_git_repo", "%s is not inside a git repository." % session.workdir)
-    if not session.exists():
-        problem("no_session", "No %s in %s: there is no session to check." % (LOG_FILE, session.workdir))
-        return doctor_report(args, session, problems)
-    loaded = load_state(session)
+    if loop.repo is None:
+        problem("not_git_repo", "%s is not inside a git repository." % loop.workdir)
+    if not loop.exists():
+        problem("no_session", "No %s in %s: there is no session to check." % (LOG_FILE, loop.workdir))
+        return doctor_report(args, loop, problems)
+    loaded = load_state(loop)
     state = loaded.state
-    _doctor_log(session, loaded, problem)
-    _doctor_judge(session, state, problem)
-    if session.repo is not None and state.config is not None:
-        _doctor_git(session, state, problem)
-    leftovers = [name for name in os.listdir(session.workdir)
+    _doctor_log(loop, loaded, problem)
+    _doctor_judge(loop, state, problem)
+    if loop.repo is not None and state.config is not None:
+        _doctor_git(loop, state, problem)
+    leftovers = [name for name in os.listdir(loop.workdir)
                  if name.startswith((STATE_FILE + ".", LOG_FILE + ".")) and name.endswith(".tmp")]
     if leftovers:
         problem("temp_files", "Temporary files from an interrupted write: %s." % ", ".join(leftovers),
-                fix=lambda lock: [os.unlink(session.path(n)) for n in leftovers])
+                fix=lambda lock: [os.unlink(loop.path(n)) for n in leftovers])
     if args.fix and fixes:
-        with LogLock(session) as lock:
+        with LogLock(loop) as lock:
             for entry, fix in fixes:
                 fix(lock)
                 entry["fixed"] = True
-    return doctor_report(args, session, problems)
+    return doctor_report(args, loop, problems)
 
 
-def _read_state_file(session):
-    data = read_json(session.state_path)
+def _read_state_file(loop):
+    data = read_json(loop.state_path)
     return data if isinstance(data, dict) else None
 
 
-def _fix_torn_tail(session, lock):
+def _fix_torn_tail(loop, lock):
     """Moves the bytes after the last newline into a backup file, then cuts them off."""
-    with open(session.log_path, "rb") as handle:
+    with open(loop.log_path, "rb") as handle:
         end = handle.seek(0, 2)
         torn = next(lines_backward(handle))
     cut = end - len(torn)
     if cut == end:
         return
-    backup = "%s.torn-%s" % (session.log_path, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+    backup = "%s.torn-%s" % (loop.log_path, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
     with open(backup, "wb") as handle:
         handle.write(torn)
-    os.truncate(session.log_path, cut)
-    _fix_state(session)
+    os.truncate(loop.log_path, cut)
+    _fix_state(loop)
 
 
-def _fix_state(session):
+def _fix_state(loop):
     try:
-        os.unlink(session.state_path)
+        os.unlink(loop.state_path)
     except OSError:
         pass
-    loaded = load_state(session)
-    if not save_state(session, loaded.state):
+    loaded = load_state(loop)
+    if not save_state(loop, loaded.state):
         fail("io_error", "Cannot write %s; check its directory's permissions and free space." % STATE_FILE)
 
 
-def head_moved_problem(session, snap, head):
+def head_moved_problem(loop, snap, head):
     """doctor's words for a HEAD moved outside autotune, naming the experiment in
     progress that the fix keeps pending."""
     text = ("HEAD moved from %s to %s outside autotune since the last logged result; `log` will "
             "refuse to commit or revert. " % (snap["head"][:7], (head or "none")[:7]))
     pending = []
     if snap.get("tree"):
-        with LogLock(session):
-            current = snapshot_tree(session)
-            base = rebased_snapshot(session, snap["tree"], snap["head"], head)
-            pending = [c.name for c in experiment_changes(session, base, current)]
+        with LogLock(loop):
+            current = snapshot_tree(loop)
+            base = rebased_snapshot(loop, snap["tree"], snap["head"], head)
+            pending = [c.name for c in experiment_changes(loop, base, current)]
     if pending:
         return text + ("The fix moves the snapshot onto the new HEAD (what you committed is yours) "
                        "and keeps the experiment in progress pending (%s%s): `log` then keeps or "
@@ -9450,53 +9450,53 @@ def head_moved_problem(session, snap, head):
     return text + "The fix moves the snapshot onto the new HEAD; no experiment is in progress."
 
 
-def _fix_snapshot(session, lock):
+def _fix_snapshot(loop, lock):
     """Moves the snapshot onto the new HEAD without swallowing a pending experiment: the
     files the user's commits changed are taken from HEAD, the rest stays as the snapshot
     had it (rebased_snapshot)."""
-    loaded = load_state(session)
+    loaded = load_state(loop)
     snap = loaded.state.snapshot or {}
-    head = session.repo.head()
-    tree = (rebased_snapshot(session, snap["tree"], snap.get("head"), head) if snap.get("tree")
-            else snapshot_tree(session))
+    head = loop.repo.head()
+    tree = (rebased_snapshot(loop, snap["tree"], snap.get("head"), head) if snap.get("tree")
+            else snapshot_tree(loop))
     entry = {"type": "control", "action": "snapshot", "timestamp": utc_now(),
              "snapshot": dict(snap, tree=tree, head=head)}
-    anchor_snapshot(session, tree)
-    append_entries(lock, session, loaded, [entry])
+    anchor_snapshot(loop, tree)
+    append_entries(lock, loop, loaded, [entry])
 
 
-def _fix_ignored(session, lock, stale):
+def _fix_ignored(loop, lock, stale):
     """Removes ignored, untracked files from the private index and from the logged
     snapshot, keeping any experiment in progress pending."""
-    _, env = private_index(session, "snapshot.index")
-    session.repo.run(["update-index", "-z", "--force-remove", "--stdin"], env=env,
+    _, env = private_index(loop, "snapshot.index")
+    loop.repo.run(["update-index", "-z", "--force-remove", "--stdin"], env=env,
                      input=b"".join(p + b"\0" for p in stale))
-    loaded = load_state(session)
+    loaded = load_state(loop)
     snap = loaded.state.snapshot or {}
     if snap.get("tree"):
-        tree = without_paths(session, snap["tree"], stale)
+        tree = without_paths(loop, snap["tree"], stale)
         if tree != snap["tree"]:
-            anchor_snapshot(session, tree)
-            append_entries(lock, session, loaded, [{"type": "control", "action": "snapshot",
+            anchor_snapshot(loop, tree)
+            append_entries(lock, loop, loaded, [{"type": "control", "action": "snapshot",
                                                     "timestamp": utc_now(),
                                                     "snapshot": dict(snap, tree=tree)}])
 
 
-def doctor_report(args, session, problems):
+def doctor_report(args, loop, problems):
     healthy = not [p for p in problems if not p["fixed"] and not p.get("warning")]
     if args.json:
-        output({"ok": healthy, "path": session.workdir, "problems": problems})
+        print_json({"ok": healthy, "path": loop.workdir, "problems": problems})
     else:
         colors = Colors(sys.stdout)
         if healthy and not [p for p in problems if not p.get("warning")]:
-            say("autotune doctor: %s is healthy" % session.workdir)
+            print_text("autotune doctor: %s is healthy" % loop.workdir)
         for p in problems:
             mark = (colors.green("fixed") if p["fixed"] else colors.yellow("fixable") if p["fixable"]
                     else colors.yellow("warning") if p.get("warning") else colors.red("problem"))
-            say("%s  %s: %s" % (mark, strip_controls(p["code"], ""), strip_controls(p["message"], "")),
+            print_text("%s  %s: %s" % (mark, strip_controls(p["code"], ""), strip_controls(p["message"], "")),
                 painted=colors.enabled)
         if problems and not args.fix and any(p["fixable"] for p in problems):
-            say("Run `autotune doctor --fix` to repair what is marked fixable.")
+            print_text("Run `autotune doctor --fix` to repair what is marked fixable.")
     return 0 if healthy else 1
 
 
@@ -10241,9 +10241,9 @@ def _curl_targets(args):
 def _patch_targets(command, args, cwd):
     """The files `patch` writes: -o FILE alone, else the file it is given and every file
     the diff names (read from -i, a second operand, stdin or a heredoc), under -d DIR."""
-    output = _strip_option(args, "-o", "--output")
-    if output:
-        return [(output, "file")]
+    print_json = _strip_option(args, "-o", "--output")
+    if print_json:
+        return [(print_json, "file")]
     strip = _strip_option(args, "-p", "--strip")
     directory = _strip_option(args, "-d", "--directory") or ""
     operands = _operands(args, ("-p", "-i", "-o", "-d", "-D", "-F", "-z", "-B", "-Y", "-V",
@@ -10373,39 +10373,39 @@ def payload_cwd(payload):
     return cwd if isinstance(cwd, str) and os.path.isdir(cwd) else os.getcwd()
 
 
-def loop_session(cwd):
-    """The session of the loop `cwd` belongs to, or None when it has no log or cannot be
-    found (a broken config means defaults, and session.config_error says so: a typo must
+def loop_at(cwd):
+    """The loop `cwd` belongs to, or None when it has no log or cannot be found (a
+    broken config means defaults, and loop.config_error says so: a typo must
     not switch the guard off)."""
     try:
-        session = find_session(cwd, lenient=True)
-        return session if session.exists() else None
+        loop = find_loop(cwd, lenient=True)
+        return loop if loop.exists() else None
     except (AutotuneError, OSError):
         return None
 
 
-def loop_state(session):
+def loop_state(loop):
     """The loaded state of a loop that has a config line, or None (unreadable, or not
     initialized)."""
     try:
-        loaded = load_state(session)
+        loaded = load_state(loop)
     except (AutotuneError, OSError):
         return None
     return loaded if loaded.state.config is not None else None
 
 
-def payload_session(payload):
-    """(session, loaded state) of the loop in the payload's directory, or (None, None)."""
-    session = loop_session(payload_cwd(payload))
-    loaded = loop_state(session) if session is not None else None
-    return (session, loaded) if loaded is not None else (None, None)
+def payload_loop(payload):
+    """(loop, loaded state) of the loop in the payload's directory, or (None, None)."""
+    loop = loop_at(payload_cwd(payload))
+    loaded = loop_state(loop) if loop is not None else None
+    return (loop, loaded) if loaded is not None else (None, None)
 
 
-def tail_entries(session, start, count, kinds=("result",)):
+def tail_entries(loop, start, count, kinds=("result",)):
     """The last `count` log entries of the given kinds after byte offset `start`,
     read from the end of the file (cost independent of the log's length)."""
     found = []
-    with open(session.log_path, "rb") as handle:
+    with open(loop.log_path, "rb") as handle:
         for raw in lines_backward(handle, start):
             if len(found) >= count:
                 break
@@ -10415,7 +10415,7 @@ def tail_entries(session, start, count, kinds=("result",)):
     return list(reversed(found))
 
 
-def resume_prompt(session, state):
+def resume_prompt(loop, state):
     action, advice = next_action(state)
     best = (state.best or {}).get("metric")
     unit = (state.config or {}).get("metric_unit") or ""
@@ -10423,16 +10423,16 @@ def resume_prompt(session, state):
             "Re-read autotune.md and `autotune explain`, then keep going: one focused change, "
             "`autotune run`, `autotune log --status auto --description ... --asi '{...}'`. "
             "Next action: %s — %s Stop only when `autotune explain` says the loop is stopped, "
-            "paused or complete." % (session.workdir, state.health, state.n_exp, state.segment,
+            "paused or complete." % (loop.workdir, state.health, state.n_exp, state.segment,
                             fmt_metric(best, unit), action, advice))
 
 
 def hook_stop(payload):
-    session, loaded = payload_session(payload)
-    if session is None:
+    loop, loaded = payload_loop(payload)
+    if loop is None:
         return None
-    state = clock_state(session, loaded.state)
-    mode = session.settings.auto_resume
+    state = clock_state(loop, loaded.state)
+    mode = loop.settings.auto_resume
     if (mode == "off" or not state.active or state.health in ("paused", "stopped", "completed")
             or state.n_exp == 0):
         return None
@@ -10443,67 +10443,67 @@ def hook_stop(payload):
             return None
         return {"systemMessage": "autotune: the loop in %s is still active (%d runs, %s). Resume "
                 "it with `claude --agent autotune` or `autotune start`; stop it with `autotune "
-                "stop`.%s" % (session.workdir, state.n_exp, state.health, (
+                "stop`.%s" % (loop.workdir, state.n_exp, state.health, (
                     " Its config is broken, so defaults apply: %s Run `autotune doctor`." %
-                    session.config_error) if session.config_error else "")}
+                    loop.config_error) if loop.config_error else "")}
     if not owner or session_id != owner:
         return None  # never hijack a session that does not run the loop
-    settings = session.settings
+    settings = loop.settings
     if mode == "continue":
         streak = state.stop_streak + 1 if payload.get("stop_hook_active") is True else 1
         if streak > settings.max_consecutive_blocks or state.stop_blocks >= settings.max_blocks:
             total = state.stop_blocks >= settings.max_blocks
-            return resume_cap_message(session, state, "total" if total else "consecutive", (
+            return resume_cap_message(loop, state, "total" if total else "consecutive", (
                 "%d automatic resumes in this segment (resume.maxBlocks)" % settings.max_blocks if total
                 else "%d automatic resumes in a row (resume.maxConsecutiveBlocks)"
                 % settings.max_consecutive_blocks))
         entry = {"type": "hook", "event": "stop", "action": "block", "streak": streak,
                  "session_id": session_id, "timestamp": utc_now()}
-        if not _append_quietly(session, entry):
+        if not _append_quietly(loop, entry):
             return None
-        return {"decision": "block", "reason": resume_prompt(session, state)}
+        return {"decision": "block", "reason": resume_prompt(loop, state)}
     if mode == "headless":
-        return headless_resume(session, state, session_id)
+        return headless_resume(loop, state, session_id)
     return None
 
 
-def resume_cap_message(session, state, cap, what):
+def resume_cap_message(loop, state, cap, what):
     """The Stop hook's last message when it stops resuming because it reached a cap: said
     once (a `capped` hook line remembers it), silent after."""
-    if state.resume_capped == cap or not _append_quietly(session, {
+    if state.resume_capped == cap or not _append_quietly(loop, {
             "type": "hook", "event": "stop", "action": "capped", "cap": cap, "timestamp": utc_now()}):
         return None
     return {"systemMessage": "autotune: stopped resuming the loop in %s: it reached its cap of %s. "
             "The loop is still active (%d runs, %s): continue it with `claude --agent autotune` or "
             "`autotune start`, or raise the cap in %s." % (
-                session.workdir, what, state.n_exp, state.health, CONFIG_FILE)}
+                loop.workdir, what, state.n_exp, state.health, CONFIG_FILE)}
 
 
-def _append_quietly(session, entry):
+def _append_quietly(loop, entry):
     try:
-        with LogLock(session) as lock:
-            loaded = load_state(session)
+        with LogLock(loop) as lock:
+            loaded = load_state(loop)
             if loaded.torn:
                 return False
-            append_entries(lock, session, loaded, [entry])
+            append_entries(lock, loop, loaded, [entry])
         return True
     except (AutotuneError, OSError):
         return False
 
 
-def headless_resume(session, state, caller=None):
+def headless_resume(loop, state, caller=None):
     """Starts `claude -p ... --agent autotune` detached: at most maxResumes, spaced by
     minMinutesBetween, never while the last one it started is still running."""
     import shutil
     import subprocess
     import uuid
-    settings = session.settings
+    settings = loop.settings
     if state.resume_count >= settings.max_resumes:
-        return resume_cap_message(session, state, "headless", "%d headless resumes (resume.maxResumes)"
+        return resume_cap_message(loop, state, "headless", "%d headless resumes (resume.maxResumes)"
                                   % settings.max_resumes)
     if state.resume_at and time.time() - state.resume_at < settings.resume_interval_min * 60:
         return None
-    pid_file = session.cache("headless.pid", create=True)
+    pid_file = loop.cache("headless.pid", create=True)
     try:
         with open(pid_file) as handle:
             pid_text, _, started_id = handle.read().strip().partition(" ")
@@ -10516,14 +10516,14 @@ def headless_resume(session, state, caller=None):
     if not claude:
         return {"systemMessage": "autotune: cannot resume headless: `claude` is not on PATH."}
     new_id = str(uuid.uuid4())
-    log_path = session.cache("headless.log", create=True)
+    log_path = loop.cache("headless.log", create=True)
     with open(log_path, "ab") as log_handle:
-        proc = subprocess.Popen([claude, "-p", resume_prompt(session, state), "--agent", "autotune",
-                                 "--session-id", new_id], cwd=session.workdir,
+        proc = subprocess.Popen([claude, "-p", resume_prompt(loop, state), "--agent", "autotune",
+                                 "--session-id", new_id], cwd=loop.workdir,
                                 stdin=subprocess.DEVNULL, stdout=log_handle, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
     write_atomic(pid_file, ("%d %s" % (proc.pid, new_id)).encode())
-    _append_quietly(session, {"type": "resume", "via": "headless", "pid": proc.pid,
+    _append_quietly(loop, {"type": "resume", "via": "headless", "pid": proc.pid,
                               "session_id": new_id, "timestamp": utc_now()})
     return {"systemMessage": "autotune: resumed the loop in a headless session (resume %d of %d, "
             "pid %d, output in %s)." % (state.resume_count + 1, settings.max_resumes, proc.pid, log_path)}
@@ -10652,7 +10652,7 @@ def bash_denial(command, guards):
                         "commands, pipes, redirections, substitutions, variable assignments or "
                         "wrappers around it (to change directory, run `cd DIR` as a command of "
                         "its own first).")
-            workdir = guard.session.workdir
+            workdir = guard.loop.workdir
             for value in _run_command_values(args):
                 if os.path.isfile(os.path.join(workdir, BENCH_FILE)) and not is_benchmark_command(value, workdir):
                     return ("autotune: %s is not the benchmark. While autotune.sh exists the loop "
@@ -10724,10 +10724,10 @@ class Guard(object):
     the benchmark calls). Paths are compared after following symlinks, and hard links
     are recognized by their inode."""
 
-    def __init__(self, session, state):
-        self.session, self.state = session, state
-        self.root = os.path.realpath(session.workdir)
-        self.names = guarded_files(session, state)
+    def __init__(self, loop, state):
+        self.loop, self.state = loop, state
+        self.root = os.path.realpath(loop.workdir)
+        self.names = guarded_files(loop, state)
         inputs = state.inputs if (state.n_exp and isinstance(state.inputs, dict)) else {}
         self.files, self.entries = set(), {}
         for key in inputs:
@@ -10736,7 +10736,7 @@ class Guard(object):
                 self.entries.setdefault(os.path.normpath(name), []).append(key)
             else:
                 self.files.add(os.path.normpath(key))
-        globs = session.settings.protect if state.n_exp else []
+        globs = loop.settings.protect if state.n_exp else []
         self.globs = [(g, glob_regex(g), _glob_prefix(g)) for g in globs]
 
     def _inodes(self):
@@ -10768,7 +10768,7 @@ class Guard(object):
             found = self._file_reason(rel, kind, content, how)
             if found:
                 return found
-        cache = os.path.realpath(os.path.dirname(self.session.cache_dir))  # <git dir>/autotune
+        cache = os.path.realpath(os.path.dirname(self.loop.cache_dir))  # <git dir>/autotune
         if real == cache or real.startswith(cache + os.sep) or (
                 kind == "tree" and cache.startswith(real.rstrip(os.sep) + os.sep)):
             return ("autotune: %s is autotune's private cache of the loop (the benchmark lock, "
@@ -10854,17 +10854,17 @@ class Guards(object):
                 return None
             probe = parent
         if probe not in self.by_dir:
-            session = loop_session(probe)
-            self.by_dir[probe] = self._loop_guard(session) if session is not None else None
+            loop = loop_at(probe)
+            self.by_dir[probe] = self._loop_guard(loop) if loop is not None else None
         return self.by_dir[probe]
 
-    def _loop_guard(self, session):
+    def _loop_guard(self, loop):
         """The guard of an active loop, None for any other, read once per loop: the
         directories of one loop share it without reading its log again."""
-        root = os.path.realpath(session.workdir)
+        root = os.path.realpath(loop.workdir)
         if root not in self.by_root:
-            loaded = loop_state(session)
-            self.by_root[root] = (Guard(session, loaded.state)
+            loaded = loop_state(loop)
+            self.by_root[root] = (Guard(loop, loaded.state)
                                   if loaded is not None and loaded.state.active else None)
         return self.by_root[root]
 
@@ -10887,7 +10887,7 @@ GUARDED_UNTIL_BASELINE = INTEGRITY_FILES + (CONFIG_FILE,)
 GUARDED_ALWAYS = (LOG_FILE, STATE_FILE)
 
 
-def guarded_files(session, state):
+def guarded_files(loop, state):
     """What the agent may not change during an active segment: autotune's own records, a
     copy of autotune.py inside the working directory, and, once the baseline is logged,
     the benchmark, checks, holdout and config (changing them would move the goalposts)."""
@@ -10895,7 +10895,7 @@ def guarded_files(session, state):
     if state.n_exp:
         names += GUARDED_UNTIL_BASELINE
     me = os.path.realpath(os.path.abspath(__file__))
-    if os.path.dirname(me) == os.path.realpath(session.workdir):
+    if os.path.dirname(me) == os.path.realpath(loop.workdir):
         names.append(os.path.basename(me))
     return names
 
@@ -10917,17 +10917,17 @@ def guard_reason(name, state):
 def hook_session_start(payload):
     """The session that runs the loop gets the picture and "continue the loop"; any other
     session in the directory gets one line saying a loop is active and whose it is."""
-    session, loaded = payload_session(payload)
-    if session is None or not loaded.state.active:
+    loop, loaded = payload_loop(payload)
+    if loop is None or not loaded.state.active:
         return None
     state = loaded.state
     if runs_the_loop(payload, state):
-        context = session_summary(session, loaded)
+        context = session_summary(loop, loaded)
     else:
         context = ("autotune: an optimization loop is active in %s (segment %d, %d runs, %s), "
                    "run by %s; this session is not asked to continue it. To work on it, start "
                    "`autotune start` (or `claude --agent autotune`); to look at it, `autotune "
-                   "explain`." % (session.workdir, state.segment, state.n_exp, state.health,
+                   "explain`." % (loop.workdir, state.segment, state.n_exp, state.health,
                                   ("session %s" % state.session_id) if state.session_id
                                   else "no Claude session yet"))
     return {"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": context}}
@@ -10946,16 +10946,16 @@ def runs_the_loop(payload, state):
     return os.environ.get("AUTOTUNE_AGENT") == "1"
 
 
-def session_summary(session, loaded, recent=6):
+def session_summary(loop, loaded, recent=6):
     """A compact picture of the loop from the files on disk, for a fresh agent."""
     state = loaded.state
-    data = explain_data(session, loaded)
+    data = explain_data(loop, loaded)
     unit = data.get("unit") or ""
     lines = ["autotune: an optimization loop is active in %s (segment %d of %d)." % (
-        session.workdir, state.segment, state.segments)]
+        loop.workdir, state.segment, state.segments)]
     lines.append("Objective: %s — %s%s, %s is better." % (
         data.get("name"), data.get("metric"), (" (%s)" % unit) if unit else "", data.get("direction")))
-    objective = _markdown_section(session.path(NOTES_FILE), "objective")
+    objective = _markdown_section(loop.path(NOTES_FILE), "objective")
     if objective:
         lines.append("From autotune.md: " + _one_line(objective, 300))
     lines.append("State: %s, %s mode; %s." % (state.health, state.mode, data["why"]))
@@ -10968,7 +10968,7 @@ def session_summary(session, loaded, recent=6):
             data.get("best_commit"), json.dumps(_one_line(data.get("best_description") or "", 100),
                                                 ensure_ascii=False),
             conf.get("label", "-")))
-    rows = tail_entries(session, state.config_offset or 0, recent)
+    rows = tail_entries(loop, state.config_offset or 0, recent)
     if rows:
         lines.append("Recent runs (newest last):")
         for row in rows:
@@ -10979,12 +10979,12 @@ def session_summary(session, loaded, recent=6):
                                                 json.dumps(_one_line(row.get("description") or "", 100),
                                                            ensure_ascii=False),
                                                 (" — " + notes) if notes else ""))
-    ideas = open_ideas(session.path(IDEAS_FILE))
+    ideas = open_ideas(loop.path(IDEAS_FILE))
     if ideas:
         lines.append("Open ideas (autotune.ideas.md): " + " | ".join(ideas[:8]))
     lines.append("Resume: read autotune.md, run `autotune explain`, then continue the loop.")
-    if session.config_error:
-        lines.append("Warning: %s (defaults apply until a person fixes it)." % session.config_error)
+    if loop.config_error:
+        lines.append("Warning: %s (defaults apply until a person fixes it)." % loop.config_error)
     return "\n".join(lines)
 
 
@@ -11040,10 +11040,10 @@ def run_hook(event):
     except Exception as exc:  # a hook must never break the user's session
         if os.environ.get("AUTOTUNE_DEBUG"):
             raise
-        say("autotune hook %s: %s: %s" % (event, type(exc).__name__, exc), sys.stderr)
+        print_text("autotune hook %s: %s: %s" % (event, type(exc).__name__, exc), sys.stderr)
         answer = None
     if answer:  # Claude Code shows this text to a person: no control reaches their terminal
-        output(clean_data(answer, keep="\n"))
+        print_json(clean_data(answer, keep="\n"))
     return 0
 
 
@@ -11052,19 +11052,19 @@ def statusline_text(payload, colors):
     parts = []
     workspace = payload.get("workspace") if isinstance(payload.get("workspace"), dict) else {}
     cwd = workspace.get("current_dir") or payload.get("cwd")
-    session, loaded = payload_session({"cwd": cwd}) if isinstance(cwd, str) else (None, None)
-    if session is not None:
+    loop, loaded = payload_loop({"cwd": cwd}) if isinstance(cwd, str) else (None, None)
+    if loop is not None:
         state = loaded.state
         health = strip_controls(state.health or "running", "")
         text = "%s %s" % (HEALTH_ICON.get(health, "●"), health)
         if health == "stopped":
             text += " (autotune resume)"
         parts.append("autotune " + colors.paint(HEALTH_COLOR.get(health, "bold"), text)
-                     + (colors.yellow(" ⚠ config") if session.config_error else ""))
+                     + (colors.yellow(" ⚠ config") if loop.config_error else ""))
         parts.append("#%d" % state.n_exp)
         parts.append("keep %d · no-imp %d · crash %d" % (state.keep_streak, state.no_improve,
                                                         state.crash_streak))
-        parts.append("heals %d/%d" % (state.heals, session.settings.max_heals))
+        parts.append("heals %d/%d" % (state.heals, loop.settings.max_heals))
         best = (state.best or {}).get("metric")
         if best is not None:
             base = (state.baseline or {}).get("metric")
@@ -11099,9 +11099,9 @@ def cmd_statusline(args):
         if os.environ.get("AUTOTUNE_DEBUG"):
             raise
         line = "autotune: status unavailable (%s)" % type(exc).__name__
-    say(line, painted=colors.enabled)
+    print_text(line, painted=colors.enabled)
     if args.chain:  # the user's own status line: its colours stay, nothing else of control
-        say(strip_controls(chained_statusline(args.chain, raw), sgr=True), painted=True)
+        print_text(strip_controls(chained_statusline(args.chain, raw), sgr=True), painted=True)
     return 0
 
 
@@ -11213,13 +11213,13 @@ def cmd_setup_permissions(args):
     if project is not None:
         result["project_commands"] = project
     if args.json:
-        output(result)
+        print_json(result)
     else:
-        say("autotune: %s %s" % (path, ("added %d rule%s" % (len(added), "" if len(added) == 1 else "s"))
+        print_text("autotune: %s %s" % (path, ("added %d rule%s" % (len(added), "" if len(added) == 1 else "s"))
                                   if added else "already had every rule")
             + ("; status line set" if statusline else ""))
         if project is not None:
-            say("autotune: the project's commands allowed: %s" % (
+            print_text("autotune: the project's commands allowed: %s" % (
                 ", ".join(project) if project else "none found (no package.json scripts, Makefile, "
                 "pyproject/tox, Cargo.toml or go.mod commands, and no --benchmark/--checks at init)"))
     return 0
@@ -11229,16 +11229,16 @@ def project_commands(target):
     """The benchmark's and checks' commands to allow with --with-project-commands: what
     `init` was given (--benchmark, --checks) and the build, test and benchmark commands it
     proposed from the project's files, in that order, each once."""
-    session = find_session(target, lenient=True)
+    loop = find_loop(target, lenient=True)
     commands = []
-    if session.exists():
+    if loop.exists():
         try:
-            config = load_state(session).state.config or {}
+            config = load_state(loop).state.config or {}
         except (AutotuneError, OSError):
             config = {}
         given = config.get("commands") if isinstance(config.get("commands"), dict) else {}
         commands += [given[key] for key in ("benchmark", "checks") if isinstance(given.get(key), str)]
-    proposed = project_report(session)["proposed"]
+    proposed = project_report(loop)["proposed"]
     commands += [item["command"] for kind in ("build", "test", "benchmark") for item in proposed[kind]]
     return [c for i, c in enumerate(commands) if c.strip() and c not in commands[:i]]
 
@@ -11470,13 +11470,13 @@ def main(argv=None):
         return COMMANDS[args.subcommand][0](args) or 0
     except AutotuneError as exc:
         if wants_json:
-            output({"error": exc.code, "message": exc.message})
+            print_json({"error": exc.code, "message": exc.message})
         else:
             text = exc.message if exc.message.startswith("autotune") else "autotune: " + exc.message
-            say(text, sys.stderr)
+            print_text(text, sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
-        say("autotune: interrupted", sys.stderr)
+        print_text("autotune: interrupted", sys.stderr)
         return getattr(exc, "exit_code", 130)
     except BrokenPipeError:
         return 0
@@ -11486,9 +11486,9 @@ def main(argv=None):
         message = "internal error: %s: %s (set AUTOTUNE_DEBUG=1 for the traceback)" % (
             type(exc).__name__, exc)
         if wants_json:
-            output({"error": "internal", "message": message})
+            print_json({"error": "internal", "message": message})
         else:
-            say("autotune: " + message, sys.stderr)
+            print_text("autotune: " + message, sys.stderr)
         return 70
 
 

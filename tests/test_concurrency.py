@@ -135,7 +135,7 @@ def test_reader_never_overwrites_a_newer_state(project):
     """A read-only command that folded the log, then lost the race to a writer, must not
     write its older fold over the writer's state (it would send the next `log` to a full
     rescan of the history for values.bin, and leaves the cache behind the log)."""
-    session = autotune.Session(str(project.path), autotune.find_repo(str(project.path)),
+    session = autotune.Loop(str(project.path), autotune.find_repo(str(project.path)),
                                autotune.Settings())
     project.ok("log", "--status", "keep", "--metric", "100", "--description", "one")
     os.unlink(session.state_path)

@@ -43,7 +43,7 @@ def test_indirect_inputs_are_the_definitions_not_the_dependencies(tmp_path):
                                     "[tool.pytest.ini_options]\naddopts = \"-q\"\n")
     project.write("Makefile", "include rules.mk\ncheck:\n\tpytest\n")
     project.write("rules.mk", "X = 1\n")
-    session = autotune.Session(str(project.path), None, autotune.Settings())
+    session = autotune.Loop(str(project.path), None, autotune.Settings())
     keys = autotune.indirect_inputs(session, ["make check\npytest -x\n"])
     assert "Makefile" in keys and "rules.mk" in keys
     assert "pyproject.toml#[tool.pytest.ini_options]" in keys and "pyproject.toml" not in keys

@@ -179,8 +179,8 @@ def test_a_payload_is_an_object_or_nothing(tmp_path):
     assert autotune.payload_cwd({"cwd": str(tmp_path)}) == str(tmp_path)
     for bad in ({}, {"cwd": 5}, {"cwd": str(tmp_path / "missing")}, {"cwd": "a\0b"}):
         assert autotune.payload_cwd(bad) == os.getcwd()
-    assert autotune.loop_session(str(tmp_path)) is None
-    assert autotune.payload_session({"cwd": str(tmp_path)}) == (None, None)
+    assert autotune.loop_at(str(tmp_path)) is None
+    assert autotune.payload_loop({"cwd": str(tmp_path)}) == (None, None)
 
 
 # -------------------------------------------------------------- report ----

@@ -242,7 +242,7 @@ def test_a_run_killed_with_the_kept_code_swapped_in_is_recovered(seed):
     dead = subprocess.Popen(["true"])
     dead.wait()
     import autotune
-    session = autotune.find_session(str(seed.path))
+    session = autotune.find_loop(str(seed.path))
     os.makedirs(session.cache_dir, exist_ok=True)
     with open(session.cache("swap.json"), "w") as handle:
         json.dump({"tree": tree, "pid": dead.pid}, handle)

@@ -38,7 +38,7 @@ def fresh_fold(log_bytes):
     try:
         with open(os.path.join(scratch, autotune.LOG_FILE), "wb") as handle:
             handle.write(log_bytes)
-        session = autotune.Session(scratch, None, autotune.Settings())
+        session = autotune.Loop(scratch, None, autotune.Settings())
         loaded = autotune.load_state(session)
         return loaded.state.to_dict(), loaded
     finally:
