@@ -5985,6 +5985,32 @@ class ProcessSweep(object):
         kill_descendants(self.before, token=self.token)
 
 
+def _stop_group(proc):
+    """A timed-out benchmark gets SIGTERM and two seconds to clean up, then SIGKILL."""
+    import signal
+    import subprocess
+    _kill_group(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=2.0)
+    except subprocess.TimeoutExpired:
+        pass
+    _kill_group(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _scanned(outcome, scanner, tail_lines, tail_bytes):
+    """The outcome with what the scanner kept: the metrics and a tail that is cleaned of
+    control sequences before it is cut to `tail_bytes` (cutting first could split one)."""
+    scanner.close()
+    outcome.metrics = scanner.metrics
+    outcome.dropped = scanner.dropped
+    text = clean_tail(scanner.text(tail_lines, scanner.tail_limit))
+    if len(text.encode("utf-8")) > tail_bytes:
+        text = text.encode("utf-8")[-tail_bytes:].decode("utf-8", "ignore")
+    outcome.output = text
+    return outcome
+
+
 def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_TAIL_LINES,
                 tail_bytes=OUTPUT_TAIL_BYTES, sweep=None, primary=None):
     """Runs a benchmark-like command in its own process group, streaming its output
@@ -6025,13 +6051,7 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
                 exited_at = time.monotonic()
             if exited_at is None and now >= deadline:
                 outcome.timeout = True
-                _kill_group(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=2.0)
-                except subprocess.TimeoutExpired:
-                    pass
-                _kill_group(proc.pid, signal.SIGKILL)
-                proc.wait()
+                _stop_group(proc)
                 exited_at = time.monotonic()
             if exited_at is not None and (eof or time.monotonic() > exited_at + 1.0):
                 if not eof:
@@ -6059,16 +6079,9 @@ def run_process(command, cwd, timeout, shell=False, env=None, tail_lines=OUTPUT_
         if own_sweep:
             sweep.sweep()
     outcome.contention = contention(counters, cpu_counters())
-    scanner.close()
     outcome.exit = 124 if outcome.timeout else proc.returncode  # as timeout(1) reports it
     outcome.dur = round(time.monotonic() - started, 3)
-    outcome.metrics = scanner.metrics
-    outcome.dropped = scanner.dropped
-    text = clean_tail(scanner.text(tail_lines, scanner.tail_limit))  # clean first, then cut
-    if len(text.encode("utf-8")) > tail_bytes:
-        text = text.encode("utf-8")[-tail_bytes:].decode("utf-8", "ignore")
-    outcome.output = text
-    return outcome
+    return _scanned(outcome, scanner, tail_lines, tail_bytes)
 
 
 # Contention: how much CPU the rest of the machine used while one execution ran.
@@ -7138,8 +7151,8 @@ def cmd_dashboard(args):
 
 
 def terminal_columns():
-    """The width to draw in: $COLUMNS when it is a sane number (the bash implementation,
-    autotune 0.3, honoured it too), else 80, whatever the terminal's size."""
+    """The width to draw in: $COLUMNS when it is a sane number (the old bash scripts
+    honoured it too), else 80, whatever the terminal's size."""
     try:
         columns = int(os.environ.get("COLUMNS", ""))
     except ValueError:
@@ -11107,9 +11120,9 @@ def cmd_statusline(args):
 
 def chained_statusline(command, payload):
     """Runs the user's other status-line command (their own settings, like the benchmark
-    the one other command autotune hands to a shell) through the shell, as the bash
-    implementation (autotune 0.3) did: `~`, pipes and variables work. It gets the same payload on stdin,
-    and is killed with its process group after 5 s."""
+    the one other command autotune hands to a shell) through the shell, as the old bash
+    scripts did: `~`, pipes and variables work. It gets the same payload on stdin, and is
+    killed with its process group after 5 s."""
     import signal
     import subprocess
     try:
@@ -11151,7 +11164,7 @@ def permission_rules(root):
     if os.path.isdir(os.path.join(root, "bin")):
         scripts = ("init-experiment.sh", "run-experiment.sh", "log-experiment.sh", "dashboard.sh")
         rules += ["Bash(%s*)" % name for name in scripts[:3]]
-        # the skill of the bash implementation (autotune 0.3) ran them as `bash <plugin>/bin/NAME.sh ...`
+        # the skill of the old bash scripts ran them as `bash <plugin>/bin/NAME.sh ...`
         rules += ["Bash(bash %s*)" % os.path.join(root, "bin", name) for name in scripts]
     return rules + ["Bash(./autotune.sh)", "Bash(bash autotune.sh)", "Bash(./autotune.checks.sh)",
                     "Bash(./autotune.holdout.sh)", "Bash(git checkout -b autotune/*)",
@@ -11455,7 +11468,7 @@ def build_parser(only=None):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     _INVOCATION[:] = argv
-    if argv[:1] == ["help"]:  # the bash implementation's (autotune 0.3) spelling
+    if argv[:1] == ["help"]:  # the old bash scripts' spelling
         argv = argv[1:2] + ["--help"] if argv[1:2] and argv[1] in COMMANDS else ["--help"]
     command = argv[0] if argv and argv[0] in COMMANDS else None
     wants_json = command in AGENT_COMMANDS or "--json" in argv

