@@ -80,7 +80,8 @@ MODES = ("optimize", "repair")
 HEALTHS = ("running", "improving", "plateaued", "crashing", "healing", "paused", "stopped", "completed")
 # how `run` judges a noisy benchmark: the best and the candidate measured alternately in
 # the same time window, or (the old bash scripts' rule) against the best's earlier samples
-EVAL_MODES = ("interleaved", "reference")
+EVAL_MODES = ("interleaved", "reference", "duet")
+DUET_SPARE_CORES = 2       # duet mode: cores that must be idle (CPUs minus the 1-minute load)
 AUTO_RESUME_MODES = ("prompt", "headless", "off", "continue")
 # Verdicts after which a keep needs --force and --reason.
 BLOCKING_VERDICTS = ("crash", "timeout", "checks_failed", "guardrail_failed", "holdout_failed", "worse")
@@ -1881,7 +1882,8 @@ def interleaved_looks(reference, repeat, settings, deterministic=None):
     rule applies: before the baseline, for a deterministic benchmark (one execution
     decides), with evaluator.mode "reference", or when a fixed repeat or maxSamples
     allows too few pairs for the exact test to reach alpha."""
-    if settings.eval_mode != "interleaved" or not reference or known_deterministic(deterministic, reference):
+    if settings.eval_mode not in ("interleaved", "duet") or not reference or \
+            known_deterministic(deterministic, reference):
         return None
     looks = [(max(1, repeat), settings.alpha)] if repeat != "auto" else pair_looks(settings.max_samples,
                                                                                    settings.alpha)
@@ -2137,7 +2139,9 @@ def describe_pairs(paired, measurement, notes):
         return ("%d sample%s: the correctness checks failed after the first sample, so no more were "
                 "taken%s" % (count, "" if count == 1 else "s",
                              "" if paired.get("best") else " (the kept code did not run)"))
-    text = ("%d pairs, interleaved: the kept code and the candidate measured alternately, the order "
+    text = ("%d pairs, duet: the kept code (from a copy of the tree) and the candidate started together "
+            "in each pair" % count if paired.get("duet") else
+            "%d pairs, interleaved: the kept code and the candidate measured alternately, the order "
             "of each pair at random (%s)" % (count, paired["order"]))
     if notes:
         text += "; " + "; ".join(notes)
@@ -5771,6 +5775,110 @@ class ExperimentFiles(object):
         return (repo.root, os.path.realpath(repo.root)) if repo else ()
 
 
+DUET_JOURNAL = "duet.json"
+
+
+class DuetCopy(object):
+    """Duet mode's second tree: the kept code's files (the best snapshot, checked out by
+    git into a private temporary directory, outside the user's tree) beside the
+    candidate's tree, so both sides can run AT THE SAME TIME. The environment the
+    snapshot leaves out (ignored and untracked files: a venv, node_modules, build
+    directories, data, the benchmark script itself) is reached through symlinks to the
+    user's own paths, so both sides see the same environment. Limits: both sides then
+    share it (a benchmark that writes into an ignored build directory races with its
+    twin), absolute paths or `..` paths in the benchmark reach the user's tree, not the
+    copy, and a tool that resolves symlinks sees the user's path.
+
+    Nothing of the user's is written: the copy lives under the temporary directory; its
+    path is journalled in autotune's private cache first, so `close` (in `finally`: also
+    on Ctrl-C, SIGTERM, SIGHUP) and, after a kill -9, the next `run` (remove_stale_copy)
+    delete it."""
+
+    def __init__(self, loop, best_tree, changes):
+        import tempfile
+        self.loop, self.best_tree = loop, best_tree
+        self.created = {c.path for c in changes if c.old_mode == b"000000"}
+        self.journal = loop.cache(DUET_JOURNAL, create=True)
+        self.root = tempfile.mkdtemp(prefix="autotune-duet-")
+        write_atomic(self.journal, json.dumps({"pid": os.getpid(), "pid_start": _process_start(os.getpid()),
+                                               "copy": self.root}).encode("utf-8"), durable=True)
+        try:
+            self._check_out()
+            self._link_environment(loop.repo.root.encode(), self.root.encode(), b"")
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_out(self):
+        index = self.loop.cache("duet.index")
+        env = git_env(GIT_INDEX_FILE=index)
+        try:
+            self.loop.repo.run(["read-tree", self.best_tree], env=env)
+            self.loop.repo.run(["--work-tree=" + self.root, "checkout-index", "-a", "-f"], env=env)
+        finally:
+            try:
+                os.unlink(index)
+            except OSError:
+                pass
+
+    def _link_environment(self, user_dir, copy_dir, rel):
+        """Symlinks what the user's directory has and the copy lacks (except .git and
+        what the experiment created); descends into directories both have."""
+        try:
+            names = os.listdir(user_dir)
+        except OSError:
+            return
+        for name in names:
+            path = rel + name
+            if not rel and name == b".git":
+                continue
+            target, here = os.path.join(user_dir, name), os.path.join(copy_dir, name)
+            if os.path.lexists(here):
+                if os.path.isdir(here) and not os.path.islink(here) and os.path.isdir(target):
+                    self._link_environment(target, here, path + b"/")
+                continue
+            if path in self.created or any(c.startswith(path + b"/") for c in self.created):
+                continue
+            os.symlink(target, here)
+
+    def where(self, path):
+        """The copy's counterpart of a path inside the user's tree (else the path itself)."""
+        root = self.loop.repo.root
+        rel = os.path.relpath(path, root)
+        return path if rel.startswith(os.pardir) else os.path.normpath(os.path.join(self.root, rel))
+
+    def close(self):
+        """Deletes the copy (symlinks are removed, never followed) and its journal."""
+        import shutil
+        if self.root:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+        try:
+            os.unlink(self.journal)
+        except OSError:
+            pass
+
+
+def remove_stale_copy(loop):
+    """After a run killed with a duet copy in place (its process gone): deletes the copy.
+    True when it removed one."""
+    import shutil
+    import tempfile
+    path = loop.cache(DUET_JOURNAL)
+    data = read_json(path, None)
+    if not isinstance(data, dict) or swap_owner_alive(data):
+        return False
+    copy = data.get("copy")
+    if isinstance(copy, str) and os.path.basename(copy).startswith("autotune-duet-") and \
+            os.path.dirname(os.path.realpath(copy)) == os.path.realpath(tempfile.gettempdir()):
+        shutil.rmtree(copy, ignore_errors=True)
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    return True
+
+
 # ---------------------------------------------------------------- processes ----
 
 def _kill_group(pgid, sig):
@@ -6390,6 +6498,37 @@ class SampleRunner(object):
         if self.gate is not None and not self.gate.after_candidate_sample():
             self.halted = True
         return self.last.metrics[self.pname], self.last.metrics, self.last.contention
+
+
+class DuetTake(object):
+    """`take` for collect_pairs in duet mode: the first call of a pair starts BOTH sides
+    at the same time (a thread each; run_process only waits on its own child) and
+    answers for its side; the second call answers from what the pair already measured.
+    The order within a pair means nothing here. Readings of contention are left out:
+    each side's counters would count its twin as "the rest of the machine"."""
+
+    def __init__(self, runners):
+        self.runners, self.pending, self.number = runners, {}, None
+
+    def __call__(self, side, number):
+        if number != self.number:
+            self.number, self.pending = number, self._both(number)
+        got = self.pending.get(side)
+        return None if got is None else got[:2]
+
+    def _both(self, number):
+        import threading
+        got = {}
+
+        def one(side):
+            got[side] = self.runners[side].take(number)
+        threads = [threading.Thread(target=one, args=(side,), daemon=True) for side in ("best", "candidate")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)   # a short join keeps Ctrl-C and SIGTERM deliverable
+        return got
 
 
 # ----------------------------------------------------------------- projects ----
@@ -8006,6 +8145,7 @@ def run_prelude(ctx):
         if recover_swap(loop):
             warnings.append("a killed `run` had left the kept code in place of the experiment; "
                             "the experiment's files were restored first")
+        remove_stale_copy(loop)
         tree_before = snapshot_tree(loop)
     large = large_changes((state.snapshot or {}).get("large"), large_record(loop))
     if large:
@@ -8041,9 +8181,14 @@ def sample_interleaved(ctx, measurement, runner, gate, looks, tree_before, progr
     runner.side = "candidate"
     sides = {"best": kept_runner, "candidate": runner}
 
-    def take(side, number):
+    def interleaved(side, number):
         swap.to(side)
         return sides[side].take(number)
+    take = interleaved
+    copy = duet_copy(ctx, swap, measurement.warnings)
+    if copy is not None:
+        kept_runner = duet_runner(ctx, copy, progress)
+        take = DuetTake({"best": kept_runner, "candidate": runner})
     warmup, notes = None, []
     if gate.path:
         # fail fast: with checks, the candidate's first execution is a warm-up (not
@@ -8057,8 +8202,19 @@ def sample_interleaved(ctx, measurement, runner, gate, looks, tree_before, progr
         else:
             (measurement.samples, measurement.sample_metrics, best_samples, best_metrics, orders, verdict, evidence, notes,
              alpha) = collect_pairs(take, looks, ctx.direction, ctx.settings, pair_order_rng())
+            if copy is not None and kept_runner.problem and not runner.problem and not best_samples:
+                measurement.warnings.append(
+                    "duet mode: the kept code failed when run from a copy of the tree (%s), so the "
+                    "benchmark cannot run from a copy; measured interleaved instead" % kept_runner.problem)
+                copy.close()
+                copy, kept_runner = None, sides["best"]
+                (measurement.samples, measurement.sample_metrics, best_samples, best_metrics, orders, verdict, evidence,
+                 notes, alpha) = collect_pairs(interleaved, looks,
+                                               ctx.direction, ctx.settings, pair_order_rng())
     finally:
         swap.close()
+        if copy is not None:
+            copy.close()
         progress.done()
     if warmup is not None:
         notes = ["a warm-up execution of the candidate ran the checks first"] + notes
@@ -8068,10 +8224,62 @@ def sample_interleaved(ctx, measurement, runner, gate, looks, tree_before, progr
              "they were. Output tail: %s. Check the environment with `autotune rebaseline`, or "
              "set evaluator.mode to \"reference\" in %s to judge against earlier samples." % (
                  kept_runner.problem, _one_line(kept_runner.last.output, 300), CONFIG_FILE))
-    paired = {"best": [_round(v) for v in best_samples], "order": "".join(o[0] for o in orders),
+    paired = {"best": [_round(v) for v in best_samples],
+              "order": "".join(o[0] for o in orders) if copy is None else "D" * len(orders),
+              "duet": copy is not None,
               "swapped": swap.paths[:50], "alpha": alpha, "warmup": _round(warmup[0]) if warmup else None,
               "best_metrics": median_metrics(best_metrics, exclude=ctx.pname)}
     return ((verdict, evidence) if verdict is not None else None), paired, swap, notes
+
+
+def duet_obstacle(cpus, load_1m, command_text, workdir, force=False):
+    """Why duet mode cannot run here (the run falls back to interleaved), or None: it
+    needs DUET_SPARE_CORES idle cores (both sides run at once; with fewer, the twins
+    compete with each other and with the rest of the machine), and a benchmark that can
+    run from a copy of the tree (a command naming the tree's absolute path would run
+    the user's tree twice). `force` (AUTOTUNE_DUET_FORCE=1, for measuring duet on a
+    small machine) skips the spare-core rule, never the two-CPU one."""
+    if command_text and workdir and workdir in command_text:
+        return "the benchmark (its command or script) names the tree's absolute path, so it cannot run from a copy"
+    if not cpus or cpus < 2:
+        return "the machine has %s CPU%s; both sides must run at once" % (cpus or 1, "" if cpus == 2 else "s")
+    spare = cpus - (load_1m or 0.0)
+    if spare < DUET_SPARE_CORES and not force:
+        return "only %s of %d cores are idle (load average %s); duet mode needs %d" % (
+            _fmt(round(max(spare, 0.0), 1)), cpus, _fmt(load_1m), DUET_SPARE_CORES)
+    return None
+
+
+def duet_copy(ctx, swap, warnings):
+    """Duet mode (evaluator.mode "duet"): the kept code's copy of the tree, or None (with
+    a warning saying why) when the run measures interleaved instead."""
+    if ctx.settings.eval_mode != "duet":
+        return None
+    facts = load_average() or {}
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else facts.get("cpus")
+    text = ctx.shown if ctx.shell else ""
+    if not ctx.shell:
+        try:
+            with open(ctx.loop.path(BENCH_FILE), "rb") as handle:
+                text = handle.read(1 << 20).decode("utf-8", "replace")
+        except OSError:
+            text = ""
+    why = duet_obstacle(cpus, facts.get("1m"), text, ctx.loop.workdir,
+                        os.environ.get("AUTOTUNE_DUET_FORCE") == "1")
+    if why is None:
+        try:
+            return DuetCopy(ctx.loop, swap.best_tree, swap.changes)
+        except (OSError, GitError) as exc:
+            why = "the copy of the tree could not be made (%s)" % _one_line(str(exc), 200)
+    warnings.append("duet mode is off for this run: %s; measured interleaved instead" % why)
+    return None
+
+
+def duet_runner(ctx, copy, progress):
+    """The kept code's SampleRunner in duet mode: the benchmark started in the copy."""
+    argv = ctx.argv if ctx.shell else [copy.where(word) if os.path.isabs(word) else word for word in ctx.argv]
+    return SampleRunner(argv, ctx.shell, copy.where(ctx.loop.workdir), ctx.timeout, ctx.env, ctx.pname,
+                        ctx.sweep, None, progress, "best")
 
 
 def take_outcome(measurement, runner, gate):
