@@ -8214,6 +8214,7 @@ def sample_interleaved(ctx, measurement, runner, gate, looks, tree_before, progr
     finally:
         swap.close()
         if copy is not None:
+            ctx.sweep.sweep()   # an interrupted pair's twin still runs in the copy: stop it first
             copy.close()
         progress.done()
     if warmup is not None:
