@@ -25,8 +25,9 @@ Files in the working directory (the "protected files": never committed, never re
 Private caches live in <git dir>/autotune/<key>/: the snapshot index that lets a revert
 restore exactly the state before the experiment, a display copy of the last run's
 measurement (`log` reads the measurement line in the log, never this copy), the journal
-of a swap of the kept code in and out during interleaved sampling, the benchmark lock,
-and the sorted metric values behind the confidence score.
+of a swap of the kept code in and out during interleaved sampling, the journal naming
+duet mode's temporary copy of the kept code (so a killed run's copy is removed), the
+benchmark lock, and the sorted metric values behind the confidence score.
 
 Design. A functional core and an imperative shell: parsing, statistics, the fold of the
 log into state, and the health machine are pure functions of plain data; files, git
@@ -5784,7 +5785,8 @@ class DuetCopy(object):
     candidate's tree, so both sides can run AT THE SAME TIME. The environment the
     snapshot leaves out (ignored and untracked files: a venv, node_modules, build
     directories, data, the benchmark script itself) is reached through symlinks to the
-    user's own paths, so both sides see the same environment. Limits: both sides then
+    user's own paths, so both sides see the same environment (except __pycache__: each
+    side compiles its own code). Limits: both sides then
     share it (a benchmark that writes into an ignored build directory races with its
     twin), absolute paths or `..` paths in the benchmark reach the user's tree, not the
     copy, and a tool that resolves symlinks sees the user's path.
@@ -5830,8 +5832,8 @@ class DuetCopy(object):
             return
         for name in names:
             path = rel + name
-            if not rel and name == b".git":
-                continue
+            if (not rel and name == b".git") or name == b"__pycache__":
+                continue   # each side compiles its own code: no shared bytecode cache
             target, here = os.path.join(user_dir, name), os.path.join(copy_dir, name)
             if os.path.lexists(here):
                 if os.path.isdir(here) and not os.path.islink(here) and os.path.isdir(target):
