@@ -58,7 +58,7 @@ import time
 
 # ---------------------------------------------------------------- constants ----
 
-VERSION = "1.1.0"
+VERSION = "1.2.0"
 
 LOG_FILE = "autotune.jsonl"
 STATE_FILE = ".autotune.state"
