@@ -2479,7 +2479,7 @@ def _crash_advice(line, hit, sign, changed):
                             "benchmark stays as it is." % (head, why, BENCH_FILE))
 
 
-def diagnose_crash(print_json, changed_files, kind="crash", roots=(), limit=None, load=None):
+def diagnose_crash(output, changed_files, kind="crash", roots=(), limit=None, load=None):
     """What a failed run says about its cause, for `run`, `log` and `explain` (pure).
 
     kind is `crash`, `timeout`, `checks_failed` or `checks_timeout`; output is the tail
@@ -2492,7 +2492,7 @@ def diagnose_crash(print_json, changed_files, kind="crash", roots=(), limit=None
     (or nothing changed, or the machine was overloaded at a timeout), else `unclear`.
     `text` is the advice: it never suggests editing the benchmark or the checks, which
     the agent's rules forbid."""
-    lines = clean_output_lines(print_json)
+    lines = clean_output_lines(output)
     line = last_error_line(lines)
     changed = list(changed_files or [])
     hit = _changed_file_named(lines, changed, roots)
@@ -2756,7 +2756,7 @@ def require_metric_name(state):
     return name
 
 
-def check_active(loop, state, logging=False):
+def check_may_run(loop, state, now, logging=False):
     """Refuses (`inactive`, then `budget_spent`) unless the loop is active AND its budget
     is not spent: two checks, not one. `run` needs both; `log` records what `run`
     measured, so of the budgets only the iteration count stops it: time and target
@@ -2768,17 +2768,18 @@ def check_active(loop, state, logging=False):
             state.health, state.reason or "-", "; nothing was logged" if logging else "", advice))
     limit = loop.settings.max_iterations
     reason = (("%d results, its iteration budget" % state.n_exp) if limit and state.n_exp >= limit
-              else None) if logging else spent_budget(loop, state)
+              else None) if logging else spent_budget(loop, state, now)
     if reason:
         fail("budget_spent", "The budget of segment %d is spent (%s); raise it in %s or start a "
              "new segment with `autotune init`." % (state.segment, reason, CONFIG_FILE))
 
 
-def spent_budget(loop, state):
+def spent_budget(loop, state, now):
+    """Why the segment's budget is spent at `now` (epoch seconds), or None."""
     direction = state.config.get("direction", "lower")
     best = state.best["metric"] if state.best else None
     return budget_reason(state.n_exp, best, direction, loop.settings,
-                         iso_to_epoch(state.started_at), time.time())
+                         iso_to_epoch(state.started_at), now)
 
 
 def needs_verify(state):
@@ -3331,12 +3332,12 @@ def headline_text(logged_pct, verified, against=""):
     return text
 
 
-def clock_state(loop, state):
+def clock_state(loop, state, now):
     """A copy of the state in which a spent budget (the wall clock runs out between two
-    results) reads as `completed`, as the next `log` would record it."""
+    results) reads as `completed` at `now`, as the next `log` would record it."""
     if state.config is None or not state.active or state.health == "completed":
         return state
-    reason = spent_budget(loop, state)
+    reason = spent_budget(loop, state, now)
     if not reason:
         return state
     state = state.copy()
@@ -4191,7 +4192,7 @@ def _identity_retry(repo, args, **kwargs):
 
 def private_index(loop, name):
     """The environment for git to use one of autotune's own index files (a lock file
-    left by a killed process is removed: callers hold the session lock)."""
+    left by a killed process is removed: callers hold the log lock)."""
     index = loop.cache(name, create=True)
     try:
         os.unlink(index + ".lock")
@@ -4361,7 +4362,7 @@ class Loop(object):
         self.workdir = workdir
         self.repo = repo
         self.settings = settings
-        self.config_errors = list(config_errors)  # set only by find_session(lenient=True)
+        self.config_errors = list(config_errors)  # set only by find_loop(lenient=True)
         self.config_error = " ".join(config_errors) or None
         self.log_path = os.path.join(workdir, LOG_FILE)
         self.state_path = os.path.join(workdir, STATE_FILE)
@@ -5014,13 +5015,12 @@ def ini_section(text, header):
     return "\n".join(lines) if lines else None
 
 
-def _npm_scripts(loop):
-    try:
-        data = json.loads((_read_bytes(loop.path("package.json")) or b"{}").decode("utf-8"))
-        scripts = data.get("scripts") if isinstance(data, dict) else None
-        return scripts if isinstance(scripts, dict) else {}
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return {}
+def package_scripts(path):
+    """The "scripts" object of a package.json, or {} (missing, not JSON, hostile nesting):
+    the one reader of a project's package.json."""
+    data = read_json(path, {})
+    scripts = data.get("scripts") if isinstance(data, dict) else None
+    return scripts if isinstance(scripts, dict) else {}
 
 
 def indirect_inputs(loop, texts):
@@ -5033,7 +5033,7 @@ def indirect_inputs(loop, texts):
             calls.setdefault(tool, set()).update(values)
     exists = lambda name: os.path.isfile(loop.path(name))
     if "npm" in calls:
-        scripts = _npm_scripts(loop)
+        scripts = package_scripts(loop.path("package.json"))
         todo, seen = sorted(calls["npm"]), set()
         while todo:
             name = todo.pop()
@@ -6305,7 +6305,7 @@ def _lock_holder(fd):
         os.lseek(fd, 0, 0)
         data = json.loads(os.read(fd, 65536).decode("utf-8", "replace"))
         return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
 
 
@@ -6840,12 +6840,8 @@ def propose_commands(files):
 
     names = files.names()
     package = files.first("package.json")
-    text = _read_text(package) if package else None
-    if text:
-        try:
-            scripts = json.loads(text).get("scripts")
-        except (ValueError, AttributeError):
-            scripts = None
+    if package:
+        scripts = package_scripts(package)
         manager = ("pnpm" if "pnpm-lock.yaml" in names else "yarn" if "yarn.lock" in names
                    else "bun" if names & {"bun.lockb", "bun.lock"} else "npm")
         for name, body in (scripts.items() if isinstance(scripts, dict) else []):
@@ -6969,7 +6965,7 @@ def explain_data(loop, loaded, disk=False):
     """The data behind explain, status and the dashboard. With `disk`, the lockfiles on
     disk are hashed and compared with the kept code's (explain and status only: the
     dashboard redraws every few seconds)."""
-    state = clock_state(loop, loaded.state)
+    state = clock_state(loop, loaded.state, time.time())
     settings = loop.settings
     config = state.config or {}
     action, advice = next_action(state)
@@ -8095,10 +8091,9 @@ def cmd_detect(args):
 
 def cmd_run(args):
     loop = require_loop(find_loop())
-    settings = loop.settings
     loaded = load_state(loop)
     state = loaded.state
-    check_active(loop, state)
+    check_may_run(loop, state, time.time())
     argv, shell, shown = benchmark_command(loop, args.command)
     hashes = file_hashes(loop)  # read once: checked now, recorded with the measurement
     check_integrity(loop, state, hashes)
@@ -8176,8 +8171,8 @@ def run_looks(ctx, reference, deterministic, warnings):
 
 def sample_interleaved(ctx, measurement, runner, gate, looks, tree_before, progress):
     """The kept code and the candidate, alternately (collect_pairs), with the experiment's
-    files swapped in place. Fills m.samples/m.sample_metrics; returns (judged verdict and
-    evidence or None, the paired record, the swap, notes)."""
+    files swapped in place. Fills measurement.samples and .sample_metrics; returns (judged
+    verdict and evidence or None, the paired record, the swap, notes)."""
     swap = Swap(ctx.loop, ctx.state.snapshot["tree"], tree_before)
     kept_runner = ctx.runner(progress=progress, side="best")
     runner.side = "candidate"
@@ -8703,7 +8698,7 @@ def cmd_log(args):
         loaded = load_state(loop)
         torn_tail_error(loop, loaded)
         state = loaded.state
-        check_active(loop, state, logging=True)
+        check_may_run(loop, state, time.time(), logging=True)
         config = state.config
         pname = config.get("metric_name")
         holder = running_benchmark(loop)
@@ -9125,19 +9120,25 @@ def _verify_trees(loop, state, repo, base_commit, head):
 
 def _verify_pairs(loop, argv, shell, timeout, env, pname, swap, pairs):
     """Runs the baseline ("best" side of the swap) and the best ("candidate" side)
-    alternately, in random order per pair, until `pairs` pairs (two identical pairs of
-    a deterministic benchmark suffice). Returns (values per side, orders: "A" when the
-    baseline ran first); a failed run is refused, the tree put back."""
+    alternately, in random order per pair, until `pairs` pairs are judged (two identical
+    pairs of a deterministic benchmark suffice). A pair set aside as `run` sets one aside
+    (judged_pairs: load on one side only) is replaced, up to twice `pairs` in all.
+    Returns (values per side, orders: "A" when the baseline ran first, each pair's
+    (best's reading, baseline's reading) of the machine's load); a failed run is
+    refused, the tree put back."""
     progress = Progress("verify")
     values = {"best": [], "candidate": []}
-    orders = []
+    orders, loads = [], []
     rng = pair_order_rng()
     with ProcessSweep() as sweep:
         runners = {side: SampleRunner(argv, shell, loop.workdir, timeout, dict(env), pname, sweep,
                                       progress=progress, side=side) for side in ("best", "candidate")}
         try:
-            while len(values["candidate"]) < pairs:
+            while len(values["candidate"]) < 2 * pairs and (
+                    len(values["candidate"]) < pairs
+                    or sum(judged_pairs(paired_ratios(values["candidate"], values["best"])[0], loads)) < pairs):
                 order = ("best", "candidate") if rng.random() < 0.5 else ("candidate", "best")
+                reading = {}
                 for side in order:
                     swap.to(side)
                     taken = runners[side].take(len(values["candidate"]) + 1)
@@ -9148,27 +9149,34 @@ def _verify_pairs(loop, argv, shell, timeout, env, pname, swap, pairs):
                                  "baseline" if side == "best" else "best", runner.problem,
                                  _one_line(runner.last.output, 300)))
                     values[side].append(taken[0])
+                    reading[side] = taken[2]
                 orders.append("A" if order[0] == "best" else "B")   # A: the baseline ran first
+                loads.append((reading["candidate"], reading["best"]))
                 if len(orders) == 2 and is_deterministic(values["best"]) \
                         and is_deterministic(values["candidate"]):
                     break   # a deterministic benchmark: two identical pairs say all there is
         finally:
             swap.close()
             progress.done()
-    return values, orders
+    return values, orders, loads
 
 
-def _verify_change(old, new):
-    """The best's change against the baseline from the pairs, in percent, as (delta,
-    interval): the Hodges-Lehmann shift and its 95% interval as (low, high), None when
-    there are too few pairs (the shift itself for a deterministic benchmark)."""
+def _verify_change(old, new, loads=None):
+    """The best's change against the baseline from the judged pairs, in percent, as
+    (delta, interval, set aside): the Hodges-Lehmann shift and its 95% interval as (low,
+    high), None when there are too few pairs (the shift itself for a deterministic
+    benchmark), and how many pairs were set aside (judged_pairs)."""
     ratios, relative = paired_ratios(new, old)
+    kept = judged_pairs(ratios, loads)
+    if sum(kept) >= 5:
+        ratios = [r for r, ok in zip(ratios, kept) if ok]
+    set_aside = len(kept) - len(ratios)
     shift = hodges_lehmann(ratios)
     interval = (shift, shift) if is_deterministic(old) and is_deterministic(new) else hl_interval(ratios)
 
     def pct(x):
         return _round(shift_pct(x, relative), 3)
-    return pct(shift), ((pct(interval[0]), pct(interval[1])) if interval else None)
+    return pct(shift), ((pct(interval[0]), pct(interval[1])) if interval else None), set_aside
 
 
 def cmd_verify(args):
@@ -9191,9 +9199,9 @@ def cmd_verify(args):
         pname = state.config.get("metric_name")
         env = benchmark_env(loop.settings.env, AUTOTUNE_SEGMENT=str(state.segment), AUTOTUNE_VERIFY="1")
         swap = Swap(loop, baseline_tree, current, purpose="verify")
-        values, orders = _verify_pairs(loop, argv, shell, timeout, env, pname, swap, pairs)
+        values, orders, loads = _verify_pairs(loop, argv, shell, timeout, env, pname, swap, pairs)
         old, new = values["best"], values["candidate"]
-        delta, interval = _verify_change(old, new)
+        delta, interval, set_aside = _verify_change(old, new, loads)
         logged = _round(pct_change(best["metric"], base.get("metric")), 3)
         entry = {"type": "verify", "timestamp": utc_now(), "segment": state.segment,
                  "baseline": {"index": base.get("index"), "commit": base_commit[:7]},
@@ -9202,7 +9210,7 @@ def cmd_verify(args):
                  "pairs": len(new), "delta_pct": delta, "low_pct": interval[0] if interval else None,
                  "high_pct": interval[1] if interval else None, "logged_pct": logged,
                  "samples": {"baseline": [_round(v) for v in old], "best": [_round(v) for v in new]},
-                 "order": "".join(orders),
+                 "order": "".join(orders), "set_aside": set_aside,
                  "swapped": swap.paths[:50], "env": machine_facts(head, loop, env), "load": load_average()}
         with LogLock(loop) as lock:
             loaded = load_state(loop)
@@ -9216,6 +9224,14 @@ def cmd_verify(args):
         if not interval:
             result["warnings"].append("%d pairs are too few for a 95%% interval; run `autotune verify "
                                       "--pairs 10`." % len(new))
+        elif interval[0] < 0 < interval[1]:
+            result["warnings"].append("the 95%% interval (%s to %s) includes no change: on this machine "
+                                      "the best is not distinguishable from the baseline; run `autotune "
+                                      "verify --pairs %d` on a quieter machine or with a longer workload"
+                                      % (fmt_pct(interval[0]), fmt_pct(interval[1]), 2 * pairs))
+        if set_aside:
+            result["warnings"].append("%d of %d pairs were set aside (load on one side only) and not "
+                                      "counted" % (set_aside, len(new)))
         if not result["warnings"]:
             del result["warnings"]
         print_json(result)
@@ -9271,7 +9287,7 @@ def cmd_resume(args):
     def check(loop, state):
         if state.active and state.health not in ("paused", "stopped", "completed") and state.mode != "repair":
             return "already active"
-        reason = spent_budget(loop, state)
+        reason = spent_budget(loop, state, time.time())
         if reason:
             fail("budget_spent", "The budget is still spent (%s); raise it in %s or start a new "
                  "segment with `autotune init`." % (reason, CONFIG_FILE))
@@ -10465,9 +10481,9 @@ def _curl_targets(args):
 def _patch_targets(command, args, cwd):
     """The files `patch` writes: -o FILE alone, else the file it is given and every file
     the diff names (read from -i, a second operand, stdin or a heredoc), under -d DIR."""
-    print_json = _strip_option(args, "-o", "--output")
-    if print_json:
-        return [(print_json, "file")]
+    output_file = _strip_option(args, "-o", "--output")
+    if output_file:
+        return [(output_file, "file")]
     strip = _strip_option(args, "-p", "--strip")
     directory = _strip_option(args, "-d", "--directory") or ""
     operands = _operands(args, ("-p", "-i", "-o", "-d", "-D", "-F", "-z", "-B", "-Y", "-V",
@@ -10655,7 +10671,7 @@ def hook_stop(payload):
     loop, loaded = payload_loop(payload)
     if loop is None:
         return None
-    state = clock_state(loop, loaded.state)
+    state = clock_state(loop, loaded.state, time.time())
     mode = loop.settings.auto_resume
     if (mode == "off" or not state.active or state.health in ("paused", "stopped", "completed")
             or state.n_exp == 0):
@@ -11401,8 +11417,9 @@ def cmd_setup_permissions(args):
         try:
             with open(path, "rb") as handle:
                 settings = json.loads(handle.read().decode("utf-8"))
-        except (ValueError, UnicodeDecodeError, OSError) as exc:
-            fail("bad_settings", "%s is not valid JSON (%s); fix it first, nothing was changed." % (path, exc))
+        except (ValueError, UnicodeDecodeError, OSError, RecursionError) as exc:
+            fail("bad_settings", "%s is not valid JSON (%s); fix it first, nothing was changed." % (
+                path, "nested too deeply" if isinstance(exc, RecursionError) else exc))
         if not isinstance(settings, dict):
             fail("bad_settings", "%s does not hold a JSON object; nothing was changed." % path)
     permissions = settings.setdefault("permissions", {})
