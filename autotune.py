@@ -9435,31 +9435,30 @@ def _discard_label(text):
     return text
 
 
-def cmd_explain(args):
+def _loop_view(args, render, extra=None):
+    """explain and status: the loop's explain data (plus `extra` of the state), as JSON
+    or rendered text; a broken config is shown, not refused."""
     loop = require_loop(find_loop(lenient=True))
     loaded = load_state(loop)
     persist_if_stale(loop, loaded)
     data = explain_data(loop, loaded, disk=True)
+    if extra:
+        data.update(extra(loaded.state))
     if args.json:
         print_json(data)
     else:
         colors = Colors(sys.stdout)
-        print_text(render_explain(data, colors), painted=colors.enabled)
+        print_text(render(data, colors), painted=colors.enabled)
+
+
+def cmd_explain(args):
+    _loop_view(args, render_explain)
 
 
 def cmd_status(args):
-    loop = require_loop(find_loop(lenient=True))
-    loaded = load_state(loop)
-    persist_if_stale(loop, loaded)
-    data = explain_data(loop, loaded, disk=True)
-    state = loaded.state
-    data.update(total_runs=state.total_results, resume_count=state.resume_count,
-                session_id=state.session_id, exp_at=state.exp_at, progress_at=state.progress_at)
-    if args.json:
-        print_json(data)
-    else:
-        colors = Colors(sys.stdout)
-        print_text(render_status(data, colors), painted=colors.enabled)
+    _loop_view(args, render_status, lambda state: dict(
+        total_runs=state.total_results, resume_count=state.resume_count, session_id=state.session_id,
+        exp_at=state.exp_at, progress_at=state.progress_at))
 
 
 def cmd_start(args):
