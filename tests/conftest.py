@@ -186,16 +186,59 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow: takes seconds (many processes, a whole loop, a kill at every step): "
                    "`make test` runs it, `make test-fast` (-m \"not slow\") leaves it out")
+    config.addinivalue_line("markers", "cost(seconds): how long the test takes on an idle 2-core "
+                                       "machine when far above the typical 0.35 s (balances the shards)")
+    config.addinivalue_line("markers", "together: the module's tests run in one shard (an expensive "
+                                       "module-scoped fixture is built once)")
+
+
+TYPICAL_TEST_SECONDS = 0.35  # the mean of the tests without a cost marker, on an idle 2-core machine
+
+
+def expected_seconds(item):
+    """Seconds a test is expected to take (its `cost` marker, else a typical test's)."""
+    marker = item.get_closest_marker("cost")
+    return float(marker.args[0]) if marker else TYPICAL_TEST_SECONDS
+
+
+def shard_units(items):
+    """Tests that must run in one process: a module marked `together` (its module-scoped
+    fixture is expensive, e.g. the whole demo) is one unit, every other test its own."""
+    units, modules = [], {}
+    for number, item in enumerate(items):
+        if item.get_closest_marker("together"):
+            key = item.module.__name__
+            if key not in modules:
+                modules[key] = len(units)
+                units.append([])
+            units[modules[key]].append(number)
+        else:
+            units.append([number])
+    return units
+
+
+def balanced_shards(costs, units, count):
+    """The longest units first, each to the least loaded shard: the shards end close
+    together, so the slowest one decides `make test`'s time as little as it can."""
+    loads, shard_of = [0.0] * count, {}
+    for unit in sorted(units, key=lambda u: (-sum(costs[n] for n in u), u[0])):
+        shard = loads.index(min(loads))
+        loads[shard] += sum(costs[n] for n in unit)
+        for number in unit:
+            shard_of[number] = shard
+    return shard_of
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """`make test` runs the suite in one process per core: AUTOTUNE_TEST_SHARD=k/n keeps
-    every n-th test from the k-th, so the slow files are shared out evenly. It runs last,
-    after `-m "not slow"` has deselected, so each shard gets its share of what is left."""
+    the k-th of n shards balanced by the tests' expected seconds (balanced_shards). It
+    runs last, after `-m "not slow"` has deselected, so each shard gets its share of what
+    is left."""
     shard = os.environ.get("AUTOTUNE_TEST_SHARD")
     if not shard:
         return
     index, count = (int(part) for part in shard.split("/"))
-    config.hook.pytest_deselected(items=[item for number, item in enumerate(items) if number % count != index])
-    items[:] = [item for number, item in enumerate(items) if number % count == index]
+    shard_of = balanced_shards([expected_seconds(item) for item in items], shard_units(items), count)
+    config.hook.pytest_deselected(items=[item for number, item in enumerate(items) if shard_of[number] != index])
+    items[:] = [item for number, item in enumerate(items) if shard_of[number] == index]

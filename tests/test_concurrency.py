@@ -91,6 +91,7 @@ def check_log(project, records, calls):
     return results
 
 
+@pytest.mark.cost(75)
 @pytest.mark.slow
 def test_two_writers_at_once_lose_nothing(tmp_path):
     project = make_project(tmp_path / "repo", config=CONFIG)
@@ -100,6 +101,7 @@ def test_two_writers_at_once_lose_nothing(tmp_path):
         WORKERS, CALLS, elapsed, elapsed * 1000.0 / (WORKERS * CALLS)))
 
 
+@pytest.mark.cost(23)
 @pytest.mark.slow
 def test_readers_during_writes_see_a_consistent_log(tmp_path):
     """explain/status/doctor running while two writers append: every call ends cleanly,

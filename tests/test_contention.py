@@ -235,6 +235,7 @@ while not os.path.exists(os.path.join(control, "stop")):
 """
 
 
+@pytest.mark.cost(17)
 @pytest.mark.slow
 def test_a_hog_on_the_kept_codes_side_only_does_not_get_a_noop_kept(tmp_path):
     if autotune.cpu_counters() is None:

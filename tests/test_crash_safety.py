@@ -188,6 +188,7 @@ def sweep(tmp_path, lane, status, description):
     return names, outcomes
 
 
+@pytest.mark.cost(78)
 @pytest.mark.slow
 def test_log_killed_at_every_io_event(tmp_path):
     """A keep (commit path) and a discard (revert path), swept in two parallel lanes."""
@@ -216,6 +217,7 @@ def test_log_killed_at_every_io_event(tmp_path):
     sys.stderr.write("\n")
 
 
+@pytest.mark.cost(6)
 @pytest.mark.slow
 def test_log_killed_after_random_delays(tmp_path):
     """The same invariants with a real outside SIGKILL (git children keep running)."""
@@ -342,6 +344,7 @@ def test_state_deleted_is_rebuilt(tmp_path):
     assert_state_matches_log(project.path)
 
 
+@pytest.mark.cost(21)
 @pytest.mark.slow
 def test_state_corrupt_is_rebuilt(tmp_path):
     project = build_session(tmp_path / "repo")

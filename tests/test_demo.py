@@ -35,6 +35,9 @@ def _repo_status():
     return proc.stdout.decode("utf-8", "replace"), files
 
 
+pytestmark = pytest.mark.together  # the demo runs once, in one shard
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     workspace = str(tmp_path_factory.mktemp("demo") / "ws")

@@ -225,6 +225,9 @@ def check_mentions(found, spec):
     return problems
 
 
+pytestmark = pytest.mark.together  # the module's fixtures are built once, in one shard
+
+
 @pytest.fixture(scope="module")
 def spec():
     return CLISpec()

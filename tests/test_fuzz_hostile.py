@@ -238,6 +238,7 @@ def one_round(tmp_path, rng, number, good):
     return problems
 
 
+@pytest.mark.cost(10)
 @pytest.mark.slow
 def test_hostile_input_through_every_command_hook_and_status_line(tmp_path):
     base = make_project(tmp_path / "base")

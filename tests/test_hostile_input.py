@@ -238,6 +238,7 @@ def fuzz_lane(project, commands, rng, failures):
                 restore_tree(project.path, before)
 
 
+@pytest.mark.cost(55)
 @pytest.mark.slow
 def test_every_command_survives_hostile_arguments(tmp_path):
     commands = [name for name in autotune.COMMANDS]
@@ -262,6 +263,7 @@ def test_every_command_survives_hostile_arguments(tmp_path):
 
 # ----------------------------------------------------- unreadable files ----
 
+@pytest.mark.cost(5)
 @pytest.mark.slow
 def test_unreadable_session_files(tmp_path):
     """A config, log or state that cannot be read (mode 000, or a directory in its
@@ -361,6 +363,7 @@ def junk_lines(rng, good):
                              ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
+@pytest.mark.cost(8)
 @pytest.mark.slow
 def test_a_log_full_of_junk_lines(tmp_path):
     """A log where most lines are junk: every command still works (junk skipped and

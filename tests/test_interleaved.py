@@ -160,6 +160,7 @@ def test_noop_not_kept_under_gradual_drift(tmp_path):
         project.ok("log", "--status", "auto", "--description", "no-op %s" % marker)
 
 
+@pytest.mark.cost(5)
 @pytest.mark.slow
 def test_noop_not_kept_under_load_that_comes_and_goes(tmp_path):
     project, machine = noisy_project(tmp_path)
@@ -280,6 +281,7 @@ def _swap_window(trace_file):
             if not names[i].startswith(("open:r", "os.open:r", "write:pipe", "flock"))]
 
 
+@pytest.mark.cost(17)
 @pytest.mark.slow
 def test_kill_9_at_every_step_of_a_swap_is_restored_by_doctor_fix_or_the_next_run(tmp_path):
     import shutil

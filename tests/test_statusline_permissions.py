@@ -139,6 +139,7 @@ def test_statusline_chain_runs_through_the_shell_and_the_payload_stays_data(loop
     assert not (tmp_path / "pwned").exists(), "the payload was executed"
 
 
+@pytest.mark.cost(7)
 @pytest.mark.slow
 def test_statusline_chain_failures_keep_our_line(loop):
     payload = sample("statusLine", loop.path)
