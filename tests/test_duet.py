@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import tempfile
 import time
 
 import pytest
@@ -51,7 +50,7 @@ def duet_project(tmp_path, mode="duet", bench_extra=""):
     project.git("add", ".gitignore", "old_module.py")
     project.git("commit", "-q", "-m", "setup")
     project.ok("init", "--name", "speed", "--metric", "time_ms", "--unit", "ms", "--direction", "lower")
-    assert project.ok("run", env=ENV)["verdict"] == "baseline"
+    assert project.ok("run", env=run_env(tmp_path))["verdict"] == "baseline"
     project.ok("log", "--status", "keep", "--description", "baseline")
     return project, machine
 
@@ -72,8 +71,16 @@ def tree_bytes(project):
     return files, project.git("status", "--porcelain", "--ignored")
 
 
-def copies():
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), "autotune-duet-*")))
+def run_env(tmp_path):
+    """ENV with a TMPDIR of the test's own: the copies of one test are not another's
+    (the shards run duet tests at the same time)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir(exist_ok=True)
+    return dict(ENV, TMPDIR=str(tmp))
+
+
+def copies(tmp_path):
+    return set(glob.glob(os.path.join(str(tmp_path / "tmp"), "autotune-duet-*")))
 
 
 def candidate(project, delay=100):
@@ -103,8 +110,8 @@ def test_duet_obstacle_needs_spare_cores_and_a_benchmark_that_runs_from_a_copy()
 def test_a_noop_is_not_kept_and_the_users_tree_is_untouched(tmp_path):
     project, machine = duet_project(tmp_path)
     candidate(project)
-    before, had = tree_bytes(project), copies()
-    ran = project.ok("run", env=ENV)
+    before, had = tree_bytes(project), copies(tmp_path)
+    ran = project.ok("run", env=run_env(tmp_path))
     assert ran["interleaved"]["duet"] is True, ran
     assert ran["verdict"] != "improved" and ran["suggested_status"] == "discard", ran
     assert ran["evidence"]["method"] == "interleaved-signed-rank"
@@ -114,14 +121,14 @@ def test_a_noop_is_not_kept_and_the_users_tree_is_untouched(tmp_path):
     with open(str(machine / "venv.best")) as handle:     # the same ignored environment
         assert handle.read() == "the user's environment\n"
     assert tree_bytes(project) == before
-    assert copies() == had                               # the copy is gone
+    assert copies(tmp_path) == had                               # the copy is gone
     assert not glob.glob(str(project.path / ".git" / "autotune" / "*" / "duet.json"))
 
 
 def test_a_clear_win_is_found(tmp_path):
     project, machine = duet_project(tmp_path)
     candidate(project, delay=80)
-    ran = project.ok("run", env=ENV)
+    ran = project.ok("run", env=run_env(tmp_path))
     assert ran["interleaved"]["duet"] is True and ran["verdict"] == "improved", ran
     assert ran["suggested_status"] == "keep"
     assert ran["executions"] == 2 * ran["n"]
@@ -133,41 +140,41 @@ def test_a_benchmark_naming_the_trees_path_falls_back_to_interleaved_with_a_warn
     # the benchmark names the tree's absolute path: from a copy it would run the user's tree
     project, machine = duet_project(tmp_path, bench_extra="# lives in %s\n" % (tmp_path / "repo"))
     candidate(project)
-    before, had = tree_bytes(project), copies()
-    ran = project.ok("run", env=ENV)
+    before, had = tree_bytes(project), copies(tmp_path)
+    ran = project.ok("run", env=run_env(tmp_path))
     warning = [w for w in ran.get("warnings", []) if "duet mode is off" in w]
     assert warning and "cannot run from a copy" in warning[0], ran
     assert ran["interleaved"]["duet"] is False and set(ran["interleaved"]["order"]) <= {"B", "C"}
     assert ran["verdict"] != "improved"
-    assert tree_bytes(project) == before and copies() == had
+    assert tree_bytes(project) == before and copies(tmp_path) == had
 
 
 def test_a_benchmark_that_fails_in_the_copy_falls_back_to_interleaved(tmp_path):
     project, machine = duet_project(tmp_path)
     candidate(project)
     (machine / "require_git").write_text("1")
-    before, had = tree_bytes(project), copies()
-    ran = project.ok("run", env=ENV)
+    before, had = tree_bytes(project), copies(tmp_path)
+    ran = project.ok("run", env=run_env(tmp_path))
     assert any("cannot run from a copy" in w for w in ran.get("warnings", [])), ran
     assert ran["interleaved"]["duet"] is False and ran["verdict"] != "improved"
-    assert tree_bytes(project) == before and copies() == had
+    assert tree_bytes(project) == before and copies(tmp_path) == had
 
 
 @pytest.mark.slow
 def test_sigterm_mid_run_leaves_the_tree_intact_and_no_copy(tmp_path):
     project, machine = duet_project(tmp_path)
     candidate(project)
-    before, had = tree_bytes(project), copies()
+    before, had = tree_bytes(project), copies(tmp_path)
     (machine / "slow").write_text("1")
-    proc = subprocess.Popen(cli_argv(["run"]), cwd=str(project.path), env=ENV,
+    proc = subprocess.Popen(cli_argv(["run"]), cwd=str(project.path), env=run_env(tmp_path),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     while not (machine / "started.best").exists() and proc.poll() is None:
         time.sleep(0.02)
     assert proc.poll() is None, proc.communicate()
-    assert copies() - had                                 # the copy exists while it runs
+    assert copies(tmp_path) - had                                 # the copy exists while it runs
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert tree_bytes(project) == before
-    assert copies() == had
+    assert copies(tmp_path) == had
     assert project.ok("doctor", "--json")["ok"] is True
