@@ -18,6 +18,7 @@ import time
 import pytest
 
 from conftest import cli_argv, clean_env, make_project
+from support.core_helpers import baseline_beside_user_files
 
 import autotune
 
@@ -43,15 +44,7 @@ def duet_project(tmp_path, mode="duet", bench_extra=""):
     machine.mkdir()
     project = make_project(tmp_path / "repo", benchmark=BENCH % {"machine": str(machine)} + bench_extra, init=False,
                            config={"evaluator": {"mode": mode}})
-    project.write(".gitignore", "venv/\n")
-    project.write("venv/lib.txt", "the user's environment\n")
-    project.write("notes.txt", "the user's own untracked file\n")
-    project.write("old_module.py", "x = 1\n")
-    project.git("add", ".gitignore", "old_module.py")
-    project.git("commit", "-q", "-m", "setup")
-    project.ok("init", "--name", "speed", "--metric", "time_ms", "--unit", "ms", "--direction", "lower")
-    assert project.ok("run", env=run_env(tmp_path))["verdict"] == "baseline"
-    project.ok("log", "--status", "keep", "--description", "baseline")
+    baseline_beside_user_files(project, run_env(tmp_path))
     return project, machine
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from conftest import AUTOTUNE, ROOT, clean_env, make_project, run_cli
 from support.refusals import clear_error
+from support.core_helpers import baseline_beside_user_files
 
 MACHINE_BENCH = r"""#!/usr/bin/env bash
 # the code under test is work.py; the machine is %(machine)s (outside the repository)
@@ -85,16 +86,7 @@ def noisy_project(tmp_path, config=None, checks=None):
                            init=False, config=config)
     if checks:
         project.write("autotune.checks.sh", checks, mode=0o755)
-    project.write(".gitignore", "venv/\n")
-    project.write("venv/lib.txt", "the user's environment\n")
-    project.write("notes.txt", "the user's own untracked file\n")
-    project.write("old_module.py", "x = 1\n")
-    project.git("add", ".gitignore", "old_module.py")
-    project.git("commit", "-q", "-m", "setup")
-    project.ok("init", "--name", "speed", "--metric", "time_ms", "--unit", "ms", "--direction", "lower")
-    base = project.ok("run", env=ENV)
-    assert base["verdict"] == "baseline", base
-    project.ok("log", "--status", "keep", "--description", "baseline")
+    baseline_beside_user_files(project, ENV)
     return project, machine
 
 

@@ -188,3 +188,20 @@ def racy_edit(p, name, text):
     os.utime(full, ns=(past, past))
     os.utime(index, ns=(past, past))                 # index written in the same tick
     assert name in p.git("diff-files", "--name-only").split(), "git itself must see the edit"
+
+
+def baseline_beside_user_files(project, env):
+    """A project with what an interleaved or duet run must leave alone (an ignored venv,
+    an untracked file of the user's, a tracked module), initialized and with its baseline
+    logged; returns the baseline run's JSON."""
+    project.write(".gitignore", "venv/\n")
+    project.write("venv/lib.txt", "the user's environment\n")
+    project.write("notes.txt", "the user's own untracked file\n")
+    project.write("old_module.py", "x = 1\n")
+    project.git("add", ".gitignore", "old_module.py")
+    project.git("commit", "-q", "-m", "setup")
+    project.ok("init", "--name", "speed", "--metric", "time_ms", "--unit", "ms", "--direction", "lower")
+    base = project.ok("run", env=env)
+    assert base["verdict"] == "baseline", base
+    project.ok("log", "--status", "keep", "--description", "baseline")
+    return base
